@@ -1,0 +1,3 @@
+//! tcoder-dispatcher against real NATS, Redis and S3.
+
+mod lifecycle;

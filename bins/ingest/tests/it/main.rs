@@ -1,0 +1,3 @@
+//! tcoder-ingest against real NATS, Redis and S3.
+
+mod lifecycle;

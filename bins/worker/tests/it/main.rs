@@ -1,0 +1,3 @@
+//! tcoder-worker against real NATS, Redis and S3.
+
+mod lifecycle;

@@ -1,0 +1,238 @@
+//! Layered, typed, validated settings.
+//!
+//! Layers, lowest priority first: `config/default.toml` → `config/<service>.toml` (both compiled
+//! into the binary, so a worker on a bare machine needs no files) → the `--config` file →
+//! `TCODER__<SECTION>__<KEY>` environment variables. Unknown keys are errors (a typo must not be
+//! silently ignored), and every value is checked at start; the error names the key and where
+//! the bad value came from.
+//!
+//! This module owns loading and the aggregate [`Settings`]; each section's struct lives next to
+//! the code it configures (`events::Config` for NATS, `store::Config` for Redis, …).
+
+mod env;
+mod error;
+mod services;
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use serde::Deserialize;
+
+pub use self::env::EnvVars;
+pub use self::error::ConfigError;
+pub use self::services::{
+    DispatcherConfig, IngestConfig, LocalStoreConfig, ProviderKind, UpConfig, WorkerConfig,
+};
+
+/// Prefix of the environment variables that override settings.
+pub const ENV_PREFIX: &str = "TCODER__";
+
+/// The shipped defaults; the single source of every key's default value.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Which program is loading settings; selects the `config/<service>.toml` layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Ingest,
+    Dispatcher,
+    Worker,
+    Cli,
+}
+
+impl Service {
+    /// Every service, e.g. for tests that check each shipped file.
+    pub const ALL: [Service; 4] =
+        [Service::Ingest, Service::Dispatcher, Service::Worker, Service::Cli];
+
+    /// The service's name as used in file names, logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Ingest => "ingest",
+            Service::Dispatcher => "dispatcher",
+            Service::Worker => "worker",
+            Service::Cli => "cli",
+        }
+    }
+
+    /// The compiled-in `config/<service>.toml`.
+    pub fn overrides_toml(self) -> &'static str {
+        match self {
+            Service::Ingest => include_str!("../../../config/ingest.toml"),
+            Service::Dispatcher => include_str!("../../../config/dispatcher.toml"),
+            Service::Worker => include_str!("../../../config/worker.toml"),
+            Service::Cli => include_str!("../../../config/cli.toml"),
+        }
+    }
+}
+
+/// Every setting of every service. Each binary uses the sections it needs; keeping one shape
+/// means one `default.toml` documents everything and `tcoder up` can read the services' ports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub nats: crate::events::Config,
+    pub redis: crate::store::Config,
+    pub s3: crate::storage::Config,
+    pub telemetry: crate::telemetry::Config,
+    pub admin: crate::admin::Config,
+    pub shutdown: crate::shutdown::Config,
+    pub ingest: IngestConfig,
+    pub dispatcher: DispatcherConfig,
+    pub worker: WorkerConfig,
+    pub up: UpConfig,
+}
+
+impl Settings {
+    /// Loads the settings a service runs with: the compiled-in layers, the optional `--config`
+    /// file, then the process environment.
+    pub fn load(service: Service, file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load_from(service, file, EnvVars::from_process())
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (tests use this instead of
+    /// mutating the process environment).
+    pub fn load_from(
+        service: Service,
+        file: Option<&Path>,
+        env: EnvVars,
+    ) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string(service.overrides_toml()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile { path: path.to_path_buf() });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let settings: Settings = figment.merge(env).extract().map_err(ConfigError::from_figment)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot: ranges, URLs, names.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.nats.validate().map_err(|e| e.in_section("nats"))?;
+        self.redis.validate().map_err(|e| e.in_section("redis"))?;
+        self.s3.validate().map_err(|e| e.in_section("s3"))?;
+        self.telemetry.validate().map_err(|e| e.in_section("telemetry"))?;
+        self.admin.validate().map_err(|e| e.in_section("admin"))?;
+        self.shutdown.validate().map_err(|e| e.in_section("shutdown"))?;
+        self.ingest.validate().map_err(|e| e.in_section("ingest"))?;
+        self.dispatcher.validate().map_err(|e| e.in_section("dispatcher"))?;
+        self.worker.validate().map_err(|e| e.in_section("worker"))?;
+        self.up.validate().map_err(|e| e.in_section("up"))?;
+        Ok(())
+    }
+}
+
+/// A value that parsed but is not acceptable; `key` is relative to its section until
+/// [`Invalid::in_section`] qualifies it.
+#[derive(Debug)]
+pub struct Invalid {
+    key: String,
+    message: String,
+}
+
+impl Invalid {
+    pub fn new(key: &str, message: impl Into<String>) -> Invalid {
+        Invalid { key: key.to_owned(), message: message.into() }
+    }
+
+    fn in_section(self, section: &str) -> ConfigError {
+        ConfigError::Invalid { key: format!("{section}.{}", self.key), message: self.message }
+    }
+}
+
+/// A secret setting (keys, tokens): never printed by `Debug`, so logging settings is safe.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+/// Validation helper: fails when a duration is zero.
+pub fn require_positive(key: &str, value: std::time::Duration) -> Result<(), Invalid> {
+    if value.is_zero() {
+        return Err(Invalid::new(key, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_service_loads_the_shipped_defaults() {
+        for service in Service::ALL {
+            let settings = Settings::load_from(service, None, EnvVars::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", service.name()));
+            assert_eq!(settings.s3.bucket, "tcoder");
+        }
+    }
+
+    #[test]
+    fn service_file_overrides_defaults() {
+        let ingest = Settings::load_from(Service::Ingest, None, EnvVars::default()).unwrap();
+        let dispatcher =
+            Settings::load_from(Service::Dispatcher, None, EnvVars::default()).unwrap();
+        assert_ne!(ingest.admin.bind, dispatcher.admin.bind);
+    }
+
+    #[test]
+    fn environment_overrides_files() {
+        let env = EnvVars::from_pairs([("TCODER__NATS__URL", "nats://10.1.2.3:4222")]);
+        let settings = Settings::load_from(Service::Worker, None, env).unwrap();
+        assert_eq!(settings.nats.url, "nats://10.1.2.3:4222");
+    }
+
+    #[test]
+    fn bad_environment_value_names_key_and_variable() {
+        let env = EnvVars::from_pairs([("TCODER__ADMIN__BIND", "not-an-address")]);
+        let err = Settings::load_from(Service::Ingest, None, env).unwrap_err().to_string();
+        assert!(err.contains("admin.bind"), "{err}");
+        assert!(err.contains("TCODER__ADMIN__BIND"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_by_name() {
+        let env = EnvVars::from_pairs([("TCODER__NATS__URLL", "nats://x")]);
+        let err = Settings::load_from(Service::Ingest, None, env).unwrap_err().to_string();
+        assert!(err.contains("`nats.urll`"), "{err}");
+    }
+
+    #[test]
+    fn semantic_validation_names_key() {
+        let env = EnvVars::from_pairs([("TCODER__WORKER__CONCURRENCY", "0")]);
+        let err = Settings::load_from(Service::Worker, None, env).unwrap_err().to_string();
+        assert!(err.contains("worker.concurrency"), "{err}");
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let err = Settings::load_from(
+            Service::Ingest,
+            Some(Path::new("/nonexistent/tcoder.toml")),
+            EnvVars::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::MissingFile { .. }));
+    }
+}

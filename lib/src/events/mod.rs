@@ -1,0 +1,110 @@
+//! NATS JetStream: connection, the streams and consumers tcoder uses (created idempotently at
+//! start), and the names of everything ([`subjects`]).
+//!
+//! The broker is the transport, not the record of truth: job state lives in Redis with fencing
+//! epochs (see `store`), because JetStream accepts a late ack from a worker whose AckWait has
+//! expired.
+
+pub mod subjects;
+mod topology;
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{Invalid, require_positive};
+
+pub use self::topology::{consumer_configs, ensure_topology, stream_configs};
+
+/// `[nats]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub url: String,
+    pub replicas: usize,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub uploads_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub events_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub dlq_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub jobs_ack_wait: Duration,
+    pub jobs_max_deliver: i64,
+}
+
+impl Config {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        if self.url.trim().is_empty() {
+            return Err(Invalid::new("url", "must not be empty"));
+        }
+        for server in self.url.split(',') {
+            let server = server.trim();
+            let valid = server
+                .parse::<async_nats::ServerAddr>()
+                .is_ok_and(|_| !server.ends_with(':') && !server.contains(' '));
+            if !valid {
+                return Err(Invalid::new(
+                    "url",
+                    format!("`{server}` is not a NATS server address"),
+                ));
+            }
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(Invalid::new("replicas", "must be between 1 and 5"));
+        }
+        require_positive("connect_timeout", self.connect_timeout)?;
+        require_positive("duplicate_window", self.duplicate_window)?;
+        require_positive("uploads_max_age", self.uploads_max_age)?;
+        require_positive("events_max_age", self.events_max_age)?;
+        require_positive("dlq_max_age", self.dlq_max_age)?;
+        require_positive("jobs_ack_wait", self.jobs_ack_wait)?;
+        if self.jobs_max_deliver < 1 {
+            return Err(Invalid::new("jobs_max_deliver", "must be at least 1 (finite)"));
+        }
+        if self.duplicate_window > self.uploads_max_age {
+            return Err(Invalid::new("duplicate_window", "must not exceed uploads_max_age"));
+        }
+        Ok(())
+    }
+}
+
+/// Why NATS could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("cannot connect to NATS at {url} within {timeout:?}: {reason}")]
+    Connect { url: String, timeout: Duration, reason: String },
+    #[error("cannot create JetStream {what}: {reason}")]
+    Topology { what: String, reason: String },
+}
+
+/// Connects, retrying (bounded by `connect_timeout`) so services may start in any order.
+/// After the first connection the client reconnects by itself.
+pub async fn connect(config: &Config, client_name: &str) -> Result<async_nats::Client, NatsError> {
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let options = async_nats::ConnectOptions::new()
+            .name(client_name)
+            .connection_timeout(config.connect_timeout.min(Duration::from_secs(5)));
+        match options.connect(config.url.as_str()).await {
+            Ok(client) => return Ok(client),
+            Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::debug!(error = %e, "NATS not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => {
+                return Err(NatsError::Connect {
+                    url: config.url.clone(),
+                    timeout: config.connect_timeout,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+}

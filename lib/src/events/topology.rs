@@ -1,0 +1,112 @@
+//! The streams and durable consumers of DESIGN.md, created or updated idempotently at start by
+//! every service (whichever starts first creates them; the rest find them in place).
+//!
+//! The server itself must run with `jetstream { sync_interval: always }` so an acknowledged
+//! publish is on disk (deploy/nats/nats-server.conf); that is server configuration, not
+//! something a client can set.
+
+use async_nats::jetstream::Context;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+
+use super::{Config, NatsError, subjects};
+use crate::jobs::Priority;
+
+/// The four streams, configured from `[nats]`.
+pub fn stream_configs(config: &Config) -> Vec<stream::Config> {
+    let base = |name: &str, subject: &str, retention, max_age| stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subject.to_owned()],
+        retention,
+        max_age,
+        storage: StorageType::File,
+        num_replicas: config.replicas,
+        duplicate_window: config.duplicate_window,
+        // A full stream refuses new messages rather than silently dropping old ones.
+        discard: DiscardPolicy::New,
+        ..Default::default()
+    };
+    vec![
+        base(
+            subjects::UPLOADS_STREAM,
+            subjects::UPLOADS_ALL,
+            RetentionPolicy::Limits,
+            config.uploads_max_age,
+        ),
+        // Work-queue retention: an acked (or termed) job is removed; nothing else removes it.
+        base(
+            subjects::JOBS_STREAM,
+            subjects::JOBS_ALL,
+            RetentionPolicy::WorkQueue,
+            Default::default(),
+        ),
+        base(
+            subjects::EVENTS_STREAM,
+            subjects::EVENTS_ALL,
+            RetentionPolicy::Limits,
+            config.events_max_age,
+        ),
+        base(subjects::DLQ_STREAM, subjects::DLQ_ALL, RetentionPolicy::Limits, config.dlq_max_age),
+    ]
+}
+
+/// The durable pull consumers, as `(stream, config)`.
+pub fn consumer_configs(config: &Config) -> Vec<(&'static str, pull::Config)> {
+    let mut consumers = vec![(
+        subjects::UPLOADS_STREAM,
+        pull::Config {
+            durable_name: Some(subjects::UPLOADS_CONSUMER.to_owned()),
+            filter_subject: subjects::UPLOADS_ALL.to_owned(),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            ack_wait: std::time::Duration::from_secs(30),
+            max_deliver: 10,
+            num_replicas: config.replicas,
+            ..Default::default()
+        },
+    )];
+    for priority in Priority::ALL {
+        consumers.push((
+            subjects::JOBS_STREAM,
+            pull::Config {
+                durable_name: Some(subjects::jobs_consumer(priority)),
+                filter_subject: subjects::jobs(priority),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: config.jobs_ack_wait,
+                // Finite, so a poison job ends in the dead-letter queue instead of looping.
+                max_deliver: config.jobs_max_deliver,
+                num_replicas: config.replicas,
+                ..Default::default()
+            },
+        ));
+    }
+    consumers
+}
+
+/// Creates (or brings up to date) every stream and consumer. Safe to run concurrently from
+/// several services and on every start.
+pub async fn ensure_topology(js: &Context, config: &Config) -> Result<(), NatsError> {
+    for stream in stream_configs(config) {
+        let name = stream.name.clone();
+        js.create_or_update_stream(stream).await.map_err(|e| NatsError::Topology {
+            what: format!("stream {name}"),
+            reason: e.to_string(),
+        })?;
+    }
+    for (stream_name, consumer) in consumer_configs(config) {
+        let what = format!(
+            "consumer {stream_name}/{}",
+            consumer.durable_name.as_deref().unwrap_or_default()
+        );
+        let stream = js
+            .get_stream(stream_name)
+            .await
+            .map_err(|e| NatsError::Topology { what: what.clone(), reason: e.to_string() })?;
+        stream
+            .create_consumer(consumer)
+            .await
+            .map_err(|e| NatsError::Topology { what, reason: e.to_string() })?;
+    }
+    Ok(())
+}

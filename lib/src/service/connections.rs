@@ -1,0 +1,59 @@
+//! The three external systems every service talks to, connected once at start, and the
+//! `/readyz` checks that watch them afterwards.
+
+use async_nats::connection::State as NatsState;
+use redis::aio::ConnectionManager;
+
+use crate::admin::ReadinessCheck;
+use crate::config::Settings;
+use crate::{events, storage, store};
+
+/// Live clients for NATS (with JetStream), Redis and S3. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Connections {
+    pub nats: async_nats::Client,
+    pub jetstream: async_nats::jetstream::Context,
+    pub redis: ConnectionManager,
+    pub s3: aws_sdk_s3::Client,
+    pub bucket: String,
+}
+
+impl Connections {
+    /// Connects to everything and creates the JetStream streams and consumers (idempotent).
+    pub async fn establish(settings: &Settings, client_name: &str) -> anyhow::Result<Connections> {
+        let nats = events::connect(&settings.nats, client_name).await?;
+        let jetstream = async_nats::jetstream::new(nats.clone());
+        events::ensure_topology(&jetstream, &settings.nats).await?;
+        let redis = store::connect(&settings.redis).await?;
+        let s3 = storage::client(&settings.s3).await;
+        Ok(Connections { nats, jetstream, redis, s3, bucket: settings.s3.bucket.clone() })
+    }
+
+    /// `/readyz` checks for NATS (connected), Redis (`PING`) and S3 (`HeadBucket`).
+    pub fn readiness_checks(&self) -> Vec<ReadinessCheck> {
+        let nats = self.nats.clone();
+        let redis = self.redis.clone();
+        let s3 = self.s3.clone();
+        let bucket = self.bucket.clone();
+        vec![
+            ReadinessCheck::new("nats", move || {
+                let state = nats.connection_state();
+                async move {
+                    match state {
+                        NatsState::Connected => Ok(()),
+                        other => Err(format!("not connected ({other})")),
+                    }
+                }
+            }),
+            ReadinessCheck::new("redis", move || {
+                let mut redis = redis.clone();
+                async move { store::ping(&mut redis).await.map_err(|e| e.to_string()) }
+            }),
+            ReadinessCheck::new("s3", move || {
+                let s3 = s3.clone();
+                let bucket = bucket.clone();
+                async move { storage::check_bucket(&s3, &bucket).await }
+            }),
+        ]
+    }
+}

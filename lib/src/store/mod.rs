@@ -1,0 +1,76 @@
+//! Redis: the authoritative job state machine, fencing epochs, machine leases and the pool.
+//! Every multi-key change is one Lua script, so no reader ever sees half a transition.
+//!
+//! Key prefix `tcoder:` (see DESIGN.md "Redis").
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Deserialize;
+
+use crate::config::{Invalid, require_positive};
+
+/// Prefix of every key tcoder writes.
+pub const KEY_PREFIX: &str = "tcoder:";
+
+/// `[redis]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub url: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Config {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        redis::Client::open(self.url.as_str())
+            .map_err(|e| Invalid::new("url", format!("not a Redis URL: {e}")))?;
+        require_positive("timeout", self.timeout)
+    }
+}
+
+/// Why Redis could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to Redis at {url} within {timeout:?}: {source}")]
+    Connect { url: String, timeout: Duration, source: redis::RedisError },
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Connects with a [`ConnectionManager`], which reconnects by itself after the first success.
+/// The first connection is retried until `timeout` so services may start in any order.
+pub async fn connect(config: &Config) -> Result<ConnectionManager, StoreError> {
+    let client = redis::Client::open(config.url.as_str())?;
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.timeout))
+        .set_response_timeout(Some(config.timeout))
+        .set_number_of_retries(3)
+        .set_max_delay(Duration::from_secs(1));
+    let deadline = tokio::time::Instant::now() + config.timeout;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match client.get_connection_manager_with_config(manager_config.clone()).await {
+            Ok(manager) => return Ok(manager),
+            Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::debug!(error = %e, "Redis not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Err(source) => {
+                return Err(StoreError::Connect {
+                    url: config.url.clone(),
+                    timeout: config.timeout,
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// `PING`, for readiness checks.
+pub async fn ping(conn: &mut ConnectionManager) -> Result<(), StoreError> {
+    let _: String = redis::cmd("PING").query_async(conn).await?;
+    Ok(())
+}

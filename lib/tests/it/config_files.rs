@@ -1,0 +1,42 @@
+use std::path::Path;
+
+use tcoder::config::{ConfigError, EnvVars, Service, Settings};
+
+/// Every TOML file shipped in config/ (including examples) must load for every service, so a
+/// broken default fails CI rather than a deploy.
+#[test]
+fn every_shipped_config_file_parses_for_every_service() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut files = Vec::new();
+    collect_toml(&root, &mut files);
+    assert!(files.len() >= 5, "expected config files under {}", root.display());
+    for file in &files {
+        for service in Service::ALL {
+            Settings::load_from(service, Some(file), EnvVars::default())
+                .unwrap_or_else(|e| panic!("{} as {}: {e}", file.display(), service.name()));
+        }
+    }
+}
+
+#[test]
+fn a_bad_value_in_a_config_file_names_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[shutdown]\ndrain_deadline = \"soon\"\n").unwrap();
+    let err = Settings::load_from(Service::Ingest, Some(&file), EnvVars::default()).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, ConfigError::Invalid { .. }), "{message}");
+    assert!(message.contains("shutdown.drain_deadline"), "{message}");
+    assert!(message.contains("bad.toml"), "{message}");
+}
+
+fn collect_toml(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_toml(&path, out);
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+}

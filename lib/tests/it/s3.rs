@@ -1,0 +1,82 @@
+use aws_sdk_s3::primitives::ByteStream;
+use tcoder::config::LocalStoreConfig;
+use tcoder::storage::{self, local::LocalStore};
+use testkit::TestEnv;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::settings;
+
+#[tokio::test]
+async fn objects_round_trip_through_the_s3_client() {
+    let env = TestEnv::start();
+    let settings = settings(&env);
+    let client = storage::client(&settings.s3).await;
+    storage::check_bucket(&client, &settings.s3.bucket).await.unwrap();
+
+    let body = b"not really a video".to_vec();
+    client
+        .put_object()
+        .bucket(&settings.s3.bucket)
+        .key("uploads/t1/j1/source")
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await
+        .unwrap();
+    let got = client
+        .get_object()
+        .bucket(&settings.s3.bucket)
+        .key("uploads/t1/j1/source")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), body);
+}
+
+#[tokio::test]
+async fn a_missing_bucket_fails_the_bucket_check() {
+    let env = TestEnv::start();
+    let client = storage::client(&settings(&env).s3).await;
+    let err = storage::check_bucket(&client, "no-such-bucket").await.unwrap_err();
+    assert!(err.contains("no-such-bucket"), "{err}");
+}
+
+#[tokio::test]
+async fn the_embedded_local_store_serves_signed_requests_only() {
+    let env = TestEnv::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = LocalStoreConfig {
+        enabled: true,
+        bind: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+    };
+    let store = LocalStore::bind(&config, "local", "key-id", "secret").await.unwrap();
+    let endpoint = format!("http://{}", store.local_addr());
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(store.serve(stop.clone()));
+
+    let mut s3 = settings(&env).s3;
+    s3.endpoint = endpoint.clone();
+    s3.bucket = "local".to_owned();
+    s3.access_key_id = "key-id".to_owned();
+    s3.secret_access_key = tcoder::config::Secret::new("secret");
+    let client = storage::client(&s3).await;
+    client
+        .put_object()
+        .bucket("local")
+        .key("a/b")
+        .body(ByteStream::from_static(b"hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(dir.path().join("local/a/b")).unwrap(), b"hello");
+
+    let unsigned = reqwest::get(format!("{endpoint}/local/a/b")).await.unwrap();
+    assert_eq!(unsigned.status(), reqwest::StatusCode::FORBIDDEN);
+
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

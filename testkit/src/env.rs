@@ -1,0 +1,42 @@
+//! All real servers a tcoder service needs, started together.
+
+use crate::{NatsServer, RedisServer, S3Server};
+
+/// nats-server + redis-server + an S3 endpoint, each on free loopback ports. Dropping it stops
+/// them all.
+#[derive(Debug)]
+pub struct TestEnv {
+    pub nats: NatsServer,
+    pub redis: RedisServer,
+    pub s3: S3Server,
+}
+
+impl TestEnv {
+    pub fn start() -> TestEnv {
+        let (nats, redis) = std::thread::scope(|scope| {
+            let nats = scope.spawn(NatsServer::start);
+            let redis = scope.spawn(RedisServer::start);
+            (nats.join().expect("nats start"), redis.join().expect("redis start"))
+        });
+        TestEnv { nats, redis, s3: S3Server::start() }
+    }
+
+    /// `TCODER__*` variables that run a tcoder service against these servers, with its own
+    /// ports picked freely and the embedded object store off.
+    pub fn service_env(&self) -> Vec<(String, String)> {
+        [
+            ("TCODER__ADMIN__BIND", "127.0.0.1:0".to_owned()),
+            ("TCODER__INGEST__HTTP_BIND", "127.0.0.1:0".to_owned()),
+            ("TCODER__INGEST__LOCAL_STORE__ENABLED", "false".to_owned()),
+            ("TCODER__NATS__URL", self.nats.url()),
+            ("TCODER__REDIS__URL", self.redis.url()),
+            ("TCODER__S3__ENDPOINT", self.s3.endpoint()),
+            ("TCODER__S3__BUCKET", self.s3.bucket().to_owned()),
+            ("TCODER__S3__ACCESS_KEY_ID", self.s3.access_key_id().to_owned()),
+            ("TCODER__S3__SECRET_ACCESS_KEY", self.s3.secret_access_key().to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}

@@ -1,0 +1,83 @@
+//! Tiny sample media generated with FFmpeg's lavfi sources and cached under
+//! `target/testkit-media/`, so each clip is encoded once per checkout, not once per test.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// What to generate. Defaults: 320×240, 25 fps, 1 s, H.264 + AAC in MP4, `testsrc2` pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClipSpec {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    /// Duration in milliseconds.
+    pub duration_ms: u32,
+    /// lavfi video source, e.g. `testsrc2` (easy to encode) or `mandelbrot`.
+    pub source: String,
+    /// Add a sine-tone audio track.
+    pub audio: bool,
+    /// Output file extension / container: `mp4`, `mkv`, `webm`, `mov`.
+    pub container: String,
+    /// FFmpeg video encoder, e.g. `libx264`, `libvpx-vp9`.
+    pub video_codec: String,
+}
+
+impl Default for ClipSpec {
+    fn default() -> ClipSpec {
+        ClipSpec {
+            width: 320,
+            height: 240,
+            fps: 25,
+            duration_ms: 1000,
+            source: "testsrc2".to_owned(),
+            audio: true,
+            container: "mp4".to_owned(),
+            video_codec: "libx264".to_owned(),
+        }
+    }
+}
+
+/// The default tiny clip: 1 s 320×240 H.264 + AAC MP4.
+pub fn tiny_mp4() -> PathBuf {
+    clip(&ClipSpec::default())
+}
+
+/// Generates (or reuses) the clip and returns its path.
+pub fn clip(spec: &ClipSpec) -> PathBuf {
+    let dir = crate::workspace_root().join("target/testkit-media");
+    std::fs::create_dir_all(&dir).expect("create media cache dir");
+    let mut hasher = DefaultHasher::new();
+    spec.hash(&mut hasher);
+    let path = dir.join(format!("{:016x}.{}", hasher.finish(), spec.container));
+    if path.exists() {
+        return path;
+    }
+    // Write under a unique name, then rename: concurrent test processes never see half a file.
+    let partial =
+        dir.join(format!(".{}-{}.{}", hasher.finish(), std::process::id(), spec.container));
+    let seconds = format!("{:.3}", f64::from(spec.duration_ms) / 1000.0);
+    let video = format!("{}=size={}x{}:rate={}", spec.source, spec.width, spec.height, spec.fps);
+    let mut command = Command::new("ffmpeg");
+    command.args(["-v", "error", "-y", "-f", "lavfi", "-i", &video]);
+    if spec.audio {
+        command.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]);
+    }
+    command.args(["-t", &seconds, "-c:v", &spec.video_codec, "-pix_fmt", "yuv420p"]);
+    if spec.video_codec == "libx264" {
+        command.args(["-preset", "ultrafast"]);
+    }
+    if spec.audio {
+        let audio_codec = if spec.container == "webm" { "libopus" } else { "aac" };
+        command.args(["-c:a", audio_codec, "-shortest"]);
+    }
+    command.arg(&partial);
+    let output = command.output().expect("run ffmpeg (run scripts/setup.sh to install it)");
+    assert!(
+        output.status.success(),
+        "ffmpeg failed for {spec:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::rename(&partial, &path).expect("move clip into cache");
+    path
+}

@@ -1,0 +1,59 @@
+//! Running a tcoder service binary as a real process, for start / probe / SIGTERM tests.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::{ChildProcess, eventually, free_port, http_get};
+
+/// A service binary started with its admin server on a known free port.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    process: ChildProcess,
+    admin: SocketAddr,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` with `env` (plus `TCODER__ADMIN__BIND` on a free port).
+    pub fn spawn(binary: &Path, env: &[(String, String)]) -> ServiceProcess {
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut command = Command::new(binary);
+        command
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("TCODER__ADMIN__BIND", admin.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let name = binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let process = ChildProcess::spawn(&name, &mut command).expect("spawn service binary");
+        ServiceProcess { process, admin }
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Waits (bounded) until `/readyz` answers 200; panics with the last answer otherwise.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let admin = self.admin;
+        let process = &mut self.process;
+        eventually(timeout, || {
+            if let Some(status) = process.try_status() {
+                panic!("service exited before becoming ready: {status}");
+            }
+            match http_get(admin, "/readyz") {
+                Ok((200, _)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
+    }
+
+    /// SIGTERM and wait up to `grace`; returns the exit status and whether it stopped in time.
+    pub fn terminate(&mut self, grace: Duration) -> (ExitStatus, bool) {
+        self.process.terminate(grace).expect("service was running")
+    }
+}
