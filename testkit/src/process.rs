@@ -17,6 +17,11 @@ impl ChildProcess {
         Ok(ChildProcess { name: name.to_owned(), child: Some(child) })
     }
 
+    /// The child's stdout, when spawned with `Stdio::piped()`.
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.as_mut().and_then(|c| c.stdout.take())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }

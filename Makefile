@@ -1,0 +1,25 @@
+# tcoder — the two commands of the README, plus helpers. Both run the set-up first, which
+# installs what is missing (Debian packages, the pinned nats-server) and skips what is there.
+
+.PHONY: setup run test build lint ci
+
+setup:
+	./scripts/setup.sh
+
+## Start the whole pipeline on this host (Ctrl-C stops it).
+run: setup
+	cargo build --release --workspace
+	./target/release/tcoder up
+
+## Run the test suite against real nats-server, redis-server, S3 and FFmpeg.
+test: setup
+	cargo test --workspace
+
+build: setup
+	cargo build --workspace
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+ci: test lint

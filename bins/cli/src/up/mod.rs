@@ -1,0 +1,261 @@
+//! `tcoder up`: the whole pipeline on this host, with no cloud account.
+//!
+//! Starts nats-server (JetStream, `sync_interval: always`) and redis-server (AOF, fsync always)
+//! with their data under `up.data_dir`, then tcoder-ingest (with the embedded object store) and
+//! tcoder-dispatcher (local machine provider), waits until each is ready, prints where
+//! everything listens, and on Ctrl-C / SIGTERM stops the parts in reverse order.
+
+mod child;
+mod plan;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tcoder::config::{Service, Settings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use self::child::StackChild;
+use self::plan::StackPlan;
+
+/// Grace period for nats-server and redis-server to stop after SIGTERM.
+const SERVER_GRACE: Duration = Duration::from_secs(10);
+
+pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Result<()> {
+    let ingest = Settings::load(Service::Ingest, config_file)?;
+    let dispatcher = Settings::load(Service::Dispatcher, config_file)?;
+    let plan = StackPlan::resolve(&cli, &ingest, &dispatcher)?;
+    let logs = plan.data_dir.join("logs");
+    for dir in [&plan.data_dir, &logs, &plan.data_dir.join("nats"), &plan.data_dir.join("redis")] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let bin_dir = bin_dir(&cli.up.bin_dir)?;
+    let ready_timeout = cli.up.ready_timeout;
+    let service_grace = ingest.shutdown.drain_deadline + Duration::from_secs(5);
+
+    // Started parts, in start order; stopped in reverse.
+    let mut parts: Vec<StackChild> = Vec::new();
+    let started = async {
+        parts.push(start_nats(&cli, &plan, &logs)?);
+        wait_http_ok(
+            plan.nats_monitor,
+            "/healthz?js-enabled-only=true",
+            ready_timeout,
+            "nats-server",
+        )
+        .await?;
+        parts.push(start_redis(&cli, &plan, &logs)?);
+        wait_redis(plan.redis, ready_timeout).await?;
+
+        let mut env = plan.shared_env();
+        env.push(("TCODER__ADMIN__BIND".to_owned(), plan.ingest_admin.to_string()));
+        let command = service_command(&bin_dir, "tcoder-ingest", config_file, &env);
+        parts.push(StackChild::spawn("tcoder-ingest", command, service_grace)?);
+        wait_http_ok(plan.ingest_admin, "/readyz", ready_timeout, "tcoder-ingest").await?;
+
+        let mut env = plan.shared_env();
+        env.push(("TCODER__ADMIN__BIND".to_owned(), plan.dispatcher_admin.to_string()));
+        let command = service_command(&bin_dir, "tcoder-dispatcher", config_file, &env);
+        parts.push(StackChild::spawn("tcoder-dispatcher", command, service_grace)?);
+        wait_http_ok(plan.dispatcher_admin, "/readyz", ready_timeout, "tcoder-dispatcher").await?;
+        anyhow::Ok(())
+    };
+    let outcome = tokio::select! {
+        result = started => result,
+        signal = wait_for_signal() => Err(anyhow::anyhow!("interrupted by {signal} while starting")),
+    };
+    if let Err(e) = outcome {
+        stop_all(&mut parts).await;
+        return Err(e);
+    }
+    print_summary(&plan, &parts, &logs);
+
+    let outcome = tokio::select! {
+        signal = wait_for_signal() => {
+            eprintln!("tcoder up: {signal} received, stopping");
+            Ok(())
+        }
+        (name, status) = first_exit(&mut parts) => Err(anyhow::anyhow!("{name} exited unexpectedly ({status})")),
+    };
+    let clean = stop_all(&mut parts).await;
+    outcome?;
+    if !clean {
+        bail!("some parts did not stop cleanly (see the log above)");
+    }
+    eprintln!("tcoder up: stopped");
+    Ok(())
+}
+
+fn start_nats(cli: &Settings, plan: &StackPlan, logs: &Path) -> anyhow::Result<StackChild> {
+    let conf = plan.data_dir.join("nats/nats-server.conf");
+    std::fs::write(&conf, plan.nats_config())
+        .with_context(|| format!("cannot write {}", conf.display()))?;
+    let mut command = Command::new(nats_server_path(&cli.up.nats_server));
+    command.arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log_file(logs, "nats-server")?);
+    StackChild::spawn("nats-server", command, SERVER_GRACE)
+}
+
+fn start_redis(cli: &Settings, plan: &StackPlan, logs: &Path) -> anyhow::Result<StackChild> {
+    let program =
+        if cli.up.redis_server.is_empty() { "redis-server" } else { &cli.up.redis_server };
+    let mut command = Command::new(program);
+    command
+        .args(["--bind", &plan.redis.ip().to_string(), "--port", &plan.redis.port().to_string()])
+        .arg("--dir")
+        .arg(plan.data_dir.join("redis"))
+        // Job state and fencing epochs must survive a crash: append-only file, fsync always.
+        .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+        .stdout(log_file(logs, "redis-server")?)
+        .stderr(Stdio::null());
+    StackChild::spawn("redis-server", command, SERVER_GRACE)
+}
+
+fn service_command(
+    bin_dir: &Path,
+    binary: &str,
+    config_file: Option<&Path>,
+    env: &[(String, String)],
+) -> Command {
+    let mut command = Command::new(bin_dir.join(binary));
+    if let Some(file) = config_file {
+        command.arg("--config").arg(file);
+    }
+    command.envs(env.iter().map(|(k, v)| (k, v))).stdout(Stdio::null()).stderr(Stdio::inherit());
+    command
+}
+
+fn log_file(logs: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+    let path = logs.join(format!("{name}.log"));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// `up.bin_dir`, or the folder of this `tcoder` binary (cargo puts all binaries together).
+fn bin_dir(configured: &str) -> anyhow::Result<PathBuf> {
+    if !configured.is_empty() {
+        return Ok(PathBuf::from(configured));
+    }
+    let exe = std::env::current_exe().context("cannot find the tcoder binary's folder")?;
+    let dir = exe.parent().context("tcoder binary has no folder")?.to_path_buf();
+    if !dir.join("tcoder-ingest").is_file() {
+        bail!(
+            "tcoder-ingest not found next to {} (build the workspace with `cargo build`, or set up.bin_dir)",
+            exe.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// `up.nats_server`, else `.tools/bin/nats-server` (installed by scripts/setup.sh), else PATH.
+fn nats_server_path(configured: &str) -> PathBuf {
+    if !configured.is_empty() {
+        return PathBuf::from(configured);
+    }
+    let local = Path::new(".tools/bin/nats-server");
+    if local.exists() { local.to_path_buf() } else { PathBuf::from("nats-server") }
+}
+
+/// Polls `GET path` until it answers 200, for at most `timeout`.
+async fn wait_http_ok(
+    addr: std::net::SocketAddr,
+    path: &str,
+    timeout: Duration,
+    what: &str,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let url = format!("http://{addr}{path}");
+    poll_until(timeout, what, || async {
+        match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("{} {}", r.status(), r.text().await.unwrap_or_default())),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+}
+
+/// Polls Redis with `PING` until it answers `+PONG`.
+async fn wait_redis(addr: std::net::SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    poll_until(timeout, "redis-server", || async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        stream.write_all(b"PING\r\n").await.map_err(|e| e.to_string())?;
+        let mut reply = [0u8; 7];
+        stream.read_exact(&mut reply).await.map_err(|e| e.to_string())?;
+        if &reply == b"+PONG\r\n" { Ok(()) } else { Err("unexpected reply".to_owned()) }
+    })
+    .await
+}
+
+async fn poll_until<F, Fut>(timeout: Duration, what: &str, mut probe: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match probe().await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{what} not ready within {timeout:?}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Resolves when any part exits; returns its name and status.
+async fn first_exit(parts: &mut [StackChild]) -> (&'static str, String) {
+    let waits = parts.iter_mut().map(|part| {
+        Box::pin(async move {
+            let status = part.wait().await;
+            (part.name, status.map_or_else(|e| e.to_string(), |s| s.to_string()))
+        })
+    });
+    futures_util::future::select_all(waits).await.0
+}
+
+/// Stops the parts in reverse start order; returns whether all stopped cleanly.
+async fn stop_all(parts: &mut Vec<StackChild>) -> bool {
+    let mut clean = true;
+    while let Some(mut part) = parts.pop() {
+        clean &= part.stop().await;
+    }
+    clean
+}
+
+fn print_summary(plan: &StackPlan, parts: &[StackChild], logs: &Path) {
+    let pid = |name: &str| parts.iter().find(|p| p.name == name).map_or(0, StackChild::pid);
+    println!("tcoder is up (data in {})", plan.data_dir.display());
+    println!("  api               http://{}", plan.api);
+    println!("  object store      http://{}  bucket {}", plan.store, plan.bucket);
+    println!("  nats              nats://{}  pid {}", plan.nats, pid("nats-server"));
+    println!("  redis             redis://{}/  pid {}", plan.redis, pid("redis-server"));
+    println!("  ingest admin      http://{}  pid {}", plan.ingest_admin, pid("tcoder-ingest"));
+    println!(
+        "  dispatcher admin  http://{}  pid {}",
+        plan.dispatcher_admin,
+        pid("tcoder-dispatcher")
+    );
+    println!("  logs              {} (services log to this terminal)", logs.display());
+    println!("admin endpoints: /healthz /readyz /metrics. Press Ctrl-C to stop.");
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}

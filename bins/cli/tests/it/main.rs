@@ -1,0 +1,3 @@
+//! The `tcoder` command against real processes.
+
+mod up;

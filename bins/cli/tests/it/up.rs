@@ -1,0 +1,105 @@
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use testkit::{ChildProcess, http_get};
+
+/// `tcoder up` with every port picked freely and data in a temp dir.
+fn spawn_up(data_dir: &Path) -> (ChildProcess, mpsc::Receiver<String>) {
+    let tcoder = Path::new(env!("CARGO_BIN_EXE_tcoder"));
+    let bin_dir = tcoder.parent().unwrap();
+    for binary in ["tcoder-ingest", "tcoder-dispatcher"] {
+        assert!(
+            bin_dir.join(binary).is_file(),
+            "{binary} is not built; run the workspace tests (`make test` / `cargo test --workspace`)"
+        );
+    }
+    let mut command = Command::new(tcoder);
+    command
+        .arg("up")
+        .current_dir(testkit::workspace_root())
+        .env("TCODER__UP__DATA_DIR", data_dir)
+        .env("TCODER__NATS__URL", "nats://127.0.0.1:0")
+        .env("TCODER__REDIS__URL", "redis://127.0.0.1:0/")
+        .env("TCODER__ADMIN__BIND", "127.0.0.1:0")
+        .env("TCODER__INGEST__HTTP_BIND", "127.0.0.1:0")
+        .env("TCODER__INGEST__LOCAL_STORE__BIND", "127.0.0.1:0")
+        .env("TCODER__SHUTDOWN__DRAIN_DEADLINE", "5s")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut process = ChildProcess::spawn("tcoder up", &mut command).unwrap();
+    let stdout = process.take_stdout().unwrap();
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (process, received)
+}
+
+/// Reads the summary `tcoder up` prints once every part is ready: `name -> (address, pid)`.
+fn read_summary(lines: &mpsc::Receiver<String>) -> HashMap<String, (String, Option<u32>)> {
+    let mut summary = HashMap::new();
+    loop {
+        let line =
+            lines.recv_timeout(Duration::from_secs(60)).expect("tcoder up summary within 60s");
+        if line.starts_with("admin endpoints") {
+            return summary;
+        }
+        let Some(rest) = line.strip_prefix("  ") else { continue };
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let url_at = words.iter().position(|w| w.contains("://")).unwrap_or(words.len() - 1);
+        let name = words[..url_at].join(" ");
+        let pid = words.iter().position(|w| *w == "pid").and_then(|i| words[i + 1].parse().ok());
+        summary.insert(name, (words[url_at].to_owned(), pid));
+    }
+}
+
+fn addr(url: &str) -> SocketAddr {
+    url.split("://").nth(1).unwrap().trim_end_matches('/').parse().unwrap()
+}
+
+#[test]
+fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut up, lines) = spawn_up(data.path());
+    let summary = read_summary(&lines);
+
+    for service in ["ingest admin", "dispatcher admin"] {
+        let admin = addr(&summary[service].0);
+        for path in ["/healthz", "/readyz"] {
+            let (status, body) = http_get(admin, path).unwrap();
+            assert_eq!(status, 200, "{service} {path}: {body}");
+        }
+        let (status, metrics) = http_get(admin, "/metrics").unwrap();
+        assert_eq!(status, 200);
+        assert!(metrics.contains("# TYPE process_cpu_seconds_total counter"), "{metrics}");
+    }
+    // The object store answers S3 (unsigned requests are refused, as on R2).
+    let (status, _) = http_get(addr(&summary["object store"].0), "/tcoder/x").unwrap();
+    assert_eq!(status, 403);
+    // NATS keeps JetStream data (and Redis its AOF) under the data dir.
+    assert!(data.path().join("nats/nats-server.conf").is_file());
+    assert!(
+        std::fs::read_to_string(data.path().join("nats/nats-server.conf"))
+            .unwrap()
+            .contains("sync_interval: always")
+    );
+
+    let pids: Vec<u32> = summary.values().filter_map(|(_, pid)| *pid).collect();
+    assert_eq!(pids.len(), 4, "{summary:?}");
+
+    let (status, in_time) = up.terminate(Duration::from_secs(30)).expect("tcoder up was running");
+    assert!(in_time, "tcoder up did not stop in time");
+    assert!(status.success(), "{status}");
+    for pid in pids {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} still running");
+    }
+}
