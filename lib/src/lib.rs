@@ -8,6 +8,7 @@
 //! | [`config`] | layered settings (defaults → service file → `--config` → env) and validation |
 //! | [`telemetry`] | tracing set-up (human or JSON logs) |
 //! | [`shutdown`] | signal handling, cancellation token, drain deadline |
+//! | [`auth`] | API keys: generation, hashed storage, key → tenant |
 //! | [`admin`] | the admin HTTP server every service runs: `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the Prometheus registry and process metrics |
 //! | [`events`] | NATS JetStream: subject, stream and consumer names, idempotent set-up |
@@ -15,11 +16,13 @@
 //! | [`jobs`] | the job model: priority, spec, state machine |
 //! | [`storage`] | S3: client, object keys, and the embedded local object store |
 //! | [`service`] | the `main` every service binary shares |
+//! | [`webhooks`] | webhook destination checks (SSRF guard), signing, delivery |
 //!
 //! Binaries (`bins/*`) stay thin: they parse arguments, load [`config::Settings`], and run an
 //! `App` built from these pieces.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod events;
 pub mod jobs;
@@ -29,6 +32,7 @@ pub mod shutdown;
 pub mod storage;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 
 /// Selects the process-wide TLS crypto provider.
 ///

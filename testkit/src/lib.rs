@@ -9,12 +9,14 @@
 //! - [`media`]: tiny clips generated with FFmpeg's lavfi sources, cached under `target/`.
 //! - [`eventually`] / [`eventually_async`]: bounded polling, instead of sleeping.
 //! - [`ChaosProxy`]: a TCP proxy that can pass, drop or blackhole traffic.
+//! - [`cloudflare::FakeCloudflareQueue`]: the Cloudflare Queues pull API (R2 notifications).
 //! - [`ServiceProcess`]: a tcoder service binary run as a real process (start, probe, SIGTERM).
 //!
 //! Processes are stopped by pid when their handle drops; servers run in-process stop with
 //! their handle too. This crate does not depend on `tcoder` (no dev-dependency cycle).
 
 mod chaos;
+pub mod cloudflare;
 mod env;
 mod http;
 pub mod media;

@@ -1,26 +1,49 @@
 //! tcoder-ingest: where users and their event producers meet tcoder.
 //!
-//! - the public HTTP API (`/v1/...`) on `ingest.http_bind`;
+//! - the public HTTP API (`/v1/jobs…`, `/v1/notifications/…`) on `ingest.http_bind`;
+//! - the notification bridge: object-created notifications from R2 (Cloudflare Queue pull or
+//!   pushed bodies), S3/MinIO, the embedded store and a periodic sweep, normalized into one
+//!   event per upload on `tcoder.uploads.<bucket>`;
 //! - the embedded S3-compatible store on `ingest.local_store.bind` (single-host stack);
 //! - the admin server (`/metrics`, `/healthz`, `/readyz`) on `admin.bind`.
 
+mod auth;
+mod bridge;
+mod error;
+mod metrics;
 mod routes;
+mod state;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use tcoder::config::{Service as ServiceName, Settings};
+use tcoder::auth::ApiKeys;
+use tcoder::config::{IngestConfig, Service as ServiceName, Settings};
+use tcoder::jobs::JobStore;
 use tcoder::service::{Common, Service, Tasks};
 use tcoder::shutdown::Shutdown;
+use tcoder::storage::ObjectCreated;
 use tcoder::storage::local::LocalStore;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::bridge::Bridge;
+use crate::bridge::r2_queue::R2QueueConsumer;
+use crate::bridge::sweep::Sweeper;
+use crate::metrics::IngestMetrics;
+use crate::state::AppState;
+
+/// Notifications the embedded store may have in flight to the bridge.
+const LOCAL_EVENT_BUFFER: usize = 1024;
 
 /// The ingest service, bound and connected, not yet serving.
 #[derive(Debug)]
 pub struct App {
     common: Common,
     api: TcpListener,
-    local_store: Option<LocalStore>,
+    state: AppState,
+    local_store: Option<(LocalStore, mpsc::Receiver<ObjectCreated>)>,
 }
 
 impl App {
@@ -34,7 +57,7 @@ impl App {
 
     /// Where the embedded object store listens, when it runs.
     pub fn local_store_addr(&self) -> Option<SocketAddr> {
-        self.local_store.as_ref().map(LocalStore::local_addr)
+        self.local_store.as_ref().map(|(store, _)| store.local_addr())
     }
 }
 
@@ -45,17 +68,19 @@ impl Service for App {
         // The store binds first: with the single-host default, S3 is this process.
         let local_store = if settings.ingest.local_store.enabled {
             let store = &settings.ingest.local_store;
+            let (sender, receiver) = mpsc::channel(LOCAL_EVENT_BUFFER);
             let bound = LocalStore::bind(
                 store,
                 &settings.s3.bucket,
                 &settings.s3.access_key_id,
                 settings.s3.secret_access_key.expose(),
+                Some(sender),
             )
             .await
             .with_context(|| {
                 format!("cannot start the local store on ingest.local_store.bind {}", store.bind)
             })?;
-            Some(bound)
+            Some((bound, receiver))
         } else {
             None
         };
@@ -63,7 +88,28 @@ impl Service for App {
         let api = TcpListener::bind(settings.ingest.http_bind).await.with_context(|| {
             format!("cannot bind ingest.http_bind {}", settings.ingest.http_bind)
         })?;
-        let app = App { common, api, local_store };
+        let connections = &common.connections;
+        let metrics = IngestMetrics::register(&common.metrics);
+        let jobs = JobStore::new(connections.redis.clone());
+        let bridge = Bridge {
+            jobs: jobs.clone(),
+            s3: connections.s3.clone(),
+            js: connections.jetstream.clone(),
+            bucket: settings.s3.bucket.clone(),
+            max_upload_bytes: settings.ingest.max_upload_bytes,
+            metrics: metrics.clone(),
+        };
+        let state = AppState {
+            jobs,
+            keys: ApiKeys::new(&settings.ingest.api_keys, connections.redis.clone()),
+            js: connections.jetstream.clone(),
+            s3: connections.s3.clone(),
+            bucket: settings.s3.bucket.clone(),
+            config: Arc::new(settings.ingest),
+            bridge,
+            metrics,
+        };
+        let app = App { common, api, state, local_store };
         tracing::info!(
             api = %app.api_addr(),
             admin = %app.admin_addr(),
@@ -76,11 +122,27 @@ impl Service for App {
     async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let mut tasks = Tasks::new();
         let token = shutdown.token();
+        let config: &IngestConfig = &self.state.config;
         tasks.spawn("admin server", self.common.admin.serve(token.clone()));
-        if let Some(store) = self.local_store {
+        if let Some((store, created)) = self.local_store {
             tasks.spawn("local store", store.serve(token.clone()));
+            tasks.spawn(
+                "local store notifications",
+                bridge::local::run(self.state.bridge.clone(), created, token.clone()),
+            );
         }
-        let api = axum::serve(self.api, routes::router())
+        if config.r2_queue.enabled {
+            let consumer =
+                R2QueueConsumer::new(config.r2_queue.clone(), self.state.bridge.clone())?;
+            tasks.spawn("r2 queue consumer", consumer.run(token.clone()));
+        }
+        let sweeper = Sweeper {
+            bridge: self.state.bridge.clone(),
+            interval: config.sweep_interval,
+            upload_deadline: config.upload_url_ttl + std::time::Duration::from_secs(3600),
+        };
+        tasks.spawn("upload sweep", sweeper.run(token.clone()));
+        let api = axum::serve(self.api, routes::router(self.state))
             .with_graceful_shutdown(token.cancelled_owned())
             .into_future();
         tasks.spawn("api server", api);

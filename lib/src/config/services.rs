@@ -7,14 +7,52 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Invalid, require_positive};
+use super::{Invalid, Secret, require_positive};
+use crate::jobs::Tenant;
 
-/// `[ingest]`: the public HTTP API.
+/// `[ingest]`: the public HTTP API and the notification bridge.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     pub http_bind: SocketAddr,
+    #[serde(with = "humantime_serde")]
+    pub upload_url_ttl: Duration,
+    pub max_upload_bytes: u64,
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    pub allow_private_webhooks: bool,
+    pub notification_secret: Secret,
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    pub api_keys: Vec<ApiKeyEntry>,
     pub local_store: LocalStoreConfig,
+    pub r2_queue: R2QueueConfig,
+}
+
+/// One configured API key: the hex SHA-256 of the key (never the key) and its tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    pub tenant: String,
+    pub sha256: String,
+}
+
+/// `[ingest.r2_queue]`: the Cloudflare Queues HTTP pull consumer for R2 notifications.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct R2QueueConfig {
+    pub enabled: bool,
+    pub api_base: String,
+    pub account_id: String,
+    pub queue_id: String,
+    pub api_token: Secret,
+    pub batch_size: u32,
+    #[serde(with = "humantime_serde")]
+    pub visibility_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_delay: Duration,
 }
 
 /// `[ingest.local_store]`: the embedded S3-compatible store for the single-host stack.
@@ -30,6 +68,62 @@ impl IngestConfig {
     pub(super) fn validate(&self) -> Result<(), Invalid> {
         if self.local_store.enabled && self.local_store.data_dir.as_os_str().is_empty() {
             return Err(Invalid::new("local_store.data_dir", "must not be empty"));
+        }
+        // S3 and R2 presigned URLs are valid for 1 s to 7 days.
+        if self.upload_url_ttl < Duration::from_secs(1)
+            || self.upload_url_ttl > Duration::from_secs(7 * 86_400)
+        {
+            return Err(Invalid::new("upload_url_ttl", "must be between 1s and 7days"));
+        }
+        if self.max_upload_bytes == 0 {
+            return Err(Invalid::new("max_upload_bytes", "must be greater than zero"));
+        }
+        require_positive("idempotency_ttl", self.idempotency_ttl)?;
+        require_positive("sweep_interval", self.sweep_interval)?;
+        for (i, key) in self.api_keys.iter().enumerate() {
+            if Tenant::parse(&key.tenant).is_none() {
+                return Err(Invalid::new(
+                    &format!("api_keys[{i}].tenant"),
+                    "use a-z, 0-9, -, _ (1-64 chars)",
+                ));
+            }
+            if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Invalid::new(
+                    &format!("api_keys[{i}].sha256"),
+                    "must be 64 hex digits (SHA-256)",
+                ));
+            }
+        }
+        let queue = &self.r2_queue;
+        if queue.enabled {
+            for (name, value) in
+                [("r2_queue.account_id", &queue.account_id), ("r2_queue.queue_id", &queue.queue_id)]
+            {
+                if value.is_empty() {
+                    return Err(Invalid::new(name, "required when r2_queue.enabled"));
+                }
+            }
+            if queue.api_token.expose().is_empty() {
+                return Err(Invalid::new("r2_queue.api_token", "required when r2_queue.enabled"));
+            }
+            if !(queue.api_base.starts_with("https://") || queue.api_base.starts_with("http://")) {
+                return Err(Invalid::new("r2_queue.api_base", "must be an http(s) URL"));
+            }
+            if !(1..=100).contains(&queue.batch_size) {
+                return Err(Invalid::new("r2_queue.batch_size", "must be between 1 and 100"));
+            }
+            if queue.visibility_timeout < Duration::from_secs(1)
+                || queue.visibility_timeout > Duration::from_secs(12 * 3600)
+            {
+                return Err(Invalid::new(
+                    "r2_queue.visibility_timeout",
+                    "must be between 1s and 12h",
+                ));
+            }
+            require_positive("r2_queue.poll_interval", queue.poll_interval)?;
+            if queue.retry_delay > Duration::from_secs(12 * 3600) {
+                return Err(Invalid::new("r2_queue.retry_delay", "must be at most 12h"));
+            }
         }
         Ok(())
     }

@@ -5,8 +5,10 @@
 //! epochs (see `store`), because JetStream accepts a late ack from a worker whose AckWait has
 //! expired.
 
+mod publish;
 pub mod subjects;
 mod topology;
+mod types;
 
 use std::time::Duration;
 
@@ -14,7 +16,9 @@ use serde::Deserialize;
 
 use crate::config::{Invalid, require_positive};
 
+pub use self::publish::{PublishError, publish_event, publish_json, publish_upload};
 pub use self::topology::{consumer_configs, ensure_topology, stream_configs};
+pub use self::types::{EventKind, JobEvent, UploadEvent, UploadSource};
 
 /// `[nats]` settings.
 #[derive(Debug, Clone, Deserialize)]

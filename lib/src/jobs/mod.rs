@@ -1,5 +1,32 @@
-//! Jobs: what a user asked for and where it stands.
+//! Jobs: what a user asked for ([`JobSpec`]), where it stands ([`JobStatus`], the state
+//! machine) and the Redis store that holds both ([`JobStore`]).
 
+mod ids;
 mod priority;
+mod record;
+mod spec;
+mod status;
+mod store;
 
+pub use self::ids::{JobId, Tenant};
 pub use self::priority::Priority;
+pub use self::record::{Job, JobError, SourceObject};
+pub use self::spec::{
+    AutoLadder, JobRequest, JobSpec, OutputKind, Preset, Qualities, Quality, SpecError, SpecLimits,
+};
+pub use self::status::JobStatus;
+pub use self::store::{CreateOutcome, JobPage, JobStore, TransitionError};
+
+/// Milliseconds since the Unix epoch (the store's clock for timestamps; leases use Redis's).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// RFC 3339 with milliseconds, for API responses and events.
+pub fn rfc3339(ms: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(time).to_string()
+}

@@ -1,7 +1,8 @@
 //! The embedded S3-compatible object store for the single-host stack: `s3s` (the S3 protocol,
 //! with real SigV4 checking, so presigned URLs behave as on R2) over `s3s-fs` (one file per
 //! object under a data folder). It runs inside ingest, so one host needs no cloud account and
-//! no extra binary.
+//! no extra binary, and it reports every created object (PutObject, CopyObject,
+//! CompleteMultipartUpload) on a channel: the embedded equivalent of an R2 event notification.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,10 +11,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
 use s3s::auth::SimpleAuth;
+use s3s::dto::*;
 use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::{S3, S3Request, S3Response, S3Result};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::ObjectCreated;
 use crate::config::LocalStoreConfig;
 
 /// A bound (not yet serving) local object store.
@@ -31,13 +36,14 @@ impl LocalStore {
         bucket: &str,
         access_key_id: &str,
         secret_access_key: &str,
+        notify: Option<mpsc::Sender<ObjectCreated>>,
     ) -> std::io::Result<LocalStore> {
         let root = absolute(&config.data_dir)?;
         tokio::fs::create_dir_all(root.join(bucket)).await?;
         let fs = s3s_fs::FileSystem::new(&root).map_err(|e| {
             std::io::Error::other(format!("local store at {}: {e:?}", root.display()))
         })?;
-        let mut builder = S3ServiceBuilder::new(fs);
+        let mut builder = S3ServiceBuilder::new(NotifyingStore { inner: fs, notify });
         builder.set_auth(SimpleAuth::from_single(access_key_id, secret_access_key));
         let listener = TcpListener::bind(config.bind).await?;
         Ok(LocalStore { listener, service: builder.build() })
@@ -80,5 +86,100 @@ fn absolute(path: &Path) -> std::io::Result<std::path::PathBuf> {
         Ok(path.to_path_buf())
     } else {
         Ok(std::env::current_dir()?.join(path))
+    }
+}
+
+/// s3s-fs plus creation notifications. Everything else is delegated unchanged.
+struct NotifyingStore {
+    inner: s3s_fs::FileSystem,
+    notify: Option<mpsc::Sender<ObjectCreated>>,
+}
+
+impl NotifyingStore {
+    /// Reports a created object. Waits for room on the channel (back-pressure rather than a
+    /// lost event); if ingest is shutting down and the receiver is gone, the periodic sweep
+    /// finds the object instead.
+    async fn created(&self, bucket: &str, key: &str) {
+        if let Some(notify) = &self.notify {
+            let event = ObjectCreated::new(bucket, key);
+            if notify.send(event).await.is_err() {
+                tracing::warn!(
+                    bucket,
+                    key,
+                    "object created but nobody is listening; the sweep will pick it up"
+                );
+            }
+        }
+    }
+}
+
+/// Delegates S3 operations to the inner store, in `async_trait`'s desugared form (a macro
+/// cannot emit `async fn` into an `#[async_trait]` impl).
+macro_rules! delegate {
+    ($($op:ident: $input:ident => $output:ident;)*) => {
+        $(
+            fn $op<'s, 'f>(
+                &'s self,
+                req: S3Request<$input>,
+            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = S3Result<S3Response<$output>>> + Send + 'f>>
+            where
+                's: 'f,
+                Self: 'f,
+            {
+                self.inner.$op(req)
+            }
+        )*
+    };
+}
+
+#[async_trait::async_trait]
+impl S3 for NotifyingStore {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let response = self.inner.put_object(req).await?;
+        self.created(&bucket, &key).await;
+        Ok(response)
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let response = self.inner.copy_object(req).await?;
+        self.created(&bucket, &key).await;
+        Ok(response)
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let response = self.inner.complete_multipart_upload(req).await?;
+        self.created(&bucket, &key).await;
+        Ok(response)
+    }
+
+    delegate! {
+        create_bucket: CreateBucketInput => CreateBucketOutput;
+        delete_bucket: DeleteBucketInput => DeleteBucketOutput;
+        delete_object: DeleteObjectInput => DeleteObjectOutput;
+        delete_objects: DeleteObjectsInput => DeleteObjectsOutput;
+        get_bucket_location: GetBucketLocationInput => GetBucketLocationOutput;
+        get_object: GetObjectInput => GetObjectOutput;
+        head_bucket: HeadBucketInput => HeadBucketOutput;
+        head_object: HeadObjectInput => HeadObjectOutput;
+        list_buckets: ListBucketsInput => ListBucketsOutput;
+        list_objects: ListObjectsInput => ListObjectsOutput;
+        list_objects_v2: ListObjectsV2Input => ListObjectsV2Output;
+        create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput;
+        upload_part: UploadPartInput => UploadPartOutput;
+        upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput;
+        list_parts: ListPartsInput => ListPartsOutput;
+        abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
     }
 }

@@ -1,6 +1,7 @@
 //! S3-compatible object storage (Cloudflare R2, AWS S3, MinIO, or the embedded local store):
 //! one `aws-sdk-s3` client for everything, including presigning and multipart.
 
+pub mod keys;
 pub mod local;
 
 use std::time::Duration;
@@ -9,6 +10,22 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, timeout::TimeoutC
 use serde::Deserialize;
 
 use crate::config::{Invalid, Secret, require_positive};
+
+/// An object-created notification, before normalization: the bucket and key, and size and
+/// ETag when the source reported them (they are re-read with `HeadObject` either way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectCreated {
+    pub bucket: String,
+    pub key: String,
+    pub size: Option<u64>,
+    pub etag: Option<String>,
+}
+
+impl ObjectCreated {
+    pub fn new(bucket: &str, key: &str) -> ObjectCreated {
+        ObjectCreated { bucket: bucket.to_owned(), key: key.to_owned(), size: None, etag: None }
+    }
+}
 
 /// `[s3]` settings.
 #[derive(Debug, Clone, Deserialize)]

@@ -37,6 +37,8 @@ pub enum StoreError {
     Connect { url: String, timeout: Duration, source: redis::RedisError },
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("corrupt record in Redis: {0}")]
+    Corrupt(String),
 }
 
 /// Connects with a [`ConnectionManager`], which reconnects by itself after the first success.

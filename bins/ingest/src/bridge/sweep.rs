@@ -1,0 +1,166 @@
+//! The periodic sweep: catches uploads whose notification was lost, re-publishes upload
+//! events a crash may have swallowed, and expires jobs whose upload can no longer arrive.
+//!
+//! It costs in proportion to pending uploads, not bucket size: one ListObjectsV2 per tenant
+//! that has jobs awaiting upload (prefix `uploads/<tenant>/`), matched against those jobs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde_json::json;
+use tcoder::events::{self, EventKind, JobEvent, UploadSource};
+use tcoder::jobs::{Job, JobError, JobStatus, Tenant, TransitionError, now_ms};
+use tcoder::storage::{ObjectCreated, keys};
+use tokio_util::sync::CancellationToken;
+
+use super::Bridge;
+
+/// Jobs looked at per status per sweep (the rest wait for the next one).
+const BATCH: usize = 1000;
+/// Listing pages per tenant per sweep.
+const MAX_PAGES: usize = 20;
+
+/// What one sweep did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct SweepReport {
+    pub found: usize,
+    pub republished: usize,
+    pub expired: usize,
+}
+
+/// The sweep's schedule and limits.
+#[derive(Debug, Clone)]
+pub(crate) struct Sweeper {
+    pub bridge: Bridge,
+    pub interval: Duration,
+    /// Jobs still awaiting upload this long after creation are failed with `upload.expired`.
+    pub upload_deadline: Duration,
+}
+
+impl Sweeper {
+    pub(crate) async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.interval) => {}
+                () = stop.cancelled() => return Ok(()),
+            }
+            match self.sweep_once().await {
+                Ok(report) if report != SweepReport::default() => {
+                    tracing::info!(?report, "upload sweep")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "upload sweep failed; trying again next interval")
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn sweep_once(&self) -> anyhow::Result<SweepReport> {
+        let mut report = SweepReport::default();
+        let jobs = &self.bridge.jobs;
+        let now = now_ms();
+        let deadline_ms = u64::try_from(self.upload_deadline.as_millis()).unwrap_or(u64::MAX);
+        let mut awaiting: BTreeMap<Tenant, HashMap<String, Job>> = BTreeMap::new();
+        for id in jobs.in_status(JobStatus::AwaitingUpload, BATCH).await? {
+            let Some(job) = jobs.get(&id).await? else { continue };
+            if job.status != JobStatus::AwaitingUpload {
+                continue;
+            }
+            if now.saturating_sub(job.created_at) > deadline_ms {
+                report.expired += usize::from(self.expire(&job).await?);
+                continue;
+            }
+            awaiting.entry(job.tenant.clone()).or_default().insert(job.upload_key.clone(), job);
+        }
+        for (tenant, waiting) in &awaiting {
+            for (key, size, etag) in self.list_uploads(tenant).await? {
+                if waiting.contains_key(&key) {
+                    let event = ObjectCreated {
+                        bucket: self.bridge.bucket.clone(),
+                        key,
+                        size: Some(size),
+                        etag: Some(etag),
+                    };
+                    if self.bridge.handle(&event, UploadSource::Sweep).await?
+                        == super::Outcome::Accepted
+                    {
+                        report.found += 1;
+                    }
+                }
+            }
+        }
+        // Uploaded but not yet queued for a while: the event may not have been published.
+        let stale_ms = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        for id in jobs.in_status(JobStatus::Uploaded, BATCH).await? {
+            let Some(job) = jobs.get(&id).await? else { continue };
+            if job.status == JobStatus::Uploaded && now.saturating_sub(job.updated_at) >= stale_ms {
+                let event = ObjectCreated::new(&self.bridge.bucket, &job.upload_key);
+                self.bridge.handle(&event, UploadSource::Sweep).await?;
+                report.republished += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Objects under `uploads/<tenant>/`: (key, size, etag).
+    async fn list_uploads(&self, tenant: &Tenant) -> anyhow::Result<Vec<(String, u64, String)>> {
+        let prefix = format!("{}{tenant}/", keys::UPLOADS_PREFIX);
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let page = self
+                .bridge
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bridge.bucket)
+                .prefix(&prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "ListObjectsV2 {prefix}: {}",
+                        aws_sdk_s3::error::DisplayErrorContext(e)
+                    )
+                })?;
+            for object in page.contents() {
+                let (Some(key), Some(size)) = (object.key(), object.size()) else { continue };
+                let etag = object.e_tag().unwrap_or_default().trim_matches('"').to_owned();
+                found.push((key.to_owned(), u64::try_from(size).unwrap_or(0), etag));
+            }
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
+    async fn expire(&self, job: &Job) -> anyhow::Result<bool> {
+        let error = JobError {
+            code: "upload.expired".into(),
+            message: "no upload arrived before the upload URL expired".into(),
+        };
+        let recorded = serde_json::to_string(&error)?;
+        match self
+            .bridge
+            .jobs
+            .transition(&job.id, JobStatus::Failed, "upload.expired", &[("error", recorded)])
+            .await
+        {
+            Ok(_) => {}
+            Err(TransitionError::Illegal { .. } | TransitionError::Missing) => return Ok(false),
+            Err(TransitionError::Store(e)) => return Err(e.into()),
+        }
+        let event = JobEvent::new(
+            format!("{}.failed", job.id),
+            EventKind::Failed,
+            &job.id,
+            &job.tenant,
+            json!({ "error": error }),
+        );
+        events::publish_event(&self.bridge.js, &event).await?;
+        Ok(true)
+    }
+}

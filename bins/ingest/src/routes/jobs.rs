@@ -1,0 +1,254 @@
+//! `/v1/jobs`: create (with a presigned upload), read, list, cancel.
+
+use aws_sdk_s3::presigning::PresigningConfig;
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use tcoder::events::{self, EventKind, JobEvent};
+use tcoder::jobs::{
+    CreateOutcome, Job, JobId, JobRequest, JobSpec, JobStatus, SpecLimits, TransitionError, now_ms,
+    rfc3339,
+};
+
+use super::view::{JobView, UploadView};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Idempotency keys are opaque client strings up to this length.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Caller(tenant): Caller,
+    headers: HeaderMap,
+    body: Result<Json<JobRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body.map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_json", e.body_text())
+    })?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let key =
+                value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY);
+            Some(key.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "request.idempotency_key",
+                    "Idempotency-Key must be 1-255 visible characters",
+                )
+            })?)
+        }
+    };
+    let limits = SpecLimits {
+        max_upload_bytes: state.config.max_upload_bytes,
+        allow_private_webhooks: state.config.allow_private_webhooks,
+    };
+    let spec = JobSpec::from_request(request, limits).map_err(ApiError::validation)?;
+    let outcome = state
+        .jobs
+        .create(&tenant, &spec, idempotency_key, state.config.idempotency_ttl.as_secs())
+        .await
+        .map_err(|e| ApiError::unavailable("cannot create the job", e))?;
+    let (job, replayed) = match outcome {
+        CreateOutcome::Created(job) => {
+            state.metrics.jobs_created.with_label_values(&[preset_label(&job)]).inc();
+            let event = JobEvent::new(
+                format!("{}.accepted", job.id),
+                EventKind::Accepted,
+                &job.id,
+                &job.tenant,
+                json!({}),
+            );
+            if let Err(e) = events::publish_event(&state.js, &event).await {
+                // Informational only: the job itself is safe in Redis.
+                tracing::warn!(job = %job.id, error = %e, "accepted event not published");
+            }
+            (*job, false)
+        }
+        CreateOutcome::Replayed(id) => {
+            let job = state
+                .jobs
+                .get(&id)
+                .await
+                .map_err(|e| ApiError::unavailable("cannot read the job", e))?;
+            (job.ok_or_else(ApiError::job_not_found)?, true)
+        }
+        CreateOutcome::Conflict(id) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency.conflict",
+                format!("this Idempotency-Key was used for job {id} with different parameters"),
+            ));
+        }
+    };
+    let upload = if job.status == JobStatus::AwaitingUpload {
+        Some(presign(&state, &job).await?)
+    } else {
+        None
+    };
+    let mut response =
+        (StatusCode::CREATED, Json(json!({ "job": JobView::of(&job), "upload": upload })))
+            .into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn preset_label(job: &Job) -> &'static str {
+    match job.spec.preset {
+        tcoder::jobs::Preset::Default => "default",
+        tcoder::jobs::Preset::WebOptimized => "web-optimized",
+        tcoder::jobs::Preset::Hls => "hls",
+    }
+}
+
+/// A presigned PUT for the job's server-chosen key. When the client declared a length (and
+/// type), they are signed: the store refuses any other size.
+async fn presign(state: &AppState, job: &Job) -> Result<UploadView, ApiError> {
+    let ttl = state.config.upload_url_ttl;
+    let mut put = state.s3.put_object().bucket(&state.bucket).key(&job.upload_key);
+    if let Some(content_type) = &job.spec.content_type {
+        put = put.content_type(content_type);
+    }
+    // The SDK leaves Content-Length out of presigned requests; add it before signing so it is
+    // one of the signed headers and the store refuses any other size.
+    let length = job.spec.content_length;
+    let config = PresigningConfig::expires_in(ttl)
+        .map_err(|e| ApiError::unavailable("cannot presign", e))?;
+    let presigned = put
+        .customize()
+        .mutate_request(move |request| {
+            if let Some(length) = length {
+                request.headers_mut().insert("content-length", length.to_string());
+            }
+        })
+        .presigned(config)
+        .await
+        .map_err(|e| ApiError::unavailable("cannot presign the upload", e))?;
+    let mut headers = serde_json::Map::new();
+    for (name, value) in presigned.headers() {
+        headers.insert(name.to_owned(), json!(value));
+    }
+    let expires_at = now_ms() + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    Ok(UploadView {
+        url: presigned.uri().to_owned(),
+        method: "PUT",
+        headers,
+        expires_at: rfc3339(expires_at),
+    })
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Caller(tenant): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = load(&state, &tenant, &id).await?;
+    Ok(Json(JobView::of(&job)).into_response())
+}
+
+/// Reads a job of the caller's tenant; anything else (malformed id, other tenant) is a 404.
+pub(crate) async fn load(
+    state: &AppState,
+    tenant: &tcoder::jobs::Tenant,
+    id: &str,
+) -> Result<Job, ApiError> {
+    let id = JobId::parse(id).ok_or_else(ApiError::job_not_found)?;
+    let job = state
+        .jobs
+        .get_for_tenant(tenant, &id)
+        .await
+        .map_err(|e| ApiError::unavailable("cannot read the job", e))?;
+    job.ok_or_else(ApiError::job_not_found)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Caller(tenant): Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_query", e.body_text())
+    })?;
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(s) => Some(s.parse::<JobStatus>().map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation.status", e)
+        })?),
+    };
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation.limit",
+            "limit must be between 1 and 100",
+        ));
+    }
+    let cursor = match query.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(JobId::parse(c).ok_or_else(|| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation.cursor", "unknown cursor")
+        })?),
+    };
+    let page = state
+        .jobs
+        .list(&tenant, status, limit, cursor.as_ref())
+        .await
+        .map_err(|e| ApiError::unavailable("cannot list jobs", e))?;
+    let jobs: Vec<JobView<'_>> = page.jobs.iter().map(JobView::of).collect();
+    Ok(Json(json!({ "jobs": jobs, "next_cursor": page.next_cursor })).into_response())
+}
+
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    Caller(tenant): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = load(&state, &tenant, &id).await?;
+    match state.jobs.transition(&job.id, JobStatus::Canceled, "canceled by client", &[]).await {
+        Ok(_) => {}
+        Err(TransitionError::Illegal { current, .. }) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "job.terminal",
+                format!("the job is already {current}"),
+            ));
+        }
+        Err(TransitionError::Missing) => return Err(ApiError::job_not_found()),
+        Err(TransitionError::Store(e)) => {
+            return Err(ApiError::unavailable("cannot cancel the job", e));
+        }
+    }
+    let event = JobEvent::new(
+        format!("{}.canceled", job.id),
+        EventKind::Canceled,
+        &job.id,
+        &job.tenant,
+        json!({}),
+    );
+    if let Err(e) = events::publish_event(&state.js, &event).await {
+        tracing::warn!(job = %job.id, error = %e, "canceled event not published");
+    }
+    let job = state
+        .jobs
+        .get(&job.id)
+        .await
+        .map_err(|e| ApiError::unavailable("cannot read the job", e))?
+        .ok_or_else(ApiError::job_not_found)?;
+    Ok(Json(JobView::of(&job)).into_response())
+}

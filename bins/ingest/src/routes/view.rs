@@ -1,0 +1,55 @@
+//! JSON shapes of the API.
+
+use serde::Serialize;
+use tcoder::jobs::{Job, JobError, JobSpec, JobStatus, SourceObject, rfc3339};
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct JobView<'a> {
+    pub id: &'a str,
+    pub status: JobStatus,
+    #[serde(flatten)]
+    pub spec: &'a JobSpec,
+    pub attempts: u32,
+    pub created_at: String,
+    pub updated_at: String,
+    pub source: Option<SourceView<'a>>,
+    /// The output manifest (URLs of the winning attempt), once completed.
+    pub result: Option<&'a serde_json::Value>,
+    pub error: Option<&'a JobError>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SourceView<'a> {
+    pub size: u64,
+    pub etag: &'a str,
+}
+
+impl<'a> JobView<'a> {
+    pub(crate) fn of(job: &'a Job) -> JobView<'a> {
+        JobView {
+            id: job.id.as_str(),
+            status: job.status,
+            spec: &job.spec,
+            attempts: job.attempts,
+            created_at: rfc3339(job.created_at),
+            updated_at: rfc3339(job.updated_at),
+            source: job
+                .source
+                .as_ref()
+                .map(|s: &SourceObject| SourceView { size: s.size, etag: &s.etag }),
+            result: job.outputs.as_ref(),
+            error: job.error.as_ref(),
+        }
+    }
+}
+
+/// How to upload the source: a presigned request.
+#[derive(Debug, Serialize)]
+pub(crate) struct UploadView {
+    pub url: String,
+    pub method: &'static str,
+    /// Headers the PUT must carry exactly (they are part of the signature).
+    pub headers: serde_json::Map<String, serde_json::Value>,
+    pub expires_at: String,
+}

@@ -1,0 +1,22 @@
+//! What every request handler can reach.
+
+use std::sync::Arc;
+
+use tcoder::auth::ApiKeys;
+use tcoder::config::IngestConfig;
+use tcoder::jobs::JobStore;
+
+use crate::bridge::Bridge;
+use crate::metrics::IngestMetrics;
+
+#[derive(Clone, Debug)]
+pub(crate) struct AppState {
+    pub jobs: JobStore,
+    pub keys: ApiKeys,
+    pub js: async_nats::jetstream::Context,
+    pub s3: aws_sdk_s3::Client,
+    pub bucket: String,
+    pub config: Arc<IngestConfig>,
+    pub bridge: Bridge,
+    pub metrics: IngestMetrics,
+}

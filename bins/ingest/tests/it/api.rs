@@ -1,0 +1,225 @@
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{Store, spawn};
+
+#[tokio::test]
+async fn requests_without_a_valid_key_are_refused() {
+    let ingest = spawn(Store::External, &[]).await;
+    let url = format!("{}/v1/jobs", ingest.api);
+    let no_key = ingest.http.post(&url).json(&json!({})).send().await.unwrap();
+    assert_eq!(no_key.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(no_key.headers()["www-authenticate"], "Bearer");
+    let body: serde_json::Value = no_key.json().await.unwrap();
+    assert_eq!(body["code"], "auth.unauthorized");
+    let wrong = ingest.http.get(&url).bearer_auth("tk_not-a-real-key").send().await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn another_tenants_job_is_not_found_and_not_listed() {
+    let ingest = spawn(Store::External, &[]).await;
+    let (status, created) = ingest.create(json!({"preset": "hls"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = created["job"]["id"].as_str().unwrap();
+
+    let (status, body) = ingest.get_job(&ingest.key_b, id).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("job.not_found")));
+    let cancel = ingest
+        .http
+        .post(format!("{}/v1/jobs/{id}/cancel", ingest.api))
+        .bearer_auth(&ingest.key_b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), StatusCode::NOT_FOUND);
+    let listed: serde_json::Value = ingest
+        .http
+        .get(format!("{}/v1/jobs", ingest.api))
+        .bearer_auth(&ingest.key_b)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["jobs"], json!([]));
+    // Still there for its owner, untouched.
+    assert_eq!(ingest.get_job(&ingest.key_a, id).await.1["status"], "awaiting_upload");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_same_job_and_conflicts_on_different_parameters() {
+    let ingest = spawn(Store::External, &[]).await;
+    let body = json!({"preset": "hls", "qualities": ["360p"]});
+    let (first_status, first) =
+        ingest.create_as(&ingest.key_a, body.clone(), Some("order-42")).await;
+    let (again_status, again) = ingest.create_as(&ingest.key_a, body, Some("order-42")).await;
+    assert_eq!((first_status, again_status), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(first["job"]["id"], again["job"]["id"]);
+    assert!(
+        again["upload"]["url"].is_string(),
+        "a replay still gets an upload URL while awaiting upload"
+    );
+
+    let (status, conflict) = ingest
+        .create_as(&ingest.key_a, json!({"preset": "hls", "qualities": ["720p"]}), Some("order-42"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(conflict["code"], "idempotency.conflict");
+    // The same key is independent per tenant.
+    let (status, other) =
+        ingest.create_as(&ingest.key_b, json!({"preset": "hls"}), Some("order-42")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_ne!(other["job"]["id"], first["job"]["id"]);
+}
+
+#[tokio::test]
+async fn invalid_requests_are_problem_json_with_stable_codes() {
+    let ingest = spawn(Store::External, &[]).await;
+    for (body, status, code) in [
+        (json!({"preset": "4k"}), StatusCode::UNPROCESSABLE_ENTITY, "validation.unknown_preset"),
+        (
+            json!({"qualities": ["480p"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation.unknown_quality",
+        ),
+        (
+            json!({"webhook_url": "http://127.0.0.1:9/hook"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation.webhook_url",
+        ),
+        (json!({"qualites": ["360p"]}), StatusCode::BAD_REQUEST, "request.invalid_json"),
+    ] {
+        let response = ingest
+            .http
+            .post(format!("{}/v1/jobs", ingest.api))
+            .bearer_auth(&ingest.key_a)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{body}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], code, "{body}");
+        assert_eq!(problem["status"], status.as_u16());
+    }
+}
+
+#[tokio::test]
+async fn jobs_are_listed_newest_first_with_status_filter_and_cursor() {
+    let ingest = spawn(Store::External, &[]).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(ingest.create(json!({})).await.1["job"]["id"].as_str().unwrap().to_owned());
+    }
+    let cancel = ingest
+        .http
+        .post(format!("{}/v1/jobs/{}/cancel", ingest.api, ids[0]))
+        .bearer_auth(&ingest.key_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), StatusCode::OK);
+
+    let list = |query: String| {
+        let ingest = &ingest;
+        async move {
+            let url = format!("{}/v1/jobs{query}", ingest.api);
+            let page: serde_json::Value = ingest
+                .http
+                .get(url)
+                .bearer_auth(&ingest.key_a)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let ids: Vec<String> = page["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].as_str().unwrap().to_owned())
+                .collect();
+            (ids, page["next_cursor"].as_str().map(str::to_owned))
+        }
+    };
+    let (first_page, cursor) = list("?limit=2".into()).await;
+    assert_eq!(first_page, vec![ids[2].clone(), ids[1].clone()]);
+    let (second_page, end) = list(format!("?limit=2&cursor={}", cursor.unwrap())).await;
+    assert_eq!((second_page, end), (vec![ids[0].clone()], None));
+    assert_eq!(list("?status=canceled".into()).await.0, vec![ids[0].clone()]);
+    assert_eq!(
+        list("?status=awaiting_upload".into()).await.0,
+        vec![ids[2].clone(), ids[1].clone()]
+    );
+}
+
+#[tokio::test]
+async fn cancel_is_final_and_streams_end_with_the_canceled_event() {
+    let ingest = spawn(Store::External, &[]).await;
+    let id = ingest.create(json!({})).await.1["job"]["id"].as_str().unwrap().to_owned();
+    let events = ingest
+        .http
+        .get(format!("{}/v1/jobs/{id}/events", ingest.api))
+        .bearer_auth(&ingest.key_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    let cancel_url = format!("{}/v1/jobs/{id}/cancel", ingest.api);
+    let canceled: serde_json::Value = ingest
+        .http
+        .post(&cancel_url)
+        .bearer_auth(&ingest.key_a)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(canceled["status"], "canceled");
+    let again = ingest.http.post(&cancel_url).bearer_auth(&ingest.key_a).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+
+    // The stream replays `accepted`, then delivers `canceled` and closes.
+    let body = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut text = String::new();
+        let mut chunks = events.bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+        text
+    })
+    .await
+    .expect("the event stream ends after the terminal event");
+    let kinds: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(kinds, vec!["accepted", "canceled"], "{body}");
+}
+
+#[tokio::test]
+async fn api_requests_are_counted_by_route_template() {
+    let ingest = spawn(Store::External, &[]).await;
+    let id = ingest.create(json!({})).await.1["job"]["id"].as_str().unwrap().to_owned();
+    ingest.get_job(&ingest.key_a, &id).await;
+    let metrics =
+        reqwest::get(format!("{}/metrics", ingest.admin)).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(
+            r#"tcoder_http_requests_total{method="POST",route="/v1/jobs",status="201"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"tcoder_http_requests_total{method="GET",route="/v1/jobs/{id}",status="200"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&id), "job ids must never be metric labels");
+}

@@ -1,0 +1,226 @@
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::DeliverPolicy};
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tcoder::config::{EnvVars, Service as ServiceName, Settings};
+use tcoder::events::{UploadEvent, subjects};
+use tcoder::jobs::Tenant;
+use tcoder::service::Service;
+use tcoder::shutdown::Shutdown;
+use tcoder_ingest::App;
+use testkit::TestEnv;
+
+pub(crate) const NOTIFY_SECRET: &str = "notify-secret";
+
+/// Where uploads go in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Store {
+    /// The embedded store inside ingest (single-host default): uploads notify by themselves.
+    Embedded,
+    /// The test kit's S3 endpoint: notifications must be delivered explicitly.
+    External,
+}
+
+/// A running ingest with two tenants' keys.
+pub(crate) struct TestIngest {
+    _env: TestEnv,
+    pub api: String,
+    pub admin: String,
+    pub http: reqwest::Client,
+    pub key_a: String,
+    pub key_b: String,
+    pub s3: aws_sdk_s3::Client,
+    pub bucket: String,
+    pub js: jetstream::Context,
+    shutdown: Shutdown,
+    _data: tempfile::TempDir,
+}
+
+pub(crate) async fn spawn(store: Store, extra: &[(&str, String)]) -> TestIngest {
+    let env = TestEnv::start();
+    let data = tempfile::tempdir().unwrap();
+    let mut vars = env.service_env();
+    vars.push(("TCODER__INGEST__NOTIFICATION_SECRET".into(), NOTIFY_SECRET.into()));
+    if store == Store::Embedded {
+        let port = testkit::free_port();
+        vars.push(("TCODER__INGEST__LOCAL_STORE__ENABLED".into(), "true".into()));
+        vars.push(("TCODER__INGEST__LOCAL_STORE__BIND".into(), format!("127.0.0.1:{port}")));
+        vars.push((
+            "TCODER__INGEST__LOCAL_STORE__DATA_DIR".into(),
+            data.path().display().to_string(),
+        ));
+        vars.push(("TCODER__S3__ENDPOINT".into(), format!("http://127.0.0.1:{port}")));
+    }
+    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    let settings =
+        Settings::load_from(ServiceName::Ingest, None, EnvVars::from_pairs(vars)).unwrap();
+    let s3 = tcoder::storage::client(&settings.s3).await;
+    let bucket = settings.s3.bucket.clone();
+    let mut redis = tcoder::store::connect(&settings.redis).await.unwrap();
+    let (key_a, key_b) = (tcoder::auth::generate_key(), tcoder::auth::generate_key());
+    tcoder::auth::store_key(&mut redis, &key_a, &Tenant::parse("acme").unwrap()).await.unwrap();
+    tcoder::auth::store_key(&mut redis, &key_b, &Tenant::parse("globex").unwrap()).await.unwrap();
+    let nats = tcoder::events::connect(&settings.nats, "test").await.unwrap();
+    let app = App::build(settings).await.unwrap();
+    let (api, admin) =
+        (format!("http://{}", app.api_addr()), format!("http://{}", app.admin_addr()));
+    let shutdown = Shutdown::manual(Duration::from_secs(5));
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestIngest {
+        _env: env,
+        api,
+        admin,
+        http: reqwest::Client::new(),
+        key_a,
+        key_b,
+        s3,
+        bucket,
+        js: jetstream::new(nats),
+        shutdown,
+        _data: data,
+    }
+}
+
+impl Drop for TestIngest {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+impl TestIngest {
+    /// `POST /v1/jobs` as tenant A; returns (status, body).
+    pub(crate) async fn create(&self, body: Value) -> (StatusCode, Value) {
+        self.create_as(&self.key_a, body, None).await
+    }
+
+    pub(crate) async fn create_as(
+        &self,
+        key: &str,
+        body: Value,
+        idempotency: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request =
+            self.http.post(format!("{}/v1/jobs", self.api)).bearer_auth(key).json(&body);
+        if let Some(idem) = idempotency {
+            request = request.header("Idempotency-Key", idem);
+        }
+        let response = request.send().await.unwrap();
+        (response.status(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub(crate) async fn get_job(&self, key: &str, id: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(format!("{}/v1/jobs/{id}", self.api))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits (bounded) until job `id` of tenant A has `status`.
+    pub(crate) async fn wait_status(&self, id: &str, status: &str) -> Value {
+        testkit::eventually_async(Duration::from_secs(15), || async {
+            let (_, job) = self.get_job(&self.key_a, id).await;
+            if job["status"] == status { Ok(job) } else { Err(job["status"].clone()) }
+        })
+        .await
+    }
+
+    /// PUTs `body` to a created job's presigned URL with the headers it came with.
+    pub(crate) async fn upload(&self, created: &Value, body: Vec<u8>) -> StatusCode {
+        let upload = &created["upload"];
+        let mut request = self.http.put(upload["url"].as_str().unwrap());
+        for (name, value) in upload["headers"].as_object().unwrap() {
+            if name != "content-length" {
+                request = request.header(name, value.as_str().unwrap());
+            }
+        }
+        request.body(body).send().await.unwrap().status()
+    }
+
+    /// Puts an object straight into the bucket (no presigned URL, no notification).
+    pub(crate) async fn put_object(&self, key: &str, body: Vec<u8>) {
+        self.s3.put_object().bucket(&self.bucket).key(key).body(body.into()).send().await.unwrap();
+    }
+
+    pub(crate) async fn notify(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}/v1/notifications/{path}", self.api))
+            .bearer_auth(NOTIFY_SECRET)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Every message on `tcoder.uploads.>` so far.
+    pub(crate) async fn upload_events(&self) -> Vec<UploadEvent> {
+        let stream = self.js.get_stream(subjects::UPLOADS_STREAM).await.unwrap();
+        let mut info = stream.clone();
+        let count = info.info().await.unwrap().state.messages;
+        if count == 0 {
+            return Vec::new();
+        }
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap().take(usize::try_from(count).unwrap());
+        let mut events = Vec::new();
+        while let Some(message) =
+            tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap()
+        {
+            events.push(serde_json::from_slice(&message.unwrap().payload).unwrap());
+        }
+        events
+    }
+
+    /// Waits (bounded) until `n` upload events exist, then returns them.
+    pub(crate) async fn wait_upload_events(&self, n: usize) -> Vec<UploadEvent> {
+        testkit::eventually_async(Duration::from_secs(15), || async {
+            let events = self.upload_events().await;
+            if events.len() >= n { Ok(events) } else { Err(events.len()) }
+        })
+        .await
+    }
+
+    pub(crate) async fn etag(&self, key: &str) -> String {
+        let head = self.s3.head_object().bucket(&self.bucket).key(key).send().await.unwrap();
+        head.e_tag().unwrap().trim_matches('"').to_owned()
+    }
+}
+
+/// The S3-format notification body for `key` (form-encoded, as S3 sends it).
+pub(crate) fn s3_body(bucket: &str, key: &str, size: u64) -> Value {
+    let encoded: String = key
+        .bytes()
+        .map(|b| match b {
+            b' ' => "+".to_owned(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    json!({ "Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-24T12:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "s3": { "s3SchemaVersion": "1.0", "bucket": { "name": bucket, "arn": format!("arn:aws:s3:::{bucket}") },
+                "object": { "key": encoded, "size": size, "eTag": "ignored", "sequencer": "0055AED6DCD90281E5" } }
+    }]})
+}
+
+/// The R2-format notification body for `key`.
+pub(crate) fn r2_body(bucket: &str, key: &str, size: u64) -> Value {
+    json!({
+        "account": testkit::cloudflare::ACCOUNT_ID, "action": "PutObject", "bucket": bucket,
+        "object": { "key": key, "size": size, "eTag": "ignored" }, "eventTime": "2026-11-24T12:00:00.379Z"
+    })
+}

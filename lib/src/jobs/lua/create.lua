@@ -1,0 +1,27 @@
+-- Create a job (and its idempotency record) atomically.
+-- KEYS[1] job hash, KEYS[2] tenant index, KEYS[3] tenant+status index, KEYS[4] global status
+-- index, KEYS[5] idempotency key ('' when none)
+-- ARGV[1] id, ARGV[2] tenant, ARGV[3] spec JSON, ARGV[4] now ms, ARGV[5] fingerprint,
+-- ARGV[6] idempotency TTL seconds, ARGV[7] upload key
+-- Returns {'created', id} | {'existing', id, fingerprint}
+if KEYS[5] ~= '' then
+  local existing = redis.call('GET', KEYS[5])
+  if existing then
+    local record = cjson.decode(existing)
+    return {'existing', record.job_id, record.fingerprint}
+  end
+end
+redis.call('HSET', KEYS[1],
+  'id', ARGV[1], 'tenant', ARGV[2], 'status', 'awaiting_upload', 'spec', ARGV[3],
+  'epoch', 0, 'attempts', 0, 'created_at', ARGV[4], 'updated_at', ARGV[4],
+  'upload_key', ARGV[7])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+redis.call('RPUSH', KEYS[1] .. ':history',
+  cjson.encode({at = tonumber(ARGV[4]), to = 'awaiting_upload', reason = 'created'}))
+if KEYS[5] ~= '' then
+  redis.call('SET', KEYS[5], cjson.encode({job_id = ARGV[1], fingerprint = ARGV[5]}),
+    'EX', tonumber(ARGV[6]))
+end
+return {'created', ARGV[1]}

@@ -1,0 +1,81 @@
+//! A job as stored in Redis (`tcoder:job:<id>` hash).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{JobId, JobSpec, JobStatus, Tenant};
+
+/// The uploaded source object, recorded when the upload is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceObject {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+}
+
+/// Why a job failed: a stable `code` (e.g. `input.corrupt`, `upload.size_mismatch`) and a
+/// human message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+}
+
+/// Everything known about one job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub id: JobId,
+    pub tenant: Tenant,
+    pub status: JobStatus,
+    pub spec: JobSpec,
+    /// Fencing token of the latest claim; only this epoch may commit.
+    pub epoch: u64,
+    pub attempts: u32,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub upload_key: String,
+    pub source: Option<SourceObject>,
+    /// The output manifest of the winning epoch, once completed.
+    pub outputs: Option<serde_json::Value>,
+    pub error: Option<JobError>,
+}
+
+impl Job {
+    /// Decodes the Redis hash; a malformed record is an error naming the field.
+    pub(crate) fn from_hash(fields: &HashMap<String, String>) -> Result<Job, String> {
+        let get = |name: &str| fields.get(name).ok_or_else(|| format!("job record lacks `{name}`"));
+        let json = |name: &str| -> Result<Option<serde_json::Value>, String> {
+            match fields.get(name) {
+                None => Ok(None),
+                Some(raw) => serde_json::from_str(raw)
+                    .map(Some)
+                    .map_err(|e| format!("job field `{name}`: {e}")),
+            }
+        };
+        let number = |name: &str| -> Result<u64, String> {
+            get(name)?.parse().map_err(|e| format!("job field `{name}`: {e}"))
+        };
+        Ok(Job {
+            id: JobId::parse(get("id")?).ok_or("job field `id` is malformed")?,
+            tenant: Tenant::parse(get("tenant")?).ok_or("job field `tenant` is malformed")?,
+            status: get("status")?.parse()?,
+            spec: serde_json::from_str(get("spec")?)
+                .map_err(|e| format!("job field `spec`: {e}"))?,
+            epoch: number("epoch")?,
+            attempts: u32::try_from(number("attempts")?).unwrap_or(u32::MAX),
+            created_at: number("created_at")?,
+            updated_at: number("updated_at")?,
+            upload_key: get("upload_key")?.clone(),
+            source: json("source")?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| format!("job field `source`: {e}"))?,
+            outputs: json("outputs")?,
+            error: json("error")?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| format!("job field `error`: {e}"))?,
+        })
+    }
+}

@@ -1,0 +1,413 @@
+//! What a user asks for: preset, qualities, outputs and delivery options, validated into a
+//! [`JobSpec`] with stable error codes (they appear in problem+json responses and must not
+//! change once clients depend on them).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::Priority;
+use crate::webhooks;
+
+/// Seed presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// Stream copy into MP4 when no quality is asked for, else one quality.
+    Default,
+    /// H.264 + AAC, faststart MP4, one file per quality.
+    WebOptimized,
+    /// An HLS ABR ladder with a master playlist.
+    Hls,
+}
+
+/// Named ladder rungs (the engine owns their exact dimensions and bitrates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Quality {
+    #[serde(rename = "144p")]
+    P144,
+    #[serde(rename = "360p")]
+    P360,
+    #[serde(rename = "720p")]
+    P720,
+    #[serde(rename = "1080p")]
+    P1080,
+}
+
+impl Quality {
+    pub const ALL: [Quality; 4] = [Quality::P144, Quality::P360, Quality::P720, Quality::P1080];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::P144 => "144p",
+            Quality::P360 => "360p",
+            Quality::P720 => "720p",
+            Quality::P1080 => "1080p",
+        }
+    }
+
+    /// Output height in pixels.
+    pub fn height(self) -> u32 {
+        match self {
+            Quality::P144 => 144,
+            Quality::P360 => 360,
+            Quality::P720 => 720,
+            Quality::P1080 => 1080,
+        }
+    }
+}
+
+impl fmt::Display for Quality {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Explicit rungs, or `auto`: every rung at or below the source height (never upscaled).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Qualities {
+    Auto(AutoLadder),
+    List(Vec<Quality>),
+}
+
+/// The literal `"auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoLadder {
+    Auto,
+}
+
+/// What gets written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    Mp4,
+    Hls,
+    Thumbnails,
+}
+
+/// A validated job request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub preset: Preset,
+    pub qualities: Qualities,
+    pub outputs: Vec<OutputKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    pub priority: Priority,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Declared source size in bytes; the presigned URL signs it and the upload must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_length: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+/// The body of `POST /v1/jobs` before validation. Unknown fields are rejected so a typo
+/// (`"qualites"`) is an error, not a silently ignored option.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    pub preset: Option<String>,
+    pub qualities: Option<serde_json::Value>,
+    /// Alias: `"ladder": "auto"`.
+    pub ladder: Option<String>,
+    pub outputs: Option<Vec<String>>,
+    pub webhook_url: Option<String>,
+    pub priority: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub content_length: Option<u64>,
+    pub content_type: Option<String>,
+}
+
+/// Limits applied while validating.
+#[derive(Debug, Clone, Copy)]
+pub struct SpecLimits {
+    pub max_upload_bytes: u64,
+    pub allow_private_webhooks: bool,
+}
+
+/// A request that cannot become a job; `code` is stable, `field` names the JSON field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub code: &'static str,
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn invalid(code: &'static str, field: &'static str, message: impl Into<String>) -> SpecError {
+    SpecError { code, field, message: message.into() }
+}
+
+const MAX_METADATA_ENTRIES: usize = 32;
+const MAX_METADATA_KEY: usize = 64;
+const MAX_METADATA_VALUE: usize = 512;
+
+impl JobSpec {
+    /// Validates a request into a spec, filling in the preset's defaults.
+    pub fn from_request(request: JobRequest, limits: SpecLimits) -> Result<JobSpec, SpecError> {
+        let preset = match request.preset.as_deref() {
+            None => Preset::Default,
+            Some(name) => serde_json::from_value(serde_json::Value::String(name.to_owned()))
+                .map_err(|_| {
+                    invalid(
+                        "validation.unknown_preset",
+                        "preset",
+                        format!("unknown preset `{name}` (default, web-optimized, hls)"),
+                    )
+                })?,
+        };
+        let qualities = parse_qualities(preset, request.qualities, request.ladder)?;
+        let outputs = parse_outputs(preset, request.outputs)?;
+        let priority = match request.priority.as_deref() {
+            None => Priority::Normal,
+            Some(p) => {
+                p.parse().map_err(|e: String| invalid("validation.priority", "priority", e))?
+            }
+        };
+        if let Some(url) = &request.webhook_url {
+            webhooks::check_url(url, limits.allow_private_webhooks)
+                .map_err(|e| invalid("validation.webhook_url", "webhook_url", e.to_string()))?;
+        }
+        let metadata = request.metadata.unwrap_or_default();
+        check_metadata(&metadata)?;
+        if let Some(length) = request.content_length
+            && (length == 0 || length > limits.max_upload_bytes)
+        {
+            return Err(invalid(
+                "validation.content_length",
+                "content_length",
+                format!("must be between 1 and {} bytes", limits.max_upload_bytes),
+            ));
+        }
+        if let Some(content_type) = &request.content_type {
+            let valid = !content_type.is_empty()
+                && content_type.len() <= 128
+                && content_type.contains('/')
+                && content_type.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+            if !valid {
+                return Err(invalid("validation.content_type", "content_type", "not a MIME type"));
+            }
+        }
+        Ok(JobSpec {
+            preset,
+            qualities,
+            outputs,
+            webhook_url: request.webhook_url,
+            priority,
+            metadata,
+            content_length: request.content_length,
+            content_type: request.content_type,
+        })
+    }
+
+    /// A digest of everything the user asked for: the same `Idempotency-Key` with a different
+    /// fingerprint is a conflict, not a replay.
+    pub fn fingerprint(&self) -> String {
+        let canonical = serde_json::to_vec(self).expect("a spec always serializes");
+        hex::encode(Sha256::digest(canonical))
+    }
+}
+
+fn parse_qualities(
+    preset: Preset,
+    qualities: Option<serde_json::Value>,
+    ladder: Option<String>,
+) -> Result<Qualities, SpecError> {
+    let parsed = match (qualities, ladder.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "validation.qualities",
+                "qualities",
+                "give either qualities or ladder, not both",
+            ));
+        }
+        (None, Some("auto")) => Some(Qualities::Auto(AutoLadder::Auto)),
+        (None, Some(other)) => {
+            return Err(invalid(
+                "validation.qualities",
+                "ladder",
+                format!("unknown ladder `{other}` (auto)"),
+            ));
+        }
+        (Some(value), None) => Some(serde_json::from_value::<Qualities>(value).map_err(|_| {
+            invalid(
+                "validation.unknown_quality",
+                "qualities",
+                "expected \"auto\" or a list of 144p, 360p, 720p, 1080p",
+            )
+        })?),
+        (None, None) => None,
+    };
+    let qualities = match (parsed, preset) {
+        (Some(q), _) => q,
+        (None, Preset::Default) => Qualities::List(Vec::new()),
+        (None, Preset::WebOptimized | Preset::Hls) => Qualities::Auto(AutoLadder::Auto),
+    };
+    match &qualities {
+        Qualities::List(list) => {
+            let mut seen = list.clone();
+            seen.sort();
+            seen.dedup();
+            if seen.len() != list.len() {
+                return Err(invalid(
+                    "validation.qualities",
+                    "qualities",
+                    "a quality is listed twice",
+                ));
+            }
+            if preset == Preset::Default && list.len() > 1 {
+                return Err(invalid(
+                    "validation.too_many_qualities",
+                    "qualities",
+                    "the default preset makes at most one quality; use web-optimized or hls for several",
+                ));
+            }
+            if preset != Preset::Default && list.is_empty() {
+                return Err(invalid(
+                    "validation.qualities",
+                    "qualities",
+                    "list at least one quality, or \"auto\"",
+                ));
+            }
+        }
+        Qualities::Auto(_) if preset == Preset::Default => {
+            return Err(invalid(
+                "validation.too_many_qualities",
+                "qualities",
+                "the default preset makes at most one quality; use web-optimized or hls for a ladder",
+            ));
+        }
+        Qualities::Auto(_) => {}
+    }
+    Ok(qualities)
+}
+
+fn parse_outputs(
+    preset: Preset,
+    outputs: Option<Vec<String>>,
+) -> Result<Vec<OutputKind>, SpecError> {
+    let mut outputs = match outputs {
+        None => match preset {
+            Preset::Default => vec![OutputKind::Mp4],
+            Preset::WebOptimized => vec![OutputKind::Mp4, OutputKind::Thumbnails],
+            Preset::Hls => vec![OutputKind::Hls, OutputKind::Thumbnails],
+        },
+        Some(names) => names
+            .iter()
+            .map(|name| {
+                serde_json::from_value(serde_json::Value::String(name.clone())).map_err(|_| {
+                    invalid(
+                        "validation.unknown_output",
+                        "outputs",
+                        format!("unknown output `{name}` (mp4, hls, thumbnails)"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<OutputKind>, _>>()?,
+    };
+    outputs.sort();
+    outputs.dedup();
+    if !outputs.iter().any(|o| matches!(o, OutputKind::Mp4 | OutputKind::Hls)) {
+        return Err(invalid("validation.outputs", "outputs", "include mp4 or hls"));
+    }
+    if preset == Preset::Hls && !outputs.contains(&OutputKind::Hls) {
+        return Err(invalid("validation.outputs", "outputs", "the hls preset writes hls"));
+    }
+    if preset == Preset::Default && outputs.contains(&OutputKind::Hls) {
+        return Err(invalid("validation.outputs", "outputs", "use the hls preset for hls output"));
+    }
+    Ok(outputs)
+}
+
+fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(invalid(
+            "validation.metadata",
+            "metadata",
+            format!("at most {MAX_METADATA_ENTRIES} entries"),
+        ));
+    }
+    for (key, value) in metadata {
+        if key.is_empty() || key.len() > MAX_METADATA_KEY || value.len() > MAX_METADATA_VALUE {
+            return Err(invalid(
+                "validation.metadata",
+                "metadata",
+                format!("keys are 1-{MAX_METADATA_KEY} bytes, values at most {MAX_METADATA_VALUE}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: SpecLimits =
+        SpecLimits { max_upload_bytes: 1 << 30, allow_private_webhooks: false };
+
+    fn request(json: serde_json::Value) -> Result<JobSpec, SpecError> {
+        JobSpec::from_request(serde_json::from_value(json).unwrap(), LIMITS)
+    }
+
+    #[test]
+    fn presets_fill_in_their_defaults() {
+        let spec = request(serde_json::json!({})).unwrap();
+        assert_eq!(
+            (spec.preset, spec.qualities, spec.outputs),
+            (Preset::Default, Qualities::List(vec![]), vec![OutputKind::Mp4])
+        );
+        let spec = request(serde_json::json!({"preset": "hls"})).unwrap();
+        assert_eq!(spec.qualities, Qualities::Auto(AutoLadder::Auto));
+        assert_eq!(spec.outputs, vec![OutputKind::Hls, OutputKind::Thumbnails]);
+        let spec =
+            request(serde_json::json!({"preset": "web-optimized", "ladder": "auto"})).unwrap();
+        assert_eq!(spec.qualities, Qualities::Auto(AutoLadder::Auto));
+        let spec = request(
+            serde_json::json!({"preset": "hls", "qualities": ["720p", "144p"], "priority": "high"}),
+        )
+        .unwrap();
+        assert_eq!(spec.qualities, Qualities::List(vec![Quality::P720, Quality::P144]));
+        assert_eq!(spec.priority, Priority::High);
+    }
+
+    #[test]
+    fn invalid_requests_get_stable_codes() {
+        let cases = [
+            (serde_json::json!({"preset": "4k"}), "validation.unknown_preset"),
+            (serde_json::json!({"qualities": ["480p"]}), "validation.unknown_quality"),
+            (serde_json::json!({"qualities": ["360p", "720p"]}), "validation.too_many_qualities"),
+            (
+                serde_json::json!({"preset": "hls", "qualities": ["360p", "360p"]}),
+                "validation.qualities",
+            ),
+            (serde_json::json!({"outputs": ["gif"]}), "validation.unknown_output"),
+            (serde_json::json!({"preset": "hls", "outputs": ["mp4"]}), "validation.outputs"),
+            (
+                serde_json::json!({"webhook_url": "http://169.254.169.254/"}),
+                "validation.webhook_url",
+            ),
+            (serde_json::json!({"content_length": 0}), "validation.content_length"),
+            (serde_json::json!({"priority": "urgent"}), "validation.priority"),
+            (serde_json::json!({"content_type": "video\r\nx"}), "validation.content_type"),
+        ];
+        for (json, code) in cases {
+            assert_eq!(request(json.clone()).unwrap_err().code, code, "{json}");
+        }
+    }
+
+    #[test]
+    fn fingerprint_changes_with_parameters_only() {
+        let a = request(serde_json::json!({"preset": "hls"})).unwrap();
+        let b = request(serde_json::json!({"preset": "hls"})).unwrap();
+        let c = request(serde_json::json!({"preset": "hls", "priority": "low"})).unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+}

@@ -1,0 +1,246 @@
+//! The Redis job store. Every change is one Lua script, so readers never see half a
+//! transition and two writers can never both win.
+//!
+//! Keys (prefix `tcoder:`): `job:<id>` (hash), `job:<id>:history` (list, last 100 changes),
+//! `jobs:<tenant>` and `jobs:<tenant>:<status>` (sorted sets of ids, lexically = by creation),
+//! `status:<status>` (non-terminal jobs by last change, for sweeps and the reconciler),
+//! `idem:<tenant>:<key>` (idempotency records).
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use sha2::{Digest, Sha256};
+
+use super::{Job, JobId, JobSpec, JobStatus, Tenant, now_ms};
+use crate::storage::keys;
+use crate::store::{KEY_PREFIX, StoreError};
+
+static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/create.lua")));
+static TRANSITION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/transition.lua")));
+
+/// What `create` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    Created(Box<Job>),
+    /// The idempotency key was used before with the same parameters: the earlier job.
+    Replayed(JobId),
+    /// The idempotency key was used before with different parameters.
+    Conflict(JobId),
+}
+
+/// Why a transition did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    #[error("job not found")]
+    Missing,
+    #[error("job is {current}; cannot move to {to}")]
+    Illegal { current: JobStatus, to: JobStatus },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Pass back as `after` to get the next page; `None` on the last page.
+    pub next_cursor: Option<JobId>,
+}
+
+/// Jobs in Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct JobStore {
+    conn: ConnectionManager,
+}
+
+impl std::fmt::Debug for JobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobStore").finish_non_exhaustive()
+    }
+}
+
+fn job_key(id: &JobId) -> String {
+    format!("{KEY_PREFIX}job:{id}")
+}
+
+fn tenant_index(tenant: &Tenant, status: Option<JobStatus>) -> String {
+    match status {
+        None => format!("{KEY_PREFIX}jobs:{tenant}"),
+        Some(status) => format!("{KEY_PREFIX}jobs:{tenant}:{status}"),
+    }
+}
+
+fn status_index(status: JobStatus) -> String {
+    format!("{KEY_PREFIX}status:{status}")
+}
+
+impl JobStore {
+    pub fn new(conn: ConnectionManager) -> JobStore {
+        JobStore { conn }
+    }
+
+    /// Creates a job awaiting its upload. With an idempotency key, a repeat with the same
+    /// parameters returns the first job and one with different parameters is a conflict.
+    pub async fn create(
+        &self,
+        tenant: &Tenant,
+        spec: &JobSpec,
+        idempotency_key: Option<&str>,
+        idempotency_ttl_secs: u64,
+    ) -> Result<CreateOutcome, StoreError> {
+        let id = JobId::generate();
+        let fingerprint = spec.fingerprint();
+        let idem_key = idempotency_key
+            // Hashed, so any client string is a safe key part.
+            .map(|k| {
+                format!("{KEY_PREFIX}idem:{tenant}:{}", hex::encode(Sha256::digest(k.as_bytes())))
+            })
+            .unwrap_or_default();
+        let spec_json = serde_json::to_string(spec).expect("a spec always serializes");
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = CREATE
+            .key(job_key(&id))
+            .key(tenant_index(tenant, None))
+            .key(tenant_index(tenant, Some(JobStatus::AwaitingUpload)))
+            .key(status_index(JobStatus::AwaitingUpload))
+            .key(&idem_key)
+            .arg(id.as_str())
+            .arg(tenant.as_str())
+            .arg(&spec_json)
+            .arg(now_ms())
+            .arg(&fingerprint)
+            .arg(idempotency_ttl_secs.max(1))
+            .arg(keys::upload_key(tenant, &id))
+            .invoke_async(&mut conn)
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("created") => {
+                let job = self
+                    .get(&id)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt("created job vanished".into()))?;
+                Ok(CreateOutcome::Created(Box::new(job)))
+            }
+            Some("existing") if reply.len() == 3 => {
+                let earlier = JobId::parse(&reply[1])
+                    .ok_or_else(|| StoreError::Corrupt("idempotency record".into()))?;
+                if reply[2] == fingerprint {
+                    Ok(CreateOutcome::Replayed(earlier))
+                } else {
+                    Ok(CreateOutcome::Conflict(earlier))
+                }
+            }
+            _ => Err(StoreError::Corrupt(format!("unexpected create reply {reply:?}"))),
+        }
+    }
+
+    pub async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, String> = conn.hgetall(job_key(id)).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        Job::from_hash(&fields).map(Some).map_err(StoreError::Corrupt)
+    }
+
+    /// The job if it exists and belongs to `tenant` (another tenant's job looks missing).
+    pub async fn get_for_tenant(
+        &self,
+        tenant: &Tenant,
+        id: &JobId,
+    ) -> Result<Option<Job>, StoreError> {
+        Ok(self.get(id).await?.filter(|job| &job.tenant == tenant))
+    }
+
+    /// A page of `tenant`'s jobs, newest first, optionally only those in `status`.
+    pub async fn list(
+        &self,
+        tenant: &Tenant,
+        status: Option<JobStatus>,
+        limit: usize,
+        after: Option<&JobId>,
+    ) -> Result<JobPage, StoreError> {
+        let limit = limit.clamp(1, 100);
+        let max = after.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(tenant_index(tenant, status))
+            .arg(&max)
+            .arg("-")
+            .arg("BYLEX")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + 1)
+            .query_async(&mut conn)
+            .await?;
+        let has_more = ids.len() > limit;
+        let mut jobs = Vec::with_capacity(limit);
+        for raw in ids.iter().take(limit) {
+            let Some(id) = JobId::parse(raw) else { continue };
+            if let Some(job) = self.get(&id).await? {
+                jobs.push(job);
+            }
+        }
+        let next_cursor = if has_more { jobs.last().map(|j| j.id.clone()) } else { None };
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    /// Moves a job to `to` if the state machine allows it from its current status, setting
+    /// `fields` (name, value) in the same step. Returns the previous status.
+    pub async fn transition(
+        &self,
+        id: &JobId,
+        to: JobStatus,
+        reason: &str,
+        fields: &[(&str, String)],
+    ) -> Result<JobStatus, TransitionError> {
+        let allowed: Vec<&str> = to.allowed_from().iter().map(|s| s.as_str()).collect();
+        let mut invocation = TRANSITION.key(job_key(id));
+        invocation
+            .arg(to.as_str())
+            .arg(now_ms())
+            .arg(allowed.join(","))
+            .arg(reason)
+            .arg(KEY_PREFIX);
+        for (name, value) in fields {
+            invocation.arg(*name).arg(value);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> =
+            invocation.invoke_async(&mut conn).await.map_err(StoreError::from)?;
+        let status =
+            |raw: &str| raw.parse::<JobStatus>().map_err(|e| StoreError::Corrupt(e).into());
+        match (reply.first().map(String::as_str), reply.get(1)) {
+            (Some("ok"), Some(previous)) => status(previous),
+            (Some("missing"), _) => Err(TransitionError::Missing),
+            (Some("illegal"), Some(current)) => {
+                Err(TransitionError::Illegal { current: status(current)?, to })
+            }
+            _ => Err(StoreError::Corrupt(format!("unexpected transition reply {reply:?}")).into()),
+        }
+    }
+
+    /// Non-terminal jobs in `status`, oldest change first (for sweeps and reconciliation).
+    pub async fn in_status(
+        &self,
+        status: JobStatus,
+        limit: usize,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrange(status_index(status), 0, isize::try_from(limit).unwrap_or(isize::MAX) - 1)
+            .await?;
+        Ok(ids.iter().filter_map(|id| JobId::parse(id)).collect())
+    }
+
+    /// The job's recorded transitions, oldest first (JSON objects).
+    pub async fn history(&self, id: &JobId) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut conn = self.conn.clone();
+        let entries: Vec<String> = conn.lrange(format!("{}:history", job_key(id)), 0, -1).await?;
+        Ok(entries.iter().filter_map(|e| serde_json::from_str(e).ok()).collect())
+    }
+}

@@ -1,0 +1,53 @@
+//! Object key layout. Keys are chosen by the server from validated ids; clients never supply
+//! path parts.
+//!
+//! - inputs: `uploads/<tenant>/<job_id>/source`
+//! - outputs: `outputs/<tenant>/<job_id>/<epoch>/…`
+
+use crate::jobs::{JobId, Tenant};
+
+/// Prefix of every upload.
+pub const UPLOADS_PREFIX: &str = "uploads/";
+
+/// Where a job's source is uploaded.
+pub fn upload_key(tenant: &Tenant, job: &JobId) -> String {
+    format!("{UPLOADS_PREFIX}{tenant}/{job}/source")
+}
+
+/// The tenant and job of an upload key, if it is one (and only in its exact shape).
+pub fn parse_upload_key(key: &str) -> Option<(Tenant, JobId)> {
+    let rest = key.strip_prefix(UPLOADS_PREFIX)?;
+    let mut parts = rest.split('/');
+    let (tenant, job, leaf) = (parts.next()?, parts.next()?, parts.next()?);
+    if leaf != "source" || parts.next().is_some() {
+        return None;
+    }
+    Some((Tenant::parse(tenant)?, JobId::parse(job)?))
+}
+
+/// Prefix under which every output of one attempt (epoch) is written.
+pub fn output_prefix(tenant: &Tenant, job: &JobId, epoch: u64) -> String {
+    format!("outputs/{tenant}/{job}/{epoch}/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_keys_round_trip_and_nothing_else_parses() {
+        let tenant = Tenant::parse("acme").unwrap();
+        let job = JobId::generate();
+        let key = upload_key(&tenant, &job);
+        assert_eq!(parse_upload_key(&key), Some((tenant, job.clone())));
+        for bad in [
+            format!("uploads/acme/{job}/source/x"),
+            format!("uploads/acme/{job}/other"),
+            format!("uploads/ACME/{job}/source"),
+            format!("outputs/acme/{job}/source"),
+            "uploads/acme/job_1/source".to_owned(),
+        ] {
+            assert_eq!(parse_upload_key(&bad), None, "{bad}");
+        }
+    }
+}
