@@ -1,5 +1,8 @@
-//! `tcoder`: the command-line tool. `tcoder up` runs the whole pipeline on this host.
+//! `tcoder`: the command-line tool. `tcoder up` runs the whole pipeline on this host; the
+//! other commands talk to a running tcoder through its API.
 
+mod client;
+mod commands;
 mod up;
 
 use std::path::PathBuf;
@@ -7,6 +10,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tcoder::config::{Service, Settings};
+
+use crate::commands::ApiArgs;
+use crate::commands::keys::KeysCommand;
+use crate::commands::submit::SubmitArgs;
 
 #[derive(Debug, Parser)]
 #[command(name = "tcoder", version, about = "Self-hosted, event-driven video transcoding")]
@@ -23,6 +30,41 @@ enum Command {
     /// Start the whole stack on this host (NATS, Redis, object store, ingest, dispatcher) and
     /// stop it cleanly on Ctrl-C.
     Up,
+    /// Create a job for a video file, upload it, and optionally wait for the result.
+    Submit {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        args: SubmitArgs,
+    },
+    /// Show one job.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+    },
+    /// List jobs, newest first.
+    Jobs {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Only jobs in this status (`awaiting_upload`, uploaded, queued, running, completed,
+        /// failed, canceled).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Cancel a job.
+    Cancel {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,11 +87,29 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Up => up::run(settings, cli.config.as_deref()).await,
+            Command::Up => up::run(settings, cli.config.as_deref()).await.map(|()| true),
+            Command::Submit { api, args } => {
+                commands::submit::run(&api.client(&settings)?, args).await
+            }
+            Command::Status { api, id } => {
+                commands::jobs::status(&api.client(&settings)?, &id).await.map(|()| true)
+            }
+            Command::Jobs { api, status, limit } => {
+                commands::jobs::list(&api.client(&settings)?, status.as_deref(), limit)
+                    .await
+                    .map(|()| true)
+            }
+            Command::Cancel { api, id } => {
+                commands::jobs::cancel(&api.client(&settings)?, &id).await.map(|()| true)
+            }
+            Command::Keys { command } => {
+                commands::keys::run(&settings, command).await.map(|()| true)
+            }
         }
     });
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("tcoder: {e:#}");
             ExitCode::FAILURE

@@ -1,8 +1,10 @@
 //! Integration tests of `tcoder`'s adapters against real servers started by the test kit.
 
 mod admin;
+mod auth;
 mod config_files;
 mod helpers;
+mod jobs;
 mod nats;
 mod redis;
 mod s3;

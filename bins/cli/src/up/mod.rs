@@ -48,6 +48,7 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
         .await?;
         parts.push(start_redis(&cli, &plan, &logs)?);
         wait_redis(plan.redis, ready_timeout).await?;
+        ensure_local_api_key(&plan).await?;
 
         let mut env = plan.shared_env();
         env.push(("TCODER__ADMIN__BIND".to_owned(), plan.ingest_admin.to_string()));
@@ -86,6 +87,41 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
     }
     eprintln!("tcoder up: stopped");
     Ok(())
+}
+
+/// The single-host stack's API key (tenant `local`): created once in `<data_dir>/api-key`
+/// (readable only by the owner), its hash registered in Redis on every start.
+async fn ensure_local_api_key(plan: &StackPlan) -> anyhow::Result<()> {
+    let path = plan.api_key_path();
+    let key = match std::fs::read_to_string(&path) {
+        Ok(key) if key.trim().starts_with(tcoder::auth::KEY_PREFIX_TEXT) => key.trim().to_owned(),
+        _ => {
+            let key = tcoder::auth::generate_key();
+            write_private(&path, &key)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            key
+        }
+    };
+    let redis_config = tcoder::store::Config {
+        url: format!("redis://{}/", plan.redis),
+        timeout: Duration::from_secs(5),
+    };
+    let mut redis = tcoder::store::connect(&redis_config).await?;
+    let tenant = tcoder::jobs::Tenant::parse("local").expect("valid tenant");
+    tcoder::auth::store_key(&mut redis, &key, &tenant).await?;
+    Ok(())
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
 }
 
 fn start_nats(cli: &Settings, plan: &StackPlan, logs: &Path) -> anyhow::Result<StackChild> {
@@ -242,6 +278,7 @@ fn print_summary(plan: &StackPlan, parts: &[StackChild], logs: &Path) {
         plan.dispatcher_admin,
         pid("tcoder-dispatcher")
     );
+    println!("  api key           {} (tenant local)", plan.api_key_path().display());
     println!("  logs              {} (services log to this terminal)", logs.display());
     println!("admin endpoints: /healthz /readyz /metrics. Press Ctrl-C to stop.");
 }

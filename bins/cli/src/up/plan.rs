@@ -45,6 +45,11 @@ impl StackPlan {
         })
     }
 
+    /// Where `tcoder up` keeps the local API key (read by `tcoder submit`).
+    pub(crate) fn api_key_path(&self) -> PathBuf {
+        self.data_dir.join("api-key")
+    }
+
     /// `TCODER__*` overrides every service of the stack gets.
     pub(crate) fn shared_env(&self) -> Vec<(String, String)> {
         let objects = self.data_dir.join("objects");

@@ -93,6 +93,8 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
             .contains("sync_interval: always")
     );
 
+    submit_uploads_a_video_with_the_stacks_key(data.path(), &summary["api"].0);
+
     let pids: Vec<u32> = summary.values().filter_map(|(_, pid)| *pid).collect();
     assert_eq!(pids.len(), 4, "{summary:?}");
 
@@ -102,4 +104,34 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     for pid in pids {
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} still running");
     }
+}
+
+/// `tcoder submit` (reading the key `tcoder up` wrote) creates a job and uploads the file to
+/// the embedded store; the upload notification moves the job to `uploaded`.
+fn submit_uploads_a_video_with_the_stacks_key(data_dir: &Path, api: &str) {
+    let tcoder = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tcoder"))
+            .args(args)
+            .args(["--api", api])
+            .env("TCODER__UP__DATA_DIR", data_dir)
+            .output()
+            .unwrap()
+    };
+    let clip = testkit::media::tiny_mp4();
+    let submitted =
+        tcoder(&["submit", clip.to_str().unwrap(), "--preset", "hls", "--quality", "360p"]);
+    assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+    let id = String::from_utf8(submitted.stdout).unwrap().trim().to_owned();
+    assert!(id.starts_with("job_"), "{id}");
+
+    let job: serde_json::Value = testkit::eventually(Duration::from_secs(20), || {
+        let shown = tcoder(&["status", &id]);
+        let job: serde_json::Value =
+            serde_json::from_slice(&shown.stdout).map_err(|e| e.to_string())?;
+        if job["status"] == "uploaded" { Ok(job) } else { Err(job["status"].to_string()) }
+    });
+    assert_eq!(job["source"]["size"], std::fs::metadata(&clip).unwrap().len());
+    assert_eq!(job["preset"], "hls");
+    let listed = tcoder(&["jobs"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
 }

@@ -1,0 +1,38 @@
+//! `tcoder status <id>`, `tcoder jobs`, `tcoder cancel <id>`.
+
+use crate::client::ApiClient;
+
+pub(crate) async fn status(client: &ApiClient, id: &str) -> anyhow::Result<()> {
+    let job = client.job(id).await?;
+    println!("{}", serde_json::to_string_pretty(&job)?);
+    Ok(())
+}
+
+pub(crate) async fn list(
+    client: &ApiClient,
+    status: Option<&str>,
+    limit: usize,
+) -> anyhow::Result<()> {
+    let page = client.jobs(status, limit).await?;
+    let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
+    println!("{:<40} {:<16} {:<14} CREATED", "ID", "STATUS", "PRESET");
+    for job in &jobs {
+        println!(
+            "{:<40} {:<16} {:<14} {}",
+            job["id"].as_str().unwrap_or("?"),
+            job["status"].as_str().unwrap_or("?"),
+            job["preset"].as_str().unwrap_or("?"),
+            job["created_at"].as_str().unwrap_or("?")
+        );
+    }
+    if let Some(cursor) = page["next_cursor"].as_str() {
+        println!("(more: the API's next cursor is {cursor})");
+    }
+    Ok(())
+}
+
+pub(crate) async fn cancel(client: &ApiClient, id: &str) -> anyhow::Result<()> {
+    let job = client.cancel(id).await?;
+    println!("{} {}", job["id"].as_str().unwrap_or(id), job["status"].as_str().unwrap_or("?"));
+    Ok(())
+}

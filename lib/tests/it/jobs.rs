@@ -1,0 +1,87 @@
+use tcoder::jobs::{
+    CreateOutcome, JobRequest, JobSpec, JobStatus, JobStore, SpecLimits, Tenant, TransitionError,
+};
+use testkit::TestEnv;
+
+use crate::helpers::settings;
+
+async fn store_with_job(env: &TestEnv) -> (JobStore, tcoder::jobs::Job) {
+    let conn = tcoder::store::connect(&settings(env).redis).await.unwrap();
+    let store = JobStore::new(conn);
+    let limits = SpecLimits { max_upload_bytes: 1 << 20, allow_private_webhooks: false };
+    let spec = JobSpec::from_request(JobRequest::default(), limits).unwrap();
+    let tenant = Tenant::parse("acme").unwrap();
+    let CreateOutcome::Created(job) = store.create(&tenant, &spec, None, 60).await.unwrap() else {
+        panic!("expected a new job");
+    };
+    (store, *job)
+}
+
+#[tokio::test]
+async fn only_legal_transitions_happen_and_each_is_recorded() {
+    let env = TestEnv::start();
+    let (store, job) = store_with_job(&env).await;
+    assert_eq!(job.status, JobStatus::AwaitingUpload);
+
+    let skipped = store.transition(&job.id, JobStatus::Queued, "skip", &[]).await;
+    assert!(
+        matches!(skipped, Err(TransitionError::Illegal { current: JobStatus::AwaitingUpload, .. })),
+        "{skipped:?}"
+    );
+    store
+        .transition(
+            &job.id,
+            JobStatus::Uploaded,
+            "test",
+            &[("source", r#"{"key":"k","size":1,"etag":"e"}"#.into())],
+        )
+        .await
+        .unwrap();
+    store.transition(&job.id, JobStatus::Canceled, "test", &[]).await.unwrap();
+    let after_terminal = store.transition(&job.id, JobStatus::Queued, "late", &[]).await;
+    assert!(matches!(
+        after_terminal,
+        Err(TransitionError::Illegal { current: JobStatus::Canceled, .. })
+    ));
+
+    let stored = store.get(&job.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, JobStatus::Canceled);
+    assert_eq!(stored.source.unwrap().size, 1);
+    let history: Vec<String> = store
+        .history(&job.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h["to"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(history, ["awaiting_upload", "uploaded", "canceled"]);
+    // Terminal jobs leave the non-terminal indexes the sweeps and reconciler scan.
+    for status in [JobStatus::AwaitingUpload, JobStatus::Uploaded] {
+        assert!(!store.in_status(status, 100).await.unwrap().contains(&job.id));
+    }
+}
+
+#[tokio::test]
+async fn of_concurrent_identical_transitions_exactly_one_wins() {
+    let env = TestEnv::start();
+    let (store, job) = store_with_job(&env).await;
+    let attempts = (0..8).map(|i| {
+        let (store, id) = (store.clone(), job.id.clone());
+        tokio::spawn(async move {
+            store.transition(&id, JobStatus::Uploaded, &format!("racer {i}"), &[]).await
+        })
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let winners = results.into_iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+    assert_eq!(winners, 1);
+    assert_eq!(store.in_status(JobStatus::Uploaded, 10).await.unwrap(), vec![job.id.clone()]);
+}
+
+#[tokio::test]
+async fn another_tenant_cannot_read_a_job() {
+    let env = TestEnv::start();
+    let (store, job) = store_with_job(&env).await;
+    let other = Tenant::parse("globex").unwrap();
+    assert!(store.get_for_tenant(&other, &job.id).await.unwrap().is_none());
+    assert!(store.get_for_tenant(&job.tenant, &job.id).await.unwrap().is_some());
+}
