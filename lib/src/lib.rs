@@ -11,6 +11,7 @@
 //! | [`auth`] | API keys: generation, hashed storage, key → tenant |
 //! | [`admin`] | the admin HTTP server every service runs: `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the Prometheus registry and process metrics |
+//! | [`engine`] | probe, plan, decode-once transcode (FFmpeg libraries), sandboxed child + supervisor |
 //! | [`events`] | NATS JetStream: subject, stream and consumer names, idempotent set-up |
 //! | [`store`] | Redis: connection and Lua scripts |
 //! | [`jobs`] | the job model: priority, spec, state machine |
@@ -24,6 +25,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod engine;
 pub mod events;
 pub mod jobs;
 pub mod metrics;

@@ -12,7 +12,7 @@ pub use self::ids::{JobId, Tenant};
 pub use self::priority::Priority;
 pub use self::record::{Job, JobError, SourceObject};
 pub use self::spec::{
-    AutoLadder, JobRequest, JobSpec, OutputKind, Preset, Qualities, Quality, SpecError, SpecLimits,
+    AudioCodec, AutoLadder, JobRequest, JobSpec, OutputKind, Preset, Qualities, Quality, SpecError, SpecLimits, VideoCodec,
 };
 pub use self::status::JobStatus;
 pub use self::store::{CreateOutcome, JobPage, JobStore, TransitionError};

@@ -89,12 +89,42 @@ pub enum OutputKind {
     Thumbnails,
 }
 
+/// Video codec of the renditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    /// H.264 / AVC (libx264): plays everywhere.
+    #[default]
+    H264,
+    /// H.265 / HEVC (libx265).
+    Hevc,
+    /// AV1 (libsvtav1).
+    Av1,
+    /// VP9 (libvpx-vp9); MP4 only (not in HLS).
+    Vp9,
+}
+
+/// Audio codec of the renditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioCodec {
+    /// AAC-LC (FFmpeg's native encoder).
+    #[default]
+    Aac,
+    /// Opus (libopus).
+    Opus,
+}
+
 /// A validated job request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
     pub preset: Preset,
     pub qualities: Qualities,
     pub outputs: Vec<OutputKind>,
+    #[serde(default)]
+    pub video_codec: VideoCodec,
+    #[serde(default)]
+    pub audio_codec: AudioCodec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     pub priority: Priority,
@@ -117,6 +147,10 @@ pub struct JobRequest {
     /// Alias: `"ladder": "auto"`.
     pub ladder: Option<String>,
     pub outputs: Option<Vec<String>>,
+    /// `h264` (default), `hevc`, `av1`, `vp9`.
+    pub video_codec: Option<String>,
+    /// `aac` (default), `opus`.
+    pub audio_codec: Option<String>,
     pub webhook_url: Option<String>,
     pub priority: Option<String>,
     pub metadata: Option<BTreeMap<String, String>>,
@@ -164,6 +198,14 @@ impl JobSpec {
         };
         let qualities = parse_qualities(preset, request.qualities, request.ladder)?;
         let outputs = parse_outputs(preset, request.outputs)?;
+        let video_codec: VideoCodec = parse_name(request.video_codec.as_deref(), "video_codec", "h264, hevc, av1, vp9")?;
+        let audio_codec: AudioCodec = parse_name(request.audio_codec.as_deref(), "audio_codec", "aac, opus")?;
+        if video_codec == VideoCodec::Vp9 && outputs.contains(&OutputKind::Hls) {
+            return Err(invalid("validation.codec", "video_codec", "vp9 is not supported in HLS; use h264, hevc or av1"));
+        }
+        if preset == Preset::WebOptimized && (video_codec != VideoCodec::H264 || audio_codec != AudioCodec::Aac) {
+            return Err(invalid("validation.codec", "video_codec", "web-optimized is H.264 + AAC"));
+        }
         let priority = match request.priority.as_deref() {
             None => Priority::Normal,
             Some(p) => {
@@ -198,6 +240,8 @@ impl JobSpec {
             preset,
             qualities,
             outputs,
+            video_codec,
+            audio_codec,
             webhook_url: request.webhook_url,
             priority,
             metadata,
@@ -211,6 +255,19 @@ impl JobSpec {
     pub fn fingerprint(&self) -> String {
         let canonical = serde_json::to_vec(self).expect("a spec always serializes");
         hex::encode(Sha256::digest(canonical))
+    }
+}
+
+/// Parses an optional lowercase name into a serde enum (default when absent).
+fn parse_name<T: serde::de::DeserializeOwned + Default>(
+    value: Option<&str>,
+    field: &'static str,
+    expected: &str,
+) -> Result<T, SpecError> {
+    match value {
+        None => Ok(T::default()),
+        Some(name) => serde_json::from_value(serde_json::Value::String(name.to_owned()))
+            .map_err(|_| invalid("validation.codec", field, format!("unknown {field} `{name}` ({expected})"))),
     }
 }
 
@@ -396,6 +453,8 @@ mod tests {
             (serde_json::json!({"content_length": 0}), "validation.content_length"),
             (serde_json::json!({"priority": "urgent"}), "validation.priority"),
             (serde_json::json!({"content_type": "video\r\nx"}), "validation.content_type"),
+            (serde_json::json!({"video_codec": "mpeg2"}), "validation.codec"),
+            (serde_json::json!({"preset": "hls", "video_codec": "vp9"}), "validation.codec"),
         ];
         for (json, code) in cases {
             assert_eq!(request(json.clone()).unwrap_err().code, code, "{json}");

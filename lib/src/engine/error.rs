@@ -1,0 +1,116 @@
+//! Engine failures with stable codes: they end up in job records, events and webhooks.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why the engine could not produce outputs. `input.*` codes are the input's fault (permanent:
+/// retrying cannot help); `limits.*` mean a resource limit stopped it (also permanent for the
+/// same input, but counted toward poison detection); `engine.*` are our faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    #[serde(rename = "input.unsupported_format")]
+    UnsupportedFormat,
+    #[serde(rename = "input.corrupt")]
+    Corrupt,
+    #[serde(rename = "input.no_video")]
+    NoVideo,
+    #[serde(rename = "input.unsupported_codec")]
+    UnsupportedCodec,
+    #[serde(rename = "input.too_large_dimensions")]
+    TooLargeDimensions,
+    #[serde(rename = "input.too_long")]
+    TooLong,
+    #[serde(rename = "input.too_many_streams")]
+    TooManyStreams,
+    #[serde(rename = "input.unsupported_frame_rate")]
+    UnsupportedFrameRate,
+    #[serde(rename = "limits.memory")]
+    Memory,
+    #[serde(rename = "limits.cpu")]
+    Cpu,
+    #[serde(rename = "limits.timeout")]
+    Timeout,
+    #[serde(rename = "limits.disk")]
+    Disk,
+    #[serde(rename = "engine.crashed")]
+    Crashed,
+    #[serde(rename = "engine.output_invalid")]
+    OutputInvalid,
+    #[serde(rename = "engine.failed")]
+    Failed,
+    #[serde(rename = "engine.canceled")]
+    Canceled,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::UnsupportedFormat => "input.unsupported_format",
+            ErrorCode::Corrupt => "input.corrupt",
+            ErrorCode::NoVideo => "input.no_video",
+            ErrorCode::UnsupportedCodec => "input.unsupported_codec",
+            ErrorCode::TooLargeDimensions => "input.too_large_dimensions",
+            ErrorCode::TooLong => "input.too_long",
+            ErrorCode::TooManyStreams => "input.too_many_streams",
+            ErrorCode::UnsupportedFrameRate => "input.unsupported_frame_rate",
+            ErrorCode::Memory => "limits.memory",
+            ErrorCode::Cpu => "limits.cpu",
+            ErrorCode::Timeout => "limits.timeout",
+            ErrorCode::Disk => "limits.disk",
+            ErrorCode::Crashed => "engine.crashed",
+            ErrorCode::OutputInvalid => "engine.output_invalid",
+            ErrorCode::Failed => "engine.failed",
+            ErrorCode::Canceled => "engine.canceled",
+        }
+    }
+
+    /// Whether another attempt at the same input could succeed. Input and limit errors are
+    /// properties of the input; engine crashes and generic failures may be transient.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorCode::Crashed | ErrorCode::Failed)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An engine failure: a code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct EngineError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl EngineError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> EngineError {
+        EngineError { code, message: message.into() }
+    }
+
+    /// Maps an FFmpeg error that happened while reading or decoding the input.
+    pub(crate) fn input(context: &str, error: &ffmpeg_next::Error) -> EngineError {
+        use ffmpeg_next::util::error::{EFBIG, ENOMEM, ENOSPC};
+        let code = match error {
+            ffmpeg_next::Error::Other { errno } if *errno == ENOMEM => ErrorCode::Memory,
+            ffmpeg_next::Error::Other { errno } if *errno == ENOSPC || *errno == EFBIG => ErrorCode::Disk,
+            ffmpeg_next::Error::DecoderNotFound => ErrorCode::UnsupportedCodec,
+            _ => ErrorCode::Corrupt,
+        };
+        EngineError::new(code, format!("{context}: {error}"))
+    }
+
+    /// Maps an FFmpeg error that happened while encoding or writing outputs.
+    pub(crate) fn output(context: &str, error: &ffmpeg_next::Error) -> EngineError {
+        use ffmpeg_next::util::error::{EFBIG, ENOMEM, ENOSPC};
+        let code = match error {
+            ffmpeg_next::Error::Other { errno } if *errno == ENOMEM => ErrorCode::Memory,
+            ffmpeg_next::Error::Other { errno } if *errno == ENOSPC || *errno == EFBIG => ErrorCode::Disk,
+            _ => ErrorCode::Failed,
+        };
+        EngineError::new(code, format!("{context}: {error}"))
+    }
+}

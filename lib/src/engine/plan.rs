@@ -1,0 +1,327 @@
+//! The plan: preset + qualities + outputs + the probed source → the renditions to make. Pure
+//! and deterministic, so it is unit-tested without FFmpeg.
+//!
+//! Rules: keep the source aspect ratio (even dimensions); a quality names the *short* side
+//! (so portrait video works); never upscale (`auto` takes the rungs at or below the source,
+//! an explicit rung above it is made at source size); cap bit rates relative to the source;
+//! no audio rendition for a silent source.
+
+use serde::{Deserialize, Serialize};
+
+use super::media::MediaInfo;
+use crate::jobs::{AudioCodec, OutputKind, Preset, Qualities, Quality, VideoCodec};
+
+/// The seed ladder: (quality, nominal 16:9 width, height, video bits/s, audio bits/s).
+const LADDER: [(Quality, u32, u32, u64, u64); 4] = [
+    (Quality::P144, 256, 144, 100_000, 64_000),
+    (Quality::P360, 640, 360, 400_000, 96_000),
+    (Quality::P720, 1280, 720, 1_500_000, 128_000),
+    (Quality::P1080, 1920, 1080, 3_500_000, 160_000),
+];
+
+/// Renditions never get more than this multiple of the source's video bit rate (a codec change
+/// may need a little more than the source had, never a lot more).
+const SOURCE_BITRATE_CAP: f64 = 1.5;
+/// Frame rates above this are reduced (decimated) to it.
+pub const MAX_OUTPUT_FPS: f64 = 60.0;
+/// Keyframe interval of MP4-only outputs.
+const MP4_GOP_SECS: f64 = 2.0;
+
+/// What the engine is asked to do (the job spec's engine-relevant part).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineSpec {
+    pub preset: Preset,
+    pub qualities: Qualities,
+    pub outputs: Vec<OutputKind>,
+    pub video_codec: VideoCodec,
+    pub audio_codec: AudioCodec,
+}
+
+impl From<&crate::jobs::JobSpec> for EngineSpec {
+    fn from(spec: &crate::jobs::JobSpec) -> EngineSpec {
+        EngineSpec {
+            preset: spec.preset,
+            qualities: spec.qualities.clone(),
+            outputs: spec.outputs.clone(),
+            video_codec: spec.video_codec,
+            audio_codec: spec.audio_codec,
+        }
+    }
+}
+
+/// Remux the source as is, or decode and encode renditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Copy,
+    Transcode,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioPlan {
+    pub codec: AudioCodec,
+    pub bit_rate: u64,
+    pub sample_rate: u32,
+    pub channels: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenditionPlan {
+    /// `360p`, `720p`, … (or `source` in copy mode); also the file and folder name.
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub video_codec: VideoCodec,
+    pub video_bit_rate: u64,
+    /// Peak rate for the encoder's rate control (constrained VBR).
+    pub max_bit_rate: u64,
+    pub fps: f64,
+    /// Keyframe interval in frames.
+    pub gop: u32,
+    pub audio: Option<AudioPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThumbnailPlan {
+    /// Where the poster frame is taken from.
+    pub poster_at_secs: f64,
+    pub poster_width: u32,
+    pub poster_height: u32,
+    /// One storyboard tile every this many seconds.
+    pub interval_secs: f64,
+    pub tile_width: u32,
+    pub tile_height: u32,
+    pub columns: u32,
+    pub tiles: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnginePlan {
+    pub mode: Mode,
+    pub renditions: Vec<RenditionPlan>,
+    pub mp4: bool,
+    /// HLS segment duration when HLS is written.
+    pub hls_segment_secs: Option<f64>,
+    pub thumbnails: Option<ThumbnailPlan>,
+}
+
+/// Video codecs an MP4 can carry as they are (copy mode).
+const MP4_VIDEO: [&str; 5] = ["h264", "hevc", "av1", "vp9", "mpeg4"];
+/// Audio codecs an MP4 can carry as they are (copy mode).
+const MP4_AUDIO: [&str; 4] = ["aac", "mp3", "opus", "alac"];
+
+/// Plans the renditions. `segment_secs` is the HLS segment duration.
+pub fn plan(spec: &EngineSpec, media: &MediaInfo, segment_secs: f64) -> EnginePlan {
+    let hls = spec.outputs.contains(&OutputKind::Hls);
+    let mp4 = spec.outputs.contains(&OutputKind::Mp4);
+    let hls_segment_secs = hls.then_some(segment_secs);
+    let thumbnails = spec.outputs.contains(&OutputKind::Thumbnails).then(|| thumbnail_plan(media));
+    let source_short = media.video.width.min(media.video.height);
+    let copyable = MP4_VIDEO.contains(&media.video.codec.as_str())
+        && media.audio.as_ref().is_none_or(|a| MP4_AUDIO.contains(&a.codec.as_str()));
+    let rungs: Vec<(String, u32)> = match (&spec.qualities, spec.preset) {
+        (Qualities::List(list), Preset::Default) if list.is_empty() && copyable && !hls => {
+            let rendition = RenditionPlan {
+                name: "source".to_owned(),
+                width: media.video.width,
+                height: media.video.height,
+                video_codec: spec.video_codec,
+                video_bit_rate: media.video.bit_rate.or(media.bit_rate).unwrap_or(0),
+                max_bit_rate: 0,
+                fps: media.video.fps,
+                gop: 0,
+                audio: None,
+            };
+            return EnginePlan { mode: Mode::Copy, renditions: vec![rendition], mp4: true, hls_segment_secs, thumbnails };
+        }
+        // Not copyable: one rendition at source size.
+        (Qualities::List(list), _) if list.is_empty() => vec![(format!("{source_short}p"), source_short)],
+        (Qualities::List(list), _) => {
+            let mut sorted = list.clone();
+            sorted.sort();
+            sorted.into_iter().map(|q| clamp_rung(q, source_short)).collect()
+        }
+        (Qualities::Auto(_), _) => {
+            let fitting: Vec<(String, u32)> = LADDER
+                .iter()
+                .filter(|(_, _, height, ..)| *height <= source_short)
+                .map(|(q, ..)| (q.as_str().to_owned(), q.height()))
+                .collect();
+            if fitting.is_empty() { vec![(format!("{source_short}p"), source_short)] } else { fitting }
+        }
+    };
+    let mut renditions: Vec<RenditionPlan> = Vec::new();
+    for (name, short_side) in rungs {
+        let rendition = rendition(spec, media, &name, short_side, hls_segment_secs.unwrap_or(MP4_GOP_SECS));
+        if !renditions.iter().any(|r| r.width == rendition.width && r.height == rendition.height) {
+            renditions.push(rendition);
+        }
+    }
+    // Highest quality first: players and the master playlist list the best rendition first.
+    renditions.sort_by(|a, b| (b.width * b.height).cmp(&(a.width * a.height)));
+    EnginePlan { mode: Mode::Transcode, renditions, mp4, hls_segment_secs, thumbnails }
+}
+
+/// A rung above the source is made at the source's size instead (never upscale).
+fn clamp_rung(quality: Quality, source_short: u32) -> (String, u32) {
+    if quality.height() <= source_short {
+        (quality.as_str().to_owned(), quality.height())
+    } else {
+        (format!("{source_short}p"), source_short)
+    }
+}
+
+fn rendition(spec: &EngineSpec, media: &MediaInfo, name: &str, short_side: u32, gop_secs: f64) -> RenditionPlan {
+    let (src_w, src_h) = (f64::from(media.video.width), f64::from(media.video.height));
+    let short = even(short_side);
+    let (width, height) = if src_w >= src_h {
+        (even_round(f64::from(short) * src_w / src_h), short)
+    } else {
+        (short, even_round(f64::from(short) * src_h / src_w))
+    };
+    // The rung whose short side is nearest at or above this one sets the bit rates.
+    let (_, nominal_w, nominal_h, video, audio) =
+        *LADDER.iter().find(|(_, _, h, ..)| *h >= short_side).unwrap_or(&LADDER[LADDER.len() - 1]);
+    let pixel_ratio = f64::from(width * height) / f64::from(nominal_w * nominal_h);
+    let mut video_bit_rate = (video as f64 * pixel_ratio).round() as u64;
+    if let Some(source) = media.video.bit_rate.or(media.bit_rate) {
+        let cap = (source as f64 * SOURCE_BITRATE_CAP).round() as u64;
+        video_bit_rate = video_bit_rate.min(cap.max(50_000));
+    }
+    let fps = media.video.fps.clamp(1.0, MAX_OUTPUT_FPS);
+    let audio = media.audio.as_ref().map(|source| AudioPlan {
+        codec: spec.audio_codec,
+        bit_rate: audio,
+        sample_rate: 48_000,
+        channels: source.channels.clamp(1, 2),
+    });
+    RenditionPlan {
+        name: name.to_owned(),
+        width,
+        height,
+        video_codec: spec.video_codec,
+        video_bit_rate,
+        max_bit_rate: video_bit_rate * 3 / 2,
+        fps,
+        gop: ((fps * gop_secs).round() as u32).max(1),
+        audio,
+    }
+}
+
+fn thumbnail_plan(media: &MediaInfo) -> ThumbnailPlan {
+    let duration = media.duration_secs.max(0.0);
+    let interval = (duration / 100.0).max(1.0);
+    let tiles = ((duration / interval).ceil() as u32).clamp(1, 100);
+    let aspect = f64::from(media.video.height) / f64::from(media.video.width.max(1));
+    let poster_width = media.video.width.min(1280);
+    ThumbnailPlan {
+        poster_at_secs: (duration * 0.1).min(5.0),
+        poster_width: even(poster_width),
+        poster_height: even_round(f64::from(poster_width) * aspect),
+        interval_secs: interval,
+        tile_width: 160,
+        tile_height: even_round(160.0 * aspect),
+        columns: tiles.min(10),
+        tiles,
+    }
+}
+
+fn even(value: u32) -> u32 {
+    (value & !1).max(2)
+}
+
+fn even_round(value: f64) -> u32 {
+    (((value / 2.0).round() as u32) * 2).max(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::media::{AudioInfo, VideoInfo};
+    use crate::jobs::AutoLadder;
+
+    fn media(width: u32, height: u32, audio: bool, bit_rate: Option<u64>) -> MediaInfo {
+        MediaInfo {
+            format: "mov,mp4,m4a,3gp,3g2,mj2".into(),
+            duration_secs: 10.0,
+            bit_rate,
+            video: VideoInfo { index: 0, codec: "h264".into(), width, height, fps: 30.0, bit_rate, pixel_format: "yuv420p".into() },
+            audio: audio.then(|| AudioInfo { index: 1, codec: "aac".into(), sample_rate: 44_100, channels: 6, bit_rate: None }),
+            streams: if audio { 2 } else { 1 },
+        }
+    }
+
+    fn spec(preset: Preset, qualities: Qualities, outputs: &[OutputKind]) -> EngineSpec {
+        EngineSpec { preset, qualities, outputs: outputs.to_vec(), video_codec: VideoCodec::H264, audio_codec: AudioCodec::Aac }
+    }
+
+    fn sizes(plan: &EnginePlan) -> Vec<(String, u32, u32)> {
+        plan.renditions.iter().map(|r| (r.name.clone(), r.width, r.height)).collect()
+    }
+
+    #[test]
+    fn auto_takes_every_rung_up_to_the_source_and_never_upscales() {
+        let planned = plan(&spec(Preset::Hls, Qualities::Auto(AutoLadder::Auto), &[OutputKind::Hls]), &media(1280, 720, true, None), 4.0);
+        assert_eq!(sizes(&planned), vec![("720p".into(), 1280, 720), ("360p".into(), 640, 360), ("144p".into(), 256, 144)]);
+        assert_eq!(planned.mode, Mode::Transcode);
+        assert_eq!(planned.hls_segment_secs, Some(4.0));
+        let tiny = plan_for(Qualities::Auto(AutoLadder::Auto), 160, 120);
+        assert_eq!(sizes(&tiny), vec![("120p".into(), 160, 120)]);
+    }
+
+    fn plan_for(qualities: Qualities, width: u32, height: u32) -> EnginePlan {
+        plan(&spec(Preset::WebOptimized, qualities, &[OutputKind::Mp4]), &media(width, height, true, None), 4.0)
+    }
+
+    #[test]
+    fn aspect_ratio_is_kept_with_even_dimensions_and_portrait_uses_the_short_side() {
+        let four_three = plan_for(Qualities::List(vec![Quality::P360]), 640, 480);
+        assert_eq!(sizes(&four_three), vec![("360p".into(), 480, 360)]);
+        let odd = plan_for(Qualities::List(vec![Quality::P144]), 1000, 562);
+        assert_eq!(sizes(&odd), vec![("144p".into(), 256, 144)]);
+        let portrait = plan_for(Qualities::List(vec![Quality::P720]), 1080, 1920);
+        assert_eq!(sizes(&portrait), vec![("720p".into(), 720, 1280)]);
+    }
+
+    #[test]
+    fn explicit_rungs_above_the_source_are_made_at_source_size_once() {
+        let planned = plan_for(Qualities::List(vec![Quality::P1080, Quality::P720, Quality::P360]), 1280, 720);
+        assert_eq!(sizes(&planned), vec![("720p".into(), 1280, 720), ("360p".into(), 640, 360)]);
+    }
+
+    #[test]
+    fn bit_rates_follow_the_ladder_and_are_capped_by_the_source() {
+        let planned = plan_for(Qualities::List(vec![Quality::P720, Quality::P360]), 1920, 1080);
+        let rates: Vec<(u64, u64)> = planned.renditions.iter().map(|r| (r.video_bit_rate, r.audio.as_ref().unwrap().bit_rate)).collect();
+        assert_eq!(rates, vec![(1_500_000, 128_000), (400_000, 96_000)]);
+        let starved = plan(&spec(Preset::WebOptimized, Qualities::List(vec![Quality::P720]), &[OutputKind::Mp4]), &media(1280, 720, true, Some(200_000)), 4.0);
+        assert_eq!(starved.renditions[0].video_bit_rate, 300_000);
+        let audio = starved.renditions[0].audio.as_ref().unwrap();
+        assert_eq!((audio.sample_rate, audio.channels), (48_000, 2));
+    }
+
+    #[test]
+    fn silent_sources_get_no_audio_and_gop_matches_segments() {
+        let planned = plan(&spec(Preset::Hls, Qualities::List(vec![Quality::P360]), &[OutputKind::Hls]), &media(640, 360, false, None), 4.0);
+        assert!(planned.renditions[0].audio.is_none());
+        assert_eq!(planned.renditions[0].gop, 120);
+    }
+
+    #[test]
+    fn default_preset_copies_compatible_sources_and_transcodes_others() {
+        let copy = plan(&spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]), &media(640, 360, true, None), 4.0);
+        assert_eq!(copy.mode, Mode::Copy);
+        let mut vp8 = media(640, 360, true, None);
+        vp8.video.codec = "vp8".into();
+        let transcode = plan(&spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]), &vp8, 4.0);
+        assert_eq!((transcode.mode, sizes(&transcode)), (Mode::Transcode, vec![("360p".into(), 640, 360)]));
+    }
+
+    #[test]
+    fn thumbnails_cover_the_duration_with_at_most_a_hundred_tiles() {
+        let planned = plan(&spec(Preset::Hls, Qualities::List(vec![Quality::P360]), &[OutputKind::Hls, OutputKind::Thumbnails]), &media(640, 360, true, None), 4.0);
+        let thumbs = planned.thumbnails.unwrap();
+        assert_eq!((thumbs.tiles, thumbs.tile_width, thumbs.tile_height, thumbs.columns), (10, 160, 90, 10));
+        assert_eq!((thumbs.poster_width, thumbs.poster_height), (640, 360));
+    }
+}
