@@ -6,6 +6,7 @@
 //! - [`S3Server`]: an S3 endpoint (s3s + s3s-fs, the same code as tcoder's embedded store) with
 //!   SigV4 auth, in a temp dir.
 //! - [`TestEnv`]: all three at once.
+//! - [`corpus`]: the malicious/malformed input corpus (reliability.md §2.5); [`Canary`] for SSRF.
 //! - [`media`]: tiny clips generated with FFmpeg's lavfi sources, cached under `target/`.
 //! - [`eventually`] / [`eventually_async`]: bounded polling, instead of sleeping.
 //! - [`ChaosProxy`]: a TCP proxy that can pass, drop or blackhole traffic.
@@ -15,8 +16,10 @@
 //! Processes are stopped by pid when their handle drops; servers run in-process stop with
 //! their handle too. This crate does not depend on `tcoder` (no dev-dependency cycle).
 
+mod canary;
 mod chaos;
 pub mod cloudflare;
+pub mod corpus;
 mod env;
 mod http;
 pub mod media;
@@ -28,6 +31,7 @@ mod s3;
 mod service;
 mod wait;
 
+pub use canary::Canary;
 pub use chaos::{ChaosMode, ChaosProxy};
 pub use env::TestEnv;
 pub use http::http_get;

@@ -96,7 +96,9 @@ impl EngineError {
         use ffmpeg_next::util::error::{EFBIG, ENOMEM, ENOSPC};
         let code = match error {
             ffmpeg_next::Error::Other { errno } if *errno == ENOMEM => ErrorCode::Memory,
-            ffmpeg_next::Error::Other { errno } if *errno == ENOSPC || *errno == EFBIG => ErrorCode::Disk,
+            ffmpeg_next::Error::Other { errno } if *errno == ENOSPC || *errno == EFBIG => {
+                ErrorCode::Disk
+            }
             ffmpeg_next::Error::DecoderNotFound => ErrorCode::UnsupportedCodec,
             _ => ErrorCode::Corrupt,
         };
@@ -108,7 +110,9 @@ impl EngineError {
         use ffmpeg_next::util::error::{EFBIG, ENOMEM, ENOSPC};
         let code = match error {
             ffmpeg_next::Error::Other { errno } if *errno == ENOMEM => ErrorCode::Memory,
-            ffmpeg_next::Error::Other { errno } if *errno == ENOSPC || *errno == EFBIG => ErrorCode::Disk,
+            ffmpeg_next::Error::Other { errno } if *errno == ENOSPC || *errno == EFBIG => {
+                ErrorCode::Disk
+            }
             _ => ErrorCode::Failed,
         };
         EngineError::new(code, format!("{context}: {error}"))

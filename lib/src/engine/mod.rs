@@ -3,10 +3,20 @@
 //! FFmpeg runs in a sandboxed child process (`tcoder-worker engine`) that [`supervisor`]
 //! starts and watches.
 
+pub mod child;
 mod error;
+pub mod limits;
 mod media;
 pub mod plan;
+pub mod probe;
+pub mod supervisor;
+mod transcode;
 
 pub use self::error::{EngineError, ErrorCode};
+pub use self::limits::Limits;
 pub use self::media::{AudioInfo, MediaInfo, VideoInfo};
 pub use self::plan::{EnginePlan, EngineSpec, Mode, RenditionPlan, plan};
+pub use self::supervisor::{EngineRun, SandboxLimits, Supervisor};
+pub use self::transcode::{
+    EncoderSettings, EngineJob, EngineReport, OutputFile, Progress, RenditionReport, run,
+};

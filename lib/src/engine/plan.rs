@@ -132,10 +132,18 @@ pub fn plan(spec: &EngineSpec, media: &MediaInfo, segment_secs: f64) -> EnginePl
                 gop: 0,
                 audio: None,
             };
-            return EnginePlan { mode: Mode::Copy, renditions: vec![rendition], mp4: true, hls_segment_secs, thumbnails };
+            return EnginePlan {
+                mode: Mode::Copy,
+                renditions: vec![rendition],
+                mp4: true,
+                hls_segment_secs,
+                thumbnails,
+            };
         }
         // Not copyable: one rendition at source size.
-        (Qualities::List(list), _) if list.is_empty() => vec![(format!("{source_short}p"), source_short)],
+        (Qualities::List(list), _) if list.is_empty() => {
+            vec![(format!("{source_short}p"), source_short)]
+        }
         (Qualities::List(list), _) => {
             let mut sorted = list.clone();
             sorted.sort();
@@ -147,12 +155,17 @@ pub fn plan(spec: &EngineSpec, media: &MediaInfo, segment_secs: f64) -> EnginePl
                 .filter(|(_, _, height, ..)| *height <= source_short)
                 .map(|(q, ..)| (q.as_str().to_owned(), q.height()))
                 .collect();
-            if fitting.is_empty() { vec![(format!("{source_short}p"), source_short)] } else { fitting }
+            if fitting.is_empty() {
+                vec![(format!("{source_short}p"), source_short)]
+            } else {
+                fitting
+            }
         }
     };
     let mut renditions: Vec<RenditionPlan> = Vec::new();
     for (name, short_side) in rungs {
-        let rendition = rendition(spec, media, &name, short_side, hls_segment_secs.unwrap_or(MP4_GOP_SECS));
+        let rendition =
+            rendition(spec, media, &name, short_side, hls_segment_secs.unwrap_or(MP4_GOP_SECS));
         if !renditions.iter().any(|r| r.width == rendition.width && r.height == rendition.height) {
             renditions.push(rendition);
         }
@@ -171,7 +184,13 @@ fn clamp_rung(quality: Quality, source_short: u32) -> (String, u32) {
     }
 }
 
-fn rendition(spec: &EngineSpec, media: &MediaInfo, name: &str, short_side: u32, gop_secs: f64) -> RenditionPlan {
+fn rendition(
+    spec: &EngineSpec,
+    media: &MediaInfo,
+    name: &str,
+    short_side: u32,
+    gop_secs: f64,
+) -> RenditionPlan {
     let (src_w, src_h) = (f64::from(media.video.width), f64::from(media.video.height));
     let short = even(short_side);
     let (width, height) = if src_w >= src_h {
@@ -245,14 +264,34 @@ mod tests {
             format: "mov,mp4,m4a,3gp,3g2,mj2".into(),
             duration_secs: 10.0,
             bit_rate,
-            video: VideoInfo { index: 0, codec: "h264".into(), width, height, fps: 30.0, bit_rate, pixel_format: "yuv420p".into() },
-            audio: audio.then(|| AudioInfo { index: 1, codec: "aac".into(), sample_rate: 44_100, channels: 6, bit_rate: None }),
+            video: VideoInfo {
+                index: 0,
+                codec: "h264".into(),
+                width,
+                height,
+                fps: 30.0,
+                bit_rate,
+                pixel_format: "yuv420p".into(),
+            },
+            audio: audio.then(|| AudioInfo {
+                index: 1,
+                codec: "aac".into(),
+                sample_rate: 44_100,
+                channels: 6,
+                bit_rate: None,
+            }),
             streams: if audio { 2 } else { 1 },
         }
     }
 
     fn spec(preset: Preset, qualities: Qualities, outputs: &[OutputKind]) -> EngineSpec {
-        EngineSpec { preset, qualities, outputs: outputs.to_vec(), video_codec: VideoCodec::H264, audio_codec: AudioCodec::Aac }
+        EngineSpec {
+            preset,
+            qualities,
+            outputs: outputs.to_vec(),
+            video_codec: VideoCodec::H264,
+            audio_codec: AudioCodec::Aac,
+        }
     }
 
     fn sizes(plan: &EnginePlan) -> Vec<(String, u32, u32)> {
@@ -261,8 +300,15 @@ mod tests {
 
     #[test]
     fn auto_takes_every_rung_up_to_the_source_and_never_upscales() {
-        let planned = plan(&spec(Preset::Hls, Qualities::Auto(AutoLadder::Auto), &[OutputKind::Hls]), &media(1280, 720, true, None), 4.0);
-        assert_eq!(sizes(&planned), vec![("720p".into(), 1280, 720), ("360p".into(), 640, 360), ("144p".into(), 256, 144)]);
+        let planned = plan(
+            &spec(Preset::Hls, Qualities::Auto(AutoLadder::Auto), &[OutputKind::Hls]),
+            &media(1280, 720, true, None),
+            4.0,
+        );
+        assert_eq!(
+            sizes(&planned),
+            vec![("720p".into(), 1280, 720), ("360p".into(), 640, 360), ("144p".into(), 256, 144)]
+        );
         assert_eq!(planned.mode, Mode::Transcode);
         assert_eq!(planned.hls_segment_secs, Some(4.0));
         let tiny = plan_for(Qualities::Auto(AutoLadder::Auto), 160, 120);
@@ -270,7 +316,11 @@ mod tests {
     }
 
     fn plan_for(qualities: Qualities, width: u32, height: u32) -> EnginePlan {
-        plan(&spec(Preset::WebOptimized, qualities, &[OutputKind::Mp4]), &media(width, height, true, None), 4.0)
+        plan(
+            &spec(Preset::WebOptimized, qualities, &[OutputKind::Mp4]),
+            &media(width, height, true, None),
+            4.0,
+        )
     }
 
     #[test]
@@ -285,16 +335,28 @@ mod tests {
 
     #[test]
     fn explicit_rungs_above_the_source_are_made_at_source_size_once() {
-        let planned = plan_for(Qualities::List(vec![Quality::P1080, Quality::P720, Quality::P360]), 1280, 720);
+        let planned = plan_for(
+            Qualities::List(vec![Quality::P1080, Quality::P720, Quality::P360]),
+            1280,
+            720,
+        );
         assert_eq!(sizes(&planned), vec![("720p".into(), 1280, 720), ("360p".into(), 640, 360)]);
     }
 
     #[test]
     fn bit_rates_follow_the_ladder_and_are_capped_by_the_source() {
         let planned = plan_for(Qualities::List(vec![Quality::P720, Quality::P360]), 1920, 1080);
-        let rates: Vec<(u64, u64)> = planned.renditions.iter().map(|r| (r.video_bit_rate, r.audio.as_ref().unwrap().bit_rate)).collect();
+        let rates: Vec<(u64, u64)> = planned
+            .renditions
+            .iter()
+            .map(|r| (r.video_bit_rate, r.audio.as_ref().unwrap().bit_rate))
+            .collect();
         assert_eq!(rates, vec![(1_500_000, 128_000), (400_000, 96_000)]);
-        let starved = plan(&spec(Preset::WebOptimized, Qualities::List(vec![Quality::P720]), &[OutputKind::Mp4]), &media(1280, 720, true, Some(200_000)), 4.0);
+        let starved = plan(
+            &spec(Preset::WebOptimized, Qualities::List(vec![Quality::P720]), &[OutputKind::Mp4]),
+            &media(1280, 720, true, Some(200_000)),
+            4.0,
+        );
         assert_eq!(starved.renditions[0].video_bit_rate, 300_000);
         let audio = starved.renditions[0].audio.as_ref().unwrap();
         assert_eq!((audio.sample_rate, audio.channels), (48_000, 2));
@@ -302,26 +364,49 @@ mod tests {
 
     #[test]
     fn silent_sources_get_no_audio_and_gop_matches_segments() {
-        let planned = plan(&spec(Preset::Hls, Qualities::List(vec![Quality::P360]), &[OutputKind::Hls]), &media(640, 360, false, None), 4.0);
+        let planned = plan(
+            &spec(Preset::Hls, Qualities::List(vec![Quality::P360]), &[OutputKind::Hls]),
+            &media(640, 360, false, None),
+            4.0,
+        );
         assert!(planned.renditions[0].audio.is_none());
         assert_eq!(planned.renditions[0].gop, 120);
     }
 
     #[test]
     fn default_preset_copies_compatible_sources_and_transcodes_others() {
-        let copy = plan(&spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]), &media(640, 360, true, None), 4.0);
+        let copy = plan(
+            &spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]),
+            &media(640, 360, true, None),
+            4.0,
+        );
         assert_eq!(copy.mode, Mode::Copy);
         let mut vp8 = media(640, 360, true, None);
         vp8.video.codec = "vp8".into();
-        let transcode = plan(&spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]), &vp8, 4.0);
-        assert_eq!((transcode.mode, sizes(&transcode)), (Mode::Transcode, vec![("360p".into(), 640, 360)]));
+        let transcode =
+            plan(&spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]), &vp8, 4.0);
+        assert_eq!(
+            (transcode.mode, sizes(&transcode)),
+            (Mode::Transcode, vec![("360p".into(), 640, 360)])
+        );
     }
 
     #[test]
     fn thumbnails_cover_the_duration_with_at_most_a_hundred_tiles() {
-        let planned = plan(&spec(Preset::Hls, Qualities::List(vec![Quality::P360]), &[OutputKind::Hls, OutputKind::Thumbnails]), &media(640, 360, true, None), 4.0);
+        let planned = plan(
+            &spec(
+                Preset::Hls,
+                Qualities::List(vec![Quality::P360]),
+                &[OutputKind::Hls, OutputKind::Thumbnails],
+            ),
+            &media(640, 360, true, None),
+            4.0,
+        );
         let thumbs = planned.thumbnails.unwrap();
-        assert_eq!((thumbs.tiles, thumbs.tile_width, thumbs.tile_height, thumbs.columns), (10, 160, 90, 10));
+        assert_eq!(
+            (thumbs.tiles, thumbs.tile_width, thumbs.tile_height, thumbs.columns),
+            (10, 160, 90, 10)
+        );
         assert_eq!((thumbs.poster_width, thumbs.poster_height), (640, 360));
     }
 }

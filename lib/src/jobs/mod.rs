@@ -12,7 +12,8 @@ pub use self::ids::{JobId, Tenant};
 pub use self::priority::Priority;
 pub use self::record::{Job, JobError, SourceObject};
 pub use self::spec::{
-    AudioCodec, AutoLadder, JobRequest, JobSpec, OutputKind, Preset, Qualities, Quality, SpecError, SpecLimits, VideoCodec,
+    AudioCodec, AutoLadder, JobRequest, JobSpec, OutputKind, Preset, Qualities, Quality, SpecError,
+    SpecLimits, VideoCodec,
 };
 pub use self::status::JobStatus;
 pub use self::store::{CreateOutcome, JobPage, JobStore, TransitionError};

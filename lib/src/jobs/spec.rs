@@ -198,12 +198,20 @@ impl JobSpec {
         };
         let qualities = parse_qualities(preset, request.qualities, request.ladder)?;
         let outputs = parse_outputs(preset, request.outputs)?;
-        let video_codec: VideoCodec = parse_name(request.video_codec.as_deref(), "video_codec", "h264, hevc, av1, vp9")?;
-        let audio_codec: AudioCodec = parse_name(request.audio_codec.as_deref(), "audio_codec", "aac, opus")?;
+        let video_codec: VideoCodec =
+            parse_name(request.video_codec.as_deref(), "video_codec", "h264, hevc, av1, vp9")?;
+        let audio_codec: AudioCodec =
+            parse_name(request.audio_codec.as_deref(), "audio_codec", "aac, opus")?;
         if video_codec == VideoCodec::Vp9 && outputs.contains(&OutputKind::Hls) {
-            return Err(invalid("validation.codec", "video_codec", "vp9 is not supported in HLS; use h264, hevc or av1"));
+            return Err(invalid(
+                "validation.codec",
+                "video_codec",
+                "vp9 is not supported in HLS; use h264, hevc or av1",
+            ));
         }
-        if preset == Preset::WebOptimized && (video_codec != VideoCodec::H264 || audio_codec != AudioCodec::Aac) {
+        if preset == Preset::WebOptimized
+            && (video_codec != VideoCodec::H264 || audio_codec != AudioCodec::Aac)
+        {
             return Err(invalid("validation.codec", "video_codec", "web-optimized is H.264 + AAC"));
         }
         let priority = match request.priority.as_deref() {
@@ -266,8 +274,11 @@ fn parse_name<T: serde::de::DeserializeOwned + Default>(
 ) -> Result<T, SpecError> {
     match value {
         None => Ok(T::default()),
-        Some(name) => serde_json::from_value(serde_json::Value::String(name.to_owned()))
-            .map_err(|_| invalid("validation.codec", field, format!("unknown {field} `{name}` ({expected})"))),
+        Some(name) => {
+            serde_json::from_value(serde_json::Value::String(name.to_owned())).map_err(|_| {
+                invalid("validation.codec", field, format!("unknown {field} `{name}` ({expected})"))
+            })
+        }
     }
 }
 

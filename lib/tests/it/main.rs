@@ -3,6 +3,7 @@
 mod admin;
 mod auth;
 mod config_files;
+mod engine;
 mod helpers;
 mod jobs;
 mod nats;

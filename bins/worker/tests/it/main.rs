@@ -1,3 +1,4 @@
-//! tcoder-worker against real NATS, Redis and S3.
+//! tcoder-worker against real NATS, Redis, S3 and FFmpeg.
 
+mod engine_sandbox;
 mod lifecycle;

@@ -1,0 +1,257 @@
+//! The engine as the worker runs it: a sandboxed child process, fed the malicious and
+//! malformed corpus of reliability.md §2.5.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tcoder::engine::{
+    EncoderSettings, EngineError, EngineJob, EngineRun, EngineSpec, ErrorCode, Limits,
+    SandboxLimits, Supervisor,
+};
+use tcoder::jobs::{AudioCodec, AutoLadder, OutputKind, Preset, Qualities, Quality, VideoCodec};
+use testkit::corpus;
+use tokio_util::sync::CancellationToken;
+
+fn limits() -> SandboxLimits {
+    SandboxLimits {
+        memory_bytes: 4 << 30,
+        cpu_secs: 600,
+        file_size_bytes: 1 << 30,
+        open_files: 256,
+        wall_deadline: Duration::from_secs(120),
+    }
+}
+
+fn supervisor(limits: SandboxLimits) -> Supervisor {
+    Supervisor {
+        program: PathBuf::from(env!("CARGO_BIN_EXE_tcoder-worker")),
+        args: vec!["engine".into()],
+        limits,
+    }
+}
+
+fn hls_spec() -> EngineSpec {
+    EngineSpec {
+        preset: Preset::Hls,
+        qualities: Qualities::Auto(AutoLadder::Auto),
+        outputs: vec![OutputKind::Hls, OutputKind::Thumbnails],
+        video_codec: VideoCodec::H264,
+        audio_codec: AudioCodec::Aac,
+    }
+}
+
+/// A job directory like the worker's: `<dir>/in/source` (a copy of `source`) and `<dir>/out`.
+fn job_dir(root: &Path, source: &Path) -> (PathBuf, EngineJob) {
+    let dir = root.join("job");
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    std::fs::copy(source, dir.join("in/source")).unwrap();
+    let job = EngineJob {
+        input: dir.join("in/source"),
+        output_dir: dir.join("out"),
+        spec: hls_spec(),
+        limits: Limits::default(),
+        settings: EncoderSettings {
+            x264_preset: "ultrafast".into(),
+            segment_secs: 2.0,
+            threads: 0,
+        },
+    };
+    (dir, job)
+}
+
+async fn run_with(
+    source: &Path,
+    limits: SandboxLimits,
+    adjust: impl FnOnce(&mut EngineJob),
+) -> Result<EngineRun, EngineError> {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, mut job) = job_dir(root.path(), source);
+    adjust(&mut job);
+    supervisor(limits).run(&job, &dir, None, CancellationToken::new()).await
+}
+
+async fn run(source: &Path) -> Result<EngineRun, EngineError> {
+    run_with(source, limits(), |_| {}).await
+}
+
+#[tokio::test]
+async fn valid_inputs_transcode_inside_an_isolated_network() {
+    for source in [corpus::ok_mp4(), corpus::ok_webm(), corpus::ok_hevc_mkv()] {
+        let (progress_tx, mut progress) = tokio::sync::mpsc::channel(16);
+        let root = tempfile::tempdir().unwrap();
+        let (dir, job) = job_dir(root.path(), &source);
+        let done =
+            supervisor(limits()).run(&job, &dir, Some(progress_tx), CancellationToken::new()).await;
+        let done = done.unwrap_or_else(|e| panic!("{}: {e}", source.display()));
+        assert!(done.network_isolated, "the engine must run without network");
+        assert!(done.cpu_secs > 0.0);
+        assert!(progress.try_recv().is_ok(), "progress is reported");
+        assert!(done.report.hls_master.is_some());
+    }
+}
+
+#[tokio::test]
+async fn each_corpus_file_gets_its_expected_class() {
+    let cases: Vec<(PathBuf, &[ErrorCode])> = vec![
+        (corpus::zero(), &[ErrorCode::Corrupt]),
+        (corpus::text(), &[ErrorCode::UnsupportedFormat]),
+        (corpus::trunc_header(), &[ErrorCode::Corrupt]),
+        (corpus::trunc50(), &[ErrorCode::Corrupt]),
+        (corpus::long_lie(), &[ErrorCode::TooLong]),
+        (corpus::fps_bomb(), &[ErrorCode::UnsupportedFrameRate]),
+        (corpus::streams_bomb(), &[ErrorCode::TooManyStreams]),
+        (corpus::magic(), &[ErrorCode::UnsupportedCodec]),
+        (corpus::sub_only(), &[ErrorCode::NoVideo]),
+        (corpus::audio_only(), &[ErrorCode::NoVideo]),
+    ];
+    for (source, expected) in cases {
+        let error =
+            run(&source).await.err().unwrap_or_else(|| panic!("{} must fail", source.display()));
+        assert!(expected.contains(&error.code), "{}: got {error}", source.display());
+    }
+}
+
+#[tokio::test]
+async fn corrupted_and_odd_timestamps_never_crash_or_pass_short() {
+    // Bit flips: either rejected as corrupt or transcoded within the error budget and full length.
+    match run(&corpus::bitflip()).await {
+        Ok(done) => assert!(done.report.decode_errors > 0),
+        Err(error) => assert_eq!(error.code, ErrorCode::Corrupt, "{error}"),
+    }
+    let weird = run(&corpus::vfr_weird()).await;
+    if let Err(error) = &weird {
+        assert!(error.code.as_str().starts_with("input."), "a clear input error, not {error}");
+    }
+}
+
+#[tokio::test]
+async fn playlists_and_concat_scripts_reach_neither_the_network_nor_other_files() {
+    let canary = testkit::Canary::start();
+    let root = tempfile::tempdir().unwrap();
+    let (canary_video, cross) = corpus::cross_tenant(root.path());
+    let mut sources = vec![corpus::ssrf(root.path(), canary.port()), corpus::lfi_hls(root.path())];
+    sources.extend(cross);
+    sources.extend(corpus::concat_tricks(root.path()));
+    let canary_bytes = std::fs::read(&canary_video).unwrap();
+    for source in sources {
+        let workdir = tempfile::tempdir().unwrap();
+        let (dir, job) = job_dir(workdir.path(), &source);
+        let error =
+            supervisor(limits()).run(&job, &dir, None, CancellationToken::new()).await.err();
+        let error = error.unwrap_or_else(|| panic!("{} must be rejected", source.display()));
+        assert_eq!(error.code, ErrorCode::UnsupportedFormat, "{}: {error}", source.display());
+        // Nothing of the canary reaches an output.
+        for entry in walk(&dir.join("out")) {
+            let bytes = std::fs::read(&entry).unwrap();
+            assert!(
+                !contains(&bytes, &canary_bytes[..4096]),
+                "{} leaked into {}",
+                canary_video.display(),
+                entry.display()
+            );
+        }
+    }
+    assert_eq!(canary.hits(), 0, "the SSRF canary was contacted");
+}
+
+#[tokio::test]
+async fn the_16k_bomb_is_refused_before_decode_with_bounded_memory() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, job) = job_dir(root.path(), &corpus::bomb16k());
+    let started = std::time::Instant::now();
+    let error =
+        supervisor(limits()).run(&job, &dir, None, CancellationToken::new()).await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::TooLargeDimensions, "{error}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Under a 320 MiB address-space limit (barely enough to load the engine, far too little
+    // for one 16000x16000 frame) it is refused the same way: no frame is ever allocated.
+    let tight = SandboxLimits { memory_bytes: 320 << 20, ..limits() };
+    let error = run_with(&corpus::bomb16k(), tight, |_| {}).await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::TooLargeDimensions, "{error}");
+}
+
+#[tokio::test]
+async fn a_hanging_engine_is_killed_at_its_deadline() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("job");
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    // A FIFO nobody writes: opening it blocks forever.
+    let fifo = dir.join("in/source");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let job = EngineJob {
+        input: fifo,
+        output_dir: dir.join("out"),
+        spec: hls_spec(),
+        limits: Limits::default(),
+        settings: EncoderSettings::default(),
+    };
+    let deadline = SandboxLimits { wall_deadline: Duration::from_secs(2), ..limits() };
+    let started = std::time::Instant::now();
+    let error =
+        supervisor(deadline).run(&job, &dir, None, CancellationToken::new()).await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::Timeout, "{error}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn resource_limits_bite_with_their_own_classes() {
+    let heavy = corpus::heavy_720p();
+    let cpu = SandboxLimits { cpu_secs: 1, ..limits() };
+    let error =
+        run_with(&heavy, cpu, |job| job.settings.x264_preset = "medium".into()).await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::Cpu, "{error}");
+
+    let disk = SandboxLimits { file_size_bytes: 64 * 1024, ..limits() };
+    let error = run_with(&heavy, disk, |job| {
+        job.spec.preset = Preset::WebOptimized;
+        job.spec.qualities = Qualities::List(vec![Quality::P720]);
+        job.spec.outputs = vec![OutputKind::Mp4];
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(error.code, ErrorCode::Disk, "{error}");
+
+    let memory = SandboxLimits { memory_bytes: 400 << 20, ..limits() };
+    let error = run_with(&heavy, memory, |_| {}).await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::Memory, "{error}");
+}
+
+#[tokio::test]
+async fn cancellation_stops_the_engine_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, job) = job_dir(root.path(), &corpus::heavy_720p());
+    let cancel = CancellationToken::new();
+    let (progress_tx, mut progress) = tokio::sync::mpsc::channel(16);
+    let running = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            supervisor(limits()).run(&job, &dir, Some(progress_tx), cancel).await
+        })
+    };
+    // Cancel once it is really encoding.
+    tokio::time::timeout(Duration::from_secs(30), progress.recv()).await.unwrap();
+    let canceled_at = std::time::Instant::now();
+    cancel.cancel();
+    let error = running.await.unwrap().unwrap_err();
+    assert_eq!(error.code, ErrorCode::Canceled);
+    assert!(canceled_at.elapsed() < Duration::from_secs(1));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return files };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -1,0 +1,123 @@
+//! The engine child process (`tcoder-worker engine`): reads one [`EngineJob`] as JSON on
+//! stdin, isolates itself from the network, runs it, and writes JSON lines on stdout:
+//! `{"type":"sandbox",…}`, then `{"type":"progress",…}` at most once a second, then exactly
+//! one `{"type":"result","report":…}` or `{"type":"error","error":{"code","message"}}`.
+//!
+//! It is the only process that parses untrusted media. Whatever a decoder bug lets an
+//! attacker do here, it happens without network, inside the job directory, under rlimits, and
+//! is killed at the wall-clock deadline (see `supervisor`).
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use serde::{Deserialize, Serialize};
+
+use super::{EngineError, EngineJob, EngineReport, ErrorCode, Progress};
+
+/// One line of the child's output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ChildMessage {
+    Sandbox { network_isolated: bool, detail: String },
+    Progress(Progress),
+    Result { report: Box<EngineReport> },
+    Error { error: EngineError },
+}
+
+/// Exit status of a child that reported an error line (it did not crash).
+pub const EXIT_REPORTED_ERROR: u8 = 3;
+
+fn emit(message: &ChildMessage) {
+    let mut stdout = std::io::stdout().lock();
+    let line = serde_json::to_string(message).expect("messages serialize");
+    // A broken pipe means the supervisor is gone; nothing useful is left to do.
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+/// Enters an empty network namespace: no interface but a down loopback, so nothing in this
+/// process can open a connection anywhere. Must run before any thread is started.
+pub fn isolate_network() -> (bool, String) {
+    // SAFETY: unshare(2) on the calling (single-threaded) process.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0 {
+        return (true, "empty network namespace".to_owned());
+    }
+    let direct = std::io::Error::last_os_error();
+    // Unprivileged: a user namespace grants the capability for a network namespace.
+    // SAFETY: as above.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) } == 0 {
+        return (true, "empty network namespace (in a user namespace)".to_owned());
+    }
+    let user = std::io::Error::last_os_error();
+    (false, format!("cannot create a network namespace ({direct}; with a user namespace: {user})"))
+}
+
+/// The whole child: returns its exit code.
+pub fn main() -> ExitCode {
+    let (network_isolated, detail) = isolate_network();
+    emit(&ChildMessage::Sandbox { network_isolated, detail });
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+        emit(&ChildMessage::Error {
+            error: EngineError::new(ErrorCode::Failed, format!("cannot read the job: {e}")),
+        });
+        return ExitCode::from(EXIT_REPORTED_ERROR);
+    }
+    let job: EngineJob = match serde_json::from_str(&line) {
+        Ok(job) => job,
+        Err(e) => {
+            emit(&ChildMessage::Error {
+                error: EngineError::new(ErrorCode::Failed, format!("malformed job: {e}")),
+            });
+            return ExitCode::from(EXIT_REPORTED_ERROR);
+        }
+    };
+    match super::run(&job, &mut |progress| emit(&ChildMessage::Progress(progress.clone()))) {
+        Ok(report) => {
+            emit(&ChildMessage::Result { report: Box::new(report) });
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            emit(&ChildMessage::Error { error: classify_memory(error) });
+            ExitCode::from(EXIT_REPORTED_ERROR)
+        }
+    }
+}
+
+/// Libraries report a failed allocation as a generic error ("Generic error in an external
+/// library"). When such a failure happens close to the address-space limit, memory is the
+/// cause: report `limits.memory` so it is not retried as an engine fault.
+fn classify_memory(error: EngineError) -> EngineError {
+    if error.code != ErrorCode::Failed {
+        return error;
+    }
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit on this process.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return error;
+    }
+    let used = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmPeak:")
+                    .map(|v| v.trim().trim_end_matches(" kB").trim().to_owned())
+            })
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024);
+    let headroom = used.map(|used| limit.rlim_cur.saturating_sub(used));
+    if headroom.is_some_and(|h| h < (limit.rlim_cur / 4).max(256 << 20)) {
+        return EngineError::new(
+            ErrorCode::Memory,
+            format!(
+                "{} (near the {} MiB address-space limit)",
+                error.message,
+                limit.rlim_cur >> 20
+            ),
+        );
+    }
+    error
+}

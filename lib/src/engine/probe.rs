@@ -1,0 +1,269 @@
+//! Opening an untrusted source: only local files, only MP4/MOV or Matroska/WebM, only
+//! allowlisted codecs, and the policy checks (one video stream, dimensions, duration, frame
+//! rate, stream count) done on the container header before any frame is decoded.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::path::Path;
+use std::ptr;
+
+use ffmpeg_next as ffmpeg;
+use ffmpeg_next::ffi;
+use ffmpeg_next::format::context::Input;
+use ffmpeg_next::media::Type;
+
+use super::limits::{AUDIO_CODECS, CODEC_WHITELIST, FORMAT_WHITELIST, Limits, VIDEO_CODECS};
+use super::{AudioInfo, EngineError, ErrorCode, MediaInfo, VideoInfo};
+
+/// Initialises FFmpeg once and keeps its own logging quiet (errors surface as typed errors).
+pub(crate) fn init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let _ = ffmpeg::init();
+        ffmpeg::log::set_level(ffmpeg::log::Level::Fatal);
+    });
+}
+
+/// The container family, judged from the first bytes, before FFmpeg sees the file.
+fn sniff(path: &Path) -> Result<(), EngineError> {
+    let mut head = [0u8; 12];
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| EngineError::new(ErrorCode::Failed, format!("cannot open input: {e}")))?;
+    let read = file
+        .read(&mut head)
+        .map_err(|e| EngineError::new(ErrorCode::Failed, format!("cannot read input: {e}")))?;
+    if read == 0 {
+        return Err(EngineError::new(ErrorCode::Corrupt, "the file is empty"));
+    }
+    let mov_box = read >= 8
+        && matches!(
+            &head[4..8],
+            b"ftyp" | b"moov" | b"mdat" | b"free" | b"wide" | b"skip" | b"pnot"
+        );
+    let matroska = read >= 4 && head[..4] == [0x1A, 0x45, 0xDF, 0xA3];
+    if mov_box || matroska {
+        Ok(())
+    } else {
+        Err(EngineError::new(ErrorCode::UnsupportedFormat, "not an MP4/MOV or Matroska/WebM file"))
+    }
+}
+
+fn dict(entries: &[(&str, String)]) -> *mut ffi::AVDictionary {
+    let mut dict: *mut ffi::AVDictionary = ptr::null_mut();
+    for (key, value) in entries {
+        let (key, value) =
+            (CString::new(*key).expect("no NUL"), CString::new(value.as_str()).expect("no NUL"));
+        // SAFETY: av_dict_set copies both strings; `dict` is ours.
+        unsafe {
+            ffi::av_dict_set(&mut dict, key.as_ptr(), value.as_ptr(), 0);
+        }
+    }
+    dict
+}
+
+/// Opens the source under the restrictions and checks it against `limits`.
+pub fn open(path: &Path, limits: &Limits) -> Result<(Input, MediaInfo), EngineError> {
+    init();
+    sniff(path)?;
+    let c_path = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| EngineError::new(ErrorCode::Failed, "bad path"))?;
+    let mut options = dict(&[
+        ("protocol_whitelist", "file".to_owned()),
+        ("format_whitelist", FORMAT_WHITELIST.to_owned()),
+        ("codec_whitelist", CODEC_WHITELIST.to_owned()),
+        ("probesize", "5000000".to_owned()),
+        ("analyzeduration", "10000000".to_owned()),
+    ]);
+    let mut context: *mut ffi::AVFormatContext = ptr::null_mut();
+    // SAFETY: standard avformat_open_input use; `options` is freed below, `context` is owned
+    // by the returned `Input` (or closed on every error path).
+    let opened = unsafe {
+        ffi::avformat_open_input(&mut context, c_path.as_ptr(), ptr::null_mut(), &mut options)
+    };
+    unsafe { ffi::av_dict_free(&mut options) };
+    if opened < 0 {
+        let error = ffmpeg::Error::from(opened);
+        let code = match error {
+            ffmpeg::Error::InvalidData | ffmpeg::Error::Eof => ErrorCode::Corrupt,
+            ffmpeg::Error::Other { errno } if errno == libc_enomem() => ErrorCode::Memory,
+            _ => ErrorCode::Corrupt,
+        };
+        return Err(EngineError::new(code, format!("cannot open the container: {error}")));
+    }
+    // SAFETY: `context` is a valid, opened format context from here on, owned by `input`.
+    let mut input = unsafe { Input::wrap(context) };
+    check_header(&input, limits)?;
+    let streams = input.nb_streams() as usize;
+    // find_stream_info decodes a few frames: give every stream's decoder the pixel cap and the
+    // codec allowlist, so a header that lies about its size still cannot allocate a bomb.
+    let mut stream_options: Vec<*mut ffi::AVDictionary> = (0..streams)
+        .map(|_| {
+            dict(&[
+                ("max_pixels", limits.max_pixels.to_string()),
+                ("codec_whitelist", CODEC_WHITELIST.to_owned()),
+            ])
+        })
+        .collect();
+    // SAFETY: one dictionary per stream, as avformat_find_stream_info expects; freed after.
+    let found =
+        unsafe { ffi::avformat_find_stream_info(input.as_mut_ptr(), stream_options.as_mut_ptr()) };
+    for options in &mut stream_options {
+        unsafe { ffi::av_dict_free(options) };
+    }
+    if found < 0 {
+        return Err(EngineError::new(
+            ErrorCode::Corrupt,
+            format!("cannot read the streams: {}", ffmpeg::Error::from(found)),
+        ));
+    }
+    let media = describe(&input, limits)?;
+    Ok((input, media))
+}
+
+fn libc_enomem() -> i32 {
+    ffmpeg::util::error::ENOMEM
+}
+
+/// Video streams that are real video (not cover art).
+fn video_streams(input: &Input) -> Vec<ffmpeg::format::stream::Stream<'_>> {
+    input
+        .streams()
+        .filter(|s| s.parameters().medium() == Type::Video)
+        .filter(|s| !s.disposition().contains(ffmpeg::format::stream::Disposition::ATTACHED_PIC))
+        .collect()
+}
+
+fn dimensions(stream: &ffmpeg::format::stream::Stream<'_>) -> (u32, u32) {
+    let parameters = stream.parameters();
+    // SAFETY: reading plain fields of the stream's codec parameters.
+    let (w, h) = unsafe { ((*parameters.as_ptr()).width, (*parameters.as_ptr()).height) };
+    (u32::try_from(w).unwrap_or(0), u32::try_from(h).unwrap_or(0))
+}
+
+/// Checks what the container header declares, before anything is decoded.
+fn check_header(input: &Input, limits: &Limits) -> Result<(), EngineError> {
+    let streams = input.nb_streams() as usize;
+    if streams > limits.max_streams {
+        return Err(EngineError::new(
+            ErrorCode::TooManyStreams,
+            format!("{streams} streams (at most {})", limits.max_streams),
+        ));
+    }
+    let videos = video_streams(input);
+    for video in &videos {
+        let (w, h) = dimensions(video);
+        if w > limits.max_width
+            || h > limits.max_height
+            || u64::from(w) * u64::from(h) > limits.max_pixels
+        {
+            return Err(EngineError::new(
+                ErrorCode::TooLargeDimensions,
+                format!("{w}x{h} exceeds {}x{}", limits.max_width, limits.max_height),
+            ));
+        }
+    }
+    match videos.len() {
+        0 => Err(EngineError::new(ErrorCode::NoVideo, "no video stream")),
+        1 => Ok(()),
+        n => Err(EngineError::new(
+            ErrorCode::TooManyStreams,
+            format!("{n} video streams (exactly one is supported)"),
+        )),
+    }
+}
+
+/// Builds [`MediaInfo`] and applies the remaining policy (codecs, duration, frame rate).
+fn describe(input: &Input, limits: &Limits) -> Result<MediaInfo, EngineError> {
+    let videos = video_streams(input);
+    let [video] = videos.as_slice() else {
+        return Err(EngineError::new(ErrorCode::NoVideo, "no single video stream"));
+    };
+    let video_codec = video.parameters().id().name().to_owned();
+    if !VIDEO_CODECS.contains(&video_codec.as_str()) {
+        return Err(EngineError::new(
+            ErrorCode::UnsupportedCodec,
+            format!("video codec `{video_codec}` is not supported"),
+        ));
+    }
+    let (width, height) = dimensions(video);
+    if width == 0 || height == 0 {
+        return Err(EngineError::new(ErrorCode::Corrupt, "the video stream has no dimensions"));
+    }
+    let rate = match video.avg_frame_rate() {
+        r if r.numerator() > 0 && r.denominator() > 0 => r,
+        _ => video.rate(),
+    };
+    let fps = if rate.denominator() > 0 {
+        f64::from(rate.numerator()) / f64::from(rate.denominator())
+    } else {
+        0.0
+    };
+    if !(fps > 0.0) {
+        return Err(EngineError::new(ErrorCode::Corrupt, "the video stream has no frame rate"));
+    }
+    if fps > limits.max_fps {
+        return Err(EngineError::new(
+            ErrorCode::UnsupportedFrameRate,
+            format!("{fps:.1} fps exceeds {}", limits.max_fps),
+        ));
+    }
+    let duration = input.duration();
+    let duration_secs =
+        if duration > 0 { duration as f64 / f64::from(ffi::AV_TIME_BASE) } else { 0.0 };
+    if !(duration_secs > 0.0) {
+        return Err(EngineError::new(ErrorCode::Corrupt, "the duration is unknown"));
+    }
+    if duration_secs > limits.max_duration_secs {
+        return Err(EngineError::new(
+            ErrorCode::TooLong,
+            format!("{duration_secs:.0} s exceeds the limit of {:.0} s", limits.max_duration_secs),
+        ));
+    }
+    let audio = input.streams().find(|s| s.parameters().medium() == Type::Audio).map(|stream| {
+        let parameters = stream.parameters();
+        // SAFETY: plain fields of the codec parameters.
+        let (sample_rate, channels, bit_rate) = unsafe {
+            let p = parameters.as_ptr();
+            ((*p).sample_rate, (*p).ch_layout.nb_channels, (*p).bit_rate)
+        };
+        AudioInfo {
+            index: stream.index(),
+            codec: parameters.id().name().to_owned(),
+            sample_rate: u32::try_from(sample_rate).unwrap_or(0),
+            channels: u16::try_from(channels).unwrap_or(0),
+            bit_rate: u64::try_from(bit_rate).ok().filter(|b| *b > 0),
+        }
+    });
+    if let Some(audio) = &audio
+        && !AUDIO_CODECS.contains(&audio.codec.as_str())
+    {
+        return Err(EngineError::new(
+            ErrorCode::UnsupportedCodec,
+            format!("audio codec `{}` is not supported", audio.codec),
+        ));
+    }
+    let parameters = video.parameters();
+    // SAFETY: a plain field of the codec parameters.
+    let video_bit_rate = unsafe { (*parameters.as_ptr()).bit_rate };
+    let pixel_format = ffmpeg::codec::context::Context::from_parameters(parameters)
+        .and_then(|c| c.decoder().video())
+        .ok()
+        .and_then(|d| d.format().descriptor().map(|desc| desc.name().to_owned()))
+        .unwrap_or_default();
+    Ok(MediaInfo {
+        format: input.format().name().to_owned(),
+        duration_secs,
+        bit_rate: u64::try_from(input.bit_rate()).ok().filter(|b| *b > 0),
+        video: VideoInfo {
+            index: video.index(),
+            codec: video_codec,
+            width,
+            height,
+            fps,
+            bit_rate: u64::try_from(video_bit_rate).ok().filter(|b| *b > 0),
+            pixel_format,
+        },
+        audio,
+        streams: input.nb_streams() as usize,
+    })
+}

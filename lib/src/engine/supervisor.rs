@@ -1,0 +1,309 @@
+//! Runs the engine child under limits and watches it.
+//!
+//! The child gets its own process group (so the whole group can be killed), `no_new_privs`,
+//! rlimits (address space, CPU seconds, file size, open files), the job directory as working
+//! directory, and a wall-clock deadline. Its exit is classified: `limits.memory`,
+//! `limits.cpu`, `limits.timeout`, `limits.disk`, `engine.crashed`, or whatever typed error
+//! the child reported itself.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::child::{ChildMessage, EXIT_REPORTED_ERROR};
+use super::{EngineError, EngineJob, EngineReport, ErrorCode, Progress};
+
+/// Resource limits of one engine run.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SandboxLimits {
+    /// Address-space limit (RLIMIT_AS) in bytes.
+    pub memory_bytes: u64,
+    /// CPU-time limit (RLIMIT_CPU) in seconds, all threads together.
+    pub cpu_secs: u64,
+    /// Largest file the child may write (RLIMIT_FSIZE), in bytes.
+    pub file_size_bytes: u64,
+    /// Open file descriptors (RLIMIT_NOFILE).
+    pub open_files: u64,
+    /// Wall-clock deadline; the process group is killed when it passes.
+    pub wall_deadline: Duration,
+}
+
+/// A finished run.
+#[derive(Debug, Clone)]
+pub struct EngineRun {
+    pub report: EngineReport,
+    /// User + system CPU seconds of the child and everything it ran.
+    pub cpu_secs: f64,
+    pub wall_secs: f64,
+    pub max_rss_bytes: u64,
+    pub network_isolated: bool,
+}
+
+/// Starts engine children.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    /// The program and arguments that run the child (e.g. `tcoder-worker engine`).
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub limits: SandboxLimits,
+}
+
+/// How the child ended, as seen by the reaper thread.
+struct Exit {
+    status: libc::c_int,
+    cpu_secs: f64,
+    max_rss_bytes: u64,
+}
+
+const STDERR_TAIL: usize = 8 * 1024;
+
+impl Supervisor {
+    /// Runs `job` with `workdir` as the child's working directory. Progress goes to
+    /// `progress` (best effort); `cancel` kills the child at once.
+    pub async fn run(
+        &self,
+        job: &EngineJob,
+        workdir: &Path,
+        progress: Option<mpsc::Sender<Progress>>,
+        cancel: CancellationToken,
+    ) -> Result<EngineRun, EngineError> {
+        let started = Instant::now();
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .current_dir(workdir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command.env_clear().env("PATH", "/usr/bin:/bin");
+        let limits = self.limits.clone();
+        // SAFETY: only async-signal-safe calls (setpgid, prctl, setrlimit) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setpgid(0, 0) != 0
+                    || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                set_limit(libc::RLIMIT_AS, limits.memory_bytes, limits.memory_bytes)?;
+                // Soft limit: SIGXCPU; hard limit a little later: SIGKILL.
+                set_limit(libc::RLIMIT_CPU, limits.cpu_secs, limits.cpu_secs + 5)?;
+                set_limit(libc::RLIMIT_FSIZE, limits.file_size_bytes, limits.file_size_bytes)?;
+                set_limit(libc::RLIMIT_NOFILE, limits.open_files, limits.open_files)?;
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|e| {
+            EngineError::new(ErrorCode::Failed, format!("cannot start the engine: {e}"))
+        })?;
+        let pid = child.id() as libc::pid_t;
+        let job_line = serde_json::to_string(job).expect("jobs serialize");
+        if let Some(mut stdin) = child.stdin.take() {
+            // The child reads one line; if it died already, the exit status tells why.
+            let _ = writeln!(stdin, "{job_line}");
+        }
+        let (lines_tx, mut lines) = mpsc::unbounded_channel::<ChildMessage>();
+        let stdout = child.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(message) = serde_json::from_str(&line) {
+                    let _ = lines_tx.send(message);
+                }
+            }
+        });
+        let mut stderr = child.stderr.take().expect("piped");
+        let stderr_tail = std::thread::spawn(move || {
+            let mut tail = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buffer[..n]);
+                if tail.len() > STDERR_TAIL {
+                    tail.drain(..tail.len() - STDERR_TAIL);
+                }
+            }
+            String::from_utf8_lossy(&tail).into_owned()
+        });
+        // The child is reaped with wait4 (not std's wait) to get its resource usage.
+        std::mem::forget(child);
+        let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel::<Exit>();
+        std::thread::spawn(move || {
+            let _ = exit_tx.send(reap(pid));
+        });
+
+        let deadline = tokio::time::sleep(self.limits.wall_deadline);
+        tokio::pin!(deadline);
+        let mut outcome: Option<Result<Box<EngineReport>, EngineError>> = None;
+        let mut network_isolated = false;
+        let mut killed: Option<ErrorCode> = None;
+        let exit = loop {
+            tokio::select! {
+                message = lines.recv(), if !lines.is_closed() => match message {
+                    Some(ChildMessage::Sandbox { network_isolated: isolated, detail }) => {
+                        network_isolated = isolated;
+                        if !isolated {
+                            tracing::warn!(%detail, "engine runs without network isolation");
+                        }
+                    }
+                    Some(ChildMessage::Progress(p)) => {
+                        if let Some(tx) = &progress {
+                            let _ = tx.try_send(p);
+                        }
+                    }
+                    Some(ChildMessage::Result { report }) => outcome = Some(Ok(report)),
+                    Some(ChildMessage::Error { error }) => outcome = Some(Err(error)),
+                    None => {}
+                },
+                exit = &mut exit_rx => break exit.ok(),
+                () = &mut deadline, if killed.is_none() => {
+                    kill_group(pid);
+                    killed = Some(ErrorCode::Timeout);
+                }
+                () = cancel.cancelled(), if killed.is_none() => {
+                    kill_group(pid);
+                    killed = Some(ErrorCode::Canceled);
+                }
+            }
+        };
+        // Anything still queued after the exit (the final line races the exit status).
+        while let Ok(message) = lines.try_recv() {
+            match message {
+                ChildMessage::Result { report } => outcome = Some(Ok(report)),
+                ChildMessage::Error { error } => outcome = Some(Err(error)),
+                _ => {}
+            }
+        }
+        let stderr = stderr_tail.join().unwrap_or_default();
+        let exit = exit.ok_or_else(|| {
+            EngineError::new(ErrorCode::Crashed, "lost track of the engine process")
+        })?;
+        let wall_secs = started.elapsed().as_secs_f64();
+        if let Some(code) = killed {
+            let message = match code {
+                ErrorCode::Timeout => {
+                    format!("killed at the {:?} wall-clock deadline", self.limits.wall_deadline)
+                }
+                _ => "canceled".to_owned(),
+            };
+            return Err(EngineError::new(code, message));
+        }
+        match (outcome, classify(exit.status, exit.cpu_secs, &self.limits, &stderr)) {
+            (Some(Ok(report)), None) => Ok(EngineRun {
+                report: *report,
+                cpu_secs: exit.cpu_secs,
+                wall_secs,
+                max_rss_bytes: exit.max_rss_bytes,
+                network_isolated,
+            }),
+            (Some(Err(error)), None) => Err(error),
+            (_, Some(error)) => Err(error),
+            (None, None) => Err(EngineError::new(
+                ErrorCode::Crashed,
+                format!("the engine exited without a result: {}", last_line(&stderr)),
+            )),
+        }
+    }
+}
+
+fn set_limit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> std::io::Result<()> {
+    let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+    // SAFETY: setrlimit on the calling process.
+    if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn kill_group(pid: libc::pid_t) {
+    // SAFETY: the child leads its own process group (setpgid in pre_exec).
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+}
+
+/// Waits for `pid` and returns its status and resource usage.
+fn reap(pid: libc::pid_t) -> Exit {
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waiting for our own child.
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if reaped == pid
+            || (reaped < 0
+                && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
+        {
+            break;
+        }
+    }
+    // Its threads' and reaped descendants' usage is included; kill stragglers of the group.
+    kill_group(pid);
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Exit {
+        status,
+        cpu_secs: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        max_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+    }
+}
+
+fn last_line(stderr: &str) -> String {
+    stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").to_owned()
+}
+
+/// Classifies an exit that is not a clean report; `None` when the child exited normally.
+fn classify(
+    status: libc::c_int,
+    cpu_secs: f64,
+    limits: &SandboxLimits,
+    stderr: &str,
+) -> Option<EngineError> {
+    if libc::WIFEXITED(status) {
+        let code = libc::WEXITSTATUS(status);
+        if code == 0 || code == i32::from(EXIT_REPORTED_ERROR) {
+            return None;
+        }
+        if ["memory allocation of", "failed to map segment", "Cannot allocate memory"]
+            .iter()
+            .any(|m| stderr.contains(m))
+        {
+            return Some(EngineError::new(
+                ErrorCode::Memory,
+                "out of memory (address-space limit)",
+            ));
+        }
+        return Some(EngineError::new(
+            ErrorCode::Crashed,
+            format!("the engine exited with {code}: {}", last_line(stderr)),
+        ));
+    }
+    let signal = libc::WTERMSIG(status);
+    let error = match signal {
+        libc::SIGXCPU => {
+            EngineError::new(ErrorCode::Cpu, format!("CPU limit of {} s reached", limits.cpu_secs))
+        }
+        libc::SIGKILL if cpu_secs + 0.5 >= limits.cpu_secs as f64 => {
+            EngineError::new(ErrorCode::Cpu, format!("CPU limit of {} s reached", limits.cpu_secs))
+        }
+        libc::SIGKILL => EngineError::new(ErrorCode::Memory, "killed (out of memory)"),
+        libc::SIGXFSZ => EngineError::new(
+            ErrorCode::Disk,
+            format!("output file size limit of {} bytes reached", limits.file_size_bytes),
+        ),
+        libc::SIGABRT if stderr.contains("memory allocation of") => {
+            EngineError::new(ErrorCode::Memory, "out of memory (address-space limit)")
+        }
+        other => EngineError::new(
+            ErrorCode::Crashed,
+            format!("the engine died of signal {other}: {}", last_line(stderr)),
+        ),
+    };
+    Some(error)
+}

@@ -1,0 +1,98 @@
+//! The HLS master playlist, written after every rendition is muxed, with attributes measured
+//! from the segments themselves (`BANDWIDTH` = the peak segment bit rate, `AVERAGE-BANDWIDTH`
+//! = the overall one) and RFC 6381 `CODECS` strings taken from the encoders' headers.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::engine::{EngineError, ErrorCode};
+
+/// What the master playlist needs to know about one rendition.
+#[derive(Debug, Clone)]
+pub(crate) struct VariantInfo {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub codecs: String,
+}
+
+/// Peak and average bit rate of a rendition, from its playlist and segment files.
+pub(crate) fn measure(playlist: &Path) -> Result<(u64, u64), EngineError> {
+    let dir = playlist.parent().unwrap_or(Path::new("."));
+    let text = std::fs::read_to_string(playlist).map_err(|e| {
+        EngineError::new(ErrorCode::OutputInvalid, format!("{}: {e}", playlist.display()))
+    })?;
+    let mut init_bytes = 0u64;
+    let (mut total_bytes, mut total_secs, mut peak) = (0u64, 0f64, 0f64);
+    let mut pending: Option<f64> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+            let uri = rest.split('"').next().unwrap_or_default();
+            init_bytes = std::fs::metadata(dir.join(uri)).map(|m| m.len()).unwrap_or(0);
+        } else if let Some(rest) = line.strip_prefix("#EXTINF:") {
+            pending = rest.split(',').next().and_then(|d| d.parse().ok());
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            let duration = pending.take().unwrap_or(0.0);
+            let bytes = std::fs::metadata(dir.join(line.trim())).map(|m| m.len()).map_err(|e| {
+                EngineError::new(ErrorCode::OutputInvalid, format!("segment {line}: {e}"))
+            })?;
+            total_bytes += bytes;
+            total_secs += duration;
+            if duration > 0.0 {
+                peak = peak.max(bytes as f64 * 8.0 / duration);
+            }
+        }
+    }
+    if total_secs <= 0.0 {
+        return Err(EngineError::new(
+            ErrorCode::OutputInvalid,
+            format!("{} lists no segments", playlist.display()),
+        ));
+    }
+    let average = ((total_bytes + init_bytes) as f64 * 8.0 / total_secs).round() as u64;
+    Ok((peak.round().max(average as f64) as u64, average))
+}
+
+/// Writes `master.m3u8` listing `variants` (playlists at `<name>/index.m3u8`).
+pub(crate) fn write_master(dir: &Path, variants: &[VariantInfo]) -> Result<(), EngineError> {
+    let mut master = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    for variant in variants {
+        let (peak, average) = measure(&dir.join(&variant.name).join("index.m3u8"))?;
+        let _ = writeln!(
+            master,
+            "#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={average},RESOLUTION={}x{},CODECS=\"{}\",FRAME-RATE={:.3}\n{}/index.m3u8",
+            variant.width, variant.height, variant.codecs, variant.fps, variant.name
+        );
+    }
+    std::fs::write(dir.join("master.m3u8"), master)
+        .map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))
+}
+
+/// RFC 6381 codec string of an H.264 stream from its extradata (avcC or Annex B SPS).
+pub(crate) fn avc_codec_string(extradata: &[u8]) -> String {
+    let sps = if extradata.first() == Some(&1) && extradata.len() >= 4 {
+        Some(&extradata[1..4])
+    } else {
+        // Annex B: find the SPS NAL unit (type 7) after a start code.
+        extradata
+            .windows(4)
+            .position(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 7)
+            .and_then(|at| extradata.get(at + 4..at + 7))
+    };
+    match sps {
+        Some(bytes) => format!("avc1.{:02X}{:02X}{:02X}", bytes[0], bytes[1], bytes[2]),
+        None => "avc1.640028".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avc_codec_strings_come_from_either_header_form() {
+        assert_eq!(avc_codec_string(&[1, 0x64, 0x00, 0x1f, 0xff]), "avc1.64001F");
+        assert_eq!(avc_codec_string(&[0, 0, 0, 1, 0x67, 0x4d, 0x40, 0x1e, 0x9a]), "avc1.4D401E");
+    }
+}

@@ -1,0 +1,655 @@
+//! The pipeline: probe → plan → one pass over the input: every video packet is decoded once,
+//! and each decoded frame feeds every rendition (scale → encode → mux into MP4 and/or HLS)
+//! and the thumbnails; audio is decoded once and resampled/encoded per rendition. Then the
+//! HLS master playlist is written and every output is probed before it counts.
+
+mod audio;
+mod hls;
+mod output;
+mod thumbs;
+mod validate;
+mod video;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ffmpeg_next as ffmpeg;
+use ffmpeg_next::media::Type;
+use ffmpeg_next::{Dictionary, Packet, Rational, codec, frame};
+use serde::{Deserialize, Serialize};
+
+use self::audio::{AudioEncoder, SourceAudio};
+use self::output::{Muxer, Track};
+use self::thumbs::Thumbnails;
+use self::video::{VideoEncoder, VideoSettings};
+use super::limits::{CODEC_WHITELIST, Limits};
+use super::plan::{EnginePlan, EngineSpec, MAX_OUTPUT_FPS, Mode, RenditionPlan, plan};
+use super::{EngineError, ErrorCode, MediaInfo, probe};
+use crate::jobs::{AudioCodec, VideoCodec};
+
+/// Encoder settings from the worker's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderSettings {
+    /// x264/x265 speed preset (`ultrafast` … `veryslow`).
+    pub x264_preset: String,
+    /// HLS segment duration in seconds.
+    pub segment_secs: f64,
+    /// Encoder threads per rendition (0 = automatic).
+    pub threads: usize,
+}
+
+impl Default for EncoderSettings {
+    fn default() -> EncoderSettings {
+        EncoderSettings { x264_preset: "fast".to_owned(), segment_secs: 4.0, threads: 0 }
+    }
+}
+
+/// Everything the engine child needs for one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineJob {
+    /// The source, a local file in the job directory (never a URL).
+    pub input: PathBuf,
+    /// Where outputs are written (`mp4/`, `hls/`, `thumbs/`).
+    pub output_dir: PathBuf,
+    pub spec: EngineSpec,
+    pub limits: Limits,
+    pub settings: EncoderSettings,
+}
+
+/// Progress of a running transcode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub frames: u64,
+    pub percent: f64,
+    /// Decoded frames per second of wall time.
+    pub fps: f64,
+    /// Media seconds per wall second (× realtime).
+    pub speed: f64,
+    pub eta_secs: Option<f64>,
+}
+
+/// One written file, relative to the output directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    pub path: String,
+    pub bytes: u64,
+    pub content_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenditionReport {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub video_codec: VideoCodec,
+    pub audio_codec: Option<AudioCodec>,
+    pub video_bit_rate: u64,
+    /// Relative path of the MP4, when written.
+    pub mp4: Option<String>,
+    /// Relative path of the HLS playlist, when written.
+    pub hls: Option<String>,
+}
+
+/// What the engine made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineReport {
+    pub media: MediaInfo,
+    pub mode: Mode,
+    pub renditions: Vec<RenditionReport>,
+    /// `hls/master.m3u8` when HLS was written.
+    pub hls_master: Option<String>,
+    /// `thumbs/poster.jpg`, `thumbs/storyboard.jpg`, `thumbs/storyboard.vtt` when written.
+    pub thumbnails: Option<Vec<String>>,
+    pub files: Vec<OutputFile>,
+    pub frames: u64,
+    pub decode_errors: u64,
+}
+
+/// Calls `on_progress` at most once per second.
+struct ProgressMeter<'a> {
+    started: Instant,
+    last: Option<Instant>,
+    duration: f64,
+    frames: u64,
+    on_progress: &'a mut dyn FnMut(&Progress),
+}
+
+impl ProgressMeter<'_> {
+    fn frame(&mut self, media_secs: f64) {
+        self.frames += 1;
+        if self.last.is_some_and(|l| l.elapsed().as_secs_f64() < 1.0) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-6);
+        let speed = media_secs.max(0.0) / elapsed;
+        let progress = Progress {
+            frames: self.frames,
+            percent: (media_secs / self.duration * 100.0).clamp(0.0, 100.0),
+            fps: self.frames as f64 / elapsed,
+            speed,
+            eta_secs: (speed > 0.0).then(|| ((self.duration - media_secs).max(0.0)) / speed),
+        };
+        (self.on_progress)(&progress);
+    }
+}
+
+/// One rendition being produced.
+struct Rendition {
+    plan: RenditionPlan,
+    video: Option<VideoEncoder>,
+    audio: Option<AudioEncoder>,
+    muxers: Vec<Muxer>,
+}
+
+impl Rendition {
+    fn drain_video(&mut self) -> Result<(), EngineError> {
+        if let Some(video) = &mut self.video {
+            while let Some(packet) = video.receive() {
+                for muxer in &mut self.muxers {
+                    muxer.write(Track::Video, &packet, video.time_base)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_audio(&mut self) -> Result<(), EngineError> {
+        if let Some(audio) = &mut self.audio {
+            while let Some(packet) = audio.receive() {
+                for muxer in &mut self.muxers {
+                    muxer.write(Track::Audio, &packet, audio.time_base)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn io_error(e: std::io::Error) -> EngineError {
+    let code = match e.raw_os_error() {
+        Some(libc_enospc)
+            if libc_enospc == ffmpeg::util::error::ENOSPC
+                || libc_enospc == ffmpeg::util::error::EFBIG =>
+        {
+            ErrorCode::Disk
+        }
+        _ => ErrorCode::Failed,
+    };
+    EngineError::new(code, e.to_string())
+}
+
+fn seconds(ts: i64, time_base: Rational) -> f64 {
+    ts as f64 * f64::from(time_base)
+}
+
+/// Runs one job to completion.
+pub fn run(
+    job: &EngineJob,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<EngineReport, EngineError> {
+    let (mut input, media) = probe::open(&job.input, &job.limits)?;
+    let plan = plan(&job.spec, &media, job.settings.segment_secs);
+    let out = &job.output_dir;
+    std::fs::create_dir_all(out).map_err(io_error)?;
+
+    let video_index = media.video.index;
+    let audio_index = media.audio.as_ref().map(|a| a.index);
+    let (video_tb, video_start, video_params) = {
+        let stream = input.stream(video_index).expect("probed stream");
+        (stream.time_base(), stream.start_time(), stream.parameters())
+    };
+    let audio_stream = audio_index.map(|i| {
+        let stream = input.stream(i).expect("probed stream");
+        (stream.time_base(), stream.start_time(), stream.parameters())
+    });
+    // One start time for all streams keeps audio and video in sync when shifting to zero.
+    let start_secs =
+        [Some((video_start, video_tb)), audio_stream.as_ref().map(|(tb, start, _)| (*start, *tb))]
+            .into_iter()
+            .flatten()
+            .filter(|(start, _)| *start != ffmpeg::ffi::AV_NOPTS_VALUE)
+            .map(|(start, tb)| seconds(start, tb))
+            .fold(f64::INFINITY, f64::min);
+    let start_secs = if start_secs.is_finite() { start_secs } else { 0.0 };
+    let video_offset = (start_secs / f64::from(video_tb)).round() as i64;
+
+    let needs_video_decode = plan.mode == Mode::Transcode || plan.thumbnails.is_some();
+    let mut video_decoder = if needs_video_decode {
+        Some(open_video_decoder(video_params.clone(), &job.limits)?)
+    } else {
+        None
+    };
+    let mut audio_decoder = match (&audio_stream, plan.mode) {
+        (Some((_, _, params)), Mode::Transcode) => Some(open_audio_decoder(params.clone())?),
+        _ => None,
+    };
+    let keyframe_step = plan.hls_segment_secs.unwrap_or(2.0);
+    let settings =
+        VideoSettings { preset: job.settings.x264_preset.clone(), threads: job.settings.threads };
+
+    let mut renditions = Vec::with_capacity(plan.renditions.len());
+    for rendition_plan in &plan.renditions {
+        let mut muxers = Vec::new();
+        if plan.mp4 {
+            std::fs::create_dir_all(out.join("mp4")).map_err(io_error)?;
+            muxers.push(Muxer::create(
+                &out.join(format!("mp4/{}.mp4", rendition_plan.name)),
+                "mp4",
+                output::mp4_options(),
+            )?);
+        }
+        if let Some(segment_secs) = plan.hls_segment_secs {
+            let dir = out.join("hls").join(&rendition_plan.name);
+            std::fs::create_dir_all(&dir).map_err(io_error)?;
+            muxers.push(Muxer::create(
+                &dir.join("index.m3u8"),
+                "hls",
+                output::hls_options(&dir, segment_secs),
+            )?);
+        }
+        let (video, audio) = match plan.mode {
+            Mode::Copy => {
+                for muxer in &mut muxers {
+                    muxer.add_copied_stream(Track::Video, video_params.clone(), video_tb)?;
+                    if let Some((tb, _, params)) = &audio_stream {
+                        muxer.add_copied_stream(Track::Audio, params.clone(), *tb)?;
+                    }
+                }
+                (None, None)
+            }
+            Mode::Transcode => {
+                let video = VideoEncoder::open(rendition_plan, video_tb, keyframe_step, &settings)?;
+                let audio = match (&rendition_plan.audio, &audio_decoder, &audio_stream) {
+                    (Some(audio_plan), Some(decoder), Some((tb, ..))) => {
+                        let source = SourceAudio {
+                            time_base: *tb,
+                            sample_rate: decoder.rate(),
+                            format: decoder.format(),
+                            layout: decoder.channel_layout(),
+                        };
+                        let offset = (start_secs / f64::from(*tb)).round() as i64;
+                        Some(AudioEncoder::open(audio_plan, &source, offset)?)
+                    }
+                    _ => None,
+                };
+                for muxer in &mut muxers {
+                    muxer.add_stream(
+                        Track::Video,
+                        video.context(),
+                        video::codec_tag(rendition_plan.video_codec),
+                    )?;
+                    if let Some(audio) = &audio {
+                        muxer.add_stream(Track::Audio, audio.context(), None)?;
+                    }
+                }
+                (Some(video), audio)
+            }
+        };
+        for muxer in &mut muxers {
+            muxer.write_header()?;
+        }
+        renditions.push(Rendition { plan: rendition_plan.clone(), video, audio, muxers });
+    }
+
+    let mut thumbnails = plan.thumbnails.as_ref().map(Thumbnails::new);
+    let mut meter = ProgressMeter {
+        started: Instant::now(),
+        last: None,
+        duration: media.duration_secs.max(1e-3),
+        frames: 0,
+        on_progress,
+    };
+    let decimate = media.video.fps > MAX_OUTPUT_FPS + 0.01;
+    let mut next_output_secs = 0.0;
+    let (mut packets, mut decode_errors) = (0u64, 0u64);
+    let mut decoded = frame::Video::empty();
+    let mut decoded_audio = frame::Audio::empty();
+
+    let mut on_video_frame = |frame: &frame::Video,
+                              renditions: &mut Vec<Rendition>,
+                              thumbnails: &mut Option<Thumbnails>,
+                              meter: &mut ProgressMeter<'_>|
+     -> Result<(), EngineError> {
+        let Some(timestamp) = frame.timestamp() else { return Ok(()) };
+        let pts = timestamp - video_offset;
+        let at = seconds(pts, video_tb);
+        meter.frame(at);
+        if let Some(thumbnails) = thumbnails {
+            thumbnails.offer(frame, at)?;
+        }
+        if decimate {
+            if at + 1e-4 < next_output_secs {
+                return Ok(());
+            }
+            next_output_secs = at.max(next_output_secs) + 1.0 / MAX_OUTPUT_FPS;
+        }
+        for rendition in renditions.iter_mut() {
+            if let Some(video) = &mut rendition.video {
+                video.send(frame, pts.max(0))?;
+            }
+            rendition.drain_video()?;
+        }
+        Ok(())
+    };
+
+    for (stream, packet) in input.packets() {
+        let index = stream.index();
+        if index == video_index {
+            packets += 1;
+            if plan.mode == Mode::Copy {
+                let mut shifted = packet.clone();
+                shifted.set_pts(packet.pts().map(|p| p - video_offset));
+                shifted.set_dts(packet.dts().map(|d| d - video_offset));
+                for rendition in &mut renditions {
+                    for muxer in &mut rendition.muxers {
+                        muxer.write(Track::Video, &shifted, video_tb)?;
+                    }
+                }
+                meter.frame(packet.pts().map_or(0.0, |p| seconds(p - video_offset, video_tb)));
+            }
+            if let Some(decoder) = &mut video_decoder {
+                if decoder.send_packet(&packet).is_err() {
+                    decode_errors += 1;
+                    continue;
+                }
+                decode_errors += receive_video(decoder, &mut decoded, |frame| {
+                    on_video_frame(frame, &mut renditions, &mut thumbnails, &mut meter)
+                })?;
+            }
+        } else if Some(index) == audio_index {
+            if plan.mode == Mode::Copy {
+                let (tb, ..) = audio_stream.as_ref().expect("audio stream");
+                let offset = (start_secs / f64::from(*tb)).round() as i64;
+                let mut shifted = packet.clone();
+                shifted.set_pts(packet.pts().map(|p| p - offset));
+                shifted.set_dts(packet.dts().map(|d| d - offset));
+                for rendition in &mut renditions {
+                    for muxer in &mut rendition.muxers {
+                        muxer.write(Track::Audio, &shifted, *tb)?;
+                    }
+                }
+            } else if let Some(decoder) = &mut audio_decoder {
+                if decoder.send_packet(&packet).is_err() {
+                    decode_errors += 1;
+                    continue;
+                }
+                decode_errors += receive_audio(decoder, &mut decoded_audio, &mut renditions)?;
+            }
+        }
+    }
+    // Flush: decoders, then encoders, then the muxers.
+    if let Some(decoder) = &mut video_decoder {
+        let _ = decoder.send_eof();
+        decode_errors += receive_video(decoder, &mut decoded, |frame| {
+            on_video_frame(frame, &mut renditions, &mut thumbnails, &mut meter)
+        })?;
+    }
+    if let Some(decoder) = &mut audio_decoder {
+        let _ = decoder.send_eof();
+        decode_errors += receive_audio(decoder, &mut decoded_audio, &mut renditions)?;
+    }
+    let allowed_errors = (packets as f64 * job.limits.max_error_rate).floor() as u64;
+    if decode_errors > allowed_errors {
+        return Err(EngineError::new(
+            ErrorCode::Corrupt,
+            format!(
+                "{decode_errors} decode errors in {packets} video packets (at most {allowed_errors} tolerated)"
+            ),
+        ));
+    }
+    for rendition in &mut renditions {
+        if let Some(video) = &mut rendition.video {
+            video.send_eof()?;
+        }
+        rendition.drain_video()?;
+        if let Some(audio) = &mut rendition.audio {
+            audio.send_eof()?;
+        }
+        rendition.drain_audio()?;
+        for muxer in &mut rendition.muxers {
+            muxer.finish()?;
+        }
+    }
+    let frames = meter.frames;
+    finish(job, &media, &plan, renditions, thumbnails, frames, decode_errors)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    job: &EngineJob,
+    media: &MediaInfo,
+    plan: &EnginePlan,
+    renditions: Vec<Rendition>,
+    thumbnails: Option<Thumbnails>,
+    frames: u64,
+    decode_errors: u64,
+) -> Result<EngineReport, EngineError> {
+    let out = &job.output_dir;
+    let mut reports = Vec::new();
+    let mut variants = Vec::new();
+    for rendition in &renditions {
+        let audio = rendition.audio.is_some() || (plan.mode == Mode::Copy && media.audio.is_some());
+        let mp4 = plan.mp4.then(|| format!("mp4/{}.mp4", rendition.plan.name));
+        let hls = plan.hls_segment_secs.map(|_| format!("hls/{}/index.m3u8", rendition.plan.name));
+        let expected = validate::Expected {
+            rendition: &rendition.plan,
+            source_duration: media.duration_secs,
+            audio,
+            check_dimensions: plan.mode == Mode::Transcode,
+        };
+        for path in mp4.iter().chain(hls.iter()) {
+            validate::check(&out.join(path), &expected)?;
+        }
+        if let Some(video) = &rendition.video {
+            let mut codecs = video_codec_string(rendition.plan.video_codec, video.context());
+            if let Some(audio) =
+                &rendition.plan.audio.as_ref().filter(|_| rendition.audio.is_some())
+            {
+                codecs.push_str(match audio.codec {
+                    AudioCodec::Aac => ",mp4a.40.2",
+                    AudioCodec::Opus => ",opus",
+                });
+            }
+            variants.push(hls::VariantInfo {
+                name: rendition.plan.name.clone(),
+                width: rendition.plan.width,
+                height: rendition.plan.height,
+                fps: rendition.plan.fps,
+                codecs,
+            });
+        }
+        reports.push(RenditionReport {
+            name: rendition.plan.name.clone(),
+            width: rendition.plan.width,
+            height: rendition.plan.height,
+            video_codec: rendition.plan.video_codec,
+            audio_codec: rendition
+                .plan
+                .audio
+                .as_ref()
+                .filter(|_| rendition.audio.is_some())
+                .map(|a| a.codec),
+            video_bit_rate: rendition.plan.video_bit_rate,
+            mp4,
+            hls,
+        });
+    }
+    let hls_master = if plan.hls_segment_secs.is_some() {
+        hls::write_master(&out.join("hls"), &variants)?;
+        Some("hls/master.m3u8".to_owned())
+    } else {
+        None
+    };
+    let thumbnails = match thumbnails {
+        Some(thumbs) => {
+            thumbs.finish(&out.join("thumbs"), media.duration_secs)?;
+            Some(vec![
+                "thumbs/poster.jpg".to_owned(),
+                "thumbs/storyboard.jpg".to_owned(),
+                "thumbs/storyboard.vtt".to_owned(),
+            ])
+        }
+        None => None,
+    };
+    let files = list_files(out)?;
+    Ok(EngineReport {
+        media: media.clone(),
+        mode: plan.mode,
+        renditions: reports,
+        hls_master,
+        thumbnails,
+        files,
+        frames,
+        decode_errors,
+    })
+}
+
+fn video_codec_string(codec: VideoCodec, context: &codec::Context) -> String {
+    // SAFETY: reading the encoder's extradata and level, set when it was opened.
+    let (extradata, level) = unsafe {
+        let raw = context.as_ptr();
+        let size = usize::try_from((*raw).extradata_size).unwrap_or(0);
+        let data = if (*raw).extradata.is_null() || size == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts((*raw).extradata, size)
+        };
+        (data.to_vec(), (*raw).level)
+    };
+    match codec {
+        VideoCodec::H264 => hls::avc_codec_string(&extradata),
+        VideoCodec::Hevc => format!("hvc1.1.6.L{}.B0", if level > 0 { level } else { 120 }),
+        VideoCodec::Av1 => "av01.0.08M.08".to_owned(),
+        VideoCodec::Vp9 => "vp09.00.40.08".to_owned(),
+    }
+}
+
+fn open_video_decoder(
+    parameters: codec::Parameters,
+    limits: &Limits,
+) -> Result<ffmpeg::decoder::Video, EngineError> {
+    let context = codec::context::Context::from_parameters(parameters)
+        .map_err(|e| EngineError::input("video decoder", &e))?;
+    let codec = ffmpeg::decoder::find(context.id()).ok_or_else(|| {
+        EngineError::new(ErrorCode::UnsupportedCodec, "no decoder for the video codec")
+    })?;
+    let mut options = Dictionary::new();
+    options.set("max_pixels", &limits.max_pixels.to_string());
+    options.set("codec_whitelist", CODEC_WHITELIST);
+    options.set("threads", "auto");
+    context
+        .decoder()
+        .open_as_with(codec, options)
+        .and_then(|d| d.video())
+        .map_err(|e| EngineError::input("open video decoder", &e))
+}
+
+fn open_audio_decoder(
+    parameters: codec::Parameters,
+) -> Result<ffmpeg::decoder::Audio, EngineError> {
+    let context = codec::context::Context::from_parameters(parameters)
+        .map_err(|e| EngineError::input("audio decoder", &e))?;
+    let codec = ffmpeg::decoder::find(context.id()).ok_or_else(|| {
+        EngineError::new(ErrorCode::UnsupportedCodec, "no decoder for the audio codec")
+    })?;
+    let mut options = Dictionary::new();
+    options.set("codec_whitelist", CODEC_WHITELIST);
+    context
+        .decoder()
+        .open_as_with(codec, options)
+        .and_then(|d| d.audio())
+        .map_err(|e| EngineError::input("open audio decoder", &e))
+}
+
+/// Receives every frame the decoder has; returns the number of decode errors seen.
+fn receive_video(
+    decoder: &mut ffmpeg::decoder::Video,
+    frame: &mut frame::Video,
+    mut on_frame: impl FnMut(&frame::Video) -> Result<(), EngineError>,
+) -> Result<u64, EngineError> {
+    let mut errors = 0;
+    loop {
+        match decoder.receive_frame(frame) {
+            Ok(()) => {
+                if frame.is_corrupt() {
+                    errors += 1;
+                }
+                on_frame(frame)?;
+            }
+            Err(ffmpeg::Error::Eof) => return Ok(errors),
+            Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => {
+                return Ok(errors);
+            }
+            Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::ENOMEM => {
+                return Err(EngineError::new(ErrorCode::Memory, "out of memory while decoding"));
+            }
+            Err(_) => errors += 1,
+        }
+    }
+}
+
+fn receive_audio(
+    decoder: &mut ffmpeg::decoder::Audio,
+    frame: &mut frame::Audio,
+    renditions: &mut [Rendition],
+) -> Result<u64, EngineError> {
+    let mut errors = 0;
+    loop {
+        match decoder.receive_frame(frame) {
+            Ok(()) => {
+                for rendition in renditions.iter_mut() {
+                    if let Some(audio) = &mut rendition.audio {
+                        audio.send(frame)?;
+                    }
+                    rendition.drain_audio()?;
+                }
+            }
+            Err(ffmpeg::Error::Eof) => return Ok(errors),
+            Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => {
+                return Ok(errors);
+            }
+            Err(_) => errors += 1,
+        }
+    }
+}
+
+/// Every file under `dir` with its size and content type, paths relative and sorted.
+fn list_files(dir: &Path) -> Result<Vec<OutputFile>, EngineError> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).map_err(io_error)? {
+            let path = entry.map_err(io_error)?.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let relative =
+                path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+            let bytes = std::fs::metadata(&path).map_err(io_error)?.len();
+            files.push(OutputFile {
+                content_type: content_type(&relative).to_owned(),
+                path: relative,
+                bytes,
+            });
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+pub(crate) fn content_type(path: &str) -> &'static str {
+    match path.rsplit('.').next() {
+        Some("mp4") => "video/mp4",
+        Some("m4s") => "video/iso.segment",
+        Some("m3u8") => "application/vnd.apple.mpegurl",
+        Some("jpg") => "image/jpeg",
+        Some("vtt") => "text/vtt",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+#[allow(dead_code)]
+fn unused(_: Packet, _: Type) {}

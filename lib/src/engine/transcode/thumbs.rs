@@ -1,0 +1,190 @@
+//! Thumbnails from the frames the pipeline decodes anyway: a poster JPEG and a storyboard
+//! sprite (a grid of small tiles) with a WebVTT file mapping time ranges to tiles
+//! (`storyboard.jpg#xywh=x,y,w,h`), the format players use for seek previews.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use ffmpeg_next::format::Pixel;
+use ffmpeg_next::software::scaling;
+use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, frame};
+
+use crate::engine::plan::ThumbnailPlan;
+use crate::engine::{EngineError, ErrorCode};
+
+/// JPEG quality scale of FFmpeg's MJPEG encoder (2 best .. 31 worst).
+const JPEG_QUALITY: i32 = 4;
+
+pub(crate) struct Thumbnails {
+    plan: ThumbnailPlan,
+    poster: Option<frame::Video>,
+    tiles: Vec<frame::Video>,
+}
+
+impl Thumbnails {
+    pub(crate) fn new(plan: &ThumbnailPlan) -> Thumbnails {
+        Thumbnails { plan: plan.clone(), poster: None, tiles: Vec::new() }
+    }
+
+    /// Offers a decoded frame at `seconds`; keeps it if a poster or tile is due.
+    pub(crate) fn offer(&mut self, frame: &frame::Video, seconds: f64) -> Result<(), EngineError> {
+        if self.poster.is_none() && seconds + 1e-3 >= self.plan.poster_at_secs {
+            self.poster = Some(scale(frame, self.plan.poster_width, self.plan.poster_height)?);
+        }
+        while (self.tiles.len() as u32) < self.plan.tiles
+            && seconds + 1e-3 >= f64::from(self.tiles.len() as u32) * self.plan.interval_secs
+        {
+            let tile = match self.tiles.last() {
+                // Frames can be further apart than the interval: repeat instead of rescaling.
+                Some(previous)
+                    if seconds + 1e-3
+                        >= f64::from(self.tiles.len() as u32 + 1) * self.plan.interval_secs =>
+                {
+                    previous.clone()
+                }
+                _ => scale(frame, self.plan.tile_width, self.plan.tile_height)?,
+            };
+            self.tiles.push(tile);
+        }
+        Ok(())
+    }
+
+    /// Writes `poster.jpg`, `storyboard.jpg` and `storyboard.vtt` into `dir`.
+    pub(crate) fn finish(mut self, dir: &Path, duration_secs: f64) -> Result<(), EngineError> {
+        let Some(first) = self.tiles.first().cloned() else {
+            return Err(EngineError::new(
+                ErrorCode::Corrupt,
+                "no video frame could be decoded for thumbnails",
+            ));
+        };
+        while (self.tiles.len() as u32) < self.plan.tiles {
+            let last = self.tiles.last().cloned().unwrap_or_else(|| first.clone());
+            self.tiles.push(last);
+        }
+        let poster = match self.poster.take() {
+            Some(poster) => poster,
+            None => scale(
+                &self.tiles[self.tiles.len() - 1],
+                self.plan.poster_width,
+                self.plan.poster_height,
+            )?,
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))?;
+        write_jpeg(&poster, &dir.join("poster.jpg"))?;
+        let sprite = self.sprite();
+        write_jpeg(&sprite, &dir.join("storyboard.jpg"))?;
+        std::fs::write(dir.join("storyboard.vtt"), self.vtt(duration_secs))
+            .map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))
+    }
+
+    fn rows(&self) -> u32 {
+        self.plan.tiles.div_ceil(self.plan.columns.max(1))
+    }
+
+    /// All tiles on one full-range YUV 4:2:0 frame, row by row.
+    fn sprite(&self) -> frame::Video {
+        let (tw, th, columns) = (
+            self.plan.tile_width as usize,
+            self.plan.tile_height as usize,
+            self.plan.columns.max(1) as usize,
+        );
+        let width = tw * columns;
+        let height = th * self.rows() as usize;
+        let mut sprite = frame::Video::new(Pixel::YUVJ420P, width as u32, height as u32);
+        for plane in 0..3 {
+            let fill = if plane == 0 { 0 } else { 128 };
+            sprite.data_mut(plane).fill(fill);
+        }
+        for (i, tile) in self.tiles.iter().enumerate() {
+            let (x, y) = ((i % columns) * tw, (i / columns) * th);
+            for plane in 0..3 {
+                let (px, py, pw, ph) =
+                    if plane == 0 { (x, y, tw, th) } else { (x / 2, y / 2, tw / 2, th / 2) };
+                let (src_stride, dst_stride) = (tile.stride(plane), sprite.stride(plane));
+                let source = tile.data(plane);
+                let target = sprite.data_mut(plane);
+                for row in 0..ph {
+                    let from = row * src_stride;
+                    let to = (py + row) * dst_stride + px;
+                    target[to..to + pw].copy_from_slice(&source[from..from + pw]);
+                }
+            }
+        }
+        sprite
+    }
+
+    fn vtt(&self, duration_secs: f64) -> String {
+        let columns = self.plan.columns.max(1);
+        let mut vtt = String::from("WEBVTT\n\n");
+        for i in 0..self.plan.tiles {
+            let start = f64::from(i) * self.plan.interval_secs;
+            let end = (start + self.plan.interval_secs).min(duration_secs.max(start + 0.001));
+            let (x, y) =
+                ((i % columns) * self.plan.tile_width, (i / columns) * self.plan.tile_height);
+            let _ = writeln!(
+                vtt,
+                "{} --> {}\nstoryboard.jpg#xywh={x},{y},{},{}\n",
+                timestamp(start),
+                timestamp(end),
+                self.plan.tile_width,
+                self.plan.tile_height
+            );
+        }
+        vtt
+    }
+}
+
+fn timestamp(seconds: f64) -> String {
+    let millis = (seconds * 1000.0).round() as u64;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        millis / 3_600_000,
+        millis / 60_000 % 60,
+        millis / 1000 % 60,
+        millis % 1000
+    )
+}
+
+fn scale(frame: &frame::Video, width: u32, height: u32) -> Result<frame::Video, EngineError> {
+    let mut scaler = scaling::Context::get(
+        frame.format(),
+        frame.width(),
+        frame.height(),
+        Pixel::YUVJ420P,
+        width,
+        height,
+        scaling::Flags::BICUBIC,
+    )
+    .map_err(|e| EngineError::output("thumbnail scaler", &e))?;
+    let mut scaled = frame::Video::new(Pixel::YUVJ420P, width, height);
+    scaler.run(frame, &mut scaled).map_err(|e| EngineError::output("scale thumbnail", &e))?;
+    Ok(scaled)
+}
+
+/// Encodes one frame with the MJPEG encoder; the packet is the JPEG file.
+fn write_jpeg(frame: &frame::Video, path: &Path) -> Result<(), EngineError> {
+    let codec = encoder::find(codec::Id::MJPEG)
+        .ok_or_else(|| EngineError::new(ErrorCode::Failed, "no MJPEG encoder"))?;
+    let mut context = codec::context::Context::new_with_codec(codec)
+        .encoder()
+        .video()
+        .map_err(|e| EngineError::output("jpeg encoder", &e))?;
+    context.set_width(frame.width());
+    context.set_height(frame.height());
+    context.set_format(Pixel::YUVJ420P);
+    context.set_time_base(Rational::new(1, 1));
+    context.set_global_quality(JPEG_QUALITY * ffmpeg_next::ffi::FF_QP2LAMBDA as i32);
+    context.set_flags(codec::Flags::QSCALE);
+    let mut opened = context
+        .open_as_with(codec, Dictionary::new())
+        .map_err(|e| EngineError::output("open jpeg encoder", &e))?;
+    let mut input = frame.clone();
+    input.set_pts(Some(0));
+    opened.send_frame(&input).map_err(|e| EngineError::output("encode jpeg", &e))?;
+    opened.send_eof().map_err(|e| EngineError::output("encode jpeg", &e))?;
+    let mut packet = Packet::empty();
+    opened.receive_packet(&mut packet).map_err(|e| EngineError::output("encode jpeg", &e))?;
+    std::fs::write(path, packet.data().unwrap_or_default())
+        .map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))
+}

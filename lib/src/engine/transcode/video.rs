@@ -1,0 +1,166 @@
+//! One rendition's video: scale the shared decoded frame, force keyframes on segment
+//! boundaries (the same frames in every rendition, so HLS renditions switch cleanly), encode.
+
+use ffmpeg_next::format::Pixel;
+use ffmpeg_next::software::scaling;
+use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, frame, picture};
+
+use crate::engine::plan::RenditionPlan;
+use crate::engine::{EngineError, ErrorCode};
+use crate::jobs::VideoCodec;
+
+/// Encoder settings shared by every rendition of a job.
+#[derive(Debug, Clone)]
+pub(crate) struct VideoSettings {
+    /// x264/x265 preset, e.g. `fast`.
+    pub preset: String,
+    /// Encoder threads (0 = automatic).
+    pub threads: usize,
+}
+
+pub(crate) struct VideoEncoder {
+    pub plan: RenditionPlan,
+    encoder: encoder::Video,
+    scaler: Option<(scaling::Context, Pixel, u32, u32)>,
+    scaled: frame::Video,
+    /// Time base of frames given to the encoder (the input stream's).
+    pub time_base: Rational,
+    next_keyframe: f64,
+    keyframe_step: f64,
+    last_pts: Option<i64>,
+}
+
+fn encoder_name(codec: VideoCodec) -> &'static str {
+    match codec {
+        VideoCodec::H264 => "libx264",
+        VideoCodec::Hevc => "libx265",
+        VideoCodec::Av1 => "libsvtav1",
+        VideoCodec::Vp9 => "libvpx-vp9",
+    }
+}
+
+/// The MP4 sample entry tag Apple players need for HEVC.
+pub(crate) fn codec_tag(codec: VideoCodec) -> Option<[u8; 4]> {
+    (codec == VideoCodec::Hevc).then_some(*b"hvc1")
+}
+
+impl VideoEncoder {
+    pub(crate) fn open(
+        plan: &RenditionPlan,
+        time_base: Rational,
+        keyframe_step: f64,
+        settings: &VideoSettings,
+    ) -> Result<VideoEncoder, EngineError> {
+        let name = encoder_name(plan.video_codec);
+        let codec = encoder::find_by_name(name).ok_or_else(|| {
+            EngineError::new(ErrorCode::Failed, format!("encoder {name} is not available"))
+        })?;
+        let mut context = codec::context::Context::new_with_codec(codec)
+            .encoder()
+            .video()
+            .map_err(|e| EngineError::output("video encoder", &e))?;
+        context.set_width(plan.width);
+        context.set_height(plan.height);
+        context.set_format(Pixel::YUV420P);
+        context.set_time_base(time_base);
+        let fps = Rational::from(plan.fps);
+        context.set_frame_rate(Some(fps));
+        context.set_bit_rate(plan.video_bit_rate as usize);
+        context.set_max_bit_rate(plan.max_bit_rate as usize);
+        context.set_gop(plan.gop);
+        // MP4 and fMP4 keep codec headers out of band.
+        context.set_flags(codec::Flags::GLOBAL_HEADER);
+        let mut options = Dictionary::new();
+        options.set("bufsize", &(plan.max_bit_rate * 2).to_string());
+        options.set("keyint_min", &plan.gop.to_string());
+        options.set("threads", &settings.threads.to_string());
+        match plan.video_codec {
+            VideoCodec::H264 => {
+                options.set("preset", &settings.preset);
+                options.set("profile", "high");
+                options.set("sc_threshold", "0");
+                options.set("forced-idr", "1");
+            }
+            VideoCodec::Hevc => {
+                options.set("preset", &settings.preset);
+                options.set("forced-idr", "1");
+                options.set("x265-params", "log-level=error:scenecut=0");
+            }
+            VideoCodec::Av1 => {
+                options.set("preset", "8");
+                options.set("svtav1-params", "scd=0");
+            }
+            VideoCodec::Vp9 => {
+                options.set("deadline", "good");
+                options.set("cpu-used", "4");
+                options.set("row-mt", "1");
+            }
+        }
+        let encoder = context
+            .open_as_with(codec, options)
+            .map_err(|e| EngineError::output(&format!("open {name}"), &e))?;
+        Ok(VideoEncoder {
+            plan: plan.clone(),
+            encoder,
+            scaler: None,
+            scaled: frame::Video::new(Pixel::YUV420P, plan.width, plan.height),
+            time_base,
+            next_keyframe: 0.0,
+            keyframe_step,
+            last_pts: None,
+        })
+    }
+
+    /// The encoder's context (to describe the output stream).
+    pub(crate) fn context(&self) -> &codec::Context {
+        &self.encoder
+    }
+
+    /// Scales `frame` (pts already normalized to start at 0) and sends it to the encoder.
+    pub(crate) fn send(&mut self, frame: &frame::Video, pts: i64) -> Result<(), EngineError> {
+        // Encoders need strictly increasing timestamps; a repeated or backwards one is dropped.
+        if self.last_pts.is_some_and(|last| pts <= last) {
+            return Ok(());
+        }
+        self.last_pts = Some(pts);
+        let (format, width, height) = (frame.format(), frame.width(), frame.height());
+        let needs_new =
+            self.scaler.as_ref().is_none_or(|(_, f, w, h)| (*f, *w, *h) != (format, width, height));
+        if needs_new {
+            let scaler = scaling::Context::get(
+                format,
+                width,
+                height,
+                Pixel::YUV420P,
+                self.plan.width,
+                self.plan.height,
+                scaling::Flags::BICUBIC,
+            )
+            .map_err(|e| EngineError::output("create scaler", &e))?;
+            self.scaler = Some((scaler, format, width, height));
+        }
+        let (scaler, ..) = self.scaler.as_mut().expect("scaler set above");
+        scaler.run(frame, &mut self.scaled).map_err(|e| EngineError::output("scale", &e))?;
+        self.scaled.set_pts(Some(pts));
+        let seconds = pts as f64 * f64::from(self.time_base);
+        if seconds + 1e-3 >= self.next_keyframe {
+            self.scaled.set_kind(picture::Type::I);
+            while self.next_keyframe <= seconds + 1e-3 {
+                self.next_keyframe += self.keyframe_step;
+            }
+        } else {
+            self.scaled.set_kind(picture::Type::None);
+        }
+        self.encoder.send_frame(&self.scaled).map_err(|e| EngineError::output("encode video", &e))
+    }
+
+    pub(crate) fn send_eof(&mut self) -> Result<(), EngineError> {
+        self.encoder.send_eof().map_err(|e| EngineError::output("flush video encoder", &e))
+    }
+
+    /// The next encoded packet, if one is ready.
+    pub(crate) fn receive(&mut self) -> Option<Packet> {
+        let mut packet = Packet::empty();
+        self.encoder.receive_packet(&mut packet).ok().map(|()| packet)
+    }
+}
