@@ -162,6 +162,7 @@ impl DispatcherConfig {
 pub struct WorkerConfig {
     pub concurrency: u32,
     pub scratch_dir: PathBuf,
+    pub engine: crate::engine::Config,
 }
 
 impl WorkerConfig {
@@ -172,7 +173,7 @@ impl WorkerConfig {
         if self.scratch_dir.as_os_str().is_empty() {
             return Err(Invalid::new("scratch_dir", "must not be empty"));
         }
-        Ok(())
+        self.engine.validate()
     }
 }
 

@@ -4,6 +4,7 @@
 //! starts and watches.
 
 pub mod child;
+mod config;
 mod error;
 pub mod limits;
 mod media;
@@ -12,11 +13,12 @@ pub mod probe;
 pub mod supervisor;
 mod transcode;
 
+pub use self::config::Config;
 pub use self::error::{EngineError, ErrorCode};
 pub use self::limits::Limits;
 pub use self::media::{AudioInfo, MediaInfo, VideoInfo};
 pub use self::plan::{EnginePlan, EngineSpec, Mode, RenditionPlan, plan};
 pub use self::supervisor::{EngineRun, SandboxLimits, Supervisor};
 pub use self::transcode::{
-    EncoderSettings, EngineJob, EngineReport, OutputFile, Progress, RenditionReport, run,
+    EncoderSettings, EngineJob, EngineReport, OutputFile, Progress, RenditionReport, run, run_with,
 };

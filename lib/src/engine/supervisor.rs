@@ -32,6 +32,11 @@ pub struct SandboxLimits {
     pub open_files: u64,
     /// Wall-clock deadline; the process group is killed when it passes.
     pub wall_deadline: Duration,
+    /// Once the source is probed, the deadline shrinks to `deadline_base` plus this many
+    /// seconds per second of media (if that is earlier): a hang on a short clip is caught in
+    /// minutes, not hours.
+    pub deadline_per_media_second: f64,
+    pub deadline_base: Duration,
 }
 
 /// A finished run.
@@ -151,6 +156,13 @@ impl Supervisor {
                         network_isolated = isolated;
                         if !isolated {
                             tracing::warn!(%detail, "engine runs without network isolation");
+                        }
+                    }
+                    Some(ChildMessage::Probed { media }) => {
+                        let budget = self.limits.deadline_base.as_secs_f64() + media.duration_secs * self.limits.deadline_per_media_second;
+                        let tighter = started + Duration::from_secs_f64(budget.max(1.0));
+                        if tighter < started + self.limits.wall_deadline {
+                            deadline.as_mut().reset(tokio::time::Instant::from_std(tighter));
                         }
                     }
                     Some(ChildMessage::Progress(p)) => {

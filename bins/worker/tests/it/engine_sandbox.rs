@@ -19,6 +19,8 @@ fn limits() -> SandboxLimits {
         file_size_bytes: 1 << 30,
         open_files: 256,
         wall_deadline: Duration::from_secs(120),
+        deadline_per_media_second: 20.0,
+        deadline_base: Duration::from_secs(60),
     }
 }
 
@@ -211,6 +213,11 @@ async fn resource_limits_bite_with_their_own_classes() {
     .await
     .unwrap_err();
     assert_eq!(error.code, ErrorCode::Disk, "{error}");
+
+    // A deadline scaled to the probed duration: 0.05 s per media second for a 10 s clip.
+    let scaled = SandboxLimits { deadline_base: Duration::ZERO, deadline_per_media_second: 0.05, ..limits() };
+    let error = run_with(&heavy, scaled, |_| {}).await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::Timeout, "{error}");
 
     let memory = SandboxLimits { memory_bytes: 400 << 20, ..limits() };
     let error = run_with(&heavy, memory, |_| {}).await.unwrap_err();

@@ -188,7 +188,17 @@ pub fn run(
     job: &EngineJob,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<EngineReport, EngineError> {
+    run_with(job, &mut |_| {}, on_progress)
+}
+
+/// As [`run`], telling `on_probed` what the source is once it passed the probe.
+pub fn run_with(
+    job: &EngineJob,
+    on_probed: &mut dyn FnMut(&MediaInfo),
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<EngineReport, EngineError> {
     let (mut input, media) = probe::open(&job.input, &job.limits)?;
+    on_probed(&media);
     let plan = plan(&job.spec, &media, job.settings.segment_secs);
     let out = &job.output_dir;
     std::fs::create_dir_all(out).map_err(io_error)?;
