@@ -41,7 +41,7 @@ pub fn ok_mp4() -> PathBuf {
     clip(&ClipSpec { duration_ms: 3000, ..ClipSpec::default() })
 }
 
-/// C1: VP8 + Opus WebM.
+/// C1: VP8 + Opus `WebM`.
 pub fn ok_webm() -> PathBuf {
     clip(&ClipSpec {
         duration_ms: 2000,
@@ -144,7 +144,7 @@ pub fn lfi_hls(dir: &Path) -> PathBuf {
 }
 
 /// C8: playlists reaching a canary video planted in `<dir>/other_tenant/`; returns
-/// (canary file, [xtenant.mp4, xtenant_ts.mp4, xconcat.mp4]).
+/// (canary file, [`xtenant.mp4`, `xtenant_ts.mp4`, `xconcat.mp4`]).
 pub fn cross_tenant(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
     let other = dir.join("other_tenant");
     std::fs::create_dir_all(&other).expect("canary dir");
@@ -290,7 +290,7 @@ pub fn streams_bomb() -> PathBuf {
     cached("streams_bomb.mkv", &args)
 }
 
-/// C14: MagicYUV (a decoder with a known heap overflow; not allowlisted).
+/// C14: `MagicYUV` (a decoder with a known heap overflow; not allowlisted).
 pub fn magic() -> PathBuf {
     cached(
         "magic.mkv",

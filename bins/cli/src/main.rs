@@ -60,6 +60,12 @@ enum Command {
         api: ApiArgs,
         id: String,
     },
+    /// Run the engine and the equivalent FFmpeg CLI commands on one clip and compare their CPU
+    /// and wall time (see docs/BENCHMARKS.md).
+    CompareEngine {
+        #[command(flatten)]
+        args: commands::compare::CompareArgs,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -102,6 +108,7 @@ fn main() -> ExitCode {
             Command::Cancel { api, id } => {
                 commands::jobs::cancel(&api.client(&settings)?, &id).await.map(|()| true)
             }
+            Command::CompareEngine { args } => commands::compare::run(args).await.map(|()| true),
             Command::Keys { command } => {
                 commands::keys::run(&settings, command).await.map(|()| true)
             }

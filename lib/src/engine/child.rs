@@ -18,12 +18,21 @@ use super::{EngineError, EngineJob, EngineReport, ErrorCode, Progress};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ChildMessage {
-    Sandbox { network_isolated: bool, detail: String },
+    Sandbox {
+        network_isolated: bool,
+        detail: String,
+    },
     /// The source passed the probe; the supervisor tightens the deadline to its duration.
-    Probed { media: Box<super::MediaInfo> },
+    Probed {
+        media: Box<super::MediaInfo>,
+    },
     Progress(Progress),
-    Result { report: Box<EngineReport> },
-    Error { error: EngineError },
+    Result {
+        report: Box<EngineReport>,
+    },
+    Error {
+        error: EngineError,
+    },
 }
 
 /// Exit status of a child that reported an error line (it did not crash).
@@ -74,8 +83,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_REPORTED_ERROR);
         }
     };
-    let on_probed = &mut |media: &super::MediaInfo| emit(&ChildMessage::Probed { media: Box::new(media.clone()) });
-    match super::run_with(&job, on_probed, &mut |progress| emit(&ChildMessage::Progress(progress.clone()))) {
+    let on_probed = &mut |media: &super::MediaInfo| {
+        emit(&ChildMessage::Probed { media: Box::new(media.clone()) })
+    };
+    match super::run_with(&job, on_probed, &mut |progress| {
+        emit(&ChildMessage::Progress(progress.clone()))
+    }) {
         Ok(report) => {
             emit(&ChildMessage::Result { report: Box::new(report) });
             ExitCode::SUCCESS

@@ -33,34 +33,60 @@ pub struct Config {
     pub deadline_per_media_second: f64,
 }
 
-const X264_PRESETS: [&str; 10] = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"];
+const X264_PRESETS: [&str; 10] = [
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+];
 
 impl Config {
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
         if !X264_PRESETS.contains(&self.x264_preset.as_str()) {
-            return Err(Invalid::new("engine.x264_preset", format!("one of {}", X264_PRESETS.join(", "))));
+            return Err(Invalid::new(
+                "engine.x264_preset",
+                format!("one of {}", X264_PRESETS.join(", ")),
+            ));
         }
         require_positive("engine.hls_segment_duration", self.hls_segment_duration)?;
         require_positive("engine.max_duration", self.max_duration)?;
         require_positive("engine.cpu_limit", self.cpu_limit)?;
         require_positive("engine.wall_deadline", self.wall_deadline)?;
         if self.max_width < 16 || self.max_height < 16 {
-            return Err(Invalid::new("engine.max_width", "max_width and max_height must be at least 16"));
+            return Err(Invalid::new(
+                "engine.max_width",
+                "max_width and max_height must be at least 16",
+            ));
         }
-        if !(self.max_fps >= 1.0) {
+        if self.max_fps.is_nan() || self.max_fps < 1.0 {
             return Err(Invalid::new("engine.max_fps", "must be at least 1"));
         }
         if !(0.0..=1.0).contains(&self.max_error_rate) {
             return Err(Invalid::new("engine.max_error_rate", "must be between 0 and 1"));
         }
         if self.memory_limit_bytes < (256 << 20) {
-            return Err(Invalid::new("engine.memory_limit_bytes", "must be at least 256 MiB (the engine itself needs that much address space)"));
+            return Err(Invalid::new(
+                "engine.memory_limit_bytes",
+                "must be at least 256 MiB (the engine itself needs that much address space)",
+            ));
         }
         if self.open_files < 32 || self.max_streams == 0 || self.file_size_limit_bytes == 0 {
-            return Err(Invalid::new("engine.open_files", "open_files >= 32, max_streams >= 1, file_size_limit_bytes >= 1"));
+            return Err(Invalid::new(
+                "engine.open_files",
+                "open_files >= 32, max_streams >= 1, file_size_limit_bytes >= 1",
+            ));
         }
-        if !(self.deadline_per_media_second > 0.0) {
-            return Err(Invalid::new("engine.deadline_per_media_second", "must be greater than zero"));
+        if self.deadline_per_media_second.is_nan() || self.deadline_per_media_second <= 0.0 {
+            return Err(Invalid::new(
+                "engine.deadline_per_media_second",
+                "must be greater than zero",
+            ));
         }
         Ok(())
     }

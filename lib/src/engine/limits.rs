@@ -35,7 +35,7 @@ impl Default for Limits {
 /// open other files or URLs.
 pub const FORMAT_WHITELIST: &str = "mov,matroska";
 
-/// Decoders FFmpeg may use. Everything users legitimately upload, nothing exotic (MagicYUV,
+/// Decoders FFmpeg may use. Everything users legitimately upload, nothing exotic (`MagicYUV`,
 /// PNG, XBIN, … carry the decoder CVEs).
 pub const CODEC_WHITELIST: &str = "h264,hevc,vp8,vp9,av1,libdav1d,mpeg4,prores,aac,aac_fixed,mp3,mp3float,opus,libopus,vorbis,flac,alac,ac3,eac3,pcm_s16le,pcm_s24le,pcm_f32le";
 

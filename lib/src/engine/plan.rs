@@ -171,7 +171,7 @@ pub fn plan(spec: &EngineSpec, media: &MediaInfo, segment_secs: f64) -> EnginePl
         }
     }
     // Highest quality first: players and the master playlist list the best rendition first.
-    renditions.sort_by(|a, b| (b.width * b.height).cmp(&(a.width * a.height)));
+    renditions.sort_by_key(|r| std::cmp::Reverse(r.width * r.height));
     EnginePlan { mode: Mode::Transcode, renditions, mp4, hls_segment_secs, thumbnails }
 }
 

@@ -198,7 +198,7 @@ fn describe(input: &Input, limits: &Limits) -> Result<MediaInfo, EngineError> {
     } else {
         0.0
     };
-    if !(fps > 0.0) {
+    if fps.is_nan() || fps <= 0.0 {
         return Err(EngineError::new(ErrorCode::Corrupt, "the video stream has no frame rate"));
     }
     if fps > limits.max_fps {
@@ -210,7 +210,7 @@ fn describe(input: &Input, limits: &Limits) -> Result<MediaInfo, EngineError> {
     let duration = input.duration();
     let duration_secs =
         if duration > 0 { duration as f64 / f64::from(ffi::AV_TIME_BASE) } else { 0.0 };
-    if !(duration_secs > 0.0) {
+    if duration_secs.is_nan() || duration_secs <= 0.0 {
         return Err(EngineError::new(ErrorCode::Corrupt, "the duration is unknown"));
     }
     if duration_secs > limits.max_duration_secs {

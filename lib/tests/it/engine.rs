@@ -62,9 +62,24 @@ fn assert_mp4(path: &Path, codec: &str, size: (u64, u64), audio: Option<&str>) {
     let probe = ffprobe(path);
     let video = stream(&probe, "video").expect("video stream");
     assert_eq!(video["codec_name"], codec, "{}", path.display());
-    assert_eq!((video["width"].as_u64().unwrap(), video["height"].as_u64().unwrap()), size, "{}", path.display());
-    assert!((duration(&probe) - 3.0).abs() <= 0.1, "{}: duration {}", path.display(), duration(&probe));
-    assert_eq!(stream(&probe, "audio").map(|a| a["codec_name"].as_str().unwrap()), audio, "{}", path.display());
+    assert_eq!(
+        (video["width"].as_u64().unwrap(), video["height"].as_u64().unwrap()),
+        size,
+        "{}",
+        path.display()
+    );
+    assert!(
+        (duration(&probe) - 3.0).abs() <= 0.1,
+        "{}: duration {}",
+        path.display(),
+        duration(&probe)
+    );
+    assert_eq!(
+        stream(&probe, "audio").map(|a| a["codec_name"].as_str().unwrap()),
+        audio,
+        "{}",
+        path.display()
+    );
     let bytes = std::fs::read(path).unwrap();
     let find = |tag: &[u8]| bytes.windows(4).position(|w| w == tag).unwrap();
     assert!(find(b"moov") < find(b"mdat"), "{} is not faststart", path.display());
@@ -78,7 +93,8 @@ fn run(spec: EngineSpec, input: &Path) -> (tempfile::TempDir, engine::EngineRepo
 
 #[test]
 fn default_preset_copies_the_streams_into_a_faststart_mp4() {
-    let (out, report) = run(spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]), &source(true));
+    let (out, report) =
+        run(spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]), &source(true));
     assert_eq!(report.mode, engine::Mode::Copy);
     assert_eq!(report.frames, 75);
     assert_mp4(&out.path().join("mp4/source.mp4"), "h264", (640, 360), Some("aac"));
@@ -86,14 +102,24 @@ fn default_preset_copies_the_streams_into_a_faststart_mp4() {
 
 #[test]
 fn default_preset_with_one_quality_transcodes_it() {
-    let (out, report) = run(spec(Preset::Default, Qualities::List(vec![Quality::P144]), &[OutputKind::Mp4]), &source(true));
+    let (out, report) = run(
+        spec(Preset::Default, Qualities::List(vec![Quality::P144]), &[OutputKind::Mp4]),
+        &source(true),
+    );
     assert_eq!(report.renditions.len(), 1);
     assert_mp4(&out.path().join("mp4/144p.mp4"), "h264", (256, 144), Some("aac"));
 }
 
 #[test]
 fn web_optimized_makes_one_h264_aac_mp4_per_quality_and_thumbnails() {
-    let (out, report) = run(spec(Preset::WebOptimized, Qualities::Auto(AutoLadder::Auto), &[OutputKind::Mp4, OutputKind::Thumbnails]), &source(true));
+    let (out, report) = run(
+        spec(
+            Preset::WebOptimized,
+            Qualities::Auto(AutoLadder::Auto),
+            &[OutputKind::Mp4, OutputKind::Thumbnails],
+        ),
+        &source(true),
+    );
     let names: Vec<&str> = report.renditions.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["360p", "144p"]);
     assert_mp4(&out.path().join("mp4/360p.mp4"), "h264", (640, 360), Some("aac"));
@@ -105,12 +131,18 @@ fn web_optimized_makes_one_h264_aac_mp4_per_quality_and_thumbnails() {
     let vtt = std::fs::read_to_string(out.path().join("thumbs/storyboard.vtt")).unwrap();
     assert!(vtt.starts_with("WEBVTT"));
     assert_eq!(vtt.matches("storyboard.jpg#xywh=").count(), 3, "{vtt}");
-    assert!(vtt.contains("00:00:01.000 --> 00:00:02.000\nstoryboard.jpg#xywh=160,0,160,90"), "{vtt}");
+    assert!(
+        vtt.contains("00:00:01.000 --> 00:00:02.000\nstoryboard.jpg#xywh=160,0,160,90"),
+        "{vtt}"
+    );
 }
 
 #[test]
 fn a_silent_source_gives_silent_renditions() {
-    let (out, _) = run(spec(Preset::WebOptimized, Qualities::List(vec![Quality::P360]), &[OutputKind::Mp4]), &source(false));
+    let (out, _) = run(
+        spec(Preset::WebOptimized, Qualities::List(vec![Quality::P360]), &[OutputKind::Mp4]),
+        &source(false),
+    );
     assert_mp4(&out.path().join("mp4/360p.mp4"), "h264", (640, 360), None);
 }
 
@@ -121,14 +153,19 @@ fn hevc_av1_vp9_and_opus_are_selectable() {
         (VideoCodec::Av1, AudioCodec::Opus, "av1", "opus"),
         (VideoCodec::Vp9, AudioCodec::Opus, "vp9", "opus"),
     ] {
-        let mut spec = spec(Preset::Default, Qualities::List(vec![Quality::P144]), &[OutputKind::Mp4]);
+        let mut spec =
+            spec(Preset::Default, Qualities::List(vec![Quality::P144]), &[OutputKind::Mp4]);
         spec.video_codec = video;
         spec.audio_codec = audio;
         let (out, _) = run(spec, &source(true));
         assert_mp4(&out.path().join("mp4/144p.mp4"), codec_name, (256, 144), Some(audio_name));
         if video == VideoCodec::Hevc {
             let probe = ffprobe(&out.path().join("mp4/144p.mp4"));
-            assert_eq!(stream(&probe, "video").unwrap()["codec_tag_string"], "hvc1", "Apple players need hvc1");
+            assert_eq!(
+                stream(&probe, "video").unwrap()["codec_tag_string"],
+                "hvc1",
+                "Apple players need hvc1"
+            );
         }
     }
 }
@@ -136,7 +173,16 @@ fn hevc_av1_vp9_and_opus_are_selectable() {
 /// Presentation times of the keyframes of a playlist's video.
 fn keyframes(playlist: &Path) -> Vec<String> {
     let output = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "frame=key_frame,pts_time", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=key_frame,pts_time",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(playlist)
         .output()
         .unwrap();
@@ -150,25 +196,51 @@ fn keyframes(playlist: &Path) -> Vec<String> {
 
 #[test]
 fn hls_is_a_real_abr_set_with_aligned_keyframes() {
-    let (out, report) = run(spec(Preset::Hls, Qualities::Auto(AutoLadder::Auto), &[OutputKind::Hls]), &source(true));
+    let (out, report) = run(
+        spec(Preset::Hls, Qualities::Auto(AutoLadder::Auto), &[OutputKind::Hls]),
+        &source(true),
+    );
     let hls = out.path().join("hls");
     let master = std::fs::read_to_string(hls.join("master.m3u8")).unwrap();
     assert!(master.starts_with("#EXTM3U"));
-    let variants: Vec<&str> = master.lines().filter(|l| l.starts_with("#EXT-X-STREAM-INF:")).collect();
+    let variants: Vec<&str> =
+        master.lines().filter(|l| l.starts_with("#EXT-X-STREAM-INF:")).collect();
     assert_eq!(variants.len(), report.renditions.len());
     for (line, rendition) in variants.iter().zip(&report.renditions) {
-        for attribute in ["BANDWIDTH=", "AVERAGE-BANDWIDTH=", "CODECS=\"avc1.", ",mp4a.40.2\"", "FRAME-RATE=25.000"] {
+        for attribute in [
+            "BANDWIDTH=",
+            "AVERAGE-BANDWIDTH=",
+            "CODECS=\"avc1.",
+            ",mp4a.40.2\"",
+            "FRAME-RATE=25.000",
+        ] {
             assert!(line.contains(attribute), "{line} lacks {attribute}");
         }
-        assert!(line.contains(&format!("RESOLUTION={}x{}", rendition.width, rendition.height)), "{line}");
-        let value = |name: &str| -> u64 { line.split(name).nth(1).unwrap().split(',').next().unwrap().parse().unwrap() };
+        assert!(
+            line.contains(&format!("RESOLUTION={}x{}", rendition.width, rendition.height)),
+            "{line}"
+        );
+        let value = |name: &str| -> u64 {
+            line.split(name).nth(1).unwrap().split(',').next().unwrap().parse().unwrap()
+        };
         assert!(value(",AVERAGE-BANDWIDTH=") <= value(":BANDWIDTH="));
-        let playlist = std::fs::read_to_string(hls.join(&rendition.name).join("index.m3u8")).unwrap();
-        assert!(playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD") && playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
+        let playlist =
+            std::fs::read_to_string(hls.join(&rendition.name).join("index.m3u8")).unwrap();
+        assert!(
+            playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD") && playlist.contains("#EXT-X-ENDLIST"),
+            "{playlist}"
+        );
         assert!(playlist.contains("#EXT-X-MAP:URI=\"init.mp4\""), "{playlist}");
-        let durations: Vec<f64> = playlist.lines().filter_map(|l| l.strip_prefix("#EXTINF:")).map(|d| d.trim_end_matches(',').parse().unwrap()).collect();
+        let durations: Vec<f64> = playlist
+            .lines()
+            .filter_map(|l| l.strip_prefix("#EXTINF:"))
+            .map(|d| d.trim_end_matches(',').parse().unwrap())
+            .collect();
         assert_eq!(durations.len(), 3, "{playlist}");
-        assert!(durations.iter().all(|d| (d - 1.0).abs() <= 0.1), "segments of about the 1 s target: {durations:?}");
+        assert!(
+            durations.iter().all(|d| (d - 1.0).abs() <= 0.1),
+            "segments of about the 1 s target: {durations:?}"
+        );
     }
     // ffprobe opens the master playlist and reads every variant.
     let probe = ffprobe(&hls.join("master.m3u8"));
@@ -186,7 +258,21 @@ fn hls_is_a_real_abr_set_with_aligned_keyframes() {
 fn progress_is_reported_with_frames_percent_and_rates() {
     let out = tempfile::tempdir().unwrap();
     let mut seen = Vec::new();
-    engine::run(&job(&source(true), out.path(), spec(Preset::Hls, Qualities::List(vec![Quality::P144]), &[OutputKind::Hls])), &mut |p| seen.push(p.clone())).unwrap();
+    engine::run(
+        &job(
+            &source(true),
+            out.path(),
+            spec(Preset::Hls, Qualities::List(vec![Quality::P144]), &[OutputKind::Hls]),
+        ),
+        &mut |p| seen.push(p.clone()),
+    )
+    .unwrap();
     let first = seen.first().expect("at least one progress report");
-    assert!(first.frames >= 1 && (0.0..=100.0).contains(&first.percent) && first.fps > 0.0 && first.speed >= 0.0, "{first:?}");
+    assert!(
+        first.frames >= 1
+            && (0.0..=100.0).contains(&first.percent)
+            && first.fps > 0.0
+            && first.speed >= 0.0,
+        "{first:?}"
+    );
 }

@@ -1,5 +1,6 @@
 //! The client commands: `submit`, `status`, `jobs`, `cancel`, `keys`.
 
+pub(crate) mod compare;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod submit;

@@ -1,3 +1,4 @@
 //! The `tcoder` command against real processes.
 
+mod compare;
 mod up;

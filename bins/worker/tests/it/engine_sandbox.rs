@@ -215,7 +215,11 @@ async fn resource_limits_bite_with_their_own_classes() {
     assert_eq!(error.code, ErrorCode::Disk, "{error}");
 
     // A deadline scaled to the probed duration: 0.05 s per media second for a 10 s clip.
-    let scaled = SandboxLimits { deadline_base: Duration::ZERO, deadline_per_media_second: 0.05, ..limits() };
+    let scaled = SandboxLimits {
+        deadline_base: Duration::ZERO,
+        deadline_per_media_second: 0.05,
+        ..limits()
+    };
     let error = run_with(&heavy, scaled, |_| {}).await.unwrap_err();
     assert_eq!(error.code, ErrorCode::Timeout, "{error}");
 

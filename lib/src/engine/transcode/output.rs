@@ -51,13 +51,10 @@ impl Muxer {
             if allocated < 0 {
                 return Err(fail("allocate output", allocated));
             }
-            let no_file = (*(*context).oformat).flags & ffi::AVFMT_NOFILE as i32 != 0;
+            let no_file = (*(*context).oformat).flags & ffi::AVFMT_NOFILE != 0;
             if !no_file {
-                let opened = ffi::avio_open(
-                    &mut (*context).pb,
-                    c_path.as_ptr(),
-                    ffi::AVIO_FLAG_WRITE as i32,
-                );
+                let opened =
+                    ffi::avio_open(&mut (*context).pb, c_path.as_ptr(), ffi::AVIO_FLAG_WRITE);
                 if opened < 0 {
                     ffi::avformat_free_context(context);
                     return Err(fail("open output file", opened));

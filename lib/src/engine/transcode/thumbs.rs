@@ -174,7 +174,7 @@ fn write_jpeg(frame: &frame::Video, path: &Path) -> Result<(), EngineError> {
     context.set_height(frame.height());
     context.set_format(Pixel::YUVJ420P);
     context.set_time_base(Rational::new(1, 1));
-    context.set_global_quality(JPEG_QUALITY * ffmpeg_next::ffi::FF_QP2LAMBDA as i32);
+    context.set_global_quality(JPEG_QUALITY * ffmpeg_next::ffi::FF_QP2LAMBDA);
     context.set_flags(codec::Flags::QSCALE);
     let mut opened = context
         .open_as_with(codec, Dictionary::new())

@@ -1,0 +1,278 @@
+//! `tcoder compare-engine`: runs the engine (sandboxed, as the worker does) and the equivalent
+//! FFmpeg CLI commands on the same clip, side by side, and reports CPU seconds (user + system
+//! of the whole process tree) and wall time, min and median over repeats, with ratios.
+//!
+//! "Equivalent" means the same renditions, encoder, bit rates, GOP, forced keyframes, scaler and
+//! audio settings, taken from the engine's own plan: (1) one `ffmpeg` run with a `split`
+//! filter feeding every rendition, as a careful FFmpeg user would write it, and (2) one
+//! `ffmpeg` run per rendition, as the pipeline we replace did.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+use tcoder::engine::{
+    self, EncoderSettings, EngineJob, EngineSpec, Limits, RenditionPlan, SandboxLimits, Supervisor,
+};
+use tcoder::jobs::{AudioCodec, OutputKind, Preset, Qualities, Quality, VideoCodec};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CompareArgs {
+    /// The clip to transcode.
+    #[arg(long)]
+    input: PathBuf,
+    /// `web-optimized` (one MP4 per quality) or `hls`.
+    #[arg(long, default_value = "web-optimized")]
+    preset: String,
+    /// Qualities (comma-separated).
+    #[arg(long, default_value = "720p,360p,144p", value_delimiter = ',')]
+    qualities: Vec<String>,
+    /// x264 preset for every encoder.
+    #[arg(long, default_value = "fast")]
+    x264_preset: String,
+    /// Runs of each variant (min and median are reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Folder holding `tcoder-worker` (default: next to this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// CPU and wall seconds of one run.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    cpu: f64,
+    wall: f64,
+}
+
+pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
+    let preset = match args.preset.as_str() {
+        "web-optimized" => Preset::WebOptimized,
+        "hls" => Preset::Hls,
+        other => bail!("preset must be web-optimized or hls, not {other}"),
+    };
+    let qualities = args
+        .qualities
+        .iter()
+        .map(|q| {
+            serde_json::from_value::<Quality>(json!(q))
+                .with_context(|| format!("unknown quality {q}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let outputs = if preset == Preset::Hls { vec![OutputKind::Hls] } else { vec![OutputKind::Mp4] };
+    let spec = EngineSpec {
+        preset,
+        qualities: Qualities::List(qualities),
+        outputs,
+        video_codec: VideoCodec::H264,
+        audio_codec: AudioCodec::Aac,
+    };
+    let settings =
+        EncoderSettings { x264_preset: args.x264_preset.clone(), segment_secs: 4.0, threads: 0 };
+    let (_, media) =
+        engine::probe::open(&args.input, &Limits::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan = engine::plan(&spec, &media, settings.segment_secs);
+    let worker = match &args.bin_dir {
+        Some(dir) => dir.join("tcoder-worker"),
+        None => std::env::current_exe()?.parent().context("binary folder")?.join("tcoder-worker"),
+    };
+    let supervisor = Supervisor {
+        program: worker,
+        args: vec!["engine".into()],
+        limits: SandboxLimits {
+            memory_bytes: 8 << 30,
+            cpu_secs: 3600,
+            file_size_bytes: 20 << 30,
+            open_files: 256,
+            wall_deadline: Duration::from_secs(3600),
+            deadline_per_media_second: 100.0,
+            deadline_base: Duration::from_secs(600),
+        },
+    };
+    let (mut engine_runs, mut split_runs, mut separate_runs) = (Vec::new(), Vec::new(), Vec::new());
+    // Interleaved, so machine noise hits every variant alike.
+    for _ in 0..args.repeats.max(1) {
+        let scratch = tempfile::tempdir()?;
+        let job = EngineJob {
+            input: args.input.canonicalize()?,
+            output_dir: scratch.path().join("engine"),
+            spec: spec.clone(),
+            limits: Limits::default(),
+            settings: settings.clone(),
+        };
+        let started = Instant::now();
+        let done = supervisor
+            .run(&job, scratch.path(), None, CancellationToken::new())
+            .await
+            .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
+        engine_runs.push(Sample { cpu: done.cpu_secs, wall: started.elapsed().as_secs_f64() });
+
+        let dir = scratch.path().join("split");
+        split_runs.push(ffmpeg(&split_command(
+            &args.input,
+            &plan.renditions,
+            preset,
+            &settings,
+            &dir,
+        ))?);
+        let mut total = Sample { cpu: 0.0, wall: 0.0 };
+        for (i, rendition) in plan.renditions.iter().enumerate() {
+            let dir = scratch.path().join(format!("separate{i}"));
+            let sample = ffmpeg(&split_command(
+                &args.input,
+                std::slice::from_ref(rendition),
+                preset,
+                &settings,
+                &dir,
+            ))?;
+            total.cpu += sample.cpu;
+            total.wall += sample.wall;
+        }
+        separate_runs.push(total);
+    }
+    let summary = |runs: &[Sample]| {
+        let stat = |f: fn(&Sample) -> f64| {
+            let mut values: Vec<f64> = runs.iter().map(f).collect();
+            values.sort_by(f64::total_cmp);
+            (values[0], values[values.len() / 2])
+        };
+        (stat(|s| s.cpu), stat(|s| s.wall))
+    };
+    let (engine_cpu, engine_wall) = summary(&engine_runs);
+    let (split_cpu, split_wall) = summary(&split_runs);
+    let (separate_cpu, separate_wall) = summary(&separate_runs);
+    let report = json!({
+        "input": args.input, "preset": args.preset, "qualities": args.qualities, "x264_preset": args.x264_preset,
+        "repeats": args.repeats,
+        "renditions": plan.renditions.iter().map(|r| json!({"name": r.name, "width": r.width, "height": r.height, "video_bit_rate": r.video_bit_rate})).collect::<Vec<_>>(),
+        "engine": {"cpu_min": engine_cpu.0, "cpu_median": engine_cpu.1, "wall_min": engine_wall.0, "wall_median": engine_wall.1},
+        "ffmpeg_split": {"cpu_min": split_cpu.0, "cpu_median": split_cpu.1, "wall_min": split_wall.0, "wall_median": split_wall.1},
+        "ffmpeg_per_quality": {"cpu_min": separate_cpu.0, "cpu_median": separate_cpu.1, "wall_min": separate_wall.0, "wall_median": separate_wall.1},
+        "ratio_engine_to_split_cpu_median": engine_cpu.1 / split_cpu.1,
+        "ratio_engine_to_per_quality_cpu_median": engine_cpu.1 / separate_cpu.1,
+        "ratio_engine_to_split_cpu_min": engine_cpu.0 / split_cpu.0,
+        "ratio_engine_to_per_quality_cpu_min": engine_cpu.0 / separate_cpu.0,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{:<22} {:>10} {:>10} {:>10} {:>10}",
+            "variant", "cpu min", "cpu med", "wall min", "wall med"
+        );
+        for (name, (cpu, wall)) in [
+            ("engine", (engine_cpu, engine_wall)),
+            ("ffmpeg split", (split_cpu, split_wall)),
+            ("ffmpeg per quality", (separate_cpu, separate_wall)),
+        ] {
+            println!(
+                "{name:<22} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+                cpu.0, cpu.1, wall.0, wall.1
+            );
+        }
+        println!(
+            "engine / split (CPU, median): {:.3}   engine / per quality (CPU, median): {:.3}",
+            engine_cpu.1 / split_cpu.1,
+            engine_cpu.1 / separate_cpu.1
+        );
+    }
+    Ok(())
+}
+
+/// One ffmpeg command producing `renditions` from one decode (a `split` when there are several).
+fn split_command(
+    input: &Path,
+    renditions: &[RenditionPlan],
+    preset: Preset,
+    settings: &EncoderSettings,
+    dir: &Path,
+) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["-nostdin", "-v", "error", "-y", "-i"].iter().map(|s| (*s).to_owned()).collect();
+    args.push(input.display().to_string());
+    let labels: String = (0..renditions.len()).map(|i| format!("[s{i}]")).collect();
+    let mut graph = format!("[0:v]split={}{labels}", renditions.len());
+    for (i, r) in renditions.iter().enumerate() {
+        graph.push_str(&format!(
+            ";[s{i}]scale={}:{}:flags=bicubic,format=yuv420p[v{i}]",
+            r.width, r.height
+        ));
+    }
+    args.extend(["-filter_complex".to_owned(), graph]);
+    let key_step = if preset == Preset::Hls { settings.segment_secs } else { 2.0 };
+    for (i, r) in renditions.iter().enumerate() {
+        args.extend(["-map".to_owned(), format!("[v{i}]"), "-map".to_owned(), "0:a?".to_owned()]);
+        for (k, v) in [
+            ("-c:v", "libx264".to_owned()),
+            ("-preset", settings.x264_preset.clone()),
+            ("-profile:v", "high".to_owned()),
+            ("-b:v", r.video_bit_rate.to_string()),
+            ("-maxrate", r.max_bit_rate.to_string()),
+            ("-bufsize", (r.max_bit_rate * 2).to_string()),
+            ("-g", r.gop.to_string()),
+            ("-keyint_min", r.gop.to_string()),
+            ("-sc_threshold", "0".to_owned()),
+            ("-forced-idr", "1".to_owned()),
+            ("-force_key_frames", format!("expr:gte(t,n_forced*{key_step})")),
+        ] {
+            args.extend([k.to_owned(), v]);
+        }
+        if let Some(audio) = &r.audio {
+            for (k, v) in [
+                ("-c:a", "aac".to_owned()),
+                ("-b:a", audio.bit_rate.to_string()),
+                ("-ar", audio.sample_rate.to_string()),
+                ("-ac", audio.channels.to_string()),
+            ] {
+                args.extend([k.to_owned(), v]);
+            }
+        }
+        let out = dir.join(&r.name);
+        let _ = std::fs::create_dir_all(&out);
+        if preset == Preset::Hls {
+            for (k, v) in [
+                ("-f", "hls".to_owned()),
+                ("-hls_time", settings.segment_secs.to_string()),
+                ("-hls_playlist_type", "vod".to_owned()),
+                ("-hls_segment_type", "fmp4".to_owned()),
+                ("-hls_segment_filename", out.join("seg_%05d.m4s").display().to_string()),
+            ] {
+                args.extend([k.to_owned(), v]);
+            }
+            args.push(out.join("index.m3u8").display().to_string());
+        } else {
+            args.extend([
+                "-movflags".to_owned(),
+                "+faststart".to_owned(),
+                out.join("out.mp4").display().to_string(),
+            ]);
+        }
+    }
+    args
+}
+
+/// Runs ffmpeg and returns its CPU (user + system, children included) and wall seconds.
+fn ffmpeg(args: &[String]) -> anyhow::Result<Sample> {
+    let started = Instant::now();
+    let child = Command::new("ffmpeg").args(args).spawn().context("run ffmpeg")?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter; waiting for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    std::mem::forget(child);
+    if reaped != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("ffmpeg failed: {}", args.join(" "));
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Sample {
+        cpu: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        wall: started.elapsed().as_secs_f64(),
+    })
+}
