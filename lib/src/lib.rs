@@ -14,6 +14,7 @@
 //! | [`engine`] | probe, plan, decode-once transcode (FFmpeg libraries), sandboxed child + supervisor |
 //! | [`events`] | NATS JetStream: subject, stream and consumer names, idempotent set-up |
 //! | [`store`] | Redis: connection and Lua scripts |
+//! | [`machines`] | the worker machine pool in Redis (records and leases) |
 //! | [`jobs`] | the job model: priority, spec, state machine |
 //! | [`storage`] | S3: client, object keys, and the embedded local object store |
 //! | [`service`] | the `main` every service binary shares |
@@ -28,6 +29,7 @@ pub mod config;
 pub mod engine;
 pub mod events;
 pub mod jobs;
+pub mod machines;
 pub mod metrics;
 pub mod service;
 pub mod shutdown;

@@ -1,12 +1,16 @@
-//! tcoder-dispatcher: the control plane. It turns upload events into jobs, applies admission
-//! control, starts and stops worker machines, reaps and reconciles, and delivers webhooks.
-//!
-//! Until those parts land it connects, creates the JetStream topology and serves its admin
-//! port, so the stack can be started, probed and stopped.
+//! tcoder-dispatcher: the control plane. It turns upload events into queued jobs (one work
+//! item each on `tcoder.jobs.<priority>`) and relays committed-but-unpublished job events.
+//! Admission control, machine providers, the reaper, the reconciler, dead letters and webhooks
+//! build on this.
+
+mod queue;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use prometheus::{IntCounterVec, Opts};
 use tcoder::config::{Service as ServiceName, Settings};
+use tcoder::jobs::JobStore;
 use tcoder::service::{Common, Service, Tasks};
 use tcoder::shutdown::Shutdown;
 
@@ -14,6 +18,8 @@ use tcoder::shutdown::Shutdown;
 #[derive(Debug)]
 pub struct App {
     common: Common,
+    jobs: JobStore,
+    queue_decisions: IntCounterVec,
 }
 
 impl App {
@@ -27,14 +33,38 @@ impl Service for App {
 
     async fn build(settings: Settings) -> anyhow::Result<App> {
         let common = Common::build(&settings, Self::NAME).await?;
-        let app = App { common };
+        let queue_decisions = IntCounterVec::new(
+            Opts::new(
+                "tcoder_dispatcher_upload_events_total",
+                "Upload events handled by the dispatcher, by outcome (queued, republished, not_uploaded, unknown_job, raced, retry).",
+            ),
+            &["outcome"],
+        )?;
+        common.metrics.register(&queue_decisions);
+        let jobs = JobStore::new(common.connections.redis.clone());
+        let app = App { common, jobs, queue_decisions };
         tracing::info!(admin = %app.admin_addr(), "dispatcher listening");
         Ok(app)
     }
 
     async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let mut tasks = Tasks::new();
-        tasks.spawn("admin server", self.common.admin.serve(shutdown.token()));
+        let token = shutdown.token();
+        let js = self.common.connections.jetstream.clone();
+        tasks.spawn("admin server", self.common.admin.serve(token.clone()));
+        tasks.spawn(
+            "upload queue",
+            queue::run(self.jobs.clone(), js.clone(), self.queue_decisions.clone(), token.clone()),
+        );
+        tasks.spawn(
+            "outbox relay",
+            tcoder::events::run_outbox_relay(
+                self.jobs.clone(),
+                js,
+                Duration::from_secs(5),
+                token.clone(),
+            ),
+        );
         tasks.run_until_stopped(shutdown).await
     }
 }

@@ -124,6 +124,17 @@ impl Settings {
         self.dispatcher.validate().map_err(|e| e.in_section("dispatcher"))?;
         self.worker.validate().map_err(|e| e.in_section("worker"))?;
         self.up.validate().map_err(|e| e.in_section("up"))?;
+        // Workers send an in-progress ack at every lease renewal (a third of the lease): the
+        // broker must not redeliver between two of them.
+        if self.nats.jobs_ack_wait <= self.worker.lease_ttl / 3 {
+            return Err(ConfigError::Invalid {
+                key: "nats.jobs_ack_wait".to_owned(),
+                message: format!(
+                    "must exceed a third of worker.lease_ttl ({:?})",
+                    self.worker.lease_ttl / 3
+                ),
+            });
+        }
         Ok(())
     }
 }

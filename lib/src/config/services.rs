@@ -162,6 +162,17 @@ impl DispatcherConfig {
 pub struct WorkerConfig {
     pub concurrency: u32,
     pub scratch_dir: PathBuf,
+    pub machine_id: String,
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub max_jobs: u64,
+    pub max_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub progress_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_delay: Duration,
     pub engine: crate::engine::Config,
 }
 
@@ -172,6 +183,19 @@ impl WorkerConfig {
         }
         if self.scratch_dir.as_os_str().is_empty() {
             return Err(Invalid::new("scratch_dir", "must not be empty"));
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err(Invalid::new("lease_ttl", "must be at least 1s"));
+        }
+        if self.max_failures == 0 {
+            return Err(Invalid::new("max_failures", "must be at least 1"));
+        }
+        require_positive("progress_interval", self.progress_interval)?;
+        require_positive("retry_delay", self.retry_delay)?;
+        if !self.machine_id.is_empty()
+            && !self.machine_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Invalid::new("machine_id", "use letters, digits, - and _"));
         }
         self.engine.validate()
     }
@@ -187,6 +211,7 @@ pub struct UpConfig {
     pub bin_dir: String,
     #[serde(with = "humantime_serde")]
     pub ready_timeout: Duration,
+    pub workers: u32,
 }
 
 impl UpConfig {

@@ -91,8 +91,11 @@ impl Supervisor {
         // SAFETY: only async-signal-safe calls (setpgid, prctl, setrlimit) between fork and exec.
         unsafe {
             command.pre_exec(move || {
+                // Own process group (killed as a whole), no privilege gain, and killed if the
+                // worker dies (no orphaned encode burning CPU).
                 if libc::setpgid(0, 0) != 0
                     || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                    || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
                 {
                     return Err(std::io::Error::last_os_error());
                 }

@@ -5,6 +5,7 @@
 //! epochs (see `store`), because JetStream accepts a late ack from a worker whose AckWait has
 //! expired.
 
+mod outbox;
 mod publish;
 pub mod subjects;
 mod topology;
@@ -16,9 +17,10 @@ use serde::Deserialize;
 
 use crate::config::{Invalid, require_positive};
 
+pub use self::outbox::{relay_outbox, run_outbox_relay};
 pub use self::publish::{PublishError, publish_event, publish_json, publish_upload};
 pub use self::topology::{consumer_configs, ensure_topology, stream_configs};
-pub use self::types::{EventKind, JobEvent, UploadEvent, UploadSource};
+pub use self::types::{EventKind, JobEvent, UploadEvent, UploadSource, WorkItem};
 
 /// `[nats]` settings.
 #[derive(Debug, Clone, Deserialize)]

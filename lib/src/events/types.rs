@@ -141,3 +141,20 @@ impl UploadEvent {
         subjects::uploads(&self.bucket)
     }
 }
+
+/// A unit of work on `tcoder.jobs.<priority>`: one message per job attempt cycle. The job's
+/// state lives in Redis; the message only says "this job wants a worker".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkItem {
+    pub job_id: JobId,
+    pub tenant: Tenant,
+    /// RFC 3339 time the job was queued.
+    pub queued_at: String,
+}
+
+impl WorkItem {
+    /// The dedup id of the `n`-th queuing of a job (a replay after a dead letter is a new n).
+    pub fn id_for(job_id: &JobId, n: u64) -> String {
+        format!("{job_id}.queued.{n}")
+    }
+}

@@ -1,6 +1,7 @@
 //! Jobs: what a user asked for ([`JobSpec`]), where it stands ([`JobStatus`], the state
 //! machine) and the Redis store that holds both ([`JobStore`]).
 
+mod attempt;
 mod ids;
 mod priority;
 mod record;
@@ -8,6 +9,7 @@ mod spec;
 mod status;
 mod store;
 
+pub use self::attempt::{Attempt, ClaimOutcome, FinishOutcome, RenewOutcome, outbox_key};
 pub use self::ids::{JobId, Tenant};
 pub use self::priority::Priority;
 pub use self::record::{Job, JobError, SourceObject};

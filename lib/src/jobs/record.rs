@@ -32,6 +32,8 @@ pub struct Job {
     /// Fencing token of the latest claim; only this epoch may commit.
     pub epoch: u64,
     pub attempts: u32,
+    /// How many times the job was put on the work queue (first time 1; a replay adds one).
+    pub queued_count: u64,
     pub created_at: u64,
     pub updated_at: u64,
     pub upload_key: String,
@@ -64,6 +66,7 @@ impl Job {
                 .map_err(|e| format!("job field `spec`: {e}"))?,
             epoch: number("epoch")?,
             attempts: u32::try_from(number("attempts")?).unwrap_or(u32::MAX),
+            queued_count: fields.get("queued_count").and_then(|v| v.parse().ok()).unwrap_or(0),
             created_at: number("created_at")?,
             updated_at: number("updated_at")?,
             upload_key: get("upload_key")?.clone(),

@@ -17,9 +17,17 @@ use super::{Job, JobId, JobSpec, JobStatus, Tenant, now_ms};
 use crate::storage::keys;
 use crate::store::{KEY_PREFIX, StoreError};
 
-static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/create.lua")));
-static TRANSITION: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/transition.lua")));
+/// Every job script starts with the shared helpers (`move_status`, `record`).
+pub(super) fn script(body: &str) -> Script {
+    Script::new(&format!(
+        "{}
+{body}",
+        include_str!("lua/prelude.lua")
+    ))
+}
+
+static CREATE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/create.lua")));
+static TRANSITION: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/transition.lua")));
 
 /// What `create` did.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,7 +70,7 @@ impl std::fmt::Debug for JobStore {
     }
 }
 
-fn job_key(id: &JobId) -> String {
+pub(super) fn job_key(id: &JobId) -> String {
     format!("{KEY_PREFIX}job:{id}")
 }
 
@@ -80,6 +88,10 @@ fn status_index(status: JobStatus) -> String {
 impl JobStore {
     pub fn new(conn: ConnectionManager) -> JobStore {
         JobStore { conn }
+    }
+
+    pub(super) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
     }
 
     /// Creates a job awaiting its upload. With an idempotency key, a repeat with the same

@@ -100,6 +100,10 @@ impl NotifyingStore {
     /// lost event); if ingest is shutting down and the receiver is gone, the periodic sweep
     /// finds the object instead.
     async fn created(&self, bucket: &str, key: &str) {
+        // Like an R2 notification rule with prefix `uploads/`: outputs are not uploads.
+        if !key.starts_with(super::keys::UPLOADS_PREFIX) {
+            return;
+        }
         if let Some(notify) = &self.notify {
             let event = ObjectCreated::new(bucket, key);
             if notify.send(event).await.is_err() {

@@ -3,6 +3,7 @@
 
 pub mod keys;
 pub mod local;
+pub mod transfer;
 
 use std::time::Duration;
 
@@ -38,6 +39,8 @@ pub struct Config {
     /// Empty means the AWS default credential chain (environment, profile, instance role).
     pub access_key_id: String,
     pub secret_access_key: Secret,
+    /// Base of published output URLs; empty means `<endpoint>/<bucket>`.
+    pub public_url: String,
     pub force_path_style: bool,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -102,6 +105,21 @@ pub async fn client(config: &Config) -> aws_sdk_s3::Client {
         builder = builder.endpoint_url(config.endpoint.clone());
     }
     aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+impl Config {
+    /// The URL an object is published under.
+    pub fn public_url_of(&self, key: &str) -> String {
+        if !self.public_url.is_empty() {
+            return format!("{}/{key}", self.public_url.trim_end_matches('/'));
+        }
+        let endpoint = if self.endpoint.is_empty() {
+            format!("https://s3.{}.amazonaws.com", self.region)
+        } else {
+            self.endpoint.trim_end_matches('/').to_owned()
+        };
+        format!("{endpoint}/{}/{key}", self.bucket)
+    }
 }
 
 /// `HeadBucket`, for readiness checks: proves the endpoint answers, the credentials work and

@@ -61,6 +61,14 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
         let command = service_command(&bin_dir, "tcoder-dispatcher", config_file, &env);
         parts.push(StackChild::spawn("tcoder-dispatcher", command, service_grace)?);
         wait_http_ok(plan.dispatcher_admin, "/readyz", ready_timeout, "tcoder-dispatcher").await?;
+
+        for _ in 0..cli.up.workers {
+            let mut env = plan.shared_env();
+            env.push(("TCODER__ADMIN__BIND".to_owned(), "127.0.0.1:0".to_owned()));
+            env.push(("TCODER__WORKER__IDLE_TIMEOUT".to_owned(), "0s".to_owned()));
+            let command = service_command(&bin_dir, "tcoder-worker", config_file, &env);
+            parts.push(StackChild::spawn("tcoder-worker", command, service_grace)?);
+        }
         anyhow::Ok(())
     };
     let outcome = tokio::select! {
@@ -278,6 +286,9 @@ fn print_summary(plan: &StackPlan, parts: &[StackChild], logs: &Path) {
         plan.dispatcher_admin,
         pid("tcoder-dispatcher")
     );
+    for worker in parts.iter().filter(|p| p.name == "tcoder-worker") {
+        println!("  worker            pid {}", worker.pid());
+    }
     println!("  api key           {} (tenant local)", plan.api_key_path().display());
     println!("  logs              {} (services log to this terminal)", logs.display());
     println!("admin endpoints: /healthz /readyz /metrics. Press Ctrl-C to stop.");

@@ -93,10 +93,10 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
             .contains("sync_interval: always")
     );
 
-    submit_uploads_a_video_with_the_stacks_key(data.path(), &summary["api"].0);
+    submit_transcodes_a_video_with_the_stacks_key(data.path(), &summary["api"].0);
 
     let pids: Vec<u32> = summary.values().filter_map(|(_, pid)| *pid).collect();
-    assert_eq!(pids.len(), 4, "{summary:?}");
+    assert_eq!(pids.len(), 5, "nats, redis, ingest, dispatcher, one worker: {summary:?}");
 
     let (status, in_time) = up.terminate(Duration::from_secs(30)).expect("tcoder up was running");
     assert!(in_time, "tcoder up did not stop in time");
@@ -106,9 +106,9 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     }
 }
 
-/// `tcoder submit` (reading the key `tcoder up` wrote) creates a job and uploads the file to
-/// the embedded store; the upload notification moves the job to `uploaded`.
-fn submit_uploads_a_video_with_the_stacks_key(data_dir: &Path, api: &str) {
+/// `tcoder submit --wait` (reading the key `tcoder up` wrote) uploads the file to the embedded
+/// store; the dispatcher queues it, the worker transcodes it, and the command prints the result.
+fn submit_transcodes_a_video_with_the_stacks_key(data_dir: &Path, api: &str) {
     let tcoder = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_tcoder"))
             .args(args)
@@ -118,18 +118,32 @@ fn submit_uploads_a_video_with_the_stacks_key(data_dir: &Path, api: &str) {
             .unwrap()
     };
     let clip = testkit::media::tiny_mp4();
-    let submitted =
-        tcoder(&["submit", clip.to_str().unwrap(), "--preset", "hls", "--quality", "360p"]);
+    // The README's quick start: submit, wait, get renditions.
+    let submitted = tcoder(&[
+        "submit",
+        clip.to_str().unwrap(),
+        "--preset",
+        "hls",
+        "--quality",
+        "144p",
+        "--wait",
+        "--timeout",
+        "2m",
+    ]);
     assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
-    let id = String::from_utf8(submitted.stdout).unwrap().trim().to_owned();
-    assert!(id.starts_with("job_"), "{id}");
+    let summary: serde_json::Value = serde_json::from_slice(&submitted.stdout).unwrap();
+    assert_eq!(summary["status"], "completed", "{summary}");
+    let id = summary["id"].as_str().unwrap().to_owned();
+    let master = summary["result"]["hls_master"].as_str().unwrap();
+    assert!(master.ends_with(&format!("/outputs/local/{id}/1/hls/master.m3u8")), "{master}");
+    // The renditions are in the embedded store, under the winning epoch.
+    let stored = data_dir.join(format!("objects/tcoder/outputs/local/{id}/1/hls/master.m3u8"));
+    let playlist = std::fs::read_to_string(&stored).unwrap();
+    // The 4:3 clip keeps its aspect ratio: 144p is 192x144.
+    assert!(playlist.contains("RESOLUTION=192x144"), "{playlist}");
 
-    let job: serde_json::Value = testkit::eventually(Duration::from_secs(20), || {
-        let shown = tcoder(&["status", &id]);
-        let job: serde_json::Value =
-            serde_json::from_slice(&shown.stdout).map_err(|e| e.to_string())?;
-        if job["status"] == "uploaded" { Ok(job) } else { Err(job["status"].to_string()) }
-    });
+    let shown = tcoder(&["status", &id]);
+    let job: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(job["source"]["size"], std::fs::metadata(&clip).unwrap().len());
     assert_eq!(job["preset"], "hls");
     let listed = tcoder(&["jobs"]);

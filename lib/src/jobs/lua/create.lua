@@ -7,8 +7,8 @@
 if KEYS[5] ~= '' then
   local existing = redis.call('GET', KEYS[5])
   if existing then
-    local record = cjson.decode(existing)
-    return {'existing', record.job_id, record.fingerprint}
+    local earlier = cjson.decode(existing)
+    return {'existing', earlier.job_id, earlier.fingerprint}
   end
 end
 redis.call('HSET', KEYS[1],
@@ -18,8 +18,7 @@ redis.call('HSET', KEYS[1],
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
-redis.call('RPUSH', KEYS[1] .. ':history',
-  cjson.encode({at = tonumber(ARGV[4]), to = 'awaiting_upload', reason = 'created'}))
+record(KEYS[1], nil, 'awaiting_upload', 'created', ARGV[4], 0)
 if KEYS[5] ~= '' then
   redis.call('SET', KEYS[5], cjson.encode({job_id = ARGV[1], fingerprint = ARGV[5]}),
     'EX', tonumber(ARGV[6]))

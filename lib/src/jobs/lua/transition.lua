@@ -13,19 +13,10 @@ end
 if not allowed then return {'illegal', current} end
 local id = redis.call('HGET', KEYS[1], 'id')
 local tenant = redis.call('HGET', KEYS[1], 'tenant')
-local prefix = ARGV[5]
-redis.call('ZREM', prefix .. 'jobs:' .. tenant .. ':' .. current, id)
-redis.call('ZADD', prefix .. 'jobs:' .. tenant .. ':' .. ARGV[1], 0, id)
-redis.call('ZREM', prefix .. 'status:' .. current, id)
-local terminal = ARGV[1] == 'completed' or ARGV[1] == 'failed' or ARGV[1] == 'canceled'
-if not terminal then
-  redis.call('ZADD', prefix .. 'status:' .. ARGV[1], ARGV[2], id)
-end
+move_status(ARGV[5], tenant, id, current, ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2])
 for i = 6, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
-redis.call('RPUSH', KEYS[1] .. ':history',
-  cjson.encode({at = tonumber(ARGV[2]), from = current, to = ARGV[1], reason = ARGV[4]}))
-redis.call('LTRIM', KEYS[1] .. ':history', -100, -1)
+record(KEYS[1], current, ARGV[1], ARGV[4], ARGV[2], redis.call('HGET', KEYS[1], 'epoch'))
 return {'ok', current}

@@ -1,0 +1,478 @@
+//! One delivered job message, from claim to ack: claim (epoch) → download → engine (sandboxed)
+//! → upload to `outputs/<tenant>/<job>/<epoch>/` → commit (only if still the current epoch;
+//! the completed event goes to the outbox in the same step) → publish → ack. Retryable
+//! failures requeue the job and nak with backoff; permanent ones fail it and term the message.
+//! A stale attempt (fenced) sends no ack and no nak: the message belongs to the new attempt.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{AckKind, Message};
+use futures_util::StreamExt;
+use serde_json::json;
+use tcoder::engine::{EngineError, EngineJob, EngineReport, EngineSpec, ErrorCode, Progress};
+use tcoder::events::{self, EventKind, JobEvent, WorkItem, subjects};
+use tcoder::jobs::{Attempt, ClaimOutcome, FinishOutcome, Job, JobError};
+use tcoder::storage::{keys, transfer};
+use tracing::Instrument as _;
+
+use crate::Worker;
+use crate::keeper::{Stop, StopReason, keep_lease};
+
+/// What became of a message (drives the runner's budgets and the metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Completed,
+    /// Failed permanently with this code.
+    Failed(String),
+    /// Requeued for another attempt.
+    Retried,
+    /// Released at shutdown.
+    Released,
+    /// Another attempt owns the job, or the lease could not be kept.
+    Fenced,
+    Canceled,
+    /// Nothing to do (job already finished, not ready, unknown).
+    Skipped,
+}
+
+impl Outcome {
+    pub(crate) fn label(&self) -> &str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Failed(code) => code,
+            Outcome::Retried => "retried",
+            Outcome::Released => "released",
+            Outcome::Fenced => "fenced",
+            Outcome::Canceled => "canceled",
+            Outcome::Skipped => "skipped",
+        }
+    }
+
+    /// Failures that say something about this machine rather than the input.
+    pub(crate) fn is_machine_failure(&self) -> bool {
+        match self {
+            Outcome::Retried => true,
+            Outcome::Failed(code) => !code.starts_with("input.") && !code.starts_with("upload."),
+            _ => false,
+        }
+    }
+}
+
+/// A retryable failure of the worker's own steps (download, upload, Redis, NATS).
+fn transient(message: impl Into<String>) -> EngineError {
+    EngineError::new(ErrorCode::Failed, message)
+}
+
+/// Handles one message to the end and settles it (ack / nak / term / nothing).
+pub(crate) async fn handle(
+    worker: &Worker,
+    message: Message,
+    release: tokio_util::sync::CancellationToken,
+) -> Outcome {
+    let message = Arc::new(message);
+    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+    if delivered > 1 {
+        worker.metrics.redeliveries.inc();
+    }
+    let item: WorkItem = match serde_json::from_slice(&message.payload) {
+        Ok(item) => item,
+        Err(e) => {
+            tracing::error!(error = %e, "malformed work item; terminating it");
+            let _ = message.ack_with(AckKind::Term).await;
+            return Outcome::Skipped;
+        }
+    };
+    let claimed = worker.jobs.claim(&item.job_id, &worker.id, worker.config.lease_ttl).await;
+    let attempt = match claimed {
+        Ok(ClaimOutcome::Claimed(attempt)) => attempt,
+        Ok(ClaimOutcome::Busy { retry_in }) => {
+            let _ = message.ack_with(AckKind::Nak(Some(retry_in))).await;
+            return Outcome::Skipped;
+        }
+        Ok(ClaimOutcome::Done(status)) => {
+            tracing::info!(job = %item.job_id, %status, "job already finished; dropping its message");
+            let _ = message.double_ack().await;
+            return Outcome::Skipped;
+        }
+        Ok(ClaimOutcome::NotReady(status)) => {
+            tracing::warn!(job = %item.job_id, %status, "job is not queued; retrying later");
+            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+            return Outcome::Skipped;
+        }
+        Ok(ClaimOutcome::Missing) => {
+            tracing::error!(job = %item.job_id, "work item for an unknown job; terminating it");
+            let _ = message.ack_with(AckKind::Term).await;
+            return Outcome::Skipped;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot claim (Redis); retrying later");
+            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+            return Outcome::Skipped;
+        }
+    };
+    let span = tracing::info_span!("job", job = %attempt.job_id, epoch = attempt.epoch);
+    run_attempt(worker, &message, attempt, delivered, release).instrument(span).await
+}
+
+async fn run_attempt(
+    worker: &Worker,
+    message: &Arc<Message>,
+    attempt: Attempt,
+    delivered: i64,
+    release: tokio_util::sync::CancellationToken,
+) -> Outcome {
+    let started = Instant::now();
+    let stop = Stop::default();
+    let keeper = tokio::spawn(keep_lease(
+        worker.jobs.clone(),
+        attempt.clone(),
+        message.clone(),
+        worker.config.lease_ttl,
+        stop.clone(),
+        worker.metrics.clone(),
+    ));
+    // A cancel through the API reaches us at once as an event; the lease renewal also sees it.
+    let cancel_watch = {
+        let (nats, stop, subject) = (
+            worker.nats.clone(),
+            stop.clone(),
+            subjects::event(attempt.job_id.as_str(), "canceled"),
+        );
+        tokio::spawn(async move {
+            if let Ok(mut canceled) = nats.subscribe(subject).await {
+                tokio::select! {
+                    Some(_) = canceled.next() => stop.stop(StopReason::Canceled),
+                    () = stop.stopped() => {}
+                }
+            }
+        })
+    };
+    let release_watch = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = release.cancelled() => stop.stop(StopReason::Released),
+                () = stop.stopped() => {}
+            }
+        })
+    };
+    let workdir = worker.config.scratch_dir.join(format!(
+        "{}-{}-{}",
+        attempt.job_id,
+        attempt.epoch,
+        random_suffix()
+    ));
+    let result = work(worker, &attempt, &workdir, &stop).await;
+    if let Err(e) = tokio::fs::remove_dir_all(&workdir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %workdir.display(), error = %e, "cannot remove the job directory");
+    }
+    let outcome = settle(worker, message, &attempt, delivered, result, &stop).await;
+    stop.stop(StopReason::Released); // ends the helpers; the reason only matters if set before
+    let _ = tokio::join!(keeper, cancel_watch, release_watch);
+    if outcome == Outcome::Completed {
+        worker.metrics.job_seconds.observe(started.elapsed().as_secs_f64());
+    }
+    outcome
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 6];
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Download, transcode, upload. Returns the job record and the manifest to commit.
+async fn work(
+    worker: &Worker,
+    attempt: &Attempt,
+    workdir: &Path,
+    stop: &Stop,
+) -> Result<(Job, serde_json::Value), EngineError> {
+    let job = worker
+        .jobs
+        .get(&attempt.job_id)
+        .await
+        .map_err(|e| transient(e.to_string()))?
+        .ok_or_else(|| transient("job vanished"))?;
+    let source = job
+        .source
+        .clone()
+        .ok_or_else(|| EngineError::new(ErrorCode::Corrupt, "the job has no uploaded source"))?;
+    let started = JobEvent::new(
+        format!("{}.started.{}", job.id, attempt.epoch),
+        EventKind::Started,
+        &job.id,
+        &job.tenant,
+        json!({ "epoch": attempt.epoch, "worker": worker.id }),
+    );
+    best_effort(worker, &started).await;
+
+    let input_dir = workdir.join("in");
+    tokio::fs::create_dir_all(&input_dir).await.map_err(|e| transient(format!("scratch: {e}")))?;
+    let input = input_dir.join("source");
+    let stage = Instant::now();
+    let downloaded =
+        stoppable(stop, transfer::download(&worker.s3, &worker.bucket, &source.key, &input))
+            .await?
+            .map_err(|e| transient(e.to_string()))?;
+    worker
+        .metrics
+        .stage_seconds
+        .with_label_values(&["download"])
+        .observe(stage.elapsed().as_secs_f64());
+    worker.metrics.bytes_in.inc_by(downloaded);
+    if downloaded != source.size {
+        return Err(transient(format!("downloaded {downloaded} bytes, expected {}", source.size)));
+    }
+
+    let engine_job = EngineJob {
+        input,
+        output_dir: workdir.join("out"),
+        spec: EngineSpec::from(&job.spec),
+        limits: worker.config.engine.limits(),
+        settings: worker.config.engine.settings(),
+    };
+    let (progress_tx, progress_rx) = tokio::sync::mpsc::channel::<Progress>(8);
+    let publisher =
+        tokio::spawn(publish_progress(worker.clone(), job.clone(), attempt.epoch, progress_rx));
+    let stage = Instant::now();
+    let run = worker.supervisor.run(&engine_job, workdir, Some(progress_tx), stop.token()).await;
+    let _ = publisher.await;
+    worker
+        .metrics
+        .stage_seconds
+        .with_label_values(&["engine"])
+        .observe(stage.elapsed().as_secs_f64());
+    let run = run?;
+    worker.metrics.engine_cpu_seconds.inc_by(run.cpu_secs.round() as u64);
+    if run.wall_secs > 0.0 {
+        worker.metrics.encode_speed.observe(run.report.media.duration_secs / run.wall_secs);
+    }
+
+    let stage = Instant::now();
+    let prefix = keys::output_prefix(&job.tenant, &job.id, attempt.epoch);
+    let mut uploaded = 0;
+    for file in &run.report.files {
+        let key = format!("{prefix}{}", file.path);
+        let path = engine_job.output_dir.join(&file.path);
+        stoppable(
+            stop,
+            transfer::upload(&worker.s3, &worker.bucket, &key, &path, &file.content_type),
+        )
+        .await?
+        .map_err(|e| transient(e.to_string()))?;
+        uploaded += file.bytes;
+    }
+    worker.metrics.bytes_out.inc_by(uploaded);
+    worker
+        .metrics
+        .stage_seconds
+        .with_label_values(&["upload"])
+        .observe(stage.elapsed().as_secs_f64());
+    let manifest =
+        manifest(worker, &prefix, attempt.epoch, &run.report, run.cpu_secs, run.wall_secs);
+    for rendition in manifest["renditions"].as_array().into_iter().flatten() {
+        let name = rendition["name"].as_str().unwrap_or("rendition");
+        let event = JobEvent::new(
+            format!("{}.rendition.{}.{name}", job.id, attempt.epoch),
+            EventKind::Rendition,
+            &job.id,
+            &job.tenant,
+            rendition.clone(),
+        );
+        best_effort(worker, &event).await;
+    }
+    Ok((job, manifest))
+}
+
+/// Runs `work` unless the attempt is stopped first.
+async fn stoppable<T>(stop: &Stop, work: impl Future<Output = T>) -> Result<T, EngineError> {
+    tokio::select! {
+        value = work => Ok(value),
+        () = stop.stopped() => Err(EngineError::new(ErrorCode::Canceled, "stopped")),
+    }
+}
+
+/// Publishes throttled progress events.
+async fn publish_progress(
+    worker: Worker,
+    job: Job,
+    epoch: u64,
+    mut progress: tokio::sync::mpsc::Receiver<Progress>,
+) {
+    let mut last: Option<Instant> = None;
+    let mut sequence = 0u64;
+    while let Some(report) = progress.recv().await {
+        if last.is_some_and(|l| l.elapsed() < worker.config.progress_interval) {
+            continue;
+        }
+        last = Some(Instant::now());
+        sequence += 1;
+        let event = JobEvent::new(
+            format!("{}.progress.{epoch}.{sequence}", job.id),
+            EventKind::Progress,
+            &job.id,
+            &job.tenant,
+            serde_json::to_value(&report).unwrap_or_default(),
+        );
+        best_effort(&worker, &event).await;
+    }
+}
+
+async fn best_effort(worker: &Worker, event: &JobEvent) {
+    if let Err(e) = events::publish_event(&worker.js, event).await {
+        tracing::warn!(event = %event.id, error = %e, "event not published");
+    }
+}
+
+/// The output manifest: every URL of this (winning) attempt.
+fn manifest(
+    worker: &Worker,
+    prefix: &str,
+    epoch: u64,
+    report: &EngineReport,
+    cpu_secs: f64,
+    wall_secs: f64,
+) -> serde_json::Value {
+    let url = |relative: &str| worker.s3_config.public_url_of(&format!("{prefix}{relative}"));
+    let renditions: Vec<serde_json::Value> = report
+        .renditions
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name, "width": r.width, "height": r.height,
+                "video_codec": r.video_codec, "audio_codec": r.audio_codec, "video_bit_rate": r.video_bit_rate,
+                "mp4": r.mp4.as_deref().map(url), "hls": r.hls.as_deref().map(url),
+            })
+        })
+        .collect();
+    let thumbnails = report.thumbnails.as_ref().map(
+        |t| json!({ "poster": url(&t[0]), "storyboard": url(&t[1]), "storyboard_vtt": url(&t[2]) }),
+    );
+    json!({
+        "epoch": epoch,
+        "prefix": prefix,
+        "mode": report.mode,
+        "source": { "duration_secs": report.media.duration_secs, "width": report.media.video.width, "height": report.media.video.height,
+                    "video_codec": report.media.video.codec, "audio_codec": report.media.audio.as_ref().map(|a| a.codec.clone()) },
+        "renditions": renditions,
+        "hls_master": report.hls_master.as_deref().map(url),
+        "thumbnails": thumbnails,
+        "files": report.files.iter().map(|f| json!({ "key": format!("{prefix}{}", f.path), "url": url(&f.path), "bytes": f.bytes, "content_type": f.content_type })).collect::<Vec<_>>(),
+        "engine": { "cpu_secs": cpu_secs, "wall_secs": wall_secs },
+    })
+}
+
+/// Settles the message according to how the attempt ended.
+async fn settle(
+    worker: &Worker,
+    message: &Message,
+    attempt: &Attempt,
+    delivered: i64,
+    result: Result<(Job, serde_json::Value), EngineError>,
+    stop: &Stop,
+) -> Outcome {
+    match stop.reason() {
+        Some(StopReason::Canceled) => {
+            tracing::info!(job = %attempt.job_id, "canceled; engine stopped");
+            let _ = message.double_ack().await;
+            return Outcome::Canceled;
+        }
+        Some(StopReason::Lost | StopReason::SelfFenced) => return Outcome::Fenced,
+        Some(StopReason::Released) => {
+            return match worker.jobs.requeue(attempt, "released at worker shutdown").await {
+                Ok(FinishOutcome::Finished) => {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    Outcome::Released
+                }
+                _ => Outcome::Fenced,
+            };
+        }
+        None => {}
+    }
+    match result {
+        Ok((job, manifest)) => {
+            let event = JobEvent::new(
+                format!("{}.completed", job.id),
+                EventKind::Completed,
+                &job.id,
+                &job.tenant,
+                json!({ "epoch": attempt.epoch, "outputs": manifest, "metadata": job.spec.metadata }),
+            );
+            let stage = Instant::now();
+            match worker.jobs.complete(attempt, &manifest, &event).await {
+                Ok(FinishOutcome::Finished) => {}
+                Ok(FinishOutcome::Fenced) => {
+                    tracing::warn!(job = %attempt.job_id, epoch = attempt.epoch, "commit fenced: a newer attempt owns the job; no ack");
+                    worker.metrics.self_fences.inc();
+                    return Outcome::Fenced;
+                }
+                Err(e) => {
+                    // Unknown whether the commit landed: do not ack; the message is redelivered
+                    // and the next claim sees the truth (completed → dropped).
+                    tracing::error!(error = %e, "commit failed; leaving the message to be redelivered");
+                    return Outcome::Retried;
+                }
+            }
+            // Committed: publish from the outbox (the relay covers a crash right here).
+            if let Err(e) = events::relay_outbox(&worker.jobs, &worker.js).await {
+                tracing::warn!(error = %e, "completed event left for the outbox relay");
+            }
+            if let Err(e) = message.double_ack().await {
+                tracing::warn!(error = %e, "ack not confirmed; a redelivery will find the job completed");
+            }
+            worker
+                .metrics
+                .stage_seconds
+                .with_label_values(&["commit"])
+                .observe(stage.elapsed().as_secs_f64());
+            Outcome::Completed
+        }
+        Err(error) if error.code.is_retryable() && delivered < worker.max_deliver => {
+            let delay = worker
+                .config
+                .retry_delay
+                .saturating_mul(1 << (delivered - 1).clamp(0, 10))
+                .min(Duration::from_secs(600));
+            tracing::warn!(job = %attempt.job_id, %error, retry_in = ?delay, "attempt failed; retrying");
+            match worker.jobs.requeue(attempt, &error.to_string()).await {
+                Ok(FinishOutcome::Finished) => {
+                    let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+                    Outcome::Retried
+                }
+                Ok(FinishOutcome::Fenced) => Outcome::Fenced,
+                Err(_) => Outcome::Retried,
+            }
+        }
+        Err(error) => {
+            tracing::warn!(job = %attempt.job_id, %error, "job failed");
+            let job_error =
+                JobError { code: error.code.as_str().to_owned(), message: error.message.clone() };
+            let Ok(Some(job)) = worker.jobs.get(&attempt.job_id).await else {
+                return Outcome::Retried;
+            };
+            let event = JobEvent::new(
+                format!("{}.failed", job.id),
+                EventKind::Failed,
+                &job.id,
+                &job.tenant,
+                json!({ "error": job_error, "epoch": attempt.epoch, "metadata": job.spec.metadata }),
+            );
+            match worker.jobs.fail(attempt, &job_error, &event).await {
+                Ok(FinishOutcome::Finished) => {
+                    if let Err(e) = events::relay_outbox(&worker.jobs, &worker.js).await {
+                        tracing::warn!(error = %e, "failed event left for the outbox relay");
+                    }
+                    let _ = message.ack_with(AckKind::Term).await;
+                    Outcome::Failed(job_error.code)
+                }
+                Ok(FinishOutcome::Fenced) => Outcome::Fenced,
+                Err(_) => Outcome::Retried,
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The worker's metrics. Labels are bounded (outcome codes, stage names), never job ids.
+
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+use tcoder::metrics::Metrics;
+
+/// Seconds to hours: a stage of a job can take milliseconds (a tiny upload) or hours.
+pub(crate) const JOB_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0,
+];
+
+#[derive(Clone, Debug)]
+pub(crate) struct WorkerMetrics {
+    pub jobs: IntCounterVec,
+    pub stage_seconds: HistogramVec,
+    pub job_seconds: Histogram,
+    pub encode_speed: Histogram,
+    pub engine_cpu_seconds: IntCounter,
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+    pub redeliveries: IntCounter,
+    pub lease_renewals_failed: IntCounter,
+    pub self_fences: IntCounter,
+}
+
+impl WorkerMetrics {
+    pub(crate) fn register(metrics: &Metrics) -> WorkerMetrics {
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let m = WorkerMetrics {
+            jobs: IntCounterVec::new(
+                Opts::new("tcoder_worker_jobs_total", "Job attempts finished by this worker, by outcome (completed, retried, released, fenced, canceled, or the failure code)."),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            stage_seconds: HistogramVec::new(
+                HistogramOpts::new("tcoder_job_stage_duration_seconds", "Time spent per stage of a job attempt (download, engine, upload, commit).").buckets(JOB_BUCKETS.to_vec()),
+                &["stage"],
+            )
+            .expect("valid metric"),
+            job_seconds: Histogram::with_opts(
+                HistogramOpts::new("tcoder_job_duration_seconds", "Time from claim to commit of completed attempts.").buckets(JOB_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+            encode_speed: Histogram::with_opts(
+                HistogramOpts::new("tcoder_encode_speed_ratio", "Media seconds transcoded per wall second (x realtime), per completed job.")
+                    .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+            )
+            .expect("valid metric"),
+            engine_cpu_seconds: counter("tcoder_engine_cpu_seconds_total", "CPU seconds (user+system) used by engine processes."),
+            bytes_in: counter("tcoder_worker_bytes_downloaded_total", "Source bytes downloaded."),
+            bytes_out: counter("tcoder_worker_bytes_uploaded_total", "Output bytes uploaded."),
+            redeliveries: counter("tcoder_redeliveries_total", "Job messages received more than once."),
+            lease_renewals_failed: counter("tcoder_lease_renewals_failed_total", "Lease renewals that failed (Redis unreachable)."),
+            self_fences: counter("tcoder_self_fences_total", "Attempts abandoned because the lease could not be kept or another attempt took over."),
+        };
+        metrics.register(&m.jobs);
+        metrics.register(&m.stage_seconds);
+        metrics.register(&m.job_seconds);
+        metrics.register(&m.encode_speed);
+        for c in [
+            &m.engine_cpu_seconds,
+            &m.bytes_in,
+            &m.bytes_out,
+            &m.redeliveries,
+            &m.lease_renewals_failed,
+            &m.self_fences,
+        ] {
+            metrics.register(c);
+        }
+        m
+    }
+}

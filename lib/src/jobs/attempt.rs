@@ -1,0 +1,212 @@
+//! Attempts: how a worker claims a job, keeps it, and ends it — each step a Lua script checked
+//! against the job's fencing epoch. JetStream accepts a late ack from a worker whose AckWait
+//! has expired, so the broker cannot tell a stale worker from the current one; Redis can: only
+//! the holder of the current epoch may renew, commit or fail (reliability.md §5).
+//!
+//! The terminal event is written to an outbox (`tcoder:outbox`) in the same script as the
+//! state, and published afterwards with its id as `Nats-Msg-Id`; a crash in between is healed
+//! by the outbox relay, and the broker's dedup keeps it to one event.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::{AsyncCommands, Script};
+
+use super::store::{job_key, script};
+use super::{JobError, JobId, JobStatus, JobStore, now_ms};
+use crate::events::JobEvent;
+use crate::store::{KEY_PREFIX, StoreError};
+
+static CLAIM: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/claim.lua")));
+static RENEW: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/renew.lua")));
+static FINISH: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/finish.lua")));
+
+/// The list of terminal events not yet confirmed published.
+pub fn outbox_key() -> String {
+    format!("{KEY_PREFIX}outbox")
+}
+
+fn lease_key(id: &JobId) -> String {
+    format!("{}:lease", job_key(id))
+}
+
+/// One claimed attempt: the fencing token every later step is checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub job_id: JobId,
+    pub epoch: u64,
+    pub worker: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Claimed(Attempt),
+    /// Another worker holds a live lease; try again after this long.
+    Busy {
+        retry_in: Duration,
+    },
+    /// The job already ended (completed, failed, canceled): drop the message.
+    Done(JobStatus),
+    /// The job is not queued (yet): a message that arrived out of order.
+    NotReady(JobStatus),
+    Missing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewOutcome {
+    Renewed,
+    /// The job was canceled: stop the engine.
+    Canceled,
+    /// A newer attempt owns the job (or it ended): stop, and do not ack.
+    Lost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishOutcome {
+    Finished,
+    /// Not the current attempt any more; nothing was written.
+    Fenced,
+}
+
+impl JobStore {
+    /// Claims `id` for `worker` with a lease of `ttl`.
+    pub async fn claim(
+        &self,
+        id: &JobId,
+        worker: &str,
+        ttl: Duration,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let mut conn = self.conn();
+        let reply: Vec<String> = CLAIM
+            .key(job_key(id))
+            .key(lease_key(id))
+            .arg(worker)
+            .arg(ttl_ms(ttl))
+            .arg(now_ms())
+            .arg(KEY_PREFIX)
+            .invoke_async(&mut conn)
+            .await?;
+        let status = |raw: &str| raw.parse::<JobStatus>().map_err(StoreError::Corrupt);
+        match (reply.first().map(String::as_str), reply.get(1).map(String::as_str)) {
+            (Some("claimed"), Some(epoch)) => Ok(ClaimOutcome::Claimed(Attempt {
+                job_id: id.clone(),
+                epoch: epoch.parse().map_err(|_| StoreError::Corrupt("epoch".into()))?,
+                worker: worker.to_owned(),
+            })),
+            (Some("busy"), Some(ms)) => Ok(ClaimOutcome::Busy {
+                retry_in: Duration::from_millis(ms.parse::<i64>().unwrap_or(1000).max(100) as u64),
+            }),
+            (Some("done"), Some(raw)) => Ok(ClaimOutcome::Done(status(raw)?)),
+            (Some("not_ready"), Some(raw)) => Ok(ClaimOutcome::NotReady(status(raw)?)),
+            (Some("missing"), _) => Ok(ClaimOutcome::Missing),
+            _ => Err(StoreError::Corrupt(format!("unexpected claim reply {reply:?}"))),
+        }
+    }
+
+    /// Extends the lease of `attempt` by `ttl`, if it is still the current one.
+    pub async fn renew(
+        &self,
+        attempt: &Attempt,
+        ttl: Duration,
+    ) -> Result<RenewOutcome, StoreError> {
+        let mut conn = self.conn();
+        let reply: String = RENEW
+            .key(job_key(&attempt.job_id))
+            .key(lease_key(&attempt.job_id))
+            .arg(&attempt.worker)
+            .arg(attempt.epoch)
+            .arg(ttl_ms(ttl))
+            .invoke_async(&mut conn)
+            .await?;
+        match reply.as_str() {
+            "ok" => Ok(RenewOutcome::Renewed),
+            "canceled" => Ok(RenewOutcome::Canceled),
+            "lost" => Ok(RenewOutcome::Lost),
+            other => Err(StoreError::Corrupt(format!("unexpected renew reply {other}"))),
+        }
+    }
+
+    /// Commits: the job is completed with `outputs` (the manifest), and `event` goes to the
+    /// outbox — only if `attempt` is still current.
+    pub async fn complete(
+        &self,
+        attempt: &Attempt,
+        outputs: &serde_json::Value,
+        event: &JobEvent,
+    ) -> Result<FinishOutcome, StoreError> {
+        let fields = [("outputs", outputs.to_string()), ("completed_at", now_ms().to_string())];
+        self.finish(attempt, JobStatus::Completed, "completed", Some(event), &fields).await
+    }
+
+    /// Fails the job permanently with `error` (and `event` to the outbox) if still current.
+    pub async fn fail(
+        &self,
+        attempt: &Attempt,
+        error: &JobError,
+        event: &JobEvent,
+    ) -> Result<FinishOutcome, StoreError> {
+        let recorded = serde_json::to_string(error).expect("serializable");
+        self.finish(attempt, JobStatus::Failed, &error.code, Some(event), &[("error", recorded)])
+            .await
+    }
+
+    /// Puts the job back to `queued` for another attempt (after a retryable failure or when
+    /// the worker shuts down), if still current.
+    pub async fn requeue(
+        &self,
+        attempt: &Attempt,
+        reason: &str,
+    ) -> Result<FinishOutcome, StoreError> {
+        self.finish(attempt, JobStatus::Queued, reason, None, &[]).await
+    }
+
+    async fn finish(
+        &self,
+        attempt: &Attempt,
+        to: JobStatus,
+        reason: &str,
+        event: Option<&JobEvent>,
+        fields: &[(&str, String)],
+    ) -> Result<FinishOutcome, StoreError> {
+        let event =
+            event.map(|e| serde_json::to_string(e).expect("serializable")).unwrap_or_default();
+        let mut invocation = FINISH.key(job_key(&attempt.job_id));
+        invocation.key(lease_key(&attempt.job_id)).key(outbox_key());
+        invocation
+            .arg(attempt.epoch)
+            .arg(to.as_str())
+            .arg(now_ms())
+            .arg(KEY_PREFIX)
+            .arg(reason)
+            .arg(&event);
+        for (name, value) in fields {
+            invocation.arg(*name).arg(value);
+        }
+        let mut conn = self.conn();
+        let reply: Vec<String> = invocation.invoke_async(&mut conn).await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(FinishOutcome::Finished),
+            Some("fenced") => Ok(FinishOutcome::Fenced),
+            _ => Err(StoreError::Corrupt(format!("unexpected finish reply {reply:?}"))),
+        }
+    }
+
+    /// Outbox entries not yet confirmed published (oldest first), raw and parsed.
+    pub async fn outbox(&self, limit: usize) -> Result<Vec<(String, JobEvent)>, StoreError> {
+        let mut conn = self.conn();
+        let raw: Vec<String> =
+            conn.lrange(outbox_key(), 0, isize::try_from(limit).unwrap_or(100) - 1).await?;
+        Ok(raw.into_iter().filter_map(|r| serde_json::from_str(&r).ok().map(|e| (r, e))).collect())
+    }
+
+    /// Removes an outbox entry once its event is on the stream.
+    pub async fn outbox_done(&self, raw: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let _: i64 = conn.lrem(outbox_key(), 1, raw).await?;
+        Ok(())
+    }
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}

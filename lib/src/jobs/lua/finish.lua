@@ -1,0 +1,24 @@
+-- Ends an attempt, only if it is still the current one (fencing): completed with its output
+-- manifest, failed with its error, or back to queued for a retry. The terminal event goes into
+-- the outbox in the same step, so it is published even if the worker dies right after.
+-- KEYS[1] job hash, KEYS[2] lease key, KEYS[3] outbox list
+-- ARGV[1] epoch, ARGV[2] new status (completed|failed|queued), ARGV[3] now ms, ARGV[4] key prefix,
+-- ARGV[5] reason, ARGV[6] event JSON ('' for none), ARGV[7..] field/value pairs to set
+-- Returns {'ok', ''} | {'fenced', status}
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' or redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then
+  return {'fenced', status or ''}
+end
+local id = redis.call('HGET', KEYS[1], 'id')
+local tenant = redis.call('HGET', KEYS[1], 'tenant')
+move_status(ARGV[4], tenant, id, 'running', ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[3])
+for i = 7, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('DEL', KEYS[2])
+if ARGV[6] ~= '' then
+  redis.call('RPUSH', KEYS[3], ARGV[6])
+end
+record(KEYS[1], 'running', ARGV[2], ARGV[5], ARGV[3], ARGV[1])
+return {'ok', ''}

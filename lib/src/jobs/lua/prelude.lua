@@ -1,0 +1,18 @@
+-- Shared helpers, prepended to every job script.
+-- Moves job `id` of `tenant` from status `from` to `to` in the per-tenant and global indexes
+-- (the global index holds non-terminal jobs only, scored by the time of the change).
+local function move_status(prefix, tenant, id, from, to, now)
+  redis.call('ZREM', prefix .. 'jobs:' .. tenant .. ':' .. from, id)
+  redis.call('ZADD', prefix .. 'jobs:' .. tenant .. ':' .. to, 0, id)
+  redis.call('ZREM', prefix .. 'status:' .. from, id)
+  if to ~= 'completed' and to ~= 'failed' and to ~= 'canceled' then
+    redis.call('ZADD', prefix .. 'status:' .. to, now, id)
+  end
+end
+
+-- Appends a state change to the job's history (last 100 kept).
+local function record(job_key, from, to, reason, now, epoch)
+  redis.call('RPUSH', job_key .. ':history',
+    cjson.encode({at = tonumber(now), from = from, to = to, reason = reason, epoch = tonumber(epoch)}))
+  redis.call('LTRIM', job_key .. ':history', -100, -1)
+end

@@ -1,0 +1,156 @@
+//! Moving objects between the bucket and local disk without holding them in memory: downloads
+//! are streamed chunk by chunk to a file; uploads are streamed from the file, as multipart
+//! uploads of fixed-size parts when large (so memory is one part, whatever the file size).
+
+use std::path::Path;
+
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use tokio::io::AsyncWriteExt;
+
+/// Files at least this large are uploaded in parts.
+pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// Size of each part (S3 requires at least 5 MiB for all but the last).
+pub const PART_SIZE: u64 = 8 * 1024 * 1024;
+
+/// A failed transfer (network, credentials, disk).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TransferError(pub String);
+
+fn sdk<E: std::error::Error + Send + Sync + 'static>(
+    what: &str,
+    e: aws_sdk_s3::error::SdkError<E>,
+) -> TransferError {
+    TransferError(format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))
+}
+
+/// Streams `bucket/key` to `path`; returns the bytes written.
+pub async fn download(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    path: &Path,
+) -> Result<u64, TransferError> {
+    let object =
+        s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| sdk("GetObject", e))?;
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| TransferError(format!("create {}: {e}", path.display())))?;
+    let mut body = object.body;
+    let mut written = 0u64;
+    while let Some(chunk) =
+        body.try_next().await.map_err(|e| TransferError(format!("download {key}: {e}")))?
+    {
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| TransferError(format!("write {}: {e}", path.display())))?;
+        written += chunk.len() as u64;
+    }
+    file.flush().await.map_err(|e| TransferError(e.to_string()))?;
+    Ok(written)
+}
+
+/// Streams `path` to `bucket/key`.
+pub async fn upload(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    path: &Path,
+    content_type: &str,
+) -> Result<(), TransferError> {
+    let size = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| TransferError(format!("{}: {e}", path.display())))?
+        .len();
+    if size < MULTIPART_THRESHOLD {
+        let body = ByteStream::from_path(path).await.map_err(|e| TransferError(e.to_string()))?;
+        s3.put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| sdk("PutObject", e))?;
+        return Ok(());
+    }
+    let created = s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .content_type(content_type)
+        .send()
+        .await
+        .map_err(|e| sdk("CreateMultipartUpload", e))?;
+    let upload_id =
+        created.upload_id().ok_or_else(|| TransferError("no upload id".into()))?.to_owned();
+    match upload_parts(s3, bucket, key, path, size, &upload_id).await {
+        Ok(parts) => {
+            s3.complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder().set_parts(Some(parts)).build(),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk("CompleteMultipartUpload", e))?;
+            Ok(())
+        }
+        Err(e) => {
+            // Do not leave parts billed in the bucket.
+            let _ = s3
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            Err(e)
+        }
+    }
+}
+
+async fn upload_parts(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    path: &Path,
+    size: u64,
+    upload_id: &str,
+) -> Result<Vec<CompletedPart>, TransferError> {
+    let mut parts = Vec::new();
+    let mut offset = 0u64;
+    let mut number = 1i32;
+    while offset < size {
+        let length = PART_SIZE.min(size - offset);
+        let body = ByteStream::read_from()
+            .path(path)
+            .offset(offset)
+            .length(Length::Exact(length))
+            .build()
+            .await
+            .map_err(|e| TransferError(e.to_string()))?;
+        let part = s3
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| sdk("UploadPart", e))?;
+        parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(part.e_tag().map(str::to_owned))
+                .build(),
+        );
+        offset += length;
+        number += 1;
+    }
+    Ok(parts)
+}
