@@ -37,15 +37,29 @@ impl ServiceProcess {
         self.process.pid()
     }
 
+    /// Sends a signal (e.g. `libc::SIGKILL`, `libc::SIGSTOP`, `libc::SIGCONT`).
+    pub fn signal(&self, signal: i32) {
+        self.process.signal(signal);
+    }
+
     /// Waits (bounded) until `/readyz` answers 200; panics with the last answer otherwise.
     pub fn wait_ready(&mut self, timeout: Duration) {
+        self.wait_for("/readyz", timeout);
+    }
+
+    /// Waits (bounded) until `/healthz` answers 200 (alive, whatever its dependencies say).
+    pub fn wait_alive(&mut self, timeout: Duration) {
+        self.wait_for("/healthz", timeout);
+    }
+
+    fn wait_for(&mut self, path: &str, timeout: Duration) {
         let admin = self.admin;
         let process = &mut self.process;
         eventually(timeout, || {
             if let Some(status) = process.try_status() {
                 panic!("service exited before becoming ready: {status}");
             }
-            match http_get(admin, "/readyz") {
+            match http_get(admin, path) {
                 Ok((200, _)) => Ok(()),
                 other => Err(format!("{other:?}")),
             }

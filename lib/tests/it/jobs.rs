@@ -85,3 +85,65 @@ async fn another_tenant_cannot_read_a_job() {
     assert!(store.get_for_tenant(&other, &job.id).await.unwrap().is_none());
     assert!(store.get_for_tenant(&job.tenant, &job.id).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn only_the_current_epoch_can_renew_commit_or_fail() {
+    use std::time::Duration;
+    use tcoder::events::{EventKind, JobEvent};
+    use tcoder::jobs::{ClaimOutcome, FinishOutcome, JobError, RenewOutcome};
+
+    let env = TestEnv::start();
+    let (store, job) = store_with_job(&env).await;
+    store.transition(&job.id, JobStatus::Uploaded, "test", &[]).await.unwrap();
+    store.transition(&job.id, JobStatus::Queued, "test", &[]).await.unwrap();
+    let ClaimOutcome::Claimed(first) =
+        store.claim(&job.id, "worker-a", Duration::from_millis(300)).await.unwrap()
+    else {
+        panic!("first claim")
+    };
+    assert!(matches!(
+        store.claim(&job.id, "worker-b", Duration::from_secs(5)).await.unwrap(),
+        ClaimOutcome::Busy { .. }
+    ));
+    // A's lease lapses (it stopped renewing); B takes over with a higher epoch.
+    let second = testkit::eventually_async(Duration::from_secs(5), || async {
+        match store.claim(&job.id, "worker-b", Duration::from_secs(5)).await.unwrap() {
+            ClaimOutcome::Claimed(attempt) => Ok(attempt),
+            other => Err(other),
+        }
+    })
+    .await;
+    assert_eq!((first.epoch, second.epoch), (1, 2));
+
+    let event = JobEvent::new(
+        format!("{}.completed", job.id),
+        EventKind::Completed,
+        &job.id,
+        &job.tenant,
+        serde_json::json!({}),
+    );
+    assert_eq!(store.renew(&first, Duration::from_secs(5)).await.unwrap(), RenewOutcome::Lost);
+    assert_eq!(
+        store.complete(&first, &serde_json::json!({"epoch": 1}), &event).await.unwrap(),
+        FinishOutcome::Fenced
+    );
+    let error = JobError { code: "engine.failed".into(), message: "x".into() };
+    assert_eq!(store.fail(&first, &error, &event).await.unwrap(), FinishOutcome::Fenced);
+    assert_eq!(store.renew(&second, Duration::from_secs(5)).await.unwrap(), RenewOutcome::Renewed);
+    assert_eq!(
+        store.complete(&second, &serde_json::json!({"epoch": 2}), &event).await.unwrap(),
+        FinishOutcome::Finished
+    );
+
+    let done = store.get(&job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.epoch, done.outputs.unwrap()["epoch"].as_u64()),
+        (JobStatus::Completed, 2, Some(2))
+    );
+    // The committed event waits in the outbox; a late claim sees a finished job.
+    assert_eq!(store.outbox(10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.claim(&job.id, "worker-c", Duration::from_secs(5)).await.unwrap(),
+        ClaimOutcome::Done(JobStatus::Completed)
+    );
+}

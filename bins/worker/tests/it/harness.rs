@@ -1,0 +1,223 @@
+//! The whole pipeline on real servers: ingest and dispatcher in this process, workers as real
+//! `tcoder-worker` processes (so they can be killed and paused by pid).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tcoder::config::{EnvVars, Service as ServiceName, Settings};
+use tcoder::events::subjects;
+use tcoder::jobs::Tenant;
+use tcoder::service::Service;
+use tcoder::shutdown::Shutdown;
+use testkit::{ServiceProcess, TestEnv};
+
+pub(crate) const SECRET: &str = "notify";
+
+/// Timings short enough for tests: leases of 3 s, AckWait 2 s.
+pub(crate) fn fast_env() -> Vec<(String, String)> {
+    [
+        ("TCODER__NATS__JOBS_ACK_WAIT", "2s"),
+        ("TCODER__NATS__JOBS_MAX_DELIVER", "5"),
+        ("TCODER__WORKER__LEASE_TTL", "3s"),
+        ("TCODER__WORKER__IDLE_TIMEOUT", "0s"),
+        ("TCODER__WORKER__RETRY_DELAY", "1s"),
+        ("TCODER__WORKER__PROGRESS_INTERVAL", "200ms"),
+        ("TCODER__WORKER__ENGINE__X264_PRESET", "ultrafast"),
+        ("TCODER__WORKER__ENGINE__HLS_SEGMENT_DURATION", "1s"),
+        ("TCODER__SHUTDOWN__DRAIN_DEADLINE", "4s"),
+        ("TCODER__INGEST__NOTIFICATION_SECRET", SECRET),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+pub(crate) struct Pipeline {
+    pub env: TestEnv,
+    pub api: String,
+    pub key: String,
+    pub http: reqwest::Client,
+    pub js: jetstream::Context,
+    pub nats: async_nats::Client,
+    pub scratch: tempfile::TempDir,
+    shutdown: Shutdown,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+impl Pipeline {
+    pub(crate) async fn start() -> Pipeline {
+        let env = TestEnv::start();
+        let mut vars = env.service_env();
+        vars.extend(fast_env());
+        let load = |service| {
+            Settings::load_from(service, None, EnvVars::from_pairs(vars.clone())).unwrap()
+        };
+        let ingest = tcoder_ingest::App::build(load(ServiceName::Ingest)).await.unwrap();
+        let dispatcher =
+            tcoder_dispatcher::App::build(load(ServiceName::Dispatcher)).await.unwrap();
+        let api = format!("http://{}", ingest.api_addr());
+        let shutdown = Shutdown::manual(Duration::from_secs(5));
+        tokio::spawn(ingest.run_until_stopped(shutdown.clone()));
+        tokio::spawn(dispatcher.run_until_stopped(shutdown.clone()));
+        let settings = load(ServiceName::Worker);
+        let mut redis = tcoder::store::connect(&settings.redis).await.unwrap();
+        let key = tcoder::auth::generate_key();
+        tcoder::auth::store_key(&mut redis, &key, &Tenant::parse("acme").unwrap()).await.unwrap();
+        let nats = tcoder::events::connect(&settings.nats, "test").await.unwrap();
+        Pipeline {
+            env,
+            api,
+            key,
+            http: reqwest::Client::new(),
+            js: jetstream::new(nats.clone()),
+            nats,
+            scratch: tempfile::tempdir().unwrap(),
+            shutdown,
+        }
+    }
+
+    /// Starts a worker process; `extra` overrides settings (e.g. a slower preset, a proxy).
+    pub(crate) fn worker(&self, extra: &[(&str, String)]) -> ServiceProcess {
+        let mut vars = self.env.service_env();
+        vars.extend(fast_env());
+        vars.push((
+            "TCODER__WORKER__SCRATCH_DIR".into(),
+            self.scratch.path().display().to_string(),
+        ));
+        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let mut worker =
+            ServiceProcess::spawn(Path::new(env!("CARGO_BIN_EXE_tcoder-worker")), &vars);
+        // Alive is enough: a worker pulls jobs even while one dependency is unhealthy.
+        worker.wait_alive(Duration::from_secs(30));
+        worker
+    }
+
+    /// Creates a job, uploads `file` with its presigned URL and notifies ingest (as S3 would).
+    pub(crate) async fn submit(&self, file: &Path, request: Value) -> String {
+        let response = self
+            .http
+            .post(format!("{}/v1/jobs", self.api))
+            .bearer_auth(&self.key)
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let created: Value = response.json().await.unwrap();
+        let id = created["job"]["id"].as_str().unwrap().to_owned();
+        let put = self
+            .http
+            .put(created["upload"]["url"].as_str().unwrap())
+            .body(std::fs::read(file).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), StatusCode::OK);
+        let key = format!("uploads/acme/{id}/source");
+        let notification = json!({ "Records": [{ "eventName": "ObjectCreated:Put", "s3": { "bucket": { "name": self.env.s3.bucket() }, "object": { "key": key } } }] });
+        let notified = self
+            .http
+            .post(format!("{}/v1/notifications/s3", self.api))
+            .bearer_auth(SECRET)
+            .json(&notification)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(notified.status(), StatusCode::OK);
+        id
+    }
+
+    pub(crate) async fn job(&self, id: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/jobs/{id}", self.api))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub(crate) async fn cancel(&self, id: &str) -> StatusCode {
+        self.http
+            .post(format!("{}/v1/jobs/{id}/cancel", self.api))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// Waits (bounded) until the job satisfies `done`.
+    pub(crate) async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        testkit::eventually_async(timeout, || async {
+            let job = self.job(id).await;
+            if done(&job) {
+                Ok(job)
+            } else {
+                Err(format!("{} (attempts {})", job["status"], job["attempts"]))
+            }
+        })
+        .await
+    }
+
+    pub(crate) async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        self.wait_for(id, timeout, |job| job["status"] == status).await
+    }
+
+    /// Events of `kind` stored on the `EVENTS` stream for the job.
+    pub(crate) async fn events(&self, id: &str, kind: &str) -> Vec<Value> {
+        let stream = self.js.get_stream(subjects::EVENTS_STREAM).await.unwrap();
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: subjects::event(id, kind),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut info = consumer;
+        let pending = info.info().await.unwrap().num_pending as usize;
+        let mut events = Vec::new();
+        if pending == 0 {
+            return events;
+        }
+        use futures_util::StreamExt;
+        let mut messages = info.messages().await.unwrap().take(pending);
+        while let Some(Ok(message)) =
+            tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap()
+        {
+            events.push(serde_json::from_slice(&message.payload).unwrap());
+        }
+        events
+    }
+
+    /// The local file behind an output URL (the test S3 endpoint stores objects as files).
+    pub(crate) fn stored(&self, url: &str) -> PathBuf {
+        let path = url.split_once(&format!("/{}/", self.env.s3.bucket())).unwrap().1;
+        self.env.s3.data_dir().join(self.env.s3.bucket()).join(path)
+    }
+}
+
+/// A metric's value from a worker's `/metrics` (0 when absent).
+pub(crate) fn metric(worker: &ServiceProcess, series: &str) -> f64 {
+    let (_, text) = testkit::http_get(worker.admin_addr(), "/metrics").unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}

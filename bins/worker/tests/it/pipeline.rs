@@ -1,0 +1,201 @@
+//! Jobs through the whole pipeline, with workers killed, paused and starved on purpose.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::json;
+use testkit::{ChaosMode, ChaosProxy, corpus};
+
+use crate::harness::{Pipeline, metric};
+
+const LONG: Duration = Duration::from_secs(90);
+
+/// A job that keeps a worker busy for a few seconds (720p source, full ladder).
+fn heavy_request() -> serde_json::Value {
+    json!({ "preset": "hls", "qualities": "auto" })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_flows_end_to_end_and_completes_exactly_once() {
+    let pipeline = Pipeline::start().await;
+    let mut completed = pipeline.nats.subscribe("tcoder.events.*.completed").await.unwrap();
+    let _worker = pipeline.worker(&[]);
+    let id = pipeline
+        .submit(
+            &corpus::ok_mp4(),
+            json!({ "preset": "hls", "outputs": ["hls", "mp4", "thumbnails"] }),
+        )
+        .await;
+
+    let job = pipeline.wait_status(&id, "completed", LONG).await;
+    assert_eq!(job["attempts"], 1);
+    let result = &job["result"];
+    assert_eq!(result["epoch"], 1);
+    let master = result["hls_master"].as_str().unwrap();
+    assert!(master.contains(&format!("/outputs/acme/{id}/1/hls/master.m3u8")), "{master}");
+    // The outputs are real: ffprobe reads the master playlist and the MP4 from the bucket.
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_format"])
+        .arg(pipeline.stored(master))
+        .output()
+        .unwrap();
+    assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
+    let mp4 = result["renditions"][0]["mp4"].as_str().unwrap();
+    assert!(pipeline.stored(mp4).is_file());
+    assert!(pipeline.stored(result["thumbnails"]["poster"].as_str().unwrap()).is_file());
+
+    let event =
+        tokio::time::timeout(Duration::from_secs(10), completed.next()).await.unwrap().unwrap();
+    let event: serde_json::Value = serde_json::from_slice(&event.payload).unwrap();
+    assert_eq!(
+        (event["type"].as_str(), event["job_id"].as_str()),
+        (Some("completed"), Some(id.as_str()))
+    );
+    assert_eq!(event["data"]["outputs"]["hls_master"], master);
+    assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
+    for kind in ["accepted", "queued", "started", "rendition"] {
+        assert!(!pipeline.events(&id, kind).await.is_empty(), "no {kind} event");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), completed.next()).await.is_err(),
+        "a second completed event"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_job_is_finished_by_another_with_one_commit() {
+    let pipeline = Pipeline::start().await;
+    let first = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
+    let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
+    pipeline.wait_for(&id, LONG, |job| job["status"] == "running").await;
+    testkit::eventually_async(LONG, || async {
+        if pipeline.events(&id, "progress").await.is_empty() {
+            Err("no progress yet")
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    first.signal(libc::SIGKILL);
+    let _second = pipeline.worker(&[]);
+
+    let job = pipeline.wait_status(&id, "completed", LONG).await;
+    assert_eq!(job["result"]["epoch"], 2, "{job}");
+    assert!(job["result"]["hls_master"].as_str().unwrap().contains(&format!("/{id}/2/")));
+    assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_past_its_lease_cannot_commit_or_ack() {
+    let pipeline = Pipeline::start().await;
+    let stale = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
+    let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
+    pipeline.wait_for(&id, LONG, |job| job["status"] == "running").await;
+    stale.signal(libc::SIGSTOP);
+    let _current = pipeline.worker(&[]);
+    let job = pipeline.wait_status(&id, "completed", LONG).await;
+    assert_eq!(job["result"]["epoch"], 2);
+    stale.signal(libc::SIGCONT);
+
+    // The stale worker notices it lost the job and stops without acking or committing.
+    testkit::eventually_async(LONG, || async {
+        let fenced = metric(&stale, "tcoder_worker_jobs_total{outcome=\"fenced\"}");
+        if fenced >= 1.0 { Ok(()) } else { Err(fenced) }
+    })
+    .await;
+    assert!(metric(&stale, "tcoder_self_fences_total") >= 1.0);
+    assert_eq!(metric(&stale, "tcoder_worker_jobs_total{outcome=\"completed\"}"), 0.0);
+    let job = pipeline.job(&id).await;
+    assert_eq!(
+        (job["status"].as_str(), job["result"]["epoch"].as_u64()),
+        (Some("completed"), Some(2))
+    );
+    assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_failures_are_retried_and_permanent_ones_fail_once() {
+    let pipeline = Pipeline::start().await;
+    // The worker reaches S3 through a proxy that is down at first.
+    let proxy = ChaosProxy::start(pipeline.env.s3.addr());
+    proxy.set_mode(ChaosMode::Drop);
+    let worker = pipeline.worker(&[
+        ("TCODER__S3__ENDPOINT", format!("http://{}", proxy.addr())),
+        ("TCODER__S3__TIMEOUT", "2s".into()),
+    ]);
+    let id = pipeline.submit(&corpus::ok_mp4(), json!({})).await;
+    testkit::eventually_async(LONG, || async {
+        let retried = metric(&worker, "tcoder_worker_jobs_total{outcome=\"retried\"}");
+        if retried >= 1.0 { Ok(()) } else { Err(retried) }
+    })
+    .await;
+    proxy.set_mode(ChaosMode::Pass);
+    let job = pipeline.wait_status(&id, "completed", LONG).await;
+    assert!(job["attempts"].as_u64().unwrap() >= 2, "{job}");
+
+    let text = pipeline.scratch.path().join("not-a-video.mp4");
+    std::fs::write(&text, "this is not a video\n").unwrap();
+    let bad = pipeline.submit(&text, json!({})).await;
+    let job = pipeline.wait_status(&bad, "failed", LONG).await;
+    assert_eq!(
+        (job["error"]["code"].as_str(), job["attempts"].as_u64()),
+        (Some("input.unsupported_format"), Some(1))
+    );
+    assert_eq!(pipeline.events(&bad, "failed").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canceled_job_stops_its_engine_within_a_second() {
+    let pipeline = Pipeline::start().await;
+    let worker = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
+    let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
+    pipeline.wait_for(&id, LONG, |job| job["status"] == "running").await;
+    testkit::eventually_async(LONG, || async {
+        if engine_children(worker.pid()).is_empty() { Err("engine not started") } else { Ok(()) }
+    })
+    .await;
+
+    assert_eq!(pipeline.cancel(&id).await, reqwest::StatusCode::OK);
+    let canceled_at = Instant::now();
+    testkit::eventually_async(Duration::from_secs(5), || async {
+        let left = engine_children(worker.pid());
+        if left.is_empty() { Ok(()) } else { Err(left) }
+    })
+    .await;
+    assert!(
+        canceled_at.elapsed() < Duration::from_secs(1),
+        "engine stopped after {:?}",
+        canceled_at.elapsed()
+    );
+    assert_eq!(pipeline.job(&id).await["status"], "canceled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_a_running_job_to_another_worker() {
+    let pipeline = Pipeline::start().await;
+    let mut first = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
+    let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
+    pipeline.wait_for(&id, LONG, |job| job["status"] == "running").await;
+    let (status, in_time) = first.terminate(Duration::from_secs(10));
+    assert!(in_time && status.success(), "{status}");
+    // Released: back in the queue at once (not after a lease or AckWait), then done by another.
+    assert_eq!(pipeline.job(&id).await["status"], "queued");
+    let _second = pipeline.worker(&[]);
+    let job = pipeline.wait_status(&id, "completed", LONG).await;
+    assert_eq!(job["result"]["epoch"], 2);
+}
+
+/// Pids of processes whose parent is `pid` (the engine children of a worker).
+fn engine_children(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let parent = after_name.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(pid) {
+            children.push(child);
+        }
+    }
+    children
+}
