@@ -11,6 +11,7 @@
 //! | [`auth`] | API keys: generation, hashed storage, key → tenant |
 //! | [`admin`] | the admin HTTP server every service runs: `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the Prometheus registry and process metrics |
+//! | [`dlq`] | dead-lettered jobs: record, list, replay |
 //! | [`engine`] | probe, plan, decode-once transcode (FFmpeg libraries), sandboxed child + supervisor |
 //! | [`events`] | NATS JetStream: subject, stream and consumer names, idempotent set-up |
 //! | [`store`] | Redis: connection and Lua scripts |
@@ -26,6 +27,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod dlq;
 pub mod engine;
 pub mod events;
 pub mod jobs;

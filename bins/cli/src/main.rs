@@ -66,6 +66,11 @@ enum Command {
         #[command(flatten)]
         args: commands::compare::CompareArgs,
     },
+    /// Inspect and replay dead-lettered jobs.
+    Dlq {
+        #[command(subcommand)]
+        command: commands::dlq::DlqCommand,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -109,6 +114,7 @@ fn main() -> ExitCode {
                 commands::jobs::cancel(&api.client(&settings)?, &id).await.map(|()| true)
             }
             Command::CompareEngine { args } => commands::compare::run(args).await.map(|()| true),
+            Command::Dlq { command } => commands::dlq::run(&settings, command).await.map(|()| true),
             Command::Keys { command } => {
                 commands::keys::run(&settings, command).await.map(|()| true)
             }

@@ -3,7 +3,9 @@
 //! Admission control, machine providers, the reaper, the reconciler, dead letters and webhooks
 //! build on this.
 
+mod dead_letters;
 mod queue;
+mod reconcile;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,6 +22,8 @@ pub struct App {
     common: Common,
     jobs: JobStore,
     queue_decisions: IntCounterVec,
+    reconciler: reconcile::Reconciler,
+    dead_letters: IntCounterVec,
 }
 
 impl App {
@@ -41,8 +45,31 @@ impl Service for App {
             &["outcome"],
         )?;
         common.metrics.register(&queue_decisions);
+        let reconcile_actions = IntCounterVec::new(
+            Opts::new(
+                "tcoder_reconciler_actions_total",
+                "Stuck jobs the reconciler moved, by action (queued_upload, republished, requeued_lapsed).",
+            ),
+            &["action"],
+        )?;
+        common.metrics.register(&reconcile_actions);
+        let dead_letters = IntCounterVec::new(
+            Opts::new(
+                "tcoder_dead_letters_total",
+                "MAX_DELIVERIES advisories handled, by outcome (dead_lettered, gone, unknown_job, malformed).",
+            ),
+            &["outcome"],
+        )?;
+        common.metrics.register(&dead_letters);
         let jobs = JobStore::new(common.connections.redis.clone());
-        let app = App { common, jobs, queue_decisions };
+        let reconciler = reconcile::Reconciler {
+            jobs: jobs.clone(),
+            js: common.connections.jetstream.clone(),
+            interval: settings.dispatcher.reconcile_interval,
+            stuck_after: settings.dispatcher.stuck_after,
+            actions: reconcile_actions,
+        };
+        let app = App { common, jobs, queue_decisions, reconciler, dead_letters };
         tracing::info!(admin = %app.admin_addr(), "dispatcher listening");
         Ok(app)
     }
@@ -55,6 +82,16 @@ impl Service for App {
         tasks.spawn(
             "upload queue",
             queue::run(self.jobs.clone(), js.clone(), self.queue_decisions.clone(), token.clone()),
+        );
+        tasks.spawn("reconciler", self.reconciler.run(token.clone()));
+        tasks.spawn(
+            "dead letters",
+            dead_letters::run(
+                self.jobs.clone(),
+                js.clone(),
+                self.dead_letters.clone(),
+                token.clone(),
+            ),
         );
         tasks.spawn(
             "outbox relay",

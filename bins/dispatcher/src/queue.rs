@@ -11,8 +11,8 @@ use async_nats::jetstream::consumer::PullConsumer;
 use futures_util::StreamExt;
 use prometheus::IntCounterVec;
 use serde_json::json;
-use tcoder::events::{self, EventKind, JobEvent, UploadEvent, WorkItem, subjects};
-use tcoder::jobs::{Job, JobStatus, JobStore, TransitionError, now_ms, rfc3339};
+use tcoder::events::{self, EventKind, JobEvent, UploadEvent, subjects};
+use tcoder::jobs::{Job, JobStatus, JobStore, TransitionError};
 use tokio_util::sync::CancellationToken;
 
 /// Consumes `UPLOADS` until `stop`.
@@ -75,11 +75,20 @@ pub(crate) async fn queue(
     event: &UploadEvent,
 ) -> anyhow::Result<&'static str> {
     let Some(job) = jobs.get(&event.job_id).await? else { return Ok("unknown_job") };
+    queue_job(jobs, js, job).await
+}
+
+/// Moves an uploaded job to `queued` and publishes its work item (again, if already queued).
+pub(crate) async fn queue_job(
+    jobs: &JobStore,
+    js: &async_nats::jetstream::Context,
+    job: Job,
+) -> anyhow::Result<&'static str> {
     match job.status {
         JobStatus::Uploaded => {}
         // Queued before (a redelivered event): make sure its work item is out.
         JobStatus::Queued => {
-            publish_work(js, &job).await?;
+            events::publish_work_item(js, &job).await?;
             return Ok("republished");
         }
         _ => return Ok("not_uploaded"),
@@ -99,7 +108,7 @@ pub(crate) async fn queue(
         Err(TransitionError::Store(e)) => return Err(e.into()),
     }
     let job = Job { status: JobStatus::Queued, queued_count: n, ..job };
-    publish_work(js, &job).await?;
+    events::publish_work_item(js, &job).await?;
     let queued = JobEvent::new(
         format!("{}.queued.{n}", job.id),
         EventKind::Queued,
@@ -111,15 +120,4 @@ pub(crate) async fn queue(
         tracing::warn!(error = %e, "queued event not published");
     }
     Ok("queued")
-}
-
-async fn publish_work(js: &async_nats::jetstream::Context, job: &Job) -> anyhow::Result<()> {
-    let item = WorkItem {
-        job_id: job.id.clone(),
-        tenant: job.tenant.clone(),
-        queued_at: rfc3339(now_ms()),
-    };
-    let id = WorkItem::id_for(&job.id, job.queued_count.max(1));
-    events::publish_json(js, subjects::jobs(job.spec.priority), &id, &item).await?;
-    Ok(())
 }

@@ -65,6 +65,30 @@ fn transient(message: impl Into<String>) -> EngineError {
     EngineError::new(ErrorCode::Failed, message)
 }
 
+/// Claims the job. When the previous holder's lease is still running down (its worker died and
+/// AckWait expired first), waits it out while holding the message (with in-progress acks)
+/// rather than nak it: a nak would spend one of the job's limited deliveries.
+async fn claim_waiting_out_a_lapsing_lease(
+    worker: &Worker,
+    message: &Message,
+    item: &WorkItem,
+) -> Result<ClaimOutcome, tcoder::store::StoreError> {
+    let ttl = worker.config.lease_ttl;
+    let mut claimed = worker.jobs.claim(&item.job_id, &worker.id, ttl).await;
+    for _ in 0..2 {
+        let Ok(ClaimOutcome::Busy { retry_in }) = claimed else { break };
+        // Keep the message while waiting: an in-progress ack every half AckWait.
+        let until = tokio::time::Instant::now() + retry_in.min(ttl) + Duration::from_millis(50);
+        while tokio::time::Instant::now() < until {
+            let _ = message.ack_with(AckKind::Progress).await;
+            tokio::time::sleep_until(until.min(tokio::time::Instant::now() + worker.ack_wait / 2))
+                .await;
+        }
+        claimed = worker.jobs.claim(&item.job_id, &worker.id, ttl).await;
+    }
+    claimed
+}
+
 /// Handles one message to the end and settles it (ack / nak / term / nothing).
 pub(crate) async fn handle(
     worker: &Worker,
@@ -84,7 +108,7 @@ pub(crate) async fn handle(
             return Outcome::Skipped;
         }
     };
-    let claimed = worker.jobs.claim(&item.job_id, &worker.id, worker.config.lease_ttl).await;
+    let claimed = claim_waiting_out_a_lapsing_lease(worker, &message, &item).await;
     let attempt = match claimed {
         Ok(ClaimOutcome::Claimed(attempt)) => attempt,
         Ok(ClaimOutcome::Busy { retry_in }) => {

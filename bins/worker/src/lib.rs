@@ -35,6 +35,8 @@ pub(crate) struct Worker {
     pub config: Arc<WorkerConfig>,
     pub supervisor: Supervisor,
     pub max_deliver: i64,
+    /// JOBS consumer AckWait: a held message needs an in-progress ack within it.
+    pub ack_wait: Duration,
     pub metrics: WorkerMetrics,
     machine: Arc<Mutex<MachineRecord>>,
 }
@@ -121,6 +123,7 @@ impl Service for App {
                 limits: settings.worker.engine.sandbox(),
             },
             max_deliver: settings.nats.jobs_max_deliver,
+            ack_wait: settings.nats.jobs_ack_wait,
             metrics: WorkerMetrics::register(&common.metrics),
             config: Arc::new(settings.worker),
         };

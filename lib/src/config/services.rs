@@ -145,6 +145,10 @@ pub enum ProviderKind {
 pub struct DispatcherConfig {
     pub provider: ProviderKind,
     pub max_machines: u32,
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub stuck_after: Duration,
 }
 
 impl DispatcherConfig {
@@ -152,7 +156,8 @@ impl DispatcherConfig {
         if self.max_machines == 0 {
             return Err(Invalid::new("max_machines", "must be at least 1"));
         }
-        Ok(())
+        require_positive("reconcile_interval", self.reconcile_interval)?;
+        require_positive("stuck_after", self.stuck_after)
     }
 }
 

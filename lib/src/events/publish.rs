@@ -9,7 +9,9 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use serde::Serialize;
 
-use super::types::{JobEvent, UploadEvent};
+use super::subjects;
+use super::types::{JobEvent, UploadEvent, WorkItem};
+use crate::jobs::{Job, now_ms, rfc3339};
 
 /// Attempts per publish (the first plus retries).
 const ATTEMPTS: u32 = 4;
@@ -59,4 +61,16 @@ pub async fn publish_event(js: &Context, event: &JobEvent) -> Result<PublishAck,
 /// Publishes a normalized upload event on `tcoder.uploads.<bucket>`.
 pub async fn publish_upload(js: &Context, event: &UploadEvent) -> Result<PublishAck, PublishError> {
     publish_json(js, event.subject(), &event.id, event).await
+}
+
+/// Publishes the job's work item on `tcoder.jobs.<priority>.<job>`, with the dedup id of its
+/// current queuing (`queued_count`): publishing again for the same queuing is dropped.
+pub async fn publish_work_item(js: &Context, job: &Job) -> Result<PublishAck, PublishError> {
+    let item = WorkItem {
+        job_id: job.id.clone(),
+        tenant: job.tenant.clone(),
+        queued_at: rfc3339(now_ms()),
+    };
+    let id = WorkItem::id_for(&job.id, job.queued_count.max(1));
+    publish_json(js, subjects::job(job.spec.priority, job.id.as_str()), &id, &item).await
 }

@@ -3,9 +3,12 @@
 //! | stream | subjects | retention |
 //! |---|---|---|
 //! | `UPLOADS` | `tcoder.uploads.<bucket>` | limits (7 d) |
-//! | `JOBS` | `tcoder.jobs.<priority>` | work queue |
+//! | `JOBS` | `tcoder.jobs.<priority>.<job_id>` | work queue |
 //! | `EVENTS` | `tcoder.events.<job_id>.<kind>` | limits (7 d) |
-//! | `DLQ` | `tcoder.dlq.jobs` | limits (30 d) |
+//! | `DLQ` | `tcoder.dlq.jobs`, and the JOBS `MAX_DELIVERIES` / `MSG_TERMINATED` advisories | limits (30 d) |
+//!
+//! Work items carry the job id in their subject so the reconciler can ask the stream, per job,
+//! whether a message is still waiting (a work-queue stream drops acked messages).
 
 use crate::jobs::Priority;
 
@@ -31,10 +34,25 @@ pub fn uploads(bucket: &str) -> String {
     format!("tcoder.uploads.{bucket}")
 }
 
-/// Work items of one priority.
-pub fn jobs(priority: Priority) -> String {
-    format!("tcoder.jobs.{priority}")
+/// The work item of one job at one priority.
+pub fn job(priority: Priority, job_id: &str) -> String {
+    format!("tcoder.jobs.{priority}.{job_id}")
 }
+
+/// Every work item of one priority (a consumer's filter).
+pub fn jobs(priority: Priority) -> String {
+    format!("tcoder.jobs.{priority}.>")
+}
+
+/// Advisories the DLQ stream captures so none is lost while the dispatcher is down.
+pub const MAX_DELIVERIES_ADVISORIES: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.JOBS.>";
+pub const TERMINATED_ADVISORIES: &str = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.JOBS.>";
+
+/// Durable consumer through which the dispatcher handles advisories on `DLQ`.
+pub const DLQ_CONSUMER: &str = "dead-letters";
+
+/// Durable consumer through which the dispatcher delivers webhooks.
+pub const WEBHOOKS_CONSUMER: &str = "webhooks";
 
 /// Durable consumer workers pull jobs of one priority from (one per priority, so a worker can
 /// drain `high` before `normal` before `low`).
@@ -47,11 +65,6 @@ pub fn event(job_id: &str, kind: &str) -> String {
     format!("tcoder.events.{job_id}.{kind}")
 }
 
-/// Advisory the server publishes when a JOBS message has used up its deliveries.
-pub fn max_deliveries_advisory(consumer: &str) -> String {
-    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.{consumer}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,7 +73,8 @@ mod tests {
     fn subjects_fall_under_their_stream_wildcards() {
         let under = |subject: &str, all: &str| subject.starts_with(all.trim_end_matches('>'));
         assert!(under(&uploads("tcoder"), UPLOADS_ALL));
-        assert!(under(&jobs(Priority::High), JOBS_ALL));
+        assert!(under(&job(Priority::High, "job_1"), JOBS_ALL));
+        assert!(under(&job(Priority::High, "job_1"), &jobs(Priority::High)));
         assert!(under(&event("j1", "completed"), EVENTS_ALL));
         assert!(under(DLQ_JOBS, DLQ_ALL));
     }

@@ -46,25 +46,66 @@ pub fn stream_configs(config: &Config) -> Vec<stream::Config> {
             RetentionPolicy::Limits,
             config.events_max_age,
         ),
-        base(subjects::DLQ_STREAM, subjects::DLQ_ALL, RetentionPolicy::Limits, config.dlq_max_age),
+        stream::Config {
+            subjects: vec![
+                subjects::DLQ_ALL.to_owned(),
+                subjects::MAX_DELIVERIES_ADVISORIES.to_owned(),
+                subjects::TERMINATED_ADVISORIES.to_owned(),
+            ],
+            ..base(
+                subjects::DLQ_STREAM,
+                subjects::DLQ_ALL,
+                RetentionPolicy::Limits,
+                config.dlq_max_age,
+            )
+        },
     ]
 }
 
 /// The durable pull consumers, as `(stream, config)`.
 pub fn consumer_configs(config: &Config) -> Vec<(&'static str, pull::Config)> {
-    let mut consumers = vec![(
-        subjects::UPLOADS_STREAM,
-        pull::Config {
-            durable_name: Some(subjects::UPLOADS_CONSUMER.to_owned()),
-            filter_subject: subjects::UPLOADS_ALL.to_owned(),
-            ack_policy: AckPolicy::Explicit,
-            deliver_policy: DeliverPolicy::All,
-            ack_wait: std::time::Duration::from_secs(30),
-            max_deliver: 10,
-            num_replicas: config.replicas,
-            ..Default::default()
-        },
-    )];
+    let mut consumers = vec![
+        (
+            subjects::DLQ_STREAM,
+            pull::Config {
+                durable_name: Some(subjects::DLQ_CONSUMER.to_owned()),
+                filter_subject: "$JS.EVENT.ADVISORY.CONSUMER.*.JOBS.>".to_owned(),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: std::time::Duration::from_secs(30),
+                max_deliver: 20,
+                num_replicas: config.replicas,
+                ..Default::default()
+            },
+        ),
+        (
+            subjects::EVENTS_STREAM,
+            pull::Config {
+                durable_name: Some(subjects::WEBHOOKS_CONSUMER.to_owned()),
+                filter_subject: subjects::EVENTS_ALL.to_owned(),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::New,
+                ack_wait: std::time::Duration::from_secs(60),
+                // Enough for the retry schedule; the webhook deliverer stops earlier itself.
+                max_deliver: 20,
+                num_replicas: config.replicas,
+                ..Default::default()
+            },
+        ),
+        (
+            subjects::UPLOADS_STREAM,
+            pull::Config {
+                durable_name: Some(subjects::UPLOADS_CONSUMER.to_owned()),
+                filter_subject: subjects::UPLOADS_ALL.to_owned(),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: std::time::Duration::from_secs(30),
+                max_deliver: 10,
+                num_replicas: config.replicas,
+                ..Default::default()
+            },
+        ),
+    ];
     for priority in Priority::ALL {
         consumers.push((
             subjects::JOBS_STREAM,

@@ -20,6 +20,18 @@ use crate::store::{KEY_PREFIX, StoreError};
 static CLAIM: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/claim.lua")));
 static RENEW: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/renew.lua")));
 static FINISH: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/finish.lua")));
+static RECOVER: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/recover.lua")));
+
+/// Recovery moves (see `lua/recover.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// running → queued, when its lease lapsed and its message is gone.
+    Lapsed,
+    /// failed → queued (dead-letter replay).
+    Replay,
+    /// queued → queued, when its work item was lost.
+    Bump,
+}
 
 /// The list of terminal events not yet confirmed published.
 pub fn outbox_key() -> String {
@@ -189,6 +201,34 @@ impl JobStore {
             Some("fenced") => Ok(FinishOutcome::Fenced),
             _ => Err(StoreError::Corrupt(format!("unexpected finish reply {reply:?}"))),
         }
+    }
+
+    /// Applies a recovery move; `Some(queued_count)` when it happened.
+    pub async fn recover(&self, id: &JobId, recovery: Recovery) -> Result<Option<u64>, StoreError> {
+        let mode = match recovery {
+            Recovery::Lapsed => "lapsed",
+            Recovery::Replay => "replay",
+            Recovery::Bump => "bump",
+        };
+        let mut conn = self.conn();
+        let reply: Vec<String> = RECOVER
+            .key(job_key(id))
+            .key(lease_key(id))
+            .arg(mode)
+            .arg(now_ms())
+            .arg(KEY_PREFIX)
+            .invoke_async(&mut conn)
+            .await?;
+        match (reply.first().map(String::as_str), reply.get(1)) {
+            (Some("ok"), Some(n)) => Ok(n.parse().ok()),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether a worker holds a live lease on the job.
+    pub async fn lease_alive(&self, id: &JobId) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        Ok(conn.exists(lease_key(id)).await?)
     }
 
     /// Outbox entries not yet confirmed published (oldest first), raw and parsed.

@@ -54,7 +54,11 @@ async fn a_job_message_is_deduplicated_consumed_and_removed_on_explicit_ack() {
             let message = jetstream::message::PublishMessage::build()
                 .payload(payload.into())
                 .message_id("job-1/attempt-1");
-            js.send_publish(subjects::jobs(Priority::Normal), message).await.unwrap().await.unwrap()
+            js.send_publish(subjects::job(Priority::Normal, "job-1"), message)
+                .await
+                .unwrap()
+                .await
+                .unwrap()
         }
     };
     let first = publish("job-1").await;

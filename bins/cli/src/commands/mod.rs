@@ -1,6 +1,7 @@
 //! The client commands: `submit`, `status`, `jobs`, `cancel`, `keys`.
 
 pub(crate) mod compare;
+pub(crate) mod dlq;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod submit;

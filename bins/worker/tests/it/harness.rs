@@ -20,7 +20,9 @@ pub(crate) const SECRET: &str = "notify";
 pub(crate) fn fast_env() -> Vec<(String, String)> {
     [
         ("TCODER__NATS__JOBS_ACK_WAIT", "2s"),
-        ("TCODER__NATS__JOBS_MAX_DELIVER", "5"),
+        ("TCODER__NATS__JOBS_MAX_DELIVER", "3"),
+        ("TCODER__DISPATCHER__RECONCILE_INTERVAL", "500ms"),
+        ("TCODER__DISPATCHER__STUCK_AFTER", "6s"),
         ("TCODER__WORKER__LEASE_TTL", "3s"),
         ("TCODER__WORKER__IDLE_TIMEOUT", "0s"),
         ("TCODER__WORKER__RETRY_DELAY", "1s"),
@@ -220,4 +222,19 @@ pub(crate) fn metric(worker: &ServiceProcess, series: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Pids of processes whose parent is `pid` (the engine children of a worker).
+pub(crate) fn engine_children(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let parent = after_name.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(pid) {
+            children.push(child);
+        }
+    }
+    children
 }

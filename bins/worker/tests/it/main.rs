@@ -4,3 +4,4 @@ mod engine_sandbox;
 mod harness;
 mod lifecycle;
 mod pipeline;
+mod recovery;

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use testkit::{ChaosMode, ChaosProxy, corpus};
 
-use crate::harness::{Pipeline, metric};
+use crate::harness::{Pipeline, engine_children, metric};
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -183,19 +183,4 @@ async fn sigterm_releases_a_running_job_to_another_worker() {
     let _second = pipeline.worker(&[]);
     let job = pipeline.wait_status(&id, "completed", LONG).await;
     assert_eq!(job["result"]["epoch"], 2);
-}
-
-/// Pids of processes whose parent is `pid` (the engine children of a worker).
-fn engine_children(pid: u32) -> Vec<u32> {
-    let mut children = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
-        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-        let parent = after_name.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
-        if parent == Some(pid) {
-            children.push(child);
-        }
-    }
-    children
 }

@@ -1,0 +1,126 @@
+//! Handles the JOBS advisories captured on the `DLQ` stream. A `MAX_DELIVERIES` advisory means
+//! a work item was delivered `max_deliver` times without an ack or term — its worker crashed or
+//! was killed every time. The job is failed with `job.poison`, recorded on `tcoder.dlq.jobs`
+//! with its history, announced once (`<job>.failed`), and its message removed from `JOBS`.
+
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::PullConsumer;
+use futures_util::StreamExt;
+use prometheus::IntCounterVec;
+use serde::Deserialize;
+use serde_json::json;
+use tcoder::dlq::{self, DeadLetter};
+use tcoder::events::{self, EventKind, JobEvent, WorkItem, subjects};
+use tcoder::jobs::{JobError, JobStatus, JobStore, TransitionError};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Deserialize)]
+struct Advisory {
+    #[serde(rename = "type")]
+    kind: String,
+    stream_seq: u64,
+    #[serde(default)]
+    deliveries: i64,
+}
+
+pub(crate) async fn run(
+    jobs: JobStore,
+    js: async_nats::jetstream::Context,
+    actions: IntCounterVec,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let stream = js.get_stream(subjects::DLQ_STREAM).await?;
+    let consumer: PullConsumer =
+        stream.get_consumer(subjects::DLQ_CONSUMER).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut messages = consumer
+        .stream()
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await?;
+    loop {
+        let message = tokio::select! {
+            message = messages.next() => message,
+            () = stop.cancelled() => return Ok(()),
+        };
+        let Some(message) = message else { anyhow::bail!("the DLQ consumer stream ended") };
+        let Ok(message) = message else { continue };
+        let Ok(advisory) = serde_json::from_slice::<Advisory>(&message.payload) else {
+            let _ = message.ack_with(AckKind::Term).await;
+            continue;
+        };
+        if !advisory.kind.ends_with("max_deliver") {
+            // MSG_TERMINATED: a worker already failed that job with its own error code.
+            let _ = message.ack().await;
+            continue;
+        }
+        match dead_letter(&jobs, &js, &advisory).await {
+            Ok(outcome) => {
+                actions.with_label_values(&[outcome]).inc();
+                let _ = message.double_ack().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot dead-letter yet; retrying");
+                let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+            }
+        }
+    }
+}
+
+async fn dead_letter(
+    jobs: &JobStore,
+    js: &async_nats::jetstream::Context,
+    advisory: &Advisory,
+) -> anyhow::Result<&'static str> {
+    let stream = js.get_stream(subjects::JOBS_STREAM).await?;
+    let Ok(raw) = stream.get_raw_message(advisory.stream_seq).await else {
+        return Ok("gone");
+    };
+    let Ok(item) = serde_json::from_slice::<WorkItem>(&raw.payload) else {
+        stream.delete_message(advisory.stream_seq).await?;
+        return Ok("malformed");
+    };
+    let Some(job) = jobs.get(&item.job_id).await? else {
+        stream.delete_message(advisory.stream_seq).await?;
+        return Ok("unknown_job");
+    };
+    if !job.status.is_terminal() {
+        let error = JobError {
+            code: "job.poison".into(),
+            message: format!(
+                "the job's worker failed on {} deliveries in a row (crashed or was killed)",
+                advisory.deliveries
+            ),
+        };
+        let recorded = serde_json::to_string(&error)?;
+        match jobs
+            .transition(&job.id, JobStatus::Failed, "dead-lettered", &[("error", recorded)])
+            .await
+        {
+            Ok(_) | Err(TransitionError::Illegal { .. }) => {}
+            Err(TransitionError::Missing) => return Ok("unknown_job"),
+            Err(TransitionError::Store(e)) => return Err(e.into()),
+        }
+        let history = jobs.history(&job.id).await?;
+        let letter = DeadLetter::new(
+            job.id.clone(),
+            job.tenant.clone(),
+            error.message.clone(),
+            advisory.deliveries,
+            history,
+        );
+        dlq::record(js, &letter, job.queued_count).await?;
+        let failed = JobEvent::new(
+            format!("{}.failed", job.id),
+            EventKind::Failed,
+            &job.id,
+            &job.tenant,
+            json!({ "error": error, "metadata": job.spec.metadata }),
+        );
+        events::publish_event(js, &failed).await?;
+    }
+    stream.delete_message(advisory.stream_seq).await?;
+    Ok("dead_lettered")
+}

@@ -1,0 +1,113 @@
+//! The reconciler: nothing is left stuck. Periodically, jobs that have sat in one state longer
+//! than `dispatcher.stuck_after` are checked against reality:
+//! - `uploaded` (the upload event was lost, or the sweep found the upload): queued;
+//! - `queued` with no work item left in `JOBS` (lost, or removed by a stale ack): published again;
+//! - `running` with no live lease and no work item (the worker died after its message was
+//!   removed): back to `queued` and published again.
+//!
+//! A job whose work item still exists is left alone: JetStream will deliver it.
+
+use std::time::Duration;
+
+use async_nats::jetstream::Context;
+use prometheus::IntCounterVec;
+use tcoder::events::{self, subjects};
+use tcoder::jobs::{Job, JobStatus, JobStore, Recovery, now_ms};
+use tokio_util::sync::CancellationToken;
+
+/// Jobs looked at per state per pass.
+const BATCH: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Reconciler {
+    pub jobs: JobStore,
+    pub js: Context,
+    pub interval: Duration,
+    pub stuck_after: Duration,
+    pub actions: IntCounterVec,
+}
+
+impl Reconciler {
+    pub(crate) async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.interval) => {}
+                () = stop.cancelled() => return Ok(()),
+            }
+            if let Err(e) = self.pass().await {
+                tracing::warn!(error = %e, "reconcile pass failed; trying again next interval");
+            }
+        }
+    }
+
+    /// One pass; returns how many jobs it moved.
+    pub(crate) async fn pass(&self) -> anyhow::Result<usize> {
+        let mut moved = 0;
+        let stuck_ms = u64::try_from(self.stuck_after.as_millis()).unwrap_or(u64::MAX);
+        for status in [JobStatus::Uploaded, JobStatus::Queued, JobStatus::Running] {
+            for id in self.jobs.in_status(status, BATCH).await? {
+                let Some(job) = self.jobs.get(&id).await? else { continue };
+                if job.status != status || now_ms().saturating_sub(job.updated_at) < stuck_ms {
+                    continue;
+                }
+                if let Some(action) = self.reconcile(&job).await? {
+                    tracing::info!(job = %job.id, status = %job.status, action, "reconciled");
+                    self.actions.with_label_values(&[action]).inc();
+                    moved += 1;
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    async fn reconcile(&self, job: &Job) -> anyhow::Result<Option<&'static str>> {
+        match job.status {
+            JobStatus::Uploaded => {
+                let outcome = crate::queue::queue_job(&self.jobs, &self.js, job.clone()).await?;
+                Ok((outcome == "queued").then_some("queued_upload"))
+            }
+            JobStatus::Queued if !self.work_item_exists(job).await? => {
+                self.republish(job, Recovery::Bump, "republished").await
+            }
+            JobStatus::Running
+                if !self.jobs.lease_alive(&job.id).await?
+                    && !self.work_item_exists(job).await? =>
+            {
+                self.republish(job, Recovery::Lapsed, "requeued_lapsed").await
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn republish(
+        &self,
+        job: &Job,
+        recovery: Recovery,
+        action: &'static str,
+    ) -> anyhow::Result<Option<&'static str>> {
+        if self.jobs.recover(&job.id, recovery).await?.is_none() {
+            return Ok(None);
+        }
+        let job = self.jobs.get(&job.id).await?.ok_or_else(|| anyhow::anyhow!("job vanished"))?;
+        events::publish_work_item(&self.js, &job).await?;
+        Ok(Some(action))
+    }
+
+    /// Whether the job's work item is still in the work-queue stream.
+    async fn work_item_exists(&self, job: &Job) -> anyhow::Result<bool> {
+        let stream = self.js.get_stream(subjects::JOBS_STREAM).await?;
+        match stream
+            .get_last_raw_message_by_subject(&subjects::job(job.spec.priority, job.id.as_str()))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(anyhow::anyhow!("looking up the work item of {}: {e}", job.id)),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Jobs that lose their message or kill every worker: the reconciler and the dead-letter queue.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tcoder::events::subjects;
+use tcoder::jobs::{JobId, JobStore};
+use testkit::corpus;
+
+use crate::harness::{Pipeline, engine_children};
+
+const LONG: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_whose_work_item_vanished_is_republished() {
+    let pipeline = Pipeline::start().await;
+    let id = pipeline.submit(&corpus::ok_mp4(), json!({})).await;
+    pipeline.wait_status(&id, "queued", LONG).await;
+    // Lose the work item, as a stale ack from a paused worker would.
+    let stream = pipeline.js.get_stream(subjects::JOBS_STREAM).await.unwrap();
+    let subject = subjects::job(tcoder::jobs::Priority::Normal, &id);
+    stream.purge().filter(&subject).await.unwrap();
+    assert!(stream.get_last_raw_message_by_subject(&subject).await.is_err());
+
+    // The reconciler notices (after `stuck_after`) and publishes it again.
+    testkit::eventually_async(LONG, || async {
+        stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let _worker = pipeline.worker(&[]);
+    let job = pipeline.wait_status(&id, "completed", LONG).await;
+    assert_eq!(job["attempts"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_kills_every_worker_is_dead_lettered_once_and_can_be_replayed() {
+    let pipeline = Pipeline::start().await;
+    let id = pipeline
+        .submit(&corpus::heavy_720p(), json!({ "preset": "hls", "qualities": "auto" }))
+        .await;
+    // max_deliver is 3: kill the worker in the middle of each attempt.
+    for attempt in 1..=3u64 {
+        let worker = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
+        pipeline
+            .wait_for(&id, LONG, |job| {
+                job["status"] == "running" && job["attempts"].as_u64() == Some(attempt)
+            })
+            .await;
+        testkit::eventually_async(LONG, || async {
+            if engine_children(worker.pid()).is_empty() { Err("no engine yet") } else { Ok(()) }
+        })
+        .await;
+        worker.signal(libc::SIGKILL);
+    }
+    // A healthy worker asks for work: the server, finding the message out of deliveries,
+    // publishes the MAX_DELIVERIES advisory instead of a fourth delivery.
+    let _healthy = pipeline.worker(&[]);
+    let job = pipeline.wait_status(&id, "failed", LONG).await;
+    assert_eq!(job["error"]["code"], "job.poison", "{job}");
+    assert_eq!(pipeline.events(&id, "failed").await.len(), 1);
+    let letters = tcoder::dlq::list(&pipeline.js, 100).await.unwrap();
+    let letter = letters.iter().find(|l| l.job_id.as_str() == id).expect("a dead letter");
+    assert_eq!(letter.deliveries, 3);
+    assert!(letter.history.iter().any(|h| h["to"] == "running"));
+
+    // The cause is fixed (no more kills): replay, and a worker finishes it.
+    let settings = tcoder::config::Settings::load_from(
+        tcoder::config::Service::Cli,
+        None,
+        tcoder::config::EnvVars::from_pairs(pipeline.env.service_env()),
+    )
+    .unwrap();
+    let jobs = JobStore::new(tcoder::store::connect(&settings.redis).await.unwrap());
+    tcoder::dlq::replay(&jobs, &pipeline.js, &JobId::parse(&id).unwrap()).await.unwrap();
+    let job = pipeline.wait_status(&id, "completed", LONG).await;
+    assert!(job["error"].is_null());
+    assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
+}
