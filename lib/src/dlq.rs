@@ -57,6 +57,19 @@ pub async fn list(js: &Context, limit: usize) -> anyhow::Result<Vec<DeadLetter>>
     Ok(letters)
 }
 
+/// How many dead letters the stream keeps.
+pub async fn depth(js: &Context) -> anyhow::Result<u64> {
+    let stream = js.get_stream(subjects::DLQ_STREAM).await?;
+    let mut consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: subjects::DLQ_JOBS.to_owned(),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    Ok(consumer.info().await?.num_pending)
+}
+
 /// Puts a dead-lettered (failed) job back on the work queue.
 pub async fn replay(jobs: &JobStore, js: &Context, id: &JobId) -> anyhow::Result<()> {
     let Some(_) = jobs.recover(id, Recovery::Replay).await? else {

@@ -11,6 +11,7 @@
 //! - [`eventually`] / [`eventually_async`]: bounded polling, instead of sleeping.
 //! - [`ChaosProxy`]: a TCP proxy that can pass, drop or blackhole traffic.
 //! - [`cloudflare::FakeCloudflareQueue`]: the Cloudflare Queues pull API (R2 notifications).
+//! - [`webhook::WebhookReceiver`]: records webhooks; verifies them with the `standardwebhooks` package.
 //! - [`ServiceProcess`]: a tcoder service binary run as a real process (start, probe, SIGTERM).
 //!
 //! Processes are stopped by pid when their handle drops; servers run in-process stop with
@@ -30,6 +31,7 @@ mod redis;
 mod s3;
 mod service;
 mod wait;
+pub mod webhook;
 
 pub use canary::Canary;
 pub use chaos::{ChaosMode, ChaosProxy};

@@ -1,29 +1,32 @@
 //! tcoder-dispatcher: the control plane. It turns upload events into queued jobs (one work
-//! item each on `tcoder.jobs.<priority>`) and relays committed-but-unpublished job events.
-//! Admission control, machine providers, the reaper, the reconciler, dead letters and webhooks
-//! build on this.
+//! item each on `tcoder.jobs.<priority>.<job>`), reconciles stuck jobs, dead-letters poison
+//! jobs, delivers signed webhooks, and relays committed-but-unpublished job events.
 
 mod dead_letters;
+mod metrics;
 mod queue;
 mod reconcile;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use prometheus::{IntCounterVec, Opts};
 use tcoder::config::{Service as ServiceName, Settings};
 use tcoder::jobs::JobStore;
 use tcoder::service::{Common, Service, Tasks};
 use tcoder::shutdown::Shutdown;
+use tcoder::webhooks::Deliverer;
+
+use crate::metrics::DispatcherMetrics;
 
 /// The dispatcher service, bound and connected, not yet running.
 #[derive(Debug)]
 pub struct App {
     common: Common,
     jobs: JobStore,
-    queue_decisions: IntCounterVec,
+    metrics: DispatcherMetrics,
     reconciler: reconcile::Reconciler,
-    dead_letters: IntCounterVec,
+    webhooks: webhooks::WebhookSender,
 }
 
 impl App {
@@ -37,39 +40,31 @@ impl Service for App {
 
     async fn build(settings: Settings) -> anyhow::Result<App> {
         let common = Common::build(&settings, Self::NAME).await?;
-        let queue_decisions = IntCounterVec::new(
-            Opts::new(
-                "tcoder_dispatcher_upload_events_total",
-                "Upload events handled by the dispatcher, by outcome (queued, republished, not_uploaded, unknown_job, raced, retry).",
-            ),
-            &["outcome"],
-        )?;
-        common.metrics.register(&queue_decisions);
-        let reconcile_actions = IntCounterVec::new(
-            Opts::new(
-                "tcoder_reconciler_actions_total",
-                "Stuck jobs the reconciler moved, by action (queued_upload, republished, requeued_lapsed).",
-            ),
-            &["action"],
-        )?;
-        common.metrics.register(&reconcile_actions);
-        let dead_letters = IntCounterVec::new(
-            Opts::new(
-                "tcoder_dead_letters_total",
-                "MAX_DELIVERIES advisories handled, by outcome (dead_lettered, gone, unknown_job, malformed).",
-            ),
-            &["outcome"],
-        )?;
-        common.metrics.register(&dead_letters);
+        let metrics = DispatcherMetrics::register(&common.metrics);
         let jobs = JobStore::new(common.connections.redis.clone());
+        let js = common.connections.jetstream.clone();
+        let config = &settings.dispatcher;
         let reconciler = reconcile::Reconciler {
             jobs: jobs.clone(),
-            js: common.connections.jetstream.clone(),
-            interval: settings.dispatcher.reconcile_interval,
-            stuck_after: settings.dispatcher.stuck_after,
-            actions: reconcile_actions,
+            js: js.clone(),
+            interval: config.reconcile_interval,
+            stuck_after: config.stuck_after,
+            actions: metrics.reconcile_actions.clone(),
+            dlq_depth: metrics.dlq_depth.clone(),
         };
-        let app = App { common, jobs, queue_decisions, reconciler, dead_letters };
+        let webhooks = webhooks::WebhookSender {
+            jobs: jobs.clone(),
+            redis: common.connections.redis.clone(),
+            js,
+            deliverer: Deliverer {
+                allowed: config.webhook_allowed.clone(),
+                timeout: config.webhook_timeout,
+            },
+            schedule: config.webhook_schedule.clone(),
+            attempts: metrics.webhook_attempts.clone(),
+            latency: metrics.webhook_latency.clone(),
+        };
+        let app = App { common, jobs, metrics, reconciler, webhooks };
         tracing::info!(admin = %app.admin_addr(), "dispatcher listening");
         Ok(app)
     }
@@ -81,7 +76,12 @@ impl Service for App {
         tasks.spawn("admin server", self.common.admin.serve(token.clone()));
         tasks.spawn(
             "upload queue",
-            queue::run(self.jobs.clone(), js.clone(), self.queue_decisions.clone(), token.clone()),
+            queue::run(
+                self.jobs.clone(),
+                js.clone(),
+                self.metrics.upload_events.clone(),
+                token.clone(),
+            ),
         );
         tasks.spawn("reconciler", self.reconciler.run(token.clone()));
         tasks.spawn(
@@ -89,10 +89,11 @@ impl Service for App {
             dead_letters::run(
                 self.jobs.clone(),
                 js.clone(),
-                self.dead_letters.clone(),
+                self.metrics.dead_letters.clone(),
                 token.clone(),
             ),
         );
+        tasks.spawn("webhooks", self.webhooks.run(token.clone()));
         tasks.spawn(
             "outbox relay",
             tcoder::events::run_outbox_relay(

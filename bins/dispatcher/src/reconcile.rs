@@ -25,6 +25,7 @@ pub(crate) struct Reconciler {
     pub interval: Duration,
     pub stuck_after: Duration,
     pub actions: IntCounterVec,
+    pub dlq_depth: prometheus::IntGauge,
 }
 
 impl Reconciler {
@@ -36,6 +37,10 @@ impl Reconciler {
             }
             if let Err(e) = self.pass().await {
                 tracing::warn!(error = %e, "reconcile pass failed; trying again next interval");
+            }
+            match tcoder::dlq::depth(&self.js).await {
+                Ok(depth) => self.dlq_depth.set(i64::try_from(depth).unwrap_or(i64::MAX)),
+                Err(e) => tracing::debug!(error = %e, "cannot read the DLQ depth"),
             }
         }
     }

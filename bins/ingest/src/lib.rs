@@ -101,6 +101,7 @@ impl Service for App {
         };
         let state = AppState {
             jobs,
+            redis: connections.redis.clone(),
             keys: ApiKeys::new(&settings.ingest.api_keys, connections.redis.clone()),
             js: connections.jetstream.clone(),
             s3: connections.s3.clone(),

@@ -149,6 +149,28 @@ pub struct DispatcherConfig {
     pub reconcile_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub stuck_after: Duration,
+    #[serde(with = "humantime_serde_vec")]
+    pub webhook_schedule: Vec<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    pub webhook_allowed: Vec<SocketAddr>,
+}
+
+/// `Vec<Duration>` written as humantime strings.
+mod humantime_serde_vec {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Duration>, D::Error> {
+        let texts = Vec::<String>::deserialize(deserializer)?;
+        texts
+            .iter()
+            .map(|t| humantime::parse_duration(t).map_err(serde::de::Error::custom))
+            .collect()
+    }
 }
 
 impl DispatcherConfig {
@@ -157,6 +179,10 @@ impl DispatcherConfig {
             return Err(Invalid::new("max_machines", "must be at least 1"));
         }
         require_positive("reconcile_interval", self.reconcile_interval)?;
+        require_positive("webhook_timeout", self.webhook_timeout)?;
+        if self.webhook_schedule.len() > 15 {
+            return Err(Invalid::new("webhook_schedule", "at most 15 retries"));
+        }
         require_positive("stuck_after", self.stuck_after)
     }
 }

@@ -127,6 +127,9 @@ pub struct JobSpec {
     pub audio_codec: AudioCodec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
+    /// Also deliver `progress` events to the webhook (terminal events always go).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub webhook_progress: bool,
     pub priority: Priority,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
@@ -152,6 +155,8 @@ pub struct JobRequest {
     /// `aac` (default), `opus`.
     pub audio_codec: Option<String>,
     pub webhook_url: Option<String>,
+    /// Opt in to `progress` webhooks.
+    pub webhook_progress: Option<bool>,
     pub priority: Option<String>,
     pub metadata: Option<BTreeMap<String, String>>,
     pub content_length: Option<u64>,
@@ -251,6 +256,7 @@ impl JobSpec {
             video_codec,
             audio_codec,
             webhook_url: request.webhook_url,
+            webhook_progress: request.webhook_progress.unwrap_or(false),
             priority,
             metadata,
             content_length: request.content_length,

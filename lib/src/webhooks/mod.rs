@@ -1,6 +1,30 @@
-//! Webhooks: destination checks (SSRF guard) now; Standard Webhooks signing and delivery land
-//! with the dispatcher.
+//! Webhooks: destination checks (SSRF guard), Standard Webhooks signing, delivery of one
+//! attempt, and the per-tenant signing secret.
 
+mod delivery;
 mod destination;
+mod signing;
 
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+pub use self::delivery::{Deliverer, Delivery};
 pub use self::destination::{DestinationError, check_url, is_public_ip};
+pub use self::signing::WebhookSecret;
+use crate::jobs::Tenant;
+use crate::store::{KEY_PREFIX, StoreError};
+
+fn secret_key(tenant: &Tenant) -> String {
+    format!("{KEY_PREFIX}webhook_secret:{tenant}")
+}
+
+/// The tenant's signing secret, created on first use (one per tenant, stable afterwards).
+pub async fn tenant_secret(
+    redis: &mut ConnectionManager,
+    tenant: &Tenant,
+) -> Result<WebhookSecret, StoreError> {
+    let fresh = WebhookSecret::generate().display();
+    let _: bool = redis.set_nx(secret_key(tenant), &fresh).await?;
+    let stored: String = redis.get(secret_key(tenant)).await?;
+    WebhookSecret::parse(&stored).ok_or_else(|| StoreError::Corrupt("webhook secret".into()))
+}

@@ -9,3 +9,4 @@ mod jobs;
 mod nats;
 mod redis;
 mod s3;
+mod webhooks;

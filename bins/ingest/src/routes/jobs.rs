@@ -252,3 +252,17 @@ pub(crate) async fn cancel(
         .ok_or_else(ApiError::job_not_found)?;
     Ok(Json(JobView::of(&job)).into_response())
 }
+
+/// `GET /v1/webhook-secret`: the tenant's Standard Webhooks signing secret (`whsec_…`), to
+/// verify the webhooks tcoder sends. Created on first use.
+pub(crate) async fn webhook_secret(
+    State(state): State<AppState>,
+    Caller(tenant): Caller,
+) -> Result<Response, ApiError> {
+    let mut redis = state.redis.clone();
+    let secret = tcoder::webhooks::tenant_secret(&mut redis, &tenant)
+        .await
+        .map_err(|e| ApiError::unavailable("cannot read the webhook secret", e))?;
+    Ok(Json(json!({ "secret": secret.display(), "scheme": "standard-webhooks v1" }))
+        .into_response())
+}

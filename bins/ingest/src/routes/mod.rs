@@ -22,6 +22,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/events", get(events::stream))
+        .route("/v1/webhook-secret", get(jobs::webhook_secret))
         .route("/v1/notifications/r2", post(notifications::r2))
         .route("/v1/notifications/s3", post(notifications::s3))
         .fallback(|| async { ApiError::not_found().into_response() })

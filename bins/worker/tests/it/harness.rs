@@ -31,6 +31,8 @@ pub(crate) fn fast_env() -> Vec<(String, String)> {
         ("TCODER__WORKER__ENGINE__HLS_SEGMENT_DURATION", "1s"),
         ("TCODER__SHUTDOWN__DRAIN_DEADLINE", "4s"),
         ("TCODER__INGEST__NOTIFICATION_SECRET", SECRET),
+        ("TCODER__INGEST__ALLOW_PRIVATE_WEBHOOKS", "true"),
+        ("TCODER__DISPATCHER__WEBHOOK_SCHEDULE", r#"["300ms", "300ms", "300ms"]"#),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -56,9 +58,15 @@ impl Drop for Pipeline {
 
 impl Pipeline {
     pub(crate) async fn start() -> Pipeline {
+        Pipeline::start_with(&[]).await
+    }
+
+    /// As [`Pipeline::start`], with extra settings for ingest and the dispatcher.
+    pub(crate) async fn start_with(extra: &[(&str, String)]) -> Pipeline {
         let env = TestEnv::start();
         let mut vars = env.service_env();
         vars.extend(fast_env());
+        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let load = |service| {
             Settings::load_from(service, None, EnvVars::from_pairs(vars.clone())).unwrap()
         };
@@ -237,4 +245,28 @@ pub(crate) fn engine_children(pid: u32) -> Vec<u32> {
         }
     }
     children
+}
+
+/// Settings that let the dispatcher deliver webhooks to a test receiver on loopback.
+pub(crate) fn webhooks_allowed(
+    receiver: &testkit::webhook::WebhookReceiver,
+) -> (&'static str, String) {
+    ("TCODER__DISPATCHER__WEBHOOK_ALLOWED", format!(r#"["{}"]"#, receiver.addr()))
+}
+
+impl Pipeline {
+    /// The tenant's webhook secret, as a user reads it from the API.
+    pub(crate) async fn webhook_secret(&self) -> String {
+        let body: Value = self
+            .http
+            .get(format!("{}/v1/webhook-secret", self.api))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["secret"].as_str().unwrap().to_owned()
+    }
 }

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use testkit::{ChaosMode, ChaosProxy, corpus};
 
-use crate::harness::{Pipeline, engine_children, metric};
+use crate::harness::{Pipeline, engine_children, metric, webhooks_allowed};
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -183,4 +183,27 @@ async fn sigterm_releases_a_running_job_to_another_worker() {
     let _second = pipeline.worker(&[]);
     let job = pipeline.wait_status(&id, "completed", LONG).await;
     assert_eq!(job["result"]["epoch"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_completed_webhook_is_retried_with_the_same_id_and_verifies() {
+    let receiver = testkit::webhook::WebhookReceiver::start(&[500]);
+    let pipeline = Pipeline::start_with(&[webhooks_allowed(&receiver)]).await;
+    let _worker = pipeline.worker(&[]);
+    let id = pipeline.submit(&corpus::ok_mp4(), json!({ "webhook_url": receiver.url() })).await;
+    pipeline.wait_status(&id, "completed", LONG).await;
+
+    let attempts = testkit::eventually_async(LONG, || async {
+        let received = receiver.received();
+        if received.len() >= 2 { Ok(received) } else { Err(received.len()) }
+    })
+    .await;
+    assert_eq!(attempts.len(), 2, "one 500, then one delivery");
+    assert_eq!(attempts[0].header("webhook-id"), attempts[1].header("webhook-id"));
+    assert_eq!(attempts[1].json()["type"], "job.completed");
+    assert_eq!(attempts[1].json()["data"]["job_id"], id.as_str());
+    let secret = pipeline.webhook_secret().await;
+    for attempt in &attempts {
+        testkit::webhook::verify_with_standardwebhooks(&secret, attempt).unwrap();
+    }
 }

@@ -7,7 +7,7 @@ use tcoder::events::subjects;
 use tcoder::jobs::{JobId, JobStore};
 use testkit::corpus;
 
-use crate::harness::{Pipeline, engine_children};
+use crate::harness::{Pipeline, engine_children, webhooks_allowed};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -38,10 +38,10 @@ async fn a_queued_job_whose_work_item_vanished_is_republished() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_kills_every_worker_is_dead_lettered_once_and_can_be_replayed() {
-    let pipeline = Pipeline::start().await;
-    let id = pipeline
-        .submit(&corpus::heavy_720p(), json!({ "preset": "hls", "qualities": "auto" }))
-        .await;
+    let receiver = testkit::webhook::WebhookReceiver::start(&[]);
+    let pipeline = Pipeline::start_with(&[webhooks_allowed(&receiver)]).await;
+    let request = json!({ "preset": "hls", "qualities": "auto", "webhook_url": receiver.url() });
+    let id = pipeline.submit(&corpus::heavy_720p(), request).await;
     // max_deliver is 3: kill the worker in the middle of each attempt.
     for attempt in 1..=3u64 {
         let worker = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
@@ -79,4 +79,15 @@ async fn a_job_that_kills_every_worker_is_dead_lettered_once_and_can_be_replayed
     let job = pipeline.wait_status(&id, "completed", LONG).await;
     assert!(job["error"].is_null());
     assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
+    // One `failed` webhook (the dead-lettering), then one `completed` (the replay).
+    let received = testkit::eventually_async(LONG, || async {
+        let types: Vec<String> = receiver
+            .received()
+            .iter()
+            .map(|r| r.json()["type"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if types.contains(&"job.completed".to_owned()) { Ok(types) } else { Err(types) }
+    })
+    .await;
+    assert_eq!(received, ["job.failed", "job.completed"]);
 }

@@ -1,0 +1,94 @@
+//! The dispatcher's metrics. Labels are bounded (outcomes, actions, states), never ids.
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use tcoder::metrics::Metrics;
+
+#[derive(Clone, Debug)]
+pub(crate) struct DispatcherMetrics {
+    pub upload_events: IntCounterVec,
+    pub reconcile_actions: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub dlq_depth: IntGauge,
+    pub webhook_attempts: IntCounterVec,
+    pub webhook_latency: Histogram,
+    pub admission: IntCounterVec,
+    pub machines: IntGaugeVec,
+    pub provider_calls: IntCounterVec,
+    pub reaper_actions: IntCounterVec,
+}
+
+fn counter(metrics: &Metrics, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let counter = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    metrics.register(&counter);
+    counter
+}
+
+impl DispatcherMetrics {
+    pub(crate) fn register(metrics: &Metrics) -> DispatcherMetrics {
+        let webhook_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "tcoder_webhook_duration_seconds",
+                "Time of one webhook attempt (connect to answer).",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        )
+        .expect("valid metric");
+        metrics.register(&webhook_latency);
+        let dlq_depth = IntGauge::new("tcoder_dlq_jobs", "Dead letters kept on the DLQ stream.")
+            .expect("valid metric");
+        metrics.register(&dlq_depth);
+        let machines = IntGaugeVec::new(
+            Opts::new("tcoder_machines", "Worker machines in the pool, by provider and state."),
+            &["provider", "state"],
+        )
+        .expect("valid metric");
+        metrics.register(&machines);
+        DispatcherMetrics {
+            upload_events: counter(
+                metrics,
+                "tcoder_dispatcher_upload_events_total",
+                "Upload events handled by the dispatcher, by outcome (queued, republished, deferred, not_uploaded, unknown_job, raced, retry).",
+                &["outcome"],
+            ),
+            reconcile_actions: counter(
+                metrics,
+                "tcoder_reconciler_actions_total",
+                "Stuck jobs the reconciler moved, by action (queued_upload, republished, requeued_lapsed).",
+                &["action"],
+            ),
+            dead_letters: counter(
+                metrics,
+                "tcoder_dead_letters_total",
+                "MAX_DELIVERIES advisories handled, by outcome (dead_lettered, gone, unknown_job, malformed).",
+                &["outcome"],
+            ),
+            dlq_depth,
+            webhook_attempts: counter(
+                metrics,
+                "tcoder_webhook_attempts_total",
+                "Webhook attempts, by outcome (delivered, failed, gone, refused, exhausted).",
+                &["outcome"],
+            ),
+            webhook_latency,
+            admission: counter(
+                metrics,
+                "tcoder_admission_decisions_total",
+                "Admission control decisions, by decision (start, create, at_capacity, tenant_capped, none_needed).",
+                &["decision"],
+            ),
+            machines,
+            provider_calls: counter(
+                metrics,
+                "tcoder_provider_calls_total",
+                "Machine provider API calls, by provider, action and outcome.",
+                &["provider", "action", "outcome"],
+            ),
+            reaper_actions: counter(
+                metrics,
+                "tcoder_reaper_actions_total",
+                "Reaper actions, by action (stopped_idle, reclaimed_dead, destroyed_orphan).",
+                &["action"],
+            ),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Webhook delivery from the `EVENTS` stream (durable consumer `webhooks`): terminal events
+//! (and `progress`, when the job opted in) are POSTed to the job's `webhook_url`, signed per
+//! Standard Webhooks with the tenant's secret. The `webhook-id` is derived from the event id, so
+//! it is the same on every attempt and after a dispatcher restart. Retries follow the configured
+//! schedule with jitter, as delayed naks: the schedule position is the message's delivery count,
+//! kept by JetStream, so a crash does not reset it.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::PullConsumer;
+use futures_util::StreamExt;
+use prometheus::{Histogram, IntCounterVec};
+use redis::aio::ConnectionManager;
+use serde_json::json;
+use tcoder::events::{EventKind, JobEvent, subjects};
+use tcoder::jobs::JobStore;
+use tcoder::webhooks::{Deliverer, Delivery, tenant_secret};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub(crate) struct WebhookSender {
+    pub jobs: JobStore,
+    pub redis: ConnectionManager,
+    pub js: async_nats::jetstream::Context,
+    pub deliverer: Deliverer,
+    pub schedule: Vec<Duration>,
+    pub attempts: IntCounterVec,
+    pub latency: Histogram,
+}
+
+/// The `webhook-id` of an event: Standard Webhooks signs `{id}.{timestamp}.{body}`, so the id
+/// must not contain dots.
+pub(crate) fn webhook_id(event: &JobEvent) -> String {
+    format!("msg_{}", event.id.replace('.', "_"))
+}
+
+impl WebhookSender {
+    pub(crate) async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let stream = self.js.get_stream(subjects::EVENTS_STREAM).await?;
+        let consumer: PullConsumer = stream
+            .get_consumer(subjects::WEBHOOKS_CONSUMER)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut messages = consumer
+            .stream()
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await?;
+        loop {
+            let message = tokio::select! {
+                message = messages.next() => message,
+                () = stop.cancelled() => return Ok(()),
+            };
+            let Some(message) = message else {
+                anyhow::bail!("the webhooks consumer stream ended")
+            };
+            let Ok(message) = message else { continue };
+            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+            let settle = match serde_json::from_slice::<JobEvent>(&message.payload) {
+                Ok(event) => self.handle(&event, delivered).await,
+                Err(_) => AckKind::Term,
+            };
+            let _ = message.ack_with(settle).await;
+        }
+    }
+
+    /// Delivers one event (attempt number `delivered`); returns how to settle its message.
+    async fn handle(&self, event: &JobEvent, delivered: i64) -> AckKind {
+        let wanted = event.kind.is_terminal() || event.kind == EventKind::Progress;
+        if !wanted {
+            return AckKind::Ack;
+        }
+        let job = match self.jobs.get(&event.job_id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return AckKind::Ack,
+            Err(_) => return AckKind::Nak(Some(Duration::from_secs(5))),
+        };
+        let Some(url) = job.spec.webhook_url.as_deref() else { return AckKind::Ack };
+        if event.kind == EventKind::Progress && !job.spec.webhook_progress {
+            return AckKind::Ack;
+        }
+        let mut redis = self.redis.clone();
+        let Ok(secret) = tenant_secret(&mut redis, &job.tenant).await else {
+            return AckKind::Nak(Some(Duration::from_secs(5)));
+        };
+        let body = json!({
+            "type": format!("job.{}", event.kind),
+            "timestamp": event.at,
+            "data": { "id": event.id, "job_id": event.job_id, "tenant": event.tenant, "event": event.kind, "details": event.data },
+        });
+        let body = serde_json::to_vec(&body).expect("serializable");
+        let started = Instant::now();
+        let outcome = self.deliverer.send(url, &webhook_id(event), &body, &secret).await;
+        self.latency.observe(started.elapsed().as_secs_f64());
+        let label = match &outcome {
+            Delivery::Delivered(_) => "delivered",
+            Delivery::Gone => "gone",
+            Delivery::Refused(_) => "refused",
+            Delivery::Failed { .. } => "failed",
+        };
+        self.attempts.with_label_values(&[label]).inc();
+        match outcome {
+            Delivery::Delivered(_) => AckKind::Ack,
+            Delivery::Gone => {
+                tracing::warn!(job = %job.id, url, "webhook receiver answered 410 Gone; not retrying");
+                AckKind::Ack
+            }
+            Delivery::Refused(reason) => {
+                tracing::warn!(job = %job.id, url, %reason, "webhook destination refused");
+                AckKind::Ack
+            }
+            Delivery::Failed { status, reason, retry_after } => {
+                let Some(delay) =
+                    usize::try_from(delivered - 1).ok().and_then(|i| self.schedule.get(i))
+                else {
+                    tracing::error!(job = %job.id, url, %reason, attempts = delivered, "webhook given up after the last scheduled attempt");
+                    self.attempts.with_label_values(&["exhausted"]).inc();
+                    return AckKind::Ack;
+                };
+                let delay = jitter(*delay).max(retry_after.unwrap_or_default());
+                tracing::info!(job = %job.id, ?status, %reason, attempt = delivered, retry_in = ?delay, "webhook attempt failed");
+                AckKind::Nak(Some(delay))
+            }
+        }
+    }
+}
+
+/// Adds up to 10 % random delay, so retries of many events do not arrive in lockstep.
+fn jitter(delay: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = getrandom::fill(&mut byte);
+    delay + delay.mul_f64(f64::from(byte[0]) / 255.0 * 0.1)
+}
