@@ -6,13 +6,19 @@ mod dead_letters;
 mod metrics;
 mod queue;
 mod reconcile;
+mod scaler;
 mod webhooks;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tcoder::config::{Service as ServiceName, Settings};
+use tcoder::config::{ProviderKind, Service as ServiceName, Settings};
 use tcoder::jobs::JobStore;
+use tcoder::machines::MachineProvider;
+use tcoder::machines::fly::FlyProvider;
+use tcoder::machines::local::LocalProvider;
 use tcoder::service::{Common, Service, Tasks};
 use tcoder::shutdown::Shutdown;
 use tcoder::webhooks::Deliverer;
@@ -25,14 +31,31 @@ pub struct App {
     common: Common,
     jobs: JobStore,
     metrics: DispatcherMetrics,
+    queue: queue::Queue,
     reconciler: reconcile::Reconciler,
     webhooks: webhooks::WebhookSender,
+    scaler: Option<scaler::Scaler>,
+    local: Option<Arc<LocalProvider>>,
 }
 
 impl App {
     pub fn admin_addr(&self) -> SocketAddr {
         self.common.admin.local_addr()
     }
+
+    /// The local provider, when it is the one in use (tests read its counters).
+    pub fn local_provider(&self) -> Option<Arc<LocalProvider>> {
+        self.local.clone()
+    }
+}
+
+/// `dispatcher.worker_program`, else `tcoder-worker` next to this binary.
+fn worker_program(configured: &str) -> anyhow::Result<PathBuf> {
+    if !configured.is_empty() {
+        return Ok(PathBuf::from(configured));
+    }
+    let exe = std::env::current_exe()?;
+    Ok(exe.parent().map(|d| d.join("tcoder-worker")).unwrap_or_else(|| PathBuf::from("tcoder-worker")))
 }
 
 impl Service for App {
@@ -44,14 +67,39 @@ impl Service for App {
         let jobs = JobStore::new(common.connections.redis.clone());
         let js = common.connections.jetstream.clone();
         let config = &settings.dispatcher;
+        let queue = queue::Queue { jobs: jobs.clone(), js: js.clone(), tenant_cap: config.max_jobs_per_tenant, outcomes: metrics.upload_events.clone() };
         let reconciler = reconcile::Reconciler {
             jobs: jobs.clone(),
             js: js.clone(),
+            queue: queue.clone(),
             interval: config.reconcile_interval,
             stuck_after: config.stuck_after,
             actions: metrics.reconcile_actions.clone(),
             dlq_depth: metrics.dlq_depth.clone(),
         };
+        let (provider, local): (Option<Arc<dyn MachineProvider>>, Option<Arc<LocalProvider>>) = match config.provider {
+            ProviderKind::Local => {
+                // Workers inherit this process's environment (TCODER__*, TCODER_CONFIG).
+                let local = Arc::new(LocalProvider::new(worker_program(&config.worker_program)?, Vec::new()));
+                (Some(local.clone()), Some(local))
+            }
+            ProviderKind::Fly => (Some(Arc::new(FlyProvider::new(config.fly.clone(), Default::default())?)), None),
+            ProviderKind::None => (None, None),
+        };
+        let scaler = provider.map(|provider| scaler::Scaler {
+            provider,
+            redis: common.connections.redis.clone(),
+            nats: common.connections.nats.clone(),
+            js: js.clone(),
+            queue: queue.clone(),
+            max_machines: config.max_machines,
+            max_stopped: config.max_stopped,
+            idle_stop_after: config.idle_stop_after,
+            boot_grace: config.boot_grace,
+            interval: config.scale_interval,
+            reap_interval: config.reap_interval,
+            metrics: metrics.clone(),
+        });
         let webhooks = webhooks::WebhookSender {
             jobs: jobs.clone(),
             redis: common.connections.redis.clone(),
@@ -64,7 +112,7 @@ impl Service for App {
             attempts: metrics.webhook_attempts.clone(),
             latency: metrics.webhook_latency.clone(),
         };
-        let app = App { common, jobs, metrics, reconciler, webhooks };
+        let app = App { common, jobs, metrics, queue, reconciler, webhooks, scaler, local };
         tracing::info!(admin = %app.admin_addr(), "dispatcher listening");
         Ok(app)
     }
@@ -74,15 +122,21 @@ impl Service for App {
         let token = shutdown.token();
         let js = self.common.connections.jetstream.clone();
         tasks.spawn("admin server", self.common.admin.serve(token.clone()));
-        tasks.spawn(
-            "upload queue",
-            queue::run(
-                self.jobs.clone(),
-                js.clone(),
-                self.metrics.upload_events.clone(),
-                token.clone(),
-            ),
-        );
+        tasks.spawn("upload queue", self.queue.clone().run(token.clone()));
+        if let Some(scaler) = self.scaler {
+            tasks.spawn("admission and reaper", scaler.run(token.clone()));
+        } else if self.queue.tenant_cap > 0 {
+            let (queue, stop) = (self.queue.clone(), token.clone());
+            tasks.spawn("deferred uploads", async move {
+                while !stop.is_cancelled() {
+                    tokio::select! { () = tokio::time::sleep(Duration::from_secs(1)) => {}, () = stop.cancelled() => {} }
+                    if let Err(e) = queue.promote_deferred(100).await {
+                        tracing::warn!(error = %e, "cannot promote deferred uploads");
+                    }
+                }
+                anyhow::Ok(())
+            });
+        }
         tasks.spawn("reconciler", self.reconciler.run(token.clone()));
         tasks.spawn(
             "dead letters",

@@ -22,6 +22,7 @@ const BATCH: usize = 1000;
 pub(crate) struct Reconciler {
     pub jobs: JobStore,
     pub js: Context,
+    pub queue: crate::queue::Queue,
     pub interval: Duration,
     pub stuck_after: Duration,
     pub actions: IntCounterVec,
@@ -68,7 +69,7 @@ impl Reconciler {
     async fn reconcile(&self, job: &Job) -> anyhow::Result<Option<&'static str>> {
         match job.status {
             JobStatus::Uploaded => {
-                let outcome = crate::queue::queue_job(&self.jobs, &self.js, job.clone()).await?;
+                let outcome = self.queue.queue_job(job.clone()).await?;
                 Ok((outcome == "queued").then_some("queued_upload"))
             }
             JobStatus::Queued if !self.work_item_exists(job).await? => {

@@ -137,6 +137,8 @@ pub enum ProviderKind {
     Local,
     /// Fly.io Machines.
     Fly,
+    /// No autoscaling: workers are run by something else (a static pool, systemd, Kubernetes).
+    None,
 }
 
 /// `[dispatcher]`: admission control and machine provider.
@@ -145,6 +147,18 @@ pub enum ProviderKind {
 pub struct DispatcherConfig {
     pub provider: ProviderKind,
     pub max_machines: u32,
+    pub max_jobs_per_tenant: u32,
+    #[serde(with = "humantime_serde")]
+    pub scale_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reap_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_stop_after: Duration,
+    #[serde(with = "humantime_serde")]
+    pub boot_grace: Duration,
+    pub max_stopped: u32,
+    pub worker_program: String,
+    pub fly: crate::machines::fly::Config,
     #[serde(with = "humantime_serde")]
     pub reconcile_interval: Duration,
     #[serde(with = "humantime_serde")]
@@ -179,6 +193,12 @@ impl DispatcherConfig {
             return Err(Invalid::new("max_machines", "must be at least 1"));
         }
         require_positive("reconcile_interval", self.reconcile_interval)?;
+        require_positive("scale_interval", self.scale_interval)?;
+        require_positive("reap_interval", self.reap_interval)?;
+        require_positive("boot_grace", self.boot_grace)?;
+        if self.provider == ProviderKind::Fly {
+            self.fly.validate()?;
+        }
         require_positive("webhook_timeout", self.webhook_timeout)?;
         if self.webhook_schedule.len() > 15 {
             return Err(Invalid::new("webhook_schedule", "at most 15 retries"));

@@ -21,6 +21,18 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/claim
 static RENEW: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/renew.lua")));
 static FINISH: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/finish.lua")));
 static RECOVER: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/recover.lua")));
+static ADMIT: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/admit.lua")));
+
+/// What admission did with an uploaded job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Queued; this is its `queued_count`.
+    Admitted(u64),
+    /// The tenant has this many jobs queued or running: it waits.
+    Capped(u64),
+    /// Not `uploaded` (any more).
+    Skipped,
+}
 
 /// Recovery moves (see `lua/recover.lua`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +234,18 @@ impl JobStore {
         match (reply.first().map(String::as_str), reply.get(1)) {
             (Some("ok"), Some(n)) => Ok(n.parse().ok()),
             _ => Ok(None),
+        }
+    }
+
+    /// Admits an uploaded job to `queued` unless its tenant is at `cap` jobs in flight.
+    pub async fn admit(&self, id: &JobId, cap: u32) -> Result<Admission, StoreError> {
+        let mut conn = self.conn();
+        let reply: Vec<String> = ADMIT.key(job_key(id)).arg(cap).arg(now_ms()).arg(KEY_PREFIX).invoke_async(&mut conn).await?;
+        let number = |raw: &String| raw.parse::<u64>().unwrap_or(0);
+        match (reply.first().map(String::as_str), reply.get(1)) {
+            (Some("ok"), Some(n)) => Ok(Admission::Admitted(number(n))),
+            (Some("capped"), Some(n)) => Ok(Admission::Capped(number(n))),
+            _ => Ok(Admission::Skipped),
         }
     }
 

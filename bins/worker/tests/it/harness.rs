@@ -22,6 +22,7 @@ pub(crate) fn fast_env() -> Vec<(String, String)> {
         ("TCODER__NATS__JOBS_ACK_WAIT", "2s"),
         ("TCODER__NATS__JOBS_MAX_DELIVER", "3"),
         ("TCODER__DISPATCHER__RECONCILE_INTERVAL", "500ms"),
+        ("TCODER__DISPATCHER__PROVIDER", "none"),
         ("TCODER__DISPATCHER__STUCK_AFTER", "6s"),
         ("TCODER__WORKER__LEASE_TTL", "3s"),
         ("TCODER__WORKER__IDLE_TIMEOUT", "0s"),

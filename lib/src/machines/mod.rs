@@ -3,7 +3,15 @@
 //! itself, renews while it lives and deregisters on a clean exit; the dispatcher's reaper
 //! treats an expired lease as a dead machine.
 
+pub mod fly;
+pub mod local;
+mod provider;
+
 use std::time::Duration;
+
+pub use self::provider::{MachineProvider, ProviderError, ProviderMachine, ProviderState};
+
+use std::sync::LazyLock;
 
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -104,4 +112,57 @@ impl MachineRecord {
             MachineState::Stopping => "stopping",
         }
     }
+}
+
+/// Whether the machine's worker holds a live lease.
+pub async fn is_alive(redis: &mut ConnectionManager, id: &str) -> Result<bool, StoreError> {
+    Ok(redis::cmd("EXISTS").arg(lease_key(id)).query_async::<bool>(redis).await?)
+}
+
+static ADMIT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("admit.lua")));
+
+fn reservations_key() -> String {
+    format!("{KEY_PREFIX}capacity:reservations")
+}
+
+/// Grants up to `candidates.len()` new machine slots, never more than `max_machines` alive
+/// (`alive` at the provider plus unexpired reservations). Returns the granted slots.
+pub async fn admit(redis: &mut ConnectionManager, max_machines: u32, alive: usize, candidates: &[String], ttl: Duration) -> Result<Vec<String>, StoreError> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut invocation = ADMIT.key(reservations_key());
+    invocation.arg(now_ms()).arg(max_machines).arg(alive).arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    for slot in candidates {
+        invocation.arg(slot);
+    }
+    Ok(invocation.invoke_async(redis).await?)
+}
+
+/// Ends a reservation once its machine is visible at the provider (or the call failed).
+pub async fn release(redis: &mut ConnectionManager, slot: &str) -> Result<(), StoreError> {
+    redis::cmd("ZREM").arg(reservations_key()).arg(slot).query_async::<()>(redis).await?;
+    Ok(())
+}
+
+fn pool_members_key() -> String {
+    format!("{KEY_PREFIX}pool")
+}
+
+/// Records that the dispatcher created (or adopted) machine `id` for `slot`.
+pub async fn remember(redis: &mut ConnectionManager, id: &str, slot: &str) -> Result<(), StoreError> {
+    redis::cmd("HSET").arg(pool_members_key()).arg(id).arg(slot).query_async::<()>(redis).await?;
+    Ok(())
+}
+
+/// Forgets a destroyed machine.
+pub async fn forget(redis: &mut ConnectionManager, id: &str) -> Result<(), StoreError> {
+    redis::cmd("HDEL").arg(pool_members_key()).arg(id).query_async::<()>(redis).await?;
+    Ok(())
+}
+
+/// Machines the dispatcher knows it created or adopted.
+pub async fn members(redis: &mut ConnectionManager) -> Result<std::collections::HashSet<String>, StoreError> {
+    let ids: Vec<String> = redis::cmd("HKEYS").arg(pool_members_key()).query_async(redis).await?;
+    Ok(ids.into_iter().collect())
 }
