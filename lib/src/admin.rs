@@ -23,7 +23,7 @@ use crate::config::{Invalid, require_positive};
 use crate::metrics::Metrics;
 
 /// `[admin]` settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub bind: SocketAddr,

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Invalid, require_positive};
 
 /// `[shutdown]` settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Time allowed for in-flight work after the shutdown signal.

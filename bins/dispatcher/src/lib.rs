@@ -49,13 +49,39 @@ impl App {
     }
 }
 
+/// Writes the effective settings (secrets included) to a file only this user can read, for the
+/// worker processes the local provider starts.
+fn write_worker_settings(settings: &Settings) -> anyhow::Result<PathBuf> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // One file per dispatcher instance (several may share a process, e.g. in tests).
+    let dir = std::env::temp_dir().join(format!(
+        "tcoder-dispatcher-{}-{}",
+        std::process::id(),
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("worker-settings.toml");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    file.write_all(settings.to_toml().as_bytes())?;
+    Ok(path)
+}
+
 /// `dispatcher.worker_program`, else `tcoder-worker` next to this binary.
 fn worker_program(configured: &str) -> anyhow::Result<PathBuf> {
     if !configured.is_empty() {
         return Ok(PathBuf::from(configured));
     }
     let exe = std::env::current_exe()?;
-    Ok(exe.parent().map(|d| d.join("tcoder-worker")).unwrap_or_else(|| PathBuf::from("tcoder-worker")))
+    Ok(exe
+        .parent()
+        .map(|d| d.join("tcoder-worker"))
+        .unwrap_or_else(|| PathBuf::from("tcoder-worker")))
 }
 
 impl Service for App {
@@ -67,7 +93,12 @@ impl Service for App {
         let jobs = JobStore::new(common.connections.redis.clone());
         let js = common.connections.jetstream.clone();
         let config = &settings.dispatcher;
-        let queue = queue::Queue { jobs: jobs.clone(), js: js.clone(), tenant_cap: config.max_jobs_per_tenant, outcomes: metrics.upload_events.clone() };
+        let queue = queue::Queue {
+            jobs: jobs.clone(),
+            js: js.clone(),
+            tenant_cap: config.max_jobs_per_tenant,
+            outcomes: metrics.upload_events.clone(),
+        };
         let reconciler = reconcile::Reconciler {
             jobs: jobs.clone(),
             js: js.clone(),
@@ -77,15 +108,23 @@ impl Service for App {
             actions: metrics.reconcile_actions.clone(),
             dlq_depth: metrics.dlq_depth.clone(),
         };
-        let (provider, local): (Option<Arc<dyn MachineProvider>>, Option<Arc<LocalProvider>>) = match config.provider {
-            ProviderKind::Local => {
-                // Workers inherit this process's environment (TCODER__*, TCODER_CONFIG).
-                let local = Arc::new(LocalProvider::new(worker_program(&config.worker_program)?, Vec::new()));
-                (Some(local.clone()), Some(local))
-            }
-            ProviderKind::Fly => (Some(Arc::new(FlyProvider::new(config.fly.clone(), Default::default())?)), None),
-            ProviderKind::None => (None, None),
-        };
+        let (provider, local): (Option<Arc<dyn MachineProvider>>, Option<Arc<LocalProvider>>) =
+            match config.provider {
+                ProviderKind::Local => {
+                    // Workers get this dispatcher's effective settings, as a Fly machine gets its env.
+                    let settings_file = write_worker_settings(&settings)?;
+                    let env =
+                        vec![("TCODER_CONFIG".to_owned(), settings_file.display().to_string())];
+                    let local =
+                        Arc::new(LocalProvider::new(worker_program(&config.worker_program)?, env));
+                    (Some(local.clone()), Some(local))
+                }
+                ProviderKind::Fly => (
+                    Some(Arc::new(FlyProvider::new(config.fly.clone(), Default::default())?)),
+                    None,
+                ),
+                ProviderKind::None => (None, None),
+            };
         let scaler = provider.map(|provider| scaler::Scaler {
             provider,
             redis: common.connections.redis.clone(),

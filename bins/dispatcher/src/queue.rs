@@ -31,8 +31,16 @@ impl Queue {
     /// Consumes `UPLOADS` until `stop`.
     pub(crate) async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
         let stream = self.js.get_stream(subjects::UPLOADS_STREAM).await?;
-        let consumer: PullConsumer = stream.get_consumer(subjects::UPLOADS_CONSUMER).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut messages = consumer.stream().heartbeat(Duration::from_secs(5)).expires(Duration::from_secs(30)).messages().await?;
+        let consumer: PullConsumer = stream
+            .get_consumer(subjects::UPLOADS_CONSUMER)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut messages = consumer
+            .stream()
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await?;
         loop {
             let message = tokio::select! {
                 message = messages.next() => message,
@@ -85,7 +93,13 @@ impl Queue {
         };
         let job = Job { status: JobStatus::Queued, queued_count: n, ..job };
         events::publish_work_item(&self.js, &job).await?;
-        let queued = JobEvent::new(format!("{}.queued.{n}", job.id), EventKind::Queued, &job.id, &job.tenant, json!({ "priority": job.spec.priority }));
+        let queued = JobEvent::new(
+            format!("{}.queued.{n}", job.id),
+            EventKind::Queued,
+            &job.id,
+            &job.tenant,
+            json!({ "priority": job.spec.priority }),
+        );
         if let Err(e) = events::publish_event(&self.js, &queued).await {
             tracing::warn!(error = %e, "queued event not published");
         }

@@ -21,7 +21,9 @@ use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use tcoder::events::subjects;
 use tcoder::jobs::{Priority, now_ms};
-use tcoder::machines::{self, MachineProvider, MachineRecord, MachineState, ProviderMachine, ProviderState};
+use tcoder::machines::{
+    self, MachineProvider, MachineRecord, MachineState, ProviderMachine, ProviderState,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::DispatcherMetrics;
@@ -94,18 +96,26 @@ impl Scaler {
         }
         for state in [ProviderState::Started, ProviderState::Stopped, ProviderState::Created] {
             let count = machines.iter().filter(|m| m.state == state).count();
-            self.metrics.machines.with_label_values(&[provider, state.as_str()]).set(i64::try_from(count).unwrap_or(0));
+            self.metrics
+                .machines
+                .with_label_values(&[provider, state.as_str()])
+                .set(i64::try_from(count).unwrap_or(0));
         }
         Ok(View { machines, records })
     }
 
-    /// Work items nobody has taken yet.
+    /// Work items waiting or in flight (`num_pending` + `num_ack_pending`). In-flight items
+    /// whose worker died are redelivered only to a worker that asks: they need a machine too.
     async fn demand(&self) -> anyhow::Result<u64> {
         let stream = self.js.get_stream(subjects::JOBS_STREAM).await?;
         let mut pending = 0;
         for priority in Priority::ALL {
-            let mut consumer: PullConsumer = stream.get_consumer(&subjects::jobs_consumer(priority)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            pending += consumer.info().await?.num_pending;
+            let mut consumer: PullConsumer = stream
+                .get_consumer(&subjects::jobs_consumer(priority))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let info = consumer.info().await?;
+            pending += info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0);
         }
         Ok(pending)
     }
@@ -122,31 +132,54 @@ impl Scaler {
             .machines
             .iter()
             .filter(|m| m.state.is_alive())
-            .filter(|m| view.records.get(&m.id).is_some_and(|(r, live)| *live && r.state == MachineState::Idle))
+            .filter(|m| {
+                view.records
+                    .get(&m.id)
+                    .is_some_and(|(r, live)| *live && r.state == MachineState::Idle)
+            })
             .count() as u64;
         let booting = view
             .machines
             .iter()
-            .filter(|m| m.state.is_alive() && !view.records.get(&m.id).is_some_and(|(_, live)| *live))
+            .filter(|m| {
+                m.state.is_alive() && !view.records.get(&m.id).is_some_and(|(_, live)| *live)
+            })
             .filter(|m| now.saturating_sub(m.created_at) < boot_grace_ms || m.created_at == 0)
             .count() as u64;
-        let wanted = demand.saturating_sub(idle + booting);
+        let busy = view
+            .machines
+            .iter()
+            .filter(|m| m.state.is_alive())
+            .filter(|m| {
+                view.records
+                    .get(&m.id)
+                    .is_some_and(|(r, live)| *live && r.state == MachineState::Busy)
+            })
+            .count() as u64;
+        let wanted = demand.saturating_sub(busy + idle + booting);
         if wanted == 0 {
             return Ok(());
         }
         let alive = view.machines.iter().filter(|m| m.state.is_alive()).count();
-        let candidates: Vec<String> = (0..wanted.min(u64::from(self.max_machines))).map(|_| format!("s{}", uuid::Uuid::now_v7().simple())).collect();
+        let candidates: Vec<String> = (0..wanted.min(u64::from(self.max_machines)))
+            .map(|_| format!("s{}", uuid::Uuid::now_v7().simple()))
+            .collect();
         let mut redis = self.redis.clone();
-        let granted = machines::admit(&mut redis, self.max_machines, alive, &candidates, RESERVATION_TTL).await?;
+        let granted =
+            machines::admit(&mut redis, self.max_machines, alive, &candidates, RESERVATION_TTL)
+                .await?;
         if (granted.len() as u64) < wanted {
             self.metrics.admission.with_label_values(&["at_capacity"]).inc();
         }
-        let mut stopped: Vec<&ProviderMachine> = view.machines.iter().filter(|m| m.state == ProviderState::Stopped).collect();
+        let mut stopped: Vec<&ProviderMachine> =
+            view.machines.iter().filter(|m| m.state == ProviderState::Stopped).collect();
         stopped.sort_by_key(|m| m.created_at);
         for slot in granted {
             let provider = self.provider.name();
             let result = match stopped.pop() {
-                Some(machine) => self.provider.start(&machine.id).await.map(|()| ("start", machine.id.clone())),
+                Some(machine) => {
+                    self.provider.start(&machine.id).await.map(|()| ("start", machine.id.clone()))
+                }
                 None => self.provider.create(&slot).await.map(|m| ("create", m.id)),
             };
             match result {
@@ -157,7 +190,10 @@ impl Scaler {
                     tracing::info!(machine = %id, action, demand, "admitted a machine");
                 }
                 Err(e) => {
-                    self.metrics.provider_calls.with_label_values(&[provider, "create_or_start", "error"]).inc();
+                    self.metrics
+                        .provider_calls
+                        .with_label_values(&[provider, "create_or_start", "error"])
+                        .inc();
                     tracing::warn!(error = %e, "cannot get a machine");
                 }
             }
@@ -178,7 +214,12 @@ impl Scaler {
             let live = record.is_some_and(|(_, live)| *live);
             if live && !members.contains(&machine.id) {
                 // A worker we did not record (e.g. a create whose reply we lost): adopt it.
-                machines::remember(&mut redis, &machine.id, machine.slot.as_deref().unwrap_or("adopted")).await?;
+                machines::remember(
+                    &mut redis,
+                    &machine.id,
+                    machine.slot.as_deref().unwrap_or("adopted"),
+                )
+                .await?;
             }
             let known = members.contains(&machine.id) || live;
             let old = now.saturating_sub(machine.created_at) > ms(self.boot_grace);
@@ -186,7 +227,12 @@ impl Scaler {
                 Some(("destroyed_orphan", true))
             } else if machine.state == ProviderState::Started {
                 match record {
-                    Some((r, true)) if r.state == MachineState::Idle && now.saturating_sub(r.last_active_at) > ms(self.idle_stop_after) => Some(("stopped_idle", false)),
+                    Some((r, true))
+                        if r.state == MachineState::Idle
+                            && now.saturating_sub(r.last_active_at) > ms(self.idle_stop_after) =>
+                    {
+                        Some(("stopped_idle", false))
+                    }
                     Some((_, false)) => Some(("reclaimed_dead", true)),
                     _ => None,
                 }
@@ -197,9 +243,20 @@ impl Scaler {
                 None
             };
             if let Some((action, destroy)) = action {
-                let result = if destroy { self.provider.destroy(&machine.id).await } else { self.provider.stop(&machine.id).await };
+                let result = if destroy {
+                    self.provider.destroy(&machine.id).await
+                } else {
+                    self.provider.stop(&machine.id).await
+                };
                 let outcome = if result.is_ok() { "ok" } else { "error" };
-                self.metrics.provider_calls.with_label_values(&[self.provider.name(), if destroy { "destroy" } else { "stop" }, outcome]).inc();
+                self.metrics
+                    .provider_calls
+                    .with_label_values(&[
+                        self.provider.name(),
+                        if destroy { "destroy" } else { "stop" },
+                        outcome,
+                    ])
+                    .inc();
                 if result.is_ok() {
                     self.metrics.reaper_actions.with_label_values(&[action]).inc();
                     tracing::info!(machine = %machine.id, action, "reaper");

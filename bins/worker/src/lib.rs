@@ -97,7 +97,7 @@ fn machine_id(configured: &str) -> String {
 impl Service for App {
     const NAME: ServiceName = ServiceName::Worker;
 
-    async fn build(settings: Settings) -> anyhow::Result<App> {
+    async fn build(mut settings: Settings) -> anyhow::Result<App> {
         let common = Common::build(&settings, Self::NAME).await?;
         let id = machine_id(&settings.worker.machine_id);
         std::fs::create_dir_all(&settings.worker.scratch_dir).map_err(|e| {
@@ -106,6 +106,8 @@ impl Service for App {
                 settings.worker.scratch_dir.display()
             )
         })?;
+        // Absolute: the engine child runs inside the job directory.
+        settings.worker.scratch_dir = settings.worker.scratch_dir.canonicalize()?;
         let program = std::env::current_exe()?;
         let provider = if std::env::var_os("FLY_MACHINE_ID").is_some() { "fly" } else { "local" };
         let worker = Worker {

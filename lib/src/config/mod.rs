@@ -69,7 +69,7 @@ impl Service {
 
 /// Every setting of every service. Each binary uses the sections it needs; keeping one shape
 /// means one `default.toml` documents everything and `tcoder up` can read the services' ports.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub nats: crate::events::Config,
@@ -158,9 +158,17 @@ impl Invalid {
 }
 
 /// A secret setting (keys, tokens): never printed by `Debug`, so logging settings is safe.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl Settings {
+    /// The effective settings as TOML, secrets included: handed to worker processes started
+    /// on this host (written to a file only the owner can read).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("settings serialize to TOML")
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {
@@ -235,6 +243,25 @@ mod tests {
         let env = EnvVars::from_pairs([("TCODER__WORKER__CONCURRENCY", "0")]);
         let err = Settings::load_from(Service::Worker, None, env).unwrap_err().to_string();
         assert!(err.contains("worker.concurrency"), "{err}");
+    }
+
+    #[test]
+    fn effective_settings_round_trip_through_toml() {
+        let env = EnvVars::from_pairs([
+            ("TCODER__NATS__URL", "nats://10.9.8.7:4222"),
+            ("TCODER__S3__SECRET_ACCESS_KEY", "s3cr3t"),
+        ]);
+        let settings = Settings::load_from(Service::Dispatcher, None, env).unwrap();
+        let dir = std::env::temp_dir().join(format!("tcoder-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("effective.toml");
+        std::fs::write(&file, settings.to_toml()).unwrap();
+        let reloaded =
+            Settings::load_from(Service::Worker, Some(&file), EnvVars::default()).unwrap();
+        assert_eq!(reloaded.nats.url, "nats://10.9.8.7:4222");
+        assert_eq!(reloaded.s3.secret_access_key.expose(), "s3cr3t");
+        assert_eq!(reloaded.dispatcher.webhook_schedule, settings.dispatcher.webhook_schedule);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

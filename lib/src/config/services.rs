@@ -11,7 +11,7 @@ use super::{Invalid, Secret, require_positive};
 use crate::jobs::Tenant;
 
 /// `[ingest]`: the public HTTP API and the notification bridge.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     pub http_bind: SocketAddr,
@@ -30,7 +30,7 @@ pub struct IngestConfig {
 }
 
 /// One configured API key: the hex SHA-256 of the key (never the key) and its tenant.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyEntry {
     pub tenant: String,
@@ -38,7 +38,7 @@ pub struct ApiKeyEntry {
 }
 
 /// `[ingest.r2_queue]`: the Cloudflare Queues HTTP pull consumer for R2 notifications.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct R2QueueConfig {
     pub enabled: bool,
@@ -56,7 +56,7 @@ pub struct R2QueueConfig {
 }
 
 /// `[ingest.local_store]`: the embedded S3-compatible store for the single-host stack.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalStoreConfig {
     pub enabled: bool,
@@ -130,7 +130,7 @@ impl IngestConfig {
 }
 
 /// Where worker machines run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     /// Worker processes on this host (the single-host default).
@@ -142,7 +142,7 @@ pub enum ProviderKind {
 }
 
 /// `[dispatcher]`: admission control and machine provider.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DispatcherConfig {
     pub provider: ProviderKind,
@@ -174,7 +174,14 @@ pub struct DispatcherConfig {
 mod humantime_serde_vec {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &[Duration],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(value.iter().map(|d| humantime::format_duration(*d).to_string()))
+    }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
@@ -208,7 +215,7 @@ impl DispatcherConfig {
 }
 
 /// `[worker]`: one worker machine.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
     pub concurrency: u32,
@@ -253,7 +260,7 @@ impl WorkerConfig {
 }
 
 /// `[up]`: the single-host stack started by `tcoder up`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpConfig {
     pub data_dir: PathBuf,

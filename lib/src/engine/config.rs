@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::{EncoderSettings, Limits, SandboxLimits};
 use crate::config::{Invalid, require_positive};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub x264_preset: String,

@@ -25,7 +25,7 @@ pub use self::topology::{consumer_configs, ensure_topology, stream_configs};
 pub use self::types::{EventKind, JobEvent, UploadEvent, UploadSource, WorkItem};
 
 /// `[nats]` settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub url: String,

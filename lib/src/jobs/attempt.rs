@@ -240,7 +240,13 @@ impl JobStore {
     /// Admits an uploaded job to `queued` unless its tenant is at `cap` jobs in flight.
     pub async fn admit(&self, id: &JobId, cap: u32) -> Result<Admission, StoreError> {
         let mut conn = self.conn();
-        let reply: Vec<String> = ADMIT.key(job_key(id)).arg(cap).arg(now_ms()).arg(KEY_PREFIX).invoke_async(&mut conn).await?;
+        let reply: Vec<String> = ADMIT
+            .key(job_key(id))
+            .arg(cap)
+            .arg(now_ms())
+            .arg(KEY_PREFIX)
+            .invoke_async(&mut conn)
+            .await?;
         let number = |raw: &String| raw.parse::<u64>().unwrap_or(0);
         match (reply.first().map(String::as_str), reply.get(1)) {
             (Some("ok"), Some(n)) => Ok(Admission::Admitted(number(n))),

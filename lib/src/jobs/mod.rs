@@ -9,7 +9,9 @@ mod spec;
 mod status;
 mod store;
 
-pub use self::attempt::{Admission, Attempt, ClaimOutcome, FinishOutcome, Recovery, RenewOutcome, outbox_key};
+pub use self::attempt::{
+    Admission, Attempt, ClaimOutcome, FinishOutcome, Recovery, RenewOutcome, outbox_key,
+};
 pub use self::ids::{JobId, Tenant};
 pub use self::priority::Priority;
 pub use self::record::{Job, JobError, SourceObject};

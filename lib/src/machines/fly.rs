@@ -21,7 +21,7 @@ use super::provider::{MachineProvider, ProviderError, ProviderMachine, ProviderS
 use crate::config::Secret;
 
 /// `[dispatcher.fly]` settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub api_base: String,
@@ -43,12 +43,18 @@ impl Config {
     pub(crate) fn validate(&self) -> Result<(), crate::config::Invalid> {
         use crate::config::Invalid;
         if self.app.is_empty() || self.image.is_empty() {
-            return Err(Invalid::new("fly.app", "fly.app and fly.image are required with provider = \"fly\""));
+            return Err(Invalid::new(
+                "fly.app",
+                "fly.app and fly.image are required with provider = \"fly\"",
+            ));
         }
         if self.token.expose().is_empty() {
-            return Err(Invalid::new("fly.token", "required with provider = \"fly\" (prefer TCODER__DISPATCHER__FLY__TOKEN)"));
+            return Err(Invalid::new(
+                "fly.token",
+                "required with provider = \"fly\" (prefer TCODER__DISPATCHER__FLY__TOKEN)",
+            ));
         }
-        if self.memory_mb < 256 || self.memory_mb % 256 != 0 {
+        if self.memory_mb < 256 || !self.memory_mb.is_multiple_of(256) {
             return Err(Invalid::new("fly.memory_mb", "a multiple of 256, at least 256"));
         }
         if self.cpus == 0 {
@@ -75,7 +81,8 @@ impl Bucket {
     /// Takes a token, or says how long until one is available.
     fn take(&mut self) -> Result<(), Duration> {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -89,7 +96,7 @@ impl Bucket {
 /// Attempts per API call (the first plus retries).
 const ATTEMPTS: u32 = 5;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 struct FlyMachine {
     id: String,
     state: String,
@@ -99,7 +106,7 @@ struct FlyMachine {
     created_at: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 struct FlyMachineConfig {
     #[serde(default)]
     metadata: HashMap<String, String>,
@@ -118,7 +125,10 @@ pub struct FlyProvider {
 }
 
 impl FlyProvider {
-    pub fn new(config: Config, worker_env: BTreeMap<String, String>) -> anyhow::Result<FlyProvider> {
+    pub fn new(
+        config: Config,
+        worker_env: BTreeMap<String, String>,
+    ) -> anyhow::Result<FlyProvider> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
         let mut env = worker_env;
         env.extend(config.env.clone());
@@ -126,7 +136,11 @@ impl FlyProvider {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}/apps/{}/machines{path}", self.config.api_base.trim_end_matches('/'), self.config.app)
+        format!(
+            "{}/apps/{}/machines{path}",
+            self.config.api_base.trim_end_matches('/'),
+            self.config.app
+        )
     }
 
     /// Waits for the action's rate-limit token.
@@ -134,7 +148,9 @@ impl FlyProvider {
         loop {
             let wait = {
                 let mut buckets = self.buckets.lock().expect("bucket lock");
-                let bucket = buckets.entry(action).or_insert_with(|| if action == "get" { Bucket::new(5.0, 10.0) } else { Bucket::new(1.0, 3.0) });
+                let bucket = buckets.entry(action).or_insert_with(|| {
+                    if action == "get" { Bucket::new(5.0, 10.0) } else { Bucket::new(1.0, 3.0) }
+                });
                 match bucket.take() {
                     Ok(()) => return,
                     Err(wait) => wait,
@@ -145,12 +161,19 @@ impl FlyProvider {
     }
 
     /// One API call with throttling and bounded retries of transient failures.
-    async fn call(&self, action: &'static str, method: reqwest::Method, url: String, body: Option<serde_json::Value>) -> Result<serde_json::Value, ProviderError> {
+    async fn call(
+        &self,
+        action: &'static str,
+        method: reqwest::Method,
+        url: String,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, ProviderError> {
         let mut backoff = Duration::from_millis(500);
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
             self.throttle(action).await;
-            let mut request = self.http.request(method.clone(), &url).bearer_auth(self.config.token.expose());
+            let mut request =
+                self.http.request(method.clone(), &url).bearer_auth(self.config.token.expose());
             if let Some(body) = &body {
                 request = request.json(body);
             }
@@ -174,7 +197,10 @@ impl FlyProvider {
             if status == reqwest::StatusCode::NOT_FOUND {
                 return Err(ProviderError::NotFound(url));
             }
-            let transient = status.as_u16() == 429 || status.is_server_error() || capacity || status == reqwest::StatusCode::REQUEST_TIMEOUT;
+            let transient = status.as_u16() == 429
+                || status.is_server_error()
+                || capacity
+                || status == reqwest::StatusCode::REQUEST_TIMEOUT;
             last = format!("{action}: HTTP {status}: {text:.300}");
             if !transient {
                 return Err(ProviderError::Permanent(last));
@@ -198,7 +224,12 @@ impl FlyProvider {
             .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
-        ProviderMachine { id: raw.id, state: ProviderState::parse(&raw.state), slot: metadata.get("tcoder_slot").cloned(), created_at }
+        ProviderMachine {
+            id: raw.id,
+            state: ProviderState::parse(&raw.state),
+            slot: metadata.get("tcoder_slot").cloned(),
+            created_at,
+        }
     }
 
     async fn machines(&self, slot: Option<&str>) -> Result<Vec<ProviderMachine>, ProviderError> {
@@ -207,13 +238,21 @@ impl FlyProvider {
             query.push_str(&format!("&metadata.tcoder_slot={slot}"));
         }
         let value = self.call("list", reqwest::Method::GET, self.url(&query), None).await?;
-        let raw: Vec<FlyMachine> = serde_json::from_value(value).map_err(|e| ProviderError::Permanent(format!("list: unexpected response: {e}")))?;
+        let raw: Vec<FlyMachine> = serde_json::from_value(value)
+            .map_err(|e| ProviderError::Permanent(format!("list: unexpected response: {e}")))?;
         Ok(raw
             .into_iter()
             // Filter here too: the metadata query is documented but not in the Swagger spec.
-            .filter(|m| m.config.as_ref().is_some_and(|c| c.metadata.get("tcoder_pool") == Some(&self.config.pool)))
+            .filter(|m| {
+                m.config
+                    .as_ref()
+                    .is_some_and(|c| c.metadata.get("tcoder_pool") == Some(&self.config.pool))
+            })
             .map(|m| self.machine(m))
-            .filter(|m| m.state != ProviderState::Destroyed && slot.is_none_or(|s| m.slot.as_deref() == Some(s)))
+            .filter(|m| {
+                m.state != ProviderState::Destroyed
+                    && slot.is_none_or(|s| m.slot.as_deref() == Some(s))
+            })
             .collect())
     }
 
@@ -246,21 +285,35 @@ impl MachineProvider for FlyProvider {
         if let Some(existing) = self.machines(Some(slot)).await?.into_iter().next() {
             return Ok(existing);
         }
-        let value = self.call("create", reqwest::Method::POST, self.url(""), Some(self.create_body(slot))).await?;
-        let raw: FlyMachine = serde_json::from_value(value).map_err(|e| ProviderError::Permanent(format!("create: unexpected response: {e}")))?;
+        let value = self
+            .call("create", reqwest::Method::POST, self.url(""), Some(self.create_body(slot)))
+            .await?;
+        let raw: FlyMachine = serde_json::from_value(value)
+            .map_err(|e| ProviderError::Permanent(format!("create: unexpected response: {e}")))?;
         Ok(self.machine(raw))
     }
 
     async fn start(&self, id: &str) -> Result<(), ProviderError> {
-        self.call("start", reqwest::Method::POST, self.url(&format!("/{id}/start")), None).await.map(|_| ())
+        self.call("start", reqwest::Method::POST, self.url(&format!("/{id}/start")), None)
+            .await
+            .map(|_| ())
     }
 
     async fn stop(&self, id: &str) -> Result<(), ProviderError> {
-        self.call("stop", reqwest::Method::POST, self.url(&format!("/{id}/stop")), Some(json!({ "signal": "SIGTERM" }))).await.map(|_| ())
+        self.call(
+            "stop",
+            reqwest::Method::POST,
+            self.url(&format!("/{id}/stop")),
+            Some(json!({ "signal": "SIGTERM" })),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn destroy(&self, id: &str) -> Result<(), ProviderError> {
-        self.call("destroy", reqwest::Method::DELETE, self.url(&format!("/{id}?force=true")), None).await.map(|_| ())
+        self.call("destroy", reqwest::Method::DELETE, self.url(&format!("/{id}?force=true")), None)
+            .await
+            .map(|_| ())
     }
 
     async fn list(&self) -> Result<Vec<ProviderMachine>, ProviderError> {

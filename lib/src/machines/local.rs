@@ -31,11 +31,32 @@ pub struct LocalProvider {
 impl LocalProvider {
     /// `program` is `tcoder-worker`; `env` is added to every worker's environment.
     pub fn new(program: PathBuf, env: Vec<(String, String)>) -> LocalProvider {
-        LocalProvider { program, env, machines: Mutex::default(), counter: Mutex::new(0), peak_alive: Mutex::new(0) }
+        LocalProvider {
+            program,
+            env,
+            machines: Mutex::default(),
+            counter: Mutex::new(0),
+            peak_alive: Mutex::new(0),
+        }
     }
 
     pub fn peak_alive(&self) -> usize {
         *self.peak_alive.lock().expect("lock")
+    }
+
+    /// The worker process of a running machine.
+    pub fn pid(&self, id: &str) -> Option<u32> {
+        let mut machines = self.machines.lock().expect("lock");
+        let machine = machines.get_mut(id)?;
+        if Self::state(machine) != ProviderState::Started {
+            return None;
+        }
+        machine.child.as_ref().map(Child::id)
+    }
+
+    /// Machines running now.
+    pub async fn list_alive(&self) -> usize {
+        self.list().await.map(|m| m.iter().filter(|m| m.state.is_alive()).count()).unwrap_or(0)
     }
 
     /// How many machines were ever created.
@@ -59,16 +80,20 @@ impl LocalProvider {
                 Ok(())
             });
         }
-        command.spawn().map_err(|e| ProviderError::Permanent(format!("cannot start {}: {e}", self.program.display())))
+        command.spawn().map_err(|e| {
+            ProviderError::Permanent(format!("cannot start {}: {e}", self.program.display()))
+        })
     }
 
     fn state(machine: &mut LocalMachine) -> ProviderState {
-        let running = machine.child.as_mut().is_some_and(|child| child.try_wait().ok().flatten().is_none());
+        let running =
+            machine.child.as_mut().is_some_and(|child| child.try_wait().ok().flatten().is_none());
         if running { ProviderState::Started } else { ProviderState::Stopped }
     }
 
     fn note_alive(&self, machines: &mut BTreeMap<String, LocalMachine>) {
-        let alive = machines.values_mut().map(Self::state).filter(|s| *s == ProviderState::Started).count();
+        let alive =
+            machines.values_mut().map(Self::state).filter(|s| *s == ProviderState::Started).count();
         let mut peak = self.peak_alive.lock().expect("lock");
         *peak = (*peak).max(alive);
     }
@@ -84,7 +109,12 @@ impl MachineProvider for LocalProvider {
         let mut machines = self.machines.lock().expect("lock");
         if let Some((id, machine)) = machines.iter_mut().find(|(_, m)| m.slot == slot) {
             let state = Self::state(machine);
-            return Ok(ProviderMachine { id: id.clone(), state, slot: Some(slot.to_owned()), created_at: machine.created_at });
+            return Ok(ProviderMachine {
+                id: id.clone(),
+                state,
+                slot: Some(slot.to_owned()),
+                created_at: machine.created_at,
+            });
         }
         let id = {
             let mut counter = self.counter.lock().expect("lock");
@@ -93,9 +123,17 @@ impl MachineProvider for LocalProvider {
         };
         let child = self.spawn(&id)?;
         let created_at = now_ms();
-        machines.insert(id.clone(), LocalMachine { slot: slot.to_owned(), created_at, child: Some(child) });
+        machines.insert(
+            id.clone(),
+            LocalMachine { slot: slot.to_owned(), created_at, child: Some(child) },
+        );
         self.note_alive(&mut machines);
-        Ok(ProviderMachine { id, state: ProviderState::Started, slot: Some(slot.to_owned()), created_at })
+        Ok(ProviderMachine {
+            id,
+            state: ProviderState::Started,
+            slot: Some(slot.to_owned()),
+            created_at,
+        })
     }
 
     async fn start(&self, id: &str) -> Result<(), ProviderError> {
@@ -128,7 +166,8 @@ impl MachineProvider for LocalProvider {
 
     async fn destroy(&self, id: &str) -> Result<(), ProviderError> {
         let mut machines = self.machines.lock().expect("lock");
-        let mut machine = machines.remove(id).ok_or_else(|| ProviderError::NotFound(id.to_owned()))?;
+        let mut machine =
+            machines.remove(id).ok_or_else(|| ProviderError::NotFound(id.to_owned()))?;
         if let Some(mut child) = machine.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -141,7 +180,12 @@ impl MachineProvider for LocalProvider {
         self.note_alive(&mut machines);
         Ok(machines
             .iter_mut()
-            .map(|(id, m)| ProviderMachine { id: id.clone(), state: Self::state(m), slot: Some(m.slot.clone()), created_at: m.created_at })
+            .map(|(id, m)| ProviderMachine {
+                id: id.clone(),
+                state: Self::state(m),
+                slot: Some(m.slot.clone()),
+                created_at: m.created_at,
+            })
             .collect())
     }
 }

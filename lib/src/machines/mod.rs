@@ -119,7 +119,8 @@ pub async fn is_alive(redis: &mut ConnectionManager, id: &str) -> Result<bool, S
     Ok(redis::cmd("EXISTS").arg(lease_key(id)).query_async::<bool>(redis).await?)
 }
 
-static ADMIT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("admit.lua")));
+static ADMIT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("admit.lua")));
 
 fn reservations_key() -> String {
     format!("{KEY_PREFIX}capacity:reservations")
@@ -127,12 +128,22 @@ fn reservations_key() -> String {
 
 /// Grants up to `candidates.len()` new machine slots, never more than `max_machines` alive
 /// (`alive` at the provider plus unexpired reservations). Returns the granted slots.
-pub async fn admit(redis: &mut ConnectionManager, max_machines: u32, alive: usize, candidates: &[String], ttl: Duration) -> Result<Vec<String>, StoreError> {
+pub async fn admit(
+    redis: &mut ConnectionManager,
+    max_machines: u32,
+    alive: usize,
+    candidates: &[String],
+    ttl: Duration,
+) -> Result<Vec<String>, StoreError> {
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
     let mut invocation = ADMIT.key(reservations_key());
-    invocation.arg(now_ms()).arg(max_machines).arg(alive).arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    invocation
+        .arg(now_ms())
+        .arg(max_machines)
+        .arg(alive)
+        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
     for slot in candidates {
         invocation.arg(slot);
     }
@@ -150,7 +161,11 @@ fn pool_members_key() -> String {
 }
 
 /// Records that the dispatcher created (or adopted) machine `id` for `slot`.
-pub async fn remember(redis: &mut ConnectionManager, id: &str, slot: &str) -> Result<(), StoreError> {
+pub async fn remember(
+    redis: &mut ConnectionManager,
+    id: &str,
+    slot: &str,
+) -> Result<(), StoreError> {
     redis::cmd("HSET").arg(pool_members_key()).arg(id).arg(slot).query_async::<()>(redis).await?;
     Ok(())
 }
@@ -162,7 +177,9 @@ pub async fn forget(redis: &mut ConnectionManager, id: &str) -> Result<(), Store
 }
 
 /// Machines the dispatcher knows it created or adopted.
-pub async fn members(redis: &mut ConnectionManager) -> Result<std::collections::HashSet<String>, StoreError> {
+pub async fn members(
+    redis: &mut ConnectionManager,
+) -> Result<std::collections::HashSet<String>, StoreError> {
     let ids: Vec<String> = redis::cmd("HKEYS").arg(pool_members_key()).query_async(redis).await?;
     Ok(ids.into_iter().collect())
 }

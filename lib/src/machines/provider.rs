@@ -48,7 +48,13 @@ impl ProviderState {
 
     /// Counts against `max_machines` (it runs, or is about to).
     pub fn is_alive(self) -> bool {
-        matches!(self, ProviderState::Created | ProviderState::Starting | ProviderState::Started | ProviderState::Stopping)
+        matches!(
+            self,
+            ProviderState::Created
+                | ProviderState::Starting
+                | ProviderState::Started
+                | ProviderState::Stopping
+        )
     }
 }
 

@@ -29,7 +29,7 @@ impl ObjectCreated {
 }
 
 /// `[s3]` settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Empty means AWS S3's own endpoints.

@@ -14,7 +14,7 @@ use crate::config::{Invalid, require_positive};
 pub const KEY_PREFIX: &str = "tcoder:";
 
 /// `[redis]` settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub url: String,

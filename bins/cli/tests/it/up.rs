@@ -96,7 +96,11 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     submit_transcodes_a_video_with_the_stacks_key(data.path(), &summary["api"].0);
 
     let pids: Vec<u32> = summary.values().filter_map(|(_, pid)| *pid).collect();
-    assert_eq!(pids.len(), 4, "nats, redis, ingest, dispatcher (workers are started on demand): {summary:?}");
+    assert_eq!(
+        pids.len(),
+        4,
+        "nats, redis, ingest, dispatcher (workers are started on demand): {summary:?}"
+    );
 
     let (status, in_time) = up.terminate(Duration::from_secs(30)).expect("tcoder up was running");
     assert!(in_time, "tcoder up did not stop in time");

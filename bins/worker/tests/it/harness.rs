@@ -44,10 +44,15 @@ pub(crate) struct Pipeline {
     pub env: TestEnv,
     pub api: String,
     pub key: String,
+    /// A second tenant's key.
+    pub other_key: String,
     pub http: reqwest::Client,
     pub js: jetstream::Context,
     pub nats: async_nats::Client,
     pub scratch: tempfile::TempDir,
+    /// The dispatcher's local provider, when autoscaling is on.
+    pub local: Option<std::sync::Arc<tcoder::machines::local::LocalProvider>>,
+    pub redis: redis::aio::ConnectionManager,
     shutdown: Shutdown,
 }
 
@@ -74,6 +79,7 @@ impl Pipeline {
         let ingest = tcoder_ingest::App::build(load(ServiceName::Ingest)).await.unwrap();
         let dispatcher =
             tcoder_dispatcher::App::build(load(ServiceName::Dispatcher)).await.unwrap();
+        let local = dispatcher.local_provider();
         let api = format!("http://{}", ingest.api_addr());
         let shutdown = Shutdown::manual(Duration::from_secs(5));
         tokio::spawn(ingest.run_until_stopped(shutdown.clone()));
@@ -82,15 +88,22 @@ impl Pipeline {
         let mut redis = tcoder::store::connect(&settings.redis).await.unwrap();
         let key = tcoder::auth::generate_key();
         tcoder::auth::store_key(&mut redis, &key, &Tenant::parse("acme").unwrap()).await.unwrap();
+        let other_key = tcoder::auth::generate_key();
+        tcoder::auth::store_key(&mut redis, &other_key, &Tenant::parse("globex").unwrap())
+            .await
+            .unwrap();
         let nats = tcoder::events::connect(&settings.nats, "test").await.unwrap();
         Pipeline {
             env,
             api,
             key,
+            other_key,
             http: reqwest::Client::new(),
             js: jetstream::new(nats.clone()),
             nats,
             scratch: tempfile::tempdir().unwrap(),
+            local,
+            redis,
             shutdown,
         }
     }
@@ -113,10 +126,21 @@ impl Pipeline {
 
     /// Creates a job, uploads `file` with its presigned URL and notifies ingest (as S3 would).
     pub(crate) async fn submit(&self, file: &Path, request: Value) -> String {
+        self.submit_as(&self.key, "acme", file, request).await
+    }
+
+    /// As [`Pipeline::submit`], with another tenant's key.
+    pub(crate) async fn submit_as(
+        &self,
+        key: &str,
+        tenant: &str,
+        file: &Path,
+        request: Value,
+    ) -> String {
         let response = self
             .http
             .post(format!("{}/v1/jobs", self.api))
-            .bearer_auth(&self.key)
+            .bearer_auth(key)
             .json(&request)
             .send()
             .await
@@ -132,7 +156,7 @@ impl Pipeline {
             .await
             .unwrap();
         assert_eq!(put.status(), StatusCode::OK);
-        let key = format!("uploads/acme/{id}/source");
+        let key = format!("uploads/{tenant}/{id}/source");
         let notification = json!({ "Records": [{ "eventName": "ObjectCreated:Put", "s3": { "bucket": { "name": self.env.s3.bucket() }, "object": { "key": key } } }] });
         let notified = self
             .http
@@ -144,6 +168,18 @@ impl Pipeline {
             .unwrap();
         assert_eq!(notified.status(), StatusCode::OK);
         id
+    }
+
+    pub(crate) async fn job_as(&self, key: &str, id: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/jobs/{id}", self.api))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub(crate) async fn job(&self, id: &str) -> Value {

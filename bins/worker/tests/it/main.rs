@@ -1,5 +1,6 @@
 //! tcoder-worker against real NATS, Redis, S3 and FFmpeg.
 
+mod autoscale;
 mod engine_sandbox;
 mod harness;
 mod lifecycle;
