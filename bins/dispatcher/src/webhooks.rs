@@ -1,5 +1,5 @@
 //! Webhook delivery from the `EVENTS` stream (durable consumer `webhooks`): terminal events
-//! (and `progress`, when the job opted in) are POSTed to the job's `webhook_url`, signed per
+//! (and `progress`, when the job opted in) are posted to the job's `webhook_url`, signed per
 //! Standard Webhooks with the tenant's secret. The `webhook-id` is derived from the event id, so
 //! it is the same on every attempt and after a dispatcher restart. Retries follow the configured
 //! schedule with jitter, as delayed naks: the schedule position is the message's delivery count,
