@@ -12,6 +12,7 @@
 //! - [`ChaosProxy`]: a TCP proxy that can pass, drop or blackhole traffic.
 //! - [`cloudflare::FakeCloudflareQueue`]: the Cloudflare Queues pull API (R2 notifications).
 //! - [`webhook::WebhookReceiver`]: records webhooks; verifies them with the `standardwebhooks` package.
+//! - [`fly::FakeFly`]: the Fly Machines API (schema-checked, rate-limited, real worker processes).
 //! - [`ServiceProcess`]: a tcoder service binary run as a real process (start, probe, SIGTERM).
 //!
 //! Processes are stopped by pid when their handle drops; servers run in-process stop with
@@ -22,6 +23,7 @@ mod chaos;
 pub mod cloudflare;
 pub mod corpus;
 mod env;
+pub mod fly;
 mod http;
 pub mod media;
 mod nats;

@@ -80,3 +80,33 @@ fn sample_clips_are_real_media_with_the_requested_shape() {
     // Cached: asking again returns the same file without re-encoding.
     assert_eq!(clip(&spec), path);
 }
+
+#[test]
+fn the_fake_fly_api_checks_bodies_against_the_published_spec() {
+    let path = testkit::workspace_root().join("testkit/fixtures/fly-machines-swagger.json");
+    let swagger: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let schema = serde_json::json!({ "$ref": "#/definitions/CreateMachineRequest" });
+    let valid = serde_json::json!({
+        "name": "w", "region": "iad",
+        "config": { "image": "img", "guest": { "cpu_kind": "shared", "cpus": 1, "memory_mb": 256 },
+                    "env": { "A": "b" }, "auto_destroy": false, "restart": { "policy": "no" },
+                    "metadata": { "tcoder_pool": "p" }, "stop_config": { "signal": "SIGTERM" } }
+    });
+    testkit::fly::validate(&swagger, &schema, &valid, "$").unwrap();
+    for (bad, why) in [
+        (
+            serde_json::json!({ "config": { "image": "img", "restart": { "policy": "sometimes" } } }),
+            "is not one of",
+        ),
+        (
+            serde_json::json!({ "config": { "image": "img", "guest": { "cpus": "two" } } }),
+            "integer",
+        ),
+        (serde_json::json!({ "config": { "image": "img", "env": { "A": 1 } } }), "string"),
+        (serde_json::json!({ "config": { "imagee": "img" } }), "not a field"),
+    ] {
+        let error = testkit::fly::validate(&swagger, &schema, &bad, "$").unwrap_err();
+        assert!(error.contains(why), "{bad}: {error}");
+    }
+}

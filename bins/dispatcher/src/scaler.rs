@@ -124,8 +124,12 @@ impl Scaler {
         if self.queue.tenant_cap > 0 {
             self.queue.promote_deferred(100).await?;
         }
-        let view = self.view().await?;
         let demand = self.demand().await?;
+        if demand == 0 {
+            // Nothing to place: no provider call (the reaper keeps the machine view fresh).
+            return Ok(());
+        }
+        let view = self.view().await?;
         let now = now_ms();
         let boot_grace_ms = u64::try_from(self.boot_grace.as_millis()).unwrap_or(u64::MAX);
         let idle = view

@@ -69,7 +69,11 @@ impl Pipeline {
 
     /// As [`Pipeline::start`], with extra settings for ingest and the dispatcher.
     pub(crate) async fn start_with(extra: &[(&str, String)]) -> Pipeline {
-        let env = TestEnv::start();
+        Pipeline::start_on(TestEnv::start(), extra).await
+    }
+
+    /// As [`Pipeline::start_with`], on servers already started.
+    pub(crate) async fn start_on(env: TestEnv, extra: &[(&str, String)]) -> Pipeline {
         let mut vars = env.service_env();
         vars.extend(fast_env());
         vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));

@@ -2,6 +2,7 @@
 
 mod autoscale;
 mod engine_sandbox;
+mod fly;
 mod harness;
 mod lifecycle;
 mod pipeline;
