@@ -109,7 +109,23 @@ impl Settings {
         }
         let settings: Settings = figment.merge(env).extract().map_err(ConfigError::from_figment)?;
         settings.validate()?;
+        settings.validate_for(service)?;
         Ok(settings)
+    }
+
+    /// Checks that only matter to the program using them: credentials of an integration only
+    /// that service holds (the Fly token is the dispatcher's, the Queues token ingest's), so one
+    /// shared config file works for every service with secrets set per service.
+    pub fn validate_for(&self, service: Service) -> Result<(), ConfigError> {
+        match service {
+            Service::Ingest => {
+                self.ingest.r2_queue.validate_credentials().map_err(|e| e.in_section("ingest"))
+            }
+            Service::Dispatcher if self.dispatcher.provider == ProviderKind::Fly => {
+                self.dispatcher.fly.validate().map_err(|e| e.in_section("dispatcher"))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Checks what types alone cannot: ranges, URLs, names.

@@ -37,6 +37,26 @@ pub struct ApiKeyEntry {
     pub sha256: String,
 }
 
+impl R2QueueConfig {
+    /// The queue's ids and token, needed only by ingest (which pulls).
+    pub(super) fn validate_credentials(&self) -> Result<(), Invalid> {
+        if !self.enabled {
+            return Ok(());
+        }
+        for (name, value) in
+            [("r2_queue.account_id", &self.account_id), ("r2_queue.queue_id", &self.queue_id)]
+        {
+            if value.is_empty() {
+                return Err(Invalid::new(name, "required when r2_queue.enabled"));
+            }
+        }
+        if self.api_token.expose().is_empty() {
+            return Err(Invalid::new("r2_queue.api_token", "required when r2_queue.enabled"));
+        }
+        Ok(())
+    }
+}
+
 /// `[ingest.r2_queue]`: the Cloudflare Queues HTTP pull consumer for R2 notifications.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -96,16 +116,6 @@ impl IngestConfig {
         }
         let queue = &self.r2_queue;
         if queue.enabled {
-            for (name, value) in
-                [("r2_queue.account_id", &queue.account_id), ("r2_queue.queue_id", &queue.queue_id)]
-            {
-                if value.is_empty() {
-                    return Err(Invalid::new(name, "required when r2_queue.enabled"));
-                }
-            }
-            if queue.api_token.expose().is_empty() {
-                return Err(Invalid::new("r2_queue.api_token", "required when r2_queue.enabled"));
-            }
             if !(queue.api_base.starts_with("https://") || queue.api_base.starts_with("http://")) {
                 return Err(Invalid::new("r2_queue.api_base", "must be an http(s) URL"));
             }
@@ -203,9 +213,6 @@ impl DispatcherConfig {
         require_positive("scale_interval", self.scale_interval)?;
         require_positive("reap_interval", self.reap_interval)?;
         require_positive("boot_grace", self.boot_grace)?;
-        if self.provider == ProviderKind::Fly {
-            self.fly.validate()?;
-        }
         require_positive("webhook_timeout", self.webhook_timeout)?;
         if self.webhook_schedule.len() > 15 {
             return Err(Invalid::new("webhook_schedule", "at most 15 retries"));

@@ -40,7 +40,7 @@ pub struct Config {
 }
 
 impl Config {
-    pub(crate) fn validate(&self) -> Result<(), crate::config::Invalid> {
+    pub fn validate(&self) -> Result<(), crate::config::Invalid> {
         use crate::config::Invalid;
         if self.app.is_empty() || self.image.is_empty() {
             return Err(Invalid::new(

@@ -11,8 +11,10 @@ fn every_shipped_config_file_parses_for_every_service() {
     collect_toml(&root, &mut files);
     assert!(files.len() >= 5, "expected config files under {}", root.display());
     for file in &files {
+        // Secrets a production file leaves to the environment, as a deployment would set them.
+        let secrets = EnvVars::from_pairs([("TCODER__DISPATCHER__FLY__TOKEN", "fly-token")]);
         for service in Service::ALL {
-            Settings::load_from(service, Some(file), EnvVars::default())
+            Settings::load_from(service, Some(file), secrets.clone())
                 .unwrap_or_else(|e| panic!("{} as {}: {e}", file.display(), service.name()));
         }
     }
@@ -39,4 +41,15 @@ fn collect_toml(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
             out.push(path);
         }
     }
+}
+
+#[test]
+fn the_fly_token_is_required_by_the_dispatcher_only() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/examples/production-r2-fly.toml");
+    let err = Settings::load_from(Service::Dispatcher, Some(&file), EnvVars::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dispatcher.fly.token"), "{err}");
+    Settings::load_from(Service::Ingest, Some(&file), EnvVars::default()).unwrap();
 }
