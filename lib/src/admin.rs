@@ -95,6 +95,13 @@ impl AdminServer {
         Ok(AdminServer { listener, router })
     }
 
+    /// Adds a service's own routes (e.g. the dispatcher's worker discovery) next to the
+    /// standard ones.
+    pub fn with_routes(mut self, routes: Router) -> AdminServer {
+        self.router = self.router.merge(routes);
+        self
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener has an address")
     }

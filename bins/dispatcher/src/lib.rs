@@ -4,6 +4,7 @@
 
 mod dead_letters;
 mod metrics;
+mod observe;
 mod queue;
 mod reconcile;
 mod scaler;
@@ -36,6 +37,7 @@ pub struct App {
     webhooks: webhooks::WebhookSender,
     scaler: Option<scaler::Scaler>,
     local: Option<Arc<LocalProvider>>,
+    observer: observe::Observer,
 }
 
 impl App {
@@ -88,7 +90,9 @@ impl Service for App {
     const NAME: ServiceName = ServiceName::Dispatcher;
 
     async fn build(settings: Settings) -> anyhow::Result<App> {
-        let common = Common::build(&settings, Self::NAME).await?;
+        let mut common = Common::build(&settings, Self::NAME).await?;
+        common.admin =
+            common.admin.with_routes(observe::discovery_routes(common.connections.redis.clone()));
         let metrics = DispatcherMetrics::register(&common.metrics);
         let jobs = JobStore::new(common.connections.redis.clone());
         let js = common.connections.jetstream.clone();
@@ -151,7 +155,13 @@ impl Service for App {
             attempts: metrics.webhook_attempts.clone(),
             latency: metrics.webhook_latency.clone(),
         };
-        let app = App { common, jobs, metrics, queue, reconciler, webhooks, scaler, local };
+        let observer = observe::Observer::new(
+            &common.metrics,
+            common.connections.redis.clone(),
+            common.connections.jetstream.clone(),
+        );
+        let app =
+            App { common, jobs, metrics, queue, reconciler, webhooks, scaler, local, observer };
         tracing::info!(admin = %app.admin_addr(), "dispatcher listening");
         Ok(app)
     }
@@ -177,6 +187,7 @@ impl Service for App {
             });
         }
         tasks.spawn("reconciler", self.reconciler.run(token.clone()));
+        tasks.spawn("gauges", self.observer.run(token.clone()));
         tasks.spawn(
             "dead letters",
             dead_letters::run(

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
 use serde_json::json;
+use tcoder::cost::{JobCost, Usage};
 use tcoder::engine::{EngineError, EngineJob, EngineReport, EngineSpec, ErrorCode, Progress};
 use tcoder::events::{self, EventKind, JobEvent, WorkItem, subjects};
 use tcoder::jobs::{Attempt, ClaimOutcome, FinishOutcome, Job, JobError};
@@ -38,15 +39,24 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    /// The `outcome` label: `failed` for every failure code (the code is its own label).
     pub(crate) fn label(&self) -> &str {
         match self {
             Outcome::Completed => "completed",
-            Outcome::Failed(code) => code,
+            Outcome::Failed(_) => "failed",
             Outcome::Retried => "retried",
             Outcome::Released => "released",
             Outcome::Fenced => "fenced",
             Outcome::Canceled => "canceled",
             Outcome::Skipped => "skipped",
+        }
+    }
+
+    /// The `code` label: the error code of a failure, `none` otherwise.
+    pub(crate) fn code(&self) -> &str {
+        match self {
+            Outcome::Failed(code) => code,
+            _ => "none",
         }
     }
 
@@ -235,6 +245,7 @@ async fn work(
     );
     best_effort(worker, &started).await;
 
+    let occupied = Instant::now();
     let input_dir = workdir.join("in");
     tokio::fs::create_dir_all(&input_dir).await.map_err(|e| transient(format!("scratch: {e}")))?;
     let input = input_dir.join("source");
@@ -266,12 +277,12 @@ async fn work(
     let stage = Instant::now();
     let run = worker.supervisor.run(&engine_job, workdir, Some(progress_tx), stop.token()).await;
     let _ = publisher.await;
-    worker
-        .metrics
-        .stage_seconds
-        .with_label_values(&["engine"])
-        .observe(stage.elapsed().as_secs_f64());
+    let engine_secs = stage.elapsed().as_secs_f64();
     let run = run?;
+    // Probing happens inside the engine child; it reports how long that took.
+    let probe_secs = run.report.probe_secs.min(engine_secs);
+    worker.metrics.stage_seconds.with_label_values(&["probe"]).observe(probe_secs);
+    worker.metrics.stage_seconds.with_label_values(&["encode"]).observe(engine_secs - probe_secs);
     worker.metrics.engine_cpu_seconds.inc_by(run.cpu_secs.round() as u64);
     if run.wall_secs > 0.0 {
         worker.metrics.encode_speed.observe(run.report.media.duration_secs / run.wall_secs);
@@ -280,6 +291,7 @@ async fn work(
     let stage = Instant::now();
     let prefix = keys::output_prefix(&job.tenant, &job.id, attempt.epoch);
     let mut uploaded = 0;
+    let mut usage = Usage { cpu_secs: run.cpu_secs, ..Usage::default() };
     for file in &run.report.files {
         let key = format!("{prefix}{}", file.path);
         let path = engine_job.output_dir.join(&file.path);
@@ -290,6 +302,7 @@ async fn work(
         .await?
         .map_err(|e| transient(e.to_string()))?;
         uploaded += file.bytes;
+        usage.add_object(file.bytes);
     }
     worker.metrics.bytes_out.inc_by(uploaded);
     worker
@@ -297,8 +310,9 @@ async fn work(
         .stage_seconds
         .with_label_values(&["upload"])
         .observe(stage.elapsed().as_secs_f64());
-    let manifest =
-        manifest(worker, &prefix, attempt.epoch, &run.report, run.cpu_secs, run.wall_secs);
+    usage.machine_secs = occupied.elapsed().as_secs_f64();
+    let cost = JobCost::new(usage, &worker.config.cost);
+    let manifest = manifest(worker, &prefix, attempt.epoch, &run.report, &cost, run.wall_secs);
     for rendition in manifest["renditions"].as_array().into_iter().flatten() {
         let name = rendition["name"].as_str().unwrap_or("rendition");
         let event = JobEvent::new(
@@ -359,7 +373,7 @@ fn manifest(
     prefix: &str,
     epoch: u64,
     report: &EngineReport,
-    cpu_secs: f64,
+    cost: &JobCost,
     wall_secs: f64,
 ) -> serde_json::Value {
     let url = |relative: &str| worker.s3_config.public_url_of(&format!("{prefix}{relative}"));
@@ -387,7 +401,8 @@ fn manifest(
         "hls_master": report.hls_master.as_deref().map(url),
         "thumbnails": thumbnails,
         "files": report.files.iter().map(|f| json!({ "key": format!("{prefix}{}", f.path), "url": url(&f.path), "bytes": f.bytes, "content_type": f.content_type })).collect::<Vec<_>>(),
-        "engine": { "cpu_secs": cpu_secs, "wall_secs": wall_secs },
+        "engine": { "cpu_secs": cost.usage.cpu_secs, "wall_secs": wall_secs },
+        "cost": cost,
     })
 }
 
@@ -429,7 +444,11 @@ async fn settle(
             );
             let stage = Instant::now();
             match worker.jobs.complete(attempt, &manifest, &event).await {
-                Ok(FinishOutcome::Finished) => {}
+                Ok(FinishOutcome::Finished) => {
+                    if let Ok(cost) = serde_json::from_value::<JobCost>(manifest["cost"].clone()) {
+                        worker.metrics.record_cost(&cost);
+                    }
+                }
                 Ok(FinishOutcome::Fenced) => {
                     tracing::warn!(job = %attempt.job_id, epoch = attempt.epoch, "commit fenced: a newer attempt owns the job; no ack");
                     worker.metrics.self_fences.inc();

@@ -110,8 +110,10 @@ impl Service for App {
         settings.worker.scratch_dir = settings.worker.scratch_dir.canonicalize()?;
         let program = std::env::current_exe()?;
         let provider = if std::env::var_os("FLY_MACHINE_ID").is_some() { "fly" } else { "local" };
+        let mut record = MachineRecord::new(&id, provider);
+        record.admin = advertised_admin(common.admin.local_addr());
         let worker = Worker {
-            machine: Arc::new(Mutex::new(MachineRecord::new(&id, provider))),
+            machine: Arc::new(Mutex::new(record)),
             id,
             jobs: JobStore::new(common.connections.redis.clone()),
             js: common.connections.jetstream.clone(),
@@ -170,6 +172,16 @@ impl Service for App {
         }
         result
     }
+}
+
+/// The admin address other hosts can scrape: the bound address, or on a wildcard bind the
+/// machine's private address (Fly sets `FLY_PRIVATE_IP`); unknown otherwise.
+fn advertised_admin(bound: std::net::SocketAddr) -> Option<String> {
+    if !bound.ip().is_unspecified() {
+        return Some(bound.to_string());
+    }
+    let ip: std::net::IpAddr = std::env::var("FLY_PRIVATE_IP").ok()?.parse().ok()?;
+    Some(std::net::SocketAddr::new(ip, bound.port()).to_string())
 }
 
 /// Renews the machine's lease and record every third of the lease TTL.

@@ -1,6 +1,9 @@
 //! The worker's metrics. Labels are bounded (outcome codes, stage names), never job ids.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+use prometheus::{
+    Counter, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+};
+use tcoder::cost::JobCost;
 use tcoder::metrics::Metrics;
 
 /// Seconds to hours: a stage of a job can take milliseconds (a tiny upload) or hours.
@@ -20,6 +23,10 @@ pub(crate) struct WorkerMetrics {
     pub redeliveries: IntCounter,
     pub lease_renewals_failed: IntCounter,
     pub self_fences: IntCounter,
+    pub cost_usd: Counter,
+    pub machine_seconds: Counter,
+    pub put_requests: IntCounter,
+    pub job_cost: Histogram,
 }
 
 impl WorkerMetrics {
@@ -27,12 +34,12 @@ impl WorkerMetrics {
         let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
         let m = WorkerMetrics {
             jobs: IntCounterVec::new(
-                Opts::new("tcoder_worker_jobs_total", "Job attempts finished by this worker, by outcome (completed, retried, released, fenced, canceled, or the failure code)."),
-                &["outcome"],
+                Opts::new("tcoder_worker_jobs_total", "Job attempts finished by this worker, by outcome (completed, failed, retried, released, fenced, canceled, skipped) and error code (none unless failed)."),
+                &["outcome", "code"],
             )
             .expect("valid metric"),
             stage_seconds: HistogramVec::new(
-                HistogramOpts::new("tcoder_job_stage_duration_seconds", "Time spent per stage of a job attempt (download, engine, upload, commit).").buckets(JOB_BUCKETS.to_vec()),
+                HistogramOpts::new("tcoder_job_stage_duration_seconds", "Time spent per stage of a completed job attempt (download, probe, encode, upload, commit).").buckets(JOB_BUCKETS.to_vec()),
                 &["stage"],
             )
             .expect("valid metric"),
@@ -51,11 +58,22 @@ impl WorkerMetrics {
             redeliveries: counter("tcoder_redeliveries_total", "Job messages received more than once."),
             lease_renewals_failed: counter("tcoder_lease_renewals_failed_total", "Lease renewals that failed (Redis unreachable)."),
             self_fences: counter("tcoder_self_fences_total", "Attempts abandoned because the lease could not be kept or another attempt took over."),
+            cost_usd: Counter::new("tcoder_job_cost_usd_total", "Estimated cost of completed jobs in US dollars, from the configured [worker.cost] prices.").expect("valid metric"),
+            machine_seconds: Counter::new("tcoder_job_machine_seconds_total", "Machine seconds occupied by completed jobs (download + engine + upload).").expect("valid metric"),
+            put_requests: counter("tcoder_storage_put_requests_total", "Object write requests made to store outputs of completed jobs."),
+            job_cost: Histogram::with_opts(
+                HistogramOpts::new("tcoder_job_cost_usd", "Estimated cost per completed job in US dollars.")
+                    .buckets(vec![0.000_01, 0.000_1, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            )
+            .expect("valid metric"),
         };
         metrics.register(&m.jobs);
         metrics.register(&m.stage_seconds);
         metrics.register(&m.job_seconds);
         metrics.register(&m.encode_speed);
+        metrics.register(&m.cost_usd);
+        metrics.register(&m.machine_seconds);
+        metrics.register(&m.job_cost);
         for c in [
             &m.engine_cpu_seconds,
             &m.bytes_in,
@@ -63,9 +81,18 @@ impl WorkerMetrics {
             &m.redeliveries,
             &m.lease_renewals_failed,
             &m.self_fences,
+            &m.put_requests,
         ] {
             metrics.register(c);
         }
         m
+    }
+
+    /// Adds a committed job's cost.
+    pub(crate) fn record_cost(&self, cost: &JobCost) {
+        self.cost_usd.inc_by(cost.estimated_usd);
+        self.job_cost.observe(cost.estimated_usd);
+        self.machine_seconds.inc_by(cost.usage.machine_secs);
+        self.put_requests.inc_by(cost.usage.put_requests);
     }
 }

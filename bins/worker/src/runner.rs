@@ -124,7 +124,7 @@ fn account(
             Outcome::Failed("engine.crashed".into())
         }
     };
-    worker.metrics.jobs.with_label_values(&[outcome.label()]).inc();
+    worker.metrics.jobs.with_label_values(&[outcome.label(), outcome.code()]).inc();
     if outcome == Outcome::Skipped {
         return;
     }

@@ -239,6 +239,7 @@ pub struct WorkerConfig {
     #[serde(with = "humantime_serde")]
     pub retry_delay: Duration,
     pub engine: crate::engine::Config,
+    pub cost: crate::cost::Prices,
 }
 
 impl WorkerConfig {
@@ -262,6 +263,7 @@ impl WorkerConfig {
         {
             return Err(Invalid::new("machine_id", "use letters, digits, - and _"));
         }
+        self.cost.validate()?;
         self.engine.validate()
     }
 }

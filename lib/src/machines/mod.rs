@@ -39,6 +39,10 @@ pub struct MachineRecord {
     pub last_active_at: u64,
     /// Jobs finished (any outcome) by this machine.
     pub jobs: u64,
+    /// Where the machine's admin server (`/metrics`) can be reached, when known: Prometheus
+    /// discovers workers through the dispatcher's `/sd/workers` from these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
 }
 
 pub fn pool_key() -> String {
@@ -102,7 +106,18 @@ impl MachineRecord {
             started_at: now,
             last_active_at: now,
             jobs: 0,
+            admin: None,
         }
+    }
+
+    /// The Prometheus HTTP service-discovery target group for this machine, if it has a
+    /// reachable admin address.
+    pub fn scrape_target(&self) -> Option<serde_json::Value> {
+        let admin = self.admin.as_ref()?;
+        Some(serde_json::json!({
+            "targets": [admin],
+            "labels": { "machine": self.id, "provider": self.provider },
+        }))
     }
 
     fn state_label(&self) -> &'static str {

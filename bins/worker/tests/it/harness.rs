@@ -266,11 +266,31 @@ impl Pipeline {
 /// A metric's value from a worker's `/metrics` (0 when absent).
 pub(crate) fn metric(worker: &ServiceProcess, series: &str) -> f64 {
     let (_, text) = testkit::http_get(worker.admin_addr(), "/metrics").unwrap_or_default();
+    sum_series(&text, series)
+}
+
+/// Sums the samples of `series` (`name` or `name{label="value",…}`) in a text exposition:
+/// a sample matches when it has the name and every label given (others may be present).
+pub(crate) fn sum_series(text: &str, series: &str) -> f64 {
+    let (name, wanted) = match series.split_once('{') {
+        Some((name, labels)) => (name, labels.trim_end_matches('}')),
+        None => (series, ""),
+    };
+    let wanted: Vec<&str> = wanted.split(',').filter(|l| !l.is_empty()).collect();
     text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (head, value) = l.rsplit_once(' ')?;
+            let (sample, labels) = match head.split_once('{') {
+                Some((sample, labels)) => (sample, labels.trim_end_matches('}')),
+                None => (head, ""),
+            };
+            let labels: Vec<&str> = labels.split(',').collect();
+            (sample == name && wanted.iter().all(|w| labels.contains(w)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
 }
 
 /// Pids of processes whose parent is `pid` (the engine children of a worker).

@@ -103,6 +103,9 @@ pub struct EngineReport {
     pub files: Vec<OutputFile>,
     pub frames: u64,
     pub decode_errors: u64,
+    /// Seconds spent opening and probing the source (the rest of the run is encoding).
+    #[serde(default)]
+    pub probe_secs: f64,
 }
 
 /// Calls `on_progress` at most once per second.
@@ -197,7 +200,9 @@ pub fn run_with(
     on_probed: &mut dyn FnMut(&MediaInfo),
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<EngineReport, EngineError> {
+    let probe_started = Instant::now();
     let (mut input, media) = probe::open(&job.input, &job.limits)?;
+    let probe_secs = probe_started.elapsed().as_secs_f64();
     on_probed(&media);
     let plan = plan(&job.spec, &media, job.settings.segment_secs);
     let out = &job.output_dir;
@@ -422,7 +427,9 @@ pub fn run_with(
         }
     }
     let frames = meter.frames;
-    finish(job, &media, &plan, renditions, thumbnails, frames, decode_errors)
+    let mut report = finish(job, &media, &plan, renditions, thumbnails, frames, decode_errors)?;
+    report.probe_secs = probe_secs;
+    Ok(report)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -512,6 +519,7 @@ fn finish(
         files,
         frames,
         decode_errors,
+        probe_secs: 0.0,
     })
 }
 

@@ -1,0 +1,137 @@
+//! Gauges that describe the system rather than one service's work: jobs by state, and per
+//! priority the queue depth and the age of the oldest waiting work item. Sampled every few
+//! seconds by the dispatcher. Also the worker discovery Prometheus uses: workers come and go
+//! on ports nobody configured, so the dispatcher serves them from the machine pool.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use axum::response::IntoResponse as _;
+use prometheus::{IntGaugeVec, Opts};
+use redis::aio::ConnectionManager;
+use tcoder::events::subjects;
+use tcoder::jobs::{JobStatus, Priority};
+use tcoder::metrics::Metrics;
+use tcoder::store::KEY_PREFIX;
+use tokio_util::sync::CancellationToken;
+
+const INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub(crate) struct Observer {
+    pub redis: ConnectionManager,
+    pub js: async_nats::jetstream::Context,
+    jobs: IntGaugeVec,
+    depth: IntGaugeVec,
+    oldest: prometheus::GaugeVec,
+}
+
+impl Observer {
+    pub(crate) fn new(
+        metrics: &Metrics,
+        redis: ConnectionManager,
+        js: async_nats::jetstream::Context,
+    ) -> Observer {
+        let jobs = IntGaugeVec::new(
+            Opts::new(
+                "tcoder_jobs",
+                "Jobs not yet finished, by state (awaiting_upload, uploaded, queued, running).",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        let depth = IntGaugeVec::new(
+            Opts::new("tcoder_queue_depth", "Work items waiting or in flight, by priority."),
+            &["priority"],
+        )
+        .expect("valid metric");
+        let oldest = prometheus::GaugeVec::new(
+            Opts::new(
+                "tcoder_queue_oldest_age_seconds",
+                "Age of the oldest work item still in the queue, by priority (0 when empty).",
+            ),
+            &["priority"],
+        )
+        .expect("valid metric");
+        metrics.register(&jobs);
+        metrics.register(&depth);
+        metrics.register(&oldest);
+        Observer { redis, js, jobs, depth, oldest }
+    }
+
+    pub(crate) async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            if let Err(e) = self.sample().await {
+                tracing::debug!(error = %e, "cannot sample queue and job gauges");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(INTERVAL) => {}
+                () = stop.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    pub(crate) async fn sample(&self) -> anyhow::Result<()> {
+        let mut redis = self.redis.clone();
+        for status in
+            [JobStatus::AwaitingUpload, JobStatus::Uploaded, JobStatus::Queued, JobStatus::Running]
+        {
+            let count: i64 = redis::cmd("ZCARD")
+                .arg(format!("{KEY_PREFIX}status:{status}"))
+                .query_async(&mut redis)
+                .await?;
+            self.jobs.with_label_values(&[status.as_str()]).set(count);
+        }
+        let stream = self.js.get_stream(subjects::JOBS_STREAM).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        for priority in Priority::ALL {
+            let mut consumer: PullConsumer = stream
+                .get_consumer(&subjects::jobs_consumer(priority))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let info = consumer.info().await?;
+            let depth = info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0);
+            self.depth
+                .with_label_values(&[priority.as_str()])
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
+            let age =
+                match stream.get_first_raw_message_by_subject(subjects::jobs(priority), 1).await {
+                    Ok(message) => (now - message.time.unix_timestamp() as f64).max(0.0),
+                    Err(_) => 0.0,
+                };
+            self.oldest.with_label_values(&[priority.as_str()]).set(age);
+        }
+        Ok(())
+    }
+}
+
+/// `GET /sd/workers` on the dispatcher's admin port: Prometheus HTTP service discovery
+/// (`http_sd_configs`), one target group per registered worker with a known admin address.
+pub(crate) fn discovery_routes(redis: ConnectionManager) -> axum::Router {
+    axum::Router::new().route(
+        "/sd/workers",
+        axum::routing::get(move || {
+            let mut redis = redis.clone();
+            async move {
+                match tcoder::machines::list(&mut redis).await {
+                    Ok(machines) => {
+                        let groups: Vec<serde_json::Value> = machines
+                            .iter()
+                            .filter(|m| m.state != tcoder::machines::MachineState::Stopping)
+                            .filter_map(tcoder::machines::MachineRecord::scrape_target)
+                            .collect();
+                        axum::Json(groups).into_response()
+                    }
+                    Err(e) => (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        format!("machine pool unavailable: {e}\n"),
+                    )
+                        .into_response(),
+                }
+            }
+        }),
+    )
+}
