@@ -144,8 +144,7 @@ mod tests {
 
     #[test]
     fn negative_or_nan_prices_are_rejected_by_key() {
-        let mut prices = Prices::default();
-        prices.storage_months = f64::NAN;
+        let mut prices = Prices { storage_months: f64::NAN, ..Prices::default() };
         assert!(format!("{:?}", prices.validate().unwrap_err()).contains("cost.storage_months"));
         prices.storage_months = 1.0;
         prices.class_a_operation_usd = -1.0;

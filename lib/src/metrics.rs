@@ -52,3 +52,16 @@ impl Metrics {
         String::from_utf8(out).expect("text exposition is UTF-8")
     }
 }
+
+/// Creates the series of `vec` for each of `label_sets` at zero. Prometheus cannot see the
+/// first increment of a series that appears already at 1 (`increase()` and `rate()` need two
+/// samples), and dashboards would show "no data" instead of 0: every label value known in
+/// advance is therefore exported from the start.
+pub fn init_series<M: prometheus::core::Metric, B: prometheus::core::MetricVecBuilder<M = M>>(
+    vec: &prometheus::core::MetricVec<B>,
+    label_sets: &[&[&str]],
+) {
+    for labels in label_sets {
+        let _ = vec.with_label_values(labels);
+    }
+}

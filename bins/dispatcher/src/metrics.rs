@@ -1,7 +1,7 @@
 //! The dispatcher's metrics. Labels are bounded (outcomes, actions, states), never ids.
 
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts};
-use tcoder::metrics::Metrics;
+use tcoder::metrics::{Metrics, init_series};
 
 #[derive(Clone, Debug)]
 pub(crate) struct DispatcherMetrics {
@@ -17,9 +17,17 @@ pub(crate) struct DispatcherMetrics {
     pub reaper_actions: IntCounterVec,
 }
 
-fn counter(metrics: &Metrics, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+/// A counter vector registered with its known label values at zero (see [`init_series`]).
+fn counter(
+    metrics: &Metrics,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    known: &[&[&str]],
+) -> IntCounterVec {
     let counter = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     metrics.register(&counter);
+    init_series(&counter, known);
     counter
 }
 
@@ -49,18 +57,29 @@ impl DispatcherMetrics {
                 "tcoder_dispatcher_upload_events_total",
                 "Upload events handled by the dispatcher, by outcome (queued, republished, deferred, not_uploaded, unknown_job, raced, retry).",
                 &["outcome"],
+                &[
+                    &["queued"],
+                    &["republished"],
+                    &["deferred"],
+                    &["not_uploaded"],
+                    &["unknown_job"],
+                    &["raced"],
+                    &["retry"],
+                ],
             ),
             reconcile_actions: counter(
                 metrics,
                 "tcoder_reconciler_actions_total",
                 "Stuck jobs the reconciler moved, by action (queued_upload, republished, requeued_lapsed).",
                 &["action"],
+                &[&["queued_upload"], &["republished"], &["requeued_lapsed"]],
             ),
             dead_letters: counter(
                 metrics,
                 "tcoder_dead_letters_total",
                 "MAX_DELIVERIES advisories handled, by outcome (dead_lettered, gone, unknown_job, malformed).",
                 &["outcome"],
+                &[&["dead_lettered"], &["gone"], &["unknown_job"], &["malformed"]],
             ),
             dlq_depth,
             webhook_attempts: counter(
@@ -68,6 +87,7 @@ impl DispatcherMetrics {
                 "tcoder_webhook_attempts_total",
                 "Webhook attempts, by outcome (delivered, failed, gone, refused, exhausted).",
                 &["outcome"],
+                &[&["delivered"], &["failed"], &["gone"], &["refused"], &["exhausted"]],
             ),
             webhook_latency,
             admission: counter(
@@ -75,6 +95,7 @@ impl DispatcherMetrics {
                 "tcoder_admission_decisions_total",
                 "Admission control decisions, by decision (start, create, at_capacity, tenant_capped, none_needed).",
                 &["decision"],
+                &[&["start"], &["create"], &["at_capacity"], &["tenant_capped"], &["none_needed"]],
             ),
             machines,
             provider_calls: counter(
@@ -82,12 +103,14 @@ impl DispatcherMetrics {
                 "tcoder_provider_calls_total",
                 "Machine provider API calls, by provider, action and outcome.",
                 &["provider", "action", "outcome"],
+                &[],
             ),
             reaper_actions: counter(
                 metrics,
                 "tcoder_reaper_actions_total",
                 "Reaper actions, by action (stopped_idle, reclaimed_dead, destroyed_orphan).",
                 &["action"],
+                &[&["stopped_idle"], &["reclaimed_dead"], &["destroyed_orphan"]],
             ),
         }
     }

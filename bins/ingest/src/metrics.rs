@@ -2,7 +2,7 @@
 //! Labels are bounded (routes are templates, never ids).
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
-use tcoder::metrics::Metrics;
+use tcoder::metrics::{Metrics, init_series};
 
 /// Request latency buckets: an API call is milliseconds, an upload notification a few more.
 const HTTP_BUCKETS: &[f64] =
@@ -56,6 +56,18 @@ impl IngestMetrics {
         metrics.register(&m.uploads);
         metrics.register(&m.bridge_events);
         metrics.register(&m.auth_failures);
+        init_series(&m.jobs_created, &[&["default"], &["web-optimized"], &["hls"]]);
+        init_series(
+            &m.uploads,
+            &[
+                &["accepted"],
+                &["not_awaiting"],
+                &["missing_object"],
+                &["size_mismatch"],
+                &["empty"],
+                &["too_large"],
+            ],
+        );
         m
     }
 }

@@ -4,7 +4,7 @@ use prometheus::{
     Counter, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
 };
 use tcoder::cost::JobCost;
-use tcoder::metrics::Metrics;
+use tcoder::metrics::{Metrics, init_series};
 
 /// Seconds to hours: a stage of a job can take milliseconds (a tiny upload) or hours.
 pub(crate) const JOB_BUCKETS: &[f64] = &[
@@ -68,6 +68,21 @@ impl WorkerMetrics {
             .expect("valid metric"),
         };
         metrics.register(&m.jobs);
+        init_series(
+            &m.jobs,
+            &[
+                &["completed", "none"],
+                &["retried", "none"],
+                &["released", "none"],
+                &["fenced", "none"],
+                &["canceled", "none"],
+                &["skipped", "none"],
+            ],
+        );
+        init_series(
+            &m.stage_seconds,
+            &[&["download"], &["probe"], &["encode"], &["upload"], &["commit"]],
+        );
         metrics.register(&m.stage_seconds);
         metrics.register(&m.job_seconds);
         metrics.register(&m.encode_speed);

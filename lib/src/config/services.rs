@@ -279,10 +279,19 @@ pub struct UpConfig {
     #[serde(with = "humantime_serde")]
     pub ready_timeout: Duration,
     pub workers: u32,
+    pub prometheus: bool,
+    pub prometheus_server: String,
+    pub prometheus_bind: SocketAddr,
+    #[serde(with = "humantime_serde")]
+    pub scrape_interval: Duration,
 }
 
 impl UpConfig {
     pub(super) fn validate(&self) -> Result<(), Invalid> {
-        require_positive("ready_timeout", self.ready_timeout)
+        require_positive("ready_timeout", self.ready_timeout)?;
+        if self.scrape_interval < Duration::from_secs(1) {
+            return Err(Invalid::new("scrape_interval", "must be at least 1s"));
+        }
+        Ok(())
     }
 }

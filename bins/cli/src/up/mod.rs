@@ -7,6 +7,7 @@
 
 mod child;
 mod plan;
+mod prometheus;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -68,6 +69,22 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
             env.push(("TCODER__WORKER__IDLE_TIMEOUT".to_owned(), "0s".to_owned()));
             let command = service_command(&bin_dir, "tcoder-worker", config_file, &env);
             parts.push(StackChild::spawn("tcoder-worker", command, service_grace)?);
+        }
+        if let Some(bind) = plan.prometheus {
+            let scrape = prometheus::config(
+                plan.ingest_admin,
+                plan.dispatcher_admin,
+                cli.up.scrape_interval,
+            );
+            let log = log_file(&logs, "prometheus")?;
+            parts.push(prometheus::start(
+                &cli.up.prometheus_server,
+                &plan.data_dir,
+                bind,
+                &scrape,
+                log,
+            )?);
+            wait_http_ok(bind, "/-/ready", ready_timeout, "prometheus").await?;
         }
         anyhow::Ok(())
     };
@@ -286,6 +303,9 @@ fn print_summary(plan: &StackPlan, parts: &[StackChild], logs: &Path) {
         plan.dispatcher_admin,
         pid("tcoder-dispatcher")
     );
+    if let Some(bind) = plan.prometheus {
+        println!("  prometheus        http://{bind}  pid {}", pid("prometheus"));
+    }
     for worker in parts.iter().filter(|p| p.name == "tcoder-worker") {
         println!("  worker            pid {}", worker.pid());
     }

@@ -19,6 +19,8 @@ pub(crate) struct StackPlan {
     pub api: SocketAddr,
     pub ingest_admin: SocketAddr,
     pub dispatcher_admin: SocketAddr,
+    /// Where Prometheus listens, when `[up] prometheus` is on.
+    pub prometheus: Option<SocketAddr>,
 }
 
 impl StackPlan {
@@ -42,6 +44,10 @@ impl StackPlan {
             api: free_if_zero(ingest.ingest.http_bind)?,
             ingest_admin: free_if_zero(ingest.admin.bind)?,
             dispatcher_admin: free_if_zero(dispatcher.admin.bind)?,
+            prometheus: match cli.up.prometheus {
+                true => Some(free_if_zero(cli.up.prometheus_bind)?),
+                false => None,
+            },
         })
     }
 

@@ -1,4 +1,5 @@
 //! The `tcoder` command against real processes.
 
 mod compare;
+mod observability;
 mod up;

@@ -8,8 +8,12 @@ use std::time::Duration;
 
 use testkit::{ChildProcess, http_get};
 
-/// `tcoder up` with every port picked freely and data in a temp dir.
-fn spawn_up(data_dir: &Path) -> (ChildProcess, mpsc::Receiver<String>) {
+/// `tcoder up` with every port picked freely and data in a temp dir; `extra` sets more
+/// `TCODER__*` variables.
+pub(crate) fn spawn_up(
+    data_dir: &Path,
+    extra: &[(&str, &str)],
+) -> (ChildProcess, mpsc::Receiver<String>) {
     let tcoder = Path::new(env!("CARGO_BIN_EXE_tcoder"));
     let bin_dir = tcoder.parent().unwrap();
     for binary in ["tcoder-ingest", "tcoder-dispatcher"] {
@@ -29,6 +33,7 @@ fn spawn_up(data_dir: &Path) -> (ChildProcess, mpsc::Receiver<String>) {
         .env("TCODER__INGEST__HTTP_BIND", "127.0.0.1:0")
         .env("TCODER__INGEST__LOCAL_STORE__BIND", "127.0.0.1:0")
         .env("TCODER__SHUTDOWN__DRAIN_DEADLINE", "5s")
+        .envs(extra.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let mut process = ChildProcess::spawn("tcoder up", &mut command).unwrap();
@@ -45,7 +50,9 @@ fn spawn_up(data_dir: &Path) -> (ChildProcess, mpsc::Receiver<String>) {
 }
 
 /// Reads the summary `tcoder up` prints once every part is ready: `name -> (address, pid)`.
-fn read_summary(lines: &mpsc::Receiver<String>) -> HashMap<String, (String, Option<u32>)> {
+pub(crate) fn read_summary(
+    lines: &mpsc::Receiver<String>,
+) -> HashMap<String, (String, Option<u32>)> {
     let mut summary = HashMap::new();
     loop {
         let line =
@@ -62,14 +69,14 @@ fn read_summary(lines: &mpsc::Receiver<String>) -> HashMap<String, (String, Opti
     }
 }
 
-fn addr(url: &str) -> SocketAddr {
+pub(crate) fn addr(url: &str) -> SocketAddr {
     url.split("://").nth(1).unwrap().trim_end_matches('/').parse().unwrap()
 }
 
 #[test]
 fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
-    let (mut up, lines) = spawn_up(data.path());
+    let (mut up, lines) = spawn_up(data.path(), &[]);
     let summary = read_summary(&lines);
 
     for service in ["ingest admin", "dispatcher admin"] {
@@ -93,7 +100,7 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
             .contains("sync_interval: always")
     );
 
-    submit_transcodes_a_video_with_the_stacks_key(data.path(), &summary["api"].0);
+    let _ = submit_transcodes_a_video_with_the_stacks_key(data.path(), &summary["api"].0);
 
     let pids: Vec<u32> = summary.values().filter_map(|(_, pid)| *pid).collect();
     assert_eq!(
@@ -112,7 +119,10 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
 
 /// `tcoder submit --wait` (reading the key `tcoder up` wrote) uploads the file to the embedded
 /// store; the dispatcher queues it, the worker transcodes it, and the command prints the result.
-fn submit_transcodes_a_video_with_the_stacks_key(data_dir: &Path, api: &str) {
+pub(crate) fn submit_transcodes_a_video_with_the_stacks_key(
+    data_dir: &Path,
+    api: &str,
+) -> serde_json::Value {
     let tcoder = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_tcoder"))
             .args(args)
@@ -152,4 +162,5 @@ fn submit_transcodes_a_video_with_the_stacks_key(data_dir: &Path, api: &str) {
     assert_eq!(job["preset"], "hls");
     let listed = tcoder(&["jobs"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
+    job
 }
