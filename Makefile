@@ -1,7 +1,7 @@
 # tcoder — the two commands of the README, plus helpers. Both run the set-up first, which
 # installs what is missing (Debian packages, the pinned nats-server) and skips what is there.
 
-.PHONY: setup run test build lint ci
+.PHONY: setup run test bench build lint ci
 
 setup:
 	./scripts/setup.sh
@@ -14,6 +14,10 @@ run: setup
 ## Run the test suite against real nats-server, redis-server, S3 and FFmpeg.
 test: setup
 	cargo test --workspace
+
+## Measure against FFmpeg and the control plane; rewrites docs/BENCHMARKS.md (~15 min).
+bench:
+	./scripts/bench.sh
 
 build: setup
 	cargo build --workspace

@@ -213,6 +213,14 @@ async fn run_attempt(
     outcome
 }
 
+/// Milliseconds since the Unix epoch, with sub-millisecond precision (comparable across
+/// processes on one host: the control-plane benchmark measures latency with it).
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
 fn random_suffix() -> String {
     let mut bytes = [0u8; 6];
     let _ = getrandom::fill(&mut bytes);
@@ -275,6 +283,7 @@ async fn work(
     let publisher =
         tokio::spawn(publish_progress(worker.clone(), job.clone(), attempt.epoch, progress_rx));
     let stage = Instant::now();
+    let engine_started_at_ms = unix_ms();
     let run = worker.supervisor.run(&engine_job, workdir, Some(progress_tx), stop.token()).await;
     let _ = publisher.await;
     let engine_secs = stage.elapsed().as_secs_f64();
@@ -312,7 +321,8 @@ async fn work(
         .observe(stage.elapsed().as_secs_f64());
     usage.machine_secs = occupied.elapsed().as_secs_f64();
     let cost = JobCost::new(usage, &worker.config.cost);
-    let manifest = manifest(worker, &prefix, attempt.epoch, &run.report, &cost, run.wall_secs);
+    let mut manifest = manifest(worker, &prefix, attempt.epoch, &run.report, &cost, run.wall_secs);
+    manifest["engine"]["started_at_ms"] = json!(engine_started_at_ms);
     for rendition in manifest["renditions"].as_array().into_iter().flatten() {
         let name = rendition["name"].as_str().unwrap_or("rendition");
         let event = JobEvent::new(

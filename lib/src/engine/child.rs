@@ -83,6 +83,19 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_REPORTED_ERROR);
         }
     };
+    #[cfg(feature = "bench")]
+    if let Some(outcome) = super::bench::noop(&job) {
+        return match outcome {
+            Ok(report) => {
+                emit(&ChildMessage::Result { report: Box::new(report) });
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                emit(&ChildMessage::Error { error });
+                ExitCode::from(EXIT_REPORTED_ERROR)
+            }
+        };
+    }
     let on_probed = &mut |media: &super::MediaInfo| {
         emit(&ChildMessage::Probed { media: Box::new(media.clone()) })
     };

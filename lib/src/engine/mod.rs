@@ -3,6 +3,8 @@
 //! FFmpeg runs in a sandboxed child process (`tcoder-worker engine`) that [`supervisor`]
 //! starts and watches.
 
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod child;
 mod config;
 mod error;

@@ -87,6 +87,8 @@ impl Supervisor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         command.env_clear().env("PATH", "/usr/bin:/bin");
+        #[cfg(feature = "bench")]
+        command.envs(super::bench::forwarded_env());
         let limits = self.limits.clone();
         // SAFETY: only async-signal-safe calls (setpgid, prctl, setrlimit) between fork and exec.
         unsafe {

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# `make bench`: measures tcoder against FFmpeg itself and its own control plane, and writes
+# docs/BENCHMARKS.md. Everything is measured side by side in this one run (ratios), with min
+# and median over repeats: absolute numbers on a shared machine are noise, ratios are not.
+#
+#   BENCH_REPEATS=3        repeats of each engine comparison (default 3)
+#   BENCH_LATENCY_JOBS=200 jobs measured one at a time for latency
+#   BENCH_THROUGHPUT_JOBS=500
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+REPEATS="${BENCH_REPEATS:-3}"
+LATENCY_JOBS="${BENCH_LATENCY_JOBS:-200}"
+THROUGHPUT_JOBS="${BENCH_THROUGHPUT_JOBS:-500}"
+OUT=target/bench
+mkdir -p "$OUT"
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "building (release): a worker with the bench-only no-op engine, then the normal binaries"
+cargo build --release -p tcoder-worker --features bench
+cp target/release/tcoder-worker "$OUT/tcoder-worker-bench"
+# Rebuilt without the feature: target/release/tcoder-worker stays the production binary.
+cargo build --release --workspace --bins
+
+step "generating the 1080p30 10 s sources"
+# Easy: synthetic pattern, mostly flat. Hard: the same with strong temporal noise (high
+# entropy, like film grain or water): far more bits and encoder work per frame.
+if [ ! -s "$OUT/easy.mp4" ]; then
+  ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=s=1920x1080:r=30:d=10 \
+    -f lavfi -i sine=frequency=440:sample_rate=48000:duration=10 \
+    -c:v libx264 -preset veryfast -crf 16 -pix_fmt yuv420p -c:a aac -b:a 128k -shortest \
+    "$OUT/easy.mp4"
+fi
+if [ ! -s "$OUT/hard.mp4" ]; then
+  ffmpeg -nostdin -v error -y -f lavfi -i "testsrc2=s=1920x1080:r=30:d=10,noise=alls=40:allf=t+u" \
+    -f lavfi -i anoisesrc=sample_rate=48000:duration=10 \
+    -c:v libx264 -preset veryfast -crf 16 -pix_fmt yuv420p -c:a aac -b:a 128k -shortest \
+    "$OUT/hard.mp4"
+fi
+
+step "engine vs ffmpeg (split) vs ffmpeg (one run per quality): $REPEATS repeats each"
+for clip in easy hard; do
+  for preset in web-optimized hls; do
+    echo "  $clip / $preset" >&2
+    ./target/release/tcoder compare-engine --input "$OUT/$clip.mp4" --preset "$preset" \
+      --qualities 720p,360p,144p --x264-preset fast --repeats "$REPEATS" --json \
+      > "$OUT/engine-$clip-$preset.json"
+  done
+done
+
+step "profile: CPU seconds of decoding alone and decoding + scaling to the three sizes (ffmpeg)"
+TIMEFORMAT='%U %S'
+for clip in easy hard; do
+  { time ffmpeg -nostdin -v error -threads 0 -i "$OUT/$clip.mp4" -an -f null - ; } 2> "$OUT/profile-$clip-decode.txt"
+  { time ffmpeg -nostdin -v error -threads 0 -i "$OUT/$clip.mp4" -an -filter_complex \
+      "[0:v]split=3[a][b][c];[a]scale=1280:720[o1];[b]scale=640:360[o2];[c]scale=256:144[o3]" \
+      -map '[o1]' -f null - -map '[o2]' -f null - -map '[o3]' -f null - ; } 2> "$OUT/profile-$clip-scale.txt"
+done
+
+step "control plane with the no-op engine: $LATENCY_JOBS jobs for latency, $THROUGHPUT_JOBS for throughput"
+./target/release/tcoder-bench control-plane --worker "$OUT/tcoder-worker-bench" \
+  --latency-jobs "$LATENCY_JOBS" --throughput-jobs "$THROUGHPUT_JOBS" > "$OUT/control-plane.json"
+
+step "worker memory: idle, a normal job (hls ladder of the easy clip), a 1 GB upload"
+./target/release/tcoder-bench memory --worker "$OUT/tcoder-worker-bench" --clip "$OUT/easy.mp4" \
+  --upload-bytes 1073741824 > "$OUT/memory.json"
+
+step "writing docs/BENCHMARKS.md"
+python3 scripts/bench_report.py "$OUT" > docs/BENCHMARKS.md
+grep -E '^(PASS|FAIL)' docs/BENCHMARKS.md >&2 || true
