@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::PullConsumer;
 use axum::response::IntoResponse as _;
 use prometheus::{IntGaugeVec, Opts};
 use redis::aio::ConnectionManager;
@@ -88,12 +87,7 @@ impl Observer {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         for priority in Priority::ALL {
-            let mut consumer: PullConsumer = stream
-                .get_consumer(&subjects::jobs_consumer(priority))
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let info = consumer.info().await?;
-            let depth = info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0);
+            let depth = tcoder::events::queue_depth(&stream, priority).await?;
             self.depth
                 .with_label_values(&[priority.as_str()])
                 .set(i64::try_from(depth).unwrap_or(i64::MAX));

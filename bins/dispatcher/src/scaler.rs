@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::PullConsumer;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use tcoder::events::subjects;
@@ -110,12 +109,7 @@ impl Scaler {
         let stream = self.js.get_stream(subjects::JOBS_STREAM).await?;
         let mut pending = 0;
         for priority in Priority::ALL {
-            let mut consumer: PullConsumer = stream
-                .get_consumer(&subjects::jobs_consumer(priority))
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let info = consumer.info().await?;
-            pending += info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0);
+            pending += tcoder::events::queue_depth(&stream, priority).await?;
         }
         Ok(pending)
     }

@@ -151,3 +151,17 @@ pub async fn ensure_topology(js: &Context, config: &Config) -> Result<(), NatsEr
     }
     Ok(())
 }
+
+/// Work items of `priority` waiting or in flight (delivered, not yet acked) on the JOBS
+/// stream: the demand the scaler serves and the depth operators watch.
+pub async fn queue_depth(
+    stream: &async_nats::jetstream::stream::Stream,
+    priority: crate::jobs::Priority,
+) -> anyhow::Result<u64> {
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer(&super::subjects::jobs_consumer(priority))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let info = consumer.info().await?;
+    Ok(info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0))
+}
