@@ -27,6 +27,9 @@ pub(crate) struct Queue {
     pub outcomes: IntCounterVec,
 }
 
+/// Upload events handled at once.
+const CONCURRENT_EVENTS: usize = 16;
+
 impl Queue {
     /// Consumes `UPLOADS` until `stop`.
     pub(crate) async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
@@ -35,37 +38,49 @@ impl Queue {
             .get_consumer(subjects::UPLOADS_CONSUMER)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut messages = consumer
+        let messages = consumer
             .stream()
             .heartbeat(Duration::from_secs(5))
             .expires(Duration::from_secs(30))
             .messages()
             .await?;
-        loop {
-            let message = tokio::select! {
-                message = messages.next() => message,
-                () = stop.cancelled() => return Ok(()),
-            };
-            let Some(message) = message else { anyhow::bail!("the UPLOADS consumer stream ended") };
-            let Ok(message) = message else { continue };
-            let event: UploadEvent = match serde_json::from_slice(&message.payload) {
-                Ok(event) => event,
-                Err(e) => {
-                    tracing::error!(error = %e, "malformed upload event; terminating it");
-                    let _ = message.ack_with(AckKind::Term).await;
-                    continue;
+        // Events of different jobs are independent, and each transition is one atomic script
+        // (a duplicate event of the same job finds it already queued): handle several at
+        // once, so one event's publish round trips do not hold up the next.
+        let this = &self;
+        messages
+            .take_until(stop.cancelled())
+            .for_each_concurrent(CONCURRENT_EVENTS, |message| async move {
+                if let Ok(message) = message {
+                    this.handle(message).await;
                 }
-            };
-            match self.queue(&event).await {
-                Ok(outcome) => {
-                    self.outcomes.with_label_values(&[outcome]).inc();
-                    let _ = message.double_ack().await;
-                }
-                Err(e) => {
-                    tracing::warn!(job = %event.job_id, error = %e, "cannot queue yet; retrying");
-                    self.outcomes.with_label_values(&["retry"]).inc();
-                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
-                }
+            })
+            .await;
+        if stop.is_cancelled() {
+            Ok(())
+        } else {
+            anyhow::bail!("the UPLOADS consumer stream ended")
+        }
+    }
+
+    async fn handle(&self, message: async_nats::jetstream::Message) {
+        let event: UploadEvent = match serde_json::from_slice(&message.payload) {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::error!(error = %e, "malformed upload event; terminating it");
+                let _ = message.ack_with(AckKind::Term).await;
+                return;
+            }
+        };
+        match self.queue(&event).await {
+            Ok(outcome) => {
+                self.outcomes.with_label_values(&[outcome]).inc();
+                let _ = message.double_ack().await;
+            }
+            Err(e) => {
+                tracing::warn!(job = %event.job_id, error = %e, "cannot queue yet; retrying");
+                self.outcomes.with_label_values(&["retry"]).inc();
+                let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
             }
         }
     }

@@ -66,6 +66,8 @@ struct Exit {
     max_rss_bytes: u64,
 }
 
+/// How long to wait for the rest of the child's stdout after it exited.
+const STDOUT_DRAIN: Duration = Duration::from_secs(5);
 const STDERR_TAIL: usize = 8 * 1024;
 
 impl Supervisor {
@@ -190,8 +192,17 @@ impl Supervisor {
                 }
             }
         };
-        // Anything still queued after the exit (the final line races the exit status).
-        while let Ok(message) = lines.try_recv() {
+        // The rest of stdout: the exit status can arrive before the reader thread has read
+        // and forwarded the final line (seen under load with fast jobs), so read until EOF —
+        // which comes as soon as the process group is gone, bounded in case it is not.
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(STDOUT_DRAIN, async {
+            while let Some(message) = lines.recv().await {
+                rest.push(message);
+            }
+        })
+        .await;
+        for message in rest {
             match message {
                 ChildMessage::Result { report } => outcome = Some(Ok(report)),
                 ChildMessage::Error { error } => outcome = Some(Err(error)),
@@ -323,4 +334,68 @@ fn classify(
         ),
     };
     Some(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{EncoderSettings, EngineSpec, MediaInfo, Mode};
+    use crate::jobs::{AudioCodec, Preset, Qualities, VideoCodec};
+
+    /// A child that prints its result and exits at once: the exit status often arrives before
+    /// the stdout reader forwarded the line. Every run must still report the result.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_result_printed_just_before_exit_is_never_lost() {
+        let media: MediaInfo = serde_json::from_value(serde_json::json!({
+            "format": "mov", "duration_secs": 1.0, "bit_rate": null, "streams": 1, "audio": null,
+            "video": { "index": 0, "codec": "h264", "width": 16, "height": 16, "fps": 1.0,
+                       "bit_rate": null, "pixel_format": "yuv420p" },
+        }))
+        .unwrap();
+        let report = EngineReport {
+            media,
+            mode: Mode::Copy,
+            renditions: Vec::new(),
+            hls_master: None,
+            thumbnails: None,
+            files: Vec::new(),
+            frames: 0,
+            decode_errors: 0,
+            probe_secs: 0.0,
+        };
+        let line =
+            serde_json::to_string(&ChildMessage::Result { report: Box::new(report) }).unwrap();
+        let supervisor = Supervisor {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), r#"printf '%s\n' "$0""#.into(), line],
+            limits: SandboxLimits {
+                memory_bytes: 1 << 30,
+                cpu_secs: 10,
+                file_size_bytes: 1 << 20,
+                open_files: 64,
+                wall_deadline: Duration::from_secs(10),
+                deadline_per_media_second: 10.0,
+                deadline_base: Duration::from_secs(10),
+            },
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let job = EngineJob {
+            input: dir.path().join("in"),
+            output_dir: dir.path().join("out"),
+            spec: EngineSpec {
+                preset: Preset::Default,
+                qualities: Qualities::List(Vec::new()),
+                outputs: Vec::new(),
+                video_codec: VideoCodec::H264,
+                audio_codec: AudioCodec::Aac,
+            },
+            limits: crate::engine::Limits::default(),
+            settings: EncoderSettings::default(),
+        };
+        let runs =
+            (0..256).map(|_| supervisor.run(&job, dir.path(), None, CancellationToken::new()));
+        let results = futures_util::future::join_all(runs).await;
+        let lost = results.iter().filter(|r| r.is_err()).count();
+        assert_eq!(lost, 0, "results lost: {:?}", results.iter().find(|r| r.is_err()));
+    }
 }
