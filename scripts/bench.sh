@@ -59,8 +59,12 @@ for clip in easy hard; do
 done
 
 step "control plane with the no-op engine: $LATENCY_JOBS jobs for latency, $THROUGHPUT_JOBS for throughput"
-./target/release/tcoder-bench control-plane --worker "$OUT/tcoder-worker-bench" \
-  --latency-jobs "$LATENCY_JOBS" --throughput-jobs "$THROUGHPUT_JOBS" > "$OUT/control-plane.json"
+# child: the sandboxed engine process is spawned (and does nothing); in-process: no engine
+# process at all, the control plane alone.
+for noop in child in-process; do
+  ./target/release/tcoder-bench control-plane --noop "$noop" --worker "$OUT/tcoder-worker-bench" \
+    --latency-jobs "$LATENCY_JOBS" --throughput-jobs "$THROUGHPUT_JOBS" > "$OUT/control-plane-$noop.json"
+done
 
 step "worker memory: idle, a normal job (hls ladder of the easy clip), a 1 GB upload"
 ./target/release/tcoder-bench memory --worker "$OUT/tcoder-worker-bench" --clip "$OUT/easy.mp4" \

@@ -39,7 +39,8 @@ fn main() -> anyhow::Result<()> {
         Some("control-plane") => {
             let latency_jobs = flag("--latency-jobs").map_or(Ok(200), |v| v.parse())?;
             let throughput_jobs = flag("--throughput-jobs").map_or(Ok(500), |v| v.parse())?;
-            runtime.block_on(control_plane(&worker, latency_jobs, throughput_jobs))?
+            let noop = flag("--noop").unwrap_or_else(|| "child".to_owned());
+            runtime.block_on(control_plane(&worker, &noop, latency_jobs, throughput_jobs))?
         }
         Some("memory") => {
             let clip = PathBuf::from(flag("--clip").context("--clip <video>")?);
@@ -194,8 +195,11 @@ async fn wait_completed(
     Ok(())
 }
 
+/// `noop` is `child` (the sandboxed engine process is spawned and does nothing) or
+/// `in-process` (no engine process: the control plane alone).
 async fn control_plane(
     worker_binary: &Path,
+    noop: &str,
     latency_jobs: usize,
     throughput_jobs: usize,
 ) -> anyhow::Result<Value> {
@@ -205,7 +209,7 @@ async fn control_plane(
     let mut worker = stack.worker(
         worker_binary,
         scratch.path(),
-        &[("TCODER_BENCH_NOOP_ENGINE", "1".into()), ("TCODER__WORKER__CONCURRENCY", "16".into())],
+        &[("TCODER_BENCH_NOOP_ENGINE", noop.into()), ("TCODER__WORKER__CONCURRENCY", "16".into())],
     );
     let mut completed = stack.nats.subscribe("tcoder.events.*.completed").await?;
 
@@ -271,20 +275,29 @@ async fn control_plane(
     let pipeline_rate = throughput_jobs as f64 / pipeline_secs;
     // When the last job passed each state, from the start of the burst: which stage limits.
     let mut last: HashMap<String, f64> = HashMap::new();
+    let mut attempt_ms = Vec::new();
     for id in &ids {
-        for entry in stack.jobs.history(&tcoder::jobs::JobId::parse(id).context("id")?).await? {
+        let history = stack.jobs.history(&tcoder::jobs::JobId::parse(id).context("id")?).await?;
+        let mut at_state = HashMap::new();
+        for entry in history {
             if let (Some(to), Some(at)) = (entry["to"].as_str(), entry["at"].as_f64()) {
                 let slot = last.entry(to.to_owned()).or_insert(0.0);
                 *slot = slot.max(at - burst_started_ms);
+                at_state.insert(to.to_owned(), at);
             }
         }
+        if let (Some(running), Some(done)) = (at_state.get("running"), at_state.get("completed")) {
+            attempt_ms.push(done - running);
+        }
     }
+    attempt_ms.sort_by(f64::total_cmp);
 
     // Raw JetStream on the same server: publish (awaiting each ack, 32 in flight) and pull +
     // ack every message, as a lower bound on what any JetStream pipeline can do here.
     let raw_rate = raw_jetstream(&stack.nats, throughput_jobs).await?;
     let (_, in_time) = worker.terminate(Duration::from_secs(10));
     Ok(json!({
+        "noop_engine": noop,
         "latency_jobs": latencies.len(),
         "latency_ms": { "p50": percentile(&latencies, 50.0), "p90": percentile(&latencies, 90.0),
                         "p99": percentile(&latencies, 99.0), "min": latencies[0],
@@ -293,6 +306,7 @@ async fn control_plane(
         "throughput_jobs": throughput_jobs,
         "pipeline_seconds": pipeline_secs,
         "burst_last_state_change_ms": last,
+        "burst_attempt_ms": { "p50": percentile(&attempt_ms, 50.0), "p99": percentile(&attempt_ms, 99.0) },
         "pipeline_jobs_per_second": pipeline_rate,
         "raw_jetstream_messages_per_second": raw_rate,
         "ratio_pipeline_to_raw": pipeline_rate / raw_rate,
@@ -395,7 +409,7 @@ async fn memory(worker_binary: &Path, clip: &Path, upload_bytes: u64) -> anyhow:
         worker_binary,
         scratch.path(),
         &[
-            ("TCODER_BENCH_NOOP_ENGINE", "1".into()),
+            ("TCODER_BENCH_NOOP_ENGINE", "child".into()),
             ("TCODER_BENCH_OUTPUT_BYTES", upload_bytes.to_string()),
         ],
     );

@@ -106,6 +106,8 @@ fn serve(listener: std::net::TcpListener, root: &Path, mut stopped: oneshot::Rec
                 },
                 _ = &mut stopped => break,
             };
+            // As a real S3 endpoint: small responses are not held back by Nagle.
+            let _ = socket.set_nodelay(true);
             let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
             tokio::spawn(async move {
                 let _ = conn.await;

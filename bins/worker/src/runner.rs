@@ -1,4 +1,5 @@
-//! The pull loop: one message at a time per free slot, `high` before `normal` before `low`.
+//! The pull loop: as many messages as there are free slots, `high` before `normal` before
+//! `low`.
 //!
 //! Idle workers do not poll: a core subscription on `tcoder.jobs.>` (every JetStream publish is
 //! also a core message) wakes them the moment work arrives, then they fetch without waiting in
@@ -62,14 +63,17 @@ pub(crate) async fn run(worker: Worker, shutdown: Shutdown) -> anyhow::Result<Ex
             if running.is_empty() {
                 break ExitReason::FailureBudget;
             }
-        } else if running.len() < concurrency
-            && let Some(message) = fetch(&consumers).await
-        {
-            last_activity = Instant::now();
-            worker.set_state(MachineState::Busy);
-            let (worker, release) = (worker.clone(), release.clone());
-            running.spawn(async move { attempt::handle(&worker, message, release).await });
-            continue;
+        } else if running.len() < concurrency {
+            let messages = fetch(&consumers, concurrency - running.len()).await;
+            if !messages.is_empty() {
+                last_activity = Instant::now();
+                worker.set_state(MachineState::Busy);
+                for message in messages {
+                    let (worker, release) = (worker.clone(), release.clone());
+                    running.spawn(async move { attempt::handle(&worker, message, release).await });
+                }
+                continue;
+            }
         }
         let idle = worker.config.idle_timeout;
         if running.is_empty() {
@@ -138,17 +142,24 @@ fn account(
 }
 
 /// The next message, `high` first; `None` when every priority is empty.
-async fn fetch(consumers: &[PullConsumer]) -> Option<async_nats::jetstream::Message> {
+/// Up to `free` messages, highest priority first, in one request per priority: a busy
+/// worker fills all its free slots with one round trip instead of one per job.
+async fn fetch(consumers: &[PullConsumer], free: usize) -> Vec<async_nats::jetstream::Message> {
+    let mut messages = Vec::new();
     for consumer in consumers {
+        let wanted = free - messages.len();
+        if wanted == 0 {
+            break;
+        }
         // Without `expires` the server answers at once (no wait) when nothing is pending.
-        match consumer.fetch().max_messages(1).messages().await {
+        match consumer.fetch().max_messages(wanted).messages().await {
             Ok(mut batch) => {
-                if let Some(Ok(message)) = batch.next().await {
-                    return Some(message);
+                while let Some(Ok(message)) = batch.next().await {
+                    messages.push(message);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "fetch failed"),
         }
     }
-    None
+    messages
 }

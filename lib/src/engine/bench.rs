@@ -2,7 +2,10 @@
 //! build enables). It isolates the control plane's cost: the worker still spawns the sandboxed
 //! child, sends it the job and reads its report, but the child does no media work.
 //!
-//! - `TCODER_BENCH_NOOP_ENGINE=1`: the child reports success without reading the source.
+//! - `TCODER_BENCH_NOOP_ENGINE=child`: the sandboxed child is spawned as usual and reports
+//!   success without reading the source (the cost of starting the engine process included).
+//! - `TCODER_BENCH_NOOP_ENGINE=in-process`: no child at all; the supervisor returns the no-op
+//!   report itself (the control plane alone).
 //! - `TCODER_BENCH_OUTPUT_BYTES=<n>`: it also writes one output file of `n` bytes (sparse),
 //!   which the worker uploads: the worker's memory while uploading a large output.
 
@@ -23,10 +26,24 @@ pub fn forwarded_env() -> HashMap<String, String> {
 
 /// The no-op engine's outcome, or `None` when the real engine should run.
 pub fn noop(job: &EngineJob) -> Option<Result<EngineReport, EngineError>> {
-    if std::env::var(NOOP).as_deref() != Ok("1") {
+    if std::env::var(NOOP).as_deref() != Ok("child") {
         return None;
     }
     Some(write_output(job))
+}
+
+/// The in-process no-op engine's run, or `None` when a child should be spawned.
+pub fn in_process(job: &EngineJob) -> Option<Result<super::EngineRun, EngineError>> {
+    if std::env::var(NOOP).as_deref() != Ok("in-process") {
+        return None;
+    }
+    Some(write_output(job).map(|report| super::EngineRun {
+        report,
+        cpu_secs: 0.0,
+        wall_secs: 0.0,
+        max_rss_bytes: 0,
+        network_isolated: true,
+    }))
 }
 
 fn write_output(job: &EngineJob) -> Result<EngineReport, EngineError> {

@@ -70,6 +70,8 @@ impl LocalStore {
                 },
                 () = stop.cancelled() => break,
             };
+            // Small responses (a HEAD, a short GET) must not wait on Nagle + delayed ACK.
+            let _ = socket.set_nodelay(true);
             let conn = http.serve_connection(TokioIo::new(socket), self.service.clone());
             let conn = graceful.watch(conn.into_owned());
             tokio::spawn(async move {
