@@ -15,7 +15,7 @@ run: setup
 test: setup
 	cargo test --workspace
 
-## Measure against FFmpeg and the control plane; rewrites docs/BENCHMARKS.md (~15 min).
+## Measure against FFmpeg and the control plane; rewrites docs/BENCHMARKS.md (~20 min).
 bench:
 	./scripts/bench.sh
 
