@@ -91,11 +91,13 @@ impl Observer {
             self.depth
                 .with_label_values(&[priority.as_str()])
                 .set(i64::try_from(depth).unwrap_or(i64::MAX));
-            let age =
-                match stream.get_first_raw_message_by_subject(subjects::jobs(priority), 1).await {
-                    Ok(message) => (now - message.time.unix_timestamp() as f64).max(0.0),
-                    Err(_) => 0.0,
-                };
+            let age = match stream
+                .get_first_raw_message_by_subject(subjects::jobs(priority), 1)
+                .await
+            {
+                Ok(message) => (now - message.time.unix_timestamp_nanos() as f64 / 1e9).max(0.0),
+                Err(_) => 0.0,
+            };
             self.oldest.with_label_values(&[priority.as_str()]).set(age);
         }
         Ok(())
@@ -128,4 +130,67 @@ pub(crate) fn discovery_routes(redis: ConnectionManager) -> axum::Router {
             }
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tcoder::config::{EnvVars, Service, Settings};
+    use tcoder::events::subjects;
+    use tcoder::jobs::Priority;
+    use tcoder::metrics::Metrics;
+
+    use super::Observer;
+
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines().find(|l| l.starts_with(series))?.rsplit(' ').next()?.parse().ok()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queue_gauges_count_waiting_work_and_age_the_oldest_item_per_priority() {
+        let env = testkit::TestEnv::start();
+        let settings =
+            Settings::load_from(Service::Dispatcher, None, EnvVars::from_pairs(env.service_env()))
+                .unwrap();
+        let nats = tcoder::events::connect(&settings.nats, "test").await.unwrap();
+        let js = async_nats::jetstream::new(nats);
+        tcoder::events::ensure_topology(&js, &settings.nats).await.unwrap();
+        let mut redis = tcoder::store::connect(&settings.redis).await.unwrap();
+        for job in ["job_a", "job_b"] {
+            let _: i64 = redis::cmd("ZADD")
+                .arg(format!("{}status:queued", tcoder::store::KEY_PREFIX))
+                .arg(1)
+                .arg(job)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            let subject = subjects::job(Priority::Normal, job);
+            js.publish(subject, "{}".into()).await.unwrap().await.unwrap();
+        }
+        let metrics = Metrics::new("dispatcher");
+        let observer = Observer::new(&metrics, redis, js);
+
+        // Two jobs queued; two items wait at normal priority, none elsewhere; the oldest ages
+        // as time passes.
+        testkit::eventually_async(Duration::from_secs(10), || async {
+            observer.sample().await.map_err(|e| e.to_string())?;
+            let text = metrics.render();
+            let depth = sample(&text, r#"tcoder_queue_depth{priority="normal"}"#);
+            let high = sample(&text, r#"tcoder_queue_depth{priority="high"}"#);
+            let age = sample(&text, r#"tcoder_queue_oldest_age_seconds{priority="normal"}"#);
+            let idle = sample(&text, r#"tcoder_queue_oldest_age_seconds{priority="high"}"#);
+            let queued = sample(&text, r#"tcoder_jobs{state="queued"}"#);
+            let running = sample(&text, r#"tcoder_jobs{state="running"}"#);
+            match (depth, high, age, idle, queued, running) {
+                (Some(2.0), Some(0.0), Some(age), Some(0.0), Some(2.0), Some(0.0))
+                    if age >= 1.0 =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
 }
