@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
-use async_nats::jetstream::consumer::PullConsumer;
 use futures_util::StreamExt;
 use prometheus::IntCounterVec;
 use serde::Deserialize;
@@ -31,15 +30,8 @@ pub(crate) async fn run(
     actions: IntCounterVec,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let stream = js.get_stream(subjects::DLQ_STREAM).await?;
-    let consumer: PullConsumer =
-        stream.get_consumer(subjects::DLQ_CONSUMER).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut messages = consumer
-        .stream()
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await?;
+    let mut messages =
+        events::durable_messages(&js, subjects::DLQ_STREAM, subjects::DLQ_CONSUMER).await?;
     loop {
         let message = tokio::select! {
             message = messages.next() => message,

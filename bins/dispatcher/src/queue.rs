@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
-use async_nats::jetstream::consumer::PullConsumer;
 use futures_util::StreamExt;
 use prometheus::IntCounterVec;
 use serde_json::json;
@@ -33,17 +32,12 @@ const CONCURRENT_EVENTS: usize = 16;
 impl Queue {
     /// Consumes `UPLOADS` until `stop`.
     pub(crate) async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
-        let stream = self.js.get_stream(subjects::UPLOADS_STREAM).await?;
-        let consumer: PullConsumer = stream
-            .get_consumer(subjects::UPLOADS_CONSUMER)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let messages = consumer
-            .stream()
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await?;
+        let messages = events::durable_messages(
+            &self.js,
+            subjects::UPLOADS_STREAM,
+            subjects::UPLOADS_CONSUMER,
+        )
+        .await?;
         // Events of different jobs are independent, and each transition is one atomic script
         // (a duplicate event of the same job finds it already queued): handle several at
         // once, so one event's publish round trips do not hold up the next.

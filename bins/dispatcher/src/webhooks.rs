@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::AckKind;
-use async_nats::jetstream::consumer::PullConsumer;
 use futures_util::StreamExt;
 use prometheus::{Histogram, IntCounterVec};
 use redis::aio::ConnectionManager;
@@ -37,17 +36,12 @@ pub(crate) fn webhook_id(event: &JobEvent) -> String {
 
 impl WebhookSender {
     pub(crate) async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
-        let stream = self.js.get_stream(subjects::EVENTS_STREAM).await?;
-        let consumer: PullConsumer = stream
-            .get_consumer(subjects::WEBHOOKS_CONSUMER)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut messages = consumer
-            .stream()
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await?;
+        let mut messages = tcoder::events::durable_messages(
+            &self.js,
+            subjects::EVENTS_STREAM,
+            subjects::WEBHOOKS_CONSUMER,
+        )
+        .await?;
         loop {
             let message = tokio::select! {
                 message = messages.next() => message,

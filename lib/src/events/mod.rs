@@ -21,7 +21,9 @@ pub use self::outbox::{relay_outbox, run_outbox_relay};
 pub use self::publish::{
     PublishError, publish_event, publish_json, publish_upload, publish_work_item,
 };
-pub use self::topology::{consumer_configs, ensure_topology, queue_depth, stream_configs};
+pub use self::topology::{
+    consumer_configs, durable_messages, ensure_topology, queue_depth, stream_configs,
+};
 pub use self::types::{EventKind, JobEvent, UploadEvent, UploadSource, WorkItem};
 
 /// `[nats]` settings.

@@ -165,3 +165,25 @@ pub async fn queue_depth(
     let info = consumer.info().await?;
     Ok(info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0))
 }
+
+/// The messages of durable consumer `consumer` on `stream` (both created by
+/// [`ensure_topology`]), as a long-running service reads them: heartbeats reveal a dead
+/// connection, and each pull expires and is renewed.
+pub async fn durable_messages(
+    js: &Context,
+    stream: &str,
+    consumer: &str,
+) -> anyhow::Result<async_nats::jetstream::consumer::pull::Stream> {
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(stream)
+        .await?
+        .get_consumer(consumer)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(consumer
+        .stream()
+        .heartbeat(std::time::Duration::from_secs(5))
+        .expires(std::time::Duration::from_secs(30))
+        .messages()
+        .await?)
+}

@@ -187,15 +187,7 @@ impl Pipeline {
     }
 
     pub(crate) async fn job(&self, id: &str) -> Value {
-        self.http
-            .get(format!("{}/v1/jobs/{id}", self.api))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.job_as(&self.key, id).await
     }
 
     pub(crate) async fn cancel(&self, id: &str) -> StatusCode {
