@@ -33,14 +33,7 @@ pub async fn record(js: &Context, letter: &DeadLetter, queued_count: u64) -> any
 
 /// Every dead letter still kept, oldest first (bounded by `limit`).
 pub async fn list(js: &Context, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
-    let stream = js.get_stream(subjects::DLQ_STREAM).await?;
-    let mut consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: subjects::DLQ_JOBS.to_owned(),
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await?;
+    let mut consumer = reader(js).await?;
     let pending = (consumer.info().await?.num_pending as usize).min(limit);
     let mut letters = Vec::with_capacity(pending);
     if pending == 0 {
@@ -59,15 +52,21 @@ pub async fn list(js: &Context, limit: usize) -> anyhow::Result<Vec<DeadLetter>>
 
 /// How many dead letters the stream keeps.
 pub async fn depth(js: &Context) -> anyhow::Result<u64> {
+    Ok(reader(js).await?.info().await?.num_pending)
+}
+
+/// An ephemeral ordered consumer over every dead letter kept.
+async fn reader(
+    js: &Context,
+) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<OrderedConfig>> {
     let stream = js.get_stream(subjects::DLQ_STREAM).await?;
-    let mut consumer = stream
+    Ok(stream
         .create_consumer(OrderedConfig {
             filter_subject: subjects::DLQ_JOBS.to_owned(),
             deliver_policy: DeliverPolicy::All,
             ..Default::default()
         })
-        .await?;
-    Ok(consumer.info().await?.num_pending)
+        .await?)
 }
 
 /// Puts a dead-lettered (failed) job back on the work queue.

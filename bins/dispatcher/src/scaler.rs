@@ -126,16 +126,17 @@ impl Scaler {
         let view = self.view().await?;
         let now = now_ms();
         let boot_grace_ms = u64::try_from(self.boot_grace.as_millis()).unwrap_or(u64::MAX);
-        let idle = view
-            .machines
-            .iter()
-            .filter(|m| m.state.is_alive())
-            .filter(|m| {
-                view.records
-                    .get(&m.id)
-                    .is_some_and(|(r, live)| *live && r.state == MachineState::Idle)
-            })
-            .count() as u64;
+        // Alive machines whose worker is registered, live and in `state`.
+        let with_worker_in = |state: MachineState| {
+            view.machines
+                .iter()
+                .filter(|m| m.state.is_alive())
+                .filter(|m| {
+                    view.records.get(&m.id).is_some_and(|(r, live)| *live && r.state == state)
+                })
+                .count() as u64
+        };
+        let idle = with_worker_in(MachineState::Idle);
         let booting = view
             .machines
             .iter()
@@ -144,16 +145,7 @@ impl Scaler {
             })
             .filter(|m| now.saturating_sub(m.created_at) < boot_grace_ms || m.created_at == 0)
             .count() as u64;
-        let busy = view
-            .machines
-            .iter()
-            .filter(|m| m.state.is_alive())
-            .filter(|m| {
-                view.records
-                    .get(&m.id)
-                    .is_some_and(|(r, live)| *live && r.state == MachineState::Busy)
-            })
-            .count() as u64;
+        let busy = with_worker_in(MachineState::Busy);
         let wanted = demand.saturating_sub(busy + idle + booting);
         if wanted == 0 {
             return Ok(());
