@@ -6,9 +6,7 @@
 //! Acks after the visibility timeout are still accepted, as documented ("permissive leases").
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -17,7 +15,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine as _;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
+
+use crate::fake_server::FakeServer;
 
 pub const ACCOUNT_ID: &str = "3f4b7e3dcab231cbfdaa90a6a28bd548";
 pub const QUEUE_ID: &str = "e5a5c1a5f0d44b4bbd0b3fd1d2c4a1b2";
@@ -48,44 +47,23 @@ type Shared = Arc<Mutex<QueueState>>;
 /// A running fake queue. Stops on drop.
 #[derive(Debug)]
 pub struct FakeCloudflareQueue {
-    addr: SocketAddr,
+    server: FakeServer,
     state: Shared,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl FakeCloudflareQueue {
     pub fn start() -> FakeCloudflareQueue {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake queue");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
         let state = Shared::default();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let shared = state.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let router = axum::Router::new()
-                    .route("/client/v4/accounts/{account}/queues/{queue}/messages/pull", post(pull))
-                    .route("/client/v4/accounts/{account}/queues/{queue}/messages/ack", post(ack))
-                    .with_state(shared);
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let _ = axum::serve(listener, router)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
-        FakeCloudflareQueue { addr, state, stop: Some(stop), thread: Some(thread) }
+        let router = axum::Router::new()
+            .route("/client/v4/accounts/{account}/queues/{queue}/messages/pull", post(pull))
+            .route("/client/v4/accounts/{account}/queues/{queue}/messages/ack", post(ack))
+            .with_state(state.clone());
+        FakeCloudflareQueue { server: FakeServer::start("fake queue", router), state }
     }
 
     /// The `api_base` to configure (`http://…/client/v4`).
     pub fn api_base(&self) -> String {
-        format!("http://{}/client/v4", self.addr)
+        format!("http://{}/client/v4", self.server.addr())
     }
 
     /// Enqueues a JSON body the way R2 notifications arrive: content type `json`, base64.
@@ -139,17 +117,6 @@ impl FakeCloudflareQueue {
     fn with_message<T>(&self, id: &str, f: impl FnOnce(&Message) -> T) -> T {
         let state = self.state.lock().expect("queue lock");
         f(state.messages.iter().find(|m| m.id == id).expect("known message id"))
-    }
-}
-
-impl Drop for FakeCloudflareQueue {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -7,11 +7,9 @@
 //! app's secrets. A machine whose process exits is `stopped` (restart policy "no").
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -19,7 +17,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
+
+use crate::fake_server::FakeServer;
 
 pub const APP: &str = "tcoder-test";
 pub const TOKEN: &str = "fake-fly-token";
@@ -63,15 +62,16 @@ type Shared = Arc<Mutex<Inner>>;
 
 /// A running fake. Stops (and kills its machines) on drop.
 pub struct FakeFly {
-    addr: SocketAddr,
+    /// Taken on drop: the API stops before the machines are killed, so none is started after.
+    server: Option<FakeServer>,
     inner: Shared,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for FakeFly {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeFly").field("addr", &self.addr).finish()
+        f.debug_struct("FakeFly")
+            .field("addr", &self.server.as_ref().map(FakeServer::addr))
+            .finish()
     }
 }
 
@@ -95,44 +95,26 @@ impl FakeFly {
             next_id: 0,
             peak_alive: 0,
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake fly");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let shared = inner.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let router = axum::Router::new()
-                    .route("/v1/apps/{app}/machines", get(list).post(create))
-                    .route("/v1/apps/{app}/machines/{id}", get(get_machine).delete(destroy))
-                    .route("/v1/apps/{app}/machines/{id}/start", post(start))
-                    .route("/v1/apps/{app}/machines/{id}/stop", post(stop_machine))
-                    .with_state(shared.clone());
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let server = axum::serve(listener, router);
-                let watcher = shared.clone();
-                tokio::select! {
-                    _ = server => {}
-                    _ = &mut stopped => {}
-                    () = async move {
-                        loop {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            reap_exited(&watcher);
-                        }
-                    } => {}
-                }
-            });
+        let router = axum::Router::new()
+            .route("/v1/apps/{app}/machines", get(list).post(create))
+            .route("/v1/apps/{app}/machines/{id}", get(get_machine).delete(destroy))
+            .route("/v1/apps/{app}/machines/{id}/start", post(start))
+            .route("/v1/apps/{app}/machines/{id}/stop", post(stop_machine))
+            .with_state(inner.clone());
+        // Machines whose worker exited become `stopped`, as on Fly.
+        let watcher = inner.clone();
+        let server = FakeServer::start_with("fake fly", router, move || async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                reap_exited(&watcher);
+            }
         });
-        FakeFly { addr, inner, stop: Some(stop), thread: Some(thread) }
+        FakeFly { server: Some(server), inner }
     }
 
     /// The `api_base` to configure (`http://…/v1`).
     pub fn api_base(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("http://{}/v1", self.server.as_ref().expect("running").addr())
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -170,12 +152,7 @@ impl FakeFly {
 
 impl Drop for FakeFly {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        drop(self.server.take());
         let mut inner = self.inner.lock().expect("fly lock");
         for machine in &mut inner.machines {
             if let Some(mut child) = machine.child.take() {

@@ -23,6 +23,7 @@ mod chaos;
 pub mod cloudflare;
 pub mod corpus;
 mod env;
+mod fake_server;
 pub mod fly;
 mod http;
 pub mod media;

@@ -4,13 +4,13 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::oneshot;
+
+use crate::fake_server::FakeServer;
 
 /// One received request.
 #[derive(Debug, Clone)]
@@ -41,10 +41,8 @@ type Shared = Arc<Mutex<Script>>;
 /// A running receiver. Stops on drop.
 #[derive(Debug)]
 pub struct WebhookReceiver {
-    addr: SocketAddr,
+    server: FakeServer,
     script: Shared,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl WebhookReceiver {
@@ -62,51 +60,21 @@ impl WebhookReceiver {
     }
 
     fn start_with(script: Script) -> WebhookReceiver {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind receiver");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
         let script: Shared = Arc::new(Mutex::new(script));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let shared = script.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let router = axum::Router::new().fallback(receive).with_state(shared);
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let _ = axum::serve(listener, router)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
-        WebhookReceiver { addr, script, stop: Some(stop), thread: Some(thread) }
+        let router = axum::Router::new().fallback(receive).with_state(script.clone());
+        WebhookReceiver { server: FakeServer::start("webhook receiver", router), script }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/hooks", self.addr)
+        format!("http://{}/hooks", self.server.addr())
     }
 
     pub fn received(&self) -> Vec<Received> {
         self.script.lock().expect("receiver lock").received.clone()
-    }
-}
-
-impl Drop for WebhookReceiver {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
