@@ -163,12 +163,6 @@ impl Drop for Stack {
     }
 }
 
-fn unix_ms() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
@@ -224,7 +218,7 @@ async fn control_plane(
     // (→ running), source download and engine spawn (→ engine started).
     let mut hops: HashMap<&str, Vec<f64>> = HashMap::new();
     for (i, (id, notification)) in prepared.iter().enumerate() {
-        let sent = unix_ms();
+        let sent = tcoder::jobs::now_secs_f64() * 1000.0;
         stack.notify(notification).await?;
         wait_completed(&mut completed, std::slice::from_ref(id), Duration::from_secs(30)).await?;
         let job = stack.job(id).await?;
@@ -263,7 +257,7 @@ async fn control_plane(
     }
     let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
     let started = Instant::now();
-    let burst_started_ms = unix_ms();
+    let burst_started_ms = tcoder::jobs::now_secs_f64() * 1000.0;
     let sends = futures_util::stream::iter(batch.iter().map(|(_, n)| stack.notify(n)))
         .buffer_unordered(32)
         .collect::<Vec<_>>();

@@ -82,10 +82,7 @@ impl Observer {
             self.jobs.with_label_values(&[status.as_str()]).set(count);
         }
         let stream = self.js.get_stream(subjects::JOBS_STREAM).await?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let now = tcoder::jobs::now_secs_f64();
         for priority in Priority::ALL {
             let depth = tcoder::events::queue_depth(&stream, priority).await?;
             self.depth

@@ -213,14 +213,6 @@ async fn run_attempt(
     outcome
 }
 
-/// Milliseconds since the Unix epoch, with sub-millisecond precision (comparable across
-/// processes on one host: the control-plane benchmark measures latency with it).
-fn unix_ms() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
 fn random_suffix() -> String {
     let mut bytes = [0u8; 6];
     let _ = getrandom::fill(&mut bytes);
@@ -283,7 +275,7 @@ async fn work(
     let publisher =
         tokio::spawn(publish_progress(worker.clone(), job.clone(), attempt.epoch, progress_rx));
     let stage = Instant::now();
-    let engine_started_at_ms = unix_ms();
+    let engine_started_at_ms = tcoder::jobs::now_secs_f64() * 1000.0;
     let run = worker.supervisor.run(&engine_job, workdir, Some(progress_tx), stop.token()).await;
     let _ = publisher.await;
     let engine_secs = stage.elapsed().as_secs_f64();

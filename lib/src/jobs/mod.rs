@@ -30,6 +30,14 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Seconds since the Unix epoch with sub-millisecond precision: comparable across processes
+/// on one host (the engine start time in a manifest, queue ages, the control-plane benchmark).
+pub fn now_secs_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// RFC 3339 with milliseconds, for API responses and events.
 pub fn rfc3339(ms: u64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
