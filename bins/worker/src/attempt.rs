@@ -219,13 +219,21 @@ fn random_suffix() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Download, transcode, upload. Returns the job record and the manifest to commit.
+/// A transcoded and uploaded attempt, ready to commit.
+struct Done {
+    job: Job,
+    /// The output manifest (the job's `result`).
+    manifest: serde_json::Value,
+    cost: JobCost,
+}
+
+/// Download, transcode, upload.
 async fn work(
     worker: &Worker,
     attempt: &Attempt,
     workdir: &Path,
     stop: &Stop,
-) -> Result<(Job, serde_json::Value), EngineError> {
+) -> Result<Done, EngineError> {
     let job = worker
         .jobs
         .get(&attempt.job_id)
@@ -291,7 +299,6 @@ async fn work(
 
     let stage = Instant::now();
     let prefix = keys::output_prefix(&job.tenant, &job.id, attempt.epoch);
-    let mut uploaded = 0;
     let mut usage = Usage { cpu_secs: run.cpu_secs, ..Usage::default() };
     for file in &run.report.files {
         let key = format!("{prefix}{}", file.path);
@@ -302,10 +309,9 @@ async fn work(
         )
         .await?
         .map_err(|e| transient(e.to_string()))?;
-        uploaded += file.bytes;
         usage.add_object(file.bytes);
     }
-    worker.metrics.bytes_out.inc_by(uploaded);
+    worker.metrics.bytes_out.inc_by(usage.bytes_stored);
     worker
         .metrics
         .stage_seconds
@@ -313,8 +319,11 @@ async fn work(
         .observe(stage.elapsed().as_secs_f64());
     usage.machine_secs = occupied.elapsed().as_secs_f64();
     let cost = JobCost::new(usage, &worker.config.cost);
-    let mut manifest = manifest(worker, &prefix, attempt.epoch, &run.report, &cost, run.wall_secs);
-    manifest["engine"]["started_at_ms"] = json!(engine_started_at_ms);
+    let engine = json!({
+        "cpu_secs": cost.usage.cpu_secs, "wall_secs": run.wall_secs,
+        "started_at_ms": engine_started_at_ms,
+    });
+    let manifest = manifest(worker, &prefix, attempt.epoch, &run.report, engine, &cost);
     for rendition in manifest["renditions"].as_array().into_iter().flatten() {
         let name = rendition["name"].as_str().unwrap_or("rendition");
         let event = JobEvent::new(
@@ -326,7 +335,7 @@ async fn work(
         );
         best_effort(worker, &event).await;
     }
-    Ok((job, manifest))
+    Ok(Done { job, manifest, cost })
 }
 
 /// Runs `work` unless the attempt is stopped first.
@@ -375,8 +384,8 @@ fn manifest(
     prefix: &str,
     epoch: u64,
     report: &EngineReport,
+    engine: serde_json::Value,
     cost: &JobCost,
-    wall_secs: f64,
 ) -> serde_json::Value {
     let url = |relative: &str| worker.s3_config.public_url_of(&format!("{prefix}{relative}"));
     let renditions: Vec<serde_json::Value> = report
@@ -403,7 +412,7 @@ fn manifest(
         "hls_master": report.hls_master.as_deref().map(url),
         "thumbnails": thumbnails,
         "files": report.files.iter().map(|f| json!({ "key": format!("{prefix}{}", f.path), "url": url(&f.path), "bytes": f.bytes, "content_type": f.content_type })).collect::<Vec<_>>(),
-        "engine": { "cpu_secs": cost.usage.cpu_secs, "wall_secs": wall_secs },
+        "engine": engine,
         "cost": cost,
     })
 }
@@ -414,7 +423,7 @@ async fn settle(
     message: &Message,
     attempt: &Attempt,
     delivered: i64,
-    result: Result<(Job, serde_json::Value), EngineError>,
+    result: Result<Done, EngineError>,
     stop: &Stop,
 ) -> Outcome {
     match stop.reason() {
@@ -436,7 +445,7 @@ async fn settle(
         None => {}
     }
     match result {
-        Ok((job, manifest)) => {
+        Ok(Done { job, manifest, cost }) => {
             let event = JobEvent::new(
                 format!("{}.completed", job.id),
                 EventKind::Completed,
@@ -447,9 +456,7 @@ async fn settle(
             let stage = Instant::now();
             match worker.jobs.complete(attempt, &manifest, &event).await {
                 Ok(FinishOutcome::Finished) => {
-                    if let Ok(cost) = serde_json::from_value::<JobCost>(manifest["cost"].clone()) {
-                        worker.metrics.record_cost(&cost);
-                    }
+                    worker.metrics.record_cost(&cost);
                 }
                 Ok(FinishOutcome::Fenced) => {
                     tracing::warn!(job = %attempt.job_id, epoch = attempt.epoch, "commit fenced: a newer attempt owns the job; no ack");
