@@ -15,7 +15,7 @@ fn cache_dir() -> PathBuf {
 }
 
 /// Runs ffmpeg with `args` writing `name` into the cache (once); returns its path.
-fn cached(name: &str, args: &[&str]) -> PathBuf {
+pub(crate) fn cached(name: &str, args: &[&str]) -> PathBuf {
     let path = cache_dir().join(name);
     if path.exists() {
         return path;
@@ -67,7 +67,7 @@ fn base_mp4() -> PathBuf {
 }
 
 /// Writes `bytes` as `name` into the cache.
-fn cached_bytes(name: &str, bytes: impl FnOnce() -> Vec<u8>) -> PathBuf {
+pub(crate) fn cached_bytes(name: &str, bytes: impl FnOnce() -> Vec<u8>) -> PathBuf {
     let path = cache_dir().join(name);
     if !path.exists() {
         let partial = cache_dir().join(format!(".{}-{name}", std::process::id()));

@@ -23,6 +23,7 @@ mod chaos;
 pub mod cloudflare;
 pub mod corpus;
 mod env;
+pub mod everyday;
 mod fake_server;
 pub mod fly;
 mod http;

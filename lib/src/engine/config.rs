@@ -19,6 +19,7 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub max_duration: Duration,
     pub max_fps: f64,
+    pub max_output_fps: f64,
     pub max_streams: usize,
     pub max_error_rate: f64,
     pub memory_limit_bytes: u64,
@@ -67,6 +68,9 @@ impl Config {
         if self.max_fps.is_nan() || self.max_fps < 1.0 {
             return Err(Invalid::new("engine.max_fps", "must be at least 1"));
         }
+        if self.max_output_fps.is_nan() || self.max_output_fps < 1.0 {
+            return Err(Invalid::new("engine.max_output_fps", "must be at least 1"));
+        }
         if !(0.0..=1.0).contains(&self.max_error_rate) {
             return Err(Invalid::new("engine.max_error_rate", "must be between 0 and 1"));
         }
@@ -98,6 +102,7 @@ impl Config {
             max_pixels: u64::from(self.max_width) * u64::from(self.max_height),
             max_duration_secs: self.max_duration.as_secs_f64(),
             max_fps: self.max_fps,
+            max_output_fps: self.max_output_fps,
             max_streams: self.max_streams,
             max_error_rate: self.max_error_rate,
         }

@@ -19,6 +19,8 @@ pub enum ErrorCode {
     UnsupportedCodec,
     #[serde(rename = "input.too_large_dimensions")]
     TooLargeDimensions,
+    #[serde(rename = "input.too_small_dimensions")]
+    TooSmallDimensions,
     #[serde(rename = "input.too_long")]
     TooLong,
     #[serde(rename = "input.too_many_streams")]
@@ -51,6 +53,7 @@ impl ErrorCode {
             ErrorCode::NoVideo => "input.no_video",
             ErrorCode::UnsupportedCodec => "input.unsupported_codec",
             ErrorCode::TooLargeDimensions => "input.too_large_dimensions",
+            ErrorCode::TooSmallDimensions => "input.too_small_dimensions",
             ErrorCode::TooLong => "input.too_long",
             ErrorCode::TooManyStreams => "input.too_many_streams",
             ErrorCode::UnsupportedFrameRate => "input.unsupported_frame_rate",

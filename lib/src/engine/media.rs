@@ -7,7 +7,16 @@ use serde::{Deserialize, Serialize};
 pub struct MediaInfo {
     /// FFmpeg demuxer name, e.g. `mov,mp4,m4a,3gp,3g2,mj2` or `matroska,webm`.
     pub format: String,
+    /// The video stream's duration: what the outputs last. Audio, subtitle and data streams
+    /// that run longer do not count (audio is trimmed to it, shorter audio padded).
     pub duration_secs: f64,
+    /// The container's duration (the longest stream, subtitles included).
+    #[serde(default)]
+    pub container_duration_secs: f64,
+    /// Whether the video stream declares its own duration (MP4, AVI, most Matroska writers);
+    /// otherwise `duration_secs` is the container's.
+    #[serde(default)]
+    pub video_duration_declared: bool,
     /// Container bit rate in bits/s when known.
     pub bit_rate: Option<u64>,
     pub video: VideoInfo,
@@ -19,12 +28,113 @@ pub struct MediaInfo {
 pub struct VideoInfo {
     pub index: usize,
     pub codec: String,
+    /// Stored (coded) size of the pictures.
     pub width: u32,
     pub height: u32,
+    /// Size as a viewer sees it: pixel aspect ratio and display rotation applied.
+    #[serde(default)]
+    pub display_width: u32,
+    #[serde(default)]
+    pub display_height: u32,
+    /// Sample (pixel) aspect ratio when not square, e.g. `[64, 45]` for 16:9 PAL.
+    #[serde(default)]
+    pub sample_aspect_ratio: Option<[u32; 2]>,
+    /// How stored pictures are turned to be shown (from the display matrix).
+    #[serde(default)]
+    pub orientation: Orientation,
+    /// Interlaced (field order from the stream, or confirmed on the first decoded frame).
+    #[serde(default)]
+    pub interlaced: bool,
     /// Average frame rate (frames per second).
     pub fps: f64,
     pub bit_rate: Option<u64>,
     pub pixel_format: String,
+}
+
+/// The transform a player applies to stored pictures before showing them, from the stream's
+/// display matrix, in FFmpeg's own terms (what `ffmpeg` inserts when it autorotates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Orientation {
+    #[default]
+    Upright,
+    /// Turn 90° clockwise.
+    Clockwise,
+    /// Turn 90° counter-clockwise.
+    CounterClockwise,
+    /// Turn 90° clockwise and mirror vertically (transpose=cclock_flip… see [`Self::filter`]).
+    ClockwiseFlipped,
+    CounterClockwiseFlipped,
+    UpsideDown,
+    MirroredHorizontally,
+    MirroredVertically,
+}
+
+impl Orientation {
+    /// The libavfilter chain that shows stored pictures upright, if any.
+    pub fn filter(self) -> Option<&'static str> {
+        match self {
+            Orientation::Upright => None,
+            Orientation::Clockwise => Some("transpose=clock"),
+            Orientation::CounterClockwise => Some("transpose=cclock"),
+            Orientation::ClockwiseFlipped => Some("transpose=clock_flip"),
+            Orientation::CounterClockwiseFlipped => Some("transpose=cclock_flip"),
+            Orientation::UpsideDown => Some("hflip,vflip"),
+            Orientation::MirroredHorizontally => Some("hflip"),
+            Orientation::MirroredVertically => Some("vflip"),
+        }
+    }
+
+    /// Whether width and height trade places when shown.
+    pub fn swaps_axes(self) -> bool {
+        matches!(
+            self,
+            Orientation::Clockwise
+                | Orientation::CounterClockwise
+                | Orientation::ClockwiseFlipped
+                | Orientation::CounterClockwiseFlipped
+        )
+    }
+
+    /// Reads a display matrix the way FFmpeg's `ffmpeg` tool does: `theta` is the clockwise
+    /// angle to turn (the negated, rounded `av_display_rotation_get`), the signs of the
+    /// matrix entries tell flips. Angles that are not a multiple of 90° are snapped to the
+    /// nearest one (no camera writes them).
+    pub fn from_display_matrix(theta: f64, matrix: &[i32; 9]) -> Orientation {
+        let theta = theta - 360.0 * (theta / 360.0 + 0.9 / 360.0).floor();
+        let quarter = ((theta / 90.0).round() as i64).rem_euclid(4);
+        match quarter {
+            1 if matrix[3] > 0 => Orientation::CounterClockwiseFlipped,
+            1 => Orientation::Clockwise,
+            2 => match (matrix[0] < 0, matrix[4] < 0) {
+                (true, true) => Orientation::UpsideDown,
+                (true, false) => Orientation::MirroredHorizontally,
+                (false, true) => Orientation::MirroredVertically,
+                (false, false) => Orientation::Upright,
+            },
+            3 if matrix[3] < 0 => Orientation::ClockwiseFlipped,
+            3 => Orientation::CounterClockwise,
+            _ if matrix[4] < 0 => Orientation::MirroredVertically,
+            _ => Orientation::Upright,
+        }
+    }
+}
+
+/// The displayed size of `width`×`height` stored pixels with sample aspect ratio `sar` and
+/// `orientation`: non-square pixels widen (or narrow) the picture, a quarter turn swaps axes.
+pub(crate) fn displayed_size(
+    width: u32,
+    height: u32,
+    sar: Option<[u32; 2]>,
+    orientation: Orientation,
+) -> (u32, u32) {
+    let width = match sar {
+        Some([num, den]) if num > 0 && den > 0 => {
+            ((f64::from(width) * f64::from(num) / f64::from(den)).round() as u32).max(1)
+        }
+        _ => width,
+    };
+    if orientation.swaps_axes() { (height, width) } else { (width, height) }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,4 +144,58 @@ pub struct AudioInfo {
     pub sample_rate: u32,
     pub channels: u16,
     pub bit_rate: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A display matrix made by FFmpeg itself whose rotation `ffprobe` reports as `rotation`
+    /// (`av_display_rotation_get`; the setter takes the opposite sign), then optional flips.
+    fn matrix(rotation: f64, hflip: bool, vflip: bool) -> (f64, [i32; 9]) {
+        let mut m = [0i32; 9];
+        // SAFETY: the FFmpeg helpers write the nine entries of `m`.
+        let theta = unsafe {
+            ffmpeg_next::ffi::av_display_rotation_set(m.as_mut_ptr(), -rotation);
+            ffmpeg_next::ffi::av_display_matrix_flip(
+                m.as_mut_ptr(),
+                i32::from(hflip),
+                i32::from(vflip),
+            );
+            -ffmpeg_next::ffi::av_display_rotation_get(m.as_ptr()).round()
+        };
+        (theta, m)
+    }
+
+    fn orientation(angle: f64, hflip: bool, vflip: bool) -> Orientation {
+        let (theta, m) = matrix(angle, hflip, vflip);
+        Orientation::from_display_matrix(theta, &m)
+    }
+
+    #[test]
+    fn display_matrices_map_to_the_transform_ffmpeg_applies() {
+        assert_eq!(orientation(0.0, false, false), Orientation::Upright);
+        // ffprobe "rotation: -90": the usual portrait phone file, turned clockwise to show.
+        assert_eq!(orientation(-90.0, false, false), Orientation::Clockwise);
+        assert_eq!(orientation(90.0, false, false), Orientation::CounterClockwise);
+        assert_eq!(orientation(180.0, false, false), Orientation::UpsideDown);
+        assert_eq!(orientation(270.0, false, false), Orientation::Clockwise);
+        assert_eq!(orientation(-270.0, false, false), Orientation::CounterClockwise);
+        assert_eq!(orientation(0.0, true, false), Orientation::MirroredHorizontally);
+        assert_eq!(orientation(0.0, false, true), Orientation::MirroredVertically);
+        let flipped = orientation(-90.0, true, false);
+        assert!(
+            matches!(flipped, Orientation::ClockwiseFlipped | Orientation::CounterClockwiseFlipped),
+            "{flipped:?}"
+        );
+        assert!(flipped.swaps_axes());
+    }
+
+    #[test]
+    fn displayed_size_applies_pixel_aspect_then_rotation() {
+        assert_eq!(displayed_size(720, 576, Some([64, 45]), Orientation::Upright), (1024, 576));
+        assert_eq!(displayed_size(720, 480, Some([32, 27]), Orientation::Upright), (853, 480));
+        assert_eq!(displayed_size(1920, 1080, None, Orientation::Clockwise), (1080, 1920));
+        assert_eq!(displayed_size(1920, 1080, Some([1, 1]), Orientation::UpsideDown), (1920, 1080));
+    }
 }

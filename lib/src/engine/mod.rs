@@ -18,7 +18,7 @@ mod transcode;
 pub use self::config::Config;
 pub use self::error::{EngineError, ErrorCode};
 pub use self::limits::Limits;
-pub use self::media::{AudioInfo, MediaInfo, VideoInfo};
+pub use self::media::{AudioInfo, MediaInfo, Orientation, VideoInfo};
 pub use self::plan::{EnginePlan, EngineSpec, Mode, RenditionPlan, plan};
 pub use self::supervisor::{EngineRun, SandboxLimits, Supervisor};
 pub use self::transcode::{

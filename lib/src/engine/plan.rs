@@ -1,10 +1,13 @@
 //! The plan: preset + qualities + outputs + the probed source → the renditions to make. Pure
 //! and deterministic, so it is unit-tested without FFmpeg.
 //!
-//! Rules: keep the source aspect ratio (even dimensions); a quality names the *short* side
-//! (so portrait video works); never upscale (`auto` takes the rungs at or below the source,
-//! an explicit rung above it is made at source size); cap bit rates relative to the source;
-//! no audio rendition for a silent source.
+//! Rules: plan on the *displayed* size (pixel aspect ratio and display rotation applied) and
+//! output square pixels with even dimensions; a quality names the *short* side (so portrait
+//! video works); never upscale: `auto` takes the rungs at or below the source plus a top rung
+//! at the source's own size when it lies between rungs, an explicit rung above the source is
+//! made at source size and named by its real height; a source within [`NEAR_LINES`] of a rung
+//! gets that rung (a 359-line source asked for 360p gives `360p`, 358 lines high); cap bit
+//! rates relative to the source; no audio rendition for a silent source.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,8 +25,8 @@ const LADDER: [(Quality, u32, u32, u64, u64); 4] = [
 /// Renditions never get more than this multiple of the source's video bit rate (a codec change
 /// may need a little more than the source had, never a lot more).
 const SOURCE_BITRATE_CAP: f64 = 1.5;
-/// Frame rates above this are reduced (decimated) to it.
-pub const MAX_OUTPUT_FPS: f64 = 60.0;
+/// A source this many lines short of a rung still gets that rung (at its own size).
+const NEAR_LINES: u32 = 8;
 /// Keyframe interval of MP4-only outputs.
 const MP4_GOP_SECS: f64 = 2.0;
 
@@ -105,32 +108,40 @@ pub struct EnginePlan {
     pub thumbnails: Option<ThumbnailPlan>,
 }
 
-/// Video codecs an MP4 can carry as they are (copy mode).
-const MP4_VIDEO: [&str; 5] = ["h264", "hevc", "av1", "vp9", "mpeg4"];
-/// Audio codecs an MP4 can carry as they are (copy mode).
-const MP4_AUDIO: [&str; 4] = ["aac", "mp3", "opus", "alac"];
-
-/// Plans the renditions. `segment_secs` is the HLS segment duration.
-pub fn plan(spec: &EngineSpec, media: &MediaInfo, segment_secs: f64) -> EnginePlan {
+/// Plans the renditions. `segment_secs` is the HLS segment duration, `max_output_fps` the
+/// highest frame rate an output gets.
+pub fn plan(
+    spec: &EngineSpec,
+    media: &MediaInfo,
+    segment_secs: f64,
+    max_output_fps: f64,
+) -> EnginePlan {
     let hls = spec.outputs.contains(&OutputKind::Hls);
     let mp4 = spec.outputs.contains(&OutputKind::Mp4);
     let hls_segment_secs = hls.then_some(segment_secs);
     let thumbnails = spec.outputs.contains(&OutputKind::Thumbnails).then(|| thumbnail_plan(media));
-    let source_short = media.video.width.min(media.video.height);
-    let copyable = MP4_VIDEO.contains(&media.video.codec.as_str())
-        && media.audio.as_ref().is_none_or(|a| MP4_AUDIO.contains(&a.codec.as_str()));
+    let (display_w, display_h) = display(media);
+    let source_short = display_w.min(display_h);
+    let copied = copied_codecs(media);
     let rungs: Vec<(String, u32)> = match (&spec.qualities, spec.preset) {
-        (Qualities::List(list), Preset::Default) if list.is_empty() && copyable && !hls => {
+        (Qualities::List(list), Preset::Default) if list.is_empty() && !hls && copied.is_some() => {
+            let (video_codec, audio_codec) = copied.expect("checked by the guard");
+            // What the copy really is: the source's codecs, displayed size and bit rates.
             let rendition = RenditionPlan {
                 name: "source".to_owned(),
-                width: media.video.width,
-                height: media.video.height,
-                video_codec: spec.video_codec,
+                width: display_w,
+                height: display_h,
+                video_codec,
                 video_bit_rate: media.video.bit_rate.or(media.bit_rate).unwrap_or(0),
                 max_bit_rate: 0,
                 fps: media.video.fps,
                 gop: 0,
-                audio: None,
+                audio: media.audio.as_ref().zip(audio_codec).map(|(source, codec)| AudioPlan {
+                    codec,
+                    bit_rate: source.bit_rate.unwrap_or(0),
+                    sample_rate: source.sample_rate,
+                    channels: source.channels,
+                }),
             };
             return EnginePlan {
                 mode: Mode::Copy,
@@ -141,31 +152,38 @@ pub fn plan(spec: &EngineSpec, media: &MediaInfo, segment_secs: f64) -> EnginePl
             };
         }
         // Not copyable: one rendition at source size.
-        (Qualities::List(list), _) if list.is_empty() => {
-            vec![(format!("{source_short}p"), source_short)]
-        }
+        (Qualities::List(list), _) if list.is_empty() => vec![source_rung(source_short)],
         (Qualities::List(list), _) => {
             let mut sorted = list.clone();
             sorted.sort();
             sorted.into_iter().map(|q| clamp_rung(q, source_short)).collect()
         }
         (Qualities::Auto(_), _) => {
-            let fitting: Vec<(String, u32)> = LADDER
+            let mut fitting: Vec<(String, u32)> = LADDER
                 .iter()
-                .filter(|(_, _, height, ..)| *height <= source_short)
-                .map(|(q, ..)| (q.as_str().to_owned(), q.height()))
+                .filter(|(q, ..)| q.height() <= source_short + NEAR_LINES)
+                .map(|(q, ..)| clamp_rung(*q, source_short))
                 .collect();
-            if fitting.is_empty() {
-                vec![(format!("{source_short}p"), source_short)]
-            } else {
-                fitting
+            // A source between two rungs also gets a rung at its own size: a 540p source is
+            // not cut down to 360p.
+            let top = fitting.last().map_or(0, |(_, short)| *short);
+            let largest = LADDER[LADDER.len() - 1].0.height();
+            if even(source_short) > top + NEAR_LINES && top < largest {
+                fitting.push(source_rung(source_short.min(largest)));
             }
+            fitting
         }
     };
     let mut renditions: Vec<RenditionPlan> = Vec::new();
     for (name, short_side) in rungs {
-        let rendition =
-            rendition(spec, media, &name, short_side, hls_segment_secs.unwrap_or(MP4_GOP_SECS));
+        let rendition = rendition(
+            spec,
+            media,
+            &name,
+            short_side,
+            hls_segment_secs.unwrap_or(MP4_GOP_SECS),
+            max_output_fps,
+        );
         if !renditions.iter().any(|r| r.width == rendition.width && r.height == rendition.height) {
             renditions.push(rendition);
         }
@@ -175,13 +193,50 @@ pub fn plan(spec: &EngineSpec, media: &MediaInfo, segment_secs: f64) -> EnginePl
     EnginePlan { mode: Mode::Transcode, renditions, mp4, hls_segment_secs, thumbnails }
 }
 
-/// A rung above the source is made at the source's size instead (never upscale).
+/// A rung above the source is made at the source's size instead (never upscale), named by
+/// its real height — unless the source is within [`NEAR_LINES`] of it.
 fn clamp_rung(quality: Quality, source_short: u32) -> (String, u32) {
     if quality.height() <= source_short {
         (quality.as_str().to_owned(), quality.height())
+    } else if quality.height() <= source_short + NEAR_LINES {
+        (quality.as_str().to_owned(), even(source_short))
     } else {
-        (format!("{source_short}p"), source_short)
+        source_rung(source_short)
     }
+}
+
+/// A rung at the source's own size, named by its (even) height.
+fn source_rung(source_short: u32) -> (String, u32) {
+    let short = even(source_short);
+    (format!("{short}p"), short)
+}
+
+/// The displayed size, falling back to the stored size for reports of older engines.
+fn display(media: &MediaInfo) -> (u32, u32) {
+    if media.video.display_width > 0 && media.video.display_height > 0 {
+        (media.video.display_width, media.video.display_height)
+    } else {
+        (media.video.width, media.video.height)
+    }
+}
+
+/// The codecs a stream copy would deliver, when an MP4 can carry them as they are and the
+/// job record can name them; `None` means the `default` preset transcodes.
+fn copied_codecs(media: &MediaInfo) -> Option<(VideoCodec, Option<AudioCodec>)> {
+    let video = match media.video.codec.as_str() {
+        "h264" => VideoCodec::H264,
+        "hevc" => VideoCodec::Hevc,
+        "av1" => VideoCodec::Av1,
+        "vp9" => VideoCodec::Vp9,
+        _ => return None,
+    };
+    let audio = match media.audio.as_ref().map(|a| a.codec.as_str()) {
+        None => None,
+        Some("aac") => Some(AudioCodec::Aac),
+        Some("opus") => Some(AudioCodec::Opus),
+        Some(_) => return None,
+    };
+    Some((video, audio))
 }
 
 fn rendition(
@@ -190,8 +245,10 @@ fn rendition(
     name: &str,
     short_side: u32,
     gop_secs: f64,
+    max_output_fps: f64,
 ) -> RenditionPlan {
-    let (src_w, src_h) = (f64::from(media.video.width), f64::from(media.video.height));
+    let (src_w, src_h) = display(media);
+    let (src_w, src_h) = (f64::from(src_w), f64::from(src_h));
     let short = even(short_side);
     let (width, height) = if src_w >= src_h {
         (even_round(f64::from(short) * src_w / src_h), short)
@@ -207,7 +264,7 @@ fn rendition(
         let cap = (source as f64 * SOURCE_BITRATE_CAP).round() as u64;
         video_bit_rate = video_bit_rate.min(cap.max(50_000));
     }
-    let fps = media.video.fps.clamp(1.0, MAX_OUTPUT_FPS);
+    let fps = media.video.fps.clamp(1.0, max_output_fps.max(1.0));
     let audio = media.audio.as_ref().map(|source| AudioPlan {
         codec: spec.audio_codec,
         bit_rate: audio,
@@ -231,8 +288,9 @@ fn thumbnail_plan(media: &MediaInfo) -> ThumbnailPlan {
     let duration = media.duration_secs.max(0.0);
     let interval = (duration / 100.0).max(1.0);
     let tiles = ((duration / interval).ceil() as u32).clamp(1, 100);
-    let aspect = f64::from(media.video.height) / f64::from(media.video.width.max(1));
-    let poster_width = media.video.width.min(1280);
+    let (width, height) = display(media);
+    let aspect = f64::from(height) / f64::from(width.max(1));
+    let poster_width = width.min(1280);
     ThumbnailPlan {
         poster_at_secs: (duration * 0.1).min(5.0),
         poster_width: even(poster_width),
@@ -263,12 +321,19 @@ mod tests {
         MediaInfo {
             format: "mov,mp4,m4a,3gp,3g2,mj2".into(),
             duration_secs: 10.0,
+            container_duration_secs: 10.0,
+            video_duration_declared: true,
             bit_rate,
             video: VideoInfo {
                 index: 0,
                 codec: "h264".into(),
                 width,
                 height,
+                display_width: width,
+                display_height: height,
+                sample_aspect_ratio: None,
+                orientation: crate::engine::media::Orientation::Upright,
+                interlaced: false,
                 fps: 30.0,
                 bit_rate,
                 pixel_format: "yuv420p".into(),
@@ -304,6 +369,7 @@ mod tests {
             &spec(Preset::Hls, Qualities::Auto(AutoLadder::Auto), &[OutputKind::Hls]),
             &media(1280, 720, true, None),
             4.0,
+            60.0,
         );
         assert_eq!(
             sizes(&planned),
@@ -320,6 +386,7 @@ mod tests {
             &spec(Preset::WebOptimized, qualities, &[OutputKind::Mp4]),
             &media(width, height, true, None),
             4.0,
+            60.0,
         )
     }
 
@@ -356,6 +423,7 @@ mod tests {
             &spec(Preset::WebOptimized, Qualities::List(vec![Quality::P720]), &[OutputKind::Mp4]),
             &media(1280, 720, true, Some(200_000)),
             4.0,
+            60.0,
         );
         assert_eq!(starved.renditions[0].video_bit_rate, 300_000);
         let audio = starved.renditions[0].audio.as_ref().unwrap();
@@ -368,6 +436,7 @@ mod tests {
             &spec(Preset::Hls, Qualities::List(vec![Quality::P360]), &[OutputKind::Hls]),
             &media(640, 360, false, None),
             4.0,
+            60.0,
         );
         assert!(planned.renditions[0].audio.is_none());
         assert_eq!(planned.renditions[0].gop, 120);
@@ -379,12 +448,17 @@ mod tests {
             &spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]),
             &media(640, 360, true, None),
             4.0,
+            60.0,
         );
         assert_eq!(copy.mode, Mode::Copy);
         let mut vp8 = media(640, 360, true, None);
         vp8.video.codec = "vp8".into();
-        let transcode =
-            plan(&spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]), &vp8, 4.0);
+        let transcode = plan(
+            &spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]),
+            &vp8,
+            4.0,
+            60.0,
+        );
         assert_eq!(
             (transcode.mode, sizes(&transcode)),
             (Mode::Transcode, vec![("360p".into(), 640, 360)])
@@ -401,6 +475,7 @@ mod tests {
             ),
             &media(640, 360, true, None),
             4.0,
+            60.0,
         );
         let thumbs = planned.thumbnails.unwrap();
         assert_eq!(
@@ -408,5 +483,102 @@ mod tests {
             (10, 160, 90, 10)
         );
         assert_eq!((thumbs.poster_width, thumbs.poster_height), (640, 360));
+    }
+
+    #[test]
+    fn the_auto_ladder_keeps_the_source_size_between_rungs_and_near_rungs() {
+        let auto = || Qualities::Auto(AutoLadder::Auto);
+        // 641x359: a 360p-class top rung (358 lines, never upscaled), named 360p.
+        assert_eq!(
+            sizes(&plan_for(auto(), 641, 359)),
+            vec![("360p".into(), 640, 358), ("144p".into(), 258, 144)]
+        );
+        // 1919x1079 tops out at 1080p, not 720p.
+        assert_eq!(sizes(&plan_for(auto(), 1919, 1079))[0], ("1080p".into(), 1918, 1078));
+        // 960x540 sits between 360p and 720p: it gets its own rung on top.
+        assert_eq!(
+            sizes(&plan_for(auto(), 960, 540)),
+            vec![("540p".into(), 960, 540), ("360p".into(), 640, 360), ("144p".into(), 256, 144)]
+        );
+        // 4K stops at 1080p.
+        assert_eq!(sizes(&plan_for(auto(), 3840, 2160))[0], ("1080p".into(), 1920, 1080));
+        // An explicit 360p on a 359-line source is honoured and named 360p.
+        assert_eq!(
+            sizes(&plan_for(Qualities::List(vec![Quality::P360]), 641, 359)),
+            vec![("360p".into(), 640, 358)]
+        );
+    }
+
+    #[test]
+    fn plans_follow_the_displayed_size() {
+        let mut portrait = media(1920, 1080, true, None);
+        (portrait.video.display_width, portrait.video.display_height) = (1080, 1920);
+        portrait.video.orientation = crate::engine::media::Orientation::Clockwise;
+        let planned = plan(
+            &spec(
+                Preset::WebOptimized,
+                Qualities::List(vec![Quality::P720]),
+                &[OutputKind::Mp4, OutputKind::Thumbnails],
+            ),
+            &portrait,
+            4.0,
+            60.0,
+        );
+        assert_eq!(sizes(&planned), vec![("720p".into(), 720, 1280)]);
+        let thumbs = planned.thumbnails.unwrap();
+        assert!(thumbs.poster_height > thumbs.poster_width, "{thumbs:?}");
+        let mut pal = media(720, 576, true, None);
+        (pal.video.display_width, pal.video.display_height) = (1024, 576);
+        pal.video.sample_aspect_ratio = Some([64, 45]);
+        assert_eq!(
+            sizes(&plan(
+                &spec(Preset::Hls, Qualities::Auto(AutoLadder::Auto), &[OutputKind::Hls]),
+                &pal,
+                4.0,
+                60.0
+            ))[0],
+            ("576p".into(), 1024, 576)
+        );
+    }
+
+    #[test]
+    fn fast_sources_are_planned_at_the_output_cap() {
+        let mut slow_motion = media(640, 360, false, None);
+        slow_motion.video.fps = 240.0;
+        let planned = plan(
+            &spec(Preset::Hls, Qualities::List(vec![Quality::P360]), &[OutputKind::Hls]),
+            &slow_motion,
+            2.0,
+            60.0,
+        );
+        assert_eq!((planned.renditions[0].fps, planned.renditions[0].gop), (60.0, 120));
+    }
+
+    #[test]
+    fn the_default_preset_reports_the_codecs_it_copies() {
+        let mut hevc_opus = media(640, 360, true, Some(800_000));
+        hevc_opus.video.codec = "hevc".into();
+        hevc_opus.audio.as_mut().unwrap().codec = "opus".into();
+        let copy = plan(
+            &spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]),
+            &hevc_opus,
+            4.0,
+            60.0,
+        );
+        assert_eq!(copy.mode, Mode::Copy);
+        let rendition = &copy.renditions[0];
+        assert_eq!(rendition.video_codec, VideoCodec::Hevc);
+        assert_eq!(rendition.audio.as_ref().map(|a| a.codec), Some(AudioCodec::Opus));
+        assert_eq!(rendition.video_bit_rate, 800_000);
+        // MP3 audio cannot be named in the job record: transcoded instead of misreported.
+        let mut mp3 = media(640, 360, true, None);
+        mp3.audio.as_mut().unwrap().codec = "mp3".into();
+        let transcoded = plan(
+            &spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]),
+            &mp3,
+            4.0,
+            60.0,
+        );
+        assert_eq!(transcoded.mode, Mode::Transcode);
     }
 }

@@ -12,7 +12,10 @@ use ffmpeg_next::ffi;
 use ffmpeg_next::format::context::Input;
 use ffmpeg_next::media::Type;
 
-use super::limits::{AUDIO_CODECS, CODEC_WHITELIST, FORMAT_WHITELIST, Limits, VIDEO_CODECS};
+use super::limits::{
+    Limits, MIN_DIMENSION, codec_whitelist, format_whitelist, is_accepted_audio, is_accepted_video,
+};
+use super::media::{Orientation, displayed_size};
 use super::{AudioInfo, EngineError, ErrorCode, MediaInfo, VideoInfo};
 
 /// Initialises FFmpeg once and keeps its own logging quiet (errors surface as typed errors).
@@ -24,27 +27,62 @@ pub(crate) fn init() {
     });
 }
 
-/// The container family, judged from the first bytes, before FFmpeg sees the file.
+/// The container family, judged from the first bytes, before FFmpeg sees the file: only the
+/// families of [`CONTAINERS`](super::limits::CONTAINERS) get past.
 fn sniff(path: &Path) -> Result<(), EngineError> {
-    let mut head = [0u8; 12];
+    let mut head = [0u8; 400];
     let mut file = std::fs::File::open(path)
         .map_err(|e| EngineError::new(ErrorCode::Failed, format!("cannot open input: {e}")))?;
-    let read = file
-        .read(&mut head)
-        .map_err(|e| EngineError::new(ErrorCode::Failed, format!("cannot read input: {e}")))?;
+    let mut read = 0;
+    while read < head.len() {
+        match file.read(&mut head[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(EngineError::new(ErrorCode::Failed, format!("cannot read input: {e}")));
+            }
+        }
+    }
     if read == 0 {
         return Err(EngineError::new(ErrorCode::Corrupt, "the file is empty"));
     }
-    let mov_box = read >= 8
+    if sniff_container(&head[..read]).is_some() {
+        Ok(())
+    } else {
+        Err(EngineError::new(
+            ErrorCode::UnsupportedFormat,
+            "not a video container tcoder accepts (MP4/MOV, Matroska/WebM, MPEG-TS, AVI, FLV, MPEG-PS)",
+        ))
+    }
+}
+
+/// The accepted container family the first bytes belong to.
+pub(crate) fn sniff_container(head: &[u8]) -> Option<&'static str> {
+    let at = |offset: usize, bytes: &[u8]| head.get(offset..offset + bytes.len()) == Some(bytes);
+    let ts_sync = |first: usize, stride: usize| {
+        head.len() > first + stride
+            && (0..3).all(|i| head.get(first + i * stride).is_none_or(|b| *b == 0x47))
+    };
+    if head.len() >= 8
         && matches!(
             &head[4..8],
             b"ftyp" | b"moov" | b"mdat" | b"free" | b"wide" | b"skip" | b"pnot"
-        );
-    let matroska = read >= 4 && head[..4] == [0x1A, 0x45, 0xDF, 0xA3];
-    if mov_box || matroska {
-        Ok(())
+        )
+    {
+        Some("mov")
+    } else if at(0, &[0x1A, 0x45, 0xDF, 0xA3]) {
+        Some("matroska")
+    } else if at(0, b"RIFF") && at(8, b"AVI ") {
+        Some("avi")
+    } else if at(0, b"FLV") && head.get(3) == Some(&1) {
+        Some("flv")
+    } else if at(0, &[0, 0, 1, 0xBA]) {
+        Some("mpeg")
+    } else if ts_sync(0, 188) || ts_sync(4, 192) {
+        Some("mpegts")
     } else {
-        Err(EngineError::new(ErrorCode::UnsupportedFormat, "not an MP4/MOV or Matroska/WebM file"))
+        None
     }
 }
 
@@ -69,8 +107,8 @@ pub fn open(path: &Path, limits: &Limits) -> Result<(Input, MediaInfo), EngineEr
         .map_err(|_| EngineError::new(ErrorCode::Failed, "bad path"))?;
     let mut options = dict(&[
         ("protocol_whitelist", "file".to_owned()),
-        ("format_whitelist", FORMAT_WHITELIST.to_owned()),
-        ("codec_whitelist", CODEC_WHITELIST.to_owned()),
+        ("format_whitelist", format_whitelist()),
+        ("codec_whitelist", codec_whitelist()),
         ("probesize", "5000000".to_owned()),
         ("analyzeduration", "10000000".to_owned()),
     ]);
@@ -92,7 +130,10 @@ pub fn open(path: &Path, limits: &Limits) -> Result<(Input, MediaInfo), EngineEr
     }
     // SAFETY: `context` is a valid, opened format context from here on, owned by `input`.
     let mut input = unsafe { Input::wrap(context) };
-    check_header(&input, limits)?;
+    // Streams the header declares are checked before anything is decoded. Formats without a
+    // header (FLV, MPEG-PS) only know theirs after find_stream_info, which is itself guarded
+    // by the pixel cap below; everything is checked again after it.
+    check_header(&input, limits, false)?;
     let streams = input.nb_streams() as usize;
     // find_stream_info decodes a few frames: give every stream's decoder the pixel cap and the
     // codec allowlist, so a header that lies about its size still cannot allocate a bomb.
@@ -100,7 +141,7 @@ pub fn open(path: &Path, limits: &Limits) -> Result<(Input, MediaInfo), EngineEr
         .map(|_| {
             dict(&[
                 ("max_pixels", limits.max_pixels.to_string()),
-                ("codec_whitelist", CODEC_WHITELIST.to_owned()),
+                ("codec_whitelist", codec_whitelist()),
             ])
         })
         .collect();
@@ -116,6 +157,7 @@ pub fn open(path: &Path, limits: &Limits) -> Result<(Input, MediaInfo), EngineEr
             format!("cannot read the streams: {}", ffmpeg::Error::from(found)),
         ));
     }
+    check_header(&input, limits, true)?;
     let media = describe(&input, limits)?;
     Ok((input, media))
 }
@@ -140,8 +182,9 @@ fn dimensions(stream: &ffmpeg::format::stream::Stream<'_>) -> (u32, u32) {
     (u32::try_from(w).unwrap_or(0), u32::try_from(h).unwrap_or(0))
 }
 
-/// Checks what the container header declares, before anything is decoded.
-fn check_header(input: &Input, limits: &Limits) -> Result<(), EngineError> {
+/// Checks what the container declares: stream count, dimensions, and (once the streams are
+/// `complete`) exactly one video stream.
+fn check_header(input: &Input, limits: &Limits, complete: bool) -> Result<(), EngineError> {
     let streams = input.nb_streams() as usize;
     if streams > limits.max_streams {
         return Err(EngineError::new(
@@ -163,8 +206,8 @@ fn check_header(input: &Input, limits: &Limits) -> Result<(), EngineError> {
         }
     }
     match videos.len() {
-        0 => Err(EngineError::new(ErrorCode::NoVideo, "no video stream")),
-        1 => Ok(()),
+        0 if complete => Err(EngineError::new(ErrorCode::NoVideo, "no video stream")),
+        0 | 1 => Ok(()),
         n => Err(EngineError::new(
             ErrorCode::TooManyStreams,
             format!("{n} video streams (exactly one is supported)"),
@@ -172,14 +215,15 @@ fn check_header(input: &Input, limits: &Limits) -> Result<(), EngineError> {
     }
 }
 
-/// Builds [`MediaInfo`] and applies the remaining policy (codecs, duration, frame rate).
+/// Builds [`MediaInfo`] and applies the remaining policy (codecs, sizes, duration, frame
+/// rate).
 fn describe(input: &Input, limits: &Limits) -> Result<MediaInfo, EngineError> {
     let videos = video_streams(input);
     let [video] = videos.as_slice() else {
         return Err(EngineError::new(ErrorCode::NoVideo, "no single video stream"));
     };
     let video_codec = video.parameters().id().name().to_owned();
-    if !VIDEO_CODECS.contains(&video_codec.as_str()) {
+    if !is_accepted_video(&video_codec) {
         return Err(EngineError::new(
             ErrorCode::UnsupportedCodec,
             format!("video codec `{video_codec}` is not supported"),
@@ -188,6 +232,18 @@ fn describe(input: &Input, limits: &Limits) -> Result<MediaInfo, EngineError> {
     let (width, height) = dimensions(video);
     if width == 0 || height == 0 {
         return Err(EngineError::new(ErrorCode::Corrupt, "the video stream has no dimensions"));
+    }
+    let sample_aspect_ratio = sample_aspect_ratio(video);
+    let orientation = orientation(video);
+    let (display_width, display_height) =
+        displayed_size(width, height, sample_aspect_ratio, orientation);
+    if display_width < MIN_DIMENSION || display_height < MIN_DIMENSION {
+        return Err(EngineError::new(
+            ErrorCode::TooSmallDimensions,
+            format!(
+                "{display_width}x{display_height} is smaller than {MIN_DIMENSION}x{MIN_DIMENSION}"
+            ),
+        ));
     }
     let rate = match video.avg_frame_rate() {
         r if r.numerator() > 0 && r.denominator() > 0 => r,
@@ -208,18 +264,37 @@ fn describe(input: &Input, limits: &Limits) -> Result<MediaInfo, EngineError> {
         ));
     }
     let duration = input.duration();
-    let duration_secs =
+    let container_duration_secs =
         if duration > 0 { duration as f64 / f64::from(ffi::AV_TIME_BASE) } else { 0.0 };
+    let declared = stream_duration(video);
+    let duration_secs = declared.unwrap_or(container_duration_secs);
     if duration_secs.is_nan() || duration_secs <= 0.0 {
         return Err(EngineError::new(ErrorCode::Corrupt, "the duration is unknown"));
     }
-    if duration_secs > limits.max_duration_secs {
+    if duration_secs.max(container_duration_secs) > limits.max_duration_secs {
         return Err(EngineError::new(
             ErrorCode::TooLong,
-            format!("{duration_secs:.0} s exceeds the limit of {:.0} s", limits.max_duration_secs),
+            format!(
+                "{:.0} s exceeds the limit of {:.0} s",
+                duration_secs.max(container_duration_secs),
+                limits.max_duration_secs
+            ),
         ));
     }
-    let audio = input.streams().find(|s| s.parameters().medium() == Type::Audio).map(|stream| {
+    // The first audio stream whose codec is accepted; others (commentary tracks, exotic
+    // codecs next to a usable one) are left out.
+    let audios: Vec<_> =
+        input.streams().filter(|s| s.parameters().medium() == Type::Audio).collect();
+    let usable = audios.iter().find(|s| is_accepted_audio(s.parameters().id().name()));
+    if usable.is_none()
+        && let Some(first) = audios.first()
+    {
+        return Err(EngineError::new(
+            ErrorCode::UnsupportedCodec,
+            format!("audio codec `{}` is not supported", first.parameters().id().name()),
+        ));
+    }
+    let audio = usable.map(|stream| {
         let parameters = stream.parameters();
         // SAFETY: plain fields of the codec parameters.
         let (sample_rate, channels, bit_rate) = unsafe {
@@ -234,17 +309,14 @@ fn describe(input: &Input, limits: &Limits) -> Result<MediaInfo, EngineError> {
             bit_rate: u64::try_from(bit_rate).ok().filter(|b| *b > 0),
         }
     });
-    if let Some(audio) = &audio
-        && !AUDIO_CODECS.contains(&audio.codec.as_str())
-    {
-        return Err(EngineError::new(
-            ErrorCode::UnsupportedCodec,
-            format!("audio codec `{}` is not supported", audio.codec),
-        ));
-    }
     let parameters = video.parameters();
-    // SAFETY: a plain field of the codec parameters.
-    let video_bit_rate = unsafe { (*parameters.as_ptr()).bit_rate };
+    // SAFETY: plain fields of the codec parameters.
+    let (video_bit_rate, field_order) =
+        unsafe { ((*parameters.as_ptr()).bit_rate, (*parameters.as_ptr()).field_order) };
+    let interlaced = !matches!(
+        field_order,
+        ffi::AVFieldOrder::AV_FIELD_UNKNOWN | ffi::AVFieldOrder::AV_FIELD_PROGRESSIVE
+    );
     let pixel_format = ffmpeg::codec::context::Context::from_parameters(parameters)
         .and_then(|c| c.decoder().video())
         .ok()
@@ -253,12 +325,19 @@ fn describe(input: &Input, limits: &Limits) -> Result<MediaInfo, EngineError> {
     Ok(MediaInfo {
         format: input.format().name().to_owned(),
         duration_secs,
+        container_duration_secs,
+        video_duration_declared: declared.is_some(),
         bit_rate: u64::try_from(input.bit_rate()).ok().filter(|b| *b > 0),
         video: VideoInfo {
             index: video.index(),
             codec: video_codec,
             width,
             height,
+            display_width,
+            display_height,
+            sample_aspect_ratio,
+            orientation,
+            interlaced,
             fps,
             bit_rate: u64::try_from(video_bit_rate).ok().filter(|b| *b > 0),
             pixel_format,
@@ -266,4 +345,59 @@ fn describe(input: &Input, limits: &Limits) -> Result<MediaInfo, EngineError> {
         audio,
         streams: input.nb_streams() as usize,
     })
+}
+
+/// The pixel aspect ratio when it is known and not square.
+fn sample_aspect_ratio(stream: &ffmpeg::format::stream::Stream<'_>) -> Option<[u32; 2]> {
+    // SAFETY: plain fields of the stream and its codec parameters.
+    let (from_codec, from_stream) = unsafe {
+        (
+            (*stream.parameters().as_ptr()).sample_aspect_ratio,
+            (*stream.as_ptr()).sample_aspect_ratio,
+        )
+    };
+    [from_codec, from_stream]
+        .into_iter()
+        .find(|r| r.num > 0 && r.den > 0)
+        .filter(|r| r.num != r.den)
+        .map(|r| [r.num as u32, r.den as u32])
+}
+
+/// The display matrix of the stream, read as FFmpeg's `ffmpeg` tool reads it.
+fn orientation(stream: &ffmpeg::format::stream::Stream<'_>) -> Orientation {
+    use ffmpeg::codec::packet::side_data::Type as SideData;
+    let Some(data) = stream.side_data().find(|d| d.kind() == SideData::DisplayMatrix) else {
+        return Orientation::Upright;
+    };
+    let bytes = data.data();
+    if bytes.len() < 36 {
+        return Orientation::Upright;
+    }
+    let mut matrix = [0i32; 9];
+    for (i, entry) in matrix.iter_mut().enumerate() {
+        let mut word = [0u8; 4];
+        word.copy_from_slice(&bytes[i * 4..i * 4 + 4]);
+        *entry = i32::from_ne_bytes(word);
+    }
+    // SAFETY: `matrix` holds the nine entries av_display_rotation_get reads.
+    let rotation = unsafe { ffi::av_display_rotation_get(matrix.as_ptr()) };
+    if rotation.is_nan() {
+        return Orientation::Upright;
+    }
+    Orientation::from_display_matrix(-rotation.round(), &matrix)
+}
+
+/// The stream's own duration: from its header, or the `DURATION` tag Matroska writers add per
+/// stream. `None` when the container only knows its overall duration.
+fn stream_duration(stream: &ffmpeg::format::stream::Stream<'_>) -> Option<f64> {
+    let duration = stream.duration();
+    if duration > 0 && duration != ffi::AV_NOPTS_VALUE {
+        return Some(duration as f64 * f64::from(stream.time_base()));
+    }
+    let tag = stream.metadata().get("DURATION")?.to_owned();
+    let mut secs = 0.0;
+    for part in tag.split(':') {
+        secs = secs * 60.0 + part.trim().parse::<f64>().ok()?;
+    }
+    (secs > 0.0).then_some(secs)
 }

@@ -366,6 +366,7 @@ mod tests {
             frames: 0,
             decode_errors: 0,
             probe_secs: 0.0,
+            deinterlaced: false,
         };
         let line =
             serde_json::to_string(&ChildMessage::Result { report: Box::new(report) }).unwrap();

@@ -1,6 +1,13 @@
 //! One rendition's audio: the shared decoded frames go through a filter graph that resamples
 //! to 48 kHz, mixes to the planned channel count and re-chunks to the encoder's frame size
 //! (AAC takes exactly 1024 samples per frame, Opus 960), then to the encoder.
+//!
+//! The audio lasts exactly as long as the video: `aresample`'s timestamp sync fills a late
+//! start and gaps with silence (and drops what comes before the video's first frame), `apad`
+//! supplies silence after audio that ends early, and frames are held back until the video has
+//! reached them, so audio running past the video's end is cut at it.
+
+use std::collections::VecDeque;
 
 use ffmpeg_next::util::channel_layout::ChannelLayout;
 use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, filter, format, frame};
@@ -26,7 +33,21 @@ pub(crate) struct AudioEncoder {
     pub time_base: Rational,
     /// Start offset removed from the source timestamps, in the source time base.
     offset: i64,
+    /// Filtered frames the video has not reached yet (encoder format, pts in `time_base`).
+    pending: VecDeque<frame::Audio>,
+    /// Samples per second of the output.
+    rate: i64,
+    /// The pts the next frame from the graph gets when it carries none.
+    next_pts: i64,
+    /// How far the video has got, in seconds.
+    reached: f64,
+    /// Packets taken out of the encoder to make room for more frames, not yet muxed.
+    ready: VecDeque<Packet>,
 }
+
+/// Held-back audio beyond this is released anyway (a video with a long gap must not hold
+/// the whole soundtrack in memory).
+const MAX_PENDING_SECS: i64 = 30;
 
 impl AudioEncoder {
     pub(crate) fn open(
@@ -61,14 +82,26 @@ impl AudioEncoder {
             .open_as_with(codec, Dictionary::new())
             .map_err(|e| EngineError::output(&format!("open {name}"), &e))?;
         let graph = build_graph(source, &encoder, plan)?;
-        Ok(AudioEncoder { graph, encoder, filtered: frame::Audio::empty(), time_base, offset })
+        Ok(AudioEncoder {
+            graph,
+            encoder,
+            filtered: frame::Audio::empty(),
+            time_base,
+            offset,
+            pending: VecDeque::new(),
+            rate: i64::from(plan.sample_rate),
+            next_pts: 0,
+            reached: 0.0,
+            ready: VecDeque::new(),
+        })
     }
 
     pub(crate) fn context(&self) -> &codec::Context {
         &self.encoder
     }
 
-    /// Feeds a decoded frame (source time base); encodes whatever the graph lets through.
+    /// Feeds a decoded frame (source time base); what the graph lets through waits until
+    /// the video reaches it ([`Self::release`]).
     pub(crate) fn send(&mut self, frame: &frame::Audio) -> Result<(), EngineError> {
         let mut shifted = frame.clone();
         shifted.set_pts(frame.timestamp().map(|pts| pts - self.offset));
@@ -78,23 +111,71 @@ impl AudioEncoder {
             .source()
             .add(&shifted)
             .map_err(|e| EngineError::output("filter audio", &e))?;
-        self.drain_graph()
+        self.pull(None)?;
+        self.release(self.reached)
     }
 
-    /// Flushes the graph and the encoder.
-    pub(crate) fn send_eof(&mut self) -> Result<(), EngineError> {
+    /// Encodes the held-back audio that ends by `video_secs` (how far the video has got).
+    pub(crate) fn release(&mut self, video_secs: f64) -> Result<(), EngineError> {
+        self.reached = self.reached.max(video_secs);
+        let video_secs = self.reached;
+        let until = (video_secs * self.rate as f64).floor() as i64;
+        while let Some(front) = self.pending.front() {
+            let end = front.pts().unwrap_or(0) + front.samples() as i64;
+            let backlog =
+                self.pending.back().map_or(0, |b| b.pts().unwrap_or(0)) - front.pts().unwrap_or(0);
+            if end > until && backlog < MAX_PENDING_SECS * self.rate {
+                break;
+            }
+            let frame = self.pending.pop_front().expect("front exists");
+            self.encode(&frame)?;
+        }
+        Ok(())
+    }
+
+    /// The video ended at `end_secs`: the audio is cut or padded with silence to end there,
+    /// then the encoder is flushed.
+    pub(crate) fn finish(&mut self, end_secs: f64) -> Result<(), EngineError> {
+        let end = (end_secs * self.rate as f64).round() as i64;
         self.graph
             .get("in")
             .expect("graph has an input")
             .source()
             .flush()
             .map_err(|e| EngineError::output("flush audio filter", &e))?;
-        self.drain_graph()?;
+        // apad makes silence for as long as it is asked: pull up to the video's end only.
+        self.pull(Some(end))?;
+        while let Some(mut frame) = self.pending.pop_front() {
+            let start = frame.pts().unwrap_or(0);
+            if start >= end {
+                break;
+            }
+            let samples = frame.samples() as i64;
+            if start + samples > end {
+                frame.set_samples((end - start) as usize);
+            }
+            self.encode(&frame)?;
+        }
+        self.take_ready();
         self.encoder.send_eof().map_err(|e| EngineError::output("flush audio encoder", &e))
     }
 
-    fn drain_graph(&mut self) -> Result<(), EngineError> {
+    /// Moves every packet the encoder has into `ready`.
+    fn take_ready(&mut self) {
+        let mut packet = Packet::empty();
+        while self.encoder.receive_packet(&mut packet).is_ok() {
+            self.ready.push_back(std::mem::replace(&mut packet, Packet::empty()));
+        }
+    }
+
+    /// Moves what the graph has into `pending`; with `until`, stops once a frame reaches it.
+    fn pull(&mut self, until: Option<i64>) -> Result<(), EngineError> {
         loop {
+            if let (Some(until), Some(last)) = (until, self.pending.back())
+                && last.pts().unwrap_or(0) + last.samples() as i64 >= until
+            {
+                return Ok(());
+            }
             let pulled = self
                 .graph
                 .get("out")
@@ -102,10 +183,13 @@ impl AudioEncoder {
                 .sink()
                 .frame(&mut self.filtered);
             match pulled {
-                Ok(()) => self
-                    .encoder
-                    .send_frame(&self.filtered)
-                    .map_err(|e| EngineError::output("encode audio", &e))?,
+                Ok(()) => {
+                    let mut frame = self.filtered.clone();
+                    let pts = frame.pts().unwrap_or(self.next_pts);
+                    frame.set_pts(Some(pts));
+                    self.next_pts = pts + frame.samples() as i64;
+                    self.pending.push_back(frame);
+                }
                 Err(ffmpeg_next::Error::Eof) => return Ok(()),
                 Err(ffmpeg_next::Error::Other { errno })
                     if errno == ffmpeg_next::util::error::EAGAIN =>
@@ -117,7 +201,25 @@ impl AudioEncoder {
         }
     }
 
+    /// Sends a frame; when the encoder is full, its packets wait in `ready` for the muxers.
+    fn encode(&mut self, frame: &frame::Audio) -> Result<(), EngineError> {
+        for _ in 0..2 {
+            match self.encoder.send_frame(frame) {
+                Err(ffmpeg_next::Error::Other { errno })
+                    if errno == ffmpeg_next::util::error::EAGAIN =>
+                {
+                    self.take_ready();
+                }
+                result => return result.map_err(|e| EngineError::output("encode audio", &e)),
+            }
+        }
+        Err(EngineError::new(ErrorCode::Failed, "the audio encoder takes no more frames"))
+    }
+
     pub(crate) fn receive(&mut self) -> Option<Packet> {
+        if let Some(packet) = self.ready.pop_front() {
+            return Some(packet);
+        }
         let mut packet = Packet::empty();
         self.encoder.receive_packet(&mut packet).ok().map(|()| packet)
     }
@@ -150,7 +252,9 @@ fn build_graph(
         out.set_channel_layout(encoder.channel_layout());
         out.set_sample_rate(encoder.rate());
     }
-    let spec = format!("aresample={}", plan.sample_rate);
+    // async=1: follow the timestamps (silence into gaps and a late start, drop what precedes
+    // the video's first frame via first_pts=0); apad: silence after an early end.
+    let spec = format!("aresample={}:async=1:first_pts=0,apad", plan.sample_rate);
     graph
         .output("in", 0)
         .map_err(fail)?

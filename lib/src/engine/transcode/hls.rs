@@ -20,9 +20,10 @@ pub(crate) struct VariantInfo {
 /// Peak and average bit rate of a rendition, from its playlist and segment files.
 pub(crate) fn measure(playlist: &Path) -> Result<(u64, u64), EngineError> {
     let dir = playlist.parent().unwrap_or(Path::new("."));
-    let text = std::fs::read_to_string(playlist).map_err(|e| {
-        EngineError::new(ErrorCode::OutputInvalid, format!("{}: {e}", playlist.display()))
-    })?;
+    // Messages name the rendition's playlist relative to the HLS folder, never a worker path.
+    let name = relative_name(playlist);
+    let text = std::fs::read_to_string(playlist)
+        .map_err(|e| EngineError::new(ErrorCode::OutputInvalid, format!("{name}: {e}")))?;
     let mut init_bytes = 0u64;
     let (mut total_bytes, mut total_secs, mut peak) = (0u64, 0f64, 0f64);
     let mut pending: Option<f64> = None;
@@ -35,7 +36,7 @@ pub(crate) fn measure(playlist: &Path) -> Result<(u64, u64), EngineError> {
         } else if !line.starts_with('#') && !line.trim().is_empty() {
             let duration = pending.take().unwrap_or(0.0);
             let bytes = std::fs::metadata(dir.join(line.trim())).map(|m| m.len()).map_err(|e| {
-                EngineError::new(ErrorCode::OutputInvalid, format!("segment {line}: {e}"))
+                EngineError::new(ErrorCode::OutputInvalid, format!("{name}: segment {line}: {e}"))
             })?;
             total_bytes += bytes;
             total_secs += duration;
@@ -47,11 +48,20 @@ pub(crate) fn measure(playlist: &Path) -> Result<(u64, u64), EngineError> {
     if total_secs <= 0.0 {
         return Err(EngineError::new(
             ErrorCode::OutputInvalid,
-            format!("{} lists no segments", playlist.display()),
+            format!("{name} lists no segments"),
         ));
     }
     let average = ((total_bytes + init_bytes) as f64 * 8.0 / total_secs).round() as u64;
     Ok((peak.round().max(average as f64) as u64, average))
+}
+
+/// `<rendition>/index.m3u8` of a playlist path.
+fn relative_name(playlist: &Path) -> String {
+    let file = playlist.file_name().map(|f| f.to_string_lossy()).unwrap_or_default();
+    match playlist.parent().and_then(Path::file_name) {
+        Some(parent) => format!("hls/{}/{file}", parent.to_string_lossy()),
+        None => file.into_owned(),
+    }
 }
 
 /// Writes `master.m3u8` listing `variants` (playlists at `<name>/index.m3u8`).

@@ -5,6 +5,7 @@
 
 mod audio;
 mod hls;
+mod normalize;
 mod output;
 mod thumbs;
 mod validate;
@@ -19,11 +20,12 @@ use ffmpeg_next::{Dictionary, Packet, Rational, codec, frame};
 use serde::{Deserialize, Serialize};
 
 use self::audio::{AudioEncoder, SourceAudio};
+use self::normalize::{Normalizer, SourcePictures};
 use self::output::{Muxer, Track};
 use self::thumbs::Thumbnails;
 use self::video::{VideoEncoder, VideoSettings};
-use super::limits::{CODEC_WHITELIST, Limits};
-use super::plan::{EnginePlan, EngineSpec, MAX_OUTPUT_FPS, Mode, RenditionPlan, plan};
+use super::limits::{Limits, codec_whitelist};
+use super::plan::{EnginePlan, EngineSpec, Mode, RenditionPlan, plan};
 use super::{EngineError, ErrorCode, MediaInfo, probe};
 use crate::jobs::{AudioCodec, VideoCodec};
 
@@ -106,6 +108,9 @@ pub struct EngineReport {
     /// Seconds spent opening and probing the source (the rest of the run is encoding).
     #[serde(default)]
     pub probe_secs: f64,
+    /// The source was interlaced and deinterlaced.
+    #[serde(default)]
+    pub deinterlaced: bool,
 }
 
 /// Calls `on_progress` at most once per second.
@@ -194,6 +199,102 @@ pub fn run(
     run_with(job, &mut |_| {}, on_progress)
 }
 
+/// Where the output timeline starts and how far each stream got, from the packets.
+struct Timeline {
+    /// The video stream's time base and the offset (in it) that makes the timeline start at 0.
+    video_tb: Rational,
+    video_offset: i64,
+    origin_secs: f64,
+    /// One frame at the source's rate, for packets and frames that carry no duration.
+    nominal_frame_secs: f64,
+    /// Ends (last timestamp + duration, seconds from the origin) of the video, the audio and
+    /// every packet of any stream.
+    video_end: f64,
+    audio_end: f64,
+    any_end: f64,
+    /// Time base of the video encoders: one tick per frame at the output's base rate (as
+    /// `ffmpeg` does), so the H.264 timing info tells players the real frame rate.
+    encoder_tb: Rational,
+    /// Frame-rate reduction: one output frame per `step` seconds.
+    step: Option<f64>,
+    next_output_secs: f64,
+}
+
+impl Timeline {
+    fn packet(&mut self, packet: &Packet, time_base: Rational, kind: Option<Type>) {
+        let Some(pts) = packet.pts() else { return };
+        let duration = if packet.duration() > 0 {
+            seconds(packet.duration(), time_base)
+        } else if kind == Some(Type::Video) {
+            self.nominal_frame_secs
+        } else {
+            0.0
+        };
+        let end = seconds(pts, time_base) - self.origin_secs + duration;
+        match kind {
+            Some(Type::Video) => self.video_end = self.video_end.max(end),
+            Some(Type::Audio) => self.audio_end = self.audio_end.max(end),
+            _ => {}
+        }
+        self.any_end = self.any_end.max(end);
+    }
+}
+
+/// The encoders' time base: the inverse of the stream's base rate (`r_frame_rate`, at which
+/// every timestamp of a variable-rate stream falls on a tick), or of the average rate when the
+/// base rate is missing or implausible (a container time base posing as a rate).
+fn encoder_time_base((base, average): (Rational, Rational), fps: f64) -> Rational {
+    let plausible = |rate: Rational| {
+        rate.numerator() > 0
+            && rate.denominator() > 0
+            && f64::from(rate) <= (fps * 2.0 + 1.0).max(1.0)
+            && f64::from(rate) >= 1.0
+    };
+    if plausible(base) {
+        base.invert()
+    } else if plausible(average) {
+        average.invert()
+    } else {
+        Rational::new(1, fps.round().max(1.0) as i32)
+    }
+}
+
+/// A picture ready to be shown (deinterlaced, upright) goes to the thumbnails and every
+/// rendition; audio is released up to it.
+fn show(
+    frame: &frame::Video,
+    timeline: &mut Timeline,
+    renditions: &mut [Rendition],
+    thumbnails: &mut Option<Thumbnails>,
+    meter: &mut ProgressMeter<'_>,
+) -> Result<(), EngineError> {
+    let Some(timestamp) = frame.timestamp() else { return Ok(()) };
+    let pts = timestamp - timeline.video_offset;
+    let at = seconds(pts, timeline.video_tb);
+    meter.frame(at);
+    if let Some(thumbnails) = thumbnails {
+        thumbnails.offer(frame, at)?;
+    }
+    if let Some(step) = timeline.step {
+        if at + 1e-4 < timeline.next_output_secs {
+            return Ok(());
+        }
+        timeline.next_output_secs = at.max(timeline.next_output_secs) + step;
+    }
+    let encoder_pts = (at.max(0.0) / f64::from(timeline.encoder_tb)).round() as i64;
+    for rendition in renditions.iter_mut() {
+        if let Some(video) = &mut rendition.video {
+            video.send(frame, encoder_pts)?;
+        }
+        rendition.drain_video()?;
+        if let Some(audio) = &mut rendition.audio {
+            audio.release(at)?;
+        }
+        rendition.drain_audio()?;
+    }
+    Ok(())
+}
+
 /// As [`run`], telling `on_probed` what the source is once it passed the probe.
 pub fn run_with(
     job: &EngineJob,
@@ -204,30 +305,49 @@ pub fn run_with(
     let (mut input, media) = probe::open(&job.input, &job.limits)?;
     let probe_secs = probe_started.elapsed().as_secs_f64();
     on_probed(&media);
-    let plan = plan(&job.spec, &media, job.settings.segment_secs);
+    let plan = plan(&job.spec, &media, job.settings.segment_secs, job.limits.max_output_fps);
     let out = &job.output_dir;
     std::fs::create_dir_all(out).map_err(io_error)?;
 
     let video_index = media.video.index;
     let audio_index = media.audio.as_ref().map(|a| a.index);
-    let (video_tb, video_start, video_params) = {
+    let (video_tb, video_start, video_params, field_order, display_matrix, video_rates) = {
         let stream = input.stream(video_index).expect("probed stream");
-        (stream.time_base(), stream.start_time(), stream.parameters())
+        // SAFETY: a plain field of the stream's codec parameters.
+        let field_order = unsafe { (*stream.parameters().as_ptr()).field_order };
+        let display_matrix = stream
+            .side_data()
+            .find(|d| d.kind() == codec::packet::side_data::Type::DisplayMatrix)
+            .map(|d| d.data().to_vec());
+        let rates = (stream.rate(), stream.avg_frame_rate());
+        (
+            stream.time_base(),
+            stream.start_time(),
+            stream.parameters(),
+            field_order,
+            display_matrix,
+            rates,
+        )
     };
     let audio_stream = audio_index.map(|i| {
         let stream = input.stream(i).expect("probed stream");
         (stream.time_base(), stream.start_time(), stream.parameters())
     });
-    // One start time for all streams keeps audio and video in sync when shifting to zero.
-    let start_secs =
-        [Some((video_start, video_tb)), audio_stream.as_ref().map(|(tb, start, _)| (*start, *tb))]
-            .into_iter()
-            .flatten()
-            .filter(|(start, _)| *start != ffmpeg::ffi::AV_NOPTS_VALUE)
-            .map(|(start, tb)| seconds(start, tb))
-            .fold(f64::INFINITY, f64::min);
-    let start_secs = if start_secs.is_finite() { start_secs } else { 0.0 };
-    let video_offset = (start_secs / f64::from(video_tb)).round() as i64;
+    let known = |start: i64, tb: Rational| {
+        (start != ffmpeg::ffi::AV_NOPTS_VALUE).then(|| seconds(start, tb))
+    };
+    let video_start_secs = known(video_start, video_tb);
+    let audio_start_secs = audio_stream.as_ref().and_then(|(tb, start, _)| known(*start, *tb));
+    // A transcode's timeline starts at the first video frame (audio before it is dropped,
+    // audio starting later is preceded by silence); a stream copy keeps both streams whole.
+    let origin_secs = match (plan.mode, video_start_secs, audio_start_secs) {
+        (Mode::Transcode, Some(video), _) => video,
+        (_, Some(video), Some(audio)) => video.min(audio),
+        (_, video, audio) => video.or(audio).unwrap_or(0.0),
+    };
+    let video_offset = (origin_secs / f64::from(video_tb)).round() as i64;
+    let stream_kinds: Vec<Type> = input.streams().map(|s| s.parameters().medium()).collect();
+    let stream_bases: Vec<Rational> = input.streams().map(|s| s.time_base()).collect();
 
     let needs_video_decode = plan.mode == Mode::Transcode || plan.thumbnails.is_some();
     let mut video_decoder = if needs_video_decode {
@@ -240,6 +360,12 @@ pub fn run_with(
         _ => None,
     };
     let keyframe_step = plan.hls_segment_secs.unwrap_or(2.0);
+    let max_output_fps = job.limits.max_output_fps.max(1.0);
+    let step = (media.video.fps > max_output_fps + 0.01).then(|| 1.0 / max_output_fps);
+    let encoder_tb = match step {
+        Some(_) => Rational::new(1, max_output_fps.round() as i32),
+        None => encoder_time_base(video_rates, media.video.fps),
+    };
     let settings =
         VideoSettings { preset: job.settings.x264_preset.clone(), threads: job.settings.threads };
 
@@ -266,15 +392,21 @@ pub fn run_with(
         let (video, audio) = match plan.mode {
             Mode::Copy => {
                 for muxer in &mut muxers {
-                    muxer.add_copied_stream(Track::Video, video_params.clone(), video_tb)?;
+                    muxer.add_copied_stream(
+                        Track::Video,
+                        video_params.clone(),
+                        video_tb,
+                        display_matrix.as_deref(),
+                    )?;
                     if let Some((tb, _, params)) = &audio_stream {
-                        muxer.add_copied_stream(Track::Audio, params.clone(), *tb)?;
+                        muxer.add_copied_stream(Track::Audio, params.clone(), *tb, None)?;
                     }
                 }
                 (None, None)
             }
             Mode::Transcode => {
-                let video = VideoEncoder::open(rendition_plan, video_tb, keyframe_step, &settings)?;
+                let video =
+                    VideoEncoder::open(rendition_plan, encoder_tb, keyframe_step, &settings)?;
                 let audio = match (&rendition_plan.audio, &audio_decoder, &audio_stream) {
                     (Some(audio_plan), Some(decoder), Some((tb, ..))) => {
                         let source = SourceAudio {
@@ -283,7 +415,7 @@ pub fn run_with(
                             format: decoder.format(),
                             layout: decoder.channel_layout(),
                         };
-                        let offset = (start_secs / f64::from(*tb)).round() as i64;
+                        let offset = (origin_secs / f64::from(*tb)).round() as i64;
                         Some(AudioEncoder::open(audio_plan, &source, offset)?)
                     }
                     _ => None,
@@ -315,41 +447,39 @@ pub fn run_with(
         frames: 0,
         on_progress,
     };
-    let decimate = media.video.fps > MAX_OUTPUT_FPS + 0.01;
-    let mut next_output_secs = 0.0;
+    let mut timeline = Timeline {
+        video_tb,
+        video_offset,
+        origin_secs,
+        nominal_frame_secs: 1.0 / media.video.fps.max(1.0),
+        video_end: 0.0,
+        audio_end: 0.0,
+        any_end: 0.0,
+        encoder_tb,
+        step,
+        next_output_secs: 0.0,
+    };
+    let mut normalizer = Normalizer::new(SourcePictures {
+        orientation: media.video.orientation,
+        interlaced: media.video.interlaced,
+        top_field_first: match field_order {
+            ffmpeg::ffi::AVFieldOrder::AV_FIELD_TT | ffmpeg::ffi::AVFieldOrder::AV_FIELD_TB => {
+                Some(true)
+            }
+            ffmpeg::ffi::AVFieldOrder::AV_FIELD_BB | ffmpeg::ffi::AVFieldOrder::AV_FIELD_BT => {
+                Some(false)
+            }
+            _ => None,
+        },
+        time_base: video_tb,
+    });
     let (mut packets, mut decode_errors) = (0u64, 0u64);
     let mut decoded = frame::Video::empty();
     let mut decoded_audio = frame::Audio::empty();
 
-    let mut on_video_frame = |frame: &frame::Video,
-                              renditions: &mut Vec<Rendition>,
-                              thumbnails: &mut Option<Thumbnails>,
-                              meter: &mut ProgressMeter<'_>|
-     -> Result<(), EngineError> {
-        let Some(timestamp) = frame.timestamp() else { return Ok(()) };
-        let pts = timestamp - video_offset;
-        let at = seconds(pts, video_tb);
-        meter.frame(at);
-        if let Some(thumbnails) = thumbnails {
-            thumbnails.offer(frame, at)?;
-        }
-        if decimate {
-            if at + 1e-4 < next_output_secs {
-                return Ok(());
-            }
-            next_output_secs = at.max(next_output_secs) + 1.0 / MAX_OUTPUT_FPS;
-        }
-        for rendition in renditions.iter_mut() {
-            if let Some(video) = &mut rendition.video {
-                video.send(frame, pts.max(0))?;
-            }
-            rendition.drain_video()?;
-        }
-        Ok(())
-    };
-
     for (stream, packet) in input.packets() {
         let index = stream.index();
+        timeline.packet(&packet, stream_bases[index], stream_kinds.get(index).copied());
         if index == video_index {
             packets += 1;
             if plan.mode == Mode::Copy {
@@ -369,13 +499,15 @@ pub fn run_with(
                     continue;
                 }
                 decode_errors += receive_video(decoder, &mut decoded, |frame| {
-                    on_video_frame(frame, &mut renditions, &mut thumbnails, &mut meter)
+                    normalizer.push(frame, &mut |shown| {
+                        show(shown, &mut timeline, &mut renditions, &mut thumbnails, &mut meter)
+                    })
                 })?;
             }
         } else if Some(index) == audio_index {
             if plan.mode == Mode::Copy {
                 let (tb, ..) = audio_stream.as_ref().expect("audio stream");
-                let offset = (start_secs / f64::from(*tb)).round() as i64;
+                let offset = (origin_secs / f64::from(*tb)).round() as i64;
                 let mut shifted = packet.clone();
                 shifted.set_pts(packet.pts().map(|p| p - offset));
                 shifted.set_dts(packet.dts().map(|d| d - offset));
@@ -393,11 +525,16 @@ pub fn run_with(
             }
         }
     }
-    // Flush: decoders, then encoders, then the muxers.
+    // Flush: decoders (and the deinterlacer), then encoders, then the muxers.
     if let Some(decoder) = &mut video_decoder {
         let _ = decoder.send_eof();
         decode_errors += receive_video(decoder, &mut decoded, |frame| {
-            on_video_frame(frame, &mut renditions, &mut thumbnails, &mut meter)
+            normalizer.push(frame, &mut |shown| {
+                show(shown, &mut timeline, &mut renditions, &mut thumbnails, &mut meter)
+            })
+        })?;
+        normalizer.flush(&mut |shown| {
+            show(shown, &mut timeline, &mut renditions, &mut thumbnails, &mut meter)
         })?;
     }
     if let Some(decoder) = &mut audio_decoder {
@@ -413,13 +550,15 @@ pub fn run_with(
             ),
         ));
     }
+    check_complete(&media, &timeline)?;
+    let video_secs = timeline.video_end;
     for rendition in &mut renditions {
         if let Some(video) = &mut rendition.video {
             video.send_eof()?;
         }
         rendition.drain_video()?;
         if let Some(audio) = &mut rendition.audio {
-            audio.send_eof()?;
+            audio.finish(video_secs)?;
         }
         rendition.drain_audio()?;
         for muxer in &mut rendition.muxers {
@@ -427,9 +566,41 @@ pub fn run_with(
         }
     }
     let frames = meter.frames;
-    let mut report = finish(job, &media, &plan, renditions, thumbnails, frames, decode_errors)?;
+    // A transcode lasts as long as the video; a copy as long as what it copied.
+    let output_secs = match plan.mode {
+        Mode::Transcode => video_secs,
+        Mode::Copy => video_secs.max(timeline.audio_end),
+    };
+    let mut report =
+        finish(job, &media, &plan, renditions, thumbnails, frames, decode_errors, output_secs)?;
     report.probe_secs = probe_secs;
+    report.deinterlaced = normalizer.deinterlaces();
     Ok(report)
+}
+
+/// A source whose streams end well before their header says was cut off (a truncated
+/// upload): refused rather than turned into a shorter video. The video's own declared
+/// duration is the measure when there is one; otherwise the container's, against every
+/// stream (subtitles included).
+fn check_complete(media: &MediaInfo, timeline: &Timeline) -> Result<(), EngineError> {
+    let (declared, reached) = if media.video_duration_declared {
+        (media.duration_secs, timeline.video_end)
+    } else {
+        (media.container_duration_secs, timeline.any_end)
+    };
+    let tolerance = (declared * 0.02).max(0.25);
+    if reached + tolerance < declared {
+        return Err(EngineError::new(
+            ErrorCode::Corrupt,
+            format!(
+                "the input holds {reached:.2} s of the {declared:.2} s it declares (truncated or corrupt)"
+            ),
+        ));
+    }
+    if timeline.video_end <= 0.0 {
+        return Err(EngineError::new(ErrorCode::Corrupt, "no video frame could be read"));
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -441,6 +612,7 @@ fn finish(
     thumbnails: Option<Thumbnails>,
     frames: u64,
     decode_errors: u64,
+    output_secs: f64,
 ) -> Result<EngineReport, EngineError> {
     let out = &job.output_dir;
     let mut reports = Vec::new();
@@ -451,12 +623,12 @@ fn finish(
         let hls = plan.hls_segment_secs.map(|_| format!("hls/{}/index.m3u8", rendition.plan.name));
         let expected = validate::Expected {
             rendition: &rendition.plan,
-            source_duration: media.duration_secs,
+            duration: output_secs,
             audio,
             check_dimensions: plan.mode == Mode::Transcode,
         };
         for path in mp4.iter().chain(hls.iter()) {
-            validate::check(&out.join(path), &expected)?;
+            validate::check(out, path, &expected)?;
         }
         if let Some(video) = &rendition.video {
             let mut codecs = video_codec_string(rendition.plan.video_codec, video.context());
@@ -485,7 +657,7 @@ fn finish(
                 .plan
                 .audio
                 .as_ref()
-                .filter(|_| rendition.audio.is_some())
+                .filter(|_| rendition.audio.is_some() || plan.mode == Mode::Copy)
                 .map(|a| a.codec),
             video_bit_rate: rendition.plan.video_bit_rate,
             mp4,
@@ -500,7 +672,7 @@ fn finish(
     };
     let thumbnails = match thumbnails {
         Some(thumbs) => {
-            thumbs.finish(&out.join("thumbs"), media.duration_secs)?;
+            thumbs.finish(&out.join("thumbs"), output_secs)?;
             Some(vec![
                 "thumbs/poster.jpg".to_owned(),
                 "thumbs/storyboard.jpg".to_owned(),
@@ -520,6 +692,7 @@ fn finish(
         frames,
         decode_errors,
         probe_secs: 0.0,
+        deinterlaced: false,
     })
 }
 
@@ -554,7 +727,7 @@ fn open_video_decoder(
     })?;
     let mut options = Dictionary::new();
     options.set("max_pixels", &limits.max_pixels.to_string());
-    options.set("codec_whitelist", CODEC_WHITELIST);
+    options.set("codec_whitelist", &codec_whitelist());
     options.set("threads", "auto");
     context
         .decoder()
@@ -572,7 +745,7 @@ fn open_audio_decoder(
         EngineError::new(ErrorCode::UnsupportedCodec, "no decoder for the audio codec")
     })?;
     let mut options = Dictionary::new();
-    options.set("codec_whitelist", CODEC_WHITELIST);
+    options.set("codec_whitelist", &codec_whitelist());
     context
         .decoder()
         .open_as_with(codec, options)
@@ -668,6 +841,3 @@ pub(crate) fn content_type(path: &str) -> &'static str {
         _ => "application/octet-stream",
     }
 }
-
-#[allow(dead_code)]
-fn unused(_: Packet, _: Type) {}

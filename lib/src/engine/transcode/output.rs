@@ -90,12 +90,14 @@ impl Muxer {
         Ok(())
     }
 
-    /// Adds a stream copied from an input stream (copy mode).
+    /// Adds a stream copied from an input stream (copy mode), with the source's display
+    /// matrix so players still show it upright.
     pub(crate) fn add_copied_stream(
         &mut self,
         track: Track,
         parameters: ffmpeg::codec::Parameters,
         time_base: Rational,
+        display_matrix: Option<&[u8]>,
     ) -> Result<(), EngineError> {
         let mut stream = self
             .context
@@ -107,6 +109,21 @@ impl Muxer {
             (*stream.parameters().as_mut_ptr()).codec_tag = 0;
         }
         stream.set_time_base(time_base);
+        if let Some(matrix) = display_matrix {
+            // SAFETY: av_stream_new_side_data allocates `matrix.len()` bytes owned by the
+            // stream; we fill exactly that many.
+            unsafe {
+                let data = ffi::av_stream_new_side_data(
+                    stream.as_mut_ptr(),
+                    ffi::AVPacketSideDataType::AV_PKT_DATA_DISPLAYMATRIX,
+                    matrix.len(),
+                );
+                if data.is_null() {
+                    return Err(EngineError::new(ErrorCode::Memory, "display matrix"));
+                }
+                ptr::copy_nonoverlapping(matrix.as_ptr(), data, matrix.len());
+            }
+        }
         let index = stream.index();
         match track {
             Track::Video => self.video = index,

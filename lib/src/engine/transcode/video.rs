@@ -1,6 +1,8 @@
 //! One rendition's video: scale the shared decoded frame, force keyframes on segment
 //! boundaries (the same frames in every rendition, so HLS renditions switch cleanly), encode.
 
+use std::collections::BTreeMap;
+
 use ffmpeg_next::format::Pixel;
 use ffmpeg_next::software::scaling;
 use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, frame, picture};
@@ -23,12 +25,21 @@ pub(crate) struct VideoEncoder {
     encoder: encoder::Video,
     scaler: Option<(scaling::Context, Pixel, u32, u32)>,
     scaled: frame::Video,
-    /// Time base of frames given to the encoder (the input stream's).
+    /// Time base of frames given to the encoder (one tick per frame at the base rate).
     pub time_base: Rational,
     next_keyframe: f64,
     keyframe_step: f64,
     last_pts: Option<i64>,
+    /// One frame at the planned rate, in `time_base`: the duration of the first frame.
+    frame_duration: i64,
+    /// Duration of each frame sent and not yet out of the encoder, by pts: the gap since the
+    /// frame before it. Encoders leave packet durations unset; muxers need them (the last
+    /// MP4 sample, and HLS segment lengths, which FFmpeg sums from durations).
+    durations: BTreeMap<i64, i64>,
 }
+
+/// Frames an encoder holds at most (lookahead and B-frames); bounds `durations`.
+const MAX_ENCODER_DELAY: usize = 512;
 
 fn encoder_name(codec: VideoCodec) -> &'static str {
     match codec {
@@ -68,6 +79,13 @@ impl VideoEncoder {
         context.set_bit_rate(plan.video_bit_rate as usize);
         context.set_max_bit_rate(plan.max_bit_rate as usize);
         context.set_gop(plan.gop);
+        // Square pixels, progressive: the normalizer and the planned size took care of both.
+        context.set_aspect_ratio(Rational::new(1, 1));
+        // SAFETY: a plain field of the encoder context we own, set before it is opened.
+        unsafe {
+            (*context.as_mut_ptr()).field_order =
+                ffmpeg_next::ffi::AVFieldOrder::AV_FIELD_PROGRESSIVE;
+        }
         // MP4 and fMP4 keep codec headers out of band.
         context.set_flags(codec::Flags::GLOBAL_HEADER);
         let mut options = Dictionary::new();
@@ -78,6 +96,9 @@ impl VideoEncoder {
             VideoCodec::H264 => {
                 options.set("preset", &settings.preset);
                 options.set("profile", "high");
+                // CABAC and 8x8 transforms even with `ultrafast`, which drops both and would
+                // give Constrained Baseline: outputs are High profile whatever the preset.
+                options.set("x264-params", "cabac=1:8x8dct=1");
                 options.set("sc_threshold", "0");
                 options.set("forced-idr", "1");
             }
@@ -108,6 +129,12 @@ impl VideoEncoder {
             next_keyframe: 0.0,
             keyframe_step,
             last_pts: None,
+            durations: BTreeMap::new(),
+            frame_duration: ((f64::from(time_base.denominator())
+                / f64::from(time_base.numerator().max(1))
+                / plan.fps.max(1.0))
+            .round() as i64)
+                .max(1),
         })
     }
 
@@ -121,6 +148,11 @@ impl VideoEncoder {
         // Encoders need strictly increasing timestamps; a repeated or backwards one is dropped.
         if self.last_pts.is_some_and(|last| pts <= last) {
             return Ok(());
+        }
+        let duration = self.last_pts.map_or(self.frame_duration, |last| pts - last);
+        self.durations.insert(pts, duration);
+        if self.durations.len() > MAX_ENCODER_DELAY {
+            self.durations.pop_first();
         }
         self.last_pts = Some(pts);
         let (format, width, height) = (frame.format(), frame.width(), frame.height());
@@ -158,9 +190,14 @@ impl VideoEncoder {
         self.encoder.send_eof().map_err(|e| EngineError::output("flush video encoder", &e))
     }
 
-    /// The next encoded packet, if one is ready.
+    /// The next encoded packet, if one is ready (with a duration: encoders leave it unset).
     pub(crate) fn receive(&mut self) -> Option<Packet> {
         let mut packet = Packet::empty();
-        self.encoder.receive_packet(&mut packet).ok().map(|()| packet)
+        self.encoder.receive_packet(&mut packet).ok()?;
+        let duration = packet.pts().and_then(|pts| self.durations.remove(&pts));
+        if packet.duration() <= 0 {
+            packet.set_duration(duration.unwrap_or(self.frame_duration));
+        }
+        Some(packet)
     }
 }

@@ -1,0 +1,431 @@
+//! Everyday media: the files phones, cameras, screen recorders and editors produce, generated
+//! with the FFmpeg CLI at test time (tiny clips, cached under `target/testkit-media/corpus/`).
+//! Each case is a class of real-world file the engine must turn into correct, upright,
+//! square-pixel, progressive outputs of the right duration — or refuse with an `input.*` code.
+
+use std::path::PathBuf;
+
+use crate::corpus::{cached, cached_bytes};
+
+/// What a case must give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Valid outputs. `marker`: the displayed picture has a white block in its top-left third
+    /// (so uprightness can be checked on the outputs); `interlaced`: the source is interlaced
+    /// (outputs must be judged progressive).
+    Plays { marker: bool, interlaced: bool },
+    /// Refused with this `input.*` code.
+    Refused(&'static str),
+}
+
+/// One everyday file.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: &'static str,
+    pub path: PathBuf,
+    pub expect: Expect,
+}
+
+const PLAYS: Expect = Expect::Plays { marker: false, interlaced: false };
+const UPRIGHT: Expect = Expect::Plays { marker: true, interlaced: false };
+const INTERLACED: Expect = Expect::Plays { marker: false, interlaced: true };
+
+/// `-i` arguments of a 2 s test pattern of `size` at `rate`.
+fn pattern(size: &str, rate: &str, secs: &str) -> Vec<String> {
+    ["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate={rate}:duration={secs}")]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+/// `-i` arguments of a 440 Hz tone lasting `secs`.
+fn tone(secs: &str) -> Vec<String> {
+    ["-f", "lavfi", "-i", &format!("sine=frequency=440:sample_rate=48000:duration={secs}")]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+fn x264() -> Vec<String> {
+    ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"].map(str::to_owned).to_vec()
+}
+
+fn make(name: &str, parts: &[Vec<String>]) -> PathBuf {
+    let args: Vec<String> = parts.concat();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cached(name, &args)
+}
+
+fn strs(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// A rotated phone-style file: the *displayed* picture (`display`, e.g. `180x320`) has a white
+/// block in its top-left third; it is stored transformed by `stored_filter` and tagged with
+/// the display rotation `rotate` (what `ffprobe` reports as `rotation`), so a player that
+/// applies the display matrix shows the block top-left.
+fn rotated(name: &str, display: &str, stored_filter: &str, rotate: u16, hevc: bool) -> PathBuf {
+    let (w, h) = display.split_once('x').expect("WxH");
+    let (w, h): (u32, u32) = (w.parse().expect("width"), h.parse().expect("height"));
+    let picture = format!(
+        "color=c=0x303030:s={display}:r=25:d=2,drawbox=x=0:y=0:w={}:h={}:color=white:t=fill",
+        w / 3,
+        h / 3
+    );
+    let codec = if hevc {
+        strs(&[
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p10le",
+            "-tag:v",
+            "hvc1",
+            "-x265-params",
+            "log-level=error",
+        ])
+    } else {
+        x264()
+    };
+    let extension = name.rsplit('.').next().expect("extension");
+    let stage = make(
+        &format!("stage-{name}.{extension}"),
+        &[
+            strs(&["-f", "lavfi", "-i", &picture]),
+            tone("2"),
+            strs(&["-vf", stored_filter]),
+            codec,
+            strs(&["-c:a", "aac"]),
+        ],
+    );
+    // FFmpeg 5.1 turns the `rotate` tag into a display matrix only when stream-copying.
+    let rotate = format!("rotate={rotate}");
+    cached(name, &["-i", stage.to_str().expect("utf-8"), "-c", "copy", "-metadata:s:v:0", &rotate])
+}
+
+/// Every everyday case, generated on first use.
+pub fn all() -> Vec<Case> {
+    let case = |name: &'static str, path: PathBuf, expect: Expect| Case { name, path, expect };
+    let srt = cached_bytes("long-cue.srt", || {
+        b"1\n00:00:00,500 --> 00:00:01,000\nhello\n\n2\n00:00:04,000 --> 00:00:05,000\nlate\n"
+            .to_vec()
+    });
+    vec![
+        // Phones: display matrix rotations (ffprobe `rotation` 90 = turn 90° counter-clockwise
+        // to display; -90/270 is the usual portrait iPhone file).
+        case(
+            "rot90_h264_mp4",
+            rotated("rot90_h264.mp4", "180x320", "transpose=clock", 90, false),
+            UPRIGHT,
+        ),
+        case(
+            "rot90_hevc10_mov",
+            rotated("rot90_hevc10.mov", "180x320", "transpose=clock", 90, true),
+            UPRIGHT,
+        ),
+        case(
+            "rot180_h264_mov",
+            rotated("rot180_h264.mov", "320x180", "hflip,vflip", 180, false),
+            UPRIGHT,
+        ),
+        case(
+            "rot180_hevc10_mp4",
+            rotated("rot180_hevc10.mp4", "320x180", "hflip,vflip", 180, true),
+            UPRIGHT,
+        ),
+        case(
+            "rot270_h264_mp4",
+            rotated("rot270_h264.mp4", "180x320", "transpose=cclock", 270, false),
+            UPRIGHT,
+        ),
+        case(
+            "rot270_hevc10_mov",
+            rotated("rot270_hevc10.mov", "180x320", "transpose=cclock", 270, true),
+            UPRIGHT,
+        ),
+        // Cameras: non-square pixels.
+        case(
+            "anamorphic_pal_h264",
+            make(
+                "anamorphic_pal.mp4",
+                &[
+                    pattern("720x576", "25", "1"),
+                    tone("1"),
+                    strs(&["-vf", "setsar=64/45"]),
+                    x264(),
+                    strs(&["-c:a", "aac"]),
+                ],
+            ),
+            PLAYS,
+        ),
+        case(
+            "anamorphic_ntsc_dv_mov",
+            make(
+                "anamorphic_ntsc_dv.mov",
+                &[
+                    pattern("720x480", "30000/1001", "1"),
+                    tone("1"),
+                    strs(&[
+                        "-c:v",
+                        "dvvideo",
+                        "-pix_fmt",
+                        "yuv411p",
+                        "-aspect",
+                        "16:9",
+                        "-c:a",
+                        "pcm_s16le",
+                    ]),
+                ],
+            ),
+            PLAYS,
+        ),
+        // Broadcast and camcorders: interlaced, both field orders.
+        case(
+            "interlaced_tff_h264",
+            make(
+                "interlaced_tff.mp4",
+                &[
+                    pattern("320x240", "50", "2"),
+                    tone("2"),
+                    strs(&["-vf", "tinterlace=interleave_top,setfield=tff"]),
+                    x264(),
+                    strs(&["-flags", "+ildct+ilme", "-c:a", "aac"]),
+                ],
+            ),
+            INTERLACED,
+        ),
+        case(
+            "interlaced_bff_mpeg2_mkv",
+            make(
+                "interlaced_bff.mkv",
+                &[
+                    pattern("320x240", "50", "2"),
+                    tone("2"),
+                    strs(&[
+                        "-vf",
+                        "tinterlace=interleave_bottom,setfield=bff",
+                        "-c:v",
+                        "mpeg2video",
+                        "-flags",
+                        "+ildct+ilme",
+                        "-top",
+                        "0",
+                        "-c:a",
+                        "mp2",
+                    ]),
+                ],
+            ),
+            INTERLACED,
+        ),
+        // Editors and recorders: timing.
+        case(
+            "audio_longer_than_video",
+            make(
+                "audio_longer.mp4",
+                &[pattern("320x240", "25", "2"), tone("2.4"), x264(), strs(&["-c:a", "aac"])],
+            ),
+            PLAYS,
+        ),
+        case(
+            "audio_shorter_and_late",
+            make(
+                "audio_shorter_late.mp4",
+                &[
+                    pattern("320x240", "25", "2"),
+                    strs(&["-itsoffset", "0.3"]),
+                    tone("1.2"),
+                    x264(),
+                    strs(&["-c:a", "aac"]),
+                ],
+            ),
+            PLAYS,
+        ),
+        case(
+            "subtitle_longer_than_video",
+            make(
+                "subtitle_longer.mkv",
+                &[
+                    pattern("320x240", "25", "2"),
+                    tone("2"),
+                    strs(&["-i", srt.to_str().expect("utf-8")]),
+                    x264(),
+                    strs(&["-c:a", "aac", "-c:s", "srt", "-map", "0", "-map", "1", "-map", "2"]),
+                ],
+            ),
+            PLAYS,
+        ),
+        case(
+            "vfr_30_then_15",
+            make(
+                "vfr.mp4",
+                &[
+                    pattern("320x240", "30", "2"),
+                    tone("2"),
+                    strs(&["-vf", "select='lt(n\\,30)+not(mod(n\\,2))'", "-fps_mode", "vfr"]),
+                    x264(),
+                    strs(&["-c:a", "aac"]),
+                ],
+            ),
+            PLAYS,
+        ),
+        case(
+            "one_frame",
+            make(
+                "one_frame.mp4",
+                &[pattern("320x240", "25", "1"), strs(&["-frames:v", "1"]), x264()],
+            ),
+            PLAYS,
+        ),
+        case(
+            "short_0_3s",
+            make(
+                "short_0_3.mp4",
+                &[pattern("320x240", "25", "0.3"), tone("0.3"), x264(), strs(&["-c:a", "aac"])],
+            ),
+            PLAYS,
+        ),
+        case(
+            "tiny_16x16",
+            make("tiny_16.mp4", &[pattern("16x16", "25", "1"), x264()]),
+            Expect::Refused("input.too_small_dimensions"),
+        ),
+        // Containers beyond MP4/Matroska.
+        case(
+            "mpegts_h264_bframes",
+            make(
+                "bframes.ts",
+                &[
+                    pattern("320x240", "25", "2"),
+                    tone("2"),
+                    strs(&[
+                        "-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-pix_fmt",
+                        "yuv420p", "-c:a", "aac",
+                    ]),
+                ],
+            ),
+            PLAYS,
+        ),
+        case(
+            "avi_mpeg4_asp_mp3",
+            make(
+                "asp_mp3.avi",
+                &[
+                    pattern("320x240", "25", "2"),
+                    tone("2"),
+                    strs(&["-c:v", "mpeg4", "-vtag", "xvid", "-c:a", "libmp3lame"]),
+                ],
+            ),
+            PLAYS,
+        ),
+        case(
+            "flv_h264_aac",
+            make(
+                "h264_aac.flv",
+                &[pattern("320x240", "25", "2"), tone("2"), x264(), strs(&["-c:a", "aac"])],
+            ),
+            PLAYS,
+        ),
+        case(
+            "mpeg_ps_mpeg2_mp2",
+            make(
+                "mpeg2_mp2.mpg",
+                &[
+                    pattern("320x240", "25", "2"),
+                    tone("2"),
+                    strs(&["-c:v", "mpeg2video", "-c:a", "mp2", "-f", "mpeg"]),
+                ],
+            ),
+            PLAYS,
+        ),
+        case(
+            "mjpeg_pcm_mov",
+            make(
+                "mjpeg_pcm.mov",
+                &[
+                    pattern("320x240", "25", "1"),
+                    tone("1"),
+                    strs(&["-c:v", "mjpeg", "-c:a", "pcm_s16le"]),
+                ],
+            ),
+            PLAYS,
+        ),
+        case(
+            "dnxhr_mov",
+            make(
+                "dnxhr.mov",
+                &[
+                    pattern("320x240", "25", "1"),
+                    tone("1"),
+                    strs(&[
+                        "-c:v",
+                        "dnxhd",
+                        "-profile:v",
+                        "dnxhr_lb",
+                        "-pix_fmt",
+                        "yuv422p",
+                        "-c:a",
+                        "pcm_s24le",
+                    ]),
+                ],
+            ),
+            PLAYS,
+        ),
+        // Slow motion, odd sizes, audio layouts.
+        case(
+            "slow_motion_240fps",
+            make(
+                "slowmo_240.mp4",
+                &[pattern("320x240", "240", "1"), tone("1"), x264(), strs(&["-c:a", "aac"])],
+            ),
+            PLAYS,
+        ),
+        case(
+            "odd_size_444",
+            make(
+                "odd_444.mp4",
+                &[
+                    pattern("330x250", "25", "1"),
+                    tone("1"),
+                    strs(&[
+                        "-vf",
+                        "format=yuv444p,crop=321:241",
+                        "-c:v",
+                        "libx264",
+                        "-preset",
+                        "ultrafast",
+                        "-c:a",
+                        "aac",
+                    ]),
+                ],
+            ),
+            PLAYS,
+        ),
+        case(
+            "surround_5_1",
+            make(
+                "surround.mp4",
+                &[
+                    pattern("320x240", "25", "1"),
+                    tone("1"),
+                    x264(),
+                    strs(&["-c:a", "aac", "-af", "pan=5.1|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0"]),
+                ],
+            ),
+            PLAYS,
+        ),
+        case(
+            "two_audio_tracks",
+            make(
+                "two_audio.mkv",
+                &[
+                    pattern("320x240", "25", "1"),
+                    tone("1"),
+                    tone("1"),
+                    x264(),
+                    strs(&["-c:a", "aac", "-map", "0", "-map", "1", "-map", "2"]),
+                ],
+            ),
+            PLAYS,
+        ),
+        case("no_audio", make("no_audio.mp4", &[pattern("320x240", "25", "1"), x264()]), PLAYS),
+    ]
+}
