@@ -20,7 +20,7 @@ pub(crate) fn cached(name: &str, args: &[&str]) -> PathBuf {
     if path.exists() {
         return path;
     }
-    let partial = cache_dir().join(format!(".{}-{name}", std::process::id()));
+    let partial = cache_dir().join(crate::media::partial_name(name));
     let output = Command::new("ffmpeg")
         .args(["-v", "error", "-y"])
         .args(args)
@@ -70,7 +70,7 @@ fn base_mp4() -> PathBuf {
 pub(crate) fn cached_bytes(name: &str, bytes: impl FnOnce() -> Vec<u8>) -> PathBuf {
     let path = cache_dir().join(name);
     if !path.exists() {
-        let partial = cache_dir().join(format!(".{}-{name}", std::process::id()));
+        let partial = cache_dir().join(crate::media::partial_name(name));
         std::fs::write(&partial, bytes()).expect("write corpus file");
         std::fs::rename(&partial, &path).expect("move into cache");
     }

@@ -3,7 +3,8 @@
 //! Each case is a class of real-world file the engine must turn into correct, upright,
 //! square-pixel, progressive outputs of the right duration — or refuse with an `input.*` code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use crate::corpus::{cached, cached_bytes};
 
@@ -283,11 +284,7 @@ pub fn all() -> Vec<Case> {
             ),
             PLAYS,
         ),
-        case(
-            "tiny_16x16",
-            make("tiny_16.mp4", &[pattern("16x16", "25", "1"), x264()]),
-            Expect::Refused("input.too_small_dimensions"),
-        ),
+        case("tiny_16x16", tiny(), Expect::Refused("input.too_small_dimensions")),
         // Containers beyond MP4/Matroska.
         case(
             "mpegts_h264_bframes",
@@ -427,5 +424,139 @@ pub fn all() -> Vec<Case> {
             PLAYS,
         ),
         case("no_audio", make("no_audio.mp4", &[pattern("320x240", "25", "1"), x264()]), PLAYS),
+        // An editor's reference movie: the audio track's data is in another file.
+        case("external_audio_reference", external_audio(), PLAYS),
     ]
+}
+
+/// An MP4 whose audio track's data reference is a QuickTime alias to another file (as an
+/// editor's reference movie has): FFmpeg skips such a track, so it has no samples here.
+/// Made from a normal MP4 (index at the end) by swapping the audio track's `url ` data
+/// reference for an `alis` one and growing the boxes around it.
+pub fn external_audio() -> PathBuf {
+    let base = make(
+        "external_audio_base.mp4",
+        &[pattern("320x240", "25", "2"), tone("2"), x264(), strs(&["-c:a", "aac"])],
+    );
+    cached_bytes("external_audio.mp4", || {
+        let bytes = std::fs::read(&base).expect("read the base clip");
+        with_alias_audio(&bytes).expect("the base clip has a moov at the end with an audio trak")
+    })
+}
+
+/// Big-endian box size at `at`.
+fn size_at(bytes: &[u8], at: usize) -> usize {
+    u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize
+}
+
+/// Offsets of the child boxes of the box at `at` (with `skip` bytes of fields before them).
+fn children(bytes: &[u8], at: usize, skip: usize) -> Vec<(usize, [u8; 4])> {
+    let end = at + size_at(bytes, at);
+    let mut offset = at + 8 + skip;
+    let mut found = Vec::new();
+    while offset + 8 <= end {
+        let size = size_at(bytes, offset);
+        if size < 8 {
+            break;
+        }
+        found.push((offset, bytes[offset + 4..offset + 8].try_into().expect("4 bytes")));
+        offset += size;
+    }
+    found
+}
+
+fn with_alias_audio(bytes: &[u8]) -> Option<Vec<u8>> {
+    let top = {
+        let mut offset = 0;
+        let mut found = Vec::new();
+        while offset + 8 <= bytes.len() {
+            found.push((offset, bytes[offset + 4..offset + 8].to_vec()));
+            offset += size_at(bytes, offset).max(8);
+        }
+        found
+    };
+    let moov = top.iter().find(|(_, k)| k == b"moov")?.0;
+    // The index must be last, so growing it moves no sample data.
+    if moov + size_at(bytes, moov) != bytes.len() {
+        return None;
+    }
+    let find = |parent: usize, kind: &[u8; 4], skip: usize| {
+        children(bytes, parent, skip).into_iter().find(|(_, k)| k == kind).map(|(o, _)| o)
+    };
+    let trak =
+        children(bytes, moov, 0).into_iter().filter(|(_, k)| k == b"trak").find(|(t, _)| {
+            find(*t, b"mdia", 0)
+                .and_then(|m| find(m, b"hdlr", 0))
+                .is_some_and(|h| &bytes[h + 16..h + 20] == b"soun")
+        })?;
+    let trak = trak.0;
+    let mdia = find(trak, b"mdia", 0)?;
+    let minf = find(mdia, b"minf", 0)?;
+    let dinf = find(minf, b"dinf", 0)?;
+    let dref = find(dinf, b"dref", 0)?;
+    let entry = dref + 16;
+    let old_entry = size_at(bytes, entry);
+    // A Mac alias record as FFmpeg's reader expects it: fixed fields (volume, file name,
+    // levels), then tagged records; tag 2 is the absolute path.
+    let mut alias = vec![0u8; 150];
+    alias[10] = 5;
+    alias[11..16].copy_from_slice(b"Media");
+    alias[50] = 9;
+    alias[51..60].copy_from_slice(b"audio.aif");
+    let path = b"/Volumes/Media/audio.aif";
+    alias.extend_from_slice(&2u16.to_be_bytes());
+    alias.extend_from_slice(&(path.len() as u16).to_be_bytes());
+    alias.extend_from_slice(path);
+    if path.len() % 2 == 1 {
+        alias.push(0);
+    }
+    alias.extend_from_slice(&0xffffu16.to_be_bytes());
+    alias.extend_from_slice(&0u16.to_be_bytes());
+    let mut new_entry = ((alias.len() + 12) as u32).to_be_bytes().to_vec();
+    new_entry.extend_from_slice(b"alis");
+    new_entry.extend_from_slice(&[0, 0, 0, 0]); // version 0, flags 0: not self-contained
+    new_entry.extend_from_slice(&alias);
+    let grow = new_entry.len() - old_entry;
+    let mut out = bytes[..entry].to_vec();
+    out.extend_from_slice(&new_entry);
+    out.extend_from_slice(&bytes[entry + old_entry..]);
+    for parent in [moov, trak, mdia, minf, dinf, dref] {
+        let size = size_at(&out, parent) + grow;
+        out[parent..parent + 4].copy_from_slice(&(size as u32).to_be_bytes());
+    }
+    Some(out)
+}
+
+/// Whether the first picture of `path` shows the white marker block top-left, as decoded by
+/// the `ffmpeg` CLI (which applies any display matrix, as players do): mean brightness of a
+/// 3×3 grid, the top-left cell bright, the others dark.
+pub fn marker_top_left(path: &Path) -> Result<(), String> {
+    let output = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-frames:v", "1", "-vf", "scale=3:3:flags=area", "-f", "rawvideo"])
+        .args(["-pix_fmt", "gray", "-"])
+        .output()
+        .map_err(|e| format!("ffmpeg: {e}"))?;
+    let cells = output.stdout;
+    if cells.len() != 9 {
+        return Err(format!("{}: {}", path.display(), String::from_utf8_lossy(&output.stderr)));
+    }
+    let others = cells[1..].iter().copied().max().unwrap_or(255);
+    if cells[0] > 150 && others < 110 {
+        Ok(())
+    } else {
+        Err(format!("{}: marker not top-left, grid {cells:?}", path.display()))
+    }
+}
+
+/// The usual portrait phone file: landscape pictures with a display rotation of -90° (what
+/// `ffprobe` reports for an iPhone held upright); displayed 180×320 with the marker top-left.
+pub fn portrait_phone() -> PathBuf {
+    rotated("rot270_h264.mp4", "180x320", "transpose=cclock", 270, false)
+}
+
+/// A 16×16 clip: below the minimum size.
+pub fn tiny() -> PathBuf {
+    make("tiny_16.mp4", &[pattern("16x16", "25", "1"), x264()])
 }

@@ -43,6 +43,15 @@ pub fn tiny_mp4() -> PathBuf {
     clip(&ClipSpec::default())
 }
 
+/// A name for a file being written, unique across processes *and* threads (tests of one
+/// binary run in parallel threads and may make the same file at once); whoever renames last
+/// wins, with identical content.
+pub(crate) fn partial_name(name: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(".{}-{n}-{name}", std::process::id())
+}
+
 /// Generates (or reuses) the clip and returns its path.
 pub fn clip(spec: &ClipSpec) -> PathBuf {
     let dir = crate::workspace_root().join("target/testkit-media");
@@ -54,8 +63,7 @@ pub fn clip(spec: &ClipSpec) -> PathBuf {
         return path;
     }
     // Write under a unique name, then rename: concurrent test processes never see half a file.
-    let partial =
-        dir.join(format!(".{}-{}.{}", hasher.finish(), std::process::id(), spec.container));
+    let partial = dir.join(partial_name(&format!("{:016x}.{}", hasher.finish(), spec.container)));
     let seconds = format!("{:.3}", f64::from(spec.duration_ms) / 1000.0);
     let video = format!("{}=size={}x{}:rate={}", spec.source, spec.width, spec.height, spec.fps);
     let mut command = Command::new("ffmpeg");

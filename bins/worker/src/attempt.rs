@@ -406,14 +406,31 @@ fn manifest(
         "epoch": epoch,
         "prefix": prefix,
         "mode": report.mode,
-        "source": { "duration_secs": report.media.duration_secs, "width": report.media.video.width, "height": report.media.video.height,
-                    "video_codec": report.media.video.codec, "audio_codec": report.media.audio.as_ref().map(|a| a.codec.clone()) },
+        "source": source_summary(report),
+        "warnings": report.media.warnings,
         "renditions": renditions,
         "hls_master": report.hls_master.as_deref().map(url),
         "thumbnails": thumbnails,
         "files": report.files.iter().map(|f| json!({ "key": format!("{prefix}{}", f.path), "url": url(&f.path), "bytes": f.bytes, "content_type": f.content_type })).collect::<Vec<_>>(),
         "engine": engine,
         "cost": cost,
+    })
+}
+
+/// The source as probed: stored and displayed size, how it was turned and deinterlaced.
+fn source_summary(report: &EngineReport) -> serde_json::Value {
+    let (media, video) = (&report.media, &report.media.video);
+    json!({
+        "duration_secs": media.duration_secs,
+        "container": media.format,
+        "width": video.width, "height": video.height,
+        "display_width": video.display_width, "display_height": video.display_height,
+        "sample_aspect_ratio": video.sample_aspect_ratio.map(|[n, d]| format!("{n}:{d}")),
+        "orientation": video.orientation,
+        "interlaced": video.interlaced || report.deinterlaced,
+        "fps": video.fps,
+        "video_codec": video.codec,
+        "audio_codec": media.audio.as_ref().map(|a| a.codec.clone()),
     })
 }
 

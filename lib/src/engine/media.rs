@@ -22,6 +22,10 @@ pub struct MediaInfo {
     pub video: VideoInfo,
     pub audio: Option<AudioInfo>,
     pub streams: usize,
+    /// What was left out of the source and why (e.g. an audio track whose data is in another
+    /// file); carried into the job's result.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ mod config;
 mod error;
 pub mod limits;
 mod media;
+mod mov_refs;
 pub mod plan;
 pub mod probe;
 pub mod supervisor;

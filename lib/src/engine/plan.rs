@@ -346,6 +346,7 @@ mod tests {
                 bit_rate: None,
             }),
             streams: if audio { 2 } else { 1 },
+            warnings: Vec::new(),
         }
     }
 

@@ -158,7 +158,12 @@ pub fn open(path: &Path, limits: &Limits) -> Result<(Input, MediaInfo), EngineEr
         ));
     }
     check_header(&input, limits, true)?;
-    let media = describe(&input, limits)?;
+    let external = if input.format().name().starts_with("mov") {
+        super::mov_refs::external_tracks(path)
+    } else {
+        Vec::new()
+    };
+    let media = describe(&input, limits, &external)?;
     Ok((input, media))
 }
 
@@ -217,11 +222,21 @@ fn check_header(input: &Input, limits: &Limits, complete: bool) -> Result<(), En
 
 /// Builds [`MediaInfo`] and applies the remaining policy (codecs, sizes, duration, frame
 /// rate).
-fn describe(input: &Input, limits: &Limits) -> Result<MediaInfo, EngineError> {
+fn describe(input: &Input, limits: &Limits, external: &[u32]) -> Result<MediaInfo, EngineError> {
+    let outside = |stream: &ffmpeg::format::stream::Stream<'_>| {
+        u32::try_from(stream.id()).is_ok_and(|id| external.contains(&id))
+    };
     let videos = video_streams(input);
     let [video] = videos.as_slice() else {
         return Err(EngineError::new(ErrorCode::NoVideo, "no single video stream"));
     };
+    if outside(video) {
+        return Err(EngineError::new(
+            ErrorCode::Corrupt,
+            "the video track's data is in another file (an external reference), not in the upload",
+        ));
+    }
+    let mut warnings = Vec::new();
     let video_codec = video.parameters().id().name().to_owned();
     if !is_accepted_video(&video_codec) {
         return Err(EngineError::new(
@@ -237,14 +252,6 @@ fn describe(input: &Input, limits: &Limits) -> Result<MediaInfo, EngineError> {
     let orientation = orientation(video);
     let (display_width, display_height) =
         displayed_size(width, height, sample_aspect_ratio, orientation);
-    if display_width < MIN_DIMENSION || display_height < MIN_DIMENSION {
-        return Err(EngineError::new(
-            ErrorCode::TooSmallDimensions,
-            format!(
-                "{display_width}x{display_height} is smaller than {MIN_DIMENSION}x{MIN_DIMENSION}"
-            ),
-        ));
-    }
     let rate = match video.avg_frame_rate() {
         r if r.numerator() > 0 && r.denominator() > 0 => r,
         _ => video.rate(),
@@ -281,10 +288,28 @@ fn describe(input: &Input, limits: &Limits) -> Result<MediaInfo, EngineError> {
             ),
         ));
     }
+    if display_width < MIN_DIMENSION || display_height < MIN_DIMENSION {
+        return Err(EngineError::new(
+            ErrorCode::TooSmallDimensions,
+            format!(
+                "{display_width}x{display_height} is smaller than {MIN_DIMENSION}x{MIN_DIMENSION}"
+            ),
+        ));
+    }
     // The first audio stream whose codec is accepted; others (commentary tracks, exotic
     // codecs next to a usable one) are left out.
-    let audios: Vec<_> =
+    let mut audios: Vec<_> =
         input.streams().filter(|s| s.parameters().medium() == Type::Audio).collect();
+    audios.retain(|stream| {
+        let keep = !outside(stream);
+        if !keep {
+            warnings.push(format!(
+                "audio track {} was left out: its data is in another file (an external reference), not in the upload",
+                stream.index()
+            ));
+        }
+        keep
+    });
     let usable = audios.iter().find(|s| is_accepted_audio(s.parameters().id().name()));
     if usable.is_none()
         && let Some(first) = audios.first()
@@ -344,6 +369,7 @@ fn describe(input: &Input, limits: &Limits) -> Result<MediaInfo, EngineError> {
         },
         audio,
         streams: input.nb_streams() as usize,
+        warnings,
     })
 }
 

@@ -73,7 +73,24 @@ const STDERR_TAIL: usize = 8 * 1024;
 impl Supervisor {
     /// Runs `job` with `workdir` as the child's working directory. Progress goes to
     /// `progress` (best effort); `cancel` kills the child at once.
+    ///
+    /// Error messages reach job records, events and webhooks: any path of the worker's file
+    /// system in them (the job directory, the source, the output folder) is replaced by a
+    /// name relative to the job.
     pub async fn run(
+        &self,
+        job: &EngineJob,
+        workdir: &Path,
+        progress: Option<mpsc::Sender<Progress>>,
+        cancel: CancellationToken,
+    ) -> Result<EngineRun, EngineError> {
+        self.run_in(job, workdir, progress, cancel).await.map_err(|mut error| {
+            error.message = scrub_paths(&error.message, &[&job.output_dir, &job.input, workdir]);
+            error
+        })
+    }
+
+    async fn run_in(
         &self,
         job: &EngineJob,
         workdir: &Path,
@@ -245,6 +262,19 @@ impl Supervisor {
     }
 }
 
+/// `message` with every occurrence of `paths` (and whatever lies below them) replaced by the
+/// part below the path, or by the file name for the path itself.
+pub(crate) fn scrub_paths(message: &str, paths: &[&Path]) -> String {
+    let mut scrubbed = message.to_owned();
+    for path in paths {
+        let Some(text) = path.to_str().filter(|t| t.len() > 1) else { continue };
+        let text = text.trim_end_matches('/');
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        scrubbed = scrubbed.replace(&format!("{text}/"), "").replace(text, &name);
+    }
+    scrubbed
+}
+
 fn set_limit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> std::io::Result<()> {
     let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
     // SAFETY: setrlimit on the calling process.
@@ -345,6 +375,21 @@ mod tests {
     use super::*;
     use crate::engine::{EncoderSettings, EngineSpec, MediaInfo, Mode};
     use crate::jobs::{AudioCodec, Preset, Qualities, VideoCodec};
+
+    #[test]
+    fn worker_paths_never_reach_error_messages() {
+        let job = Path::new("/var/lib/tcoder/scratch/job-1");
+        let out = job.join("out");
+        let source = job.join("source");
+        let message = "hls/360p/index.m3u8: /var/lib/tcoder/scratch/job-1/out/hls/360p/seg_00001.m4s: \
+            No such file; cannot open /var/lib/tcoder/scratch/job-1/source; in /var/lib/tcoder/scratch/job-1";
+        let scrubbed = scrub_paths(message, &[&out, &source, job]);
+        assert_eq!(
+            scrubbed,
+            "hls/360p/index.m3u8: hls/360p/seg_00001.m4s: No such file; cannot open source; in job-1"
+        );
+        assert!(!scrubbed.contains("/var/"), "{scrubbed}");
+    }
 
     /// A child that prints its result and exits at once: the exit status often arrives before
     /// the stdout reader forwarded the line. Every run must still report the result.

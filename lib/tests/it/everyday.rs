@@ -71,38 +71,9 @@ fn source(path: &Path) -> Source {
         display = (display.1, display.0);
     }
     let (start, end, _) = packet_span(path, "v:0").unwrap();
-    let audio = streams.iter().any(|s| s["codec_type"] == "audio");
+    // What a viewer hears: an audio stream with samples in the file.
+    let audio = packet_span(path, "a:0").is_some();
     Source { display, video_secs: end - start, audio }
-}
-
-/// Mean brightness of a picture's 3×3 grid cells, decoded by ffmpeg (which applies any
-/// display matrix, as players do).
-fn grid(path: &Path) -> Vec<u8> {
-    let output = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-frames:v", "1", "-vf", "scale=3:3:flags=area", "-f", "rawvideo"])
-        .args(["-pix_fmt", "gray", "-"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        output.stdout.len(),
-        9,
-        "{}: {}",
-        path.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
-fn upright(path: &Path) -> Result<(), String> {
-    let cells = grid(path);
-    let others = cells[1..].iter().copied().max().unwrap();
-    if cells[0] > 150 && others < 110 {
-        Ok(())
-    } else {
-        Err(format!("{}: marker not top-left, grid {cells:?}", path.display()))
-    }
 }
 
 /// Progressive according to ffmpeg's `idet` (multi-frame detection).
@@ -217,7 +188,7 @@ fn run_case(case: &Case, preset: Preset) -> Result<(), String> {
         return Err(format!("poster {pw}x{ph} does not show {dw:.0}x{dh:.0}"));
     }
     if marker {
-        upright(&poster)?;
+        everyday::marker_top_left(&poster)?;
     }
     let _ = interlaced;
     Ok(())
@@ -254,7 +225,7 @@ fn check_report(
         _ => top.mp4.as_ref().unwrap(),
     });
     if marker {
-        upright(&top_path)?;
+        everyday::marker_top_left(&top_path)?;
     }
     if interlaced {
         judged_progressive(&top_path)?;
@@ -268,7 +239,7 @@ fn the_generated_files_are_what_they_claim() {
     // display matrix, interlaced sources are judged interlaced.
     for case in everyday::all() {
         if let Expect::Plays { marker: true, .. } = case.expect {
-            upright(&case.path).unwrap();
+            everyday::marker_top_left(&case.path).unwrap();
         }
         if let Expect::Plays { interlaced: true, .. } = case.expect {
             assert!(judged_progressive(&case.path).is_err(), "{} is not interlaced", case.name);
@@ -307,4 +278,30 @@ fn everyday_files_come_out_upright_undistorted_progressive_and_whole() {
         cases.len() * 2,
         failures.join("\n")
     );
+}
+
+#[test]
+fn an_audio_track_stored_in_another_file_is_dropped_with_a_warning() {
+    let source = everyday::external_audio();
+    let probe = ffprobe(&source);
+    assert!(
+        probe["streams"].as_array().unwrap().iter().any(|s| s["codec_type"] == "audio"),
+        "the file declares an audio track"
+    );
+    assert!(packet_span(&source, "a:0").is_none(), "FFmpeg reads no audio samples from it");
+    let out = tempfile::tempdir().unwrap();
+    let report = engine::run(
+        &job(
+            &source,
+            out.path(),
+            spec(Preset::WebOptimized, Qualities::Auto(AutoLadder::Auto), &[OutputKind::Mp4]),
+        ),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(report.media.audio.is_none());
+    assert_eq!(report.media.warnings.len(), 1, "{:?}", report.media.warnings);
+    assert!(report.media.warnings[0].contains("another file"), "{:?}", report.media.warnings);
+    let mp4 = out.path().join(report.renditions[0].mp4.as_ref().unwrap());
+    assert!(packet_span(&mp4, "a:0").is_none(), "no empty or silent audio track in the output");
 }

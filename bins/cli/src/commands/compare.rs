@@ -77,7 +77,8 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
         EncoderSettings { x264_preset: args.x264_preset.clone(), segment_secs: 4.0, threads: 0 };
     let (_, media) =
         engine::probe::open(&args.input, &Limits::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let plan = engine::plan(&spec, &media, settings.segment_secs);
+    let limits = Limits::default();
+    let plan = engine::plan(&spec, &media, settings.segment_secs, limits.max_output_fps);
     let worker = match &args.bin_dir {
         Some(dir) => dir.join("tcoder-worker"),
         None => std::env::current_exe()?.parent().context("binary folder")?.join("tcoder-worker"),

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::json;
-use testkit::{ChaosMode, ChaosProxy, corpus};
+use testkit::{ChaosMode, ChaosProxy, corpus, everyday};
 
 use crate::harness::{Pipeline, engine_children, metric, webhooks_allowed};
 
@@ -206,4 +206,48 @@ async fn the_completed_webhook_is_retried_with_the_same_id_and_verifies() {
     for attempt in &attempts {
         testkit::webhook::verify_with_standardwebhooks(&secret, attempt).unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portrait_phone_video_comes_out_upright_and_a_tiny_one_is_refused_once() {
+    let pipeline = Pipeline::start().await;
+    let _worker = pipeline.worker(&[]);
+    let phone = pipeline
+        .submit(
+            &everyday::portrait_phone(),
+            json!({ "preset": "hls", "outputs": ["hls", "mp4", "thumbnails"] }),
+        )
+        .await;
+    let tiny = pipeline.submit(&everyday::tiny(), json!({ "preset": "web-optimized" })).await;
+
+    let job = pipeline.wait_status(&phone, "completed", LONG).await;
+    let result = &job["result"];
+    assert_eq!(
+        (result["source"]["display_width"].as_u64(), result["source"]["display_height"].as_u64()),
+        (Some(180), Some(320)),
+        "{result}"
+    );
+    assert_eq!(result["source"]["orientation"], "clockwise", "{result}");
+    let top = &result["renditions"][0];
+    assert_eq!((top["width"].as_u64(), top["height"].as_u64()), (Some(180), Some(320)), "{top}");
+    // What a viewer sees, decoded by ffmpeg from the bucket: upright poster and video.
+    for url in [
+        result["thumbnails"]["poster"].as_str().unwrap(),
+        top["mp4"].as_str().unwrap(),
+        top["hls"].as_str().unwrap(),
+    ] {
+        everyday::marker_top_left(&pipeline.stored(url)).unwrap();
+    }
+
+    let job = pipeline.wait_status(&tiny, "failed", LONG).await;
+    assert_eq!(
+        (job["error"]["code"].as_str(), job["attempts"].as_u64()),
+        (Some("input.too_small_dimensions"), Some(1)),
+        "{job}"
+    );
+    let failed = pipeline.events(&tiny, "failed").await;
+    assert_eq!(failed.len(), 1);
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(!message.contains('/'), "no worker path in the error: {message}");
+    assert!(!failed[0].to_string().contains("/tmp/"), "no worker path in the event: {}", failed[0]);
 }

@@ -218,6 +218,8 @@ struct Timeline {
     /// Frame-rate reduction: one output frame per `step` seconds.
     step: Option<f64>,
     next_output_secs: f64,
+    /// Pictures with a usable timestamp, as shown to the thumbnails and renditions.
+    shown: u64,
 }
 
 impl Timeline {
@@ -269,6 +271,7 @@ fn show(
     meter: &mut ProgressMeter<'_>,
 ) -> Result<(), EngineError> {
     let Some(timestamp) = frame.timestamp() else { return Ok(()) };
+    timeline.shown += 1;
     let pts = timestamp - timeline.video_offset;
     let at = seconds(pts, timeline.video_tb);
     meter.frame(at);
@@ -458,6 +461,7 @@ pub fn run_with(
         encoder_tb,
         step,
         next_output_secs: 0.0,
+        shown: 0,
     };
     let mut normalizer = Normalizer::new(SourcePictures {
         orientation: media.video.orientation,
@@ -551,6 +555,12 @@ pub fn run_with(
         ));
     }
     check_complete(&media, &timeline)?;
+    if needs_video_decode && timeline.shown == 0 {
+        return Err(EngineError::new(
+            ErrorCode::Corrupt,
+            "no video frame could be decoded with a usable timestamp",
+        ));
+    }
     let video_secs = timeline.video_end;
     for rendition in &mut renditions {
         if let Some(video) = &mut rendition.video {
