@@ -429,7 +429,7 @@ pub fn all() -> Vec<Case> {
     ]
 }
 
-/// An MP4 whose audio track's data reference is a QuickTime alias to another file (as an
+/// An MP4 whose audio track's data reference is a `QuickTime` alias to another file (as an
 /// editor's reference movie has): FFmpeg skips such a track, so it has no samples here.
 /// Made from a normal MP4 (index at the end) by swapping the audio track's `url ` data
 /// reference for an `alis` one and growing the boxes around it.
@@ -559,4 +559,17 @@ pub fn portrait_phone() -> PathBuf {
 /// A 16×16 clip: below the minimum size.
 pub fn tiny() -> PathBuf {
     make("tiny_16.mp4", &[pattern("16x16", "25", "1"), x264()])
+}
+
+/// HEVC video with Opus audio in Matroska (what the `default` preset copies as it is).
+pub fn hevc_opus_mkv() -> PathBuf {
+    make(
+        "hevc_opus.mkv",
+        &[
+            pattern("320x240", "25", "1"),
+            tone("1"),
+            strs(&["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error"]),
+            strs(&["-c:a", "libopus"]),
+        ],
+    )
 }

@@ -66,8 +66,9 @@ pub enum Orientation {
     Clockwise,
     /// Turn 90° counter-clockwise.
     CounterClockwise,
-    /// Turn 90° clockwise and mirror vertically (transpose=cclock_flip… see [`Self::filter`]).
+    /// Turn 90° clockwise, then mirror top to bottom (`transpose=clock_flip`).
     ClockwiseFlipped,
+    /// Turn 90° counter-clockwise, then mirror top to bottom (`transpose=cclock_flip`).
     CounterClockwiseFlipped,
     UpsideDown,
     MirroredHorizontally,

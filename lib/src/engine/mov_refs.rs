@@ -1,4 +1,4 @@
-//! Tracks of an MP4/MOV whose media lives in *another* file. QuickTime lets a track's data
+//! Tracks of an MP4/MOV whose media lives in *another* file. `QuickTime` lets a track's data
 //! reference (`dref`) point elsewhere through a Mac alias record (`alis` without the
 //! self-contained flag); FFmpeg then skips the track (it never opens other files here) and the
 //! track yields no samples — an output would get an empty or silent track with no word why.

@@ -1,4 +1,4 @@
-//! Everyday files (testkit::everyday) through the engine, judged with ffprobe/ffmpeg as a
+//! Everyday files (`testkit::everyday`) through the engine, judged with ffprobe/ffmpeg as a
 //! viewer would see them: upright, undistorted, progressive, the source's duration, A/V
 //! aligned — for both the `hls` and `web-optimized` presets.
 
@@ -304,4 +304,43 @@ fn an_audio_track_stored_in_another_file_is_dropped_with_a_warning() {
     assert!(report.media.warnings[0].contains("another file"), "{:?}", report.media.warnings);
     let mp4 = out.path().join(report.renditions[0].mp4.as_ref().unwrap());
     assert!(packet_span(&mp4, "a:0").is_none(), "no empty or silent audio track in the output");
+}
+
+#[test]
+fn the_default_preset_copies_upright_and_reports_what_it_copied() {
+    let copy = |source: &Path| {
+        let out = tempfile::tempdir().unwrap();
+        let report = engine::run(
+            &job(
+                source,
+                out.path(),
+                spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]),
+            ),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(report.mode, engine::Mode::Copy);
+        (out, report)
+    };
+    let (out, report) = copy(&everyday::hevc_opus_mkv());
+    let rendition = &report.renditions[0];
+    assert_eq!(
+        (rendition.video_codec, rendition.audio_codec),
+        (tcoder::jobs::VideoCodec::Hevc, Some(tcoder::jobs::AudioCodec::Opus))
+    );
+    let probe = ffprobe(&out.path().join(rendition.mp4.as_ref().unwrap()));
+    let codecs: Vec<&str> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(codecs, ["hevc", "opus"]);
+    assert!(rendition.video_bit_rate > 0, "{rendition:?}");
+
+    // A phone's portrait video copied as it is keeps its display matrix: still upright.
+    let (out, report) = copy(&everyday::portrait_phone());
+    let rendition = &report.renditions[0];
+    assert_eq!((rendition.width, rendition.height), (180, 320));
+    everyday::marker_top_left(&out.path().join(rendition.mp4.as_ref().unwrap())).unwrap();
 }
