@@ -9,9 +9,8 @@ use async_nats::jetstream::AckKind;
 use futures_util::StreamExt;
 use prometheus::IntCounterVec;
 use serde::Deserialize;
-use serde_json::json;
 use tcoder::dlq::{self, DeadLetter};
-use tcoder::events::{self, EventKind, JobEvent, WorkItem, subjects};
+use tcoder::events::{self, JobEvent, WorkItem, subjects};
 use tcoder::jobs::{JobError, JobStatus, JobStore, TransitionError};
 use tokio_util::sync::CancellationToken;
 
@@ -104,13 +103,7 @@ async fn dead_letter(
             history,
         );
         dlq::record(js, &letter, job.queued_count).await?;
-        let failed = JobEvent::new(
-            format!("{}.failed", job.id),
-            EventKind::Failed,
-            &job.id,
-            &job.tenant,
-            json!({ "error": error, "metadata": job.spec.metadata }),
-        );
+        let failed = JobEvent::failed(&job, None, &error);
         events::publish_event(js, &failed).await?;
     }
     stream.delete_message(advisory.stream_seq).await?;

@@ -11,8 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::AckKind;
 use futures_util::StreamExt;
 use prometheus::IntCounterVec;
-use serde_json::json;
-use tcoder::events::{self, EventKind, JobEvent, UploadEvent, subjects};
+use tcoder::events::{self, JobEvent, UploadEvent, subjects};
 use tcoder::jobs::{Admission, Job, JobStatus, JobStore};
 use tokio_util::sync::CancellationToken;
 
@@ -102,13 +101,7 @@ impl Queue {
         };
         let job = Job { status: JobStatus::Queued, queued_count: n, ..job };
         events::publish_work_item(&self.js, &job).await?;
-        let queued = JobEvent::new(
-            format!("{}.queued.{n}", job.id),
-            EventKind::Queued,
-            &job.id,
-            &job.tenant,
-            json!({ "priority": job.spec.priority }),
-        );
+        let queued = JobEvent::queued(&job, n);
         if let Err(e) = events::publish_event(&self.js, &queued).await {
             tracing::warn!(error = %e, "queued event not published");
         }

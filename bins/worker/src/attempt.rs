@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tcoder::cost::{JobCost, Usage};
 use tcoder::engine::{EngineError, EngineJob, EngineReport, EngineSpec, ErrorCode, Progress};
-use tcoder::events::{self, EventKind, JobEvent, WorkItem, subjects};
+use tcoder::events::{self, JobEvent, WorkItem, subjects};
 use tcoder::jobs::{Attempt, ClaimOutcome, FinishOutcome, Job, JobError};
 use tcoder::storage::{keys, transfer};
 use tracing::Instrument as _;
@@ -244,13 +244,7 @@ async fn work(
         .source
         .clone()
         .ok_or_else(|| EngineError::new(ErrorCode::Corrupt, "the job has no uploaded source"))?;
-    let started = JobEvent::new(
-        format!("{}.started.{}", job.id, attempt.epoch),
-        EventKind::Started,
-        &job.id,
-        &job.tenant,
-        json!({ "epoch": attempt.epoch, "worker": worker.id }),
-    );
+    let started = JobEvent::started(&job, attempt.epoch, &worker.id);
     best_effort(worker, &started).await;
 
     let occupied = Instant::now();
@@ -326,13 +320,7 @@ async fn work(
     let manifest = manifest(worker, &prefix, attempt.epoch, &run.report, engine, &cost);
     for rendition in manifest["renditions"].as_array().into_iter().flatten() {
         let name = rendition["name"].as_str().unwrap_or("rendition");
-        let event = JobEvent::new(
-            format!("{}.rendition.{}.{name}", job.id, attempt.epoch),
-            EventKind::Rendition,
-            &job.id,
-            &job.tenant,
-            rendition.clone(),
-        );
+        let event = JobEvent::rendition(&job, attempt.epoch, name, rendition.clone());
         best_effort(worker, &event).await;
     }
     Ok(Done { job, manifest, cost })
@@ -361,11 +349,10 @@ async fn publish_progress(
         }
         last = Some(Instant::now());
         sequence += 1;
-        let event = JobEvent::new(
-            format!("{}.progress.{epoch}.{sequence}", job.id),
-            EventKind::Progress,
-            &job.id,
-            &job.tenant,
+        let event = JobEvent::progress(
+            &job,
+            epoch,
+            sequence,
             serde_json::to_value(&report).unwrap_or_default(),
         );
         best_effort(&worker, &event).await;
@@ -463,13 +450,7 @@ async fn settle(
     }
     match result {
         Ok(Done { job, manifest, cost }) => {
-            let event = JobEvent::new(
-                format!("{}.completed", job.id),
-                EventKind::Completed,
-                &job.id,
-                &job.tenant,
-                json!({ "epoch": attempt.epoch, "outputs": manifest, "metadata": job.spec.metadata }),
-            );
+            let event = JobEvent::completed(&job, attempt.epoch, &manifest);
             let stage = Instant::now();
             match worker.jobs.complete(attempt, &manifest, &event).await {
                 Ok(FinishOutcome::Finished) => {
@@ -524,13 +505,7 @@ async fn settle(
             let Ok(Some(job)) = worker.jobs.get(&attempt.job_id).await else {
                 return Outcome::Retried;
             };
-            let event = JobEvent::new(
-                format!("{}.failed", job.id),
-                EventKind::Failed,
-                &job.id,
-                &job.tenant,
-                json!({ "error": job_error, "epoch": attempt.epoch, "metadata": job.spec.metadata }),
-            );
+            let event = JobEvent::failed(&job, Some(attempt.epoch), &job_error);
             match worker.jobs.fail(attempt, &job_error, &event).await {
                 Ok(FinishOutcome::Finished) => {
                     if let Err(e) = events::relay_outbox(&worker.jobs, &worker.js).await {

@@ -74,3 +74,48 @@ pub async fn publish_work_item(js: &Context, job: &Job) -> Result<PublishAck, Pu
     let id = WorkItem::id_for(&job.id, job.queued_count.max(1));
     publish_json(js, subjects::job(job.spec.priority, job.id.as_str()), &id, &item).await
 }
+
+/// Why a job could not be failed and announced; either way nothing is lost: the caller
+/// retries.
+#[derive(Debug, thiserror::Error)]
+pub enum AnnounceError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// Fails `job` outside an attempt (an unacceptable or expired upload) and announces it with
+/// one `failed` event. Returns whether this call failed it. A job that already failed with the
+/// same code is announced again (a retry after the event was lost; the event's id makes the
+/// broker drop a duplicate); a job that moved on (uploaded, queued, …) is left alone.
+pub async fn fail_and_announce(
+    js: &Context,
+    jobs: &crate::jobs::JobStore,
+    job: &Job,
+    error: &crate::jobs::JobError,
+) -> Result<bool, AnnounceError> {
+    use crate::jobs::{JobStatus, TransitionError};
+    let recorded = serde_json::to_string(error).expect("a JobError serializes");
+    let failed_now = match jobs
+        .transition(&job.id, JobStatus::Failed, &error.code, &[("error", recorded)])
+        .await
+    {
+        Ok(_) => true,
+        Err(TransitionError::Missing) => return Ok(false),
+        Err(TransitionError::Illegal { .. }) => {
+            let current = jobs.get(&job.id).await?;
+            let same = current.as_ref().is_some_and(|c| {
+                c.status == JobStatus::Failed
+                    && c.error.as_ref().is_some_and(|e| e.code == error.code)
+            });
+            if !same {
+                return Ok(false);
+            }
+            false
+        }
+        Err(TransitionError::Store(e)) => return Err(e.into()),
+    };
+    publish_event(js, &JobEvent::failed(job, None, error)).await?;
+    Ok(failed_now)
+}

@@ -5,8 +5,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use serde_json::json;
+
 use super::subjects;
-use crate::jobs::{JobId, Tenant, now_ms, rfc3339};
+use crate::jobs::{Job, JobError, JobId, Tenant, now_ms, rfc3339};
 
 /// Kinds of job lifecycle events (`tcoder.events.<job>.<kind>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -87,6 +89,96 @@ impl JobEvent {
     pub fn subject(&self) -> String {
         subjects::event(self.job_id.as_str(), self.kind.as_str())
     }
+
+    // One constructor per kind, each with its id scheme: ids are deterministic wherever a
+    // retried publish must be a duplicate (one `accepted`, one `completed` per job, one
+    // `started` per attempt, one `queued` per queuing).
+
+    /// The job was created (`<job>.accepted`).
+    pub fn accepted(job: &Job) -> JobEvent {
+        JobEvent::new(
+            format!("{}.accepted", job.id),
+            EventKind::Accepted,
+            &job.id,
+            &job.tenant,
+            json!({}),
+        )
+    }
+
+    /// The job was put on the work queue for the `n`-th time (`<job>.queued.<n>`).
+    pub fn queued(job: &Job, n: u64) -> JobEvent {
+        JobEvent::new(
+            format!("{}.queued.{n}", job.id),
+            EventKind::Queued,
+            &job.id,
+            &job.tenant,
+            json!({ "priority": job.spec.priority }),
+        )
+    }
+
+    /// Attempt `epoch` started on `worker` (`<job>.started.<epoch>`).
+    pub fn started(job: &Job, epoch: u64, worker: &str) -> JobEvent {
+        JobEvent::new(
+            format!("{}.started.{epoch}", job.id),
+            EventKind::Started,
+            &job.id,
+            &job.tenant,
+            json!({ "epoch": epoch, "worker": worker }),
+        )
+    }
+
+    /// The `sequence`-th progress report of attempt `epoch` (`<job>.progress.<epoch>.<n>`).
+    pub fn progress(job: &Job, epoch: u64, sequence: u64, progress: serde_json::Value) -> JobEvent {
+        JobEvent::new(
+            format!("{}.progress.{epoch}.{sequence}", job.id),
+            EventKind::Progress,
+            &job.id,
+            &job.tenant,
+            progress,
+        )
+    }
+
+    /// Rendition `name` of attempt `epoch` is stored (`<job>.rendition.<epoch>.<name>`).
+    pub fn rendition(job: &Job, epoch: u64, name: &str, rendition: serde_json::Value) -> JobEvent {
+        JobEvent::new(
+            format!("{}.rendition.{epoch}.{name}", job.id),
+            EventKind::Rendition,
+            &job.id,
+            &job.tenant,
+            rendition,
+        )
+    }
+
+    /// The job completed with attempt `epoch`'s `outputs` (`<job>.completed`).
+    pub fn completed(job: &Job, epoch: u64, outputs: &serde_json::Value) -> JobEvent {
+        JobEvent::new(
+            format!("{}.completed", job.id),
+            EventKind::Completed,
+            &job.id,
+            &job.tenant,
+            json!({ "epoch": epoch, "outputs": outputs, "metadata": job.spec.metadata }),
+        )
+    }
+
+    /// The job failed for good (`<job>.failed`); `epoch` when an attempt ran.
+    pub fn failed(job: &Job, epoch: Option<u64>, error: &JobError) -> JobEvent {
+        let mut data = json!({ "error": error, "metadata": job.spec.metadata });
+        if let Some(epoch) = epoch {
+            data["epoch"] = json!(epoch);
+        }
+        JobEvent::new(format!("{}.failed", job.id), EventKind::Failed, &job.id, &job.tenant, data)
+    }
+
+    /// The job was canceled (`<job>.canceled`).
+    pub fn canceled(job: &Job) -> JobEvent {
+        JobEvent::new(
+            format!("{}.canceled", job.id),
+            EventKind::Canceled,
+            &job.id,
+            &job.tenant,
+            json!({ "metadata": job.spec.metadata }),
+        )
+    }
 }
 
 /// Where an object-created notification came from.
@@ -156,5 +248,59 @@ impl WorkItem {
     /// The dedup id of the `n`-th queuing of a job (a replay after a dead letter is a new n).
     pub fn id_for(job_id: &JobId, n: u64) -> String {
         format!("{job_id}.queued.{n}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::{JobRequest, JobSpec, JobStatus, SpecLimits};
+
+    fn job() -> Job {
+        let request = JobRequest {
+            metadata: Some([("order".to_owned(), "42".to_owned())].into()),
+            ..JobRequest::default()
+        };
+        let limits = SpecLimits { max_upload_bytes: 1 << 30, allow_private_webhooks: false };
+        Job {
+            id: JobId::generate(),
+            tenant: Tenant::parse("acme").unwrap(),
+            status: JobStatus::Running,
+            spec: JobSpec::from_request(request, limits).unwrap(),
+            epoch: 2,
+            attempts: 2,
+            queued_count: 1,
+            created_at: 0,
+            updated_at: 0,
+            upload_key: String::new(),
+            source: None,
+            outputs: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn ids_make_retried_publishes_duplicates_and_terminal_events_carry_metadata() {
+        let job = job();
+        let error = JobError { code: "input.corrupt".into(), message: "bad".into() };
+        let id = job.id.as_str();
+        let events = [
+            (JobEvent::accepted(&job), format!("{id}.accepted")),
+            (JobEvent::queued(&job, 3), format!("{id}.queued.3")),
+            (JobEvent::started(&job, 2, "w1"), format!("{id}.started.2")),
+            (JobEvent::progress(&job, 2, 7, json!({})), format!("{id}.progress.2.7")),
+            (JobEvent::rendition(&job, 2, "720p", json!({})), format!("{id}.rendition.2.720p")),
+            (JobEvent::completed(&job, 2, &json!({})), format!("{id}.completed")),
+            (JobEvent::failed(&job, Some(2), &error), format!("{id}.failed")),
+            (JobEvent::canceled(&job), format!("{id}.canceled")),
+        ];
+        for (event, expected) in &events {
+            assert_eq!(&event.id, expected);
+            assert_eq!(event.subject(), format!("tcoder.events.{id}.{}", event.kind));
+            if event.kind.is_terminal() {
+                assert_eq!(event.data["metadata"]["order"], "42", "{event:?}");
+            }
+        }
+        assert_eq!(JobEvent::failed(&job, None, &error).data.get("epoch"), None);
     }
 }

@@ -14,8 +14,7 @@ pub(crate) mod sweep;
 
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::head_object::HeadObjectError;
-use serde_json::json;
-use tcoder::events::{self, EventKind, JobEvent, UploadEvent, UploadSource};
+use tcoder::events::{self, UploadEvent, UploadSource};
 use tcoder::jobs::{
     Job, JobError, JobStatus, JobStore, SourceObject, TransitionError, now_ms, rfc3339,
 };
@@ -212,19 +211,7 @@ impl Bridge {
     /// Fails a job whose upload is unacceptable, and announces it.
     async fn fail(&self, job: &Job, code: &str, message: &str) -> Result<(), Transient> {
         let error = JobError { code: code.to_owned(), message: message.to_owned() };
-        let recorded = serde_json::to_string(&error).expect("serializable");
-        match self.jobs.transition(&job.id, JobStatus::Failed, code, &[("error", recorded)]).await {
-            Ok(_) | Err(TransitionError::Illegal { .. } | TransitionError::Missing) => {}
-            Err(TransitionError::Store(e)) => return Err(Transient(e.to_string())),
-        }
-        let event = JobEvent::new(
-            format!("{}.failed", job.id),
-            EventKind::Failed,
-            &job.id,
-            &job.tenant,
-            json!({ "error": error }),
-        );
-        events::publish_event(&self.js, &event)
+        events::fail_and_announce(&self.js, &self.jobs, job, &error)
             .await
             .map(|_| ())
             .map_err(|e| Transient(e.to_string()))

@@ -7,9 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use serde_json::json;
-use tcoder::events::{self, EventKind, JobEvent, UploadSource};
-use tcoder::jobs::{Job, JobError, JobStatus, Tenant, TransitionError, now_ms};
+use tcoder::events::{self, UploadSource};
+use tcoder::jobs::{Job, JobError, JobStatus, Tenant, now_ms};
 use tcoder::storage::{ObjectCreated, keys};
 use tokio_util::sync::CancellationToken;
 
@@ -142,25 +141,6 @@ impl Sweeper {
             code: "upload.expired".into(),
             message: "no upload arrived before the upload URL expired".into(),
         };
-        let recorded = serde_json::to_string(&error)?;
-        match self
-            .bridge
-            .jobs
-            .transition(&job.id, JobStatus::Failed, "upload.expired", &[("error", recorded)])
-            .await
-        {
-            Ok(_) => {}
-            Err(TransitionError::Illegal { .. } | TransitionError::Missing) => return Ok(false),
-            Err(TransitionError::Store(e)) => return Err(e.into()),
-        }
-        let event = JobEvent::new(
-            format!("{}.failed", job.id),
-            EventKind::Failed,
-            &job.id,
-            &job.tenant,
-            json!({ "error": error }),
-        );
-        events::publish_event(&self.bridge.js, &event).await?;
-        Ok(true)
+        Ok(events::fail_and_announce(&self.bridge.js, &self.bridge.jobs, job, &error).await?)
     }
 }

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use tcoder::events::{self, EventKind, JobEvent};
+use tcoder::events::{self, JobEvent};
 use tcoder::jobs::{
     CreateOutcome, Job, JobId, JobRequest, JobSpec, JobStatus, SpecLimits, TransitionError, now_ms,
     rfc3339,
@@ -58,13 +58,7 @@ pub(crate) async fn create(
     let (job, replayed) = match outcome {
         CreateOutcome::Created(job) => {
             state.metrics.jobs_created.with_label_values(&[preset_label(&job)]).inc();
-            let event = JobEvent::new(
-                format!("{}.accepted", job.id),
-                EventKind::Accepted,
-                &job.id,
-                &job.tenant,
-                json!({}),
-            );
+            let event = JobEvent::accepted(&job);
             if let Err(e) = events::publish_event(&state.js, &event).await {
                 // Informational only: the job itself is safe in Redis.
                 tracing::warn!(job = %job.id, error = %e, "accepted event not published");
@@ -234,13 +228,7 @@ pub(crate) async fn cancel(
             return Err(ApiError::unavailable("cannot cancel the job", e));
         }
     }
-    let event = JobEvent::new(
-        format!("{}.canceled", job.id),
-        EventKind::Canceled,
-        &job.id,
-        &job.tenant,
-        json!({}),
-    );
+    let event = JobEvent::canceled(&job);
     if let Err(e) = events::publish_event(&state.js, &event).await {
         tracing::warn!(job = %job.id, error = %e, "canceled event not published");
     }
