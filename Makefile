@@ -25,5 +25,7 @@ build: setup
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	# The benchmark-only no-op engine is behind a feature no normal build enables.
+	cargo clippy -p tcoder-worker --features bench -- -D warnings
 
 ci: test lint

@@ -6,7 +6,7 @@
 
 fn main() -> std::process::ExitCode {
     if std::env::args().nth(1).as_deref() == Some("engine") {
-        return tcoder::engine::child::main();
+        return tcoder_engine::child::main();
     }
     tcoder::service::main::<tcoder_worker::App>()
 }

@@ -75,5 +75,6 @@ fn write_output(job: &EngineJob) -> Result<EngineReport, EngineError> {
         frames: 0,
         decode_errors: 0,
         probe_secs: 0.0,
+        deinterlaced: false,
     })
 }

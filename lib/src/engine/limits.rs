@@ -117,12 +117,12 @@ pub const AUDIO: [Codec; 20] = [
 ];
 
 /// FFmpeg's `format_whitelist` value.
-pub(crate) fn format_whitelist() -> String {
+pub fn format_whitelist() -> String {
     CONTAINERS.iter().map(|c| c.demuxer).collect::<Vec<_>>().join(",")
 }
 
 /// FFmpeg's `codec_whitelist` value: every decoder of every accepted codec.
-pub(crate) fn codec_whitelist() -> String {
+pub fn codec_whitelist() -> String {
     VIDEO
         .iter()
         .chain(AUDIO.iter())
@@ -132,11 +132,11 @@ pub(crate) fn codec_whitelist() -> String {
         .join(",")
 }
 
-pub(crate) fn is_accepted_video(codec: &str) -> bool {
+pub fn is_accepted_video(codec: &str) -> bool {
     VIDEO.iter().any(|c| c.name == codec)
 }
 
-pub(crate) fn is_accepted_audio(codec: &str) -> bool {
+pub fn is_accepted_audio(codec: &str) -> bool {
     AUDIO.iter().any(|c| c.name == codec)
 }
 

@@ -127,7 +127,7 @@ impl Orientation {
 
 /// The displayed size of `width`×`height` stored pixels with sample aspect ratio `sar` and
 /// `orientation`: non-square pixels widen (or narrow) the picture, a quarter turn swaps axes.
-pub(crate) fn displayed_size(
+pub fn displayed_size(
     width: u32,
     height: u32,
     sar: Option<[u32; 2]>,
@@ -154,47 +154,6 @@ pub struct AudioInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A display matrix made by FFmpeg itself whose rotation `ffprobe` reports as `rotation`
-    /// (`av_display_rotation_get`; the setter takes the opposite sign), then optional flips.
-    fn matrix(rotation: f64, hflip: bool, vflip: bool) -> (f64, [i32; 9]) {
-        let mut m = [0i32; 9];
-        // SAFETY: the FFmpeg helpers write the nine entries of `m`.
-        let theta = unsafe {
-            ffmpeg_next::ffi::av_display_rotation_set(m.as_mut_ptr(), -rotation);
-            ffmpeg_next::ffi::av_display_matrix_flip(
-                m.as_mut_ptr(),
-                i32::from(hflip),
-                i32::from(vflip),
-            );
-            -ffmpeg_next::ffi::av_display_rotation_get(m.as_ptr()).round()
-        };
-        (theta, m)
-    }
-
-    fn orientation(angle: f64, hflip: bool, vflip: bool) -> Orientation {
-        let (theta, m) = matrix(angle, hflip, vflip);
-        Orientation::from_display_matrix(theta, &m)
-    }
-
-    #[test]
-    fn display_matrices_map_to_the_transform_ffmpeg_applies() {
-        assert_eq!(orientation(0.0, false, false), Orientation::Upright);
-        // ffprobe "rotation: -90": the usual portrait phone file, turned clockwise to show.
-        assert_eq!(orientation(-90.0, false, false), Orientation::Clockwise);
-        assert_eq!(orientation(90.0, false, false), Orientation::CounterClockwise);
-        assert_eq!(orientation(180.0, false, false), Orientation::UpsideDown);
-        assert_eq!(orientation(270.0, false, false), Orientation::Clockwise);
-        assert_eq!(orientation(-270.0, false, false), Orientation::CounterClockwise);
-        assert_eq!(orientation(0.0, true, false), Orientation::MirroredHorizontally);
-        assert_eq!(orientation(0.0, false, true), Orientation::MirroredVertically);
-        let flipped = orientation(-90.0, true, false);
-        assert!(
-            matches!(flipped, Orientation::ClockwiseFlipped | Orientation::CounterClockwiseFlipped),
-            "{flipped:?}"
-        );
-        assert!(flipped.swaps_axes());
-    }
 
     #[test]
     fn displayed_size_applies_pixel_aspect_then_rotation() {

@@ -1,27 +1,27 @@
-//! The transcoding engine: probe an untrusted source under restrictions, plan renditions,
-//! decode once and encode every rendition (MP4, HLS ABR, thumbnails), validate the outputs.
-//! FFmpeg runs in a sandboxed child process (`tcoder-worker engine`) that [`supervisor`]
-//! starts and watches.
+//! The engine's contract, without FFmpeg: what a job asks for ([`EngineJob`], [`plan`]), what
+//! it accepts ([`limits`]), what it reports ([`EngineReport`], [`MediaInfo`]) and how it fails
+//! ([`EngineError`]); and the [`Supervisor`] that runs the sandboxed child
+//! (`tcoder-worker engine`) and speaks its [`protocol`]. The FFmpeg work itself — probing
+//! untrusted media, decoding once, encoding every rendition — is the `tcoder-engine` crate,
+//! which only the worker (and `tcoder compare-engine`) links.
 
 #[cfg(feature = "bench")]
 pub mod bench;
-pub mod child;
 mod config;
 mod error;
+mod job;
 pub mod limits;
 mod media;
-mod mov_refs;
 pub mod plan;
-pub mod probe;
+pub mod protocol;
 pub mod supervisor;
-mod transcode;
 
 pub use self::config::Config;
 pub use self::error::{EngineError, ErrorCode};
+pub use self::job::{
+    EncoderSettings, EngineJob, EngineReport, OutputFile, Progress, RenditionReport,
+};
 pub use self::limits::Limits;
-pub use self::media::{AudioInfo, MediaInfo, Orientation, VideoInfo};
+pub use self::media::{AudioInfo, MediaInfo, Orientation, VideoInfo, displayed_size};
 pub use self::plan::{EnginePlan, EngineSpec, Mode, RenditionPlan, plan};
 pub use self::supervisor::{EngineRun, SandboxLimits, Supervisor};
-pub use self::transcode::{
-    EncoderSettings, EngineJob, EngineReport, OutputFile, Progress, RenditionReport, run, run_with,
-};

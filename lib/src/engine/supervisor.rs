@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::child::{ChildMessage, EXIT_REPORTED_ERROR};
+use super::protocol::{ChildMessage, EXIT_REPORTED_ERROR};
 use super::{EngineError, EngineJob, EngineReport, ErrorCode, Progress};
 
 /// Resource limits of one engine run.
@@ -264,7 +264,7 @@ impl Supervisor {
 
 /// `message` with every occurrence of `paths` (and whatever lies below them) replaced by the
 /// part below the path, or by the file name for the path itself.
-pub(crate) fn scrub_paths(message: &str, paths: &[&Path]) -> String {
+pub fn scrub_paths(message: &str, paths: &[&Path]) -> String {
     let mut scrubbed = message.to_owned();
     for path in paths {
         let Some(text) = path.to_str().filter(|t| t.len() > 1) else { continue };

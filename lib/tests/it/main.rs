@@ -3,8 +3,6 @@
 mod admin;
 mod auth;
 mod config_files;
-mod engine;
-mod everyday;
 mod helpers;
 mod jobs;
 mod nats;

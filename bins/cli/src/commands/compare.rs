@@ -75,8 +75,8 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
     };
     let settings =
         EncoderSettings { x264_preset: args.x264_preset.clone(), segment_secs: 4.0, threads: 0 };
-    let (_, media) =
-        engine::probe::open(&args.input, &Limits::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (_, media) = tcoder_engine::probe::open(&args.input, &Limits::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let limits = Limits::default();
     let plan = engine::plan(&spec, &media, settings.segment_secs, limits.max_output_fps);
     let worker = match &args.bin_dir {

@@ -10,7 +10,7 @@ use ffmpeg_next::ffi;
 use ffmpeg_next::format::context::Output;
 use ffmpeg_next::{Dictionary, Packet, Rational};
 
-use crate::engine::{EngineError, ErrorCode};
+use tcoder::engine::{EngineError, ErrorCode};
 
 /// Which stream of a muxer a packet belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl Muxer {
         format: &str,
         header_options: Vec<(&'static str, String)>,
     ) -> Result<Muxer, EngineError> {
-        let fail = |what: &str, e: i32| EngineError::output(what, &ffmpeg::Error::from(e));
+        let fail = |what: &str, e: i32| crate::error::output(what, &ffmpeg::Error::from(e));
         let c_path = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| EngineError::new(ErrorCode::Failed, "bad path"))?;
         let c_format = CString::new(format).expect("no NUL");
@@ -74,7 +74,7 @@ impl Muxer {
         let mut stream = self
             .context
             .add_stream_with(encoder)
-            .map_err(|e| EngineError::output("add stream", &e))?;
+            .map_err(|e| crate::error::output("add stream", &e))?;
         if let Some(tag) = codec_tag {
             // SAFETY: plain field of the new stream's parameters.
             unsafe {
@@ -102,7 +102,7 @@ impl Muxer {
         let mut stream = self
             .context
             .add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None))
-            .map_err(|e| EngineError::output("add stream", &e))?;
+            .map_err(|e| crate::error::output("add stream", &e))?;
         stream.set_parameters(parameters);
         // SAFETY: plain field; a tag from another container may not be valid in MP4.
         unsafe {
@@ -140,7 +140,7 @@ impl Muxer {
         self.context
             .write_header_with(options)
             .map(|_| ())
-            .map_err(|e| EngineError::output("write header", &e))
+            .map_err(|e| crate::error::output("write header", &e))
     }
 
     /// Writes a copy of `packet` (timestamps in `time_base`) to `track`.
@@ -163,11 +163,11 @@ impl Muxer {
         copy.rescale_ts(time_base, target);
         copy.set_position(-1);
         copy.write_interleaved(&mut self.context)
-            .map_err(|e| EngineError::output("write packet", &e))
+            .map_err(|e| crate::error::output("write packet", &e))
     }
 
     pub(crate) fn finish(&mut self) -> Result<(), EngineError> {
-        self.context.write_trailer().map_err(|e| EngineError::output("write trailer", &e))
+        self.context.write_trailer().map_err(|e| crate::error::output("write trailer", &e))
     }
 }
 

@@ -11,107 +11,26 @@ mod thumbs;
 mod validate;
 mod video;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use ffmpeg_next as ffmpeg;
 use ffmpeg_next::media::Type;
 use ffmpeg_next::{Dictionary, Packet, Rational, codec, frame};
-use serde::{Deserialize, Serialize};
 
 use self::audio::{AudioEncoder, SourceAudio};
 use self::normalize::{Normalizer, SourcePictures};
 use self::output::{Muxer, Track};
 use self::thumbs::Thumbnails;
 use self::video::{VideoEncoder, VideoSettings};
-use super::limits::{Limits, codec_whitelist};
-use super::plan::{EnginePlan, EngineSpec, Mode, RenditionPlan, plan};
-use super::{EngineError, ErrorCode, MediaInfo, probe};
-use crate::jobs::{AudioCodec, VideoCodec};
+use tcoder::engine::limits::{Limits, codec_whitelist};
+use tcoder::engine::{
+    EngineError, EngineJob, EnginePlan, EngineReport, ErrorCode, MediaInfo, Mode, OutputFile,
+    Progress, RenditionPlan, RenditionReport, plan,
+};
+use tcoder::jobs::{AudioCodec, VideoCodec};
 
-/// Encoder settings from the worker's configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EncoderSettings {
-    /// x264/x265 speed preset (`ultrafast` … `veryslow`).
-    pub x264_preset: String,
-    /// HLS segment duration in seconds.
-    pub segment_secs: f64,
-    /// Encoder threads per rendition (0 = automatic).
-    pub threads: usize,
-}
-
-impl Default for EncoderSettings {
-    fn default() -> EncoderSettings {
-        EncoderSettings { x264_preset: "fast".to_owned(), segment_secs: 4.0, threads: 0 }
-    }
-}
-
-/// Everything the engine child needs for one job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EngineJob {
-    /// The source, a local file in the job directory (never a URL).
-    pub input: PathBuf,
-    /// Where outputs are written (`mp4/`, `hls/`, `thumbs/`).
-    pub output_dir: PathBuf,
-    pub spec: EngineSpec,
-    pub limits: Limits,
-    pub settings: EncoderSettings,
-}
-
-/// Progress of a running transcode.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
-    pub frames: u64,
-    pub percent: f64,
-    /// Decoded frames per second of wall time.
-    pub fps: f64,
-    /// Media seconds per wall second (× realtime).
-    pub speed: f64,
-    pub eta_secs: Option<f64>,
-}
-
-/// One written file, relative to the output directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutputFile {
-    pub path: String,
-    pub bytes: u64,
-    pub content_type: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RenditionReport {
-    pub name: String,
-    pub width: u32,
-    pub height: u32,
-    pub video_codec: VideoCodec,
-    pub audio_codec: Option<AudioCodec>,
-    pub video_bit_rate: u64,
-    /// Relative path of the MP4, when written.
-    pub mp4: Option<String>,
-    /// Relative path of the HLS playlist, when written.
-    pub hls: Option<String>,
-}
-
-/// What the engine made.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EngineReport {
-    pub media: MediaInfo,
-    pub mode: Mode,
-    pub renditions: Vec<RenditionReport>,
-    /// `hls/master.m3u8` when HLS was written.
-    pub hls_master: Option<String>,
-    /// `thumbs/poster.jpg`, `thumbs/storyboard.jpg`, `thumbs/storyboard.vtt` when written.
-    pub thumbnails: Option<Vec<String>>,
-    pub files: Vec<OutputFile>,
-    pub frames: u64,
-    pub decode_errors: u64,
-    /// Seconds spent opening and probing the source (the rest of the run is encoding).
-    #[serde(default)]
-    pub probe_secs: f64,
-    /// The source was interlaced and deinterlaced.
-    #[serde(default)]
-    pub deinterlaced: bool,
-}
+use crate::probe;
 
 /// Calls `on_progress` at most once per second.
 struct ProgressMeter<'a> {
@@ -731,7 +650,7 @@ fn open_video_decoder(
     limits: &Limits,
 ) -> Result<ffmpeg::decoder::Video, EngineError> {
     let context = codec::context::Context::from_parameters(parameters)
-        .map_err(|e| EngineError::input("video decoder", &e))?;
+        .map_err(|e| crate::error::input("video decoder", &e))?;
     let codec = ffmpeg::decoder::find(context.id()).ok_or_else(|| {
         EngineError::new(ErrorCode::UnsupportedCodec, "no decoder for the video codec")
     })?;
@@ -743,14 +662,14 @@ fn open_video_decoder(
         .decoder()
         .open_as_with(codec, options)
         .and_then(|d| d.video())
-        .map_err(|e| EngineError::input("open video decoder", &e))
+        .map_err(|e| crate::error::input("open video decoder", &e))
 }
 
 fn open_audio_decoder(
     parameters: codec::Parameters,
 ) -> Result<ffmpeg::decoder::Audio, EngineError> {
     let context = codec::context::Context::from_parameters(parameters)
-        .map_err(|e| EngineError::input("audio decoder", &e))?;
+        .map_err(|e| crate::error::input("audio decoder", &e))?;
     let codec = ffmpeg::decoder::find(context.id()).ok_or_else(|| {
         EngineError::new(ErrorCode::UnsupportedCodec, "no decoder for the audio codec")
     })?;
@@ -760,7 +679,7 @@ fn open_audio_decoder(
         .decoder()
         .open_as_with(codec, options)
         .and_then(|d| d.audio())
-        .map_err(|e| EngineError::input("open audio decoder", &e))
+        .map_err(|e| crate::error::input("open audio decoder", &e))
 }
 
 /// Receives every frame the decoder has; returns the number of decode errors seen.

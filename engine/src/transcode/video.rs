@@ -7,9 +7,9 @@ use ffmpeg_next::format::Pixel;
 use ffmpeg_next::software::scaling;
 use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, frame, picture};
 
-use crate::engine::plan::RenditionPlan;
-use crate::engine::{EngineError, ErrorCode};
-use crate::jobs::VideoCodec;
+use tcoder::engine::plan::RenditionPlan;
+use tcoder::engine::{EngineError, ErrorCode};
+use tcoder::jobs::VideoCodec;
 
 /// Encoder settings shared by every rendition of a job.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ impl VideoEncoder {
         let mut context = codec::context::Context::new_with_codec(codec)
             .encoder()
             .video()
-            .map_err(|e| EngineError::output("video encoder", &e))?;
+            .map_err(|e| crate::error::output("video encoder", &e))?;
         context.set_width(plan.width);
         context.set_height(plan.height);
         context.set_format(Pixel::YUV420P);
@@ -119,7 +119,7 @@ impl VideoEncoder {
         }
         let encoder = context
             .open_as_with(codec, options)
-            .map_err(|e| EngineError::output(&format!("open {name}"), &e))?;
+            .map_err(|e| crate::error::output(&format!("open {name}"), &e))?;
         Ok(VideoEncoder {
             plan: plan.clone(),
             encoder,
@@ -168,11 +168,11 @@ impl VideoEncoder {
                 self.plan.height,
                 scaling::Flags::BICUBIC,
             )
-            .map_err(|e| EngineError::output("create scaler", &e))?;
+            .map_err(|e| crate::error::output("create scaler", &e))?;
             self.scaler = Some((scaler, format, width, height));
         }
         let (scaler, ..) = self.scaler.as_mut().expect("scaler set above");
-        scaler.run(frame, &mut self.scaled).map_err(|e| EngineError::output("scale", &e))?;
+        scaler.run(frame, &mut self.scaled).map_err(|e| crate::error::output("scale", &e))?;
         self.scaled.set_pts(Some(pts));
         let seconds = pts as f64 * f64::from(self.time_base);
         if seconds + 1e-3 >= self.next_keyframe {
@@ -183,11 +183,11 @@ impl VideoEncoder {
         } else {
             self.scaled.set_kind(picture::Type::None);
         }
-        self.encoder.send_frame(&self.scaled).map_err(|e| EngineError::output("encode video", &e))
+        self.encoder.send_frame(&self.scaled).map_err(|e| crate::error::output("encode video", &e))
     }
 
     pub(crate) fn send_eof(&mut self) -> Result<(), EngineError> {
-        self.encoder.send_eof().map_err(|e| EngineError::output("flush video encoder", &e))
+        self.encoder.send_eof().map_err(|e| crate::error::output("flush video encoder", &e))
     }
 
     /// The next encoded packet, if one is ready (with a duration: encoders leave it unset).

@@ -7,8 +7,8 @@
 
 use ffmpeg_next::{filter, frame};
 
-use crate::engine::media::Orientation;
-use crate::engine::{EngineError, ErrorCode};
+use tcoder::engine::Orientation;
+use tcoder::engine::{EngineError, ErrorCode};
 
 /// What the stream header says about the pictures.
 #[derive(Debug, Clone, Copy)]
@@ -99,7 +99,7 @@ impl Normalizer {
             .expect("graph has an input")
             .source()
             .add(decoded)
-            .map_err(|e| EngineError::output("filter video", &e))?;
+            .map_err(|e| crate::error::output("filter video", &e))?;
         drain(&mut graph.graph, on_frame)
     }
 
@@ -115,7 +115,7 @@ impl Normalizer {
             .expect("graph has an input")
             .source()
             .flush()
-            .map_err(|e| EngineError::output("flush video filter", &e))?;
+            .map_err(|e| crate::error::output("flush video filter", &e))?;
         drain(&mut graph.graph, on_frame)?;
         self.graph = Some(None);
         Ok(())
@@ -136,7 +136,7 @@ fn drain(
             {
                 return Ok(());
             }
-            Err(e) => return Err(EngineError::output("filter video", &e)),
+            Err(e) => return Err(crate::error::output("filter video", &e)),
         }
     }
 }
@@ -146,7 +146,7 @@ fn build(
     first: &frame::Video,
     time_base: ffmpeg_next::Rational,
 ) -> Result<filter::Graph, EngineError> {
-    let fail = |e: ffmpeg_next::Error| EngineError::output("video filter graph", &e);
+    let fail = |e: ffmpeg_next::Error| crate::error::output("video filter graph", &e);
     let missing = |name: &str| EngineError::new(ErrorCode::Failed, format!("no {name} filter"));
     let mut graph = filter::Graph::new();
     let aspect = first.aspect_ratio();

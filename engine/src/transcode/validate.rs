@@ -6,8 +6,8 @@ use std::path::Path;
 use ffmpeg_next::media::Type;
 use ffmpeg_next::{Dictionary, format};
 
-use crate::engine::plan::RenditionPlan;
-use crate::engine::{EngineError, ErrorCode};
+use tcoder::engine::plan::RenditionPlan;
+use tcoder::engine::{EngineError, ErrorCode};
 
 /// What an output must look like.
 pub(crate) struct Expected<'a> {

@@ -12,9 +12,9 @@ use std::collections::VecDeque;
 use ffmpeg_next::util::channel_layout::ChannelLayout;
 use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, filter, format, frame};
 
-use crate::engine::plan::AudioPlan;
-use crate::engine::{EngineError, ErrorCode};
-use crate::jobs::AudioCodec;
+use tcoder::engine::plan::AudioPlan;
+use tcoder::engine::{EngineError, ErrorCode};
+use tcoder::jobs::AudioCodec;
 
 /// What the decoded source audio looks like (for the filter graph's input).
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ impl AudioEncoder {
         let mut context = codec::context::Context::new_with_codec(codec)
             .encoder()
             .audio()
-            .map_err(|e| EngineError::output("audio encoder", &e))?;
+            .map_err(|e| crate::error::output("audio encoder", &e))?;
         let layout = ChannelLayout::default(i32::from(plan.channels));
         let sample_format = match plan.codec {
             AudioCodec::Aac => format::Sample::F32(format::sample::Type::Planar),
@@ -80,7 +80,7 @@ impl AudioEncoder {
         context.set_flags(codec::Flags::GLOBAL_HEADER);
         let encoder = context
             .open_as_with(codec, Dictionary::new())
-            .map_err(|e| EngineError::output(&format!("open {name}"), &e))?;
+            .map_err(|e| crate::error::output(&format!("open {name}"), &e))?;
         let graph = build_graph(source, &encoder, plan)?;
         Ok(AudioEncoder {
             graph,
@@ -110,7 +110,7 @@ impl AudioEncoder {
             .expect("graph has an input")
             .source()
             .add(&shifted)
-            .map_err(|e| EngineError::output("filter audio", &e))?;
+            .map_err(|e| crate::error::output("filter audio", &e))?;
         self.pull(None)?;
         self.release(self.reached)
     }
@@ -142,7 +142,7 @@ impl AudioEncoder {
             .expect("graph has an input")
             .source()
             .flush()
-            .map_err(|e| EngineError::output("flush audio filter", &e))?;
+            .map_err(|e| crate::error::output("flush audio filter", &e))?;
         // apad makes silence for as long as it is asked: pull up to the video's end only.
         self.pull(Some(end))?;
         while let Some(mut frame) = self.pending.pop_front() {
@@ -157,7 +157,7 @@ impl AudioEncoder {
             self.encode(&frame)?;
         }
         self.take_ready();
-        self.encoder.send_eof().map_err(|e| EngineError::output("flush audio encoder", &e))
+        self.encoder.send_eof().map_err(|e| crate::error::output("flush audio encoder", &e))
     }
 
     /// Moves every packet the encoder has into `ready`.
@@ -196,7 +196,7 @@ impl AudioEncoder {
                 {
                     return Ok(());
                 }
-                Err(e) => return Err(EngineError::output("filter audio", &e)),
+                Err(e) => return Err(crate::error::output("filter audio", &e)),
             }
         }
     }
@@ -210,7 +210,7 @@ impl AudioEncoder {
                 {
                     self.take_ready();
                 }
-                result => return result.map_err(|e| EngineError::output("encode audio", &e)),
+                result => return result.map_err(|e| crate::error::output("encode audio", &e)),
             }
         }
         Err(EngineError::new(ErrorCode::Failed, "the audio encoder takes no more frames"))
@@ -230,7 +230,7 @@ fn build_graph(
     encoder: &encoder::Audio,
     plan: &AudioPlan,
 ) -> Result<filter::Graph, EngineError> {
-    let fail = |e: ffmpeg_next::Error| EngineError::output("audio filter graph", &e);
+    let fail = |e: ffmpeg_next::Error| crate::error::output("audio filter graph", &e);
     let mut graph = filter::Graph::new();
     let layout = if source.layout.bits() == 0 { ChannelLayout::default(2) } else { source.layout };
     let args = format!(

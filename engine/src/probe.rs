@@ -12,11 +12,12 @@ use ffmpeg_next::ffi;
 use ffmpeg_next::format::context::Input;
 use ffmpeg_next::media::Type;
 
-use super::limits::{
+use tcoder::engine::limits::{
     Limits, MIN_DIMENSION, codec_whitelist, format_whitelist, is_accepted_audio, is_accepted_video,
 };
-use super::media::{Orientation, displayed_size};
-use super::{AudioInfo, EngineError, ErrorCode, MediaInfo, VideoInfo};
+use tcoder::engine::{
+    AudioInfo, EngineError, ErrorCode, MediaInfo, Orientation, VideoInfo, displayed_size,
+};
 
 /// Initialises FFmpeg once and keeps its own logging quiet (errors surface as typed errors).
 pub(crate) fn init() {
@@ -159,7 +160,7 @@ pub fn open(path: &Path, limits: &Limits) -> Result<(Input, MediaInfo), EngineEr
     }
     check_header(&input, limits, true)?;
     let external = if input.format().name().starts_with("mov") {
-        super::mov_refs::external_tracks(path)
+        crate::mov_refs::external_tracks(path)
     } else {
         Vec::new()
     };
@@ -426,4 +427,50 @@ fn stream_duration(stream: &ffmpeg::format::stream::Stream<'_>) -> Option<f64> {
         secs = secs * 60.0 + part.trim().parse::<f64>().ok()?;
     }
     (secs > 0.0).then_some(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A display matrix made by FFmpeg itself whose rotation `ffprobe` reports as `rotation`
+    /// (`av_display_rotation_get`; the setter takes the opposite sign), then optional flips.
+    fn matrix(rotation: f64, hflip: bool, vflip: bool) -> (f64, [i32; 9]) {
+        let mut m = [0i32; 9];
+        // SAFETY: the FFmpeg helpers write the nine entries of `m`.
+        let theta = unsafe {
+            ffmpeg_next::ffi::av_display_rotation_set(m.as_mut_ptr(), -rotation);
+            ffmpeg_next::ffi::av_display_matrix_flip(
+                m.as_mut_ptr(),
+                i32::from(hflip),
+                i32::from(vflip),
+            );
+            -ffmpeg_next::ffi::av_display_rotation_get(m.as_ptr()).round()
+        };
+        (theta, m)
+    }
+
+    fn orientation(angle: f64, hflip: bool, vflip: bool) -> Orientation {
+        let (theta, m) = matrix(angle, hflip, vflip);
+        Orientation::from_display_matrix(theta, &m)
+    }
+
+    #[test]
+    fn display_matrices_map_to_the_transform_ffmpeg_applies() {
+        assert_eq!(orientation(0.0, false, false), Orientation::Upright);
+        // ffprobe "rotation: -90": the usual portrait phone file, turned clockwise to show.
+        assert_eq!(orientation(-90.0, false, false), Orientation::Clockwise);
+        assert_eq!(orientation(90.0, false, false), Orientation::CounterClockwise);
+        assert_eq!(orientation(180.0, false, false), Orientation::UpsideDown);
+        assert_eq!(orientation(270.0, false, false), Orientation::Clockwise);
+        assert_eq!(orientation(-270.0, false, false), Orientation::CounterClockwise);
+        assert_eq!(orientation(0.0, true, false), Orientation::MirroredHorizontally);
+        assert_eq!(orientation(0.0, false, true), Orientation::MirroredVertically);
+        let flipped = orientation(-90.0, true, false);
+        assert!(
+            matches!(flipped, Orientation::ClockwiseFlipped | Orientation::CounterClockwiseFlipped),
+            "{flipped:?}"
+        );
+        assert!(flipped.swaps_axes());
+    }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use tcoder::engine::{self, EngineReport};
+use tcoder::engine::EngineReport;
 use tcoder::jobs::{AutoLadder, OutputKind, Preset, Qualities};
 use testkit::everyday::{self, Case, Expect};
 
@@ -157,7 +157,7 @@ fn run_case(case: &Case, preset: Preset) -> Result<(), String> {
         job(&case.path, out.path(), spec(preset, Qualities::Auto(AutoLadder::Auto), &outputs));
     // `ultrafast` turns the deblocking filter off; its block edges read as combing to `idet`.
     job.settings.x264_preset = "superfast".into();
-    let result = engine::run(&job, &mut |_| {});
+    let result = tcoder_engine::run(&job, &mut |_| {});
     let (marker, interlaced) = match (case.expect, result) {
         (Expect::Refused(code), Err(error)) => {
             if error.code.as_str() != code {
@@ -290,7 +290,7 @@ fn an_audio_track_stored_in_another_file_is_dropped_with_a_warning() {
     );
     assert!(packet_span(&source, "a:0").is_none(), "FFmpeg reads no audio samples from it");
     let out = tempfile::tempdir().unwrap();
-    let report = engine::run(
+    let report = tcoder_engine::run(
         &job(
             &source,
             out.path(),
@@ -310,7 +310,7 @@ fn an_audio_track_stored_in_another_file_is_dropped_with_a_warning() {
 fn the_default_preset_copies_upright_and_reports_what_it_copied() {
     let copy = |source: &Path| {
         let out = tempfile::tempdir().unwrap();
-        let report = engine::run(
+        let report = tcoder_engine::run(
             &job(
                 source,
                 out.path(),
@@ -319,7 +319,7 @@ fn the_default_preset_copies_upright_and_reports_what_it_copied() {
             &mut |_| {},
         )
         .unwrap();
-        assert_eq!(report.mode, engine::Mode::Copy);
+        assert_eq!(report.mode, tcoder::engine::Mode::Copy);
         (out, report)
     };
     let (out, report) = copy(&everyday::hevc_opus_mkv());

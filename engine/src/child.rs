@@ -10,33 +10,8 @@
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
-use serde::{Deserialize, Serialize};
-
-use super::{EngineError, EngineJob, EngineReport, ErrorCode, Progress};
-
-/// One line of the child's output.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum ChildMessage {
-    Sandbox {
-        network_isolated: bool,
-        detail: String,
-    },
-    /// The source passed the probe; the supervisor tightens the deadline to its duration.
-    Probed {
-        media: Box<super::MediaInfo>,
-    },
-    Progress(Progress),
-    Result {
-        report: Box<EngineReport>,
-    },
-    Error {
-        error: EngineError,
-    },
-}
-
-/// Exit status of a child that reported an error line (it did not crash).
-pub const EXIT_REPORTED_ERROR: u8 = 3;
+use tcoder::engine::protocol::{ChildMessage, EXIT_REPORTED_ERROR};
+use tcoder::engine::{EngineError, EngineJob, ErrorCode, MediaInfo};
 
 fn emit(message: &ChildMessage) {
     let mut stdout = std::io::stdout().lock();
@@ -84,7 +59,7 @@ pub fn main() -> ExitCode {
         }
     };
     #[cfg(feature = "bench")]
-    if let Some(outcome) = super::bench::noop(&job) {
+    if let Some(outcome) = tcoder::engine::bench::noop(&job) {
         return match outcome {
             Ok(report) => {
                 emit(&ChildMessage::Result { report: Box::new(report) });
@@ -96,10 +71,9 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    let on_probed = &mut |media: &super::MediaInfo| {
-        emit(&ChildMessage::Probed { media: Box::new(media.clone()) })
-    };
-    match super::run_with(&job, on_probed, &mut |progress| {
+    let on_probed =
+        &mut |media: &MediaInfo| emit(&ChildMessage::Probed { media: Box::new(media.clone()) });
+    match crate::run_with(&job, on_probed, &mut |progress| {
         emit(&ChildMessage::Progress(progress.clone()))
     }) {
         Ok(report) => {

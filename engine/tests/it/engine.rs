@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use tcoder::engine::{self, EncoderSettings, EngineJob, EngineSpec, Limits};
+use tcoder::engine::{EncoderSettings, EngineJob, EngineSpec, Limits};
 use tcoder::jobs::{AudioCodec, AutoLadder, OutputKind, Preset, Qualities, Quality, VideoCodec};
 use testkit::media::{ClipSpec, clip};
 
@@ -85,9 +85,9 @@ fn assert_mp4(path: &Path, codec: &str, size: (u64, u64), audio: Option<&str>) {
     assert!(find(b"moov") < find(b"mdat"), "{} is not faststart", path.display());
 }
 
-fn run(spec: EngineSpec, input: &Path) -> (tempfile::TempDir, engine::EngineReport) {
+fn run(spec: EngineSpec, input: &Path) -> (tempfile::TempDir, tcoder::engine::EngineReport) {
     let out = tempfile::tempdir().unwrap();
-    let report = engine::run(&job(input, out.path(), spec), &mut |_| {}).unwrap();
+    let report = tcoder_engine::run(&job(input, out.path(), spec), &mut |_| {}).unwrap();
     (out, report)
 }
 
@@ -95,7 +95,7 @@ fn run(spec: EngineSpec, input: &Path) -> (tempfile::TempDir, engine::EngineRepo
 fn default_preset_copies_the_streams_into_a_faststart_mp4() {
     let (out, report) =
         run(spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]), &source(true));
-    assert_eq!(report.mode, engine::Mode::Copy);
+    assert_eq!(report.mode, tcoder::engine::Mode::Copy);
     assert_eq!(report.frames, 75);
     assert_mp4(&out.path().join("mp4/source.mp4"), "h264", (640, 360), Some("aac"));
 }
@@ -258,7 +258,7 @@ fn hls_is_a_real_abr_set_with_aligned_keyframes() {
 fn progress_is_reported_with_frames_percent_and_rates() {
     let out = tempfile::tempdir().unwrap();
     let mut seen = Vec::new();
-    engine::run(
+    tcoder_engine::run(
         &job(
             &source(true),
             out.path(),

@@ -9,8 +9,8 @@ use ffmpeg_next::format::Pixel;
 use ffmpeg_next::software::scaling;
 use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, frame};
 
-use crate::engine::plan::ThumbnailPlan;
-use crate::engine::{EngineError, ErrorCode};
+use tcoder::engine::plan::ThumbnailPlan;
+use tcoder::engine::{EngineError, ErrorCode};
 
 /// JPEG quality scale of FFmpeg's MJPEG encoder (2 best .. 31 worst).
 const JPEG_QUALITY: i32 = 4;
@@ -156,9 +156,9 @@ fn scale(frame: &frame::Video, width: u32, height: u32) -> Result<frame::Video, 
         height,
         scaling::Flags::BICUBIC,
     )
-    .map_err(|e| EngineError::output("thumbnail scaler", &e))?;
+    .map_err(|e| crate::error::output("thumbnail scaler", &e))?;
     let mut scaled = frame::Video::new(Pixel::YUVJ420P, width, height);
-    scaler.run(frame, &mut scaled).map_err(|e| EngineError::output("scale thumbnail", &e))?;
+    scaler.run(frame, &mut scaled).map_err(|e| crate::error::output("scale thumbnail", &e))?;
     Ok(scaled)
 }
 
@@ -169,7 +169,7 @@ fn write_jpeg(frame: &frame::Video, path: &Path) -> Result<(), EngineError> {
     let mut context = codec::context::Context::new_with_codec(codec)
         .encoder()
         .video()
-        .map_err(|e| EngineError::output("jpeg encoder", &e))?;
+        .map_err(|e| crate::error::output("jpeg encoder", &e))?;
     context.set_width(frame.width());
     context.set_height(frame.height());
     context.set_format(Pixel::YUVJ420P);
@@ -178,13 +178,13 @@ fn write_jpeg(frame: &frame::Video, path: &Path) -> Result<(), EngineError> {
     context.set_flags(codec::Flags::QSCALE);
     let mut opened = context
         .open_as_with(codec, Dictionary::new())
-        .map_err(|e| EngineError::output("open jpeg encoder", &e))?;
+        .map_err(|e| crate::error::output("open jpeg encoder", &e))?;
     let mut input = frame.clone();
     input.set_pts(Some(0));
-    opened.send_frame(&input).map_err(|e| EngineError::output("encode jpeg", &e))?;
-    opened.send_eof().map_err(|e| EngineError::output("encode jpeg", &e))?;
+    opened.send_frame(&input).map_err(|e| crate::error::output("encode jpeg", &e))?;
+    opened.send_eof().map_err(|e| crate::error::output("encode jpeg", &e))?;
     let mut packet = Packet::empty();
-    opened.receive_packet(&mut packet).map_err(|e| EngineError::output("encode jpeg", &e))?;
+    opened.receive_packet(&mut packet).map_err(|e| crate::error::output("encode jpeg", &e))?;
     std::fs::write(path, packet.data().unwrap_or_default())
         .map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))
 }

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::engine::{EngineError, ErrorCode};
+use tcoder::engine::{EngineError, ErrorCode};
 
 /// What the master playlist needs to know about one rendition.
 #[derive(Debug, Clone)]

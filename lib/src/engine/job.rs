@@ -1,0 +1,94 @@
+//! What the worker hands the engine child and what it gets back: plain data, serialized over
+//! the child's stdin/stdout (see [`protocol`](super::protocol)).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::EngineSpec;
+use super::{Limits, MediaInfo, Mode};
+use crate::jobs::{AudioCodec, VideoCodec};
+
+/// Encoder settings from the worker's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderSettings {
+    /// x264/x265 speed preset (`ultrafast` … `veryslow`).
+    pub x264_preset: String,
+    /// HLS segment duration in seconds.
+    pub segment_secs: f64,
+    /// Encoder threads per rendition (0 = automatic).
+    pub threads: usize,
+}
+
+impl Default for EncoderSettings {
+    fn default() -> EncoderSettings {
+        EncoderSettings { x264_preset: "fast".to_owned(), segment_secs: 4.0, threads: 0 }
+    }
+}
+
+/// Everything the engine child needs for one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineJob {
+    /// The source, a local file in the job directory (never a URL).
+    pub input: PathBuf,
+    /// Where outputs are written (`mp4/`, `hls/`, `thumbs/`).
+    pub output_dir: PathBuf,
+    pub spec: EngineSpec,
+    pub limits: Limits,
+    pub settings: EncoderSettings,
+}
+
+/// Progress of a running transcode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub frames: u64,
+    pub percent: f64,
+    /// Decoded frames per second of wall time.
+    pub fps: f64,
+    /// Media seconds per wall second (× realtime).
+    pub speed: f64,
+    pub eta_secs: Option<f64>,
+}
+
+/// One written file, relative to the output directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    pub path: String,
+    pub bytes: u64,
+    pub content_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenditionReport {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub video_codec: VideoCodec,
+    pub audio_codec: Option<AudioCodec>,
+    pub video_bit_rate: u64,
+    /// Relative path of the MP4, when written.
+    pub mp4: Option<String>,
+    /// Relative path of the HLS playlist, when written.
+    pub hls: Option<String>,
+}
+
+/// What the engine made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineReport {
+    pub media: MediaInfo,
+    pub mode: Mode,
+    pub renditions: Vec<RenditionReport>,
+    /// `hls/master.m3u8` when HLS was written.
+    pub hls_master: Option<String>,
+    /// `thumbs/poster.jpg`, `thumbs/storyboard.jpg`, `thumbs/storyboard.vtt` when written.
+    pub thumbnails: Option<Vec<String>>,
+    pub files: Vec<OutputFile>,
+    pub frames: u64,
+    pub decode_errors: u64,
+    /// Seconds spent opening and probing the source (the rest of the run is encoding).
+    #[serde(default)]
+    pub probe_secs: f64,
+    /// The source was interlaced and deinterlaced.
+    #[serde(default)]
+    pub deinterlaced: bool,
+}
