@@ -421,6 +421,50 @@ fn source_summary(report: &EngineReport) -> serde_json::Value {
     })
 }
 
+/// What to do with an attempt's message, decided from how the attempt ended alone (no I/O):
+/// a stop reason wins over the engine's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Canceled through the API: ack, nothing else.
+    Canceled,
+    /// A newer attempt owns the job or the lease lapsed: neither ack nor nak.
+    Fenced,
+    /// The worker is shutting down: requeue and nak at once.
+    Release,
+    /// The engine finished: commit the outputs, then ack.
+    Commit,
+    /// A failure another attempt may not have: requeue, nak with this delay.
+    Retry(Duration),
+    /// A failure no retry can fix (or the last delivery): fail the job, term the message.
+    Fail,
+}
+
+/// The verdict for an attempt that ended with `result` (`Ok` = outputs ready) after the
+/// message's `delivered`-th delivery of `max_deliver`. Retries wait `retry_delay`, doubling
+/// with each delivery, at most ten minutes.
+pub(crate) fn verdict(
+    stop: Option<StopReason>,
+    result: Result<(), &EngineError>,
+    delivered: i64,
+    max_deliver: i64,
+    retry_delay: Duration,
+) -> Verdict {
+    match (stop, result) {
+        (Some(StopReason::Canceled), _) => Verdict::Canceled,
+        (Some(StopReason::Lost | StopReason::SelfFenced), _) => Verdict::Fenced,
+        (Some(StopReason::Released), _) => Verdict::Release,
+        (None, Ok(())) => Verdict::Commit,
+        (None, Err(error)) if error.code.is_retryable() && delivered < max_deliver => {
+            let doublings = (delivered - 1).clamp(0, 10) as u32;
+            Verdict::Retry(retry_delay.saturating_mul(1 << doublings).min(MAX_RETRY_DELAY))
+        }
+        (None, Err(_)) => Verdict::Fail,
+    }
+}
+
+/// The longest wait before a retried attempt.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
+
 /// Settles the message according to how the attempt ended.
 async fn settle(
     worker: &Worker,
@@ -430,14 +474,21 @@ async fn settle(
     result: Result<Done, EngineError>,
     stop: &Stop,
 ) -> Outcome {
-    match stop.reason() {
-        Some(StopReason::Canceled) => {
+    let decided = verdict(
+        stop.reason(),
+        result.as_ref().map(|_| ()),
+        delivered,
+        worker.max_deliver,
+        worker.config.retry_delay,
+    );
+    match decided {
+        Verdict::Canceled => {
             tracing::info!(job = %attempt.job_id, "canceled; engine stopped");
             let _ = message.double_ack().await;
             return Outcome::Canceled;
         }
-        Some(StopReason::Lost | StopReason::SelfFenced) => return Outcome::Fenced,
-        Some(StopReason::Released) => {
+        Verdict::Fenced => return Outcome::Fenced,
+        Verdict::Release => {
             return match worker.jobs.requeue(attempt, "released at worker shutdown").await {
                 Ok(FinishOutcome::Finished) => {
                     let _ = message.ack_with(AckKind::Nak(None)).await;
@@ -446,7 +497,7 @@ async fn settle(
                 _ => Outcome::Fenced,
             };
         }
-        None => {}
+        Verdict::Commit | Verdict::Retry(_) | Verdict::Fail => {}
     }
     match result {
         Ok(Done { job, manifest, cost }) => {
@@ -482,12 +533,8 @@ async fn settle(
                 .observe(stage.elapsed().as_secs_f64());
             Outcome::Completed
         }
-        Err(error) if error.code.is_retryable() && delivered < worker.max_deliver => {
-            let delay = worker
-                .config
-                .retry_delay
-                .saturating_mul(1 << (delivered - 1).clamp(0, 10))
-                .min(Duration::from_secs(600));
+        Err(error) if matches!(decided, Verdict::Retry(_)) => {
+            let Verdict::Retry(delay) = decided else { unreachable!("matched above") };
             tracing::warn!(job = %attempt.job_id, %error, retry_in = ?delay, "attempt failed; retrying");
             match worker.jobs.requeue(attempt, &error.to_string()).await {
                 Ok(FinishOutcome::Finished) => {
@@ -517,6 +564,66 @@ async fn settle(
                 Ok(FinishOutcome::Fenced) => Outcome::Fenced,
                 Err(_) => Outcome::Retried,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn failed(code: ErrorCode) -> EngineError {
+        EngineError::new(code, "x")
+    }
+
+    #[test]
+    fn a_stop_reason_decides_before_the_engine_result() {
+        let crashed = failed(ErrorCode::Crashed);
+        for result in [Ok(()), Err(&crashed)] {
+            assert_eq!(
+                verdict(Some(StopReason::Canceled), result, 1, 5, SECOND),
+                Verdict::Canceled
+            );
+            assert_eq!(verdict(Some(StopReason::Lost), result, 1, 5, SECOND), Verdict::Fenced);
+            assert_eq!(
+                verdict(Some(StopReason::SelfFenced), result, 1, 5, SECOND),
+                Verdict::Fenced
+            );
+            assert_eq!(verdict(Some(StopReason::Released), result, 5, 5, SECOND), Verdict::Release);
+        }
+        assert_eq!(verdict(None, Ok(()), 5, 5, SECOND), Verdict::Commit);
+    }
+
+    #[test]
+    fn engine_faults_retry_with_doubling_delays_until_the_last_delivery() {
+        let crashed = failed(ErrorCode::Crashed);
+        let delays: Vec<Verdict> =
+            (1..=5).map(|delivered| verdict(None, Err(&crashed), delivered, 5, SECOND)).collect();
+        assert_eq!(
+            delays,
+            [
+                Verdict::Retry(SECOND),
+                Verdict::Retry(2 * SECOND),
+                Verdict::Retry(4 * SECOND),
+                Verdict::Retry(8 * SECOND),
+                Verdict::Fail,
+            ]
+        );
+        // Capped at ten minutes however many deliveries are allowed.
+        assert_eq!(verdict(None, Err(&crashed), 30, 100, SECOND), Verdict::Retry(MAX_RETRY_DELAY));
+    }
+
+    #[test]
+    fn input_and_limit_errors_fail_at_once() {
+        for code in [
+            ErrorCode::Corrupt,
+            ErrorCode::TooSmallDimensions,
+            ErrorCode::Memory,
+            ErrorCode::OutputInvalid,
+        ] {
+            assert_eq!(verdict(None, Err(&failed(code)), 1, 5, SECOND), Verdict::Fail, "{code}");
         }
     }
 }
