@@ -47,10 +47,149 @@ pub(crate) struct Scaler {
     pub metrics: DispatcherMetrics,
 }
 
-/// What admission sees in one pass.
-struct View {
-    machines: Vec<ProviderMachine>,
-    records: HashMap<String, (MachineRecord, bool)>,
+/// What admission and the reaper see in one pass: the provider's machines, and the workers'
+/// records with whether each worker's lease is live.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct View {
+    pub machines: Vec<ProviderMachine>,
+    pub records: HashMap<String, (MachineRecord, bool)>,
+}
+
+/// Timing of the machine decisions (milliseconds since the epoch, durations).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    pub now_ms: u64,
+    /// A machine without a live worker this young is still booting.
+    pub boot_grace: Duration,
+    /// A started machine whose worker idled this long is stopped.
+    pub idle_stop_after: Duration,
+}
+
+impl Clock {
+    fn older_than(&self, since_ms: u64, age: Duration) -> bool {
+        self.now_ms.saturating_sub(since_ms) > u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// What the reaper does to one machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReapAction {
+    /// Listed by the provider, unknown to us, no worker, past its boot grace.
+    DestroyOrphan,
+    /// Its worker idled past `idle_stop_after`: stopped (kept for reuse).
+    StopIdle,
+    /// Started, but its worker's lease expired (hung or crashed).
+    ReclaimDead,
+    /// A stopped machine beyond `max_stopped` (the oldest go first).
+    DestroySurplus,
+}
+
+impl ReapAction {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ReapAction::DestroyOrphan => "destroyed_orphan",
+            ReapAction::StopIdle => "stopped_idle",
+            ReapAction::ReclaimDead => "reclaimed_dead",
+            ReapAction::DestroySurplus => "destroyed_surplus",
+        }
+    }
+
+    pub(crate) fn destroys(self) -> bool {
+        self != ReapAction::StopIdle
+    }
+}
+
+impl View {
+    /// How many more machines `demand` work items need: demand minus workers busy or idle and
+    /// machines still booting (alive, no live worker yet, within the boot grace).
+    pub(crate) fn machines_wanted(&self, demand: u64, clock: &Clock) -> u64 {
+        let live_worker = |id: &str| self.records.get(id).is_some_and(|(_, live)| *live);
+        let with_worker_in = |state: MachineState| {
+            self.machines
+                .iter()
+                .filter(|m| m.state.is_alive())
+                .filter(|m| {
+                    self.records.get(&m.id).is_some_and(|(r, live)| *live && r.state == state)
+                })
+                .count() as u64
+        };
+        let booting = self
+            .machines
+            .iter()
+            .filter(|m| m.state.is_alive() && !live_worker(&m.id))
+            .filter(|m| m.created_at == 0 || !clock.older_than(m.created_at, clock.boot_grace))
+            .count() as u64;
+        let capacity =
+            with_worker_in(MachineState::Idle) + with_worker_in(MachineState::Busy) + booting;
+        demand.saturating_sub(capacity)
+    }
+
+    /// Machines alive at the provider (counted against `max_machines`).
+    pub(crate) fn alive(&self) -> usize {
+        self.machines.iter().filter(|m| m.state.is_alive()).count()
+    }
+
+    /// Stopped machines to start before creating new ones, the newest last (popped first).
+    pub(crate) fn reusable(&self) -> Vec<&ProviderMachine> {
+        let mut stopped: Vec<&ProviderMachine> =
+            self.machines.iter().filter(|m| m.state == ProviderState::Stopped).collect();
+        stopped.sort_by_key(|m| m.created_at);
+        stopped
+    }
+
+    /// The reaper's decisions: (machine, action) for every machine that needs one, and the
+    /// machines with a live worker that are not members of the pool (to adopt).
+    pub(crate) fn reap_plan(
+        &self,
+        members: &std::collections::HashSet<String>,
+        clock: &Clock,
+        max_stopped: u32,
+    ) -> (Vec<(String, ReapAction)>, Vec<(String, String)>) {
+        let mut actions = Vec::new();
+        let mut adopt = Vec::new();
+        let mut stopped = Vec::new();
+        for machine in &self.machines {
+            let record = self.records.get(&machine.id);
+            let live = record.is_some_and(|(_, live)| *live);
+            let member = members.contains(&machine.id);
+            if live && !member {
+                // A worker we did not record (e.g. a create whose reply we lost).
+                adopt.push((
+                    machine.id.clone(),
+                    machine.slot.clone().unwrap_or_else(|| "adopted".to_owned()),
+                ));
+            }
+            let action =
+                if !(member || live) && clock.older_than(machine.created_at, clock.boot_grace) {
+                    Some(ReapAction::DestroyOrphan)
+                } else if machine.state == ProviderState::Started {
+                    match record {
+                        Some((r, true))
+                            if r.state == MachineState::Idle
+                                && clock.older_than(r.last_active_at, clock.idle_stop_after) =>
+                        {
+                            Some(ReapAction::StopIdle)
+                        }
+                        Some((_, false)) => Some(ReapAction::ReclaimDead),
+                        _ => None,
+                    }
+                } else {
+                    if machine.state == ProviderState::Stopped {
+                        stopped.push(machine);
+                    }
+                    None
+                };
+            if let Some(action) = action {
+                actions.push((machine.id.clone(), action));
+            }
+        }
+        // Keep a few stopped machines for reuse; destroy the oldest beyond that.
+        stopped.sort_by_key(|m| std::cmp::Reverse(m.created_at));
+        for machine in stopped.into_iter().skip(max_stopped as usize) {
+            actions.push((machine.id.clone(), ReapAction::DestroySurplus));
+        }
+        (actions, adopt)
+    }
 }
 
 impl Scaler {
@@ -124,46 +263,26 @@ impl Scaler {
             return Ok(());
         }
         let view = self.view().await?;
-        let now = now_ms();
-        let boot_grace_ms = u64::try_from(self.boot_grace.as_millis()).unwrap_or(u64::MAX);
-        // Alive machines whose worker is registered, live and in `state`.
-        let with_worker_in = |state: MachineState| {
-            view.machines
-                .iter()
-                .filter(|m| m.state.is_alive())
-                .filter(|m| {
-                    view.records.get(&m.id).is_some_and(|(r, live)| *live && r.state == state)
-                })
-                .count() as u64
-        };
-        let idle = with_worker_in(MachineState::Idle);
-        let booting = view
-            .machines
-            .iter()
-            .filter(|m| {
-                m.state.is_alive() && !view.records.get(&m.id).is_some_and(|(_, live)| *live)
-            })
-            .filter(|m| now.saturating_sub(m.created_at) < boot_grace_ms || m.created_at == 0)
-            .count() as u64;
-        let busy = with_worker_in(MachineState::Busy);
-        let wanted = demand.saturating_sub(busy + idle + booting);
+        let wanted = view.machines_wanted(demand, &self.clock(now_ms()));
         if wanted == 0 {
             return Ok(());
         }
-        let alive = view.machines.iter().filter(|m| m.state.is_alive()).count();
         let candidates: Vec<String> = (0..wanted.min(u64::from(self.max_machines)))
             .map(|_| format!("s{}", uuid::Uuid::now_v7().simple()))
             .collect();
         let mut redis = self.redis.clone();
-        let granted =
-            machines::admit(&mut redis, self.max_machines, alive, &candidates, RESERVATION_TTL)
-                .await?;
+        let granted = machines::admit(
+            &mut redis,
+            self.max_machines,
+            view.alive(),
+            &candidates,
+            RESERVATION_TTL,
+        )
+        .await?;
         if (granted.len() as u64) < wanted {
             self.metrics.admission.with_label_values(&["at_capacity"]).inc();
         }
-        let mut stopped: Vec<&ProviderMachine> =
-            view.machines.iter().filter(|m| m.state == ProviderState::Stopped).collect();
-        stopped.sort_by_key(|m| m.created_at);
+        let mut stopped = view.reusable();
         for slot in granted {
             let provider = self.provider.name();
             let result = match stopped.pop() {
@@ -192,67 +311,37 @@ impl Scaler {
         Ok(())
     }
 
+    fn clock(&self, now_ms: u64) -> Clock {
+        Clock { now_ms, boot_grace: self.boot_grace, idle_stop_after: self.idle_stop_after }
+    }
+
     pub(crate) async fn reap(&self) -> anyhow::Result<()> {
         let view = self.view().await?;
         let mut redis = self.redis.clone();
         let members = machines::members(&mut redis).await?;
-        let now = now_ms();
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let mut stopped = Vec::new();
-        for machine in &view.machines {
-            let record = view.records.get(&machine.id);
-            let live = record.is_some_and(|(_, live)| *live);
-            if live && !members.contains(&machine.id) {
-                // A worker we did not record (e.g. a create whose reply we lost): adopt it.
-                machines::remember(
-                    &mut redis,
-                    &machine.id,
-                    machine.slot.as_deref().unwrap_or("adopted"),
-                )
-                .await?;
-            }
-            let known = members.contains(&machine.id) || live;
-            let old = now.saturating_sub(machine.created_at) > ms(self.boot_grace);
-            let action = if !known && old {
-                Some(("destroyed_orphan", true))
-            } else if machine.state == ProviderState::Started {
-                match record {
-                    Some((r, true))
-                        if r.state == MachineState::Idle
-                            && now.saturating_sub(r.last_active_at) > ms(self.idle_stop_after) =>
-                    {
-                        Some(("stopped_idle", false))
-                    }
-                    Some((_, false)) => Some(("reclaimed_dead", true)),
-                    _ => None,
-                }
+        let (actions, adopt) = view.reap_plan(&members, &self.clock(now_ms()), self.max_stopped);
+        for (id, slot) in adopt {
+            machines::remember(&mut redis, &id, &slot).await?;
+        }
+        for (id, action) in actions {
+            let result = if action.destroys() {
+                self.provider.destroy(&id).await
             } else {
-                if machine.state == ProviderState::Stopped {
-                    stopped.push(machine);
-                }
-                None
+                self.provider.stop(&id).await
             };
-            if let Some((action, destroy)) = action {
-                let result = if destroy {
-                    self.provider.destroy(&machine.id).await
-                } else {
-                    self.provider.stop(&machine.id).await
-                };
-                let outcome = if result.is_ok() { "ok" } else { "error" };
-                self.metrics
-                    .provider_calls
-                    .with_label_values(&[
-                        self.provider.name(),
-                        if destroy { "destroy" } else { "stop" },
-                        outcome,
-                    ])
-                    .inc();
-                if result.is_ok() {
-                    self.metrics.reaper_actions.with_label_values(&[action]).inc();
-                    tracing::info!(machine = %machine.id, action, "reaper");
-                    if destroy {
-                        machines::forget(&mut redis, &machine.id).await?;
-                        machines::deregister(&mut redis, &machine.id).await?;
+            let outcome = if result.is_ok() { "ok" } else { "error" };
+            let call = if action.destroys() { "destroy" } else { "stop" };
+            self.metrics
+                .provider_calls
+                .with_label_values(&[self.provider.name(), call, outcome])
+                .inc();
+            if result.is_ok() {
+                self.metrics.reaper_actions.with_label_values(&[action.label()]).inc();
+                tracing::info!(machine = %id, action = action.label(), "reaper");
+                if action.destroys() {
+                    machines::forget(&mut redis, &id).await?;
+                    if action != ReapAction::DestroySurplus {
+                        machines::deregister(&mut redis, &id).await?;
                     }
                 }
             }
@@ -263,14 +352,97 @@ impl Scaler {
                 machines::deregister(&mut redis, id).await?;
             }
         }
-        // Keep a few stopped machines for reuse; destroy the oldest beyond that.
-        stopped.sort_by_key(|m| std::cmp::Reverse(m.created_at));
-        for machine in stopped.into_iter().skip(self.max_stopped as usize) {
-            if self.provider.destroy(&machine.id).await.is_ok() {
-                self.metrics.reaper_actions.with_label_values(&["destroyed_surplus"]).inc();
-                machines::forget(&mut redis, &machine.id).await?;
-            }
-        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    const NOW: u64 = 10_000_000;
+    const MINUTE: u64 = 60_000;
+
+    fn clock() -> Clock {
+        Clock {
+            now_ms: NOW,
+            boot_grace: Duration::from_secs(120),
+            idle_stop_after: Duration::from_secs(300),
+        }
+    }
+
+    fn machine(id: &str, state: ProviderState, age_ms: u64) -> ProviderMachine {
+        ProviderMachine {
+            id: id.into(),
+            state,
+            slot: Some(format!("slot-{id}")),
+            created_at: NOW - age_ms,
+        }
+    }
+
+    fn worker(view: &mut View, id: &str, state: MachineState, idle_ms: u64, live: bool) {
+        let record = MachineRecord {
+            id: id.into(),
+            state,
+            provider: "local".into(),
+            started_at: 0,
+            last_active_at: NOW - idle_ms,
+            jobs: 0,
+            admin: None,
+        };
+        view.records.insert(id.into(), (record, live));
+    }
+
+    #[test]
+    fn demand_is_met_by_idle_busy_and_booting_machines_only() {
+        let mut view = View::default();
+        view.machines = vec![
+            machine("idle", ProviderState::Started, 10 * MINUTE),
+            machine("busy", ProviderState::Started, 10 * MINUTE),
+            machine("booting", ProviderState::Started, MINUTE),
+            machine("stuck", ProviderState::Started, 10 * MINUTE),
+            machine("parked", ProviderState::Stopped, 10 * MINUTE),
+        ];
+        worker(&mut view, "idle", MachineState::Idle, 0, true);
+        worker(&mut view, "busy", MachineState::Busy, 0, true);
+        // "stuck" has no live worker past its boot grace: it is no capacity.
+        assert_eq!(view.machines_wanted(5, &clock()), 2);
+        assert_eq!(view.machines_wanted(3, &clock()), 0);
+        assert_eq!(view.alive(), 4);
+        assert_eq!(view.reusable().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["parked"]);
+    }
+
+    #[test]
+    fn the_reaper_stops_idlers_reclaims_the_dead_destroys_orphans_and_surplus() {
+        let mut view = View::default();
+        view.machines = vec![
+            machine("idler", ProviderState::Started, 60 * MINUTE),
+            machine("fresh-idle", ProviderState::Started, 60 * MINUTE),
+            machine("dead", ProviderState::Started, 60 * MINUTE),
+            machine("orphan", ProviderState::Started, 10 * MINUTE),
+            machine("young-orphan", ProviderState::Started, MINUTE),
+            machine("unrecorded", ProviderState::Started, 10 * MINUTE),
+            machine("stopped-old", ProviderState::Stopped, 50 * MINUTE),
+            machine("stopped-new", ProviderState::Stopped, 20 * MINUTE),
+        ];
+        worker(&mut view, "idler", MachineState::Idle, 6 * MINUTE, true);
+        worker(&mut view, "fresh-idle", MachineState::Idle, MINUTE, true);
+        worker(&mut view, "dead", MachineState::Busy, MINUTE, false);
+        worker(&mut view, "unrecorded", MachineState::Busy, 0, true);
+        let members: HashSet<String> =
+            ["idler", "fresh-idle", "dead", "stopped-old", "stopped-new"].map(String::from).into();
+        let (actions, adopt) = view.reap_plan(&members, &clock(), 1);
+        assert_eq!(
+            actions,
+            [
+                ("idler".to_owned(), ReapAction::StopIdle),
+                ("dead".to_owned(), ReapAction::ReclaimDead),
+                ("orphan".to_owned(), ReapAction::DestroyOrphan),
+                ("stopped-old".to_owned(), ReapAction::DestroySurplus),
+            ]
+        );
+        assert_eq!(adopt, [("unrecorded".to_owned(), "slot-unrecorded".to_owned())]);
     }
 }
