@@ -71,6 +71,14 @@ impl Clock {
     }
 }
 
+/// The reaper's decisions: (machine, action) for every machine that needs one, and
+/// (machine, slot) of machines with a live worker that are not members of the pool (adopted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReapPlan {
+    pub actions: Vec<(String, ReapAction)>,
+    pub adopt: Vec<(String, String)>,
+}
+
 /// What the reaper does to one machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReapAction {
@@ -137,14 +145,13 @@ impl View {
         stopped
     }
 
-    /// The reaper's decisions: (machine, action) for every machine that needs one, and the
-    /// machines with a live worker that are not members of the pool (to adopt).
+    /// The reaper's decisions for one pass.
     pub(crate) fn reap_plan(
         &self,
         members: &std::collections::HashSet<String>,
         clock: &Clock,
         max_stopped: u32,
-    ) -> (Vec<(String, ReapAction)>, Vec<(String, String)>) {
+    ) -> ReapPlan {
         let mut actions = Vec::new();
         let mut adopt = Vec::new();
         let mut stopped = Vec::new();
@@ -188,7 +195,7 @@ impl View {
         for machine in stopped.into_iter().skip(max_stopped as usize) {
             actions.push((machine.id.clone(), ReapAction::DestroySurplus));
         }
-        (actions, adopt)
+        ReapPlan { actions, adopt }
     }
 }
 
@@ -319,7 +326,8 @@ impl Scaler {
         let view = self.view().await?;
         let mut redis = self.redis.clone();
         let members = machines::members(&mut redis).await?;
-        let (actions, adopt) = view.reap_plan(&members, &self.clock(now_ms()), self.max_stopped);
+        let ReapPlan { actions, adopt } =
+            view.reap_plan(&members, &self.clock(now_ms()), self.max_stopped);
         for (id, slot) in adopt {
             machines::remember(&mut redis, &id, &slot).await?;
         }
@@ -397,14 +405,16 @@ mod tests {
 
     #[test]
     fn demand_is_met_by_idle_busy_and_booting_machines_only() {
-        let mut view = View::default();
-        view.machines = vec![
-            machine("idle", ProviderState::Started, 10 * MINUTE),
-            machine("busy", ProviderState::Started, 10 * MINUTE),
-            machine("booting", ProviderState::Started, MINUTE),
-            machine("stuck", ProviderState::Started, 10 * MINUTE),
-            machine("parked", ProviderState::Stopped, 10 * MINUTE),
-        ];
+        let mut view = View {
+            machines: vec![
+                machine("idle", ProviderState::Started, 10 * MINUTE),
+                machine("busy", ProviderState::Started, 10 * MINUTE),
+                machine("booting", ProviderState::Started, MINUTE),
+                machine("stuck", ProviderState::Started, 10 * MINUTE),
+                machine("parked", ProviderState::Stopped, 10 * MINUTE),
+            ],
+            ..View::default()
+        };
         worker(&mut view, "idle", MachineState::Idle, 0, true);
         worker(&mut view, "busy", MachineState::Busy, 0, true);
         // "stuck" has no live worker past its boot grace: it is no capacity.
@@ -416,24 +426,26 @@ mod tests {
 
     #[test]
     fn the_reaper_stops_idlers_reclaims_the_dead_destroys_orphans_and_surplus() {
-        let mut view = View::default();
-        view.machines = vec![
-            machine("idler", ProviderState::Started, 60 * MINUTE),
-            machine("fresh-idle", ProviderState::Started, 60 * MINUTE),
-            machine("dead", ProviderState::Started, 60 * MINUTE),
-            machine("orphan", ProviderState::Started, 10 * MINUTE),
-            machine("young-orphan", ProviderState::Started, MINUTE),
-            machine("unrecorded", ProviderState::Started, 10 * MINUTE),
-            machine("stopped-old", ProviderState::Stopped, 50 * MINUTE),
-            machine("stopped-new", ProviderState::Stopped, 20 * MINUTE),
-        ];
+        let mut view = View {
+            machines: vec![
+                machine("idler", ProviderState::Started, 60 * MINUTE),
+                machine("fresh-idle", ProviderState::Started, 60 * MINUTE),
+                machine("dead", ProviderState::Started, 60 * MINUTE),
+                machine("orphan", ProviderState::Started, 10 * MINUTE),
+                machine("young-orphan", ProviderState::Started, MINUTE),
+                machine("unrecorded", ProviderState::Started, 10 * MINUTE),
+                machine("stopped-old", ProviderState::Stopped, 50 * MINUTE),
+                machine("stopped-new", ProviderState::Stopped, 20 * MINUTE),
+            ],
+            ..View::default()
+        };
         worker(&mut view, "idler", MachineState::Idle, 6 * MINUTE, true);
         worker(&mut view, "fresh-idle", MachineState::Idle, MINUTE, true);
         worker(&mut view, "dead", MachineState::Busy, MINUTE, false);
         worker(&mut view, "unrecorded", MachineState::Busy, 0, true);
         let members: HashSet<String> =
             ["idler", "fresh-idle", "dead", "stopped-old", "stopped-new"].map(String::from).into();
-        let (actions, adopt) = view.reap_plan(&members, &clock(), 1);
+        let ReapPlan { actions, adopt } = view.reap_plan(&members, &clock(), 1);
         assert_eq!(
             actions,
             [
