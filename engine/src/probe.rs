@@ -87,17 +87,26 @@ pub(crate) fn sniff_container(head: &[u8]) -> Option<&'static str> {
     }
 }
 
-fn dict(entries: &[(&str, String)]) -> *mut ffi::AVDictionary {
+/// An FFmpeg dictionary of `entries`. These set the restrictions (protocol, format and codec
+/// whitelists, the pixel cap): a dictionary missing one must never reach FFmpeg, so a failed
+/// `av_dict_set` is an error, not a dropped option.
+fn dict(entries: &[(&str, String)]) -> Result<*mut ffi::AVDictionary, EngineError> {
     let mut dict: *mut ffi::AVDictionary = ptr::null_mut();
     for (key, value) in entries {
         let (key, value) =
             (CString::new(*key).expect("no NUL"), CString::new(value.as_str()).expect("no NUL"));
         // SAFETY: av_dict_set copies both strings; `dict` is ours.
-        unsafe {
-            ffi::av_dict_set(&mut dict, key.as_ptr(), value.as_ptr(), 0);
+        let set = unsafe { ffi::av_dict_set(&mut dict, key.as_ptr(), value.as_ptr(), 0) };
+        if set < 0 {
+            // SAFETY: frees what was set so far (null is fine).
+            unsafe { ffi::av_dict_free(&mut dict) };
+            return Err(EngineError::new(
+                ErrorCode::Memory,
+                format!("cannot set the FFmpeg option {}", key.to_string_lossy()),
+            ));
         }
     }
-    dict
+    Ok(dict)
 }
 
 /// Opens the source under the restrictions and checks it against `limits`.
@@ -112,13 +121,14 @@ pub fn open(path: &Path, limits: &Limits) -> Result<(Input, MediaInfo), EngineEr
         ("codec_whitelist", codec_whitelist()),
         ("probesize", "5000000".to_owned()),
         ("analyzeduration", "10000000".to_owned()),
-    ]);
+    ])?;
     let mut context: *mut ffi::AVFormatContext = ptr::null_mut();
     // SAFETY: standard avformat_open_input use; `options` is freed below, `context` is owned
     // by the returned `Input` (or closed on every error path).
     let opened = unsafe {
         ffi::avformat_open_input(&mut context, c_path.as_ptr(), ptr::null_mut(), &mut options)
     };
+    // SAFETY: `options` is ours (what avformat_open_input left of it).
     unsafe { ffi::av_dict_free(&mut options) };
     if opened < 0 {
         let error = ffmpeg::Error::from(opened);
@@ -138,18 +148,27 @@ pub fn open(path: &Path, limits: &Limits) -> Result<(Input, MediaInfo), EngineEr
     let streams = input.nb_streams() as usize;
     // find_stream_info decodes a few frames: give every stream's decoder the pixel cap and the
     // codec allowlist, so a header that lies about its size still cannot allocate a bomb.
-    let mut stream_options: Vec<*mut ffi::AVDictionary> = (0..streams)
-        .map(|_| {
-            dict(&[
-                ("max_pixels", limits.max_pixels.to_string()),
-                ("codec_whitelist", codec_whitelist()),
-            ])
-        })
-        .collect();
+    let mut stream_options: Vec<*mut ffi::AVDictionary> = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        match dict(&[
+            ("max_pixels", limits.max_pixels.to_string()),
+            ("codec_whitelist", codec_whitelist()),
+        ]) {
+            Ok(options) => stream_options.push(options),
+            Err(error) => {
+                for options in &mut stream_options {
+                    // SAFETY: each dictionary is ours.
+                    unsafe { ffi::av_dict_free(options) };
+                }
+                return Err(error);
+            }
+        }
+    }
     // SAFETY: one dictionary per stream, as avformat_find_stream_info expects; freed after.
     let found =
         unsafe { ffi::avformat_find_stream_info(input.as_mut_ptr(), stream_options.as_mut_ptr()) };
     for options in &mut stream_options {
+        // SAFETY: each dictionary is ours (what find_stream_info left of it).
         unsafe { ffi::av_dict_free(options) };
     }
     if found < 0 {

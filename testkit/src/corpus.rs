@@ -1,5 +1,5 @@
-//! The malicious and malformed input corpus of reliability.md §2.5 (C1–C17), generated at
-//! test time with FFmpeg and small scripts (nothing large is committed). Deterministic files
+//! The malicious and malformed input corpus (docs/DESIGN.md, "Untrusted media": C1–C16),
+//! generated at test time with FFmpeg and small scripts (nothing large is committed). Deterministic files
 //! are cached under `target/testkit-media/corpus/`; files that embed a canary address or path
 //! are written into the caller's directory.
 

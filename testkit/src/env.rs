@@ -34,6 +34,7 @@ impl TestEnv {
             ("TCODER__S3__BUCKET", self.s3.bucket().to_owned()),
             ("TCODER__S3__ACCESS_KEY_ID", self.s3.access_key_id().to_owned()),
             ("TCODER__S3__SECRET_ACCESS_KEY", self.s3.secret_access_key().to_owned()),
+            ("TCODER__DISPATCHER__LOCAL_WORKER_LOGS", crate::test_log().to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

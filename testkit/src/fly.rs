@@ -236,7 +236,8 @@ fn spawn(inner: &Inner, id: &str, config: &Value) -> Option<Child> {
             command.env(k, v.as_str().unwrap_or_default());
         }
     }
-    command.stdin(Stdio::null()).stdout(Stdio::null()).spawn().ok()
+    let stderr = if crate::test_log() { Stdio::inherit() } else { Stdio::null() };
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).spawn().ok()
 }
 
 fn note_alive(inner: &mut Inner) {

@@ -6,7 +6,7 @@
 //! - [`S3Server`]: an S3 endpoint (s3s + s3s-fs, the same code as tcoder's embedded store) with
 //!   SigV4 auth, in a temp dir.
 //! - [`TestEnv`]: all three at once.
-//! - [`corpus`]: the malicious/malformed input corpus (reliability.md §2.5); [`Canary`] for SSRF.
+//! - [`corpus`]: the malicious/malformed input corpus (docs/DESIGN.md, "Untrusted media"); [`Canary`] for SSRF.
 //! - [`media`]: tiny clips generated with FFmpeg's lavfi sources, cached under `target/`.
 //! - [`eventually`] / [`eventually_async`]: bounded polling, instead of sleeping.
 //! - [`ChaosProxy`]: a TCP proxy that can pass, drop or blackhole traffic.
@@ -46,7 +46,7 @@ pub use ports::free_port;
 pub use process::ChildProcess;
 pub use redis::RedisServer;
 pub use s3::S3Server;
-pub use service::ServiceProcess;
+pub use service::{ServiceProcess, assert_admin_endpoints, assert_binary_stops_cleanly};
 pub use wait::{eventually, eventually_async};
 
 use std::path::PathBuf;
@@ -76,4 +76,11 @@ pub fn tool_path(name: &str, env_var: &str) -> PathBuf {
         }
     }
     panic!("{name} not found (set {env_var}, or run scripts/setup.sh to install it)");
+}
+
+/// Whether the services and workers tests start write their logs to the test's stderr:
+/// `TEST_LOG=1 cargo test …` to see them (they are discarded otherwise, so a passing run stays
+/// readable).
+pub fn test_log() -> bool {
+    std::env::var_os("TEST_LOG").is_some_and(|v| !v.is_empty() && v != "0")
 }

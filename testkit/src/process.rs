@@ -1,6 +1,7 @@
 //! A child process that is stopped by pid when dropped.
 
 use std::process::{Child, Command, ExitStatus};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A spawned server process. Dropping it kills the process (SIGKILL) and reaps it; only the
@@ -8,29 +9,35 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct ChildProcess {
     name: String,
-    child: Option<Child>,
+    /// Behind a lock so `signal(&self)` can check the child is unreaped before signalling it.
+    child: Mutex<Option<Child>>,
 }
 
 impl ChildProcess {
     pub fn spawn(name: &str, command: &mut Command) -> std::io::Result<ChildProcess> {
         let child = command.spawn()?;
-        Ok(ChildProcess { name: name.to_owned(), child: Some(child) })
+        Ok(ChildProcess { name: name.to_owned(), child: Mutex::new(Some(child)) })
     }
 
     /// The child's stdout, when spawned with `Stdio::piped()`.
     pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
-        self.child.as_mut().and_then(|c| c.stdout.take())
+        self.child.get_mut().expect("child lock").as_mut().and_then(|c| c.stdout.take())
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or(0)
+        self.child.lock().expect("child lock").as_ref().map(Child::id).unwrap_or(0)
     }
 
-    /// Sends `signal` (e.g. `libc::SIGSTOP`) to the process.
+    /// Sends `signal` (e.g. `libc::SIGSTOP`) to the process, unless it already exited (its
+    /// pid, once reaped by `try_status`, may belong to another process by now).
     pub fn signal(&self, signal: i32) {
-        if let Some(child) = &self.child {
+        let mut guard = self.child.lock().expect("child lock");
+        if let Some(child) = guard.as_mut()
+            && matches!(child.try_wait(), Ok(None))
+        {
             let pid = i32::try_from(child.id()).expect("pid fits in i32");
-            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped (checked
+            // just above, under the lock every wait on it takes).
             unsafe {
                 libc::kill(pid, signal);
             }
@@ -39,13 +46,13 @@ impl ChildProcess {
 
     /// Whether the process has exited (and its status if so).
     pub fn try_status(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child.get_mut().expect("child lock").as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGTERM, then wait up to `grace`; SIGKILL if still running. Returns the exit status and
     /// whether it exited within the grace period.
     pub fn terminate(&mut self, grace: Duration) -> Option<(ExitStatus, bool)> {
-        let mut child = self.child.take()?;
+        let mut child = self.child.get_mut().expect("child lock").take()?;
         if let Ok(Some(status)) = child.try_wait() {
             return Some((status, true));
         }
@@ -67,7 +74,7 @@ impl ChildProcess {
 
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.child.get_mut().expect("child lock").take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -76,7 +83,7 @@ impl ChildProcess {
 
 impl Drop for ChildProcess {
     fn drop(&mut self) {
-        if self.child.is_some() {
+        if self.child.get_mut().expect("child lock").is_some() {
             self.kill();
             eprintln!("testkit: stopped {}", self.name);
         }

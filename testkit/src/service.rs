@@ -23,7 +23,7 @@ impl ServiceProcess {
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("TCODER__ADMIN__BIND", admin.to_string())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(if crate::test_log() { Stdio::inherit() } else { Stdio::null() });
         let name = binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let process = ChildProcess::spawn(&name, &mut command).expect("spawn service binary");
         ServiceProcess { process, admin }
@@ -70,4 +70,29 @@ impl ServiceProcess {
     pub fn terminate(&mut self, grace: Duration) -> (ExitStatus, bool) {
         self.process.terminate(grace).expect("service was running")
     }
+}
+
+/// The admin server every service runs: `/healthz`, `/readyz` and `/metrics` answer 200 and the
+/// metrics name the service (`tcoder_build_info{service="<service>"…}`). Blocking: call it from
+/// `spawn_blocking` in async tests.
+pub fn assert_admin_endpoints(admin: SocketAddr, service: &str) {
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, body) = http_get(admin, path).expect("admin server answers");
+        assert_eq!(status, 200, "{service} {path}: {body}");
+    }
+    let (_, metrics) = http_get(admin, "/metrics").expect("admin server answers");
+    let build_info = format!("tcoder_build_info{{service=\"{service}\"");
+    assert!(metrics.contains(&build_info), "{service} metrics lack {build_info}: {metrics}");
+}
+
+/// The service binary becomes ready with `env`, then exits 0 on SIGTERM within its 5 s drain
+/// deadline.
+pub fn assert_binary_stops_cleanly(binary: &Path, env: &[(String, String)]) {
+    let mut vars = env.to_vec();
+    vars.push(("TCODER__SHUTDOWN__DRAIN_DEADLINE".to_owned(), "5s".to_owned()));
+    let mut service = ServiceProcess::spawn(binary, &vars);
+    service.wait_ready(Duration::from_secs(30));
+    let (status, in_time) = service.terminate(Duration::from_secs(5));
+    assert!(in_time, "{} did not stop within the drain deadline", binary.display());
+    assert!(status.success(), "{}: {status}", binary.display());
 }

@@ -53,17 +53,13 @@ impl App {
 
 /// Writes the effective settings (secrets included) to a file only this user can read, for the
 /// worker processes the local provider starts.
-fn write_worker_settings(settings: &Settings) -> anyhow::Result<PathBuf> {
+/// The folder (a fresh temporary one per dispatcher, removed when the local provider that
+/// owns it is dropped: several dispatchers may share a process, e.g. in tests) and the file.
+fn write_worker_settings(settings: &Settings) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    // One file per dispatcher instance (several may share a process, e.g. in tests).
-    let dir = std::env::temp_dir().join(format!(
-        "tcoder-dispatcher-{}-{}",
-        std::process::id(),
-        uuid::Uuid::now_v7().simple()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("worker-settings.toml");
+    let dir = tempfile::Builder::new().prefix("tcoder-dispatcher-").tempdir()?;
+    let path = dir.path().join("worker-settings.toml");
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -71,7 +67,7 @@ fn write_worker_settings(settings: &Settings) -> anyhow::Result<PathBuf> {
         .mode(0o600)
         .open(&path)?;
     file.write_all(settings.to_toml().as_bytes())?;
-    Ok(path)
+    Ok((dir, path))
 }
 
 /// `dispatcher.worker_program`, else `tcoder-worker` next to this binary.
@@ -116,11 +112,14 @@ impl Service for App {
             match config.provider {
                 ProviderKind::Local => {
                     // Workers get this dispatcher's effective settings, as a Fly machine gets its env.
-                    let settings_file = write_worker_settings(&settings)?;
+                    let (dir, settings_file) = write_worker_settings(&settings)?;
                     let env =
                         vec![("TCODER_CONFIG".to_owned(), settings_file.display().to_string())];
-                    let local =
-                        Arc::new(LocalProvider::new(worker_program(&config.worker_program)?, env));
+                    let local = Arc::new(
+                        LocalProvider::new(worker_program(&config.worker_program)?, env)
+                            .owning(dir)
+                            .with_worker_logs(config.local_worker_logs),
+                    );
                     (Some(local.clone()), Some(local))
                 }
                 ProviderKind::Fly => (

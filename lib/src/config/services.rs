@@ -168,6 +168,8 @@ pub struct DispatcherConfig {
     pub boot_grace: Duration,
     pub max_stopped: u32,
     pub worker_program: String,
+    /// Whether workers of the local provider log to the dispatcher's stderr.
+    pub local_worker_logs: bool,
     pub fly: crate::machines::fly::Config,
     #[serde(with = "humantime_serde")]
     pub reconcile_interval: Duration,

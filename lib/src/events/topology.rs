@@ -1,4 +1,4 @@
-//! The streams and durable consumers of DESIGN.md, created or updated idempotently at start by
+//! The streams and durable consumers of docs/DESIGN.md, created or updated idempotently at start by
 //! every service (whichever starts first creates them; the rest find them in place).
 //!
 //! The server itself must run with `jetstream { sync_interval: always }` so an acknowledged

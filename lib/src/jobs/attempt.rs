@@ -1,7 +1,7 @@
 //! Attempts: how a worker claims a job, keeps it, and ends it — each step a Lua script checked
 //! against the job's fencing epoch. JetStream accepts a late ack from a worker whose AckWait
 //! has expired, so the broker cannot tell a stale worker from the current one; Redis can: only
-//! the holder of the current epoch may renew, commit or fail (reliability.md §5).
+//! the holder of the current epoch may renew, commit or fail (docs/DESIGN.md, "Leases and epochs").
 //!
 //! The terminal event is written to an outbox (`tcoder:outbox`) in the same script as the
 //! state, and published afterwards with its id as `Nats-Msg-Id`; a crash in between is healed

@@ -26,6 +26,11 @@ pub struct LocalProvider {
     counter: Mutex<u64>,
     /// Most machines alive at once so far (what tests and operators check against the cap).
     peak_alive: Mutex<usize>,
+    /// Whether workers write their logs to this process's stderr (else they are discarded).
+    worker_logs: bool,
+    /// Files the workers need for as long as this provider lives (their settings, with
+    /// secrets); removed with it.
+    _owned: Option<tempfile::TempDir>,
 }
 
 impl LocalProvider {
@@ -37,7 +42,21 @@ impl LocalProvider {
             machines: Mutex::default(),
             counter: Mutex::new(0),
             peak_alive: Mutex::new(0),
+            worker_logs: true,
+            _owned: None,
         }
+    }
+
+    /// Keeps `dir` (the workers' settings) until this provider is dropped.
+    pub fn owning(mut self, dir: tempfile::TempDir) -> LocalProvider {
+        self._owned = Some(dir);
+        self
+    }
+
+    /// Whether workers log to this process's stderr (`[dispatcher] local_worker_logs`).
+    pub fn with_worker_logs(mut self, inherit: bool) -> LocalProvider {
+        self.worker_logs = inherit;
+        self
     }
 
     pub fn peak_alive(&self) -> usize {
@@ -71,7 +90,8 @@ impl LocalProvider {
             .env("TCODER__WORKER__MACHINE_ID", id)
             .env("TCODER__ADMIN__BIND", "127.0.0.1:0")
             .stdin(Stdio::null())
-            .stdout(Stdio::null());
+            .stdout(Stdio::null())
+            .stderr(if self.worker_logs { Stdio::inherit() } else { Stdio::null() });
         // SAFETY: prctl in the child before exec; workers die with the dispatcher.
         unsafe {
             use std::os::unix::process::CommandExt;
@@ -153,10 +173,15 @@ impl MachineProvider for LocalProvider {
     async fn stop(&self, id: &str) -> Result<(), ProviderError> {
         let mut machines = self.machines.lock().expect("lock");
         let machine = machines.get_mut(id).ok_or_else(|| ProviderError::NotFound(id.to_owned()))?;
-        if let Some(child) = &machine.child
+        // A child that exited may already be reaped (by `try_wait` in `state`), and its pid
+        // reused by another process: only a child `try_wait` finds unreaped is signalled. It
+        // cannot be reaped in between: every wait on it happens under the lock we hold.
+        if let Some(child) = machine.child.as_mut()
+            && matches!(child.try_wait(), Ok(None))
             && let Ok(pid) = i32::try_from(child.id())
         {
-            // SAFETY: signalling a child we spawned and have not reaped.
+            // SAFETY: signalling a child we spawned and have not reaped (checked above, under
+            // the lock): the pid is still its own, at worst a zombie's.
             unsafe {
                 libc::kill(pid, libc::SIGTERM);
             }

@@ -1,7 +1,7 @@
 //! Redis: the authoritative job state machine, fencing epochs, machine leases and the pool.
 //! Every multi-key change is one Lua script, so no reader ever sees half a transition.
 //!
-//! Key prefix `tcoder:` (see DESIGN.md "Redis").
+//! Key prefix `tcoder:` (see docs/DESIGN.md, "Redis").
 
 use std::time::Duration;
 

@@ -1,5 +1,8 @@
 //! Integration tests of `tcoder`'s adapters against real servers started by the test kit.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod admin;
 mod auth;
 mod config_files;

@@ -266,6 +266,7 @@ fn ffmpeg(args: &[String]) -> anyhow::Result<Sample> {
     let mut status = 0;
     // SAFETY: zeroed rusage is a valid out-parameter; waiting for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child, not yet waited for (`child` is forgotten, never waited).
     let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     std::mem::forget(child);
     if reaped != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {

@@ -4,7 +4,7 @@ use tcoder::config::{EnvVars, Settings};
 use tcoder::service::Service;
 use tcoder::shutdown::Shutdown;
 use tcoder_ingest::App;
-use testkit::{ServiceProcess, TestEnv};
+use testkit::TestEnv;
 
 fn settings(env: &TestEnv, extra: &[(&str, String)]) -> Settings {
     let mut vars = env.service_env();
@@ -65,12 +65,8 @@ async fn with_the_embedded_store_ingest_is_its_own_s3_endpoint() {
 #[test]
 fn the_binary_becomes_ready_and_exits_cleanly_on_sigterm_within_its_drain_deadline() {
     let env = TestEnv::start();
-    let mut vars = env.service_env();
-    vars.push(("TCODER__SHUTDOWN__DRAIN_DEADLINE".to_owned(), "5s".to_owned()));
-    let mut service = ServiceProcess::spawn(env!("CARGO_BIN_EXE_tcoder-ingest").as_ref(), &vars);
-    service.wait_ready(Duration::from_secs(30));
-
-    let (status, in_time) = service.terminate(Duration::from_secs(5));
-    assert!(in_time, "did not stop within the drain deadline");
-    assert!(status.success(), "{status}");
+    testkit::assert_binary_stops_cleanly(
+        env!("CARGO_BIN_EXE_tcoder-ingest").as_ref(),
+        &env.service_env(),
+    );
 }

@@ -1,5 +1,8 @@
 //! tcoder-ingest against real NATS, Redis and S3.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod api;
 mod bridge;
 mod helpers;

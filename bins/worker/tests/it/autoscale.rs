@@ -114,6 +114,7 @@ async fn a_killed_machine_is_reclaimed_and_its_job_finishes_on_another() {
     })
     .await;
     let pid = local.pid(&busy.id).expect("the busy machine runs");
+    // SAFETY: kill(2) on the pid the local provider reports for a machine it runs.
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
     }

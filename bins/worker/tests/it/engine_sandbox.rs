@@ -1,5 +1,5 @@
 //! The engine as the worker runs it: a sandboxed child process, fed the malicious and
-//! malformed corpus of reliability.md §2.5.
+//! malformed corpus of docs/DESIGN.md ("Untrusted media").
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -180,6 +180,7 @@ async fn a_hanging_engine_is_killed_at_its_deadline() {
     // A FIFO nobody writes: opening it blocks forever.
     let fifo = dir.join("in/source");
     let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
     let job = EngineJob {
         input: fifo,

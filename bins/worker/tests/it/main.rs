@@ -1,5 +1,8 @@
 //! tcoder-worker against real NATS, Redis, S3 and FFmpeg.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod autoscale;
 mod engine_sandbox;
 mod fly;
