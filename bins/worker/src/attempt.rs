@@ -15,7 +15,7 @@ use tcoder::cost::{JobCost, Usage};
 use tcoder::engine::{EngineError, EngineJob, EngineReport, EngineSpec, ErrorCode, Progress};
 use tcoder::events::{self, JobEvent, WorkItem, subjects};
 use tcoder::jobs::{Attempt, ClaimOutcome, FinishOutcome, Job, JobError};
-use tcoder::storage::{keys, transfer};
+use tcoder::storage::{S3Error, keys, transfer};
 use tracing::Instrument as _;
 
 use crate::Worker;
@@ -255,7 +255,14 @@ async fn work(
     let downloaded =
         stoppable(stop, transfer::download(&worker.s3, &worker.bucket, &source.key, &input))
             .await?
-            .map_err(|e| transient(e.to_string()))?;
+            .map_err(|e| match e {
+                // Deleted after the upload: no attempt can get it back.
+                S3Error::NotFound(_) => EngineError::new(
+                    ErrorCode::SourceMissing,
+                    "the uploaded source is no longer in the bucket",
+                ),
+                other => transient(other.to_string()),
+            })?;
     worker
         .metrics
         .stage_seconds

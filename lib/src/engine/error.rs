@@ -27,6 +27,9 @@ pub enum ErrorCode {
     TooManyStreams,
     #[serde(rename = "input.unsupported_frame_rate")]
     UnsupportedFrameRate,
+    /// The uploaded source is no longer in the bucket (deleted after the upload).
+    #[serde(rename = "input.source_missing")]
+    SourceMissing,
     #[serde(rename = "limits.memory")]
     Memory,
     #[serde(rename = "limits.cpu")]
@@ -57,6 +60,7 @@ impl ErrorCode {
             ErrorCode::TooLong => "input.too_long",
             ErrorCode::TooManyStreams => "input.too_many_streams",
             ErrorCode::UnsupportedFrameRate => "input.unsupported_frame_rate",
+            ErrorCode::SourceMissing => "input.source_missing",
             ErrorCode::Memory => "limits.memory",
             ErrorCode::Cpu => "limits.cpu",
             ErrorCode::Timeout => "limits.timeout",

@@ -3,7 +3,10 @@
 
 pub mod keys;
 pub mod local;
+mod objects;
 pub mod transfer;
+
+pub use self::objects::{ListedObject, ObjectHead, Presigned, S3Error, head, list, presign_put};
 
 use std::time::Duration;
 

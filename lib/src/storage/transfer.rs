@@ -13,16 +13,13 @@ pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 /// Size of each part (S3 requires at least 5 MiB for all but the last).
 pub const PART_SIZE: u64 = 8 * 1024 * 1024;
 
-/// A failed transfer (network, credentials, disk).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TransferError(pub String);
+use super::S3Error;
+use super::objects::classify as sdk;
 
-fn sdk<E: std::error::Error + Send + Sync + 'static>(
-    what: &str,
-    e: aws_sdk_s3::error::SdkError<E>,
-) -> TransferError {
-    TransferError(format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))
+/// Local disk trouble while streaming (the worker's scratch space): worth another attempt,
+/// perhaps on another machine.
+fn disk(what: String) -> S3Error {
+    S3Error::Transient(what)
 }
 
 /// Streams `bucket/key` to `path`; returns the bytes written.
@@ -31,23 +28,21 @@ pub async fn download(
     bucket: &str,
     key: &str,
     path: &Path,
-) -> Result<u64, TransferError> {
+) -> Result<u64, S3Error> {
     let object =
         s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| sdk("GetObject", e))?;
     let mut file = tokio::fs::File::create(path)
         .await
-        .map_err(|e| TransferError(format!("create {}: {e}", path.display())))?;
+        .map_err(|e| disk(format!("create {}: {e}", path.display())))?;
     let mut body = object.body;
     let mut written = 0u64;
     while let Some(chunk) =
-        body.try_next().await.map_err(|e| TransferError(format!("download {key}: {e}")))?
+        body.try_next().await.map_err(|e| disk(format!("download {key}: {e}")))?
     {
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| TransferError(format!("write {}: {e}", path.display())))?;
+        file.write_all(&chunk).await.map_err(|e| disk(format!("write {}: {e}", path.display())))?;
         written += chunk.len() as u64;
     }
-    file.flush().await.map_err(|e| TransferError(e.to_string()))?;
+    file.flush().await.map_err(|e| disk(e.to_string()))?;
     Ok(written)
 }
 
@@ -58,13 +53,13 @@ pub async fn upload(
     key: &str,
     path: &Path,
     content_type: &str,
-) -> Result<(), TransferError> {
+) -> Result<(), S3Error> {
     let size = tokio::fs::metadata(path)
         .await
-        .map_err(|e| TransferError(format!("{}: {e}", path.display())))?
+        .map_err(|e| disk(format!("{}: {e}", path.display())))?
         .len();
     if size < MULTIPART_THRESHOLD {
-        let body = ByteStream::from_path(path).await.map_err(|e| TransferError(e.to_string()))?;
+        let body = ByteStream::from_path(path).await.map_err(|e| disk(e.to_string()))?;
         s3.put_object()
             .bucket(bucket)
             .key(key)
@@ -84,7 +79,7 @@ pub async fn upload(
         .await
         .map_err(|e| sdk("CreateMultipartUpload", e))?;
     let upload_id =
-        created.upload_id().ok_or_else(|| TransferError("no upload id".into()))?.to_owned();
+        created.upload_id().ok_or_else(|| S3Error::Transient("no upload id".into()))?.to_owned();
     match upload_parts(s3, bucket, key, path, size, &upload_id).await {
         Ok(parts) => {
             s3.complete_multipart_upload()
@@ -120,7 +115,7 @@ async fn upload_parts(
     path: &Path,
     size: u64,
     upload_id: &str,
-) -> Result<Vec<CompletedPart>, TransferError> {
+) -> Result<Vec<CompletedPart>, S3Error> {
     let mut parts = Vec::new();
     let mut offset = 0u64;
     let mut number = 1i32;
@@ -132,7 +127,7 @@ async fn upload_parts(
             .length(Length::Exact(length))
             .build()
             .await
-            .map_err(|e| TransferError(e.to_string()))?;
+            .map_err(|e| disk(e.to_string()))?;
         let part = s3
             .upload_part()
             .bucket(bucket)

@@ -12,13 +12,11 @@ pub(crate) mod normalize;
 pub(crate) mod r2_queue;
 pub(crate) mod sweep;
 
-use aws_sdk_s3::error::SdkError;
-use aws_sdk_s3::operation::head_object::HeadObjectError;
 use tcoder::events::{self, UploadEvent, UploadSource};
 use tcoder::jobs::{
     Job, JobError, JobStatus, JobStore, SourceObject, TransitionError, now_ms, rfc3339,
 };
-use tcoder::storage::{ObjectCreated, keys};
+use tcoder::storage::{self, ObjectCreated, keys};
 
 use crate::metrics::IngestMetrics;
 
@@ -129,20 +127,13 @@ impl Bridge {
             }
             JobStatus::Failed | JobStatus::Canceled => return Ok(Outcome::NotAwaiting),
         }
-        let head = match self.s3.head_object().bucket(&self.bucket).key(&event.key).send().await {
-            Ok(head) => head,
-            Err(SdkError::ServiceError(e)) if matches!(e.err(), HeadObjectError::NotFound(_)) => {
-                return Ok(Outcome::MissingObject);
-            }
-            Err(e) => {
-                return Err(Transient(format!(
-                    "HeadObject: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(e)
-                )));
-            }
+        let head = match storage::head(&self.s3, &self.bucket, &event.key).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return Ok(Outcome::MissingObject),
+            // A refused HEAD is a configuration problem: retried (and visible) until fixed.
+            Err(e) => return Err(Transient(e.to_string())),
         };
-        let size = head.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-        let etag = head.e_tag().unwrap_or_default().trim_matches('"').to_owned();
+        let (size, etag) = (head.size, head.etag);
         let rejection = if size == 0 {
             Some((Outcome::Empty, "upload.empty", "the uploaded object is empty".to_owned()))
         } else if size > self.max_upload_bytes {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tcoder::events::{self, UploadSource};
 use tcoder::jobs::{Job, JobError, JobStatus, Tenant, now_ms};
-use tcoder::storage::{ObjectCreated, keys};
+use tcoder::storage::{self, ObjectCreated, keys};
 use tokio_util::sync::CancellationToken;
 
 use super::Bridge;
@@ -105,34 +105,11 @@ impl Sweeper {
     /// Objects under `uploads/<tenant>/`: (key, size, etag).
     async fn list_uploads(&self, tenant: &Tenant) -> anyhow::Result<Vec<(String, u64, String)>> {
         let prefix = format!("{}{tenant}/", keys::UPLOADS_PREFIX);
-        let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            let page = self
-                .bridge
-                .s3
-                .list_objects_v2()
-                .bucket(&self.bridge.bucket)
-                .prefix(&prefix)
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "ListObjectsV2 {prefix}: {}",
-                        aws_sdk_s3::error::DisplayErrorContext(e)
-                    )
-                })?;
-            for object in page.contents() {
-                let (Some(key), Some(size)) = (object.key(), object.size()) else { continue };
-                let etag = object.e_tag().unwrap_or_default().trim_matches('"').to_owned();
-                found.push((key.to_owned(), u64::try_from(size).unwrap_or(0), etag));
-            }
-            match page.next_continuation_token() {
-                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
-                _ => break,
-            }
-        }
+        let found = storage::list(&self.bridge.s3, &self.bridge.bucket, &prefix, MAX_PAGES)
+            .await?
+            .into_iter()
+            .map(|o| (o.key, o.size, o.etag))
+            .collect();
         Ok(found)
     }
 

@@ -1,6 +1,5 @@
 //! `/v1/jobs`: create (with a presigned upload), read, list, cancel.
 
-use aws_sdk_s3::presigning::PresigningConfig;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -13,6 +12,7 @@ use tcoder::jobs::{
     CreateOutcome, Job, JobId, JobRequest, JobSpec, JobStatus, SpecLimits, TransitionError, now_ms,
     rfc3339,
 };
+use tcoder::storage;
 
 use super::view::{JobView, UploadView};
 use crate::auth::Caller;
@@ -107,36 +107,22 @@ fn preset_label(job: &Job) -> &'static str {
 /// type), they are signed: the store refuses any other size.
 async fn presign(state: &AppState, job: &Job) -> Result<UploadView, ApiError> {
     let ttl = state.config.upload_url_ttl;
-    let mut put = state.s3.put_object().bucket(&state.bucket).key(&job.upload_key);
-    if let Some(content_type) = &job.spec.content_type {
-        put = put.content_type(content_type);
-    }
-    // The SDK leaves Content-Length out of presigned requests; add it before signing so it is
-    // one of the signed headers and the store refuses any other size.
-    let length = job.spec.content_length;
-    let config = PresigningConfig::expires_in(ttl)
-        .map_err(|e| ApiError::unavailable("cannot presign", e))?;
-    let presigned = put
-        .customize()
-        .mutate_request(move |request| {
-            if let Some(length) = length {
-                request.headers_mut().insert("content-length", length.to_string());
-            }
-        })
-        .presigned(config)
-        .await
-        .map_err(|e| ApiError::unavailable("cannot presign the upload", e))?;
+    let presigned = storage::presign_put(
+        &state.s3,
+        &state.bucket,
+        &job.upload_key,
+        job.spec.content_length,
+        job.spec.content_type.as_deref(),
+        ttl,
+    )
+    .await
+    .map_err(|e| ApiError::unavailable("cannot presign the upload", e))?;
     let mut headers = serde_json::Map::new();
-    for (name, value) in presigned.headers() {
-        headers.insert(name.to_owned(), json!(value));
+    for (name, value) in presigned.headers {
+        headers.insert(name, json!(value));
     }
     let expires_at = now_ms() + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    Ok(UploadView {
-        url: presigned.uri().to_owned(),
-        method: "PUT",
-        headers,
-        expires_at: rfc3339(expires_at),
-    })
+    Ok(UploadView { url: presigned.url, method: "PUT", headers, expires_at: rfc3339(expires_at) })
 }
 
 pub(crate) async fn get(

@@ -251,3 +251,23 @@ async fn a_portrait_phone_video_comes_out_upright_and_a_tiny_one_is_refused_once
     assert!(!message.contains('/'), "no worker path in the error: {message}");
     assert!(!failed[0].to_string().contains("/tmp/"), "no worker path in the event: {}", failed[0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_deleted_after_its_upload_fails_the_job_once_without_retries() {
+    let pipeline = Pipeline::start().await;
+    // No worker yet: the job waits, queued, while its source disappears from the bucket.
+    let id = pipeline.submit(&corpus::ok_mp4(), json!({})).await;
+    pipeline.wait_status(&id, "queued", LONG).await;
+    let source =
+        pipeline.stored(&format!("/{}/uploads/acme/{id}/source", pipeline.env.s3.bucket()));
+    std::fs::remove_file(&source).unwrap();
+
+    let _worker = pipeline.worker(&[]);
+    let job = pipeline.wait_status(&id, "failed", LONG).await;
+    assert_eq!(
+        (job["error"]["code"].as_str(), job["attempts"].as_u64()),
+        (Some("input.source_missing"), Some(1)),
+        "{job}"
+    );
+    assert_eq!(pipeline.events(&id, "failed").await.len(), 1);
+}

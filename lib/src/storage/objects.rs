@@ -1,0 +1,162 @@
+//! Every request tcoder makes of the object store, with errors sorted by what the caller should
+//! do about them: a missing object is not retried, a refused request needs an operator, and
+//! only the rest (network, timeouts, throttling, 5xx, local disk trouble while streaming) is
+//! worth another try.
+
+use std::time::Duration;
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+
+/// Why an object-store request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum S3Error {
+    /// The object or bucket does not exist (404, `NoSuchKey`, `NoSuchBucket`).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Credentials or policy refused the request (401, 403): retrying will not help.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// Anything else: worth retrying later.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl S3Error {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, S3Error::Transient(_))
+    }
+}
+
+/// Sorts an SDK error of request `what` into an [`S3Error`].
+pub(crate) fn classify<E>(what: &str, error: SdkError<E, HttpResponse>) -> S3Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = error.raw_response().map(|r| r.status().as_u16());
+    let code = match &error {
+        SdkError::ServiceError(service) => service.err().code().map(str::to_owned),
+        _ => None,
+    };
+    let message = format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(error));
+    match (status, code.as_deref()) {
+        (_, Some("NoSuchKey" | "NoSuchBucket" | "NotFound")) | (Some(404), _) => {
+            S3Error::NotFound(message)
+        }
+        (_, Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch"))
+        | (Some(401 | 403), _) => S3Error::Denied(message),
+        _ => S3Error::Transient(message),
+    }
+}
+
+/// What `HeadObject` says about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub size: u64,
+    /// Without the quotes S3 puts around it.
+    pub etag: String,
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+}
+
+/// A presigned request: the URL and the headers the client must send with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presigned {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// `HeadObject`; a missing object is `Ok(None)`.
+pub async fn head(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<ObjectHead>, S3Error> {
+    match s3.head_object().bucket(bucket).key(key).send().await {
+        Ok(head) => Ok(Some(ObjectHead {
+            size: head.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            etag: head.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+        })),
+        Err(error) => match classify("HeadObject", error) {
+            S3Error::NotFound(_) => Ok(None),
+            other => Err(other),
+        },
+    }
+}
+
+/// Objects under `prefix`, at most `max_pages` pages of `ListObjectsV2` (1,000 keys each).
+pub async fn list(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    max_pages: usize,
+) -> Result<Vec<ListedObject>, S3Error> {
+    let mut found = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..max_pages {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .map_err(|e| classify(&format!("ListObjectsV2 {prefix}"), e))?;
+        for object in page.contents() {
+            let (Some(key), Some(size)) = (object.key(), object.size()) else { continue };
+            found.push(ListedObject {
+                key: key.to_owned(),
+                size: u64::try_from(size).unwrap_or(0),
+                etag: object.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+            });
+        }
+        match page.next_continuation_token() {
+            Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
+            _ => break,
+        }
+    }
+    Ok(found)
+}
+
+/// A presigned `PutObject` of `key`, valid for `expires_in`. A declared `content_length` is
+/// signed (the SDK leaves it out of presigned requests; it is added before signing so the store
+/// refuses any other size), and so is `content_type`.
+pub async fn presign_put(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    content_length: Option<u64>,
+    content_type: Option<&str>,
+    expires_in: Duration,
+) -> Result<Presigned, S3Error> {
+    let mut put = s3.put_object().bucket(bucket).key(key);
+    if let Some(content_type) = content_type {
+        put = put.content_type(content_type);
+    }
+    let config = PresigningConfig::expires_in(expires_in)
+        .map_err(|e| S3Error::Transient(format!("presigning config: {e}")))?;
+    let presigned = put
+        .customize()
+        .mutate_request(move |request| {
+            if let Some(length) = content_length {
+                request.headers_mut().insert("content-length", length.to_string());
+            }
+        })
+        .presigned(config)
+        .await
+        .map_err(|e| classify("presign PutObject", e))?;
+    Ok(Presigned {
+        url: presigned.uri().to_owned(),
+        headers: presigned
+            .headers()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect(),
+    })
+}
