@@ -85,7 +85,7 @@ impl Stack {
         tokio::spawn(ingest.run_until_stopped(shutdown.clone()));
         tokio::spawn(dispatcher.run_until_stopped(shutdown.clone()));
         let settings = load(ServiceName::Worker)?;
-        let mut redis = tcoder::store::connect(&settings.redis).await?;
+        let mut redis = tcoder::redis::connect(&settings.redis).await?;
         let key = tcoder::auth::generate_key();
         tcoder::auth::store_key(
             &mut redis,

@@ -14,15 +14,13 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ApiKeyEntry;
 use crate::jobs::Tenant;
-use crate::store::{KEY_PREFIX, StoreError};
+use crate::redis::StoreError;
 
 /// Prefix of every key tcoder issues (recognisable in logs and secret scanners).
 pub const KEY_PREFIX_TEXT: &str = "tk_";
 
 /// Redis hash of runtime-created keys: SHA-256 hex → tenant.
-pub fn redis_key() -> String {
-    format!("{KEY_PREFIX}apikeys")
-}
+pub use crate::redis::keys::api_keys as redis_key;
 
 /// A new random API key.
 pub fn generate_key() -> String {

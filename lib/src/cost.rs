@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
-use crate::storage::transfer::{MULTIPART_THRESHOLD, PART_SIZE};
+use crate::s3::transfer::{MULTIPART_THRESHOLD, PART_SIZE};
 
 /// `[worker.cost]`: prices used for the per-job estimate. All default to list prices for the
 /// production target (Fly Machines + R2) at the time of writing; set them to your contract.

@@ -12,12 +12,12 @@
 //! | [`admin`] | the admin HTTP server every service runs: `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the Prometheus registry and process metrics |
 //! | [`dlq`] | dead-lettered jobs: record, list, replay |
-//! | [`engine`] | probe, plan, decode-once transcode (FFmpeg libraries), sandboxed child + supervisor |
+//! | [`engine`] | the engine's contract (job, plan, limits, report, errors, child protocol) and the supervisor of the sandboxed child; the FFmpeg work is the `tcoder-engine` crate |
 //! | [`events`] | NATS JetStream: subject, stream and consumer names, idempotent set-up |
-//! | [`store`] | Redis: connection and Lua scripts |
+//! | [`redis`] | Redis: connection, key prefix and errors (each domain module's keys and Lua scripts use it) |
 //! | [`machines`] | the worker machine pool in Redis (records and leases) |
 //! | [`jobs`] | the job model: priority, spec, state machine |
-//! | [`storage`] | S3: client, object keys, and the embedded local object store |
+//! | [`s3`] | S3: client, every request with typed errors, streamed transfers, object keys, the embedded local object store |
 //! | [`service`] | the `main` every service binary shares |
 //! | [`webhooks`] | webhook destination checks (SSRF guard), signing, delivery |
 //!
@@ -34,10 +34,10 @@ pub mod events;
 pub mod jobs;
 pub mod machines;
 pub mod metrics;
+pub mod redis;
+pub mod s3;
 pub mod service;
 pub mod shutdown;
-pub mod storage;
-pub mod store;
 pub mod telemetry;
 pub mod webhooks;
 

@@ -11,7 +11,6 @@ use redis::aio::ConnectionManager;
 use tcoder::events::subjects;
 use tcoder::jobs::{JobStatus, Priority};
 use tcoder::metrics::Metrics;
-use tcoder::store::KEY_PREFIX;
 use tokio_util::sync::CancellationToken;
 
 const INTERVAL: Duration = Duration::from_secs(5);
@@ -76,7 +75,7 @@ impl Observer {
             [JobStatus::AwaitingUpload, JobStatus::Uploaded, JobStatus::Queued, JobStatus::Running]
         {
             let count: i64 = redis::cmd("ZCARD")
-                .arg(format!("{KEY_PREFIX}status:{status}"))
+                .arg(tcoder::redis::keys::status_index(status))
                 .query_async(&mut redis)
                 .await?;
             self.jobs.with_label_values(&[status.as_str()]).set(count);
@@ -153,10 +152,10 @@ mod tests {
         let nats = tcoder::events::connect(&settings.nats, "test").await.unwrap();
         let js = async_nats::jetstream::new(nats);
         tcoder::events::ensure_topology(&js, &settings.nats).await.unwrap();
-        let mut redis = tcoder::store::connect(&settings.redis).await.unwrap();
+        let mut redis = tcoder::redis::connect(&settings.redis).await.unwrap();
         for job in ["job_a", "job_b"] {
             let _: i64 = redis::cmd("ZADD")
-                .arg(format!("{}status:queued", tcoder::store::KEY_PREFIX))
+                .arg(format!("{}status:queued", tcoder::redis::KEY_PREFIX))
                 .arg(1)
                 .arg(job)
                 .query_async(&mut redis)

@@ -21,10 +21,10 @@ use anyhow::Context as _;
 use tcoder::auth::ApiKeys;
 use tcoder::config::{IngestConfig, Service as ServiceName, Settings};
 use tcoder::jobs::JobStore;
+use tcoder::s3::ObjectCreated;
+use tcoder::s3::local::LocalStore;
 use tcoder::service::{Common, Service, Tasks};
 use tcoder::shutdown::Shutdown;
-use tcoder::storage::ObjectCreated;
-use tcoder::storage::local::LocalStore;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 

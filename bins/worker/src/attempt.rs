@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
-use serde_json::json;
 use tcoder::cost::{JobCost, Usage};
-use tcoder::engine::{EngineError, EngineJob, EngineReport, EngineSpec, ErrorCode, Progress};
+use tcoder::engine::{EngineError, EngineJob, EngineSpec, ErrorCode, Progress};
 use tcoder::events::{self, JobEvent, WorkItem, subjects};
-use tcoder::jobs::{Attempt, ClaimOutcome, FinishOutcome, Job, JobError};
-use tcoder::storage::{S3Error, keys, transfer};
+use tcoder::jobs::{Attempt, ClaimOutcome, EngineUsage, FinishOutcome, Job, JobError, JobResult};
+use tcoder::s3::{S3Error, keys, transfer};
 use tracing::Instrument as _;
 
 use crate::Worker;
@@ -82,7 +81,7 @@ async fn claim_waiting_out_a_lapsing_lease(
     worker: &Worker,
     message: &Message,
     item: &WorkItem,
-) -> Result<ClaimOutcome, tcoder::store::StoreError> {
+) -> Result<ClaimOutcome, tcoder::redis::StoreError> {
     let ttl = worker.config.lease_ttl;
     let mut claimed = worker.jobs.claim(&item.job_id, &worker.id, ttl).await;
     for _ in 0..2 {
@@ -223,7 +222,7 @@ fn random_suffix() -> String {
 struct Done {
     job: Job,
     /// The output manifest (the job's `result`).
-    manifest: serde_json::Value,
+    manifest: JobResult,
     cost: JobCost,
 }
 
@@ -320,14 +319,18 @@ async fn work(
         .observe(stage.elapsed().as_secs_f64());
     usage.machine_secs = occupied.elapsed().as_secs_f64();
     let cost = JobCost::new(usage, &worker.config.cost);
-    let engine = json!({
-        "cpu_secs": cost.usage.cpu_secs, "wall_secs": run.wall_secs,
-        "started_at_ms": engine_started_at_ms,
-    });
-    let manifest = manifest(worker, &prefix, attempt.epoch, &run.report, engine, &cost);
-    for rendition in manifest["renditions"].as_array().into_iter().flatten() {
-        let name = rendition["name"].as_str().unwrap_or("rendition");
-        let event = JobEvent::rendition(&job, attempt.epoch, name, rendition.clone());
+    let engine = EngineUsage {
+        cpu_secs: cost.usage.cpu_secs,
+        wall_secs: run.wall_secs,
+        started_at_ms: engine_started_at_ms,
+    };
+    let manifest =
+        JobResult::new(attempt.epoch, &prefix, &run.report, engine, cost.clone(), &|key| {
+            worker.s3_config.public_url_of(key)
+        });
+    for rendition in &manifest.renditions {
+        let data = serde_json::to_value(rendition).expect("a rendition serializes");
+        let event = JobEvent::rendition(&job, attempt.epoch, &rendition.name, data);
         best_effort(worker, &event).await;
     }
     Ok(Done { job, manifest, cost })
@@ -370,62 +373,6 @@ async fn best_effort(worker: &Worker, event: &JobEvent) {
     if let Err(e) = events::publish_event(&worker.js, event).await {
         tracing::warn!(event = %event.id, error = %e, "event not published");
     }
-}
-
-/// The output manifest: every URL of this (winning) attempt.
-fn manifest(
-    worker: &Worker,
-    prefix: &str,
-    epoch: u64,
-    report: &EngineReport,
-    engine: serde_json::Value,
-    cost: &JobCost,
-) -> serde_json::Value {
-    let url = |relative: &str| worker.s3_config.public_url_of(&format!("{prefix}{relative}"));
-    let renditions: Vec<serde_json::Value> = report
-        .renditions
-        .iter()
-        .map(|r| {
-            json!({
-                "name": r.name, "width": r.width, "height": r.height,
-                "video_codec": r.video_codec, "audio_codec": r.audio_codec, "video_bit_rate": r.video_bit_rate,
-                "mp4": r.mp4.as_deref().map(url), "hls": r.hls.as_deref().map(url),
-            })
-        })
-        .collect();
-    let thumbnails = report.thumbnails.as_ref().map(
-        |t| json!({ "poster": url(&t[0]), "storyboard": url(&t[1]), "storyboard_vtt": url(&t[2]) }),
-    );
-    json!({
-        "epoch": epoch,
-        "prefix": prefix,
-        "mode": report.mode,
-        "source": source_summary(report),
-        "warnings": report.media.warnings,
-        "renditions": renditions,
-        "hls_master": report.hls_master.as_deref().map(url),
-        "thumbnails": thumbnails,
-        "files": report.files.iter().map(|f| json!({ "key": format!("{prefix}{}", f.path), "url": url(&f.path), "bytes": f.bytes, "content_type": f.content_type })).collect::<Vec<_>>(),
-        "engine": engine,
-        "cost": cost,
-    })
-}
-
-/// The source as probed: stored and displayed size, how it was turned and deinterlaced.
-fn source_summary(report: &EngineReport) -> serde_json::Value {
-    let (media, video) = (&report.media, &report.media.video);
-    json!({
-        "duration_secs": media.duration_secs,
-        "container": media.format,
-        "width": video.width, "height": video.height,
-        "display_width": video.display_width, "display_height": video.display_height,
-        "sample_aspect_ratio": video.sample_aspect_ratio.map(|[n, d]| format!("{n}:{d}")),
-        "orientation": video.orientation,
-        "interlaced": video.interlaced || report.deinterlaced,
-        "fps": video.fps,
-        "video_codec": video.codec,
-        "audio_codec": media.audio.as_ref().map(|a| a.codec.clone()),
-    })
 }
 
 /// What to do with an attempt's message, decided from how the attempt ended alone (no I/O):

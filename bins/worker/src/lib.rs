@@ -31,7 +31,7 @@ pub(crate) struct Worker {
     pub nats: async_nats::Client,
     pub s3: aws_sdk_s3::Client,
     pub bucket: String,
-    pub s3_config: tcoder::storage::Config,
+    pub s3_config: tcoder::s3::Config,
     pub config: Arc<WorkerConfig>,
     pub supervisor: Supervisor,
     pub max_deliver: i64,

@@ -73,8 +73,8 @@ impl Service {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub nats: crate::events::Config,
-    pub redis: crate::store::Config,
-    pub s3: crate::storage::Config,
+    pub redis: crate::redis::Config,
+    pub s3: crate::s3::Config,
     pub telemetry: crate::telemetry::Config,
     pub admin: crate::admin::Config,
     pub shutdown: crate::shutdown::Config,

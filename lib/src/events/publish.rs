@@ -80,7 +80,7 @@ pub async fn publish_work_item(js: &Context, job: &Job) -> Result<PublishAck, Pu
 #[derive(Debug, thiserror::Error)]
 pub enum AnnounceError {
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::redis::StoreError),
     #[error(transparent)]
     Publish(#[from] PublishError),
 }

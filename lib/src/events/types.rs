@@ -150,7 +150,7 @@ impl JobEvent {
     }
 
     /// The job completed with attempt `epoch`'s `outputs` (`<job>.completed`).
-    pub fn completed(job: &Job, epoch: u64, outputs: &serde_json::Value) -> JobEvent {
+    pub fn completed(job: &Job, epoch: u64, outputs: &crate::jobs::JobResult) -> JobEvent {
         JobEvent::new(
             format!("{}.completed", job.id),
             EventKind::Completed,
@@ -290,7 +290,10 @@ mod tests {
             (JobEvent::started(&job, 2, "w1"), format!("{id}.started.2")),
             (JobEvent::progress(&job, 2, 7, json!({})), format!("{id}.progress.2.7")),
             (JobEvent::rendition(&job, 2, "720p", json!({})), format!("{id}.rendition.2.720p")),
-            (JobEvent::completed(&job, 2, &json!({})), format!("{id}.completed")),
+            (
+                JobEvent::completed(&job, 2, &crate::jobs::result_sample()),
+                format!("{id}.completed"),
+            ),
             (JobEvent::failed(&job, Some(2), &error), format!("{id}.failed")),
             (JobEvent::canceled(&job), format!("{id}.canceled")),
         ];

@@ -15,7 +15,7 @@ use redis::{AsyncCommands, Script};
 use super::store::{job_key, script};
 use super::{JobError, JobId, JobStatus, JobStore, now_ms};
 use crate::events::JobEvent;
-use crate::store::{KEY_PREFIX, StoreError};
+use crate::redis::{KEY_PREFIX, StoreError};
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/claim.lua")));
 static RENEW: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/renew.lua")));
@@ -45,14 +45,8 @@ pub enum Recovery {
     Bump,
 }
 
-/// The list of terminal events not yet confirmed published.
-pub fn outbox_key() -> String {
-    format!("{KEY_PREFIX}outbox")
-}
-
-fn lease_key(id: &JobId) -> String {
-    format!("{}:lease", job_key(id))
-}
+use crate::redis::keys::job_lease as lease_key;
+pub use crate::redis::keys::outbox as outbox_key;
 
 /// One claimed attempt: the fencing token every later step is checked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,10 +149,11 @@ impl JobStore {
     pub async fn complete(
         &self,
         attempt: &Attempt,
-        outputs: &serde_json::Value,
+        outputs: &super::JobResult,
         event: &JobEvent,
     ) -> Result<FinishOutcome, StoreError> {
-        let fields = [("outputs", outputs.to_string()), ("completed_at", now_ms().to_string())];
+        let outputs = serde_json::to_string(outputs).expect("a result serializes");
+        let fields = [("outputs", outputs), ("completed_at", now_ms().to_string())];
         self.finish(attempt, JobStatus::Completed, "completed", Some(event), &fields).await
     }
 

@@ -5,6 +5,7 @@ mod attempt;
 mod ids;
 mod priority;
 mod record;
+mod result;
 mod spec;
 mod status;
 mod store;
@@ -15,6 +16,9 @@ pub use self::attempt::{
 pub use self::ids::{JobId, Tenant};
 pub use self::priority::Priority;
 pub use self::record::{Job, JobError, SourceObject};
+pub use self::result::{
+    EngineUsage, JobResult, RenditionResult, SourceSummary, StoredFile, ThumbnailUrls,
+};
 pub use self::spec::{
     AudioCodec, AutoLadder, JobRequest, JobSpec, OutputKind, Preset, Qualities, Quality, SpecError,
     SpecLimits, VideoCodec,
@@ -42,4 +46,10 @@ pub fn now_secs_f64() -> f64 {
 pub fn rfc3339(ms: u64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// A sample result for other modules' unit tests.
+#[cfg(test)]
+pub(crate) fn result_sample() -> JobResult {
+    result::tests::sample()
 }

@@ -38,8 +38,8 @@ pub struct Job {
     pub updated_at: u64,
     pub upload_key: String,
     pub source: Option<SourceObject>,
-    /// The output manifest of the winning epoch, once completed.
-    pub outputs: Option<serde_json::Value>,
+    /// The result (output manifest) of the winning epoch, once completed.
+    pub outputs: Option<super::JobResult>,
     pub error: Option<JobError>,
 }
 
@@ -74,7 +74,10 @@ impl Job {
                 .map(serde_json::from_value)
                 .transpose()
                 .map_err(|e| format!("job field `source`: {e}"))?,
-            outputs: json("outputs")?,
+            outputs: json("outputs")?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| format!("job field `outputs`: {e}"))?,
             error: json("error")?
                 .map(serde_json::from_value)
                 .transpose()

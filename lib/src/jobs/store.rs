@@ -11,11 +11,10 @@ use std::sync::LazyLock;
 
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
-use sha2::{Digest, Sha256};
 
 use super::{Job, JobId, JobSpec, JobStatus, Tenant, now_ms};
-use crate::storage::keys;
-use crate::store::{KEY_PREFIX, StoreError};
+use crate::redis::{KEY_PREFIX, StoreError};
+use crate::s3::keys;
 
 /// Every job script starts with the shared helpers (`move_status`, `record`).
 pub(super) fn script(body: &str) -> Script {
@@ -70,20 +69,8 @@ impl std::fmt::Debug for JobStore {
     }
 }
 
-pub(super) fn job_key(id: &JobId) -> String {
-    format!("{KEY_PREFIX}job:{id}")
-}
-
-fn tenant_index(tenant: &Tenant, status: Option<JobStatus>) -> String {
-    match status {
-        None => format!("{KEY_PREFIX}jobs:{tenant}"),
-        Some(status) => format!("{KEY_PREFIX}jobs:{tenant}:{status}"),
-    }
-}
-
-fn status_index(status: JobStatus) -> String {
-    format!("{KEY_PREFIX}status:{status}")
-}
+pub(super) use crate::redis::keys::job as job_key;
+use crate::redis::keys::{status_index, tenant_index};
 
 impl JobStore {
     pub fn new(conn: ConnectionManager) -> JobStore {
@@ -107,9 +94,7 @@ impl JobStore {
         let fingerprint = spec.fingerprint();
         let idem_key = idempotency_key
             // Hashed, so any client string is a safe key part.
-            .map(|k| {
-                format!("{KEY_PREFIX}idem:{tenant}:{}", hex::encode(Sha256::digest(k.as_bytes())))
-            })
+            .map(|k| crate::redis::keys::idempotency(tenant, k))
             .unwrap_or_default();
         let spec_json = serde_json::to_string(spec).expect("a spec always serializes");
         let mut conn = self.conn.clone();

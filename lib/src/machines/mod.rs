@@ -17,7 +17,7 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::jobs::now_ms;
-use crate::store::{KEY_PREFIX, StoreError};
+use crate::redis::StoreError;
 
 /// What a machine is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,13 +45,7 @@ pub struct MachineRecord {
     pub admin: Option<String>,
 }
 
-pub fn pool_key() -> String {
-    format!("{KEY_PREFIX}machines")
-}
-
-pub fn lease_key(id: &str) -> String {
-    format!("{KEY_PREFIX}machines:{id}:lease")
-}
+pub use crate::redis::keys::{machine_lease as lease_key, machines as pool_key};
 
 /// Writes the record and renews the lease, atomically.
 pub async fn heartbeat(
@@ -137,9 +131,7 @@ pub async fn is_alive(redis: &mut ConnectionManager, id: &str) -> Result<bool, S
 static ADMIT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("admit.lua")));
 
-fn reservations_key() -> String {
-    format!("{KEY_PREFIX}capacity:reservations")
-}
+use crate::redis::keys::reservations as reservations_key;
 
 /// Grants up to `candidates.len()` new machine slots, never more than `max_machines` alive
 /// (`alive` at the provider plus unexpired reservations). Returns the granted slots.
@@ -171,9 +163,7 @@ pub async fn release(redis: &mut ConnectionManager, slot: &str) -> Result<(), St
     Ok(())
 }
 
-fn pool_members_key() -> String {
-    format!("{KEY_PREFIX}pool")
-}
+use crate::redis::keys::pool_members as pool_members_key;
 
 /// Records that the dispatcher created (or adopted) machine `id` for `slot`.
 pub async fn remember(

@@ -6,7 +6,7 @@ use redis::aio::ConnectionManager;
 
 use crate::admin::ReadinessCheck;
 use crate::config::Settings;
-use crate::{events, storage, store};
+use crate::events;
 
 /// Live clients for NATS (with JetStream), Redis and S3. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -24,8 +24,8 @@ impl Connections {
         let nats = events::connect(&settings.nats, client_name).await?;
         let jetstream = async_nats::jetstream::new(nats.clone());
         events::ensure_topology(&jetstream, &settings.nats).await?;
-        let redis = store::connect(&settings.redis).await?;
-        let s3 = storage::client(&settings.s3).await;
+        let redis = crate::redis::connect(&settings.redis).await?;
+        let s3 = crate::s3::client(&settings.s3).await;
         Ok(Connections { nats, jetstream, redis, s3, bucket: settings.s3.bucket.clone() })
     }
 
@@ -47,12 +47,12 @@ impl Connections {
             }),
             ReadinessCheck::new("redis", move || {
                 let mut redis = redis.clone();
-                async move { store::ping(&mut redis).await.map_err(|e| e.to_string()) }
+                async move { crate::redis::ping(&mut redis).await.map_err(|e| e.to_string()) }
             }),
             ReadinessCheck::new("s3", move || {
                 let s3 = s3.clone();
                 let bucket = bucket.clone();
-                async move { storage::check_bucket(&s3, &bucket).await }
+                async move { crate::s3::check_bucket(&s3, &bucket).await }
             }),
         ]
     }

@@ -12,11 +12,9 @@ pub use self::delivery::{Deliverer, Delivery};
 pub use self::destination::{DestinationError, check_url, is_public_ip};
 pub use self::signing::WebhookSecret;
 use crate::jobs::Tenant;
-use crate::store::{KEY_PREFIX, StoreError};
+use crate::redis::StoreError;
 
-fn secret_key(tenant: &Tenant) -> String {
-    format!("{KEY_PREFIX}webhook_secret:{tenant}")
-}
+use crate::redis::keys::webhook_secret as secret_key;
 
 /// The tenant's signing secret, created on first use (one per tenant, stable afterwards).
 pub async fn tenant_secret(

@@ -8,7 +8,7 @@ use crate::helpers::settings;
 #[tokio::test]
 async fn keys_resolve_to_tenants_from_config_or_redis_and_revoked_keys_do_not() {
     let env = TestEnv::start();
-    let mut redis = tcoder::store::connect(&settings(&env).redis).await.unwrap();
+    let mut redis = tcoder::redis::connect(&settings(&env).redis).await.unwrap();
     let (configured, stored) = (auth::generate_key(), auth::generate_key());
     let entries = [ApiKeyEntry { tenant: "acme".into(), sha256: auth::hash_key(&configured) }];
     let keys = ApiKeys::new(&entries, redis.clone());

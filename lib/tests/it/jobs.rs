@@ -6,7 +6,7 @@ use testkit::TestEnv;
 use crate::helpers::settings;
 
 async fn store_with_job(env: &TestEnv) -> (JobStore, tcoder::jobs::Job) {
-    let conn = tcoder::store::connect(&settings(env).redis).await.unwrap();
+    let conn = tcoder::redis::connect(&settings(env).redis).await.unwrap();
     let store = JobStore::new(conn);
     let limits = SpecLimits { max_upload_bytes: 1 << 20, allow_private_webhooks: false };
     let spec = JobSpec::from_request(JobRequest::default(), limits).unwrap();
@@ -123,22 +123,16 @@ async fn only_the_current_epoch_can_renew_commit_or_fail() {
         serde_json::json!({}),
     );
     assert_eq!(store.renew(&first, Duration::from_secs(5)).await.unwrap(), RenewOutcome::Lost);
-    assert_eq!(
-        store.complete(&first, &serde_json::json!({"epoch": 1}), &event).await.unwrap(),
-        FinishOutcome::Fenced
-    );
+    assert_eq!(store.complete(&first, &result(1), &event).await.unwrap(), FinishOutcome::Fenced);
     let error = JobError { code: "engine.failed".into(), message: "x".into() };
     assert_eq!(store.fail(&first, &error, &event).await.unwrap(), FinishOutcome::Fenced);
     assert_eq!(store.renew(&second, Duration::from_secs(5)).await.unwrap(), RenewOutcome::Renewed);
-    assert_eq!(
-        store.complete(&second, &serde_json::json!({"epoch": 2}), &event).await.unwrap(),
-        FinishOutcome::Finished
-    );
+    assert_eq!(store.complete(&second, &result(2), &event).await.unwrap(), FinishOutcome::Finished);
 
     let done = store.get(&job.id).await.unwrap().unwrap();
     assert_eq!(
-        (done.status, done.epoch, done.outputs.unwrap()["epoch"].as_u64()),
-        (JobStatus::Completed, 2, Some(2))
+        (done.status, done.epoch, done.outputs.unwrap().epoch),
+        (JobStatus::Completed, 2, 2)
     );
     // The committed event waits in the outbox; a late claim sees a finished job.
     assert_eq!(store.outbox(10).await.unwrap().len(), 1);
@@ -146,4 +140,26 @@ async fn only_the_current_epoch_can_renew_commit_or_fail() {
         store.claim(&job.id, "worker-c", Duration::from_secs(5)).await.unwrap(),
         ClaimOutcome::Done(JobStatus::Completed)
     );
+}
+
+/// A job result of attempt `epoch` with no outputs (what the store keeps is all that matters).
+fn result(epoch: u64) -> tcoder::jobs::JobResult {
+    let report: tcoder::engine::EngineReport = serde_json::from_value(serde_json::json!({
+        "media": { "format": "mov", "duration_secs": 1.0, "bit_rate": null, "streams": 1,
+                   "audio": null,
+                   "video": { "index": 0, "codec": "h264", "width": 64, "height": 64,
+                              "fps": 25.0, "bit_rate": null, "pixel_format": "yuv420p" } },
+        "mode": "copy", "renditions": [], "hls_master": null, "thumbnails": null, "files": [],
+        "frames": 25, "decode_errors": 0,
+    }))
+    .unwrap();
+    let usage = tcoder::cost::Usage::default();
+    tcoder::jobs::JobResult::new(
+        epoch,
+        "outputs/",
+        &report,
+        tcoder::jobs::EngineUsage { cpu_secs: 0.0, wall_secs: 0.0, started_at_ms: 0.0 },
+        tcoder::cost::JobCost::new(usage, &tcoder::cost::Prices::default()),
+        &|key| key.to_owned(),
+    )
 }

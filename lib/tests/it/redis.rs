@@ -1,4 +1,4 @@
-use tcoder::store;
+use tcoder::redis::{KEY_PREFIX, connect, ping};
 use testkit::TestEnv;
 
 use crate::helpers::settings;
@@ -14,10 +14,10 @@ return 1
 #[tokio::test]
 async fn lua_scripts_run_atomically_on_the_shared_connection() {
     let env = TestEnv::start();
-    let mut conn = store::connect(&settings(&env).redis).await.unwrap();
-    store::ping(&mut conn).await.unwrap();
+    let mut conn = connect(&settings(&env).redis).await.unwrap();
+    ping(&mut conn).await.unwrap();
     let script = redis::Script::new(FENCED_SET);
-    let key = format!("{}test:fenced", store::KEY_PREFIX);
+    let key = format!("{}test:fenced", KEY_PREFIX);
 
     let newer: i32 =
         script.key(&key).arg(2).arg("from-epoch-2").invoke_async(&mut conn).await.unwrap();

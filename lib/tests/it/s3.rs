@@ -1,6 +1,6 @@
 use aws_sdk_s3::primitives::ByteStream;
 use tcoder::config::LocalStoreConfig;
-use tcoder::storage::{self, local::LocalStore};
+use tcoder::s3::{self, local::LocalStore};
 use testkit::TestEnv;
 use tokio_util::sync::CancellationToken;
 
@@ -10,8 +10,8 @@ use crate::helpers::settings;
 async fn objects_round_trip_through_the_s3_client() {
     let env = TestEnv::start();
     let settings = settings(&env);
-    let client = storage::client(&settings.s3).await;
-    storage::check_bucket(&client, &settings.s3.bucket).await.unwrap();
+    let client = s3::client(&settings.s3).await;
+    s3::check_bucket(&client, &settings.s3.bucket).await.unwrap();
 
     let body = b"not really a video".to_vec();
     client
@@ -35,8 +35,8 @@ async fn objects_round_trip_through_the_s3_client() {
 #[tokio::test]
 async fn a_missing_bucket_fails_the_bucket_check() {
     let env = TestEnv::start();
-    let client = storage::client(&settings(&env).s3).await;
-    let err = storage::check_bucket(&client, "no-such-bucket").await.unwrap_err();
+    let client = s3::client(&settings(&env).s3).await;
+    let err = s3::check_bucket(&client, "no-such-bucket").await.unwrap_err();
     assert!(err.contains("no-such-bucket"), "{err}");
 }
 
@@ -59,7 +59,7 @@ async fn the_embedded_local_store_serves_signed_requests_only() {
     s3.bucket = "local".to_owned();
     s3.access_key_id = "key-id".to_owned();
     s3.secret_access_key = tcoder::config::Secret::new("secret");
-    let client = storage::client(&s3).await;
+    let client = s3::client(&s3).await;
     client
         .put_object()
         .bucket("local")

@@ -32,7 +32,7 @@ pub(crate) async fn run(settings: &Settings, command: DlqCommand) -> anyhow::Res
         }
         DlqCommand::Replay { job } => {
             let id = JobId::parse(&job).context("not a job id")?;
-            let jobs = JobStore::new(tcoder::store::connect(&settings.redis).await?);
+            let jobs = JobStore::new(tcoder::redis::connect(&settings.redis).await?);
             tcoder::dlq::replay(&jobs, &js, &id).await?;
             println!("{id} queued again");
         }

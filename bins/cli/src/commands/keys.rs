@@ -25,13 +25,13 @@ pub(crate) async fn run(settings: &Settings, command: KeysCommand) -> anyhow::Re
         KeysCommand::Create { tenant } => {
             let tenant = Tenant::parse(&tenant)
                 .context("tenant must be 1-64 characters of a-z, 0-9, -, _")?;
-            let mut redis = tcoder::store::connect(&settings.redis).await?;
+            let mut redis = tcoder::redis::connect(&settings.redis).await?;
             let key = auth::generate_key();
             auth::store_key(&mut redis, &key, &tenant).await?;
             println!("{key}");
         }
         KeysCommand::Revoke { key_or_hash } => {
-            let mut redis = tcoder::store::connect(&settings.redis).await?;
+            let mut redis = tcoder::redis::connect(&settings.redis).await?;
             let removed = auth::revoke_key(&mut redis, &key_or_hash).await?;
             anyhow::ensure!(removed, "no such key in Redis");
             println!("revoked");

@@ -127,11 +127,11 @@ async fn ensure_local_api_key(plan: &StackPlan) -> anyhow::Result<()> {
             key
         }
     };
-    let redis_config = tcoder::store::Config {
+    let redis_config = tcoder::redis::Config {
         url: format!("redis://{}/", plan.redis),
         timeout: Duration::from_secs(5),
     };
-    let mut redis = tcoder::store::connect(&redis_config).await?;
+    let mut redis = tcoder::redis::connect(&redis_config).await?;
     let tenant = tcoder::jobs::Tenant::parse("local").expect("valid tenant");
     tcoder::auth::store_key(&mut redis, &key, &tenant).await?;
     Ok(())

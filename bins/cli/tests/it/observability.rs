@@ -124,15 +124,15 @@ fn prometheus_scrapes_every_service_of_the_stack_and_dashboards_use_only_exporte
     let job = submit_transcodes_a_video_with_the_stacks_key(data.path(), &summary["api"].0);
 
     // The cost of the job is in its record: measured usage and the estimate from the prices.
-    let cost = &job["result"]["cost"];
-    let files = job["result"]["files"].as_array().unwrap();
-    let stored: u64 = files.iter().map(|f| f["bytes"].as_u64().unwrap()).sum();
-    assert_eq!(cost["bytes_stored"].as_u64(), Some(stored), "{cost}");
+    let result: tcoder::jobs::JobResult = serde_json::from_value(job["result"].clone()).unwrap();
+    let stored: u64 = result.files.iter().map(|f| f.bytes).sum();
+    assert_eq!(result.cost.usage.bytes_stored, stored, "{:?}", result.cost);
     assert_eq!(
-        cost["put_requests"].as_u64(),
-        Some(files.len() as u64),
+        result.cost.usage.put_requests,
+        result.files.len() as u64,
         "small files: one PUT each"
     );
+    let cost = &job["result"]["cost"];
     let cpu = cost["cpu_secs"].as_f64().unwrap();
     let machine = cost["machine_secs"].as_f64().unwrap();
     assert!(cpu > 0.0 && machine > 0.0, "{cost}");
@@ -141,7 +141,7 @@ fn prometheus_scrapes_every_service_of_the_stack_and_dashboards_use_only_exporte
     let expected = machine * price("machine_second_usd")
         + cpu * price("cpu_second_usd")
         + stored as f64 / 1e9 * price("storage_gb_month_usd") * price("storage_months")
-        + files.len() as f64 * price("class_a_operation_usd");
+        + result.files.len() as f64 * price("class_a_operation_usd");
     let estimated = cost["estimated_usd"].as_f64().unwrap();
     assert!(estimated > 0.0 && (estimated - expected).abs() < 1e-12, "{cost}");
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tcoder::events::UploadSource;
-use tcoder::storage::ObjectCreated;
+use tcoder::s3::ObjectCreated;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

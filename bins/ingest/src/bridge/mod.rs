@@ -16,7 +16,7 @@ use tcoder::events::{self, UploadEvent, UploadSource};
 use tcoder::jobs::{
     Job, JobError, JobStatus, JobStore, SourceObject, TransitionError, now_ms, rfc3339,
 };
-use tcoder::storage::{self, ObjectCreated, keys};
+use tcoder::s3::{self, ObjectCreated, keys};
 
 use crate::metrics::IngestMetrics;
 
@@ -127,7 +127,7 @@ impl Bridge {
             }
             JobStatus::Failed | JobStatus::Canceled => return Ok(Outcome::NotAwaiting),
         }
-        let head = match storage::head(&self.s3, &self.bucket, &event.key).await {
+        let head = match s3::head(&self.s3, &self.bucket, &event.key).await {
             Ok(Some(head)) => head,
             Ok(None) => return Ok(Outcome::MissingObject),
             // A refused HEAD is a configuration problem: retried (and visible) until fixed.

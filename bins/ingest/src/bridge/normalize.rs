@@ -11,7 +11,7 @@
 
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
-use tcoder::storage::ObjectCreated;
+use tcoder::s3::ObjectCreated;
 
 /// A body that is not a notification we understand.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tcoder::events::{self, UploadSource};
 use tcoder::jobs::{Job, JobError, JobStatus, Tenant, now_ms};
-use tcoder::storage::{self, ObjectCreated, keys};
+use tcoder::s3::{self, ObjectCreated, keys};
 use tokio_util::sync::CancellationToken;
 
 use super::Bridge;
@@ -105,7 +105,7 @@ impl Sweeper {
     /// Objects under `uploads/<tenant>/`: (key, size, etag).
     async fn list_uploads(&self, tenant: &Tenant) -> anyhow::Result<Vec<(String, u64, String)>> {
         let prefix = format!("{}{tenant}/", keys::UPLOADS_PREFIX);
-        let found = storage::list(&self.bridge.s3, &self.bridge.bucket, &prefix, MAX_PAGES)
+        let found = s3::list(&self.bridge.s3, &self.bridge.bucket, &prefix, MAX_PAGES)
             .await?
             .into_iter()
             .map(|o| (o.key, o.size, o.etag))

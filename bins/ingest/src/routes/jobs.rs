@@ -12,7 +12,7 @@ use tcoder::jobs::{
     CreateOutcome, Job, JobId, JobRequest, JobSpec, JobStatus, SpecLimits, TransitionError, now_ms,
     rfc3339,
 };
-use tcoder::storage;
+use tcoder::s3;
 
 use super::view::{JobView, UploadView};
 use crate::auth::Caller;
@@ -107,7 +107,7 @@ fn preset_label(job: &Job) -> &'static str {
 /// type), they are signed: the store refuses any other size.
 async fn presign(state: &AppState, job: &Job) -> Result<UploadView, ApiError> {
     let ttl = state.config.upload_url_ttl;
-    let presigned = storage::presign_put(
+    let presigned = s3::presign_put(
         &state.s3,
         &state.bucket,
         &job.upload_key,

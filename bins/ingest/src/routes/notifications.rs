@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tcoder::events::UploadSource;
-use tcoder::storage::ObjectCreated;
+use tcoder::s3::ObjectCreated;
 
 use crate::bridge::normalize::{self, Malformed};
 use crate::error::ApiError;

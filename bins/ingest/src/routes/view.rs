@@ -15,7 +15,7 @@ pub(crate) struct JobView<'a> {
     pub updated_at: String,
     pub source: Option<SourceView<'a>>,
     /// The output manifest (URLs of the winning attempt), once completed.
-    pub result: Option<&'a serde_json::Value>,
+    pub result: Option<&'a tcoder::jobs::JobResult>,
     pub error: Option<&'a JobError>,
 }
 

@@ -56,9 +56,9 @@ pub(crate) async fn spawn(store: Store, extra: &[(&str, String)]) -> TestIngest 
     vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
     let settings =
         Settings::load_from(ServiceName::Ingest, None, EnvVars::from_pairs(vars)).unwrap();
-    let s3 = tcoder::storage::client(&settings.s3).await;
+    let s3 = tcoder::s3::client(&settings.s3).await;
     let bucket = settings.s3.bucket.clone();
-    let mut redis = tcoder::store::connect(&settings.redis).await.unwrap();
+    let mut redis = tcoder::redis::connect(&settings.redis).await.unwrap();
     let (key_a, key_b) = (tcoder::auth::generate_key(), tcoder::auth::generate_key());
     tcoder::auth::store_key(&mut redis, &key_a, &Tenant::parse("acme").unwrap()).await.unwrap();
     tcoder::auth::store_key(&mut redis, &key_b, &Tenant::parse("globex").unwrap()).await.unwrap();

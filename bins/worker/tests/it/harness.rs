@@ -89,7 +89,7 @@ impl Pipeline {
         tokio::spawn(ingest.run_until_stopped(shutdown.clone()));
         tokio::spawn(dispatcher.run_until_stopped(shutdown.clone()));
         let settings = load(ServiceName::Worker);
-        let mut redis = tcoder::store::connect(&settings.redis).await.unwrap();
+        let mut redis = tcoder::redis::connect(&settings.redis).await.unwrap();
         let key = tcoder::auth::generate_key();
         tcoder::auth::store_key(&mut redis, &key, &Tenant::parse("acme").unwrap()).await.unwrap();
         let other_key = tcoder::auth::generate_key();

@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::json;
+use tcoder::engine::Orientation;
+use tcoder::jobs::JobResult;
 use testkit::{ChaosMode, ChaosProxy, corpus, everyday};
 
 use crate::harness::{Pipeline, engine_children, metric, webhooks_allowed};
@@ -29,9 +31,9 @@ async fn a_job_flows_end_to_end_and_completes_exactly_once() {
 
     let job = pipeline.wait_status(&id, "completed", LONG).await;
     assert_eq!(job["attempts"], 1);
-    let result = &job["result"];
-    assert_eq!(result["epoch"], 1);
-    let master = result["hls_master"].as_str().unwrap();
+    let result: JobResult = serde_json::from_value(job["result"].clone()).unwrap();
+    assert_eq!(result.epoch, 1);
+    let master = result.hls_master.as_deref().unwrap();
     assert!(master.contains(&format!("/outputs/acme/{id}/1/hls/master.m3u8")), "{master}");
     // The outputs are real: ffprobe reads the master playlist and the MP4 from the bucket.
     let probe = std::process::Command::new("ffprobe")
@@ -40,9 +42,9 @@ async fn a_job_flows_end_to_end_and_completes_exactly_once() {
         .output()
         .unwrap();
     assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
-    let mp4 = result["renditions"][0]["mp4"].as_str().unwrap();
+    let mp4 = result.renditions[0].mp4.as_deref().unwrap();
     assert!(pipeline.stored(mp4).is_file());
-    assert!(pipeline.stored(result["thumbnails"]["poster"].as_str().unwrap()).is_file());
+    assert!(pipeline.stored(&result.thumbnails.as_ref().unwrap().poster).is_file());
 
     let event =
         tokio::time::timeout(Duration::from_secs(10), completed.next()).await.unwrap().unwrap();
@@ -221,20 +223,19 @@ async fn a_portrait_phone_video_comes_out_upright_and_a_tiny_one_is_refused_once
     let tiny = pipeline.submit(&everyday::tiny(), json!({ "preset": "web-optimized" })).await;
 
     let job = pipeline.wait_status(&phone, "completed", LONG).await;
-    let result = &job["result"];
+    let result: JobResult = serde_json::from_value(job["result"].clone()).unwrap();
     assert_eq!(
-        (result["source"]["display_width"].as_u64(), result["source"]["display_height"].as_u64()),
-        (Some(180), Some(320)),
-        "{result}"
+        (result.source.display_width, result.source.display_height, result.source.orientation),
+        (180, 320, Orientation::Clockwise),
+        "{result:?}"
     );
-    assert_eq!(result["source"]["orientation"], "clockwise", "{result}");
-    let top = &result["renditions"][0];
-    assert_eq!((top["width"].as_u64(), top["height"].as_u64()), (Some(180), Some(320)), "{top}");
+    let top = &result.renditions[0];
+    assert_eq!((top.width, top.height), (180, 320), "{top:?}");
     // What a viewer sees, decoded by ffmpeg from the bucket: upright poster and video.
     for url in [
-        result["thumbnails"]["poster"].as_str().unwrap(),
-        top["mp4"].as_str().unwrap(),
-        top["hls"].as_str().unwrap(),
+        result.thumbnails.as_ref().unwrap().poster.as_str(),
+        top.mp4.as_deref().unwrap(),
+        top.hls.as_deref().unwrap(),
     ] {
         everyday::marker_top_left(&pipeline.stored(url)).unwrap();
     }

@@ -74,7 +74,7 @@ async fn a_job_that_kills_every_worker_is_dead_lettered_once_and_can_be_replayed
         tcoder::config::EnvVars::from_pairs(pipeline.env.service_env()),
     )
     .unwrap();
-    let jobs = JobStore::new(tcoder::store::connect(&settings.redis).await.unwrap());
+    let jobs = JobStore::new(tcoder::redis::connect(&settings.redis).await.unwrap());
     tcoder::dlq::replay(&jobs, &pipeline.js, &JobId::parse(&id).unwrap()).await.unwrap();
     let job = pipeline.wait_status(&id, "completed", LONG).await;
     assert!(job["error"].is_null());

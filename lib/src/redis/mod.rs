@@ -1,7 +1,9 @@
 //! Redis: the authoritative job state machine, fencing epochs, machine leases and the pool.
 //! Every multi-key change is one Lua script, so no reader ever sees half a transition.
 //!
-//! Key prefix `tcoder:` (see docs/DESIGN.md, "Redis").
+//! Key prefix `tcoder:`; every key is built in [`keys`] (see docs/DESIGN.md, "Redis").
+
+pub mod keys;
 
 use std::time::Duration;
 

@@ -1,0 +1,230 @@
+//! What a completed job delivers: the result (the "manifest") stored on the job, carried by the
+//! `completed` event and webhook, and shown by `GET /v1/jobs/{id}` and the CLI. One type, so
+//! the worker that writes it and everyone who reads it agree on every field.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cost::JobCost;
+use crate::engine::{EngineReport, Mode, Orientation};
+use crate::jobs::{AudioCodec, VideoCodec};
+
+/// The result of a completed job. URLs are public URLs of objects under `prefix` (the winning
+/// attempt's `outputs/<tenant>/<job>/<epoch>/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// The attempt whose outputs these are.
+    pub epoch: u64,
+    /// Object key prefix of every output.
+    pub prefix: String,
+    pub mode: Mode,
+    pub source: SourceSummary,
+    /// What was left out of the source and why.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Highest quality first.
+    pub renditions: Vec<RenditionResult>,
+    pub hls_master: Option<String>,
+    pub thumbnails: Option<ThumbnailUrls>,
+    pub files: Vec<StoredFile>,
+    pub engine: EngineUsage,
+    pub cost: JobCost,
+}
+
+/// The source as probed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceSummary {
+    /// The video's duration (what the outputs last).
+    pub duration_secs: f64,
+    /// FFmpeg's demuxer name.
+    #[serde(default)]
+    pub container: String,
+    /// Stored size of the pictures.
+    pub width: u32,
+    pub height: u32,
+    /// What a viewer sees: pixel aspect ratio and display rotation applied.
+    #[serde(default)]
+    pub display_width: u32,
+    #[serde(default)]
+    pub display_height: u32,
+    /// `num:den`, when the pixels are not square.
+    #[serde(default)]
+    pub sample_aspect_ratio: Option<String>,
+    #[serde(default)]
+    pub orientation: Orientation,
+    #[serde(default)]
+    pub interlaced: bool,
+    #[serde(default)]
+    pub fps: f64,
+    pub video_codec: String,
+    pub audio_codec: Option<String>,
+}
+
+/// One rendition: its displayed size, codecs, bit rate and where it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenditionResult {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub video_codec: VideoCodec,
+    pub audio_codec: Option<AudioCodec>,
+    pub video_bit_rate: u64,
+    pub mp4: Option<String>,
+    pub hls: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThumbnailUrls {
+    pub poster: String,
+    pub storyboard: String,
+    pub storyboard_vtt: String,
+}
+
+/// One stored object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFile {
+    pub key: String,
+    pub url: String,
+    pub bytes: u64,
+    pub content_type: String,
+}
+
+/// How the engine ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineUsage {
+    pub cpu_secs: f64,
+    pub wall_secs: f64,
+    /// When the engine started, in milliseconds since the epoch (fractional).
+    pub started_at_ms: f64,
+}
+
+impl JobResult {
+    /// The result of attempt `epoch` whose engine made `report`, with its outputs stored under
+    /// `prefix`; `url_of` turns a key into its public URL.
+    pub fn new(
+        epoch: u64,
+        prefix: &str,
+        report: &EngineReport,
+        engine: EngineUsage,
+        cost: JobCost,
+        url_of: &dyn Fn(&str) -> String,
+    ) -> JobResult {
+        let url = |relative: &str| url_of(&format!("{prefix}{relative}"));
+        let (media, video) = (&report.media, &report.media.video);
+        JobResult {
+            epoch,
+            prefix: prefix.to_owned(),
+            mode: report.mode,
+            source: SourceSummary {
+                duration_secs: media.duration_secs,
+                container: media.format.clone(),
+                width: video.width,
+                height: video.height,
+                display_width: video.display_width,
+                display_height: video.display_height,
+                sample_aspect_ratio: video.sample_aspect_ratio.map(|[n, d]| format!("{n}:{d}")),
+                orientation: video.orientation,
+                interlaced: video.interlaced || report.deinterlaced,
+                fps: video.fps,
+                video_codec: video.codec.clone(),
+                audio_codec: media.audio.as_ref().map(|a| a.codec.clone()),
+            },
+            warnings: media.warnings.clone(),
+            renditions: report
+                .renditions
+                .iter()
+                .map(|r| RenditionResult {
+                    name: r.name.clone(),
+                    width: r.width,
+                    height: r.height,
+                    video_codec: r.video_codec,
+                    audio_codec: r.audio_codec,
+                    video_bit_rate: r.video_bit_rate,
+                    mp4: r.mp4.as_deref().map(url),
+                    hls: r.hls.as_deref().map(url),
+                })
+                .collect(),
+            hls_master: report.hls_master.as_deref().map(url),
+            thumbnails: report.thumbnails.as_ref().and_then(|t| match t.as_slice() {
+                [poster, storyboard, vtt, ..] => Some(ThumbnailUrls {
+                    poster: url(poster),
+                    storyboard: url(storyboard),
+                    storyboard_vtt: url(vtt),
+                }),
+                _ => None,
+            }),
+            files: report
+                .files
+                .iter()
+                .map(|f| StoredFile {
+                    key: format!("{prefix}{}", f.path),
+                    url: url(&f.path),
+                    bytes: f.bytes,
+                    content_type: f.content_type.clone(),
+                })
+                .collect(),
+            engine,
+            cost,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::cost::{Prices, Usage};
+
+    /// A result as the worker makes it: one 360p HLS rendition with thumbnails.
+    pub(crate) fn sample() -> JobResult {
+        let report: EngineReport = serde_json::from_value(serde_json::json!({
+            "media": {
+                "format": "mov,mp4,m4a,3gp,3g2,mj2", "duration_secs": 2.0, "bit_rate": null,
+                "streams": 2, "warnings": ["audio track 2 was left out"],
+                "video": { "index": 0, "codec": "h264", "width": 640, "height": 360,
+                           "display_width": 360, "display_height": 640,
+                           "orientation": "clockwise", "fps": 25.0, "bit_rate": null,
+                           "pixel_format": "yuv420p" },
+                "audio": { "index": 1, "codec": "aac", "sample_rate": 48000, "channels": 2,
+                           "bit_rate": null },
+            },
+            "mode": "transcode",
+            "renditions": [{ "name": "360p", "width": 360, "height": 640, "video_codec": "h264",
+                             "audio_codec": "aac", "video_bit_rate": 400000, "mp4": null,
+                             "hls": "hls/360p/index.m3u8" }],
+            "hls_master": "hls/master.m3u8",
+            "thumbnails": ["thumbs/poster.jpg", "thumbs/storyboard.jpg", "thumbs/storyboard.vtt"],
+            "files": [{ "path": "hls/master.m3u8", "bytes": 120,
+                        "content_type": "application/vnd.apple.mpegurl" }],
+            "frames": 50, "decode_errors": 0,
+        }))
+        .unwrap();
+        JobResult::new(
+            2,
+            "outputs/acme/job_1/2/",
+            &report,
+            EngineUsage { cpu_secs: 1.5, wall_secs: 1.0, started_at_ms: 1.0 },
+            JobCost::new(Usage { cpu_secs: 1.5, ..Usage::default() }, &Prices::default()),
+            &|key| format!("https://cdn.example/{key}"),
+        )
+    }
+
+    #[test]
+    fn urls_point_under_the_winning_attempt_and_the_result_round_trips() {
+        let result = sample();
+        assert_eq!(
+            result.hls_master.as_deref(),
+            Some("https://cdn.example/outputs/acme/job_1/2/hls/master.m3u8")
+        );
+        assert_eq!(
+            result.renditions[0].hls.as_deref(),
+            Some("https://cdn.example/outputs/acme/job_1/2/hls/360p/index.m3u8")
+        );
+        let thumbs = result.thumbnails.as_ref().unwrap();
+        assert_eq!(thumbs.poster, "https://cdn.example/outputs/acme/job_1/2/thumbs/poster.jpg");
+        assert_eq!(result.files[0].key, "outputs/acme/job_1/2/hls/master.m3u8");
+        assert_eq!((result.source.display_width, result.source.display_height), (360, 640));
+        assert_eq!(result.warnings, ["audio track 2 was left out"]);
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(json["source"]["orientation"], "clockwise");
+        assert_eq!(serde_json::from_value::<JobResult>(json).unwrap(), result);
+    }
+}

@@ -1,0 +1,76 @@
+//! Every Redis key tcoder uses, in one place. All start with [`KEY_PREFIX`](super::KEY_PREFIX).
+//! The Lua scripts (`jobs/lua/*.lua`, `machines/admit.lua`) get the keys they touch first as
+//! `KEYS`; the per-tenant and per-status indexes a state change updates are derived inside the
+//! scripts from the prefix passed as an argument, with the same shapes as [`tenant_index`] and
+//! [`status_index`] (the `prelude.lua` helpers).
+
+use super::KEY_PREFIX;
+use crate::jobs::{JobId, JobStatus, Tenant};
+
+/// The job's hash: status, tenant, spec, epoch, attempts, outputs, error, timestamps.
+pub fn job(id: &JobId) -> String {
+    format!("{KEY_PREFIX}job:{id}")
+}
+
+/// The job's lease: `<worker>:<epoch>` with a TTL (a liveness hint; the epoch is the authority).
+pub fn job_lease(id: &JobId) -> String {
+    format!("{}:lease", job(id))
+}
+
+/// A tenant's jobs by creation time, all or in one status (sorted set).
+pub fn tenant_index(tenant: &Tenant, status: Option<JobStatus>) -> String {
+    match status {
+        None => format!("{KEY_PREFIX}jobs:{tenant}"),
+        Some(status) => format!("{KEY_PREFIX}jobs:{tenant}:{status}"),
+    }
+}
+
+/// Every tenant's jobs in one status (sorted set), for the gauges and the reconciler.
+pub fn status_index(status: JobStatus) -> String {
+    format!("{KEY_PREFIX}status:{status}")
+}
+
+/// An idempotency key of a tenant; the client's key is hashed, so any string is safe here.
+pub fn idempotency(tenant: &Tenant, client_key: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "{KEY_PREFIX}idem:{tenant}:{}",
+        hex::encode(sha2::Sha256::digest(client_key.as_bytes()))
+    )
+}
+
+/// Terminal events written with their state change, not yet confirmed published.
+pub fn outbox() -> String {
+    format!("{KEY_PREFIX}outbox")
+}
+
+/// Worker records by machine id (hash of JSON).
+pub fn machines() -> String {
+    format!("{KEY_PREFIX}machines")
+}
+
+/// A worker's lease, renewed while it lives.
+pub fn machine_lease(id: &str) -> String {
+    format!("{KEY_PREFIX}machines:{id}:lease")
+}
+
+/// Admission reservations: granted machine slots not yet visible at the provider (sorted set
+/// by expiry).
+pub fn reservations() -> String {
+    format!("{KEY_PREFIX}capacity:reservations")
+}
+
+/// Machines the dispatcher created or adopted, with their admission slot (hash).
+pub fn pool_members() -> String {
+    format!("{KEY_PREFIX}pool")
+}
+
+/// API keys created at run time: SHA-256 hex → tenant (hash).
+pub fn api_keys() -> String {
+    format!("{KEY_PREFIX}apikeys")
+}
+
+/// A tenant's webhook signing secret.
+pub fn webhook_secret(tenant: &Tenant) -> String {
+    format!("{KEY_PREFIX}webhook_secret:{tenant}")
+}
