@@ -141,6 +141,7 @@ impl Service for App {
             interval: config.scale_interval,
             reap_interval: config.reap_interval,
             metrics: metrics.clone(),
+            started_at: Arc::default(),
         });
         let webhooks = webhooks::WebhookSender {
             jobs: jobs.clone(),

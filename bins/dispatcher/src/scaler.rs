@@ -45,6 +45,8 @@ pub(crate) struct Scaler {
     pub interval: Duration,
     pub reap_interval: Duration,
     pub metrics: DispatcherMetrics,
+    /// Machines this dispatcher (re)started, and when (milliseconds since the epoch).
+    pub started_at: Arc<std::sync::Mutex<HashMap<String, u64>>>,
 }
 
 /// What admission and the reaper see in one pass: the provider's machines, and the workers'
@@ -53,6 +55,9 @@ pub(crate) struct Scaler {
 pub(crate) struct View {
     pub machines: Vec<ProviderMachine>,
     pub records: HashMap<String, (MachineRecord, bool)>,
+    /// When this dispatcher last started each (stopped) machine, in milliseconds: a restarted
+    /// machine keeps its old creation time, yet it is booting all the same.
+    pub started_at: HashMap<String, u64>,
 }
 
 /// Timing of the machine decisions (milliseconds since the epoch, durations).
@@ -125,7 +130,10 @@ impl View {
             .machines
             .iter()
             .filter(|m| m.state.is_alive() && !live_worker(&m.id))
-            .filter(|m| m.created_at == 0 || !clock.older_than(m.created_at, clock.boot_grace))
+            .filter(|m| {
+                let since = self.started_at.get(&m.id).copied().unwrap_or(0).max(m.created_at);
+                m.created_at == 0 || !clock.older_than(since, clock.boot_grace)
+            })
             .count() as u64;
         let capacity =
             with_worker_in(MachineState::Idle) + with_worker_in(MachineState::Busy) + booting;
@@ -246,7 +254,14 @@ impl Scaler {
                 .with_label_values(&[provider, state.as_str()])
                 .set(i64::try_from(count).unwrap_or(0));
         }
-        Ok(View { machines, records })
+        let started_at = {
+            // Only starts within the boot grace matter; older ones are forgotten (bounded).
+            let mut starts = self.started_at.lock().expect("started_at lock");
+            let clock = self.clock(now_ms());
+            starts.retain(|_, at| !clock.older_than(*at, clock.boot_grace));
+            starts.clone()
+        };
+        Ok(View { machines, records, started_at })
     }
 
     /// Work items waiting or in flight (`num_pending` + `num_ack_pending`). In-flight items
@@ -294,7 +309,12 @@ impl Scaler {
             let provider = self.provider.name();
             let result = match stopped.pop() {
                 Some(machine) => {
-                    self.provider.start(&machine.id).await.map(|()| ("start", machine.id.clone()))
+                    let started = self.provider.start(&machine.id).await;
+                    if started.is_ok() {
+                        let mut starts = self.started_at.lock().expect("started_at lock");
+                        starts.insert(machine.id.clone(), now_ms());
+                    }
+                    started.map(|()| ("start", machine.id.clone()))
                 }
                 None => self.provider.create(&slot).await.map(|m| ("create", m.id)),
             };
@@ -419,6 +439,10 @@ mod tests {
         worker(&mut view, "busy", MachineState::Busy, 0, true);
         // "stuck" has no live worker past its boot grace: it is no capacity.
         assert_eq!(view.machines_wanted(5, &clock()), 2);
+        // Unless this dispatcher just restarted it: an old machine booting again.
+        view.started_at.insert("stuck".into(), NOW - MINUTE);
+        assert_eq!(view.machines_wanted(5, &clock()), 1);
+        view.started_at.clear();
         assert_eq!(view.machines_wanted(3, &clock()), 0);
         assert_eq!(view.alive(), 4);
         assert_eq!(view.reusable().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["parked"]);

@@ -81,6 +81,23 @@ impl Rendition {
         Ok(())
     }
 
+    /// End of input: flushes the encoders (audio cut or padded to `video_secs`) and closes
+    /// the muxers.
+    fn close(&mut self, video_secs: f64) -> Result<(), EngineError> {
+        if let Some(video) = &mut self.video {
+            video.send_eof()?;
+        }
+        self.drain_video()?;
+        if let Some(audio) = &mut self.audio {
+            audio.finish(video_secs)?;
+        }
+        self.drain_audio()?;
+        for muxer in &mut self.muxers {
+            muxer.finish()?;
+        }
+        Ok(())
+    }
+
     fn drain_audio(&mut self) -> Result<(), EngineError> {
         if let Some(audio) = &mut self.audio {
             while let Some(packet) = audio.receive() {
@@ -223,74 +240,212 @@ pub fn run_with(
     on_probed: &mut dyn FnMut(&MediaInfo),
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<EngineReport, EngineError> {
+    // Phase 1: probe and plan.
     let probe_started = Instant::now();
     let (mut input, media) = probe::open(&job.input, &job.limits)?;
     let probe_secs = probe_started.elapsed().as_secs_f64();
     on_probed(&media);
     let plan = plan(&job.spec, &media, job.settings.segment_secs, job.limits.max_output_fps);
-    let out = &job.output_dir;
-    std::fs::create_dir_all(out).map_err(io_error)?;
+    std::fs::create_dir_all(&job.output_dir).map_err(io_error)?;
+    let source = Source::read(&input, &media, plan.mode);
 
-    let video_index = media.video.index;
-    let audio_index = media.audio.as_ref().map(|a| a.index);
-    let (video_tb, video_start, video_params, field_order, display_matrix, video_rates) = {
-        let stream = input.stream(video_index).expect("probed stream");
+    // Phase 2: decoders, and every rendition's encoders and muxers.
+    let needs_video_decode = plan.mode == Mode::Transcode || plan.thumbnails.is_some();
+    let video_decoder = if needs_video_decode {
+        Some(open_video_decoder(source.video_params.clone(), &job.limits)?)
+    } else {
+        None
+    };
+    let audio_decoder = match (&source.audio, plan.mode) {
+        (Some(audio), Mode::Transcode) => Some(open_audio_decoder(audio.params.clone())?),
+        _ => None,
+    };
+    let max_output_fps = job.limits.max_output_fps.max(1.0);
+    let step = (media.video.fps > max_output_fps + 0.01).then(|| 1.0 / max_output_fps);
+    let encoder_tb = match step {
+        Some(_) => Rational::new(1, max_output_fps.round() as i32),
+        None => encoder_time_base(source.video_rates, media.video.fps),
+    };
+    let renditions = open_renditions(job, &plan, &source, encoder_tb, audio_decoder.as_ref())?;
+
+    // Phase 3: one pass over the input.
+    let mut pass = Pass {
+        renditions,
+        thumbnails: plan.thumbnails.as_ref().map(Thumbnails::new),
+        meter: ProgressMeter {
+            started: Instant::now(),
+            last: None,
+            duration: media.duration_secs.max(1e-3),
+            frames: 0,
+            on_progress,
+        },
+        timeline: Timeline {
+            video_tb: source.video_tb,
+            video_offset: source.video_offset,
+            origin_secs: source.origin_secs,
+            nominal_frame_secs: 1.0 / media.video.fps.max(1.0),
+            video_end: 0.0,
+            audio_end: 0.0,
+            any_end: 0.0,
+            encoder_tb,
+            step,
+            next_output_secs: 0.0,
+            shown: 0,
+        },
+        normalizer: Normalizer::new(SourcePictures {
+            orientation: media.video.orientation,
+            interlaced: media.video.interlaced,
+            top_field_first: source.top_field_first,
+            time_base: source.video_tb,
+        }),
+        video_decoder,
+        audio_decoder,
+        copy: plan.mode == Mode::Copy,
+        packets: 0,
+        decode_errors: 0,
+    };
+    pass.run(&mut input, &source)?;
+
+    // Phase 4: was the input whole? Then close every output and check it.
+    let allowed_errors = (pass.packets as f64 * job.limits.max_error_rate).floor() as u64;
+    if pass.decode_errors > allowed_errors {
+        return Err(EngineError::new(
+            ErrorCode::Corrupt,
+            format!(
+                "{} decode errors in {} video packets (at most {allowed_errors} tolerated)",
+                pass.decode_errors, pass.packets
+            ),
+        ));
+    }
+    check_complete(&media, &pass.timeline)?;
+    if needs_video_decode && pass.timeline.shown == 0 {
+        return Err(EngineError::new(
+            ErrorCode::Corrupt,
+            "no video frame could be decoded with a usable timestamp",
+        ));
+    }
+    let video_secs = pass.timeline.video_end;
+    for rendition in &mut pass.renditions {
+        rendition.close(video_secs)?;
+    }
+    // A transcode lasts as long as the video; a copy as long as what it copied.
+    let output_secs = match plan.mode {
+        Mode::Transcode => video_secs,
+        Mode::Copy => video_secs.max(pass.timeline.audio_end),
+    };
+    let deinterlaced = pass.normalizer.deinterlaces();
+    let (frames, decode_errors) = (pass.meter.frames, pass.decode_errors);
+    let mut report = finish(
+        job,
+        &media,
+        &plan,
+        pass.renditions,
+        pass.thumbnails,
+        frames,
+        decode_errors,
+        output_secs,
+    )?;
+    report.probe_secs = probe_secs;
+    report.deinterlaced = deinterlaced;
+    Ok(report)
+}
+
+/// The source's streams as the pass needs them.
+struct Source {
+    video_index: usize,
+    video_tb: Rational,
+    video_params: codec::Parameters,
+    video_rates: (Rational, Rational),
+    top_field_first: Option<bool>,
+    display_matrix: Option<Vec<u8>>,
+    audio: Option<SourceStream>,
+    /// Where the output timeline starts (seconds of the source), and that in the video's
+    /// time base.
+    origin_secs: f64,
+    video_offset: i64,
+    /// Kind and time base of every stream (for the timeline).
+    kinds: Vec<Type>,
+    bases: Vec<Rational>,
+}
+
+struct SourceStream {
+    index: usize,
+    time_base: Rational,
+    params: codec::Parameters,
+}
+
+impl Source {
+    fn read(input: &ffmpeg::format::context::Input, media: &MediaInfo, mode: Mode) -> Source {
+        let stream = input.stream(media.video.index).expect("probed stream");
         // SAFETY: a plain field of the stream's codec parameters.
         let field_order = unsafe { (*stream.parameters().as_ptr()).field_order };
         let display_matrix = stream
             .side_data()
             .find(|d| d.kind() == codec::packet::side_data::Type::DisplayMatrix)
             .map(|d| d.data().to_vec());
-        let rates = (stream.rate(), stream.avg_frame_rate());
-        (
-            stream.time_base(),
-            stream.start_time(),
-            stream.parameters(),
-            field_order,
+        let video_tb = stream.time_base();
+        let known = |start: i64, tb: Rational| {
+            (start != ffmpeg::ffi::AV_NOPTS_VALUE).then(|| seconds(start, tb))
+        };
+        let video_start = known(stream.start_time(), video_tb);
+        let audio = media.audio.as_ref().map(|a| {
+            let audio = input.stream(a.index).expect("probed stream");
+            (
+                SourceStream {
+                    index: a.index,
+                    time_base: audio.time_base(),
+                    params: audio.parameters(),
+                },
+                known(audio.start_time(), audio.time_base()),
+            )
+        });
+        let audio_start = audio.as_ref().and_then(|(_, start)| *start);
+        // A transcode's timeline starts at the first video frame (audio before it is dropped,
+        // audio starting later is preceded by silence); a stream copy keeps both streams whole.
+        let origin_secs = match (mode, video_start, audio_start) {
+            (Mode::Transcode, Some(video), _) => video,
+            (_, Some(video), Some(audio)) => video.min(audio),
+            (_, video, audio) => video.or(audio).unwrap_or(0.0),
+        };
+        use ffmpeg::ffi::AVFieldOrder::{AV_FIELD_BB, AV_FIELD_BT, AV_FIELD_TB, AV_FIELD_TT};
+        Source {
+            video_index: media.video.index,
+            video_tb,
+            video_params: stream.parameters(),
+            video_rates: (stream.rate(), stream.avg_frame_rate()),
+            top_field_first: match field_order {
+                AV_FIELD_TT | AV_FIELD_TB => Some(true),
+                AV_FIELD_BB | AV_FIELD_BT => Some(false),
+                _ => None,
+            },
             display_matrix,
-            rates,
-        )
-    };
-    let audio_stream = audio_index.map(|i| {
-        let stream = input.stream(i).expect("probed stream");
-        (stream.time_base(), stream.start_time(), stream.parameters())
-    });
-    let known = |start: i64, tb: Rational| {
-        (start != ffmpeg::ffi::AV_NOPTS_VALUE).then(|| seconds(start, tb))
-    };
-    let video_start_secs = known(video_start, video_tb);
-    let audio_start_secs = audio_stream.as_ref().and_then(|(tb, start, _)| known(*start, *tb));
-    // A transcode's timeline starts at the first video frame (audio before it is dropped,
-    // audio starting later is preceded by silence); a stream copy keeps both streams whole.
-    let origin_secs = match (plan.mode, video_start_secs, audio_start_secs) {
-        (Mode::Transcode, Some(video), _) => video,
-        (_, Some(video), Some(audio)) => video.min(audio),
-        (_, video, audio) => video.or(audio).unwrap_or(0.0),
-    };
-    let video_offset = (origin_secs / f64::from(video_tb)).round() as i64;
-    let stream_kinds: Vec<Type> = input.streams().map(|s| s.parameters().medium()).collect();
-    let stream_bases: Vec<Rational> = input.streams().map(|s| s.time_base()).collect();
+            audio: audio.map(|(stream, _)| stream),
+            origin_secs,
+            video_offset: (origin_secs / f64::from(video_tb)).round() as i64,
+            kinds: input.streams().map(|s| s.parameters().medium()).collect(),
+            bases: input.streams().map(|s| s.time_base()).collect(),
+        }
+    }
 
-    let needs_video_decode = plan.mode == Mode::Transcode || plan.thumbnails.is_some();
-    let mut video_decoder = if needs_video_decode {
-        Some(open_video_decoder(video_params.clone(), &job.limits)?)
-    } else {
-        None
-    };
-    let mut audio_decoder = match (&audio_stream, plan.mode) {
-        (Some((_, _, params)), Mode::Transcode) => Some(open_audio_decoder(params.clone())?),
-        _ => None,
-    };
+    /// `origin_secs` in `time_base`.
+    fn offset_in(&self, time_base: Rational) -> i64 {
+        (self.origin_secs / f64::from(time_base)).round() as i64
+    }
+}
+
+/// Every rendition's muxers (MP4 and/or HLS) with its encoders (or copied streams), headers
+/// written.
+fn open_renditions(
+    job: &EngineJob,
+    plan: &EnginePlan,
+    source: &Source,
+    encoder_tb: Rational,
+    audio_decoder: Option<&ffmpeg::decoder::Audio>,
+) -> Result<Vec<Rendition>, EngineError> {
+    let out = &job.output_dir;
     let keyframe_step = plan.hls_segment_secs.unwrap_or(2.0);
-    let max_output_fps = job.limits.max_output_fps.max(1.0);
-    let step = (media.video.fps > max_output_fps + 0.01).then(|| 1.0 / max_output_fps);
-    let encoder_tb = match step {
-        Some(_) => Rational::new(1, max_output_fps.round() as i32),
-        None => encoder_time_base(video_rates, media.video.fps),
-    };
     let settings =
         VideoSettings { preset: job.settings.x264_preset.clone(), threads: job.settings.threads };
-
     let mut renditions = Vec::with_capacity(plan.renditions.len());
     for rendition_plan in &plan.renditions {
         let mut muxers = Vec::new();
@@ -316,12 +471,17 @@ pub fn run_with(
                 for muxer in &mut muxers {
                     muxer.add_copied_stream(
                         Track::Video,
-                        video_params.clone(),
-                        video_tb,
-                        display_matrix.as_deref(),
+                        source.video_params.clone(),
+                        source.video_tb,
+                        source.display_matrix.as_deref(),
                     )?;
-                    if let Some((tb, _, params)) = &audio_stream {
-                        muxer.add_copied_stream(Track::Audio, params.clone(), *tb, None)?;
+                    if let Some(audio) = &source.audio {
+                        muxer.add_copied_stream(
+                            Track::Audio,
+                            audio.params.clone(),
+                            audio.time_base,
+                            None,
+                        )?;
                     }
                 }
                 (None, None)
@@ -329,16 +489,16 @@ pub fn run_with(
             Mode::Transcode => {
                 let video =
                     VideoEncoder::open(rendition_plan, encoder_tb, keyframe_step, &settings)?;
-                let audio = match (&rendition_plan.audio, &audio_decoder, &audio_stream) {
-                    (Some(audio_plan), Some(decoder), Some((tb, ..))) => {
-                        let source = SourceAudio {
-                            time_base: *tb,
+                let audio = match (&rendition_plan.audio, audio_decoder, &source.audio) {
+                    (Some(audio_plan), Some(decoder), Some(stream)) => {
+                        let decoded = SourceAudio {
+                            time_base: stream.time_base,
                             sample_rate: decoder.rate(),
                             format: decoder.format(),
                             layout: decoder.channel_layout(),
                         };
-                        let offset = (origin_secs / f64::from(*tb)).round() as i64;
-                        Some(AudioEncoder::open(audio_plan, &source, offset)?)
+                        let offset = source.offset_in(stream.time_base);
+                        Some(AudioEncoder::open(audio_plan, &decoded, offset)?)
                     }
                     _ => None,
                 };
@@ -360,151 +520,131 @@ pub fn run_with(
         }
         renditions.push(Rendition { plan: rendition_plan.clone(), video, audio, muxers });
     }
+    Ok(renditions)
+}
 
-    let mut thumbnails = plan.thumbnails.as_ref().map(Thumbnails::new);
-    let mut meter = ProgressMeter {
-        started: Instant::now(),
-        last: None,
-        duration: media.duration_secs.max(1e-3),
-        frames: 0,
-        on_progress,
-    };
-    let mut timeline = Timeline {
-        video_tb,
-        video_offset,
-        origin_secs,
-        nominal_frame_secs: 1.0 / media.video.fps.max(1.0),
-        video_end: 0.0,
-        audio_end: 0.0,
-        any_end: 0.0,
-        encoder_tb,
-        step,
-        next_output_secs: 0.0,
-        shown: 0,
-    };
-    let mut normalizer = Normalizer::new(SourcePictures {
-        orientation: media.video.orientation,
-        interlaced: media.video.interlaced,
-        top_field_first: match field_order {
-            ffmpeg::ffi::AVFieldOrder::AV_FIELD_TT | ffmpeg::ffi::AVFieldOrder::AV_FIELD_TB => {
-                Some(true)
-            }
-            ffmpeg::ffi::AVFieldOrder::AV_FIELD_BB | ffmpeg::ffi::AVFieldOrder::AV_FIELD_BT => {
-                Some(false)
-            }
-            _ => None,
-        },
-        time_base: video_tb,
-    });
-    let (mut packets, mut decode_errors) = (0u64, 0u64);
-    let mut decoded = frame::Video::empty();
-    let mut decoded_audio = frame::Audio::empty();
+/// The one pass over the input: its state and what it found.
+struct Pass<'a> {
+    renditions: Vec<Rendition>,
+    thumbnails: Option<Thumbnails>,
+    meter: ProgressMeter<'a>,
+    timeline: Timeline,
+    normalizer: Normalizer,
+    video_decoder: Option<ffmpeg::decoder::Video>,
+    audio_decoder: Option<ffmpeg::decoder::Audio>,
+    /// Stream copy: packets go to the muxers as they are.
+    copy: bool,
+    /// Video packets read, and decode errors (video and audio).
+    packets: u64,
+    decode_errors: u64,
+}
 
-    for (stream, packet) in input.packets() {
-        let index = stream.index();
-        timeline.packet(&packet, stream_bases[index], stream_kinds.get(index).copied());
-        if index == video_index {
-            packets += 1;
-            if plan.mode == Mode::Copy {
-                let mut shifted = packet.clone();
-                shifted.set_pts(packet.pts().map(|p| p - video_offset));
-                shifted.set_dts(packet.dts().map(|d| d - video_offset));
-                for rendition in &mut renditions {
-                    for muxer in &mut rendition.muxers {
-                        muxer.write(Track::Video, &shifted, video_tb)?;
-                    }
+impl Pass<'_> {
+    /// Reads every packet once: copied, or decoded and shown to every rendition; then flushes
+    /// the decoders (and the deinterlacer).
+    fn run(
+        &mut self,
+        input: &mut ffmpeg::format::context::Input,
+        source: &Source,
+    ) -> Result<(), EngineError> {
+        let mut decoded = frame::Video::empty();
+        let mut decoded_audio = frame::Audio::empty();
+        let audio_index = source.audio.as_ref().map(|a| a.index);
+        for (stream, packet) in input.packets() {
+            let index = stream.index();
+            self.timeline.packet(&packet, source.bases[index], source.kinds.get(index).copied());
+            if index == source.video_index {
+                self.packets += 1;
+                if self.copy {
+                    self.copy_packet(&packet, Track::Video, source.video_tb, source.video_offset)?;
+                    let at = packet
+                        .pts()
+                        .map_or(0.0, |p| seconds(p - source.video_offset, source.video_tb));
+                    self.meter.frame(at);
                 }
-                meter.frame(packet.pts().map_or(0.0, |p| seconds(p - video_offset, video_tb)));
-            }
-            if let Some(decoder) = &mut video_decoder {
-                if decoder.send_packet(&packet).is_err() {
-                    decode_errors += 1;
-                    continue;
+                self.decode_video(Some(&packet), &mut decoded)?;
+            } else if Some(index) == audio_index {
+                let tb = stream.time_base();
+                if self.copy {
+                    self.copy_packet(&packet, Track::Audio, tb, source.offset_in(tb))?;
+                } else {
+                    self.decode_audio(Some(&packet), &mut decoded_audio)?;
                 }
-                decode_errors += receive_video(decoder, &mut decoded, |frame| {
-                    normalizer.push(frame, &mut |shown| {
-                        show(shown, &mut timeline, &mut renditions, &mut thumbnails, &mut meter)
-                    })
-                })?;
-            }
-        } else if Some(index) == audio_index {
-            if plan.mode == Mode::Copy {
-                let (tb, ..) = audio_stream.as_ref().expect("audio stream");
-                let offset = (origin_secs / f64::from(*tb)).round() as i64;
-                let mut shifted = packet.clone();
-                shifted.set_pts(packet.pts().map(|p| p - offset));
-                shifted.set_dts(packet.dts().map(|d| d - offset));
-                for rendition in &mut renditions {
-                    for muxer in &mut rendition.muxers {
-                        muxer.write(Track::Audio, &shifted, *tb)?;
-                    }
-                }
-            } else if let Some(decoder) = &mut audio_decoder {
-                if decoder.send_packet(&packet).is_err() {
-                    decode_errors += 1;
-                    continue;
-                }
-                decode_errors += receive_audio(decoder, &mut decoded_audio, &mut renditions)?;
             }
         }
+        self.decode_video(None, &mut decoded)?;
+        self.decode_audio(None, &mut decoded_audio)
     }
-    // Flush: decoders (and the deinterlacer), then encoders, then the muxers.
-    if let Some(decoder) = &mut video_decoder {
-        let _ = decoder.send_eof();
-        decode_errors += receive_video(decoder, &mut decoded, |frame| {
-            normalizer.push(frame, &mut |shown| {
-                show(shown, &mut timeline, &mut renditions, &mut thumbnails, &mut meter)
-            })
-        })?;
-        normalizer.flush(&mut |shown| {
-            show(shown, &mut timeline, &mut renditions, &mut thumbnails, &mut meter)
-        })?;
-    }
-    if let Some(decoder) = &mut audio_decoder {
-        let _ = decoder.send_eof();
-        decode_errors += receive_audio(decoder, &mut decoded_audio, &mut renditions)?;
-    }
-    let allowed_errors = (packets as f64 * job.limits.max_error_rate).floor() as u64;
-    if decode_errors > allowed_errors {
-        return Err(EngineError::new(
-            ErrorCode::Corrupt,
-            format!(
-                "{decode_errors} decode errors in {packets} video packets (at most {allowed_errors} tolerated)"
-            ),
-        ));
-    }
-    check_complete(&media, &timeline)?;
-    if needs_video_decode && timeline.shown == 0 {
-        return Err(EngineError::new(
-            ErrorCode::Corrupt,
-            "no video frame could be decoded with a usable timestamp",
-        ));
-    }
-    let video_secs = timeline.video_end;
-    for rendition in &mut renditions {
-        if let Some(video) = &mut rendition.video {
-            video.send_eof()?;
+
+    /// Writes `packet` shifted by `offset` to every muxer.
+    fn copy_packet(
+        &mut self,
+        packet: &Packet,
+        track: Track,
+        time_base: Rational,
+        offset: i64,
+    ) -> Result<(), EngineError> {
+        let mut shifted = packet.clone();
+        shifted.set_pts(packet.pts().map(|p| p - offset));
+        shifted.set_dts(packet.dts().map(|d| d - offset));
+        for rendition in &mut self.renditions {
+            for muxer in &mut rendition.muxers {
+                muxer.write(track, &shifted, time_base)?;
+            }
         }
-        rendition.drain_video()?;
-        if let Some(audio) = &mut rendition.audio {
-            audio.finish(video_secs)?;
-        }
-        rendition.drain_audio()?;
-        for muxer in &mut rendition.muxers {
-            muxer.finish()?;
-        }
+        Ok(())
     }
-    let frames = meter.frames;
-    // A transcode lasts as long as the video; a copy as long as what it copied.
-    let output_secs = match plan.mode {
-        Mode::Transcode => video_secs,
-        Mode::Copy => video_secs.max(timeline.audio_end),
-    };
-    let mut report =
-        finish(job, &media, &plan, renditions, thumbnails, frames, decode_errors, output_secs)?;
-    report.probe_secs = probe_secs;
-    report.deinterlaced = normalizer.deinterlaces();
-    Ok(report)
+
+    /// Decodes `packet` (`None`: end of stream, flush) and shows every picture.
+    fn decode_video(
+        &mut self,
+        packet: Option<&Packet>,
+        decoded: &mut frame::Video,
+    ) -> Result<(), EngineError> {
+        let Some(decoder) = &mut self.video_decoder else { return Ok(()) };
+        let sent = match packet {
+            Some(packet) => decoder.send_packet(packet),
+            None => decoder.send_eof(),
+        };
+        if sent.is_err() && packet.is_some() {
+            self.decode_errors += 1;
+            return Ok(());
+        }
+        let (normalizer, timeline, renditions, thumbnails, meter) = (
+            &mut self.normalizer,
+            &mut self.timeline,
+            &mut self.renditions,
+            &mut self.thumbnails,
+            &mut self.meter,
+        );
+        let mut on_shown =
+            |shown: &frame::Video| show(shown, timeline, renditions, thumbnails, meter);
+        self.decode_errors +=
+            receive_video(decoder, decoded, |frame| normalizer.push(frame, &mut on_shown))?;
+        if packet.is_none() {
+            normalizer.flush(&mut on_shown)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes `packet` (`None`: flush) and feeds every rendition's audio.
+    fn decode_audio(
+        &mut self,
+        packet: Option<&Packet>,
+        decoded: &mut frame::Audio,
+    ) -> Result<(), EngineError> {
+        let Some(decoder) = &mut self.audio_decoder else { return Ok(()) };
+        let sent = match packet {
+            Some(packet) => decoder.send_packet(packet),
+            None => decoder.send_eof(),
+        };
+        if sent.is_err() && packet.is_some() {
+            self.decode_errors += 1;
+            return Ok(());
+        }
+        self.decode_errors += receive_audio(decoder, decoded, &mut self.renditions)?;
+        Ok(())
+    }
 }
 
 /// A source whose streams end well before their header says was cut off (a truncated
