@@ -602,11 +602,7 @@ impl Pass<'_> {
         decoded: &mut frame::Video,
     ) -> Result<(), EngineError> {
         let Some(decoder) = &mut self.video_decoder else { return Ok(()) };
-        let sent = match packet {
-            Some(packet) => decoder.send_packet(packet),
-            None => decoder.send_eof(),
-        };
-        if sent.is_err() && packet.is_some() {
+        if !feed(decoder, packet) {
             self.decode_errors += 1;
             return Ok(());
         }
@@ -634,16 +630,24 @@ impl Pass<'_> {
         decoded: &mut frame::Audio,
     ) -> Result<(), EngineError> {
         let Some(decoder) = &mut self.audio_decoder else { return Ok(()) };
-        let sent = match packet {
-            Some(packet) => decoder.send_packet(packet),
-            None => decoder.send_eof(),
-        };
-        if sent.is_err() && packet.is_some() {
+        if !feed(decoder, packet) {
             self.decode_errors += 1;
             return Ok(());
         }
         self.decode_errors += receive_audio(decoder, decoded, &mut self.renditions)?;
         Ok(())
+    }
+}
+
+/// Sends `packet` to `decoder` (`None`: end of stream); `false` when the decoder refused the
+/// packet (a decode error; the end of stream is never one).
+fn feed(decoder: &mut ffmpeg::decoder::Opened, packet: Option<&Packet>) -> bool {
+    match packet {
+        Some(packet) => decoder.send_packet(packet).is_ok(),
+        None => {
+            let _ = decoder.send_eof();
+            true
+        }
     }
 }
 
