@@ -102,6 +102,42 @@ impl Supervisor {
             return run;
         }
         let started = Instant::now();
+        let mut child = self.spawn(job, workdir)?;
+        let watched = self.watch(&mut child, started, progress, cancel).await;
+        let stderr = child.stderr_tail.join().unwrap_or_default();
+        let exit = watched.exit.ok_or_else(|| {
+            EngineError::new(ErrorCode::Crashed, "lost track of the engine process")
+        })?;
+        if let Some(code) = watched.killed {
+            let message = match code {
+                ErrorCode::Timeout => {
+                    format!("killed at the {:?} wall-clock deadline", self.limits.wall_deadline)
+                }
+                _ => "canceled".to_owned(),
+            };
+            return Err(EngineError::new(code, message));
+        }
+        match (watched.outcome, classify(exit.status, exit.cpu_secs, &self.limits, &stderr)) {
+            (Some(Ok(report)), None) => Ok(EngineRun {
+                report: *report,
+                cpu_secs: exit.cpu_secs,
+                wall_secs: started.elapsed().as_secs_f64(),
+                max_rss_bytes: exit.max_rss_bytes,
+                network_isolated: watched.network_isolated,
+            }),
+            (Some(Err(error)), None) => Err(error),
+            (_, Some(error)) => Err(error),
+            (None, None) => Err(EngineError::new(
+                ErrorCode::Crashed,
+                format!("the engine exited without a result: {}", last_line(&stderr)),
+            )),
+        }
+    }
+
+    /// Starts the child sandboxed (own process group, no new privileges, death with the
+    /// worker, rlimits, a cleared environment, `workdir` as its directory), hands it the job
+    /// and starts the threads that read its output and reap it.
+    fn spawn(&self, job: &EngineJob, workdir: &Path) -> Result<RunningChild, EngineError> {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
@@ -141,7 +177,7 @@ impl Supervisor {
             // The child reads one line; if it died already, the exit status tells why.
             let _ = writeln!(stdin, "{job_line}");
         }
-        let (lines_tx, mut lines) = mpsc::unbounded_channel::<ChildMessage>();
+        let (lines_tx, lines) = mpsc::unbounded_channel::<ChildMessage>();
         let stdout = child.stdout.take().expect("piped");
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -167,21 +203,33 @@ impl Supervisor {
         });
         // The child is reaped with wait4 (not std's wait) to get its resource usage.
         std::mem::forget(child);
-        let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel::<Exit>();
+        let (exit_tx, exit) = tokio::sync::oneshot::channel::<Exit>();
         std::thread::spawn(move || {
             let _ = exit_tx.send(reap(pid));
         });
+        Ok(RunningChild { pid, lines, stderr_tail, exit })
+    }
 
+    /// Follows the child until it exits: forwards progress, tightens the deadline once the
+    /// source is probed, kills the process group at the deadline or on `cancel`, and keeps its
+    /// last word (result or error).
+    async fn watch(
+        &self,
+        child: &mut RunningChild,
+        started: Instant,
+        progress: Option<mpsc::Sender<Progress>>,
+        cancel: CancellationToken,
+    ) -> Watched {
         let deadline = tokio::time::sleep(self.limits.wall_deadline);
         tokio::pin!(deadline);
-        let mut outcome: Option<Result<Box<EngineReport>, EngineError>> = None;
-        let mut network_isolated = false;
-        let mut killed: Option<ErrorCode> = None;
+        let mut watched =
+            Watched { outcome: None, network_isolated: false, killed: None, exit: None };
+        let lines = &mut child.lines;
         let exit = loop {
             tokio::select! {
                 message = lines.recv(), if !lines.is_closed() => match message {
                     Some(ChildMessage::Sandbox { network_isolated: isolated, detail }) => {
-                        network_isolated = isolated;
+                        watched.network_isolated = isolated;
                         if !isolated {
                             tracing::warn!(%detail, "engine runs without network isolation");
                         }
@@ -198,18 +246,17 @@ impl Supervisor {
                             let _ = tx.try_send(p);
                         }
                     }
-                    Some(ChildMessage::Result { report }) => outcome = Some(Ok(report)),
-                    Some(ChildMessage::Error { error }) => outcome = Some(Err(error)),
+                    Some(message) => watched.last_word(message),
                     None => {}
                 },
-                exit = &mut exit_rx => break exit.ok(),
-                () = &mut deadline, if killed.is_none() => {
-                    kill_group(pid);
-                    killed = Some(ErrorCode::Timeout);
+                exit = &mut child.exit => break exit.ok(),
+                () = &mut deadline, if watched.killed.is_none() => {
+                    kill_group(child.pid);
+                    watched.killed = Some(ErrorCode::Timeout);
                 }
-                () = cancel.cancelled(), if killed.is_none() => {
-                    kill_group(pid);
-                    killed = Some(ErrorCode::Canceled);
+                () = cancel.cancelled(), if watched.killed.is_none() => {
+                    kill_group(child.pid);
+                    watched.killed = Some(ErrorCode::Canceled);
                 }
             }
         };
@@ -224,40 +271,40 @@ impl Supervisor {
         })
         .await;
         for message in rest {
-            match message {
-                ChildMessage::Result { report } => outcome = Some(Ok(report)),
-                ChildMessage::Error { error } => outcome = Some(Err(error)),
-                _ => {}
-            }
+            watched.last_word(message);
         }
-        let stderr = stderr_tail.join().unwrap_or_default();
-        let exit = exit.ok_or_else(|| {
-            EngineError::new(ErrorCode::Crashed, "lost track of the engine process")
-        })?;
-        let wall_secs = started.elapsed().as_secs_f64();
-        if let Some(code) = killed {
-            let message = match code {
-                ErrorCode::Timeout => {
-                    format!("killed at the {:?} wall-clock deadline", self.limits.wall_deadline)
-                }
-                _ => "canceled".to_owned(),
-            };
-            return Err(EngineError::new(code, message));
-        }
-        match (outcome, classify(exit.status, exit.cpu_secs, &self.limits, &stderr)) {
-            (Some(Ok(report)), None) => Ok(EngineRun {
-                report: *report,
-                cpu_secs: exit.cpu_secs,
-                wall_secs,
-                max_rss_bytes: exit.max_rss_bytes,
-                network_isolated,
-            }),
-            (Some(Err(error)), None) => Err(error),
-            (_, Some(error)) => Err(error),
-            (None, None) => Err(EngineError::new(
-                ErrorCode::Crashed,
-                format!("the engine exited without a result: {}", last_line(&stderr)),
-            )),
+        watched.exit = exit;
+        watched
+    }
+}
+
+/// A started engine child and the threads that follow it.
+struct RunningChild {
+    pid: libc::pid_t,
+    /// Its stdout, line by line.
+    lines: mpsc::UnboundedReceiver<ChildMessage>,
+    /// The last few KiB of its stderr, once it closed.
+    stderr_tail: std::thread::JoinHandle<String>,
+    /// Its exit, from the reaper thread.
+    exit: tokio::sync::oneshot::Receiver<Exit>,
+}
+
+/// What watching the child found out.
+struct Watched {
+    outcome: Option<Result<Box<EngineReport>, EngineError>>,
+    network_isolated: bool,
+    /// Why we killed it, if we did.
+    killed: Option<ErrorCode>,
+    exit: Option<Exit>,
+}
+
+impl Watched {
+    /// Keeps a result or error line (the last one counts).
+    fn last_word(&mut self, message: ChildMessage) {
+        match message {
+            ChildMessage::Result { report } => self.outcome = Some(Ok(report)),
+            ChildMessage::Error { error } => self.outcome = Some(Err(error)),
+            _ => {}
         }
     }
 }

@@ -24,10 +24,7 @@ fn autoscaling(max_machines: u32) -> Vec<(&'static str, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_jobs_never_run_on_more_than_three_machines_and_stopped_ones_are_reused() {
-    let mut extra = autoscaling(3);
-    let scratch = tempfile::tempdir().unwrap();
-    extra.push(("TCODER__WORKER__SCRATCH_DIR", scratch.path().display().to_string()));
-    let pipeline = Pipeline::start_with(&extra).await;
+    let pipeline = Pipeline::start_with(&autoscaling(3)).await;
     let local = pipeline.local.clone().expect("local provider");
     let clip = corpus::ok_mp4();
     let mut ids = Vec::new();

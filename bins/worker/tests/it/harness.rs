@@ -74,7 +74,11 @@ impl Pipeline {
 
     /// As [`Pipeline::start_with`], on servers already started.
     pub(crate) async fn start_on(env: TestEnv, extra: &[(&str, String)]) -> Pipeline {
+        // Every worker scratches in this temporary folder: those this test starts, and those
+        // the dispatcher's local provider starts (with its settings).
+        let scratch = tempfile::tempdir().unwrap();
         let mut vars = env.service_env();
+        vars.push(("TCODER__WORKER__SCRATCH_DIR".into(), scratch.path().display().to_string()));
         vars.extend(fast_env());
         vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let load = |service| {
@@ -105,7 +109,7 @@ impl Pipeline {
             http: reqwest::Client::new(),
             js: jetstream::new(nats.clone()),
             nats,
-            scratch: tempfile::tempdir().unwrap(),
+            scratch,
             local,
             redis,
             shutdown,

@@ -116,7 +116,7 @@ async fn a_paused_worker_past_its_lease_cannot_commit_or_ack() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retryable_failures_are_retried_and_permanent_ones_fail_once() {
+async fn a_storage_outage_is_retried_until_the_job_completes() {
     let pipeline = Pipeline::start().await;
     // The worker reaches S3 through a proxy that is down at first.
     let proxy = ChaosProxy::start(pipeline.env.s3.addr());
@@ -134,16 +134,8 @@ async fn retryable_failures_are_retried_and_permanent_ones_fail_once() {
     proxy.set_mode(ChaosMode::Pass);
     let job = pipeline.wait_status(&id, "completed", LONG).await;
     assert!(job["attempts"].as_u64().unwrap() >= 2, "{job}");
-
-    let text = pipeline.scratch.path().join("not-a-video.mp4");
-    std::fs::write(&text, "this is not a video\n").unwrap();
-    let bad = pipeline.submit(&text, json!({})).await;
-    let job = pipeline.wait_status(&bad, "failed", LONG).await;
-    assert_eq!(
-        (job["error"]["code"].as_str(), job["attempts"].as_u64()),
-        (Some("input.unsupported_format"), Some(1))
-    );
-    assert_eq!(pipeline.events(&bad, "failed").await.len(), 1);
+    // Permanent failures (one attempt, one event) are decided by `attempt::verdict` (unit
+    // tests) and seen end to end in the tiny-file and deleted-source tests.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
