@@ -75,6 +75,7 @@ impl Service for App {
                 &settings.s3.access_key_id,
                 settings.s3.secret_access_key.expose(),
                 Some(sender),
+                tcoder::cors::Cors::new(&settings.ingest.cors_origins),
             )
             .await
             .with_context(|| {
@@ -106,6 +107,7 @@ impl Service for App {
             js: connections.jetstream.clone(),
             s3: connections.s3.clone(),
             bucket: settings.s3.bucket.clone(),
+            cors: Arc::new(tcoder::cors::Cors::new(&settings.ingest.cors_origins)),
             config: Arc::new(settings.ingest),
             bridge,
             metrics,

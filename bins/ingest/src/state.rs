@@ -20,4 +20,5 @@ pub(crate) struct AppState {
     pub config: Arc<IngestConfig>,
     pub bridge: Bridge,
     pub metrics: IngestMetrics,
+    pub cors: Arc<tcoder::cors::Cors>,
 }

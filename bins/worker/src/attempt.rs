@@ -305,7 +305,14 @@ async fn work(
         let path = engine_job.output_dir.join(&file.path);
         stoppable(
             stop,
-            transfer::upload(&worker.s3, &worker.bucket, &key, &path, &file.content_type),
+            transfer::upload(
+                &worker.s3,
+                &worker.bucket,
+                &key,
+                &path,
+                &file.content_type,
+                transfer::IMMUTABLE,
+            ),
         )
         .await?
         .map_err(|e| transient(e.to_string()))?;

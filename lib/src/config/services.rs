@@ -25,6 +25,8 @@ pub struct IngestConfig {
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
     pub api_keys: Vec<ApiKeyEntry>,
+    /// Origins whose pages may call the API and the embedded store (`*`: any).
+    pub cors_origins: Vec<String>,
     pub local_store: LocalStoreConfig,
     pub r2_queue: R2QueueConfig,
 }
@@ -82,6 +84,9 @@ pub struct LocalStoreConfig {
     pub enabled: bool,
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
+    /// Objects under `outputs/` are readable without credentials (the result URLs work in
+    /// players and browsers); uploads and writes stay signed.
+    pub public_outputs: bool,
 }
 
 impl IngestConfig {

@@ -25,9 +25,12 @@ pub fn parse_upload_key(key: &str) -> Option<(Tenant, JobId)> {
     Some((Tenant::parse(tenant)?, JobId::parse(job)?))
 }
 
+/// Prefix of every output.
+pub const OUTPUTS_PREFIX: &str = "outputs/";
+
 /// Prefix under which every output of one attempt (epoch) is written.
 pub fn output_prefix(tenant: &Tenant, job: &JobId, epoch: u64) -> String {
-    format!("outputs/{tenant}/{job}/{epoch}/")
+    format!("{OUTPUTS_PREFIX}{tenant}/{job}/{epoch}/")
 }
 
 #[cfg(test)]

@@ -3,6 +3,11 @@
 //! object under a data folder). It runs inside ingest, so one host needs no cloud account and
 //! no extra binary, and it reports every created object (PutObject, CopyObject,
 //! CompleteMultipartUpload) on a channel: the embedded equivalent of an R2 event notification.
+//!
+//! Delivery works out of the box: objects under `outputs/` can be read (GET, HEAD, byte
+//! ranges) without credentials, as from an R2 bucket with a public custom domain, so players,
+//! browsers and `curl` can use the result URLs; everything else (uploads, listings, writes)
+//! needs a signature. CORS preflights are answered for the configured origins.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,6 +15,7 @@ use std::path::Path;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
+use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::SimpleAuth;
 use s3s::dto::*;
 use s3s::service::{S3Service, S3ServiceBuilder};
@@ -20,23 +26,52 @@ use tokio_util::sync::CancellationToken;
 
 use super::ObjectCreated;
 use crate::config::LocalStoreConfig;
+use crate::cors::Cors;
 
 /// A bound (not yet serving) local object store.
 #[derive(Debug)]
 pub struct LocalStore {
     listener: TcpListener,
     service: S3Service,
+    cors: Cors,
+}
+
+/// Who may do what: signed requests anything; unsigned ones only read objects under
+/// `public_prefix` (when set).
+struct Access {
+    public_prefix: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl S3Access for Access {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        if cx.credentials().is_some() {
+            return Ok(());
+        }
+        let reading = matches!(cx.s3_op().name(), "GetObject" | "HeadObject");
+        let public = match (&self.public_prefix, cx.s3_path().get_object_key()) {
+            (Some(prefix), Some(key)) => key.starts_with(prefix.as_str()),
+            _ => false,
+        };
+        if reading && public {
+            Ok(())
+        } else {
+            Err(s3s::s3_error!(AccessDenied, "Signature is required"))
+        }
+    }
 }
 
 impl LocalStore {
     /// Creates the data folder and `bucket` in it, and binds `config.bind`. Requests must be
-    /// signed with `access_key_id` / `secret_access_key`.
+    /// signed with `access_key_id` / `secret_access_key`, except reads of `outputs/` when
+    /// `config.public_outputs`.
     pub async fn bind(
         config: &LocalStoreConfig,
         bucket: &str,
         access_key_id: &str,
         secret_access_key: &str,
         notify: Option<mpsc::Sender<ObjectCreated>>,
+        cors: Cors,
     ) -> std::io::Result<LocalStore> {
         let root = absolute(&config.data_dir)?;
         tokio::fs::create_dir_all(root.join(bucket)).await?;
@@ -45,8 +80,11 @@ impl LocalStore {
         })?;
         let mut builder = S3ServiceBuilder::new(NotifyingStore { inner: fs, notify });
         builder.set_auth(SimpleAuth::from_single(access_key_id, secret_access_key));
+        builder.set_access(Access {
+            public_prefix: config.public_outputs.then(|| super::keys::OUTPUTS_PREFIX.to_owned()),
+        });
         let listener = TcpListener::bind(config.bind).await?;
-        Ok(LocalStore { listener, service: builder.build() })
+        Ok(LocalStore { listener, service: builder.build(), cors })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -72,7 +110,12 @@ impl LocalStore {
             };
             // Small responses (a HEAD, a short GET) must not wait on Nagle + delayed ACK.
             let _ = socket.set_nodelay(true);
-            let conn = http.serve_connection(TokioIo::new(socket), self.service.clone());
+            let (service, cors) = (self.service.clone(), self.cors.clone());
+            let with_cors = hyper::service::service_fn(move |request| {
+                let (service, cors) = (service.clone(), cors.clone());
+                async move { with_cors(&service, &cors, request).await }
+            });
+            let conn = http.serve_connection(TokioIo::new(socket), with_cors);
             let conn = graceful.watch(conn.into_owned());
             tokio::spawn(async move {
                 let _ = conn.await;
@@ -81,6 +124,25 @@ impl LocalStore {
         graceful.shutdown().await;
         Ok(())
     }
+}
+
+/// Answers CORS preflights itself; passes everything else to the S3 service and adds the CORS
+/// headers to its answer.
+async fn with_cors(
+    service: &S3Service,
+    cors: &Cors,
+    request: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<s3s::Body>, s3s::HttpError> {
+    if Cors::is_preflight(request.method(), request.headers()) {
+        let mut response = hyper::Response::new(s3s::Body::empty());
+        *response.status_mut() = hyper::StatusCode::NO_CONTENT;
+        response.headers_mut().extend(cors.preflight_headers(request.headers()));
+        return Ok(response);
+    }
+    let asked = request.headers().clone();
+    let mut response = service.call(request.map(s3s::Body::from)).await?;
+    cors.decorate(&asked, response.headers_mut());
+    Ok(response)
 }
 
 fn absolute(path: &Path) -> std::io::Result<std::path::PathBuf> {

@@ -103,7 +103,12 @@ pub async fn client(config: &Config) -> aws_sdk_s3::Client {
     builder = builder
         .region(Region::new(config.region.clone()))
         .force_path_style(config.force_path_style)
-        .timeout_config(timeouts);
+        .timeout_config(timeouts)
+        // Checksums only where an operation requires them: the SDK's default sends streamed
+        // bodies `aws-chunked` with a trailing checksum, and stores that speak S3 loosely (the
+        // embedded one, some S3-compatible services) then serve the objects with
+        // `Content-Encoding: aws-chunked`, which players and browsers cannot read.
+        .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired);
     if !config.endpoint.is_empty() {
         builder = builder.endpoint_url(config.endpoint.clone());
     }

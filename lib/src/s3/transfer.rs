@@ -46,13 +46,18 @@ pub async fn download(
     Ok(written)
 }
 
-/// Streams `path` to `bucket/key`.
+/// `Cache-Control` of outputs: each attempt writes under its own epoch prefix and never
+/// rewrites an object, so browsers and CDNs may keep them for good.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// Streams `path` to `bucket/key`, stored with `content_type` and `cache_control`.
 pub async fn upload(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
     path: &Path,
     content_type: &str,
+    cache_control: &str,
 ) -> Result<(), S3Error> {
     let size = tokio::fs::metadata(path)
         .await
@@ -64,6 +69,7 @@ pub async fn upload(
             .bucket(bucket)
             .key(key)
             .content_type(content_type)
+            .cache_control(cache_control)
             .body(body)
             .send()
             .await
@@ -75,6 +81,7 @@ pub async fn upload(
         .bucket(bucket)
         .key(key)
         .content_type(content_type)
+        .cache_control(cache_control)
         .send()
         .await
         .map_err(|e| sdk("CreateMultipartUpload", e))?;

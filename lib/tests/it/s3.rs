@@ -48,8 +48,11 @@ async fn the_embedded_local_store_serves_signed_requests_only() {
         enabled: true,
         bind: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
+        public_outputs: true,
     };
-    let store = LocalStore::bind(&config, "local", "key-id", "secret", None).await.unwrap();
+    let store = LocalStore::bind(&config, "local", "key-id", "secret", None, Default::default())
+        .await
+        .unwrap();
     let endpoint = format!("http://{}", store.local_addr());
     let stop = CancellationToken::new();
     let server = tokio::spawn(store.serve(stop.clone()));

@@ -100,7 +100,8 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
             .contains("sync_interval: always")
     );
 
-    let _ = submit_transcodes_a_video_with_the_stacks_key(data.path(), &summary["api"].0);
+    let job = submit_transcodes_a_video_with_the_stacks_key(data.path(), &summary["api"].0);
+    results_play_without_credentials_and_pages_may_call(&job, &summary);
 
     let pids: Vec<u32> = summary.values().filter_map(|(_, pid)| *pid).collect();
     assert_eq!(
@@ -163,4 +164,84 @@ pub(crate) fn submit_transcodes_a_video_with_the_stacks_key(
     let listed = tcoder(&["jobs"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
     job
+}
+
+/// `curl` (no credentials) with `extra` arguments: (status, headers lower-cased, body).
+fn curl(url: &str, extra: &[&str]) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let headers = dir.path().join("headers");
+    let output = Command::new("curl")
+        .args(["-sS", "-o", "-", "-D"])
+        .arg(&headers)
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "curl {url}: {}", String::from_utf8_lossy(&output.stderr));
+    let head = std::fs::read_to_string(&headers).unwrap().to_lowercase();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, output.stdout)
+}
+
+/// Delivery out of the box: the result URLs work in real clients without credentials (curl,
+/// ffprobe over HTTP), with the right headers; pages on another origin may call the API and
+/// the store.
+fn results_play_without_credentials_and_pages_may_call(
+    job: &serde_json::Value,
+    summary: &HashMap<String, (String, Option<u32>)>,
+) {
+    let master = job["result"]["hls_master"].as_str().unwrap();
+    let (status, headers, body) = curl(master, &[]);
+    assert_eq!(status, 200, "{headers}");
+    assert!(headers.contains("content-type: application/vnd.apple.mpegurl"), "{headers}");
+    assert!(!headers.contains("content-encoding"), "{headers}");
+    let master_text = String::from_utf8(body).unwrap();
+    let variant = master_text.lines().find(|l| l.ends_with(".m3u8")).unwrap();
+    let base = master.rsplit_once('/').unwrap().0;
+    let media = format!("{base}/{variant}");
+    let (status, headers, body) = curl(&media, &[]);
+    assert_eq!(status, 200, "{headers}");
+    let playlist = String::from_utf8(body).unwrap();
+    let segment = playlist.lines().find(|l| l.ends_with(".m4s")).unwrap();
+    let segment = format!("{}/{segment}", media.rsplit_once('/').unwrap().0);
+    let (status, headers, body) = curl(&segment, &["-H", "Range: bytes=0-99"]);
+    assert_eq!((status, body.len()), (206, 100), "{headers}");
+    assert!(headers.contains("content-range: bytes 0-99/"), "{headers}");
+    assert!(headers.contains("content-type: video/iso.segment"), "{headers}");
+    assert!(headers.contains("cache-control: public, max-age=31536000, immutable"), "{headers}");
+    assert!(!headers.contains("content-encoding"), "{headers}");
+    // A player (ffprobe over HTTP) finds every variant from the master URL.
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=nb_programs", "-of", "csv=p=0", master])
+        .output()
+        .unwrap();
+    assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
+    let variants = master_text.matches("#EXT-X-STREAM-INF").count();
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), variants.to_string());
+    // Uploads stay signed.
+    let upload = master.replace("/outputs/", "/uploads/");
+    assert_eq!(curl(&upload, &[]).0, 403);
+    // CORS preflights from another origin, to the store (a presigned PUT) and the API.
+    let store = &summary["object store"].0;
+    for (url, method) in [
+        (format!("{store}/tcoder/uploads/x/y/source"), "PUT"),
+        (format!("{}/v1/jobs", summary["api"].0), "POST"),
+    ] {
+        let (status, headers, _) = curl(
+            &url,
+            &[
+                "-X",
+                "OPTIONS",
+                "-H",
+                "Origin: https://app.example",
+                "-H",
+                &format!("Access-Control-Request-Method: {method}"),
+                "-H",
+                "Access-Control-Request-Headers: content-type",
+            ],
+        );
+        assert!((200..300).contains(&status), "{url}: {headers}");
+        assert!(headers.contains("access-control-allow-origin: *"), "{url}: {headers}");
+        assert!(headers.contains("access-control-allow-methods:"), "{url}: {headers}");
+    }
 }

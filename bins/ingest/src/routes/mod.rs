@@ -27,7 +27,21 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/notifications/s3", post(notifications::s3))
         .fallback(|| async { ApiError::not_found().into_response() })
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
+}
+
+/// CORS: preflights are answered here (before routing: no route takes OPTIONS), every other
+/// response gets the allowed origin (see `tcoder::cors`).
+async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if tcoder::cors::Cors::is_preflight(request.method(), request.headers()) {
+        let headers = state.cors.preflight_headers(request.headers());
+        return (axum::http::StatusCode::NO_CONTENT, headers).into_response();
+    }
+    let asked = request.headers().clone();
+    let mut response = next.run(request).await;
+    state.cors.decorate(&asked, response.headers_mut());
+    response
 }
 
 /// Counts every request by route template (bounded labels: never an id) and times it.
