@@ -395,7 +395,7 @@ async fn memory(worker_binary: &Path, clip: &Path, upload_bytes: u64) -> anyhow:
     stack.notify(&notification).await?;
     wait_completed(&mut completed, std::slice::from_ref(&id), Duration::from_secs(600)).await?;
     let normal = memory_of(worker.pid())?;
-    let files = stack.job(&id).await?["result"]["files"].as_array().map_or(0, Vec::len);
+    let files = stack.job(&id).await?["result"]["file_count"].as_u64().unwrap_or(0);
     worker.terminate(Duration::from_secs(10));
 
     // A 1 GB output: the no-op engine writes it, the worker uploads it (multipart).
@@ -413,7 +413,7 @@ async fn memory(worker_binary: &Path, clip: &Path, upload_bytes: u64) -> anyhow:
     wait_completed(&mut completed, std::slice::from_ref(&id), Duration::from_secs(600)).await?;
     let upload_secs = started.elapsed().as_secs_f64();
     let large = memory_of(worker.pid())?;
-    let uploaded = stack.job(&id).await?["result"]["files"][0]["bytes"].as_u64();
+    let uploaded = stack.job(&id).await?["result"]["total_bytes"].as_u64();
     if uploaded != Some(upload_bytes) {
         bail!("the large output was not uploaded: {uploaded:?}");
     }

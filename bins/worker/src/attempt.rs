@@ -13,8 +13,10 @@ use futures_util::StreamExt;
 use tcoder::cost::{JobCost, Usage};
 use tcoder::engine::{EngineError, EngineJob, EngineSpec, ErrorCode, Progress};
 use tcoder::events::{self, JobEvent, WorkItem, subjects};
-use tcoder::jobs::{Attempt, ClaimOutcome, EngineUsage, FinishOutcome, Job, JobError, JobResult};
-use tcoder::s3::{S3Error, keys, transfer};
+use tcoder::jobs::{
+    Attempt, ClaimOutcome, EngineUsage, FinishOutcome, Job, JobError, JobResult, MANIFEST_FILE,
+};
+use tcoder::s3::{self, S3Error, keys, transfer};
 use tracing::Instrument as _;
 
 use crate::Worker;
@@ -325,16 +327,42 @@ async fn work(
         .with_label_values(&["upload"])
         .observe(stage.elapsed().as_secs_f64());
     usage.machine_secs = occupied.elapsed().as_secs_f64();
-    let cost = JobCost::new(usage, &worker.config.cost);
     let engine = EngineUsage {
-        cpu_secs: cost.usage.cpu_secs,
+        cpu_secs: usage.cpu_secs,
         wall_secs: run.wall_secs,
         started_at_ms: engine_started_at_ms,
     };
-    let manifest =
-        JobResult::new(attempt.epoch, &prefix, &run.report, engine, cost.clone(), &|key| {
-            worker.s3_config.public_url_of(key)
-        });
+    let url_of = |key: &str| worker.s3_config.public_url_of(key);
+    let result_with = |usage: &Usage| {
+        let cost = JobCost::new(usage.clone(), &worker.config.cost);
+        JobResult::new(attempt.epoch, &prefix, &run.report, engine.clone(), cost, &url_of)
+    };
+    // The manifest lists every file and is stored beside them; its own size and PUT count in
+    // the cost (the size measured on a first rendering: the figures it holds barely change it).
+    let draft = serde_json::to_vec_pretty(&result_with(&usage)).expect("a result serializes");
+    usage.add_object(draft.len() as u64);
+    let full = result_with(&usage);
+    let manifest_key = format!("{prefix}{MANIFEST_FILE}");
+    let manifest_path = workdir.join(MANIFEST_FILE);
+    let body = serde_json::to_vec_pretty(&full).expect("a result serializes");
+    tokio::fs::write(&manifest_path, &body)
+        .await
+        .map_err(|e| transient(format!("manifest: {e}")))?;
+    stoppable(
+        stop,
+        transfer::upload(
+            &worker.s3,
+            &worker.bucket,
+            &manifest_key,
+            &manifest_path,
+            "application/json",
+            transfer::IMMUTABLE,
+        ),
+    )
+    .await?
+    .map_err(|e| transient(e.to_string()))?;
+    let cost = full.cost.clone();
+    let manifest = full.summary(url_of(&manifest_key));
     for rendition in &manifest.renditions {
         let data = serde_json::to_value(rendition).expect("a rendition serializes");
         let event = JobEvent::rendition(&job, attempt.epoch, &rendition.name, data);
@@ -483,6 +511,13 @@ async fn settle(
             // Committed: publish from the outbox (the relay covers a crash right here).
             if let Err(e) = events::relay_outbox(&worker.jobs, &worker.js).await {
                 tracing::warn!(error = %e, "completed event left for the outbox relay");
+            }
+            if !worker.config.keep_sources
+                && let Some(source) = &job.source
+                && let Err(e) = s3::delete(&worker.s3, &worker.bucket, &source.key).await
+            {
+                // Left behind, not lost: a lifecycle rule on uploads/ catches it.
+                tracing::warn!(error = %e, key = source.key, "source not deleted");
             }
             if let Err(e) = message.double_ack().await {
                 tracing::warn!(error = %e, "ack not confirmed; a redelivery will find the job completed");

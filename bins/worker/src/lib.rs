@@ -8,6 +8,7 @@ mod attempt;
 mod keeper;
 mod metrics;
 mod runner;
+mod scratch;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -131,6 +132,10 @@ impl Service for App {
             metrics: WorkerMetrics::register(&common.metrics),
             config: Arc::new(settings.worker),
         };
+        let removed = scratch::remove_stale(&worker.config.scratch_dir, &worker.jobs).await;
+        if removed > 0 {
+            tracing::info!(removed, "removed scratch folders of dead attempts");
+        }
         let mut redis = common.connections.redis.clone();
         machines::heartbeat(&mut redis, &worker.record(), worker.config.lease_ttl).await?;
         let app = App { common, worker };

@@ -234,6 +234,8 @@ impl DispatcherConfig {
 pub struct WorkerConfig {
     pub concurrency: u32,
     pub scratch_dir: PathBuf,
+    /// Keep a job's uploaded source after it completed (else it is deleted).
+    pub keep_sources: bool,
     pub machine_id: String,
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,

@@ -17,7 +17,8 @@ pub use self::ids::{JobId, Tenant};
 pub use self::priority::Priority;
 pub use self::record::{Job, JobError, SourceObject};
 pub use self::result::{
-    EngineUsage, JobResult, RenditionResult, SourceSummary, StoredFile, ThumbnailUrls,
+    EngineUsage, JobResult, MANIFEST_FILE, RenditionResult, SourceSummary, StoredFile,
+    ThumbnailUrls,
 };
 pub use self::spec::{
     AudioCodec, AutoLadder, JobRequest, JobSpec, OutputKind, Preset, Qualities, Quality, SpecError,

@@ -1,6 +1,11 @@
-//! What a completed job delivers: the result (the "manifest") stored on the job, carried by the
-//! `completed` event and webhook, and shown by `GET /v1/jobs/{id}` and the CLI. One type, so
-//! the worker that writes it and everyone who reads it agree on every field.
+//! What a completed job delivers. One type, so the worker that writes it and everyone who
+//! reads it agree on every field, in two forms:
+//!
+//! - the **manifest**, `manifest.json` next to the outputs: the result with every stored file
+//!   (an HLS ladder of a long video has thousands of segments);
+//! - the **summary** stored on the job, carried by the `completed` event and webhook and shown
+//!   by `GET /v1/jobs/{id}`: the same without the file list, plus the manifest's URL — bounded
+//!   whatever the video's length (NATS refuses payloads over 1 MiB).
 
 use serde::{Deserialize, Serialize};
 
@@ -25,10 +30,23 @@ pub struct JobResult {
     pub renditions: Vec<RenditionResult>,
     pub hls_master: Option<String>,
     pub thumbnails: Option<ThumbnailUrls>,
+    /// Every stored file (in the manifest; empty in the summary).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<StoredFile>,
+    /// How many files were stored and their total size (both forms).
+    #[serde(default)]
+    pub file_count: usize,
+    #[serde(default)]
+    pub total_bytes: u64,
+    /// URL of `manifest.json`, the list of every file (in the summary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
     pub engine: EngineUsage,
     pub cost: JobCost,
 }
+
+/// Name of the manifest object under a result's prefix.
+pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// The source as probed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,9 +180,17 @@ impl JobResult {
                     content_type: f.content_type.clone(),
                 })
                 .collect(),
+            file_count: report.files.len(),
+            total_bytes: report.files.iter().map(|f| f.bytes).sum(),
+            manifest: None,
             engine,
             cost,
         }
+    }
+
+    /// The summary of this manifest: no file list, the manifest's URL instead.
+    pub fn summary(&self, manifest_url: String) -> JobResult {
+        JobResult { files: Vec::new(), manifest: Some(manifest_url), ..self.clone() }
     }
 }
 

@@ -6,7 +6,9 @@ pub mod local;
 mod objects;
 pub mod transfer;
 
-pub use self::objects::{ListedObject, ObjectHead, Presigned, S3Error, head, list, presign_put};
+pub use self::objects::{
+    ListedObject, ObjectHead, Presigned, S3Error, delete, head, list, presign_put,
+};
 
 use std::time::Duration;
 

@@ -91,6 +91,17 @@ pub async fn head(
     }
 }
 
+/// `DeleteObject`; a missing object is fine (already gone).
+pub async fn delete(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<(), S3Error> {
+    match s3.delete_object().bucket(bucket).key(key).send().await {
+        Ok(_) => Ok(()),
+        Err(error) => match classify("DeleteObject", error) {
+            S3Error::NotFound(_) => Ok(()),
+            other => Err(other),
+        },
+    }
+}
+
 /// Objects under `prefix`, at most `max_pages` pages of `ListObjectsV2` (1,000 keys each).
 pub async fn list(
     s3: &aws_sdk_s3::Client,

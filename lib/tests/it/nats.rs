@@ -94,3 +94,92 @@ fn the_test_server_runs_with_sync_interval_always() {
     let varz: serde_json::Value = serde_json::from_str(&varz).unwrap();
     assert_eq!(varz["jetstream"]["config"]["sync_always"], serde_json::Value::Bool(true), "{varz}");
 }
+
+/// A 3-hour video's HLS ladder has thousands of segments; its completion must still be
+/// published (NATS refuses payloads over 1 MiB): the event carries a bounded summary and the
+/// manifest object lists every file.
+#[tokio::test]
+async fn a_three_hour_ladder_completes_with_a_bounded_event_and_a_full_manifest() {
+    use tcoder::engine::{EngineReport, OutputFile, RenditionReport};
+    use tcoder::events::JobEvent;
+    use tcoder::jobs::{EngineUsage, JobResult};
+
+    let mut report: EngineReport = serde_json::from_value(serde_json::json!({
+        "media": { "format": "mov", "duration_secs": 10800.0, "bit_rate": null, "streams": 2,
+                   "audio": null,
+                   "video": { "index": 0, "codec": "h264", "width": 1920, "height": 1080,
+                              "fps": 30.0, "bit_rate": null, "pixel_format": "yuv420p" } },
+        "mode": "transcode", "renditions": [], "hls_master": "hls/master.m3u8",
+        "thumbnails": ["thumbs/poster.jpg", "thumbs/storyboard.jpg", "thumbs/storyboard.vtt"],
+        "files": [], "frames": 324000, "decode_errors": 0,
+    }))
+    .unwrap();
+    let segments = 10_800 / 4;
+    for (name, width, height) in
+        [("1080p", 1920, 1080), ("720p", 1280, 720), ("360p", 640, 360), ("144p", 256, 144)]
+    {
+        report.renditions.push(RenditionReport {
+            name: name.into(),
+            width,
+            height,
+            video_codec: tcoder::jobs::VideoCodec::H264,
+            audio_codec: Some(tcoder::jobs::AudioCodec::Aac),
+            video_bit_rate: 1_000_000,
+            mp4: Some(format!("mp4/{name}.mp4")),
+            hls: Some(format!("hls/{name}/index.m3u8")),
+        });
+        for n in 0..segments {
+            report.files.push(OutputFile {
+                path: format!("hls/{name}/seg_{n:05}.m4s"),
+                bytes: 2_000_000,
+                content_type: "video/iso.segment".into(),
+            });
+        }
+    }
+    let job_id = tcoder::jobs::JobId::generate();
+    let prefix = format!("outputs/acme/{job_id}/1/");
+    let full = JobResult::new(
+        1,
+        &prefix,
+        &report,
+        EngineUsage { cpu_secs: 1.0, wall_secs: 1.0, started_at_ms: 0.0 },
+        tcoder::cost::JobCost::new(Default::default(), &Default::default()),
+        &|key| format!("https://cdn.example/{key}"),
+    );
+    let manifest = serde_json::to_vec(&full).unwrap();
+    assert_eq!(full.files.len(), 4 * segments);
+    assert!(
+        manifest.len() > 1 << 20,
+        "the full list alone is over NATS' limit: {}",
+        manifest.len()
+    );
+
+    let summary = full.summary(format!("https://cdn.example/{prefix}manifest.json"));
+    assert_eq!((summary.file_count, summary.files.len()), (4 * segments, 0));
+    let env = TestEnv::start();
+    let settings = settings(&env);
+    let js = jetstream::new(events::connect(&settings.nats, "test").await.unwrap());
+    events::ensure_topology(&js, &settings.nats).await.unwrap();
+    let request = tcoder::jobs::JobRequest::default();
+    let limits =
+        tcoder::jobs::SpecLimits { max_upload_bytes: 1 << 30, allow_private_webhooks: false };
+    let job = tcoder::jobs::Job {
+        id: job_id,
+        tenant: tcoder::jobs::Tenant::parse("acme").unwrap(),
+        status: tcoder::jobs::JobStatus::Running,
+        spec: tcoder::jobs::JobSpec::from_request(request, limits).unwrap(),
+        epoch: 1,
+        attempts: 1,
+        queued_count: 1,
+        created_at: 0,
+        updated_at: 0,
+        upload_key: String::new(),
+        source: None,
+        outputs: None,
+        error: None,
+    };
+    let event = JobEvent::completed(&job, 1, &summary);
+    let payload = serde_json::to_vec(&event).unwrap();
+    assert!(payload.len() < 64 * 1024, "completed event of {} bytes", payload.len());
+    events::publish_event(&js, &event).await.unwrap();
+}

@@ -124,13 +124,32 @@ fn prometheus_scrapes_every_service_of_the_stack_and_dashboards_use_only_exporte
     let job = submit_transcodes_a_video_with_the_stacks_key(data.path(), &summary["api"].0);
 
     // The cost of the job is in its record: measured usage and the estimate from the prices.
+    // The stored files are listed in the manifest beside them (the record has a summary).
     let result: tcoder::jobs::JobResult = serde_json::from_value(job["result"].clone()).unwrap();
-    let stored: u64 = result.files.iter().map(|f| f.bytes).sum();
-    assert_eq!(result.cost.usage.bytes_stored, stored, "{:?}", result.cost);
+    let manifest_key = format!("{}{}", result.prefix, tcoder::jobs::MANIFEST_FILE);
+    let manifest_path = data.path().join("objects/tcoder").join(&manifest_key);
+    let manifest: tcoder::jobs::JobResult =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    assert!(
+        result.files.is_empty() && result.manifest.as_deref().unwrap().ends_with(&manifest_key)
+    );
+    assert_eq!(
+        (manifest.file_count, result.file_count),
+        (manifest.files.len(), manifest.files.len())
+    );
+    // Every output plus the manifest itself (its size as measured on a first rendering).
+    let files: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+    let manifest_bytes = std::fs::metadata(&manifest_path).unwrap().len();
+    let stored = result.cost.usage.bytes_stored;
+    assert!(
+        stored >= files + manifest_bytes - 64 && stored <= files + manifest_bytes + 64,
+        "{:?}",
+        result.cost
+    );
     assert_eq!(
         result.cost.usage.put_requests,
-        result.files.len() as u64,
-        "small files: one PUT each"
+        manifest.files.len() as u64 + 1,
+        "small files: one PUT each, and one for the manifest"
     );
     let cost = &job["result"]["cost"];
     let cpu = cost["cpu_secs"].as_f64().unwrap();
@@ -141,7 +160,7 @@ fn prometheus_scrapes_every_service_of_the_stack_and_dashboards_use_only_exporte
     let expected = machine * price("machine_second_usd")
         + cpu * price("cpu_second_usd")
         + stored as f64 / 1e9 * price("storage_gb_month_usd") * price("storage_months")
-        + result.files.len() as f64 * price("class_a_operation_usd");
+        + (manifest.files.len() + 1) as f64 * price("class_a_operation_usd");
     let estimated = cost["estimated_usd"].as_f64().unwrap();
     assert!(estimated > 0.0 && (estimated - expected).abs() < 1e-12, "{cost}");
 

@@ -45,6 +45,17 @@ async fn a_job_flows_end_to_end_and_completes_exactly_once() {
     let mp4 = result.renditions[0].mp4.as_deref().unwrap();
     assert!(pipeline.stored(mp4).is_file());
     assert!(pipeline.stored(&result.thumbnails.as_ref().unwrap().poster).is_file());
+    // The summary is bounded; the manifest beside the outputs lists every file.
+    let manifest: JobResult = serde_json::from_slice(
+        &std::fs::read(pipeline.stored(result.manifest.as_deref().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert!(result.files.is_empty());
+    assert_eq!(manifest.files.len(), result.file_count);
+    assert!(manifest.files.iter().all(|f| pipeline.stored(&f.url).is_file()));
+    // The source is deleted once the job completed (keep_sources = false).
+    let bucket = pipeline.env.s3.bucket();
+    assert!(!pipeline.stored(&format!("/{bucket}/uploads/acme/{id}/source")).exists());
 
     let event =
         tokio::time::timeout(Duration::from_secs(10), completed.next()).await.unwrap().unwrap();
@@ -263,4 +274,21 @@ async fn a_source_deleted_after_its_upload_fails_the_job_once_without_retries() 
         "{job}"
     );
     assert_eq!(pipeline.events(&id, "failed").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_worker_removes_scratch_folders_of_dead_attempts() {
+    let pipeline = Pipeline::start().await;
+    // A folder left by an attempt whose job is gone (its worker was killed long ago).
+    let dead =
+        pipeline.scratch.path().join(format!("{}-1-0a1b2c", tcoder::jobs::JobId::generate()));
+    std::fs::create_dir_all(dead.join("in")).unwrap();
+    std::fs::write(dead.join("in/source"), b"left behind").unwrap();
+    // Not an attempt folder: left alone.
+    let other = pipeline.scratch.path().join("notes");
+    std::fs::create_dir_all(&other).unwrap();
+
+    let _worker = pipeline.worker(&[]);
+    assert!(!dead.exists(), "the dead attempt's folder is gone once the worker is up");
+    assert!(other.exists());
 }
