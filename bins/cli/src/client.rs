@@ -52,10 +52,18 @@ impl ApiClient {
         self.json(self.http.get(format!("{}/v1/jobs/{id}", self.base))).await
     }
 
-    pub(crate) async fn jobs(&self, status: Option<&str>, limit: usize) -> anyhow::Result<Value> {
+    pub(crate) async fn jobs(
+        &self,
+        status: Option<&str>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> anyhow::Result<Value> {
         let mut query = vec![("limit", limit.to_string())];
         if let Some(status) = status {
             query.push(("status", status.to_owned()));
+        }
+        if let Some(cursor) = cursor {
+            query.push(("cursor", cursor.to_owned()));
         }
         self.json(self.http.get(format!("{}/v1/jobs", self.base)).query(&query)).await
     }

@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod profile;
 mod up;
 
 use std::path::PathBuf;
@@ -53,6 +54,26 @@ enum Command {
         status: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// The next page: the cursor the previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Follow a job with a live progress bar until it ends, then print its summary.
+    Follow {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+        /// Give up after this long (e.g. 30m).
+        #[arg(long, default_value = "1h", value_parser = |s: &str| humantime::parse_duration(s).map_err(|e| e.to_string()))]
+        timeout: std::time::Duration,
+    },
+    /// Download every file of a completed job (as its manifest lists them) into a folder.
+    Download {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+        /// Where to (default: a folder named after the job).
+        dir: Option<PathBuf>,
     },
     /// Cancel a job.
     Cancel {
@@ -105,10 +126,19 @@ fn main() -> ExitCode {
             Command::Status { api, id } => {
                 commands::jobs::status(&api.client(&settings)?, &id).await.map(|()| true)
             }
-            Command::Jobs { api, status, limit } => {
-                commands::jobs::list(&api.client(&settings)?, status.as_deref(), limit)
-                    .await
-                    .map(|()| true)
+            Command::Jobs { api, status, limit, cursor } => commands::jobs::list(
+                &api.client(&settings)?,
+                status.as_deref(),
+                limit,
+                cursor.as_deref(),
+            )
+            .await
+            .map(|()| true),
+            Command::Follow { api, id, timeout } => {
+                commands::follow::run(&api.client(&settings)?, &id, timeout).await
+            }
+            Command::Download { api, id, dir } => {
+                commands::download::run(&api.client(&settings)?, &id, dir).await.map(|()| true)
             }
             Command::Cancel { api, id } => {
                 commands::jobs::cancel(&api.client(&settings)?, &id).await.map(|()| true)

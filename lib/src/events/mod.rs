@@ -19,8 +19,8 @@ use crate::config::{Invalid, require_positive};
 
 pub use self::outbox::{relay_outbox, run_outbox_relay};
 pub use self::publish::{
-    AnnounceError, PublishError, fail_and_announce, publish_event, publish_json, publish_upload,
-    publish_work_item,
+    AnnounceError, PublishError, fail_and_announce, latest_event, publish_event, publish_json,
+    publish_upload, publish_work_item,
 };
 pub use self::topology::{
     consumer_configs, durable_messages, ensure_topology, queue_depth, stream_configs,

@@ -119,3 +119,12 @@ pub async fn fail_and_announce(
     publish_event(js, &JobEvent::failed(job, None, error)).await?;
     Ok(failed_now)
 }
+
+/// The latest `kind` event of `job` on the EVENTS stream (e.g. its last progress report), or
+/// `None` when there is none or the stream cannot be read (this is informational).
+pub async fn latest_event(js: &Context, job: &crate::jobs::JobId, kind: &str) -> Option<JobEvent> {
+    let stream = js.get_stream(subjects::EVENTS_STREAM).await.ok()?;
+    let message =
+        stream.get_last_raw_message_by_subject(&subjects::event(job.as_str(), kind)).await.ok()?;
+    serde_json::from_slice(&message.payload).ok()
+}

@@ -2,6 +2,7 @@
 
 use crate::client::ApiClient;
 
+/// The job as JSON (with its latest `progress` while it runs).
 pub(crate) async fn status(client: &ApiClient, id: &str) -> anyhow::Result<()> {
     let job = client.job(id).await?;
     println!("{}", serde_json::to_string_pretty(&job)?);
@@ -12,8 +13,9 @@ pub(crate) async fn list(
     client: &ApiClient,
     status: Option<&str>,
     limit: usize,
+    cursor: Option<&str>,
 ) -> anyhow::Result<()> {
-    let page = client.jobs(status, limit).await?;
+    let page = client.jobs(status, limit, cursor).await?;
     let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
     println!("{:<40} {:<16} {:<14} CREATED", "ID", "STATUS", "PRESET");
     for job in &jobs {
@@ -26,7 +28,7 @@ pub(crate) async fn list(
         );
     }
     if let Some(cursor) = page["next_cursor"].as_str() {
-        println!("(more: the API's next cursor is {cursor})");
+        println!("(more: tcoder jobs --cursor {cursor})");
     }
     Ok(())
 }

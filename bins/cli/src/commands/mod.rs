@@ -2,6 +2,8 @@
 
 pub(crate) mod compare;
 pub(crate) mod dlq;
+pub(crate) mod download;
+pub(crate) mod follow;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod submit;
@@ -13,8 +15,9 @@ use tcoder::config::Settings;
 
 use crate::client::ApiClient;
 
-/// How to reach the API: `--api` / `TCODER_API` (else `http://<ingest.http_bind>`) and
-/// `--api-key` / `TCODER_API_KEY` (else the key `tcoder up` wrote to `<up.data_dir>/api-key`).
+/// How to reach the API: `--api` / `TCODER_API` and `--api-key` / `TCODER_API_KEY`, else the
+/// profile `tcoder up` wrote (see `profile`), else `http://<ingest.http_bind>` and the key in
+/// `<up.data_dir>/api-key`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ApiArgs {
     /// Base URL of the tcoder API.
@@ -27,10 +30,14 @@ pub(crate) struct ApiArgs {
 
 impl ApiArgs {
     pub(crate) fn client(&self, settings: &Settings) -> anyhow::Result<ApiClient> {
-        let base =
-            self.api.clone().unwrap_or_else(|| format!("http://{}", settings.ingest.http_bind));
-        let key = match &self.api_key {
-            Some(key) => key.clone(),
+        let profile = crate::profile::path().and_then(|path| crate::profile::read(&path));
+        let base = self
+            .api
+            .clone()
+            .or_else(|| profile.as_ref().map(|p| p.api.clone()))
+            .unwrap_or_else(|| format!("http://{}", settings.ingest.http_bind));
+        let key = match self.api_key.clone().or_else(|| profile.map(|p| p.api_key)) {
+            Some(key) => key,
             None => {
                 let path: PathBuf = settings.up.data_dir.join("api-key");
                 std::fs::read_to_string(&path)

@@ -29,9 +29,21 @@ pub(crate) struct SubmitArgs {
     /// Where to POST signed completion events.
     #[arg(long)]
     webhook_url: Option<String>,
+    /// h264 (default), hevc, av1 or vp9.
+    #[arg(long)]
+    video_codec: Option<String>,
+    /// aac (default) or opus.
+    #[arg(long)]
+    audio_codec: Option<String>,
+    /// A `key=value` pair returned with the job and its events (repeatable).
+    #[arg(long = "metadata", value_parser = key_value)]
+    metadata: Vec<(String, String)>,
     /// Follow the job until it completes, fails or is canceled.
     #[arg(long)]
     wait: bool,
+    /// With --wait: print the job's result as JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
     /// Give up waiting after this long (e.g. 30m).
     #[arg(long, default_value = "1h", value_parser = humantime_duration)]
     timeout: Duration,
@@ -39,6 +51,12 @@ pub(crate) struct SubmitArgs {
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{s}` is not key=value"))
 }
 
 /// Outcome of a submit: the process exit code follows it.
@@ -70,17 +88,13 @@ pub(crate) async fn run(client: &ApiClient, args: SubmitArgs) -> anyhow::Result<
         println!("{id}");
         return Ok(true);
     }
-    let last = client
-        .follow(&id, args.timeout, |event| match event.kind.as_str() {
-            "progress" => {
-                let percent = event.data["data"]["percent"].as_f64().unwrap_or(0.0);
-                eprintln!("  progress {percent:.0}%");
-            }
-            kind => eprintln!("  {kind}"),
-        })
-        .await?;
+    let last = super::follow::with_progress_bar(client, &id, args.timeout).await?;
     let job = client.job(&id).await?;
-    println!("{}", serde_json::to_string_pretty(&summary(&job)).unwrap_or_default());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary(&job)).unwrap_or_default());
+    } else {
+        print!("{}", super::follow::describe(&job));
+    }
     Ok(last.kind == "completed")
 }
 
@@ -99,6 +113,17 @@ fn job_request(args: &SubmitArgs, length: u64) -> Value {
     }
     if let Some(url) = &args.webhook_url {
         request["webhook_url"] = json!(url);
+    }
+    if let Some(codec) = &args.video_codec {
+        request["video_codec"] = json!(codec);
+    }
+    if let Some(codec) = &args.audio_codec {
+        request["audio_codec"] = json!(codec);
+    }
+    if !args.metadata.is_empty() {
+        let pairs: serde_json::Map<String, Value> =
+            args.metadata.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        request["metadata"] = Value::Object(pairs);
     }
     request
 }

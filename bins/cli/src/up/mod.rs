@@ -134,6 +134,13 @@ async fn ensure_local_api_key(plan: &StackPlan) -> anyhow::Result<()> {
     let mut redis = tcoder::redis::connect(&redis_config).await?;
     let tenant = tcoder::jobs::Tenant::parse("local").expect("valid tenant");
     tcoder::auth::store_key(&mut redis, &key, &tenant).await?;
+    // The client commands find the stack from any directory through this profile.
+    if let Some(path) = crate::profile::path() {
+        let profile = crate::profile::Profile { api: format!("http://{}", plan.api), api_key: key };
+        if let Err(e) = crate::profile::write(&path, &profile) {
+            eprintln!("tcoder up: cannot write the CLI profile {}: {e}", path.display());
+        }
+    }
     Ok(())
 }
 
@@ -295,6 +302,10 @@ fn print_summary(plan: &StackPlan, parts: &[StackChild], logs: &Path) {
     println!("tcoder is up (data in {})", plan.data_dir.display());
     println!("  api               http://{}", plan.api);
     println!("  object store      http://{}  bucket {}", plan.store, plan.bucket);
+    println!(
+        "  s3 credentials    AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} (aws --endpoint-url http://{} s3 ls s3://{}/)",
+        plan.s3_access_key_id, plan.s3_secret_access_key, plan.store, plan.bucket
+    );
     println!("  nats              nats://{}  pid {}", plan.nats, pid("nats-server"));
     println!("  redis             redis://{}/  pid {}", plan.redis, pid("redis-server"));
     println!("  ingest admin      http://{}  pid {}", plan.ingest_admin, pid("tcoder-ingest"));
@@ -310,6 +321,9 @@ fn print_summary(plan: &StackPlan, parts: &[StackChild], logs: &Path) {
         println!("  worker            pid {}", worker.pid());
     }
     println!("  api key           {} (tenant local)", plan.api_key_path().display());
+    if let Some(profile) = crate::profile::path() {
+        println!("  cli profile       {} (tcoder submit works from any folder)", profile.display());
+    }
     println!("  logs              {} (services log to this terminal)", logs.display());
     println!("admin endpoints: /healthz /readyz /metrics. Press Ctrl-C to stop.");
 }

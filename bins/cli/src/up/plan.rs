@@ -16,6 +16,9 @@ pub(crate) struct StackPlan {
     pub redis: SocketAddr,
     pub store: SocketAddr,
     pub bucket: String,
+    /// The embedded store's credentials (`[s3]`), shown for aws CLI / boto3 users.
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: String,
     pub api: SocketAddr,
     pub ingest_admin: SocketAddr,
     pub dispatcher_admin: SocketAddr,
@@ -41,6 +44,8 @@ impl StackPlan {
             redis,
             store: free_if_zero(ingest.ingest.local_store.bind)?,
             bucket: cli.s3.bucket.clone(),
+            s3_access_key_id: cli.s3.access_key_id.clone(),
+            s3_secret_access_key: cli.s3.secret_access_key.expose().to_owned(),
             api: free_if_zero(ingest.ingest.http_bind)?,
             ingest_admin: free_if_zero(ingest.admin.bind)?,
             dispatcher_admin: free_if_zero(dispatcher.admin.bind)?,

@@ -27,6 +27,8 @@ pub(crate) fn spawn_up(
         .arg("up")
         .current_dir(testkit::workspace_root())
         .env("TCODER__UP__DATA_DIR", data_dir)
+        // The CLI profile `tcoder up` writes goes to the test's folder, not the user's home.
+        .env("TCODER_PROFILE", data_dir.join("cli.toml"))
         .env("TCODER__NATS__URL", "nats://127.0.0.1:0")
         .env("TCODER__REDIS__URL", "redis://127.0.0.1:0/")
         .env("TCODER__ADMIN__BIND", "127.0.0.1:0")
@@ -35,7 +37,7 @@ pub(crate) fn spawn_up(
         .env("TCODER__SHUTDOWN__DRAIN_DEADLINE", "5s")
         .envs(extra.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(if testkit::test_log() { Stdio::inherit() } else { Stdio::null() });
     let mut process = ChildProcess::spawn("tcoder up", &mut command).unwrap();
     let stdout = process.take_stdout().unwrap();
     let (lines, received) = mpsc::channel();
@@ -124,11 +126,16 @@ pub(crate) fn submit_transcodes_a_video_with_the_stacks_key(
     data_dir: &Path,
     api: &str,
 ) -> serde_json::Value {
+    // From another folder, with neither flags nor a data dir: the profile `tcoder up` wrote
+    // says where the API is and which key to use.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let profile = crate::profile_of(data_dir);
+    assert!(profile.contains(api), "{profile}");
     let tcoder = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_tcoder"))
             .args(args)
-            .args(["--api", api])
-            .env("TCODER__UP__DATA_DIR", data_dir)
+            .current_dir(elsewhere.path())
+            .env("TCODER_PROFILE", data_dir.join("cli.toml"))
             .output()
             .unwrap()
     };
@@ -141,7 +148,10 @@ pub(crate) fn submit_transcodes_a_video_with_the_stacks_key(
         "hls",
         "--quality",
         "144p",
+        "--metadata",
+        "order=42",
         "--wait",
+        "--json",
         "--timeout",
         "2m",
     ]);
@@ -161,6 +171,31 @@ pub(crate) fn submit_transcodes_a_video_with_the_stacks_key(
     let job: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(job["source"]["size"], std::fs::metadata(&clip).unwrap().len());
     assert_eq!(job["preset"], "hls");
+    assert_eq!(job["metadata"]["order"], "42");
+
+    // `follow` on a finished job replays its events to the end and prints the summary.
+    let followed = tcoder(&["follow", &id]);
+    assert!(followed.status.success(), "{}", String::from_utf8_lossy(&followed.stderr));
+    let text = String::from_utf8_lossy(&followed.stdout);
+    assert!(text.starts_with(&format!("job {id} completed\n")), "{text}");
+    assert!(text.contains(master) && text.contains("144p"), "{text}");
+
+    // `download` fetches every file the manifest lists, with the listed sizes.
+    let target = tempfile::tempdir().unwrap();
+    let fetched = tcoder(&["download", &id, target.path().to_str().unwrap()]);
+    assert!(fetched.status.success(), "{}", String::from_utf8_lossy(&fetched.stderr));
+    let manifest_url = job["result"]["manifest"].as_str().unwrap();
+    let manifest_key = manifest_url.split_once("/tcoder/").unwrap().1;
+    let manifest: tcoder::jobs::JobResult = serde_json::from_slice(
+        &std::fs::read(data_dir.join("objects/tcoder").join(manifest_key)).unwrap(),
+    )
+    .unwrap();
+    assert!(!manifest.files.is_empty());
+    for file in &manifest.files {
+        let relative = file.key.strip_prefix(&manifest.prefix).unwrap();
+        let size = std::fs::metadata(target.path().join(relative)).map(|m| m.len());
+        assert_eq!(size.ok(), Some(file.bytes), "{relative}");
+    }
     let listed = tcoder(&["jobs"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
     job

@@ -131,7 +131,12 @@ pub(crate) async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job = load(&state, &tenant, &id).await?;
-    Ok(Json(JobView::of(&job)).into_response())
+    let mut view = JobView::of(&job);
+    if job.status == tcoder::jobs::JobStatus::Running {
+        view.progress =
+            events::latest_event(&state.js, &job.id, "progress").await.map(|event| event.data);
+    }
+    Ok(Json(view).into_response())
 }
 
 /// Reads a job of the caller's tenant; anything else (malformed id, other tenant) is a 404.

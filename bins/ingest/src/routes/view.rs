@@ -14,9 +14,12 @@ pub(crate) struct JobView<'a> {
     pub created_at: String,
     pub updated_at: String,
     pub source: Option<SourceView<'a>>,
-    /// The output manifest (URLs of the winning attempt), once completed.
+    /// The result summary (URLs of the winning attempt), once completed.
     pub result: Option<&'a tcoder::jobs::JobResult>,
     pub error: Option<&'a JobError>,
+    /// The latest progress report (frames, percent, fps, speed, ETA) while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,6 +43,7 @@ impl<'a> JobView<'a> {
                 .map(|s: &SourceObject| SourceView { size: s.size, etag: &s.etag }),
             result: job.outputs.as_ref(),
             error: job.error.as_ref(),
+            progress: None,
         }
     }
 }
