@@ -148,7 +148,7 @@ impl Service for App {
             redis: common.connections.redis.clone(),
             js,
             deliverer: Deliverer {
-                allowed: config.webhook_allowed.clone(),
+                allowed: settings.webhooks.allowed.clone(),
                 timeout: config.webhook_timeout,
             },
             schedule: config.webhook_schedule.clone(),

@@ -95,30 +95,72 @@ impl WebhookSender {
             Delivery::Failed { .. } => "failed",
         };
         self.attempts.with_label_values(&[label]).inc();
+        let verdict = self.verdict(outcome, delivered, &job.id, url);
+        if event.kind.is_terminal() {
+            let (state, last_error) = match &verdict.1 {
+                Some(error) if matches!(verdict.0, AckKind::Ack) && label == "failed" => {
+                    ("failed", Some(error.clone()))
+                }
+                Some(error) if label == "failed" => ("retrying", Some(error.clone())),
+                Some(error) => (label, Some(error.clone())),
+                None => ("delivered", None),
+            };
+            let status = tcoder::jobs::WebhookStatus {
+                event: format!("job.{}", event.kind),
+                state: state.to_owned(),
+                attempts: u32::try_from(delivered).unwrap_or(u32::MAX),
+                last_error,
+                at: event_time(),
+            };
+            if let Err(e) = self.jobs.record_webhook(&job.id, &status).await {
+                tracing::warn!(job = %job.id, error = %e, "webhook status not recorded");
+            }
+        }
+        verdict.0
+    }
+
+    /// How to settle the message after `outcome` (attempt `delivered`), and the error to show
+    /// on the job when it was not delivered.
+    fn verdict(
+        &self,
+        outcome: Delivery,
+        delivered: i64,
+        job: &tcoder::jobs::JobId,
+        url: &str,
+    ) -> (AckKind, Option<String>) {
+        let job = &job;
         match outcome {
-            Delivery::Delivered(_) => AckKind::Ack,
+            Delivery::Delivered(_) => (AckKind::Ack, None),
             Delivery::Gone => {
-                tracing::warn!(job = %job.id, url, "webhook receiver answered 410 Gone; not retrying");
-                AckKind::Ack
+                tracing::warn!(%job, url, "webhook receiver answered 410 Gone; not retrying");
+                (AckKind::Ack, Some("the receiver answered 410 Gone".to_owned()))
             }
             Delivery::Refused(reason) => {
-                tracing::warn!(job = %job.id, url, %reason, "webhook destination refused");
-                AckKind::Ack
+                tracing::warn!(%job, url, %reason, "webhook destination refused");
+                (AckKind::Ack, Some(reason.to_string()))
             }
             Delivery::Failed { status, reason, retry_after } => {
+                let error = match status {
+                    Some(status) => format!("{status}: {reason}"),
+                    None => reason.to_string(),
+                };
                 let Some(delay) =
                     usize::try_from(delivered - 1).ok().and_then(|i| self.schedule.get(i))
                 else {
-                    tracing::error!(job = %job.id, url, %reason, attempts = delivered, "webhook given up after the last scheduled attempt");
+                    tracing::error!(%job, url, %reason, attempts = delivered, "webhook given up after the last scheduled attempt");
                     self.attempts.with_label_values(&["exhausted"]).inc();
-                    return AckKind::Ack;
+                    return (AckKind::Ack, Some(error));
                 };
                 let delay = jitter(*delay).max(retry_after.unwrap_or_default());
-                tracing::info!(job = %job.id, ?status, %reason, attempt = delivered, retry_in = ?delay, "webhook attempt failed");
-                AckKind::Nak(Some(delay))
+                tracing::info!(%job, ?status, %reason, attempt = delivered, retry_in = ?delay, "webhook attempt failed");
+                (AckKind::Nak(Some(delay)), Some(error))
             }
         }
     }
+}
+
+fn event_time() -> String {
+    tcoder::jobs::rfc3339(tcoder::jobs::now_ms())
 }
 
 /// Adds up to 10 % random delay, so retries of many events do not arrive in lockstep.

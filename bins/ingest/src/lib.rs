@@ -108,6 +108,7 @@ impl Service for App {
             s3: connections.s3.clone(),
             bucket: settings.s3.bucket.clone(),
             cors: Arc::new(tcoder::cors::Cors::new(&settings.ingest.cors_origins)),
+            allowed_webhooks: Arc::new(settings.webhooks.allowed.clone()),
             config: Arc::new(settings.ingest),
             bridge,
             metrics,

@@ -21,4 +21,6 @@ pub(crate) struct AppState {
     pub bridge: Bridge,
     pub metrics: IngestMetrics,
     pub cors: Arc<tcoder::cors::Cors>,
+    /// `[webhooks] allowed`: non-public webhook destinations jobs may name.
+    pub allowed_webhooks: Arc<Vec<std::net::SocketAddr>>,
 }

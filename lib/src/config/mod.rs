@@ -82,6 +82,7 @@ pub struct Settings {
     pub dispatcher: DispatcherConfig,
     pub worker: WorkerConfig,
     pub up: UpConfig,
+    pub webhooks: crate::webhooks::Config,
 }
 
 impl Settings {

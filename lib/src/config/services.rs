@@ -20,7 +20,6 @@ pub struct IngestConfig {
     pub max_upload_bytes: u64,
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
-    pub allow_private_webhooks: bool,
     pub notification_secret: Secret,
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
@@ -184,7 +183,6 @@ pub struct DispatcherConfig {
     pub webhook_schedule: Vec<Duration>,
     #[serde(with = "humantime_serde")]
     pub webhook_timeout: Duration,
-    pub webhook_allowed: Vec<SocketAddr>,
 }
 
 /// `Vec<Duration>` written as humantime strings.

@@ -261,7 +261,7 @@ mod tests {
             metadata: Some([("order".to_owned(), "42".to_owned())].into()),
             ..JobRequest::default()
         };
-        let limits = SpecLimits { max_upload_bytes: 1 << 30, allow_private_webhooks: false };
+        let limits = SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[] };
         Job {
             id: JobId::generate(),
             tenant: Tenant::parse("acme").unwrap(),
@@ -276,6 +276,7 @@ mod tests {
             source: None,
             outputs: None,
             error: None,
+            webhook: None,
         }
     }
 

@@ -22,6 +22,22 @@ pub struct JobError {
     pub message: String,
 }
 
+/// How the job's webhook fared: the last terminal event's delivery, so a refused or failing
+/// receiver shows on the job, not only in a log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookStatus {
+    /// The webhook's type, e.g. `job.completed`.
+    pub event: String,
+    /// `delivered`, `retrying`, `failed` (every scheduled attempt failed), `refused` (the
+    /// destination is not allowed) or `gone` (the receiver answered 410).
+    pub state: String,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// RFC 3339 time of the last attempt.
+    pub at: String,
+}
+
 /// Everything known about one job.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {
@@ -41,6 +57,7 @@ pub struct Job {
     /// The result (output manifest) of the winning epoch, once completed.
     pub outputs: Option<super::JobResult>,
     pub error: Option<JobError>,
+    pub webhook: Option<WebhookStatus>,
 }
 
 impl Job {
@@ -82,6 +99,8 @@ impl Job {
                 .map(serde_json::from_value)
                 .transpose()
                 .map_err(|e| format!("job field `error`: {e}"))?,
+            // Informational: a malformed one is dropped rather than hiding the job.
+            webhook: json("webhook")?.and_then(|v| serde_json::from_value(v).ok()),
         })
     }
 }

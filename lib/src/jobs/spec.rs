@@ -165,9 +165,10 @@ pub struct JobRequest {
 
 /// Limits applied while validating.
 #[derive(Debug, Clone, Copy)]
-pub struct SpecLimits {
+pub struct SpecLimits<'a> {
     pub max_upload_bytes: u64,
-    pub allow_private_webhooks: bool,
+    /// Non-public webhook destinations allowed (`[webhooks] allowed`).
+    pub allowed_webhooks: &'a [std::net::SocketAddr],
 }
 
 /// A request that cannot become a job; `code` is stable, `field` names the JSON field.
@@ -189,7 +190,7 @@ const MAX_METADATA_VALUE: usize = 512;
 
 impl JobSpec {
     /// Validates a request into a spec, filling in the preset's defaults.
-    pub fn from_request(request: JobRequest, limits: SpecLimits) -> Result<JobSpec, SpecError> {
+    pub fn from_request(request: JobRequest, limits: SpecLimits<'_>) -> Result<JobSpec, SpecError> {
         let preset = match request.preset.as_deref() {
             None => Preset::Default,
             Some(name) => serde_json::from_value(serde_json::Value::String(name.to_owned()))
@@ -226,7 +227,7 @@ impl JobSpec {
             }
         };
         if let Some(url) = &request.webhook_url {
-            webhooks::check_url(url, limits.allow_private_webhooks)
+            webhooks::check_url(url, limits.allowed_webhooks)
                 .map_err(|e| invalid("validation.webhook_url", "webhook_url", e.to_string()))?;
         }
         let metadata = request.metadata.unwrap_or_default();
@@ -423,8 +424,8 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), SpecError> 
 mod tests {
     use super::*;
 
-    const LIMITS: SpecLimits =
-        SpecLimits { max_upload_bytes: 1 << 30, allow_private_webhooks: false };
+    const LIMITS: SpecLimits<'static> =
+        SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[] };
 
     fn request(json: serde_json::Value) -> Result<JobSpec, SpecError> {
         JobSpec::from_request(serde_json::from_value(json).unwrap(), LIMITS)

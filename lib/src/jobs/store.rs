@@ -143,6 +143,25 @@ impl JobStore {
         Job::from_hash(&fields).map(Some).map_err(StoreError::Corrupt)
     }
 
+    /// Records how the job's webhook fared (only on a job that still exists).
+    pub async fn record_webhook(
+        &self,
+        id: &JobId,
+        status: &super::WebhookStatus,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let value = serde_json::to_string(status).expect("a webhook status serializes");
+        // HSET only if the hash exists: a deleted job is not brought back as a stub.
+        let _: i64 = redis::cmd("EVAL")
+            .arg("if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'webhook', ARGV[1]) end return 0")
+            .arg(1)
+            .arg(job_key(id))
+            .arg(value)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     /// The job if it exists and belongs to `tenant` (another tenant's job looks missing).
     pub async fn get_for_tenant(
         &self,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use url::{Host, Url};
 
-use super::{WebhookSecret, check_url, is_public_ip};
+use super::{WebhookSecret, is_public_ip, parse_url};
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +38,7 @@ impl Deliverer {
 
     /// Resolves and checks the destination; returns the URL and the one address to connect to.
     pub async fn destination(&self, raw: &str) -> Result<(Url, SocketAddr), String> {
-        let url = check_url(raw, true).map_err(|e| e.to_string())?;
+        let url = parse_url(raw).map_err(|e| e.to_string())?;
         let port = url.port_or_known_default().ok_or("no port")?;
         let addrs: Vec<SocketAddr> = match url.host() {
             Some(Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],

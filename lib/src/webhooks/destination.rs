@@ -2,7 +2,7 @@
 //! network (Redis, NATS, Fly's 6PN `fdaa::/16`, cloud metadata at 169.254.169.254): literal
 //! addresses are checked when the job is created, and every resolved address again at send time.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use url::{Host, Url};
 
@@ -19,18 +19,22 @@ pub enum DestinationError {
     NotPublic(String),
 }
 
-/// Parses and checks a webhook URL. With `allow_private`, loopback and private addresses are
-/// accepted (for single-host development and tests only).
-pub fn check_url(raw: &str, allow_private: bool) -> Result<Url, DestinationError> {
-    let url = Url::parse(raw).map_err(|e| DestinationError::Invalid(e.to_string()))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(DestinationError::Scheme);
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(DestinationError::Credentials);
-    }
-    if allow_private {
-        return Ok(url);
+/// Parses and checks a webhook URL. Non-public hosts are refused unless the URL names one of
+/// `allowed` (`[webhooks] allowed`: a literal ip:port, or `localhost` with a loopback entry's
+/// port) — the same list the dispatcher delivers to.
+pub fn check_url(raw: &str, allowed: &[SocketAddr]) -> Result<Url, DestinationError> {
+    let url = parse_url(raw)?;
+    let port = url.port_or_known_default().unwrap_or(0);
+    let listed = |ip: IpAddr| allowed.contains(&SocketAddr::new(ip, port));
+    match url.host() {
+        Some(Host::Ipv4(ip)) if listed(IpAddr::V4(ip)) => return Ok(url),
+        Some(Host::Ipv6(ip)) if listed(IpAddr::V6(ip)) => return Ok(url),
+        Some(Host::Domain("localhost"))
+            if allowed.iter().any(|a| a.ip().is_loopback() && a.port() == port) =>
+        {
+            return Ok(url);
+        }
+        _ => {}
     }
     match url.host() {
         None => Err(DestinationError::Invalid("no host".to_owned())),
@@ -45,6 +49,18 @@ pub fn check_url(raw: &str, allow_private: bool) -> Result<Url, DestinationError
         }
         Some(_) => Ok(url),
     }
+}
+
+/// Parses a webhook URL: http(s), no credentials in it. Says nothing about where it points.
+pub fn parse_url(raw: &str) -> Result<Url, DestinationError> {
+    let url = Url::parse(raw).map_err(|e| DestinationError::Invalid(e.to_string()))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(DestinationError::Scheme);
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(DestinationError::Credentials);
+    }
+    Ok(url)
 }
 
 fn is_internal_name(name: &str) -> bool {
@@ -124,19 +140,21 @@ mod tests {
             "http://redis.internal/",
             "http://0.0.0.0/",
         ] {
-            assert!(check_url(url, false).is_err(), "{url} must be refused");
+            assert!(check_url(url, &[]).is_err(), "{url} must be refused");
         }
     }
 
     #[test]
     fn public_destinations_and_schemes() {
-        assert!(check_url("https://example.com/hooks/tcoder", false).is_ok());
-        assert!(check_url("https://93.184.216.34/x", false).is_ok());
-        assert_eq!(check_url("ftp://example.com/", false), Err(DestinationError::Scheme));
-        assert_eq!(
-            check_url("https://u:p@example.com/", false),
-            Err(DestinationError::Credentials)
-        );
-        assert!(check_url("http://127.0.0.1:9/", true).is_ok());
+        assert!(check_url("https://example.com/hooks/tcoder", &[]).is_ok());
+        assert!(check_url("https://93.184.216.34/x", &[]).is_ok());
+        assert_eq!(check_url("ftp://example.com/", &[]), Err(DestinationError::Scheme));
+        assert_eq!(check_url("https://u:p@example.com/", &[]), Err(DestinationError::Credentials));
+        // Exactly the allowed ip:port (and localhost for a loopback entry), nothing else.
+        let allowed = ["127.0.0.1:9".parse().unwrap()];
+        assert!(check_url("http://127.0.0.1:9/", &allowed).is_ok());
+        assert!(check_url("http://localhost:9/hook", &allowed).is_ok());
+        assert!(check_url("http://127.0.0.1:10/", &allowed).is_err());
+        assert!(check_url("http://10.0.0.1:9/", &allowed).is_err());
     }
 }

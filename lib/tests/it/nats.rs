@@ -161,8 +161,7 @@ async fn a_three_hour_ladder_completes_with_a_bounded_event_and_a_full_manifest(
     let js = jetstream::new(events::connect(&settings.nats, "test").await.unwrap());
     events::ensure_topology(&js, &settings.nats).await.unwrap();
     let request = tcoder::jobs::JobRequest::default();
-    let limits =
-        tcoder::jobs::SpecLimits { max_upload_bytes: 1 << 30, allow_private_webhooks: false };
+    let limits = tcoder::jobs::SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[] };
     let job = tcoder::jobs::Job {
         id: job_id,
         tenant: tcoder::jobs::Tenant::parse("acme").unwrap(),
@@ -177,6 +176,7 @@ async fn a_three_hour_ladder_completes_with_a_bounded_event_and_a_full_manifest(
         source: None,
         outputs: None,
         error: None,
+        webhook: None,
     };
     let event = JobEvent::completed(&job, 1, &summary);
     let payload = serde_json::to_vec(&event).unwrap();

@@ -47,7 +47,7 @@ pub(crate) async fn create(
     };
     let limits = SpecLimits {
         max_upload_bytes: state.config.max_upload_bytes,
-        allow_private_webhooks: state.config.allow_private_webhooks,
+        allowed_webhooks: &state.allowed_webhooks,
     };
     let spec = JobSpec::from_request(request, limits).map_err(ApiError::validation)?;
     let outcome = state

@@ -17,6 +17,9 @@ pub(crate) struct JobView<'a> {
     /// The result summary (URLs of the winning attempt), once completed.
     pub result: Option<&'a tcoder::jobs::JobResult>,
     pub error: Option<&'a JobError>,
+    /// How the job's webhook fared (last terminal event), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<&'a tcoder::jobs::WebhookStatus>,
     /// The latest progress report (frames, percent, fps, speed, ETA) while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<serde_json::Value>,
@@ -43,6 +46,7 @@ impl<'a> JobView<'a> {
                 .map(|s: &SourceObject| SourceView { size: s.size, etag: &s.etag }),
             result: job.outputs.as_ref(),
             error: job.error.as_ref(),
+            webhook: job.webhook.as_ref(),
             progress: None,
         }
     }

@@ -32,7 +32,6 @@ pub(crate) fn fast_env() -> Vec<(String, String)> {
         ("TCODER__WORKER__ENGINE__HLS_SEGMENT_DURATION", "1s"),
         ("TCODER__SHUTDOWN__DRAIN_DEADLINE", "4s"),
         ("TCODER__INGEST__NOTIFICATION_SECRET", SECRET),
-        ("TCODER__INGEST__ALLOW_PRIVATE_WEBHOOKS", "true"),
         ("TCODER__DISPATCHER__WEBHOOK_SCHEDULE", r#"["300ms", "300ms", "300ms"]"#),
     ]
     .into_iter()
@@ -304,11 +303,11 @@ pub(crate) fn engine_children(pid: u32) -> Vec<u32> {
     children
 }
 
-/// Settings that let the dispatcher deliver webhooks to a test receiver on loopback.
+/// The setting that lets jobs name a test receiver on loopback and the dispatcher deliver to it.
 pub(crate) fn webhooks_allowed(
     receiver: &testkit::webhook::WebhookReceiver,
 ) -> (&'static str, String) {
-    ("TCODER__DISPATCHER__WEBHOOK_ALLOWED", format!(r#"["{}"]"#, receiver.addr()))
+    ("TCODER__WEBHOOKS__ALLOWED", format!(r#"["{}"]"#, receiver.addr()))
 }
 
 impl Pipeline {

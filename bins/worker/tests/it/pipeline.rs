@@ -211,6 +211,13 @@ async fn the_completed_webhook_is_retried_with_the_same_id_and_verifies() {
     for attempt in &attempts {
         testkit::webhook::verify_with_standardwebhooks(&secret, attempt).unwrap();
     }
+    // The job shows how its webhook fared: delivered on the second attempt.
+    let job = pipeline.wait_for(&id, LONG, |job| job["webhook"]["state"] == "delivered").await;
+    assert_eq!(
+        (job["webhook"]["event"].as_str(), job["webhook"]["attempts"].as_u64()),
+        (Some("job.completed"), Some(2)),
+        "{job}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
