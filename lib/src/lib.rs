@@ -35,6 +35,7 @@ pub mod events;
 pub mod jobs;
 pub mod machines;
 pub mod metrics;
+pub mod playback;
 pub mod redis;
 pub mod s3;
 pub mod service;

@@ -67,7 +67,10 @@ impl Service for App {
     async fn build(settings: Settings) -> anyhow::Result<App> {
         // The store binds first: with the single-host default, S3 is this process.
         let local_store = if settings.ingest.local_store.enabled {
-            let store = &settings.ingest.local_store;
+            let mut store = settings.ingest.local_store.clone();
+            // Signed delivery: outputs are served only through signed playback URLs.
+            store.public_outputs &= settings.ingest.delivery == tcoder::config::Delivery::Public;
+            let store = &store;
             let (sender, receiver) = mpsc::channel(LOCAL_EVENT_BUFFER);
             let bound = LocalStore::bind(
                 store,

@@ -26,8 +26,28 @@ pub struct IngestConfig {
     pub api_keys: Vec<ApiKeyEntry>,
     /// Origins whose pages may call the API and the embedded store (`*`: any).
     pub cors_origins: Vec<String>,
+    /// How result URLs reach players: public object URLs, or signed playback URLs.
+    pub delivery: Delivery,
+    /// How long a signed playback URL works.
+    #[serde(with = "humantime_serde")]
+    pub playback_url_ttl: Duration,
+    /// Key of the playback tokens (`delivery = "signed"`).
+    pub playback_secret: Secret,
+    /// Base URL of this API as players reach it (signed playback URLs); empty:
+    /// `http://<http_bind>`.
+    pub public_api_url: String,
     pub local_store: LocalStoreConfig,
     pub r2_queue: R2QueueConfig,
+}
+
+/// `[ingest] delivery`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// Result URLs are `<s3.public_url>/<key>`: a public bucket, custom domain or CDN.
+    Public,
+    /// Outputs stay private; results carry time-limited `/v1/play/<token>/<key>` URLs.
+    Signed,
 }
 
 /// One configured API key: the hex SHA-256 of the key (never the key) and its tenant.
@@ -102,6 +122,13 @@ impl IngestConfig {
         if self.max_upload_bytes == 0 {
             return Err(Invalid::new("max_upload_bytes", "must be greater than zero"));
         }
+        if self.delivery == Delivery::Signed && self.playback_secret.expose().len() < 16 {
+            return Err(Invalid::new(
+                "playback_secret",
+                "delivery = \"signed\" needs a playback_secret of at least 16 characters",
+            ));
+        }
+        require_positive("playback_url_ttl", self.playback_url_ttl)?;
         require_positive("idempotency_ttl", self.idempotency_ttl)?;
         require_positive("sweep_interval", self.sweep_interval)?;
         for (i, key) in self.api_keys.iter().enumerate() {

@@ -188,6 +188,30 @@ impl JobResult {
         }
     }
 
+    /// This result with every URL replaced by `url_of(key)` (e.g. signed playback URLs).
+    pub fn with_urls(&self, url_of: &dyn Fn(&str) -> String) -> JobResult {
+        let key_of = |url: &str| -> Option<String> {
+            url.split_once(self.prefix.as_str()).map(|(_, rest)| format!("{}{rest}", self.prefix))
+        };
+        let map = |url: &String| key_of(url).map_or_else(|| url.clone(), |key| url_of(&key));
+        let mut result = self.clone();
+        result.hls_master = self.hls_master.as_ref().map(map);
+        result.manifest = self.manifest.as_ref().map(map);
+        for rendition in &mut result.renditions {
+            rendition.mp4 = rendition.mp4.as_ref().map(map);
+            rendition.hls = rendition.hls.as_ref().map(map);
+        }
+        if let Some(thumbs) = &mut result.thumbnails {
+            thumbs.poster = map(&thumbs.poster);
+            thumbs.storyboard = map(&thumbs.storyboard);
+            thumbs.storyboard_vtt = map(&thumbs.storyboard_vtt);
+        }
+        for file in &mut result.files {
+            file.url = url_of(&file.key);
+        }
+        result
+    }
+
     /// The summary of this manifest: no file list, the manifest's URL instead.
     pub fn summary(&self, manifest_url: String) -> JobResult {
         JobResult { files: Vec::new(), manifest: Some(manifest_url), ..self.clone() }

@@ -7,7 +7,7 @@ mod objects;
 pub mod transfer;
 
 pub use self::objects::{
-    ListedObject, ObjectHead, Presigned, S3Error, delete, head, list, presign_put,
+    ListedObject, ObjectHead, ObjectRead, Presigned, S3Error, delete, get, head, list, presign_put,
 };
 
 use std::time::Duration;

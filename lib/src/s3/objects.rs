@@ -171,3 +171,40 @@ pub async fn presign_put(
             .collect(),
     })
 }
+
+/// An object being read (`GetObject`): its headers and a streamed body.
+#[derive(Debug)]
+pub struct ObjectRead {
+    /// A byte range was asked for and is being served (206).
+    pub partial: bool,
+    pub content_type: Option<String>,
+    pub content_length: Option<u64>,
+    pub content_range: Option<String>,
+    pub etag: Option<String>,
+    pub body: aws_sdk_s3::primitives::ByteStream,
+}
+
+/// `GetObject`, with an HTTP `Range` (`bytes=…`) passed through.
+pub async fn get(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    range: Option<&str>,
+) -> Result<ObjectRead, S3Error> {
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .set_range(range.map(str::to_owned))
+        .send()
+        .await
+        .map_err(|e| classify("GetObject", e))?;
+    Ok(ObjectRead {
+        partial: object.content_range().is_some(),
+        content_type: object.content_type().map(str::to_owned),
+        content_length: object.content_length().and_then(|n| u64::try_from(n).ok()),
+        content_range: object.content_range().map(str::to_owned),
+        etag: object.e_tag().map(str::to_owned),
+        body: object.body,
+    })
+}

@@ -19,6 +19,13 @@ pub(crate) async fn run(client: &ApiClient, id: &str, dir: Option<PathBuf>) -> a
     let summary: JobResult = serde_json::from_value(job["result"].clone())
         .context("the job's result is not in the expected shape")?;
     let http = reqwest::Client::new();
+    // Files are fetched next to the manifest's own URL: that works for public URLs and for
+    // signed playback URLs alike (one token covers the attempt's whole tree).
+    let base = summary
+        .manifest
+        .as_deref()
+        .and_then(|url| url.strip_suffix(tcoder::jobs::MANIFEST_FILE))
+        .map(str::to_owned);
     let manifest: JobResult = match &summary.manifest {
         Some(url) => http
             .get(url)
@@ -44,7 +51,9 @@ pub(crate) async fn run(client: &ApiClient, id: &str, dir: Option<PathBuf>) -> a
         let relative = file.key.strip_prefix(&manifest.prefix).unwrap_or(&file.key);
         let path = safe_join(&dir, relative)?;
         bar.set_message(relative.to_owned());
-        let written = fetch(&http, &file.url, &path, &bar).await?;
+        let url =
+            base.as_ref().map_or_else(|| file.url.clone(), |base| format!("{base}{relative}"));
+        let written = fetch(&http, &url, &path, &bar).await?;
         if written != file.bytes {
             bail!("{relative}: got {written} bytes, the manifest says {}", file.bytes);
         }

@@ -178,16 +178,17 @@ pub(crate) fn submit_transcodes_a_video_with_the_stacks_key(
     assert!(followed.status.success(), "{}", String::from_utf8_lossy(&followed.stderr));
     let text = String::from_utf8_lossy(&followed.stdout);
     assert!(text.starts_with(&format!("job {id} completed\n")), "{text}");
-    assert!(text.contains(master) && text.contains("144p"), "{text}");
+    let master_key = master.split_once("/outputs/").unwrap().1;
+    assert!(text.contains(master_key) && text.contains("144p"), "{text}");
 
     // `download` fetches every file the manifest lists, with the listed sizes.
     let target = tempfile::tempdir().unwrap();
     let fetched = tcoder(&["download", &id, target.path().to_str().unwrap()]);
     assert!(fetched.status.success(), "{}", String::from_utf8_lossy(&fetched.stderr));
-    let manifest_url = job["result"]["manifest"].as_str().unwrap();
-    let manifest_key = manifest_url.split_once("/tcoder/").unwrap().1;
+    let manifest_key =
+        format!("{}{}", job["result"]["prefix"].as_str().unwrap(), tcoder::jobs::MANIFEST_FILE);
     let manifest: tcoder::jobs::JobResult = serde_json::from_slice(
-        &std::fs::read(data_dir.join("objects/tcoder").join(manifest_key)).unwrap(),
+        &std::fs::read(data_dir.join("objects/tcoder").join(&manifest_key)).unwrap(),
     )
     .unwrap();
     assert!(!manifest.files.is_empty());
@@ -279,4 +280,65 @@ fn results_play_without_credentials_and_pages_may_call(
         assert!(headers.contains("access-control-allow-origin: *"), "{url}: {headers}");
         assert!(headers.contains("access-control-allow-methods:"), "{url}: {headers}");
     }
+}
+
+/// `delivery = "signed"`: outputs are private; the job's URLs are signed playback URLs that
+/// play through every playlist and segment, and stop working when they expire.
+#[test]
+fn signed_delivery_plays_through_the_whole_tree_and_expires() {
+    const SECRET: &str = "a-playback-secret-for-tests";
+    let data = tempfile::tempdir().unwrap();
+    let (mut up, lines) = spawn_up(
+        data.path(),
+        &[("TCODER__INGEST__DELIVERY", "signed"), ("TCODER__INGEST__PLAYBACK_SECRET", SECRET)],
+    );
+    let summary = read_summary(&lines);
+    let job = submit_transcodes_a_video_with_the_stacks_key(data.path(), &summary["api"].0);
+    let result = &job["result"];
+    let master = result["hls_master"].as_str().unwrap();
+    assert!(master.starts_with(&format!("{}/v1/play/", summary["api"].0)), "{master}");
+
+    // A player opens the signed master and reaches every variant and segment through it.
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=nb_programs,duration",
+            "-of",
+            "json",
+            master,
+        ])
+        .output()
+        .unwrap();
+    assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
+    let probed: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
+    assert_eq!(probed["format"]["nb_programs"], 1, "{probed}");
+    let (status, headers, body) = curl(master, &[]);
+    assert_eq!(status, 200, "{headers}");
+    let variant = String::from_utf8(body).unwrap();
+    let variant = variant.lines().find(|l| l.ends_with(".m3u8")).unwrap().to_owned();
+    let media = format!("{}/{variant}", master.rsplit_once('/').unwrap().0);
+    let (_, _, playlist) = curl(&media, &[]);
+    let segment = String::from_utf8(playlist).unwrap();
+    let segment = segment.lines().find(|l| l.ends_with(".m4s")).unwrap().to_owned();
+    let segment = format!("{}/{segment}", media.rsplit_once('/').unwrap().0);
+    let (status, headers, body) = curl(&segment, &["-H", "Range: bytes=0-9"]);
+    assert_eq!((status, body.len()), (206, 10), "{headers}");
+
+    // The object's own URL in the store is not public in this mode.
+    let key = master.split_once("/v1/play/").unwrap().1.split_once('/').unwrap().1;
+    let store = &summary["object store"].0;
+    assert_eq!(curl(&format!("{store}/tcoder/{key}"), &[]).0, 403);
+    // A forged, another attempt's, or an expired token: 403.
+    let prefix = result["prefix"].as_str().unwrap();
+    let api = &summary["api"].0;
+    let expired = tcoder::playback::sign(SECRET.as_bytes(), prefix, 1);
+    let forged = tcoder::playback::sign(b"not-the-secret-at-all", prefix, u64::MAX / 2);
+    for token in [expired, forged] {
+        assert_eq!(curl(&format!("{api}/v1/play/{token}/{key}"), &[]).0, 403, "{token}");
+    }
+
+    let (status, in_time) = up.terminate(Duration::from_secs(30)).expect("tcoder up was running");
+    assert!(in_time && status.success(), "{status}");
 }

@@ -132,11 +132,33 @@ pub(crate) async fn get(
 ) -> Result<Response, ApiError> {
     let job = load(&state, &tenant, &id).await?;
     let mut view = JobView::of(&job);
+    if state.config.delivery == tcoder::config::Delivery::Signed
+        && let Some(result) = &job.outputs
+    {
+        view.result = Some(std::borrow::Cow::Owned(signed_urls(&state, result)));
+    }
     if job.status == tcoder::jobs::JobStatus::Running {
         view.progress =
             events::latest_event(&state.js, &job.id, "progress").await.map(|event| event.data);
     }
     Ok(Json(view).into_response())
+}
+
+/// `result` with every URL a playback URL signed now, valid for `playback_url_ttl`.
+fn signed_urls(state: &AppState, result: &tcoder::jobs::JobResult) -> tcoder::jobs::JobResult {
+    let config = &state.config;
+    let expires_at = tcoder::jobs::now_ms() / 1000 + config.playback_url_ttl.as_secs();
+    let token = tcoder::playback::sign(
+        config.playback_secret.expose().as_bytes(),
+        &result.prefix,
+        expires_at,
+    );
+    let base = if config.public_api_url.is_empty() {
+        format!("http://{}", config.http_bind)
+    } else {
+        config.public_api_url.trim_end_matches('/').to_owned()
+    };
+    result.with_urls(&|key| format!("{base}/v1/play/{token}/{key}"))
 }
 
 /// Reads a job of the caller's tenant; anything else (malformed id, other tenant) is a 404.

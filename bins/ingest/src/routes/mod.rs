@@ -3,6 +3,7 @@
 mod events;
 mod jobs;
 mod notifications;
+mod play;
 mod view;
 
 use std::time::Instant;
@@ -23,6 +24,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/events", get(events::stream))
         .route("/v1/webhook-secret", get(jobs::webhook_secret))
+        .route("/v1/play/{token}/{*key}", get(play::play).head(play::play))
         .route("/v1/notifications/r2", post(notifications::r2))
         .route("/v1/notifications/s3", post(notifications::s3))
         .fallback(|| async { ApiError::not_found().into_response() })

@@ -14,8 +14,9 @@ pub(crate) struct JobView<'a> {
     pub created_at: String,
     pub updated_at: String,
     pub source: Option<SourceView<'a>>,
-    /// The result summary (URLs of the winning attempt), once completed.
-    pub result: Option<&'a tcoder::jobs::JobResult>,
+    /// The result summary (URLs of the winning attempt), once completed; with signed
+    /// delivery, its URLs are freshly signed playback URLs.
+    pub result: Option<std::borrow::Cow<'a, tcoder::jobs::JobResult>>,
     pub error: Option<&'a JobError>,
     /// How the job's webhook fared (last terminal event), when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -44,7 +45,7 @@ impl<'a> JobView<'a> {
                 .source
                 .as_ref()
                 .map(|s: &SourceObject| SourceView { size: s.size, etag: &s.etag }),
-            result: job.outputs.as_ref(),
+            result: job.outputs.as_ref().map(std::borrow::Cow::Borrowed),
             error: job.error.as_ref(),
             webhook: job.webhook.as_ref(),
             progress: None,
