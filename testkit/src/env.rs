@@ -9,6 +9,9 @@ pub struct TestEnv {
     pub nats: NatsServer,
     pub redis: RedisServer,
     pub s3: S3Server,
+    /// The workers' scratch folder (removed with the environment): a worker started with
+    /// `service_env` never writes into the source tree.
+    pub scratch: tempfile::TempDir,
 }
 
 impl TestEnv {
@@ -18,7 +21,8 @@ impl TestEnv {
             let redis = scope.spawn(RedisServer::start);
             (nats.join().expect("nats start"), redis.join().expect("redis start"))
         });
-        TestEnv { nats, redis, s3: S3Server::start() }
+        let scratch = tempfile::tempdir().expect("scratch folder");
+        TestEnv { nats, redis, s3: S3Server::start(), scratch }
     }
 
     /// `TCODER__*` variables that run a tcoder service against these servers, with its own
@@ -35,6 +39,7 @@ impl TestEnv {
             ("TCODER__S3__ACCESS_KEY_ID", self.s3.access_key_id().to_owned()),
             ("TCODER__S3__SECRET_ACCESS_KEY", self.s3.secret_access_key().to_owned()),
             ("TCODER__DISPATCHER__LOCAL_WORKER_LOGS", crate::test_log().to_string()),
+            ("TCODER__WORKER__SCRATCH_DIR", self.scratch.path().display().to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -205,6 +205,9 @@ async fn run_attempt(
     {
         tracing::warn!(dir = %workdir.display(), error = %e, "cannot remove the job directory");
     }
+    // The attempt's work is over: renewing its lease now would only race the commit (which
+    // deletes the lease) into a false "lease lost" alarm. The commit is fenced by the epoch.
+    keeper.abort();
     let outcome = settle(worker, message, &attempt, delivered, result, &stop).await;
     stop.stop(StopReason::Released); // ends the helpers; the reason only matters if set before
     let _ = tokio::join!(keeper, cancel_watch, release_watch);
@@ -371,6 +374,32 @@ async fn work(
     Ok(Done { job, manifest, cost })
 }
 
+/// Commits, retrying a transient store error a few times (bounded, about 6 s in all): the
+/// commit is fenced by the epoch and idempotent for the same attempt, so a retry is safe, and
+/// giving up would make another worker redo a finished job.
+async fn commit_with_retries(
+    worker: &Worker,
+    attempt: &Attempt,
+    manifest: &JobResult,
+    event: &JobEvent,
+) -> Result<FinishOutcome, tcoder::redis::StoreError> {
+    let mut delay = Duration::from_millis(200);
+    for _ in 0..COMMIT_ATTEMPTS - 1 {
+        match worker.jobs.complete(attempt, manifest, event).await {
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "commit failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            done => return done,
+        }
+    }
+    worker.jobs.complete(attempt, manifest, event).await
+}
+
+/// Tries of a commit before the message is left to be redelivered.
+const COMMIT_ATTEMPTS: u32 = 5;
+
 /// Runs `work` unless the attempt is stopped first.
 async fn stoppable<T>(stop: &Stop, work: impl Future<Output = T>) -> Result<T, EngineError> {
     tokio::select! {
@@ -492,13 +521,20 @@ async fn settle(
         Ok(Done { job, manifest, cost }) => {
             let event = JobEvent::completed(&job, attempt.epoch, &manifest);
             let stage = Instant::now();
-            match worker.jobs.complete(attempt, &manifest, &event).await {
+            match commit_with_retries(worker, attempt, &manifest, &event).await {
                 Ok(FinishOutcome::Finished) => {
                     worker.metrics.record_cost(&cost);
                 }
                 Ok(FinishOutcome::Fenced) => {
                     tracing::warn!(job = %attempt.job_id, epoch = attempt.epoch, "commit fenced: a newer attempt owns the job; no ack");
                     worker.metrics.self_fences.inc();
+                    // Nothing will ever reference this attempt's outputs.
+                    let own = keys::output_prefix(&job.tenant, &job.id, attempt.epoch);
+                    if let Err(e) =
+                        s3::delete_prefix(&worker.s3, &worker.bucket, &own, None, 100).await
+                    {
+                        tracing::warn!(error = %e, "a fenced attempt's outputs were not removed");
+                    }
                     return Outcome::Fenced;
                 }
                 Err(e) => {
@@ -511,6 +547,15 @@ async fn settle(
             // Committed: publish from the outbox (the relay covers a crash right here).
             if let Err(e) = events::relay_outbox(&worker.jobs, &worker.js).await {
                 tracing::warn!(error = %e, "completed event left for the outbox relay");
+            }
+            // Attempts that lost (a stale worker's uploads) are garbage: only this epoch is
+            // referenced by the job.
+            let winner = keys::output_prefix(&job.tenant, &job.id, attempt.epoch);
+            let all = keys::job_outputs_prefix(&job.tenant, &job.id);
+            match s3::delete_prefix(&worker.s3, &worker.bucket, &all, Some(&winner), 100).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "removed outputs of attempts that lost"),
+                Err(e) => tracing::warn!(error = %e, "outputs of losing attempts not removed"),
             }
             if !worker.config.keep_sources
                 && let Some(source) = &job.source

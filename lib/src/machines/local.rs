@@ -215,14 +215,41 @@ impl MachineProvider for LocalProvider {
     }
 }
 
+/// How long workers get to drain (finish or release their jobs) after SIGTERM when the
+/// provider goes away, before they are killed. A worker releases its jobs 2 s before its own
+/// drain deadline, so this is a little longer than the default drain deadline.
+const WORKER_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(40);
+
 impl Drop for LocalProvider {
+    /// The dispatcher is stopping: every worker gets SIGTERM and the grace period to release
+    /// or finish its job (a SIGKILL would leave its job to the lease and the reconciler);
+    /// whatever is still running then is killed.
     fn drop(&mut self) {
         let machines = self.machines.get_mut().map(std::mem::take).unwrap_or_default();
-        for (_, mut machine) in machines {
-            if let Some(mut child) = machine.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
+        let mut children: Vec<Child> =
+            machines.into_values().filter_map(|mut m| m.child.take()).collect();
+        for child in &mut children {
+            if matches!(child.try_wait(), Ok(None))
+                && let Ok(pid) = i32::try_from(child.id())
+            {
+                // SAFETY: a child we spawned and have not reaped (checked just above; we own
+                // it now, nobody else waits for it).
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
             }
+        }
+        let deadline = std::time::Instant::now() + WORKER_STOP_GRACE;
+        while std::time::Instant::now() < deadline
+            && children.iter_mut().any(|c| matches!(c.try_wait(), Ok(None)))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        for mut child in children {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
         }
     }
 }

@@ -28,6 +28,11 @@ pub fn parse_upload_key(key: &str) -> Option<(Tenant, JobId)> {
 /// Prefix of every output.
 pub const OUTPUTS_PREFIX: &str = "outputs/";
 
+/// Prefix of every attempt's outputs of one job.
+pub fn job_outputs_prefix(tenant: &Tenant, job: &JobId) -> String {
+    format!("{OUTPUTS_PREFIX}{tenant}/{job}/")
+}
+
 /// Prefix under which every output of one attempt (epoch) is written.
 pub fn output_prefix(tenant: &Tenant, job: &JobId, epoch: u64) -> String {
     format!("{OUTPUTS_PREFIX}{tenant}/{job}/{epoch}/")

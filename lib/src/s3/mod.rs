@@ -7,7 +7,8 @@ mod objects;
 pub mod transfer;
 
 pub use self::objects::{
-    ListedObject, ObjectHead, ObjectRead, Presigned, S3Error, delete, get, head, list, presign_put,
+    ListedObject, ObjectHead, ObjectRead, Presigned, S3Error, delete, delete_prefix, get, head,
+    list, presign_put,
 };
 
 use std::time::Duration;

@@ -208,3 +208,39 @@ pub async fn get(
         body: object.body,
     })
 }
+
+/// Deletes every object under `prefix` except those under `keep` (at most `max_pages` pages of
+/// 1,000); returns how many were deleted. `DeleteObjects` batches of up to 1,000 keys.
+pub async fn delete_prefix(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    keep: Option<&str>,
+    max_pages: usize,
+) -> Result<usize, S3Error> {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let doomed: Vec<String> = list(s3, bucket, prefix, max_pages)
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|key| keep.is_none_or(|keep| !key.starts_with(keep)))
+        .collect();
+    for batch in doomed.chunks(1000) {
+        let objects: Vec<ObjectIdentifier> = batch
+            .iter()
+            .filter_map(|key| ObjectIdentifier::builder().key(key).build().ok())
+            .collect();
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| S3Error::Transient(format!("DeleteObjects request: {e}")))?;
+        s3.delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| classify("DeleteObjects", e))?;
+    }
+    Ok(doomed.len())
+}

@@ -5,6 +5,23 @@
 //! tcoder-dispatcher (local machine provider), waits until each is ready, prints where
 //! everything listens, and on Ctrl-C / SIGTERM stops the parts in reverse order.
 
+/// `println!` that cannot panic: `tcoder up | tee log` and a closed pipe must not crash the
+/// stack's supervisor (a panic here would SIGKILL every part instead of stopping it cleanly).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that cannot panic (see `say!`).
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod child;
 mod plan;
 mod prometheus;
@@ -100,7 +117,7 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
 
     let outcome = tokio::select! {
         signal = wait_for_signal() => {
-            eprintln!("tcoder up: {signal} received, stopping");
+            note!("tcoder up: {signal} received, stopping");
             Ok(())
         }
         (name, status) = first_exit(&mut parts) => Err(anyhow::anyhow!("{name} exited unexpectedly ({status})")),
@@ -110,7 +127,7 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
     if !clean {
         bail!("some parts did not stop cleanly (see the log above)");
     }
-    eprintln!("tcoder up: stopped");
+    note!("tcoder up: stopped");
     Ok(())
 }
 
@@ -138,7 +155,7 @@ async fn ensure_local_api_key(plan: &StackPlan) -> anyhow::Result<()> {
     if let Some(path) = crate::profile::path() {
         let profile = crate::profile::Profile { api: format!("http://{}", plan.api), api_key: key };
         if let Err(e) = crate::profile::write(&path, &profile) {
-            eprintln!("tcoder up: cannot write the CLI profile {}: {e}", path.display());
+            note!("tcoder up: cannot write the CLI profile {}: {e}", path.display());
         }
     }
     Ok(())
@@ -299,33 +316,32 @@ async fn stop_all(parts: &mut Vec<StackChild>) -> bool {
 
 fn print_summary(plan: &StackPlan, parts: &[StackChild], logs: &Path) {
     let pid = |name: &str| parts.iter().find(|p| p.name == name).map_or(0, StackChild::pid);
-    println!("tcoder is up (data in {})", plan.data_dir.display());
-    println!("  api               http://{}", plan.api);
-    println!("  object store      http://{}  bucket {}", plan.store, plan.bucket);
-    println!(
+    say!("tcoder is up (data in {})", plan.data_dir.display());
+    say!("  api               http://{}", plan.api);
+    say!("  object store      http://{}  bucket {}", plan.store, plan.bucket);
+    say!(
         "  s3 credentials    AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} (aws --endpoint-url http://{} s3 ls s3://{}/)",
-        plan.s3_access_key_id, plan.s3_secret_access_key, plan.store, plan.bucket
+        plan.s3_access_key_id,
+        plan.s3_secret_access_key,
+        plan.store,
+        plan.bucket
     );
-    println!("  nats              nats://{}  pid {}", plan.nats, pid("nats-server"));
-    println!("  redis             redis://{}/  pid {}", plan.redis, pid("redis-server"));
-    println!("  ingest admin      http://{}  pid {}", plan.ingest_admin, pid("tcoder-ingest"));
-    println!(
-        "  dispatcher admin  http://{}  pid {}",
-        plan.dispatcher_admin,
-        pid("tcoder-dispatcher")
-    );
+    say!("  nats              nats://{}  pid {}", plan.nats, pid("nats-server"));
+    say!("  redis             redis://{}/  pid {}", plan.redis, pid("redis-server"));
+    say!("  ingest admin      http://{}  pid {}", plan.ingest_admin, pid("tcoder-ingest"));
+    say!("  dispatcher admin  http://{}  pid {}", plan.dispatcher_admin, pid("tcoder-dispatcher"));
     if let Some(bind) = plan.prometheus {
-        println!("  prometheus        http://{bind}  pid {}", pid("prometheus"));
+        say!("  prometheus        http://{bind}  pid {}", pid("prometheus"));
     }
     for worker in parts.iter().filter(|p| p.name == "tcoder-worker") {
-        println!("  worker            pid {}", worker.pid());
+        say!("  worker            pid {}", worker.pid());
     }
-    println!("  api key           {} (tenant local)", plan.api_key_path().display());
+    say!("  api key           {} (tenant local)", plan.api_key_path().display());
     if let Some(profile) = crate::profile::path() {
-        println!("  cli profile       {} (tcoder submit works from any folder)", profile.display());
+        say!("  cli profile       {} (tcoder submit works from any folder)", profile.display());
     }
-    println!("  logs              {} (services log to this terminal)", logs.display());
-    println!("admin endpoints: /healthz /readyz /metrics. Press Ctrl-C to stop.");
+    say!("  logs              {} (services log to this terminal)", logs.display());
+    say!("admin endpoints: /healthz /readyz /metrics. Press Ctrl-C to stop.");
 }
 
 async fn wait_for_signal() -> &'static str {

@@ -90,12 +90,25 @@ async fn a_killed_worker_s_job_is_finished_by_another_with_one_commit() {
     })
     .await;
     first.signal(libc::SIGKILL);
+    // What the killed attempt had uploaded (as if it died mid-upload).
+    let bucket = pipeline.env.s3.bucket();
+    let leftover =
+        pipeline.stored(&format!("/{bucket}/outputs/acme/{id}/1/hls/360p/seg_00000.m4s"));
+    std::fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+    std::fs::write(&leftover, b"half a segment").unwrap();
     let _second = pipeline.worker(&[]);
 
     let job = pipeline.wait_status(&id, "completed", LONG).await;
     assert_eq!(job["result"]["epoch"], 2, "{job}");
     assert!(job["result"]["hls_master"].as_str().unwrap().contains(&format!("/{id}/2/")));
     assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
+    // The losing attempt's outputs are removed once the winner committed; the winner's stay.
+    testkit::eventually_async(LONG, || async {
+        if leftover.exists() { Err("still there") } else { Ok(()) }
+    })
+    .await;
+    let master = job["result"]["hls_master"].as_str().unwrap();
+    assert!(pipeline.stored(master).is_file());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,12 @@
 -- ARGV[5] reason, ARGV[6] event JSON ('' for none), ARGV[7..] field/value pairs to set
 -- Returns {'ok', ''} | {'fenced', status}
 local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'running' or redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+-- The same step by the same attempt already landed (a retry after a lost answer): done.
+if status == ARGV[2] and epoch == ARGV[1] then
+  return {'ok', 'already'}
+end
+if status ~= 'running' or epoch ~= ARGV[1] then
   return {'fenced', status or ''}
 end
 local id = redis.call('HGET', KEYS[1], 'id')
