@@ -76,27 +76,64 @@ fn transient(message: impl Into<String>) -> EngineError {
     EngineError::new(ErrorCode::Failed, message)
 }
 
-/// Claims the job. When the previous holder's lease is still running down (its worker died and
-/// AckWait expired first), waits it out while holding the message (with in-progress acks)
-/// rather than nak it: a nak would spend one of the job's limited deliveries.
-async fn claim_waiting_out_a_lapsing_lease(
+/// How long a claim holds its message while Redis cannot be reached, before it gives the
+/// message back (spending one delivery): an outage of a dependency is a pause, not a verdict.
+const MAX_WAIT_FOR_REDIS: Duration = Duration::from_secs(15 * 60);
+
+/// Claims the job, holding the message (in-progress acks: no delivery is spent) while
+/// - the previous holder's lease is still running down (its worker died and AckWait expired
+///   first): waited out, twice at most;
+/// - Redis cannot be reached: retried with backoff for up to [`MAX_WAIT_FOR_REDIS`] (a nak
+///   would spend one of the job's few deliveries, and enough of them dead-letter a healthy
+///   job), unless the worker is releasing its work.
+async fn claim_holding_the_message(
     worker: &Worker,
-    message: &Message,
+    message: &Arc<Message>,
     item: &WorkItem,
+    release: &tokio_util::sync::CancellationToken,
 ) -> Result<ClaimOutcome, tcoder::redis::StoreError> {
+    // In-progress acks while we wait, whatever we wait for (even a claim that hangs on a
+    // stopped Redis for its whole timeout).
+    let ticker = {
+        let (message, every) =
+            (message.clone(), (worker.ack_wait / 3).max(Duration::from_millis(100)));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        })
+    };
     let ttl = worker.config.lease_ttl;
+    let started = tokio::time::Instant::now();
+    let (mut busy_waits, mut backoff, mut waiting) = (0, Duration::from_millis(250), false);
     let mut claimed = worker.jobs.claim(&item.job_id, &worker.id, ttl).await;
-    for _ in 0..2 {
-        let Ok(ClaimOutcome::Busy { retry_in }) = claimed else { break };
-        // Keep the message while waiting: an in-progress ack every half AckWait.
-        let until = tokio::time::Instant::now() + retry_in.min(ttl) + Duration::from_millis(50);
-        while tokio::time::Instant::now() < until {
-            let _ = message.ack_with(AckKind::Progress).await;
-            tokio::time::sleep_until(until.min(tokio::time::Instant::now() + worker.ack_wait / 2))
-                .await;
+    loop {
+        match &claimed {
+            Ok(ClaimOutcome::Busy { retry_in }) if busy_waits < 2 => {
+                busy_waits += 1;
+                tokio::time::sleep((*retry_in).min(ttl) + Duration::from_millis(50)).await;
+            }
+            Err(e) if started.elapsed() < MAX_WAIT_FOR_REDIS && !release.is_cancelled() => {
+                if !waiting {
+                    waiting = true;
+                    worker.metrics.waiting_for_redis.inc();
+                    tracing::warn!(job = %item.job_id, error = %e, "cannot claim: Redis unreachable; holding the work item until it answers");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = release.cancelled() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            _ => break,
         }
         claimed = worker.jobs.claim(&item.job_id, &worker.id, ttl).await;
     }
+    if waiting {
+        worker.metrics.waiting_for_redis.dec();
+    }
+    ticker.abort();
     claimed
 }
 
@@ -119,7 +156,7 @@ pub(crate) async fn handle(
             return Outcome::Skipped;
         }
     };
-    let claimed = claim_waiting_out_a_lapsing_lease(worker, &message, &item).await;
+    let claimed = claim_holding_the_message(worker, &message, &item, &release).await;
     let attempt = match claimed {
         Ok(ClaimOutcome::Claimed(attempt)) => attempt,
         Ok(ClaimOutcome::Busy { retry_in }) => {
@@ -142,8 +179,9 @@ pub(crate) async fn handle(
             return Outcome::Skipped;
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot claim (Redis); retrying later");
-            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+            // Released at shutdown, or Redis gone for longer than a claim holds: give it back.
+            tracing::warn!(error = %e, "cannot claim (Redis); giving the work item back");
+            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
             return Outcome::Skipped;
         }
     };

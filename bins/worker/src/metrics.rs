@@ -1,7 +1,7 @@
 //! The worker's metrics. Labels are bounded (outcome codes, stage names), never job ids.
 
 use prometheus::{
-    Counter, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Counter, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
 };
 use tcoder::cost::JobCost;
 use tcoder::metrics::{Metrics, init_series};
@@ -23,6 +23,8 @@ pub(crate) struct WorkerMetrics {
     pub redeliveries: IntCounter,
     pub lease_renewals_failed: IntCounter,
     pub self_fences: IntCounter,
+    /// Claims holding their message while Redis cannot be reached.
+    pub waiting_for_redis: IntGauge,
     pub cost_usd: Counter,
     pub machine_seconds: Counter,
     pub put_requests: IntCounter,
@@ -58,6 +60,7 @@ impl WorkerMetrics {
             redeliveries: counter("tcoder_redeliveries_total", "Job messages received more than once."),
             lease_renewals_failed: counter("tcoder_lease_renewals_failed_total", "Lease renewals that failed (Redis unreachable)."),
             self_fences: counter("tcoder_self_fences_total", "Attempts abandoned because the lease could not be kept or another attempt took over."),
+            waiting_for_redis: IntGauge::new("tcoder_worker_claims_waiting_for_redis", "Work items held (in-progress acks, no delivery spent) while their claim waits for Redis to answer.").expect("valid metric"),
             cost_usd: Counter::new("tcoder_job_cost_usd_total", "Estimated cost of completed jobs in US dollars, from the configured [worker.cost] prices.").expect("valid metric"),
             machine_seconds: Counter::new("tcoder_job_machine_seconds_total", "Machine seconds occupied by completed jobs (download + engine + upload).").expect("valid metric"),
             put_requests: counter("tcoder_storage_put_requests_total", "Object write requests made to store outputs of completed jobs."),
@@ -89,6 +92,7 @@ impl WorkerMetrics {
         metrics.register(&m.cost_usd);
         metrics.register(&m.machine_seconds);
         metrics.register(&m.job_cost);
+        metrics.register(&m.waiting_for_redis);
         for c in [
             &m.engine_cpu_seconds,
             &m.bytes_in,

@@ -312,3 +312,32 @@ async fn a_starting_worker_removes_scratch_folders_of_dead_attempts() {
     assert!(!dead.exists(), "the dead attempt's folder is gone once the worker is up");
     assert!(other.exists());
 }
+
+/// A Redis outage while a work item waits: the claim holds the message (in-progress acks)
+/// instead of nak-ing it, so the outage spends none of the job's deliveries and the job runs
+/// once Redis is back — before, three naks 2 s apart dead-lettered it as `job.poison`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_pauses_a_claim_instead_of_spending_its_deliveries() {
+    let pipeline = Pipeline::start().await;
+    let worker = pipeline.worker(&[]);
+    // Frozen, the worker fetches nothing: the job waits, queued, for Redis to go away.
+    worker.signal(libc::SIGSTOP);
+    let id = pipeline.submit(&corpus::ok_mp4(), json!({})).await;
+    pipeline.wait_status(&id, "queued", LONG).await;
+    pipeline.env.redis.signal(libc::SIGSTOP);
+    worker.signal(libc::SIGCONT);
+    testkit::eventually_async(LONG, || async {
+        let waiting = metric(&worker, "tcoder_worker_claims_waiting_for_redis");
+        if waiting >= 1.0 { Ok(()) } else { Err(waiting) }
+    })
+    .await;
+    // The outage lasts longer than max_deliver (3) × AckWait (2 s).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    pipeline.env.redis.signal(libc::SIGCONT);
+
+    let job = pipeline.wait_status(&id, "completed", LONG).await;
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert!(pipeline.events(&id, "failed").await.is_empty());
+    assert_eq!(metric(&worker, "tcoder_worker_claims_waiting_for_redis"), 0.0);
+    assert_eq!(metric(&worker, "tcoder_redeliveries_total"), 0.0, "no delivery was spent");
+}
