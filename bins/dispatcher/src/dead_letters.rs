@@ -47,18 +47,31 @@ pub(crate) async fn run(
             let _ = message.ack().await;
             continue;
         }
-        match dead_letter(&jobs, &js, &advisory).await {
+        // Redis or NATS unreachable: wait (holding the advisory) rather than spend its
+        // deliveries — a dead letter must never be dropped for want of a dependency.
+        let done = events::holding(
+            &message,
+            Duration::from_secs(10),
+            events::retry_through_outage("dead letter", OUTAGE_PATIENCE, || {
+                dead_letter(&jobs, &js, &advisory)
+            }),
+        )
+        .await;
+        match done {
             Ok(outcome) => {
                 actions.with_label_values(&[outcome]).inc();
                 let _ = message.double_ack().await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot dead-letter yet; retrying");
-                let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+                tracing::error!(error = %e, "cannot dead-letter after waiting; retrying later");
+                let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(30)))).await;
             }
         }
     }
 }
+
+/// How long a consumer waits for an unreachable dependency before giving the message back.
+const OUTAGE_PATIENCE: Duration = Duration::from_secs(30 * 60);
 
 async fn dead_letter(
     jobs: &JobStore,

@@ -53,7 +53,16 @@ impl WebhookSender {
             let Ok(message) = message else { continue };
             let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
             let settle = match serde_json::from_slice::<JobEvent>(&message.payload) {
-                Ok(event) => self.handle(&event, delivered).await,
+                // Held while Redis is unreachable: the delivery count is the retry schedule's
+                // index, an outage must not consume it (nor the message).
+                Ok(event) => {
+                    tcoder::events::holding(
+                        &message,
+                        Duration::from_secs(15),
+                        self.handle(&event, delivered),
+                    )
+                    .await
+                }
                 Err(_) => AckKind::Term,
             };
             let _ = message.ack_with(settle).await;
@@ -66,18 +75,26 @@ impl WebhookSender {
         if !wanted {
             return AckKind::Ack;
         }
-        let job = match self.jobs.get(&event.job_id).await {
+        let job = tcoder::events::retry_through_outage("webhook", OUTAGE_PATIENCE, || {
+            self.jobs.get(&event.job_id)
+        });
+        let job = match job.await {
             Ok(Some(job)) => job,
             Ok(None) => return AckKind::Ack,
-            Err(_) => return AckKind::Nak(Some(Duration::from_secs(5))),
+            Err(_) => return AckKind::Nak(Some(Duration::from_secs(30))),
         };
         let Some(url) = job.spec.webhook_url.as_deref() else { return AckKind::Ack };
         if event.kind == EventKind::Progress && !job.spec.webhook_progress {
             return AckKind::Ack;
         }
-        let mut redis = self.redis.clone();
-        let Ok(secret) = tenant_secret(&mut redis, &job.tenant).await else {
-            return AckKind::Nak(Some(Duration::from_secs(5)));
+        let secret =
+            tcoder::events::retry_through_outage("webhook secret", OUTAGE_PATIENCE, || {
+                let mut redis = self.redis.clone();
+                let tenant = job.tenant.clone();
+                async move { tenant_secret(&mut redis, &tenant).await }
+            });
+        let Ok(secret) = secret.await else {
+            return AckKind::Nak(Some(Duration::from_secs(30)));
         };
         let body = json!({
             "type": format!("job.{}", event.kind),
@@ -162,6 +179,9 @@ impl WebhookSender {
 fn event_time() -> String {
     tcoder::jobs::rfc3339(tcoder::jobs::now_ms())
 }
+
+/// How long a webhook waits for Redis before its message is given back.
+const OUTAGE_PATIENCE: Duration = Duration::from_secs(30 * 60);
 
 /// Adds up to 10 % random delay, so retries of many events do not arrive in lockstep.
 fn jitter(delay: Duration) -> Duration {

@@ -119,3 +119,82 @@ pub async fn connect(config: &Config, client_name: &str) -> Result<async_nats::C
         }
     }
 }
+
+/// Runs `work` while keeping `message` in progress (an in-progress ack every `every`), so a
+/// wait on a dependency (Redis down) spends no delivery of the message.
+pub async fn holding<T>(
+    message: &async_nats::jetstream::Message,
+    every: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let keep = async {
+        loop {
+            tokio::time::sleep(every).await;
+            let _ = message.ack_with(async_nats::jetstream::AckKind::Progress).await;
+        }
+    };
+    tokio::select! {
+        out = work => out,
+        never = keep => never,
+    }
+}
+
+/// Retries `attempt` on errors with backoff (250 ms doubling to 5 s) until it succeeds or
+/// `give_up_after` passed; returns the last result. For consumers that must not turn an
+/// outage of a dependency into a verdict on the message (see [`holding`]).
+pub async fn retry_through_outage<T, E: std::fmt::Display, Fut>(
+    what: &str,
+    give_up_after: Duration,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, E>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match attempt().await {
+            Err(e) if started.elapsed() < give_up_after => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "{what}: dependency unreachable; waiting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            done => return done,
+        }
+    }
+}
+
+#[cfg(test)]
+mod outage_tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_is_waited_out_and_a_lasting_one_given_up_in_bounded_time() {
+        let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let result: Result<u32, String> =
+            retry_through_outage("test", Duration::from_secs(60), || async {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                if n < 5 { Err(format!("down #{n}")) } else { Ok(n) }
+            })
+            .await;
+        assert_eq!(result, Ok(5));
+        // 250 ms, 500 ms, 1 s, 2 s, 4 s of backoff.
+        assert_eq!(started.elapsed(), Duration::from_millis(7750));
+
+        let started = tokio::time::Instant::now();
+        let result: Result<(), String> =
+            retry_through_outage("test", Duration::from_secs(60), || async {
+                Err("still down".to_owned())
+            })
+            .await;
+        assert!(result.is_err());
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(60) && waited < Duration::from_secs(66),
+            "{waited:?}"
+        );
+    }
+}
