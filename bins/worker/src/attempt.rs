@@ -109,6 +109,7 @@ async fn claim_holding_the_message(
     let (mut busy_waits, mut backoff, mut waiting) = (0, Duration::from_millis(250), false);
     let mut claimed = worker.jobs.claim(&item.job_id, &worker.id, ttl).await;
     loop {
+        worker.note_redis(claimed.is_ok());
         match &claimed {
             Ok(ClaimOutcome::Busy { retry_in }) if busy_waits < 2 => {
                 busy_waits += 1;
@@ -205,6 +206,7 @@ async fn run_attempt(
         worker.config.lease_ttl,
         stop.clone(),
         worker.metrics.clone(),
+        worker.redis_suspect.clone(),
     ));
     // A cancel through the API reaches us at once as an event; the lease renewal also sees it.
     let cancel_watch = {

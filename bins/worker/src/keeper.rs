@@ -73,6 +73,8 @@ pub(crate) struct RedisLease {
     pub message: Arc<Message>,
     pub ttl: Duration,
     pub metrics: WorkerMetrics,
+    /// The worker's "Redis may be unreachable" flag (see `Worker::redis_suspect`).
+    pub redis_suspect: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Lease for RedisLease {
@@ -87,6 +89,7 @@ impl Lease for RedisLease {
     }
 
     fn renewal_failed(&self, error: &str) {
+        self.redis_suspect.store(true, std::sync::atomic::Ordering::Relaxed);
         self.metrics.lease_renewals_failed.inc();
         tracing::warn!(job = %self.attempt.job_id, error, "lease renewal failed");
     }
@@ -124,10 +127,11 @@ pub(crate) async fn keep_lease(
     ttl: Duration,
     stop: Stop,
     metrics: WorkerMetrics,
+    redis_suspect: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let job = attempt.job_id.to_string();
     let epoch = attempt.epoch;
-    let lease = RedisLease { jobs, attempt, message, ttl, metrics: metrics.clone() };
+    let lease = RedisLease { jobs, attempt, message, ttl, metrics: metrics.clone(), redis_suspect };
     if let Some(reason) = keep(&lease, LeaseTiming { ttl }, &stop).await {
         match reason {
             StopReason::Lost => {

@@ -40,9 +40,29 @@ pub(crate) struct Worker {
     pub ack_wait: Duration,
     pub metrics: WorkerMetrics,
     machine: Arc<Mutex<MachineRecord>>,
+    /// Set when a Redis call of this worker failed, cleared when one succeeds: while set, the
+    /// pull loop checks Redis before taking more work, so a worker cut off from Redis (but not
+    /// from NATS) does not hold work items other workers could run.
+    pub redis_suspect: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Worker {
+    pub(crate) fn note_redis(&self, reachable: bool) {
+        self.redis_suspect.store(!reachable, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this worker can reach Redis now: a recent call succeeded, or a quick PING does.
+    pub(crate) async fn redis_reachable(&self) -> bool {
+        if !self.redis_suspect.load(std::sync::atomic::Ordering::Relaxed) {
+            return true;
+        }
+        let ping = self.jobs.ping();
+        let reachable =
+            matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(())));
+        self.note_redis(reachable);
+        reachable
+    }
+
     pub(crate) fn set_state(&self, state: MachineState) {
         let mut machine = self.machine.lock().expect("machine lock");
         if machine.state != state {
@@ -131,6 +151,7 @@ impl Service for App {
             ack_wait: settings.nats.jobs_ack_wait,
             metrics: WorkerMetrics::register(&common.metrics),
             config: Arc::new(settings.worker),
+            redis_suspect: Arc::default(),
         };
         let removed = scratch::remove_stale(&worker.config.scratch_dir, &worker.jobs).await;
         if removed > 0 {

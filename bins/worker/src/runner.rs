@@ -146,6 +146,8 @@ pub(crate) async fn run(worker: Worker, shutdown: Shutdown) -> anyhow::Result<Ex
         }
         match tally.next(&budgets, running.len(), shutdown.is_triggered()) {
             Next::Exit(reason) => break reason,
+            // Cut off from Redis: leave the work to workers that can run it.
+            Next::Fetch(_) if !worker.redis_reachable().await => {}
             Next::Fetch(free) => {
                 let messages = fetch(&consumers, free).await;
                 // Only the first empty fetch after a wake-up earns a quick re-check.

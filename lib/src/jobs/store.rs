@@ -143,6 +143,12 @@ impl JobStore {
         Job::from_hash(&fields).map(Some).map_err(StoreError::Corrupt)
     }
 
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        crate::redis::ping(&mut conn).await
+    }
+
     /// Records how the job's webhook fared (only on a job that still exists).
     pub async fn record_webhook(
         &self,

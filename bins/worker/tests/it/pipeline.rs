@@ -341,3 +341,30 @@ async fn a_redis_outage_pauses_a_claim_instead_of_spending_its_deliveries() {
     assert_eq!(metric(&worker, "tcoder_worker_claims_waiting_for_redis"), 0.0);
     assert_eq!(metric(&worker, "tcoder_redeliveries_total"), 0.0, "no delivery was spent");
 }
+
+/// A partition between a worker and Redis in the middle of a job (T06): the cut-off worker
+/// cannot renew its lease and self-fences; another worker takes the job over and commits it
+/// once; when the partition heals the first one neither commits nor acks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_redis_self_fences_and_another_commits_once() {
+    let pipeline = Pipeline::start().await;
+    let proxy = ChaosProxy::start(pipeline.env.redis.addr());
+    let cut = pipeline.worker(&[
+        ("TCODER__REDIS__URL", format!("redis://{}/", proxy.addr())),
+        ("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into()),
+    ]);
+    let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
+    pipeline.wait_for(&id, LONG, |job| job["status"] == "running").await;
+    proxy.set_mode(ChaosMode::Blackhole);
+    testkit::eventually_async(LONG, || async {
+        let fenced = metric(&cut, "tcoder_self_fences_total");
+        if fenced >= 1.0 { Ok(()) } else { Err(fenced) }
+    })
+    .await;
+    let _other = pipeline.worker(&[]);
+    let job = pipeline.wait_status(&id, "completed", LONG).await;
+    assert_eq!(job["result"]["epoch"], 2, "{job}");
+    proxy.set_mode(ChaosMode::Pass);
+    assert_eq!(metric(&cut, "tcoder_worker_jobs_total{outcome=\"completed\"}"), 0.0);
+    assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
+}
