@@ -27,6 +27,7 @@ pub(crate) async fn run(
     jobs: JobStore,
     js: async_nats::jetstream::Context,
     actions: IntCounterVec,
+    lease_ttl: Duration,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut messages =
@@ -53,7 +54,7 @@ pub(crate) async fn run(
             &message,
             Duration::from_secs(10),
             events::retry_through_outage("dead letter", OUTAGE_PATIENCE, || {
-                dead_letter(&jobs, &js, &advisory)
+                dead_letter(&jobs, &js, &advisory, lease_ttl)
             }),
         )
         .await;
@@ -70,6 +71,25 @@ pub(crate) async fn run(
     }
 }
 
+/// Whether `job`'s lease is still held after more than one TTL (renewed: a live attempt), or
+/// the job left `running` meanwhile (it finished).
+async fn attempt_alive(
+    jobs: &JobStore,
+    job: &tcoder::jobs::JobId,
+    lease_ttl: Duration,
+) -> anyhow::Result<bool> {
+    let deadline = tokio::time::Instant::now() + lease_ttl + lease_ttl / 2;
+    loop {
+        if !jobs.lease_held(job).await? {
+            return Ok(false);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// How long a consumer waits for an unreachable dependency before giving the message back.
 const OUTAGE_PATIENCE: Duration = Duration::from_secs(30 * 60);
 
@@ -77,6 +97,7 @@ async fn dead_letter(
     jobs: &JobStore,
     js: &async_nats::jetstream::Context,
     advisory: &Advisory,
+    lease_ttl: Duration,
 ) -> anyhow::Result<&'static str> {
     let stream = js.get_stream(subjects::JOBS_STREAM).await?;
     let Ok(raw) = stream.get_raw_message(advisory.stream_seq).await else {
@@ -87,6 +108,19 @@ async fn dead_letter(
         return Ok("malformed");
     };
     let Some(job) = jobs.get(&item.job_id).await? else {
+        stream.delete_message(advisory.stream_seq).await?;
+        return Ok("unknown_job");
+    };
+    // Deliveries can run out while an attempt is alive (its worker cut off from NATS, other
+    // workers finding the lease held): that is no poison. A killed worker's lease also lingers
+    // up to one TTL, so look for longer than that: a lease still held then is being renewed.
+    // The item goes; if that attempt dies after all, the reconciler requeues the job
+    // (running, no lease, no item).
+    if job.status == JobStatus::Running && attempt_alive(jobs, &job.id, lease_ttl).await? {
+        stream.delete_message(advisory.stream_seq).await?;
+        return Ok("running_elsewhere");
+    }
+    let Some(job) = jobs.get(&job.id).await? else {
         stream.delete_message(advisory.stream_seq).await?;
         return Ok("unknown_job");
     };

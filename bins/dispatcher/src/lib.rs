@@ -38,6 +38,8 @@ pub struct App {
     scaler: Option<scaler::Scaler>,
     local: Option<Arc<LocalProvider>>,
     observer: observe::Observer,
+    /// Workers' lease TTL: how long a dead attempt's lease outlives it.
+    lease_ttl: Duration,
 }
 
 impl App {
@@ -160,8 +162,18 @@ impl Service for App {
             common.connections.redis.clone(),
             common.connections.jetstream.clone(),
         );
-        let app =
-            App { common, jobs, metrics, queue, reconciler, webhooks, scaler, local, observer };
+        let app = App {
+            common,
+            jobs,
+            metrics,
+            queue,
+            reconciler,
+            webhooks,
+            scaler,
+            local,
+            observer,
+            lease_ttl: settings.worker.lease_ttl,
+        };
         tracing::info!(admin = %app.admin_addr(), "dispatcher listening");
         Ok(app)
     }
@@ -194,6 +206,7 @@ impl Service for App {
                 self.jobs.clone(),
                 js.clone(),
                 self.metrics.dead_letters.clone(),
+                self.lease_ttl,
                 token.clone(),
             ),
         );

@@ -77,9 +77,15 @@ impl DispatcherMetrics {
             dead_letters: counter(
                 metrics,
                 "tcoder_dead_letters_total",
-                "MAX_DELIVERIES advisories handled, by outcome (dead_lettered, gone, unknown_job, malformed).",
+                "MAX_DELIVERIES advisories handled, by outcome (dead_lettered, running_elsewhere, gone, unknown_job, malformed).",
                 &["outcome"],
-                &[&["dead_lettered"], &["gone"], &["unknown_job"], &["malformed"]],
+                &[
+                    &["dead_lettered"],
+                    &["running_elsewhere"],
+                    &["gone"],
+                    &["unknown_job"],
+                    &["malformed"],
+                ],
             ),
             dlq_depth,
             webhook_attempts: counter(

@@ -473,11 +473,23 @@ async fn publish_progress(
     }
 }
 
+/// Publishes an informational event (started, progress, rendition), for at most
+/// [`INFORMATIONAL_PUBLISH`]: an unreachable NATS must not stall the job (its terminal event
+/// goes through the outbox and is never lost).
 async fn best_effort(worker: &Worker, event: &JobEvent) {
-    if let Err(e) = events::publish_event(&worker.js, event).await {
-        tracing::warn!(event = %event.id, error = %e, "event not published");
+    match tokio::time::timeout(INFORMATIONAL_PUBLISH, events::publish_event(&worker.js, event))
+        .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(event = %event.id, error = %e, "event not published"),
+        Err(_) => {
+            tracing::warn!(event = %event.id, "event not published: NATS did not answer in time")
+        }
     }
 }
+
+/// How long an informational event may take to publish.
+const INFORMATIONAL_PUBLISH: Duration = Duration::from_secs(2);
 
 /// What to do with an attempt's message, decided from how the attempt ended alone (no I/O):
 /// a stop reason wins over the engine's result.

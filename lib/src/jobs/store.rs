@@ -143,6 +143,15 @@ impl JobStore {
         Job::from_hash(&fields).map(Some).map_err(StoreError::Corrupt)
     }
 
+    /// Whether the job's lease is held now (an attempt is alive somewhere).
+    pub async fn lease_held(&self, id: &JobId) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("EXISTS")
+            .arg(crate::redis::keys::job_lease(id))
+            .query_async::<bool>(&mut conn)
+            .await?)
+    }
+
     /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();

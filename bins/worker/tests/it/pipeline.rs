@@ -368,3 +368,36 @@ async fn a_worker_cut_off_from_redis_self_fences_and_another_commits_once() {
     assert_eq!(metric(&cut, "tcoder_worker_jobs_total{outcome=\"completed\"}"), 0.0);
     assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
 }
+
+/// A partition between a worker and NATS in the middle of a job (T07): its lease lives in
+/// Redis, so it keeps the job and finishes it; the work item redelivered meanwhile finds the
+/// lease held and never starts a second attempt; once the partition heals the completion is
+/// published (from the outbox) exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_nats_keeps_its_lease_and_commits_once() {
+    let pipeline = Pipeline::start().await;
+    let proxy = ChaosProxy::start(pipeline.env.nats.addr());
+    let cut = pipeline.worker(&[
+        ("TCODER__NATS__URL", format!("nats://{}", proxy.addr())),
+        ("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into()),
+    ]);
+    let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
+    pipeline.wait_for(&id, LONG, |job| job["status"] == "running").await;
+    proxy.set_mode(ChaosMode::Blackhole);
+    let _other = pipeline.worker(&[]);
+    // The cut-off worker still renews in Redis and finishes: the job completes at epoch 1.
+    let job = pipeline.wait_status(&id, "completed", LONG).await;
+    assert_eq!(job["result"]["epoch"], 1, "{job}");
+    proxy.set_mode(ChaosMode::Pass);
+    testkit::eventually_async(LONG, || async {
+        let completed = pipeline.events(&id, "completed").await.len();
+        if completed == 1 { Ok(()) } else { Err(completed) }
+    })
+    .await;
+    testkit::eventually_async(LONG, || async {
+        let completed = metric(&cut, "tcoder_worker_jobs_total{outcome=\"completed\"}");
+        if completed == 1.0 { Ok(()) } else { Err(completed) }
+    })
+    .await;
+    assert_eq!(pipeline.events(&id, "started").await.len(), 1, "no second attempt started");
+}
