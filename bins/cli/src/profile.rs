@@ -34,19 +34,24 @@ pub(crate) fn read(path: &Path) -> Option<Profile> {
 
 /// Writes `profile` to `path`, readable only by its owner (it holds a key).
 pub(crate) fn write(path: &Path, profile: &Profile) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let text = toml::to_string(profile).map_err(std::io::Error::other)?;
+    write_private(path, &text)
+}
+
+/// Writes `contents` to `path` with mode 0600 (keys, profiles).
+pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
         .mode(0o600)
         .open(path)?;
-    file.write_all(text.as_bytes())
+    file.write_all(contents.as_bytes())
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ async fn ensure_local_api_key(plan: &StackPlan) -> anyhow::Result<()> {
         Ok(key) if key.trim().starts_with(tcoder::auth::KEY_PREFIX_TEXT) => key.trim().to_owned(),
         _ => {
             let key = tcoder::auth::generate_key();
-            write_private(&path, &key)
+            crate::profile::write_private(&path, &key)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             key
         }
@@ -159,18 +159,6 @@ async fn ensure_local_api_key(plan: &StackPlan) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())
 }
 
 fn start_nats(cli: &Settings, plan: &StackPlan, logs: &Path) -> anyhow::Result<StackChild> {
