@@ -45,6 +45,11 @@ struct Access {
 #[async_trait::async_trait]
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        // tcoder never copies objects: a copy could read another tenant's upload or outputs
+        // into one's own key (a presigned PUT plus an unsigned `x-amz-copy-source` header).
+        if matches!(cx.s3_op().name(), "CopyObject" | "UploadPartCopy") {
+            return Err(s3s::s3_error!(AccessDenied, "copying objects is not allowed"));
+        }
         if cx.credentials().is_some() {
             return Ok(());
         }
@@ -139,10 +144,47 @@ async fn with_cors(
         response.headers_mut().extend(cors.preflight_headers(request.headers()));
         return Ok(response);
     }
+    if let Some(header) = unsigned_amz_header(&request) {
+        let mut response = hyper::Response::new(s3s::Body::from(format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>{header} is not signed by this URL</Message></Error>"
+        )));
+        *response.status_mut() = hyper::StatusCode::FORBIDDEN;
+        cors.decorate(request.headers(), response.headers_mut());
+        return Ok(response);
+    }
     let asked = request.headers().clone();
     let mut response = service.call(request.map(s3s::Body::from)).await?;
     cors.decorate(&asked, response.headers_mut());
     Ok(response)
+}
+
+/// A presigned URL (query-string SigV4) signs only the headers it lists in
+/// `X-Amz-SignedHeaders`; an `x-amz-*` header outside that list would change what the request
+/// does (a copy source, a storage class, metadata) without the signer's consent. Returns the
+/// first such header.
+fn unsigned_amz_header<B>(request: &hyper::Request<B>) -> Option<String> {
+    let query = request.uri().query()?;
+    let mut presigned = false;
+    let mut signed: Vec<String> = Vec::new();
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name.eq_ignore_ascii_case("X-Amz-Signature") {
+            presigned = true;
+        } else if name.eq_ignore_ascii_case("X-Amz-SignedHeaders") {
+            let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+            signed = value.split(';').map(str::to_ascii_lowercase).collect();
+        }
+    }
+    if !presigned {
+        return None;
+    }
+    request
+        .headers()
+        .keys()
+        .map(|name| name.as_str())
+        .filter(|name| name.starts_with("x-amz-"))
+        .find(|name| !signed.iter().any(|s| s == name))
+        .map(str::to_owned)
 }
 
 fn absolute(path: &Path) -> std::io::Result<std::path::PathBuf> {

@@ -76,6 +76,50 @@ async fn the_embedded_local_store_serves_signed_requests_only() {
     let unsigned = reqwest::get(format!("{endpoint}/local/a/b")).await.unwrap();
     assert_eq!(unsigned.status(), reqwest::StatusCode::FORBIDDEN);
 
+    // The cross-tenant copy: a presigned PUT for one's own key plus an unsigned
+    // `x-amz-copy-source` naming another tenant's object is refused, and writes nothing.
+    let victim = "uploads/b/job_victim/source";
+    client
+        .put_object()
+        .bucket("local")
+        .key(victim)
+        .body(ByteStream::from_static(b"secret video"))
+        .send()
+        .await
+        .unwrap();
+    let own = "uploads/a/job_attacker/source";
+    let presigned =
+        s3::presign_put(&client, "local", own, Some(5), None, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+    let http = reqwest::Client::new();
+    let put = |copy_source: Option<&str>| {
+        let mut request = http.put(&presigned.url).body("hello");
+        for (name, value) in &presigned.headers {
+            request = request.header(name, value);
+        }
+        if let Some(source) = copy_source {
+            request = request.header("x-amz-copy-source", source);
+        }
+        request.send()
+    };
+    let copied = put(Some(&format!("/local/{victim}"))).await.unwrap();
+    assert_eq!(copied.status(), reqwest::StatusCode::FORBIDDEN);
+    assert!(!dir.path().join("local").join(own).exists(), "nothing was written");
+    // A signed CopyObject is refused too: tcoder never copies.
+    let signed_copy = client
+        .copy_object()
+        .bucket("local")
+        .key(own)
+        .copy_source(format!("local/{victim}"))
+        .send()
+        .await;
+    assert!(signed_copy.is_err());
+    assert!(!dir.path().join("local").join(own).exists());
+    // The presigned PUT itself works.
+    assert_eq!(put(None).await.unwrap().status(), reqwest::StatusCode::OK);
+    assert_eq!(std::fs::read(dir.path().join("local").join(own)).unwrap(), b"hello");
+
     stop.cancel();
     tokio::time::timeout(std::time::Duration::from_secs(5), server)
         .await
