@@ -21,6 +21,40 @@ fn emit(message: &ChildMessage) {
     let _ = stdout.flush();
 }
 
+/// Drops every capability: the bounding set (so none can come back through exec) and the
+/// effective, permitted and inheritable sets. Must run after `isolate_network`, which needs
+/// one.
+pub fn drop_capabilities() -> std::io::Result<()> {
+    // Highest capability number the kernel knows (CAP_LAST_CAP is 40 on current kernels);
+    // dropping unknown numbers fails harmlessly.
+    for cap in 0..64 {
+        // SAFETY: prctl(2) on the calling process; an invalid number returns EINVAL.
+        unsafe {
+            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        }
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    // _LINUX_CAPABILITY_VERSION_3: two 32-bit data words.
+    let mut header = Header { version: 0x2008_0522, pid: 0 };
+    let data = [Data::default(); 2];
+    // SAFETY: capset(2) with a valid header and two data words, on the calling thread (the
+    // child is still single-threaded here).
+    let result =
+        unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
+    if result == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
 /// Enters an empty network namespace: no interface but a down loopback, so nothing in this
 /// process can open a connection anywhere. Must run before any thread is started.
 pub fn isolate_network() -> (bool, String) {
@@ -40,7 +74,13 @@ pub fn isolate_network() -> (bool, String) {
 
 /// The whole child: returns its exit code.
 pub fn main() -> ExitCode {
-    let (network_isolated, detail) = isolate_network();
+    let (network_isolated, mut detail) = isolate_network();
+    // Nothing the engine does needs a capability; without them it cannot setns back into the
+    // worker's network namespace, change owners, or raise its limits.
+    match drop_capabilities() {
+        Ok(()) => detail.push_str("; no capabilities"),
+        Err(e) => detail.push_str(&format!("; capabilities kept ({e})")),
+    }
     emit(&ChildMessage::Sandbox { network_isolated, detail });
     let mut line = String::new();
     if let Err(e) = std::io::stdin().lock().read_line(&mut line) {

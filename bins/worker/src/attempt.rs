@@ -347,7 +347,7 @@ async fn work(
     let mut usage = Usage { cpu_secs: run.cpu_secs, ..Usage::default() };
     for file in &run.report.files {
         let key = format!("{prefix}{}", file.path);
-        let path = engine_job.output_dir.join(&file.path);
+        let path = output_path(&engine_job.output_dir, &file.path)?;
         stoppable(
             stop,
             transfer::upload(
@@ -439,6 +439,31 @@ async fn commit_with_retries(
 
 /// Tries of a commit before the message is left to be redelivered.
 const COMMIT_ATTEMPTS: u32 = 5;
+
+/// The file the engine reports at `relative`, only if it is a regular file inside `out`: the
+/// child parses untrusted media, so its report is not trusted to name what the worker
+/// uploads (no `..`, no absolute path, no symlink out of the folder).
+fn output_path(out: &Path, relative: &str) -> Result<std::path::PathBuf, EngineError> {
+    let refuse = || {
+        EngineError::new(
+            ErrorCode::Crashed,
+            format!("the engine reported an output outside its folder: {relative}"),
+        )
+    };
+    let rel = Path::new(relative);
+    if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(refuse());
+    }
+    let path = out.join(rel);
+    let meta = std::fs::symlink_metadata(&path).map_err(|_| refuse())?;
+    let (real, base) =
+        (path.canonicalize().map_err(|_| refuse())?, out.canonicalize().map_err(|_| refuse())?);
+    if !meta.is_file() || !real.starts_with(&base) {
+        return Err(refuse());
+    }
+    Ok(path)
+}
 
 /// Runs `work` unless the attempt is stopped first.
 async fn stoppable<T>(stop: &Stop, work: impl Future<Output = T>) -> Result<T, EngineError> {
@@ -717,6 +742,25 @@ mod tests {
             ErrorCode::OutputInvalid,
         ] {
             assert_eq!(verdict(None, Err(&failed(code)), 1, 5, SECOND), Verdict::Fail, "{code}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod output_path_tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_inside_the_output_folder_are_uploaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(out.join("hls")).unwrap();
+        std::fs::write(out.join("hls/master.m3u8"), "#EXTM3U").unwrap();
+        std::fs::write(dir.path().join("secret"), "key").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), out.join("link.jpg")).unwrap();
+        assert!(output_path(&out, "hls/master.m3u8").is_ok());
+        for bad in ["../secret", "/etc/passwd", "link.jpg", "hls", "missing.mp4"] {
+            assert!(output_path(&out, bad).is_err(), "{bad}");
         }
     }
 }

@@ -165,6 +165,8 @@ impl Supervisor {
                 set_limit(libc::RLIMIT_CPU, limits.cpu_secs, limits.cpu_secs + 5)?;
                 set_limit(libc::RLIMIT_FSIZE, limits.file_size_bytes, limits.file_size_bytes)?;
                 set_limit(libc::RLIMIT_NOFILE, limits.open_files, limits.open_files)?;
+                // No core dumps: one would copy the process's memory (media, keys) to disk.
+                set_limit(libc::RLIMIT_CORE, 0, 0)?;
                 Ok(())
             });
         }

@@ -191,10 +191,47 @@ async fn a_hanging_engine_is_killed_at_its_deadline() {
     };
     let deadline = SandboxLimits { wall_deadline: Duration::from_secs(2), ..limits() };
     let started = std::time::Instant::now();
-    let error =
-        supervisor(deadline).run(&job, &dir, None, CancellationToken::new()).await.unwrap_err();
+    let supervisor = supervisor(deadline);
+    let run = supervisor.run(&job, &dir, None, CancellationToken::new());
+    // While it hangs, look at the child as the kernel sees it: no capabilities, no core dumps.
+    let inspect = async {
+        testkit::eventually_async(Duration::from_secs(5), || async {
+            let status = crate::harness::engine_children(std::process::id())
+                .into_iter()
+                .find_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+                .filter(|s| s.contains("CapEff"));
+            let limits = crate::harness::engine_children(std::process::id())
+                .into_iter()
+                .find_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/limits")).ok());
+            // The child drops its capabilities right after exec; wait for that moment and
+            // no longer (a child that never drops them fails this wait).
+            match (status, limits) {
+                (Some(status), Some(limits)) if status.contains("CapEff:\t0000000000000000") => {
+                    Ok((status, limits))
+                }
+                _ => Err("no engine child without capabilities yet"),
+            }
+        })
+        .await
+    };
+    let (error, (status, limits)) = tokio::join!(run, inspect);
+    let error = error.unwrap_err();
     assert_eq!(error.code, ErrorCode::Timeout, "{error}");
     assert!(started.elapsed() < Duration::from_secs(10));
+    let cap = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(cap("CapEff:"), "0000000000000000", "{status}");
+    assert_eq!(cap("CapBnd:"), "0000000000000000", "{status}");
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
 }
 
 #[tokio::test]
