@@ -52,7 +52,24 @@ pub fn drop_capabilities() -> std::io::Result<()> {
     // child is still single-threaded here).
     let result =
         unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
-    if result == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // No exec from here on can gain privileges (setuid binaries, file capabilities).
+    // SAFETY: prctl(2) on the calling process with the documented arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Closes every descriptor above stderr the child inherited by accident (a worker's socket or
+/// key file opened without close-on-exec): the engine needs only its three pipes.
+pub fn close_inherited_fds() {
+    // SAFETY: close_range(2) on descriptors this process does not use; nothing here holds one.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
 }
 
 /// Enters an empty network namespace: no interface but a down loopback, so nothing in this
@@ -74,11 +91,12 @@ pub fn isolate_network() -> (bool, String) {
 
 /// The whole child: returns its exit code.
 pub fn main() -> ExitCode {
+    close_inherited_fds();
     let (network_isolated, mut detail) = isolate_network();
     // Nothing the engine does needs a capability; without them it cannot setns back into the
     // worker's network namespace, change owners, or raise its limits.
     match drop_capabilities() {
-        Ok(()) => detail.push_str("; no capabilities"),
+        Ok(()) => detail.push_str("; no capabilities, no new privileges"),
         Err(e) => detail.push_str(&format!("; capabilities kept ({e})")),
     }
     emit(&ChildMessage::Sandbox { network_isolated, detail });

@@ -191,30 +191,48 @@ async fn a_hanging_engine_is_killed_at_its_deadline() {
     };
     let deadline = SandboxLimits { wall_deadline: Duration::from_secs(2), ..limits() };
     let started = std::time::Instant::now();
+    // A descriptor opened without close-on-exec, as a careless library in the worker might.
+    // SAFETY: open(2) of a NUL-terminated path; closed below.
+    let stray = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+    assert!(stray > 2);
     let supervisor = supervisor(deadline);
     let run = supervisor.run(&job, &dir, None, CancellationToken::new());
-    // While it hangs, look at the child as the kernel sees it: no capabilities, no core dumps.
+    // While it hangs, look at the child as the kernel sees it: no capabilities, no core dumps,
+    // nothing inherited but its three pipes.
     let inspect = async {
         testkit::eventually_async(Duration::from_secs(5), || async {
-            let status = crate::harness::engine_children(std::process::id())
-                .into_iter()
-                .find_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-                .filter(|s| s.contains("CapEff"));
-            let limits = crate::harness::engine_children(std::process::id())
-                .into_iter()
-                .find_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/limits")).ok());
+            let children = crate::harness::engine_children(std::process::id());
+            let read = |file: &str| {
+                children
+                    .iter()
+                    .find_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok())
+            };
+            let fds: Option<Vec<u32>> = children.iter().find_map(|pid| {
+                let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+                Some(
+                    entries
+                        .flatten()
+                        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                        .collect(),
+                )
+            });
             // The child drops its capabilities right after exec; wait for that moment and
             // no longer (a child that never drops them fails this wait).
-            match (status, limits) {
-                (Some(status), Some(limits)) if status.contains("CapEff:\t0000000000000000") => {
-                    Ok((status, limits))
+            match (read("status"), read("limits"), fds) {
+                (Some(status), Some(limits), Some(fds))
+                    if status.contains("CapEff:\t0000000000000000") =>
+                {
+                    Ok((status, limits, fds))
                 }
                 _ => Err("no engine child without capabilities yet"),
             }
         })
         .await
     };
-    let (error, (status, limits)) = tokio::join!(run, inspect);
+    let (error, (status, limits, fds)) = tokio::join!(run, inspect);
+    // SAFETY: closes the descriptor opened above.
+    unsafe { libc::close(stray) };
+    assert!(fds.iter().all(|fd| *fd <= 2), "the child kept inherited descriptors: {fds:?}");
     let error = error.unwrap_err();
     assert_eq!(error.code, ErrorCode::Timeout, "{error}");
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -230,6 +248,7 @@ async fn a_hanging_engine_is_killed_at_its_deadline() {
     };
     assert_eq!(cap("CapEff:"), "0000000000000000", "{status}");
     assert_eq!(cap("CapBnd:"), "0000000000000000", "{status}");
+    assert_eq!(cap("NoNewPrivs:"), "1", "{status}");
     let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
     assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
 }
