@@ -168,7 +168,8 @@ impl WebhookSender {
                     self.attempts.with_label_values(&["exhausted"]).inc();
                     return (AckKind::Ack, Some(error));
                 };
-                let delay = jitter(*delay).max(retry_after.unwrap_or_default());
+                let longest = self.schedule.iter().max().copied().unwrap_or_default();
+                let delay = retry_delay(jitter(*delay), retry_after, longest);
                 tracing::info!(%job, ?status, %reason, attempt = delivered, retry_in = ?delay, "webhook attempt failed");
                 (AckKind::Nak(Some(delay)), Some(error))
             }
@@ -183,9 +184,39 @@ fn event_time() -> String {
 /// How long a webhook waits for Redis before its message is given back.
 const OUTAGE_PATIENCE: Duration = Duration::from_secs(30 * 60);
 
+/// The wait before the next attempt: the schedule's, or longer if the receiver asked with
+/// `Retry-After` — but never past the schedule's longest step. A receiver's huge value would
+/// otherwise overflow the delayed nak (NATS refuses it and redelivers at once, so every retry
+/// ran within milliseconds) or park the event for years.
+fn retry_delay(scheduled: Duration, retry_after: Option<Duration>, longest: Duration) -> Duration {
+    scheduled.max(retry_after.unwrap_or_default().min(longest.max(scheduled)))
+}
+
 /// Adds up to 10 % random delay, so retries of many events do not arrive in lockstep.
 fn jitter(delay: Duration) -> Duration {
     let mut byte = [0u8; 1];
     let _ = getrandom::fill(&mut byte);
     delay + delay.mul_f64(f64::from(byte[0]) / 255.0 * 0.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_lengthens_a_wait_only_up_to_the_schedules_longest_step() {
+        let (minute, hour) = (Duration::from_secs(60), Duration::from_secs(3600));
+        assert_eq!(retry_delay(minute, None, hour), minute);
+        assert_eq!(retry_delay(minute, Some(Duration::from_secs(5)), hour), minute);
+        assert_eq!(
+            retry_delay(minute, Some(Duration::from_secs(600)), hour),
+            Duration::from_secs(600)
+        );
+        // A receiver answering Retry-After: 10^15 seconds gets the longest step, not a nak
+        // delay NATS refuses.
+        assert_eq!(
+            retry_delay(minute, Some(Duration::from_secs(1_000_000_000_000_000)), hour),
+            hour
+        );
+    }
 }
