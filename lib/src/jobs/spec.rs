@@ -187,6 +187,9 @@ fn invalid(code: &'static str, field: &'static str, message: impl Into<String>) 
 const MAX_METADATA_ENTRIES: usize = 32;
 const MAX_METADATA_KEY: usize = 64;
 const MAX_METADATA_VALUE: usize = 512;
+/// Longer URLs are not ones a receiver serves, and each is stored with the job and sent with
+/// every event (a 1.9 MB one was accepted before).
+const MAX_WEBHOOK_URL: usize = 2048;
 
 impl JobSpec {
     /// Validates a request into a spec, filling in the preset's defaults.
@@ -227,6 +230,13 @@ impl JobSpec {
             }
         };
         if let Some(url) = &request.webhook_url {
+            if url.len() > MAX_WEBHOOK_URL {
+                return Err(invalid(
+                    "validation.webhook_url",
+                    "webhook_url",
+                    format!("longer than {MAX_WEBHOOK_URL} bytes"),
+                ));
+            }
             webhooks::check_url(url, limits.allowed_webhooks)
                 .map_err(|e| invalid("validation.webhook_url", "webhook_url", e.to_string()))?;
         }
@@ -466,6 +476,10 @@ mod tests {
             (serde_json::json!({"preset": "hls", "outputs": ["mp4"]}), "validation.outputs"),
             (
                 serde_json::json!({"webhook_url": "http://169.254.169.254/"}),
+                "validation.webhook_url",
+            ),
+            (
+                serde_json::json!({"webhook_url": format!("https://example.com/{}", "a".repeat(2048))}),
                 "validation.webhook_url",
             ),
             (serde_json::json!({"content_length": 0}), "validation.content_length"),
