@@ -66,10 +66,23 @@ pub struct RenditionReport {
     pub video_codec: VideoCodec,
     pub audio_codec: Option<AudioCodec>,
     pub video_bit_rate: u64,
-    /// Relative path of the MP4, when written.
+    /// Where the MP4 is, when written: a path relative to the output folder in the engine's
+    /// report, its URL in a job's result (see `relocated`).
     pub mp4: Option<String>,
-    /// Relative path of the HLS playlist, when written.
+    /// Where the HLS playlist is, when written (as `mp4`).
     pub hls: Option<String>,
+}
+
+impl RenditionReport {
+    /// This rendition with its files' locations turned by `locate` (relative paths into URLs,
+    /// or URLs into signed ones).
+    pub fn relocated(&self, locate: impl Fn(&str) -> String) -> RenditionReport {
+        RenditionReport {
+            mp4: self.mp4.as_deref().map(&locate),
+            hls: self.hls.as_deref().map(&locate),
+            ..self.clone()
+        }
+    }
 }
 
 /// What the engine made.

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::cost::JobCost;
 use crate::engine::{EngineReport, Mode, Orientation};
-use crate::jobs::{AudioCodec, VideoCodec};
 
 /// The result of a completed job. URLs are public URLs of objects under `prefix` (the winning
 /// attempt's `outputs/<tenant>/<job>/<epoch>/`).
@@ -77,18 +76,9 @@ pub struct SourceSummary {
     pub audio_codec: Option<String>,
 }
 
-/// One rendition: its displayed size, codecs, bit rate and where it is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RenditionResult {
-    pub name: String,
-    pub width: u32,
-    pub height: u32,
-    pub video_codec: VideoCodec,
-    pub audio_codec: Option<AudioCodec>,
-    pub video_bit_rate: u64,
-    pub mp4: Option<String>,
-    pub hls: Option<String>,
-}
+/// One rendition: its displayed size, codecs, bit rate and the URLs of its files (the engine's
+/// report of it, relocated from relative paths to URLs).
+pub type RenditionResult = crate::engine::RenditionReport;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThumbnailUrls {
@@ -147,20 +137,7 @@ impl JobResult {
                 audio_codec: media.audio.as_ref().map(|a| a.codec.clone()),
             },
             warnings: media.warnings.clone(),
-            renditions: report
-                .renditions
-                .iter()
-                .map(|r| RenditionResult {
-                    name: r.name.clone(),
-                    width: r.width,
-                    height: r.height,
-                    video_codec: r.video_codec,
-                    audio_codec: r.audio_codec,
-                    video_bit_rate: r.video_bit_rate,
-                    mp4: r.mp4.as_deref().map(url),
-                    hls: r.hls.as_deref().map(url),
-                })
-                .collect(),
+            renditions: report.renditions.iter().map(|r| r.relocated(url)).collect(),
             hls_master: report.hls_master.as_deref().map(url),
             thumbnails: report.thumbnails.as_ref().and_then(|t| match t.as_slice() {
                 [poster, storyboard, vtt, ..] => Some(ThumbnailUrls {
@@ -193,14 +170,11 @@ impl JobResult {
         let key_of = |url: &str| -> Option<String> {
             url.split_once(self.prefix.as_str()).map(|(_, rest)| format!("{}{rest}", self.prefix))
         };
-        let map = |url: &String| key_of(url).map_or_else(|| url.clone(), |key| url_of(&key));
+        let map = |url: &str| key_of(url).map_or_else(|| url.to_owned(), |key| url_of(&key));
         let mut result = self.clone();
-        result.hls_master = self.hls_master.as_ref().map(map);
-        result.manifest = self.manifest.as_ref().map(map);
-        for rendition in &mut result.renditions {
-            rendition.mp4 = rendition.mp4.as_ref().map(map);
-            rendition.hls = rendition.hls.as_ref().map(map);
-        }
+        result.hls_master = self.hls_master.as_deref().map(map);
+        result.manifest = self.manifest.as_deref().map(map);
+        result.renditions = self.renditions.iter().map(|r| r.relocated(map)).collect();
         if let Some(thumbs) = &mut result.thumbnails {
             thumbs.poster = map(&thumbs.poster);
             thumbs.storyboard = map(&thumbs.storyboard);
