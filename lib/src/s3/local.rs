@@ -1,8 +1,8 @@
 //! The embedded S3-compatible object store for the single-host stack: `s3s` (the S3 protocol,
 //! with real SigV4 checking, so presigned URLs behave as on R2) over `s3s-fs` (one file per
 //! object under a data folder). It runs inside ingest, so one host needs no cloud account and
-//! no extra binary, and it reports every created object (PutObject, CopyObject,
-//! CompleteMultipartUpload) on a channel: the embedded equivalent of an R2 event notification.
+//! no extra binary, and it reports every created object (PutObject, CompleteMultipartUpload;
+//! copies are refused) on a channel: the embedded equivalent of an R2 event notification.
 //!
 //! Delivery works out of the box: objects under `outputs/` can be read (GET, HEAD, byte
 //! ranges) without credentials, as from an R2 bucket with a public custom domain, so players,
@@ -254,16 +254,6 @@ impl S3 for NotifyingStore {
         Ok(response)
     }
 
-    async fn copy_object(
-        &self,
-        req: S3Request<CopyObjectInput>,
-    ) -> S3Result<S3Response<CopyObjectOutput>> {
-        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
-        let response = self.inner.copy_object(req).await?;
-        self.created(&bucket, &key).await;
-        Ok(response)
-    }
-
     async fn complete_multipart_upload(
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
@@ -288,7 +278,6 @@ impl S3 for NotifyingStore {
         list_objects_v2: ListObjectsV2Input => ListObjectsV2Output;
         create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput;
         upload_part: UploadPartInput => UploadPartOutput;
-        upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput;
         list_parts: ListPartsInput => ListPartsOutput;
         abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
     }
