@@ -88,22 +88,22 @@ const MAX_WAIT_FOR_REDIS: Duration = Duration::from_secs(15 * 60);
 ///   job), unless the worker is releasing its work.
 async fn claim_holding_the_message(
     worker: &Worker,
-    message: &Arc<Message>,
+    message: &Message,
     item: &WorkItem,
     release: &tokio_util::sync::CancellationToken,
 ) -> Result<ClaimOutcome, tcoder::redis::StoreError> {
     // In-progress acks while we wait, whatever we wait for (even a claim that hangs on a
     // stopped Redis for its whole timeout).
-    let ticker = {
-        let (message, every) =
-            (message.clone(), (worker.ack_wait / 3).max(Duration::from_millis(100)));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let _ = message.ack_with(AckKind::Progress).await;
-            }
-        })
-    };
+    let every = (worker.ack_wait / 3).max(Duration::from_millis(100));
+    events::holding(message, every, claim_retrying(worker, item, release)).await
+}
+
+/// The claim loop of [`claim_holding_the_message`], without the message.
+async fn claim_retrying(
+    worker: &Worker,
+    item: &WorkItem,
+    release: &tokio_util::sync::CancellationToken,
+) -> Result<ClaimOutcome, tcoder::redis::StoreError> {
     let ttl = worker.config.lease_ttl;
     let started = tokio::time::Instant::now();
     let (mut busy_waits, mut backoff, mut waiting) = (0, Duration::from_millis(250), false);
@@ -134,7 +134,6 @@ async fn claim_holding_the_message(
     if waiting {
         worker.metrics.waiting_for_redis.dec();
     }
-    ticker.abort();
     claimed
 }
 
