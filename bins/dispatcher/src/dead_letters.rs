@@ -53,7 +53,7 @@ pub(crate) async fn run(
         let done = events::holding(
             &message,
             Duration::from_secs(10),
-            events::retry_through_outage("dead letter", OUTAGE_PATIENCE, || {
+            events::retry_through_outage("dead letter", events::OUTAGE_PATIENCE, || {
                 dead_letter(&jobs, &js, &advisory, lease_ttl)
             }),
         )
@@ -89,9 +89,6 @@ async fn attempt_alive(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
-
-/// How long a consumer waits for an unreachable dependency before giving the message back.
-const OUTAGE_PATIENCE: Duration = Duration::from_secs(30 * 60);
 
 async fn dead_letter(
     jobs: &JobStore,

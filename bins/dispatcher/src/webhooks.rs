@@ -12,7 +12,9 @@ use futures_util::StreamExt;
 use prometheus::{Histogram, IntCounterVec};
 use redis::aio::ConnectionManager;
 use serde_json::json;
-use tcoder::events::{EventKind, JobEvent, subjects};
+use tcoder::events::{
+    EventKind, JobEvent, OUTAGE_PATIENCE, holding, retry_through_outage, subjects,
+};
 use tcoder::jobs::JobStore;
 use tcoder::webhooks::{Deliverer, Delivery, tenant_secret};
 use tokio_util::sync::CancellationToken;
@@ -56,12 +58,7 @@ impl WebhookSender {
                 // Held while Redis is unreachable: the delivery count is the retry schedule's
                 // index, an outage must not consume it (nor the message).
                 Ok(event) => {
-                    tcoder::events::holding(
-                        &message,
-                        Duration::from_secs(15),
-                        self.handle(&event, delivered),
-                    )
-                    .await
+                    holding(&message, Duration::from_secs(15), self.handle(&event, delivered)).await
                 }
                 Err(_) => AckKind::Term,
             };
@@ -75,9 +72,7 @@ impl WebhookSender {
         if !wanted {
             return AckKind::Ack;
         }
-        let job = tcoder::events::retry_through_outage("webhook", OUTAGE_PATIENCE, || {
-            self.jobs.get(&event.job_id)
-        });
+        let job = retry_through_outage("webhook", OUTAGE_PATIENCE, || self.jobs.get(&event.job_id));
         let job = match job.await {
             Ok(Some(job)) => job,
             Ok(None) => return AckKind::Ack,
@@ -87,12 +82,11 @@ impl WebhookSender {
         if event.kind == EventKind::Progress && !job.spec.webhook_progress {
             return AckKind::Ack;
         }
-        let secret =
-            tcoder::events::retry_through_outage("webhook secret", OUTAGE_PATIENCE, || {
-                let mut redis = self.redis.clone();
-                let tenant = job.tenant.clone();
-                async move { tenant_secret(&mut redis, &tenant).await }
-            });
+        let secret = retry_through_outage("webhook secret", OUTAGE_PATIENCE, || {
+            let mut redis = self.redis.clone();
+            let tenant = job.tenant.clone();
+            async move { tenant_secret(&mut redis, &tenant).await }
+        });
         let Ok(secret) = secret.await else {
             return AckKind::Nak(Some(Duration::from_secs(30)));
         };
@@ -145,7 +139,6 @@ impl WebhookSender {
         job: &tcoder::jobs::JobId,
         url: &str,
     ) -> (AckKind, Option<String>) {
-        let job = &job;
         match outcome {
             Delivery::Delivered(_) => (AckKind::Ack, None),
             Delivery::Gone => {
@@ -180,9 +173,6 @@ impl WebhookSender {
 fn event_time() -> String {
     tcoder::jobs::rfc3339(tcoder::jobs::now_ms())
 }
-
-/// How long a webhook waits for Redis before its message is given back.
-const OUTAGE_PATIENCE: Duration = Duration::from_secs(30 * 60);
 
 /// The wait before the next attempt: the schedule's, or longer if the receiver asked with
 /// `Retry-After` — but never past the schedule's longest step. A receiver's huge value would

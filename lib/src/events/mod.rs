@@ -139,6 +139,10 @@ pub async fn holding<T>(
     }
 }
 
+/// How long a consumer holding a message waits for an unreachable dependency (Redis, NATS)
+/// before giving the message back.
+pub const OUTAGE_PATIENCE: Duration = Duration::from_secs(30 * 60);
+
 /// Retries `attempt` on errors with backoff (250 ms doubling to 5 s) until it succeeds or
 /// `give_up_after` passed; returns the last result. For consumers that must not turn an
 /// outage of a dependency into a verdict on the message (see [`holding`]).
