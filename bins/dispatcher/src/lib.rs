@@ -31,7 +31,6 @@ use crate::metrics::DispatcherMetrics;
 pub struct App {
     common: Common,
     jobs: JobStore,
-    metrics: DispatcherMetrics,
     queue: queue::Queue,
     reconciler: reconcile::Reconciler,
     webhooks: webhooks::WebhookSender,
@@ -39,7 +38,7 @@ pub struct App {
     local: Option<Arc<LocalProvider>>,
     observer: observe::Observer,
     /// Workers' lease TTL: how long a dead attempt's lease outlives it.
-    lease_ttl: Duration,
+    undeliverable: dead_letters::Undeliverable,
 }
 
 impl App {
@@ -101,7 +100,15 @@ impl Service for App {
             tenant_cap: config.max_jobs_per_tenant,
             outcomes: metrics.upload_events.clone(),
         };
+        let undeliverable = dead_letters::Undeliverable {
+            jobs: jobs.clone(),
+            js: js.clone(),
+            lease_ttl: settings.worker.lease_ttl,
+            max_attempts: u32::try_from(settings.nats.jobs_max_deliver).unwrap_or(u32::MAX),
+            outcomes: metrics.dead_letters.clone(),
+        };
         let reconciler = reconcile::Reconciler {
+            undeliverable: undeliverable.clone(),
             jobs: jobs.clone(),
             js: js.clone(),
             queue: queue.clone(),
@@ -165,14 +172,13 @@ impl Service for App {
         let app = App {
             common,
             jobs,
-            metrics,
             queue,
             reconciler,
             webhooks,
             scaler,
             local,
             observer,
-            lease_ttl: settings.worker.lease_ttl,
+            undeliverable,
         };
         tracing::info!(admin = %app.admin_addr(), "dispatcher listening");
         Ok(app)
@@ -200,16 +206,7 @@ impl Service for App {
         }
         tasks.spawn("reconciler", self.reconciler.run(token.clone()));
         tasks.spawn("gauges", self.observer.run(token.clone()));
-        tasks.spawn(
-            "dead letters",
-            dead_letters::run(
-                self.jobs.clone(),
-                js.clone(),
-                self.metrics.dead_letters.clone(),
-                self.lease_ttl,
-                token.clone(),
-            ),
-        );
+        tasks.spawn("dead letters", dead_letters::run(self.undeliverable.clone(), token.clone()));
         tasks.spawn("webhooks", self.webhooks.run(token.clone()));
         tasks.spawn(
             "outbox relay",

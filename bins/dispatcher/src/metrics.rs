@@ -70,17 +70,18 @@ impl DispatcherMetrics {
             reconcile_actions: counter(
                 metrics,
                 "tcoder_reconciler_actions_total",
-                "Stuck jobs the reconciler moved, by action (queued_upload, republished, requeued_lapsed).",
+                "Stuck jobs the reconciler moved, by action (queued_upload, republished, requeued_lapsed, dead_lettered).",
                 &["action"],
-                &[&["queued_upload"], &["republished"], &["requeued_lapsed"]],
+                &[&["queued_upload"], &["republished"], &["requeued_lapsed"], &["dead_lettered"]],
             ),
             dead_letters: counter(
                 metrics,
                 "tcoder_dead_letters_total",
-                "MAX_DELIVERIES advisories handled, by outcome (dead_lettered, running_elsewhere, gone, unknown_job, malformed).",
+                "Undeliverable work items settled (MAX_DELIVERIES advisories, and lapsed jobs the reconciler found), by outcome (dead_lettered, requeued, running_elsewhere, ended, moved, gone, unknown_job, malformed).",
                 &["outcome"],
                 &[
                     &["dead_lettered"],
+                    &["requeued"],
                     &["running_elsewhere"],
                     &["gone"],
                     &["unknown_job"],

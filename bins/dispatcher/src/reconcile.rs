@@ -2,10 +2,12 @@
 //! than `dispatcher.stuck_after` are checked against reality:
 //! - `uploaded` (the upload event was lost, or the sweep found the upload): queued;
 //! - `queued` with no work item left in `JOBS` (lost, or removed by a stale ack): published again;
-//! - `running` with no live lease and no work item (the worker died after its message was
-//!   removed): back to `queued` and published again.
+//! - `running` with no live lease: its attempt died, and either its message was removed or
+//!   JetStream will not deliver it again (past its delivery limit, the advisory lost) — settled
+//!   as an undeliverable item (`dead_letters`): a fresh work item, or dead-lettered when its
+//!   attempts were lost too often.
 //!
-//! A job whose work item still exists is left alone: JetStream will deliver it.
+//! A queued job whose work item still exists is left alone: JetStream will deliver it.
 
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ const BATCH: usize = 1000;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Reconciler {
+    pub undeliverable: crate::dead_letters::Undeliverable,
     pub jobs: JobStore,
     pub js: Context,
     pub queue: crate::queue::Queue,
@@ -72,14 +75,17 @@ impl Reconciler {
                 let outcome = self.queue.queue_job(job.clone()).await?;
                 Ok((outcome == "queued").then_some("queued_upload"))
             }
-            JobStatus::Queued if !self.work_item_exists(job).await? => {
+            JobStatus::Queued if self.work_item(job).await?.is_none() => {
                 self.republish(job, Recovery::Bump, "republished").await
             }
-            JobStatus::Running
-                if !self.jobs.lease_alive(&job.id).await?
-                    && !self.work_item_exists(job).await? =>
-            {
-                self.republish(job, Recovery::Lapsed, "requeued_lapsed").await
+            JobStatus::Running if !self.jobs.lease_alive(&job.id).await? => {
+                let item = self.work_item(job).await?;
+                let outcome = self.undeliverable.settle(&job.id, item, 0).await?;
+                Ok(Some(match outcome {
+                    "requeued" => "requeued_lapsed",
+                    "dead_lettered" => "dead_lettered",
+                    _ => return Ok(None),
+                }))
             }
             _ => Ok(None),
         }
@@ -99,19 +105,19 @@ impl Reconciler {
         Ok(Some(action))
     }
 
-    /// Whether the job's work item is still in the work-queue stream.
-    async fn work_item_exists(&self, job: &Job) -> anyhow::Result<bool> {
+    /// The `JOBS` sequence of the job's work item, if it is still in the work-queue stream.
+    async fn work_item(&self, job: &Job) -> anyhow::Result<Option<u64>> {
         let stream = self.js.get_stream(subjects::JOBS_STREAM).await?;
         match stream
             .get_last_raw_message_by_subject(&subjects::job(job.spec.priority, job.id.as_str()))
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(raw) => Ok(Some(raw.sequence)),
             Err(e)
                 if e.kind()
                     == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
             {
-                Ok(false)
+                Ok(None)
             }
             Err(e) => Err(anyhow::anyhow!("looking up the work item of {}: {e}", job.id)),
         }

@@ -269,6 +269,7 @@ mod tests {
             spec: JobSpec::from_request(request, limits).unwrap(),
             epoch: 2,
             attempts: 2,
+            lost_attempts: 0,
             queued_count: 1,
             created_at: 0,
             updated_at: 0,

@@ -48,6 +48,9 @@ pub struct Job {
     /// Fencing token of the latest claim; only this epoch may commit.
     pub epoch: u64,
     pub attempts: u32,
+    /// Attempts that ended without a word — their worker died or lost its lease — counted
+    /// when the job is next claimed or recovered. Poison is decided on these alone.
+    pub lost_attempts: u32,
     /// How many times the job was put on the work queue (first time 1; a replay adds one).
     pub queued_count: u64,
     pub created_at: u64,
@@ -83,6 +86,7 @@ impl Job {
                 .map_err(|e| format!("job field `spec`: {e}"))?,
             epoch: number("epoch")?,
             attempts: u32::try_from(number("attempts")?).unwrap_or(u32::MAX),
+            lost_attempts: fields.get("lost_attempts").and_then(|v| v.parse().ok()).unwrap_or(0),
             queued_count: fields.get("queued_count").and_then(|v| v.parse().ok()).unwrap_or(0),
             created_at: number("created_at")?,
             updated_at: number("updated_at")?,

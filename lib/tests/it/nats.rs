@@ -169,6 +169,7 @@ async fn a_three_hour_ladder_completes_with_a_bounded_event_and_a_full_manifest(
         spec: tcoder::jobs::JobSpec::from_request(request, limits).unwrap(),
         epoch: 1,
         attempts: 1,
+        lost_attempts: 0,
         queued_count: 1,
         created_at: 0,
         updated_at: 0,

@@ -11,6 +11,9 @@ pub(crate) struct JobView<'a> {
     #[serde(flatten)]
     pub spec: &'a JobSpec,
     pub attempts: u32,
+    /// Attempts whose worker died or lost its lease; at `nats.jobs_max_deliver` the job is
+    /// dead-lettered as `job.poison`.
+    pub lost_attempts: u32,
     pub created_at: String,
     pub updated_at: String,
     pub source: Option<SourceView<'a>>,
@@ -39,6 +42,7 @@ impl<'a> JobView<'a> {
             status: job.status,
             spec: &job.spec,
             attempts: job.attempts,
+            lost_attempts: job.lost_attempts,
             created_at: rfc3339(job.created_at),
             updated_at: rfc3339(job.updated_at),
             source: job

@@ -61,6 +61,7 @@ async fn a_job_that_kills_every_worker_is_dead_lettered_once_and_can_be_replayed
     let _healthy = pipeline.worker(&[]);
     let job = pipeline.wait_status(&id, "failed", LONG).await;
     assert_eq!(job["error"]["code"], "job.poison", "{job}");
+    assert_eq!(job["lost_attempts"], 3, "{job}");
     assert_eq!(pipeline.events(&id, "failed").await.len(), 1);
     let letters = tcoder::dlq::list(&pipeline.js, 100).await.unwrap();
     let letter = letters.iter().find(|l| l.job_id.as_str() == id).expect("a dead letter");
@@ -90,4 +91,41 @@ async fn a_job_that_kills_every_worker_is_dead_lettered_once_and_can_be_replayed
     })
     .await;
     assert_eq!(received, ["job.failed", "job.completed"]);
+}
+
+/// Workers shutting down release their attempt (requeue and nak): that spends a delivery but
+/// loses no attempt. Released `max_deliver` times, the job's work item runs out of deliveries;
+/// the dead-letter handler replaces it instead of failing the job as poison.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_released_by_stopping_workers_is_requeued_not_dead_lettered() {
+    let pipeline = Pipeline::start().await;
+    let request = json!({ "preset": "hls", "qualities": "auto" });
+    let id = pipeline.submit(&corpus::heavy_720p(), request).await;
+    // max_deliver is 3: each worker is stopped (SIGTERM, drain deadline 1 s) mid-attempt.
+    for attempt in 1..=3u64 {
+        let mut worker = pipeline.worker(&[
+            ("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into()),
+            ("TCODER__SHUTDOWN__DRAIN_DEADLINE", "1s".into()),
+        ]);
+        pipeline
+            .wait_for(&id, LONG, |job| {
+                job["status"] == "running" && job["attempts"].as_u64() == Some(attempt)
+            })
+            .await;
+        let (status, in_time) =
+            tokio::task::block_in_place(|| worker.terminate(Duration::from_secs(20)));
+        assert!(status.success() && in_time, "worker stopped cleanly: {status:?}");
+        let job = pipeline.wait_status(&id, "queued", LONG).await;
+        assert_eq!(job["lost_attempts"], 0, "a release is not a lost attempt: {job}");
+    }
+    let _healthy = pipeline.worker(&[]);
+    let job = pipeline.wait_status(&id, "completed", LONG).await;
+    assert_eq!(job["attempts"], 4, "{job}");
+    assert_eq!(job["lost_attempts"], 0, "{job}");
+    // The fourth attempt ran on a fresh work item, put there by the dead-letter handler.
+    let jobs = JobStore::new(pipeline.redis.clone());
+    let history = jobs.history(&JobId::parse(&id).unwrap()).await.unwrap();
+    assert!(history.iter().any(|h| h["reason"] == "recovered: bump"), "{history:?}");
+    assert!(pipeline.events(&id, "failed").await.is_empty());
+    assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
 }

@@ -1,6 +1,7 @@
 -- A worker claims a job for one attempt: the epoch (fencing token) goes up by one and a lease
 -- names the holder. Only a queued job, or a running one whose lease has lapsed (its worker
--- died), can be claimed.
+-- died), can be claimed; the latter counts the dead attempt in `lost_attempts`, which is what
+-- decides poison (not JetStream's delivery count, which outages and busy naks also spend).
 -- KEYS[1] job hash, KEYS[2] lease key
 -- ARGV[1] worker id, ARGV[2] lease TTL ms, ARGV[3] now ms, ARGV[4] key prefix
 -- Returns {'claimed', epoch} | {'busy', lease ms left} | {'done', status} | {'not_ready', status}
@@ -12,6 +13,7 @@ if status ~= 'queued' and status ~= 'running' then return {'not_ready', status} 
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return {'busy', tostring(redis.call('PTTL', KEYS[2]))}
 end
+if status == 'running' then redis.call('HINCRBY', KEYS[1], 'lost_attempts', 1) end
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 local id = redis.call('HGET', KEYS[1], 'id')

@@ -1,6 +1,7 @@
 -- Recovery moves the state machine does not allow to ordinary callers:
---   'lapsed': running → queued when no lease is alive (the worker died and its message is gone);
---   'replay': failed → queued (an operator replays a dead-lettered job), error cleared;
+--   'lapsed': running → queued when no lease is alive (the worker died: one more lost attempt);
+--   'replay': failed → queued (an operator replays a dead-lettered job), error and lost
+--             attempts cleared;
 --   'bump':   queued stays queued (its work item was lost and is published again).
 -- Each counts the new queuing in `queued_count` and returns it, so the work item gets a fresh
 -- Nats-Msg-Id.
@@ -13,9 +14,10 @@ local mode = ARGV[1]
 local to = 'queued'
 if mode == 'lapsed' then
   if status ~= 'running' or redis.call('EXISTS', KEYS[2]) == 1 then return {'skip', status} end
+  redis.call('HINCRBY', KEYS[1], 'lost_attempts', 1)
 elseif mode == 'replay' then
   if status ~= 'failed' then return {'skip', status} end
-  redis.call('HDEL', KEYS[1], 'error')
+  redis.call('HDEL', KEYS[1], 'error', 'lost_attempts')
 elseif mode == 'bump' then
   if status ~= 'queued' then return {'skip', status} end
 else
