@@ -16,9 +16,19 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn start() -> TestEnv {
+        Self::start_with(RedisServer::start)
+    }
+
+    /// As [`TestEnv::start`], with Redis persisting every write (AOF, `appendfsync always`), as
+    /// production runs it: it can be killed and started again without losing jobs.
+    pub fn start_persistent() -> TestEnv {
+        Self::start_with(RedisServer::start_persistent)
+    }
+
+    fn start_with(start_redis: fn() -> RedisServer) -> TestEnv {
         let (nats, redis) = std::thread::scope(|scope| {
             let nats = scope.spawn(NatsServer::start);
-            let redis = scope.spawn(RedisServer::start);
+            let redis = scope.spawn(start_redis);
             (nats.join().expect("nats start"), redis.join().expect("redis start"))
         });
         let scratch = tempfile::tempdir().expect("scratch folder");

@@ -84,7 +84,18 @@ impl RedisServer {
     /// Kills the server (SIGKILL) and starts it again on the same port (and, when persistent,
     /// the same data).
     pub fn restart(&mut self) {
+        self.kill();
+        self.start_again();
+    }
+
+    /// Kills the server (SIGKILL): clients meet refused connections until
+    /// [`RedisServer::start_again`].
+    pub fn kill(&mut self) {
         self.process.kill();
+    }
+
+    /// Starts a killed server again on the same port (and, when persistent, the same data).
+    pub fn start_again(&mut self) {
         let process = eventually(Duration::from_secs(20), || {
             Self::spawn(&self.dir, self.port, self.persistent)
         });

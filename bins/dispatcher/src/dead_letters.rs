@@ -174,7 +174,7 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     let js = &undeliverable.js;
     let mut messages =
-        events::durable_messages(js, subjects::DLQ_STREAM, subjects::DLQ_CONSUMER).await?;
+        events::durable_messages(js, subjects::DLQ_STREAM, subjects::DLQ_CONSUMER, 1).await?;
     loop {
         let message = tokio::select! {
             message = messages.next() => message,

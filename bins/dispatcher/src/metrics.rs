@@ -92,9 +92,16 @@ impl DispatcherMetrics {
             webhook_attempts: counter(
                 metrics,
                 "tcoder_webhook_attempts_total",
-                "Webhook attempts, by outcome (delivered, failed, gone, refused, exhausted).",
+                "Webhook attempts, by outcome (delivered, failed, gone, refused, exhausted; duplicate: a redelivered event whose webhook had already ended, not sent).",
                 &["outcome"],
-                &[&["delivered"], &["failed"], &["gone"], &["refused"], &["exhausted"]],
+                &[
+                    &["delivered"],
+                    &["failed"],
+                    &["gone"],
+                    &["refused"],
+                    &["exhausted"],
+                    &["duplicate"],
+                ],
             ),
             webhook_latency,
             admission: counter(

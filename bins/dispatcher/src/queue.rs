@@ -35,6 +35,7 @@ impl Queue {
             &self.js,
             subjects::UPLOADS_STREAM,
             subjects::UPLOADS_CONSUMER,
+            CONCURRENT_EVENTS,
         )
         .await?;
         // Events of different jobs are independent, and each transition is one atomic script

@@ -42,6 +42,7 @@ impl WebhookSender {
             &self.js,
             subjects::EVENTS_STREAM,
             subjects::WEBHOOKS_CONSUMER,
+            1,
         )
         .await?;
         loop {
@@ -79,6 +80,12 @@ impl WebhookSender {
             Err(_) => return AckKind::Nak(Some(Duration::from_secs(30))),
         };
         let Some(url) = job.spec.webhook_url.as_deref() else { return AckKind::Ack };
+        // A redelivery of an event whose webhook already ended (the ack was lost, or the
+        // dispatcher stopped right after sending): never sent twice.
+        if job.webhook.as_ref().is_some_and(|w| w.ended(&webhook_id(event))) {
+            self.attempts.with_label_values(&["duplicate"]).inc();
+            return AckKind::Ack;
+        }
         if event.kind == EventKind::Progress && !job.spec.webhook_progress {
             return AckKind::Ack;
         }
@@ -118,6 +125,7 @@ impl WebhookSender {
             };
             let status = tcoder::jobs::WebhookStatus {
                 event: format!("job.{}", event.kind),
+                id: Some(webhook_id(event)),
                 state: state.to_owned(),
                 attempts: u32::try_from(delivered).unwrap_or(u32::MAX),
                 last_error,

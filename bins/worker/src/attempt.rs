@@ -15,6 +15,7 @@ use tcoder::engine::{EngineError, EngineJob, EngineSpec, ErrorCode, Progress};
 use tcoder::events::{self, JobEvent, WorkItem, subjects};
 use tcoder::jobs::{
     Attempt, ClaimOutcome, EngineUsage, FinishOutcome, Job, JobError, JobResult, MANIFEST_FILE,
+    Tenant,
 };
 use tcoder::s3::{self, S3Error, keys, transfer};
 use tracing::Instrument as _;
@@ -186,13 +187,14 @@ pub(crate) async fn handle(
         }
     };
     let span = tracing::info_span!("job", job = %attempt.job_id, epoch = attempt.epoch);
-    run_attempt(worker, &message, attempt, delivered, release).instrument(span).await
+    run_attempt(worker, &message, attempt, &item.tenant, delivered, release).instrument(span).await
 }
 
 async fn run_attempt(
     worker: &Worker,
     message: &Arc<Message>,
     attempt: Attempt,
+    tenant: &Tenant,
     delivered: i64,
     release: tokio_util::sync::CancellationToken,
 ) -> Outcome {
@@ -248,6 +250,7 @@ async fn run_attempt(
     // deletes the lease) into a false "lease lost" alarm. The commit is fenced by the epoch.
     keeper.abort();
     let outcome = settle(worker, message, &attempt, delivered, result, &stop).await;
+    remove_uncommitted_outputs(worker, tenant, &attempt, &outcome).await;
     stop.stop(StopReason::Released); // ends the helpers; the reason only matters if set before
     let _ = tokio::join!(keeper, cancel_watch, release_watch);
     if outcome == Outcome::Completed {
@@ -427,6 +430,7 @@ async fn commit_with_retries(
         match worker.jobs.complete(attempt, manifest, event).await {
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "commit failed; retrying");
+                worker.metrics.commit_retries.inc();
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }
@@ -559,6 +563,31 @@ pub(crate) fn verdict(
 /// The longest wait before a retried attempt.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 
+/// Outputs nothing will ever reference are garbage: this attempt's, when it certainly did not
+/// commit (fenced, released — a newer epoch writes elsewhere), and every attempt's of a job
+/// that ended without a result (failed, canceled). Not after `Retried`: that includes a commit
+/// whose answer was lost; the winner's commit removes the other epochs' outputs. Best effort:
+/// a leftover costs storage, not correctness (nothing points at it).
+async fn remove_uncommitted_outputs(
+    worker: &Worker,
+    tenant: &Tenant,
+    attempt: &Attempt,
+    outcome: &Outcome,
+) {
+    let prefix = match outcome {
+        Outcome::Completed | Outcome::Skipped | Outcome::Retried => return,
+        Outcome::Failed(_) | Outcome::Canceled => keys::job_outputs_prefix(tenant, &attempt.job_id),
+        Outcome::Fenced | Outcome::Released => {
+            keys::output_prefix(tenant, &attempt.job_id, attempt.epoch)
+        }
+    };
+    match s3::delete_prefix(&worker.s3, &worker.bucket, &prefix, None, 100).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, prefix, "removed outputs nothing references"),
+        Err(e) => tracing::warn!(error = %e, prefix, "uncommitted outputs not removed"),
+    }
+}
+
 /// Settles the message according to how the attempt ended.
 async fn settle(
     worker: &Worker,
@@ -604,13 +633,6 @@ async fn settle(
                 Ok(FinishOutcome::Fenced) => {
                     tracing::warn!(job = %attempt.job_id, epoch = attempt.epoch, "commit fenced: a newer attempt owns the job; no ack");
                     worker.metrics.self_fences.inc();
-                    // Nothing will ever reference this attempt's outputs.
-                    let own = keys::output_prefix(&job.tenant, &job.id, attempt.epoch);
-                    if let Err(e) =
-                        s3::delete_prefix(&worker.s3, &worker.bucket, &own, None, 100).await
-                    {
-                        tracing::warn!(error = %e, "a fenced attempt's outputs were not removed");
-                    }
                     return Outcome::Fenced;
                 }
                 Err(e) => {

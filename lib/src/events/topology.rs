@@ -168,11 +168,15 @@ pub async fn queue_depth(
 
 /// The messages of durable consumer `consumer` on `stream` (both created by
 /// [`ensure_topology`]), as a long-running service reads them: heartbeats reveal a dead
-/// connection, and each pull expires and is renewed.
+/// connection, and each pull expires and is renewed. At most `batch` messages are pulled
+/// ahead — as many as the caller handles at once: a message left waiting in the client's
+/// buffer while a handler holds out an outage runs down its AckWait, and JetStream delivers it
+/// again into the same buffer, so it would be handled twice (a webhook sent twice).
 pub async fn durable_messages(
     js: &Context,
     stream: &str,
     consumer: &str,
+    batch: usize,
 ) -> anyhow::Result<async_nats::jetstream::consumer::pull::Stream> {
     let consumer: async_nats::jetstream::consumer::PullConsumer = js
         .get_stream(stream)
@@ -182,6 +186,7 @@ pub async fn durable_messages(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(consumer
         .stream()
+        .max_messages_per_batch(batch.max(1))
         .heartbeat(std::time::Duration::from_secs(5))
         .expires(std::time::Duration::from_secs(30))
         .messages()

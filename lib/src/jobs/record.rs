@@ -28,6 +28,10 @@ pub struct JobError {
 pub struct WebhookStatus {
     /// The webhook's type, e.g. `job.completed`.
     pub event: String,
+    /// Its `webhook-id`: a redelivered event whose webhook already ended (delivered, failed,
+    /// refused, gone) is not sent again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// `delivered`, `retrying`, `failed` (every scheduled attempt failed), `refused` (the
     /// destination is not allowed) or `gone` (the receiver answered 410).
     pub state: String,
@@ -36,6 +40,13 @@ pub struct WebhookStatus {
     pub last_error: Option<String>,
     /// RFC 3339 time of the last attempt.
     pub at: String,
+}
+
+impl WebhookStatus {
+    /// Whether this records the end of webhook `id` (no attempt left to make).
+    pub fn ended(&self, id: &str) -> bool {
+        self.id.as_deref() == Some(id) && self.state != "retrying"
+    }
 }
 
 /// Everything known about one job.

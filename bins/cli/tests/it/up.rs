@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -341,4 +342,96 @@ fn signed_delivery_plays_through_the_whole_tree_and_expires() {
 
     let (status, in_time) = up.terminate(Duration::from_secs(30)).expect("tcoder up was running");
     assert!(in_time && status.success(), "{status}");
+}
+
+/// The README's way to keep a log, `tcoder up 2>&1 | tee up.log`, then Ctrl-C while a job runs:
+/// the terminal's SIGINT reaches `tcoder up` and `tee` (one process group), so `tee` is gone
+/// while the stack is still stopping and every later line meets a closed pipe. `tcoder up`
+/// still exits 0 after stopping every part cleanly: the worker releases its job, nats-server and
+/// redis-server log a clean shutdown, and the job completes once the stack is up again.
+#[test]
+fn ctrl_c_through_tee_with_a_job_running_stops_cleanly_and_the_job_completes_after_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("up.log");
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tcoder"));
+    command
+        .arg("up")
+        .current_dir(testkit::workspace_root())
+        .env("TCODER__UP__DATA_DIR", data.path())
+        .env("TCODER_PROFILE", data.path().join("cli.toml"))
+        .env("TCODER__NATS__URL", "nats://127.0.0.1:0")
+        .env("TCODER__REDIS__URL", "redis://127.0.0.1:0/")
+        .env("TCODER__ADMIN__BIND", "127.0.0.1:0")
+        .env("TCODER__INGEST__HTTP_BIND", "127.0.0.1:0")
+        .env("TCODER__INGEST__LOCAL_STORE__BIND", "127.0.0.1:0")
+        .env("TCODER__SHUTDOWN__DRAIN_DEADLINE", "5s")
+        // Slow enough that the job is still running when Ctrl-C comes.
+        .env("TCODER__WORKER__ENGINE__X264_PRESET", "medium")
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .process_group(0);
+    let mut up = ChildProcess::spawn("tcoder up", &mut command).unwrap();
+    let group = i32::try_from(up.pid()).unwrap();
+    // tee joins tcoder up's process group, as both would be in a shell's foreground job.
+    let mut tee = Command::new("tee");
+    tee.arg(&log).stdin(reader).stdout(Stdio::null()).process_group(group);
+    let tee = ChildProcess::spawn("tee", &mut tee).unwrap();
+    drop(command); // our copies of the pipe's write end: tee sees EOF only when the stack's do
+
+    let summary = testkit::eventually(Duration::from_secs(90), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("admin endpoints") { Ok(text) } else { Err(text) }
+    });
+    assert!(summary.contains("tcoder is up"), "{summary}");
+    let tcoder = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_tcoder"))
+            .args(args)
+            .env("TCODER_PROFILE", data.path().join("cli.toml"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let clip = testkit::corpus::heavy_720p();
+    // Without --wait, submit prints the job id once the upload is done.
+    let id = tcoder(&["submit", clip.to_str().unwrap(), "--preset", "hls"]).trim().to_owned();
+    let status =
+        |id: &str| -> serde_json::Value { serde_json::from_str(&tcoder(&["status", id])).unwrap() };
+    testkit::eventually(Duration::from_secs(120), || {
+        let job = status(&id);
+        if job["status"] == "running" { Ok(()) } else { Err(job["status"].to_string()) }
+    });
+
+    // Ctrl-C: SIGINT to the whole foreground group.
+    // SAFETY: kill(2) on the process group of a child we spawned (it leads it).
+    unsafe {
+        libc::kill(-group, libc::SIGINT);
+    }
+    let exited = testkit::eventually(Duration::from_secs(60), || match up.try_status() {
+        Some(status) => Ok(status),
+        None => Err("tcoder up still stopping"),
+    });
+    assert!(exited.success(), "tcoder up exited with {exited}");
+    drop(tee);
+    let logs = data.path().join("logs");
+    let nats = std::fs::read_to_string(logs.join("nats-server.log")).unwrap();
+    assert!(nats.contains("Server Exiting"), "nats-server did not stop cleanly:\n{nats}");
+    let redis = std::fs::read_to_string(logs.join("redis-server.log")).unwrap();
+    assert!(
+        redis.contains("ready to exit, bye bye"),
+        "redis-server did not stop cleanly:\n{redis}"
+    );
+
+    // Up again on the same data: the released job is picked up and completes, once.
+    let (mut again, lines) = spawn_up(data.path(), &[]);
+    read_summary(&lines);
+    let job = testkit::eventually(Duration::from_secs(180), || {
+        let job = status(&id);
+        if job["status"] == "completed" { Ok(job) } else { Err(job["status"].to_string()) }
+    });
+    assert_eq!(job["attempts"], 2, "released at Ctrl-C, then run again: {job}");
+    assert_eq!(job["lost_attempts"], 0, "the first attempt was released, not lost: {job}");
+    let (status, in_time) = again.terminate(Duration::from_secs(30)).unwrap();
+    assert!(status.success() && in_time, "{status}");
 }

@@ -4,9 +4,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod autoscale;
+mod chaos;
 mod engine_sandbox;
 mod fly;
 mod harness;
 mod lifecycle;
+mod outages;
 mod pipeline;
 mod recovery;
