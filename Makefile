@@ -1,7 +1,7 @@
 # tcoder — the two commands of the README, plus helpers. Both run the set-up first, which
 # installs what is missing (Debian packages, the pinned nats-server) and skips what is there.
 
-.PHONY: setup run test bench build lint ci
+.PHONY: setup run test bench soak build lint ci
 
 setup:
 	./scripts/setup.sh
@@ -18,6 +18,14 @@ test: setup
 ## Measure against FFmpeg and the control plane; rewrites docs/BENCHMARKS.md (~20 min).
 bench:
 	./scripts/bench.sh
+
+## The chaos test for 30 minutes of random faults (reliability case T39); writes
+## target/soak-report.md. SOAK_SECS and TCODER_CHAOS_SEED change the length and replay a run.
+SOAK_SECS ?= 1800
+soak: setup
+	cargo build --workspace
+	TCODER_CHAOS_SECS=$(SOAK_SECS) TCODER_CHAOS_REPORT=$(CURDIR)/target/soak-report.md \
+		cargo test -p tcoder-worker --test it chaos:: -- --nocapture
 
 build: setup
 	cargo build --workspace

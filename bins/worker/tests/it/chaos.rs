@@ -156,16 +156,17 @@ struct Client {
 }
 
 impl Client {
-    /// Retries `send` until it answers `expected` (for at most five minutes).
-    async fn retrying(
-        &self,
-        expected: StatusCode,
-        send: impl Fn() -> reqwest::RequestBuilder,
-    ) -> reqwest::Response {
+    /// Retries `send` through connection errors and 5xx answers (a part restarting, a
+    /// dependency away) until it succeeds, for at most five minutes; any 4xx is a bug.
+    async fn retrying(&self, send: impl Fn() -> reqwest::RequestBuilder) -> reqwest::Response {
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             match send().timeout(Duration::from_secs(10)).send().await {
-                Ok(response) if response.status() == expected => return response,
+                Ok(response) if response.status().is_success() => return response,
+                Ok(response) if response.status().is_client_error() => {
+                    let status = response.status();
+                    panic!("refused: {status} {}", response.text().await.unwrap_or_default())
+                }
                 other if Instant::now() >= deadline => panic!("gave up: {other:?}"),
                 _ => tokio::time::sleep(Duration::from_millis(500)).await,
             }
@@ -175,7 +176,7 @@ impl Client {
     /// Creates (idempotently), uploads and notifies one job; returns its id.
     async fn submit(&self, n: usize, file: &Path) -> String {
         let request =
-            json!({ "preset": "web-optimized", "qualities": ["240p"], "outputs": ["mp4"] });
+            json!({ "preset": "web-optimized", "qualities": ["144p"], "outputs": ["mp4"] });
         let create = || {
             self.http
                 .post(format!("{}/v1/jobs", self.api))
@@ -183,23 +184,16 @@ impl Client {
                 .header("idempotency-key", format!("chaos-{n}"))
                 .json(&request)
         };
-        // A retried create after a lost answer returns the same job (200 instead of 201).
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let created: Value = loop {
-            match create().timeout(Duration::from_secs(10)).send().await {
-                Ok(r) if r.status().is_success() => break r.json().await.unwrap(),
-                other if Instant::now() >= deadline => panic!("create gave up: {other:?}"),
-                _ => tokio::time::sleep(Duration::from_millis(500)).await,
-            }
-        };
+        // A retried create after a lost answer returns the same job.
+        let created: Value = self.retrying(create).await.json().await.unwrap();
         let id = created["job"]["id"].as_str().unwrap().to_owned();
         let url = created["upload"]["url"].as_str().unwrap().to_owned();
         let body = std::fs::read(file).unwrap();
-        self.retrying(StatusCode::OK, || self.http.put(&url).body(body.clone())).await;
+        self.retrying(|| self.http.put(&url).body(body.clone())).await;
         let key = format!("uploads/acme/{id}/source");
         let notification = json!({ "Records": [{ "eventName": "ObjectCreated:Put",
             "s3": { "bucket": { "name": self.bucket }, "object": { "key": key } } }] });
-        self.retrying(StatusCode::OK, || {
+        self.retrying(|| {
             self.http
                 .post(format!("{}/v1/notifications/s3", self.api))
                 .bearer_auth(SECRET)
@@ -377,7 +371,7 @@ async fn judge(stack: &Stack, jobs: &BTreeMap<String, Value>) -> Verdicts {
         let file = bucket_dir
             .join(mp4.split_once(&format!("/{}/", stack.env.s3.bucket())).map_or("", |(_, k)| k));
         let (duration, height) = ffprobe(&file);
-        if !(duration.is_some_and(|d| (d - 3.0).abs() < 0.2) && height == Some(240)) {
+        if !(duration.is_some_and(|d| (d - 3.0).abs() < 0.2) && height == Some(144)) {
             verdicts.invalid.push(format!("{id}: {} {duration:?} {height:?}", file.display()));
         }
     }
