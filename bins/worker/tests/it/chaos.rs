@@ -21,7 +21,7 @@ use testkit::{ServiceProcess, TestEnv, corpus};
 
 use crate::harness::{SECRET, fast_env};
 
-/// SplitMix64: a seeded generator, so a failing run can be replayed.
+/// `SplitMix64`: a seeded generator, so a failing run can be replayed.
 struct Rng(u64);
 
 impl Rng {
