@@ -12,6 +12,7 @@ pub(crate) struct ApiError {
     code: &'static str,
     detail: String,
     field: Option<&'static str>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -20,7 +21,7 @@ impl ApiError {
         code: &'static str,
         detail: impl Into<String>,
     ) -> ApiError {
-        ApiError { status, code, detail: detail.into(), field: None }
+        ApiError { status, code, detail: detail.into(), field: None, retry_after: None }
     }
 
     pub(crate) fn unauthorized() -> ApiError {
@@ -45,7 +46,14 @@ impl ApiError {
             code: error.code,
             detail: error.message,
             field: Some(error.field),
+            retry_after: None,
         }
+    }
+
+    /// Tells the client when to try again (`Retry-After`, seconds).
+    pub(crate) fn retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// A failure of ours (Redis, NATS, S3): logged with its cause, answered as 503 so clients
@@ -78,8 +86,14 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match self.retry_after {
+            Some(secs) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            None if self.status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            None => {}
         }
         response
     }

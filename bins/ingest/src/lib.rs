@@ -10,6 +10,7 @@
 mod auth;
 mod bridge;
 mod error;
+mod event_hub;
 mod metrics;
 mod routes;
 mod state;
@@ -103,7 +104,13 @@ impl Service for App {
             max_upload_bytes: settings.ingest.max_upload_bytes,
             metrics: metrics.clone(),
         };
+        let events = event_hub::EventHub::new(
+            settings.ingest.max_event_streams,
+            settings.ingest.max_event_streams_per_tenant,
+            metrics.event_streams_open.clone(),
+        );
         let state = AppState {
+            events,
             jobs,
             redis: connections.redis.clone(),
             keys: ApiKeys::new(&settings.ingest.api_keys, connections.redis.clone()),
@@ -149,6 +156,10 @@ impl Service for App {
             upload_deadline: config.upload_url_ttl + std::time::Duration::from_secs(3600),
         };
         tasks.spawn("upload sweep", sweeper.run(token.clone()));
+        tasks.spawn(
+            "event fan-out",
+            self.state.events.clone().run(self.common.connections.nats.clone(), token.clone()),
+        );
         let api = axum::serve(self.api, routes::router(self.state))
             .with_graceful_shutdown(token.cancelled_owned())
             .into_future();

@@ -1,7 +1,7 @@
 //! Ingest's metrics: API requests, jobs created, uploads accepted or rejected, bridge events.
 //! Labels are bounded (routes are templates, never ids).
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
 use tcoder::metrics::{Metrics, init_series};
 
 /// Request latency buckets: an API call is milliseconds, an upload notification a few more.
@@ -16,6 +16,8 @@ pub(crate) struct IngestMetrics {
     pub uploads: IntCounterVec,
     pub bridge_events: IntCounterVec,
     pub auth_failures: IntCounter,
+    pub event_streams_open: IntGauge,
+    pub event_streams_refused: IntCounterVec,
 }
 
 impl IngestMetrics {
@@ -49,6 +51,13 @@ impl IngestMetrics {
             .expect("valid metric"),
             auth_failures: IntCounter::new("tcoder_auth_failures_total", "Requests with an unknown API key.")
                 .expect("valid metric"),
+            event_streams_open: IntGauge::new("tcoder_event_streams_open", "Server-sent event streams open on this ingest process.")
+                .expect("valid metric"),
+            event_streams_refused: IntCounterVec::new(
+                Opts::new("tcoder_event_streams_refused_total", "Event streams refused with 429, by the cap reached (tenant, global)."),
+                &["scope"],
+            )
+            .expect("valid metric"),
         };
         metrics.register(&m.http_requests);
         metrics.register(&m.http_duration);
@@ -56,6 +65,9 @@ impl IngestMetrics {
         metrics.register(&m.uploads);
         metrics.register(&m.bridge_events);
         metrics.register(&m.auth_failures);
+        metrics.register(&m.event_streams_open);
+        metrics.register(&m.event_streams_refused);
+        init_series(&m.event_streams_refused, &[&["tenant"], &["global"]]);
         init_series(&m.jobs_created, &[&["default"], &["web-optimized"], &["hls"]]);
         init_series(
             &m.uploads,

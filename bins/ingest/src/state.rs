@@ -23,4 +23,6 @@ pub(crate) struct AppState {
     pub cors: Arc<tcoder::cors::Cors>,
     /// `[webhooks] allowed`: non-public webhook destinations jobs may name.
     pub allowed_webhooks: Arc<Vec<std::net::SocketAddr>>,
+    /// Live job events, shared by every open event stream.
+    pub events: Arc<crate::event_hub::EventHub>,
 }

@@ -36,6 +36,10 @@ pub struct IngestConfig {
     /// Base URL of this API as players reach it (signed playback URLs); empty:
     /// `http://<http_bind>`.
     pub public_api_url: String,
+    /// Event streams (`GET /v1/jobs/{id}/events`) one ingest process keeps open at once, in
+    /// all and per tenant; past either a new stream gets 429.
+    pub max_event_streams: usize,
+    pub max_event_streams_per_tenant: usize,
     pub local_store: LocalStoreConfig,
     pub r2_queue: R2QueueConfig,
 }
@@ -121,6 +125,14 @@ impl IngestConfig {
         }
         if self.max_upload_bytes == 0 {
             return Err(Invalid::new("max_upload_bytes", "must be greater than zero"));
+        }
+        if self.max_event_streams_per_tenant == 0
+            || self.max_event_streams < self.max_event_streams_per_tenant
+        {
+            return Err(Invalid::new(
+                "max_event_streams_per_tenant",
+                "must be at least 1 and at most max_event_streams",
+            ));
         }
         if self.delivery == Delivery::Signed && self.playback_secret.expose().len() < 16 {
             return Err(Invalid::new(

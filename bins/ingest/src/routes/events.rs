@@ -1,60 +1,125 @@
 //! `GET /v1/jobs/<id>/events`: the job's lifecycle as server-sent events — everything so far
-//! (replayed from the `EVENTS` stream), then live, ending after a terminal event.
+//! (read from the `EVENTS` stream), then live from the process's shared subscription
+//! ([`crate::event_hub`]), ending after a terminal event.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use tcoder::events::{JobEvent, subjects};
+use tcoder::jobs::JobId;
+use tokio::sync::broadcast;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::event_hub::Refused;
 use crate::routes::jobs::load;
 use crate::state::AppState;
 
 /// An event stream is closed after this long even if the job is still running; clients
 /// reconnect (and get the history again).
 const MAX_STREAM: Duration = Duration::from_secs(3600);
+/// Events of one job replayed at most (a job reports progress every couple of seconds).
+const MAX_HISTORY: usize = 5000;
+/// When a refused client should try again.
+const RETRY_AFTER_SECS: u64 = 5;
 
 pub(crate) async fn stream(
     State(state): State<AppState>,
     Caller(tenant): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let permit = state.events.admit(&tenant).map_err(|refused| {
+        let scope = match refused {
+            Refused::Tenant => "tenant",
+            Refused::Global => "global",
+        };
+        state.metrics.event_streams_refused.with_label_values(&[scope]).inc();
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate.event_streams",
+            match refused {
+                Refused::Tenant => "too many event streams open for this tenant",
+                Refused::Global => "too many event streams open on this server",
+            },
+        )
+        .retry_after(RETRY_AFTER_SECS)
+    })?;
     let job = load(&state, &tenant, &id).await?;
+    // Live first, then the history: an event published in between is in both, and the
+    // duplicate (same id) is skipped.
+    let live = state.events.subscribe();
+    let history = history(&state, &job.id).await?;
+    let seen: HashSet<String> = history.iter().map(|e| e.id.clone()).collect();
+    let ended = history.iter().any(|e| e.kind.is_terminal());
+    let job_id = job.id.clone();
+    let live = futures_util::stream::unfold(live, |mut live| async move {
+        loop {
+            match live.recv().await {
+                Ok(event) => return Some((event, live)),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Too far behind to know what it missed: close; the client reconnects.
+                    return None;
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .filter(move |event| {
+        let keep = event.job_id == job_id && !seen.contains(&event.id);
+        async move { keep }
+    });
+    let live = if ended { futures_util::stream::empty().boxed() } else { live.boxed() };
+    let all = futures_util::stream::iter(history.into_iter().map(Arc::new))
+        .chain(live)
+        .take_until(tokio::time::sleep(MAX_STREAM));
+    // Ends right after the first terminal event (sending it); the permit lives as long as
+    // the stream, so a client that goes away frees its place.
+    let events = futures_util::stream::unfold(
+        (Box::pin(all), false, permit),
+        |(mut all, finished, permit)| async move {
+            if finished {
+                return None;
+            }
+            let event = all.next().await?;
+            let finished = event.kind.is_terminal();
+            let data = serde_json::to_string(&*event).unwrap_or_default();
+            let sse = Event::default().event(event.kind.as_str()).id(event.id.clone()).data(data);
+            Some((Ok::<_, Infallible>(sse), (all, finished, permit)))
+        },
+    );
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// The job's stored events, oldest first (bounded), read message by message with the
+/// stream's direct lookups rather than a consumer.
+async fn history(state: &AppState, job: &JobId) -> Result<Vec<JobEvent>, ApiError> {
     let stream = state
         .js
         .get_stream(subjects::EVENTS_STREAM)
         .await
         .map_err(|e| ApiError::unavailable("cannot open the event stream", e))?;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: subjects::event(job.id.as_str(), "*"),
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| ApiError::unavailable("cannot follow the job", e))?;
-    let messages =
-        consumer.messages().await.map_err(|e| ApiError::unavailable("cannot follow the job", e))?;
-    let parsed = Box::pin(messages.take_until(tokio::time::sleep(MAX_STREAM)).filter_map(
-        |message| async move { serde_json::from_slice::<JobEvent>(&message.ok()?.payload).ok() },
-    ));
-    // Ends right after the first terminal event (sending it), without waiting for another.
-    let events =
-        futures_util::stream::unfold((parsed, false), |(mut parsed, finished)| async move {
-            if finished {
-                return None;
+    let subject = subjects::event(job.as_str(), "*");
+    let mut events = Vec::new();
+    let mut from = 1;
+    while events.len() < MAX_HISTORY {
+        match stream.get_first_raw_message_by_subject(&subject, from).await {
+            Ok(message) => {
+                from = message.sequence + 1;
+                if let Ok(event) = serde_json::from_slice::<JobEvent>(&message.payload) {
+                    events.push(event);
+                }
             }
-            let event = parsed.next().await?;
-            let finished = event.kind.is_terminal();
-            let data = serde_json::to_string(&event).unwrap_or_default();
-            let sse = Event::default().event(event.kind.as_str()).id(event.id.clone()).data(data);
-            Some((Ok::<_, Infallible>(sse), (parsed, finished)))
-        });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+            Err(e) => return Err(ApiError::unavailable("cannot read the job's events", e)),
+        }
+    }
+    Ok(events)
 }

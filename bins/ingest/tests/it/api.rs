@@ -202,6 +202,68 @@ async fn cancel_is_final_and_streams_end_with_the_canceled_event() {
     assert_eq!(kinds, vec!["accepted", "canceled"], "{body}");
 }
 
+/// Reads an event stream to its end (bounded) and returns the event kinds it carried.
+async fn event_kinds(response: reqwest::Response) -> Vec<String> {
+    let body = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut text = String::new();
+        let mut chunks = response.bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+        text
+    })
+    .await
+    .expect("the event stream ends after the terminal event");
+    body.lines().filter_map(|l| l.strip_prefix("event: ")).map(str::to_owned).collect()
+}
+
+/// One tenant opening (and holding) 1100 event streams takes only its own share: past 100 it
+/// gets 429 with Retry-After, and another tenant's stream still replays and follows its job.
+/// Closed streams give their places back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_holding_1100_event_streams_leaves_another_tenant_s_stream_working() {
+    let ingest = spawn(Store::External, &[]).await;
+    let a_job = ingest.create(json!({})).await.1["job"]["id"].as_str().unwrap().to_owned();
+    let b_job = ingest.create_as(&ingest.key_b, json!({}), None).await.1["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let open = |key: &str, id: &str| {
+        ingest.http.get(format!("{}/v1/jobs/{id}/events", ingest.api)).bearer_auth(key).send()
+    };
+    let (mut held, mut refused) = (Vec::new(), 0);
+    for _ in 0..11 {
+        let batch = futures_util::future::join_all((0..100).map(|_| open(&ingest.key_a, &a_job)));
+        for response in batch.await {
+            let response = response.unwrap();
+            match response.status() {
+                StatusCode::OK => held.push(response),
+                StatusCode::TOO_MANY_REQUESTS => {
+                    assert_eq!(response.headers()["retry-after"], "5");
+                    let problem: serde_json::Value = response.json().await.unwrap();
+                    assert_eq!(problem["code"], "rate.event_streams");
+                    refused += 1;
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+    }
+    assert_eq!((held.len(), refused), (100, 1000));
+
+    let b_stream = open(&ingest.key_b, &b_job).await.unwrap();
+    assert_eq!(b_stream.status(), StatusCode::OK);
+    let cancel = format!("{}/v1/jobs/{b_job}/cancel", ingest.api);
+    ingest.http.post(&cancel).bearer_auth(&ingest.key_b).send().await.unwrap();
+    assert_eq!(event_kinds(b_stream).await, ["accepted", "canceled"]);
+
+    drop(held);
+    testkit::eventually_async(Duration::from_secs(10), || async {
+        let again = open(&ingest.key_a, &a_job).await.unwrap();
+        if again.status() == StatusCode::OK { Ok(()) } else { Err(again.status()) }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn api_requests_are_counted_by_route_template() {
     let ingest = spawn(Store::External, &[]).await;
