@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use tcoder::events::{JobEvent, subjects};
 use tcoder::jobs::JobId;
-use tokio::sync::broadcast;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -60,17 +59,10 @@ pub(crate) async fn stream(
     let seen: HashSet<String> = history.iter().map(|e| e.id.clone()).collect();
     let ended = history.iter().any(|e| e.kind.is_terminal());
     let job_id = job.id.clone();
+    // Lagged (too far behind to know what it missed) or closed: the stream ends and the
+    // client reconnects.
     let live = futures_util::stream::unfold(live, |mut live| async move {
-        loop {
-            match live.recv().await {
-                Ok(event) => return Some((event, live)),
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Too far behind to know what it missed: close; the client reconnects.
-                    return None;
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+        live.recv().await.ok().map(|event| (event, live))
     })
     .filter(move |event| {
         let keep = event.job_id == job_id && !seen.contains(&event.id);
