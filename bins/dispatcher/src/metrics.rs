@@ -92,7 +92,7 @@ impl DispatcherMetrics {
             webhook_attempts: counter(
                 metrics,
                 "tcoder_webhook_attempts_total",
-                "Webhook attempts, by outcome (delivered, failed, gone, refused, exhausted; duplicate: a redelivered event whose webhook had already ended, not sent).",
+                "Webhook attempts, by outcome (delivered, failed, gone, refused, exhausted; duplicate: a redelivered event whose webhook had already ended, not sent; contradicted: an event the job record contradicts — forged or stale — not sent).",
                 &["outcome"],
                 &[
                     &["delivered"],
@@ -101,6 +101,7 @@ impl DispatcherMetrics {
                     &["refused"],
                     &["exhausted"],
                     &["duplicate"],
+                    &["contradicted"],
                 ],
             ),
             webhook_latency,

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::json;
 use tcoder::engine::Orientation;
+use tcoder::events::subjects;
 use tcoder::jobs::JobResult;
 use testkit::{ChaosMode, ChaosProxy, corpus, everyday};
 
@@ -400,4 +401,51 @@ async fn a_worker_cut_off_from_nats_keeps_its_lease_and_commits_once() {
     })
     .await;
     assert_eq!(pipeline.events(&id, "started").await.len(), 1, "no second attempt started");
+}
+
+/// A `completed` event published on the bus for a job that is still awaiting its upload
+/// (anyone who can publish could forge one, carrying their own URLs) is not turned into a
+/// signed webhook: the sender checks each event against the job record first. The job's real
+/// `canceled` webhook, sent after it, still goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_completed_event_produces_no_webhook() {
+    let receiver = testkit::webhook::WebhookReceiver::start(&[]);
+    let pipeline = Pipeline::start_with(&[webhooks_allowed(&receiver)]).await;
+    let created: serde_json::Value = pipeline
+        .http
+        .post(format!("{}/v1/jobs", pipeline.api))
+        .bearer_auth(&pipeline.key)
+        .json(&json!({ "webhook_url": receiver.url() }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["job"]["id"].as_str().unwrap().to_owned();
+    let forged = json!({
+        "id": format!("{id}.completed"), "type": "completed", "job_id": id, "tenant": "acme",
+        "at": "2026-12-01T00:00:00.000Z",
+        "data": { "epoch": 1, "outputs": { "hls_master": "https://attacker.example/x.m3u8" } },
+    });
+    pipeline
+        .nats
+        .publish(subjects::event(&id, "completed"), forged.to_string().into())
+        .await
+        .unwrap();
+    pipeline.nats.flush().await.unwrap();
+    assert_eq!(pipeline.cancel(&id).await, reqwest::StatusCode::OK);
+
+    // The sender takes events in order: once the canceled webhook is in, the forged event
+    // was handled before it.
+    let received = testkit::eventually_async(LONG, || async {
+        let types: Vec<String> = receiver
+            .received()
+            .iter()
+            .map(|r| r.json()["type"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if types.contains(&"job.canceled".to_owned()) { Ok(types) } else { Err(types) }
+    })
+    .await;
+    assert_eq!(received, ["job.canceled"]);
 }
