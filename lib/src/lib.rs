@@ -32,6 +32,7 @@ pub mod cost;
 pub mod dlq;
 pub mod engine;
 pub mod events;
+pub mod http_serve;
 pub mod jobs;
 pub mod machines;
 pub mod metrics;

@@ -139,7 +139,7 @@ impl Service for App {
         let config: &IngestConfig = &self.state.config;
         tasks.spawn("admin server", self.common.admin.serve(token.clone()));
         if let Some((store, created)) = self.local_store {
-            tasks.spawn("local store", store.serve(token.clone()));
+            tasks.spawn("local store", store.serve(config.listener_limits(), token.clone()));
             tasks.spawn(
                 "local store notifications",
                 bridge::local::run(self.state.bridge.clone(), created, token.clone()),
@@ -160,10 +160,12 @@ impl Service for App {
             "event fan-out",
             self.state.events.clone().run(self.common.connections.nats.clone(), token.clone()),
         );
-        let api = axum::serve(self.api, routes::router(self.state))
-            .with_graceful_shutdown(token.cancelled_owned())
-            .into_future();
-        tasks.spawn("api server", api);
+        let limits = config.listener_limits();
+        let router = hyper_util::service::TowerToHyperService::new(routes::router(self.state));
+        tasks.spawn(
+            "api server",
+            tcoder::http_serve::serve(self.api, router, limits, token.clone()),
+        );
         tasks.run_until_stopped(shutdown).await
     }
 }

@@ -40,6 +40,11 @@ pub struct IngestConfig {
     /// all and per tenant; past either a new stream gets 429.
     pub max_event_streams: usize,
     pub max_event_streams_per_tenant: usize,
+    /// A client must send a request's head within this long (API and embedded store).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Connections each listener (API, embedded store) keeps open at once.
+    pub max_connections: usize,
     pub local_store: LocalStoreConfig,
     pub r2_queue: R2QueueConfig,
 }
@@ -113,6 +118,14 @@ pub struct LocalStoreConfig {
 }
 
 impl IngestConfig {
+    /// The bounds of the API's and the embedded store's listeners.
+    pub fn listener_limits(&self) -> crate::http_serve::Limits {
+        crate::http_serve::Limits {
+            header_timeout: self.header_timeout,
+            max_connections: self.max_connections,
+        }
+    }
+
     pub(super) fn validate(&self) -> Result<(), Invalid> {
         if self.local_store.enabled && self.local_store.data_dir.as_os_str().is_empty() {
             return Err(Invalid::new("local_store.data_dir", "must not be empty"));
@@ -125,6 +138,10 @@ impl IngestConfig {
         }
         if self.max_upload_bytes == 0 {
             return Err(Invalid::new("max_upload_bytes", "must be greater than zero"));
+        }
+        require_positive("header_timeout", self.header_timeout)?;
+        if self.max_connections == 0 {
+            return Err(Invalid::new("max_connections", "must be at least 1"));
         }
         if self.max_event_streams_per_tenant == 0
             || self.max_event_streams < self.max_event_streams_per_tenant

@@ -12,9 +12,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use hyper_util::server::graceful::GracefulShutdown;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::SimpleAuth;
 use s3s::dto::*;
@@ -96,38 +93,18 @@ impl LocalStore {
         self.listener.local_addr().expect("bound listener has an address")
     }
 
-    /// Serves until `stop` is cancelled, then lets open requests finish.
-    pub async fn serve(self, stop: CancellationToken) -> std::io::Result<()> {
-        let http = ConnBuilder::new(TokioExecutor::new());
-        let graceful = GracefulShutdown::new();
-        loop {
-            let socket = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok((socket, _)) => socket,
-                    Err(e) => {
-                        // E.g. out of file descriptors: back off instead of spinning.
-                        tracing::warn!(error = %e, "local store: accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                () = stop.cancelled() => break,
-            };
-            // Small responses (a HEAD, a short GET) must not wait on Nagle + delayed ACK.
-            let _ = socket.set_nodelay(true);
-            let (service, cors) = (self.service.clone(), self.cors.clone());
-            let with_cors = hyper::service::service_fn(move |request| {
-                let (service, cors) = (service.clone(), cors.clone());
-                async move { with_cors(&service, &cors, request).await }
-            });
-            let conn = http.serve_connection(TokioIo::new(socket), with_cors);
-            let conn = graceful.watch(conn.into_owned());
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
-        graceful.shutdown().await;
-        Ok(())
+    /// Serves within `limits` until `stop` is cancelled, then lets open requests finish.
+    pub async fn serve(
+        self,
+        limits: crate::http_serve::Limits,
+        stop: CancellationToken,
+    ) -> std::io::Result<()> {
+        let (service, cors) = (self.service, self.cors);
+        let with_cors = hyper::service::service_fn(move |request| {
+            let (service, cors) = (service.clone(), cors.clone());
+            async move { with_cors(&service, &cors, request).await }
+        });
+        crate::http_serve::serve(self.listener, with_cors, limits, stop).await
     }
 }
 

@@ -55,7 +55,11 @@ async fn the_embedded_local_store_serves_signed_requests_only() {
         .unwrap();
     let endpoint = format!("http://{}", store.local_addr());
     let stop = CancellationToken::new();
-    let server = tokio::spawn(store.serve(stop.clone()));
+    let limits = tcoder::http_serve::Limits {
+        header_timeout: std::time::Duration::from_secs(10),
+        max_connections: 64,
+    };
+    let server = tokio::spawn(store.serve(limits, stop.clone()));
 
     let mut s3 = settings(&env).s3;
     s3.endpoint = endpoint.clone();

@@ -264,6 +264,35 @@ async fn a_tenant_holding_1100_event_streams_leaves_another_tenant_s_stream_work
     .await;
 }
 
+/// Slowloris: connections to the API and to the embedded store that send half a request head
+/// and then nothing are closed by the server at the header timeout (1 s here), while other
+/// clients are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_heads_are_cut_off_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ingest = spawn(Store::Embedded, &[("TCODER__INGEST__HEADER_TIMEOUT", "1s".into())]).await;
+    let api: std::net::SocketAddr = ingest.api.trim_start_matches("http://").parse().unwrap();
+    let opened = std::time::Instant::now();
+    let mut slow = Vec::new();
+    for addr in [api, ingest.store.unwrap()] {
+        for _ in 0..200 {
+            let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+            socket.write_all(b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+            slow.push(socket);
+        }
+    }
+    let (status, _) = ingest.get_job(&ingest.key_a, "job_0123").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "others are served during the attack");
+    for socket in &mut slow {
+        let mut rest = Vec::new();
+        // The server closes it: EOF (perhaps after a 408), or a reset — not a wait.
+        let closed = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut rest));
+        assert!(closed.await.is_ok(), "a slow connection stayed open");
+    }
+    let took = opened.elapsed();
+    assert!(took < Duration::from_secs(6), "closed after {took:?}, timeout 1 s");
+}
+
 #[tokio::test]
 async fn api_requests_are_counted_by_route_template() {
     let ingest = spawn(Store::External, &[]).await;

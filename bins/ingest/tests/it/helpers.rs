@@ -28,6 +28,8 @@ pub(crate) struct TestIngest {
     _env: TestEnv,
     pub api: String,
     pub admin: String,
+    /// The embedded store's address, when it runs.
+    pub store: Option<std::net::SocketAddr>,
     pub http: reqwest::Client,
     pub key_a: String,
     pub key_b: String,
@@ -66,12 +68,14 @@ pub(crate) async fn spawn(store: Store, extra: &[(&str, String)]) -> TestIngest 
     let app = App::build(settings).await.unwrap();
     let (api, admin) =
         (format!("http://{}", app.api_addr()), format!("http://{}", app.admin_addr()));
+    let store = app.local_store_addr();
     let shutdown = Shutdown::manual(Duration::from_secs(5));
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestIngest {
         _env: env,
         api,
         admin,
+        store,
         http: reqwest::Client::new(),
         key_a,
         key_b,
