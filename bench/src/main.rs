@@ -74,6 +74,8 @@ impl Stack {
             ("TCODER__INGEST__NOTIFICATION_SECRET", SECRET),
             ("TCODER__TELEMETRY__FILTER", "warn,s3s=off"),
             ("TCODER__WORKER__IDLE_TIMEOUT", "0s"),
+            // Throughput runs create jobs as fast as the pipeline takes them.
+            ("TCODER__INGEST__CREATE_BURST", "1000000"),
         ] {
             vars.push((k.to_owned(), v.to_owned()));
         }

@@ -96,6 +96,34 @@ pub async fn revoke_key(
     Ok(removed > 0)
 }
 
+/// A per-key limit on how fast jobs are created: a token bucket in Redis (shared by every
+/// ingest process) of `burst` tokens refilled at `per_second`.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateRate {
+    pub burst: u32,
+    pub per_second: f64,
+}
+
+static TOKEN_BUCKET: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("redis/token_bucket.lua")));
+
+/// Takes one job creation from `key`'s bucket: `Ok(None)` when allowed, `Ok(Some(wait))`
+/// when the key must wait that long.
+pub async fn take_create_token(
+    redis: &mut ConnectionManager,
+    key: &str,
+    rate: CreateRate,
+) -> Result<Option<std::time::Duration>, StoreError> {
+    let (taken, wait_ms): (u32, u64) = TOKEN_BUCKET
+        .key(crate::redis::keys::create_rate(&hash_key(key)))
+        .arg(rate.burst)
+        .arg(rate.per_second)
+        .arg(crate::jobs::now_ms())
+        .invoke_async(redis)
+        .await?;
+    Ok((taken == 0).then(|| std::time::Duration::from_millis(wait_ms)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

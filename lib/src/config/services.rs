@@ -40,6 +40,9 @@ pub struct IngestConfig {
     /// all and per tenant; past either a new stream gets 429.
     pub max_event_streams: usize,
     pub max_event_streams_per_tenant: usize,
+    /// Jobs one API key may create at once, and per second after that (token bucket).
+    pub create_burst: u32,
+    pub create_per_second: f64,
     /// A client must send a request's head within this long (API and embedded store).
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
@@ -118,6 +121,11 @@ pub struct LocalStoreConfig {
 }
 
 impl IngestConfig {
+    /// The per-key job-creation limit.
+    pub fn create_rate(&self) -> crate::auth::CreateRate {
+        crate::auth::CreateRate { burst: self.create_burst, per_second: self.create_per_second }
+    }
+
     /// The bounds of the API's and the embedded store's listeners.
     pub fn listener_limits(&self) -> crate::http_serve::Limits {
         crate::http_serve::Limits {
@@ -140,6 +148,12 @@ impl IngestConfig {
             return Err(Invalid::new("max_upload_bytes", "must be greater than zero"));
         }
         require_positive("header_timeout", self.header_timeout)?;
+        if self.create_burst == 0 || !(self.create_per_second > 0.0) {
+            return Err(Invalid::new(
+                "create_burst",
+                "create_burst and create_per_second must be positive",
+            ));
+        }
         if self.max_connections == 0 {
             return Err(Invalid::new("max_connections", "must be at least 1"));
         }

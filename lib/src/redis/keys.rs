@@ -74,3 +74,8 @@ pub fn api_keys() -> String {
 pub fn webhook_secret(tenant: &Tenant) -> String {
     format!("{KEY_PREFIX}webhook_secret:{tenant}")
 }
+
+/// The job-creation token bucket of one API key (by the key's hash).
+pub fn create_rate(key_hash: &str) -> String {
+    format!("{KEY_PREFIX}rate:create:{key_hash}")
+}

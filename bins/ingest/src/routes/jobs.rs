@@ -28,6 +28,21 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Result<Json<JobRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    // The caller was authenticated from this header.
+    let key = crate::auth::bearer_of(&headers).unwrap_or_default();
+    let mut redis = state.redis.clone();
+    match tcoder::auth::take_create_token(&mut redis, key, state.config.create_rate()).await {
+        Ok(None) => {}
+        Ok(Some(wait)) => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate.limited",
+                "too many jobs created with this key; retry later",
+            )
+            .retry_after(wait.as_secs_f64().ceil().max(1.0) as u64));
+        }
+        Err(e) => return Err(ApiError::unavailable("cannot check the rate limit", e)),
+    }
     let Json(request) = body.map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_json", e.body_text())
     })?;

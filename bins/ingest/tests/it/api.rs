@@ -293,6 +293,39 @@ async fn slow_request_heads_are_cut_off_at_the_header_timeout() {
     assert!(took < Duration::from_secs(6), "closed after {took:?}, timeout 1 s");
 }
 
+/// A key creating jobs faster than its bucket refills gets 429 with Retry-After once the burst
+/// is spent; another key is not affected, and the first may create again after the wait.
+#[tokio::test]
+async fn job_creation_is_rate_limited_per_key() {
+    let limits = [
+        ("TCODER__INGEST__CREATE_BURST", "5".to_owned()),
+        ("TCODER__INGEST__CREATE_PER_SECOND", "2".to_owned()),
+    ];
+    let ingest = spawn(Store::External, &limits).await;
+    for _ in 0..5 {
+        assert_eq!(ingest.create(json!({})).await.0, StatusCode::CREATED);
+    }
+    let refused = ingest
+        .http
+        .post(format!("{}/v1/jobs", ingest.api))
+        .bearer_auth(&ingest.key_a)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    let problem: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], "rate.limited");
+    assert_eq!(ingest.create_as(&ingest.key_b, json!({}), None).await.0, StatusCode::CREATED);
+    testkit::eventually_async(Duration::from_secs(5), || async {
+        let (status, _) = ingest.create(json!({})).await;
+        if status == StatusCode::CREATED { Ok(()) } else { Err(status) }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn api_requests_are_counted_by_route_template() {
     let ingest = spawn(Store::External, &[]).await;
