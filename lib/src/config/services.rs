@@ -148,7 +148,10 @@ impl IngestConfig {
             return Err(Invalid::new("max_upload_bytes", "must be greater than zero"));
         }
         require_positive("header_timeout", self.header_timeout)?;
-        if self.create_burst == 0 || !(self.create_per_second > 0.0) {
+        if self.create_burst == 0
+            || self.create_per_second.is_nan()
+            || self.create_per_second <= 0.0
+        {
             return Err(Invalid::new(
                 "create_burst",
                 "create_burst and create_per_second must be positive",
