@@ -78,6 +78,7 @@ impl Service for App {
                 &settings.s3.bucket,
                 &settings.s3.access_key_id,
                 settings.s3.secret_access_key.expose(),
+                settings.ingest.max_upload_bytes,
                 Some(sender),
                 tcoder::cors::Cors::new(&settings.ingest.cors_origins),
             )

@@ -33,10 +33,13 @@ pub struct LocalStore {
     cors: Cors,
 }
 
-/// Who may do what: signed requests anything; unsigned ones only read objects under
-/// `public_prefix` (when set).
+/// Who may do what: signed requests anything but copies and oversized uploads; unsigned ones
+/// only read objects under `public_prefix` (when set).
 struct Access {
     public_prefix: Option<String>,
+    /// Largest object accepted under `uploads/` (a presigned URL names no length when the job
+    /// declared none): refused from its `Content-Length` before a byte is written.
+    max_upload_bytes: u64,
 }
 
 #[async_trait::async_trait]
@@ -46,6 +49,25 @@ impl S3Access for Access {
         // into one's own key (a presigned PUT plus an unsigned `x-amz-copy-source` header).
         if matches!(cx.s3_op().name(), "CopyObject" | "UploadPartCopy") {
             return Err(s3s::s3_error!(AccessDenied, "copying objects is not allowed"));
+        }
+        let key = cx.s3_path().get_object_key().unwrap_or_default();
+        if cx.s3_op().name() == "PutObject" && key.starts_with(super::keys::UPLOADS_PREFIX) {
+            let length = ["x-amz-decoded-content-length", "content-length"]
+                .iter()
+                .find_map(|name| cx.headers().get(*name)?.to_str().ok()?.parse::<u64>().ok());
+            match length {
+                None => {
+                    return Err(s3s::s3_error!(MissingContentLength, "an upload needs its length"));
+                }
+                Some(n) if n > self.max_upload_bytes => {
+                    return Err(s3s::s3_error!(
+                        EntityTooLarge,
+                        "uploads are limited to {} bytes",
+                        self.max_upload_bytes
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         if cx.credentials().is_some() {
             return Ok(());
@@ -66,12 +88,13 @@ impl S3Access for Access {
 impl LocalStore {
     /// Creates the data folder and `bucket` in it, and binds `config.bind`. Requests must be
     /// signed with `access_key_id` / `secret_access_key`, except reads of `outputs/` when
-    /// `config.public_outputs`.
+    /// `config.public_outputs`; uploads are at most `max_upload_bytes`.
     pub async fn bind(
         config: &LocalStoreConfig,
         bucket: &str,
         access_key_id: &str,
         secret_access_key: &str,
+        max_upload_bytes: u64,
         notify: Option<mpsc::Sender<ObjectCreated>>,
         cors: Cors,
     ) -> std::io::Result<LocalStore> {
@@ -84,6 +107,7 @@ impl LocalStore {
         builder.set_auth(SimpleAuth::from_single(access_key_id, secret_access_key));
         builder.set_access(Access {
             public_prefix: config.public_outputs.then(|| super::keys::OUTPUTS_PREFIX.to_owned()),
+            max_upload_bytes,
         });
         let listener = TcpListener::bind(config.bind).await?;
         Ok(LocalStore { listener, service: builder.build(), cors })

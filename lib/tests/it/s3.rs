@@ -50,9 +50,18 @@ async fn the_embedded_local_store_serves_signed_requests_only() {
         data_dir: dir.path().to_path_buf(),
         public_outputs: true,
     };
-    let store = LocalStore::bind(&config, "local", "key-id", "secret", None, Default::default())
-        .await
-        .unwrap();
+    let max_upload = 1000;
+    let store = LocalStore::bind(
+        &config,
+        "local",
+        "key-id",
+        "secret",
+        max_upload,
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let endpoint = format!("http://{}", store.local_addr());
     let stop = CancellationToken::new();
     let limits = tcoder::http_serve::Limits {
@@ -123,6 +132,27 @@ async fn the_embedded_local_store_serves_signed_requests_only() {
     // The presigned PUT itself works.
     assert_eq!(put(None).await.unwrap().status(), reqwest::StatusCode::OK);
     assert_eq!(std::fs::read(dir.path().join("local").join(own)).unwrap(), b"hello");
+
+    // A job that declared no length gets a URL without one: the store still refuses an upload
+    // over the ceiling, from its Content-Length, and keeps nothing.
+    let unbounded = "uploads/a/job_big/source";
+    let presigned = s3::presign_put(
+        &client,
+        "local",
+        unbounded,
+        None,
+        None,
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let too_big = http.put(&presigned.url).body(vec![0u8; max_upload as usize + 1]).send();
+    let too_big = too_big.await.unwrap();
+    assert_eq!(too_big.status(), reqwest::StatusCode::BAD_REQUEST);
+    assert!(too_big.text().await.unwrap().contains("EntityTooLarge"));
+    assert!(!dir.path().join("local").join(unbounded).exists(), "nothing was kept");
+    let fits = http.put(&presigned.url).body(vec![0u8; max_upload as usize]).send().await;
+    assert_eq!(fits.unwrap().status(), reqwest::StatusCode::OK);
 
     stop.cancel();
     tokio::time::timeout(std::time::Duration::from_secs(5), server)

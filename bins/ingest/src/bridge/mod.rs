@@ -154,6 +154,13 @@ impl Bridge {
         };
         if let Some((outcome, code, message)) = rejection {
             self.metrics.uploads.with_label_values(&[outcome.as_str()]).inc();
+            // Not what the job asked for (too large, another length): not kept, so a URL
+            // cannot be used to store arbitrary data (R2 and S3 cannot refuse it up front).
+            if matches!(outcome, Outcome::TooLarge | Outcome::SizeMismatch)
+                && let Err(e) = s3::delete(&self.s3, &self.bucket, &event.key).await
+            {
+                tracing::warn!(key = event.key, error = %e, "rejected upload not deleted");
+            }
             return self.fail(&job, code, &message).await.map(|()| outcome);
         }
         let source_object = SourceObject { key: event.key.clone(), size, etag };

@@ -53,6 +53,9 @@ async fn wrong_sizes_and_unknown_keys_never_become_upload_events() {
         (job["status"].as_str(), job["error"]["code"].as_str()),
         (Some("failed"), Some("upload.size_mismatch"))
     );
+    // Not the declared upload: not kept in the bucket.
+    let kept = ingest.s3.head_object().bucket(&ingest.bucket).key(&key).send().await;
+    assert!(kept.is_err(), "the rejected upload was deleted");
 
     ingest.put_object("somewhere/else.mp4", vec![1u8; 10]).await;
     let unknown_job = "uploads/acme/job_0190a0a0a0a07000800000000000abcd/source";
