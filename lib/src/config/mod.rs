@@ -120,13 +120,32 @@ impl Settings {
     pub fn validate_for(&self, service: Service) -> Result<(), ConfigError> {
         match service {
             Service::Ingest => {
-                self.ingest.r2_queue.validate_credentials().map_err(|e| e.in_section("ingest"))
+                self.ingest.r2_queue.validate_credentials().map_err(|e| e.in_section("ingest"))?;
+                self.check_store_exposure()
             }
             Service::Dispatcher if self.dispatcher.provider == ProviderKind::Fly => {
                 self.dispatcher.fly.validate().map_err(|e| e.in_section("dispatcher"))
             }
             _ => Ok(()),
         }
+    }
+
+    /// The embedded store with the credentials every copy of tcoder ships with gives anyone
+    /// who can reach it every tenant's objects: that is only acceptable on loopback.
+    fn check_store_exposure(&self) -> Result<(), ConfigError> {
+        let store = &self.ingest.local_store;
+        if store.enabled && !store.bind.ip().is_loopback() && self.s3.has_shipped_credentials() {
+            return Err(ConfigError::Invalid {
+                key: "ingest.local_store.bind".to_owned(),
+                message: format!(
+                    "{} is reachable from other hosts, but [s3] still has the shipped example \
+                     credentials: set s3.access_key_id and s3.secret_access_key (tcoder up \
+                     generates random ones) or bind to 127.0.0.1",
+                    store.bind
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Checks what types alone cannot: ranges, URLs, names.

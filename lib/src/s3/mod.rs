@@ -52,11 +52,30 @@ pub struct Config {
     pub timeout: Duration,
 }
 
+/// The example credentials in config/default.toml, the same in every copy of tcoder.
+const SHIPPED_CREDENTIALS: (&str, &str) = ("tcoder-local", "tcoder-local-secret");
+
 impl Config {
+    /// Whether these are the example credentials every copy of tcoder ships with.
+    pub fn has_shipped_credentials(&self) -> bool {
+        (self.access_key_id.as_str(), self.secret_access_key.expose()) == SHIPPED_CREDENTIALS
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
         let is_http = self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://");
         if !self.endpoint.is_empty() && !is_http {
             return Err(Invalid::new("endpoint", "must start with http:// or https://"));
+        }
+        // Presigned upload URLs and output URLs are built from these: a listening wildcard is
+        // no address a client can reach.
+        for (key, url) in [("endpoint", &self.endpoint), ("public_url", &self.public_url)] {
+            let host = url.split("://").nth(1).unwrap_or_default();
+            if host.starts_with("0.0.0.0") || host.starts_with("[::]") {
+                return Err(Invalid::new(
+                    key,
+                    "names a wildcard address (0.0.0.0 / [::]); use an address clients reach",
+                ));
+            }
         }
         if self.region.is_empty() {
             return Err(Invalid::new("region", "must not be empty (use \"auto\" for R2)"));

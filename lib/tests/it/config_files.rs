@@ -53,3 +53,31 @@ fn the_fly_token_is_required_by_the_dispatcher_only() {
     assert!(err.contains("dispatcher.fly.token"), "{err}");
     Settings::load_from(Service::Ingest, Some(&file), EnvVars::default()).unwrap();
 }
+
+/// The embedded store with the example credentials everyone has, reachable from other hosts,
+/// would hand every tenant's objects to anyone: ingest refuses to start so. Loopback, or own
+/// credentials, are fine; a wildcard address is never a valid endpoint for presigned URLs.
+#[test]
+fn the_store_is_not_exposed_with_the_shipped_credentials() {
+    let load = |pairs: &[(&str, &str)]| {
+        let env =
+            EnvVars::from_pairs(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Settings::load_from(Service::Ingest, None, env).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let exposed = ("TCODER__INGEST__LOCAL_STORE__BIND", "0.0.0.0:19000");
+    let err = load(&[exposed]).unwrap_err();
+    assert!(err.contains("ingest.local_store.bind") && err.contains("credentials"), "{err}");
+    load(&[]).unwrap();
+    load(&[
+        exposed,
+        ("TCODER__S3__ENDPOINT", "http://192.0.2.10:19000"),
+        ("TCODER__S3__ACCESS_KEY_ID", "mine"),
+        ("TCODER__S3__SECRET_ACCESS_KEY", "a-secret-of-my-own"),
+    ])
+    .unwrap();
+    let err = load(&[("TCODER__S3__ENDPOINT", "http://0.0.0.0:19000")]).unwrap_err();
+    assert!(err.contains("s3.endpoint") && err.contains("wildcard"), "{err}");
+    // Other services do not run the store: the check is ingest's.
+    let env = EnvVars::from_pairs([(exposed.0.to_owned(), exposed.1.to_owned())]);
+    Settings::load_from(Service::Worker, None, env).unwrap();
+}

@@ -44,10 +44,13 @@ const SERVER_GRACE: Duration = Duration::from_secs(10);
 pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Result<()> {
     let ingest = Settings::load(Service::Ingest, config_file)?;
     let dispatcher = Settings::load(Service::Dispatcher, config_file)?;
-    let plan = StackPlan::resolve(&cli, &ingest, &dispatcher)?;
+    let mut plan = StackPlan::resolve(&cli, &ingest, &dispatcher)?;
     let logs = plan.data_dir.join("logs");
     for dir in [&plan.data_dir, &logs, &plan.data_dir.join("nats"), &plan.data_dir.join("redis")] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if cli.s3.has_shipped_credentials() {
+        (plan.s3_access_key_id, plan.s3_secret_access_key) = store_credentials(&plan.data_dir)?;
     }
     let bin_dir = bin_dir(&cli.up.bin_dir)?;
     let ready_timeout = cli.up.ready_timeout;
@@ -129,6 +132,29 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
     }
     note!("tcoder up: stopped");
     Ok(())
+}
+
+/// The embedded store's credentials when the settings still have the shipped example ones:
+/// random, created once in `<data_dir>/s3-credentials` (readable only by the owner), so no two
+/// stacks share a key anyone could look up.
+fn store_credentials(data_dir: &Path) -> anyhow::Result<(String, String)> {
+    let path = data_dir.join("s3-credentials");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Some((id, secret)) = text.trim().split_once(':')
+        && !id.is_empty()
+        && !secret.is_empty()
+    {
+        return Ok((id.to_owned(), secret.to_owned()));
+    }
+    let random = |bytes: usize| {
+        let mut buf = vec![0u8; bytes];
+        getrandom::fill(&mut buf).expect("the OS random source is available");
+        hex::encode(buf)
+    };
+    let (id, secret) = (format!("tcoder-{}", random(8)), random(24));
+    crate::profile::write_private(&path, &format!("{id}:{secret}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((id, secret))
 }
 
 /// The single-host stack's API key (tenant `local`): created once in `<data_dir>/api-key`
@@ -306,12 +332,12 @@ fn print_summary(plan: &StackPlan, parts: &[StackChild], logs: &Path) {
     let pid = |name: &str| parts.iter().find(|p| p.name == name).map_or(0, StackChild::pid);
     say!("tcoder is up (data in {})", plan.data_dir.display());
     say!("  api               http://{}", plan.api);
-    say!("  object store      http://{}  bucket {}", plan.store, plan.bucket);
+    say!("  object store      http://{}  bucket {}", plan.store_endpoint(), plan.bucket);
     say!(
         "  s3 credentials    AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} (aws --endpoint-url http://{} s3 ls s3://{}/)",
         plan.s3_access_key_id,
         plan.s3_secret_access_key,
-        plan.store,
+        plan.store_endpoint(),
         plan.bucket
     );
     say!("  nats              nats://{}  pid {}", plan.nats, pid("nats-server"));

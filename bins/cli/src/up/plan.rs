@@ -56,6 +56,14 @@ impl StackPlan {
         })
     }
 
+    /// The store's address as clients reach it: a wildcard bind is reached on loopback here.
+    pub(crate) fn store_endpoint(&self) -> SocketAddr {
+        match self.store.ip() {
+            ip if ip.is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), self.store.port()),
+            _ => self.store,
+        }
+    }
+
     /// Where `tcoder up` keeps the local API key (read by `tcoder submit`).
     pub(crate) fn api_key_path(&self) -> PathBuf {
         self.data_dir.join("api-key")
@@ -68,8 +76,10 @@ impl StackPlan {
         [
             ("TCODER__NATS__URL", format!("nats://{}", self.nats)),
             ("TCODER__REDIS__URL", format!("redis://{}/", self.redis)),
-            ("TCODER__S3__ENDPOINT", format!("http://{}", self.store)),
+            ("TCODER__S3__ENDPOINT", format!("http://{}", self.store_endpoint())),
             ("TCODER__S3__FORCE_PATH_STYLE", "true".to_owned()),
+            ("TCODER__S3__ACCESS_KEY_ID", self.s3_access_key_id.clone()),
+            ("TCODER__S3__SECRET_ACCESS_KEY", self.s3_secret_access_key.clone()),
             ("TCODER__INGEST__HTTP_BIND", self.api.to_string()),
             ("TCODER__INGEST__LOCAL_STORE__ENABLED", "true".to_owned()),
             ("TCODER__INGEST__LOCAL_STORE__BIND", self.store.to_string()),

@@ -95,6 +95,14 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     // The object store answers S3 (unsigned requests are refused, as on R2).
     let (status, _) = http_get(addr(&summary["object store"].0), "/tcoder/x").unwrap();
     assert_eq!(status, 403);
+    // The store got random credentials of its own, readable only by the owner.
+    let credentials = data.path().join("s3-credentials");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&credentials).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let text = std::fs::read_to_string(&credentials).unwrap();
+    assert!(!text.contains("tcoder-local-secret") && text.len() > 40, "{text}");
     // NATS keeps JetStream data (and Redis its AOF) under the data dir.
     assert!(data.path().join("nats/nats-server.conf").is_file());
     assert!(
