@@ -28,6 +28,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/notifications/r2", post(notifications::r2))
         .route("/v1/notifications/s3", post(notifications::s3))
         .fallback(|| async { ApiError::not_found().into_response() })
+        .layer(middleware::from_fn(problem_json))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
@@ -44,6 +45,43 @@ async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Re
     let mut response = next.run(request).await;
     state.cors.decorate(&asked, response.headers_mut());
     response
+}
+
+/// Every error is problem+json: answers the framework makes itself (405 with an empty body, 413
+/// from a body limit in text/plain, a rejected extractor) are rewritten with a stable `code`;
+/// their other headers (`Allow`) stay.
+async fn problem_json(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (code, detail) = match status {
+        axum::http::StatusCode::METHOD_NOT_ALLOWED => {
+            ("request.method_not_allowed", "this resource does not take that method")
+        }
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            ("request.too_large", "the request body is larger than this endpoint takes")
+        }
+        axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("request.unsupported_media_type", "send the body as application/json")
+        }
+        axum::http::StatusCode::NOT_FOUND => ("not_found", "no such resource"),
+        s if s.is_server_error() => ("service.unavailable", "the request failed; retry shortly"),
+        _ => ("request.invalid", "the request is malformed"),
+    };
+    let (mut parts, _) = response.into_parts();
+    let mut problem = ApiError::new(status, code, detail).into_response();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    for (name, value) in problem.headers() {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    *problem.headers_mut() = parts.headers;
+    problem
 }
 
 /// Counts every request by route template (bounded labels: never an id) and times it.

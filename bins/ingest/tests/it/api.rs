@@ -347,3 +347,40 @@ async fn api_requests_are_counted_by_route_template() {
     );
     assert!(!metrics.contains(&id), "job ids must never be metric labels");
 }
+
+/// Errors the framework produces itself are problem+json like the API's own: a wrong method
+/// (405, keeping `Allow`), an oversized notification body (413), an unknown path (404).
+#[tokio::test]
+async fn every_error_answer_is_problem_json() {
+    let ingest = spawn(Store::External, &[]).await;
+    let check = |response: reqwest::Response, status: StatusCode, code: &'static str| async move {
+        assert_eq!(response.status(), status);
+        let kind = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert_eq!(kind, "application/problem+json");
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(
+            (problem["code"].as_str(), problem["status"].as_u64()),
+            (Some(code), Some(u64::from(status.as_u16())))
+        );
+    };
+    let wrong_method = ingest
+        .http
+        .delete(format!("{}/v1/jobs", ingest.api))
+        .bearer_auth(&ingest.key_a)
+        .send()
+        .await
+        .unwrap();
+    assert!(wrong_method.headers().contains_key("allow"));
+    check(wrong_method, StatusCode::METHOD_NOT_ALLOWED, "request.method_not_allowed").await;
+    let too_large = ingest
+        .http
+        .post(format!("{}/v1/notifications/s3", ingest.api))
+        .bearer_auth(crate::helpers::NOTIFY_SECRET)
+        .body(vec![b' '; 3 << 20])
+        .send()
+        .await
+        .unwrap();
+    check(too_large, StatusCode::PAYLOAD_TOO_LARGE, "request.too_large").await;
+    let unknown = ingest.http.get(format!("{}/nowhere", ingest.api)).send().await.unwrap();
+    check(unknown, StatusCode::NOT_FOUND, "not_found").await;
+}
