@@ -69,6 +69,16 @@ pub struct ServiceArgs {
     pub config: Option<PathBuf>,
 }
 
+/// Files a service creates — the embedded store's objects, workers' scratch folders, settings
+/// handed to workers — hold tenants' media and secrets: readable by this user only (0600 files,
+/// 0700 folders), whatever the umask it was started with.
+pub fn private_files() {
+    // SAFETY: umask(2) only sets this process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 /// The whole `main` of a service binary.
 pub fn main<S: Service>() -> ExitCode {
     let args = ServiceArgs::parse();
@@ -78,6 +88,7 @@ pub fn main<S: Service>() -> ExitCode {
 /// Loads settings, starts telemetry and the runtime, and runs the service until a signal.
 pub fn run<S: Service>(config_file: Option<PathBuf>) -> ExitCode {
     crate::install_crypto_provider();
+    private_files();
     let settings = match Settings::load(S::NAME, config_file.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {

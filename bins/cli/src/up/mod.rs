@@ -42,6 +42,9 @@ use self::plan::StackPlan;
 const SERVER_GRACE: Duration = Duration::from_secs(10);
 
 pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Result<()> {
+    // Everything under the data dir (objects, the AOF, JetStream's store, keys) is private,
+    // and so is what the parts started from here create.
+    tcoder::service::private_files();
     let ingest = Settings::load(Service::Ingest, config_file)?;
     let dispatcher = Settings::load(Service::Dispatcher, config_file)?;
     let mut plan = StackPlan::resolve(&cli, &ingest, &dispatcher)?;
@@ -49,6 +52,8 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
     for dir in [&plan.data_dir, &logs, &plan.data_dir.join("nats"), &plan.data_dir.join("redis")] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    std::fs::set_permissions(&plan.data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("cannot restrict {}", plan.data_dir.display()))?;
     if cli.s3.has_shipped_credentials() {
         (plan.s3_access_key_id, plan.s3_secret_access_key) = store_credentials(&plan.data_dir)?;
     }

@@ -113,6 +113,21 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
 
     let job = submit_transcodes_a_video_with_the_stacks_key(data.path(), &summary["api"].0);
     results_play_without_credentials_and_pages_may_call(&job, &summary);
+    // Media, the AOF and JetStream's files are the user's alone.
+    let mode = |path: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions())
+            & 0o777
+    };
+    assert_eq!(mode(data.path()), 0o700);
+    let mut private = vec![data.path().join("redis/appendonlydir")];
+    let outputs = data.path().join("objects/tcoder/outputs/local");
+    for entry in walkdir(&outputs).into_iter().chain(walkdir(&data.path().join("nats"))) {
+        private.push(entry);
+    }
+    assert!(private.len() > 5);
+    for path in private {
+        assert_eq!(mode(&path) & 0o077, 0, "{} is readable by others", path.display());
+    }
 
     let pids: Vec<u32> = summary.values().filter_map(|(_, pid)| *pid).collect();
     assert_eq!(
@@ -209,6 +224,19 @@ pub(crate) fn submit_transcodes_a_video_with_the_stacks_key(
     let listed = tcoder(&["jobs"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
     job
+}
+
+/// Every file and folder under `dir`.
+fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walkdir(&path));
+        }
+        found.push(path);
+    }
+    found
 }
 
 /// `curl` (no credentials) with `extra` arguments: (status, headers lower-cased, body).
