@@ -63,13 +63,56 @@ impl ApiKeys {
             return Ok(None);
         }
         let digest = hash_key(key);
+        let mut redis = self.redis.clone();
+        let revoked: bool =
+            redis.sismember(crate::redis::keys::revoked_api_keys(), &digest).await?;
+        if revoked {
+            return Ok(None);
+        }
         if let Some(tenant) = self.configured.get(&digest) {
             return Ok(Some(tenant.clone()));
         }
-        let mut redis = self.redis.clone();
         let stored: Option<String> = redis.hget(redis_key(), &digest).await?;
         Ok(stored.and_then(|t| Tenant::parse(&t)))
     }
+
+    /// Every key known: configured ones and those stored in Redis, with whether each is
+    /// revoked, sorted by tenant.
+    pub async fn list(&self) -> Result<Vec<KeyInfo>, StoreError> {
+        let mut redis = self.redis.clone();
+        let stored: HashMap<String, String> = redis.hgetall(redis_key()).await?;
+        let revoked: std::collections::HashSet<String> =
+            redis.smembers(crate::redis::keys::revoked_api_keys()).await?;
+        let mut keys: Vec<KeyInfo> = self
+            .configured
+            .iter()
+            .map(|(hash, tenant)| (hash.clone(), tenant.as_str().to_owned(), "config"))
+            .chain(stored.into_iter().map(|(hash, tenant)| (hash, tenant, "redis")))
+            .map(|(sha256, tenant, source)| KeyInfo {
+                revoked: revoked.contains(&sha256),
+                sha256,
+                tenant,
+                source,
+            })
+            .collect();
+        keys.sort_by(|a, b| (&a.tenant, &a.sha256).cmp(&(&b.tenant, &b.sha256)));
+        Ok(keys)
+    }
+}
+
+/// One key as `tcoder keys list` shows it (never the key itself: only its hash is known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub sha256: String,
+    pub tenant: String,
+    /// `config` (`ingest.api_keys`) or `redis`.
+    pub source: &'static str,
+    pub revoked: bool,
+}
+
+/// Whether `key` was revoked.
+pub async fn is_revoked(redis: &mut ConnectionManager, key: &str) -> Result<bool, StoreError> {
+    Ok(redis.sismember(crate::redis::keys::revoked_api_keys(), hash_key(key)).await?)
 }
 
 /// Stores a key's hash for `tenant` in Redis (used by `tcoder keys create` and `tcoder up`).
@@ -82,18 +125,26 @@ pub async fn store_key(
     Ok(())
 }
 
-/// Removes a key (by the key or by its hash).
+/// Revokes a key (by the key or by its hash), for good: its hash is removed from Redis and
+/// recorded as revoked, which also disables a configured key and keeps the key from coming
+/// back if something stores it again.
 pub async fn revoke_key(
     redis: &mut ConnectionManager,
     key_or_hash: &str,
-) -> Result<bool, StoreError> {
-    let digest = if key_or_hash.starts_with(KEY_PREFIX_TEXT) {
+) -> Result<(), StoreError> {
+    let digest = digest_of(key_or_hash);
+    let _: u32 = redis.hdel(redis_key(), &digest).await?;
+    let _: u32 = redis.sadd(crate::redis::keys::revoked_api_keys(), &digest).await?;
+    Ok(())
+}
+
+/// The hash of a key given as the key itself or as its hash.
+pub fn digest_of(key_or_hash: &str) -> String {
+    if key_or_hash.starts_with(KEY_PREFIX_TEXT) {
         hash_key(key_or_hash)
     } else {
-        key_or_hash.to_owned()
-    };
-    let removed: u32 = redis.hdel(redis_key(), digest).await?;
-    Ok(removed > 0)
+        key_or_hash.to_ascii_lowercase()
+    }
 }
 
 /// A per-key limit on how fast jobs are created: a token bucket in Redis (shared by every

@@ -79,3 +79,9 @@ pub fn webhook_secret(tenant: &Tenant) -> String {
 pub fn create_rate(key_hash: &str) -> String {
     format!("{KEY_PREFIX}rate:create:{key_hash}")
 }
+
+/// Hashes of revoked API keys (a set): checked before both stored and configured keys, so a
+/// revocation holds for keys in config files too and survives a key being stored again.
+pub fn revoked_api_keys() -> String {
+    format!("{KEY_PREFIX}apikeys:revoked")
+}

@@ -19,8 +19,19 @@ async fn keys_resolve_to_tenants_from_config_or_redis_and_revoked_keys_do_not() 
     assert_eq!(keys.tenant_of("tk_unknown").await.unwrap(), None);
     assert_eq!(keys.tenant_of("no-prefix").await.unwrap(), None);
 
-    assert!(auth::revoke_key(&mut redis, &stored).await.unwrap());
+    auth::revoke_key(&mut redis, &stored).await.unwrap();
     assert_eq!(keys.tenant_of(&stored).await.unwrap(), None);
+    // A revocation holds when the key is stored again (tcoder up re-registers its key on every
+    // start), and for keys in the config file too.
+    auth::store_key(&mut redis, &stored, &Tenant::parse("globex").unwrap()).await.unwrap();
+    assert_eq!(keys.tenant_of(&stored).await.unwrap(), None);
+    auth::revoke_key(&mut redis, &auth::hash_key(&configured)).await.unwrap();
+    assert_eq!(keys.tenant_of(&configured).await.unwrap(), None);
+    let listed = keys.list().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|k| (k.tenant.as_str(), k.source, k.revoked)).collect::<Vec<_>>(),
+        [("acme", "config", true), ("globex", "redis", true)]
+    );
     // Redis holds only hashes, never the key itself.
     let dump: Vec<String> =
         redis::cmd("HKEYS").arg(auth::redis_key()).query_async(&mut redis).await.unwrap();

@@ -1,5 +1,5 @@
-//! `tcoder keys create|hash|revoke`: API keys, stored hashed in Redis (or listed hashed in the
-//! config's `ingest.api_keys`).
+//! `tcoder keys create|list|hash|revoke`: API keys, stored hashed in Redis (or listed hashed in
+//! the config's `ingest.api_keys`). Revocations are recorded in Redis and hold for both kinds.
 
 use anyhow::Context as _;
 use tcoder::auth;
@@ -15,7 +15,9 @@ pub(crate) enum KeysCommand {
     },
     /// Print the SHA-256 of a key, for `ingest.api_keys` in a config file.
     Hash { key: String },
-    /// Remove a key (given as the key or its hash) from Redis.
+    /// List every key (its hash, tenant, where it is defined, whether it is revoked).
+    List,
+    /// Revoke a key (given as the key or its hash), in Redis or in the config, for good.
     Revoke { key_or_hash: String },
 }
 
@@ -30,11 +32,27 @@ pub(crate) async fn run(settings: &Settings, command: KeysCommand) -> anyhow::Re
             auth::store_key(&mut redis, &key, &tenant).await?;
             println!("{key}");
         }
+        KeysCommand::List => {
+            let redis = tcoder::redis::connect(&settings.redis).await?;
+            let keys = auth::ApiKeys::new(&settings.ingest.api_keys, redis).list().await?;
+            println!("{:<64}  {:<20}  {:<6}  state", "sha256", "tenant", "source");
+            for key in keys {
+                let state = if key.revoked { "revoked" } else { "active" };
+                println!("{:<64}  {:<20}  {:<6}  {state}", key.sha256, key.tenant, key.source);
+            }
+        }
         KeysCommand::Revoke { key_or_hash } => {
-            let mut redis = tcoder::redis::connect(&settings.redis).await?;
-            let removed = auth::revoke_key(&mut redis, &key_or_hash).await?;
-            anyhow::ensure!(removed, "no such key in Redis");
-            println!("revoked");
+            let redis = tcoder::redis::connect(&settings.redis).await?;
+            let digest = auth::digest_of(&key_or_hash);
+            let keys = auth::ApiKeys::new(&settings.ingest.api_keys, redis.clone()).list().await?;
+            let key = keys.iter().find(|k| k.sha256 == digest).context("no such key")?;
+            auth::revoke_key(&mut redis.clone(), &digest).await?;
+            match key.source {
+                "config" => println!(
+                    "revoked (it stays refused; remove it from ingest.api_keys when convenient)"
+                ),
+                _ => println!("revoked"),
+            }
         }
     }
     Ok(())

@@ -163,23 +163,39 @@ fn store_credentials(data_dir: &Path) -> anyhow::Result<(String, String)> {
 }
 
 /// The single-host stack's API key (tenant `local`): created once in `<data_dir>/api-key`
-/// (readable only by the owner), its hash registered in Redis on every start.
+/// (readable only by the owner), its hash registered in Redis on every start. A key revoked
+/// with `tcoder keys revoke` stays revoked: the stack gets a new one.
 async fn ensure_local_api_key(plan: &StackPlan) -> anyhow::Result<()> {
+    let redis_config = tcoder::redis::Config {
+        url: format!("redis://{}/", plan.redis),
+        timeout: Duration::from_secs(5),
+    };
+    let mut redis = tcoder::redis::connect(&redis_config).await?;
     let path = plan.api_key_path();
-    let key = match std::fs::read_to_string(&path) {
-        Ok(key) if key.trim().starts_with(tcoder::auth::KEY_PREFIX_TEXT) => key.trim().to_owned(),
-        _ => {
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(key) if key.trim().starts_with(tcoder::auth::KEY_PREFIX_TEXT) => {
+            let key = key.trim().to_owned();
+            if tcoder::auth::is_revoked(&mut redis, &key).await? {
+                note!(
+                    "tcoder up: the stack's API key was revoked; a new one is in {}",
+                    path.display()
+                );
+                None
+            } else {
+                Some(key)
+            }
+        }
+        _ => None,
+    };
+    let key = match existing {
+        Some(key) => key,
+        None => {
             let key = tcoder::auth::generate_key();
             crate::profile::write_private(&path, &key)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             key
         }
     };
-    let redis_config = tcoder::redis::Config {
-        url: format!("redis://{}/", plan.redis),
-        timeout: Duration::from_secs(5),
-    };
-    let mut redis = tcoder::redis::connect(&redis_config).await?;
     let tenant = tcoder::jobs::Tenant::parse("local").expect("valid tenant");
     tcoder::auth::store_key(&mut redis, &key, &tenant).await?;
     // The client commands find the stack from any directory through this profile.

@@ -386,7 +386,7 @@ fn signed_delivery_plays_through_the_whole_tree_and_expires() {
 /// still exits 0 after stopping every part cleanly: the worker releases its job, nats-server and
 /// redis-server log a clean shutdown, and the job completes once the stack is up again.
 #[test]
-fn ctrl_c_through_tee_with_a_job_running_stops_cleanly_and_the_job_completes_after_restart() {
+fn ctrl_c_through_tee_stops_cleanly_the_job_completes_after_restart_and_revocations_hold() {
     let data = tempfile::tempdir().unwrap();
     let log = data.path().join("up.log");
     let (reader, writer) = std::io::pipe().unwrap();
@@ -461,13 +461,36 @@ fn ctrl_c_through_tee_with_a_job_running_stops_cleanly_and_the_job_completes_aft
 
     // Up again on the same data: the released job is picked up and completes, once.
     let (mut again, lines) = spawn_up(data.path(), &[]);
-    read_summary(&lines);
+    let summary = read_summary(&lines);
     let job = testkit::eventually(Duration::from_secs(180), || {
         let job = status(&id);
         if job["status"] == "completed" { Ok(job) } else { Err(job["status"].to_string()) }
     });
     assert_eq!(job["attempts"], 2, "released at Ctrl-C, then run again: {job}");
     assert_eq!(job["lost_attempts"], 0, "the first attempt was released, not lost: {job}");
-    let (status, in_time) = again.terminate(Duration::from_secs(30)).unwrap();
-    assert!(status.success() && in_time, "{status}");
+
+    // The stack's key, revoked, stays revoked across a restart: the stack makes a new one.
+    let old_key = std::fs::read_to_string(data.path().join("api-key")).unwrap();
+    let revoked = Command::new(env!("CARGO_BIN_EXE_tcoder"))
+        .args(["keys", "revoke", old_key.trim()])
+        .env("TCODER__REDIS__URL", &summary["redis"].0)
+        .output()
+        .unwrap();
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    let (exit, in_time) = again.terminate(Duration::from_secs(30)).unwrap();
+    assert!(exit.success() && in_time, "{exit}");
+    let (mut third, lines) = spawn_up(data.path(), &[]);
+    let summary = read_summary(&lines);
+    let new_key = std::fs::read_to_string(data.path().join("api-key")).unwrap();
+    assert_ne!(new_key, old_key);
+    let with_old = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("authorization: Bearer {}", old_key.trim()))
+        .arg(format!("{}/v1/jobs", summary["api"].0))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&with_old.stdout), "401");
+    assert_eq!(status(&id)["status"], "completed", "the new key (in the profile) works");
+    let (exit, in_time) = third.terminate(Duration::from_secs(30)).unwrap();
+    assert!(exit.success() && in_time, "{exit}");
 }
