@@ -4,10 +4,12 @@
 //! one `{"type":"result","report":…}` or `{"type":"error","error":{"code","message"}}`.
 //!
 //! It is the only process that parses untrusted media. Whatever a decoder bug lets an
-//! attacker do here, it happens without network, inside the job directory, under rlimits, and
-//! is killed at the wall-clock deadline (see `supervisor`).
+//! attacker do here, it happens inside the sandbox (`crate::sandbox`: namespaces, an
+//! unprivileged uid, Landlock, no capabilities, a seccomp allowlist), under rlimits, and is
+//! killed at the wall-clock deadline (see `supervisor`).
 
 use std::io::{BufRead, Write};
+use std::path::Path;
 use std::process::ExitCode;
 
 use tcoder::engine::protocol::{ChildMessage, EXIT_REPORTED_ERROR};
@@ -21,93 +23,21 @@ fn emit(message: &ChildMessage) {
     let _ = stdout.flush();
 }
 
-/// Drops every capability: the bounding set (so none can come back through exec) and the
-/// effective, permitted and inheritable sets. Must run after `isolate_network`, which needs
-/// one.
-pub fn drop_capabilities() -> std::io::Result<()> {
-    // Highest capability number the kernel knows (CAP_LAST_CAP is 40 on current kernels);
-    // dropping unknown numbers fails harmlessly.
-    for cap in 0..64 {
-        // SAFETY: prctl(2) on the calling process; an invalid number returns EINVAL.
-        unsafe {
-            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
-        }
-    }
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Default, Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    // _LINUX_CAPABILITY_VERSION_3: two 32-bit data words.
-    let mut header = Header { version: 0x2008_0522, pid: 0 };
-    let data = [Data::default(); 2];
-    // SAFETY: capset(2) with a valid header and two data words, on the calling thread (the
-    // child is still single-threaded here).
-    let result =
-        unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
-    if result != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // No exec from here on can gain privileges (setuid binaries, file capabilities).
-    // SAFETY: prctl(2) on the calling process with the documented arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Closes every descriptor above stderr the child inherited by accident (a worker's socket or
-/// key file opened without close-on-exec): the engine needs only its three pipes.
-pub fn close_inherited_fds() {
-    // SAFETY: close_range(2) on descriptors this process does not use; nothing here holds one.
-    unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-    }
-}
-
-/// Enters an empty network namespace: no interface but a down loopback, so nothing in this
-/// process can open a connection anywhere. Must run before any thread is started.
-pub fn isolate_network() -> (bool, String) {
-    // SAFETY: unshare(2) on the calling (single-threaded) process.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0 {
-        return (true, "empty network namespace".to_owned());
-    }
-    let direct = std::io::Error::last_os_error();
-    // Unprivileged: a user namespace grants the capability for a network namespace.
-    // SAFETY: as above.
-    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) } == 0 {
-        return (true, "empty network namespace (in a user namespace)".to_owned());
-    }
-    let user = std::io::Error::last_os_error();
-    (false, format!("cannot create a network namespace ({direct}; with a user namespace: {user})"))
-}
-
 /// The whole child: returns its exit code.
 pub fn main() -> ExitCode {
-    close_inherited_fds();
-    let (network_isolated, mut detail) = isolate_network();
-    // Nothing the engine does needs a capability; without them it cannot setns back into the
-    // worker's network namespace, change owners, or raise its limits.
-    match drop_capabilities() {
-        Ok(()) => detail.push_str("; no capabilities, no new privileges"),
-        Err(e) => detail.push_str(&format!("; capabilities kept ({e})")),
-    }
-    emit(&ChildMessage::Sandbox { network_isolated, detail });
+    // The job first (from the supervisor, trusted), then the sandbox, then the media.
     let mut line = String::new();
-    if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+    let read = std::io::stdin().lock().read_line(&mut line);
+    let job_dir = std::env::current_dir().unwrap_or_default();
+    let report = crate::sandbox::enter(Path::new("."));
+    emit(&ChildMessage::Sandbox(report));
+    if let Err(e) = read {
         emit(&ChildMessage::Error {
             error: EngineError::new(ErrorCode::Failed, format!("cannot read the job: {e}")),
         });
         return ExitCode::from(EXIT_REPORTED_ERROR);
     }
-    let job: EngineJob = match serde_json::from_str(&line) {
+    let mut job: EngineJob = match serde_json::from_str(&line) {
         Ok(job) => job,
         Err(e) => {
             emit(&ChildMessage::Error {
@@ -116,6 +46,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_REPORTED_ERROR);
         }
     };
+    // Paths relative to the job folder (our working directory): the folders above it may not
+    // be reachable from inside the sandbox.
+    for path in [&mut job.input, &mut job.output_dir] {
+        if let Ok(relative) = path.strip_prefix(&job_dir) {
+            *path = Path::new(".").join(relative);
+        }
+    }
     #[cfg(feature = "bench")]
     if let Some(outcome) = tcoder::engine::bench::noop(&job) {
         return match outcome {

@@ -8,6 +8,9 @@ pub mod child;
 mod error;
 mod mov_refs;
 pub mod probe;
+mod sandbox;
+
+pub use sandbox::check as sandbox_check;
 mod transcode;
 
 pub use self::transcode::{run, run_with};

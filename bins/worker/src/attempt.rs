@@ -335,6 +335,9 @@ async fn work(
     let _ = publisher.await;
     let engine_secs = stage.elapsed().as_secs_f64();
     let run = run?;
+    if !run.sandbox.missing.is_empty() {
+        worker.metrics.sandbox_incomplete.inc();
+    }
     // Probing happens inside the engine child; it reports how long that took.
     let probe_secs = run.report.probe_secs.min(engine_secs);
     worker.metrics.stage_seconds.with_label_values(&["probe"]).observe(probe_secs);

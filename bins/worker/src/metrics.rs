@@ -23,6 +23,8 @@ pub(crate) struct WorkerMetrics {
     pub redeliveries: IntCounter,
     pub lease_renewals_failed: IntCounter,
     pub self_fences: IntCounter,
+    /// Engine runs whose sandbox lacked a layer the kernel refused (see the engine's report).
+    pub sandbox_incomplete: IntCounter,
     /// Commits retried after a transient store error (instead of redoing the job).
     pub commit_retries: IntCounter,
     /// Claims holding their message while Redis cannot be reached.
@@ -62,6 +64,7 @@ impl WorkerMetrics {
             redeliveries: counter("tcoder_redeliveries_total", "Job messages received more than once."),
             lease_renewals_failed: counter("tcoder_lease_renewals_failed_total", "Lease renewals that failed (Redis unreachable)."),
             self_fences: counter("tcoder_self_fences_total", "Attempts abandoned because the lease could not be kept or another attempt took over."),
+            sandbox_incomplete: counter("tcoder_engine_sandbox_incomplete_total", "Engine runs whose sandbox lacked a layer this kernel refused (user namespace, Landlock, seccomp...): see the worker's warning for which."),
             commit_retries: counter("tcoder_commit_retries_total", "Commits retried after a transient Redis error (safe: a commit is fenced by its epoch and idempotent)."),
             waiting_for_redis: IntGauge::new("tcoder_worker_claims_waiting_for_redis", "Work items held (in-progress acks, no delivery spent) while their claim waits for Redis to answer.").expect("valid metric"),
             cost_usd: Counter::new("tcoder_job_cost_usd_total", "Estimated cost of completed jobs in US dollars, from the configured [worker.cost] prices.").expect("valid metric"),
@@ -104,6 +107,7 @@ impl WorkerMetrics {
             &m.lease_renewals_failed,
             &m.self_fences,
             &m.commit_retries,
+            &m.sandbox_incomplete,
             &m.put_requests,
         ] {
             metrics.register(c);

@@ -42,7 +42,7 @@ pub fn in_process(job: &EngineJob) -> Option<Result<super::EngineRun, EngineErro
         cpu_secs: 0.0,
         wall_secs: 0.0,
         max_rss_bytes: 0,
-        network_isolated: true,
+        sandbox: super::protocol::SandboxReport { network_isolated: true, ..Default::default() },
     }))
 }
 

@@ -12,10 +12,8 @@ use super::{EngineError, EngineReport, MediaInfo, Progress};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ChildMessage {
-    Sandbox {
-        network_isolated: bool,
-        detail: String,
-    },
+    /// How the child is confined (sent once, before it touches the media).
+    Sandbox(SandboxReport),
     /// The source passed the probe; the supervisor tightens the deadline to its duration.
     Probed {
         media: Box<MediaInfo>,
@@ -27,6 +25,30 @@ pub enum ChildMessage {
     Error {
         error: EngineError,
     },
+}
+
+/// The uid and gid the engine runs as when the worker is root (`nobody` on Debian): the
+/// worker hands the job folder to it, so the engine owns nothing else on the machine.
+pub const SANDBOX_UID: u32 = 65534;
+pub const SANDBOX_GID: u32 = 65534;
+
+/// Which confinement layers the child entered (see the engine crate's `sandbox` module).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxReport {
+    /// No socket can reach anything: an empty network namespace, or sockets refused.
+    pub network_isolated: bool,
+    /// Its own network, mount, PID, IPC and UTS namespaces.
+    pub namespaces: bool,
+    /// Its own user namespace (its uid mapped to itself).
+    pub user_namespace: bool,
+    /// The uid it runs as (outside its user namespace).
+    pub uid: u32,
+    /// `enforced` / `partly enforced`; empty when Landlock is unavailable.
+    pub landlock: String,
+    pub no_capabilities: bool,
+    pub seccomp: bool,
+    /// Layers the kernel refused, with why.
+    pub missing: Vec<String>,
 }
 
 /// Exit status of a child that reported an error line (it did not crash).

@@ -47,7 +47,8 @@ pub struct EngineRun {
     pub cpu_secs: f64,
     pub wall_secs: f64,
     pub max_rss_bytes: u64,
-    pub network_isolated: bool,
+    /// How the child was confined.
+    pub sandbox: super::protocol::SandboxReport,
 }
 
 /// Starts engine children.
@@ -123,7 +124,7 @@ impl Supervisor {
                 cpu_secs: exit.cpu_secs,
                 wall_secs: started.elapsed().as_secs_f64(),
                 max_rss_bytes: exit.max_rss_bytes,
-                network_isolated: watched.network_isolated,
+                sandbox: watched.sandbox,
             }),
             (Some(Err(error)), None) => Err(error),
             (_, Some(error)) => Err(error),
@@ -138,6 +139,9 @@ impl Supervisor {
     /// worker, rlimits, a cleared environment, `workdir` as its directory), hands it the job
     /// and starts the threads that read its output and reap it.
     fn spawn(&self, job: &EngineJob, workdir: &Path) -> Result<RunningChild, EngineError> {
+        hand_to_sandbox_user(workdir).map_err(|e| {
+            EngineError::new(ErrorCode::Failed, format!("cannot prepare the job folder: {e}"))
+        })?;
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
@@ -225,16 +229,16 @@ impl Supervisor {
         let deadline = tokio::time::sleep(self.limits.wall_deadline);
         tokio::pin!(deadline);
         let mut watched =
-            Watched { outcome: None, network_isolated: false, killed: None, exit: None };
+            Watched { outcome: None, sandbox: Default::default(), killed: None, exit: None };
         let lines = &mut child.lines;
         let exit = loop {
             tokio::select! {
                 message = lines.recv(), if !lines.is_closed() => match message {
-                    Some(ChildMessage::Sandbox { network_isolated: isolated, detail }) => {
-                        watched.network_isolated = isolated;
-                        if !isolated {
-                            tracing::warn!(%detail, "engine runs without network isolation");
+                    Some(ChildMessage::Sandbox(report)) => {
+                        if !report.missing.is_empty() {
+                            tracing::warn!(missing = ?report.missing, network_isolated = report.network_isolated, "the engine sandbox lacks layers this kernel refused");
                         }
+                        watched.sandbox = report;
                     }
                     Some(ChildMessage::Probed { media }) => {
                         let budget = self.limits.deadline_base.as_secs_f64() + media.duration_secs * self.limits.deadline_per_media_second;
@@ -294,7 +298,7 @@ struct RunningChild {
 /// What watching the child found out.
 struct Watched {
     outcome: Option<Result<Box<EngineReport>, EngineError>>,
-    network_isolated: bool,
+    sandbox: super::protocol::SandboxReport,
     /// Why we killed it, if we did.
     killed: Option<ErrorCode>,
     exit: Option<Exit>,
@@ -322,6 +326,26 @@ pub fn scrub_paths(message: &str, paths: &[&Path]) -> String {
         scrubbed = scrubbed.replace(&format!("{text}/"), "").replace(text, &name);
     }
     scrubbed
+}
+
+/// A worker running as root gives the job folder (and what the worker put in it) to the
+/// sandbox uid the engine switches to: that uid owns nothing else. Otherwise nothing to do.
+fn hand_to_sandbox_user(dir: &Path) -> std::io::Result<()> {
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let (uid, gid) = (super::protocol::SANDBOX_UID, super::protocol::SANDBOX_GID);
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            hand_to_sandbox_user(&entry.path())?;
+        } else {
+            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
 }
 
 fn set_limit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> std::io::Result<()> {

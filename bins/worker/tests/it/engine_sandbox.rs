@@ -85,7 +85,7 @@ async fn valid_inputs_transcode_inside_an_isolated_network() {
         let done =
             supervisor(limits()).run(&job, &dir, Some(progress_tx), CancellationToken::new()).await;
         let done = done.unwrap_or_else(|e| panic!("{}: {e}", source.display()));
-        assert!(done.network_isolated, "the engine must run without network");
+        assert!(done.sandbox.network_isolated, "the engine must run without network");
         assert!(done.cpu_secs > 0.0);
         assert!(progress.try_recv().is_ok(), "progress is reported");
         assert!(done.report.hls_master.is_some());
@@ -197,17 +197,25 @@ async fn a_hanging_engine_is_killed_at_its_deadline() {
     assert!(stray > 2);
     let supervisor = supervisor(deadline);
     let run = supervisor.run(&job, &dir, None, CancellationToken::new());
-    // While it hangs, look at the child as the kernel sees it: no capabilities, no core dumps,
-    // nothing inherited but its three pipes.
+    // While it hangs, look at the child as the kernel sees it: no capabilities, a seccomp
+    // filter, its own namespaces, no core dumps, nothing inherited but its three pipes. The
+    // child forks once (its PID namespace applies to children): the engine is the grandchild.
     let inspect = async {
         testkit::eventually_async(Duration::from_secs(5), || async {
             // This test's engine: other tests of this process run servers and workers too.
+            let in_job = |pid: &u32| {
+                std::fs::read_link(format!("/proc/{pid}/cwd")).ok() == dir.canonicalize().ok()
+            };
             let children: Vec<u32> = crate::harness::engine_children(std::process::id())
                 .into_iter()
-                .filter(|pid| {
-                    std::fs::read_link(format!("/proc/{pid}/cwd")).ok() == dir.canonicalize().ok()
-                })
+                .filter(in_job)
                 .collect();
+            let Some(engine) =
+                children.iter().flat_map(|pid| crate::harness::engine_children(*pid)).find(in_job)
+            else {
+                return Err("no sandboxed engine yet");
+            };
+            let children = [children, vec![engine]].concat();
             let read = |file: &str| {
                 children
                     .iter()
@@ -228,20 +236,24 @@ async fn a_hanging_engine_is_killed_at_its_deadline() {
                         .collect(),
                 )
             });
-            // The child drops its capabilities right after exec; wait for that moment and
-            // no longer (a child that never drops them fails this wait).
-            match (read("status"), read("limits"), fds) {
-                (Some(status), Some(limits), Some(fds))
-                    if status.contains("CapEff:\t0000000000000000") =>
-                {
-                    Ok((status, limits, fds))
+            // The engine installs its seccomp filter last; wait for that moment and no longer
+            // (an engine that never does fails this wait).
+            let engine_status = std::fs::read_to_string(format!("/proc/{engine}/status"));
+            let namespaces: Vec<(&str, Option<std::path::PathBuf>)> =
+                ["user", "net", "mnt", "pid", "ipc", "uts"]
+                    .into_iter()
+                    .map(|ns| (ns, std::fs::read_link(format!("/proc/{engine}/ns/{ns}")).ok()))
+                    .collect();
+            match (engine_status, read("limits"), fds) {
+                (Ok(status), Some(limits), Some(fds)) if status.contains("Seccomp:\t2") => {
+                    Ok((status, limits, fds, namespaces))
                 }
-                _ => Err("no engine child without capabilities yet"),
+                _ => Err("no engine under its seccomp filter yet"),
             }
         })
         .await
     };
-    let (error, (status, limits, fds)) = tokio::join!(run, inspect);
+    let (error, (status, limits, fds, namespaces)) = tokio::join!(run, inspect);
     // SAFETY: closes the descriptor opened above.
     unsafe { libc::close(stray) };
     assert!(
@@ -268,6 +280,19 @@ async fn a_hanging_engine_is_killed_at_its_deadline() {
     assert_eq!(cap("CapEff:"), "0000000000000000", "{status}");
     assert_eq!(cap("CapBnd:"), "0000000000000000", "{status}");
     assert_eq!(cap("NoNewPrivs:"), "1", "{status}");
+    assert_eq!(cap("Seccomp:"), "2", "{status}");
+    // A worker running as root hands the job to an unprivileged uid.
+    // SAFETY: geteuid(2) cannot fail.
+    let expected_uid = match unsafe { libc::geteuid() } {
+        0 => tcoder::engine::protocol::SANDBOX_UID,
+        uid => uid,
+    };
+    assert_eq!(cap("Uid:"), expected_uid.to_string(), "{status}");
+    // Its own namespaces: none shared with the worker (this test process).
+    for (ns, its) in namespaces {
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(its, Some(ours), "the engine shares the worker's {ns} namespace");
+    }
     let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
     assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
 }
@@ -341,4 +366,56 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// What an exploited decoder would try, from inside the engine's sandbox (`tcoder-worker
+/// sandbox-check` enters the same one): no socket of any kind, no `setns` or `unshare`, no
+/// ptrace or exec, no file outside its folder — only its own folder is writable.
+#[test]
+fn inside_the_sandbox_sockets_namespaces_and_other_files_are_refused() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tcoder-worker"))
+        .arg("sandbox-check")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let check: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let sandbox = &check["sandbox"];
+    assert_eq!(sandbox["missing"], serde_json::json!([]), "{check}");
+    for layer in ["network_isolated", "namespaces", "user_namespace", "no_capabilities", "seccomp"]
+    {
+        assert_eq!(sandbox[layer], true, "{layer}: {check}");
+    }
+    assert_eq!(sandbox["landlock"], "enforced", "{check}");
+    let probes = check["probes"].as_object().unwrap();
+    for (probe, answer) in probes {
+        let answer = answer.as_str().unwrap();
+        if probe == "write_inside" {
+            assert_eq!(answer, "allowed");
+        } else {
+            assert!(answer.starts_with("refused"), "{probe}: {answer}");
+        }
+    }
+    // Refused by the seccomp filter itself (EPERM before the kernel looks at the arguments).
+    for probe in ["socket_inet", "setns", "unshare"] {
+        assert!(probes[probe].as_str().unwrap().contains("os error 1)"), "{probe}: {check}");
+    }
+}
+
+/// The sandbox takes nothing an ordinary file needs: every everyday file (phones, cameras,
+/// screen recorders, broadcast and legacy containers) comes out of the confined engine as it
+/// does unconfined — played, or refused with its own `input.*` code, never a denied call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everyday_files_transcode_inside_the_sandbox() {
+    let mut failures = Vec::new();
+    for case in testkit::everyday::all() {
+        let outcome = run(&case.path).await;
+        match (case.expect, outcome) {
+            (testkit::everyday::Expect::Plays { .. }, Ok(_)) => {}
+            (testkit::everyday::Expect::Refused(code), Err(e)) if e.code.as_str() == code => {}
+            (expected, got) => {
+                failures.push(format!("{}: expected {expected:?}, got {got:?}", case.name))
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
