@@ -144,8 +144,12 @@ fn main() -> ExitCode {
                 commands::jobs::cancel(&api.client(&settings)?, &id).await.map(|()| true)
             }
             Command::CompareEngine { args } => commands::compare::run(args).await.map(|()| true),
-            Command::Dlq { command } => commands::dlq::run(&settings, command).await.map(|()| true),
+            Command::Dlq { command } => {
+                let settings = profile::with_control_plane(settings, cli.config.is_some());
+                commands::dlq::run(&settings, command).await.map(|()| true)
+            }
             Command::Keys { command } => {
+                let settings = profile::with_control_plane(settings, cli.config.is_some());
                 commands::keys::run(&settings, command).await.map(|()| true)
             }
         }

@@ -12,6 +12,40 @@ use serde::{Deserialize, Serialize};
 pub(crate) struct Profile {
     pub api: String,
     pub api_key: String,
+    /// The operator's NATS and Redis access (`tcoder up` writes its `cli` user's), for the
+    /// admin commands (`keys`, `dlq`) when no other is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlPlane>,
+}
+
+/// Where and as whom the admin commands reach NATS and Redis.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ControlPlane {
+    pub nats_url: String,
+    pub nats_user: String,
+    pub nats_password: String,
+    pub redis_url: String,
+}
+
+/// `settings` for the admin commands: the profile's control-plane access, unless NATS or
+/// Redis were configured explicitly (environment or `--config` file).
+pub(crate) fn with_control_plane(
+    mut settings: tcoder::config::Settings,
+    explicit_config: bool,
+) -> tcoder::config::Settings {
+    let explicit = |name: &str| std::env::var_os(name).is_some() || explicit_config;
+    let Some(control) = path().and_then(|p| read(&p)).and_then(|p| p.control) else {
+        return settings;
+    };
+    if !explicit("TCODER__NATS__URL") {
+        settings.nats.url = control.nats_url;
+        settings.nats.user = control.nats_user;
+        settings.nats.password = tcoder::config::Secret::new(control.nats_password);
+    }
+    if !explicit("TCODER__REDIS__URL") {
+        settings.redis.url = control.redis_url;
+    }
+    settings
 }
 
 /// The profile file's path, if a home or config folder is known.
@@ -62,7 +96,8 @@ mod tests {
     fn a_profile_round_trips_privately() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tcoder/cli.toml");
-        let profile = Profile { api: "http://127.0.0.1:8080".into(), api_key: "tk_x".into() };
+        let profile =
+            Profile { api: "http://127.0.0.1:8080".into(), api_key: "tk_x".into(), control: None };
         write(&path, &profile).unwrap();
         assert_eq!(read(&path), Some(profile));
         use std::os::unix::fs::PermissionsExt as _;

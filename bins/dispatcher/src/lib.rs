@@ -59,6 +59,15 @@ impl App {
 fn write_worker_settings(settings: &Settings) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let mut settings = settings.clone();
+    let own = &settings.dispatcher;
+    if !own.worker_nats_user.is_empty() {
+        settings.nats.user = own.worker_nats_user.clone();
+        settings.nats.password = own.worker_nats_password.clone();
+    }
+    if !own.worker_redis_url.expose().is_empty() {
+        settings.redis.url = own.worker_redis_url.expose().to_owned();
+    }
     let dir = tempfile::Builder::new().prefix("tcoder-dispatcher-").tempdir()?;
     let path = dir.path().join("worker-settings.toml");
     let mut file = std::fs::OpenOptions::new()

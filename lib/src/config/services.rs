@@ -245,6 +245,11 @@ pub struct DispatcherConfig {
     pub boot_grace: Duration,
     pub max_stopped: u32,
     pub worker_program: String,
+    /// The control-plane credentials the local provider's workers get instead of the
+    /// dispatcher's own (empty: the same), so a worker holds only a worker's permissions.
+    pub worker_nats_user: String,
+    pub worker_nats_password: crate::config::Secret,
+    pub worker_redis_url: crate::config::Secret,
     /// Whether workers of the local provider log to the dispatcher's stderr.
     pub local_worker_logs: bool,
     pub fly: crate::machines::fly::Config,

@@ -6,6 +6,7 @@
 //! expired.
 
 mod outbox;
+pub mod permissions;
 mod publish;
 pub mod subjects;
 mod topology;
@@ -32,6 +33,13 @@ pub use self::types::{EventKind, JobEvent, UploadEvent, UploadSource, WorkItem};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub url: String,
+    /// This service's NATS user (empty: connect anonymously, for servers without
+    /// authorization).
+    pub user: String,
+    pub password: crate::config::Secret,
+    /// A PEM file of the CA that signed the server's certificate: the connection then requires
+    /// TLS and verifies the server against it.
+    pub tls_ca_file: String,
     pub replicas: usize,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -99,9 +107,17 @@ pub async fn connect(config: &Config, client_name: &str) -> Result<async_nats::C
     let deadline = tokio::time::Instant::now() + config.connect_timeout;
     let mut delay = Duration::from_millis(50);
     loop {
-        let options = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new()
             .name(client_name)
             .connection_timeout(config.connect_timeout.min(Duration::from_secs(5)));
+        if !config.user.is_empty() {
+            options =
+                options.user_and_password(config.user.clone(), config.password.expose().to_owned());
+        }
+        if !config.tls_ca_file.is_empty() {
+            options =
+                options.require_tls(true).add_root_certificates(config.tls_ca_file.clone().into());
+        }
         match options.connect(config.url.as_str()).await {
             Ok(client) => return Ok(client),
             Err(e) if tokio::time::Instant::now() + delay < deadline => {

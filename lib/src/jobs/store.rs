@@ -92,10 +92,11 @@ impl JobStore {
     ) -> Result<CreateOutcome, StoreError> {
         let id = JobId::generate();
         let fingerprint = spec.fingerprint();
-        let idem_key = idempotency_key
+        let idem_key = match idempotency_key {
             // Hashed, so any client string is a safe key part.
-            .map(|k| crate::redis::keys::idempotency(tenant, k))
-            .unwrap_or_default();
+            Some(k) => crate::redis::keys::idempotency(tenant, k),
+            None => crate::redis::keys::idempotency(tenant, ""),
+        };
         let spec_json = serde_json::to_string(spec).expect("a spec always serializes");
         let mut conn = self.conn.clone();
         let reply: Vec<String> = CREATE
@@ -111,6 +112,7 @@ impl JobStore {
             .arg(&fingerprint)
             .arg(idempotency_ttl_secs.max(1))
             .arg(keys::upload_key(tenant, &id))
+            .arg(if idempotency_key.is_some() { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
         match reply.first().map(String::as_str) {

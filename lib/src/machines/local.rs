@@ -85,6 +85,14 @@ impl LocalProvider {
 
     fn spawn(&self, id: &str) -> Result<Child, ProviderError> {
         let mut command = Command::new(&self.program);
+        // The settings file it is given holds the worker's effective settings (its own NATS
+        // user and Redis URL among them); the dispatcher's own TCODER__* overrides must not
+        // leak into the worker and replace them.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("TCODER__") {
+                command.env_remove(name);
+            }
+        }
         command
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("TCODER__WORKER__MACHINE_ID", id)

@@ -43,6 +43,18 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// `url` without its password (for messages): `redis://user:***@host/`.
+pub fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(at)) if at > scheme.len() => {
+            let credentials = &rest[..at - scheme.len() - 3];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{}", &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Connects with a [`ConnectionManager`], which reconnects by itself after the first success.
 /// The first connection is retried until `timeout` so services may start in any order.
 pub async fn connect(config: &Config) -> Result<ConnectionManager, StoreError> {
@@ -64,7 +76,7 @@ pub async fn connect(config: &Config) -> Result<ConnectionManager, StoreError> {
             }
             Err(source) => {
                 return Err(StoreError::Connect {
-                    url: config.url.clone(),
+                    url: redacted(&config.url),
                     timeout: config.timeout,
                     source,
                 });
@@ -77,4 +89,16 @@ pub async fn connect(config: &Config) -> Result<ConnectionManager, StoreError> {
 pub async fn ping(conn: &mut ConnectionManager) -> Result<(), StoreError> {
     let _: String = redis::cmd("PING").query_async(conn).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            super::redacted("redis://worker:s3cret@10.0.0.1:6379/"),
+            "redis://worker:***@10.0.0.1:6379/"
+        );
+        assert_eq!(super::redacted("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
+    }
 }

@@ -81,3 +81,18 @@ fn the_store_is_not_exposed_with_the_shipped_credentials() {
     let env = EnvVars::from_pairs([(exposed.0.to_owned(), exposed.1.to_owned())]);
     Settings::load_from(Service::Worker, None, env).unwrap();
 }
+
+/// The production nats-server configuration gives each service exactly the permissions the
+/// code defines (and `tcoder up` uses): the shipped file cannot drift from them.
+#[test]
+fn the_shipped_nats_config_has_the_services_permissions() {
+    use tcoder::config::Service;
+    let file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/nats-server.conf");
+    let shipped = std::fs::read_to_string(file).unwrap();
+    let placeholders =
+        Service::ALL.map(|s| (s, format!("${}_NATS_PASSWORD", s.name().to_uppercase())));
+    let users: Vec<(Service, &str)> = placeholders.iter().map(|(s, p)| (*s, p.as_str())).collect();
+    let block = tcoder::events::permissions::authorization_block(&users);
+    assert!(shipped.contains(&block), "deploy/nats/nats-server.conf should contain:\n{block}");
+}

@@ -100,8 +100,11 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
     // Interleaved, so machine noise hits every variant alike.
     for _ in 0..args.repeats.max(1) {
         let scratch = tempfile::tempdir()?;
+        // Inside the job folder, as the worker does: the engine's sandbox reaches nothing else.
+        let input = scratch.path().join("source");
+        std::fs::copy(&args.input, &input)?;
         let job = EngineJob {
-            input: args.input.canonicalize()?,
+            input,
             output_dir: scratch.path().join("engine"),
             spec: spec.clone(),
             limits: Limits::default(),

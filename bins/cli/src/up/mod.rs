@@ -57,6 +57,7 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
     if cli.s3.has_shipped_credentials() {
         (plan.s3_access_key_id, plan.s3_secret_access_key) = store_credentials(&plan.data_dir)?;
     }
+    plan.passwords = control_plane_passwords(&plan.data_dir)?;
     let bin_dir = bin_dir(&cli.up.bin_dir)?;
     let ready_timeout = cli.up.ready_timeout;
     let service_grace = ingest.shutdown.drain_deadline + Duration::from_secs(5);
@@ -77,12 +78,14 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
         ensure_local_api_key(&plan).await?;
 
         let mut env = plan.shared_env();
+        env.extend(plan.credentials_env(Service::Ingest));
         env.push(("TCODER__ADMIN__BIND".to_owned(), plan.ingest_admin.to_string()));
         let command = service_command(&bin_dir, "tcoder-ingest", config_file, &env);
         parts.push(StackChild::spawn("tcoder-ingest", command, service_grace)?);
         wait_http_ok(plan.ingest_admin, "/readyz", ready_timeout, "tcoder-ingest").await?;
 
         let mut env = plan.shared_env();
+        env.extend(plan.credentials_env(Service::Dispatcher));
         env.push(("TCODER__ADMIN__BIND".to_owned(), plan.dispatcher_admin.to_string()));
         let command = service_command(&bin_dir, "tcoder-dispatcher", config_file, &env);
         parts.push(StackChild::spawn("tcoder-dispatcher", command, service_grace)?);
@@ -90,6 +93,7 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
 
         for _ in 0..cli.up.workers {
             let mut env = plan.shared_env();
+            env.extend(plan.credentials_env(Service::Worker));
             env.push(("TCODER__ADMIN__BIND".to_owned(), "127.0.0.1:0".to_owned()));
             env.push(("TCODER__WORKER__IDLE_TIMEOUT".to_owned(), "0s".to_owned()));
             let command = service_command(&bin_dir, "tcoder-worker", config_file, &env);
@@ -139,6 +143,36 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
     Ok(())
 }
 
+/// The services' NATS and Redis passwords (each service's user is its name): random, created
+/// once in `<data_dir>/control-plane-passwords` (readable only by the owner), one line each.
+fn control_plane_passwords(data_dir: &Path) -> anyhow::Result<Vec<(Service, String)>> {
+    let path = data_dir.join("control-plane-passwords");
+    let stored: Vec<(Service, String)> = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (name, password) = line.split_once(' ')?;
+            let service = Service::ALL.into_iter().find(|s| s.name() == name)?;
+            Some((service, password.trim().to_owned()))
+        })
+        .collect();
+    if stored.len() == Service::ALL.len() {
+        return Ok(stored);
+    }
+    let passwords: Vec<(Service, String)> = Service::ALL
+        .into_iter()
+        .map(|service| {
+            let mut bytes = [0u8; 24];
+            getrandom::fill(&mut bytes).expect("the OS random source is available");
+            (service, hex::encode(bytes))
+        })
+        .collect();
+    let text: String = passwords.iter().map(|(s, p)| format!("{} {p}\n", s.name())).collect();
+    crate::profile::write_private(&path, &text)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(passwords)
+}
+
 /// The embedded store's credentials when the settings still have the shipped example ones:
 /// random, created once in `<data_dir>/s3-credentials` (readable only by the owner), so no two
 /// stacks share a key anyone could look up.
@@ -167,7 +201,7 @@ fn store_credentials(data_dir: &Path) -> anyhow::Result<(String, String)> {
 /// with `tcoder keys revoke` stays revoked: the stack gets a new one.
 async fn ensure_local_api_key(plan: &StackPlan) -> anyhow::Result<()> {
     let redis_config = tcoder::redis::Config {
-        url: format!("redis://{}/", plan.redis),
+        url: plan.redis_url(Service::Cli),
         timeout: Duration::from_secs(5),
     };
     let mut redis = tcoder::redis::connect(&redis_config).await?;
@@ -200,7 +234,21 @@ async fn ensure_local_api_key(plan: &StackPlan) -> anyhow::Result<()> {
     tcoder::auth::store_key(&mut redis, &key, &tenant).await?;
     // The client commands find the stack from any directory through this profile.
     if let Some(path) = crate::profile::path() {
-        let profile = crate::profile::Profile { api: format!("http://{}", plan.api), api_key: key };
+        let profile = crate::profile::Profile {
+            api: format!("http://{}", plan.api),
+            api_key: key,
+            control: Some(crate::profile::ControlPlane {
+                nats_url: format!("nats://{}", plan.nats),
+                nats_user: Service::Cli.name().to_owned(),
+                nats_password: plan
+                    .passwords
+                    .iter()
+                    .find(|(s, _)| *s == Service::Cli)
+                    .map(|(_, p)| p.clone())
+                    .unwrap_or_default(),
+                redis_url: plan.redis_url(Service::Cli),
+            }),
+        };
         if let Err(e) = crate::profile::write(&path, &profile) {
             note!("tcoder up: cannot write the CLI profile {}: {e}", path.display());
         }
@@ -218,6 +266,9 @@ fn start_nats(cli: &Settings, plan: &StackPlan, logs: &Path) -> anyhow::Result<S
 }
 
 fn start_redis(cli: &Settings, plan: &StackPlan, logs: &Path) -> anyhow::Result<StackChild> {
+    let acl = plan.data_dir.join("redis/users.acl");
+    std::fs::write(&acl, plan.redis_acl())
+        .with_context(|| format!("cannot write {}", acl.display()))?;
     let program =
         if cli.up.redis_server.is_empty() { "redis-server" } else { &cli.up.redis_server };
     let mut command = Command::new(program);
@@ -227,6 +278,8 @@ fn start_redis(cli: &Settings, plan: &StackPlan, logs: &Path) -> anyhow::Result<
         .arg(plan.data_dir.join("redis"))
         // Job state and fencing epochs must survive a crash: append-only file, fsync always.
         .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+        .arg("--aclfile")
+        .arg(&acl)
         .stdout(log_file(logs, "redis-server")?)
         .stderr(Stdio::null());
     StackChild::spawn("redis-server", command, SERVER_GRACE)
@@ -306,7 +359,12 @@ async fn wait_redis(addr: std::net::SocketAddr, timeout: Duration) -> anyhow::Re
         stream.write_all(b"PING\r\n").await.map_err(|e| e.to_string())?;
         let mut reply = [0u8; 7];
         stream.read_exact(&mut reply).await.map_err(|e| e.to_string())?;
-        if &reply == b"+PONG\r\n" { Ok(()) } else { Err("unexpected reply".to_owned()) }
+        // With no default user, an anonymous PING is answered NOAUTH: up all the same.
+        if &reply == b"+PONG\r\n" || &reply == b"-NOAUTH" {
+            Ok(())
+        } else {
+            Err("unexpected reply".to_owned())
+        }
     })
     .await
 }

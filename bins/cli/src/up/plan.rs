@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use tcoder::config::Settings;
+use tcoder::config::{Service, Settings};
 
 /// Addresses and folders of one `tcoder up` run.
 #[derive(Debug, Clone)]
@@ -24,6 +24,9 @@ pub(crate) struct StackPlan {
     pub dispatcher_admin: SocketAddr,
     /// Where Prometheus listens, when `[up] prometheus` is on.
     pub prometheus: Option<SocketAddr>,
+    /// Each service's NATS and Redis password (its user is its name); empty: no
+    /// authentication (only before [`StackPlan::resolve`]'s caller fills it in).
+    pub passwords: Vec<(Service, String)>,
 }
 
 impl StackPlan {
@@ -53,6 +56,7 @@ impl StackPlan {
                 true => Some(free_if_zero(cli.up.prometheus_bind)?),
                 false => None,
             },
+            passwords: Vec::new(),
         })
     }
 
@@ -62,6 +66,56 @@ impl StackPlan {
             ip if ip.is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), self.store.port()),
             _ => self.store,
         }
+    }
+
+    /// `service`'s password, if the stack authenticates.
+    fn password(&self, service: Service) -> Option<&str> {
+        self.passwords.iter().find(|(s, _)| *s == service).map(|(_, p)| p.as_str())
+    }
+
+    /// The Redis URL `service` connects with (its own user).
+    pub(crate) fn redis_url(&self, service: Service) -> String {
+        match self.password(service) {
+            Some(password) => format!("redis://{}:{password}@{}/", service.name(), self.redis),
+            None => format!("redis://{}/", self.redis),
+        }
+    }
+
+    /// `TCODER__*` overrides with `service`'s own NATS user and Redis URL.
+    pub(crate) fn credentials_env(&self, service: Service) -> Vec<(String, String)> {
+        let mut env = vec![("TCODER__REDIS__URL".to_owned(), self.redis_url(service))];
+        if let Some(password) = self.password(service) {
+            env.push(("TCODER__NATS__USER".to_owned(), service.name().to_owned()));
+            env.push(("TCODER__NATS__PASSWORD".to_owned(), password.to_owned()));
+        }
+        if service == Service::Dispatcher {
+            // The workers it starts hold a worker's permissions, not the dispatcher's.
+            let worker = Service::Worker;
+            env.push(("TCODER__DISPATCHER__WORKER_REDIS_URL".to_owned(), self.redis_url(worker)));
+            if let Some(password) = self.password(worker) {
+                env.push(("TCODER__DISPATCHER__WORKER_NATS_USER".to_owned(), worker.name().into()));
+                env.push(("TCODER__DISPATCHER__WORKER_NATS_PASSWORD".to_owned(), password.into()));
+            }
+        }
+        env
+    }
+
+    /// redis-server's ACL file: no anonymous client; one user per service, limited to
+    /// tcoder's keys and to commands that are not administrative; the operator's `cli` user
+    /// may do anything.
+    pub(crate) fn redis_acl(&self) -> String {
+        // `off`: no client can be the default user. It keeps its permissions because Redis
+        // replays the AOF as that user at start (without them the replay fails and the data
+        // is lost).
+        let mut acl = String::from("user default off ~* &* +@all\n");
+        for (service, password) in &self.passwords {
+            let rights = match service {
+                Service::Cli => "~* &* +@all",
+                _ => "~tcoder:* &* +@all -@dangerous",
+            };
+            acl.push_str(&format!("user {} on >{password} {rights}\n", service.name()));
+        }
+        acl
     }
 
     /// Where `tcoder up` keeps the local API key (read by `tcoder submit`).
@@ -75,7 +129,6 @@ impl StackPlan {
         let scratch = self.data_dir.join("scratch");
         [
             ("TCODER__NATS__URL", format!("nats://{}", self.nats)),
-            ("TCODER__REDIS__URL", format!("redis://{}/", self.redis)),
             ("TCODER__S3__ENDPOINT", format!("http://{}", self.store_endpoint())),
             ("TCODER__S3__FORCE_PATH_STYLE", "true".to_owned()),
             ("TCODER__S3__ACCESS_KEY_ID", self.s3_access_key_id.clone()),
@@ -100,10 +153,19 @@ impl StackPlan {
              server_name: tcoder-local\n\
              listen: {}\n\
              http: {}\n\
-             jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+             jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{}",
             self.nats,
             self.nats_monitor,
-            self.data_dir.join("nats").display()
+            self.data_dir.join("nats").display(),
+            // One user per service, each allowed only its own subjects; no anonymous client.
+            match self.passwords.is_empty() {
+                true => String::new(),
+                false => {
+                    let users: Vec<(Service, &str)> =
+                        self.passwords.iter().map(|(s, p)| (*s, p.as_str())).collect();
+                    tcoder::events::permissions::authorization_block(&users)
+                }
+            }
         )
     }
 }

@@ -113,6 +113,36 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
 
     let job = submit_transcodes_a_video_with_the_stacks_key(data.path(), &summary["api"].0);
     results_play_without_credentials_and_pages_may_call(&job, &summary);
+    // The control plane authenticates: anonymous NATS and Redis clients are refused, and each
+    // service's user speaks only its own subjects (a worker cannot queue work).
+    let nats = addr(&summary["nats"].0);
+    let (info, anonymous) = nats_session(nats, "{\"verbose\":false}", "");
+    assert!(info.contains("\"auth_required\":true"), "{info}");
+    assert!(anonymous.contains("Authorization Violation"), "{anonymous}");
+    let passwords = std::fs::read_to_string(data.path().join("control-plane-passwords")).unwrap();
+    let password_of = |name: &str| {
+        passwords.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap().to_owned()
+    };
+    let worker =
+        format!("{{\"verbose\":false,\"user\":\"worker\",\"pass\":\"{}\"}}", password_of("worker"));
+    let (_, forged) = nats_session(nats, &worker, "PUB tcoder.jobs.normal.job_x 2\r\nhi\r\n");
+    assert!(forged.contains("Permissions Violation for Publish"), "{forged}");
+    let (_, allowed) = nats_session(nats, &worker, "PUB tcoder.events.job_x.progress 2\r\nhi\r\n");
+    assert!(!allowed.contains("-ERR"), "{allowed}");
+    let mut redis = std::net::TcpStream::connect(addr(&summary["redis"].0)).unwrap();
+    std::io::Write::write_all(&mut redis, b"PING\r\n").unwrap();
+    let mut reply = [0u8; 7];
+    std::io::Read::read_exact(&mut redis, &mut reply).unwrap();
+    assert_eq!(&reply, b"-NOAUTH", "an anonymous Redis client is refused");
+    // The operator's commands reach them with the access `tcoder up` put in the profile.
+    let keys = Command::new(env!("CARGO_BIN_EXE_tcoder"))
+        .args(["keys", "list"])
+        .env("TCODER_PROFILE", data.path().join("cli.toml"))
+        .output()
+        .unwrap();
+    assert!(keys.status.success(), "{}", String::from_utf8_lossy(&keys.stderr));
+    assert!(String::from_utf8_lossy(&keys.stdout).contains(" local "));
+
     // Media, the AOF and JetStream's files are the user's alone.
     let mode = |path: &Path| {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions())
@@ -224,6 +254,27 @@ pub(crate) fn submit_transcodes_a_video_with_the_stacks_key(
     let listed = tcoder(&["jobs"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
     job
+}
+
+/// One NATS session: the server's INFO line, then what it answers (until its PONG) to
+/// `CONNECT <connect>` followed by `commands` and a PING.
+fn nats_session(addr: SocketAddr, connect: &str, commands: &str) -> (String, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut info = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    info.read_line(&mut line).unwrap();
+    stream.write_all(format!("CONNECT {connect}\r\n{commands}PING\r\n").as_bytes()).unwrap();
+    let mut answer = String::new();
+    let mut buf = [0u8; 1024];
+    while !answer.contains("PONG") && !answer.contains("-ERR 'Authorization") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    (line, answer)
 }
 
 /// Every file and folder under `dir`.
@@ -461,7 +512,7 @@ fn ctrl_c_through_tee_stops_cleanly_the_job_completes_after_restart_and_revocati
 
     // Up again on the same data: the released job is picked up and completes, once.
     let (mut again, lines) = spawn_up(data.path(), &[]);
-    let summary = read_summary(&lines);
+    read_summary(&lines);
     let job = testkit::eventually(Duration::from_secs(180), || {
         let job = status(&id);
         if job["status"] == "completed" { Ok(job) } else { Err(job["status"].to_string()) }
@@ -473,7 +524,7 @@ fn ctrl_c_through_tee_stops_cleanly_the_job_completes_after_restart_and_revocati
     let old_key = std::fs::read_to_string(data.path().join("api-key")).unwrap();
     let revoked = Command::new(env!("CARGO_BIN_EXE_tcoder"))
         .args(["keys", "revoke", old_key.trim()])
-        .env("TCODER__REDIS__URL", &summary["redis"].0)
+        .env("TCODER_PROFILE", data.path().join("cli.toml"))
         .output()
         .unwrap();
     assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));

@@ -1,10 +1,11 @@
 -- Create a job (and its idempotency record) atomically.
 -- KEYS[1] job hash, KEYS[2] tenant index, KEYS[3] tenant+status index, KEYS[4] global status
--- index, KEYS[5] idempotency key ('' when none)
+-- index, KEYS[5] idempotency key (a placeholder when ARGV[8] is '0': every key named
+-- must be one the service's Redis user may touch)
 -- ARGV[1] id, ARGV[2] tenant, ARGV[3] spec JSON, ARGV[4] now ms, ARGV[5] fingerprint,
--- ARGV[6] idempotency TTL seconds, ARGV[7] upload key
+-- ARGV[6] idempotency TTL seconds, ARGV[7] upload key, ARGV[8] whether an idempotency key is used
 -- Returns {'created', id} | {'existing', id, fingerprint}
-if KEYS[5] ~= '' then
+if ARGV[8] == '1' then
   local existing = redis.call('GET', KEYS[5])
   if existing then
     local earlier = cjson.decode(existing)
@@ -19,7 +20,7 @@ redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
 record(KEYS[1], nil, 'awaiting_upload', 'created', ARGV[4], 0)
-if KEYS[5] ~= '' then
+if ARGV[8] == '1' then
   redis.call('SET', KEYS[5], cjson.encode({job_id = ARGV[1], fingerprint = ARGV[5]}),
     'EX', tonumber(ARGV[6]))
 end

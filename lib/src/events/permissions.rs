@@ -1,0 +1,119 @@
+//! What each service may publish and subscribe to on NATS — one user per service, so a
+//! compromised or buggy part can only speak its own subjects: a worker cannot queue work,
+//! announce uploads or write dead letters, ingest cannot ack jobs, and nobody but the
+//! administrator (the `cli` user) may delete streams. `tcoder up` writes these into its
+//! nats-server configuration ([`authorization_block`]); deploy/nats/nats-server.conf shows the
+//! same for production.
+
+use crate::config::Service;
+
+/// Subjects of one user (NATS wildcards).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish: &'static [&'static str],
+    pub publish_deny: &'static [&'static str],
+    pub subscribe: &'static [&'static str],
+}
+
+/// JetStream API calls that destroy data: the administrator's alone.
+const DESTRUCTIVE: &[&str] =
+    &["$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.CONSUMER.DELETE.>"];
+
+/// The permissions of `service`'s user.
+pub fn for_service(service: Service) -> Permissions {
+    match service {
+        // Announces uploads and job events; follows events for the SSE streams.
+        Service::Ingest => Permissions {
+            publish: &["$JS.API.>", "tcoder.uploads.>", "tcoder.events.>"],
+            publish_deny: &[
+                "$JS.API.STREAM.DELETE.>",
+                "$JS.API.STREAM.PURGE.>",
+                "$JS.API.CONSUMER.DELETE.>",
+                "$JS.API.STREAM.MSG.DELETE.>",
+            ],
+            subscribe: &["_INBOX.>", "tcoder.events.>"],
+        },
+        // Queues work, dead-letters, announces, acks the uploads, webhooks and DLQ consumers,
+        // removes settled work items.
+        Service::Dispatcher => Permissions {
+            publish: &[
+                "$JS.API.>",
+                "$JS.ACK.>",
+                "tcoder.jobs.>",
+                "tcoder.events.>",
+                "tcoder.dlq.>",
+            ],
+            publish_deny: DESTRUCTIVE,
+            // Wake-ups of new work (the scaler sizes the pool on them).
+            subscribe: &["_INBOX.>", "tcoder.jobs.>"],
+        },
+        // Pulls and acks work items, publishes its jobs' events, hears wake-ups and cancels.
+        Service::Worker => Permissions {
+            publish: &["$JS.API.>", "$JS.ACK.JOBS.>", "tcoder.events.>"],
+            publish_deny: &[
+                "$JS.API.STREAM.DELETE.>",
+                "$JS.API.STREAM.PURGE.>",
+                "$JS.API.CONSUMER.DELETE.>",
+                "$JS.API.STREAM.MSG.DELETE.>",
+            ],
+            subscribe: &["_INBOX.>", "tcoder.jobs.>", "tcoder.events.>"],
+        },
+        // The operator's tools (dead-letter replay, inspection): everything.
+        Service::Cli => Permissions { publish: &[">"], publish_deny: &[], subscribe: &[">"] },
+    }
+}
+
+/// A nats-server `authorization` block with one user per `(service, password)`, each limited
+/// to [`for_service`]; anonymous clients are refused. A password `$NAME` is written as the
+/// server's variable `NAME` (deploy/nats/nats-server.conf).
+pub fn authorization_block(users: &[(Service, &str)]) -> String {
+    let list = |subjects: &[&str]| {
+        subjects.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+    };
+    let mut block = String::from("authorization {\n  users: [\n");
+    for (service, password) in users {
+        let p = for_service(*service);
+        // `$NAME` is a nats-server variable (the deployment's secret), used unquoted.
+        let password = match password.starts_with('$') {
+            true => (*password).to_owned(),
+            false => format!("\"{password}\""),
+        };
+        block.push_str(&format!(
+            "    {{ user: \"{}\", password: {password}, permissions: {{ publish: {{ allow: [{}], deny: [{}] }}, subscribe: {{ allow: [{}] }} }} }}\n",
+            service.name(),
+            list(p.publish),
+            list(p.publish_deny),
+            list(p.subscribe),
+        ));
+    }
+    block.push_str("  ]\n}\n");
+    block
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_dispatcher_queues_work_and_only_the_operator_destroys() {
+        let may_publish = |service, subject: &str| {
+            let p = for_service(service);
+            let matches = |pattern: &&str| match pattern.strip_suffix('>') {
+                Some(prefix) => subject.starts_with(prefix),
+                None => *pattern == subject,
+            };
+            p.publish.iter().any(matches) && !p.publish_deny.iter().any(matches)
+        };
+        let work = "tcoder.jobs.normal.job_1";
+        assert!(may_publish(Service::Dispatcher, work));
+        assert!(!may_publish(Service::Worker, work));
+        assert!(!may_publish(Service::Ingest, work));
+        assert!(!may_publish(Service::Worker, "tcoder.uploads.tcoder"));
+        assert!(!may_publish(Service::Worker, "tcoder.dlq.jobs"));
+        for service in [Service::Ingest, Service::Dispatcher, Service::Worker] {
+            assert!(!may_publish(service, "$JS.API.STREAM.DELETE.JOBS"), "{service:?}");
+            assert!(!may_publish(service, "$JS.API.STREAM.PURGE.EVENTS"), "{service:?}");
+        }
+        assert!(may_publish(Service::Cli, "$JS.API.STREAM.DELETE.JOBS"));
+    }
+}
