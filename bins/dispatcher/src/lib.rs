@@ -172,6 +172,7 @@ impl Service for App {
             schedule: config.webhook_schedule.clone(),
             attempts: metrics.webhook_attempts.clone(),
             latency: metrics.webhook_latency.clone(),
+            at_rest: Arc::new(settings.webhooks.at_rest()),
         };
         let observer = observe::Observer::new(
             &common.metrics,

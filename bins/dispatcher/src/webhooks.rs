@@ -28,6 +28,8 @@ pub(crate) struct WebhookSender {
     pub schedule: Vec<Duration>,
     pub attempts: IntCounterVec,
     pub latency: Histogram,
+    /// How tenants' signing secrets are sealed in Redis.
+    pub at_rest: std::sync::Arc<tcoder::webhooks::AtRest>,
 }
 
 /// The `webhook-id` of an event: Standard Webhooks signs `{id}.{timestamp}.{body}`, so the id
@@ -97,9 +99,9 @@ impl WebhookSender {
             return AckKind::Ack;
         }
         let secret = retry_through_outage("webhook secret", OUTAGE_PATIENCE, || {
-            let mut redis = self.redis.clone();
+            let (mut redis, at_rest) = (self.redis.clone(), self.at_rest.clone());
             let tenant = job.tenant.clone();
-            async move { tenant_secret(&mut redis, &tenant).await }
+            async move { tenant_secret(&mut redis, &tenant, &at_rest).await }
         });
         let Ok(secret) = secret.await else {
             return AckKind::Nak(Some(Duration::from_secs(30)));

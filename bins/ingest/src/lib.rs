@@ -120,6 +120,7 @@ impl Service for App {
             bucket: settings.s3.bucket.clone(),
             cors: Arc::new(tcoder::cors::Cors::new(&settings.ingest.cors_origins)),
             allowed_webhooks: Arc::new(settings.webhooks.allowed.clone()),
+            webhook_secrets: Arc::new(settings.webhooks.at_rest()),
             config: Arc::new(settings.ingest),
             bridge,
             metrics,

@@ -23,6 +23,8 @@ pub(crate) struct AppState {
     pub cors: Arc<tcoder::cors::Cors>,
     /// `[webhooks] allowed`: non-public webhook destinations jobs may name.
     pub allowed_webhooks: Arc<Vec<std::net::SocketAddr>>,
+    /// How tenants' webhook signing secrets are sealed in Redis.
+    pub webhook_secrets: Arc<tcoder::webhooks::AtRest>,
     /// Live job events, shared by every open event stream.
     pub events: Arc<crate::event_hub::EventHub>,
 }

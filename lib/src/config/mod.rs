@@ -160,6 +160,7 @@ impl Settings {
         self.dispatcher.validate().map_err(|e| e.in_section("dispatcher"))?;
         self.worker.validate().map_err(|e| e.in_section("worker"))?;
         self.up.validate().map_err(|e| e.in_section("up"))?;
+        self.webhooks.validate().map_err(|e| e.in_section("webhooks"))?;
         // Workers send an in-progress ack at every lease renewal (a third of the lease): the
         // broker must not redeliver between two of them.
         if self.nats.jobs_ack_wait <= self.worker.lease_ttl / 3 {

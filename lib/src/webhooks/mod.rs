@@ -1,6 +1,7 @@
 //! Webhooks: destination checks (SSRF guard), Standard Webhooks signing, delivery of one
 //! attempt, and the per-tenant signing secret.
 
+mod at_rest;
 mod delivery;
 mod destination;
 mod signing;
@@ -8,6 +9,7 @@ mod signing;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
+pub use self::at_rest::{AtRest, SealError};
 pub use self::delivery::{Deliverer, Delivery};
 pub use self::destination::{DestinationError, check_url, is_public_ip, parse_url};
 pub use self::signing::WebhookSecret;
@@ -24,15 +26,37 @@ pub struct Config {
     /// Socket addresses (ip:port) webhooks may reach although they are not public: a receiver
     /// on this host or in a private network. Empty in production.
     pub allowed: Vec<std::net::SocketAddr>,
+    /// Key sealing tenants' signing secrets in Redis (64 hex digits); empty: stored in plaintext.
+    #[serde(default)]
+    pub secret_key: crate::config::Secret,
 }
 
-/// The tenant's signing secret, created on first use (one per tenant, stable afterwards).
+impl Config {
+    pub(crate) fn validate(&self) -> Result<(), crate::config::Invalid> {
+        AtRest::new(self.secret_key.expose())
+            .map(|_| ())
+            .map_err(|e| crate::config::Invalid::new("secret_key", e))
+    }
+
+    /// The sealing of signing secrets this configuration asks for.
+    pub fn at_rest(&self) -> AtRest {
+        AtRest::new(self.secret_key.expose()).expect("validated with the settings")
+    }
+}
+
+/// The tenant's signing secret, created on first use (one per tenant, stable afterwards),
+/// stored sealed under `at_rest`'s key when there is one.
 pub async fn tenant_secret(
     redis: &mut ConnectionManager,
     tenant: &Tenant,
+    at_rest: &AtRest,
 ) -> Result<WebhookSecret, StoreError> {
-    let fresh = WebhookSecret::generate().display();
+    let fresh = at_rest.seal(&WebhookSecret::generate().display());
     let _: bool = redis.set_nx(secret_key(tenant), &fresh).await?;
     let stored: String = redis.get(secret_key(tenant)).await?;
-    WebhookSecret::parse(&stored).ok_or_else(|| StoreError::Corrupt("webhook secret".into()))
+    let (secret, reseal) = at_rest.open(&stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if reseal {
+        let _: () = redis.set(secret_key(tenant), at_rest.seal(&secret)).await?;
+    }
+    WebhookSecret::parse(&secret).ok_or_else(|| StoreError::Corrupt("webhook secret".into()))
 }

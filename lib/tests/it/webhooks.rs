@@ -70,3 +70,33 @@ async fn gone_receivers_are_told_apart_from_failing_ones() {
     ));
     assert_eq!(sender.send(&receiver.url(), "msg_1", b"{}", &secret).await, Delivery::Gone);
 }
+
+/// With `webhooks.secret_key` set, a tenant's signing secret is sealed in Redis (a dump shows
+/// nothing that could sign a webhook), stays the same across reads, and one stored in
+/// plaintext before the key was set is sealed on its next use.
+#[tokio::test]
+async fn signing_secrets_are_sealed_at_rest() {
+    use redis::AsyncCommands as _;
+    let env = testkit::TestEnv::start();
+    let settings = crate::helpers::settings(&env);
+    let mut redis = tcoder::redis::connect(&settings.redis).await.unwrap();
+    let at_rest = tcoder::webhooks::AtRest::new(&"ab".repeat(32)).unwrap();
+    let tenant = tcoder::jobs::Tenant::parse("acme").unwrap();
+    let first = tcoder::webhooks::tenant_secret(&mut redis, &tenant, &at_rest).await.unwrap();
+    let again = tcoder::webhooks::tenant_secret(&mut redis, &tenant, &at_rest).await.unwrap();
+    assert_eq!(first.display(), again.display());
+    let key = tcoder::redis::keys::webhook_secret(&tenant);
+    let stored: String = redis.get(&key).await.unwrap();
+    assert!(stored.starts_with("sealed:v1:") && !stored.contains(&first.display()), "{stored}");
+    // Without the key, the sealed secret cannot be used.
+    let unkeyed = tcoder::webhooks::AtRest::new("").unwrap();
+    assert!(tcoder::webhooks::tenant_secret(&mut redis, &tenant, &unkeyed).await.is_err());
+
+    let old = tcoder::jobs::Tenant::parse("legacy").unwrap();
+    let plain = WebhookSecret::generate().display();
+    let _: () = redis.set(tcoder::redis::keys::webhook_secret(&old), &plain).await.unwrap();
+    let read = tcoder::webhooks::tenant_secret(&mut redis, &old, &at_rest).await.unwrap();
+    assert_eq!(read.display(), plain);
+    let resealed: String = redis.get(tcoder::redis::keys::webhook_secret(&old)).await.unwrap();
+    assert!(resealed.starts_with("sealed:v1:"), "{resealed}");
+}

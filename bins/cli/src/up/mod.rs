@@ -58,6 +58,9 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
         (plan.s3_access_key_id, plan.s3_secret_access_key) = store_credentials(&plan.data_dir)?;
     }
     plan.passwords = control_plane_passwords(&plan.data_dir)?;
+    if cli.webhooks.secret_key.expose().is_empty() {
+        plan.webhook_secret_key = Some(webhook_secret_key(&plan.data_dir)?);
+    }
     let bin_dir = bin_dir(&cli.up.bin_dir)?;
     let ready_timeout = cli.up.ready_timeout;
     let service_grace = ingest.shutdown.drain_deadline + Duration::from_secs(5);
@@ -171,6 +174,24 @@ fn control_plane_passwords(data_dir: &Path) -> anyhow::Result<Vec<(Service, Stri
     crate::profile::write_private(&path, &text)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(passwords)
+}
+
+/// The key sealing webhook signing secrets in Redis: random, created once in
+/// `<data_dir>/webhook-secret-key` (readable only by the owner).
+fn webhook_secret_key(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("webhook-secret-key");
+    if let Ok(key) = std::fs::read_to_string(&path)
+        && tcoder::webhooks::AtRest::new(key.trim()).is_ok()
+        && !key.trim().is_empty()
+    {
+        return Ok(key.trim().to_owned());
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    let key = hex::encode(bytes);
+    crate::profile::write_private(&path, &format!("{key}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(key)
 }
 
 /// The embedded store's credentials when the settings still have the shipped example ones:

@@ -27,6 +27,8 @@ pub(crate) struct StackPlan {
     /// Each service's NATS and Redis password (its user is its name); empty: no
     /// authentication (only before [`StackPlan::resolve`]'s caller fills it in).
     pub passwords: Vec<(Service, String)>,
+    /// The key sealing webhook secrets, when `tcoder up` made one.
+    pub webhook_secret_key: Option<String>,
 }
 
 impl StackPlan {
@@ -57,6 +59,7 @@ impl StackPlan {
                 false => None,
             },
             passwords: Vec::new(),
+            webhook_secret_key: None,
         })
     }
 
@@ -141,6 +144,7 @@ impl StackPlan {
             ("TCODER__WORKER__SCRATCH_DIR", scratch.display().to_string()),
         ]
         .into_iter()
+        .chain(self.webhook_secret_key.clone().map(|key| ("TCODER__WEBHOOKS__SECRET_KEY", key)))
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     }

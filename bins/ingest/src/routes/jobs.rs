@@ -276,7 +276,7 @@ pub(crate) async fn webhook_secret(
     Caller(tenant): Caller,
 ) -> Result<Response, ApiError> {
     let mut redis = state.redis.clone();
-    let secret = tcoder::webhooks::tenant_secret(&mut redis, &tenant)
+    let secret = tcoder::webhooks::tenant_secret(&mut redis, &tenant, &state.webhook_secrets)
         .await
         .map_err(|e| ApiError::unavailable("cannot read the webhook secret", e))?;
     Ok(Json(json!({ "secret": secret.display(), "scheme": "standard-webhooks v1" }))
