@@ -188,18 +188,7 @@ async fn cancel_is_final_and_streams_end_with_the_canceled_event() {
     assert_eq!(again.status(), StatusCode::CONFLICT);
 
     // The stream replays `accepted`, then delivers `canceled` and closes.
-    let body = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut text = String::new();
-        let mut chunks = events.bytes_stream();
-        while let Some(chunk) = chunks.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        }
-        text
-    })
-    .await
-    .expect("the event stream ends after the terminal event");
-    let kinds: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
-    assert_eq!(kinds, vec!["accepted", "canceled"], "{body}");
+    assert_eq!(event_kinds(events).await, ["accepted", "canceled"]);
 }
 
 /// Reads an event stream to its end (bounded) and returns the event kinds it carried.

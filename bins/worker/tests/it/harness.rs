@@ -144,16 +144,7 @@ impl Pipeline {
         file: &Path,
         request: Value,
     ) -> String {
-        let response = self
-            .http
-            .post(format!("{}/v1/jobs", self.api))
-            .bearer_auth(key)
-            .json(&request)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
-        let created: Value = response.json().await.unwrap();
+        let created = self.create_as(key, request).await;
         let id = created["job"]["id"].as_str().unwrap().to_owned();
         let put = self
             .http
@@ -175,6 +166,20 @@ impl Pipeline {
             .unwrap();
         assert_eq!(notified.status(), StatusCode::OK);
         id
+    }
+
+    /// `POST /v1/jobs` with `key`: the created job and its upload (nothing uploaded yet).
+    pub(crate) async fn create_as(&self, key: &str, request: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}/v1/jobs", self.api))
+            .bearer_auth(key)
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
     }
 
     pub(crate) async fn job_as(&self, key: &str, id: &str) -> Value {
@@ -301,6 +306,23 @@ pub(crate) fn engine_children(pid: u32) -> Vec<u32> {
         }
     }
     children
+}
+
+/// Waits (bounded) until `receiver` got a webhook of type `wanted`; returns the types received
+/// so far, in order.
+pub(crate) async fn webhook_types_until(
+    receiver: &testkit::webhook::WebhookReceiver,
+    wanted: &str,
+) -> Vec<String> {
+    testkit::eventually_async(Duration::from_secs(120), || async {
+        let types: Vec<String> = receiver
+            .received()
+            .iter()
+            .map(|r| r.json()["type"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if types.iter().any(|t| t == wanted) { Ok(types) } else { Err(types) }
+    })
+    .await
 }
 
 /// The setting that lets jobs name a test receiver on loopback and the dispatcher deliver to it.

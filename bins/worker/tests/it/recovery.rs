@@ -7,7 +7,7 @@ use tcoder::events::subjects;
 use tcoder::jobs::{JobId, JobStore};
 use testkit::corpus;
 
-use crate::harness::{Pipeline, engine_children, webhooks_allowed};
+use crate::harness::{Pipeline, engine_children, webhook_types_until, webhooks_allowed};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -81,15 +81,7 @@ async fn a_job_that_kills_every_worker_is_dead_lettered_once_and_can_be_replayed
     assert!(job["error"].is_null());
     assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
     // One `failed` webhook (the dead-lettering), then one `completed` (the replay).
-    let received = testkit::eventually_async(LONG, || async {
-        let types: Vec<String> = receiver
-            .received()
-            .iter()
-            .map(|r| r.json()["type"].as_str().unwrap_or_default().to_owned())
-            .collect();
-        if types.contains(&"job.completed".to_owned()) { Ok(types) } else { Err(types) }
-    })
-    .await;
+    let received = webhook_types_until(&receiver, "job.completed").await;
     assert_eq!(received, ["job.failed", "job.completed"]);
 }
 
