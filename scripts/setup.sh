@@ -23,7 +23,7 @@ die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
 apt_packages=(
   ffmpeg libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libswscale-dev
   libswresample-dev pkg-config clang libclang-dev redis-server prometheus python3 python3-venv
-  curl
+  curl openssl
 )
 
 missing=()

@@ -20,6 +20,10 @@ pub const KEY_PREFIX: &str = "tcoder:";
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub url: String,
+    /// PEM file of the CA that signed the server's certificate, for `rediss://` URLs (TLS);
+    /// empty: the system's trusted roots.
+    #[serde(default)]
+    pub tls_ca_file: String,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -28,7 +32,25 @@ impl Config {
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
         redis::Client::open(self.url.as_str())
             .map_err(|e| Invalid::new("url", format!("not a Redis URL: {e}")))?;
+        if !self.tls_ca_file.is_empty() {
+            if !self.url.starts_with("rediss://") {
+                return Err(Invalid::new("tls_ca_file", "is for rediss:// (TLS) URLs"));
+            }
+            std::fs::metadata(&self.tls_ca_file)
+                .map_err(|e| Invalid::new("tls_ca_file", format!("{}: {e}", self.tls_ca_file)))?;
+        }
         require_positive("timeout", self.timeout)
+    }
+
+    fn client(&self) -> Result<redis::Client, StoreError> {
+        if self.tls_ca_file.is_empty() {
+            return Ok(redis::Client::open(self.url.as_str())?);
+        }
+        let root = std::fs::read(&self.tls_ca_file).map_err(|e| {
+            StoreError::Corrupt(format!("cannot read redis.tls_ca_file {}: {e}", self.tls_ca_file))
+        })?;
+        let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(root) };
+        Ok(redis::Client::build_with_tls(self.url.as_str(), certificates)?)
     }
 }
 
@@ -58,7 +80,7 @@ pub fn redacted(url: &str) -> String {
 /// Connects with a [`ConnectionManager`], which reconnects by itself after the first success.
 /// The first connection is retried until `timeout` so services may start in any order.
 pub async fn connect(config: &Config) -> Result<ConnectionManager, StoreError> {
-    let client = redis::Client::open(config.url.as_str())?;
+    let client = config.client()?;
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.timeout))
         .set_response_timeout(Some(config.timeout))

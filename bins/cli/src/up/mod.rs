@@ -223,6 +223,7 @@ fn store_credentials(data_dir: &Path) -> anyhow::Result<(String, String)> {
 async fn ensure_local_api_key(plan: &StackPlan) -> anyhow::Result<()> {
     let redis_config = tcoder::redis::Config {
         url: plan.redis_url(Service::Cli),
+        tls_ca_file: String::new(),
         timeout: Duration::from_secs(5),
     };
     let mut redis = tcoder::redis::connect(&redis_config).await?;
