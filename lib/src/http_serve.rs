@@ -1,7 +1,8 @@
 //! Serving HTTP with the bounds every public listener needs against slow or hoarding clients:
 //! a deadline for the request head (a slowloris connection that never finishes its headers is
-//! closed), a cap on open connections (past it, accepting waits), and a graceful stop that lets
-//! requests in flight finish. The API and the embedded store both serve through here.
+//! closed), a cap on open connections (past it, accepting waits), a body that goes quiet is cut
+//! off ([`IdleBody`]), and a graceful stop that lets requests in flight finish. The API and the
+//! embedded store both serve through here.
 
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Connections open at once; a client past it waits in the kernel's backlog.
     pub max_connections: usize,
+    /// How long a request body may send nothing ([`IdleBody`]; applied by each server to the
+    /// bodies it reads).
+    pub body_idle_timeout: Duration,
 }
 
 /// Serves `service` on `listener` within `limits` until `stop`, then lets open requests
@@ -73,4 +77,62 @@ where
     }
     graceful.shutdown().await;
     Ok(())
+}
+
+/// A request body that fails when no bytes arrive for `idle`: a client that sends its head
+/// and then trickles (or stalls) its body is cut off instead of holding a connection and a
+/// handler. Slow but steady uploads are not affected (the clock restarts with every chunk).
+#[derive(Debug)]
+pub struct IdleBody<B> {
+    inner: B,
+    idle: Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> IdleBody<B> {
+    pub fn new(inner: B, idle: Duration) -> IdleBody<B> {
+        IdleBody { inner, idle, timer: Box::pin(tokio::time::sleep(idle)) }
+    }
+}
+
+/// The error of a body that went quiet for too long.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body sent nothing for {0:?}")]
+pub struct BodyIdle(Duration);
+
+impl<B> Body for IdleBody<B>
+where
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::future::Future as _;
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdle(this.idle))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }

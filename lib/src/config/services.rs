@@ -48,6 +48,9 @@ pub struct IngestConfig {
     pub header_timeout: Duration,
     /// Connections each listener (API, embedded store) keeps open at once.
     pub max_connections: usize,
+    /// A request body (an upload, a JSON body) that sends nothing for this long is cut off.
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
     pub local_store: LocalStoreConfig,
     pub r2_queue: R2QueueConfig,
 }
@@ -131,6 +134,7 @@ impl IngestConfig {
         crate::http_serve::Limits {
             header_timeout: self.header_timeout,
             max_connections: self.max_connections,
+            body_idle_timeout: self.body_idle_timeout,
         }
     }
 
@@ -148,6 +152,7 @@ impl IngestConfig {
             return Err(Invalid::new("max_upload_bytes", "must be greater than zero"));
         }
         require_positive("header_timeout", self.header_timeout)?;
+        require_positive("body_idle_timeout", self.body_idle_timeout)?;
         if self.create_burst == 0
             || self.create_per_second.is_nan()
             || self.create_per_second <= 0.0

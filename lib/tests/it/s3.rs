@@ -67,6 +67,7 @@ async fn the_embedded_local_store_serves_signed_requests_only() {
     let limits = tcoder::http_serve::Limits {
         header_timeout: std::time::Duration::from_secs(10),
         max_connections: 64,
+        body_idle_timeout: std::time::Duration::from_secs(10),
     };
     let server = tokio::spawn(store.serve(limits, stop.clone()));
 

@@ -255,11 +255,18 @@ async fn a_tenant_holding_1100_event_streams_leaves_another_tenant_s_stream_work
 
 /// Slowloris: connections to the API and to the embedded store that send half a request head
 /// and then nothing are closed by the server at the header timeout (1 s here), while other
-/// clients are served meanwhile.
+/// clients are served meanwhile; so are requests whose body stops (body idle timeout, 1 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_request_heads_are_cut_off_at_the_header_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ingest = spawn(Store::Embedded, &[("TCODER__INGEST__HEADER_TIMEOUT", "1s".into())]).await;
+    let ingest = spawn(
+        Store::Embedded,
+        &[
+            ("TCODER__INGEST__HEADER_TIMEOUT", "1s".into()),
+            ("TCODER__INGEST__BODY_IDLE_TIMEOUT", "1s".into()),
+        ],
+    )
+    .await;
     let api: std::net::SocketAddr = ingest.api.trim_start_matches("http://").parse().unwrap();
     let opened = std::time::Instant::now();
     let mut slow = Vec::new();
@@ -280,6 +287,39 @@ async fn slow_request_heads_are_cut_off_at_the_header_timeout() {
     }
     let took = opened.elapsed();
     assert!(took < Duration::from_secs(6), "closed after {took:?}, timeout 1 s");
+
+    // Whole heads, then a body that stops: a JSON body to the API, an upload to the store.
+    let created = ingest.create(json!({})).await.1;
+    let upload = reqwest::Url::parse(created["upload"]["url"].as_str().unwrap()).unwrap();
+    let stalled = [
+        (
+            api,
+            format!(
+                "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"pre",
+                ingest.key_a
+            ),
+        ),
+        (
+            ingest.store.unwrap(),
+            format!(
+                "PUT {}?{} HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000\r\n\r\n0123456789",
+                upload.path(),
+                upload.query().unwrap(),
+                upload.host_str().unwrap().to_owned() + ":" + &upload.port().unwrap().to_string(),
+            ),
+        ),
+    ];
+    let started = std::time::Instant::now();
+    for (addr, request) in stalled {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer));
+        assert!(ended.await.is_ok(), "a stalled body kept its connection open ({addr})");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "stalled bodies cut after {took:?}, timeout 1 s");
 }
 
 /// A key creating jobs faster than its bucket refills gets 429 with Retry-After once the burst
