@@ -280,29 +280,21 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_pread64,
     libc::SYS_pwrite64,
     libc::SYS_lseek,
-    libc::SYS_open,
     libc::SYS_openat,
     libc::SYS_close,
     libc::SYS_close_range,
     libc::SYS_fstat,
-    libc::SYS_stat,
-    libc::SYS_lstat,
     libc::SYS_newfstatat,
     libc::SYS_statx,
     libc::SYS_statfs,
     libc::SYS_fstatfs,
-    libc::SYS_access,
     libc::SYS_faccessat,
     libc::SYS_faccessat2,
     libc::SYS_getdents64,
     libc::SYS_getcwd,
-    libc::SYS_readlink,
     libc::SYS_readlinkat,
-    libc::SYS_mkdir,
     libc::SYS_mkdirat,
-    libc::SYS_unlink,
     libc::SYS_unlinkat,
-    libc::SYS_rename,
     libc::SYS_renameat,
     libc::SYS_renameat2,
     libc::SYS_ftruncate,
@@ -310,12 +302,9 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_fdatasync,
     libc::SYS_fcntl,
     libc::SYS_dup,
-    libc::SYS_dup2,
     libc::SYS_dup3,
     libc::SYS_ioctl,
-    libc::SYS_poll,
     libc::SYS_ppoll,
-    libc::SYS_select,
     libc::SYS_pselect6,
     libc::SYS_mmap,
     libc::SYS_munmap,
@@ -358,28 +347,46 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_clock_gettime,
     libc::SYS_clock_getres,
     libc::SYS_gettimeofday,
-    libc::SYS_time,
     libc::SYS_times,
     libc::SYS_sched_yield,
     libc::SYS_sched_getaffinity,
     libc::SYS_getrandom,
-    libc::SYS_getrlimit,
     libc::SYS_prlimit64,
     libc::SYS_getrusage,
     libc::SYS_sysinfo,
     libc::SYS_uname,
-    libc::SYS_arch_prctl,
     libc::SYS_prctl,
     libc::SYS_membarrier,
     libc::SYS_restart_syscall,
     libc::SYS_umask,
 ];
 
+/// The x86-64 forms of calls newer architectures only have as `*at`/`p*` variants.
+#[cfg(target_arch = "x86_64")]
+const ALLOWED_X86_64: &[libc::c_long] = &[
+    libc::SYS_open,
+    libc::SYS_stat,
+    libc::SYS_lstat,
+    libc::SYS_access,
+    libc::SYS_readlink,
+    libc::SYS_mkdir,
+    libc::SYS_unlink,
+    libc::SYS_rename,
+    libc::SYS_dup2,
+    libc::SYS_poll,
+    libc::SYS_select,
+    libc::SYS_time,
+    libc::SYS_arch_prctl,
+    libc::SYS_getrlimit,
+];
+#[cfg(not(target_arch = "x86_64"))]
+const ALLOWED_X86_64: &[libc::c_long] = &[];
+
 /// Installs the allowlist: any other system call fails with `EPERM` (an error a decoder
 /// reports, not a crash); `clone` only without namespace flags.
 fn apply_seccomp() -> Result<(), seccompiler::Error> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        ALLOWED.iter().map(|&call| (call, Vec::new())).collect();
+        ALLOWED.iter().chain(ALLOWED_X86_64).map(|&call| (call, Vec::new())).collect();
     let no_new_namespaces = SeccompCondition::new(
         0,
         SeccompCmpArgLen::Qword,
