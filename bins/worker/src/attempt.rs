@@ -353,18 +353,19 @@ async fn work(
     for file in &run.report.files {
         let key = format!("{prefix}{}", file.path);
         let path = output_path(&engine_job.output_dir, &file.path)?;
-        stoppable(
-            stop,
-            transfer::upload(
-                &worker.s3,
-                &worker.bucket,
-                &key,
-                &path,
-                &file.content_type,
-                transfer::IMMUTABLE,
-            ),
+        // Stopped (fenced, released, canceled): no further file. The one under way is let
+        // finish rather than dropped mid-request — the store could still complete a dropped
+        // PUT after this attempt removed its outputs, leaving a file nothing references.
+        unless_stopped(stop)?;
+        transfer::upload(
+            &worker.s3,
+            &worker.bucket,
+            &key,
+            &path,
+            &file.content_type,
+            transfer::IMMUTABLE,
         )
-        .await?
+        .await
         .map_err(|e| transient(e.to_string()))?;
         usage.add_object(file.bytes);
     }
@@ -396,18 +397,16 @@ async fn work(
     tokio::fs::write(&manifest_path, &body)
         .await
         .map_err(|e| transient(format!("manifest: {e}")))?;
-    stoppable(
-        stop,
-        transfer::upload(
-            &worker.s3,
-            &worker.bucket,
-            &manifest_key,
-            &manifest_path,
-            "application/json",
-            transfer::IMMUTABLE,
-        ),
+    unless_stopped(stop)?;
+    transfer::upload(
+        &worker.s3,
+        &worker.bucket,
+        &manifest_key,
+        &manifest_path,
+        "application/json",
+        transfer::IMMUTABLE,
     )
-    .await?
+    .await
     .map_err(|e| transient(e.to_string()))?;
     let cost = full.cost.clone();
     let manifest = full.summary(url_of(&manifest_key));
@@ -472,6 +471,14 @@ fn output_path(out: &Path, relative: &str) -> Result<std::path::PathBuf, EngineE
 }
 
 /// Runs `work` unless the attempt is stopped first.
+/// `Err` once the attempt was told to stop.
+fn unless_stopped(stop: &Stop) -> Result<(), EngineError> {
+    match stop.reason() {
+        Some(_) => Err(EngineError::new(ErrorCode::Canceled, "stopped")),
+        None => Ok(()),
+    }
+}
+
 async fn stoppable<T>(stop: &Stop, work: impl Future<Output = T>) -> Result<T, EngineError> {
     tokio::select! {
         value = work => Ok(value),
