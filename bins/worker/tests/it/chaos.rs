@@ -345,6 +345,13 @@ async fn judge(stack: &Stack, jobs: &BTreeMap<String, Value>) -> Verdicts {
     let nats = async_nats::connect(stack.env.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(nats);
     let bucket_dir = stack.env.s3.data_dir().join(stack.env.s3.bucket());
+    let settings = tcoder::config::Settings::load_from(
+        tcoder::config::Service::Cli,
+        None,
+        tcoder::config::EnvVars::from_pairs(stack.vars.clone()),
+    )
+    .unwrap();
+    let store = tcoder::jobs::JobStore::new(tcoder::redis::connect(&settings.redis).await.unwrap());
     for (id, job) in jobs {
         if job["status"] != "completed" {
             verdicts.lost.push(format!("{id}: {}", job["status"]));
@@ -365,7 +372,18 @@ async fn judge(stack: &Stack, jobs: &BTreeMap<String, Value>) -> Verdicts {
             })
             .unwrap_or_default();
         if epochs != [epoch.to_string()] {
-            verdicts.leftover.push(format!("{id}: epochs {epochs:?}, winner {epoch}"));
+            // What was left, and the job's state changes: enough to tell which attempt wrote
+            // it and how that attempt ended.
+            let files: Vec<String> = epochs
+                .iter()
+                .filter(|e| **e != epoch.to_string())
+                .flat_map(|e| std::fs::read_dir(outputs.join(e)).into_iter().flatten().flatten())
+                .map(|f| f.path().display().to_string())
+                .collect();
+            let history = store.history(&tcoder::jobs::JobId::parse(id).unwrap()).await.ok();
+            verdicts.leftover.push(format!(
+                "{id}: epochs {epochs:?}, winner {epoch}, left {files:?}, history {history:?}"
+            ));
         }
         let mp4 = job["result"]["renditions"][0]["mp4"].as_str().unwrap_or_default();
         let file = bucket_dir
