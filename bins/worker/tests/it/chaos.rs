@@ -352,6 +352,7 @@ async fn judge(stack: &Stack, jobs: &BTreeMap<String, Value>) -> Verdicts {
     )
     .unwrap();
     let store = tcoder::jobs::JobStore::new(tcoder::redis::connect(&settings.redis).await.unwrap());
+    let s3 = tcoder::s3::client(&settings.s3).await;
     for (id, job) in jobs {
         if job["status"] != "completed" {
             verdicts.lost.push(format!("{id}: {}", job["status"]));
@@ -365,24 +366,23 @@ async fn judge(stack: &Stack, jobs: &BTreeMap<String, Value>) -> Verdicts {
         if completed.iter().any(|e| e["data"]["epoch"].as_u64() != Some(epoch)) {
             verdicts.stale.push(format!("{id}: events {completed:?} vs result epoch {epoch}"));
         }
-        let outputs = bucket_dir.join(format!("outputs/acme/{id}"));
-        let epochs: Vec<String> = std::fs::read_dir(&outputs)
-            .map(|dir| {
-                dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
-            })
-            .unwrap_or_default();
-        if epochs != [epoch.to_string()] {
-            // What was left, and the job's state changes: enough to tell which attempt wrote
-            // it and how that attempt ended.
-            let files: Vec<String> = epochs
-                .iter()
-                .filter(|e| **e != epoch.to_string())
-                .flat_map(|e| std::fs::read_dir(outputs.join(e)).into_iter().flatten().flatten())
-                .map(|f| f.path().display().to_string())
-                .collect();
+        // What a client listing the bucket sees (S3 has no folders: an emptied epoch is gone).
+        let prefix = format!("outputs/acme/{id}/");
+        let keys: Vec<String> = tcoder::s3::list(&s3, &settings.s3.bucket, &prefix, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        let winner = format!("{prefix}{epoch}/");
+        let left: Vec<&String> = keys.iter().filter(|k| !k.starts_with(&winner)).collect();
+        if !left.is_empty() || keys.is_empty() {
+            // With the job's state changes: enough to tell which attempt wrote it and how that
+            // attempt ended.
             let history = store.history(&tcoder::jobs::JobId::parse(id).unwrap()).await.ok();
             verdicts.leftover.push(format!(
-                "{id}: epochs {epochs:?}, winner {epoch}, left {files:?}, history {history:?}"
+                "{id}: winner {epoch}, left {left:?} ({} keys), history {history:?}",
+                keys.len()
             ));
         }
         let mp4 = job["result"]["renditions"][0]["mp4"].as_str().unwrap_or_default();
