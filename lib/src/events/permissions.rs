@@ -19,18 +19,21 @@ pub struct Permissions {
 const DESTRUCTIVE: &[&str] =
     &["$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.CONSUMER.DELETE.>"];
 
+/// [`DESTRUCTIVE`], and removing single messages (work items): the dispatcher's alone.
+const DESTRUCTIVE_OR_REMOVING_MESSAGES: &[&str] = &[
+    "$JS.API.STREAM.DELETE.>",
+    "$JS.API.STREAM.PURGE.>",
+    "$JS.API.CONSUMER.DELETE.>",
+    "$JS.API.STREAM.MSG.DELETE.>",
+];
+
 /// The permissions of `service`'s user.
 pub fn for_service(service: Service) -> Permissions {
     match service {
         // Announces uploads and job events; follows events for the SSE streams.
         Service::Ingest => Permissions {
             publish: &["$JS.API.>", "tcoder.uploads.>", "tcoder.events.>"],
-            publish_deny: &[
-                "$JS.API.STREAM.DELETE.>",
-                "$JS.API.STREAM.PURGE.>",
-                "$JS.API.CONSUMER.DELETE.>",
-                "$JS.API.STREAM.MSG.DELETE.>",
-            ],
+            publish_deny: DESTRUCTIVE_OR_REMOVING_MESSAGES,
             subscribe: &["_INBOX.>", "tcoder.events.>"],
         },
         // Queues work, dead-letters, announces, acks the uploads, webhooks and DLQ consumers,
@@ -50,12 +53,7 @@ pub fn for_service(service: Service) -> Permissions {
         // Pulls and acks work items, publishes its jobs' events, hears wake-ups and cancels.
         Service::Worker => Permissions {
             publish: &["$JS.API.>", "$JS.ACK.JOBS.>", "tcoder.events.>"],
-            publish_deny: &[
-                "$JS.API.STREAM.DELETE.>",
-                "$JS.API.STREAM.PURGE.>",
-                "$JS.API.CONSUMER.DELETE.>",
-                "$JS.API.STREAM.MSG.DELETE.>",
-            ],
+            publish_deny: DESTRUCTIVE_OR_REMOVING_MESSAGES,
             subscribe: &["_INBOX.>", "tcoder.jobs.>", "tcoder.events.>"],
         },
         // The operator's tools (dead-letter replay, inspection): everything.
