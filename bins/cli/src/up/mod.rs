@@ -146,75 +146,77 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
     Ok(())
 }
 
-/// The services' NATS and Redis passwords (each service's user is its name): random, created
-/// once in `<data_dir>/control-plane-passwords` (readable only by the owner), one line each.
+/// The services' NATS and Redis passwords (each service's user is its name), one line each in
+/// `<data_dir>/control-plane-passwords`.
 fn control_plane_passwords(data_dir: &Path) -> anyhow::Result<Vec<(Service, String)>> {
-    let path = data_dir.join("control-plane-passwords");
-    let stored: Vec<(Service, String)> = std::fs::read_to_string(&path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let (name, password) = line.split_once(' ')?;
-            let service = Service::ALL.into_iter().find(|s| s.name() == name)?;
-            Some((service, password.trim().to_owned()))
-        })
-        .collect();
-    if stored.len() == Service::ALL.len() {
-        return Ok(stored);
-    }
-    let passwords: Vec<(Service, String)> = Service::ALL
-        .into_iter()
-        .map(|service| {
-            let mut bytes = [0u8; 24];
-            getrandom::fill(&mut bytes).expect("the OS random source is available");
-            (service, hex::encode(bytes))
-        })
-        .collect();
-    let text: String = passwords.iter().map(|(s, p)| format!("{} {p}\n", s.name())).collect();
-    crate::profile::write_private(&path, &text)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(passwords)
-}
-
-/// The key sealing webhook signing secrets in Redis: random, created once in
-/// `<data_dir>/webhook-secret-key` (readable only by the owner).
-fn webhook_secret_key(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join("webhook-secret-key");
-    if let Ok(key) = std::fs::read_to_string(&path)
-        && tcoder::webhooks::AtRest::new(key.trim()).is_ok()
-        && !key.trim().is_empty()
-    {
-        return Ok(key.trim().to_owned());
-    }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    let key = hex::encode(bytes);
-    crate::profile::write_private(&path, &format!("{key}\n"))
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(key)
-}
-
-/// The embedded store's credentials when the settings still have the shipped example ones:
-/// random, created once in `<data_dir>/s3-credentials` (readable only by the owner), so no two
-/// stacks share a key anyone could look up.
-fn store_credentials(data_dir: &Path) -> anyhow::Result<(String, String)> {
-    let path = data_dir.join("s3-credentials");
-    if let Ok(text) = std::fs::read_to_string(&path)
-        && let Some((id, secret)) = text.trim().split_once(':')
-        && !id.is_empty()
-        && !secret.is_empty()
-    {
-        return Ok((id.to_owned(), secret.to_owned()));
-    }
-    let random = |bytes: usize| {
-        let mut buf = vec![0u8; bytes];
-        getrandom::fill(&mut buf).expect("the OS random source is available");
-        hex::encode(buf)
+    let parse = |text: &str| -> Vec<(Service, String)> {
+        text.lines()
+            .filter_map(|line| {
+                let (name, password) = line.split_once(' ')?;
+                let service = Service::ALL.into_iter().find(|s| s.name() == name)?;
+                Some((service, password.trim().to_owned()))
+            })
+            .collect()
     };
-    let (id, secret) = (format!("tcoder-{}", random(8)), random(24));
-    crate::profile::write_private(&path, &format!("{id}:{secret}\n"))
+    let text = kept_secret(
+        data_dir,
+        "control-plane-passwords",
+        |text| parse(text).len() == Service::ALL.len(),
+        || Service::ALL.iter().map(|s| format!("{} {}\n", s.name(), random_hex(24))).collect(),
+    )?;
+    Ok(parse(&text))
+}
+
+/// The key sealing webhook signing secrets in Redis, in `<data_dir>/webhook-secret-key`.
+fn webhook_secret_key(data_dir: &Path) -> anyhow::Result<String> {
+    kept_secret(
+        data_dir,
+        "webhook-secret-key",
+        |key| !key.is_empty() && tcoder::webhooks::AtRest::new(key).is_ok(),
+        || random_hex(32),
+    )
+}
+
+/// The embedded store's credentials when the settings still have the shipped example ones,
+/// in `<data_dir>/s3-credentials`: no two stacks share a key anyone could look up.
+fn store_credentials(data_dir: &Path) -> anyhow::Result<(String, String)> {
+    let text = kept_secret(
+        data_dir,
+        "s3-credentials",
+        |text| {
+            text.split_once(':').is_some_and(|(id, secret)| !id.is_empty() && !secret.is_empty())
+        },
+        || format!("tcoder-{}:{}", random_hex(8), random_hex(24)),
+    )?;
+    let (id, secret) = text.split_once(':').expect("validated above");
+    Ok((id.to_owned(), secret.to_owned()))
+}
+
+/// A secret `tcoder up` makes once and keeps in `<data_dir>/<name>` (readable only by the
+/// owner): the stored one when `valid` accepts it, else `fresh()`, written for next time.
+fn kept_secret(
+    data_dir: &Path,
+    name: &str,
+    valid: impl Fn(&str) -> bool,
+    fresh: impl FnOnce() -> String,
+) -> anyhow::Result<String> {
+    let path = data_dir.join(name);
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && valid(text.trim())
+    {
+        return Ok(text.trim().to_owned());
+    }
+    let text = fresh();
+    crate::profile::write_private(&path, &format!("{}\n", text.trim()))
         .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok((id, secret))
+    Ok(text.trim().to_owned())
+}
+
+/// `bytes` random bytes, in hex.
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the OS random source is available");
+    hex::encode(buf)
 }
 
 /// The single-host stack's API key (tenant `local`): created once in `<data_dir>/api-key`
@@ -262,12 +264,7 @@ async fn ensure_local_api_key(plan: &StackPlan) -> anyhow::Result<()> {
             control: Some(crate::profile::ControlPlane {
                 nats_url: format!("nats://{}", plan.nats),
                 nats_user: Service::Cli.name().to_owned(),
-                nats_password: plan
-                    .passwords
-                    .iter()
-                    .find(|(s, _)| *s == Service::Cli)
-                    .map(|(_, p)| p.clone())
-                    .unwrap_or_default(),
+                nats_password: plan.password(Service::Cli).unwrap_or_default().to_owned(),
                 redis_url: plan.redis_url(Service::Cli),
             }),
         };

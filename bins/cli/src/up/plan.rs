@@ -72,7 +72,7 @@ impl StackPlan {
     }
 
     /// `service`'s password, if the stack authenticates.
-    fn password(&self, service: Service) -> Option<&str> {
+    pub(crate) fn password(&self, service: Service) -> Option<&str> {
         self.passwords.iter().find(|(s, _)| *s == service).map(|(_, p)| p.as_str())
     }
 
