@@ -62,12 +62,19 @@ pub(crate) fn fate(status: JobStatus, alive: bool, lost_attempts: u32, max_attem
     if status.is_terminal() {
         return Fate::Ended;
     }
-    let running = status == JobStatus::Running;
-    if running && alive {
+    if status == JobStatus::Running && alive {
         return Fate::RunningElsewhere;
     }
-    let lost = lost_attempts.saturating_add(u32::from(running));
-    if lost >= max_attempts { Fate::Poison } else { Fate::Requeue }
+    if lost_with_current(status, lost_attempts) >= max_attempts {
+        Fate::Poison
+    } else {
+        Fate::Requeue
+    }
+}
+
+/// Lost attempts, counting a running job's current one (its lease is gone: it died too).
+fn lost_with_current(status: JobStatus, lost_attempts: u32) -> u32 {
+    lost_attempts.saturating_add(u32::from(status == JobStatus::Running))
 }
 
 impl Undeliverable {
@@ -130,7 +137,7 @@ impl Undeliverable {
     }
 
     async fn dead_letter(&self, job: &Job, deliveries: i64) -> anyhow::Result<&'static str> {
-        let lost = job.lost_attempts.saturating_add(u32::from(job.status == JobStatus::Running));
+        let lost = lost_with_current(job.status, job.lost_attempts);
         let error = JobError {
             code: "job.poison".into(),
             message: format!(
