@@ -23,8 +23,7 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Connections open at once; a client past it waits in the kernel's backlog.
     pub max_connections: usize,
-    /// How long a request body may send nothing ([`IdleBody`]; applied by each server to the
-    /// bodies it reads).
+    /// How long a request body may send nothing ([`IdleBody`]).
     pub body_idle_timeout: Duration,
 }
 
@@ -37,7 +36,10 @@ pub async fn serve<S, B>(
     stop: CancellationToken,
 ) -> std::io::Result<()>
 where
-    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>> + Clone + Send + 'static,
+    S: Service<hyper::Request<IdleBody<Incoming>>, Response = hyper::Response<B>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
@@ -48,6 +50,10 @@ where
     http.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     http.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    let idle = limits.body_idle_timeout;
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        service.call(request.map(|body| IdleBody::new(body, idle)))
+    });
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
         let slot = tokio::select! {

@@ -124,10 +124,9 @@ impl LocalStore {
         stop: CancellationToken,
     ) -> std::io::Result<()> {
         let (service, cors) = (self.service, self.cors);
-        let idle = limits.body_idle_timeout;
         let with_cors = hyper::service::service_fn(move |request| {
             let (service, cors) = (service.clone(), cors.clone());
-            async move { with_cors(&service, &cors, request, idle).await }
+            async move { with_cors(&service, &cors, request).await }
         });
         crate::http_serve::serve(self.listener, with_cors, limits, stop).await
     }
@@ -138,8 +137,7 @@ impl LocalStore {
 async fn with_cors(
     service: &S3Service,
     cors: &Cors,
-    request: hyper::Request<hyper::body::Incoming>,
-    idle: std::time::Duration,
+    request: hyper::Request<crate::http_serve::IdleBody<hyper::body::Incoming>>,
 ) -> Result<hyper::Response<s3s::Body>, s3s::HttpError> {
     if Cors::is_preflight(request.method(), request.headers()) {
         let mut response = hyper::Response::new(s3s::Body::empty());
@@ -156,9 +154,7 @@ async fn with_cors(
         return Ok(response);
     }
     let asked = request.headers().clone();
-    let request = request
-        .map(|body| s3s::Body::http_body_unsync(crate::http_serve::IdleBody::new(body, idle)));
-    let mut response = service.call(request).await?;
+    let mut response = service.call(request.map(s3s::Body::http_body_unsync)).await?;
     cors.decorate(&asked, response.headers_mut());
     Ok(response)
 }

@@ -28,7 +28,6 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/notifications/r2", post(notifications::r2))
         .route("/v1/notifications/s3", post(notifications::s3))
         .fallback(|| async { ApiError::not_found().into_response() })
-        .layer(middleware::from_fn_with_state(state.clone(), idle_bodies))
         .layer(middleware::from_fn(problem_json))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
@@ -46,15 +45,6 @@ async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Re
     let mut response = next.run(request).await;
     state.cors.decorate(&asked, response.headers_mut());
     response
-}
-
-/// A request body that goes quiet for `ingest.body_idle_timeout` fails (the handler answers
-/// 400), so a trickling client cannot hold a handler.
-async fn idle_bodies(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let idle = state.config.body_idle_timeout;
-    let request =
-        request.map(|body| axum::body::Body::new(tcoder::http_serve::IdleBody::new(body, idle)));
-    next.run(request).await
 }
 
 /// Every error is problem+json: answers the framework makes itself (405 with an empty body, 413
