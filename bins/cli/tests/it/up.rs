@@ -9,12 +9,9 @@ use std::time::Duration;
 
 use testkit::{ChildProcess, http_get};
 
-/// `tcoder up` with every port picked freely and data in a temp dir; `extra` sets more
-/// `TCODER__*` variables.
-pub(crate) fn spawn_up(
-    data_dir: &Path,
-    extra: &[(&str, &str)],
-) -> (ChildProcess, mpsc::Receiver<String>) {
+/// The `tcoder up` command (not started): every port picked freely, data and the CLI profile
+/// in `data_dir`, `extra` more `TCODER__*` variables.
+fn up_command(data_dir: &Path, extra: &[(&str, &str)]) -> Command {
     let tcoder = Path::new(env!("CARGO_BIN_EXE_tcoder"));
     let bin_dir = tcoder.parent().unwrap();
     for binary in ["tcoder-ingest", "tcoder-dispatcher"] {
@@ -36,9 +33,22 @@ pub(crate) fn spawn_up(
         .env("TCODER__INGEST__HTTP_BIND", "127.0.0.1:0")
         .env("TCODER__INGEST__LOCAL_STORE__BIND", "127.0.0.1:0")
         .env("TCODER__SHUTDOWN__DRAIN_DEADLINE", "5s")
-        .envs(extra.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(if testkit::test_log() { Stdio::inherit() } else { Stdio::null() });
+        .envs(extra.iter().copied());
+    command
+}
+
+/// `tcoder up` with every port picked freely and data in a temp dir; `extra` sets more
+/// `TCODER__*` variables.
+pub(crate) fn spawn_up(
+    data_dir: &Path,
+    extra: &[(&str, &str)],
+) -> (ChildProcess, mpsc::Receiver<String>) {
+    let mut command = up_command(data_dir, extra);
+    command.stdout(Stdio::piped()).stderr(if testkit::test_log() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    });
     let mut process = ChildProcess::spawn("tcoder up", &mut command).unwrap();
     let stdout = process.take_stdout().unwrap();
     let (lines, received) = mpsc::channel();
@@ -441,23 +451,9 @@ fn ctrl_c_through_tee_stops_cleanly_the_job_completes_after_restart_and_revocati
     let data = tempfile::tempdir().unwrap();
     let log = data.path().join("up.log");
     let (reader, writer) = std::io::pipe().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tcoder"));
-    command
-        .arg("up")
-        .current_dir(testkit::workspace_root())
-        .env("TCODER__UP__DATA_DIR", data.path())
-        .env("TCODER_PROFILE", data.path().join("cli.toml"))
-        .env("TCODER__NATS__URL", "nats://127.0.0.1:0")
-        .env("TCODER__REDIS__URL", "redis://127.0.0.1:0/")
-        .env("TCODER__ADMIN__BIND", "127.0.0.1:0")
-        .env("TCODER__INGEST__HTTP_BIND", "127.0.0.1:0")
-        .env("TCODER__INGEST__LOCAL_STORE__BIND", "127.0.0.1:0")
-        .env("TCODER__SHUTDOWN__DRAIN_DEADLINE", "5s")
-        // Slow enough that the job is still running when Ctrl-C comes.
-        .env("TCODER__WORKER__ENGINE__X264_PRESET", "medium")
-        .stdout(writer.try_clone().unwrap())
-        .stderr(writer)
-        .process_group(0);
+    // Slow enough that the job is still running when Ctrl-C comes.
+    let mut command = up_command(data.path(), &[("TCODER__WORKER__ENGINE__X264_PRESET", "medium")]);
+    command.stdout(writer.try_clone().unwrap()).stderr(writer).process_group(0);
     let mut up = ChildProcess::spawn("tcoder up", &mut command).unwrap();
     let group = i32::try_from(up.pid()).unwrap();
     // tee joins tcoder up's process group, as both would be in a shell's foreground job.
