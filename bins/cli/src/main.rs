@@ -97,6 +97,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage watch folders: prefixes of the bucket whose new objects become jobs.
+    Watch {
+        #[command(subcommand)]
+        command: commands::watch::WatchCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -151,6 +156,10 @@ fn main() -> ExitCode {
             Command::Keys { command } => {
                 let settings = profile::with_control_plane(settings, cli.config.is_some());
                 commands::keys::run(&settings, command).await.map(|()| true)
+            }
+            Command::Watch { command } => {
+                let settings = profile::with_control_plane(settings, cli.config.is_some());
+                commands::watch::run(&settings, command).await.map(|()| true)
             }
         }
     });

@@ -3,7 +3,10 @@
 //! - the public HTTP API (`/v1/jobs…`, `/v1/notifications/…`) on `ingest.http_bind`;
 //! - the notification bridge: object-created notifications from R2 (Cloudflare Queue pull or
 //!   pushed bodies), S3/MinIO, the embedded store and a periodic sweep, normalized into one
-//!   event per upload on `tcoder.uploads.<bucket>`;
+//!   event per upload on `tcoder.uploads.<bucket>` — for jobs' uploads, and for new objects in
+//!   watch folders (which become jobs);
+//! - job submission over NATS (`tcoder.submit.<tenant>`);
+//! - the AsyncAPI description of every subject (`GET /asyncapi.yaml`);
 //! - the embedded S3-compatible store on `ingest.local_store.bind` (single-host stack);
 //! - the admin server (`/metrics`, `/healthz`, `/readyz`) on `admin.bind`.
 
@@ -14,6 +17,7 @@ mod event_hub;
 mod metrics;
 mod routes;
 mod state;
+mod submit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -97,6 +101,21 @@ impl Service for App {
         let connections = &common.connections;
         let metrics = IngestMetrics::register(&common.metrics);
         let jobs = JobStore::new(connections.redis.clone());
+        let watch = bridge::watch::WatchRules::new(connections.redis.clone());
+        let limits = tcoder::jobs::SpecLimits {
+            max_upload_bytes: settings.ingest.max_upload_bytes,
+            allowed_webhooks: &settings.webhooks.allowed,
+        };
+        let configured = settings
+            .ingest
+            .watch
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                rule.validate(limits).map_err(|e| anyhow::anyhow!("ingest.watch[{i}]: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        watch.install(&configured).await.context("cannot write the watch rules to Redis")?;
         let bridge = Bridge {
             jobs: jobs.clone(),
             s3: connections.s3.clone(),
@@ -104,6 +123,7 @@ impl Service for App {
             bucket: settings.s3.bucket.clone(),
             max_upload_bytes: settings.ingest.max_upload_bytes,
             metrics: metrics.clone(),
+            watch,
         };
         let events = event_hub::EventHub::new(
             settings.ingest.max_event_streams,
@@ -158,6 +178,19 @@ impl Service for App {
             upload_deadline: config.upload_url_ttl + std::time::Duration::from_secs(3600),
         };
         tasks.spawn("upload sweep", sweeper.run(token.clone()));
+        let submitter = submit::Submitter {
+            bridge: self.state.bridge.clone(),
+            allowed_webhooks: self.state.allowed_webhooks.clone(),
+            idempotency_ttl: config.idempotency_ttl,
+        };
+        tasks.spawn(
+            "submission requests",
+            submitter.clone().serve_requests(self.common.connections.nats.clone(), token.clone()),
+        );
+        tasks.spawn(
+            "stored submissions",
+            submitter.consume_stored(self.common.connections.jetstream.clone(), token.clone()),
+        );
         tasks.spawn(
             "event fan-out",
             self.state.events.clone().run(self.common.connections.nats.clone(), token.clone()),

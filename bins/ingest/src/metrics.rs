@@ -15,6 +15,7 @@ pub(crate) struct IngestMetrics {
     pub jobs_created: IntCounterVec,
     pub uploads: IntCounterVec,
     pub bridge_events: IntCounterVec,
+    pub submissions: IntCounterVec,
     pub auth_failures: IntCounter,
     pub event_streams_open: IntGauge,
     pub event_streams_refused: IntCounterVec,
@@ -49,6 +50,11 @@ impl IngestMetrics {
                 &["source", "outcome"],
             )
             .expect("valid metric"),
+            submissions: IntCounterVec::new(
+                Opts::new("tcoder_submissions_total", "Jobs submitted on tcoder.submit.<tenant>, by path (request, stored) and outcome (created, replayed, rejected, retry)."),
+                &["path", "outcome"],
+            )
+            .expect("valid metric"),
             auth_failures: IntCounter::new("tcoder_auth_failures_total", "Requests with an unknown API key.")
                 .expect("valid metric"),
             event_streams_open: IntGauge::new("tcoder_event_streams_open", "Server-sent event streams open on this ingest process.")
@@ -64,6 +70,7 @@ impl IngestMetrics {
         metrics.register(&m.jobs_created);
         metrics.register(&m.uploads);
         metrics.register(&m.bridge_events);
+        metrics.register(&m.submissions);
         metrics.register(&m.auth_failures);
         metrics.register(&m.event_streams_open);
         metrics.register(&m.event_streams_refused);

@@ -665,7 +665,9 @@ async fn settle(
                 Ok(deleted) => tracing::info!(deleted, "removed outputs of attempts that lost"),
                 Err(e) => tracing::warn!(error = %e, "outputs of losing attempts not removed"),
             }
+            // Only tcoder's own upload: a submitted or watched object is the user's.
             if !worker.config.keep_sources
+                && job.owns_source()
                 && let Some(source) = &job.source
                 && let Err(e) = s3::delete(&worker.s3, &worker.bucket, &source.key).await
             {

@@ -51,6 +51,8 @@ pub struct IngestConfig {
     /// A request body (an upload, a JSON body) that sends nothing for this long is cut off.
     #[serde(with = "humantime_serde")]
     pub body_idle_timeout: Duration,
+    /// Watch folders written to Redis at start (`tcoder watch` manages them at run time).
+    pub watch: Vec<crate::watch::WatchRuleRequest>,
     pub local_store: LocalStoreConfig,
     pub r2_queue: R2QueueConfig,
 }

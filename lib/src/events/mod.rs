@@ -21,12 +21,15 @@ use crate::config::{Invalid, require_positive};
 pub use self::outbox::{relay_outbox, run_outbox_relay};
 pub use self::publish::{
     AnnounceError, PublishError, fail_and_announce, latest_event, publish_event, publish_json,
-    publish_upload, publish_work_item,
+    publish_rejection, publish_upload, publish_work_item,
 };
 pub use self::topology::{
     consumer_configs, durable_messages, ensure_topology, queue_depth, stream_configs,
 };
-pub use self::types::{EventKind, JobEvent, UploadEvent, UploadSource, WorkItem};
+pub use self::types::{
+    EventKind, JobEvent, Rejection, RejectionKind, Submission, SubmissionSource, SubmitReply,
+    UploadEvent, UploadSource, WorkItem,
+};
 
 /// `[nats]` settings.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]

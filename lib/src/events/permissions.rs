@@ -13,6 +13,9 @@ pub struct Permissions {
     pub publish: &'static [&'static str],
     pub publish_deny: &'static [&'static str],
     pub subscribe: &'static [&'static str],
+    /// May answer requests it received (publish once to their reply subject), whatever that
+    /// subject is: how ingest replies to a producer's submission.
+    pub allow_responses: bool,
 }
 
 /// JetStream API calls that destroy data: the administrator's alone.
@@ -30,11 +33,19 @@ const DESTRUCTIVE_OR_REMOVING_MESSAGES: &[&str] = &[
 /// The permissions of `service`'s user.
 pub fn for_service(service: Service) -> Permissions {
     match service {
-        // Announces uploads and job events; follows events for the SSE streams.
+        // Announces uploads, job events and rejections; follows events for the SSE streams;
+        // answers and acks submissions.
         Service::Ingest => Permissions {
-            publish: &["$JS.API.>", "tcoder.uploads.>", "tcoder.events.>"],
+            publish: &[
+                "$JS.API.>",
+                "$JS.ACK.SUBMIT.>",
+                "tcoder.uploads.>",
+                "tcoder.events.>",
+                "tcoder.rejected.>",
+            ],
             publish_deny: DESTRUCTIVE_OR_REMOVING_MESSAGES,
-            subscribe: &["_INBOX.>", "tcoder.events.>"],
+            subscribe: &["_INBOX.>", "tcoder.events.>", "tcoder.submit.*"],
+            allow_responses: true,
         },
         // Queues work, dead-letters, announces, acks the uploads, webhooks and DLQ consumers,
         // removes settled work items.
@@ -49,39 +60,85 @@ pub fn for_service(service: Service) -> Permissions {
             publish_deny: DESTRUCTIVE,
             // Wake-ups of new work (the scaler sizes the pool on them).
             subscribe: &["_INBOX.>", "tcoder.jobs.>"],
+            allow_responses: false,
         },
         // Pulls and acks work items, publishes its jobs' events, hears wake-ups and cancels.
         Service::Worker => Permissions {
             publish: &["$JS.API.>", "$JS.ACK.JOBS.>", "tcoder.events.>"],
             publish_deny: DESTRUCTIVE_OR_REMOVING_MESSAGES,
             subscribe: &["_INBOX.>", "tcoder.jobs.>", "tcoder.events.>"],
+            allow_responses: false,
         },
         // The operator's tools (dead-letter replay, inspection): everything.
-        Service::Cli => Permissions { publish: &[">"], publish_deny: &[], subscribe: &[">"] },
+        Service::Cli => Permissions {
+            publish: &[">"],
+            publish_deny: &[],
+            subscribe: &[">"],
+            allow_responses: false,
+        },
     }
+}
+
+/// The permissions of one tenant's event producer (user `producer-<tenant>`): it may submit
+/// for its own tenant only, hear the answers (on its own inbox prefix, `_INBOX_<tenant>.>` —
+/// connect with that inbox prefix — so it cannot read another producer's replies), follow
+/// job events and its tenant's rejections. Job event subjects carry no tenant, so a producer
+/// sees every tenant's lifecycle events (ids and outputs, never credentials); give
+/// subscribers of a shared deployment their own accounts if that matters.
+pub fn producer(tenant: &crate::jobs::Tenant) -> (String, Vec<String>, Vec<String>) {
+    (
+        format!("producer-{tenant}"),
+        vec![super::subjects::submit(tenant.as_str())],
+        vec![
+            format!("_INBOX_{tenant}.>"),
+            "tcoder.events.>".to_owned(),
+            super::subjects::rejected(tenant.as_str()),
+        ],
+    )
 }
 
 /// A nats-server `authorization` block with one user per `(service, password)`, each limited
 /// to [`for_service`]; anonymous clients are refused. A password `$NAME` is written as the
 /// server's variable `NAME` (deploy/nats/nats-server.conf).
 pub fn authorization_block(users: &[(Service, &str)]) -> String {
+    authorization_block_with_producers(users, &[])
+}
+
+/// [`authorization_block`] plus one producer user per `(tenant, password)` ([`producer`]).
+pub fn authorization_block_with_producers(
+    users: &[(Service, &str)],
+    producers: &[(crate::jobs::Tenant, &str)],
+) -> String {
     let list = |subjects: &[&str]| {
         subjects.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+    };
+    // `$NAME` is a nats-server variable (the deployment's secret), used unquoted.
+    let quoted = |password: &str| match password.starts_with('$') {
+        true => password.to_owned(),
+        false => format!("\"{password}\""),
     };
     let mut block = String::from("authorization {\n  users: [\n");
     for (service, password) in users {
         let p = for_service(*service);
-        // `$NAME` is a nats-server variable (the deployment's secret), used unquoted.
-        let password = match password.starts_with('$') {
-            true => (*password).to_owned(),
-            false => format!("\"{password}\""),
-        };
+        let password = quoted(password);
+        let responses = if p.allow_responses { ", allow_responses: true" } else { "" };
         block.push_str(&format!(
-            "    {{ user: \"{}\", password: {password}, permissions: {{ publish: {{ allow: [{}], deny: [{}] }}, subscribe: {{ allow: [{}] }} }} }}\n",
+            "    {{ user: \"{}\", password: {password}, permissions: {{ publish: {{ allow: [{}], deny: [{}] }}, subscribe: {{ allow: [{}] }}{responses} }} }}\n",
             service.name(),
             list(p.publish),
             list(p.publish_deny),
             list(p.subscribe),
+        ));
+    }
+    for (tenant, password) in producers {
+        let (user, publish, subscribe) = producer(tenant);
+        let password = quoted(password);
+        let publish: Vec<&str> = publish.iter().map(String::as_str).collect();
+        let subscribe: Vec<&str> = subscribe.iter().map(String::as_str).collect();
+        block.push_str(&format!(
+            "    {{ user: \"{user}\", password: {password}, permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }} }} }}\n",
+            list(&publish),
+            list(&subscribe),
         ));
     }
     block.push_str("  ]\n}\n");

@@ -63,6 +63,14 @@ pub async fn publish_upload(js: &Context, event: &UploadEvent) -> Result<Publish
     publish_json(js, event.subject(), &event.id, event).await
 }
 
+/// Publishes a rejected submission or watched object on `tcoder.rejected.<tenant>`.
+pub async fn publish_rejection(
+    js: &Context,
+    rejection: &super::Rejection,
+) -> Result<PublishAck, PublishError> {
+    publish_json(js, rejection.subject(), &rejection.id, rejection).await
+}
+
 /// Publishes the job's work item on `tcoder.jobs.<priority>.<job>`, with the dedup id of its
 /// current queuing (`queued_count`): publishing again for the same queuing is dropped.
 pub async fn publish_work_item(js: &Context, job: &Job) -> Result<PublishAck, PublishError> {

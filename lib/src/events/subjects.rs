@@ -6,6 +6,10 @@
 //! | `JOBS` | `tcoder.jobs.<priority>.<job_id>` | work queue |
 //! | `EVENTS` | `tcoder.events.<job_id>.<kind>` | limits (7 d) |
 //! | `DLQ` | `tcoder.dlq.jobs`, and the JOBS `MAX_DELIVERIES` / `MSG_TERMINATED` advisories | limits (30 d) |
+//! | `SUBMIT` | `tcoder.submit.<tenant>` (no acks: ingest's reply is the answer) | work queue (uploads' max age) |
+//!
+//! `EVENTS` also keeps `tcoder.rejected.<tenant>`: submissions and watched objects that could
+//! not become a job.
 //!
 //! Work items carry the job id in their subject so the reconciler can ask the stream, per job,
 //! whether a message is still waiting (a work-queue stream drops acked messages).
@@ -16,12 +20,36 @@ pub const UPLOADS_STREAM: &str = "UPLOADS";
 pub const JOBS_STREAM: &str = "JOBS";
 pub const EVENTS_STREAM: &str = "EVENTS";
 pub const DLQ_STREAM: &str = "DLQ";
+pub const SUBMIT_STREAM: &str = "SUBMIT";
 
 /// Wildcards the streams capture.
 pub const UPLOADS_ALL: &str = "tcoder.uploads.>";
 pub const JOBS_ALL: &str = "tcoder.jobs.>";
 pub const EVENTS_ALL: &str = "tcoder.events.>";
 pub const DLQ_ALL: &str = "tcoder.dlq.>";
+/// One token: a tenant. Nothing deeper is a submission.
+pub const SUBMIT_ALL: &str = "tcoder.submit.*";
+pub const REJECTED_ALL: &str = "tcoder.rejected.>";
+
+/// Durable consumer through which ingest turns stored submissions into jobs.
+pub const SUBMIT_CONSUMER: &str = "ingest-submit";
+/// Core-NATS queue group in which ingest answers submissions sent as requests.
+pub const SUBMIT_QUEUE_GROUP: &str = "tcoder-ingest";
+
+/// Where a tenant's producers submit jobs.
+pub fn submit(tenant: &str) -> String {
+    format!("tcoder.submit.{tenant}")
+}
+
+/// The tenant a submission subject names, if it is one.
+pub fn submit_tenant(subject: &str) -> Option<crate::jobs::Tenant> {
+    crate::jobs::Tenant::parse(subject.strip_prefix("tcoder.submit.")?)
+}
+
+/// Where a tenant's rejected submissions and watched objects are announced.
+pub fn rejected(tenant: &str) -> String {
+    format!("tcoder.rejected.{tenant}")
+}
 
 /// The one subject dead-lettered jobs are published to.
 pub const DLQ_JOBS: &str = "tcoder.dlq.jobs";
@@ -77,5 +105,9 @@ mod tests {
         assert!(under(&job(Priority::High, "job_1"), &jobs(Priority::High)));
         assert!(under(&event("j1", "completed"), EVENTS_ALL));
         assert!(under(DLQ_JOBS, DLQ_ALL));
+        assert!(under(&rejected("acme"), REJECTED_ALL));
+        assert_eq!(submit_tenant(&submit("acme")).unwrap().as_str(), "acme");
+        assert_eq!(submit_tenant("tcoder.submit.acme.x"), None);
+        assert_eq!(submit_tenant("tcoder.submit.ACME"), None);
     }
 }

@@ -12,7 +12,7 @@ use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, Storag
 use super::{Config, NatsError, subjects};
 use crate::jobs::Priority;
 
-/// The four streams, configured from `[nats]`.
+/// The five streams, configured from `[nats]`.
 pub fn stream_configs(config: &Config) -> Vec<stream::Config> {
     let base = |name: &str, subject: &str, retention, max_age| stream::Config {
         name: name.to_owned(),
@@ -40,12 +40,27 @@ pub fn stream_configs(config: &Config) -> Vec<stream::Config> {
             RetentionPolicy::WorkQueue,
             Default::default(),
         ),
-        base(
-            subjects::EVENTS_STREAM,
-            subjects::EVENTS_ALL,
-            RetentionPolicy::Limits,
-            config.events_max_age,
-        ),
+        stream::Config {
+            subjects: vec![subjects::EVENTS_ALL.to_owned(), subjects::REJECTED_ALL.to_owned()],
+            ..base(
+                subjects::EVENTS_STREAM,
+                subjects::EVENTS_ALL,
+                RetentionPolicy::Limits,
+                config.events_max_age,
+            )
+        },
+        // Submissions wait here while ingest is away. No acks: a producer's request is
+        // answered by ingest (the job id), not by the stream; a plain publish is kept all
+        // the same.
+        stream::Config {
+            no_ack: true,
+            ..base(
+                subjects::SUBMIT_STREAM,
+                subjects::SUBMIT_ALL,
+                RetentionPolicy::WorkQueue,
+                config.uploads_max_age,
+            )
+        },
         stream::Config {
             subjects: vec![
                 subjects::DLQ_ALL.to_owned(),
@@ -88,6 +103,21 @@ pub fn consumer_configs(config: &Config) -> Vec<(&'static str, pull::Config)> {
                 ack_wait: std::time::Duration::from_secs(60),
                 // Enough for the retry schedule; the webhook deliverer stops earlier itself.
                 max_deliver: 20,
+                num_replicas: config.replicas,
+                ..Default::default()
+            },
+        ),
+        (
+            subjects::SUBMIT_STREAM,
+            pull::Config {
+                durable_name: Some(subjects::SUBMIT_CONSUMER.to_owned()),
+                filter_subject: subjects::SUBMIT_ALL.to_owned(),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: std::time::Duration::from_secs(30),
+                // Only an outage makes ingest give one back (bad input is answered and
+                // acked): no delivery limit, the stream's max age bounds a message's life.
+                max_deliver: -1,
                 num_replicas: config.replicas,
                 ..Default::default()
             },

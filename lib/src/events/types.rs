@@ -101,7 +101,7 @@ impl JobEvent {
             EventKind::Accepted,
             &job.id,
             &job.tenant,
-            json!({}),
+            json!({ "origin": job.origin }),
         )
     }
 
@@ -193,6 +193,8 @@ pub enum UploadSource {
     Local,
     /// Found by the periodic listing sweep (its notification was lost).
     Sweep,
+    /// Named by a job submitted on `tcoder.submit.<tenant>`.
+    Nats,
 }
 
 impl UploadSource {
@@ -202,6 +204,7 @@ impl UploadSource {
             UploadSource::S3 => "s3",
             UploadSource::Local => "local",
             UploadSource::Sweep => "sweep",
+            UploadSource::Nats => "nats",
         }
     }
 }
@@ -251,6 +254,121 @@ impl WorkItem {
     }
 }
 
+/// A job submitted on `tcoder.submit.<tenant>`: the body of `POST /v1/jobs` plus the object
+/// (already in the bucket, under `uploads/<tenant>/`) to transcode.
+#[derive(Debug, Clone, Default)]
+pub struct Submission {
+    pub source: SubmissionSource,
+    pub request: crate::jobs::JobRequest,
+}
+
+/// The object a submission names: a key in tcoder's bucket, never a URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmissionSource {
+    pub key: String,
+}
+
+impl Submission {
+    /// Parses a submission body; the error says what is wrong, for the producer.
+    pub fn parse(body: &[u8]) -> Result<Submission, String> {
+        let mut fields: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(body).map_err(|e| format!("not a JSON object: {e}"))?;
+        let source = fields.remove("source").ok_or("`source` is required")?;
+        let source: SubmissionSource =
+            serde_json::from_value(source).map_err(|e| format!("source: {e}"))?;
+        let request =
+            serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| e.to_string())?;
+        Ok(Submission { source, request })
+    }
+}
+
+/// Ingest's answer to a submission sent as a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SubmitReply {
+    /// The job (`replayed`: this submission was seen before; its first job).
+    Accepted { job_id: JobId, status: crate::jobs::JobStatus, replayed: bool },
+    /// No job: why.
+    Rejected { error: JobError },
+}
+
+/// What could not become a job, on `tcoder.rejected.<tenant>`: a submission (with the
+/// producer's `Nats-Msg-Id`) or an object in a watch folder (with the rule).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// Deterministic (the same submission or object version is one rejection); the
+    /// `Nats-Msg-Id`.
+    pub id: String,
+    /// Always `rejected`.
+    #[serde(rename = "type")]
+    pub kind: RejectionKind,
+    pub tenant: Tenant,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submission_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_rule: Option<String>,
+    /// The object named or found, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub error: JobError,
+    /// RFC 3339 time of the rejection.
+    pub at: String,
+}
+
+/// The literal `rejected`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RejectionKind {
+    Rejected,
+}
+
+impl Rejection {
+    /// A rejected submission.
+    pub fn of_submission(
+        tenant: &Tenant,
+        submission_id: &str,
+        key: Option<&str>,
+        error: JobError,
+    ) -> Rejection {
+        Rejection {
+            id: format!("submit.{tenant}.{submission_id}"),
+            kind: RejectionKind::Rejected,
+            tenant: tenant.clone(),
+            submission_id: Some(submission_id.to_owned()),
+            watch_rule: None,
+            key: key.map(str::to_owned),
+            error,
+            at: rfc3339(now_ms()),
+        }
+    }
+
+    /// A watched object that cannot become a job (`etag` names its version).
+    pub fn of_watched(
+        tenant: &Tenant,
+        rule: &str,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        error: JobError,
+    ) -> Rejection {
+        Rejection {
+            id: format!("watch.{}", UploadEvent::id_for(bucket, key, etag)),
+            kind: RejectionKind::Rejected,
+            tenant: tenant.clone(),
+            submission_id: None,
+            watch_rule: Some(rule.to_owned()),
+            key: Some(key.to_owned()),
+            error,
+            at: rfc3339(now_ms()),
+        }
+    }
+
+    pub fn subject(&self) -> String {
+        subjects::rejected(self.tenant.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +393,7 @@ mod tests {
             updated_at: 0,
             upload_key: String::new(),
             source: None,
+            origin: crate::jobs::JobOrigin::Api,
             outputs: None,
             error: None,
             webhook: None,

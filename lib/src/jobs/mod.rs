@@ -15,7 +15,7 @@ pub use self::attempt::{
 };
 pub use self::ids::{JobId, Tenant};
 pub use self::priority::Priority;
-pub use self::record::{Job, JobError, SourceObject, WebhookStatus};
+pub use self::record::{Job, JobError, JobOrigin, SourceObject, WebhookStatus};
 pub use self::result::{
     EngineUsage, JobResult, MANIFEST_FILE, RenditionResult, SourceSummary, StoredFile,
     ThumbnailUrls,

@@ -14,6 +14,22 @@ pub struct SourceObject {
     pub etag: String,
 }
 
+/// How a job came to be: the HTTP API (a presigned upload), a NATS submission naming an object
+/// already in the bucket, or a watch-folder rule matching a new object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum JobOrigin {
+    Api,
+    /// `tcoder.submit.<tenant>`; `submission_id` is the producer's `Nats-Msg-Id`.
+    Nats {
+        submission_id: String,
+    },
+    /// The watch rule that matched the object.
+    Watch {
+        rule: String,
+    },
+}
+
 /// Why a job failed: a stable `code` (e.g. `input.corrupt`, `upload.size_mismatch`) and a
 /// human message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +84,7 @@ pub struct Job {
     pub updated_at: u64,
     pub upload_key: String,
     pub source: Option<SourceObject>,
+    pub origin: JobOrigin,
     /// The result (output manifest) of the winning epoch, once completed.
     pub outputs: Option<super::JobResult>,
     pub error: Option<JobError>,
@@ -75,6 +92,15 @@ pub struct Job {
 }
 
 impl Job {
+    /// Whether the source is tcoder's own upload (`uploads/<tenant>/<job>/source`), which it
+    /// removes once done; a submitted or watched object belongs to the user and stays.
+    pub fn owns_source(&self) -> bool {
+        self.source.as_ref().is_some_and(|source| {
+            crate::s3::keys::parse_upload_key(&source.key)
+                .is_some_and(|(tenant, id)| tenant == self.tenant && id == self.id)
+        })
+    }
+
     /// Decodes the Redis hash; a malformed record is an error naming the field.
     pub(crate) fn from_hash(fields: &HashMap<String, String>) -> Result<Job, String> {
         let get = |name: &str| fields.get(name).ok_or_else(|| format!("job record lacks `{name}`"));
@@ -114,6 +140,11 @@ impl Job {
                 .map(serde_json::from_value)
                 .transpose()
                 .map_err(|e| format!("job field `error`: {e}"))?,
+            origin: json("origin")?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| format!("job field `origin`: {e}"))?
+                .unwrap_or(JobOrigin::Api),
             // Informational: a malformed one is dropped rather than hiding the job.
             webhook: json("webhook")?.and_then(|v| serde_json::from_value(v).ok()),
         })

@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
-use super::{Job, JobId, JobSpec, JobStatus, Tenant, now_ms};
+use super::{Job, JobId, JobOrigin, JobSpec, JobStatus, SourceObject, Tenant, now_ms};
 use crate::redis::{KEY_PREFIX, StoreError};
 use crate::s3::keys;
 
@@ -36,6 +36,16 @@ pub enum CreateOutcome {
     Replayed(JobId),
     /// The idempotency key was used before with different parameters.
     Conflict(JobId),
+}
+
+/// A job about to be inserted.
+struct NewJob<'a> {
+    id: JobId,
+    upload_key: String,
+    status: JobStatus,
+    source: Option<&'a SourceObject>,
+    origin: &'a JobOrigin,
+    fingerprint: String,
 }
 
 /// Why a transition did not happen.
@@ -91,7 +101,53 @@ impl JobStore {
         idempotency_ttl_secs: u64,
     ) -> Result<CreateOutcome, StoreError> {
         let id = JobId::generate();
-        let fingerprint = spec.fingerprint();
+        let new = NewJob {
+            upload_key: keys::upload_key(tenant, &id),
+            id,
+            status: JobStatus::AwaitingUpload,
+            source: None,
+            origin: &JobOrigin::Api,
+            fingerprint: spec.fingerprint(),
+        };
+        self.insert(tenant, spec, new, idempotency_key, idempotency_ttl_secs).await
+    }
+
+    /// Creates a job for an object already in the bucket (a NATS submission, a watch folder):
+    /// it starts `uploaded`, with `source` recorded. `idempotency_key` is required — the same
+    /// submission or object must never make two jobs — and a repeat naming another object or
+    /// asking for something else is a conflict.
+    pub async fn create_for_object(
+        &self,
+        tenant: &Tenant,
+        spec: &JobSpec,
+        source: &SourceObject,
+        origin: &JobOrigin,
+        idempotency_key: &str,
+        idempotency_ttl_secs: u64,
+    ) -> Result<CreateOutcome, StoreError> {
+        use sha2::Digest as _;
+        let fingerprint =
+            hex::encode(sha2::Sha256::digest(format!("{}\n{}", spec.fingerprint(), source.key)));
+        let new = NewJob {
+            id: JobId::generate(),
+            upload_key: source.key.clone(),
+            status: JobStatus::Uploaded,
+            source: Some(source),
+            origin,
+            fingerprint,
+        };
+        self.insert(tenant, spec, new, Some(idempotency_key), idempotency_ttl_secs).await
+    }
+
+    async fn insert(
+        &self,
+        tenant: &Tenant,
+        spec: &JobSpec,
+        new: NewJob<'_>,
+        idempotency_key: Option<&str>,
+        idempotency_ttl_secs: u64,
+    ) -> Result<CreateOutcome, StoreError> {
+        let NewJob { id, upload_key, status, source, origin, fingerprint } = new;
         let idem_key = match idempotency_key {
             // Hashed, so any client string is a safe key part.
             Some(k) => crate::redis::keys::idempotency(tenant, k),
@@ -102,8 +158,8 @@ impl JobStore {
         let reply: Vec<String> = CREATE
             .key(job_key(&id))
             .key(tenant_index(tenant, None))
-            .key(tenant_index(tenant, Some(JobStatus::AwaitingUpload)))
-            .key(status_index(JobStatus::AwaitingUpload))
+            .key(tenant_index(tenant, Some(status)))
+            .key(status_index(status))
             .key(&idem_key)
             .arg(id.as_str())
             .arg(tenant.as_str())
@@ -111,8 +167,13 @@ impl JobStore {
             .arg(now_ms())
             .arg(&fingerprint)
             .arg(idempotency_ttl_secs.max(1))
-            .arg(keys::upload_key(tenant, &id))
+            .arg(upload_key)
             .arg(if idempotency_key.is_some() { "1" } else { "0" })
+            .arg(status.as_str())
+            .arg(
+                source.map(|s| serde_json::to_string(s).expect("serializable")).unwrap_or_default(),
+            )
+            .arg(serde_json::to_string(origin).expect("serializable"))
             .invoke_async(&mut conn)
             .await?;
         match reply.first().map(String::as_str) {
@@ -134,6 +195,25 @@ impl JobStore {
             }
             _ => Err(StoreError::Corrupt(format!("unexpected create reply {reply:?}"))),
         }
+    }
+
+    /// The job an idempotency key of `tenant` made, while its record lasts.
+    pub async fn idempotent_job(
+        &self,
+        tenant: &Tenant,
+        idempotency_key: &str,
+    ) -> Result<Option<JobId>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Record {
+            job_id: String,
+        }
+        let mut conn = self.conn.clone();
+        let raw: Option<String> =
+            conn.get(crate::redis::keys::idempotency(tenant, idempotency_key)).await?;
+        let Some(raw) = raw else { return Ok(None) };
+        let record: Record = serde_json::from_str(&raw)
+            .map_err(|e| StoreError::Corrupt(format!("idempotency record: {e}")))?;
+        Ok(JobId::parse(&record.job_id))
     }
 
     pub async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {

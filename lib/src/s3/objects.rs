@@ -56,6 +56,8 @@ pub struct ObjectHead {
     pub size: u64,
     /// Without the quotes S3 puts around it.
     pub etag: String,
+    /// `Last-Modified` in ms since the epoch (0 when the store does not say).
+    pub modified_ms: u64,
 }
 
 /// One object of a listing.
@@ -64,6 +66,12 @@ pub struct ListedObject {
     pub key: String,
     pub size: u64,
     pub etag: String,
+    /// `LastModified` in ms since the epoch (0 when the store does not say).
+    pub modified_ms: u64,
+}
+
+fn epoch_ms(time: Option<&aws_sdk_s3::primitives::DateTime>) -> u64 {
+    time.and_then(|t| t.to_millis().ok()).and_then(|ms| u64::try_from(ms).ok()).unwrap_or(0)
 }
 
 /// A presigned request: the URL and the headers the client must send with it.
@@ -83,6 +91,7 @@ pub async fn head(
         Ok(head) => Ok(Some(ObjectHead {
             size: head.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
             etag: head.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+            modified_ms: epoch_ms(head.last_modified()),
         })),
         Err(error) => match classify("HeadObject", error) {
             S3Error::NotFound(_) => Ok(None),
@@ -126,6 +135,7 @@ pub async fn list(
                 key: key.to_owned(),
                 size: u64::try_from(size).unwrap_or(0),
                 etag: object.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+                modified_ms: epoch_ms(object.last_modified()),
             });
         }
         match page.next_continuation_token() {

@@ -175,6 +175,7 @@ async fn a_three_hour_ladder_completes_with_a_bounded_event_and_a_full_manifest(
         updated_at: 0,
         upload_key: String::new(),
         source: None,
+        origin: tcoder::jobs::JobOrigin::Api,
         outputs: None,
         error: None,
         webhook: None,

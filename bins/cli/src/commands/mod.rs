@@ -1,4 +1,4 @@
-//! The client commands: `submit`, `status`, `jobs`, `cancel`, `keys`.
+//! The client commands: `submit`, `status`, `jobs`, `cancel`, `keys`, `watch`, …
 
 pub(crate) mod compare;
 pub(crate) mod dlq;
@@ -7,6 +7,7 @@ pub(crate) mod follow;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod submit;
+pub(crate) mod watch;
 
 use std::path::PathBuf;
 

@@ -58,6 +58,12 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
         (plan.s3_access_key_id, plan.s3_secret_access_key) = store_credentials(&plan.data_dir)?;
     }
     plan.passwords = control_plane_passwords(&plan.data_dir)?;
+    plan.producer_password = Some(kept_secret(
+        &plan.data_dir,
+        PRODUCER_PASSWORD_FILE,
+        |p| !p.is_empty(),
+        || random_hex(24),
+    )?);
     if cli.webhooks.secret_key.expose().is_empty() {
         plan.webhook_secret_key = Some(webhook_secret_key(&plan.data_dir)?);
     }
@@ -166,6 +172,9 @@ fn control_plane_passwords(data_dir: &Path) -> anyhow::Result<Vec<(Service, Stri
     )?;
     Ok(parse(&text))
 }
+
+/// The NATS password of tenant `local`'s event producer (user `producer-local`).
+pub(crate) const PRODUCER_PASSWORD_FILE: &str = "nats-producer-password";
 
 /// The key sealing webhook signing secrets in Redis, in `<data_dir>/webhook-secret-key`.
 fn webhook_secret_key(data_dir: &Path) -> anyhow::Result<String> {
@@ -449,6 +458,12 @@ fn print_summary(plan: &StackPlan, parts: &[StackChild], logs: &Path) {
         say!("  worker            pid {}", worker.pid());
     }
     say!("  api key           {} (tenant local)", plan.api_key_path().display());
+    if plan.producer_password.is_some() {
+        say!(
+            "  nats producer     user producer-local, password in {} (submit on tcoder.submit.local; inbox prefix _INBOX_local)",
+            plan.data_dir.join(PRODUCER_PASSWORD_FILE).display()
+        );
+    }
     if let Some(profile) = crate::profile::path() {
         say!("  cli profile       {} (tcoder submit works from any folder)", profile.display());
     }

@@ -29,6 +29,8 @@ pub(crate) struct StackPlan {
     pub passwords: Vec<(Service, String)>,
     /// The key sealing webhook secrets, when `tcoder up` made one.
     pub webhook_secret_key: Option<String>,
+    /// The NATS password of tenant `local`'s event producer (`producer-local`).
+    pub producer_password: Option<String>,
 }
 
 impl StackPlan {
@@ -60,6 +62,7 @@ impl StackPlan {
             },
             passwords: Vec::new(),
             webhook_secret_key: None,
+            producer_password: None,
         })
     }
 
@@ -167,7 +170,15 @@ impl StackPlan {
                 false => {
                     let users: Vec<(Service, &str)> =
                         self.passwords.iter().map(|(s, p)| (*s, p.as_str())).collect();
-                    tcoder::events::permissions::authorization_block(&users)
+                    let local = tcoder::jobs::Tenant::parse("local").expect("valid tenant");
+                    let producers: Vec<_> = self
+                        .producer_password
+                        .iter()
+                        .map(|p| (local.clone(), p.as_str()))
+                        .collect();
+                    tcoder::events::permissions::authorization_block_with_producers(
+                        &users, &producers,
+                    )
                 }
             }
         )

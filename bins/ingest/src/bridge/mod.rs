@@ -6,17 +6,25 @@
 //! Order matters: the job moves to `uploaded` first and the event is published second, with a
 //! `Nats-Msg-Id` of bucket/key/etag. A crash in between leaves a job in `uploaded` that a
 //! repeated notification or the sweep publishes again; the broker drops the duplicate.
+//!
+//! An object that is not a job's upload but lies in a watch folder ([`watch`]) becomes a new
+//! job of the rule's tenant, created already `uploaded` and keyed by bucket/key/etag, so a
+//! repeated notification or the sweep finds that job instead of making another. NATS
+//! submissions (`crate::submit`) make their jobs the same way ([`Bridge::job_for_object`]).
 
 pub(crate) mod local;
 pub(crate) mod normalize;
 pub(crate) mod r2_queue;
 pub(crate) mod sweep;
+pub(crate) mod watch;
 
-use tcoder::events::{self, UploadEvent, UploadSource};
+use tcoder::events::{self, JobEvent, Rejection, UploadEvent, UploadSource};
 use tcoder::jobs::{
-    Job, JobError, JobStatus, JobStore, SourceObject, TransitionError, now_ms, rfc3339,
+    CreateOutcome, Job, JobError, JobId, JobOrigin, JobSpec, JobStatus, JobStore, SourceObject,
+    Tenant, TransitionError, now_ms, rfc3339,
 };
 use tcoder::s3::{self, ObjectCreated, keys};
+use tcoder::watch::{DEDUP_WINDOW, WatchRule};
 
 use crate::metrics::IngestMetrics;
 
@@ -40,6 +48,13 @@ pub(crate) enum Outcome {
     Empty,
     /// Larger than `ingest.max_upload_bytes`; the job failed.
     TooLarge,
+    /// A new object in a watch folder: its job was created.
+    Watched,
+    /// An object in a watch folder from before the rule (or the dedup window): left alone.
+    Old,
+    /// An object in a watch folder that cannot be a job (empty, too large): announced on
+    /// `tcoder.rejected.<tenant>`.
+    Rejected,
 }
 
 impl Outcome {
@@ -53,6 +68,9 @@ impl Outcome {
             Outcome::SizeMismatch => "size_mismatch",
             Outcome::Empty => "empty",
             Outcome::TooLarge => "too_large",
+            Outcome::Watched => "watched",
+            Outcome::Old => "old",
+            Outcome::Rejected => "rejected",
         }
     }
 }
@@ -60,7 +78,7 @@ impl Outcome {
 /// A failure worth retrying (Redis, S3 or NATS unavailable); the notification is not lost.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct Transient(String);
+pub(crate) struct Transient(pub(crate) String);
 
 /// Validates notifications against jobs and publishes upload events. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -71,6 +89,17 @@ pub(crate) struct Bridge {
     pub bucket: String,
     pub max_upload_bytes: u64,
     pub metrics: IngestMetrics,
+    pub watch: watch::WatchRules,
+}
+
+/// The job made for an object already in the bucket.
+#[derive(Debug)]
+pub(crate) enum ObjectJob {
+    Created(Job),
+    /// The idempotency key made this job before (its upload event is out again).
+    Existing(Job),
+    /// The idempotency key made another job, for something else.
+    Conflict(JobId),
 }
 
 impl Bridge {
@@ -87,7 +116,7 @@ impl Bridge {
         };
         self.metrics.bridge_events.with_label_values(&[source.as_str(), label]).inc();
         match &outcome {
-            Ok(Outcome::Accepted | Outcome::Duplicate) => {
+            Ok(Outcome::Accepted | Outcome::Duplicate | Outcome::Watched | Outcome::Old) => {
                 tracing::debug!(key = %event.key, source = source.as_str(), outcome = label, "upload notification");
             }
             Ok(other) => {
@@ -109,7 +138,7 @@ impl Bridge {
             return Ok(Outcome::UnknownKey);
         }
         let Some((tenant, job_id)) = keys::parse_upload_key(&event.key) else {
-            return Ok(Outcome::UnknownKey);
+            return self.watched(event, source).await;
         };
         let job = self.jobs.get(&job_id).await.map_err(|e| Transient(e.to_string()))?;
         let Some(job) = job.filter(|j| j.tenant == tenant && j.upload_key == event.key) else {
@@ -134,14 +163,9 @@ impl Bridge {
             Err(e) => return Err(Transient(e.to_string())),
         };
         let (size, etag) = (head.size, head.etag);
-        let rejection = if size == 0 {
-            Some((Outcome::Empty, "upload.empty", "the uploaded object is empty".to_owned()))
-        } else if size > self.max_upload_bytes {
-            Some((
-                Outcome::TooLarge,
-                "upload.too_large",
-                format!("{size} bytes exceeds the limit of {}", self.max_upload_bytes),
-            ))
+        let rejection = if let Some((outcome, message)) = self.size_problem(size) {
+            let code = if outcome == Outcome::Empty { "upload.empty" } else { "upload.too_large" };
+            Some((outcome, code, message))
         } else if job.spec.content_length.is_some_and(|declared| declared != size) {
             let declared = job.spec.content_length.unwrap_or_default();
             Some((
@@ -184,8 +208,128 @@ impl Bridge {
         Ok(Outcome::Accepted)
     }
 
+    /// Why an object of `size` bytes cannot be a source, if it cannot.
+    pub(crate) fn size_problem(&self, size: u64) -> Option<(Outcome, String)> {
+        if size == 0 {
+            Some((Outcome::Empty, "the object is empty".to_owned()))
+        } else if size > self.max_upload_bytes {
+            let limit = self.max_upload_bytes;
+            Some((Outcome::TooLarge, format!("{size} bytes exceeds the limit of {limit}")))
+        } else {
+            None
+        }
+    }
+
+    /// An object outside `uploads/`: a job if a watch rule covers it, else not ours.
+    async fn watched(
+        &self,
+        event: &ObjectCreated,
+        source: UploadSource,
+    ) -> Result<Outcome, Transient> {
+        let rules = self.watch.current().await.map_err(|e| Transient(e.to_string()))?;
+        let Some(rule) = tcoder::watch::matching(&rules, &event.key) else {
+            return Ok(Outcome::UnknownKey);
+        };
+        // A repeat of a version seen before needs no HEAD.
+        if let Some(etag) = &event.etag {
+            let key = self.watch_idempotency_key(&event.key, etag);
+            let known = self.jobs.idempotent_job(&rule.tenant, &key).await;
+            if known.map_err(|e| Transient(e.to_string()))?.is_some() {
+                return Ok(Outcome::Duplicate);
+            }
+        }
+        let head = match s3::head(&self.s3, &self.bucket, &event.key).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return Ok(Outcome::MissingObject),
+            Err(e) => return Err(Transient(e.to_string())),
+        };
+        if !rule_may_take(rule, head.modified_ms, now_ms()) {
+            return Ok(Outcome::Old);
+        }
+        if let Some((outcome, message)) = self.size_problem(head.size) {
+            let code = if outcome == Outcome::Empty { "source.empty" } else { "source.too_large" };
+            let error = JobError { code: code.into(), message };
+            let rejection = Rejection::of_watched(
+                &rule.tenant,
+                &rule.name,
+                &self.bucket,
+                &event.key,
+                &head.etag,
+                error,
+            );
+            self.reject(&rejection).await?;
+            return Ok(Outcome::Rejected);
+        }
+        let object = SourceObject { key: event.key.clone(), size: head.size, etag: head.etag };
+        let idempotency_key = self.watch_idempotency_key(&object.key, &object.etag);
+        let origin = JobOrigin::Watch { rule: rule.name.clone() };
+        let ttl = DEDUP_WINDOW.as_secs();
+        let made = self
+            .job_for_object(&rule.tenant, &rule.job, object, &origin, &idempotency_key, ttl, source)
+            .await?;
+        Ok(match made {
+            ObjectJob::Created(_) => Outcome::Watched,
+            ObjectJob::Existing(_) | ObjectJob::Conflict(_) => Outcome::Duplicate,
+        })
+    }
+
+    fn watch_idempotency_key(&self, key: &str, etag: &str) -> String {
+        format!("watch:{}", UploadEvent::id_for(&self.bucket, key, etag))
+    }
+
+    /// Makes (once per `idempotency_key`) the job for an object already in the bucket and
+    /// sends it on its way: `accepted`, then the upload event the dispatcher queues it from.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn job_for_object(
+        &self,
+        tenant: &Tenant,
+        spec: &JobSpec,
+        object: SourceObject,
+        origin: &JobOrigin,
+        idempotency_key: &str,
+        idempotency_ttl_secs: u64,
+        source: UploadSource,
+    ) -> Result<ObjectJob, Transient> {
+        let transient = |e: tcoder::redis::StoreError| Transient(e.to_string());
+        let created = self
+            .jobs
+            .create_for_object(tenant, spec, &object, origin, idempotency_key, idempotency_ttl_secs)
+            .await
+            .map_err(transient)?;
+        let job = match created {
+            CreateOutcome::Created(job) => {
+                let accepted = JobEvent::accepted(&job);
+                if let Err(e) = events::publish_event(&self.js, &accepted).await {
+                    // Informational only, as for API jobs: the job is safe in Redis.
+                    tracing::warn!(job = %job.id, error = %e, "accepted event not published");
+                }
+                self.publish(&job, source).await?;
+                return Ok(ObjectJob::Created(*job));
+            }
+            CreateOutcome::Replayed(id) => id,
+            CreateOutcome::Conflict(id) => return Ok(ObjectJob::Conflict(id)),
+        };
+        let job = self.jobs.get(&job).await.map_err(transient)?;
+        let job =
+            job.ok_or_else(|| Transient("an idempotency record names a missing job".into()))?;
+        // Created, but the crash may have come before its upload event.
+        if job.status == JobStatus::Uploaded {
+            self.publish(&job, source).await?;
+        }
+        Ok(ObjectJob::Existing(job))
+    }
+
+    /// Announces what could not become a job.
+    pub(crate) async fn reject(&self, rejection: &Rejection) -> Result<(), Transient> {
+        tracing::warn!(tenant = %rejection.tenant, key = ?rejection.key, code = rejection.error.code, message = rejection.error.message, "rejected");
+        events::publish_rejection(&self.js, rejection)
+            .await
+            .map(|_| ())
+            .map_err(|e| Transient(e.to_string()))
+    }
+
     /// Publishes the job's upload event (idempotent: same id for the same object version).
-    async fn publish(&self, job: &Job, source: UploadSource) -> Result<(), Transient> {
+    pub(crate) async fn publish(&self, job: &Job, source: UploadSource) -> Result<(), Transient> {
         let Some(object) = &job.source else {
             return Err(Transient(format!("job {} is uploaded without a source record", job.id)));
         };
@@ -214,4 +358,16 @@ impl Bridge {
             .map(|_| ())
             .map_err(|e| Transient(e.to_string()))
     }
+}
+
+/// Whether an object last modified at `modified_ms` is new enough for `rule`: created after
+/// the rule (a minute's leeway for the store's clock and its one-second `Last-Modified`) and
+/// within the dedup window, so an old object is never made into a job twice.
+pub(crate) fn rule_may_take(rule: &WatchRule, modified_ms: u64, now_ms: u64) -> bool {
+    const LEEWAY_MS: u64 = 60_000;
+    let window_ms = u64::try_from(DEDUP_WINDOW.as_millis()).unwrap_or(u64::MAX);
+    // A store that does not say when is trusted to be reporting a new object.
+    modified_ms == 0
+        || (modified_ms + LEEWAY_MS >= rule.created_at
+            && modified_ms + window_ms > now_ms + LEEWAY_MS)
 }

@@ -3,6 +3,9 @@
 //!
 //! It costs in proportion to pending uploads, not bucket size: one ListObjectsV2 per tenant
 //! that has jobs awaiting upload (prefix `uploads/<tenant>/`), matched against those jobs.
+//! Watch folders are listed too (bounded pages per rule); only objects a rule may still take
+//! (newer than the rule, within the dedup window) are looked at, each one Redis read when its
+//! job exists already.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -23,6 +26,8 @@ const MAX_PAGES: usize = 20;
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct SweepReport {
     pub found: usize,
+    /// Objects in watch folders whose job the sweep made (their notification was lost).
+    pub watched: usize,
     pub republished: usize,
     pub expired: usize,
 }
@@ -89,17 +94,49 @@ impl Sweeper {
                 }
             }
         }
+        report.watched = self.sweep_watch_folders().await?;
         // Uploaded but not yet queued for a while: the event may not have been published.
         let stale_ms = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
         for id in jobs.in_status(JobStatus::Uploaded, BATCH).await? {
             let Some(job) = jobs.get(&id).await? else { continue };
             if job.status == JobStatus::Uploaded && now.saturating_sub(job.updated_at) >= stale_ms {
-                let event = ObjectCreated::new(&self.bridge.bucket, &job.upload_key);
-                self.bridge.handle(&event, UploadSource::Sweep).await?;
+                // Its upload event again (the broker drops it if the first one landed),
+                // counted as the duplicate notification it stands for.
+                self.bridge.publish(&job, UploadSource::Sweep).await?;
+                let labels = [UploadSource::Sweep.as_str(), super::Outcome::Duplicate.as_str()];
+                self.bridge.metrics.bridge_events.with_label_values(&labels).inc();
                 report.republished += 1;
             }
         }
         Ok(report)
+    }
+
+    /// Objects in watch folders without a job yet; how many got one.
+    async fn sweep_watch_folders(&self) -> anyhow::Result<usize> {
+        let bridge = &self.bridge;
+        let rules = bridge.watch.current().await?;
+        let mut made = 0;
+        for rule in rules.iter() {
+            let listed = s3::list(&bridge.s3, &bridge.bucket, &rule.prefix, MAX_PAGES).await?;
+            for object in listed {
+                // Each object is the business of the rule with the longest prefix only.
+                let ours = tcoder::watch::matching(&rules, &object.key)
+                    .is_some_and(|matched| matched.name == rule.name);
+                if !ours || !super::rule_may_take(rule, object.modified_ms, now_ms()) {
+                    continue;
+                }
+                let event = ObjectCreated {
+                    bucket: bridge.bucket.clone(),
+                    key: object.key,
+                    size: Some(object.size),
+                    etag: Some(object.etag),
+                };
+                if bridge.handle(&event, UploadSource::Sweep).await? == super::Outcome::Watched {
+                    made += 1;
+                }
+            }
+        }
+        Ok(made)
     }
 
     /// Objects under `uploads/<tenant>/`: (key, size, etag).

@@ -27,6 +27,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/play/{token}/{*key}", get(play::play).head(play::play))
         .route("/v1/notifications/r2", post(notifications::r2))
         .route("/v1/notifications/s3", post(notifications::s3))
+        .route("/asyncapi.yaml", get(asyncapi))
         .fallback(|| async { ApiError::not_found().into_response() })
         .layer(middleware::from_fn(problem_json))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
@@ -102,3 +103,11 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
         .observe(started.elapsed().as_secs_f64());
     response
 }
+
+/// The AsyncAPI 3.0 description of every NATS subject a user publishes to or subscribes to.
+async fn asyncapi() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/yaml")], ASYNCAPI)
+}
+
+/// docs/asyncapi.yaml, served as shipped (a test checks it against the payloads tcoder sends).
+const ASYNCAPI: &str = include_str!("../../../../docs/asyncapi.yaml");

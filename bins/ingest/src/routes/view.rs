@@ -17,6 +17,9 @@ pub(crate) struct JobView<'a> {
     pub created_at: String,
     pub updated_at: String,
     pub source: Option<SourceView<'a>>,
+    /// How the job came: `api`, `nats` (with the producer's `submission_id`) or `watch`
+    /// (with the rule).
+    pub origin: &'a tcoder::jobs::JobOrigin,
     /// The result summary (URLs of the winning attempt), once completed; with signed
     /// delivery, its URLs are freshly signed playback URLs.
     pub result: Option<std::borrow::Cow<'a, tcoder::jobs::JobResult>>,
@@ -31,6 +34,10 @@ pub(crate) struct JobView<'a> {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct SourceView<'a> {
+    /// Shown for a submitted or watched object (the user named or placed it); an API
+    /// upload's key is tcoder's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<&'a str>,
     pub size: u64,
     pub etag: &'a str,
 }
@@ -45,10 +52,12 @@ impl<'a> JobView<'a> {
             lost_attempts: job.lost_attempts,
             created_at: rfc3339(job.created_at),
             updated_at: rfc3339(job.updated_at),
-            source: job
-                .source
-                .as_ref()
-                .map(|s: &SourceObject| SourceView { size: s.size, etag: &s.etag }),
+            source: job.source.as_ref().map(|s: &SourceObject| SourceView {
+                key: (!job.owns_source()).then_some(s.key.as_str()),
+                size: s.size,
+                etag: &s.etag,
+            }),
+            origin: &job.origin,
             result: job.outputs.as_ref().map(std::borrow::Cow::Borrowed),
             error: job.error.as_ref(),
             webhook: job.webhook.as_ref(),

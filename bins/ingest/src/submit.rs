@@ -1,0 +1,330 @@
+//! Jobs submitted over NATS on `tcoder.submit.<tenant>`: the body of `POST /v1/jobs` plus a
+//! `source` naming an object the producer already put in the bucket under `uploads/<tenant>/`.
+//!
+//! Every submission reaches ingest twice, by design:
+//! - as a core-NATS message in the queue group [`subjects::SUBMIT_QUEUE_GROUP`], when the
+//!   producer sent a request: it is handled at once and answered with the job id or a typed
+//!   error ([`SubmitReply`]);
+//! - as the copy the `SUBMIT` stream keeps (it acks nothing, so the request's answer is
+//!   ingest's), consumed durably: a plain publish, or one sent while ingest was away, is not
+//!   lost.
+//!
+//! Both copies carry the producer's `Nats-Msg-Id`, which is the job's idempotency key: the
+//! second copy, and any repeat of the message, finds the first job. A submission that cannot
+//! become a job is answered (when asked) and announced on `tcoder.rejected.<tenant>`, never
+//! dropped in silence.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use futures_util::StreamExt;
+use sha2::Digest as _;
+use tcoder::events::{self, Rejection, Submission, SubmitReply, UploadSource, subjects};
+use tcoder::jobs::{JobError, JobOrigin, JobSpec, JobStatus, SourceObject, SpecLimits, Tenant};
+use tcoder::s3::{self, keys};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::bridge::{Bridge, ObjectJob, Transient};
+
+/// Submissions handled at once on each path.
+const CONCURRENT: usize = 16;
+/// Longest accepted `Nats-Msg-Id` (as an `Idempotency-Key`).
+const MAX_MSG_ID: usize = 255;
+/// Longest source key (S3's limit).
+const MAX_KEY: usize = 1024;
+
+/// Turns submissions into jobs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct Submitter {
+    pub bridge: Bridge,
+    pub allowed_webhooks: Arc<Vec<std::net::SocketAddr>>,
+    pub idempotency_ttl: Duration,
+}
+
+/// Which copy of a submission is being handled (a metric label).
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    Request,
+    Stored,
+}
+
+impl Path {
+    fn as_str(self) -> &'static str {
+        match self {
+            Path::Request => "request",
+            Path::Stored => "stored",
+        }
+    }
+}
+
+impl Submitter {
+    /// Answers submissions sent as requests until `stop`.
+    pub(crate) async fn serve_requests(
+        self,
+        nats: async_nats::Client,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut requests = nats
+            .queue_subscribe(subjects::SUBMIT_ALL, subjects::SUBMIT_QUEUE_GROUP.to_owned())
+            .await?;
+        let slots = Arc::new(Semaphore::new(CONCURRENT));
+        loop {
+            let message = tokio::select! {
+                message = requests.next() => match message {
+                    Some(message) => message,
+                    None => anyhow::bail!("the submission subscription ended"),
+                },
+                () = stop.cancelled() => return Ok(()),
+            };
+            // A plain publish has nobody to answer: its stored copy makes the job.
+            let Some(reply_to) = message.reply.clone() else { continue };
+            let permit = slots.clone().acquire_owned().await?;
+            let (this, nats) = (self.clone(), nats.clone());
+            tokio::spawn(async move {
+                let reply = match this.handle(&message, Path::Request).await {
+                    Ok(reply) => reply,
+                    Err(Transient(reason)) => SubmitReply::Rejected {
+                        error: JobError {
+                            code: "unavailable.retry".into(),
+                            message: format!(
+                                "{reason}; the submission is kept and will be handled — repeat \
+                                 it with the same Nats-Msg-Id to learn its job"
+                            ),
+                        },
+                    },
+                };
+                let body = serde_json::to_vec(&reply).expect("a reply serializes");
+                if let Err(e) = nats.publish(reply_to, body.into()).await {
+                    tracing::warn!(error = %e, "submission reply not sent");
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    /// Consumes the `SUBMIT` stream until `stop`.
+    pub(crate) async fn consume_stored(
+        self,
+        js: async_nats::jetstream::Context,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let messages = events::durable_messages(
+            &js,
+            subjects::SUBMIT_STREAM,
+            subjects::SUBMIT_CONSUMER,
+            CONCURRENT,
+        )
+        .await?;
+        let this = &self;
+        messages
+            .take_until(stop.cancelled())
+            .for_each_concurrent(CONCURRENT, |message| async move {
+                let Ok(message) = message else { return };
+                match this.handle(&message.message, Path::Stored).await {
+                    Ok(_) => {
+                        let _ = message.double_ack().await;
+                    }
+                    Err(Transient(reason)) => {
+                        tracing::warn!(%reason, "submission not handled yet; retrying");
+                        let delay = Some(Duration::from_secs(2));
+                        let _ = message.ack_with(AckKind::Nak(delay)).await;
+                    }
+                }
+            })
+            .await;
+        if stop.is_cancelled() { Ok(()) } else { anyhow::bail!("the SUBMIT consumer stream ended") }
+    }
+
+    async fn handle(
+        &self,
+        message: &async_nats::Message,
+        path: Path,
+    ) -> Result<SubmitReply, Transient> {
+        let result = self.submit(message).await;
+        let outcome = match &result {
+            Ok(SubmitReply::Accepted { replayed: false, .. }) => "created",
+            Ok(SubmitReply::Accepted { replayed: true, .. }) => "replayed",
+            Ok(SubmitReply::Rejected { .. }) => "rejected",
+            Err(_) => "retry",
+        };
+        self.bridge.metrics.submissions.with_label_values(&[path.as_str(), outcome]).inc();
+        result
+    }
+
+    async fn submit(&self, message: &async_nats::Message) -> Result<SubmitReply, Transient> {
+        let Some(tenant) = subjects::submit_tenant(&message.subject) else {
+            // No tenant to announce it to; only a requester hears of it.
+            return Ok(rejected("submit.tenant", "the subject's tenant is not a-z, 0-9, - and _"));
+        };
+        let msg_id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .map(|v| v.as_str().to_owned());
+        let submission_id = match msg_id {
+            Some(id) if !id.is_empty() && id.len() <= MAX_MSG_ID => id,
+            // Named by the body, so both copies of this message are one rejection.
+            _ => {
+                let digest = hex::encode(sha2::Sha256::digest(&message.payload));
+                let id = format!("invalid-{}", &digest[..16]);
+                let error = JobError {
+                    code: "submit.msg_id".into(),
+                    message: format!(
+                        "a submission needs a Nats-Msg-Id header of 1-{MAX_MSG_ID} characters \
+                         (its idempotency key)"
+                    ),
+                };
+                return self.reject(&tenant, &id, None, error).await;
+            }
+        };
+        // Seen before: the job it made, without looking at anything else.
+        let idempotency_key = format!("nats:{submission_id}");
+        let transient = |e: tcoder::redis::StoreError| Transient(e.to_string());
+        if let Some(id) =
+            self.bridge.jobs.idempotent_job(&tenant, &idempotency_key).await.map_err(transient)?
+            && let Some(job) = self.bridge.jobs.get(&id).await.map_err(transient)?
+        {
+            if job.status == JobStatus::Uploaded {
+                self.bridge.publish(&job, UploadSource::Nats).await?;
+            }
+            return Ok(SubmitReply::Accepted {
+                job_id: job.id,
+                status: job.status,
+                replayed: true,
+            });
+        }
+        let submission = match Submission::parse(&message.payload) {
+            Ok(submission) => submission,
+            Err(message) => {
+                let error = JobError { code: "request.invalid".into(), message };
+                return self.reject(&tenant, &submission_id, None, error).await;
+            }
+        };
+        let key = submission.source.key.as_str();
+        if let Err(error) = check_source_key(&tenant, key) {
+            return self.reject(&tenant, &submission_id, Some(key), error).await;
+        }
+        let limits = SpecLimits {
+            max_upload_bytes: self.bridge.max_upload_bytes,
+            allowed_webhooks: &self.allowed_webhooks,
+        };
+        let spec = match JobSpec::from_request(submission.request, limits) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let error = JobError { code: e.code.into(), message: e.to_string() };
+                return self.reject(&tenant, &submission_id, Some(key), error).await;
+            }
+        };
+        let head = match s3::head(&self.bridge.s3, &self.bridge.bucket, key).await {
+            Ok(Some(head)) => head,
+            Ok(None) => {
+                let error = JobError {
+                    code: "source.not_found".into(),
+                    message: format!("no object `{key}` in the bucket"),
+                };
+                return self.reject(&tenant, &submission_id, Some(key), error).await;
+            }
+            Err(e) => return Err(Transient(e.to_string())),
+        };
+        if let Some((outcome, message)) = self.bridge.size_problem(head.size) {
+            let code = match outcome {
+                crate::bridge::Outcome::Empty => "source.empty",
+                _ => "source.too_large",
+            };
+            let error = JobError { code: code.into(), message };
+            return self.reject(&tenant, &submission_id, Some(key), error).await;
+        }
+        let object = SourceObject { key: key.to_owned(), size: head.size, etag: head.etag };
+        let origin = JobOrigin::Nats { submission_id: submission_id.clone() };
+        let made = self
+            .bridge
+            .job_for_object(
+                &tenant,
+                &spec,
+                object,
+                &origin,
+                &idempotency_key,
+                self.idempotency_ttl.as_secs(),
+                UploadSource::Nats,
+            )
+            .await?;
+        Ok(match made {
+            ObjectJob::Created(job) => {
+                SubmitReply::Accepted { job_id: job.id, status: job.status, replayed: false }
+            }
+            ObjectJob::Existing(job) => {
+                SubmitReply::Accepted { job_id: job.id, status: job.status, replayed: true }
+            }
+            ObjectJob::Conflict(id) => {
+                let error = JobError {
+                    code: "idempotency.conflict".into(),
+                    message: format!(
+                        "this Nats-Msg-Id was used for job {id} with a different request"
+                    ),
+                };
+                return self.reject(&tenant, &submission_id, Some(key), error).await;
+            }
+        })
+    }
+
+    /// Announces a rejected submission and returns the answer for its producer.
+    async fn reject(
+        &self,
+        tenant: &Tenant,
+        submission_id: &str,
+        key: Option<&str>,
+        error: JobError,
+    ) -> Result<SubmitReply, Transient> {
+        let rejection = Rejection::of_submission(tenant, submission_id, key, error.clone());
+        self.bridge.reject(&rejection).await?;
+        Ok(SubmitReply::Rejected { error })
+    }
+}
+
+fn rejected(code: &str, message: &str) -> SubmitReply {
+    SubmitReply::Rejected { error: JobError { code: code.into(), message: message.into() } }
+}
+
+/// A tenant's producers may name objects under `uploads/<tenant>/` only.
+fn check_source_key(tenant: &Tenant, key: &str) -> Result<(), JobError> {
+    let prefix = format!("{}{tenant}/", keys::UPLOADS_PREFIX);
+    let inside = key.len() > prefix.len()
+        && key.len() <= MAX_KEY
+        && key.starts_with(&prefix)
+        && !key.ends_with('/')
+        && !key.chars().any(char::is_control);
+    if inside {
+        Ok(())
+    } else {
+        Err(JobError {
+            code: "source.forbidden".into(),
+            message: format!(
+                "source.key must name an object under `{prefix}` (at most {MAX_KEY} bytes)"
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producers_name_objects_under_their_own_prefix_only() {
+        let acme = Tenant::parse("acme").unwrap();
+        assert!(check_source_key(&acme, "uploads/acme/clip.mp4").is_ok());
+        assert!(check_source_key(&acme, "uploads/acme/2026/12/clip.mp4").is_ok());
+        for bad in [
+            "uploads/globex/clip.mp4",
+            "uploads/acme/",
+            "uploads/acmex/clip.mp4",
+            "outputs/acme/job/1/master.m3u8",
+            "https://example.com/clip.mp4",
+            "uploads/acme/a\nb",
+        ] {
+            assert_eq!(check_source_key(&acme, bad).unwrap_err().code, "source.forbidden", "{bad}");
+        }
+    }
+}
