@@ -39,7 +39,7 @@ pub struct WatchRule {
 }
 
 /// A rule as configured (`[[ingest.watch]]`) or given to `tcoder watch add`: the job is the
-/// body of `POST /v1/jobs` (preset, qualities, outputs, priority, webhook_url, metadata).
+/// body of `POST /v1/jobs` (preset, qualities, outputs, priority, `webhook_url`, metadata).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WatchRuleRequest {
@@ -121,6 +121,30 @@ pub fn matching<'a>(rules: &'a [WatchRule], key: &str) -> Option<&'a WatchRule> 
 
 fn rules_key() -> String {
     format!("{KEY_PREFIX}watch:rules")
+}
+
+/// Marks an object version a rule could not take (empty, too large), so sweeps that list it
+/// again within the dedup window neither announce it again nor look it up in the store.
+pub async fn remember_rejected(
+    redis: &mut redis::aio::ConnectionManager,
+    version: &str,
+) -> Result<(), StoreError> {
+    let () = redis.set_ex(rejected_key(version), 1, DEDUP_WINDOW.as_secs()).await?;
+    Ok(())
+}
+
+/// Whether [`remember_rejected`] marked this object version.
+pub async fn was_rejected(
+    redis: &mut redis::aio::ConnectionManager,
+    version: &str,
+) -> Result<bool, StoreError> {
+    Ok(redis.exists(rejected_key(version)).await?)
+}
+
+/// `version` is `<bucket>/<key>/<etag>`, hashed: any key is a safe Redis key part.
+fn rejected_key(version: &str) -> String {
+    use sha2::Digest as _;
+    format!("{KEY_PREFIX}watch:rejected:{}", hex::encode(sha2::Sha256::digest(version.as_bytes())))
 }
 
 /// Every rule, by name.

@@ -18,6 +18,7 @@
 //! Processes are stopped by pid when their handle drops; servers run in-process stop with
 //! their handle too. This crate does not depend on `tcoder` (no dev-dependency cycle).
 
+pub mod asyncapi;
 mod canary;
 mod chaos;
 pub mod cloudflare;

@@ -6,7 +6,7 @@
 //!   event per upload on `tcoder.uploads.<bucket>` — for jobs' uploads, and for new objects in
 //!   watch folders (which become jobs);
 //! - job submission over NATS (`tcoder.submit.<tenant>`);
-//! - the AsyncAPI description of every subject (`GET /asyncapi.yaml`);
+//! - the `AsyncAPI` description of every subject (`GET /asyncapi.yaml`);
 //! - the embedded S3-compatible store on `ingest.local_store.bind` (single-host stack);
 //! - the admin server (`/metrics`, `/healthz`, `/readyz`) on `admin.bind`.
 

@@ -277,6 +277,13 @@ impl Submission {
         let source = fields.remove("source").ok_or("`source` is required")?;
         let source: SubmissionSource =
             serde_json::from_value(source).map_err(|e| format!("source: {e}"))?;
+        for upload_only in ["content_length", "content_type"] {
+            if fields.contains_key(upload_only) {
+                return Err(format!(
+                    "`{upload_only}` describes a presigned upload; a submission names an object"
+                ));
+            }
+        }
         let request =
             serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| e.to_string())?;
         Ok(Submission { source, request })

@@ -207,8 +207,9 @@ impl NotifyingStore {
     /// lost event); if ingest is shutting down and the receiver is gone, the periodic sweep
     /// finds the object instead.
     async fn created(&self, bucket: &str, key: &str) {
-        // Like an R2 notification rule with prefix `uploads/`: outputs are not uploads.
-        if !key.starts_with(super::keys::UPLOADS_PREFIX) {
+        // Like an R2 notification rule excluding `outputs/`: renditions are not sources. The
+        // bridge decides about the rest (a job's upload, a watch folder, or nothing).
+        if key.starts_with(super::keys::OUTPUTS_PREFIX) {
             return;
         }
         if let Some(notify) = &self.notify {

@@ -21,7 +21,7 @@ pub(crate) enum WatchCommand {
         #[arg(long)]
         tenant: String,
         /// The job each object gets, as the JSON body of POST /v1/jobs, e.g.
-        /// '{"preset":"hls","qualities":"auto","webhook_url":"https://example.com/hook"}'.
+        /// `{"preset": "hls", "qualities": "auto"}`.
         #[arg(long, default_value = "{}")]
         job: String,
     },

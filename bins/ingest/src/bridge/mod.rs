@@ -230,11 +230,13 @@ impl Bridge {
         let Some(rule) = tcoder::watch::matching(&rules, &event.key) else {
             return Ok(Outcome::UnknownKey);
         };
-        // A repeat of a version seen before needs no HEAD.
+        // A repeat of a version seen before (made a job, or rejected) needs no HEAD.
         if let Some(etag) = &event.etag {
+            let transient = |e: tcoder::redis::StoreError| Transient(e.to_string());
             let key = self.watch_idempotency_key(&event.key, etag);
-            let known = self.jobs.idempotent_job(&rule.tenant, &key).await;
-            if known.map_err(|e| Transient(e.to_string()))?.is_some() {
+            let known = self.jobs.idempotent_job(&rule.tenant, &key).await.map_err(transient)?;
+            let version = UploadEvent::id_for(&self.bucket, &event.key, etag);
+            if known.is_some() || self.watch.was_rejected(&version).await.map_err(transient)? {
                 return Ok(Outcome::Duplicate);
             }
         }
@@ -247,6 +249,11 @@ impl Bridge {
             return Ok(Outcome::Old);
         }
         if let Some((outcome, message)) = self.size_problem(head.size) {
+            // Listings and HEAD may tell a different ETag (some stores, for empty objects).
+            let version = UploadEvent::id_for(&self.bucket, &event.key, &head.etag);
+            if self.watch.was_rejected(&version).await.map_err(|e| Transient(e.to_string()))? {
+                return Ok(Outcome::Duplicate);
+            }
             let code = if outcome == Outcome::Empty { "source.empty" } else { "source.too_large" };
             let error = JobError { code: code.into(), message };
             let rejection = Rejection::of_watched(
@@ -258,6 +265,7 @@ impl Bridge {
                 error,
             );
             self.reject(&rejection).await?;
+            self.watch.remember_rejected(&version).await.map_err(|e| Transient(e.to_string()))?;
             return Ok(Outcome::Rejected);
         }
         let object = SourceObject { key: event.key.clone(), size: head.size, etag: head.etag };
@@ -370,4 +378,32 @@ pub(crate) fn rule_may_take(rule: &WatchRule, modified_ms: u64, now_ms: u64) -> 
     modified_ms == 0
         || (modified_ms + LEEWAY_MS >= rule.created_at
             && modified_ms + window_ms > now_ms + LEEWAY_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_takes_objects_from_its_creation_on_within_the_dedup_window() {
+        let limits = tcoder::jobs::SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[] };
+        let mut rule = tcoder::watch::WatchRuleRequest {
+            name: "r".into(),
+            prefix: "in/".into(),
+            tenant: "acme".into(),
+            job: serde_json::json!({}),
+        }
+        .validate(limits)
+        .unwrap();
+        let (minute, day) = (60_000, 86_400_000);
+        let now = 100 * day;
+        rule.created_at = now - day;
+        assert!(rule_may_take(&rule, now - 1000, now), "new");
+        assert!(rule_may_take(&rule, rule.created_at - 30_000, now), "within the leeway");
+        assert!(!rule_may_take(&rule, rule.created_at - 2 * minute, now), "before the rule");
+        assert!(rule_may_take(&rule, 0, now), "a store that does not say");
+        rule.created_at = 0;
+        assert!(!rule_may_take(&rule, now - 7 * day, now), "past the dedup window");
+        assert!(rule_may_take(&rule, now - 6 * day, now));
+    }
 }

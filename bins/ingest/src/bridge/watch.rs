@@ -12,10 +12,13 @@ use tokio::sync::Mutex;
 /// How long a read of the rules is used.
 const FRESH_FOR: Duration = Duration::from_secs(2);
 
+/// The rules and when they were read.
+type Cached = Option<(Instant, Arc<Vec<WatchRule>>)>;
+
 #[derive(Clone)]
 pub(crate) struct WatchRules {
     redis: redis::aio::ConnectionManager,
-    cached: Arc<Mutex<Option<(Instant, Arc<Vec<WatchRule>>)>>>,
+    cached: Arc<Mutex<Cached>>,
 }
 
 impl std::fmt::Debug for WatchRules {
@@ -40,6 +43,16 @@ impl WatchRules {
         let rules = Arc::new(watch::list(&mut self.redis.clone()).await?);
         *cached = Some((Instant::now(), rules.clone()));
         Ok(rules)
+    }
+
+    /// Marks an object version (`<bucket>/<key>/<etag>`) as rejected for the dedup window.
+    pub(crate) async fn remember_rejected(&self, version: &str) -> Result<(), StoreError> {
+        watch::remember_rejected(&mut self.redis.clone(), version).await
+    }
+
+    /// Whether the object version was rejected before.
+    pub(crate) async fn was_rejected(&self, version: &str) -> Result<bool, StoreError> {
+        watch::was_rejected(&mut self.redis.clone(), version).await
     }
 
     /// Writes the configured rules (`[[ingest.watch]]`) to Redis.

@@ -104,7 +104,7 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-/// The AsyncAPI 3.0 description of every NATS subject a user publishes to or subscribes to.
+/// The `AsyncAPI` 3.0 description of every NATS subject a user publishes to or subscribes to.
 async fn asyncapi() -> impl axum::response::IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "application/yaml")], ASYNCAPI)
 }

@@ -7,5 +7,6 @@ mod api;
 mod bridge;
 mod helpers;
 mod lifecycle;
+mod producers;
 mod r2_queue;
 mod uploads;

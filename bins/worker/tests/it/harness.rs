@@ -52,6 +52,10 @@ pub(crate) struct Pipeline {
     /// The dispatcher's local provider, when autoscaling is on.
     pub local: Option<std::sync::Arc<tcoder::machines::local::LocalProvider>>,
     pub redis: redis::aio::ConnectionManager,
+    /// Ingest's admin server (`/metrics`).
+    pub ingest_admin: std::net::SocketAddr,
+    /// An S3 client of the test endpoint, with the services' credentials.
+    pub s3: aws_sdk_s3::Client,
     shutdown: Shutdown,
 }
 
@@ -88,6 +92,7 @@ impl Pipeline {
             tcoder_dispatcher::App::build(load(ServiceName::Dispatcher)).await.unwrap();
         let local = dispatcher.local_provider();
         let api = format!("http://{}", ingest.api_addr());
+        let ingest_admin = ingest.admin_addr();
         let shutdown = Shutdown::manual(Duration::from_secs(5));
         tokio::spawn(ingest.run_until_stopped(shutdown.clone()));
         tokio::spawn(dispatcher.run_until_stopped(shutdown.clone()));
@@ -100,6 +105,7 @@ impl Pipeline {
             .await
             .unwrap();
         let nats = tcoder::events::connect(&settings.nats, "test").await.unwrap();
+        let s3 = tcoder::s3::client(&settings.s3).await;
         Pipeline {
             env,
             api,
@@ -111,6 +117,8 @@ impl Pipeline {
             scratch,
             local,
             redis,
+            ingest_admin,
+            s3,
             shutdown,
         }
     }
@@ -194,6 +202,19 @@ impl Pipeline {
             .unwrap()
     }
 
+    /// `GET /v1/jobs?limit=100` of tenant `acme`.
+    pub(crate) async fn job_list(&self) -> Value {
+        self.http
+            .get(format!("{}/v1/jobs?limit=100", self.api))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub(crate) async fn job(&self, id: &str) -> Value {
         self.job_as(&self.key, id).await
     }
@@ -232,28 +253,36 @@ impl Pipeline {
 
     /// Events of `kind` stored on the `EVENTS` stream for the job.
     pub(crate) async fn events(&self, id: &str, kind: &str) -> Vec<Value> {
-        let stream = self.js.get_stream(subjects::EVENTS_STREAM).await.unwrap();
+        let filter = subjects::event(id, kind);
+        let stored = self.stored_messages(subjects::EVENTS_STREAM, &filter).await;
+        stored.into_iter().map(|(_, payload)| payload).collect()
+    }
+
+    /// Every message `stream` holds under `filter`, as (subject, JSON payload).
+    pub(crate) async fn stored_messages(&self, stream: &str, filter: &str) -> Vec<(String, Value)> {
+        let stream = self.js.get_stream(stream).await.unwrap();
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: subjects::event(id, kind),
+                filter_subject: filter.to_owned(),
                 ..Default::default()
             })
             .await
             .unwrap();
         let mut info = consumer;
         let pending = info.info().await.unwrap().num_pending as usize;
-        let mut events = Vec::new();
+        let mut found = Vec::new();
         if pending == 0 {
-            return events;
+            return found;
         }
         use futures_util::StreamExt;
         let mut messages = info.messages().await.unwrap().take(pending);
         while let Some(Ok(message)) =
             tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap()
         {
-            events.push(serde_json::from_slice(&message.payload).unwrap());
+            let payload = serde_json::from_slice(&message.payload).unwrap();
+            found.push((message.subject.to_string(), payload));
         }
-        events
+        found
     }
 
     /// The local file behind an output URL (the test S3 endpoint stores objects as files).

@@ -11,4 +11,5 @@ mod harness;
 mod lifecycle;
 mod outages;
 mod pipeline;
+mod producers;
 mod recovery;

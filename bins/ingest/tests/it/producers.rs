@@ -1,0 +1,128 @@
+//! The contract producers and subscribers build on: docs/asyncapi.yaml (valid, served, naming
+//! the subjects the code uses) and watch folders configured in `[[ingest.watch]]`.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use tcoder::events::subjects;
+use testkit::asyncapi;
+
+use crate::helpers::{Store, spawn};
+
+#[tokio::test]
+async fn the_asyncapi_document_is_valid_served_and_names_the_subjects_the_code_uses() {
+    let doc = asyncapi::document();
+    let report = asyncapi::validate_document(&doc).unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.contains("is valid"), "{report}");
+
+    let ingest = spawn(Store::External, &[]).await;
+    let served = ingest.http.get(format!("{}/asyncapi.yaml", ingest.api)).send().await.unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(served.headers()["content-type"], "application/yaml");
+    assert_eq!(served.text().await.unwrap(), std::fs::read_to_string(&doc).unwrap());
+
+    let mut expected = vec![
+        subjects::submit("{tenant}"),
+        "_INBOX_{tenant}.{reply}".to_owned(),
+        subjects::uploads("{bucket}"),
+        subjects::event("{job_id}", "{kind}"),
+        subjects::rejected("{tenant}"),
+        subjects::DLQ_JOBS.to_owned(),
+    ];
+    expected.sort();
+    assert_eq!(asyncapi::channel_addresses(&doc), expected);
+}
+
+#[tokio::test]
+async fn a_configured_watch_folder_makes_one_job_per_object_put_into_the_embedded_store() {
+    let rules = r#"[{ name = "incoming", prefix = "incoming/acme/", tenant = "acme", job = { preset = "hls", qualities = ["144p"], priority = "high" } }]"#;
+    let ingest = spawn(
+        Store::Embedded,
+        &[
+            ("TCODER__INGEST__WATCH", rules.to_owned()),
+            ("TCODER__INGEST__SWEEP_INTERVAL", "200ms".to_owned()),
+        ],
+    )
+    .await;
+    ingest.put_object("incoming/acme/clip.mp4", vec![7u8; 4096]).await;
+    ingest.put_object("incoming/acme/.partial", vec![7u8; 4096]).await;
+    ingest.put_object("incoming/acme/empty.mp4", Vec::new()).await;
+    let events = ingest.wait_upload_events(1).await;
+    let event = &events[0];
+    assert_eq!((event.key.as_str(), event.tenant.as_str()), ("incoming/acme/clip.mp4", "acme"));
+    let (_, job) = ingest.get_job(&ingest.key_a, event.job_id.as_str()).await;
+    assert_eq!(job["origin"], serde_json::json!({ "kind": "watch", "rule": "incoming" }));
+    assert_eq!((&job["preset"], &job["priority"]), (&"hls".into(), &"high".into()));
+    assert_eq!(job["source"]["key"], "incoming/acme/clip.mp4");
+
+    // The empty file is announced as rejected, not made a job.
+    let rejected = testkit::eventually_async(Duration::from_secs(10), || async {
+        let found = stored(&ingest, subjects::REJECTED_ALL).await;
+        if found.is_empty() { Err("no rejection yet") } else { Ok(found) }
+    })
+    .await;
+    assert_eq!(rejected[0]["key"], "incoming/acme/empty.mp4");
+    assert_eq!(
+        (&rejected[0]["watch_rule"], &rejected[0]["error"]["code"]),
+        (&"incoming".into(), &"source.empty".into())
+    );
+
+    // Sweeps see the objects again and make nothing more: no second job, and the rejected
+    // file is remembered rather than rejected again.
+    let metrics = || async {
+        let response = reqwest::get(format!("{}/metrics", ingest.admin)).await.unwrap();
+        let text = response.text().await.unwrap();
+        let sum = |outcome: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with("tcoder_bridge_events_total{") && l.contains(outcome))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        (sum(r#"outcome="rejected""#), sum(r#"outcome="duplicate",source="sweep""#))
+    };
+    let (rejected_before, swept_before) = metrics().await;
+    testkit::eventually_async(Duration::from_secs(10), || async {
+        // Each sweep sees the clip and the empty file: two more sweeps at least.
+        let (_, swept) = metrics().await;
+        if swept >= swept_before + 4.0 { Ok(()) } else { Err(swept) }
+    })
+    .await;
+    assert_eq!(metrics().await.0, rejected_before, "rejected again by a sweep");
+    assert_eq!(ingest.upload_events().await.len(), 1);
+    let listed: serde_json::Value = ingest
+        .http
+        .get(format!("{}/v1/jobs", ingest.api))
+        .bearer_auth(&ingest.key_a)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed}");
+}
+
+/// Payloads `EVENTS` holds under `filter`.
+async fn stored(ingest: &crate::helpers::TestIngest, filter: &str) -> Vec<serde_json::Value> {
+    use futures_util::StreamExt;
+    let stream = ingest.js.get_stream(subjects::EVENTS_STREAM).await.unwrap();
+    let mut consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: filter.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pending = consumer.info().await.unwrap().num_pending as usize;
+    let mut found = Vec::new();
+    if pending == 0 {
+        return found;
+    }
+    let mut messages = consumer.messages().await.unwrap().take(pending);
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_secs(5), messages.next()).await
+    {
+        found.push(serde_json::from_slice(&message.payload).unwrap());
+    }
+    found
+}

@@ -1,0 +1,270 @@
+//! Event producers, as users run them: a nats-py producer (docs/examples/python/producer.py)
+//! submitting jobs for objects it put in the bucket with boto3, watch folders turning new
+//! objects into jobs, and every payload on the subjects users touch checked against
+//! docs/asyncapi.yaml by an independent JSON Schema implementation.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tcoder::events::subjects;
+use testkit::asyncapi;
+
+use crate::harness::{Pipeline, SECRET};
+
+const JOB: Duration = Duration::from_secs(90);
+
+/// The producer's command line for tenant `acme` against the pipeline's servers.
+struct Producer<'a> {
+    pipeline: &'a Pipeline,
+}
+
+impl Producer<'_> {
+    /// Runs the producer (off the runtime: ingest answers it from this process).
+    async fn run(&self, file: &std::path::Path, extra: &[&str]) -> Value {
+        let env = &self.pipeline.env;
+        let mut args: Vec<String> = vec![
+            file.display().to_string(),
+            "--tenant".into(),
+            "acme".into(),
+            "--nats".into(),
+            env.nats.url(),
+            "--s3-endpoint".into(),
+            env.s3.endpoint(),
+            "--bucket".into(),
+            env.s3.bucket().into(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let credentials = [
+            ("AWS_ACCESS_KEY_ID", env.s3.access_key_id().to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", env.s3.secret_access_key().to_owned()),
+        ];
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> =
+                credentials.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            asyncapi::run_producer(&args, &env)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// Jobs of tenant `acme` whose origin says `origin_field == value`.
+async fn jobs_with(pipeline: &Pipeline, field: &str, value: &str) -> Vec<Value> {
+    let listed = pipeline.job_list().await;
+    let jobs = listed["jobs"].as_array().unwrap();
+    jobs.iter().filter(|job| job["origin"][field] == value).cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_py_producer_gets_one_job_per_submission_and_typed_rejections() {
+    let pipeline = Pipeline::start().await;
+    let _worker = pipeline.worker(&[]);
+    let producer = Producer { pipeline: &pipeline };
+    let clip = testkit::media::tiny_mp4();
+    let request = json!({ "preset": "hls", "qualities": ["144p"], "metadata": { "order": "7" } });
+    let request_text = request.to_string();
+    let key = "uploads/acme/clips/a.mp4";
+
+    // boto3 puts the clip, nats-py asks for the job and gets its id back.
+    let reply =
+        producer.run(&clip, &["--key", key, "--job", &request_text, "--msg-id", "order-7"]).await;
+    assert_eq!(reply["replayed"], false, "{reply}");
+    let id = reply["job_id"].as_str().unwrap().to_owned();
+    let job = pipeline.wait_status(&id, "completed", JOB).await;
+    assert_eq!(job["origin"], json!({ "kind": "nats", "submission_id": "order-7" }));
+    assert_eq!((&job["preset"], &job["source"]["key"]), (&json!("hls"), &json!(key)));
+    let master = job["result"]["hls_master"].as_str().unwrap();
+    let playlist = std::fs::read_to_string(pipeline.stored(master)).unwrap();
+    assert!(playlist.contains("RESOLUTION=192x144"), "{playlist}");
+    // The object is the producer's: it is still there after the job.
+    let bucket_dir = pipeline.env.s3.data_dir().join(pipeline.env.s3.bucket());
+    assert!(bucket_dir.join(key).is_file());
+
+    // The same message again (a retry after a lost reply): the same job.
+    let again =
+        producer.run(&clip, &["--key", key, "--job", &request_text, "--msg-id", "order-7"]).await;
+    assert_eq!((again["job_id"].as_str(), &again["replayed"]), (Some(id.as_str()), &json!(true)));
+
+    // Published twice without waiting: the SUBMIT stream keeps both copies and ingest makes
+    // one job.
+    for _ in 0..2 {
+        let published = producer
+            .run(&clip, &["--key", "uploads/acme/b.mp4", "--msg-id", "order-8", "--publish"])
+            .await;
+        assert_eq!(published["published"], "order-8", "{published}");
+    }
+    let submitted = testkit::eventually_async(Duration::from_secs(30), || async {
+        let mut stream = pipeline.js.get_stream(subjects::SUBMIT_STREAM).await.unwrap();
+        let left = stream.info().await.unwrap().state.messages;
+        let jobs = jobs_with(&pipeline, "submission_id", "order-8").await;
+        if left == 0 && !jobs.is_empty() { Ok(jobs) } else { Err((left, jobs.len())) }
+    })
+    .await;
+    assert_eq!(submitted.len(), 1, "{submitted:?}");
+    let published_id = submitted[0]["id"].as_str().unwrap().to_owned();
+    pipeline.wait_status(&published_id, "completed", JOB).await;
+
+    // Bad submissions are answered with a typed error, announced, and make no job.
+    let bad = [
+        ("uploads/globex/x.mp4", "{}", "bad-tenant", "source.forbidden"),
+        ("uploads/acme/missing.mp4", "{}", "bad-missing", "source.not_found"),
+        (
+            "uploads/acme/clips/a.mp4",
+            r#"{"preset":"nope"}"#,
+            "bad-preset",
+            "validation.unknown_preset",
+        ),
+    ];
+    let mut replies = vec![reply.clone()];
+    for (key, job, msg_id, code) in bad {
+        let rejected = producer
+            .run(&clip, &["--no-upload", "--key", key, "--job", job, "--msg-id", msg_id])
+            .await;
+        assert_eq!(rejected["error"]["code"], code, "{rejected}");
+        replies.push(rejected);
+    }
+    let rejections =
+        pipeline.stored_messages(subjects::EVENTS_STREAM, "tcoder.rejected.acme").await;
+    let announced: Vec<(&Value, &Value)> =
+        rejections.iter().map(|(_, r)| (&r["submission_id"], &r["error"]["code"])).collect();
+    for (_, _, msg_id, code) in bad {
+        assert!(announced.contains(&(&json!(msg_id), &json!(code))), "{announced:?}");
+    }
+    let listed = pipeline.stored_messages(subjects::EVENTS_STREAM, subjects::EVENTS_ALL).await;
+    let accepted = listed.iter().filter(|(subject, _)| subject.ends_with(".accepted")).count();
+    assert_eq!(accepted, 2, "one job per submission: {listed:?}");
+
+    // A file that is not a video: the job is made, and fails with a typed error.
+    let text = testkit::corpus::text();
+    let failed =
+        producer.run(&text, &["--key", "uploads/acme/notes.mp4", "--msg-id", "notes"]).await;
+    let failed_id = failed["job_id"].as_str().unwrap().to_owned();
+    pipeline.wait_status(&failed_id, "failed", JOB).await;
+
+    // Every payload sent on a subject a user touches matches docs/asyncapi.yaml.
+    let mut samples: Vec<Value> = Vec::new();
+    for (stream, filter) in [
+        (subjects::EVENTS_STREAM, subjects::EVENTS_ALL),
+        (subjects::EVENTS_STREAM, subjects::REJECTED_ALL),
+        (subjects::UPLOADS_STREAM, subjects::UPLOADS_ALL),
+    ] {
+        for (subject, payload) in pipeline.stored_messages(stream, filter).await {
+            samples.push(json!({ "subject": subject, "payload": payload }));
+        }
+    }
+    for reply in replies {
+        samples.push(json!({ "message": "submitReply", "payload": reply }));
+    }
+    let mut submission = request.clone();
+    submission["source"] = json!({ "key": key });
+    samples.push(json!({ "subject": subjects::submit("acme"), "payload": submission }));
+    // Kinds this run did not produce, made by the constructors tcoder publishes them with.
+    let store = tcoder::jobs::JobStore::new(pipeline.redis.clone());
+    let job = store.get(&tcoder::jobs::JobId::parse(&id).unwrap()).await.unwrap().unwrap();
+    let canceled = tcoder::events::JobEvent::canceled(&job);
+    samples.push(json!({ "subject": canceled.subject(), "payload": canceled }));
+    let history = store.history(&job.id).await.unwrap();
+    let letter = tcoder::dlq::DeadLetter::new(
+        job.id.clone(),
+        job.tenant.clone(),
+        "job.poison".into(),
+        3,
+        history,
+    );
+    samples.push(json!({ "subject": subjects::DLQ_JOBS, "payload": letter }));
+    let doc = asyncapi::document();
+    let covered = asyncapi::check_payloads(&doc, &samples).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(covered, asyncapi::message_names(&doc), "every message the document describes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_folders_make_one_job_per_new_object_whichever_way_it_is_found() {
+    let pipeline =
+        Pipeline::start_with(&[("TCODER__INGEST__SWEEP_INTERVAL", "300ms".to_owned())]).await;
+    let _worker = pipeline.worker(&[]);
+    let limits = tcoder::jobs::SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[] };
+    let rule = tcoder::watch::WatchRuleRequest {
+        name: "acme-incoming".into(),
+        prefix: "incoming/acme/".into(),
+        tenant: "acme".into(),
+        job: json!({ "preset": "hls", "qualities": ["144p"] }),
+    }
+    .validate(limits)
+    .unwrap();
+    tcoder::watch::put(&mut pipeline.redis.clone(), &rule).await.unwrap();
+
+    let s3 = &pipeline.s3;
+    let bucket = pipeline.env.s3.bucket().to_owned();
+    let clip = std::fs::read(testkit::media::tiny_mp4()).unwrap();
+    let put = |key: &'static str, body: Vec<u8>| {
+        let (s3, bucket) = (s3.clone(), bucket.clone());
+        async move { s3.put_object().bucket(bucket).key(key).body(body.into()).send().await.unwrap() }
+    };
+    let notify = |key: &str| {
+        let body = json!({ "Records": [{ "eventName": "ObjectCreated:Put", "s3": { "bucket": { "name": bucket }, "object": { "key": key } } }] });
+        let request = pipeline
+            .http
+            .post(format!("{}/v1/notifications/s3", pipeline.api))
+            .bearer_auth(SECRET)
+            .json(&body);
+        async move { assert!(request.send().await.unwrap().status().is_success()) }
+    };
+
+    // Notified as S3 would: one job with the rule's preset, recorded as the rule's.
+    put("incoming/acme/a.mp4", clip.clone()).await;
+    notify("incoming/acme/a.mp4").await;
+    let first = testkit::eventually_async(Duration::from_secs(20), || async {
+        let jobs = jobs_with(&pipeline, "rule", "acme-incoming").await;
+        if jobs.is_empty() { Err("no job yet") } else { Ok(jobs[0].clone()) }
+    })
+    .await;
+    let first_id = first["id"].as_str().unwrap();
+    let job = pipeline.wait_status(first_id, "completed", JOB).await;
+    assert_eq!(
+        (&job["preset"], &job["source"]["key"]),
+        (&json!("hls"), &json!("incoming/acme/a.mp4"))
+    );
+    assert_eq!(job["origin"], json!({ "kind": "watch", "rule": "acme-incoming" }));
+    assert!(
+        job["result"]["hls_master"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/outputs/acme/{first_id}/"))
+    );
+
+    // Its notification lost: the sweep finds the object. Hidden files, folder markers and
+    // other folders are not the rule's.
+    put("incoming/acme/b.mp4", clip.clone()).await;
+    for ignored in ["incoming/acme/.DS_Store", "incoming/acme/sub/", "incoming/globex/c.mp4"] {
+        // A folder marker is empty (stores refuse a body there).
+        put(ignored, if ignored.ends_with('/') { Vec::new() } else { b"x".to_vec() }).await;
+    }
+    let both = testkit::eventually_async(Duration::from_secs(20), || async {
+        let jobs = jobs_with(&pipeline, "rule", "acme-incoming").await;
+        if jobs.len() >= 2 { Ok(jobs) } else { Err(jobs.len()) }
+    })
+    .await;
+    let second = both.iter().find(|j| j["source"]["key"] == "incoming/acme/b.mp4").unwrap();
+    pipeline.wait_status(second["id"].as_str().unwrap(), "completed", JOB).await;
+
+    // A repeated notification and later sweeps (each seeing both objects again) add nothing.
+    notify("incoming/acme/a.mp4").await;
+    let admin = pipeline.ingest_admin;
+    let seen_again = |text: &str| {
+        crate::harness::sum_series(
+            text,
+            r#"tcoder_bridge_events_total{outcome="duplicate",source="sweep"}"#,
+        )
+    };
+    let (_, before) = testkit::http_get(admin, "/metrics").unwrap();
+    testkit::eventually(Duration::from_secs(10), || {
+        let (_, now) = testkit::http_get(admin, "/metrics").unwrap();
+        // Two more full sweeps over both objects.
+        if seen_again(&now) >= seen_again(&before) + 4.0 { Ok(()) } else { Err(seen_again(&now)) }
+    });
+    let jobs = jobs_with(&pipeline, "rule", "acme-incoming").await;
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    let listed: Value = pipeline.job_list().await;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 2, "no job for ignored objects: {listed}");
+}
