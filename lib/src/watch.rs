@@ -4,7 +4,8 @@
 //!
 //! Rules live in Redis (`tcoder:watch:rules`, name → JSON) so `tcoder watch add|remove`
 //! changes them while ingest runs; `[[ingest.watch]]` entries are written there when ingest
-//! starts. A rule only sees objects created after it was: adding a rule over a full folder
+//! starts; ingest reads them for every object outside `uploads/`, so a change applies to the
+//! next object. A rule only sees objects created after it was: adding a rule over a full folder
 //! does not transcode the folder's past.
 
 use std::collections::HashMap;

@@ -17,13 +17,14 @@ pub(crate) async fn list(
 ) -> anyhow::Result<()> {
     let page = client.jobs(status, limit, cursor).await?;
     let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
-    println!("{:<40} {:<16} {:<14} CREATED", "ID", "STATUS", "PRESET");
+    println!("{:<40} {:<16} {:<14} {:<24} CREATED", "ID", "STATUS", "PRESET", "ORIGIN");
     for job in &jobs {
         println!(
-            "{:<40} {:<16} {:<14} {}",
+            "{:<40} {:<16} {:<14} {:<24} {}",
             job["id"].as_str().unwrap_or("?"),
             job["status"].as_str().unwrap_or("?"),
             job["preset"].as_str().unwrap_or("?"),
+            origin(&job["origin"]),
             job["created_at"].as_str().unwrap_or("?")
         );
     }
@@ -31,6 +32,15 @@ pub(crate) async fn list(
         println!("(more: tcoder jobs --cursor {cursor})");
     }
     Ok(())
+}
+
+/// `api`, `nats` or `watch:<rule>`.
+fn origin(origin: &serde_json::Value) -> String {
+    match (origin["kind"].as_str(), origin["rule"].as_str()) {
+        (Some("watch"), Some(rule)) => format!("watch:{rule}"),
+        (Some(kind), _) => kind.to_owned(),
+        (None, _) => "?".to_owned(),
+    }
 }
 
 pub(crate) async fn cancel(client: &ApiClient, id: &str) -> anyhow::Result<()> {

@@ -123,6 +123,7 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
 
     let job = submit_transcodes_a_video_with_the_stacks_key(data.path(), &summary["api"].0);
     results_play_without_credentials_and_pages_may_call(&job, &summary);
+    producers_and_watch_folders_work_on_the_stack(data.path(), &summary);
     // The control plane authenticates: anonymous NATS and Redis clients are refused, and each
     // service's user speaks only its own subjects (a worker cannot queue work).
     let nats = addr(&summary["nats"].0);
@@ -264,6 +265,104 @@ pub(crate) fn submit_transcodes_a_video_with_the_stacks_key(
     let listed = tcoder(&["jobs"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
     job
+}
+
+/// The stack's event producer (`producer-local`, nats-py + boto3, docs/examples) gets a job
+/// for a file it put in the store, and may not submit for another tenant; a watch folder
+/// added with `tcoder watch add` turns a file boto3 puts into the embedded store into a job
+/// with the rule's parameters.
+fn producers_and_watch_folders_work_on_the_stack(
+    data_dir: &Path,
+    summary: &HashMap<String, (String, Option<u32>)>,
+) {
+    let tcoder = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_tcoder"))
+            .args(args)
+            .env("TCODER_PROFILE", data_dir.join("cli.toml"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let wait_completed = |id: &str| {
+        testkit::eventually(Duration::from_secs(90), || {
+            let job: serde_json::Value = serde_json::from_str(&tcoder(&["status", id])).unwrap();
+            if job["status"] == "completed" { Ok(job) } else { Err(job["status"].clone()) }
+        })
+    };
+    let password = std::fs::read_to_string(data_dir.join("nats-producer-password")).unwrap();
+    let password = password.trim();
+    let credentials = std::fs::read_to_string(data_dir.join("s3-credentials")).unwrap();
+    let (key_id, secret) = credentials.trim().split_once(':').unwrap();
+    let store = summary["object store"].0.clone();
+    let nats = summary["nats"].0.clone();
+    let clip = testkit::media::tiny_mp4();
+
+    let reply = testkit::asyncapi::run_producer(
+        &[
+            clip.to_str().unwrap(),
+            "--tenant",
+            "local",
+            "--nats",
+            &nats,
+            "--user",
+            "producer-local",
+            "--password",
+            password,
+            "--s3-endpoint",
+            &store,
+            "--job",
+            r#"{"preset": "web-optimized", "qualities": ["144p"]}"#,
+        ],
+        &[("AWS_ACCESS_KEY_ID", key_id), ("AWS_SECRET_ACCESS_KEY", secret)],
+    );
+    let id = reply["job_id"].as_str().unwrap_or_else(|| panic!("{reply}")).to_owned();
+    let job = wait_completed(&id);
+    assert_eq!(job["origin"]["kind"], "nats");
+    assert_eq!(job["preset"], "web-optimized");
+    // Another tenant's subject is refused by the server itself.
+    let producer =
+        format!("{{\"verbose\":false,\"user\":\"producer-local\",\"pass\":\"{password}\"}}");
+    let (_, forged) = nats_session(addr(&nats), &producer, "PUB tcoder.submit.other 2\r\nhi\r\n");
+    assert!(forged.contains("Permissions Violation for Publish"), "{forged}");
+
+    let added = tcoder(&[
+        "watch",
+        "add",
+        "incoming",
+        "--prefix",
+        "incoming/local/",
+        "--tenant",
+        "local",
+        "--job",
+        r#"{"preset": "hls", "qualities": ["144p"]}"#,
+    ]);
+    assert!(added.contains("watching incoming/local/"), "{added}");
+    assert!(tcoder(&["watch", "list"]).contains("incoming  incoming/local/  tenant=local"));
+    let python = testkit::workspace_root().join(".tools/venv/bin/python");
+    let put = Command::new(python)
+        .args([
+            "-c",
+            "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='auto').upload_file(sys.argv[2], 'tcoder', 'incoming/local/phone.mp4')",
+            &store,
+            clip.to_str().unwrap(),
+        ])
+        .env("AWS_ACCESS_KEY_ID", key_id)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    let watched = testkit::eventually(Duration::from_secs(30), || {
+        let listed = tcoder(&["jobs"]);
+        let line = listed.lines().find(|line| line.contains(" watch:incoming "));
+        line.and_then(|l| l.split_whitespace().next()).map(str::to_owned).ok_or(listed)
+    });
+    let job = wait_completed(&watched);
+    assert_eq!(
+        (&job["preset"], &job["source"]["key"]),
+        (&"hls".into(), &"incoming/local/phone.mp4".into())
+    );
+    assert!(tcoder(&["watch", "remove", "incoming"]).contains("removed incoming"));
 }
 
 /// One NATS session: the server's INFO line, then what it answers (until its PONG) to

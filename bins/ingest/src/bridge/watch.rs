@@ -1,24 +1,15 @@
-//! Watch-folder rules as the bridge sees them: read from Redis, kept for a moment so a burst
-//! of notifications costs one read, and fresh enough that `tcoder watch add` takes effect
-//! within seconds.
+//! Watch-folder rules as the bridge sees them: read from Redis for every object outside
+//! `uploads/` (one HGETALL, well under a millisecond), so `tcoder watch add` takes effect
+//! with the next object.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tcoder::redis::StoreError;
 use tcoder::watch::{self, WatchRule};
-use tokio::sync::Mutex;
-
-/// How long a read of the rules is used.
-const FRESH_FOR: Duration = Duration::from_secs(2);
-
-/// The rules and when they were read.
-type Cached = Option<(Instant, Arc<Vec<WatchRule>>)>;
 
 #[derive(Clone)]
 pub(crate) struct WatchRules {
     redis: redis::aio::ConnectionManager,
-    cached: Arc<Mutex<Cached>>,
 }
 
 impl std::fmt::Debug for WatchRules {
@@ -29,20 +20,12 @@ impl std::fmt::Debug for WatchRules {
 
 impl WatchRules {
     pub(crate) fn new(redis: redis::aio::ConnectionManager) -> WatchRules {
-        WatchRules { redis, cached: Arc::default() }
+        WatchRules { redis }
     }
 
-    /// The rules now (at most [`FRESH_FOR`] old).
+    /// The rules now.
     pub(crate) async fn current(&self) -> Result<Arc<Vec<WatchRule>>, StoreError> {
-        let mut cached = self.cached.lock().await;
-        if let Some((at, rules)) = cached.as_ref()
-            && at.elapsed() < FRESH_FOR
-        {
-            return Ok(rules.clone());
-        }
-        let rules = Arc::new(watch::list(&mut self.redis.clone()).await?);
-        *cached = Some((Instant::now(), rules.clone()));
-        Ok(rules)
+        Ok(Arc::new(watch::list(&mut self.redis.clone()).await?))
     }
 
     /// Marks an object version (`<bucket>/<key>/<etag>`) as rejected for the dedup window.
@@ -61,7 +44,6 @@ impl WatchRules {
         for rule in rules {
             watch::put(&mut redis, rule).await?;
         }
-        *self.cached.lock().await = None;
         Ok(())
     }
 }
