@@ -10,7 +10,8 @@
 //!   lost.
 //!
 //! Both copies carry the producer's `Nats-Msg-Id`, which is the job's idempotency key: the
-//! second copy, and any repeat of the message, finds the first job. A submission that cannot
+//! second copy, and any repeat of the message, finds the first job. The stored copy waits a
+//! few seconds first, so a requester normally hears `replayed: false` for a new submission. A submission that cannot
 //! become a job is answered (when asked) and announced on `tcoder.rejected.<tenant>`, never
 //! dropped in silence.
 
@@ -28,6 +29,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bridge::{Bridge, ObjectJob, Transient};
 
+/// How long a stored copy waits before it is handled: a producer's request is normally
+/// answered on the request path first, so its reply says `replayed: false` (the stored copy,
+/// handled later, finds the job).
+const STORED_COPY_DELAY: Duration = Duration::from_secs(3);
 /// Submissions handled at once on each path.
 const CONCURRENT: usize = 16;
 /// Longest accepted `Nats-Msg-Id` (as an `Idempotency-Key`).
@@ -122,6 +127,10 @@ impl Submitter {
             .take_until(stop.cancelled())
             .for_each_concurrent(CONCURRENT, |message| async move {
                 let Ok(message) = message else { return };
+                if let Some(wait) = stored_copy_wait(&message) {
+                    let _ = message.ack_with(AckKind::Nak(Some(wait))).await;
+                    return;
+                }
                 match this.handle(&message.message, Path::Stored).await {
                     Ok(_) => {
                         let _ = message.double_ack().await;
@@ -281,6 +290,14 @@ impl Submitter {
         self.bridge.reject(&rejection).await?;
         Ok(SubmitReply::Rejected { error })
     }
+}
+
+/// How much longer a stored copy should wait ([`STORED_COPY_DELAY`]), if at all.
+fn stored_copy_wait(message: &async_nats::jetstream::Message) -> Option<Duration> {
+    let published = message.info().ok()?.published.unix_timestamp_nanos();
+    let now = async_nats::datetime::now().unix_timestamp_nanos();
+    let age = Duration::from_nanos(u64::try_from(now.saturating_sub(published)).unwrap_or(0));
+    STORED_COPY_DELAY.checked_sub(age).filter(|wait| !wait.is_zero())
 }
 
 fn rejected(code: &str, message: &str) -> SubmitReply {

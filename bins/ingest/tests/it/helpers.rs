@@ -36,12 +36,15 @@ pub(crate) struct TestIngest {
     pub s3: aws_sdk_s3::Client,
     pub bucket: String,
     pub js: jetstream::Context,
+    /// The test NATS server's URL.
+    pub nats_url: String,
     shutdown: Shutdown,
     _data: tempfile::TempDir,
 }
 
 pub(crate) async fn spawn(store: Store, extra: &[(&str, String)]) -> TestIngest {
     let env = TestEnv::start();
+    let nats_url = env.nats.url();
     let data = tempfile::tempdir().unwrap();
     let mut vars = env.service_env();
     vars.push(("TCODER__INGEST__NOTIFICATION_SECRET".into(), NOTIFY_SECRET.into()));
@@ -82,6 +85,7 @@ pub(crate) async fn spawn(store: Store, extra: &[(&str, String)]) -> TestIngest 
         s3,
         bucket,
         js: jetstream::new(nats),
+        nats_url,
         shutdown,
         _data: data,
     }

@@ -126,3 +126,39 @@ async fn stored(ingest: &crate::helpers::TestIngest, filter: &str) -> Vec<serde_
     }
     found
 }
+
+/// docs/examples/rust/nats_producer.rs (built with this package's tests) gets its job id back
+/// and hears the job's first event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_producer_example_submits_and_follows_its_job() {
+    use std::io::BufRead as _;
+    let ingest = spawn(Store::External, &[]).await;
+    ingest.put_object("uploads/acme/clip.mp4", vec![7u8; 2048]).await;
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/nats-producer");
+    assert!(example.is_file(), "{} is not built (cargo test builds examples)", example.display());
+    let mut command = std::process::Command::new(&example);
+    command
+        .args([&ingest.nats_url, "acme", "uploads/acme/clip.mp4", r#"{"preset": "hls"}"#])
+        .stdout(std::process::Stdio::piped());
+    let mut producer = testkit::ChildProcess::spawn("nats-producer", &mut command).unwrap();
+    let stdout = producer.take_stdout().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        // The reply, then the job's `accepted` event: enough to know it follows its job.
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).take(2).collect::<Vec<_>>()
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(30), lines).await.unwrap().unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let job_id = reply["job_id"].as_str().unwrap_or_else(|| panic!("{reply}"));
+    let event: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(
+        (event["job_id"].as_str(), event["type"].as_str()),
+        (Some(job_id), Some("accepted"))
+    );
+    assert_eq!(event["data"]["origin"]["kind"], "nats");
+}

@@ -49,6 +49,50 @@ impl Producer<'_> {
     }
 }
 
+/// docs/examples/python/subscriber.py, following until the first terminal event.
+struct Subscriber {
+    process: testkit::ChildProcess,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Subscriber {
+    /// Starts it and waits (bounded) until it is subscribed.
+    fn start(nats: &str) -> Subscriber {
+        use std::io::BufRead as _;
+        let root = testkit::workspace_root();
+        let mut command = std::process::Command::new(root.join(".tools/venv/bin/python"));
+        command
+            .arg(root.join("docs/examples/python/subscriber.py"))
+            .args(["--tenant", "acme", "--nats", nats, "--until-terminal", "1", "--timeout", "90"])
+            .stdout(std::process::Stdio::piped());
+        let mut process = testkit::ChildProcess::spawn("subscriber.py", &mut command).unwrap();
+        let stdout = process.take_stdout().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let ready = lines.recv_timeout(Duration::from_secs(30)).expect("subscriber ready");
+        assert_eq!(ready, r#"{"ready": true}"#);
+        Subscriber { process, lines }
+    }
+
+    /// Everything it printed until it exited (after its terminal event, or its own 90 s
+    /// timeout: the reading ends when its output does).
+    fn finish(mut self) -> Vec<Value> {
+        let heard: Vec<Value> =
+            self.lines.iter().map(|line| serde_json::from_str(&line).unwrap()).collect();
+        let status = testkit::eventually(Duration::from_secs(10), || {
+            self.process.try_status().ok_or("still running")
+        });
+        assert!(status.success(), "subscriber.py: {status}");
+        heard
+    }
+}
+
 /// Jobs of tenant `acme` whose origin says `origin_field == value`.
 async fn jobs_with(pipeline: &Pipeline, field: &str, value: &str) -> Vec<Value> {
     let listed = pipeline.job_list().await;
@@ -65,6 +109,7 @@ async fn a_nats_py_producer_gets_one_job_per_submission_and_typed_rejections() {
     let request = json!({ "preset": "hls", "qualities": ["144p"], "metadata": { "order": "7" } });
     let request_text = request.to_string();
     let key = "uploads/acme/clips/a.mp4";
+    let subscriber = Subscriber::start(&pipeline.env.nats.url());
 
     // boto3 puts the clip, nats-py asks for the job and gets its id back.
     let reply =
@@ -80,6 +125,17 @@ async fn a_nats_py_producer_gets_one_job_per_submission_and_typed_rejections() {
     // The object is the producer's: it is still there after the job.
     let bucket_dir = pipeline.env.s3.data_dir().join(pipeline.env.s3.bucket());
     assert!(bucket_dir.join(key).is_file());
+
+    // The example subscriber heard the job from acceptance to completion, in order.
+    let heard = subscriber.finish();
+    let kinds: Vec<&str> = heard
+        .iter()
+        .filter(|e| e["event"]["job_id"] == id.as_str())
+        .filter_map(|e| e["event"]["type"].as_str())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"accepted"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"completed"), "{kinds:?}");
+    assert!(kinds.contains(&"started") && kinds.contains(&"rendition"), "{kinds:?}");
 
     // The same message again (a retry after a lost reply): the same job.
     let again =
