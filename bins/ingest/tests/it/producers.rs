@@ -127,7 +127,7 @@ async fn stored(ingest: &crate::helpers::TestIngest, filter: &str) -> Vec<serde_
     found
 }
 
-/// docs/examples/rust/nats_producer.rs (built with this package's tests) gets its job id back
+/// `docs/examples/rust/nats_producer.rs` (built with this package's tests) gets its job id back
 /// and hears the job's first event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_producer_example_submits_and_follows_its_job() {
