@@ -188,22 +188,6 @@ impl Submitter {
                 return self.reject(&tenant, &id, None, error).await;
             }
         };
-        // Seen before: the job it made, without looking at anything else.
-        let idempotency_key = format!("nats:{submission_id}");
-        let transient = |e: tcoder::redis::StoreError| Transient(e.to_string());
-        if let Some(id) =
-            self.bridge.jobs.idempotent_job(&tenant, &idempotency_key).await.map_err(transient)?
-            && let Some(job) = self.bridge.jobs.get(&id).await.map_err(transient)?
-        {
-            if job.status == JobStatus::Uploaded {
-                self.bridge.publish(&job, UploadSource::Nats).await?;
-            }
-            return Ok(SubmitReply::Accepted {
-                job_id: job.id,
-                status: job.status,
-                replayed: true,
-            });
-        }
         let submission = match Submission::parse(&message.payload) {
             Ok(submission) => submission,
             Err(message) => {
@@ -226,6 +210,23 @@ impl Submitter {
                 return self.reject(&tenant, &submission_id, Some(key), error).await;
             }
         };
+        // Seen before: its job (whether or not the object is still there), or a conflict when
+        // the same id now asks for something else.
+        let idempotency_key = format!("nats:{submission_id}");
+        let transient = |e: tcoder::redis::StoreError| Transient(e.to_string());
+        if let Some(id) =
+            self.bridge.jobs.idempotent_job(&tenant, &idempotency_key).await.map_err(transient)?
+            && let Some(job) = self.bridge.jobs.get(&id).await.map_err(transient)?
+        {
+            if job.spec != spec || job.upload_key != key {
+                return self.reject(&tenant, &submission_id, Some(key), conflict(&job.id)).await;
+            }
+            if job.status == JobStatus::Uploaded {
+                self.bridge.publish(&job, UploadSource::Nats).await?;
+            }
+            let (job_id, status) = (job.id, job.status);
+            return Ok(SubmitReply::Accepted { job_id, status, replayed: true });
+        }
         let head = match s3::head(&self.bridge.s3, &self.bridge.bucket, key).await {
             Ok(Some(head)) => head,
             Ok(None) => {
@@ -267,13 +268,7 @@ impl Submitter {
                 SubmitReply::Accepted { job_id: job.id, status: job.status, replayed: true }
             }
             ObjectJob::Conflict(id) => {
-                let error = JobError {
-                    code: "idempotency.conflict".into(),
-                    message: format!(
-                        "this Nats-Msg-Id was used for job {id} with a different request"
-                    ),
-                };
-                return self.reject(&tenant, &submission_id, Some(key), error).await;
+                return self.reject(&tenant, &submission_id, Some(key), conflict(&id)).await;
             }
         })
     }
@@ -298,6 +293,13 @@ fn stored_copy_wait(message: &async_nats::jetstream::Message) -> Option<Duration
     let now = async_nats::datetime::now().unix_timestamp_nanos();
     let age = Duration::from_nanos(u64::try_from(now.saturating_sub(published)).unwrap_or(0));
     STORED_COPY_DELAY.checked_sub(age).filter(|wait| !wait.is_zero())
+}
+
+fn conflict(job: &tcoder::jobs::JobId) -> JobError {
+    JobError {
+        code: "idempotency.conflict".into(),
+        message: format!("this Nats-Msg-Id was used for job {job} with a different request"),
+    }
 }
 
 fn rejected(code: &str, message: &str) -> SubmitReply {

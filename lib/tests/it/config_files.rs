@@ -95,4 +95,12 @@ fn the_shipped_nats_config_has_the_services_permissions() {
     let users: Vec<(Service, &str)> = placeholders.iter().map(|(s, p)| (*s, p.as_str())).collect();
     let block = tcoder::events::permissions::authorization_block(&users);
     assert!(shipped.contains(&block), "deploy/nats/nats-server.conf should contain:\n{block}");
+    // Its example producer user is the one the code defines.
+    let acme = tcoder::jobs::Tenant::parse("acme").unwrap();
+    let with_producer = tcoder::events::permissions::authorization_block_with_producers(
+        &[],
+        &[(acme, "$PRODUCER_ACME_NATS_PASSWORD")],
+    );
+    let producer = with_producer.lines().find(|l| l.contains("producer-acme")).unwrap();
+    assert!(shipped.contains(&format!("#   {}", producer.trim())), "{producer}");
 }

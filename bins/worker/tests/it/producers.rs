@@ -171,6 +171,8 @@ async fn a_nats_py_producer_gets_one_job_per_submission_and_typed_rejections() {
             "bad-preset",
             "validation.unknown_preset",
         ),
+        // The id of the first submission, asking for something else.
+        ("uploads/acme/clips/a.mp4", r#"{"preset":"default"}"#, "order-7", "idempotency.conflict"),
     ];
     let mut replies = vec![reply.clone()];
     for (key, job, msg_id, code) in bad {
