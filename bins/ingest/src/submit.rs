@@ -27,7 +27,7 @@ use tcoder::s3::{self, keys};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::bridge::{Bridge, ObjectJob, Transient};
+use crate::bridge::{Bridge, NewObjectJob, ObjectJob, Transient};
 
 /// How long a stored copy waits before it is handled: a producer's request is normally
 /// answered on the request path first, so its reply says `replayed: false` (the stored copy,
@@ -246,20 +246,16 @@ impl Submitter {
             let error = JobError { code: code.into(), message };
             return self.reject(&tenant, &submission_id, Some(key), error).await;
         }
-        let object = SourceObject { key: key.to_owned(), size: head.size, etag: head.etag };
-        let origin = JobOrigin::Nats { submission_id: submission_id.clone() };
-        let made = self
-            .bridge
-            .job_for_object(
-                &tenant,
-                &spec,
-                object,
-                &origin,
-                &idempotency_key,
-                self.idempotency_ttl.as_secs(),
-                UploadSource::Nats,
-            )
-            .await?;
+        let new = NewObjectJob {
+            tenant: &tenant,
+            spec: &spec,
+            object: SourceObject { key: key.to_owned(), size: head.size, etag: head.etag },
+            origin: JobOrigin::Nats { submission_id: submission_id.clone() },
+            idempotency_key,
+            idempotency_ttl_secs: self.idempotency_ttl.as_secs(),
+            source: UploadSource::Nats,
+        };
+        let made = self.bridge.job_for_object(new).await?;
         Ok(match made {
             ObjectJob::Created(job) => {
                 SubmitReply::Accepted { job_id: job.id, status: job.status, replayed: false }

@@ -92,6 +92,20 @@ pub(crate) struct Bridge {
     pub watch: watch::WatchRules,
 }
 
+/// A job to make for an object already in the bucket (a NATS submission, a watch folder).
+#[derive(Debug)]
+pub(crate) struct NewObjectJob<'a> {
+    pub tenant: &'a Tenant,
+    pub spec: &'a JobSpec,
+    pub object: SourceObject,
+    pub origin: JobOrigin,
+    /// The same key never makes two jobs (while its record lasts).
+    pub idempotency_key: String,
+    pub idempotency_ttl_secs: u64,
+    /// Reported on the upload event.
+    pub source: UploadSource,
+}
+
 /// The job made for an object already in the bucket.
 #[derive(Debug)]
 pub(crate) enum ObjectJob {
@@ -268,13 +282,16 @@ impl Bridge {
             self.watch.remember_rejected(&version).await.map_err(|e| Transient(e.to_string()))?;
             return Ok(Outcome::Rejected);
         }
-        let object = SourceObject { key: event.key.clone(), size: head.size, etag: head.etag };
-        let idempotency_key = self.watch_idempotency_key(&object.key, &object.etag);
-        let origin = JobOrigin::Watch { rule: rule.name.clone() };
-        let ttl = DEDUP_WINDOW.as_secs();
-        let made = self
-            .job_for_object(&rule.tenant, &rule.job, object, &origin, &idempotency_key, ttl, source)
-            .await?;
+        let new = NewObjectJob {
+            tenant: &rule.tenant,
+            spec: &rule.job,
+            idempotency_key: self.watch_idempotency_key(&event.key, &head.etag),
+            object: SourceObject { key: event.key.clone(), size: head.size, etag: head.etag },
+            origin: JobOrigin::Watch { rule: rule.name.clone() },
+            idempotency_ttl_secs: DEDUP_WINDOW.as_secs(),
+            source,
+        };
+        let made = self.job_for_object(new).await?;
         Ok(match made {
             ObjectJob::Created(_) => Outcome::Watched,
             ObjectJob::Existing(_) | ObjectJob::Conflict(_) => Outcome::Duplicate,
@@ -285,25 +302,27 @@ impl Bridge {
         format!("watch:{}", UploadEvent::id_for(&self.bucket, key, etag))
     }
 
-    /// Makes (once per `idempotency_key`) the job for an object already in the bucket and
-    /// sends it on its way: `accepted`, then the upload event the dispatcher queues it from.
-    #[allow(clippy::too_many_arguments)]
+    /// Makes (once per idempotency key) the job for an object already in the bucket and sends
+    /// it on its way: `accepted`, then the upload event the dispatcher queues it from.
     pub(crate) async fn job_for_object(
         &self,
-        tenant: &Tenant,
-        spec: &JobSpec,
-        object: SourceObject,
-        origin: &JobOrigin,
-        idempotency_key: &str,
-        idempotency_ttl_secs: u64,
-        source: UploadSource,
+        new: NewObjectJob<'_>,
     ) -> Result<ObjectJob, Transient> {
         let transient = |e: tcoder::redis::StoreError| Transient(e.to_string());
+        let NewObjectJob { tenant, spec, object, origin, idempotency_key, .. } = &new;
         let created = self
             .jobs
-            .create_for_object(tenant, spec, &object, origin, idempotency_key, idempotency_ttl_secs)
+            .create_for_object(
+                tenant,
+                spec,
+                object,
+                origin,
+                idempotency_key,
+                new.idempotency_ttl_secs,
+            )
             .await
             .map_err(transient)?;
+        let source = new.source;
         let job = match created {
             CreateOutcome::Created(job) => {
                 let accepted = JobEvent::accepted(&job);
