@@ -2,11 +2,8 @@
 //! every time — a poison input). The job is failed with `job.poison` and its history is kept on
 //! `tcoder.dlq.jobs` (stream `DLQ`, 30 days) for inspection and replay.
 
-use std::time::Duration;
-
 use async_nats::jetstream::Context;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{self, subjects};
@@ -33,21 +30,9 @@ pub async fn record(js: &Context, letter: &DeadLetter, queued_count: u64) -> any
 
 /// Every dead letter still kept, oldest first (bounded by `limit`).
 pub async fn list(js: &Context, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
-    let mut consumer = reader(js).await?;
-    let pending = (consumer.info().await?.num_pending as usize).min(limit);
-    let mut letters = Vec::with_capacity(pending);
-    if pending == 0 {
-        return Ok(letters);
-    }
-    let mut messages = consumer.messages().await?.take(pending);
-    while let Ok(Some(message)) =
-        tokio::time::timeout(Duration::from_secs(5), messages.next()).await
-    {
-        if let Ok(letter) = serde_json::from_slice(&message?.payload) {
-            letters.push(letter);
-        }
-    }
-    Ok(letters)
+    let stored =
+        events::stored_messages(js, subjects::DLQ_STREAM, subjects::DLQ_JOBS, limit).await?;
+    Ok(stored.iter().filter_map(|m| serde_json::from_slice(&m.payload).ok()).collect())
 }
 
 /// How many dead letters the stream keeps.

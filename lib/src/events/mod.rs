@@ -8,6 +8,7 @@
 mod outbox;
 pub mod permissions;
 mod publish;
+mod read;
 pub mod subjects;
 mod topology;
 mod types;
@@ -23,6 +24,7 @@ pub use self::publish::{
     AnnounceError, PublishError, fail_and_announce, latest_event, publish_event, publish_json,
     publish_rejection, publish_upload, publish_work_item,
 };
+pub use self::read::{StoredMessage, stored_messages};
 pub use self::topology::{
     consumer_configs, durable_messages, ensure_topology, queue_depth, stream_configs,
 };
@@ -102,6 +104,8 @@ pub enum NatsError {
     Connect { url: String, timeout: Duration, reason: String },
     #[error("cannot create JetStream {what}: {reason}")]
     Topology { what: String, reason: String },
+    #[error("cannot read stream {0}")]
+    Read(String),
 }
 
 /// Connects, retrying (bounded by `connect_timeout`) so services may start in any order.

@@ -36,16 +36,7 @@ async fn another_tenants_job_is_not_found_and_not_listed() {
         .await
         .unwrap();
     assert_eq!(cancel.status(), StatusCode::NOT_FOUND);
-    let listed: serde_json::Value = ingest
-        .http
-        .get(format!("{}/v1/jobs", ingest.api))
-        .bearer_auth(&ingest.key_b)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = ingest.list_jobs(&ingest.key_b).await;
     assert_eq!(listed["jobs"], json!([]));
     // Still there for its owner, untouched.
     assert_eq!(ingest.get_job(&ingest.key_a, id).await.1["status"], "awaiting_upload");

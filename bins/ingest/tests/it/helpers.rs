@@ -1,7 +1,6 @@
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::DeliverPolicy};
-use futures_util::StreamExt;
+use async_nats::jetstream;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tcoder::config::{EnvVars, Service as ServiceName, Settings};
@@ -169,27 +168,23 @@ impl TestIngest {
 
     /// Every message on `tcoder.uploads.>` so far.
     pub(crate) async fn upload_events(&self) -> Vec<UploadEvent> {
-        let stream = self.js.get_stream(subjects::UPLOADS_STREAM).await.unwrap();
-        let mut info = stream.clone();
-        let count = info.info().await.unwrap().state.messages;
-        if count == 0 {
-            return Vec::new();
-        }
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let mut messages = consumer.messages().await.unwrap().take(usize::try_from(count).unwrap());
-        let mut events = Vec::new();
-        while let Some(message) =
-            tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap()
-        {
-            events.push(serde_json::from_slice(&message.unwrap().payload).unwrap());
-        }
-        events
+        self.stored(subjects::UPLOADS_STREAM, subjects::UPLOADS_ALL).await
+    }
+
+    /// Every payload `stream` keeps under `filter`, oldest first.
+    pub(crate) async fn stored<T: serde::de::DeserializeOwned>(
+        &self,
+        stream: &str,
+        filter: &str,
+    ) -> Vec<T> {
+        let stored = tcoder::events::stored_messages(&self.js, stream, filter, usize::MAX);
+        stored.await.unwrap().iter().map(|m| serde_json::from_slice(&m.payload).unwrap()).collect()
+    }
+
+    /// `GET /v1/jobs` with `key`: the first page of its tenant's jobs.
+    pub(crate) async fn list_jobs(&self, key: &str) -> Value {
+        let response = self.http.get(format!("{}/v1/jobs", self.api)).bearer_auth(key).send();
+        response.await.unwrap().json().await.unwrap()
     }
 
     /// Waits (bounded) until `n` upload events exist, then returns them.

@@ -57,7 +57,8 @@ async fn a_configured_watch_folder_makes_one_job_per_object_put_into_the_embedde
 
     // The empty file is announced as rejected, not made a job.
     let rejected = testkit::eventually_async(Duration::from_secs(10), || async {
-        let found = stored(&ingest, subjects::REJECTED_ALL).await;
+        let found: Vec<serde_json::Value> =
+            ingest.stored(subjects::EVENTS_STREAM, subjects::REJECTED_ALL).await;
         if found.is_empty() { Err("no rejection yet") } else { Ok(found) }
     })
     .await;
@@ -89,42 +90,8 @@ async fn a_configured_watch_folder_makes_one_job_per_object_put_into_the_embedde
     .await;
     assert_eq!(metrics().await.0, rejected_before, "rejected again by a sweep");
     assert_eq!(ingest.upload_events().await.len(), 1);
-    let listed: serde_json::Value = ingest
-        .http
-        .get(format!("{}/v1/jobs", ingest.api))
-        .bearer_auth(&ingest.key_a)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = ingest.list_jobs(&ingest.key_a).await;
     assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed}");
-}
-
-/// Payloads `EVENTS` holds under `filter`.
-async fn stored(ingest: &crate::helpers::TestIngest, filter: &str) -> Vec<serde_json::Value> {
-    use futures_util::StreamExt;
-    let stream = ingest.js.get_stream(subjects::EVENTS_STREAM).await.unwrap();
-    let mut consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: filter.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let pending = consumer.info().await.unwrap().num_pending as usize;
-    let mut found = Vec::new();
-    if pending == 0 {
-        return found;
-    }
-    let mut messages = consumer.messages().await.unwrap().take(pending);
-    while let Ok(Some(Ok(message))) =
-        tokio::time::timeout(Duration::from_secs(5), messages.next()).await
-    {
-        found.push(serde_json::from_slice(&message.payload).unwrap());
-    }
-    found
 }
 
 /// `docs/examples/rust/nats_producer.rs` (built with this package's tests) gets its job id back

@@ -191,28 +191,18 @@ impl Pipeline {
     }
 
     pub(crate) async fn job_as(&self, key: &str, id: &str) -> Value {
-        self.http
-            .get(format!("{}/v1/jobs/{id}", self.api))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json(key, &format!("/v1/jobs/{id}")).await
     }
 
     /// `GET /v1/jobs?limit=100` of tenant `acme`.
     pub(crate) async fn job_list(&self) -> Value {
-        self.http
-            .get(format!("{}/v1/jobs?limit=100", self.api))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json(&self.key, "/v1/jobs?limit=100").await
+    }
+
+    /// `GET <path>` on the API with `key`, as JSON.
+    async fn get_json(&self, key: &str, path: &str) -> Value {
+        let response = self.http.get(format!("{}{path}", self.api)).bearer_auth(key).send();
+        response.await.unwrap().json().await.unwrap()
     }
 
     pub(crate) async fn job(&self, id: &str) -> Value {
@@ -260,29 +250,12 @@ impl Pipeline {
 
     /// Every message `stream` holds under `filter`, as (subject, JSON payload).
     pub(crate) async fn stored_messages(&self, stream: &str, filter: &str) -> Vec<(String, Value)> {
-        let stream = self.js.get_stream(stream).await.unwrap();
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: filter.to_owned(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let mut info = consumer;
-        let pending = info.info().await.unwrap().num_pending as usize;
-        let mut found = Vec::new();
-        if pending == 0 {
-            return found;
-        }
-        use futures_util::StreamExt;
-        let mut messages = info.messages().await.unwrap().take(pending);
-        while let Some(Ok(message)) =
-            tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap()
-        {
-            let payload = serde_json::from_slice(&message.payload).unwrap();
-            found.push((message.subject.to_string(), payload));
-        }
-        found
+        let stored = tcoder::events::stored_messages(&self.js, stream, filter, usize::MAX);
+        let stored = stored.await.unwrap();
+        stored
+            .iter()
+            .map(|m| (m.subject.clone(), serde_json::from_slice(&m.payload).unwrap()))
+            .collect()
     }
 
     /// The local file behind an output URL (the test S3 endpoint stores objects as files).
