@@ -71,30 +71,21 @@ pub fn check_payloads(doc: &Path, samples: &[Value]) -> Result<Vec<String>, Stri
 /// Every message the document defines (`components.messages`), read with a YAML parser
 /// nobody here wrote (`PyYAML`).
 pub fn message_names(doc: &Path) -> Vec<String> {
-    let python = crate::workspace_root().join(".tools/venv/bin/python");
-    let output = Command::new(python)
-        .args([
-            "-c",
-            "import json,sys,yaml; print(json.dumps(sorted(yaml.safe_load(open(sys.argv[1]))['components']['messages'])))",
-        ])
-        .arg(doc)
-        .output()
-        .expect("python runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).expect("a JSON list")
+    read_yaml(doc, "sorted(d['components']['messages'])")
 }
 
 /// Every channel address in the document (`tcoder.events.{job_id}.{kind}`, …).
 pub fn channel_addresses(doc: &Path) -> Vec<String> {
+    read_yaml(doc, "sorted(c['address'] for c in d['channels'].values())")
+}
+
+/// The Python expression `select` over the parsed document `d`, as a list of strings.
+fn read_yaml(doc: &Path, select: &str) -> Vec<String> {
     let python = crate::workspace_root().join(".tools/venv/bin/python");
-    let output = Command::new(python)
-        .args([
-            "-c",
-            "import json,sys,yaml; d=yaml.safe_load(open(sys.argv[1])); print(json.dumps(sorted(c['address'] for c in d['channels'].values())))",
-        ])
-        .arg(doc)
-        .output()
-        .expect("python runs");
+    let script = format!(
+        "import json,sys,yaml; d=yaml.safe_load(open(sys.argv[1])); print(json.dumps({select}))"
+    );
+    let output = Command::new(python).args(["-c", &script]).arg(doc).output().expect("python runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).expect("a JSON list")
 }
