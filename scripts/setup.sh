@@ -10,7 +10,8 @@
 #   - Checkers nobody here wrote, into .tools/venv: standardwebhooks (our signatures), nats-py
 #     and boto3 (the clients a producer uses), jsonschema + PyYAML (payloads against
 #     docs/asyncapi.yaml); and the AsyncAPI CLI from npm into .tools/npm (Node.js from Debian
-#     when there is none).
+#     when there is none); hls.js for the web console (npm, compiled into tcoder-ingest), and
+#     Debian's chromium + chromium-driver, in which the console's test plays a result.
 # The local S3 endpoint is not a separate binary: it is embedded (s3s + s3s-fs as libraries),
 # so cargo builds it with the workspace.
 set -euo pipefail
@@ -19,9 +20,13 @@ NATS_SERVER_VERSION="2.15.1"
 # An independent Standard Webhooks implementation, used by the tests to verify our signatures.
 STANDARDWEBHOOKS_VERSION="1.1.0"
 # Producer clients and schema checkers the tests run (docs/examples/*.py use the first two).
-PYTHON_CHECKERS=("nats-py==2.16.0" "boto3==1.44.8" "jsonschema==4.26.0" "PyYAML==6.0.4")
+PYTHON_CHECKERS=("nats-py==2.16.0" "boto3==1.44.8" "jsonschema==4.26.0" "PyYAML==6.0.4"
+  "openapi-spec-validator==0.9.0")
 # The AsyncAPI CLI that validates docs/asyncapi.yaml (5.x needs Node 24; 4.x runs on Debian's 18).
 ASYNCAPI_CLI_VERSION="4.1.1"
+# The web console's HLS player, compiled into tcoder-ingest (bins/ingest/build.rs).
+HLS_JS_VERSION="1.6.19"
+
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/.tools"
 
@@ -31,7 +36,7 @@ die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
 apt_packages=(
   ffmpeg libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libswscale-dev
   libswresample-dev pkg-config clang libclang-dev redis-server prometheus python3 python3-venv
-  curl openssl
+  curl openssl chromium chromium-driver
 )
 
 # Node.js for the AsyncAPI CLI: Debian's, unless a node is on PATH already.
@@ -87,10 +92,10 @@ else
     "standardwebhooks==$STANDARDWEBHOOKS_VERSION" || die "pip install standardwebhooks failed"
 fi
 
-if "$tools/venv/bin/python" -c "import nats, boto3, jsonschema, yaml" 2>/dev/null; then
+if "$tools/venv/bin/python" -c "import nats, boto3, jsonschema, yaml, openapi_spec_validator" 2>/dev/null; then
   say "python checkers present"
 else
-  say "installing ${PYTHON_CHECKERS[*]} (producer clients, schema checks) from PyPI"
+  say "installing ${PYTHON_CHECKERS[*]} (producer clients, schema and OpenAPI checks) from PyPI"
   "$tools/venv/bin/pip" install -q --disable-pip-version-check "${PYTHON_CHECKERS[@]}" \
     || die "pip install ${PYTHON_CHECKERS[*]} failed"
 fi
@@ -103,6 +108,16 @@ else
   mkdir -p "$tools/npm"
   npm install --prefix "$tools/npm" --no-audit --no-fund --loglevel=error \
     "@asyncapi/cli@$ASYNCAPI_CLI_VERSION" >/dev/null || die "npm install @asyncapi/cli failed"
+fi
+
+hlsjs="$tools/npm/node_modules/hls.js/package.json"
+if [ -f "$hlsjs" ] && grep -q "\"version\": \"$HLS_JS_VERSION\"" "$hlsjs"; then
+  say "hls.js $HLS_JS_VERSION present"
+else
+  say "installing hls.js $HLS_JS_VERSION from npm (the web console's player)"
+  mkdir -p "$tools/npm"
+  npm install --prefix "$tools/npm" --no-audit --no-fund --loglevel=error \
+    "hls.js@$HLS_JS_VERSION" >/dev/null || die "npm install hls.js failed"
 fi
 
 for bin in ffmpeg ffprobe redis-server pkg-config promtool; do

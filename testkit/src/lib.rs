@@ -19,6 +19,7 @@
 //! their handle too. This crate does not depend on `tcoder` (no dev-dependency cycle).
 
 pub mod asyncapi;
+pub mod browser;
 mod canary;
 mod chaos;
 pub mod cloudflare;

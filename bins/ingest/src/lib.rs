@@ -141,6 +141,12 @@ impl Service for App {
             cors: Arc::new(tcoder::cors::Cors::new(&settings.ingest.cors_origins)),
             allowed_webhooks: Arc::new(settings.webhooks.allowed.clone()),
             webhook_secrets: Arc::new(settings.webhooks.at_rest()),
+            console_policy: routes::console_policy(
+                &settings.s3.endpoint,
+                &settings.s3.public_url,
+                &settings.ingest.public_api_url,
+            )
+            .into(),
             config: Arc::new(settings.ingest),
             bridge,
             metrics,

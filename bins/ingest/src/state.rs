@@ -25,6 +25,8 @@ pub(crate) struct AppState {
     pub allowed_webhooks: Arc<Vec<std::net::SocketAddr>>,
     /// How tenants' webhook signing secrets are sealed in Redis.
     pub webhook_secrets: Arc<tcoder::webhooks::AtRest>,
+    /// The web console's Content Security Policy.
+    pub console_policy: Arc<str>,
     /// Live job events, shared by every open event stream.
     pub events: Arc<crate::event_hub::EventHub>,
 }

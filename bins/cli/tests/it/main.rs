@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod compare;
+mod console;
 mod observability;
 mod up;
 

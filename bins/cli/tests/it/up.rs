@@ -400,7 +400,7 @@ fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// `curl` (no credentials) with `extra` arguments: (status, headers lower-cased, body).
-fn curl(url: &str, extra: &[&str]) -> (u16, String, Vec<u8>) {
+pub(crate) fn curl(url: &str, extra: &[&str]) -> (u16, String, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let headers = dir.path().join("headers");
     let output = Command::new("curl")

@@ -1,5 +1,6 @@
 //! The public HTTP API (JSON, versioned under `/v1`). Errors are problem+json.
 
+mod console;
 mod events;
 mod jobs;
 mod notifications;
@@ -17,6 +18,8 @@ use axum::routing::{get, post};
 use crate::error::ApiError;
 use crate::state::AppState;
 
+pub(crate) use console::policy as console_policy;
+
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
@@ -28,6 +31,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/notifications/r2", post(notifications::r2))
         .route("/v1/notifications/s3", post(notifications::s3))
         .route("/asyncapi.yaml", get(asyncapi))
+        .route("/", get(console::index))
+        .route("/console/{file}", get(console::asset))
         .fallback(|| async { ApiError::not_found().into_response() })
         .layer(middleware::from_fn(problem_json))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))

@@ -1,0 +1,97 @@
+//! The web console in a real browser: Debian's headless chromium, driven over WebDriver,
+//! against the stack `tcoder up` starts — the key typed in, a clip picked in the file input,
+//! the job followed to `completed` in the page, the HLS result played by hls.js.
+
+use std::time::Duration;
+
+use testkit::browser::{Browser, artifact_path};
+use testkit::media::ClipSpec;
+
+use crate::up::{curl, read_summary, spawn_up};
+
+/// The page's job status once it is terminal.
+const TERMINAL: &str = "const s = document.getElementById('job-status').dataset.status; \
+                        return ['completed', 'failed', 'canceled'].includes(s) ? s : null";
+
+#[test]
+fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut up, lines) = spawn_up(data.path(), &[]);
+    let summary = read_summary(&lines);
+    let api = summary["api"].0.clone();
+    let key = std::fs::read_to_string(data.path().join("api-key")).unwrap().trim().to_owned();
+
+    // Served with a policy that allows only its own scripts, and the store for media.
+    let (status, head, page) = curl(&format!("{api}/"), &[]);
+    assert_eq!(status, 200);
+    let policy = head.lines().find(|l| l.starts_with("content-security-policy:")).unwrap();
+    assert!(policy.contains("script-src 'self';") && !policy.contains("unsafe-inline"), "{policy}");
+    assert!(policy.contains(&summary["object store"].0), "{policy}");
+    assert!(!String::from_utf8_lossy(&page).contains("<script>"), "no inline script");
+
+    let browser = Browser::start();
+    browser.open(&format!("{api}/"));
+    browser.type_into("#api-key", &key);
+    browser.click("#key-form button[type=submit]");
+    browser.wait_for(
+        Duration::from_secs(15),
+        "return document.getElementById('key-state').textContent === 'key accepted'",
+    );
+
+    // Two rungs, so the player has a ladder to choose from.
+    let clip = testkit::media::clip(&ClipSpec {
+        width: 640,
+        height: 360,
+        duration_ms: 4000,
+        ..ClipSpec::default()
+    });
+    browser.eval("document.getElementById('qualities').value = '144p,360p'; return true;");
+    browser.type_into("#file", clip.to_str().unwrap());
+    let status = browser.wait_for(Duration::from_secs(120), TERMINAL);
+    assert_eq!(status, "completed", "{}", browser.eval("return document.body.innerText"));
+    let timeline = browser.eval("return document.getElementById('timeline').innerText");
+    for kind in ["queued", "started", "progress", "completed"] {
+        assert!(timeline.as_str().unwrap().contains(kind), "{timeline}");
+    }
+    let id = browser.eval("return document.getElementById('job-id').textContent");
+    let listed = browser
+        .wait_for(Duration::from_secs(10), "return document.getElementById('job-list').innerText");
+    assert!(listed.as_str().unwrap().contains(id.as_str().unwrap()), "{listed}");
+
+    // hls.js loads the ladder (one level per rendition) and plays past 2 s without a fatal error.
+    let levels = browser.wait_for(Duration::from_secs(30), "return window.tcoder.player.levels");
+    assert_eq!(levels, 2);
+    browser.eval("document.getElementById('player').play(); return true;");
+    browser.wait_for(
+        Duration::from_secs(30),
+        "const v = document.getElementById('player'); \
+         return window.tcoder.player.fatal || (v.currentTime > 2 ? v.currentTime : null)",
+    );
+    assert_eq!(browser.eval("return window.tcoder.player.fatal"), serde_json::Value::Null);
+    let rows = browser.eval("return document.querySelectorAll('#renditions tbody tr').length");
+    assert_eq!(rows, 2);
+    browser.screenshot(&artifact_path("console-completed.png"));
+
+    // A file that is not a video: the job fails and the page says why, with the code.
+    browser.type_into("#file", testkit::corpus::text().to_str().unwrap());
+    let other_job = format!(
+        "if (document.getElementById('job-id').textContent === {id}) return null; {TERMINAL}"
+    );
+    let status = browser.wait_for(Duration::from_secs(60), &other_job);
+    assert_eq!(status, "failed");
+    let code = browser.wait_for(
+        Duration::from_secs(10),
+        "const c = document.getElementById('job-error-code'); return c && c.textContent",
+    );
+    assert!(code.as_str().unwrap().starts_with("input."), "{code}");
+    browser.screenshot(&artifact_path("console-failed.png"));
+
+    // The key never went into a URL (page, requests, history).
+    let urls = browser.eval(
+        "return performance.getEntriesByType('resource').map(e => e.name).concat([location.href])",
+    );
+    assert!(!urls.to_string().contains(&key), "{urls}");
+    drop(browser);
+    let (_, in_time) = up.terminate(Duration::from_secs(30)).unwrap();
+    assert!(in_time);
+}

@@ -1,0 +1,399 @@
+// tcoder's web console: upload a video, follow its job, play the result. Plain JS, no build
+// step; talks to the public API with the key kept in this tab's session storage (never in a
+// URL). `window.tcoder.player` reports the player's state (levels, fatal error) for tests and
+// the browser's devtools.
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const KEY_SLOT = 'tcoder.apiKey';
+  const state = { key: sessionStorage.getItem(KEY_SLOT) || '', cursor: null, follow: null, hls: null, jobId: null };
+  window.tcoder = { player: { levels: 0, fatal: null } };
+
+  // --- API ------------------------------------------------------------------------------
+  class ApiError extends Error {
+    constructor(status, problem) {
+      super(problem && problem.detail ? `${problem.code}: ${problem.detail}` : `HTTP ${status}`);
+      this.status = status;
+      this.code = problem && problem.code;
+    }
+  }
+
+  async function api(path, options = {}) {
+    const headers = Object.assign({ Authorization: `Bearer ${state.key}` }, options.headers || {});
+    const response = await fetch(path, Object.assign({}, options, { headers }));
+    const text = await response.text();
+    const body = text ? JSON.parse(text) : null;
+    if (!response.ok) throw new ApiError(response.status, body);
+    return body;
+  }
+
+  // --- key ------------------------------------------------------------------------------
+  async function checkKey() {
+    if (!state.key) {
+      $('key-state').textContent = 'enter an API key (tcoder up writes .data/api-key)';
+      return false;
+    }
+    try {
+      await api('/v1/jobs?limit=1');
+      $('key-state').textContent = 'key accepted';
+      return true;
+    } catch (e) {
+      $('key-state').textContent = `key refused (${e.message})`;
+      return false;
+    }
+  }
+
+  $('key-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    state.key = $('api-key').value.trim();
+    sessionStorage.setItem(KEY_SLOT, state.key);
+    $('api-key').value = '';
+    if (await checkKey()) { loadJobs(true); route(); }
+  });
+  $('forget-key').addEventListener('click', () => {
+    sessionStorage.removeItem(KEY_SLOT);
+    state.key = '';
+    checkKey();
+  });
+
+  // --- upload ---------------------------------------------------------------------------
+  function request(file) {
+    const body = { preset: $('preset').value, content_length: file.size };
+    const qualities = $('qualities').value;
+    body.qualities = qualities === 'auto' ? 'auto' : qualities.split(',');
+    return body;
+  }
+
+  function put(upload, file) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open(upload.method, upload.url);
+      for (const [name, value] of Object.entries(upload.headers)) {
+        // The browser sets the length itself (and refuses to be told).
+        if (name.toLowerCase() !== 'content-length') xhr.setRequestHeader(name, value);
+      }
+      xhr.upload.addEventListener('progress', (e) => {
+        if (e.lengthComputable) $('upload-progress').value = Math.round((100 * e.loaded) / e.total);
+      });
+      xhr.addEventListener('load', () => (xhr.status < 300 ? resolve() : reject(new Error(`the store answered ${xhr.status}`))));
+      xhr.addEventListener('error', () => reject(new Error('the upload failed (network or CORS)')));
+      xhr.send(file);
+    });
+  }
+
+  async function upload(file) {
+    if (!file) return;
+    const status = $('upload-status');
+    $('upload-progress').hidden = false;
+    $('upload-progress').value = 0;
+    try {
+      status.textContent = `creating a job for ${file.name}…`;
+      const created = await api('/v1/jobs', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify(request(file)),
+      });
+      const id = created.job.id;
+      location.hash = `#/jobs/${id}`;
+      status.textContent = `uploading ${file.name} (${formatBytes(file.size)})…`;
+      await put(created.upload, file);
+      status.textContent = `uploaded ${file.name}: job ${id}`;
+      if (state.jobId === id && $('job-status').dataset.status === 'awaiting_upload') setStatus('uploaded');
+      loadJobs(true);
+    } catch (e) {
+      status.textContent = `upload failed: ${e.message}`;
+    }
+  }
+
+  $('file').addEventListener('change', (e) => upload(e.target.files[0]));
+  const drop = $('drop');
+  drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (e) => {
+    e.preventDefault();
+    drop.classList.remove('over');
+    upload(e.dataTransfer.files[0]);
+  });
+
+  // --- job list -------------------------------------------------------------------------
+  async function loadJobs(fresh) {
+    if (!state.key) return;
+    if (fresh) { state.cursor = null; $('job-list').tBodies[0].replaceChildren(); }
+    const params = new URLSearchParams({ limit: '20' });
+    if ($('status-filter').value) params.set('status', $('status-filter').value);
+    if (state.cursor) params.set('cursor', state.cursor);
+    try {
+      const page = await api(`/v1/jobs?${params}`);
+      for (const job of page.jobs) {
+        const link = el('a', { href: `#/jobs/${job.id}` }, el('code', {}, job.id));
+        const origin = job.origin.kind === 'watch' ? `watch:${job.origin.rule}` : job.origin.kind;
+        $('job-list').tBodies[0].append(row([link, job.status, job.preset, origin, job.created_at]));
+      }
+      state.cursor = page.next_cursor;
+      $('more').hidden = !state.cursor;
+    } catch (e) {
+      $('key-state').textContent = e.message;
+    }
+  }
+
+  $('status-filter').addEventListener('change', () => loadJobs(true));
+  $('refresh').addEventListener('click', () => loadJobs(true));
+  $('more').addEventListener('click', () => loadJobs(false));
+
+  // --- one job --------------------------------------------------------------------------
+  function setStatus(status, percent) {
+    $('job-status').textContent = status;
+    $('job-status').dataset.status = status;
+    const running = status === 'running' && typeof percent === 'number';
+    $('job-progress').hidden = !running;
+    $('job-percent').textContent = running ? `${percent.toFixed(0)} %` : '';
+    if (running) $('job-progress').value = percent;
+    $('cancel').hidden = ['completed', 'failed', 'canceled'].includes(status);
+  }
+
+  const STATUS_OF = { accepted: null, queued: 'queued', started: 'running', progress: 'running', rendition: 'running', completed: 'completed', failed: 'failed', canceled: 'canceled' };
+
+  function onEvent(event) {
+    const detail = event.type === 'progress' ? ` ${Number(event.data.percent).toFixed(0)} %`
+      : event.type === 'rendition' ? ` ${event.data.name}`
+      : event.type === 'failed' ? ` ${event.data.error.code}` : '';
+    $('timeline').append(el('li', {}, `${event.at.slice(11, 23)} ${event.type}${detail}`));
+    const status = STATUS_OF[event.type];
+    if (status) setStatus(status, event.type === 'progress' ? Number(event.data.percent) : undefined);
+  }
+
+  // Server-sent events through fetch: EventSource cannot send the Authorization header, and
+  // the key must not go into a URL.
+  async function follow(id) {
+    if (state.follow) state.follow.abort();
+    const controller = new AbortController();
+    state.follow = controller;
+    try {
+      const response = await fetch(`/v1/jobs/${id}/events`, {
+        headers: { Authorization: `Bearer ${state.key}`, Accept: 'text/event-stream' },
+        signal: controller.signal,
+      });
+      if (!response.ok) throw new Error(`events answered ${response.status}`);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n');
+          if (data) onEvent(JSON.parse(data));
+        }
+      }
+    } catch (e) {
+      if (e.name === 'AbortError') return;
+      $('player-note').textContent = `event stream: ${e.message}`;
+    }
+    if (state.jobId === id) showJob(id, false);
+  }
+
+  async function showJob(id, andFollow) {
+    let job;
+    try {
+      job = await api(`/v1/jobs/${id}`);
+    } catch (e) {
+      $('job-error').hidden = false;
+      $('job-error').textContent = e.message;
+      return;
+    }
+    setStatus(job.status, job.progress ? job.progress.percent : undefined);
+    if (job.error) {
+      $('job-error').hidden = false;
+      $('job-error').replaceChildren(el('code', { id: 'job-error-code' }, job.error.code), ` — ${job.error.message}`);
+    }
+    if (job.result) showResult(job.result);
+    if (andFollow) follow(id);
+  }
+
+  function openJob(id) {
+    state.jobId = id;
+    $('job').hidden = false;
+    $('job-id').textContent = id;
+    $('job-error').hidden = true;
+    $('job-error').replaceChildren();
+    $('timeline').replaceChildren();
+    $('player-box').hidden = true;
+    $('renditions').tBodies[0].replaceChildren();
+    for (const list of ['source', 'cost']) $(list).replaceChildren();
+    $('poster').hidden = true;
+    resetPlayer();
+    setStatus('…');
+    showJob(id, true);
+  }
+
+  $('cancel').addEventListener('click', async () => {
+    if (!state.jobId) return;
+    try {
+      await api(`/v1/jobs/${state.jobId}/cancel`, { method: 'POST' });
+    } catch (e) {
+      $('player-note').textContent = e.message;
+    }
+    showJob(state.jobId, false);
+  });
+
+  // --- result ---------------------------------------------------------------------------
+  function showResult(result) {
+    if (!$('player-box').hidden) return;
+    $('player-box').hidden = false;
+    const body = $('renditions').tBodies[0];
+    for (const r of result.renditions) {
+      const links = [];
+      if (r.mp4) links.push(el('a', { href: r.mp4 }, 'mp4'), ' ');
+      if (r.hls) links.push(el('a', { href: r.hls }, 'hls'));
+      const codecs = r.audio_codec ? `${r.video_codec} + ${r.audio_codec}` : r.video_codec;
+      body.append(row([r.name, `${r.width}×${r.height}`, codecs, `${Math.round(r.video_bit_rate / 1000)} kb/s`, links]));
+    }
+    const s = result.source;
+    describe($('source'), {
+      container: s.container,
+      displayed: `${s.display_width}×${s.display_height}`,
+      duration: `${s.duration_secs.toFixed(2)} s`,
+      codecs: [s.video_codec, s.audio_codec].filter(Boolean).join(' + '),
+      orientation: s.orientation,
+    });
+    describe($('cost'), {
+      estimate: `$${result.cost.estimated_usd.toFixed(6)}`,
+      'cpu time': `${result.cost.cpu_secs.toFixed(2)} s`,
+      'machine time': `${result.cost.machine_secs.toFixed(2)} s`,
+      stored: `${formatBytes(result.cost.bytes_stored)} in ${result.file_count} files`,
+    });
+    const video = $('player');
+    if (result.thumbnails) {
+      video.poster = result.thumbnails.poster;
+      $('poster').src = result.thumbnails.poster;
+      $('poster').hidden = false;
+      storyboard(result.thumbnails.storyboard_vtt);
+    }
+    if (result.hls_master && window.Hls && window.Hls.isSupported()) {
+      playHls(result.hls_master);
+    } else if (result.hls_master && video.canPlayType('application/vnd.apple.mpegurl')) {
+      video.src = result.hls_master;
+    } else {
+      const mp4 = result.renditions.find((r) => r.mp4);
+      if (mp4) video.src = mp4.mp4;
+    }
+  }
+
+  function resetPlayer() {
+    if (state.hls) { state.hls.destroy(); state.hls = null; }
+    window.tcoder.player = { levels: 0, fatal: null };
+    $('quality-label').hidden = true;
+    $('player').removeAttribute('src');
+    $('player').removeAttribute('poster');
+    $('player-note').textContent = '';
+  }
+
+  function playHls(url) {
+    const Hls = window.Hls;
+    const hls = new Hls({ enableWorker: false });
+    state.hls = hls;
+    hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => {
+      window.tcoder.player.levels = data.levels.length;
+      const select = $('quality');
+      select.replaceChildren(el('option', { value: '-1' }, 'auto'));
+      data.levels.forEach((level, i) => select.append(el('option', { value: String(i) }, `${level.height}p (${Math.round(level.bitrate / 1000)} kb/s)`)));
+      $('quality-label').hidden = false;
+    });
+    hls.on(Hls.Events.ERROR, (_, data) => {
+      if (data.fatal) {
+        window.tcoder.player.fatal = `${data.type}: ${data.details}`;
+        $('player-note').textContent = `playback failed: ${data.details}`;
+      }
+    });
+    hls.loadSource(url);
+    hls.attachMedia($('player'));
+  }
+
+  $('quality').addEventListener('change', (e) => { if (state.hls) state.hls.currentLevel = Number(e.target.value); });
+
+  // Storyboard previews: the WebVTT maps time ranges to regions of one sprite image.
+  async function storyboard(vttUrl) {
+    let cues;
+    try {
+      const text = await (await fetch(vttUrl)).text();
+      cues = parseVtt(text, vttUrl);
+    } catch (e) {
+      return;
+    }
+    const video = $('player');
+    const preview = $('storyboard');
+    video.addEventListener('mousemove', (e) => {
+      const box = video.getBoundingClientRect();
+      // Only over the controls' strip, where the seek bar is.
+      if (!video.duration || e.clientY < box.bottom - 48) { preview.hidden = true; return; }
+      const time = ((e.clientX - box.left) / box.width) * video.duration;
+      const cue = cues.find((c) => time >= c.start && time < c.end);
+      if (!cue) { preview.hidden = true; return; }
+      Object.assign(preview.style, {
+        left: `${Math.max(0, e.clientX - box.left - cue.w / 2)}px`,
+        width: `${cue.w}px`, height: `${cue.h}px`,
+        backgroundImage: `url("${cue.image}")`, backgroundPosition: `-${cue.x}px -${cue.y}px`,
+      });
+      preview.hidden = false;
+    });
+    video.addEventListener('mouseleave', () => { preview.hidden = true; });
+  }
+
+  function parseVtt(text, base) {
+    const seconds = (t) => t.split(':').reduce((acc, part) => acc * 60 + Number(part), 0);
+    const cues = [];
+    for (const block of text.split(/\r?\n\r?\n/)) {
+      const lines = block.split(/\r?\n/);
+      const timing = lines.findIndex((l) => l.includes('-->'));
+      if (timing < 0 || !lines[timing + 1]) continue;
+      const [from, to] = lines[timing].split('-->').map((t) => seconds(t.trim()));
+      const [file, fragment] = lines[timing + 1].split('#xywh=');
+      const [x, y, w, h] = (fragment || '0,0,160,90').split(',').map(Number);
+      cues.push({ start: from, end: to, image: new URL(file, base).href, x, y, w, h });
+    }
+    return cues;
+  }
+
+  // --- helpers --------------------------------------------------------------------------
+  function el(tag, attributes, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+    node.append(...children.flat());
+    return node;
+  }
+
+  function row(cells) {
+    return el('tr', {}, ...cells.map((c) => el('td', {}, c)));
+  }
+
+  function describe(list, entries) {
+    list.replaceChildren(...Object.entries(entries).flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, String(v))]));
+  }
+
+  function formatBytes(n) {
+    const units = ['B', 'KiB', 'MiB', 'GiB'];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+    return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+  }
+
+  // --- routing --------------------------------------------------------------------------
+  function route() {
+    const match = location.hash.match(/^#\/jobs\/(job_[0-9a-f]{32})$/);
+    if (match && state.key) {
+      if (state.jobId !== match[1]) openJob(match[1]);
+    } else {
+      state.jobId = null;
+      if (state.follow) state.follow.abort();
+      resetPlayer();
+      $('job').hidden = true;
+    }
+  }
+
+  window.addEventListener('hashchange', route);
+  checkKey().then((ok) => { if (ok) { loadJobs(true); route(); } });
+})();
