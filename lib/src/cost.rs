@@ -14,7 +14,7 @@ use crate::s3::transfer::{MULTIPART_THRESHOLD, PART_SIZE};
 
 /// `[worker.cost]`: prices used for the per-job estimate. All default to list prices for the
 /// production target (Fly Machines + R2) at the time of writing; set them to your contract.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Prices {
     /// USD per second a worker machine runs (its whole size: CPUs and RAM).
@@ -67,7 +67,7 @@ impl Prices {
 }
 
 /// Resources one job used.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     /// Engine CPU-seconds (user + system of the engine process tree).
     pub cpu_secs: f64,
@@ -94,7 +94,7 @@ pub fn put_requests(bytes: u64) -> u64 {
 }
 
 /// The `cost` object of a job's outputs: the usage and its estimate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobCost {
     #[serde(flatten)]
     pub usage: Usage,

@@ -187,7 +187,8 @@ fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> 
     }
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let payload = String::from_utf8_lossy(&raw[head_end..]).into_owned();
-    let payload = if head.contains("transfer-encoding: chunked") { dechunk(&payload) } else { payload };
+    let payload =
+        if head.contains("transfer-encoding: chunked") { dechunk(&payload) } else { payload };
     (status, serde_json::from_str(&payload).unwrap_or(Value::String(payload)))
 }
 

@@ -18,11 +18,11 @@
 //! Processes are stopped by pid when their handle drops; servers run in-process stop with
 //! their handle too. This crate does not depend on `tcoder` (no dev-dependency cycle).
 
-pub mod asyncapi;
 pub mod browser;
 mod canary;
 mod chaos;
 pub mod cloudflare;
+pub mod contracts;
 pub mod corpus;
 mod env;
 pub mod everyday;

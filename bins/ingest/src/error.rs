@@ -3,7 +3,6 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// An error answer of the public API.
 #[derive(Debug)]
@@ -68,19 +67,36 @@ impl ApiError {
     }
 }
 
+/// An error body (RFC 9457 `application/problem+json`), as the API sends it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Problem {
+    /// `urn:tcoder:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The HTTP status's reason phrase.
+    pub title: String,
+    pub status: u16,
+    /// What went wrong, for a person.
+    pub detail: String,
+    /// Stable, for programs: e.g. `validation.unknown_preset`, `job.not_found`, `rate.limited`.
+    pub code: String,
+    /// The request field at fault (validation errors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({
-            "type": format!("urn:tcoder:problem:{}", self.code),
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-            "code": self.code,
-        });
-        if let Some(field) = self.field {
-            body["field"] = json!(field);
-        }
-        let mut response = (self.status, body.to_string()).into_response();
+        let body = Problem {
+            kind: format!("urn:tcoder:problem:{}", self.code),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            code: self.code.to_owned(),
+            field: self.field.map(str::to_owned),
+        };
+        let body = serde_json::to_string(&body).expect("a problem serializes");
+        let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if self.status == StatusCode::UNAUTHORIZED {

@@ -39,7 +39,7 @@ pub struct EngineJob {
 }
 
 /// Progress of a running transcode.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     pub frames: u64,
     pub percent: f64,
@@ -58,7 +58,7 @@ pub struct OutputFile {
     pub content_type: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RenditionReport {
     pub name: String,
     pub width: u32,

@@ -57,7 +57,7 @@ pub struct VideoInfo {
 
 /// The transform a player applies to stored pictures before showing them, from the stream's
 /// display matrix, in FFmpeg's own terms (what `ffmpeg` inserts when it autorotates).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Orientation {
     #[default]

@@ -53,7 +53,7 @@ impl From<&crate::jobs::JobSpec> for EngineSpec {
 }
 
 /// Remux the source as is, or decode and encode renditions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Copy,

@@ -11,7 +11,7 @@ use super::subjects;
 use crate::jobs::{Job, JobError, JobId, Tenant, now_ms, rfc3339};
 
 /// Kinds of job lifecycle events (`tcoder.events.<job>.<kind>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     Accepted,
@@ -51,7 +51,7 @@ impl fmt::Display for EventKind {
 }
 
 /// A job lifecycle event, as any NATS client sees it on `tcoder.events.<job>.<kind>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobEvent {
     /// Unique per event; the `Nats-Msg-Id` and the webhook id.
     pub id: String,

@@ -6,8 +6,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// A job id: `job_` + a UUIDv7 in hex. Time-ordered, so sorting ids sorts jobs by creation.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, pattern = "^job_[0-9a-f]{32}$")]
 pub struct JobId(String);
 
 impl JobId {
@@ -50,8 +53,11 @@ impl From<JobId> for String {
 
 /// A tenant: 1–64 characters of `a-z`, `0-9`, `-`, `_`. Derived from the API key, never from
 /// the request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, pattern = "^[a-z0-9_-]{1,64}$")]
 pub struct Tenant(String);
 
 impl Tenant {

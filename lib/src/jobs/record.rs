@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{JobId, JobSpec, JobStatus, Tenant};
 
 /// The uploaded source object, recorded when the upload is accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SourceObject {
     pub key: String,
     pub size: u64,
@@ -16,7 +16,7 @@ pub struct SourceObject {
 
 /// How a job came to be: the HTTP API (a presigned upload), a NATS submission naming an object
 /// already in the bucket, or a watch-folder rule matching a new object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum JobOrigin {
     Api,
@@ -32,7 +32,7 @@ pub enum JobOrigin {
 
 /// Why a job failed: a stable `code` (e.g. `input.corrupt`, `upload.size_mismatch`) and a
 /// human message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobError {
     pub code: String,
     pub message: String,
@@ -40,7 +40,7 @@ pub struct JobError {
 
 /// How the job's webhook fared: the last terminal event's delivery, so a refused or failing
 /// receiver shows on the job, not only in a log line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WebhookStatus {
     /// The webhook's type, e.g. `job.completed`.
     pub event: String,

@@ -14,7 +14,7 @@ use crate::engine::{EngineReport, Mode, Orientation};
 
 /// The result of a completed job. URLs are public URLs of objects under `prefix` (the winning
 /// attempt's `outputs/<tenant>/<job>/<epoch>/`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobResult {
     /// The attempt whose outputs these are.
     pub epoch: u64,
@@ -48,7 +48,7 @@ pub struct JobResult {
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// The source as probed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SourceSummary {
     /// The video's duration (what the outputs last).
     pub duration_secs: f64,
@@ -80,7 +80,7 @@ pub struct SourceSummary {
 /// report of it, relocated from relative paths to URLs).
 pub type RenditionResult = crate::engine::RenditionReport;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ThumbnailUrls {
     pub poster: String,
     pub storyboard: String,
@@ -88,7 +88,7 @@ pub struct ThumbnailUrls {
 }
 
 /// One stored object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredFile {
     pub key: String,
     pub url: String,
@@ -97,7 +97,7 @@ pub struct StoredFile {
 }
 
 /// How the engine ran.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EngineUsage {
     pub cpu_secs: f64,
     pub wall_secs: f64,

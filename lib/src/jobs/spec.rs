@@ -12,7 +12,7 @@ use super::Priority;
 use crate::webhooks;
 
 /// Seed presets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
     /// Stream copy into MP4 when no quality is asked for, else one quality.
@@ -24,7 +24,19 @@ pub enum Preset {
 }
 
 /// Named ladder rungs (the engine owns their exact dimensions and bitrates).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum Quality {
     #[serde(rename = "144p")]
     P144,
@@ -66,7 +78,7 @@ impl fmt::Display for Quality {
 }
 
 /// Explicit rungs, or `auto`: every rung at or below the source height (never upscaled).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Qualities {
     Auto(AutoLadder),
@@ -74,14 +86,26 @@ pub enum Qualities {
 }
 
 /// The literal `"auto"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AutoLadder {
     Auto,
 }
 
 /// What gets written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {
     Mp4,
@@ -90,7 +114,9 @@ pub enum OutputKind {
 }
 
 /// Video codec of the renditions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum VideoCodec {
     /// H.264 / AVC (libx264): plays everywhere.
@@ -105,7 +131,9 @@ pub enum VideoCodec {
 }
 
 /// Audio codec of the renditions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AudioCodec {
     /// AAC-LC (FFmpeg's native encoder).
@@ -116,7 +144,7 @@ pub enum AudioCodec {
 }
 
 /// A validated job request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobSpec {
     pub preset: Preset,
     pub qualities: Qualities,
@@ -142,7 +170,7 @@ pub struct JobSpec {
 
 /// The body of `POST /v1/jobs` before validation. Unknown fields are rejected so a typo
 /// (`"qualites"`) is an error, not a silently ignored option.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
     pub preset: Option<String>,

@@ -298,7 +298,7 @@ fn producers_and_watch_folders_work_on_the_stack(
     let nats = summary["nats"].0.clone();
     let clip = testkit::media::tiny_mp4();
 
-    let reply = testkit::asyncapi::run_producer(
+    let reply = testkit::contracts::run_producer(
         &[
             clip.to_str().unwrap(),
             "--tenant",

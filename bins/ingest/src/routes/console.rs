@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 
 const INDEX: &str = include_str!("../../console/index.html");
@@ -16,7 +16,11 @@ const STYLE: &str = include_str!("../../console/console.css");
 const HLS: &str = include_str!(concat!(env!("OUT_DIR"), "/hls.min.js"));
 const HLS_LICENSE: &str = include_str!(concat!(env!("OUT_DIR"), "/hls.js-LICENSE.txt"));
 
-/// `GET /`: the console's page.
+/// The web console.
+#[utoipa::path(
+    get, path = "/", tag = "console",
+    responses((status = 200, description = "The console's page (with its Content-Security-Policy)", body = String, content_type = "text/html"))
+)]
 pub(crate) async fn index(State(state): State<AppState>) -> Response {
     let mut response = (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
@@ -31,7 +35,15 @@ pub(crate) async fn index(State(state): State<AppState>) -> Response {
     response
 }
 
-/// `GET /console/{file}`: the console's script, style sheet and player.
+/// The console's script, style sheet and player (hls.js, with its licence).
+#[utoipa::path(
+    get, path = "/console/{file}", tag = "console",
+    params(("file" = String, Path, description = "console.js, console.css, hls.min.js or hls.js-LICENSE.txt")),
+    responses(
+        (status = 200, description = "The file", body = String, content_type = "text/javascript"),
+        (status = 404, description = "No such file", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(crate) async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
     let (content_type, body) = match file.as_str() {
         "console.js" => ("text/javascript; charset=utf-8", SCRIPT),

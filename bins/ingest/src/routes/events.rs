@@ -17,7 +17,7 @@ use tcoder::events::{JobEvent, subjects};
 use tcoder::jobs::JobId;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::event_hub::Refused;
 use crate::routes::jobs::load;
 use crate::state::AppState;
@@ -30,6 +30,19 @@ const MAX_HISTORY: usize = 5000;
 /// When a refused client should try again.
 const RETRY_AFTER_SECS: u64 = 5;
 
+/// The job's events as server-sent events: its history, then live ones, ending after the
+/// terminal event (`event:` is the kind, `id:` the event id, `data:` the event as JSON).
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "A text/event-stream of job events", body = tcoder::events::JobEvent, content_type = "text/event-stream"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job of this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many event streams open (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(crate) async fn stream(
     State(state): State<AppState>,
     Caller(tenant): Caller,

@@ -14,14 +14,29 @@ use tcoder::jobs::{
 };
 use tcoder::s3;
 
-use super::view::{JobView, UploadView};
+use super::view::{CreatedView, JobPageView, JobView, UploadView, WebhookSecretView};
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 
 /// Idempotency keys are opaque client strings up to this length.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+/// Create a job and get a presigned URL to upload its source to.
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs", security(("api_key" = [])),
+    request_body = tcoder::jobs::JobRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 characters: a repeat with the same parameters returns the same job (`idempotent-replayed: true`)")),
+    responses(
+        (status = 201, description = "The job, awaiting its upload", body = CreatedView<'_>),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The Idempotency-Key was used with other parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A parameter is invalid (`field` names it)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many jobs created with this key (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Caller(tenant): Caller,
@@ -101,9 +116,8 @@ pub(crate) async fn create(
     } else {
         None
     };
-    let mut response =
-        (StatusCode::CREATED, Json(json!({ "job": JobView::of(&job), "upload": upload })))
-            .into_response();
+    let created = CreatedView { job: JobView::of(&job), upload };
+    let mut response = (StatusCode::CREATED, Json(created)).into_response();
     if replayed {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
@@ -140,6 +154,17 @@ async fn presign(state: &AppState, job: &Job) -> Result<UploadView, ApiError> {
     Ok(UploadView { url: presigned.url, method: "PUT", headers, expires_at: rfc3339(expires_at) })
 }
 
+/// A job: its status, request, source, result summary, error, webhook and progress.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The job", body = JobView<'_>),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job of this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Caller(tenant): Caller,
@@ -191,14 +216,31 @@ pub(crate) async fn load(
     job.ok_or_else(ApiError::job_not_found)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Only jobs in this status.
+    #[param(value_type = Option<tcoder::jobs::JobStatus>)]
     status: Option<String>,
+    /// 1-100 (default 20).
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// The tenant's jobs, newest first, a page at a time.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs", security(("api_key" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page", body = JobPageView<'_>),
+        (status = 400, description = "An unknown query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad status, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Caller(tenant): Caller,
@@ -233,9 +275,21 @@ pub(crate) async fn list(
         .await
         .map_err(|e| ApiError::unavailable("cannot list jobs", e))?;
     let jobs: Vec<JobView<'_>> = page.jobs.iter().map(JobView::of).collect();
-    Ok(Json(json!({ "jobs": jobs, "next_cursor": page.next_cursor })).into_response())
+    Ok(Json(JobPageView { jobs, next_cursor: page.next_cursor }).into_response())
 }
 
+/// Cancel a job that has not ended.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = "jobs", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The canceled job", body = JobView<'_>),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job of this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job already ended", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     Caller(tenant): Caller,
@@ -271,6 +325,14 @@ pub(crate) async fn cancel(
 
 /// `GET /v1/webhook-secret`: the tenant's Standard Webhooks signing secret (`whsec_…`), to
 /// verify the webhooks tcoder sends. Created on first use.
+#[utoipa::path(
+    get, path = "/v1/webhook-secret", tag = "webhooks", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The tenant's signing secret", body = WebhookSecretView),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(crate) async fn webhook_secret(
     State(state): State<AppState>,
     Caller(tenant): Caller,
@@ -279,6 +341,6 @@ pub(crate) async fn webhook_secret(
     let secret = tcoder::webhooks::tenant_secret(&mut redis, &tenant, &state.webhook_secrets)
         .await
         .map_err(|e| ApiError::unavailable("cannot read the webhook secret", e))?;
-    Ok(Json(json!({ "secret": secret.display(), "scheme": "standard-webhooks v1" }))
-        .into_response())
+    let view = WebhookSecretView { secret: secret.display(), scheme: "standard-webhooks v1" };
+    Ok(Json(view).into_response())
 }

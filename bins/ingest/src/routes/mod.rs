@@ -4,6 +4,7 @@ mod console;
 mod events;
 mod jobs;
 mod notifications;
+mod openapi;
 mod play;
 mod view;
 
@@ -27,10 +28,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/events", get(events::stream))
         .route("/v1/webhook-secret", get(jobs::webhook_secret))
-        .route("/v1/play/{token}/{*key}", get(play::play).head(play::play))
+        .route("/v1/play/{token}/{*key}", get(play::play).head(play::play_head))
         .route("/v1/notifications/r2", post(notifications::r2))
         .route("/v1/notifications/s3", post(notifications::s3))
         .route("/asyncapi.yaml", get(asyncapi))
+        .route("/openapi.json", get(openapi::document))
         .route("/", get(console::index))
         .route("/console/{file}", get(console::asset))
         .fallback(|| async { ApiError::not_found().into_response() })
@@ -110,7 +112,11 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
 }
 
 /// The `AsyncAPI` 3.0 description of every NATS subject a user publishes to or subscribes to.
-async fn asyncapi() -> impl axum::response::IntoResponse {
+#[utoipa::path(
+    get, path = "/asyncapi.yaml", tag = "contracts",
+    responses((status = 200, description = "docs/asyncapi.yaml", body = String, content_type = "application/yaml"))
+)]
+pub(crate) async fn asyncapi() -> impl axum::response::IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "application/yaml")], ASYNCAPI)
 }
 

@@ -11,15 +11,27 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use subtle::ConstantTimeEq;
 use tcoder::events::UploadSource;
 use tcoder::s3::ObjectCreated;
 
+use super::view::{NotificationOutcome, NotificationView};
 use crate::bridge::normalize::{self, Malformed};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 
+/// A Cloudflare R2 event notification body (as a Worker or a Queue push forwards it), authenticated with `[ingest] notification_secret`.
+#[utoipa::path(
+    post, path = "/v1/notifications/r2", tag = "notifications", security(("notification_secret" = [])),
+    request_body(content = Object, description = "The notification, as the store sends it"),
+    responses(
+        (status = 200, description = "Every event handled or deliberately dropped", body = NotificationView),
+        (status = 400, description = "A body that is not a notification", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "A wrong or missing secret", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Notifications are disabled (no secret configured)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Something transient failed; send it again", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(crate) async fn r2(
     State(state): State<AppState>,
     parts: Parts,
@@ -30,6 +42,18 @@ pub(crate) async fn r2(
     deliver(&state, &events, UploadSource::R2).await
 }
 
+/// AWS S3, MinIO or Ceph event JSON (an SNS envelope is unwrapped), authenticated with `[ingest] notification_secret`.
+#[utoipa::path(
+    post, path = "/v1/notifications/s3", tag = "notifications", security(("notification_secret" = [])),
+    request_body(content = Object, description = "The notification, as the store sends it"),
+    responses(
+        (status = 200, description = "Every event handled or deliberately dropped", body = NotificationView),
+        (status = 400, description = "A body that is not a notification", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "A wrong or missing secret", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Notifications are disabled (no secret configured)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Something transient failed; send it again", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(crate) async fn s3(
     State(state): State<AppState>,
     parts: Parts,
@@ -66,9 +90,10 @@ async fn deliver(
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
         match state.bridge.handle(event, source).await {
-            Ok(outcome) => outcomes.push(json!({ "key": event.key, "outcome": outcome.as_str() })),
+            Ok(outcome) => outcomes
+                .push(NotificationOutcome { key: event.key.clone(), outcome: outcome.as_str() }),
             Err(e) => return Err(ApiError::unavailable("cannot process the notification", e)),
         }
     }
-    Ok((StatusCode::OK, axum::Json(json!({ "events": outcomes }))).into_response())
+    Ok((StatusCode::OK, axum::Json(NotificationView { events: outcomes })).into_response())
 }

@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use tcoder::events::subjects;
-use testkit::asyncapi;
+use testkit::contracts;
 
 use crate::helpers::{Store, spawn};
 
 #[tokio::test]
 async fn the_asyncapi_document_is_valid_served_and_names_the_subjects_the_code_uses() {
-    let doc = asyncapi::document();
-    let report = asyncapi::validate_document(&doc).unwrap_or_else(|e| panic!("{e}"));
+    let doc = contracts::asyncapi_document();
+    let report = contracts::validate_document(&doc).unwrap_or_else(|e| panic!("{e}"));
     assert!(report.contains("is valid"), "{report}");
 
     let ingest = spawn(Store::External, &[]).await;
@@ -30,7 +30,7 @@ async fn the_asyncapi_document_is_valid_served_and_names_the_subjects_the_code_u
         subjects::DLQ_JOBS.to_owned(),
     ];
     expected.sort();
-    assert_eq!(asyncapi::channel_addresses(&doc), expected);
+    assert_eq!(contracts::channel_addresses(&doc), expected);
 }
 
 #[tokio::test]

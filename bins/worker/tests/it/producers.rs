@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tcoder::events::subjects;
-use testkit::asyncapi;
+use testkit::contracts;
 
 use crate::harness::{Pipeline, SECRET};
 
@@ -42,7 +42,7 @@ impl Producer<'_> {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let env: Vec<(&str, &str)> =
                 credentials.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            asyncapi::run_producer(&args, &env)
+            contracts::run_producer(&args, &env)
         })
         .await
         .unwrap()
@@ -231,9 +231,9 @@ async fn a_nats_py_producer_gets_one_job_per_submission_and_typed_rejections() {
         history,
     );
     samples.push(json!({ "subject": subjects::DLQ_JOBS, "payload": letter }));
-    let doc = asyncapi::document();
-    let covered = asyncapi::check_payloads(&doc, &samples).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(covered, asyncapi::message_names(&doc), "every message the document describes");
+    let doc = contracts::asyncapi_document();
+    let covered = contracts::check_payloads(&doc, &samples).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(covered, contracts::message_names(&doc), "every message the document describes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

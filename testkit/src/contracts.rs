@@ -1,7 +1,7 @@
-//! Checks of docs/asyncapi.yaml with tools nobody here wrote: the `AsyncAPI` CLI (`asyncapi
-//! validate`, installed from npm into `.tools/npm` by the set-up) for the document, and the
-//! Python `jsonschema` package for payloads tcoder really sent
-//! (`testkit/python/asyncapi_payloads.py`).
+//! Checks of tcoder's contracts with tools nobody here wrote: the `AsyncAPI` CLI (`asyncapi
+//! validate`, from npm into `.tools/npm`) for docs/asyncapi.yaml, `openapi-spec-validator` for
+//! /openapi.json, and the Python `jsonschema` package for payloads and answers tcoder really
+//! sent (`testkit/python/`), all installed by the set-up.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,7 +9,7 @@ use std::process::Command;
 use serde_json::Value;
 
 /// docs/asyncapi.yaml.
-pub fn document() -> PathBuf {
+pub fn asyncapi_document() -> PathBuf {
     crate::workspace_root().join("docs/asyncapi.yaml")
 }
 
@@ -107,4 +107,30 @@ pub fn run_producer(args: &[&str], env: &[(&str, &str)]) -> Value {
             String::from_utf8_lossy(&output.stderr)
         )
     })
+}
+
+/// Validates `document` (an OpenAPI JSON document) with `openapi-spec-validator`, and `answers`
+/// (`{"method", "path", "status", "content_type", "body"}`) against it with `jsonschema`
+/// (`testkit/python/openapi_check.py`); how many operations the document has.
+pub fn check_openapi(document: &Value, answers: &[Value]) -> Result<u64, String> {
+    let python = crate::workspace_root().join(".tools/venv/bin/python");
+    let script = crate::workspace_root().join("testkit/python/openapi_check.py");
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (doc, samples) = (dir.path().join("openapi.json"), dir.path().join("answers.json"));
+    std::fs::write(&doc, document.to_string()).map_err(|e| e.to_string())?;
+    std::fs::write(&samples, Value::from(answers.to_vec()).to_string())
+        .map_err(|e| e.to_string())?;
+    let output = Command::new(python)
+        .arg(script)
+        .arg(&doc)
+        .arg(&samples)
+        .output()
+        .map_err(|e| format!("run python: {e} (run scripts/setup.sh)"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!("{stdout}{}", String::from_utf8_lossy(&output.stderr)));
+    }
+    let report: Value =
+        serde_json::from_str(stdout.trim()).map_err(|e| format!("{e}: {stdout}"))?;
+    Ok(report["operations"].as_u64().unwrap_or(0))
 }

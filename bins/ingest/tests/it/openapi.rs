@@ -1,0 +1,100 @@
+//! /openapi.json: valid for an independent validator, and every operation it lists answers
+//! as documented — statuses it names, bodies that match its schemas.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{NOTIFY_SECRET, Store, s3_body, spawn};
+
+#[tokio::test]
+async fn every_operation_of_the_openapi_document_answers_as_documented() {
+    let ingest = spawn(Store::External, &[]).await;
+    let document: Value =
+        reqwest::get(format!("{}/openapi.json", ingest.api)).await.unwrap().json().await.unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+
+    let mut answers = Vec::new();
+    let mut call = async |method: Method,
+                          template: &str,
+                          path: &str,
+                          auth: Option<&str>,
+                          body: Option<Value>| {
+        let mut request = ingest.http.request(method.clone(), format!("{}{path}", ingest.api));
+        if let Some(key) = auth {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        // An event stream stays open: its head is the answer.
+        let body =
+            if content_type.contains("json") { response.json::<Value>().await.ok() } else { None };
+        answers.push(json!({ "method": method.as_str(), "path": template, "status": status, "content_type": content_type, "body": body }));
+        body.unwrap_or(Value::Null)
+    };
+    let key = ingest.key_a.clone();
+    let key = Some(key.as_str());
+    let created =
+        call(Method::POST, "/v1/jobs", "/v1/jobs", key, Some(json!({ "preset": "hls" }))).await;
+    let id = created["job"]["id"].as_str().unwrap().to_owned();
+    call(Method::POST, "/v1/jobs", "/v1/jobs", key, Some(json!({ "preset": "nope" }))).await;
+    call(Method::POST, "/v1/jobs", "/v1/jobs", None, Some(json!({}))).await;
+    call(Method::GET, "/v1/jobs", "/v1/jobs?limit=5", key, None).await;
+    call(Method::GET, "/v1/jobs", "/v1/jobs?limit=500", key, None).await;
+    call(Method::GET, "/v1/jobs/{id}", &format!("/v1/jobs/{id}"), key, None).await;
+    call(Method::GET, "/v1/jobs/{id}", "/v1/jobs/job_0", key, None).await;
+    call(Method::GET, "/v1/jobs/{id}/events", &format!("/v1/jobs/{id}/events"), key, None).await;
+    call(Method::POST, "/v1/jobs/{id}/cancel", &format!("/v1/jobs/{id}/cancel"), key, None).await;
+    call(Method::POST, "/v1/jobs/{id}/cancel", &format!("/v1/jobs/{id}/cancel"), key, None).await;
+    call(Method::GET, "/v1/webhook-secret", "/v1/webhook-secret", key, None).await;
+    // Public delivery: signed playback URLs are off.
+    for method in [Method::GET, Method::HEAD] {
+        call(method, "/v1/play/{token}/{key}", "/v1/play/t/outputs/a/b", None, None).await;
+    }
+    let notification = s3_body(&ingest.bucket, "uploads/acme/x/source", 1);
+    call(
+        Method::POST,
+        "/v1/notifications/s3",
+        "/v1/notifications/s3",
+        Some(NOTIFY_SECRET),
+        Some(notification),
+    )
+    .await;
+    call(
+        Method::POST,
+        "/v1/notifications/s3",
+        "/v1/notifications/s3",
+        Some("guess"),
+        Some(json!({})),
+    )
+    .await;
+    let r2 = json!({ "account": "a", "action": "PutObject", "bucket": ingest.bucket, "object": { "key": "elsewhere/x.mp4", "size": 1, "eTag": "e" }, "eventTime": "2026-12-01T00:00:00Z" });
+    call(
+        Method::POST,
+        "/v1/notifications/r2",
+        "/v1/notifications/r2",
+        Some(NOTIFY_SECRET),
+        Some(r2),
+    )
+    .await;
+    for (template, path) in [
+        ("/asyncapi.yaml", "/asyncapi.yaml"),
+        ("/openapi.json", "/openapi.json"),
+        ("/", "/"),
+        ("/console/{file}", "/console/console.js"),
+        ("/console/{file}", "/console/nothing.js"),
+    ] {
+        call(Method::GET, template, path, None, None).await;
+    }
+    let operations =
+        testkit::contracts::check_openapi(&document, &answers).unwrap_or_else(|e| panic!("{e}"));
+    assert!(operations >= 14, "{operations}");
+}
