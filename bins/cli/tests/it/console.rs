@@ -70,6 +70,7 @@ fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
     assert_eq!(browser.eval("return window.tcoder.player.fatal"), serde_json::Value::Null);
     let rows = browser.eval("return document.querySelectorAll('#renditions tbody tr').length");
     assert_eq!(rows, 2);
+    browser.eval("document.getElementById('job').scrollIntoView(); return true;");
     browser.screenshot(&artifact_path("console-completed.png"));
 
     // A file that is not a video: the job fails and the page says why, with the code.
@@ -84,6 +85,7 @@ fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
         "const c = document.getElementById('job-error-code'); return c && c.textContent",
     );
     assert!(code.as_str().unwrap().starts_with("input."), "{code}");
+    browser.eval("document.getElementById('job').scrollIntoView(); return true;");
     browser.screenshot(&artifact_path("console-failed.png"));
 
     // The key never went into a URL (page, requests, history).
