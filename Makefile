@@ -1,7 +1,7 @@
 # tcoder — the two commands of the README, plus helpers. Both run the set-up first, which
 # installs what is missing (Debian packages, the pinned nats-server) and skips what is there.
 
-.PHONY: setup run test bench soak build lint ci
+.PHONY: setup run test bench soak image-check build lint ci
 
 setup:
 	./scripts/setup.sh
@@ -26,6 +26,11 @@ soak: setup
 	cargo build --workspace
 	TCODER_CHAOS_SECS=$(SOAK_SECS) TCODER_CHAOS_REPORT=$(CURDIR)/target/soak-report.md \
 		cargo test -p tcoder-worker --test it chaos:: -- --nocapture
+
+## Build the container images (deploy/images/Dockerfile) with podman on a Debian base made by
+## mmdebstrap, and complete a job in the worker image as its non-root user (docs/DEPLOY.md).
+image-check: setup
+	./scripts/image-check.sh
 
 build: setup
 	cargo build --workspace

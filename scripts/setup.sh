@@ -11,7 +11,8 @@
 #     and boto3 (the clients a producer uses), jsonschema + PyYAML (payloads against
 #     docs/asyncapi.yaml); and the AsyncAPI CLI from npm into .tools/npm (Node.js from Debian
 #     when there is none); hls.js for the web console (npm, compiled into tcoder-ingest), and
-#     Debian's chromium + chromium-driver, in which the console's test plays a result.
+#     Debian's chromium + chromium-driver, in which the console's test plays a result, and
+#     docker-compose, which checks deploy/compose/compose.yaml.
 # The local S3 endpoint is not a separate binary: it is embedded (s3s + s3s-fs as libraries),
 # so cargo builds it with the workspace.
 set -euo pipefail
@@ -36,7 +37,7 @@ die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
 apt_packages=(
   ffmpeg libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libswscale-dev
   libswresample-dev pkg-config clang libclang-dev redis-server prometheus python3 python3-venv
-  curl openssl chromium chromium-driver
+  curl openssl chromium chromium-driver docker-compose
 )
 
 # Node.js for the AsyncAPI CLI: Debian's, unless a node is on PATH already.

@@ -83,6 +83,7 @@ enum Command {
     },
     /// Run the engine and the equivalent FFmpeg CLI commands on one clip and compare their CPU
     /// and wall time (see docs/BENCHMARKS.md).
+    #[cfg(feature = "engine")]
     CompareEngine {
         #[command(flatten)]
         args: commands::compare::CompareArgs,
@@ -148,6 +149,7 @@ fn main() -> ExitCode {
             Command::Cancel { api, id } => {
                 commands::jobs::cancel(&api.client(&settings)?, &id).await.map(|()| true)
             }
+            #[cfg(feature = "engine")]
             Command::CompareEngine { args } => commands::compare::run(args).await.map(|()| true),
             Command::Dlq { command } => {
                 let settings = profile::with_control_plane(settings, cli.config.is_some());

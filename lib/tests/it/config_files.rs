@@ -104,3 +104,46 @@ fn the_shipped_nats_config_has_the_services_permissions() {
     let producer = with_producer.lines().find(|l| l.contains("producer-acme")).unwrap();
     assert!(shipped.contains(&format!("#   {}", producer.trim())), "{producer}");
 }
+
+/// The compose stack's files are what the tools take: `docker-compose config` (Debian's
+/// docker-compose) accepts compose.yaml with the example secrets, nats-server accepts its
+/// configuration, which gives each service the permissions the code defines, and it runs the
+/// nats-server version the tests run.
+#[test]
+fn the_compose_stack_is_accepted_by_docker_compose_and_nats_server() {
+    use tcoder::config::Service;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let compose = root.join("deploy/compose");
+    let config = std::process::Command::new("docker-compose")
+        .arg("--env-file")
+        .arg(compose.join("example.env"))
+        .arg("-f")
+        .arg(compose.join("compose.yaml"))
+        .arg("config")
+        .output()
+        .expect("docker-compose runs (scripts/setup.sh installs it)");
+    assert!(config.status.success(), "{}", String::from_utf8_lossy(&config.stderr));
+    let resolved = String::from_utf8_lossy(&config.stdout);
+    for service in ["nats", "redis", "ingest", "dispatcher", "worker", "prometheus", "grafana"] {
+        assert!(resolved.contains(&format!("\n  {service}:\n")), "{service}: {resolved}");
+    }
+
+    let nats_conf = compose.join("nats-server.conf");
+    let placeholders =
+        Service::ALL.map(|s| (s, format!("${}_NATS_PASSWORD", s.name().to_uppercase())));
+    let users: Vec<(Service, &str)> = placeholders.iter().map(|(s, p)| (*s, p.as_str())).collect();
+    let block = tcoder::events::permissions::authorization_block(&users);
+    assert!(std::fs::read_to_string(&nats_conf).unwrap().contains(&block));
+    let mut check =
+        std::process::Command::new(testkit::tool_path("nats-server", "TCODER_NATS_SERVER"));
+    check.arg("-t").arg("-c").arg(&nats_conf);
+    for (service, _) in &placeholders {
+        check.env(format!("{}_NATS_PASSWORD", service.name().to_uppercase()), "x");
+    }
+    let checked = check.output().unwrap();
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+
+    let setup = std::fs::read_to_string(root.join("scripts/setup.sh")).unwrap();
+    let version = setup.split("NATS_SERVER_VERSION=\"").nth(1).unwrap().split('"').next().unwrap();
+    assert!(resolved.contains(&format!("image: docker.io/library/nats:{version}\n")), "{resolved}");
+}

@@ -1,5 +1,6 @@
 //! The client commands: `submit`, `status`, `jobs`, `cancel`, `keys`, `watch`, …
 
+#[cfg(feature = "engine")]
 pub(crate) mod compare;
 pub(crate) mod dlq;
 pub(crate) mod download;

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# make image-check: builds deploy/images/Dockerfile's `worker` and `services` targets with
+# podman on a Debian bookworm base made here by mmdebstrap (no image registry is reachable),
+# then completes a real job in the worker image running as its non-root user against a
+# `tcoder up` stack on this host.
+#
+# Everything podman stores goes under target/image-check/ (its own storage root, and a
+# containers.conf that uses runc with cgroupfs and no default ulimits: crun cannot start
+# containers on hybrid cgroup v1 hosts like CI's). Needs root or sudo for apt-get the first time.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+work="$root/target/image-check"
+say() { printf 'image-check: %s\n' "$*"; }
+die() { printf 'image-check: ERROR: %s\n' "$*" >&2; exit 1; }
+
+missing=()
+for p in podman mmdebstrap runc uidmap; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+fi
+
+mkdir -p "$work"
+cat > "$work/containers.conf" <<'EOF'
+[containers]
+default_ulimits = []
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+runtime = "runc"
+EOF
+export CONTAINERS_CONF="$work/containers.conf"
+podman() { command podman --root "$work/storage" --runroot "$work/run" "$@"; }
+
+started=$SECONDS
+say "building release binaries (the CLI without the FFmpeg engine, as the services image has it)"
+cd "$root"
+cargo build --release -q -p tcoder-worker -p tcoder-ingest -p tcoder-dispatcher
+cargo build --release -q -p tcoder-cli --no-default-features
+
+base="localhost/tcoder-base:bookworm"
+if ! podman image exists "$base"; then
+  say "making a Debian bookworm base with mmdebstrap"
+  mmdebstrap --quiet --variant=minbase --include=passwd,ca-certificates bookworm "$work/rootfs.tar"
+  podman import -q "$work/rootfs.tar" "$base" >/dev/null
+  rm -f "$work/rootfs.tar"
+fi
+
+for target in worker services; do
+  say "building the $target image"
+  podman build -q --network host --build-arg BASE="$base" --build-arg BINARIES=prebuilt \
+    --target "$target" -t "localhost/tcoder-$target:check" -f deploy/images/Dockerfile . >/dev/null
+done
+
+say "checking the images: non-root user, no FFmpeg in services, nothing secret in the layers"
+[ "$(podman image inspect -f '{{.Config.User}}' localhost/tcoder-worker:check)" = "10001:10001" ] \
+  || die "the worker image does not run as 10001"
+podman run --rm --network none --entrypoint /usr/local/bin/tcoder localhost/tcoder-services:check --help >/dev/null \
+  || die "the CLI does not run in the services image"
+if podman run --rm --network none --entrypoint /usr/bin/ldd localhost/tcoder-services:check \
+    /usr/local/bin/tcoder-ingest /usr/local/bin/tcoder-dispatcher /usr/local/bin/tcoder | grep -q libav; then
+  die "a services binary links FFmpeg"
+fi
+history="$(podman history --no-trunc --format '{{.CreatedBy}}' localhost/tcoder-worker:check localhost/tcoder-services:check)"
+if grep -qiE 'secret|password|token' <<<"$history"; then die "a layer mentions a secret: $history"; fi
+
+say "starting a tcoder up stack (no workers of its own) and the worker image against it"
+data="$work/stack"
+rm -rf "$data"
+mkdir -p "$data"
+export TCODER__UP__DATA_DIR="$data" TCODER_PROFILE="$data/cli.toml"
+TCODER__DISPATCHER__PROVIDER=none ./target/release/tcoder up >"$work/up.log" 2>&1 &
+up_pid=$!
+worker=""
+cleanup() {
+  [ -n "$worker" ] && podman rm -f "$worker" >/dev/null 2>&1 || true
+  kill -INT "$up_pid" 2>/dev/null || true
+  wait "$up_pid" 2>/dev/null || true
+}
+trap cleanup EXIT
+for _ in $(seq 1 120); do grep -q "admin endpoints" "$work/up.log" && break; sleep 0.5; done
+grep -q "admin endpoints" "$work/up.log" || die "tcoder up did not start: $(tail -5 "$work/up.log")"
+field() { grep -E "^  $1 " "$work/up.log" | awk '{print $NF}' | head -1; }
+nats="$(grep -E '^  nats ' "$work/up.log" | awk '{print $2}')"
+redis="$(grep -E '^  redis ' "$work/up.log" | awk '{print $2}')"
+store="$(grep -E '^  object store ' "$work/up.log" | awk '{print $3}')"
+password() { awk -v s="$1" '$1 == s {print $2}' "$data/control-plane-passwords"; }
+credentials="$(cat "$data/s3-credentials")"
+worker="$(podman run -d --network host \
+  -e TCODER__NATS__URL="$nats" -e TCODER__NATS__USER=worker -e TCODER__NATS__PASSWORD="$(password worker)" \
+  -e TCODER__REDIS__URL="redis://worker:$(password worker)@${redis#redis://}" \
+  -e TCODER__S3__ENDPOINT="$store" -e TCODER__S3__FORCE_PATH_STYLE=true \
+  -e TCODER__S3__ACCESS_KEY_ID="${credentials%%:*}" -e TCODER__S3__SECRET_ACCESS_KEY="${credentials#*:}" \
+  -e TCODER__ADMIN__BIND=127.0.0.1:0 -e TCODER__WORKER__IDLE_TIMEOUT=0s \
+  localhost/tcoder-worker:check)"
+
+clip="$work/clip.mp4"
+ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=640x360:rate=25 -f lavfi -i sine=frequency=440 \
+  -t 3 -c:v libx264 -pix_fmt yuv420p -c:a aac -shortest "$clip"
+say "submitting a job; only the container can run it"
+summary="$(./target/release/tcoder submit "$clip" --preset hls --quality 144p --wait --json --timeout 3m)" \
+  || die "the job did not complete: $(podman logs --tail 20 "$worker" 2>&1)"
+grep -q '"status": *"completed"' <<<"$summary" || die "not completed: $summary"
+id="$(sed -n 's/.*"id": *"\(job_[0-9a-f]*\)".*/\1/p' <<<"$summary" | head -1)"
+uid="$(podman exec "$worker" /usr/bin/id -u)"
+[ "$uid" = "10001" ] || die "the worker ran as uid $uid"
+podman logs "$worker" 2>&1 | grep -q "$id" || die "the container's worker did not run $id"
+say "ok: job $id completed by the worker image as uid $uid ($((SECONDS - started)) s)"
