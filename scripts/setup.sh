@@ -9,10 +9,11 @@
 #     Debian's 2.9.10 lacks `sync_interval: always` and multi-filter consumers.
 #   - Checkers nobody here wrote, into .tools/venv: standardwebhooks (our signatures), nats-py
 #     and boto3 (the clients a producer uses), jsonschema + PyYAML (payloads against
-#     docs/asyncapi.yaml); and the AsyncAPI CLI from npm into .tools/npm (Node.js from Debian
-#     when there is none); hls.js for the web console (npm, compiled into tcoder-ingest), and
-#     Debian's chromium + chromium-driver, in which the console's test plays a result, and
+#     docs/asyncapi.yaml), openapi-spec-validator, moto (a second S3 implementation); the
+#     AsyncAPI CLI from npm into .tools/npm (Node.js from Debian when there is none); Debian's
+#     chromium + chromium-driver, in which the console's test plays a result, and
 #     docker-compose, which checks deploy/compose/compose.yaml.
+#   - hls.js for the web console (npm, into .tools/npm; compiled into tcoder-ingest).
 # The local S3 endpoint is not a separate binary: it is embedded (s3s + s3s-fs as libraries),
 # so cargo builds it with the workspace.
 set -euo pipefail
@@ -22,7 +23,7 @@ NATS_SERVER_VERSION="2.15.1"
 STANDARDWEBHOOKS_VERSION="1.1.0"
 # Producer clients and schema checkers the tests run (docs/examples/*.py use the first two).
 PYTHON_CHECKERS=("nats-py==2.16.0" "boto3==1.44.8" "jsonschema==4.26.0" "PyYAML==6.0.4"
-  "openapi-spec-validator==0.9.0")
+  "openapi-spec-validator==0.9.0" "moto[server]==5.2.5")
 # The AsyncAPI CLI that validates docs/asyncapi.yaml (5.x needs Node 24; 4.x runs on Debian's 18).
 ASYNCAPI_CLI_VERSION="4.1.1"
 # The web console's HLS player, compiled into tcoder-ingest (bins/ingest/build.rs).
@@ -93,10 +94,10 @@ else
     "standardwebhooks==$STANDARDWEBHOOKS_VERSION" || die "pip install standardwebhooks failed"
 fi
 
-if "$tools/venv/bin/python" -c "import nats, boto3, jsonschema, yaml, openapi_spec_validator" 2>/dev/null; then
+if "$tools/venv/bin/python" -c "import nats, boto3, jsonschema, yaml, openapi_spec_validator, moto, flask" 2>/dev/null; then
   say "python checkers present"
 else
-  say "installing ${PYTHON_CHECKERS[*]} (producer clients, schema and OpenAPI checks) from PyPI"
+  say "installing ${PYTHON_CHECKERS[*]} (producer clients, schema and OpenAPI checks, a second S3) from PyPI"
   "$tools/venv/bin/pip" install -q --disable-pip-version-check "${PYTHON_CHECKERS[@]}" \
     || die "pip install ${PYTHON_CHECKERS[*]} failed"
 fi

@@ -15,6 +15,8 @@ pub struct NatsServer {
     port: u16,
     monitor_port: u16,
     dir: TempDir,
+    /// Configuration beyond the single-node defaults (a cluster node's name and routes).
+    extra: String,
 }
 
 impl NatsServer {
@@ -25,20 +27,61 @@ impl NatsServer {
         let mut last_error = String::new();
         for _ in 0..5 {
             let (port, monitor_port) = (free_port(), free_port());
-            match Self::spawn(&dir, port, monitor_port) {
-                Ok(process) => return NatsServer { process, port, monitor_port, dir },
+            match Self::spawn(&dir, port, monitor_port, "") {
+                Ok(process) => {
+                    return NatsServer { process, port, monitor_port, dir, extra: String::new() };
+                }
                 Err(e) => last_error = e,
             }
         }
         panic!("nats-server did not start: {last_error}");
     }
 
-    fn spawn(dir: &TempDir, port: u16, monitor_port: u16) -> Result<ChildProcess, String> {
+    /// Starts `nodes` nats-servers clustered over loopback routes (JetStream on each), and
+    /// waits until every node reports JetStream healthy with a meta leader.
+    pub fn cluster(nodes: usize) -> Vec<NatsServer> {
+        let routes: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let list = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let servers: Vec<NatsServer> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, route)| {
+                let dir = tempfile::Builder::new().prefix("tcoder-nats-").tempdir().expect("temp dir");
+                let extra = format!(
+                    "server_name: n{i}\ncluster {{\n  name: tcoder-test\n  listen: 127.0.0.1:{route}\n  routes: [{list}]\n}}\n"
+                );
+                let (port, monitor_port) = (free_port(), free_port());
+                let process = Self::spawn(&dir, port, monitor_port, &extra)
+                    .unwrap_or_else(|e| panic!("cluster node {i}: {e}"));
+                NatsServer { process, port, monitor_port, dir, extra }
+            })
+            .collect();
+        for server in &servers {
+            eventually(Duration::from_secs(30), || {
+                match http_get(server.monitor_addr(), "/healthz") {
+                    Ok((200, _)) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            });
+        }
+        servers
+    }
+
+    fn spawn(
+        dir: &TempDir,
+        port: u16,
+        monitor_port: u16,
+        extra: &str,
+    ) -> Result<ChildProcess, String> {
         let store = dir.path().join("jetstream");
         let conf = dir.path().join("nats-server.conf");
         let text = format!(
             "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n\
-             jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+             jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{extra}",
             store.display()
         );
         std::fs::write(&conf, text).map_err(|e| e.to_string())?;
@@ -89,9 +132,19 @@ impl NatsServer {
 
     /// Kills the server (SIGKILL) and starts it again on the same ports and store.
     pub fn restart(&mut self) {
+        self.kill();
+        self.start_again();
+    }
+
+    /// Kills the server (SIGKILL); `start_again` brings it back.
+    pub fn kill(&mut self) {
         self.process.kill();
+    }
+
+    /// Starts the server again on the same ports, store and configuration.
+    pub fn start_again(&mut self) {
         let process = eventually(Duration::from_secs(20), || {
-            Self::spawn(&self.dir, self.port, self.monitor_port)
+            Self::spawn(&self.dir, self.port, self.monitor_port, &self.extra)
         });
         self.process = process;
     }

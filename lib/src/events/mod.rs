@@ -108,6 +108,25 @@ pub enum NatsError {
     Read(String),
 }
 
+impl Config {
+    /// The servers of `url`: one URL, or several separated by commas (the nodes of a cluster;
+    /// the client picks one and fails over to the others).
+    pub fn servers(&self) -> Result<Vec<async_nats::ServerAddr>, NatsError> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(|url| {
+                url.parse::<async_nats::ServerAddr>().map_err(|e| NatsError::Connect {
+                    url: url.to_owned(),
+                    timeout: Duration::ZERO,
+                    reason: format!("not a NATS URL: {e}"),
+                })
+            })
+            .collect()
+    }
+}
+
 /// Connects, retrying (bounded by `connect_timeout`) so services may start in any order.
 /// After the first connection the client reconnects by itself.
 pub async fn connect(config: &Config, client_name: &str) -> Result<async_nats::Client, NatsError> {
@@ -125,7 +144,7 @@ pub async fn connect(config: &Config, client_name: &str) -> Result<async_nats::C
             options =
                 options.require_tls(true).add_root_certificates(config.tls_ca_file.clone().into());
         }
-        match options.connect(config.url.as_str()).await {
+        match options.connect(config.servers()?).await {
             Ok(client) => return Ok(client),
             Err(e) if tokio::time::Instant::now() + delay < deadline => {
                 tracing::debug!(error = %e, "NATS not reachable yet; retrying");

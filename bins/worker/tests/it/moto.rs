@@ -1,0 +1,54 @@
+//! The whole pipeline on a second, independent S3 implementation: moto's server mode. The
+//! presigned PUT of the source, HEAD checks, ranged downloads and a multipart upload of an
+//! output (over 16 MiB) all go to moto, and ffprobe reads the result back from it.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::Pipeline;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_completes_on_moto_with_a_presigned_upload_and_a_multipart_output() {
+    let moto = testkit::MotoServer::start("tcoder-test");
+    let s3 = moto.service_env();
+    let pipeline = Pipeline::start_with(&s3).await;
+    let _worker = pipeline.worker(&s3);
+
+    // ~22 MB of constant-rate H.264: its stream copy is uploaded in 8 MiB parts.
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440", "-t", "4", "-c:v", "libx264"])
+        .args(["-preset", "ultrafast", "-b:v", "45M", "-minrate", "45M", "-maxrate", "45M"])
+        .args(["-bufsize", "10M", "-x264-params", "nal-hrd=cbr", "-c:a", "aac", "-shortest"])
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let size = std::fs::metadata(&source).unwrap().len();
+    assert!(size > 17 * 1024 * 1024, "{size} bytes: not enough for a multipart output");
+
+    let id = pipeline.submit(&source, json!({ "preset": "default" })).await;
+    let job = pipeline.wait_status(&id, "completed", Duration::from_secs(120)).await;
+    assert_eq!(job["source"]["size"], size);
+    let mp4 = job["result"]["renditions"][0]["mp4"].as_str().unwrap().to_owned();
+    assert!(
+        mp4.starts_with(&format!("http://{}/tcoder-test/outputs/acme/{id}/", moto.addr())),
+        "{mp4}"
+    );
+    let head = pipeline.http.head(&mp4).send().await.unwrap();
+    assert_eq!(head.status(), reqwest::StatusCode::OK);
+    let stored: u64 = head.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    assert!(stored > 16 * 1024 * 1024, "{stored} bytes: the output went up in one part");
+
+    // An independent reader sees the whole video in the object moto assembled from parts.
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", &mp4])
+        .output()
+        .unwrap();
+    assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
+    let duration: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().unwrap();
+    assert!((duration - 4.0).abs() < 0.1, "{duration}");
+}
