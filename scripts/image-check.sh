@@ -66,8 +66,10 @@ if podman run --rm --network none --entrypoint /usr/bin/ldd localhost/tcoder-ser
     /usr/local/bin/tcoder-ingest /usr/local/bin/tcoder-dispatcher /usr/local/bin/tcoder | grep -q libav; then
   die "a services binary links FFmpeg"
 fi
-history="$(podman history --no-trunc --format '{{.CreatedBy}}' localhost/tcoder-worker:check localhost/tcoder-services:check)"
-if grep -qiE 'secret|password|token' <<<"$history"; then die "a layer mentions a secret: $history"; fi
+for image in worker services; do
+  history="$(podman history --no-trunc --format '{{.CreatedBy}}' "localhost/tcoder-$image:check")"
+  if grep -qiE 'secret|password|token' <<<"$history"; then die "a $image layer mentions a secret: $history"; fi
+done
 
 say "starting a tcoder up stack (no workers of its own) and the worker image against it"
 data="$work/stack"
@@ -85,18 +87,18 @@ cleanup() {
 trap cleanup EXIT
 for _ in $(seq 1 120); do grep -q "admin endpoints" "$work/up.log" && break; sleep 0.5; done
 grep -q "admin endpoints" "$work/up.log" || die "tcoder up did not start: $(tail -5 "$work/up.log")"
-field() { grep -E "^  $1 " "$work/up.log" | awk '{print $NF}' | head -1; }
-nats="$(grep -E '^  nats ' "$work/up.log" | awk '{print $2}')"
+nats="$(grep -E '^  nats +nats://' "$work/up.log" | awk '{print $2}')"
 redis="$(grep -E '^  redis ' "$work/up.log" | awk '{print $2}')"
 store="$(grep -E '^  object store ' "$work/up.log" | awk '{print $3}')"
 password() { awk -v s="$1" '$1 == s {print $2}' "$data/control-plane-passwords"; }
 credentials="$(cat "$data/s3-credentials")"
+admin="127.0.0.1:$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 worker="$(podman run -d --network host \
   -e TCODER__NATS__URL="$nats" -e TCODER__NATS__USER=worker -e TCODER__NATS__PASSWORD="$(password worker)" \
   -e TCODER__REDIS__URL="redis://worker:$(password worker)@${redis#redis://}" \
   -e TCODER__S3__ENDPOINT="$store" -e TCODER__S3__FORCE_PATH_STYLE=true \
   -e TCODER__S3__ACCESS_KEY_ID="${credentials%%:*}" -e TCODER__S3__SECRET_ACCESS_KEY="${credentials#*:}" \
-  -e TCODER__ADMIN__BIND=127.0.0.1:0 -e TCODER__WORKER__IDLE_TIMEOUT=0s \
+  -e TCODER__ADMIN__BIND="$admin" -e TCODER__WORKER__IDLE_TIMEOUT=10m \
   localhost/tcoder-worker:check)"
 
 clip="$work/clip.mp4"
@@ -107,7 +109,11 @@ summary="$(./target/release/tcoder submit "$clip" --preset hls --quality 144p --
   || die "the job did not complete: $(podman logs --tail 20 "$worker" 2>&1)"
 grep -q '"status": *"completed"' <<<"$summary" || die "not completed: $summary"
 id="$(sed -n 's/.*"id": *"\(job_[0-9a-f]*\)".*/\1/p' <<<"$summary" | head -1)"
-uid="$(podman exec "$worker" /usr/bin/id -u)"
+podman logs "$worker" > "$work/worker.log" 2>&1 || true
+uid="$(podman exec "$worker" /usr/bin/id -u)" || die "the worker container stopped: $(tail -20 "$work/worker.log")"
 [ "$uid" = "10001" ] || die "the worker ran as uid $uid"
-podman logs "$worker" 2>&1 | grep -q "$id" || die "the container's worker did not run $id"
-say "ok: job $id completed by the worker image as uid $uid ($((SECONDS - started)) s)"
+# Its admin server (host network) counts the job it completed; no other worker exists.
+completed="$(curl -fsS "http://$admin/metrics" | awk '/^tcoder_worker_jobs_total\{.*outcome="completed"/ {s += $2} END {print s + 0}')"
+[ "$completed" -ge 1 ] || die "the container's worker reports no completed job (admin $admin)"
+sandbox="$(curl -fsS "http://$admin/metrics" | awk '/^tcoder_engine_sandbox_incomplete_total/ {print $2}')"
+say "ok: job $id completed by the worker image as uid $uid (engine runs with an incomplete sandbox: ${sandbox:-0}; $((SECONDS - started)) s)"

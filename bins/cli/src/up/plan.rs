@@ -31,6 +31,9 @@ pub(crate) struct StackPlan {
     pub webhook_secret_key: Option<String>,
     /// The NATS password of tenant `local`'s event producer (`producer-local`).
     pub producer_password: Option<String>,
+    /// Whether the dispatcher starts worker processes here (`local`), or workers come from
+    /// elsewhere (`[dispatcher] provider = "none"`: containers, another host).
+    pub local_workers: bool,
 }
 
 impl StackPlan {
@@ -63,6 +66,8 @@ impl StackPlan {
             passwords: Vec::new(),
             webhook_secret_key: None,
             producer_password: None,
+            // The stack never drives Fly from a laptop: anything but `none` is local workers.
+            local_workers: dispatcher.dispatcher.provider != tcoder::config::ProviderKind::None,
         })
     }
 
@@ -143,7 +148,10 @@ impl StackPlan {
             ("TCODER__INGEST__LOCAL_STORE__ENABLED", "true".to_owned()),
             ("TCODER__INGEST__LOCAL_STORE__BIND", self.store.to_string()),
             ("TCODER__INGEST__LOCAL_STORE__DATA_DIR", objects.display().to_string()),
-            ("TCODER__DISPATCHER__PROVIDER", "local".to_owned()),
+            (
+                "TCODER__DISPATCHER__PROVIDER",
+                if self.local_workers { "local" } else { "none" }.to_owned(),
+            ),
             ("TCODER__WORKER__SCRATCH_DIR", scratch.display().to_string()),
         ]
         .into_iter()
