@@ -102,25 +102,21 @@ else
     || die "pip install ${PYTHON_CHECKERS[*]} failed"
 fi
 
-asyncapi="$tools/npm/node_modules/.bin/asyncapi"
-if [ -x "$asyncapi" ] && grep -q "\"version\": \"$ASYNCAPI_CLI_VERSION\"" "$tools/npm/node_modules/@asyncapi/cli/package.json" 2>/dev/null; then
-  say "asyncapi cli $ASYNCAPI_CLI_VERSION present"
-else
-  say "installing @asyncapi/cli $ASYNCAPI_CLI_VERSION from npm (about a minute)"
-  mkdir -p "$tools/npm"
-  npm install --prefix "$tools/npm" --no-audit --no-fund --loglevel=error \
-    "@asyncapi/cli@$ASYNCAPI_CLI_VERSION" >/dev/null || die "npm install @asyncapi/cli failed"
-fi
-
-hlsjs="$tools/npm/node_modules/hls.js/package.json"
-if [ -f "$hlsjs" ] && grep -q "\"version\": \"$HLS_JS_VERSION\"" "$hlsjs"; then
-  say "hls.js $HLS_JS_VERSION present"
-else
-  say "installing hls.js $HLS_JS_VERSION from npm (the web console's player)"
-  mkdir -p "$tools/npm"
-  npm install --prefix "$tools/npm" --no-audit --no-fund --loglevel=error \
-    "hls.js@$HLS_JS_VERSION" >/dev/null || die "npm install hls.js failed"
-fi
+# npm_pinned <package> <version> <why>: installs the package into .tools/npm unless that
+# version is there.
+npm_pinned() {
+  local manifest="$tools/npm/node_modules/$1/package.json"
+  if [ -f "$manifest" ] && grep -q "\"version\": \"$2\"" "$manifest"; then
+    say "$1 $2 present"
+  else
+    say "installing $1 $2 from npm ($3)"
+    mkdir -p "$tools/npm"
+    npm install --prefix "$tools/npm" --no-audit --no-fund --loglevel=error "$1@$2" >/dev/null \
+      || die "npm install $1@$2 failed"
+  fi
+}
+npm_pinned @asyncapi/cli "$ASYNCAPI_CLI_VERSION" "checks docs/asyncapi.yaml; about a minute"
+npm_pinned hls.js "$HLS_JS_VERSION" "the web console's player"
 
 for bin in ffmpeg ffprobe redis-server pkg-config promtool; do
   command -v "$bin" >/dev/null 2>&1 || die "$bin not found on PATH after install"

@@ -44,28 +44,44 @@ pub fn validate_document(doc: &Path) -> Result<String, String> {
 /// Validates `samples` (`{"subject", "payload"}` or `{"message", "payload"}`) against the
 /// document's schemas; the names of the messages they covered.
 pub fn check_payloads(doc: &Path, samples: &[Value]) -> Result<Vec<String>, String> {
-    let python = crate::workspace_root().join(".tools/venv/bin/python");
-    let script = crate::workspace_root().join("testkit/python/asyncapi_payloads.py");
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let file = dir.path().join("samples.json");
-    std::fs::write(&file, serde_json::to_vec(samples).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
-    let output = Command::new(python)
-        .arg(script)
-        .arg(doc)
-        .arg(&file)
-        .output()
-        .map_err(|e| format!("run python: {e} (run scripts/setup.sh)"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(format!("{stdout}{}", String::from_utf8_lossy(&output.stderr)));
-    }
-    let report: Value =
-        serde_json::from_str(stdout.trim()).map_err(|e| format!("{e}: {stdout}"))?;
+    let samples = Value::from(samples.to_vec());
+    let report =
+        run_checker("asyncapi_payloads.py", &[FileArg::Path(doc), FileArg::Json(&samples)])?;
     Ok(report["covered"]
         .as_array()
         .map(|names| names.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
         .unwrap_or_default())
+}
+
+/// An argument of a checker script: a file as it is, or JSON written to a temporary file.
+enum FileArg<'a> {
+    Path(&'a Path),
+    Json(&'a Value),
+}
+
+/// Runs `testkit/python/<script>` with the venv's Python; its JSON report, or its output when
+/// it finds a problem.
+fn run_checker(script: &str, args: &[FileArg<'_>]) -> Result<Value, String> {
+    let root = crate::workspace_root();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut command = Command::new(root.join(".tools/venv/bin/python"));
+    command.arg(root.join("testkit/python").join(script));
+    for (i, arg) in args.iter().enumerate() {
+        match arg {
+            FileArg::Path(path) => command.arg(path),
+            FileArg::Json(value) => {
+                let file = dir.path().join(format!("{i}.json"));
+                std::fs::write(&file, value.to_string()).map_err(|e| e.to_string())?;
+                command.arg(file)
+            }
+        };
+    }
+    let output = command.output().map_err(|e| format!("run python: {e} (run scripts/setup.sh)"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!("{stdout}{}", String::from_utf8_lossy(&output.stderr)));
+    }
+    serde_json::from_str(stdout.trim()).map_err(|e| format!("{e}: {stdout}"))
 }
 
 /// Every message the document defines (`components.messages`), read with a YAML parser
@@ -113,24 +129,8 @@ pub fn run_producer(args: &[&str], env: &[(&str, &str)]) -> Value {
 /// (`{"method", "path", "status", "content_type", "body"}`) against it with `jsonschema`
 /// (`testkit/python/openapi_check.py`); how many operations the document has.
 pub fn check_openapi(document: &Value, answers: &[Value]) -> Result<u64, String> {
-    let python = crate::workspace_root().join(".tools/venv/bin/python");
-    let script = crate::workspace_root().join("testkit/python/openapi_check.py");
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let (doc, samples) = (dir.path().join("openapi.json"), dir.path().join("answers.json"));
-    std::fs::write(&doc, document.to_string()).map_err(|e| e.to_string())?;
-    std::fs::write(&samples, Value::from(answers.to_vec()).to_string())
-        .map_err(|e| e.to_string())?;
-    let output = Command::new(python)
-        .arg(script)
-        .arg(&doc)
-        .arg(&samples)
-        .output()
-        .map_err(|e| format!("run python: {e} (run scripts/setup.sh)"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(format!("{stdout}{}", String::from_utf8_lossy(&output.stderr)));
-    }
-    let report: Value =
-        serde_json::from_str(stdout.trim()).map_err(|e| format!("{e}: {stdout}"))?;
+    let answers = Value::from(answers.to_vec());
+    let report =
+        run_checker("openapi_check.py", &[FileArg::Json(document), FileArg::Json(&answers)])?;
     Ok(report["operations"].as_u64().unwrap_or(0))
 }

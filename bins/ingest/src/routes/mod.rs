@@ -28,7 +28,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/events", get(events::stream))
         .route("/v1/webhook-secret", get(jobs::webhook_secret))
-        .route("/v1/play/{token}/{*key}", get(play::play).head(play::play_head))
+        .route("/v1/play/{token}/{*key}", get(play::play).head(play::play))
         .route("/v1/notifications/r2", post(notifications::r2))
         .route("/v1/notifications/s3", post(notifications::s3))
         .route("/asyncapi.yaml", get(asyncapi))

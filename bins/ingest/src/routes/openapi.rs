@@ -29,7 +29,6 @@ use super::{console, events, jobs, notifications, play};
         events::stream,
         jobs::webhook_secret,
         play::play,
-        play::play_head,
         notifications::r2,
         notifications::s3,
         super::asyncapi,
@@ -37,7 +36,7 @@ use super::{console, events, jobs, notifications, play};
         console::index,
         console::asset,
     ),
-    modifiers(&Security),
+    modifiers(&Security, &DistinctOperationIds),
     tags(
         (name = "jobs", description = "Create, read, list, follow and cancel jobs"),
         (name = "webhooks", description = "Verifying tcoder's signed webhooks"),
@@ -71,6 +70,22 @@ impl utoipa::Modify for Security {
             "notification_secret",
             bearer("`[ingest] notification_secret`, shared with the store's notifier"),
         );
+    }
+}
+
+/// One handler serves GET and HEAD of a playback URL; operation ids must be unique, so the
+/// HEAD operation gets its own.
+struct DistinctOperationIds;
+
+impl utoipa::Modify for DistinctOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            if let (Some(get), Some(head)) = (&item.get, &mut item.head)
+                && head.operation_id == get.operation_id
+            {
+                head.operation_id = head.operation_id.as_ref().map(|id| format!("{id}_head"));
+            }
+        }
     }
 }
 

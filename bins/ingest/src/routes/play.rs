@@ -16,7 +16,7 @@ use crate::state::AppState;
 /// An output through a signed playback URL (`delivery = "signed"`): byte ranges, HEAD,
 /// the object's content type.
 #[utoipa::path(
-    get, path = "/v1/play/{token}/{key}", tag = "delivery",
+    method(get, head), path = "/v1/play/{token}/{key}", tag = "delivery",
     params(
         ("token" = String, Path, description = "The playback token of the job's outputs"),
         ("key" = String, Path, description = "The output's key (may contain /)"),
@@ -78,30 +78,4 @@ pub(crate) async fn play(
     // The URL carries a credential: shared caches must not keep the object for others.
     set(header::CACHE_CONTROL, Some("private, max-age=3600".to_owned()));
     Ok(response.into_response())
-}
-
-/// The headers of an output through a signed playback URL.
-#[utoipa::path(
-    head, path = "/v1/play/{token}/{key}", tag = "delivery",
-    params(
-        ("token" = String, Path, description = "The playback token of the job's outputs"),
-        ("key" = String, Path, description = "The output's key (may contain /)"),
-        ("Range" = Option<String>, Header, description = "bytes=…"),
-    ),
-    responses(
-        (status = 200, description = "The object", body = Vec<u8>, content_type = "application/octet-stream"),
-        (status = 206, description = "The requested range", body = Vec<u8>, content_type = "application/octet-stream"),
-        (status = 403, description = "The token is invalid, expired or for other outputs", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such object, or signed delivery is off", body = Problem, content_type = "application/problem+json"),
-        (status = 416, description = "The range is not satisfiable", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-pub(crate) async fn play_head(
-    state: State<AppState>,
-    path: Path<(String, String)>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    play(state, path, method, headers).await
 }
