@@ -15,6 +15,7 @@ const TERMINAL: &str = "const s = document.getElementById('job-status').dataset.
 
 #[test]
 fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
+    let _stack = crate::one_stack_at_a_time();
     let data = tempfile::tempdir().unwrap();
     let (mut up, lines) = spawn_up(data.path(), &[]);
     let summary = read_summary(&lines);

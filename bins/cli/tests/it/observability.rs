@@ -102,6 +102,7 @@ fn referenced_names(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn prometheus_scrapes_every_service_of_the_stack_and_dashboards_use_only_exported_metrics() {
+    let _stack = crate::one_stack_at_a_time();
     let data = tempfile::tempdir().unwrap();
     let (mut up, lines) = spawn_up(
         data.path(),

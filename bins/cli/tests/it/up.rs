@@ -88,6 +88,7 @@ pub(crate) fn addr(url: &str) -> SocketAddr {
 
 #[test]
 fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
+    let _stack = crate::one_stack_at_a_time();
     let data = tempfile::tempdir().unwrap();
     let (mut up, lines) = spawn_up(data.path(), &[]);
     let summary = read_summary(&lines);
@@ -483,6 +484,7 @@ fn results_play_without_credentials_and_pages_may_call(
 /// play through every playlist and segment, and stop working when they expire.
 #[test]
 fn signed_delivery_plays_through_the_whole_tree_and_expires() {
+    let _stack = crate::one_stack_at_a_time();
     const SECRET: &str = "a-playback-secret-for-tests";
     let data = tempfile::tempdir().unwrap();
     let (mut up, lines) = spawn_up(
@@ -547,6 +549,7 @@ fn signed_delivery_plays_through_the_whole_tree_and_expires() {
 /// redis-server log a clean shutdown, and the job completes once the stack is up again.
 #[test]
 fn ctrl_c_through_tee_stops_cleanly_the_job_completes_after_restart_and_revocations_hold() {
+    let _stack = crate::one_stack_at_a_time();
     let data = tempfile::tempdir().unwrap();
     let log = data.path().join("up.log");
     let (reader, writer) = std::io::pipe().unwrap();
