@@ -86,14 +86,10 @@ fn the_store_is_not_exposed_with_the_shipped_credentials() {
 /// code defines (and `tcoder up` uses): the shipped file cannot drift from them.
 #[test]
 fn the_shipped_nats_config_has_the_services_permissions() {
-    use tcoder::config::Service;
     let file =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/nats-server.conf");
     let shipped = std::fs::read_to_string(file).unwrap();
-    let placeholders =
-        Service::ALL.map(|s| (s, format!("${}_NATS_PASSWORD", s.name().to_uppercase())));
-    let users: Vec<(Service, &str)> = placeholders.iter().map(|(s, p)| (*s, p.as_str())).collect();
-    let block = tcoder::events::permissions::authorization_block(&users);
+    let block = production_authorization_block();
     assert!(shipped.contains(&block), "deploy/nats/nats-server.conf should contain:\n{block}");
     // Its example producer user is the one the code defines.
     let acme = tcoder::jobs::Tenant::parse("acme").unwrap();
@@ -129,16 +125,13 @@ fn the_compose_stack_is_accepted_by_docker_compose_and_nats_server() {
     }
 
     let nats_conf = compose.join("nats-server.conf");
-    let placeholders =
-        Service::ALL.map(|s| (s, format!("${}_NATS_PASSWORD", s.name().to_uppercase())));
-    let users: Vec<(Service, &str)> = placeholders.iter().map(|(s, p)| (*s, p.as_str())).collect();
-    let block = tcoder::events::permissions::authorization_block(&users);
+    let block = production_authorization_block();
     assert!(std::fs::read_to_string(&nats_conf).unwrap().contains(&block));
     let mut check =
         std::process::Command::new(testkit::tool_path("nats-server", "TCODER_NATS_SERVER"));
     check.arg("-t").arg("-c").arg(&nats_conf);
-    for (service, _) in &placeholders {
-        check.env(format!("{}_NATS_PASSWORD", service.name().to_uppercase()), "x");
+    for service in Service::ALL {
+        check.env(password_variable(service), "x");
     }
     let checked = check.output().unwrap();
     assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
@@ -146,4 +139,18 @@ fn the_compose_stack_is_accepted_by_docker_compose_and_nats_server() {
     let setup = std::fs::read_to_string(root.join("scripts/setup.sh")).unwrap();
     let version = setup.split("NATS_SERVER_VERSION=\"").nth(1).unwrap().split('"').next().unwrap();
     assert!(resolved.contains(&format!("image: docker.io/library/nats:{version}\n")), "{resolved}");
+}
+
+/// The nats-server variable holding `service`'s password in the shipped configurations.
+fn password_variable(service: tcoder::config::Service) -> String {
+    format!("{}_NATS_PASSWORD", service.name().to_uppercase())
+}
+
+/// The `authorization` block the code generates with every password a `$VARIABLE`, as the
+/// shipped nats-server configurations must contain it.
+fn production_authorization_block() -> String {
+    use tcoder::config::Service;
+    let placeholders = Service::ALL.map(|s| (s, format!("${}", password_variable(s))));
+    let users: Vec<(Service, &str)> = placeholders.iter().map(|(s, p)| (*s, p.as_str())).collect();
+    tcoder::events::permissions::authorization_block(&users)
 }

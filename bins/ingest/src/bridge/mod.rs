@@ -123,7 +123,18 @@ impl Bridge {
         event: &ObjectCreated,
         source: UploadSource,
     ) -> Result<Outcome, Transient> {
-        let outcome = self.decide(event, source).await;
+        self.handle_with(event, source, None).await
+    }
+
+    /// As [`Bridge::handle`], with the watch rules already read (`None`: read them if the
+    /// object is not a job's upload) — the sweep reads them once for every object it lists.
+    pub(crate) async fn handle_with(
+        &self,
+        event: &ObjectCreated,
+        source: UploadSource,
+        rules: Option<&[WatchRule]>,
+    ) -> Result<Outcome, Transient> {
+        let outcome = self.decide(event, source, rules).await;
         let label = match &outcome {
             Ok(outcome) => outcome.as_str(),
             Err(_) => "retry",
@@ -147,12 +158,13 @@ impl Bridge {
         &self,
         event: &ObjectCreated,
         source: UploadSource,
+        rules: Option<&[WatchRule]>,
     ) -> Result<Outcome, Transient> {
         if event.bucket != self.bucket {
             return Ok(Outcome::UnknownKey);
         }
         let Some((tenant, job_id)) = keys::parse_upload_key(&event.key) else {
-            return self.watched(event, source).await;
+            return self.watched(event, source, rules).await;
         };
         let job = self.jobs.get(&job_id).await.map_err(|e| Transient(e.to_string()))?;
         let Some(job) = job.filter(|j| j.tenant == tenant && j.upload_key == event.key) else {
@@ -211,7 +223,7 @@ impl Bridge {
             Ok(_) => {}
             // Another source won the race: it is now a duplicate.
             Err(TransitionError::Illegal { .. }) => {
-                return Box::pin(self.decide(event, source)).await;
+                return Box::pin(self.decide(event, source, rules)).await;
             }
             Err(TransitionError::Missing) => return Ok(Outcome::UnknownKey),
             Err(TransitionError::Store(e)) => return Err(Transient(e.to_string())),
@@ -239,9 +251,17 @@ impl Bridge {
         &self,
         event: &ObjectCreated,
         source: UploadSource,
+        rules: Option<&[WatchRule]>,
     ) -> Result<Outcome, Transient> {
-        let rules = self.watch.current().await.map_err(|e| Transient(e.to_string()))?;
-        let Some(rule) = tcoder::watch::matching(&rules, &event.key) else {
+        let read;
+        let rules = match rules {
+            Some(rules) => rules,
+            None => {
+                read = self.watch.current().await.map_err(|e| Transient(e.to_string()))?;
+                &read
+            }
+        };
+        let Some(rule) = tcoder::watch::matching(rules, &event.key) else {
             return Ok(Outcome::UnknownKey);
         };
         // A repeat of a version seen before (made a job, or rejected) needs no HEAD.
@@ -263,9 +283,13 @@ impl Bridge {
             return Ok(Outcome::Old);
         }
         if let Some((outcome, message)) = self.size_problem(head.size) {
-            // Listings and HEAD may tell a different ETag (some stores, for empty objects).
+            // Listings and HEAD may tell a different ETag (some stores, for empty objects):
+            // a version not looked up above is looked up now.
             let version = UploadEvent::id_for(&self.bucket, &event.key, &head.etag);
-            if self.watch.was_rejected(&version).await.map_err(|e| Transient(e.to_string()))? {
+            let looked_up = event.etag.as_deref() == Some(head.etag.as_str());
+            if !looked_up
+                && self.watch.was_rejected(&version).await.map_err(|e| Transient(e.to_string()))?
+            {
                 return Ok(Outcome::Duplicate);
             }
             let code = if outcome == Outcome::Empty { "source.empty" } else { "source.too_large" };

@@ -131,7 +131,8 @@ impl Sweeper {
                     size: Some(object.size),
                     etag: Some(object.etag),
                 };
-                if bridge.handle(&event, UploadSource::Sweep).await? == super::Outcome::Watched {
+                let outcome = bridge.handle_with(&event, UploadSource::Sweep, Some(&rules)).await?;
+                if outcome == super::Outcome::Watched {
                     made += 1;
                 }
             }

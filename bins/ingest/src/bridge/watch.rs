@@ -2,8 +2,6 @@
 //! `uploads/` (one HGETALL, well under a millisecond), so `tcoder watch add` takes effect
 //! with the next object.
 
-use std::sync::Arc;
-
 use tcoder::redis::StoreError;
 use tcoder::watch::{self, WatchRule};
 
@@ -24,8 +22,8 @@ impl WatchRules {
     }
 
     /// The rules now.
-    pub(crate) async fn current(&self) -> Result<Arc<Vec<WatchRule>>, StoreError> {
-        Ok(Arc::new(watch::list(&mut self.redis.clone()).await?))
+    pub(crate) async fn current(&self) -> Result<Vec<WatchRule>, StoreError> {
+        watch::list(&mut self.redis.clone()).await
     }
 
     /// Marks an object version (`<bucket>/<key>/<etag>`) as rejected for the dedup window.
