@@ -164,15 +164,24 @@ impl Pipeline {
         assert_eq!(put.status(), StatusCode::OK);
         let key = format!("uploads/{tenant}/{id}/source");
         let notification = json!({ "Records": [{ "eventName": "ObjectCreated:Put", "s3": { "bucket": { "name": self.env.s3.bucket() }, "object": { "key": key } } }] });
-        let notified = self
-            .http
-            .post(format!("{}/v1/notifications/s3", self.api))
-            .bearer_auth(SECRET)
-            .json(&notification)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(notified.status(), StatusCode::OK);
+        // As S3 does, the notification is sent again while ingest answers 503 (a dependency
+        // is failing over); it must be accepted within the bound.
+        testkit::eventually_async(Duration::from_secs(30), || async {
+            let notified = self
+                .http
+                .post(format!("{}/v1/notifications/s3", self.api))
+                .bearer_auth(SECRET)
+                .json(&notification)
+                .send()
+                .await
+                .unwrap();
+            match notified.status() {
+                StatusCode::OK => Ok(()),
+                StatusCode::SERVICE_UNAVAILABLE => Err("503: retry"),
+                other => panic!("the notification was refused: {other}"),
+            }
+        })
+        .await;
         id
     }
 
