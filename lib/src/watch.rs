@@ -127,7 +127,7 @@ fn rules_key() -> String {
 /// Marks an object version a rule could not take (empty, too large), so sweeps that list it
 /// again within the dedup window neither announce it again nor look it up in the store.
 pub async fn remember_rejected(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut crate::redis::Conn,
     version: &str,
 ) -> Result<(), StoreError> {
     let () = redis.set_ex(rejected_key(version), 1, DEDUP_WINDOW.as_secs()).await?;
@@ -136,7 +136,7 @@ pub async fn remember_rejected(
 
 /// Whether [`remember_rejected`] marked this object version.
 pub async fn was_rejected(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut crate::redis::Conn,
     version: &str,
 ) -> Result<bool, StoreError> {
     Ok(redis.exists(rejected_key(version)).await?)
@@ -149,7 +149,7 @@ fn rejected_key(version: &str) -> String {
 }
 
 /// Every rule, by name.
-pub async fn list(redis: &mut redis::aio::ConnectionManager) -> Result<Vec<WatchRule>, StoreError> {
+pub async fn list(redis: &mut crate::redis::Conn) -> Result<Vec<WatchRule>, StoreError> {
     let raw: HashMap<String, String> = redis.hgetall(rules_key()).await?;
     let mut rules = Vec::with_capacity(raw.len());
     for (name, json) in raw {
@@ -167,7 +167,7 @@ pub async fn list(redis: &mut redis::aio::ConnectionManager) -> Result<Vec<Watch
 /// Adds or replaces a rule. Replacing one with the same prefix and tenant keeps its
 /// creation time, so restarting ingest with `[[ingest.watch]]` does not widen what it sees.
 pub async fn put(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut crate::redis::Conn,
     rule: &WatchRule,
 ) -> Result<WatchRule, StoreError> {
     let existing: Option<String> = redis.hget(rules_key(), &rule.name).await?;
@@ -184,10 +184,7 @@ pub async fn put(
 }
 
 /// Removes a rule; whether it existed.
-pub async fn remove(
-    redis: &mut redis::aio::ConnectionManager,
-    name: &str,
-) -> Result<bool, StoreError> {
+pub async fn remove(redis: &mut crate::redis::Conn, name: &str) -> Result<bool, StoreError> {
     let removed: i64 = redis.hdel(rules_key(), name).await?;
     Ok(removed == 1)
 }

@@ -5,6 +5,7 @@
 //! - [`RedisServer`]: redis-server without persistence (or with AOF `always` when asked).
 //! - [`S3Server`]: an S3 endpoint (s3s + s3s-fs, the same code as tcoder's embedded store) with
 //!   SigV4 auth, in a temp dir.
+//! - [`RedisSentinels`]: a Redis primary, its replica and three redis-sentinel processes.
 //! - [`TestEnv`]: all three at once.
 //! - [`corpus`]: the malicious/malformed input corpus (docs/DESIGN.md, "Untrusted media"); [`Canary`] for SSRF.
 //! - [`media`]: tiny clips generated with FFmpeg's lavfi sources, cached under `target/`.
@@ -36,6 +37,7 @@ mod ports;
 mod process;
 mod redis;
 mod s3;
+mod sentinel;
 mod service;
 mod wait;
 pub mod webhook;
@@ -50,6 +52,7 @@ pub use ports::free_port;
 pub use process::ChildProcess;
 pub use redis::RedisServer;
 pub use s3::S3Server;
+pub use sentinel::RedisSentinels;
 pub use service::{ServiceProcess, assert_admin_endpoints, assert_binary_stops_cleanly};
 pub use wait::{eventually, eventually_async};
 

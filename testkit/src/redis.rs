@@ -15,6 +15,8 @@ pub struct RedisServer {
     process: ChildProcess,
     port: u16,
     persistent: bool,
+    /// More redis-server arguments (e.g. `--replicaof`), kept for restarts.
+    extra_args: Vec<String>,
     dir: TempDir,
 }
 
@@ -30,19 +32,30 @@ impl RedisServer {
     }
 
     fn start_with(persistent: bool) -> RedisServer {
+        Self::start_with_args(persistent, &[])
+    }
+
+    /// Starts redis-server with more arguments (`["--replicaof", "127.0.0.1 6379"]`).
+    pub fn start_with_args(persistent: bool, extra_args: &[&str]) -> RedisServer {
         let dir = tempfile::Builder::new().prefix("tcoder-redis-").tempdir().expect("temp dir");
+        let extra_args: Vec<String> = extra_args.iter().map(|a| (*a).to_owned()).collect();
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
-            match Self::spawn(&dir, port, persistent) {
-                Ok(process) => return RedisServer { process, port, persistent, dir },
+            match Self::spawn(&dir, port, persistent, &extra_args) {
+                Ok(process) => return RedisServer { process, port, persistent, extra_args, dir },
                 Err(e) => last_error = e,
             }
         }
         panic!("redis-server did not start: {last_error}");
     }
 
-    fn spawn(dir: &TempDir, port: u16, persistent: bool) -> Result<ChildProcess, String> {
+    fn spawn(
+        dir: &TempDir,
+        port: u16,
+        persistent: bool,
+        extra_args: &[String],
+    ) -> Result<ChildProcess, String> {
         let mut command = Command::new(tool_path("redis-server", "TCODER_REDIS_SERVER"));
         command
             .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
@@ -50,6 +63,7 @@ impl RedisServer {
             .arg(dir.path())
             .args(["--appendonly", if persistent { "yes" } else { "no" }])
             .args(["--appendfsync", "always"])
+            .args(extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let mut process =
@@ -97,7 +111,7 @@ impl RedisServer {
     /// Starts a killed server again on the same port (and, when persistent, the same data).
     pub fn start_again(&mut self) {
         let process = eventually(Duration::from_secs(20), || {
-            Self::spawn(&self.dir, self.port, self.persistent)
+            Self::spawn(&self.dir, self.port, self.persistent, &self.extra_args)
         });
         self.process = process;
     }
@@ -108,7 +122,7 @@ impl RedisServer {
     }
 }
 
-fn ping(addr: SocketAddr) -> std::io::Result<()> {
+pub(crate) fn ping(addr: SocketAddr) -> std::io::Result<()> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     stream.write_all(b"PING\r\n")?;

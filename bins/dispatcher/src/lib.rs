@@ -3,6 +3,7 @@
 //! jobs, delivers signed webhooks, and relays committed-but-unpublished job events.
 
 mod dead_letters;
+mod leadership;
 mod metrics;
 mod observe;
 mod queue;
@@ -116,7 +117,20 @@ impl Service for App {
             max_attempts: u32::try_from(settings.nats.jobs_max_deliver).unwrap_or(u32::MAX),
             outcomes: metrics.dead_letters.clone(),
         };
+        // Several dispatchers may run at once; the loops that should run once per cluster take
+        // turns by lease, which outlives a dispatcher that dies by a few of its intervals.
+        let holder = leadership::holder_id();
+        let lease = |role: &'static str, interval: Duration| {
+            leadership::Leadership::new(
+                common.connections.redis.clone(),
+                role,
+                holder.clone(),
+                (interval * 3).max(Duration::from_secs(5)),
+                metrics.leader.with_label_values(&[role]),
+            )
+        };
         let reconciler = reconcile::Reconciler {
+            leadership: lease("reconciler", config.reconcile_interval),
             undeliverable: undeliverable.clone(),
             jobs: jobs.clone(),
             js: js.clone(),
@@ -158,6 +172,7 @@ impl Service for App {
             boot_grace: config.boot_grace,
             interval: config.scale_interval,
             reap_interval: config.reap_interval,
+            reaper: lease("reaper", config.reap_interval),
             metrics: metrics.clone(),
             started_at: Arc::default(),
         });

@@ -15,6 +15,7 @@ pub(crate) struct DispatcherMetrics {
     pub machines: IntGaugeVec,
     pub provider_calls: IntCounterVec,
     pub reaper_actions: IntCounterVec,
+    pub leader: IntGaugeVec,
 }
 
 /// A counter vector registered with its known label values at zero (see [`init_series`]).
@@ -51,6 +52,18 @@ impl DispatcherMetrics {
         )
         .expect("valid metric");
         metrics.register(&machines);
+        let leader = IntGaugeVec::new(
+            Opts::new(
+                "tcoder_dispatcher_leader",
+                "1 while this dispatcher runs the singleton loop (reconciler, reaper), else 0.",
+            ),
+            &["role"],
+        )
+        .expect("valid metric");
+        metrics.register(&leader);
+        for role in ["reconciler", "reaper"] {
+            leader.with_label_values(&[role]).set(0);
+        }
         DispatcherMetrics {
             upload_events: counter(
                 metrics,
@@ -89,6 +102,7 @@ impl DispatcherMetrics {
                 ],
             ),
             dlq_depth,
+            leader,
             webhook_attempts: counter(
                 metrics,
                 "tcoder_webhook_attempts_total",

@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use axum::response::IntoResponse as _;
 use prometheus::{IntGaugeVec, Opts};
-use redis::aio::ConnectionManager;
 use tcoder::events::subjects;
 use tcoder::jobs::{JobStatus, Priority};
 use tcoder::metrics::Metrics;
+use tcoder::redis::Conn;
 use tokio_util::sync::CancellationToken;
 
 const INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub(crate) struct Observer {
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub js: async_nats::jetstream::Context,
     jobs: IntGaugeVec,
     depth: IntGaugeVec,
@@ -27,7 +27,7 @@ pub(crate) struct Observer {
 impl Observer {
     pub(crate) fn new(
         metrics: &Metrics,
-        redis: ConnectionManager,
+        redis: Conn,
         js: async_nats::jetstream::Context,
     ) -> Observer {
         let jobs = IntGaugeVec::new(
@@ -102,7 +102,7 @@ impl Observer {
 
 /// `GET /sd/workers` on the dispatcher's admin port: Prometheus HTTP service discovery
 /// (`http_sd_configs`), one target group per registered worker with a known admin address.
-pub(crate) fn discovery_routes(redis: ConnectionManager) -> axum::Router {
+pub(crate) fn discovery_routes(redis: Conn) -> axum::Router {
     axum::Router::new().route(
         "/sd/workers",
         axum::routing::get(move || {

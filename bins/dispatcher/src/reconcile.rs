@@ -8,6 +8,9 @@
 //!   attempts were lost too often.
 //!
 //! A queued job whose work item still exists is left alone: JetStream will deliver it.
+//!
+//! With several dispatchers, one reconciles at a time (a leader lease): two would both find a
+//! lost work item and publish two.
 
 use std::time::Duration;
 
@@ -22,6 +25,8 @@ const BATCH: usize = 1000;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Reconciler {
+    /// Passes run in one dispatcher at a time.
+    pub leadership: crate::leadership::Leadership,
     pub undeliverable: crate::dead_letters::Undeliverable,
     pub jobs: JobStore,
     pub js: Context,
@@ -39,7 +44,9 @@ impl Reconciler {
                 () = tokio::time::sleep(self.interval) => {}
                 () = stop.cancelled() => return Ok(()),
             }
-            if let Err(e) = self.pass().await {
+            if self.leadership.hold().await
+                && let Err(e) = self.pass().await
+            {
                 tracing::warn!(error = %e, "reconcile pass failed; trying again next interval");
             }
             match tcoder::dlq::depth(&self.js).await {

@@ -6,35 +6,44 @@
 //! one Redis script that never lets machines alive + reserved exceed `max_machines`; each
 //! granted slot starts a stopped machine if there is one (reuse: faster, and stopped machines
 //! cost nothing) and creates a new one otherwise. Deferred uploads (tenant cap) are promoted.
+//! The cap is counted at the provider and in Redis, not in this process, so it holds with
+//! several dispatchers sharing one provider (see [`MAX_VIEW_AGE`], [`BOUND_RESERVATION`]).
 //!
 //! The reaper (every `reap_interval`): stops machines whose worker has idled past
 //! `idle_stop_after`, destroys machines whose worker lease expired while they ran (hung or
 //! crashed), destroys orphans (listed by the provider, unknown to the pool, no worker, older
-//! than `boot_grace`), and destroys stopped machines beyond `max_stopped`.
+//! than `boot_grace`), and destroys stopped machines beyond `max_stopped`. One dispatcher reaps
+//! at a time (a leader lease).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use tcoder::events::subjects;
 use tcoder::jobs::{Priority, now_ms};
 use tcoder::machines::{
     self, MachineProvider, MachineRecord, MachineState, ProviderMachine, ProviderState,
 };
+use tcoder::redis::Conn;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::DispatcherMetrics;
 use crate::queue::Queue;
 
-/// How long a granted slot counts against the cap before its machine shows up at the provider.
+/// How long a granted slot counts against the cap while its machine is being had.
 const RESERVATION_TTL: Duration = Duration::from_secs(60);
+/// An admission pass acts on a view of the provider at most this old; older, it starts over.
+/// Several dispatchers share the cap: one's view may predate a machine another just made.
+const MAX_VIEW_AGE: Duration = Duration::from_secs(15);
+/// How long a slot keeps counting once its machine exists (as that machine, so not twice):
+/// longer than [`MAX_VIEW_AGE`], so no view that misses the machine can miss the reservation.
+const BOUND_RESERVATION: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone)]
 pub(crate) struct Scaler {
     pub provider: Arc<dyn MachineProvider>,
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub nats: async_nats::Client,
     pub js: async_nats::jetstream::Context,
     pub queue: Queue,
@@ -44,6 +53,8 @@ pub(crate) struct Scaler {
     pub boot_grace: Duration,
     pub interval: Duration,
     pub reap_interval: Duration,
+    /// Reaper passes run in one dispatcher at a time.
+    pub reaper: crate::leadership::Leadership,
     pub metrics: DispatcherMetrics,
     /// Machines this dispatcher (re)started, and when (milliseconds since the epoch).
     pub started_at: Arc<std::sync::Mutex<HashMap<String, u64>>>,
@@ -141,8 +152,8 @@ impl View {
     }
 
     /// Machines alive at the provider (counted against `max_machines`).
-    pub(crate) fn alive(&self) -> usize {
-        self.machines.iter().filter(|m| m.state.is_alive()).count()
+    pub(crate) fn alive_ids(&self) -> Vec<&str> {
+        self.machines.iter().filter(|m| m.state.is_alive()).map(|m| m.id.as_str()).collect()
     }
 
     /// Stopped machines to start before creating new ones, the newest last (popped first).
@@ -222,7 +233,9 @@ impl Scaler {
             }
             if last_reap.elapsed() >= self.reap_interval {
                 last_reap = Instant::now();
-                if let Err(e) = self.reap().await {
+                if self.reaper.hold().await
+                    && let Err(e) = self.reap().await
+                {
                     tracing::warn!(error = %e, "reaper pass failed");
                 }
             }
@@ -284,6 +297,7 @@ impl Scaler {
             // Nothing to place: no provider call (the reaper keeps the machine view fresh).
             return Ok(());
         }
+        let viewed = Instant::now();
         let view = self.view().await?;
         let wanted = view.machines_wanted(demand, &self.clock(now_ms()));
         if wanted == 0 {
@@ -292,15 +306,15 @@ impl Scaler {
         let candidates: Vec<String> = (0..wanted.min(u64::from(self.max_machines)))
             .map(|_| format!("s{}", uuid::Uuid::now_v7().simple()))
             .collect();
+        if viewed.elapsed() > MAX_VIEW_AGE {
+            tracing::warn!(took = ?viewed.elapsed(), "the provider view is too old to admit on; next pass");
+            return Ok(());
+        }
         let mut redis = self.redis.clone();
-        let granted = machines::admit(
-            &mut redis,
-            self.max_machines,
-            view.alive(),
-            &candidates,
-            RESERVATION_TTL,
-        )
-        .await?;
+        let alive = view.alive_ids();
+        let granted =
+            machines::admit(&mut redis, self.max_machines, &alive, &candidates, RESERVATION_TTL)
+                .await?;
         if (granted.len() as u64) < wanted {
             self.metrics.admission.with_label_values(&["at_capacity"]).inc();
         }
@@ -323,6 +337,7 @@ impl Scaler {
                     self.metrics.admission.with_label_values(&[action]).inc();
                     self.metrics.provider_calls.with_label_values(&[provider, action, "ok"]).inc();
                     machines::remember(&mut redis, &id, &slot).await?;
+                    machines::bind(&mut redis, &slot, &id, BOUND_RESERVATION).await?;
                     tracing::info!(machine = %id, action, demand, "admitted a machine");
                 }
                 Err(e) => {
@@ -331,9 +346,9 @@ impl Scaler {
                         .with_label_values(&[provider, "create_or_start", "error"])
                         .inc();
                     tracing::warn!(error = %e, "cannot get a machine");
+                    machines::release(&mut redis, &slot).await?;
                 }
             }
-            machines::release(&mut redis, &slot).await?;
         }
         Ok(())
     }
@@ -444,7 +459,7 @@ mod tests {
         assert_eq!(view.machines_wanted(5, &clock()), 1);
         view.started_at.clear();
         assert_eq!(view.machines_wanted(3, &clock()), 0);
-        assert_eq!(view.alive(), 4);
+        assert_eq!(view.alive_ids().len(), 4);
         assert_eq!(view.reusable().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["parked"]);
     }
 

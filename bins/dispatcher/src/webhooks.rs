@@ -10,19 +10,19 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::AckKind;
 use futures_util::StreamExt;
 use prometheus::{Histogram, IntCounterVec};
-use redis::aio::ConnectionManager;
 use serde_json::json;
 use tcoder::events::{
     EventKind, JobEvent, OUTAGE_PATIENCE, holding, retry_through_outage, subjects,
 };
 use tcoder::jobs::{JobStatus, JobStore};
+use tcoder::redis::Conn;
 use tcoder::webhooks::{Deliverer, Delivery, tenant_secret};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub(crate) struct WebhookSender {
     pub jobs: JobStore,
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub js: async_nats::jetstream::Context,
     pub deliverer: Deliverer,
     pub schedule: Vec<Duration>,

@@ -10,6 +10,10 @@
 //! - the embedded S3-compatible store on `ingest.local_store.bind` (single-host stack);
 //! - the admin server (`/metrics`, `/healthz`, `/readyz`) on `admin.bind`.
 
+// The bridge's futures nest deeply (notification → job creation → a replicated Redis write);
+// the default limit of 128 stops the compiler computing their layout.
+#![recursion_limit = "256"]
+
 mod auth;
 mod bridge;
 mod error;

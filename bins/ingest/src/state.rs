@@ -12,7 +12,7 @@ use crate::metrics::IngestMetrics;
 #[derive(Clone, Debug)]
 pub(crate) struct AppState {
     pub jobs: JobStore,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: tcoder::redis::Conn,
     pub keys: ApiKeys,
     pub js: async_nats::jetstream::Context,
     pub s3: aws_sdk_s3::Client,

@@ -213,7 +213,7 @@ fn advertised_admin(bound: std::net::SocketAddr) -> Option<String> {
 /// Renews the machine's lease and record every third of the lease TTL.
 async fn heartbeat(
     worker: Worker,
-    mut redis: redis::aio::ConnectionManager,
+    mut redis: tcoder::redis::Conn,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let ttl = worker.config.lease_ttl;

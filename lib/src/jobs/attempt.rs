@@ -94,15 +94,17 @@ impl JobStore {
         worker: &str,
         ttl: Duration,
     ) -> Result<ClaimOutcome, StoreError> {
-        let mut conn = self.conn();
-        let reply: Vec<String> = CLAIM
-            .key(job_key(id))
-            .key(lease_key(id))
-            .arg(worker)
-            .arg(ttl_ms(ttl))
-            .arg(now_ms())
-            .arg(KEY_PREFIX)
-            .invoke_async(&mut conn)
+        let reply: Vec<String> = self
+            .conn()
+            .write_replicated(
+                CLAIM
+                    .key(job_key(id))
+                    .key(lease_key(id))
+                    .arg(worker)
+                    .arg(ttl_ms(ttl))
+                    .arg(now_ms())
+                    .arg(KEY_PREFIX),
+            )
             .await?;
         let status = |raw: &str| raw.parse::<JobStatus>().map_err(StoreError::Corrupt);
         match (reply.first().map(String::as_str), reply.get(1).map(String::as_str)) {
@@ -201,8 +203,7 @@ impl JobStore {
         for (name, value) in fields {
             invocation.arg(*name).arg(value);
         }
-        let mut conn = self.conn();
-        let reply: Vec<String> = invocation.invoke_async(&mut conn).await?;
+        let reply: Vec<String> = self.conn().write_replicated(&invocation).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => Ok(FinishOutcome::Finished),
             Some("fenced") => Ok(FinishOutcome::Fenced),
@@ -217,14 +218,11 @@ impl JobStore {
             Recovery::Replay => "replay",
             Recovery::Bump => "bump",
         };
-        let mut conn = self.conn();
-        let reply: Vec<String> = RECOVER
-            .key(job_key(id))
-            .key(lease_key(id))
-            .arg(mode)
-            .arg(now_ms())
-            .arg(KEY_PREFIX)
-            .invoke_async(&mut conn)
+        let reply: Vec<String> = self
+            .conn()
+            .write_replicated(
+                RECOVER.key(job_key(id)).key(lease_key(id)).arg(mode).arg(now_ms()).arg(KEY_PREFIX),
+            )
             .await?;
         match (reply.first().map(String::as_str), reply.get(1)) {
             (Some("ok"), Some(n)) => Ok(n.parse().ok()),

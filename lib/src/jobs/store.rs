@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use crate::redis::Conn;
 use redis::{AsyncCommands, Script};
 
 use super::{Job, JobId, JobOrigin, JobSpec, JobStatus, SourceObject, Tenant, now_ms};
@@ -70,7 +70,7 @@ pub struct JobPage {
 /// Jobs in Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct JobStore {
-    conn: ConnectionManager,
+    conn: Conn,
 }
 
 impl std::fmt::Debug for JobStore {
@@ -83,11 +83,11 @@ pub(super) use crate::redis::keys::job as job_key;
 use crate::redis::keys::{status_index, tenant_index};
 
 impl JobStore {
-    pub fn new(conn: ConnectionManager) -> JobStore {
+    pub fn new(conn: Conn) -> JobStore {
         JobStore { conn }
     }
 
-    pub(super) fn conn(&self) -> ConnectionManager {
+    pub(super) fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -154,27 +154,31 @@ impl JobStore {
             None => crate::redis::keys::idempotency(tenant, ""),
         };
         let spec_json = serde_json::to_string(spec).expect("a spec always serializes");
-        let mut conn = self.conn.clone();
-        let reply: Vec<String> = CREATE
-            .key(job_key(&id))
-            .key(tenant_index(tenant, None))
-            .key(tenant_index(tenant, Some(status)))
-            .key(status_index(status))
-            .key(&idem_key)
-            .arg(id.as_str())
-            .arg(tenant.as_str())
-            .arg(&spec_json)
-            .arg(now_ms())
-            .arg(&fingerprint)
-            .arg(idempotency_ttl_secs.max(1))
-            .arg(upload_key)
-            .arg(if idempotency_key.is_some() { "1" } else { "0" })
-            .arg(status.as_str())
-            .arg(
-                source.map(|s| serde_json::to_string(s).expect("serializable")).unwrap_or_default(),
+        let reply: Vec<String> = self
+            .conn
+            .write_replicated(
+                CREATE
+                    .key(job_key(&id))
+                    .key(tenant_index(tenant, None))
+                    .key(tenant_index(tenant, Some(status)))
+                    .key(status_index(status))
+                    .key(&idem_key)
+                    .arg(id.as_str())
+                    .arg(tenant.as_str())
+                    .arg(&spec_json)
+                    .arg(now_ms())
+                    .arg(&fingerprint)
+                    .arg(idempotency_ttl_secs.max(1))
+                    .arg(upload_key)
+                    .arg(if idempotency_key.is_some() { "1" } else { "0" })
+                    .arg(status.as_str())
+                    .arg(
+                        source
+                            .map(|s| serde_json::to_string(s).expect("serializable"))
+                            .unwrap_or_default(),
+                    )
+                    .arg(serde_json::to_string(origin).expect("serializable")),
             )
-            .arg(serde_json::to_string(origin).expect("serializable"))
-            .invoke_async(&mut conn)
             .await?;
         match reply.first().map(String::as_str) {
             Some("created") => {
@@ -322,9 +326,7 @@ impl JobStore {
         for (name, value) in fields {
             invocation.arg(*name).arg(value);
         }
-        let mut conn = self.conn.clone();
-        let reply: Vec<String> =
-            invocation.invoke_async(&mut conn).await.map_err(StoreError::from)?;
+        let reply: Vec<String> = self.conn.write_replicated(&invocation).await?;
         let status =
             |raw: &str| raw.parse::<JobStatus>().map_err(|e| StoreError::Corrupt(e).into());
         match (reply.first().map(String::as_str), reply.get(1)) {

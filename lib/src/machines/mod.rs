@@ -13,7 +13,7 @@ pub use self::provider::{MachineProvider, ProviderError, ProviderMachine, Provid
 
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use crate::redis::Conn;
 use serde::{Deserialize, Serialize};
 
 use crate::jobs::now_ms;
@@ -49,7 +49,7 @@ pub use crate::redis::keys::{machine_lease as lease_key, machines as pool_key};
 
 /// Writes the record and renews the lease, atomically.
 pub async fn heartbeat(
-    redis: &mut ConnectionManager,
+    redis: &mut Conn,
     record: &MachineRecord,
     ttl: Duration,
 ) -> Result<(), StoreError> {
@@ -71,7 +71,7 @@ pub async fn heartbeat(
 }
 
 /// Removes a machine from the pool (clean exit).
-pub async fn deregister(redis: &mut ConnectionManager, id: &str) -> Result<(), StoreError> {
+pub async fn deregister(redis: &mut Conn, id: &str) -> Result<(), StoreError> {
     redis::pipe()
         .atomic()
         .hdel(pool_key(), id)
@@ -84,7 +84,7 @@ pub async fn deregister(redis: &mut ConnectionManager, id: &str) -> Result<(), S
 }
 
 /// Every machine record.
-pub async fn list(redis: &mut ConnectionManager) -> Result<Vec<MachineRecord>, StoreError> {
+pub async fn list(redis: &mut Conn) -> Result<Vec<MachineRecord>, StoreError> {
     let raw: std::collections::HashMap<String, String> =
         redis::cmd("HGETALL").arg(pool_key()).query_async(redis).await?;
     Ok(raw.values().filter_map(|v| serde_json::from_str(v).ok()).collect())
@@ -124,21 +124,24 @@ impl MachineRecord {
 }
 
 /// Whether the machine's worker holds a live lease.
-pub async fn is_alive(redis: &mut ConnectionManager, id: &str) -> Result<bool, StoreError> {
+pub async fn is_alive(redis: &mut Conn, id: &str) -> Result<bool, StoreError> {
     Ok(redis::cmd("EXISTS").arg(lease_key(id)).query_async::<bool>(redis).await?)
 }
 
 static ADMIT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("admit.lua")));
 
-use crate::redis::keys::reservations as reservations_key;
+use crate::redis::keys::{
+    reservations as reservations_key, reserved_machines as reserved_machines_key,
+};
 
-/// Grants up to `candidates.len()` new machine slots, never more than `max_machines` alive
-/// (`alive` at the provider plus unexpired reservations). Returns the granted slots.
+/// Grants up to `candidates.len()` new machine slots, never more than `max_machines` alive:
+/// the `alive` machine ids of the caller's provider view, plus unexpired reservations not bound
+/// to one of them (see `admit.lua`). Returns the granted slots.
 pub async fn admit(
-    redis: &mut ConnectionManager,
+    redis: &mut Conn,
     max_machines: u32,
-    alive: usize,
+    alive: &[&str],
     candidates: &[String],
     ttl: Duration,
 ) -> Result<Vec<String>, StoreError> {
@@ -147,44 +150,66 @@ pub async fn admit(
     }
     let mut invocation = ADMIT.key(reservations_key());
     invocation
+        .key(reserved_machines_key())
         .arg(now_ms())
         .arg(max_machines)
-        .arg(alive)
-        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+        .arg(alive.len());
+    for id in alive {
+        invocation.arg(*id);
+    }
     for slot in candidates {
         invocation.arg(slot);
     }
     Ok(invocation.invoke_async(redis).await?)
 }
 
-/// Ends a reservation once its machine is visible at the provider (or the call failed).
-pub async fn release(redis: &mut ConnectionManager, slot: &str) -> Result<(), StoreError> {
-    redis::cmd("ZREM").arg(reservations_key()).arg(slot).query_async::<()>(redis).await?;
+/// Binds a granted slot to the machine it got and keeps the reservation `keep_for` longer:
+/// until then it counts as that machine, so an admission acting on a view of the provider
+/// taken before the machine existed (less than `keep_for` old) cannot over-admit.
+pub async fn bind(
+    redis: &mut Conn,
+    slot: &str,
+    machine: &str,
+    keep_for: Duration,
+) -> Result<(), StoreError> {
+    let until = now_ms() + u64::try_from(keep_for.as_millis()).unwrap_or(u64::MAX);
+    redis::pipe()
+        .atomic()
+        .hset(reserved_machines_key(), slot, machine)
+        .zadd(reservations_key(), slot, until)
+        .query_async::<()>(redis)
+        .await?;
+    Ok(())
+}
+
+/// Ends a reservation whose machine could not be had.
+pub async fn release(redis: &mut Conn, slot: &str) -> Result<(), StoreError> {
+    redis::pipe()
+        .atomic()
+        .zrem(reservations_key(), slot)
+        .hdel(reserved_machines_key(), slot)
+        .query_async::<()>(redis)
+        .await?;
     Ok(())
 }
 
 use crate::redis::keys::pool_members as pool_members_key;
 
 /// Records that the dispatcher created (or adopted) machine `id` for `slot`.
-pub async fn remember(
-    redis: &mut ConnectionManager,
-    id: &str,
-    slot: &str,
-) -> Result<(), StoreError> {
+pub async fn remember(redis: &mut Conn, id: &str, slot: &str) -> Result<(), StoreError> {
     redis::cmd("HSET").arg(pool_members_key()).arg(id).arg(slot).query_async::<()>(redis).await?;
     Ok(())
 }
 
 /// Forgets a destroyed machine.
-pub async fn forget(redis: &mut ConnectionManager, id: &str) -> Result<(), StoreError> {
+pub async fn forget(redis: &mut Conn, id: &str) -> Result<(), StoreError> {
     redis::cmd("HDEL").arg(pool_members_key()).arg(id).query_async::<()>(redis).await?;
     Ok(())
 }
 
 /// Machines the dispatcher knows it created or adopted.
-pub async fn members(
-    redis: &mut ConnectionManager,
-) -> Result<std::collections::HashSet<String>, StoreError> {
+pub async fn members(redis: &mut Conn) -> Result<std::collections::HashSet<String>, StoreError> {
     let ids: Vec<String> = redis::cmd("HKEYS").arg(pool_members_key()).query_async(redis).await?;
     Ok(ids.into_iter().collect())
 }

@@ -54,10 +54,15 @@ pub fn machine_lease(id: &str) -> String {
     format!("{KEY_PREFIX}machines:{id}:lease")
 }
 
-/// Admission reservations: granted machine slots not yet visible at the provider (sorted set
-/// by expiry).
+/// Admission reservations: granted machine slots, counted against the cap until they expire
+/// (sorted set by expiry).
 pub fn reservations() -> String {
     format!("{KEY_PREFIX}capacity:reservations")
+}
+
+/// The machine each reservation got, once it has one (hash slot → machine id).
+pub fn reserved_machines() -> String {
+    format!("{KEY_PREFIX}capacity:reservations:machines")
 }
 
 /// Machines the dispatcher created or adopted, with their admission slot (hash).
@@ -84,4 +89,9 @@ pub fn create_rate(key_hash: &str) -> String {
 /// revocation holds for keys in config files too and survives a key being stored again.
 pub fn revoked_api_keys() -> String {
     format!("{KEY_PREFIX}apikeys:revoked")
+}
+
+/// Which process runs a singleton loop (`reconciler`, `reaper`) for now: holder id, with a TTL.
+pub fn leader(role: &str) -> String {
+    format!("{KEY_PREFIX}leader:{role}")
 }

@@ -3,12 +3,16 @@
 //!
 //! Key prefix `tcoder:`; every key is built in [`keys`] (see docs/DESIGN.md, "Redis").
 
+mod connection;
 pub mod keys;
+pub mod leader;
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::IntoConnectionInfo;
 use serde::Deserialize;
+
+pub use self::connection::Conn;
 
 use crate::config::{Invalid, require_positive};
 
@@ -26,9 +30,34 @@ pub struct Config {
     pub tls_ca_file: String,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Comma-separated `host:port` of Redis Sentinels; empty: connect to `url` directly.
+    #[serde(default)]
+    pub sentinels: String,
+    /// The name the sentinels monitor the primary under.
+    #[serde(default)]
+    pub sentinel_master: String,
+    /// The sentinels' own password (their `requirepass`), if they have one.
+    #[serde(default)]
+    pub sentinel_password: String,
+    /// Replicas that must confirm each fencing write (`WAIT`) before it counts.
+    #[serde(default)]
+    pub wait_replicas: u32,
 }
 
 impl Config {
+    /// A plain connection to `url`: no TLS roots of its own, no Sentinel, no `WAIT`.
+    pub fn direct(url: String, timeout: Duration) -> Config {
+        Config {
+            url,
+            tls_ca_file: String::new(),
+            timeout,
+            sentinels: String::new(),
+            sentinel_master: String::new(),
+            sentinel_password: String::new(),
+            wait_replicas: 0,
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
         redis::Client::open(self.url.as_str())
             .map_err(|e| Invalid::new("url", format!("not a Redis URL: {e}")))?;
@@ -39,16 +68,89 @@ impl Config {
             std::fs::metadata(&self.tls_ca_file)
                 .map_err(|e| Invalid::new("tls_ca_file", format!("{}: {e}", self.tls_ca_file)))?;
         }
+        if !self.sentinels.is_empty() {
+            self.sentinel_nodes()?;
+            if self.sentinel_master.is_empty() {
+                return Err(Invalid::new("sentinel_master", "is required with sentinels"));
+            }
+        }
         require_positive("timeout", self.timeout)
     }
 
-    fn client(&self) -> Result<redis::Client, StoreError> {
+    /// The sentinel addresses, parsed.
+    fn sentinel_nodes(&self) -> Result<Vec<redis::ConnectionAddr>, Invalid> {
+        self.sentinels
+            .split(',')
+            .map(str::trim)
+            .filter(|node| !node.is_empty())
+            .map(|node| {
+                let bad = || Invalid::new("sentinels", format!("{node:?} is not host:port"));
+                let (host, port) = node.rsplit_once(':').ok_or_else(bad)?;
+                let port = port.parse::<u16>().map_err(|_| bad())?;
+                Ok(redis::ConnectionAddr::Tcp(host.to_owned(), port))
+            })
+            .collect()
+    }
+
+    /// The root certificate from `tls_ca_file`, if set.
+    fn root_certificate(&self) -> Result<Option<Vec<u8>>, StoreError> {
         if self.tls_ca_file.is_empty() {
-            return Ok(redis::Client::open(self.url.as_str())?);
+            return Ok(None);
         }
-        let root = std::fs::read(&self.tls_ca_file).map_err(|e| {
+        std::fs::read(&self.tls_ca_file).map(Some).map_err(|e| {
             StoreError::Corrupt(format!("cannot read redis.tls_ca_file {}: {e}", self.tls_ca_file))
-        })?;
+        })
+    }
+
+    /// What connections go to: `url`, or the primary the sentinels name (with the
+    /// credentials, database and TLS of `url`).
+    fn target(&self) -> Result<connection::Target, StoreError> {
+        if self.sentinels.is_empty() {
+            return Ok(connection::Target::Direct(self.client()?));
+        }
+        let nodes = self.sentinel_nodes().map_err(|e| StoreError::Corrupt(format!("{e:?}")))?;
+        let info = self.url.as_str().into_connection_info()?;
+        let primary = info.redis_settings();
+        let mut builder = redis::sentinel::SentinelClientBuilder::new(
+            nodes,
+            &self.sentinel_master,
+            redis::sentinel::SentinelServerType::Master,
+        )?
+        .set_client_to_redis_db(primary.db());
+        if let Some(user) = primary.username() {
+            builder = builder.set_client_to_redis_username(user);
+        }
+        if let Some(password) = primary.password() {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        if !self.sentinel_password.is_empty() {
+            builder = builder.set_client_to_sentinel_password(&self.sentinel_password);
+        }
+        if self.url.starts_with("rediss://") {
+            builder = builder.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+            if let Some(root) = self.root_certificate()? {
+                builder = builder.set_client_to_redis_certificates(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root),
+                });
+            }
+        }
+        Ok(connection::Target::Sentinel(builder.build()?))
+    }
+
+    /// For messages: where this connects, without passwords.
+    fn describe(&self) -> String {
+        if self.sentinels.is_empty() {
+            redacted(&self.url)
+        } else {
+            format!("primary {:?} of sentinels {}", self.sentinel_master, self.sentinels)
+        }
+    }
+
+    fn client(&self) -> Result<redis::Client, StoreError> {
+        let Some(root) = self.root_certificate()? else {
+            return Ok(redis::Client::open(self.url.as_str())?);
+        };
         let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(root) };
         Ok(redis::Client::build_with_tls(self.url.as_str(), certificates)?)
     }
@@ -61,6 +163,11 @@ pub enum StoreError {
     Connect { url: String, timeout: Duration, source: redis::RedisError },
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(
+        "the write reached the Redis primary but only {acked} of {wanted} replicas confirmed it \
+         within {timeout:?}"
+    )]
+    NotReplicated { wanted: u32, acked: u32, timeout: Duration },
     #[error("corrupt record in Redis: {0}")]
     Corrupt(String),
 }
@@ -77,20 +184,17 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
-/// Connects with a [`ConnectionManager`], which reconnects by itself after the first success.
-/// The first connection is retried until `timeout` so services may start in any order.
-pub async fn connect(config: &Config) -> Result<ConnectionManager, StoreError> {
-    let client = config.client()?;
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(config.timeout))
-        .set_response_timeout(Some(config.timeout))
-        .set_number_of_retries(3)
-        .set_max_delay(Duration::from_secs(1));
+/// Connects (see [`Conn`]), which reconnects by itself after the first success. The first
+/// connection is retried until `timeout` so services may start in any order.
+pub async fn connect(config: &Config) -> Result<Conn, StoreError> {
+    let db = config.url.as_str().into_connection_info()?.redis_settings().db();
+    let conn =
+        Conn::new(config.target()?, config.timeout, db, config.wait_replicas, config.describe());
     let deadline = tokio::time::Instant::now() + config.timeout;
     let mut delay = Duration::from_millis(50);
     loop {
-        match client.get_connection_manager_with_config(manager_config.clone()).await {
-            Ok(manager) => return Ok(manager),
+        match conn.connect().await {
+            Ok(()) => return Ok(conn),
             Err(e) if tokio::time::Instant::now() + delay < deadline => {
                 tracing::debug!(error = %e, "Redis not reachable yet; retrying");
                 tokio::time::sleep(delay).await;
@@ -98,7 +202,7 @@ pub async fn connect(config: &Config) -> Result<ConnectionManager, StoreError> {
             }
             Err(source) => {
                 return Err(StoreError::Connect {
-                    url: redacted(&config.url),
+                    url: config.describe(),
                     timeout: config.timeout,
                     source,
                 });
@@ -108,7 +212,7 @@ pub async fn connect(config: &Config) -> Result<ConnectionManager, StoreError> {
 }
 
 /// `PING`, for readiness checks.
-pub async fn ping(conn: &mut ConnectionManager) -> Result<(), StoreError> {
+pub async fn ping(conn: &mut Conn) -> Result<(), StoreError> {
     let _: String = redis::cmd("PING").query_async(conn).await?;
     Ok(())
 }

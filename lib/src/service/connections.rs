@@ -1,8 +1,8 @@
 //! The three external systems every service talks to, connected once at start, and the
 //! `/readyz` checks that watch them afterwards.
 
+use crate::redis::Conn;
 use async_nats::connection::State as NatsState;
-use redis::aio::ConnectionManager;
 
 use crate::admin::ReadinessCheck;
 use crate::config::Settings;
@@ -13,7 +13,7 @@ use crate::events;
 pub struct Connections {
     pub nats: async_nats::Client,
     pub jetstream: async_nats::jetstream::Context,
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub s3: aws_sdk_s3::Client,
     pub bucket: String,
 }

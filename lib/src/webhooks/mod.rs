@@ -6,8 +6,8 @@ mod delivery;
 mod destination;
 mod signing;
 
+use crate::redis::Conn;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 pub use self::at_rest::{AtRest, SealError};
 pub use self::delivery::{Deliverer, Delivery};
@@ -47,7 +47,7 @@ impl Config {
 /// The tenant's signing secret, created on first use (one per tenant, stable afterwards),
 /// stored sealed under `at_rest`'s key when there is one.
 pub async fn tenant_secret(
-    redis: &mut ConnectionManager,
+    redis: &mut Conn,
     tenant: &Tenant,
     at_rest: &AtRest,
 ) -> Result<WebhookSecret, StoreError> {

@@ -102,9 +102,8 @@ async fn rediss_urls_connect_over_tls_verified_against_the_configured_ca() {
         .stdout(std::process::Stdio::null());
     let _server = testkit::ChildProcess::spawn("redis-server (TLS)", &mut command).unwrap();
     let config = |url: String, ca: &str| tcoder::redis::Config {
-        url,
         tls_ca_file: ca.to_owned(),
-        timeout: std::time::Duration::from_secs(2),
+        ..tcoder::redis::Config::direct(url, std::time::Duration::from_secs(2))
     };
     let ca = dir.path().join("ca.crt").display().to_string();
     let tls = config(format!("rediss://:s3cret@127.0.0.1:{port}/"), &ca);
@@ -117,4 +116,100 @@ async fn rediss_urls_connect_over_tls_verified_against_the_configured_ca() {
     assert!(untrusted.is_err(), "a server the configured roots do not vouch for is refused");
     let plain = connect(&config(format!("redis://:s3cret@127.0.0.1:{port}/"), "")).await;
     assert!(plain.is_err(), "the TLS port does not speak plain Redis");
+}
+
+/// Behind Sentinel, a write the fencing rules depend on counts once a replica has it: it
+/// succeeds with the replica connected and is refused, typed, while the replica is down (the
+/// caller retries; nothing is confirmed that a failover could take back).
+#[tokio::test]
+async fn replicated_writes_wait_for_the_replica_and_are_refused_without_one() {
+    let mut group = testkit::RedisSentinels::start();
+    let config = tcoder::redis::Config {
+        sentinels: group.addresses(),
+        sentinel_master: group.master_name().to_owned(),
+        wait_replicas: 1,
+        ..tcoder::redis::Config::direct(
+            "redis://ignored.invalid:1/".to_owned(),
+            std::time::Duration::from_secs(2),
+        )
+    };
+    let conn = connect(&config).await.unwrap();
+    let script = redis::Script::new(FENCED_SET);
+    let key = format!("{}test:replicated", KEY_PREFIX);
+
+    let written: i32 = conn.write_replicated(script.key(&key).arg(1).arg("one")).await.unwrap();
+    assert_eq!(written, 1);
+
+    let replica = 1 - group.primary_index();
+    group.nodes[replica].kill();
+    let refused = conn.write_replicated::<i32>(script.key(&key).arg(2).arg("two")).await;
+    assert!(
+        matches!(
+            refused,
+            Err(tcoder::redis::StoreError::NotReplicated { wanted: 1, acked: 0, .. })
+        ),
+        "{refused:?}"
+    );
+    group.nodes[replica].start_again();
+    group.wait_until_replica(replica, std::time::Duration::from_secs(30));
+    let written: i32 = conn.write_replicated(script.key(&key).arg(3).arg("three")).await.unwrap();
+    assert_eq!(written, 1);
+}
+
+/// The machine cap holds for several dispatchers: a slot granted to one keeps counting once
+/// its machine exists (as that machine, not twice), so another dispatcher acting on a view of
+/// the provider taken before the machine appeared is not granted it again.
+#[tokio::test]
+async fn machine_slots_count_against_the_cap_even_for_a_view_older_than_their_machine() {
+    use tcoder::machines::{admit, bind};
+    let env = TestEnv::start();
+    let mut conn = connect(&settings(&env).redis).await.unwrap();
+    let ttl = std::time::Duration::from_secs(60);
+    let slots = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+
+    let granted = admit(&mut conn, 2, &[], &slots(&["s1", "s2", "s3"]), ttl).await.unwrap();
+    assert_eq!(granted, ["s1", "s2"], "two of three for a cap of two");
+    let keep = std::time::Duration::from_millis(600);
+    bind(&mut conn, "s1", "m1", keep).await.unwrap();
+    bind(&mut conn, "s2", "m2", keep).await.unwrap();
+
+    // A dispatcher whose view predates both machines: nothing.
+    assert!(admit(&mut conn, 2, &[], &slots(&["s4"]), ttl).await.unwrap().is_empty());
+    // One whose view lists them: counted once each, so still nothing.
+    assert!(admit(&mut conn, 2, &["m1", "m2"], &slots(&["s4"]), ttl).await.unwrap().is_empty());
+    // Once the bound reservations lapse, the view alone counts: m2 stopped, one slot free.
+    testkit::eventually_async(std::time::Duration::from_secs(5), || {
+        let mut conn = conn.clone();
+        async move {
+            let granted = admit(&mut conn, 2, &["m1"], &slots(&["s5"]), ttl).await.unwrap();
+            if granted == ["s5"] { Ok(()) } else { Err(granted) }
+        }
+    })
+    .await;
+}
+
+/// One dispatcher at a time holds a singleton loop's lease; it renews it, and another takes
+/// over only once the holder stops renewing and the lease lapses.
+#[tokio::test]
+async fn a_leader_lease_has_one_holder_and_passes_on_when_it_lapses() {
+    use tcoder::redis::leader::hold;
+    let env = TestEnv::start();
+    let mut conn = connect(&settings(&env).redis).await.unwrap();
+    let ttl = std::time::Duration::from_millis(500);
+    assert!(hold(&mut conn, "reaper", "a", ttl).await.unwrap());
+    assert!(!hold(&mut conn, "reaper", "b", ttl).await.unwrap(), "a holds it");
+    assert!(hold(&mut conn, "reaper", "a", ttl).await.unwrap(), "a renews");
+    assert!(hold(&mut conn, "reconciler", "b", ttl).await.unwrap(), "roles are separate");
+    testkit::eventually_async(std::time::Duration::from_secs(5), || {
+        let mut conn = conn.clone();
+        async move {
+            if hold(&mut conn, "reaper", "b", ttl).await.unwrap() {
+                Ok(())
+            } else {
+                Err("a still holds it")
+            }
+        }
+    })
+    .await;
+    assert!(!hold(&mut conn, "reaper", "a", ttl).await.unwrap(), "b holds it now");
 }

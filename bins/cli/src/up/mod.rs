@@ -232,11 +232,8 @@ fn random_hex(bytes: usize) -> String {
 /// (readable only by the owner), its hash registered in Redis on every start. A key revoked
 /// with `tcoder keys revoke` stays revoked: the stack gets a new one.
 async fn ensure_local_api_key(plan: &StackPlan) -> anyhow::Result<()> {
-    let redis_config = tcoder::redis::Config {
-        url: plan.redis_url(Service::Cli),
-        tls_ca_file: String::new(),
-        timeout: Duration::from_secs(5),
-    };
+    let redis_config =
+        tcoder::redis::Config::direct(plan.redis_url(Service::Cli), Duration::from_secs(5));
     let mut redis = tcoder::redis::connect(&redis_config).await?;
     let path = plan.api_key_path();
     let existing = match std::fs::read_to_string(&path) {

@@ -7,7 +7,7 @@ use tcoder::watch::{self, WatchRule};
 
 #[derive(Clone)]
 pub(crate) struct WatchRules {
-    redis: redis::aio::ConnectionManager,
+    redis: tcoder::redis::Conn,
 }
 
 impl std::fmt::Debug for WatchRules {
@@ -17,7 +17,7 @@ impl std::fmt::Debug for WatchRules {
 }
 
 impl WatchRules {
-    pub(crate) fn new(redis: redis::aio::ConnectionManager) -> WatchRules {
+    pub(crate) fn new(redis: tcoder::redis::Conn) -> WatchRules {
         WatchRules { redis }
     }
 

@@ -9,7 +9,7 @@
 //! Markdown file the run's figures are written to.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use tcoder::events::subjects;
 use tcoder::jobs::Tenant;
 use testkit::{ServiceProcess, TestEnv, corpus};
 
-use crate::harness::{SECRET, fast_env};
+use crate::harness::{SECRET, binary, fast_env};
 
 /// `SplitMix64`: a seeded generator, so a failing run can be replayed.
 struct Rng(u64);
@@ -75,12 +75,6 @@ struct Stack {
     ingest: ServiceProcess,
     dispatcher: ServiceProcess,
     workers: Vec<ServiceProcess>,
-}
-
-fn binary(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_tcoder-worker")).with_file_name(name);
-    assert!(path.is_file(), "{name} is not built; run the workspace tests (`make test`)");
-    path
 }
 
 impl Stack {

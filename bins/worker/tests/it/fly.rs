@@ -14,11 +14,11 @@ use crate::harness::{Pipeline, fast_env};
 
 const LONG: Duration = Duration::from_secs(180);
 
-fn worker() -> PathBuf {
+pub(crate) fn worker() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tcoder-worker"))
 }
 
-fn fly_settings(fake: &FakeFly, max_machines: u32) -> Vec<(&'static str, String)> {
+pub(crate) fn fly_settings(fake: &FakeFly, max_machines: u32) -> Vec<(&'static str, String)> {
     vec![
         ("TCODER__DISPATCHER__PROVIDER", "fly".into()),
         ("TCODER__DISPATCHER__MAX_MACHINES", max_machines.to_string()),
@@ -32,7 +32,7 @@ fn fly_settings(fake: &FakeFly, max_machines: u32) -> Vec<(&'static str, String)
 }
 
 /// What every fake machine gets, like Fly app secrets: the test servers and short timings.
-fn secrets(
+pub(crate) fn secrets(
     pipeline_env: Vec<(String, String)>,
     scratch: &std::path::Path,
     extra: &[(&str, &str)],

@@ -51,7 +51,7 @@ pub(crate) struct Pipeline {
     pub scratch: tempfile::TempDir,
     /// The dispatcher's local provider, when autoscaling is on.
     pub local: Option<std::sync::Arc<tcoder::machines::local::LocalProvider>>,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: tcoder::redis::Conn,
     /// Ingest's admin server (`/metrics`).
     pub ingest_admin: std::net::SocketAddr,
     /// An S3 client of the test endpoint, with the services' credentials.
@@ -152,7 +152,33 @@ impl Pipeline {
         file: &Path,
         request: Value,
     ) -> String {
-        let created = self.create_as(key, request).await;
+        let (api, notify) = (&self.api, std::slice::from_ref(&self.api));
+        self.submit_at(api, notify, key, tenant, file, request).await
+    }
+
+    /// As [`Pipeline::submit`], through the ingest at `api` (another of the cluster's), the
+    /// upload's notification sent to every ingest in `notify` at once (as redundant
+    /// notification endpoints would).
+    pub(crate) async fn submit_through(
+        &self,
+        api: &str,
+        notify: &[String],
+        file: &Path,
+        request: Value,
+    ) -> String {
+        self.submit_at(api, notify, &self.key, "acme", file, request).await
+    }
+
+    async fn submit_at(
+        &self,
+        api: &str,
+        notify: &[String],
+        key: &str,
+        tenant: &str,
+        file: &Path,
+        request: Value,
+    ) -> String {
+        let created = self.create_at(api, key, request).await;
         let id = created["job"]["id"].as_str().unwrap().to_owned();
         let put = self
             .http
@@ -163,13 +189,19 @@ impl Pipeline {
             .unwrap();
         assert_eq!(put.status(), StatusCode::OK);
         let key = format!("uploads/{tenant}/{id}/source");
+        futures_util::future::join_all(notify.iter().map(|api| self.notify_upload(api, &key)))
+            .await;
+        id
+    }
+
+    /// Sends ingest at `api` the S3 notification of `key`, again while it answers 503 (a
+    /// dependency is failing over), as S3 does; it must be accepted within the bound.
+    pub(crate) async fn notify_upload(&self, api: &str, key: &str) {
         let notification = json!({ "Records": [{ "eventName": "ObjectCreated:Put", "s3": { "bucket": { "name": self.env.s3.bucket() }, "object": { "key": key } } }] });
-        // As S3 does, the notification is sent again while ingest answers 503 (a dependency
-        // is failing over); it must be accepted within the bound.
         testkit::eventually_async(Duration::from_secs(30), || async {
             let notified = self
                 .http
-                .post(format!("{}/v1/notifications/s3", self.api))
+                .post(format!("{api}/v1/notifications/s3"))
                 .bearer_auth(SECRET)
                 .json(&notification)
                 .send()
@@ -182,21 +214,39 @@ impl Pipeline {
             }
         })
         .await;
-        id
     }
 
-    /// `POST /v1/jobs` with `key`: the created job and its upload (nothing uploaded yet).
+    /// `POST /v1/jobs` with `key`: the created job and its upload (nothing uploaded yet). As a
+    /// careful client does, it sends an `Idempotency-Key` and repeats the request while ingest
+    /// answers 503 (a dependency is failing over), within a bound: one job either way.
     pub(crate) async fn create_as(&self, key: &str, request: Value) -> Value {
-        let response = self
-            .http
-            .post(format!("{}/v1/jobs", self.api))
-            .bearer_auth(key)
-            .json(&request)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
-        response.json().await.unwrap()
+        self.create_at(&self.api, key, request).await
+    }
+
+    /// As [`Pipeline::create_as`], through the ingest at `api`.
+    async fn create_at(&self, api: &str, key: &str, request: Value) -> Value {
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).unwrap();
+        let idempotency_key: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        testkit::eventually_async(Duration::from_secs(30), || async {
+            let response = self
+                .http
+                .post(format!("{api}/v1/jobs"))
+                .bearer_auth(key)
+                .header("Idempotency-Key", &idempotency_key)
+                .json(&request)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap();
+            match status {
+                StatusCode::CREATED | StatusCode::OK => Ok(body),
+                StatusCode::SERVICE_UNAVAILABLE => Err(format!("503: retry ({body})")),
+                other => panic!("the job was refused: {other} {body}"),
+            }
+        })
+        .await
     }
 
     pub(crate) async fn job_as(&self, key: &str, id: &str) -> Value {
@@ -272,6 +322,13 @@ impl Pipeline {
         let path = url.split_once(&format!("/{}/", self.env.s3.bucket())).unwrap().1;
         self.env.s3.data_dir().join(self.env.s3.bucket()).join(path)
     }
+}
+
+/// Another workspace binary (`tcoder-ingest`, `tcoder-dispatcher`), built next to the worker.
+pub(crate) fn binary(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_tcoder-worker")).with_file_name(name);
+    assert!(path.is_file(), "{name} is not built; run the workspace tests (`make test`)");
+    path
 }
 
 /// A metric's value from a worker's `/metrics` (0 when absent).
