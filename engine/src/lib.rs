@@ -9,8 +9,10 @@ mod error;
 mod mov_refs;
 pub mod probe;
 mod sandbox;
+mod stitch;
 
 pub use sandbox::check as sandbox_check;
 mod transcode;
 
+pub use self::stitch::stitch_hls;
 pub use self::transcode::{run, run_with};

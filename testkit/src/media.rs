@@ -21,6 +21,8 @@ pub struct ClipSpec {
     pub container: String,
     /// FFmpeg video encoder, e.g. `libx264`, `libvpx-vp9`.
     pub video_codec: String,
+    /// A keyframe every this many frames (`-g`); `None`: the encoder's default (x264: 250).
+    pub keyframe_interval: Option<u32>,
 }
 
 impl Default for ClipSpec {
@@ -34,6 +36,7 @@ impl Default for ClipSpec {
             audio: true,
             container: "mp4".to_owned(),
             video_codec: "libx264".to_owned(),
+            keyframe_interval: None,
         }
     }
 }
@@ -74,6 +77,9 @@ pub fn clip(spec: &ClipSpec) -> PathBuf {
     command.args(["-t", &seconds, "-c:v", &spec.video_codec, "-pix_fmt", "yuv420p"]);
     if spec.video_codec == "libx264" {
         command.args(["-preset", "ultrafast"]);
+    }
+    if let Some(interval) = spec.keyframe_interval {
+        command.args(["-g", &interval.to_string()]);
     }
     if spec.audio {
         let audio_codec = if spec.container == "webm" { "libopus" } else { "aac" };

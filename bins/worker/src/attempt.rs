@@ -325,6 +325,7 @@ async fn work(
         spec: EngineSpec::from(&job.spec),
         limits: worker.config.engine.limits(),
         settings: worker.config.engine.settings(),
+        part: None,
     };
     let (progress_tx, progress_rx) = tokio::sync::mpsc::channel::<Progress>(8);
     let publisher =

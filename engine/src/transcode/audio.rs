@@ -49,38 +49,55 @@ pub(crate) struct AudioEncoder {
 /// the whole soundtrack in memory).
 const MAX_PENDING_SECS: i64 = 30;
 
+/// The encoder `plan` asks for, opened, and its time base (one tick per sample).
+fn open_encoder(plan: &AudioPlan) -> Result<(encoder::Audio, Rational), EngineError> {
+    let name = match plan.codec {
+        AudioCodec::Aac => "aac",
+        AudioCodec::Opus => "libopus",
+    };
+    let codec = encoder::find_by_name(name).ok_or_else(|| {
+        EngineError::new(ErrorCode::Failed, format!("encoder {name} is not available"))
+    })?;
+    let mut context = codec::context::Context::new_with_codec(codec)
+        .encoder()
+        .audio()
+        .map_err(|e| crate::error::output("audio encoder", &e))?;
+    let layout = ChannelLayout::default(i32::from(plan.channels));
+    let sample_format = match plan.codec {
+        AudioCodec::Aac => format::Sample::F32(format::sample::Type::Planar),
+        AudioCodec::Opus => format::Sample::F32(format::sample::Type::Packed),
+    };
+    context.set_rate(plan.sample_rate as i32);
+    context.set_channel_layout(layout);
+    context.set_format(sample_format);
+    context.set_bit_rate(plan.bit_rate as usize);
+    let time_base = Rational::new(1, plan.sample_rate as i32);
+    context.set_time_base(time_base);
+    context.set_flags(codec::Flags::GLOBAL_HEADER);
+    let encoder = context
+        .open_as_with(codec, Dictionary::new())
+        .map_err(|e| crate::error::output(&format!("open {name}"), &e))?;
+    Ok((encoder, time_base))
+}
+
+/// How long the encoder `plan` asks for primes before its first real sample (AAC: 1024
+/// samples). Its first packet starts that much before zero, and the HLS muxer moves every
+/// stream later by as much to keep timestamps non-negative: a whole-title encode's video
+/// starts there, so a split title's video chunks are moved by the same amount.
+pub(crate) fn priming_secs(plan: &AudioPlan) -> Result<f64, EngineError> {
+    let (encoder, time_base) = open_encoder(plan)?;
+    // SAFETY: a plain field of the opened encoder's context.
+    let padding = unsafe { (*encoder.as_ptr()).initial_padding };
+    Ok(f64::from(padding) * f64::from(time_base))
+}
+
 impl AudioEncoder {
     pub(crate) fn open(
         plan: &AudioPlan,
         source: &SourceAudio,
         offset: i64,
     ) -> Result<AudioEncoder, EngineError> {
-        let name = match plan.codec {
-            AudioCodec::Aac => "aac",
-            AudioCodec::Opus => "libopus",
-        };
-        let codec = encoder::find_by_name(name).ok_or_else(|| {
-            EngineError::new(ErrorCode::Failed, format!("encoder {name} is not available"))
-        })?;
-        let mut context = codec::context::Context::new_with_codec(codec)
-            .encoder()
-            .audio()
-            .map_err(|e| crate::error::output("audio encoder", &e))?;
-        let layout = ChannelLayout::default(i32::from(plan.channels));
-        let sample_format = match plan.codec {
-            AudioCodec::Aac => format::Sample::F32(format::sample::Type::Planar),
-            AudioCodec::Opus => format::Sample::F32(format::sample::Type::Packed),
-        };
-        context.set_rate(plan.sample_rate as i32);
-        context.set_channel_layout(layout);
-        context.set_format(sample_format);
-        context.set_bit_rate(plan.bit_rate as usize);
-        let time_base = Rational::new(1, plan.sample_rate as i32);
-        context.set_time_base(time_base);
-        context.set_flags(codec::Flags::GLOBAL_HEADER);
-        let encoder = context
-            .open_as_with(codec, Dictionary::new())
-            .map_err(|e| crate::error::output(&format!("open {name}"), &e))?;
+        let (encoder, time_base) = open_encoder(plan)?;
         let graph = build_graph(source, &encoder, plan)?;
         Ok(AudioEncoder {
             graph,

@@ -64,15 +64,50 @@ fn relative_name(playlist: &Path) -> String {
     }
 }
 
-/// Writes `master.m3u8` listing `variants` (playlists at `<name>/index.m3u8`).
-pub(crate) fn write_master(dir: &Path, variants: &[VariantInfo]) -> Result<(), EngineError> {
+/// An audio rendition the video variants share (a split title's audio, encoded once).
+#[derive(Debug, Clone)]
+pub(crate) struct AudioRendition {
+    /// Its playlist, relative to the master (`audio/index.m3u8`).
+    pub uri: String,
+    /// RFC 6381 codec string (`mp4a.40.2`, `opus`).
+    pub codecs: String,
+}
+
+/// Writes `master.m3u8` listing `variants` (playlists at `<name>/index.m3u8`), each with the
+/// shared `audio` rendition when there is one (its bit rate added to theirs, as the
+/// `BANDWIDTH` of a variant counts everything a player fetches to play it).
+pub(crate) fn write_master(
+    dir: &Path,
+    variants: &[VariantInfo],
+    audio: Option<&AudioRendition>,
+) -> Result<(), EngineError> {
     let mut master = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let (audio_peak, audio_average) = match audio {
+        Some(audio) => {
+            let _ = writeln!(
+                master,
+                "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES,URI=\"{}\"",
+                audio.uri
+            );
+            measure(&dir.join(&audio.uri))?
+        }
+        None => (0, 0),
+    };
     for variant in variants {
         let (peak, average) = measure(&dir.join(&variant.name).join("index.m3u8"))?;
+        let (codecs, group) = match audio {
+            Some(audio) => (format!("{},{}", variant.codecs, audio.codecs), ",AUDIO=\"audio\""),
+            None => (variant.codecs.clone(), ""),
+        };
         let _ = writeln!(
             master,
-            "#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={average},RESOLUTION={}x{},CODECS=\"{}\",FRAME-RATE={:.3}\n{}/index.m3u8",
-            variant.width, variant.height, variant.codecs, variant.fps, variant.name
+            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},RESOLUTION={}x{},CODECS=\"{codecs}\",FRAME-RATE={:.3}{group}\n{}/index.m3u8",
+            peak + audio_peak,
+            average + audio_average,
+            variant.width,
+            variant.height,
+            variant.fps,
+            variant.name
         );
     }
     std::fs::write(dir.join("master.m3u8"), master)

@@ -4,10 +4,11 @@
 //! HLS master playlist is written and every output is probed before it counts.
 
 mod audio;
-mod hls;
+pub(crate) mod hls;
 mod normalize;
 mod output;
 mod thumbs;
+pub(crate) mod title_audio;
 mod validate;
 mod video;
 
@@ -25,8 +26,8 @@ use self::thumbs::Thumbnails;
 use self::video::{VideoEncoder, VideoSettings};
 use tcoder::engine::limits::{Limits, codec_whitelist};
 use tcoder::engine::{
-    EngineError, EngineJob, EnginePlan, EngineReport, ErrorCode, MediaInfo, Mode, OutputFile,
-    Progress, RenditionPlan, RenditionReport, plan,
+    Chunk, EngineError, EngineJob, EnginePlan, EngineReport, ErrorCode, MediaInfo, Mode,
+    OutputFile, Part, Progress, RenditionPlan, RenditionReport, plan,
 };
 use tcoder::jobs::{AudioCodec, VideoCodec};
 
@@ -156,6 +157,37 @@ struct Timeline {
     next_output_secs: f64,
     /// Pictures with a usable timestamp, as shown to the thumbnails and renditions.
     shown: u64,
+    /// A chunk's part of the title (seconds from its first frame): pictures outside it are
+    /// decoded (the chunk starts at the keyframe before it) but not shown.
+    from_secs: f64,
+    until_secs: Option<f64>,
+}
+
+impl Timeline {
+    /// A timeline for `source` at its nominal `fps`, whole (no chunk), no rate reduction.
+    fn for_source(source: &Source, fps: f64) -> Timeline {
+        Timeline {
+            video_tb: source.video_tb,
+            video_offset: source.video_offset,
+            origin_secs: source.origin_secs,
+            nominal_frame_secs: 1.0 / fps.max(1.0),
+            video_end: 0.0,
+            audio_end: 0.0,
+            any_end: 0.0,
+            encoder_tb: Rational::new(1, fps.round().max(1.0) as i32),
+            step: None,
+            next_output_secs: 0.0,
+            shown: 0,
+            from_secs: 0.0,
+            until_secs: None,
+        }
+    }
+
+    /// Whether a picture at `at` belongs to this pass (always, unless it encodes a chunk).
+    fn in_range(&self, at: f64) -> bool {
+        let half_frame = self.nominal_frame_secs / 2.0;
+        at >= self.from_secs - half_frame && self.until_secs.is_none_or(|u| at < u - half_frame)
+    }
 }
 
 impl Timeline {
@@ -207,10 +239,13 @@ fn show(
     meter: &mut ProgressMeter<'_>,
 ) -> Result<(), EngineError> {
     let Some(timestamp) = frame.timestamp() else { return Ok(()) };
-    timeline.shown += 1;
     let pts = timestamp - timeline.video_offset;
     let at = seconds(pts, timeline.video_tb);
-    meter.frame(at);
+    if !timeline.in_range(at) {
+        return Ok(());
+    }
+    timeline.shown += 1;
+    meter.frame(at - timeline.from_secs);
     if let Some(thumbnails) = thumbnails {
         thumbnails.offer(frame, at)?;
     }
@@ -245,9 +280,34 @@ pub fn run_with(
     let (mut input, media) = probe::open(&job.input, &job.limits)?;
     let probe_secs = probe_started.elapsed().as_secs_f64();
     on_probed(&media);
-    let plan = plan(&job.spec, &media, job.settings.segment_secs, job.limits.max_output_fps);
+    let mut plan = plan(&job.spec, &media, job.settings.segment_secs, job.limits.max_output_fps);
+    let chunk = job.part.as_ref().and_then(Part::chunk);
+    // The plan of the whole title: a split title's items all time their outputs by it.
+    let title_plan = plan.clone();
+    if let Some(chunk) = chunk {
+        plan = chunk_plan(plan, chunk)?;
+    }
     std::fs::create_dir_all(&job.output_dir).map_err(io_error)?;
     let source = Source::read(&input, &media, plan.mode);
+    let max_output_fps = job.limits.max_output_fps.max(1.0);
+    let step = (media.video.fps > max_output_fps + 0.01).then(|| 1.0 / max_output_fps);
+    let encoder_tb = match step {
+        Some(_) => Rational::new(1, max_output_fps.round() as i32),
+        None => encoder_time_base(source.video_rates, media.video.fps),
+    };
+    let delay_secs = match &job.part {
+        Some(_) => split_delay_secs(job, &title_plan, encoder_tb)?,
+        None => 0.0,
+    };
+    if job.part == Some(Part::Audio) {
+        let mut report = title_audio::run(job, &mut input, &media, &plan, &source, delay_secs)?;
+        report.probe_secs = probe_secs;
+        return Ok(report);
+    }
+    let (from_secs, until_secs) = chunk.map_or((0.0, None), |c| (c.start_secs, c.end_secs));
+    if from_secs > 0.0 {
+        seek_before(&mut input, source.origin_secs + from_secs)?;
+    }
 
     // Phase 2: decoders, and every rendition's encoders and muxers.
     let needs_video_decode = plan.mode == Mode::Transcode || plan.thumbnails.is_some();
@@ -257,16 +317,16 @@ pub fn run_with(
         None
     };
     let audio_decoder = match (&source.audio, plan.mode) {
-        (Some(audio), Mode::Transcode) => Some(open_audio_decoder(audio.params.clone())?),
+        (Some(audio), Mode::Transcode) if chunk.is_none() => {
+            Some(open_audio_decoder(audio.params.clone())?)
+        }
         _ => None,
     };
-    let max_output_fps = job.limits.max_output_fps.max(1.0);
-    let step = (media.video.fps > max_output_fps + 0.01).then(|| 1.0 / max_output_fps);
-    let encoder_tb = match step {
-        Some(_) => Rational::new(1, max_output_fps.round() as i32),
-        None => encoder_time_base(source.video_rates, media.video.fps),
-    };
-    let renditions = open_renditions(job, &plan, &source, encoder_tb, audio_decoder.as_ref())?;
+    let mut renditions = open_renditions(job, &plan, &source, encoder_tb, audio_decoder.as_ref())?;
+    for muxer in renditions.iter_mut().flat_map(|r| r.muxers.iter_mut()) {
+        muxer.delay_by(delay_secs);
+    }
+    let meter_secs = until_secs.unwrap_or(media.duration_secs) - from_secs;
 
     // Phase 3: one pass over the input.
     let mut pass = Pass {
@@ -275,22 +335,16 @@ pub fn run_with(
         meter: ProgressMeter {
             started: Instant::now(),
             last: None,
-            duration: media.duration_secs.max(1e-3),
+            duration: meter_secs.max(1e-3),
             frames: 0,
             on_progress,
         },
         timeline: Timeline {
-            video_tb: source.video_tb,
-            video_offset: source.video_offset,
-            origin_secs: source.origin_secs,
-            nominal_frame_secs: 1.0 / media.video.fps.max(1.0),
-            video_end: 0.0,
-            audio_end: 0.0,
-            any_end: 0.0,
             encoder_tb,
             step,
-            next_output_secs: 0.0,
-            shown: 0,
+            from_secs,
+            until_secs,
+            ..Timeline::for_source(&source, media.video.fps)
         },
         normalizer: Normalizer::new(SourcePictures {
             orientation: media.video.orientation,
@@ -303,6 +357,7 @@ pub fn run_with(
         copy: plan.mode == Mode::Copy,
         packets: 0,
         decode_errors: 0,
+        read_until: until_secs.map(|until| until + REORDER_MARGIN_SECS),
     };
     pass.run(&mut input, &source)?;
 
@@ -317,7 +372,10 @@ pub fn run_with(
             ),
         ));
     }
-    check_complete(&media, &pass.timeline)?;
+    if chunk.is_none() {
+        // A chunk reads only its part: the whole title is checked by the audio item's pass.
+        check_complete(&media, &pass.timeline)?;
+    }
     if needs_video_decode && pass.timeline.shown == 0 {
         return Err(EngineError::new(
             ErrorCode::Corrupt,
@@ -328,9 +386,10 @@ pub fn run_with(
     for rendition in &mut pass.renditions {
         rendition.close(video_secs)?;
     }
-    // A transcode lasts as long as the video; a copy as long as what it copied.
+    // A transcode lasts as long as the video; a copy as long as what it copied; a chunk as
+    // its part of the video.
     let output_secs = match plan.mode {
-        Mode::Transcode => video_secs,
+        Mode::Transcode => video_secs.min(until_secs.unwrap_or(f64::INFINITY)) - from_secs,
         Mode::Copy => video_secs.max(pass.timeline.audio_end),
     };
     let deinterlaced = pass.normalizer.deinterlaces();
@@ -348,6 +407,68 @@ pub fn run_with(
     report.probe_secs = probe_secs;
     report.deinterlaced = deinterlaced;
     Ok(report)
+}
+
+/// How far past a chunk's end its pass reads: more than any encoder reorders frames.
+const REORDER_MARGIN_SECS: f64 = 2.0;
+
+/// How much later than their title timestamps a split title's items write everything. The
+/// whole-title encode's muxer moves every stream later by the most any of them starts before
+/// zero: the audio's priming ([`audio::priming_secs`]) or the video's decode lead (B-frames
+/// make the first decode time precede the first picture). Split items have no common muxer,
+/// so each moves its own outputs by the same amount, computed from the same plan, and their
+/// timelines join as the whole encode's would be.
+fn split_delay_secs(
+    job: &EngineJob,
+    plan: &EnginePlan,
+    encoder_tb: Rational,
+) -> Result<f64, EngineError> {
+    let priming = match plan.renditions.iter().find_map(|r| r.audio.as_ref()) {
+        Some(audio) => audio::priming_secs(audio)?,
+        None => 0.0,
+    };
+    let settings =
+        VideoSettings { preset: job.settings.x264_preset.clone(), threads: job.settings.threads };
+    let keyframe_step = plan.hls_segment_secs.unwrap_or(2.0);
+    let mut lead: f64 = 0.0;
+    for rendition in &plan.renditions {
+        let encoder = VideoEncoder::open(rendition, encoder_tb, keyframe_step, &settings)?;
+        lead = lead.max(encoder.decode_lead_secs());
+    }
+    Ok(priming.max(lead))
+}
+
+/// A chunk's plan: the same renditions' video (so every chunk and the whole-title encode make
+/// the same pictures), into HLS only.
+fn chunk_plan(mut plan: EnginePlan, chunk: &Chunk) -> Result<EnginePlan, EngineError> {
+    let Some(segment_secs) = plan.hls_segment_secs.filter(|_| plan.mode == Mode::Transcode) else {
+        return Err(EngineError::new(
+            ErrorCode::Failed,
+            "only an HLS transcode is split into chunks",
+        ));
+    };
+    let on_boundary =
+        |secs: f64| ((secs / segment_secs) - (secs / segment_secs).round()).abs() < 1e-6;
+    if !on_boundary(chunk.start_secs)
+        || chunk.end_secs.is_some_and(|end| !on_boundary(end) || end <= chunk.start_secs)
+    {
+        return Err(EngineError::new(
+            ErrorCode::Failed,
+            format!("a chunk must span whole {segment_secs} s segments"),
+        ));
+    }
+    plan.mp4 = false;
+    plan.thumbnails = None;
+    for rendition in &mut plan.renditions {
+        rendition.audio = None;
+    }
+    Ok(plan)
+}
+
+/// Seeks to the keyframe at or before `secs` (seconds of the source's own timestamps).
+fn seek_before(input: &mut ffmpeg::format::context::Input, secs: f64) -> Result<(), EngineError> {
+    let target = (secs * f64::from(ffmpeg::ffi::AV_TIME_BASE)).floor() as i64;
+    input.seek(target, ..target).map_err(|e| crate::error::input("seek to the chunk", &e))
 }
 
 /// The source's streams as the pass needs them.
@@ -460,10 +581,11 @@ fn open_renditions(
         if let Some(segment_secs) = plan.hls_segment_secs {
             let dir = out.join("hls").join(&rendition_plan.name);
             std::fs::create_dir_all(&dir).map_err(io_error)?;
+            let first_segment = job.part.as_ref().and_then(Part::chunk).map(|c| c.first_segment);
             muxers.push(Muxer::create(
                 &dir.join("index.m3u8"),
                 "hls",
-                output::hls_options(&dir, segment_secs),
+                output::hls_options(&dir, segment_secs, first_segment),
             )?);
         }
         let (video, audio) = match plan.mode {
@@ -537,6 +659,9 @@ struct Pass<'a> {
     /// Video packets read, and decode errors (video and audio).
     packets: u64,
     decode_errors: u64,
+    /// A chunk stops reading once video packets are decoded this far past its end (seconds of
+    /// the title): later pictures cannot reorder into it.
+    read_until: Option<f64>,
 }
 
 impl Pass<'_> {
@@ -554,6 +679,15 @@ impl Pass<'_> {
             let index = stream.index();
             self.timeline.packet(&packet, source.bases[index], source.kinds.get(index).copied());
             if index == source.video_index {
+                let decoded_at = packet
+                    .dts()
+                    .or(packet.pts())
+                    .map(|t| seconds(t - source.video_offset, source.video_tb));
+                if let (Some(limit), Some(at)) = (self.read_until, decoded_at)
+                    && at > limit
+                {
+                    break;
+                }
                 self.packets += 1;
                 if self.copy {
                     self.copy_packet(&packet, Track::Video, source.video_tb, source.video_offset)?;
@@ -738,7 +872,7 @@ fn finish(
         });
     }
     let hls_master = if plan.hls_segment_secs.is_some() {
-        hls::write_master(&out.join("hls"), &variants)?;
+        hls::write_master(&out.join("hls"), &variants, None)?;
         Some("hls/master.m3u8".to_owned())
     } else {
         None

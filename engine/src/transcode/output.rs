@@ -25,6 +25,8 @@ pub(crate) struct Muxer {
     header_options: Vec<(&'static str, String)>,
     video: usize,
     audio: Option<usize>,
+    /// Added to every timestamp written (seconds): see [`Muxer::delay_by`].
+    delay_secs: f64,
 }
 
 impl Muxer {
@@ -60,7 +62,13 @@ impl Muxer {
                     return Err(fail("open output file", opened));
                 }
             }
-            Ok(Muxer { context: Output::wrap(context), header_options, video: 0, audio: None })
+            Ok(Muxer {
+                context: Output::wrap(context),
+                header_options,
+                video: 0,
+                audio: None,
+                delay_secs: 0.0,
+            })
         }
     }
 
@@ -132,6 +140,12 @@ impl Muxer {
         Ok(())
     }
 
+    /// Moves everything written later by `secs` (a split title's video chunk, by the audio's
+    /// priming, to stay where the whole-title encode puts the video).
+    pub(crate) fn delay_by(&mut self, secs: f64) {
+        self.delay_secs = secs;
+    }
+
     pub(crate) fn write_header(&mut self) -> Result<(), EngineError> {
         let mut options = Dictionary::new();
         for (key, value) in &self.header_options {
@@ -161,6 +175,11 @@ impl Muxer {
         let mut copy = packet.clone();
         copy.set_stream(index);
         copy.rescale_ts(time_base, target);
+        if self.delay_secs != 0.0 {
+            let delay = (self.delay_secs / f64::from(target)).round() as i64;
+            copy.set_pts(copy.pts().map(|pts| pts + delay));
+            copy.set_dts(copy.dts().map(|dts| dts + delay));
+        }
         copy.set_position(-1);
         copy.write_interleaved(&mut self.context)
             .map_err(|e| crate::error::output("write packet", &e))
@@ -176,9 +195,16 @@ pub(crate) fn mp4_options() -> Vec<(&'static str, String)> {
     vec![("movflags", "+faststart".to_owned())]
 }
 
-/// Header options of an HLS VOD rendition with fMP4 segments in `dir`.
-pub(crate) fn hls_options(dir: &Path, segment_secs: f64) -> Vec<(&'static str, String)> {
-    vec![
+/// Header options of an HLS VOD rendition with fMP4 segments in `dir`. A chunk of a split job
+/// (`first_segment` given) numbers its segments from there and writes each fragment's decode
+/// time as is (`frag_discont`), not relative to its own first frame: its segments then join
+/// the other chunks' under one initialization segment.
+pub(crate) fn hls_options(
+    dir: &Path,
+    segment_secs: f64,
+    chunk_first_segment: Option<u32>,
+) -> Vec<(&'static str, String)> {
+    let mut options = vec![
         ("hls_time", format!("{segment_secs}")),
         ("hls_playlist_type", "vod".to_owned()),
         ("hls_list_size", "0".to_owned()),
@@ -186,5 +212,10 @@ pub(crate) fn hls_options(dir: &Path, segment_secs: f64) -> Vec<(&'static str, S
         ("hls_fmp4_init_filename", "init.mp4".to_owned()),
         ("hls_segment_filename", dir.join("seg_%05d.m4s").display().to_string()),
         ("hls_flags", "independent_segments".to_owned()),
-    ]
+    ];
+    if let Some(first_segment) = chunk_first_segment {
+        options.push(("start_number", first_segment.to_string()));
+        options.push(("hls_segment_options", "movflags=+frag_discont".to_owned()));
+    }
+    options
 }

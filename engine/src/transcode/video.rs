@@ -138,6 +138,14 @@ impl VideoEncoder {
         })
     }
 
+    /// How long before its first picture the encoder's first decode time lies: the frames it
+    /// reorders (B-frames), each a tick of its time base.
+    pub(crate) fn decode_lead_secs(&self) -> f64 {
+        // SAFETY: a plain field of the opened encoder's context.
+        let reordered = unsafe { (*self.encoder.as_ptr()).has_b_frames };
+        f64::from(reordered.max(0)) * f64::from(self.time_base)
+    }
+
     /// The encoder's context (to describe the output stream).
     pub(crate) fn context(&self) -> &codec::Context {
         &self.encoder

@@ -5,3 +5,4 @@
 
 mod engine;
 mod everyday;
+mod split;

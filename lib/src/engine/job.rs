@@ -36,6 +36,44 @@ pub struct EngineJob {
     pub spec: EngineSpec,
     pub limits: Limits,
     pub settings: EncoderSettings,
+    /// Only this part of the title, for a split job; `None`: the whole job.
+    #[serde(default)]
+    pub part: Option<Part>,
+}
+
+/// What one item of a split job encodes. The title's video is cut into chunks encoded apart
+/// (possibly on different machines); its audio is encoded once, whole, so no encoder priming
+/// or padding lands at a chunk edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Part {
+    Video(Chunk),
+    /// The audio of the whole title, into an HLS audio rendition (`hls/audio/`).
+    Audio,
+}
+
+impl Part {
+    /// The chunk, for a video part.
+    pub fn chunk(&self) -> Option<&Chunk> {
+        match self {
+            Part::Video(chunk) => Some(chunk),
+            Part::Audio => None,
+        }
+    }
+}
+
+/// One part of a split job: the video of `[start_secs, end_secs)` of the title (seconds from
+/// its first frame), encoded into HLS segments numbered from `first_segment` with timestamps
+/// on the whole title's timeline, so the parts' playlists join into one without re-encoding.
+/// `start_secs` is a segment boundary: keyframes are forced there in the whole-title encode
+/// too, so a part starts with the keyframe the whole encode would have. No audio, MP4 or
+/// thumbnails: those are made once for the title.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub start_secs: f64,
+    /// `None`: to the end of the source.
+    pub end_secs: Option<f64>,
+    pub first_segment: u32,
 }
 
 /// Progress of a running transcode.

@@ -19,7 +19,7 @@ pub mod supervisor;
 pub use self::config::Config;
 pub use self::error::{EngineError, ErrorCode};
 pub use self::job::{
-    EncoderSettings, EngineJob, EngineReport, OutputFile, Progress, RenditionReport,
+    Chunk, EncoderSettings, EngineJob, EngineReport, OutputFile, Part, Progress, RenditionReport,
 };
 pub use self::limits::Limits;
 pub use self::media::{AudioInfo, MediaInfo, Orientation, VideoInfo, displayed_size};

@@ -109,6 +109,7 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
             spec: spec.clone(),
             limits: Limits::default(),
             settings: settings.clone(),
+            part: None,
         };
         let started = Instant::now();
         let done = supervisor

@@ -1,0 +1,216 @@
+//! Joining the chunks of a split job (see `tcoder::engine::Chunk`) into the title's HLS set,
+//! without re-encoding: each chunk's segments already carry the title's timestamps and are
+//! numbered where the chunks before it end, so a rendition's playlist is the chunks' playlists
+//! one after another. Chunks' initialization segments differ only in their edit lists (each
+//! chunk's track starts later), which fMP4 segments with absolute `tfdt` times do not need: the
+//! first chunk's serves them all while the sample descriptions (codec headers) are the same. A
+//! chunk whose codec header differs gets its own `EXT-X-MAP`, which players honour but which
+//! restarts some demuxers' timelines (FFmpeg's), so it is the exception.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use tcoder::engine::{EngineError, ErrorCode};
+
+use crate::transcode::hls::{self, AudioRendition, VariantInfo};
+use crate::transcode::title_audio::AUDIO_DIR;
+
+/// One chunk's media playlist, parsed.
+struct ChunkPlaylist {
+    init: Option<String>,
+    /// (EXTINF duration as written, segment file name).
+    segments: Vec<(String, String)>,
+}
+
+fn invalid(message: String) -> EngineError {
+    EngineError::new(ErrorCode::OutputInvalid, message)
+}
+
+fn io(what: &str, e: &std::io::Error) -> EngineError {
+    EngineError::new(ErrorCode::Disk, format!("{what}: {e}"))
+}
+
+/// Stitches the HLS outputs of `chunks` (each a chunk's output directory, in title order) and
+/// of the title's `audio` item (its output directory) into `out/hls/`: every rendition's
+/// `index.m3u8` with the chunks' segments (moved there), the audio rendition, and
+/// `master.m3u8` with bit rates measured over the whole title. Returns the playlists written.
+pub fn stitch_hls(
+    chunks: &[PathBuf],
+    audio: Option<&Path>,
+    out: &Path,
+) -> Result<Vec<String>, EngineError> {
+    let first = chunks.first().ok_or_else(|| invalid("no chunks to stitch".into()))?;
+    let variants = read_master(&first.join("hls/master.m3u8"))?;
+    let mut written = Vec::new();
+    for variant in &variants {
+        let target = out.join("hls").join(&variant.name);
+        std::fs::create_dir_all(&target).map_err(|e| io("create the rendition folder", &e))?;
+        let mut body = String::new();
+        let (mut longest, mut previous_codec): (f64, Option<Vec<u8>>) = (0.0, None);
+        for (n, chunk) in chunks.iter().enumerate() {
+            let dir = chunk.join("hls").join(&variant.name);
+            let playlist = read_playlist(&dir.join("index.m3u8"), &variant.name, n)?;
+            if let Some(init) = &playlist.init {
+                let bytes =
+                    std::fs::read(dir.join(init)).map_err(|e| io("read an init segment", &e))?;
+                let codec = sample_description(&bytes).ok_or_else(|| {
+                    invalid(format!("chunk {n}, {}: init segment without stsd", variant.name))
+                })?;
+                if previous_codec.as_deref() != Some(codec) {
+                    let name = if n == 0 { "init.mp4".to_owned() } else { format!("init_{n}.mp4") };
+                    std::fs::write(target.join(&name), &bytes)
+                        .map_err(|e| io("write an init segment", &e))?;
+                    let _ = writeln!(body, "#EXT-X-MAP:URI=\"{name}\"");
+                    previous_codec = Some(codec.to_vec());
+                }
+            }
+            for (duration, segment) in &playlist.segments {
+                let to = target.join(segment);
+                if to.exists() {
+                    return Err(invalid(format!(
+                        "{}: segment {segment} of chunk {n} overlaps an earlier chunk",
+                        variant.name
+                    )));
+                }
+                std::fs::rename(dir.join(segment), &to).map_err(|e| io("move a segment", &e))?;
+                longest = longest.max(duration.parse().unwrap_or(0.0));
+                let _ = writeln!(body, "#EXTINF:{duration},\n{segment}");
+            }
+        }
+        let playlist = format!(
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:0\n\
+             #EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n{body}#EXT-X-ENDLIST\n",
+            longest.ceil() as u64
+        );
+        std::fs::write(target.join("index.m3u8"), playlist)
+            .map_err(|e| io("write a playlist", &e))?;
+        written.push(format!("hls/{}/index.m3u8", variant.name));
+    }
+    let audio = match audio {
+        Some(dir) => {
+            let rendition = move_audio(&dir.join(AUDIO_DIR), &out.join(AUDIO_DIR))?;
+            written.push(format!("{AUDIO_DIR}/index.m3u8"));
+            rendition
+        }
+        None => None,
+    };
+    hls::write_master(&out.join("hls"), &variants, audio.as_ref())?;
+    written.push("hls/master.m3u8".to_owned());
+    Ok(written)
+}
+
+/// Moves the audio item's rendition to `to`; `None` for a silent title (no playlist).
+fn move_audio(from: &Path, to: &Path) -> Result<Option<AudioRendition>, EngineError> {
+    let playlist = read_playlist(&from.join("index.m3u8"), "audio", 0);
+    let Ok(playlist) = playlist else {
+        return if from.exists() { playlist.map(|_| None) } else { Ok(None) };
+    };
+    let init = playlist.init.as_deref().ok_or_else(|| invalid("audio: no init segment".into()))?;
+    let bytes =
+        std::fs::read(from.join(init)).map_err(|e| io("read the audio init segment", &e))?;
+    // The sample entry's type: after the stsd header (8), version and flags (4), the entry
+    // count (4) and the entry's size (4).
+    let codecs = match sample_description(&bytes).and_then(|stsd| stsd.get(20..24)) {
+        Some(b"mp4a") => "mp4a.40.2",
+        Some(b"Opus") => "opus",
+        _ => return Err(invalid("audio: not AAC or Opus".into())),
+    };
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io("create the hls folder", &e))?;
+    }
+    std::fs::rename(from, to).map_err(|e| io("move the audio rendition", &e))?;
+    Ok(Some(AudioRendition { uri: "audio/index.m3u8".to_owned(), codecs: codecs.to_owned() }))
+}
+
+/// The variants of a chunk's master playlist (name, size, rate and codecs; bit rates are
+/// measured again over the stitched title).
+fn read_master(path: &Path) -> Result<Vec<VariantInfo>, EngineError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| io("read the first chunk's master playlist", &e))?;
+    let mut variants = Vec::new();
+    let mut pending: Option<&str> = None;
+    for line in text.lines() {
+        if let Some(attributes) = line.strip_prefix("#EXT-X-STREAM-INF:") {
+            pending = Some(attributes);
+        } else if let Some(attributes) = pending.take().filter(|_| !line.starts_with('#')) {
+            let name = line.trim().strip_suffix("/index.m3u8").ok_or_else(|| {
+                invalid(format!("unexpected variant URI {line} in a chunk's master playlist"))
+            })?;
+            let attribute = |key: &str| {
+                let at = attributes.find(&format!("{key}="))? + key.len() + 1;
+                let rest = &attributes[at..];
+                Some(match rest.strip_prefix('"') {
+                    Some(quoted) => quoted.split('"').next().unwrap_or_default(),
+                    None => rest.split(',').next().unwrap_or_default(),
+                })
+            };
+            let (width, height) = attribute("RESOLUTION")
+                .and_then(|r| r.split_once('x'))
+                .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+                .ok_or_else(|| invalid(format!("variant {name} has no RESOLUTION")))?;
+            variants.push(VariantInfo {
+                name: name.to_owned(),
+                width,
+                height,
+                fps: attribute("FRAME-RATE").and_then(|f| f.parse().ok()).unwrap_or(0.0),
+                codecs: attribute("CODECS").unwrap_or_default().to_owned(),
+            });
+        }
+    }
+    if variants.is_empty() {
+        return Err(invalid("the first chunk's master playlist lists no variant".into()));
+    }
+    Ok(variants)
+}
+
+fn read_playlist(path: &Path, name: &str, chunk: usize) -> Result<ChunkPlaylist, EngineError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("chunk {chunk} has no playlist for {name}: {e}")))?;
+    let mut playlist = ChunkPlaylist { init: None, segments: Vec::new() };
+    let mut duration: Option<String> = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+            playlist.init = rest.split('"').next().map(str::to_owned);
+        } else if let Some(rest) = line.strip_prefix("#EXTINF:") {
+            duration = rest.split(',').next().map(str::to_owned);
+        } else if !line.is_empty() && !line.starts_with('#') {
+            let segment_name =
+                Path::new(line).file_name().map(|f| f.to_string_lossy().into_owned());
+            match (duration.take(), segment_name) {
+                (Some(duration), Some(segment)) if segment == line => {
+                    playlist.segments.push((duration, segment));
+                }
+                _ => return Err(invalid(format!("chunk {chunk}, {name}: unexpected line {line}"))),
+            }
+        }
+    }
+    if playlist.segments.is_empty() {
+        return Err(invalid(format!("chunk {chunk}, {name}: no segments")));
+    }
+    Ok(playlist)
+}
+
+/// The `stsd` box (sample descriptions: codec and its header) of an fMP4 initialization
+/// segment, found through `moov/trak/mdia/minf/stbl`.
+fn sample_description(init: &[u8]) -> Option<&[u8]> {
+    let mut scope = init;
+    for name in [b"moov", b"trak", b"mdia", b"minf", b"stbl"] {
+        scope = child_box(scope, name)?.get(8..)?;
+    }
+    child_box(scope, b"stsd")
+}
+
+/// The first box named `name` in `data` (a sequence of boxes), header included.
+fn child_box<'a>(mut data: &'a [u8], name: &[u8; 4]) -> Option<&'a [u8]> {
+    while data.len() >= 8 {
+        let size = usize::try_from(u32::from_be_bytes(data[..4].try_into().ok()?)).ok()?;
+        if size < 8 || size > data.len() {
+            return None;
+        }
+        if &data[4..8] == name {
+            return Some(&data[..size]);
+        }
+        data = &data[size..];
+    }
+    None
+}

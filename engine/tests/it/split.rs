@@ -1,0 +1,160 @@
+//! Split jobs: the title's video encoded in chunks (each its own engine run, as on separate
+//! machines) and stitched must be the whole-title encode's HLS: the same frames at the same
+//! times, the same keyframes and segments, one continuous timeline.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tcoder::engine::{Chunk, Part};
+use tcoder::jobs::{OutputKind, Preset, Qualities, Quality};
+use testkit::media::{ClipSpec, clip};
+
+use crate::engine::{ffprobe, job, spec};
+
+/// (pts, duration, keyframe) of every video packet of a playlist, as ffprobe reads them.
+fn packets(playlist: &Path) -> Vec<(f64, f64, bool)> {
+    packets_of(playlist, "v:0")
+}
+
+/// As [`packets`], of the stream `selector` (`v:0`, `a:0`).
+fn packets_of(playlist: &Path, selector: &str) -> Vec<(f64, f64, bool)> {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", selector])
+        .args(["-show_entries", "packet=pts_time,duration_time,flags", "-of", "csv=p=0"])
+        .arg(playlist)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let pts = fields[0].parse().unwrap_or_else(|_| panic!("{line}"));
+            // Some demuxers leave an audio packet's duration unknown (N/A).
+            (pts, fields[1].parse().unwrap_or(0.0), fields[2].starts_with('K'))
+        })
+        .collect()
+}
+
+/// The EXTINF durations of a media playlist.
+fn segment_durations(playlist: &Path) -> Vec<String> {
+    std::fs::read_to_string(playlist)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .map(|d| d.trim_end_matches(',').to_owned())
+        .collect()
+}
+
+#[test]
+fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls() {
+    let source = clip(&ClipSpec {
+        width: 640,
+        height: 360,
+        duration_ms: 9000,
+        audio: true,
+        // Source keyframes every 1.4 s, never on a chunk's start: each chunk seeks to the one
+        // before its start and decodes the frames in between without showing them.
+        keyframe_interval: Some(35),
+        ..ClipSpec::default()
+    });
+    let spec =
+        spec(Preset::Hls, Qualities::List(vec![Quality::P144, Quality::P360]), &[OutputKind::Hls]);
+    // A preset with B-frames (production's kind): the video's decode times lead its pictures.
+    let job = |input: &Path, out: &Path, spec: tcoder::engine::EngineSpec| {
+        let mut job = job(input, out, spec);
+        job.settings.x264_preset = "veryfast".into();
+        job
+    };
+    let whole = tempfile::tempdir().unwrap();
+    tcoder_engine::run(&job(&source, whole.path(), spec.clone()), &mut |_| {}).unwrap();
+
+    // Three chunks of three 1 s segments; the last runs to the end.
+    let parts = [(0.0, Some(3.0), 0), (3.0, Some(6.0), 3), (6.0, None, 6)];
+    let chunk_dirs: Vec<tempfile::TempDir> =
+        parts.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    for ((start_secs, end_secs, first_segment), dir) in parts.iter().zip(&chunk_dirs) {
+        let mut chunk_job = job(&source, dir.path(), spec.clone());
+        chunk_job.part = Some(Part::Video(Chunk {
+            start_secs: *start_secs,
+            end_secs: *end_secs,
+            first_segment: *first_segment,
+        }));
+        let report = tcoder_engine::run(&chunk_job, &mut |_| {}).unwrap();
+        assert!(report.renditions.iter().all(|r| r.audio_codec.is_none() && r.mp4.is_none()));
+    }
+    // The audio, once for the whole title.
+    let audio = tempfile::tempdir().unwrap();
+    let mut audio_job = job(&source, audio.path(), spec.clone());
+    audio_job.part = Some(Part::Audio);
+    let report = tcoder_engine::run(&audio_job, &mut |_| {}).unwrap();
+    assert!(report.files.iter().any(|f| f.path == "hls/audio/index.m3u8"), "{:?}", report.files);
+
+    let stitched = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = chunk_dirs.iter().map(|d| d.path().to_path_buf()).collect();
+    let mut written =
+        tcoder_engine::stitch_hls(&dirs, Some(audio.path()), stitched.path()).unwrap();
+    written.sort();
+    assert_eq!(
+        written,
+        ["hls/144p/index.m3u8", "hls/360p/index.m3u8", "hls/audio/index.m3u8", "hls/master.m3u8"]
+    );
+
+    for rendition in ["144p", "360p"] {
+        let playlist = |root: &Path| root.join("hls").join(rendition).join("index.m3u8");
+        let (expected, got) =
+            (packets(&playlist(whole.path())), packets(&playlist(stitched.path())));
+        assert_eq!(got.len(), expected.len(), "{rendition}: frame count");
+        // Times from each output's first frame: the whole encode's muxed AAC shifts its video
+        // by the encoder's priming (21 ms); a split title's audio is a rendition of its own.
+        let (zero_want, zero_have) = (expected[0].0, got[0].0);
+        for (n, (want, have)) in expected.iter().zip(&got).enumerate() {
+            assert!(
+                (want.0 - zero_want - (have.0 - zero_have)).abs() < 1e-3
+                    && (want.1 - have.1).abs() < 1e-3
+                    && want.2 == have.2,
+                "{rendition} frame {n}: whole {want:?}, stitched {have:?}"
+            );
+        }
+        // One continuous timeline: each picture starts where the one before it ends.
+        let mut shown = got.clone();
+        shown.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for pair in shown.windows(2) {
+            assert!((pair[0].0 + pair[0].1 - pair[1].0).abs() < 1e-3, "{rendition}: {pair:?}");
+        }
+        assert_eq!(
+            segment_durations(&playlist(stitched.path())),
+            segment_durations(&playlist(whole.path())),
+            "{rendition}: segment boundaries"
+        );
+    }
+    // Players open the stitched master and every variant in it, each with the audio.
+    let master = stitched.path().join("hls/master.m3u8");
+    let text = std::fs::read_to_string(&master).unwrap();
+    assert!(text.contains("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\""), "{text}");
+    assert_eq!(text.matches(",mp4a.40.2\",").count(), 2, "{text}");
+    assert_eq!(text.matches("AUDIO=\"audio\"").count(), 2, "{text}");
+    let probe = ffprobe(&master);
+    assert_eq!(probe["format"]["nb_programs"].as_u64(), Some(2));
+    let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((duration - 9.0).abs() <= 0.04, "duration {duration}");
+    // The audio lasts as long as the video and starts with it, as in the whole encode.
+    let first_and_end = |playlist: &Path| {
+        let packets = packets_of(playlist, "a:0");
+        let last = packets.last().unwrap();
+        (packets[0].0, last.0 + last.1)
+    };
+    let (whole_start, whole_end) = first_and_end(&whole.path().join("hls/360p/index.m3u8"));
+    let (split_start, split_end) = first_and_end(&stitched.path().join("hls/audio/index.m3u8"));
+    let whole_video = packets(&whole.path().join("hls/360p/index.m3u8"))[0].0;
+    let split_video = packets(&stitched.path().join("hls/360p/index.m3u8"))[0].0;
+    assert!(
+        ((whole_start - whole_video) - (split_start - split_video)).abs() < 1e-3,
+        "audio starts {whole_start} vs video {whole_video} whole, {split_start} vs {split_video} split"
+    );
+    assert!(
+        ((whole_end - whole_video) - (split_end - split_video)).abs() < 0.03,
+        "audio ends {whole_end} whole, {split_end} split"
+    );
+}
