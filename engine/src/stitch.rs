@@ -10,7 +10,10 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use ffmpeg_next as ffmpeg;
 use tcoder::engine::{EngineError, ErrorCode};
+
+use crate::transcode::output::{self, Muxer, Track};
 
 use crate::transcode::hls::{self, AudioRendition, VariantInfo};
 use crate::transcode::title_audio::AUDIO_DIR;
@@ -213,4 +216,113 @@ fn child_box<'a>(mut data: &'a [u8], name: &[u8; 4]) -> Option<&'a [u8]> {
         data = &data[size..];
     }
     None
+}
+
+/// Makes `out/mp4/<rendition>.mp4` for each of `renditions` from the stitched HLS set in
+/// `out/hls/` (see [`stitch_hls`]): the rendition's video segments and the title's audio,
+/// remuxed (no re-encode) into a faststart MP4. Returns the files written.
+pub fn stitch_mp4(out: &Path, renditions: &[String]) -> Result<Vec<String>, EngineError> {
+    let audio = out.join(AUDIO_DIR).join("index.m3u8");
+    let mut written = Vec::new();
+    std::fs::create_dir_all(out.join("mp4")).map_err(|e| io("create the mp4 folder", &e))?;
+    for name in renditions {
+        let video = out.join("hls").join(name).join("index.m3u8");
+        let target = format!("mp4/{name}.mp4");
+        remux(&video, audio.exists().then_some(audio.as_path()), &out.join(&target))?;
+        written.push(target);
+    }
+    Ok(written)
+}
+
+/// Opens one of our own playlists (local files, HLS of fMP4 only).
+fn open_playlist(path: &Path) -> Result<ffmpeg::format::context::Input, EngineError> {
+    let mut options = ffmpeg::Dictionary::new();
+    options.set("protocol_whitelist", "file");
+    options.set("format_whitelist", "hls,mov");
+    options.set("allowed_extensions", "m4s,mp4,m3u8");
+    ffmpeg::format::input_with_dictionary(&path, options)
+        .map_err(|e| crate::error::output(&format!("open {}", relative(path)), &e))
+}
+
+/// `hls/<rendition>/index.m3u8` of a playlist path, for messages (never a worker path).
+fn relative(path: &Path) -> String {
+    let parts: Vec<_> = path.iter().rev().take(3).collect();
+    parts.iter().rev().map(|p| p.to_string_lossy()).collect::<Vec<_>>().join("/")
+}
+
+/// The first stream of `input` of `kind`, as (index, time base).
+fn stream_of(
+    input: &ffmpeg::format::context::Input,
+    kind: ffmpeg::media::Type,
+) -> Option<(usize, ffmpeg::Rational, ffmpeg::codec::Parameters)> {
+    input
+        .streams()
+        .find(|s| s.parameters().medium() == kind)
+        .map(|s| (s.index(), s.time_base(), s.parameters()))
+}
+
+/// One input of the remux: its stream and the next packet waiting to be written.
+struct Feed {
+    input: ffmpeg::format::context::Input,
+    index: usize,
+    time_base: ffmpeg::Rational,
+    track: Track,
+    next: Option<ffmpeg::Packet>,
+}
+
+impl Feed {
+    fn advance(&mut self) {
+        self.next = None;
+        for (stream, packet) in self.input.packets() {
+            if stream.index() == self.index {
+                self.next = Some(packet);
+                return;
+            }
+        }
+    }
+
+    /// Decode time of the waiting packet, in seconds (for interleaving).
+    fn next_secs(&self) -> Option<f64> {
+        let packet = self.next.as_ref()?;
+        let ts = packet.dts().or(packet.pts())?;
+        Some(ts as f64 * f64::from(self.time_base))
+    }
+}
+
+fn remux(video: &Path, audio: Option<&Path>, target: &Path) -> Result<(), EngineError> {
+    use ffmpeg::media::Type;
+    let mut muxer = Muxer::create(target, "mp4", output::mp4_options())?;
+    let mut feeds = Vec::new();
+    let video_input = open_playlist(video)?;
+    let (index, time_base, parameters) = stream_of(&video_input, Type::Video)
+        .ok_or_else(|| invalid(format!("{}: no video", relative(video))))?;
+    muxer.add_copied_stream(Track::Video, parameters, time_base, None)?;
+    feeds.push(Feed { input: video_input, index, time_base, track: Track::Video, next: None });
+    if let Some(audio) = audio {
+        let audio_input = open_playlist(audio)?;
+        let (index, time_base, parameters) = stream_of(&audio_input, Type::Audio)
+            .ok_or_else(|| invalid(format!("{}: no audio", relative(audio))))?;
+        muxer.add_copied_stream(Track::Audio, parameters, time_base, None)?;
+        feeds.push(Feed { input: audio_input, index, time_base, track: Track::Audio, next: None });
+    }
+    muxer.write_header()?;
+    for feed in &mut feeds {
+        feed.advance();
+    }
+    // The HLS set starts its video where the whole encode's HLS muxer put it (after the
+    // audio's priming or the B-frames' lead); an MP4 starts its video at zero and keeps those
+    // in edit lists, as the whole encode's MP4 does.
+    let video_start = feeds[0].next.as_ref().and_then(|p| p.pts()).unwrap_or(0);
+    muxer.delay_by(-(video_start as f64 * f64::from(feeds[0].time_base)));
+    // Bounded: every turn writes one packet and reads the next; the inputs are finite files.
+    while let Some(feed) = feeds
+        .iter_mut()
+        .filter(|f| f.next.is_some())
+        .min_by(|a, b| a.next_secs().unwrap_or(0.0).total_cmp(&b.next_secs().unwrap_or(0.0)))
+    {
+        let packet = feed.next.take().expect("filtered on a waiting packet");
+        muxer.write(feed.track, &packet, feed.time_base)?;
+        feed.advance();
+    }
+    muxer.finish()
 }

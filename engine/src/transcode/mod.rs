@@ -6,7 +6,7 @@
 mod audio;
 pub(crate) mod hls;
 mod normalize;
-mod output;
+pub(crate) mod output;
 mod thumbs;
 pub(crate) mod title_audio;
 mod validate;

@@ -140,8 +140,8 @@ impl Muxer {
         Ok(())
     }
 
-    /// Moves everything written later by `secs` (a split title's video chunk, by the audio's
-    /// priming, to stay where the whole-title encode puts the video).
+    /// Moves everything written by `secs`: later for a split title's items (to where the
+    /// whole-title encode's muxer puts its streams), earlier for an MP4 remuxed from them.
     pub(crate) fn delay_by(&mut self, secs: f64) {
         self.delay_secs = secs;
     }

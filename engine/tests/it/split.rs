@@ -48,7 +48,7 @@ fn segment_durations(playlist: &Path) -> Vec<String> {
 }
 
 #[test]
-fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls() {
+fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     let source = clip(&ClipSpec {
         width: 640,
         height: 360,
@@ -59,8 +59,11 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls() {
         keyframe_interval: Some(35),
         ..ClipSpec::default()
     });
-    let spec =
-        spec(Preset::Hls, Qualities::List(vec![Quality::P144, Quality::P360]), &[OutputKind::Hls]);
+    let spec = spec(
+        Preset::Hls,
+        Qualities::List(vec![Quality::P144, Quality::P360]),
+        &[OutputKind::Hls, OutputKind::Mp4],
+    );
     // A preset with B-frames (production's kind): the video's decode times lead its pictures.
     let job = |input: &Path, out: &Path, spec: tcoder::engine::EngineSpec| {
         let mut job = job(input, out, spec);
@@ -70,17 +73,21 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls() {
     let whole = tempfile::tempdir().unwrap();
     tcoder_engine::run(&job(&source, whole.path(), spec.clone()), &mut |_| {}).unwrap();
 
-    // Three chunks of three 1 s segments; the last runs to the end.
-    let parts = [(0.0, Some(3.0), 0), (3.0, Some(6.0), 3), (6.0, None, 6)];
+    // Three chunks of three 1 s segments, as the planner cuts 9 s; the last runs to the end.
+    let parts = tcoder::engine::plan::chunks(9.0, 1.0, 3.0, 0.0);
+    assert_eq!(
+        parts,
+        [
+            Chunk { start_secs: 0.0, end_secs: Some(3.0), first_segment: 0 },
+            Chunk { start_secs: 3.0, end_secs: Some(6.0), first_segment: 3 },
+            Chunk { start_secs: 6.0, end_secs: None, first_segment: 6 },
+        ]
+    );
     let chunk_dirs: Vec<tempfile::TempDir> =
         parts.iter().map(|_| tempfile::tempdir().unwrap()).collect();
-    for ((start_secs, end_secs, first_segment), dir) in parts.iter().zip(&chunk_dirs) {
+    for (chunk, dir) in parts.iter().zip(&chunk_dirs) {
         let mut chunk_job = job(&source, dir.path(), spec.clone());
-        chunk_job.part = Some(Part::Video(Chunk {
-            start_secs: *start_secs,
-            end_secs: *end_secs,
-            first_segment: *first_segment,
-        }));
+        chunk_job.part = Some(Part::Video(chunk.clone()));
         let report = tcoder_engine::run(&chunk_job, &mut |_| {}).unwrap();
         assert!(report.renditions.iter().all(|r| r.audio_codec.is_none() && r.mp4.is_none()));
     }
@@ -129,6 +136,35 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls() {
             "{rendition}: segment boundaries"
         );
     }
+    // The MP4 renditions, remuxed from the stitched segments and the audio, are the whole
+    // encode's: the same frames and times, the audio along, the index first.
+    let mp4s = tcoder_engine::stitch_mp4(stitched.path(), &["144p".into(), "360p".into()]).unwrap();
+    assert_eq!(mp4s, ["mp4/144p.mp4", "mp4/360p.mp4"]);
+    for mp4 in &mp4s {
+        let (whole_mp4, split_mp4) = (whole.path().join(mp4), stitched.path().join(mp4));
+        let (expected, got) = (packets(&whole_mp4), packets(&split_mp4));
+        assert_eq!(got.len(), expected.len(), "{mp4}: frame count");
+        for (n, (want, have)) in expected.iter().zip(&got).enumerate() {
+            assert!(
+                (want.0 - have.0).abs() < 1e-3 && want.2 == have.2,
+                "{mp4} frame {n}: whole {want:?}, stitched {have:?}"
+            );
+        }
+        let (whole_probe, split_probe) = (ffprobe(&whole_mp4), ffprobe(&split_mp4));
+        let seconds = |probe: &serde_json::Value| -> f64 {
+            probe["format"]["duration"].as_str().unwrap().parse().unwrap()
+        };
+        assert!((seconds(&whole_probe) - seconds(&split_probe)).abs() <= 0.04, "{mp4} duration");
+        let codecs = |probe: &serde_json::Value| -> Vec<String> {
+            let streams = probe["streams"].as_array().unwrap();
+            streams.iter().map(|s| s["codec_name"].as_str().unwrap().to_owned()).collect()
+        };
+        assert_eq!(codecs(&split_probe), ["h264", "aac"], "{mp4}");
+        let bytes = std::fs::read(&split_mp4).unwrap();
+        let find = |tag: &[u8]| bytes.windows(4).position(|w| w == tag).unwrap();
+        assert!(find(b"moov") < find(b"mdat"), "{mp4} is not faststart");
+    }
+
     // Players open the stitched master and every variant in it, each with the audio.
     let master = stitched.path().join("hls/master.m3u8");
     let text = std::fs::read_to_string(&master).unwrap();

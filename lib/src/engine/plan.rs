@@ -311,6 +311,41 @@ fn even_round(value: f64) -> u32 {
     (((value / 2.0).round() as u32) * 2).max(2)
 }
 
+/// The video chunks a title of `duration_secs` is split into: `[start, end)` ranges of about
+/// `chunk_secs`, each a whole number of `segment_secs` segments starting on a segment boundary,
+/// the last running to the end (and taking a remainder shorter than half a chunk rather than
+/// leaving it a chunk of its own). Empty when the title is not longer than `split_min_secs`:
+/// a short title is one item.
+pub fn chunks(
+    duration_secs: f64,
+    segment_secs: f64,
+    chunk_secs: f64,
+    split_min_secs: f64,
+) -> Vec<super::Chunk> {
+    if duration_secs <= split_min_secs || segment_secs <= 0.0 || !duration_secs.is_finite() {
+        return Vec::new();
+    }
+    let per_chunk = ((chunk_secs / segment_secs).round() as u32).max(1);
+    let segments = (duration_secs / segment_secs - 1e-6).ceil().max(1.0) as u32;
+    let mut chunks = Vec::new();
+    let mut first = 0;
+    while first < segments {
+        let next = first + per_chunk;
+        // The last chunk takes what is left when that is under half a chunk.
+        let last = next >= segments || segments - next < per_chunk.div_ceil(2);
+        chunks.push(super::Chunk {
+            start_secs: f64::from(first) * segment_secs,
+            end_secs: (!last).then(|| f64::from(next) * segment_secs),
+            first_segment: first,
+        });
+        if last {
+            break;
+        }
+        first = next;
+    }
+    chunks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,5 +616,32 @@ mod tests {
             60.0,
         );
         assert_eq!(transcoded.mode, Mode::Transcode);
+    }
+
+    #[test]
+    fn long_titles_split_into_whole_segment_chunks_the_last_taking_a_short_remainder() {
+        use super::chunks;
+        assert!(chunks(180.0, 4.0, 60.0, 180.0).is_empty(), "not longer than the minimum");
+        let split = chunks(250.0, 4.0, 60.0, 180.0);
+        // 60 s is 15 segments of 4 s; 250 s is 63 segments: 15, 15, 15, then 18 (3 left over).
+        let ranges: Vec<(f64, Option<f64>, u32)> =
+            split.iter().map(|c| (c.start_secs, c.end_secs, c.first_segment)).collect();
+        assert_eq!(
+            ranges,
+            [
+                (0.0, Some(60.0), 0),
+                (60.0, Some(120.0), 15),
+                (120.0, Some(180.0), 30),
+                (180.0, None, 45)
+            ]
+        );
+        // A remainder of half a chunk or more is a chunk of its own.
+        let split = chunks(212.0, 4.0, 60.0, 180.0);
+        assert_eq!(split.len(), 4);
+        assert_eq!((split[3].start_secs, split[3].end_secs), (180.0, None));
+        // Chunks are whole segments even when the asked length is not.
+        let split = chunks(400.0, 6.0, 50.0, 180.0);
+        assert!(split.iter().all(|c| c.start_secs % 6.0 == 0.0), "{split:?}");
+        assert_eq!(split[1].start_secs, 48.0);
     }
 }
