@@ -42,6 +42,10 @@ pub(crate) struct CompareArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Instead: the whole-title encode against the same title split into chunks of about this
+    /// many seconds (plus its audio item and the stitch), HLS only (see `compare_split`).
+    #[arg(long)]
+    split_chunk_secs: Option<f64>,
 }
 
 /// CPU and wall seconds of one run.
@@ -83,19 +87,26 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
         Some(dir) => dir.join("tcoder-worker"),
         None => std::env::current_exe()?.parent().context("binary folder")?.join("tcoder-worker"),
     };
-    let supervisor = Supervisor {
-        program: worker,
-        args: vec!["engine".into()],
-        limits: SandboxLimits {
-            memory_bytes: 8 << 30,
-            cpu_secs: 3600,
-            file_size_bytes: 20 << 30,
-            open_files: 256,
-            wall_deadline: Duration::from_secs(3600),
-            deadline_per_media_second: 100.0,
-            deadline_base: Duration::from_secs(600),
-        },
-    };
+    if let Some(chunk_secs) = args.split_chunk_secs {
+        if preset != Preset::Hls {
+            bail!("--split-chunk-secs compares HLS encodes (--preset hls)");
+        }
+        let chunks =
+            engine::plan::chunks(media.duration_secs, settings.segment_secs, chunk_secs, 0.0);
+        let report = super::compare_split::run(
+            &worker,
+            &args.input,
+            &spec,
+            &settings,
+            &chunks,
+            args.repeats,
+        )
+        .await?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let supervisor =
+        Supervisor { program: worker, args: vec!["engine".into()], limits: bench_limits() };
     let (mut engine_runs, mut split_runs, mut separate_runs) = (Vec::new(), Vec::new(), Vec::new());
     // Interleaved, so machine noise hits every variant alike.
     for _ in 0..args.repeats.max(1) {
@@ -188,6 +199,19 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Sandbox limits for measuring: generous, so nothing but the work decides the figures.
+pub(super) fn bench_limits() -> SandboxLimits {
+    SandboxLimits {
+        memory_bytes: 8 << 30,
+        cpu_secs: 3600,
+        file_size_bytes: 20 << 30,
+        open_files: 256,
+        wall_deadline: Duration::from_secs(3600),
+        deadline_per_media_second: 100.0,
+        deadline_base: Duration::from_secs(600),
+    }
 }
 
 /// One ffmpeg command producing `renditions` from one decode (a `split` when there are several).

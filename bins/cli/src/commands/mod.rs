@@ -2,6 +2,8 @@
 
 #[cfg(feature = "engine")]
 pub(crate) mod compare;
+#[cfg(feature = "engine")]
+mod compare_split;
 pub(crate) mod dlq;
 pub(crate) mod download;
 pub(crate) mod follow;
