@@ -154,3 +154,62 @@ fn production_authorization_block() -> String {
     let users: Vec<(Service, &str)> = placeholders.iter().map(|(s, p)| (*s, p.as_str())).collect();
     tcoder::events::permissions::authorization_block(&users)
 }
+
+/// The Fly apps in deploy/fly/ build the repository's Dockerfile stages, ship a settings file
+/// that exists, and route traffic, checks and metrics to the ports those settings open; each
+/// process command is a binary the services image has, run as a command (the image has no
+/// entrypoint that would take it as an argument). The worker app has no processes: the
+/// dispatcher starts its machines, which run the image's entrypoint.
+#[test]
+fn fly_apps_build_the_repositorys_images_and_reach_the_ports_their_settings_open() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dockerfile = std::fs::read_to_string(root.join("deploy/images/Dockerfile")).unwrap();
+    let stage = |name: &str| {
+        let start =
+            dockerfile.find(&format!(" AS {name}\n")).unwrap_or_else(|| panic!("no stage {name}"));
+        let rest = &dockerfile[start..];
+        rest[1..].find("\nFROM ").map_or(rest, |end| &rest[..end + 1]).to_owned()
+    };
+    let port = |address: &str| address.rsplit(':').next().unwrap().parse::<i64>().unwrap();
+    for (file, target) in [("services.fly.toml", "services"), ("worker.fly.toml", "worker")] {
+        let dir = root.join("deploy/fly");
+        let app: toml::Value =
+            toml::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        let build = &app["build"];
+        assert!(dir.join(build["dockerfile"].as_str().unwrap()).is_file(), "{file}: dockerfile");
+        assert_eq!(build["build-target"].as_str(), Some(target), "{file}");
+        let shipped = &app["files"].as_array().unwrap()[0];
+        let settings_path = dir.join(shipped["local_path"].as_str().unwrap());
+        assert_eq!(app["env"]["TCODER_CONFIG"].as_str(), shipped["guest_path"].as_str(), "{file}");
+        let settings: toml::Value =
+            toml::from_str(&std::fs::read_to_string(&settings_path).unwrap()).unwrap();
+        let admin_port = port(settings["admin"]["bind"].as_str().unwrap());
+        assert_eq!(app["metrics"]["port"].as_integer(), Some(admin_port), "{file}: metrics");
+        let image = stage(target);
+        if target == "services" {
+            assert!(
+                !image.contains("ENTRYPOINT"),
+                "{file}: an entrypoint would take the process commands as arguments"
+            );
+            let http = &app["http_service"];
+            let ingest_port = port(settings["ingest"]["http_bind"].as_str().unwrap());
+            assert_eq!(
+                http["internal_port"].as_integer(),
+                Some(ingest_port),
+                "{file}: ingest port"
+            );
+            let check = &http["checks"].as_array().unwrap()[0];
+            assert_eq!(check["port"].as_integer(), Some(admin_port), "{file}: check port");
+            assert_eq!(check["path"].as_str(), Some("/readyz"), "{file}: check path");
+            for (name, command) in app["processes"].as_table().unwrap() {
+                let binary = command.as_str().unwrap().split_whitespace().next().unwrap();
+                let file_name = binary.rsplit('/').next().unwrap();
+                assert!(
+                    binary.starts_with("/usr/local/bin/")
+                        && image.contains(&format!("/out/{file_name}")),
+                    "{file}: process {name} runs {binary}, which the services image does not have"
+                );
+            }
+        }
+    }
+}
