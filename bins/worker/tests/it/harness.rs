@@ -258,6 +258,21 @@ impl Pipeline {
         self.get_json(&self.key, "/v1/jobs?limit=100").await
     }
 
+    /// Adds the watch rule `name`: objects created under `prefix` become `tenant`'s HLS jobs
+    /// (144p).
+    pub(crate) async fn watch_folder(&self, name: &str, prefix: &str, tenant: &str) {
+        let limits = tcoder::jobs::SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[] };
+        let rule = tcoder::watch::WatchRuleRequest {
+            name: name.into(),
+            prefix: prefix.into(),
+            tenant: tenant.into(),
+            job: json!({ "preset": "hls", "qualities": ["144p"] }),
+        }
+        .validate(limits)
+        .unwrap();
+        tcoder::watch::put(&mut self.redis.clone(), &rule).await.unwrap();
+    }
+
     /// `GET <path>` on the API with `key`, as JSON.
     async fn get_json(&self, key: &str, path: &str) -> Value {
         let response = self.http.get(format!("{}{path}", self.api)).bearer_auth(key).send();

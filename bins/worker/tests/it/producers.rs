@@ -241,16 +241,7 @@ async fn watch_folders_make_one_job_per_new_object_whichever_way_it_is_found() {
     let pipeline =
         Pipeline::start_with(&[("TCODER__INGEST__SWEEP_INTERVAL", "300ms".to_owned())]).await;
     let _worker = pipeline.worker(&[]);
-    let limits = tcoder::jobs::SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[] };
-    let rule = tcoder::watch::WatchRuleRequest {
-        name: "acme-incoming".into(),
-        prefix: "incoming/acme/".into(),
-        tenant: "acme".into(),
-        job: json!({ "preset": "hls", "qualities": ["144p"] }),
-    }
-    .validate(limits)
-    .unwrap();
-    tcoder::watch::put(&mut pipeline.redis.clone(), &rule).await.unwrap();
+    pipeline.watch_folder("acme-incoming", "incoming/acme/", "acme").await;
 
     let s3 = &pipeline.s3;
     let bucket = pipeline.env.s3.bucket().to_owned();

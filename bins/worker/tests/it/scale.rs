@@ -174,16 +174,7 @@ async fn two_dispatchers_and_two_ingests_keep_the_cap_and_make_one_job_per_uploa
     let second_dispatcher = spawn_ready("tcoder-dispatcher");
     let ingests = [pipeline.api.clone(), format!("http://{second_api}")];
 
-    let limits = tcoder::jobs::SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[] };
-    let rule = tcoder::watch::WatchRuleRequest {
-        name: "acme-incoming".into(),
-        prefix: "incoming/acme/".into(),
-        tenant: "acme".into(),
-        job: json!({ "preset": "hls", "qualities": ["144p"] }),
-    }
-    .validate(limits)
-    .unwrap();
-    tcoder::watch::put(&mut pipeline.redis.clone(), &rule).await.unwrap();
+    pipeline.watch_folder("acme-incoming", "incoming/acme/", "acme").await;
     let clip = testkit::media::tiny_mp4();
     let request = json!({ "preset": "hls", "qualities": ["144p"] });
 
