@@ -155,14 +155,7 @@ impl Shared {
         *self.current.lock().expect("not poisoned") = Some((generation, connection.clone()));
         Ok((generation, connection))
     }
-}
 
-/// An I/O-kind error (callers treat it as Redis being unreachable, a pause).
-fn not_connected(why: String) -> RedisError {
-    RedisError::from(std::io::Error::new(std::io::ErrorKind::NotConnected, why))
-}
-
-impl Shared {
     /// Passes `reply` through, dropping the connection it came from when the error says the
     /// socket is gone or the node is no longer the primary (`READONLY`, `MASTERDOWN`): the next
     /// request reconnects (and, behind Sentinel, finds the new primary).
@@ -184,6 +177,11 @@ impl Shared {
         }
         reply
     }
+}
+
+/// An I/O-kind error (callers treat it as Redis being unreachable, a pause).
+fn not_connected(why: String) -> RedisError {
+    RedisError::from(std::io::Error::new(std::io::ErrorKind::NotConnected, why))
 }
 
 async fn open(
