@@ -17,6 +17,21 @@ pub fn job_lease(id: &JobId) -> String {
     format!("{}:lease", job(id))
 }
 
+/// The parts of a split job share this prefix; part `k` is `<prefix><k>` (hash).
+pub fn job_part_prefix(id: &JobId) -> String {
+    format!("{}:part:", job(id))
+}
+
+/// Part `k` of a split job: status, epoch, holder, outputs (hash).
+pub fn job_part(id: &JobId, k: u32) -> String {
+    format!("{}{k}", job_part_prefix(id))
+}
+
+/// The lease of part `k`'s current attempt, `<worker>:<epoch>` with a TTL.
+pub fn job_part_lease(id: &JobId, k: u32) -> String {
+    format!("{}:lease", job_part(id, k))
+}
+
 /// A tenant's jobs by creation time, all or in one status (sorted set).
 pub fn tenant_index(tenant: &Tenant, status: Option<JobStatus>) -> String {
     match status {

@@ -163,3 +163,86 @@ fn result(epoch: u64) -> tcoder::jobs::JobResult {
         &|key| key.to_owned(),
     )
 }
+
+/// A split job's parts are fenced on their own epochs: a part's stale attempt cannot renew or
+/// commit; the plan survives a change of coordinator (a new job epoch) with the committed
+/// parts kept; commits count up to the total; and a canceled job hands out and accepts
+/// nothing more.
+#[tokio::test]
+async fn parts_of_a_split_job_are_fenced_on_their_own_epochs_and_stop_with_the_job() {
+    use std::time::Duration;
+    use tcoder::jobs::{ClaimOutcome, PartClaim, PartCommit, RenewOutcome};
+
+    let env = TestEnv::start();
+    let (store, job) = store_with_job(&env).await;
+    store.transition(&job.id, JobStatus::Uploaded, "test", &[]).await.unwrap();
+    store.transition(&job.id, JobStatus::Queued, "test", &[]).await.unwrap();
+    let ttl = Duration::from_millis(300);
+    let ClaimOutcome::Claimed(coordinator) = store.claim(&job.id, "w1", ttl).await.unwrap() else {
+        panic!("coordinator claim")
+    };
+    assert_eq!(store.plan_parts(&job.id, coordinator.epoch, 3).await.unwrap(), Some(3));
+    assert_eq!(store.plan_parts(&job.id, coordinator.epoch + 1, 3).await.unwrap(), None);
+
+    let claim = |part: u32, worker: &'static str, ttl: Duration| {
+        let store = store.clone();
+        let id = job.id.clone();
+        async move { store.claim_part(&id, part, worker, ttl).await.unwrap() }
+    };
+    let PartClaim::Claimed(a0) = claim(0, "w1", ttl).await else { panic!("part 0") };
+    assert!(matches!(claim(0, "w2", ttl).await, PartClaim::Busy { .. }));
+    // w1 stops renewing part 0: w2 takes it over with the next epoch of that part.
+    let b0 = testkit::eventually_async(Duration::from_secs(5), || async {
+        match claim(0, "w2", Duration::from_secs(5)).await {
+            PartClaim::Claimed(attempt) => Ok(attempt),
+            other => Err(other),
+        }
+    })
+    .await;
+    assert_eq!((a0.epoch, b0.epoch), (1, 2));
+    assert_eq!(store.renew_part(&a0, ttl).await.unwrap(), RenewOutcome::Lost);
+    assert_eq!(store.commit_part(&a0, &[]).await.unwrap(), PartCommit::Fenced);
+    let outputs = |n: u32| vec![("outputs", format!("parts/{n}/"))];
+    assert_eq!(
+        store.commit_part(&b0, &outputs(0)).await.unwrap(),
+        PartCommit::Committed { done: 1, parts: 3 }
+    );
+    // A retried commit of the same attempt is the same commit.
+    assert_eq!(
+        store.commit_part(&b0, &outputs(0)).await.unwrap(),
+        PartCommit::Committed { done: 1, parts: 3 }
+    );
+    assert_eq!(claim(0, "w3", ttl).await, PartClaim::Done);
+
+    // The coordinator dies; its successor (a new job epoch) finds the plan and part 0 done.
+    let successor = testkit::eventually_async(Duration::from_secs(5), || async {
+        match store.claim(&job.id, "w3", Duration::from_secs(5)).await.unwrap() {
+            ClaimOutcome::Claimed(attempt) => Ok(attempt),
+            other => Err(other),
+        }
+    })
+    .await;
+    assert_eq!(store.plan_parts(&job.id, successor.epoch, 5).await.unwrap(), Some(3));
+    let parts = store.parts(&job.id).await.unwrap();
+    let summary: Vec<(u32, &str, u64)> =
+        parts.iter().map(|p| (p.part, p.status.as_str(), p.epoch)).collect();
+    assert_eq!(summary, [(0, "done", 2), (1, "pending", 0), (2, "pending", 0)]);
+    assert_eq!(parts[0].fields.get("outputs").map(String::as_str), Some("parts/0/"));
+
+    let PartClaim::Claimed(c1) = claim(1, "w3", Duration::from_secs(5)).await else {
+        panic!("part 1")
+    };
+    assert_eq!(
+        store.commit_part(&c1, &outputs(1)).await.unwrap(),
+        PartCommit::Committed { done: 2, parts: 3 }
+    );
+    // Canceled: the part in flight loses its lease renewal and cannot commit; nothing more
+    // is handed out.
+    let PartClaim::Claimed(c2) = claim(2, "w3", Duration::from_secs(5)).await else {
+        panic!("part 2")
+    };
+    store.transition(&job.id, JobStatus::Canceled, "test", &[]).await.unwrap();
+    assert_eq!(store.renew_part(&c2, ttl).await.unwrap(), RenewOutcome::Canceled);
+    assert_eq!(store.commit_part(&c2, &outputs(2)).await.unwrap(), PartCommit::Fenced);
+    assert_eq!(claim(2, "w4", ttl).await, PartClaim::JobNotRunning("canceled".into()));
+}
