@@ -116,6 +116,13 @@ impl RedisServer {
         self.process = process;
     }
 
+    /// As [`RedisServer::start_again`], with these extra arguments from now on (what a
+    /// node's rewritten configuration file would hold, e.g. `--replicaof`).
+    pub fn start_again_with_args(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|a| (*a).to_owned()).collect();
+        self.start_again();
+    }
+
     /// Sends a signal (e.g. `libc::SIGSTOP` / `libc::SIGCONT`) to the server.
     pub fn signal(&self, signal: i32) {
         self.process.signal(signal);

@@ -100,6 +100,20 @@ impl RedisSentinels {
         })
     }
 
+    /// Starts a killed `node` again as a replica of the current primary, as it comes back in
+    /// production: Sentinel rewrites a node's configuration file (`CONFIG REWRITE`) when it
+    /// reconfigures it, and the test nodes have their configuration on the command line.
+    pub fn start_again_as_replica(&mut self, node: usize) {
+        let primary = self.primary_port().expect("the sentinels name a primary").to_string();
+        self.nodes[node].start_again_with_args(&[
+            "--repl-diskless-sync-delay",
+            "0",
+            "--replicaof",
+            "127.0.0.1",
+            &primary,
+        ]);
+    }
+
     /// Waits until `node` replicates from the current primary with its link up (a restarted
     /// old primary is turned into a replica by the sentinels).
     pub fn wait_until_replica(&self, node: usize, within: Duration) {

@@ -150,8 +150,8 @@ async fn replicated_writes_wait_for_the_replica_and_are_refused_without_one() {
         ),
         "{refused:?}"
     );
-    group.nodes[replica].start_again();
-    group.wait_until_replica(replica, std::time::Duration::from_secs(30));
+    group.start_again_as_replica(replica);
+    group.wait_until_replica(replica, std::time::Duration::from_secs(60));
     let written: i32 = conn.write_replicated(script.key(&key).arg(3).arg("three")).await.unwrap();
     assert_eq!(written, 1);
 }

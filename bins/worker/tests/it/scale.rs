@@ -106,8 +106,8 @@ async fn jobs_flow_through_a_redis_sentinel_failover_and_no_epoch_goes_back() {
     redis.nodes[old].kill();
     let new_port = redis.wait_for_failover_from(old_port, Duration::from_secs(30));
     // Back as a replica of the new primary: writes that need one replica's `WAIT` go on.
-    redis.nodes[old].start_again();
-    redis.wait_until_replica(old, Duration::from_secs(30));
+    redis.start_again_as_replica(old);
+    redis.wait_until_replica(old, Duration::from_secs(60));
     assert_eq!(redis.primary_port(), Some(new_port));
     for _ in 0..2 {
         ids.push(pipeline.submit(&clip, request.clone()).await);
