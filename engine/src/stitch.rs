@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use ffmpeg_next as ffmpeg;
 use tcoder::engine::{EngineError, ErrorCode};
 
+use crate::transcode::THUMBNAIL_PARTS_DIR;
 use crate::transcode::output::{self, Muxer, Track};
+use crate::transcode::thumbs::Thumbnails;
 
 use crate::transcode::hls::{self, AudioRendition, VariantInfo};
 use crate::transcode::title_audio::AUDIO_DIR;
@@ -325,4 +327,19 @@ fn remux(video: &Path, audio: Option<&Path>, target: &Path) -> Result<(), Engine
         feed.advance();
     }
     muxer.finish()
+}
+
+/// Writes the title's `thumbs/` (poster, storyboard sprite and its WebVTT) into `out` from the
+/// chunks' shares (each chunk keeps the tiles due in its range and the poster if it falls
+/// there), as the whole-title encode would make them for `plan` and `duration_secs`.
+pub fn stitch_thumbnails(
+    chunks: &[PathBuf],
+    plan: &tcoder::engine::plan::ThumbnailPlan,
+    duration_secs: f64,
+    out: &Path,
+) -> Result<Vec<String>, EngineError> {
+    let parts: Vec<PathBuf> = chunks.iter().map(|c| c.join(THUMBNAIL_PARTS_DIR)).collect();
+    let dirs: Vec<&Path> = parts.iter().map(PathBuf::as_path).collect();
+    Thumbnails::from_parts(plan, &dirs)?.finish(&out.join("thumbs"), duration_secs)?;
+    Ok(["poster.jpg", "storyboard.jpg", "storyboard.vtt"].map(|f| format!("thumbs/{f}")).to_vec())
 }

@@ -7,7 +7,7 @@ mod audio;
 pub(crate) mod hls;
 mod normalize;
 pub(crate) mod output;
-mod thumbs;
+pub(crate) mod thumbs;
 pub(crate) mod title_audio;
 mod validate;
 mod video;
@@ -331,7 +331,10 @@ pub fn run_with(
     // Phase 3: one pass over the input.
     let mut pass = Pass {
         renditions,
-        thumbnails: plan.thumbnails.as_ref().map(Thumbnails::new),
+        thumbnails: plan
+            .thumbnails
+            .as_ref()
+            .map(|thumbs| Thumbnails::for_range(thumbs, from_secs, until_secs)),
         meter: ProgressMeter {
             started: Instant::now(),
             last: None,
@@ -409,6 +412,9 @@ pub fn run_with(
     Ok(report)
 }
 
+/// Where a chunk writes its share of the thumbnails, under its output directory.
+pub(crate) const THUMBNAIL_PARTS_DIR: &str = "thumbs/part";
+
 /// How far past a chunk's end its pass reads: more than any encoder reorders frames.
 const REORDER_MARGIN_SECS: f64 = 2.0;
 
@@ -439,7 +445,7 @@ fn split_delay_secs(
 }
 
 /// A chunk's plan: the same renditions' video (so every chunk and the whole-title encode make
-/// the same pictures), into HLS only.
+/// the same pictures), into HLS only, and its share of the thumbnails.
 fn chunk_plan(mut plan: EnginePlan, chunk: &Chunk) -> Result<EnginePlan, EngineError> {
     let Some(segment_secs) = plan.hls_segment_secs.filter(|_| plan.mode == Mode::Transcode) else {
         return Err(EngineError::new(
@@ -458,7 +464,6 @@ fn chunk_plan(mut plan: EnginePlan, chunk: &Chunk) -> Result<EnginePlan, EngineE
         ));
     }
     plan.mp4 = false;
-    plan.thumbnails = None;
     for rendition in &mut plan.renditions {
         rendition.audio = None;
     }
@@ -878,6 +883,11 @@ fn finish(
         None
     };
     let thumbnails = match thumbnails {
+        // A chunk's share of the thumbnails waits for the stitch (`stitch_thumbnails`).
+        Some(thumbs) if job.part.is_some() => {
+            thumbs.write_part(&out.join(THUMBNAIL_PARTS_DIR))?;
+            None
+        }
         Some(thumbs) => {
             thumbs.finish(&out.join("thumbs"), output_secs)?;
             Some(vec![

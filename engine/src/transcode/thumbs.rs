@@ -18,27 +18,69 @@ const JPEG_QUALITY: i32 = 4;
 pub(crate) struct Thumbnails {
     plan: ThumbnailPlan,
     poster: Option<frame::Video>,
+    /// Tiles from index `first_tile` on.
     tiles: Vec<frame::Video>,
+    first_tile: u32,
+    /// A chunk of a split title sees only `[from, until)`: it keeps the poster and the tiles
+    /// due in it, for the stitch to assemble ([`Thumbnails::write_part`]).
+    from_secs: f64,
+    until_secs: Option<f64>,
 }
 
 impl Thumbnails {
     pub(crate) fn new(plan: &ThumbnailPlan) -> Thumbnails {
-        Thumbnails { plan: plan.clone(), poster: None, tiles: Vec::new() }
+        Thumbnails::for_range(plan, 0.0, None)
+    }
+
+    /// Thumbnails of the part `[from_secs, until_secs)` of the title.
+    pub(crate) fn for_range(
+        plan: &ThumbnailPlan,
+        from_secs: f64,
+        until_secs: Option<f64>,
+    ) -> Thumbnails {
+        let interval = plan.interval_secs.max(1e-3);
+        let first_tile = ((from_secs - 1e-3) / interval).ceil().max(0.0) as u32;
+        Thumbnails {
+            plan: plan.clone(),
+            poster: None,
+            tiles: Vec::new(),
+            first_tile,
+            from_secs,
+            until_secs,
+        }
+    }
+
+    /// Index of the next tile this part is due to fill.
+    fn next_tile(&self) -> u32 {
+        self.first_tile + self.tiles.len() as u32
+    }
+
+    /// The last tile index this part may fill (exclusive): tiles due before its end.
+    fn tile_limit(&self) -> u32 {
+        match self.until_secs {
+            Some(until) => (((until - 1e-3) / self.plan.interval_secs.max(1e-3)).floor() as u32
+                + 1)
+            .min(self.plan.tiles),
+            None => self.plan.tiles,
+        }
     }
 
     /// Offers a decoded frame at `seconds`; keeps it if a poster or tile is due.
     pub(crate) fn offer(&mut self, frame: &frame::Video, seconds: f64) -> Result<(), EngineError> {
-        if self.poster.is_none() && seconds + 1e-3 >= self.plan.poster_at_secs {
+        let poster_here = self.plan.poster_at_secs + 1e-3 >= self.from_secs
+            && self.until_secs.is_none_or(|u| self.plan.poster_at_secs < u);
+        if poster_here && self.poster.is_none() && seconds + 1e-3 >= self.plan.poster_at_secs {
             self.poster = Some(scale(frame, self.plan.poster_width, self.plan.poster_height)?);
         }
-        while (self.tiles.len() as u32) < self.plan.tiles
-            && seconds + 1e-3 >= f64::from(self.tiles.len() as u32) * self.plan.interval_secs
+        let limit = self.tile_limit();
+        while self.next_tile() < limit
+            && seconds + 1e-3 >= f64::from(self.next_tile()) * self.plan.interval_secs
         {
             let tile = match self.tiles.last() {
                 // Frames can be further apart than the interval: repeat instead of rescaling.
                 Some(previous)
                     if seconds + 1e-3
-                        >= f64::from(self.tiles.len() as u32 + 1) * self.plan.interval_secs =>
+                        >= f64::from(self.next_tile() + 1) * self.plan.interval_secs =>
                 {
                     previous.clone()
                 }
@@ -47,6 +89,48 @@ impl Thumbnails {
             self.tiles.push(tile);
         }
         Ok(())
+    }
+
+    /// A chunk's share, written raw (no JPEG generation loss before the stitch encodes the
+    /// sprite): `tile_<i>.yuv` for each tile it filled, `poster.yuv` if the poster fell in it.
+    pub(crate) fn write_part(&self, dir: &Path) -> Result<(), EngineError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))?;
+        let write = |frame: &frame::Video, name: String| {
+            std::fs::write(dir.join(name), raw(frame))
+                .map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))
+        };
+        for (n, tile) in self.tiles.iter().enumerate() {
+            write(tile, format!("tile_{}.yuv", self.first_tile + n as u32))?;
+        }
+        if let Some(poster) = &self.poster {
+            write(poster, "poster.yuv".to_owned())?;
+        }
+        Ok(())
+    }
+
+    /// The whole title's thumbnails from the chunks' shares in `dirs` (title order): each tile
+    /// from the chunk that filled it, a tile no chunk filled repeats the one before it.
+    pub(crate) fn from_parts(
+        plan: &ThumbnailPlan,
+        dirs: &[&Path],
+    ) -> Result<Thumbnails, EngineError> {
+        let mut thumbnails = Thumbnails::new(plan);
+        for i in 0..plan.tiles {
+            let found = dirs.iter().map(|d| d.join(format!("tile_{i}.yuv"))).find(|p| p.is_file());
+            let tile = match found {
+                Some(path) => from_raw(&path, plan.tile_width, plan.tile_height)?,
+                None => match thumbnails.tiles.last() {
+                    Some(previous) => previous.clone(),
+                    None => break,
+                },
+            };
+            thumbnails.tiles.push(tile);
+        }
+        if let Some(path) = dirs.iter().map(|d| d.join("poster.yuv")).find(|p| p.is_file()) {
+            thumbnails.poster = Some(from_raw(&path, plan.poster_width, plan.poster_height)?);
+        }
+        Ok(thumbnails)
     }
 
     /// Writes `poster.jpg`, `storyboard.jpg` and `storyboard.vtt` into `dir`.
@@ -187,4 +271,44 @@ fn write_jpeg(frame: &frame::Video, path: &Path) -> Result<(), EngineError> {
     opened.receive_packet(&mut packet).map_err(|e| crate::error::output("encode jpeg", &e))?;
     std::fs::write(path, packet.data().unwrap_or_default())
         .map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))
+}
+
+/// The planes of a YUV 4:2:0 frame, rows without padding.
+fn raw(frame: &frame::Video) -> Vec<u8> {
+    let (width, height) = (frame.width() as usize, frame.height() as usize);
+    let mut bytes = Vec::with_capacity(width * height * 3 / 2);
+    for plane in 0..3 {
+        let (w, h) = if plane == 0 { (width, height) } else { (width / 2, height / 2) };
+        let stride = frame.stride(plane);
+        let data = frame.data(plane);
+        for row in 0..h {
+            bytes.extend_from_slice(&data[row * stride..row * stride + w]);
+        }
+    }
+    bytes
+}
+
+/// A frame read back from [`raw`] bytes.
+fn from_raw(path: &Path, width: u32, height: u32) -> Result<frame::Video, EngineError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))?;
+    let (w, h) = (width as usize, height as usize);
+    if bytes.len() != w * h * 3 / 2 {
+        return Err(EngineError::new(
+            ErrorCode::OutputInvalid,
+            "a thumbnail part has the wrong size",
+        ));
+    }
+    let mut frame = frame::Video::new(Pixel::YUVJ420P, width, height);
+    let mut offset = 0;
+    for plane in 0..3 {
+        let (pw, ph) = if plane == 0 { (w, h) } else { (w / 2, h / 2) };
+        let stride = frame.stride(plane);
+        let data = frame.data_mut(plane);
+        for row in 0..ph {
+            data[row * stride..row * stride + pw].copy_from_slice(&bytes[offset..offset + pw]);
+            offset += pw;
+        }
+    }
+    Ok(frame)
 }

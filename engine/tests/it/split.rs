@@ -62,7 +62,7 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     let spec = spec(
         Preset::Hls,
         Qualities::List(vec![Quality::P144, Quality::P360]),
-        &[OutputKind::Hls, OutputKind::Mp4],
+        &[OutputKind::Hls, OutputKind::Mp4, OutputKind::Thumbnails],
     );
     // A preset with B-frames (production's kind): the video's decode times lead its pictures.
     let job = |input: &Path, out: &Path, spec: tcoder::engine::EngineSpec| {
@@ -71,7 +71,8 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
         job
     };
     let whole = tempfile::tempdir().unwrap();
-    tcoder_engine::run(&job(&source, whole.path(), spec.clone()), &mut |_| {}).unwrap();
+    let whole_report =
+        tcoder_engine::run(&job(&source, whole.path(), spec.clone()), &mut |_| {}).unwrap();
 
     // Three chunks of three 1 s segments, as the planner cuts 9 s; the last runs to the end.
     let parts = tcoder::engine::plan::chunks(9.0, 1.0, 3.0, 0.0);
@@ -163,6 +164,31 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
         let bytes = std::fs::read(&split_mp4).unwrap();
         let find = |tag: &[u8]| bytes.windows(4).position(|w| w == tag).unwrap();
         assert!(find(b"moov") < find(b"mdat"), "{mp4} is not faststart");
+    }
+
+    // The thumbnails, each chunk keeping the tiles due in its range (and the poster where it
+    // falls), assemble into the whole encode's: the same frames, so the same JPEG bytes.
+    let media = &whole_report.media;
+    let plan =
+        tcoder::engine::plan(&spec, media, 1.0, tcoder::engine::Limits::default().max_output_fps);
+    let thumbs = tcoder_engine::stitch_thumbnails(
+        &dirs,
+        plan.thumbnails.as_ref().unwrap(),
+        media.duration_secs,
+        stitched.path(),
+    )
+    .unwrap();
+    for file in &thumbs {
+        let (want, got) = (
+            std::fs::read(whole.path().join(file)).unwrap(),
+            std::fs::read(stitched.path().join(file)).unwrap(),
+        );
+        assert!(
+            want == got,
+            "{file} differs from the whole encode's ({} vs {} bytes)",
+            want.len(),
+            got.len()
+        );
     }
 
     // Players open the stitched master and every variant in it, each with the audio.
