@@ -16,6 +16,7 @@ use tcoder::engine::{EngineError, ErrorCode};
 use crate::transcode::THUMBNAIL_PARTS_DIR;
 use crate::transcode::output::{self, Muxer, Track};
 use crate::transcode::thumbs::Thumbnails;
+use crate::transcode::validate;
 
 use crate::transcode::hls::{self, AudioRendition, VariantInfo};
 use crate::transcode::title_audio::AUDIO_DIR;
@@ -238,11 +239,7 @@ pub fn stitch_mp4(out: &Path, renditions: &[String]) -> Result<Vec<String>, Engi
 
 /// Opens one of our own playlists (local files, HLS of fMP4 only).
 fn open_playlist(path: &Path) -> Result<ffmpeg::format::context::Input, EngineError> {
-    let mut options = ffmpeg::Dictionary::new();
-    options.set("protocol_whitelist", "file");
-    options.set("format_whitelist", "hls,mov");
-    options.set("allowed_extensions", "m4s,mp4,m3u8");
-    ffmpeg::format::input_with_dictionary(&path, options)
+    validate::open_output(path)
         .map_err(|e| crate::error::output(&format!("open {}", relative(path)), &e))
 }
 

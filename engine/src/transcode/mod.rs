@@ -9,7 +9,7 @@ mod normalize;
 pub(crate) mod output;
 pub(crate) mod thumbs;
 pub(crate) mod title_audio;
-mod validate;
+pub(crate) mod validate;
 mod video;
 
 use std::path::Path;

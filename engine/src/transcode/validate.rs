@@ -26,17 +26,23 @@ fn tolerance(duration: f64) -> f64 {
     (duration * 0.02).max(0.1)
 }
 
+/// Opens an output we wrote (an MP4, or an HLS playlist of fMP4 segments): local files only,
+/// and only the demuxers and segment names we write.
+pub(crate) fn open_output(path: &Path) -> Result<format::context::Input, ffmpeg_next::Error> {
+    let mut options = Dictionary::new();
+    options.set("protocol_whitelist", "file");
+    options.set("format_whitelist", "mov,hls");
+    options.set("allowed_extensions", "m4s,mp4,m3u8");
+    format::input_with_dictionary(&path, options)
+}
+
 /// Probes `name` (an MP4 or an HLS playlist we wrote, relative to `dir`) against `expected`.
 /// Messages name the output by its relative name only: they reach job records and webhooks.
 pub(crate) fn check(dir: &Path, name: &str, expected: &Expected<'_>) -> Result<(), EngineError> {
     let path = dir.join(name);
     let invalid =
         |message: String| EngineError::new(ErrorCode::OutputInvalid, format!("{name}: {message}"));
-    let mut options = Dictionary::new();
-    options.set("protocol_whitelist", "file");
-    options.set("format_whitelist", "mov,hls");
-    let input = format::input_with_dictionary(&path, options)
-        .map_err(|e| invalid(format!("cannot open: {e}")))?;
+    let input = open_output(&path).map_err(|e| invalid(format!("cannot open: {e}")))?;
     let duration = input.duration() as f64 / f64::from(ffmpeg_next::ffi::AV_TIME_BASE);
     if (duration - expected.duration).abs() > tolerance(expected.duration) {
         return Err(invalid(format!(

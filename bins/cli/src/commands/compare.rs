@@ -50,9 +50,9 @@ pub(crate) struct CompareArgs {
 
 /// CPU and wall seconds of one run.
 #[derive(Debug, Clone, Copy)]
-struct Sample {
-    cpu: f64,
-    wall: f64,
+pub(super) struct Sample {
+    pub cpu: f64,
+    pub wall: f64,
 }
 
 pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {

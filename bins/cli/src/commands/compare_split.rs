@@ -19,12 +19,7 @@ use serde_json::{Value, json};
 use tcoder::engine::{Chunk, EncoderSettings, EngineJob, EngineSpec, Limits, Part, Supervisor};
 use tokio_util::sync::CancellationToken;
 
-/// CPU and wall seconds of one engine run.
-#[derive(Debug, Clone, Copy, Default)]
-struct Sample {
-    cpu: f64,
-    wall: f64,
-}
+use super::compare::Sample;
 
 /// One way of running the engine: how many encoder threads, on which core (if pinned).
 struct Runner {
