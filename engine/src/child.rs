@@ -48,7 +48,11 @@ pub fn main() -> ExitCode {
     };
     // Paths relative to the job folder (our working directory): the folders above it may not
     // be reachable from inside the sandbox.
-    for path in [&mut job.input, &mut job.output_dir] {
+    let mut paths = vec![&mut job.input, &mut job.output_dir];
+    if let Some(tcoder::engine::Part::Stitch(parts)) = &mut job.part {
+        paths.push(&mut parts.dir);
+    }
+    for path in paths {
         if let Ok(relative) = path.strip_prefix(&job_dir) {
             *path = Path::new(".").join(relative);
         }

@@ -340,3 +340,40 @@ pub fn stitch_thumbnails(
     Thumbnails::from_parts(plan, &dirs)?.finish(&out.join("thumbs"), duration_secs)?;
     Ok(["poster.jpg", "storyboard.jpg", "storyboard.vtt"].map(|f| format!("thumbs/{f}")).to_vec())
 }
+
+/// A split title's stitch item (`Part::Stitch`): the title's HLS set, MP4s and thumbnails from
+/// the parts' outputs, each checked as the whole encode checks its own. `report` is the
+/// planned one (renditions and their paths); the files are filled in.
+pub(crate) fn run(
+    job: &tcoder::engine::EngineJob,
+    mut report: tcoder::engine::EngineReport,
+    plan: &tcoder::engine::EnginePlan,
+    parts: &tcoder::engine::StitchParts,
+) -> Result<tcoder::engine::EngineReport, EngineError> {
+    let out = &job.output_dir;
+    let chunks: Vec<PathBuf> = (0..parts.chunks).map(|k| parts.chunk_dir(k)).collect();
+    let audio = parts.audio.then(|| parts.audio_dir());
+    stitch_hls(&chunks, audio.as_deref(), out)?;
+    let names: Vec<String> = plan.renditions.iter().map(|r| r.name.clone()).collect();
+    if plan.mp4 {
+        stitch_mp4(out, &names)?;
+    }
+    let duration = report.media.duration_secs;
+    if let Some(thumbs) = &plan.thumbnails {
+        report.thumbnails = Some(stitch_thumbnails(&chunks, thumbs, duration, out)?);
+    }
+    for (rendition, planned) in plan.renditions.iter().zip(&report.renditions) {
+        let expected =
+            |audio: bool| validate::Expected { rendition, duration, audio, check_dimensions: true };
+        // A rendition's playlist is its video; the title's audio is a rendition of its own.
+        if let Some(hls) = &planned.hls {
+            validate::check(out, hls, &expected(false))?;
+        }
+        if let Some(mp4) = &planned.mp4 {
+            validate::check(out, mp4, &expected(parts.audio))?;
+        }
+    }
+    report.hls_master = Some("hls/master.m3u8".to_owned());
+    report.files = crate::transcode::list_files(out)?;
+    Ok(report)
+}

@@ -281,6 +281,17 @@ pub fn run_with(
     let probe_secs = probe_started.elapsed().as_secs_f64();
     on_probed(&media);
     let mut plan = plan(&job.spec, &media, job.settings.segment_secs, job.limits.max_output_fps);
+    match &job.part {
+        Some(Part::Probe) => {
+            return Ok(EngineReport { probe_secs, ..planned_report(&media, &plan) });
+        }
+        Some(Part::Stitch(parts)) => {
+            let mut report = crate::stitch::run(job, planned_report(&media, &plan), &plan, parts)?;
+            report.probe_secs = probe_secs;
+            return Ok(report);
+        }
+        _ => {}
+    }
     let chunk = job.part.as_ref().and_then(Part::chunk);
     // The plan of the whole title: a split title's items all time their outputs by it.
     let title_plan = plan.clone();
@@ -410,6 +421,37 @@ pub fn run_with(
     report.probe_secs = probe_secs;
     report.deinterlaced = deinterlaced;
     Ok(report)
+}
+
+/// What `plan` would make of `media`: the renditions and where their files go, no file yet
+/// (the report of a probe, and the frame of a stitch's).
+fn planned_report(media: &MediaInfo, plan: &EnginePlan) -> EngineReport {
+    let renditions = plan
+        .renditions
+        .iter()
+        .map(|r| RenditionReport {
+            name: r.name.clone(),
+            width: r.width,
+            height: r.height,
+            video_codec: r.video_codec,
+            audio_codec: r.audio.as_ref().filter(|_| media.audio.is_some()).map(|a| a.codec),
+            video_bit_rate: r.video_bit_rate,
+            mp4: plan.mp4.then(|| format!("mp4/{}.mp4", r.name)),
+            hls: plan.hls_segment_secs.map(|_| format!("hls/{}/index.m3u8", r.name)),
+        })
+        .collect();
+    EngineReport {
+        media: media.clone(),
+        mode: plan.mode,
+        renditions,
+        hls_master: None,
+        thumbnails: None,
+        files: Vec::new(),
+        frames: 0,
+        decode_errors: 0,
+        probe_secs: 0.0,
+        deinterlaced: false,
+    }
 }
 
 /// Where a chunk writes its share of the thumbnails, under its output directory.
@@ -1023,7 +1065,7 @@ fn receive_audio(
 }
 
 /// Every file under `dir` with its size and content type, paths relative and sorted.
-fn list_files(dir: &Path) -> Result<Vec<OutputFile>, EngineError> {
+pub(crate) fn list_files(dir: &Path) -> Result<Vec<OutputFile>, EngineError> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(current) = pending.pop() {

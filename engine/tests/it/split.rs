@@ -2,10 +2,10 @@
 //! machines) and stitched must be the whole-title encode's HLS: the same frames at the same
 //! times, the same keyframes and segments, one continuous timeline.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use tcoder::engine::{Chunk, Part};
+use tcoder::engine::{Chunk, Part, StitchParts};
 use tcoder::jobs::{OutputKind, Preset, Qualities, Quality};
 use testkit::media::{ClipSpec, clip};
 
@@ -74,8 +74,14 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     let whole_report =
         tcoder_engine::run(&job(&source, whole.path(), spec.clone()), &mut |_| {}).unwrap();
 
-    // Three chunks of three 1 s segments, as the planner cuts 9 s; the last runs to the end.
-    let parts = tcoder::engine::plan::chunks(9.0, 1.0, 3.0, 0.0);
+    // The probe item plans without encoding; the worker cuts the title from its report: three
+    // chunks of three 1 s segments, the last running to the end.
+    let mut probe_job = job(&source, &whole.path().join("probe"), spec.clone());
+    probe_job.part = Some(Part::Probe);
+    let probe = tcoder_engine::run(&probe_job, &mut |_| {}).unwrap();
+    assert!(probe.files.is_empty());
+    assert_eq!(probe.renditions, whole_report.renditions);
+    let parts = tcoder::engine::plan::split_chunks(&probe, 1.0, 3.0, 4.0, 60.0);
     assert_eq!(
         parts,
         [
@@ -84,30 +90,48 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
             Chunk { start_secs: 6.0, end_secs: None, first_segment: 6 },
         ]
     );
-    let chunk_dirs: Vec<tempfile::TempDir> =
-        parts.iter().map(|_| tempfile::tempdir().unwrap()).collect();
-    for (chunk, dir) in parts.iter().zip(&chunk_dirs) {
-        let mut chunk_job = job(&source, dir.path(), spec.clone());
+    // Each item's outputs where the worker puts them for the stitch: `parts/<k>`, `parts/audio`.
+    let items = tempfile::tempdir().unwrap();
+    let layout = StitchParts { dir: items.path().to_path_buf(), chunks: 3, audio: true };
+    for (k, chunk) in (0..).zip(&parts) {
+        let mut chunk_job = job(&source, &layout.chunk_dir(k), spec.clone());
         chunk_job.part = Some(Part::Video(chunk.clone()));
         let report = tcoder_engine::run(&chunk_job, &mut |_| {}).unwrap();
         assert!(report.renditions.iter().all(|r| r.audio_codec.is_none() && r.mp4.is_none()));
     }
     // The audio, once for the whole title.
-    let audio = tempfile::tempdir().unwrap();
-    let mut audio_job = job(&source, audio.path(), spec.clone());
+    let mut audio_job = job(&source, &layout.audio_dir(), spec.clone());
     audio_job.part = Some(Part::Audio);
     let report = tcoder_engine::run(&audio_job, &mut |_| {}).unwrap();
     assert!(report.files.iter().any(|f| f.path == "hls/audio/index.m3u8"), "{:?}", report.files);
 
+    // The stitch item: the title's HLS set (segments aside), MP4s and thumbnails, no re-encode.
     let stitched = tempfile::tempdir().unwrap();
-    let dirs: Vec<PathBuf> = chunk_dirs.iter().map(|d| d.path().to_path_buf()).collect();
-    let mut written =
-        tcoder_engine::stitch_hls(&dirs, Some(audio.path()), stitched.path()).unwrap();
-    written.sort();
+    let mut stitch_job = job(&source, stitched.path(), spec.clone());
+    stitch_job.part = Some(Part::Stitch(layout.clone()));
+    let report = tcoder_engine::run(&stitch_job, &mut |_| {}).unwrap();
+    let mut written: Vec<&str> =
+        report.files.iter().map(|f| f.path.as_str()).filter(|p| !p.ends_with(".m4s")).collect();
+    written.sort_unstable();
     assert_eq!(
         written,
-        ["hls/144p/index.m3u8", "hls/360p/index.m3u8", "hls/audio/index.m3u8", "hls/master.m3u8"]
+        [
+            "hls/144p/index.m3u8",
+            "hls/144p/init.mp4",
+            "hls/360p/index.m3u8",
+            "hls/360p/init.mp4",
+            "hls/audio/index.m3u8",
+            "hls/audio/init.mp4",
+            "hls/master.m3u8",
+            "mp4/144p.mp4",
+            "mp4/360p.mp4",
+            "thumbs/poster.jpg",
+            "thumbs/storyboard.jpg",
+            "thumbs/storyboard.vtt",
+        ]
     );
+    assert_eq!(report.hls_master.as_deref(), Some("hls/master.m3u8"));
+    assert_eq!(report.renditions, whole_report.renditions);
 
     for rendition in ["144p", "360p"] {
         let playlist = |root: &Path| root.join("hls").join(rendition).join("index.m3u8");
@@ -139,9 +163,7 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     }
     // The MP4 renditions, remuxed from the stitched segments and the audio, are the whole
     // encode's: the same frames and times, the audio along, the index first.
-    let mp4s = tcoder_engine::stitch_mp4(stitched.path(), &["144p".into(), "360p".into()]).unwrap();
-    assert_eq!(mp4s, ["mp4/144p.mp4", "mp4/360p.mp4"]);
-    for mp4 in &mp4s {
+    for mp4 in ["mp4/144p.mp4", "mp4/360p.mp4"] {
         let (whole_mp4, split_mp4) = (whole.path().join(mp4), stitched.path().join(mp4));
         let (expected, got) = (packets(&whole_mp4), packets(&split_mp4));
         assert_eq!(got.len(), expected.len(), "{mp4}: frame count");
@@ -168,16 +190,7 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
 
     // The thumbnails, each chunk keeping the tiles due in its range (and the poster where it
     // falls), assemble into the whole encode's: the same frames, so the same JPEG bytes.
-    let media = &whole_report.media;
-    let plan =
-        tcoder::engine::plan(&spec, media, 1.0, tcoder::engine::Limits::default().max_output_fps);
-    let thumbs = tcoder_engine::stitch_thumbnails(
-        &dirs,
-        plan.thumbnails.as_ref().unwrap(),
-        media.duration_secs,
-        stitched.path(),
-    )
-    .unwrap();
+    let thumbs = report.thumbnails.unwrap();
     for file in &thumbs {
         let (want, got) = (
             std::fs::read(whole.path().join(file)).unwrap(),

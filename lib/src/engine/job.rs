@@ -50,6 +50,11 @@ pub enum Part {
     Video(Chunk),
     /// The audio of the whole title, into an HLS audio rendition (`hls/audio/`).
     Audio,
+    /// No encoding: probe and plan, and report the source and the renditions planned (no
+    /// files). How the worker learns, without parsing media itself, whether a title is split.
+    Probe,
+    /// Join the committed parts' outputs into the title's (see [`StitchParts`]).
+    Stitch(StitchParts),
 }
 
 impl Part {
@@ -57,8 +62,31 @@ impl Part {
     pub fn chunk(&self) -> Option<&Chunk> {
         match self {
             Part::Video(chunk) => Some(chunk),
-            Part::Audio => None,
+            _ => None,
         }
+    }
+}
+
+/// Where the outputs of a split title's parts are, for the stitch: chunk `k`'s under
+/// `dir/<k>/`, the audio item's under `dir/audio/` (each as that item's engine run wrote its
+/// output folder). The stitch writes the title's HLS set, MP4s and thumbnails as the whole
+/// encode would, without re-encoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StitchParts {
+    pub dir: PathBuf,
+    pub chunks: u32,
+    pub audio: bool,
+}
+
+impl StitchParts {
+    /// The output folder of chunk `k`.
+    pub fn chunk_dir(&self, k: u32) -> PathBuf {
+        self.dir.join(k.to_string())
+    }
+
+    /// The output folder of the audio item.
+    pub fn audio_dir(&self) -> PathBuf {
+        self.dir.join("audio")
     }
 }
 

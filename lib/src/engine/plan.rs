@@ -346,6 +346,30 @@ pub fn chunks(
     chunks
 }
 
+/// The chunks a probed title (`probe`, the report of a [`super::Part::Probe`] run) is split
+/// into, or none when it is one item: only an HLS transcode is split (the chunks' segments are
+/// what is stitched), and not a source whose pictures the encode would not map one to one —
+/// an interlaced one (deinterlacing looks at neighbouring fields across a chunk's edge) or one
+/// above `max_output_fps` (frames are dropped by a running count from the title's start).
+pub fn split_chunks(
+    probe: &super::EngineReport,
+    segment_secs: f64,
+    chunk_secs: f64,
+    split_min_secs: f64,
+    max_output_fps: f64,
+) -> Vec<super::Chunk> {
+    let video = &probe.media.video;
+    let splittable = probe.mode == Mode::Transcode
+        && !probe.renditions.is_empty()
+        && probe.renditions.iter().all(|r| r.hls.is_some())
+        && !video.interlaced
+        && video.fps <= max_output_fps + 0.01;
+    if !splittable || split_min_secs <= 0.0 {
+        return Vec::new();
+    }
+    chunks(probe.media.duration_secs, segment_secs, chunk_secs, split_min_secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
