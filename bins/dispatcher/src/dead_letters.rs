@@ -255,6 +255,13 @@ async fn settle_advisory(undeliverable: &Undeliverable, advisory: &Advisory) -> 
         count("malformed");
         return Ok(());
     };
+    if item.part.is_some() {
+        // A split job's part item only invites helpers; the job's coordinator runs any part
+        // nobody holds, and fails or retries the job when a part fails too often.
+        stream.delete_message(advisory.stream_seq).await?;
+        count("part");
+        return Ok(());
+    }
     undeliverable.settle(&item.job_id, Some(advisory.stream_seq), advisory.deliveries).await?;
     Ok(())
 }

@@ -90,7 +90,7 @@ impl DispatcherMetrics {
             dead_letters: counter(
                 metrics,
                 "tcoder_dead_letters_total",
-                "Undeliverable work items settled (MAX_DELIVERIES advisories, and lapsed jobs the reconciler found), by outcome (dead_lettered, requeued, running_elsewhere, ended, moved, gone, unknown_job, malformed).",
+                "Undeliverable work items settled (MAX_DELIVERIES advisories, and lapsed jobs the reconciler found), by outcome (dead_lettered, requeued, running_elsewhere, ended, moved, gone, unknown_job, malformed, part).",
                 &["outcome"],
                 &[
                     &["dead_lettered"],

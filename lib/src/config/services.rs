@@ -330,6 +330,13 @@ pub struct WorkerConfig {
     pub progress_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub retry_delay: Duration,
+    /// An HLS transcode of a source longer than this is split into chunks many workers encode
+    /// (zero: never).
+    #[serde(with = "humantime_serde")]
+    pub split_min_duration: Duration,
+    /// About how long a chunk of a split title is (a whole number of HLS segments).
+    #[serde(with = "humantime_serde")]
+    pub chunk_duration: Duration,
     pub engine: crate::engine::Config,
     pub cost: crate::cost::Prices,
 }
@@ -350,6 +357,7 @@ impl WorkerConfig {
         }
         require_positive("progress_interval", self.progress_interval)?;
         require_positive("retry_delay", self.retry_delay)?;
+        require_positive("chunk_duration", self.chunk_duration)?;
         if !self.machine_id.is_empty()
             && !self.machine_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {

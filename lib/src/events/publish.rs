@@ -78,9 +78,30 @@ pub async fn publish_work_item(js: &Context, job: &Job) -> Result<PublishAck, Pu
         job_id: job.id.clone(),
         tenant: job.tenant.clone(),
         queued_at: rfc3339(now_ms()),
+        part: None,
     };
     let id = WorkItem::id_for(&job.id, job.queued_count.max(1));
     publish_json(js, subjects::job(job.spec.priority, job.id.as_str()), &id, &item).await
+}
+
+/// Publishes the item of part `part` of a split job on `tcoder.jobs.<priority>.<job>.p<k>`
+/// (so the consumers, the dispatcher's demand and the machine cap count it), deduplicated per
+/// coordinator (`epoch`): a new coordinator invites helpers again.
+pub async fn publish_part_item(
+    js: &Context,
+    job: &Job,
+    epoch: u64,
+    part: u32,
+) -> Result<PublishAck, PublishError> {
+    let item = WorkItem {
+        job_id: job.id.clone(),
+        tenant: job.tenant.clone(),
+        queued_at: rfc3339(now_ms()),
+        part: Some(part),
+    };
+    let id = format!("{}.e{epoch}.p{part}", job.id);
+    publish_json(js, subjects::job_part(job.spec.priority, job.id.as_str(), part), &id, &item)
+        .await
 }
 
 /// Why a job could not be failed and announced; either way nothing is lost: the caller

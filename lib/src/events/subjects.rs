@@ -3,7 +3,7 @@
 //! | stream | subjects | retention |
 //! |---|---|---|
 //! | `UPLOADS` | `tcoder.uploads.<bucket>` | limits (7 d) |
-//! | `JOBS` | `tcoder.jobs.<priority>.<job_id>` | work queue |
+//! | `JOBS` | `tcoder.jobs.<priority>.<job_id>`, a split job's parts `….<job_id>.p<k>` | work queue |
 //! | `EVENTS` | `tcoder.events.<job_id>.<kind>` | limits (7 d) |
 //! | `DLQ` | `tcoder.dlq.jobs`, and the JOBS `MAX_DELIVERIES` / `MSG_TERMINATED` advisories | limits (30 d) |
 //! | `SUBMIT` | `tcoder.submit.<tenant>` (no acks: ingest's reply is the answer) | work queue (uploads' max age) |
@@ -67,6 +67,11 @@ pub fn job(priority: Priority, job_id: &str) -> String {
     format!("tcoder.jobs.{priority}.{job_id}")
 }
 
+/// The work item of part `part` of a split job (see `WorkItem::part`).
+pub fn job_part(priority: Priority, job_id: &str, part: u32) -> String {
+    format!("tcoder.jobs.{priority}.{job_id}.p{part}")
+}
+
 /// Every work item of one priority (a consumer's filter).
 pub fn jobs(priority: Priority) -> String {
     format!("tcoder.jobs.{priority}.>")
@@ -103,6 +108,7 @@ mod tests {
         assert!(under(&uploads("tcoder"), UPLOADS_ALL));
         assert!(under(&job(Priority::High, "job_1"), JOBS_ALL));
         assert!(under(&job(Priority::High, "job_1"), &jobs(Priority::High)));
+        assert!(under(&job_part(Priority::Low, "job_1", 3), &jobs(Priority::Low)));
         assert!(under(&event("j1", "completed"), EVENTS_ALL));
         assert!(under(DLQ_JOBS, DLQ_ALL));
         assert!(under(&rejected("acme"), REJECTED_ALL));

@@ -245,6 +245,11 @@ pub struct WorkItem {
     pub tenant: Tenant,
     /// RFC 3339 time the job was queued.
     pub queued_at: String,
+    /// Set on the item of one part of a split job (`tcoder.jobs.<priority>.<job>.p<k>`): an
+    /// invitation to any worker to help, the job's coordinator making sure every part gets
+    /// done even if no one comes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<u32>,
 }
 
 impl WorkItem {

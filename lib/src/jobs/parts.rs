@@ -18,6 +18,8 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/parts_renew.lua")));
 static COMMIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/parts_commit.lua")));
+static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/parts_release.lua")));
 
 /// One claimed attempt at a part: the fencing token its later steps are checked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,17 +53,46 @@ pub enum PartCommit {
     Fenced,
 }
 
+/// What a part release did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartRelease {
+    /// The part waits for its next claim.
+    Pending,
+    /// Its attempts failed too often: the job fails (or is retried) with its error.
+    Failed,
+    /// Not the part's current attempt: nothing was written.
+    Fenced,
+}
+
 /// A part as Redis has it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartState {
     pub part: u32,
-    /// `pending`, `running` or `done`.
+    /// `pending`, `running`, `done` or `failed`.
     pub status: String,
     pub epoch: u64,
     /// Whether an attempt holds a live lease on it.
     pub leased: bool,
-    /// What its committing attempt recorded (e.g. where its outputs are).
+    /// Its definition (from the plan), the error of its last failed attempt, and what its
+    /// committing attempt recorded (e.g. where its outputs are).
     pub fields: std::collections::HashMap<String, String>,
+}
+
+impl PartState {
+    /// Committed.
+    pub fn is_done(&self) -> bool {
+        self.status == "done"
+    }
+
+    /// Nobody works on it and it is not done: the next claim gets it.
+    pub fn is_claimable(&self) -> bool {
+        (self.status == "pending" || self.status == "running") && !self.leased
+    }
+
+    /// The error its last failed attempt recorded.
+    pub fn error(&self) -> Option<crate::engine::EngineError> {
+        self.fields.get("error").and_then(|e| serde_json::from_str(e).ok())
+    }
 }
 
 fn ms(duration: Duration) -> u64 {
@@ -69,24 +100,60 @@ fn ms(duration: Duration) -> u64 {
 }
 
 impl JobStore {
-    /// Records that the job (claimed by its coordinator at `epoch`) has `parts` parts; a job
-    /// planned before keeps its plan. Returns the job's number of parts, or `None` when
-    /// `epoch` is no longer the job's (another coordinator took over).
+    /// Records the job's parts (claimed by its coordinator at `epoch`), one per definition; a
+    /// job planned before keeps its plan (and its failed parts get another round). Returns the
+    /// job's number of parts, or `None` when `epoch` is no longer the job's (another
+    /// coordinator took over).
     pub async fn plan_parts(
         &self,
         id: &JobId,
         epoch: u64,
-        parts: u32,
+        definitions: &[String],
     ) -> Result<Option<u32>, StoreError> {
-        let reply: Vec<String> = self
-            .conn()
-            .write_replicated(PLAN.key(job_key(id)).arg(epoch).arg(parts).arg(job_part_prefix(id)))
-            .await?;
+        let mut invocation = PLAN.key(job_key(id));
+        invocation.arg(epoch).arg(job_part_prefix(id));
+        for definition in definitions {
+            invocation.arg(definition);
+        }
+        let reply: Vec<String> = self.conn().write_replicated(&invocation).await?;
         match (reply.first().map(String::as_str), reply.get(1)) {
             (Some("ok"), Some(n)) => {
                 n.parse().map(Some).map_err(|_| StoreError::Corrupt("parts".into()))
             }
             _ => Ok(None),
+        }
+    }
+
+    /// Ends `attempt` without a commit (`failed` or given back at shutdown) while it is the
+    /// part's current one: the part is claimable again, or failed once `max_failures` of its
+    /// attempts failed. `error` is recorded on the part.
+    pub async fn release_part(
+        &self,
+        attempt: &PartAttempt,
+        failed: bool,
+        max_failures: u32,
+        error: Option<&crate::engine::EngineError>,
+    ) -> Result<PartRelease, StoreError> {
+        let (id, part) = (&attempt.job_id, attempt.part);
+        let error = error.map(|e| serde_json::to_string(e).expect("an error serializes"));
+        let reply: Vec<String> = self
+            .conn()
+            .write_replicated(
+                RELEASE
+                    .key(job_part(id, part))
+                    .key(job_part_lease(id, part))
+                    .arg(attempt.epoch)
+                    .arg(now_ms())
+                    .arg(if failed { "1" } else { "0" })
+                    .arg(max_failures.max(1))
+                    .arg(error.unwrap_or_default()),
+            )
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("pending") => Ok(PartRelease::Pending),
+            Some("failed") => Ok(PartRelease::Failed),
+            Some("fenced") => Ok(PartRelease::Fenced),
+            _ => Err(StoreError::Corrupt(format!("unexpected part release reply {reply:?}"))),
         }
     }
 

@@ -171,7 +171,7 @@ fn result(epoch: u64) -> tcoder::jobs::JobResult {
 #[tokio::test]
 async fn parts_of_a_split_job_are_fenced_on_their_own_epochs_and_stop_with_the_job() {
     use std::time::Duration;
-    use tcoder::jobs::{ClaimOutcome, PartClaim, PartCommit, RenewOutcome};
+    use tcoder::jobs::{ClaimOutcome, PartClaim, PartCommit, PartRelease, RenewOutcome};
 
     let env = TestEnv::start();
     let (store, job) = store_with_job(&env).await;
@@ -181,8 +181,9 @@ async fn parts_of_a_split_job_are_fenced_on_their_own_epochs_and_stop_with_the_j
     let ClaimOutcome::Claimed(coordinator) = store.claim(&job.id, "w1", ttl).await.unwrap() else {
         panic!("coordinator claim")
     };
-    assert_eq!(store.plan_parts(&job.id, coordinator.epoch, 3).await.unwrap(), Some(3));
-    assert_eq!(store.plan_parts(&job.id, coordinator.epoch + 1, 3).await.unwrap(), None);
+    let plan = |n: usize| (0..n).map(|k| format!("part {k}")).collect::<Vec<_>>();
+    assert_eq!(store.plan_parts(&job.id, coordinator.epoch, &plan(3)).await.unwrap(), Some(3));
+    assert_eq!(store.plan_parts(&job.id, coordinator.epoch + 1, &plan(3)).await.unwrap(), None);
 
     let claim = |part: u32, worker: &'static str, ttl: Duration| {
         let store = store.clone();
@@ -222,12 +223,30 @@ async fn parts_of_a_split_job_are_fenced_on_their_own_epochs_and_stop_with_the_j
         }
     })
     .await;
-    assert_eq!(store.plan_parts(&job.id, successor.epoch, 5).await.unwrap(), Some(3));
+    assert_eq!(store.plan_parts(&job.id, successor.epoch, &plan(5)).await.unwrap(), Some(3));
     let parts = store.parts(&job.id).await.unwrap();
     let summary: Vec<(u32, &str, u64)> =
         parts.iter().map(|p| (p.part, p.status.as_str(), p.epoch)).collect();
     assert_eq!(summary, [(0, "done", 2), (1, "pending", 0), (2, "pending", 0)]);
     assert_eq!(parts[0].fields.get("outputs").map(String::as_str), Some("parts/0/"));
+    assert_eq!(parts[2].fields.get("def").map(String::as_str), Some("part 2"), "the first plan");
+
+    // A failed attempt frees the part for the next; the second failure (of two allowed)
+    // fails it, with its error, until a new coordinator plans again.
+    let crashed = tcoder::engine::EngineError::new(tcoder::engine::ErrorCode::Crashed, "boom");
+    for expected in [PartRelease::Pending, PartRelease::Failed] {
+        let PartClaim::Claimed(attempt) = claim(1, "w3", Duration::from_secs(5)).await else {
+            panic!("part 1")
+        };
+        let released = store.release_part(&attempt, true, 2, Some(&crashed)).await.unwrap();
+        assert_eq!(released, expected);
+        assert_eq!(store.release_part(&attempt, true, 2, None).await.unwrap(), PartRelease::Fenced);
+    }
+    let failed = &store.parts(&job.id).await.unwrap()[1];
+    assert_eq!((failed.status.as_str(), failed.error()), ("failed", Some(crashed.clone())));
+    assert!(!failed.is_claimable());
+    assert_eq!(store.plan_parts(&job.id, successor.epoch, &plan(3)).await.unwrap(), Some(3));
+    assert!(store.parts(&job.id).await.unwrap()[1].is_claimable(), "another round");
 
     let PartClaim::Claimed(c1) = claim(1, "w3", Duration::from_secs(5)).await else {
         panic!("part 1")
@@ -245,4 +264,5 @@ async fn parts_of_a_split_job_are_fenced_on_their_own_epochs_and_stop_with_the_j
     assert_eq!(store.renew_part(&c2, ttl).await.unwrap(), RenewOutcome::Canceled);
     assert_eq!(store.commit_part(&c2, &outputs(2)).await.unwrap(), PartCommit::Fenced);
     assert_eq!(claim(2, "w4", ttl).await, PartClaim::JobNotRunning("canceled".into()));
+    assert_eq!(store.parts(&job.id).await.unwrap(), [], "an ended job forgets its parts");
 }

@@ -16,3 +16,13 @@ local function record(job_key, from, to, reason, now, epoch)
     cjson.encode({at = tonumber(now), from = from, to = to, reason = reason, epoch = tonumber(epoch)}))
   redis.call('LTRIM', job_key .. ':history', -100, -1)
 end
+
+-- Forgets a split job's parts (hashes and leases) when it ends: their outputs go with the
+-- job's attempts, so a job queued again (a replay) plans afresh.
+local function clear_parts(job_key)
+  local parts = tonumber(redis.call('HGET', job_key, 'parts') or '0') or 0
+  for k = 0, parts - 1 do
+    redis.call('DEL', job_key .. ':part:' .. k, job_key .. ':part:' .. k .. ':lease')
+  end
+  redis.call('HDEL', job_key, 'parts', 'parts_done')
+end
