@@ -73,7 +73,7 @@ impl Outcome {
 }
 
 /// A retryable failure of the worker's own steps (download, upload, Redis, NATS).
-fn transient(message: impl Into<String>) -> EngineError {
+pub(crate) fn transient(message: impl Into<String>) -> EngineError {
     EngineError::new(ErrorCode::Failed, message)
 }
 
@@ -157,6 +157,9 @@ pub(crate) async fn handle(
             return Outcome::Skipped;
         }
     };
+    if let Some(part) = item.part {
+        return crate::part::handle_item(worker, message, &item, part, release).await;
+    }
     let claimed = claim_holding_the_message(worker, &message, &item, &release).await;
     let attempt = match claimed {
         Ok(ClaimOutcome::Claimed(attempt)) => attempt,
@@ -259,7 +262,7 @@ async fn run_attempt(
     outcome
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     let mut bytes = [0u8; 6];
     let _ = getrandom::fill(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -286,56 +289,27 @@ async fn work(
         .await
         .map_err(|e| transient(e.to_string()))?
         .ok_or_else(|| transient("job vanished"))?;
-    let source = job
-        .source
-        .clone()
-        .ok_or_else(|| EngineError::new(ErrorCode::Corrupt, "the job has no uploaded source"))?;
     let started = JobEvent::started(&job, attempt.epoch, &worker.id);
     best_effort(worker, &started).await;
 
     let occupied = Instant::now();
-    let input_dir = workdir.join("in");
-    tokio::fs::create_dir_all(&input_dir).await.map_err(|e| transient(format!("scratch: {e}")))?;
-    let input = input_dir.join("source");
-    let stage = Instant::now();
-    let downloaded =
-        stoppable(stop, transfer::download(&worker.s3, &worker.bucket, &source.key, &input))
-            .await?
-            .map_err(|e| match e {
-                // Deleted after the upload: no attempt can get it back.
-                S3Error::NotFound(_) => EngineError::new(
-                    ErrorCode::SourceMissing,
-                    "the uploaded source is no longer in the bucket",
-                ),
-                other => transient(other.to_string()),
-            })?;
-    worker
-        .metrics
-        .stage_seconds
-        .with_label_values(&["download"])
-        .observe(stage.elapsed().as_secs_f64());
-    worker.metrics.bytes_in.inc_by(downloaded);
-    if downloaded != source.size {
-        return Err(transient(format!("downloaded {downloaded} bytes, expected {}", source.size)));
-    }
-
-    let engine_job = EngineJob {
-        input,
-        output_dir: workdir.join("out"),
-        spec: EngineSpec::from(&job.spec),
-        limits: worker.config.engine.limits(),
-        settings: worker.config.engine.settings(),
-        part: None,
-    };
-    let (progress_tx, progress_rx) = tokio::sync::mpsc::channel::<Progress>(8);
-    let publisher =
-        tokio::spawn(publish_progress(worker.clone(), job.clone(), attempt.epoch, progress_rx));
+    let input = download_source(worker, &job, workdir, stop).await?;
+    let output_dir = workdir.join("out");
     let stage = Instant::now();
     let engine_started_at_ms = tcoder::jobs::now_secs_f64() * 1000.0;
-    let run = worker.supervisor.run(&engine_job, workdir, Some(progress_tx), stop.token()).await;
-    let _ = publisher.await;
+    // A long title is split into parts many workers encode; this attempt coordinates them.
+    let (run, parts) = match crate::split::plan(worker, &job, workdir, &input, stop).await? {
+        Some(split) => {
+            let done = split.coordinate(worker, &job, attempt, workdir, &input, stop).await?;
+            (done.stitch, done.parts)
+        }
+        None => {
+            let run =
+                encode_whole(worker, &job, attempt, input, &output_dir, workdir, stop).await?;
+            (run, crate::split::PartsUsage::default())
+        }
+    };
     let engine_secs = stage.elapsed().as_secs_f64();
-    let run = run?;
     if !run.sandbox.missing.is_empty() {
         worker.metrics.sandbox_incomplete.inc();
     }
@@ -350,10 +324,10 @@ async fn work(
 
     let stage = Instant::now();
     let prefix = keys::output_prefix(&job.tenant, &job.id, attempt.epoch);
-    let mut usage = Usage { cpu_secs: run.cpu_secs, ..Usage::default() };
+    let mut usage = Usage { cpu_secs: run.cpu_secs + parts.cpu_secs, ..Usage::default() };
     for file in &run.report.files {
         let key = format!("{prefix}{}", file.path);
-        let path = output_path(&engine_job.output_dir, &file.path)?;
+        let path = output_path(&output_dir, &file.path)?;
         // Stopped (fenced, released, canceled): no further file. The one under way is let
         // finish rather than dropped mid-request — the store could still complete a dropped
         // PUT after this attempt removed its outputs, leaving a file nothing references.
@@ -376,7 +350,7 @@ async fn work(
         .stage_seconds
         .with_label_values(&["upload"])
         .observe(stage.elapsed().as_secs_f64());
-    usage.machine_secs = occupied.elapsed().as_secs_f64();
+    usage.machine_secs = occupied.elapsed().as_secs_f64() + parts.helpers_machine_secs;
     let engine = EngineUsage {
         cpu_secs: usage.cpu_secs,
         wall_secs: run.wall_secs,
@@ -419,6 +393,70 @@ async fn work(
     Ok(Done { job, manifest, cost })
 }
 
+/// Downloads the job's source into `workdir/in/source` (checking its size) and returns where.
+pub(crate) async fn download_source(
+    worker: &Worker,
+    job: &Job,
+    workdir: &Path,
+    stop: &Stop,
+) -> Result<std::path::PathBuf, EngineError> {
+    let source = job
+        .source
+        .as_ref()
+        .ok_or_else(|| EngineError::new(ErrorCode::Corrupt, "the job has no uploaded source"))?;
+    let input_dir = workdir.join("in");
+    tokio::fs::create_dir_all(&input_dir).await.map_err(|e| transient(format!("scratch: {e}")))?;
+    let input = input_dir.join("source");
+    let stage = Instant::now();
+    let downloaded =
+        stoppable(stop, transfer::download(&worker.s3, &worker.bucket, &source.key, &input))
+            .await?
+            .map_err(|e| match e {
+                // Deleted after the upload: no attempt can get it back.
+                S3Error::NotFound(_) => EngineError::new(
+                    ErrorCode::SourceMissing,
+                    "the uploaded source is no longer in the bucket",
+                ),
+                other => transient(other.to_string()),
+            })?;
+    worker
+        .metrics
+        .stage_seconds
+        .with_label_values(&["download"])
+        .observe(stage.elapsed().as_secs_f64());
+    worker.metrics.bytes_in.inc_by(downloaded);
+    if downloaded != source.size {
+        return Err(transient(format!("downloaded {downloaded} bytes, expected {}", source.size)));
+    }
+    Ok(input)
+}
+
+/// The whole title in one engine run, its progress published as events.
+async fn encode_whole(
+    worker: &Worker,
+    job: &Job,
+    attempt: &Attempt,
+    input: std::path::PathBuf,
+    output_dir: &Path,
+    workdir: &Path,
+    stop: &Stop,
+) -> Result<tcoder::engine::EngineRun, EngineError> {
+    let engine_job = EngineJob {
+        input,
+        output_dir: output_dir.to_path_buf(),
+        spec: EngineSpec::from(&job.spec),
+        limits: worker.config.engine.limits(),
+        settings: worker.config.engine.settings(),
+        part: None,
+    };
+    let (progress_tx, progress_rx) = tokio::sync::mpsc::channel::<Progress>(8);
+    let publisher =
+        tokio::spawn(publish_progress(worker.clone(), job.clone(), attempt.epoch, progress_rx));
+    let run = worker.supervisor.run(&engine_job, workdir, Some(progress_tx), stop.token()).await;
+    let _ = publisher.await;
+    run
+}
+
 /// Commits, retrying a transient store error a few times (bounded, about 6 s in all): the
 /// commit is fenced by the epoch and idempotent for the same attempt, so a retry is safe, and
 /// giving up would make another worker redo a finished job.
@@ -449,7 +487,7 @@ const COMMIT_ATTEMPTS: u32 = 5;
 /// The file the engine reports at `relative`, only if it is a regular file inside `out`: the
 /// child parses untrusted media, so its report is not trusted to name what the worker
 /// uploads (no `..`, no absolute path, no symlink out of the folder).
-fn output_path(out: &Path, relative: &str) -> Result<std::path::PathBuf, EngineError> {
+pub(crate) fn output_path(out: &Path, relative: &str) -> Result<std::path::PathBuf, EngineError> {
     let refuse = || {
         EngineError::new(
             ErrorCode::Crashed,
@@ -473,14 +511,17 @@ fn output_path(out: &Path, relative: &str) -> Result<std::path::PathBuf, EngineE
 
 /// Runs `work` unless the attempt is stopped first.
 /// `Err` once the attempt was told to stop.
-fn unless_stopped(stop: &Stop) -> Result<(), EngineError> {
+pub(crate) fn unless_stopped(stop: &Stop) -> Result<(), EngineError> {
     match stop.reason() {
         Some(_) => Err(EngineError::new(ErrorCode::Canceled, "stopped")),
         None => Ok(()),
     }
 }
 
-async fn stoppable<T>(stop: &Stop, work: impl Future<Output = T>) -> Result<T, EngineError> {
+pub(crate) async fn stoppable<T>(
+    stop: &Stop,
+    work: impl Future<Output = T>,
+) -> Result<T, EngineError> {
     tokio::select! {
         value = work => Ok(value),
         () = stop.stopped() => Err(EngineError::new(ErrorCode::Canceled, "stopped")),
@@ -515,7 +556,7 @@ async fn publish_progress(
 /// Publishes an informational event (started, progress, rendition), for at most
 /// [`INFORMATIONAL_PUBLISH`]: an unreachable NATS must not stall the job (its terminal event
 /// goes through the outbox and is never lost).
-async fn best_effort(worker: &Worker, event: &JobEvent) {
+pub(crate) async fn best_effort(worker: &Worker, event: &JobEvent) {
     match tokio::time::timeout(INFORMATIONAL_PUBLISH, events::publish_event(&worker.js, event))
         .await
     {

@@ -7,8 +7,10 @@
 mod attempt;
 mod keeper;
 mod metrics;
+mod part;
 mod runner;
 mod scratch;
+mod split;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -8,13 +8,43 @@ use std::path::Path;
 
 use tcoder::jobs::{JobId, JobStatus, JobStore};
 
-/// `job_<id>-<epoch>-<random>` → (job id, epoch).
-pub(crate) fn parse(name: &str) -> Option<(JobId, u64)> {
+/// Whose a scratch folder is.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// `job_<id>-<epoch>-<random>`: an attempt at the job.
+    Job(JobId, u64),
+    /// `job_<id>.p<k>-<epoch>-<random>`: an attempt at part `k` of a split job.
+    Part(JobId, u32, u64),
+}
+
+pub(crate) fn parse(name: &str) -> Option<Owner> {
     let mut parts = name.rsplitn(3, '-');
     let _random = parts.next()?;
     let epoch = parts.next()?.parse().ok()?;
-    let job = JobId::parse(parts.next()?)?;
-    Some((job, epoch))
+    let head = parts.next()?;
+    if let Some((job, part)) = head.split_once(".p") {
+        return Some(Owner::Part(JobId::parse(job)?, part.parse().ok()?, epoch));
+    }
+    Some(Owner::Job(JobId::parse(head)?, epoch))
+}
+
+/// Whether no live attempt can own the folder: the job does not run, or the attempt is not
+/// the current one (of the job, or of the part).
+async fn stale(owner: &Owner, jobs: &JobStore) -> Result<bool, tcoder::redis::StoreError> {
+    let (job, epoch) = match owner {
+        Owner::Job(job, epoch) | Owner::Part(job, _, epoch) => (job, *epoch),
+    };
+    let Some(current) = jobs.get(job).await? else { return Ok(true) };
+    if current.status != JobStatus::Running {
+        return Ok(true);
+    }
+    Ok(match owner {
+        Owner::Job(..) => current.epoch != epoch,
+        Owner::Part(_, k, _) => {
+            let parts = jobs.parts(job).await?;
+            parts.get(*k as usize).is_none_or(|p| p.status != "running" || p.epoch != epoch)
+        }
+    })
 }
 
 /// Removes stale attempt folders under `dir`; returns how many. Folders whose job cannot be
@@ -24,10 +54,9 @@ pub(crate) async fn remove_stale(dir: &Path, jobs: &JobStore) -> usize {
     let mut removed = 0;
     while let Ok(Some(entry)) = entries.next_entry().await {
         let name = entry.file_name();
-        let Some((job, epoch)) = name.to_str().and_then(parse) else { continue };
-        let stale = match jobs.get(&job).await {
-            Ok(Some(current)) => current.status != JobStatus::Running || current.epoch != epoch,
-            Ok(None) => true,
+        let Some(owner) = name.to_str().and_then(parse) else { continue };
+        let stale = match stale(&owner, jobs).await {
+            Ok(stale) => stale,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check scratch folders now");
                 return removed;
@@ -48,7 +77,9 @@ mod tests {
     #[test]
     fn attempt_folders_name_their_job_and_epoch() {
         let job = JobId::generate();
-        assert_eq!(parse(&format!("{job}-3-a1b2c3")), Some((job.clone(), 3)));
+        assert_eq!(parse(&format!("{job}-3-a1b2c3")), Some(Owner::Job(job.clone(), 3)));
+        assert_eq!(parse(&format!("{job}.p12-2-a1b2c3")), Some(Owner::Part(job.clone(), 12, 2)));
+        assert_eq!(parse(&format!("{job}.px-2-a1b2c3")), None);
         assert_eq!(parse(&format!("{job}-x-a1b2c3")), None);
         assert_eq!(parse("lost+found"), None);
         assert_eq!(parse("job_123-1-abc"), None);

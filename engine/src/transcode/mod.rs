@@ -57,6 +57,7 @@ impl ProgressMeter<'_> {
             fps: self.frames as f64 / elapsed,
             speed,
             eta_secs: (speed > 0.0).then(|| ((self.duration - media_secs).max(0.0)) / speed),
+            parts: None,
         };
         (self.on_progress)(&progress);
     }

@@ -114,6 +114,17 @@ pub struct Progress {
     /// Media seconds per wall second (× realtime).
     pub speed: f64,
     pub eta_secs: Option<f64>,
+    /// A split title: its parts committed so far, and how many it has (`percent` is then
+    /// their share of the title).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<PartsProgress>,
+}
+
+/// How far the parts of a split title are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PartsProgress {
+    pub done: u32,
+    pub total: u32,
 }
 
 /// One written file, relative to the output directory.

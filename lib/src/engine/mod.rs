@@ -19,8 +19,8 @@ pub mod supervisor;
 pub use self::config::Config;
 pub use self::error::{EngineError, ErrorCode};
 pub use self::job::{
-    Chunk, EncoderSettings, EngineJob, EngineReport, OutputFile, Part, Progress, RenditionReport,
-    StitchParts,
+    Chunk, EncoderSettings, EngineJob, EngineReport, OutputFile, Part, PartsProgress, Progress,
+    RenditionReport, StitchParts,
 };
 pub use self::limits::Limits;
 pub use self::media::{AudioInfo, MediaInfo, Orientation, VideoInfo, displayed_size};

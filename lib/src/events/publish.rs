@@ -100,8 +100,7 @@ pub async fn publish_part_item(
         part: Some(part),
     };
     let id = format!("{}.e{epoch}.p{part}", job.id);
-    publish_json(js, subjects::job_part(job.spec.priority, job.id.as_str(), part), &id, &item)
-        .await
+    publish_json(js, subjects::job_part(job.spec.priority, job.id.as_str(), part), &id, &item).await
 }
 
 /// Why a job could not be failed and announced; either way nothing is lost: the caller

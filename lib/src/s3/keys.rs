@@ -38,6 +38,13 @@ pub fn output_prefix(tenant: &Tenant, job: &JobId, epoch: u64) -> String {
     format!("{OUTPUTS_PREFIX}{tenant}/{job}/{epoch}/")
 }
 
+/// Prefix under which one attempt (the part's `epoch`) at part `part` of a split job writes
+/// its outputs, until the stitch has made the title's from them. Under the job's prefix, so
+/// the winning attempt's commit removes them with the losers' outputs.
+pub fn part_output_prefix(tenant: &Tenant, job: &JobId, part: u32, epoch: u64) -> String {
+    format!("{OUTPUTS_PREFIX}{tenant}/{job}/parts/{part}/{epoch}/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

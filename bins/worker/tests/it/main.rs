@@ -15,3 +15,4 @@ mod pipeline;
 mod producers;
 mod recovery;
 mod scale;
+mod split;

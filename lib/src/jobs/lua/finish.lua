@@ -22,7 +22,7 @@ for i = 7, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('DEL', KEYS[2])
-if ARGV[2] ~= 'queued' then clear_parts(KEYS[1]) end
+if ARGV[2] == 'failed' then clear_parts(KEYS[1]) end
 if ARGV[6] ~= '' then
   redis.call('RPUSH', KEYS[3], ARGV[6])
 end

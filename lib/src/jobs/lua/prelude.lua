@@ -17,8 +17,9 @@ local function record(job_key, from, to, reason, now, epoch)
   redis.call('LTRIM', job_key .. ':history', -100, -1)
 end
 
--- Forgets a split job's parts (hashes and leases) when it ends: their outputs go with the
--- job's attempts, so a job queued again (a replay) plans afresh.
+-- Forgets a split job's parts (hashes and leases) when it fails or is canceled: their outputs
+-- are removed with the job's, so a job queued again (a replay) plans afresh. A completed job
+-- keeps them: which attempt made each part, at what cost.
 local function clear_parts(job_key)
   local parts = tonumber(redis.call('HGET', job_key, 'parts') or '0') or 0
   for k = 0, parts - 1 do

@@ -18,7 +18,7 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2])
 for i = 6, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
-if ARGV[1] == 'completed' or ARGV[1] == 'failed' or ARGV[1] == 'canceled' then
+if ARGV[1] == 'failed' or ARGV[1] == 'canceled' then
   clear_parts(KEYS[1])
 end
 record(KEYS[1], current, ARGV[1], ARGV[4], ARGV[2], redis.call('HGET', KEYS[1], 'epoch'))

@@ -1,0 +1,356 @@
+//! One attempt at one part of a split job (docs/DESIGN.md, "Split titles"): claimed with the
+//! part's own epoch and lease, encoded by the engine child, uploaded under
+//! `outputs/<tenant>/<job>/parts/<k>/<epoch>/` and committed with the list of its files. Run
+//! by a worker that took the part's work item, or by the job's coordinator for a part nobody
+//! holds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{AckKind, Message};
+use serde::{Deserialize, Serialize};
+use tcoder::engine::{EngineError, EngineJob, EngineSpec, ErrorCode, OutputFile, Part};
+use tcoder::events::WorkItem;
+use tcoder::jobs::{Job, PartAttempt, PartClaim, PartCommit, PartRelease, RenewOutcome};
+use tcoder::s3::{self, keys, transfer};
+use tracing::Instrument as _;
+
+use crate::Worker;
+use crate::attempt::{
+    Outcome, download_source, output_path, random_suffix, transient, unless_stopped,
+};
+use crate::keeper::{Lease, LeaseTiming, Stop, StopReason, keep};
+
+/// The part field its commit records (a [`Committed`], JSON).
+pub(crate) const RESULT_FIELD: &str = "result";
+/// The part field holding its definition (a `tcoder::engine::Part`, JSON).
+pub(crate) const DEFINITION_FIELD: &str = "def";
+
+/// What a committed part attempt made: where its files are and what they took.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Committed {
+    pub prefix: String,
+    pub files: Vec<OutputFile>,
+    pub cpu_secs: f64,
+    /// How long its machine was occupied (download, encode, upload).
+    pub machine_secs: f64,
+    pub frames: u64,
+    pub worker: String,
+}
+
+/// How a part attempt ended.
+#[derive(Debug)]
+pub(crate) enum PartEnd {
+    Committed,
+    /// Another attempt owns the part now.
+    Fenced,
+    Stopped(StopReason),
+    /// Failed; the part is free again ([`PartRelease::Pending`]) or failed for good.
+    Failed(EngineError, PartRelease),
+}
+
+/// A finished part attempt.
+#[derive(Debug)]
+pub(crate) struct PartRun {
+    pub end: PartEnd,
+    /// The engine's output folder on this machine (the committed files, when committed).
+    pub output_dir: PathBuf,
+}
+
+/// The lease of a part attempt in Redis, with in-progress acks of its work item, if any.
+struct PartLease {
+    worker: Worker,
+    attempt: PartAttempt,
+    message: Option<Arc<Message>>,
+}
+
+impl Lease for PartLease {
+    async fn renew(&self) -> Result<RenewOutcome, String> {
+        let ttl = self.worker.config.lease_ttl;
+        self.worker.jobs.renew_part(&self.attempt, ttl).await.map_err(|e| e.to_string())
+    }
+
+    async fn renewed(&self) {
+        if let Some(message) = &self.message
+            && let Err(e) = message.ack_with(AckKind::Progress).await
+        {
+            tracing::debug!(error = %e, "in-progress ack failed");
+        }
+    }
+
+    fn renewal_failed(&self, error: &str) {
+        self.worker.note_redis(false);
+        self.worker.metrics.lease_renewals_failed.inc();
+        tracing::warn!(job = %self.attempt.job_id, part = self.attempt.part, error, "part lease renewal failed");
+    }
+}
+
+/// Who runs a part attempt.
+pub(crate) enum Origin<'a> {
+    /// The job's coordinator, the source (at this path) already on its machine.
+    Coordinator(&'a Path),
+    /// A worker that took the part's work item: it downloads the source under the part's
+    /// lease, and the item gets in-progress acks with each renewal.
+    Item(Arc<Message>),
+}
+
+/// Runs `attempt` at `definition` to its end: encode, upload, commit — or, when it did not
+/// commit, give the part back (failed or released) and remove what it uploaded. `outer` (the
+/// coordinator's job attempt, or a worker's release) stops it too.
+pub(crate) async fn run(
+    worker: &Worker,
+    job: &Job,
+    attempt: &PartAttempt,
+    definition: &Part,
+    workdir: &Path,
+    origin: Origin<'_>,
+    outer: &Stop,
+) -> PartRun {
+    let stop = Stop::default();
+    let (input, message) = match origin {
+        Origin::Coordinator(input) => (Some(input), None),
+        Origin::Item(message) => (None, Some(message)),
+    };
+    let lease = PartLease { worker: worker.clone(), attempt: attempt.clone(), message };
+    let keeper = {
+        let (stop, timing) = (stop.clone(), LeaseTiming { ttl: worker.config.lease_ttl });
+        tokio::spawn(async move { keep(&lease, timing, &stop).await })
+    };
+    let link = {
+        let (outer, stop) = (outer.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = outer.stopped() => stop.stop(outer.reason().unwrap_or(StopReason::Released)),
+                () = stop.stopped() => {}
+            }
+        })
+    };
+    let output_dir = workdir.join(format!("part-{}-{}", attempt.part, attempt.epoch));
+    let made =
+        encode_and_upload(worker, job, attempt, definition, workdir, input, &output_dir, &stop)
+            .await;
+    keeper.abort();
+    let end = match (stop.reason(), made) {
+        (Some(reason), _) => PartEnd::Stopped(reason),
+        (None, Ok(committed)) => commit(worker, attempt, &committed).await,
+        (None, Err(error)) => {
+            // An input or limit error is the source's: no other attempt would do better.
+            let max = match error.code.is_retryable() {
+                true => u32::try_from(worker.max_deliver).unwrap_or(u32::MAX),
+                false => 1,
+            };
+            match worker.jobs.release_part(attempt, true, max, Some(&error)).await {
+                Ok(PartRelease::Fenced) => PartEnd::Fenced,
+                Ok(released) => PartEnd::Failed(error, released),
+                // The lease lapses; the next claim takes the part over.
+                Err(_) => PartEnd::Failed(error, PartRelease::Pending),
+            }
+        }
+    };
+    if let PartEnd::Stopped(StopReason::Released) = end {
+        // Free at once for another worker rather than after the lease lapses.
+        let _ = worker.jobs.release_part(attempt, false, u32::MAX, None).await;
+    }
+    stop.stop(StopReason::Released); // ends the link task
+    let _ = tokio::join!(keeper, link);
+    if !matches!(end, PartEnd::Committed) {
+        let prefix = keys::part_output_prefix(&job.tenant, &job.id, attempt.part, attempt.epoch);
+        if let Err(e) = s3::delete_prefix(&worker.s3, &worker.bucket, &prefix, None, 100).await {
+            tracing::warn!(error = %e, prefix, "uncommitted part outputs not removed");
+        }
+    }
+    PartRun { end, output_dir }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn encode_and_upload(
+    worker: &Worker,
+    job: &Job,
+    attempt: &PartAttempt,
+    definition: &Part,
+    workdir: &Path,
+    input: Option<&Path>,
+    output_dir: &Path,
+    stop: &Stop,
+) -> Result<Committed, EngineError> {
+    let occupied = Instant::now();
+    let input = match input {
+        Some(path) => path.to_path_buf(),
+        None => download_source(worker, job, workdir, stop).await?,
+    };
+    let engine_job = EngineJob {
+        input,
+        output_dir: output_dir.to_path_buf(),
+        spec: EngineSpec::from(&job.spec),
+        limits: worker.config.engine.limits(),
+        settings: worker.config.engine.settings(),
+        part: Some(definition.clone()),
+    };
+    let run = worker.supervisor.run(&engine_job, workdir, None, stop.token()).await?;
+    worker.metrics.engine_cpu_seconds.inc_by(run.cpu_secs.round() as u64);
+    let prefix = keys::part_output_prefix(&job.tenant, &job.id, attempt.part, attempt.epoch);
+    for file in &run.report.files {
+        let path = output_path(output_dir, &file.path)?;
+        unless_stopped(stop)?;
+        let key = format!("{prefix}{}", file.path);
+        transfer::upload(
+            &worker.s3,
+            &worker.bucket,
+            &key,
+            &path,
+            &file.content_type,
+            transfer::IMMUTABLE,
+        )
+        .await
+        .map_err(|e| transient(e.to_string()))?;
+    }
+    unless_stopped(stop)?;
+    Ok(Committed {
+        prefix,
+        files: run.report.files,
+        cpu_secs: run.cpu_secs,
+        machine_secs: occupied.elapsed().as_secs_f64(),
+        frames: run.report.frames,
+        worker: worker.id.clone(),
+    })
+}
+
+/// Commits, retrying a transient store error a few times (bounded, about 6 s): the commit is
+/// fenced by the part's epoch and idempotent for the same attempt.
+async fn commit(worker: &Worker, attempt: &PartAttempt, committed: &Committed) -> PartEnd {
+    let result = serde_json::to_string(committed).expect("a part result serializes");
+    let fields = [(RESULT_FIELD, result)];
+    let mut delay = Duration::from_millis(200);
+    for _ in 0..5 {
+        match worker.jobs.commit_part(attempt, &fields).await {
+            Ok(PartCommit::Committed { done, parts }) => {
+                tracing::info!(part = attempt.part, done, parts, "part committed");
+                return PartEnd::Committed;
+            }
+            Ok(PartCommit::Fenced) => return PartEnd::Fenced,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "part commit failed; retrying");
+                worker.metrics.commit_retries.inc();
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    // Unknown whether it landed: the lease lapses, and a later attempt (or this one's
+    // commit, seen done) settles it.
+    PartEnd::Failed(transient("part commit not confirmed"), PartRelease::Pending)
+}
+
+/// The definition of part `k` of the job, as its plan stored it.
+pub(crate) fn definition(fields: &std::collections::HashMap<String, String>) -> Option<Part> {
+    serde_json::from_str(fields.get(DEFINITION_FIELD)?).ok()
+}
+
+/// Handles the work item of one part: claims it and runs it if nobody holds it. The item is
+/// only an invitation (the coordinator runs what nobody takes), so everything but a failure
+/// another worker may not have or a release at shutdown settles it with an ack.
+pub(crate) async fn handle_item(
+    worker: &Worker,
+    message: Arc<Message>,
+    item: &WorkItem,
+    part: u32,
+    release: tokio_util::sync::CancellationToken,
+) -> Outcome {
+    let claimed =
+        worker.jobs.claim_part(&item.job_id, part, &worker.id, worker.config.lease_ttl).await;
+    worker.note_redis(claimed.is_ok());
+    let attempt = match claimed {
+        Ok(PartClaim::Claimed(attempt)) => attempt,
+        Ok(_) => {
+            let _ = message.double_ack().await;
+            return Outcome::Skipped;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot claim a part (Redis); giving the item back");
+            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+            return Outcome::Skipped;
+        }
+    };
+    let span = tracing::info_span!("part", job = %attempt.job_id, part, epoch = attempt.epoch);
+    run_item(worker, &message, &attempt, release).instrument(span).await
+}
+
+async fn run_item(
+    worker: &Worker,
+    message: &Arc<Message>,
+    attempt: &PartAttempt,
+    release: tokio_util::sync::CancellationToken,
+) -> Outcome {
+    let found = async {
+        let job = worker.jobs.get(&attempt.job_id).await.ok()??;
+        let parts = worker.jobs.parts(&attempt.job_id).await.ok()?;
+        let definition = definition(&parts.get(attempt.part as usize)?.fields)?;
+        Some((job, definition))
+    };
+    let Some((job, definition)) = found.await else {
+        let _ = worker.jobs.release_part(attempt, false, u32::MAX, None).await;
+        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+        return Outcome::Skipped;
+    };
+    let outer = Stop::default();
+    let release_watch = {
+        let outer = outer.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = release.cancelled() => outer.stop(StopReason::Released),
+                () = outer.stopped() => {}
+            }
+        })
+    };
+    let workdir = worker.config.scratch_dir.join(format!(
+        "{}.p{}-{}-{}",
+        attempt.job_id,
+        attempt.part,
+        attempt.epoch,
+        random_suffix()
+    ));
+    let run =
+        run(worker, &job, attempt, &definition, &workdir, Origin::Item(message.clone()), &outer)
+            .await;
+    outer.stop(StopReason::Released); // ends the watch
+    let _ = release_watch.await;
+    if let Err(e) = tokio::fs::remove_dir_all(&workdir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %workdir.display(), error = %e, "cannot remove the part directory");
+    }
+    match run.end {
+        PartEnd::Committed => {
+            let _ = message.double_ack().await;
+            Outcome::Completed
+        }
+        PartEnd::Fenced | PartEnd::Stopped(StopReason::Lost | StopReason::SelfFenced) => {
+            let _ = message.double_ack().await;
+            Outcome::Fenced
+        }
+        PartEnd::Stopped(StopReason::Canceled) => {
+            let _ = message.double_ack().await;
+            Outcome::Canceled
+        }
+        PartEnd::Stopped(StopReason::Released) => {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+            Outcome::Released
+        }
+        PartEnd::Failed(error, PartRelease::Pending) if error.code.is_retryable() => {
+            tracing::warn!(%error, "part attempt failed; another may take it");
+            let _ = message.ack_with(AckKind::Nak(Some(worker.config.retry_delay))).await;
+            Outcome::Retried
+        }
+        PartEnd::Failed(error, _) => {
+            tracing::warn!(%error, "part failed; its coordinator decides for the job");
+            let _ = message.double_ack().await;
+            Outcome::Failed(error.code.as_str().to_owned())
+        }
+    }
+}
+
+/// `ErrorCode` of a part the coordinator found failed without a recorded error.
+pub(crate) fn unknown_failure() -> EngineError {
+    EngineError::new(ErrorCode::Failed, "a part of the title failed")
+}

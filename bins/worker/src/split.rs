@@ -1,0 +1,379 @@
+//! A split job's coordinator (docs/DESIGN.md, "Split titles"): the attempt that claimed a
+//! long job probes it in the sandbox, stores the plan (video chunks, then the title's audio)
+//! on the job, invites other workers with one work item per part, runs the parts nobody holds
+//! itself, waits for the rest while keeping the job's lease, and stitches the committed parts
+//! into the title's outputs — which the attempt then uploads and commits like a whole encode.
+//! A coordinator that dies is replaced by the job's redelivery (a new epoch), which finds the
+//! plan and the committed parts and carries on.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tcoder::engine::{
+    EngineError, EngineJob, EngineRun, EngineSpec, ErrorCode, Part, PartsProgress, Progress,
+    StitchParts,
+};
+use tcoder::events::{self, JobEvent};
+use tcoder::jobs::{Attempt, Job, OutputKind, PartClaim, PartState};
+use tcoder::s3::transfer;
+
+use crate::Worker;
+use crate::attempt::{best_effort, output_path, transient, unless_stopped};
+use crate::keeper::{Stop, StopReason};
+use crate::part::{self, Committed, Origin, PartEnd};
+
+/// How often the coordinator looks at the parts while others run them.
+const POLL: Duration = Duration::from_secs(1);
+/// How long inviting helpers (one publish per part) may take before the coordinator gets on
+/// with the parts itself.
+const INVITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A title to be split: its parts, chunks in order then the audio (if any).
+#[derive(Debug)]
+pub(crate) struct Split {
+    parts: Vec<Part>,
+    probe_cpu_secs: f64,
+}
+
+/// What the parts cost beyond the stitch's own engine run (which the attempt accounts).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PartsUsage {
+    /// CPU of the probe and of every committed part attempt.
+    pub cpu_secs: f64,
+    /// Machine time of the committed parts other attempts ran (this one's is its own).
+    pub helpers_machine_secs: f64,
+}
+
+/// A stitched title.
+#[derive(Debug)]
+pub(crate) struct Stitched {
+    /// The stitch's engine run; its report is the title's, its wall time the whole split
+    /// encode's.
+    pub stitch: EngineRun,
+    pub parts: PartsUsage,
+}
+
+/// Whether `job` is split, and into what: only an HLS transcode of a source longer than
+/// `worker.split_min_duration`, decided from a probe in the sandbox (the worker itself never
+/// parses media).
+pub(crate) async fn plan(
+    worker: &Worker,
+    job: &Job,
+    workdir: &Path,
+    input: &Path,
+    stop: &Stop,
+) -> Result<Option<Split>, EngineError> {
+    let config = &worker.config;
+    let spec = EngineSpec::from(&job.spec);
+    if config.split_min_duration.is_zero() || !spec.outputs.contains(&OutputKind::Hls) {
+        return Ok(None);
+    }
+    let limits = config.engine.limits();
+    let probe = EngineJob {
+        input: input.to_path_buf(),
+        output_dir: workdir.join("probe"),
+        spec,
+        limits: limits.clone(),
+        settings: config.engine.settings(),
+        part: Some(Part::Probe),
+    };
+    let run = worker.supervisor.run(&probe, workdir, None, stop.token()).await?;
+    worker.metrics.engine_cpu_seconds.inc_by(run.cpu_secs.round() as u64);
+    let chunks = tcoder::engine::plan::split_chunks(
+        &run.report,
+        probe.settings.segment_secs,
+        config.chunk_duration.as_secs_f64(),
+        config.split_min_duration.as_secs_f64(),
+        limits.max_output_fps,
+    );
+    if chunks.is_empty() {
+        return Ok(None);
+    }
+    let mut parts: Vec<Part> = chunks.into_iter().map(Part::Video).collect();
+    if run.report.renditions.iter().any(|r| r.audio_codec.is_some()) {
+        parts.push(Part::Audio);
+    }
+    tracing::info!(parts = parts.len(), "splitting the title");
+    Ok(Some(Split { parts, probe_cpu_secs: run.cpu_secs }))
+}
+
+/// The stored plan as the stitch lays it out: `chunks` video parts (0..chunks) then, if
+/// `audio`, the audio part.
+fn layout(parts: &[Part]) -> Result<(u32, bool), EngineError> {
+    let chunks = parts.iter().take_while(|p| matches!(p, Part::Video(_))).count();
+    let audio = match &parts[chunks..] {
+        [] => false,
+        [Part::Audio] => true,
+        _ => return Err(EngineError::new(ErrorCode::Failed, "the job's stored plan is malformed")),
+    };
+    let chunks = u32::try_from(chunks).map_err(|_| transient("too many parts"))?;
+    if chunks == 0 {
+        return Err(EngineError::new(ErrorCode::Failed, "the job's stored plan has no chunk"));
+    }
+    Ok((chunks, audio))
+}
+
+impl Split {
+    /// Plans the parts on the job (or finds the plan of an earlier coordinator), sees them
+    /// all committed, and stitches them in `workdir/out`.
+    pub(crate) async fn coordinate(
+        self,
+        worker: &Worker,
+        job: &Job,
+        attempt: &Attempt,
+        workdir: &Path,
+        input: &Path,
+        stop: &Stop,
+    ) -> Result<Stitched, EngineError> {
+        let started = Instant::now();
+        let definitions: Vec<String> = self
+            .parts
+            .iter()
+            .map(|p| serde_json::to_string(p).expect("a part serializes"))
+            .collect();
+        let planned = worker.jobs.plan_parts(&job.id, attempt.epoch, &definitions).await;
+        if planned.map_err(|e| transient(e.to_string()))?.is_none() {
+            stop.stop(StopReason::Lost);
+            unless_stopped(stop)?;
+        }
+        // The stored plan rules: a later coordinator keeps the first one's parts.
+        let states = worker.jobs.parts(&job.id).await.map_err(|e| transient(e.to_string()))?;
+        let parts: Vec<Part> =
+            states.iter().map(|s| part::definition(&s.fields)).collect::<Option<_>>().ok_or_else(
+                || EngineError::new(ErrorCode::Failed, "a stored part is unreadable"),
+            )?;
+        let (chunks, audio) = layout(&parts)?;
+        invite(worker, job, attempt.epoch, &states).await;
+
+        let mut local: HashMap<u32, PathBuf> = HashMap::new();
+        let states = self
+            .run_and_wait(worker, job, attempt.epoch, workdir, input, &parts, &mut local, stop)
+            .await?;
+
+        // Every part committed: gather their outputs as the stitch expects them.
+        let dir = workdir.join("parts");
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| transient(format!("scratch: {e}")))?;
+        let mut usage = PartsUsage { cpu_secs: self.probe_cpu_secs, helpers_machine_secs: 0.0 };
+        let mut frames = 0;
+        for (state, definition) in states.iter().zip(&parts) {
+            let committed: Committed = state
+                .fields
+                .get(part::RESULT_FIELD)
+                .and_then(|r| serde_json::from_str(r).ok())
+                .ok_or_else(|| transient(format!("part {} has no readable result", state.part)))?;
+            let target = match definition {
+                Part::Audio => dir.join("audio"),
+                _ => dir.join(state.part.to_string()),
+            };
+            match local.remove(&state.part) {
+                Some(mine) => tokio::fs::rename(&mine, &target)
+                    .await
+                    .map_err(|e| transient(format!("scratch: {e}")))?,
+                None => {
+                    fetch(worker, &committed, &target, stop).await?;
+                    usage.helpers_machine_secs += committed.machine_secs;
+                }
+            }
+            usage.cpu_secs += committed.cpu_secs;
+            frames += committed.frames;
+        }
+        let stitch = EngineJob {
+            input: input.to_path_buf(),
+            output_dir: workdir.join("out"),
+            spec: EngineSpec::from(&job.spec),
+            limits: worker.config.engine.limits(),
+            settings: worker.config.engine.settings(),
+            part: Some(Part::Stitch(StitchParts { dir, chunks, audio })),
+        };
+        let mut run = worker.supervisor.run(&stitch, workdir, None, stop.token()).await?;
+        run.report.frames = frames;
+        run.wall_secs = started.elapsed().as_secs_f64();
+        Ok(Stitched { stitch: run, parts: usage })
+    }
+
+    /// Runs parts nobody holds (claiming each) and waits for the others, until every part is
+    /// committed. Ends early when the attempt is stopped, a part failed for good, or the
+    /// engine's wall-clock deadline passed (a whole encode would have been killed by then).
+    #[allow(clippy::too_many_arguments)]
+    async fn run_and_wait(
+        &self,
+        worker: &Worker,
+        job: &Job,
+        epoch: u64,
+        workdir: &Path,
+        input: &Path,
+        parts: &[Part],
+        local: &mut HashMap<u32, PathBuf>,
+        stop: &Stop,
+    ) -> Result<Vec<PartState>, EngineError> {
+        let deadline = Instant::now() + worker.supervisor.limits.wall_deadline;
+        let (mut reported, mut sequence) = (None, 0);
+        loop {
+            unless_stopped(stop)?;
+            if Instant::now() >= deadline {
+                return Err(EngineError::new(
+                    ErrorCode::Timeout,
+                    "the title's parts were not all done by the wall-clock deadline",
+                ));
+            }
+            let states = match worker.jobs.parts(&job.id).await {
+                Ok(states) => states,
+                Err(e) => {
+                    // An outage is a pause: the job's lease keeper decides when to give up.
+                    tracing::warn!(error = %e, "cannot read the parts; waiting");
+                    pause(stop).await;
+                    continue;
+                }
+            };
+            if let Some(failed) = states.iter().find(|p| p.status == "failed") {
+                return Err(failed.error().unwrap_or_else(part::unknown_failure));
+            }
+            let done = states.iter().filter(|p| p.is_done()).count() as u32;
+            let total = states.len() as u32;
+            if reported != Some(done) {
+                reported = Some(done);
+                sequence += 1;
+                let parts = PartsProgress { done, total };
+                report_progress(worker, job, epoch, sequence, parts).await;
+            }
+            if done == total {
+                return Ok(states);
+            }
+            let free = states.iter().find(|p| p.is_claimable()).map(|p| p.part);
+            let claimed = match free {
+                Some(k) => {
+                    worker.jobs.claim_part(&job.id, k, &worker.id, worker.config.lease_ttl).await
+                }
+                None => Ok(PartClaim::Done),
+            };
+            let Ok(PartClaim::Claimed(attempt)) = claimed else {
+                pause(stop).await;
+                continue;
+            };
+            let definition = &parts[attempt.part as usize];
+            let run = part::run(
+                worker,
+                job,
+                &attempt,
+                definition,
+                workdir,
+                Origin::Coordinator(input),
+                stop,
+            )
+            .await;
+            match run.end {
+                PartEnd::Committed => {
+                    local.insert(attempt.part, run.output_dir);
+                }
+                end => {
+                    tracing::info!(part = attempt.part, ?end, "part not committed here");
+                    let _ = tokio::fs::remove_dir_all(&run.output_dir).await;
+                }
+            }
+        }
+    }
+}
+
+/// Publishes one work item per part not yet done, for other workers to help (best effort:
+/// without helpers the coordinator runs every part itself).
+async fn invite(worker: &Worker, job: &Job, epoch: u64, states: &[PartState]) {
+    let publishing = async {
+        for state in states.iter().filter(|s| !s.is_done()) {
+            if let Err(e) = events::publish_part_item(&worker.js, job, epoch, state.part).await {
+                tracing::warn!(part = state.part, error = %e, "part item not published");
+            }
+        }
+    };
+    if tokio::time::timeout(INVITE_TIMEOUT * states.len().max(1) as u32, publishing).await.is_err()
+    {
+        tracing::warn!("inviting helpers timed out; running the parts here");
+    }
+}
+
+/// Downloads a committed part's files (as its commit lists them) into `target`.
+async fn fetch(
+    worker: &Worker,
+    committed: &Committed,
+    target: &Path,
+    stop: &Stop,
+) -> Result<(), EngineError> {
+    for file in &committed.files {
+        // The list came through Redis from another worker's engine: only plain relative paths.
+        let relative = Path::new(&file.path);
+        if relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            return Err(EngineError::new(
+                ErrorCode::Crashed,
+                format!("a part listed an output outside its folder: {}", file.path),
+            ));
+        }
+        let path = target.join(relative);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| transient(format!("scratch: {e}")))?;
+        }
+        unless_stopped(stop)?;
+        let key = format!("{}{}", committed.prefix, file.path);
+        let bytes = transfer::download(&worker.s3, &worker.bucket, &key, &path)
+            .await
+            .map_err(|e| transient(format!("part output {key}: {e}")))?;
+        worker.metrics.bytes_in.inc_by(bytes);
+    }
+    // The same check the attempt applies to the engine's own outputs.
+    for file in &committed.files {
+        output_path(target, &file.path)?;
+    }
+    Ok(())
+}
+
+/// Publishes how many of the title's parts are committed.
+async fn report_progress(
+    worker: &Worker,
+    job: &Job,
+    epoch: u64,
+    sequence: u64,
+    parts: PartsProgress,
+) {
+    let progress = Progress {
+        frames: 0,
+        percent: f64::from(parts.done) * 100.0 / f64::from(parts.total.max(1)),
+        fps: 0.0,
+        speed: 0.0,
+        eta_secs: None,
+        parts: Some(parts),
+    };
+    let data = serde_json::to_value(&progress).unwrap_or_default();
+    best_effort(worker, &JobEvent::progress(job, epoch, sequence, data)).await;
+}
+
+/// Waits one poll, or less when the attempt is stopped.
+async fn pause(stop: &Stop) {
+    tokio::select! {
+        () = tokio::time::sleep(POLL) => {}
+        () = stop.stopped() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcoder::engine::Chunk;
+
+    #[test]
+    fn a_stored_plan_is_chunks_then_at_most_one_audio_part() {
+        let chunk = |k: u32| {
+            Part::Video(Chunk {
+                start_secs: f64::from(k),
+                end_secs: Some(f64::from(k + 1)),
+                first_segment: k,
+            })
+        };
+        assert_eq!(layout(&[chunk(0), chunk(1), Part::Audio]).unwrap(), (2, true));
+        assert_eq!(layout(&[chunk(0)]).unwrap(), (1, false));
+        assert!(layout(&[Part::Audio, chunk(0)]).is_err());
+        assert!(layout(&[chunk(0), Part::Audio, Part::Audio]).is_err());
+        assert!(layout(&[Part::Audio]).is_err());
+        assert!(layout(&[chunk(0), Part::Probe]).is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! Split titles through the whole pipeline: a long source is planned into parts, the parts run
+//! on several workers (and survive their workers killed and paused), and the stitched result
+//! is what a user of the unsplit job would get: one completed event, every frame, one
+//! continuous timeline, a master that plays, faststart MP4s.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tcoder::jobs::{JobId, JobResult, JobStore};
+use testkit::media::{ClipSpec, clip};
+
+use crate::harness::{Pipeline, metric};
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// Split anything longer than 4 s into chunks of two 1 s segments (the tests' segments).
+fn split_settings() -> Vec<(&'static str, String)> {
+    vec![
+        ("TCODER__WORKER__SPLIT_MIN_DURATION", "4s".into()),
+        ("TCODER__WORKER__CHUNK_DURATION", "2s".into()),
+    ]
+}
+
+/// (pts, duration) of every packet of stream `selector` of `playlist`, as ffprobe reads them.
+fn packets(playlist: &Path, selector: &str) -> Vec<(f64, f64)> {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", selector])
+        .args(["-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0"])
+        .arg(playlist)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut packets: Vec<(f64, f64)> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let (pts, duration) = line.split_once(',').unwrap_or_else(|| panic!("{line:?}"));
+            (pts.parse().unwrap(), duration.trim_end_matches(',').parse().unwrap_or(0.0))
+        })
+        .collect();
+    packets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    packets
+}
+
+fn format_duration(path: &Path) -> f64 {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim().parse().unwrap()
+}
+
+/// What a user checks of a split job's result: every rendition has every frame of the
+/// `secs`-long source at `fps` on one continuous timeline, the master plays for the source's
+/// duration with audio, and each MP4 is faststart with video and audio.
+fn assert_whole_title(pipeline: &Pipeline, result: &JobResult, secs: f64, fps: f64) {
+    let frame = 1.0 / fps;
+    let master = pipeline.stored(result.hls_master.as_deref().unwrap());
+    assert!((format_duration(&master) - secs).abs() <= frame, "master duration");
+    let text = std::fs::read_to_string(&master).unwrap();
+    assert!(text.contains("#EXT-X-MEDIA:TYPE=AUDIO"), "{text}");
+    for rendition in &result.renditions {
+        let playlist = pipeline.stored(rendition.hls.as_deref().unwrap());
+        let video = packets(&playlist, "v:0");
+        assert_eq!(video.len(), (secs * fps).round() as usize, "{}: frame count", rendition.name);
+        for pair in video.windows(2) {
+            assert!((pair[0].0 + frame - pair[1].0).abs() < 1e-3, "{}: {pair:?}", rendition.name);
+        }
+        let mp4 = pipeline.stored(rendition.mp4.as_deref().unwrap());
+        assert!((format_duration(&mp4) - secs).abs() <= 2.0 * frame, "{} mp4", rendition.name);
+        assert_eq!(packets(&mp4, "v:0").len(), video.len(), "{} mp4 frames", rendition.name);
+        assert!(!packets(&mp4, "a:0").is_empty(), "{} mp4 has no audio", rendition.name);
+        let bytes = std::fs::read(&mp4).unwrap();
+        let find = |tag: &[u8]| bytes.windows(4).position(|w| w == tag).unwrap();
+        assert!(find(b"moov") < find(b"mdat"), "{} is not faststart", rendition.name);
+    }
+    // The audio plays from the first picture to the last, with no gap.
+    let audio_playlist = master.parent().unwrap().join("audio/index.m3u8");
+    let audio = packets(&audio_playlist, "a:0");
+    // One AAC frame each (the demuxer leaves some durations unknown: the steps tell).
+    let step = audio[1].0 - audio[0].0;
+    for pair in audio.windows(2) {
+        assert!((pair[1].0 - pair[0].0 - step).abs() < 1e-3, "audio: {pair:?}");
+    }
+    let end = audio.last().unwrap().0 + step - audio[0].0;
+    assert!((end - secs).abs() <= 0.05, "audio lasts {end} s");
+}
+
+/// How many files are in `dir` and its subfolders (none when it does not exist).
+fn files_under(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 })
+        .sum()
+}
+
+/// Every part of the job committed, each by its part's current (latest) attempt.
+async fn assert_parts_committed_by_latest_epochs(pipeline: &Pipeline, id: &str) -> Vec<Value> {
+    let store = JobStore::new(pipeline.redis.clone());
+    let parts = store.parts(&JobId::parse(id).unwrap()).await.unwrap();
+    assert!(!parts.is_empty(), "the job was not split");
+    parts
+        .iter()
+        .map(|part| {
+            assert_eq!(part.status, "done", "part {}", part.part);
+            let result: Value = serde_json::from_str(&part.fields["result"]).unwrap();
+            let suffix = format!("/parts/{}/{}/", part.part, part.epoch);
+            assert!(result["prefix"].as_str().unwrap().ends_with(&suffix), "{result}");
+            json!({ "part": part.part, "epoch": part.epoch, "worker": result["worker"] })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_title_is_split_over_two_workers_and_stitched_into_one_result() {
+    let pipeline = Pipeline::start().await;
+    let source = clip(&ClipSpec {
+        width: 320,
+        height: 240,
+        fps: 25,
+        duration_ms: 8000,
+        audio: true,
+        ..ClipSpec::default()
+    });
+    let workers = [pipeline.worker(&split_settings()), pipeline.worker(&split_settings())];
+    let id = pipeline
+        .submit(&source, json!({ "preset": "hls", "outputs": ["hls", "mp4", "thumbnails"] }))
+        .await;
+    let job = pipeline.wait_status(&id, "completed", LONG).await;
+    let result: JobResult = serde_json::from_value(job["result"].clone()).unwrap();
+    assert_whole_title(&pipeline, &result, 8.0, 25.0);
+    assert!(pipeline.stored(&result.thumbnails.as_ref().unwrap().poster).is_file());
+    assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
+
+    // Four chunks of 2 s and the audio, each committed once; the cost counts them all.
+    let parts = assert_parts_committed_by_latest_epochs(&pipeline, &id).await;
+    assert_eq!(parts.len(), 5, "{parts:?}");
+    assert!(result.engine.cpu_secs > 0.0);
+    // Progress went chunk by chunk to all of them.
+    let progress = pipeline.events(&id, "progress").await;
+    let done: Vec<u64> =
+        progress.iter().filter_map(|e| e["data"]["parts"]["done"].as_u64()).collect();
+    assert_eq!(done.first(), Some(&0), "{done:?}");
+    assert_eq!(done.last(), Some(&5), "{done:?}");
+    // Both machines worked on the title (the coordinator's job and parts, the helper's
+    // parts): each completed something.
+    for worker in &workers {
+        let completed = metric(worker, "tcoder_worker_jobs_total{outcome=\"completed\"}");
+        assert!(completed >= 1.0, "a worker did nothing: {parts:?}");
+    }
+    // The parts' own uploads are gone once the title committed; the stitched outputs stay.
+    let bucket = pipeline.env.s3.bucket();
+    let parts_dir = pipeline.stored(&format!("/{bucket}/outputs/acme/{id}/parts/"));
+    testkit::eventually_async(LONG, || async {
+        match files_under(&parts_dir) {
+            0 => Ok(()),
+            left => Err(format!("{left} part outputs left")),
+        }
+    })
+    .await;
+    assert!(pipeline.stored(result.hls_master.as_deref().unwrap()).is_file());
+}
