@@ -94,10 +94,7 @@ fn assert_whole_title(pipeline: &Pipeline, result: &JobResult, secs: f64, fps: f
 /// How many files are in `dir` and its subfolders (none when it does not exist).
 fn files_under(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 })
-        .sum()
+    entries.flatten().map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 }).sum()
 }
 
 /// Every part of the job committed, each by its part's current (latest) attempt.
@@ -165,4 +162,57 @@ async fn a_long_title_is_split_over_two_workers_and_stitched_into_one_result() {
     })
     .await;
     assert!(pipeline.stored(result.hls_master.as_deref().unwrap()).is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_job_survives_its_coordinator_killed_and_a_helper_paused_past_its_lease() {
+    let pipeline = Pipeline::start().await;
+    let source = clip(&ClipSpec {
+        width: 640,
+        height: 360,
+        fps: 25,
+        duration_ms: 12_000,
+        audio: true,
+        ..ClipSpec::default()
+    });
+    // A slower preset, so the parts are still under way when the faults strike.
+    let mut settings = split_settings();
+    settings.push(("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into()));
+    let workers = [pipeline.worker(&settings), pipeline.worker(&settings)];
+    let id = pipeline.submit(&source, json!({ "preset": "hls", "outputs": ["hls", "mp4"] })).await;
+
+    // One part committed, the rest under way: kill the coordinator, pause the other worker.
+    testkit::eventually_async(LONG, || async {
+        let progress = pipeline.events(&id, "progress").await;
+        match progress.iter().filter_map(|e| e["data"]["parts"]["done"].as_u64()).max() {
+            Some(done) if done >= 1 => Ok(()),
+            other => Err(format!("parts done: {other:?}")),
+        }
+    })
+    .await;
+    let mut redis = pipeline.redis.clone();
+    let key = tcoder::redis::keys::job(&JobId::parse(&id).unwrap());
+    let coordinator: String =
+        redis::cmd("HGET").arg(&key).arg("worker").query_async(&mut redis).await.unwrap();
+    let (dead, helper) = match &workers {
+        [a, b] if coordinator.ends_with(&format!("-{}", a.pid())) => (a, b),
+        [a, b] => (b, a),
+    };
+    assert!(coordinator.ends_with(&format!("-{}", dead.pid())), "{coordinator}");
+    dead.signal(libc::SIGKILL);
+    helper.signal(libc::SIGSTOP);
+    let _third = pipeline.worker(&settings);
+    // Paused for twice its lease: whatever part it held is taken over meanwhile.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    helper.signal(libc::SIGCONT);
+
+    let job = pipeline.wait_status(&id, "completed", LONG).await;
+    let result: JobResult = serde_json::from_value(job["result"].clone()).unwrap();
+    assert!(result.epoch >= 2, "the coordinator was not replaced: {job}");
+    assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
+    assert_whole_title(&pipeline, &result, 12.0, 25.0);
+    let parts = assert_parts_committed_by_latest_epochs(&pipeline, &id).await;
+    assert_eq!(parts.len(), 7, "{parts:?}");
+    // The part the killed or the paused worker held was taken over by a later attempt.
+    assert!(parts.iter().any(|p| p["epoch"].as_u64() >= Some(2)), "{parts:?}");
 }
