@@ -212,22 +212,7 @@ async fn run_attempt(
         worker.metrics.clone(),
         worker.redis_suspect.clone(),
     ));
-    // A cancel through the API reaches us at once as an event; the lease renewal also sees it.
-    let cancel_watch = {
-        let (nats, stop, subject) = (
-            worker.nats.clone(),
-            stop.clone(),
-            subjects::event(attempt.job_id.as_str(), "canceled"),
-        );
-        tokio::spawn(async move {
-            if let Ok(mut canceled) = nats.subscribe(subject).await {
-                tokio::select! {
-                    Some(_) = canceled.next() => stop.stop(StopReason::Canceled),
-                    () = stop.stopped() => {}
-                }
-            }
-        })
-    };
+    let cancel_watch = watch_cancel(worker, &attempt.job_id, &stop);
     let release_watch = {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -260,6 +245,26 @@ async fn run_attempt(
         worker.metrics.job_seconds.observe(started.elapsed().as_secs_f64());
     }
     outcome
+}
+
+/// Stops `stop` as canceled when the job's `canceled` event arrives: a cancel through the API
+/// reaches a running attempt at once (the lease renewal would see it a third of a TTL later).
+/// Ends when `stop` does.
+pub(crate) fn watch_cancel(
+    worker: &Worker,
+    job: &tcoder::jobs::JobId,
+    stop: &Stop,
+) -> tokio::task::JoinHandle<()> {
+    let (nats, stop) = (worker.nats.clone(), stop.clone());
+    let subject = subjects::event(job.as_str(), "canceled");
+    tokio::spawn(async move {
+        if let Ok(mut canceled) = nats.subscribe(subject).await {
+            tokio::select! {
+                Some(_) = canceled.next() => stop.stop(StopReason::Canceled),
+                () = stop.stopped() => {}
+            }
+        }
+    })
 }
 
 pub(crate) fn random_suffix() -> String {

@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 
 use crate::Worker;
 use crate::attempt::{
-    Outcome, download_source, output_path, random_suffix, transient, unless_stopped,
+    Outcome, download_source, output_path, random_suffix, transient, unless_stopped, watch_cancel,
 };
 use crate::keeper::{Lease, LeaseTiming, Stop, StopReason, keep};
 
@@ -126,6 +126,7 @@ pub(crate) async fn run(
             }
         })
     };
+    let cancel_watch = watch_cancel(worker, &attempt.job_id, &stop);
     let output_dir = workdir.join(format!("part-{}-{}", attempt.part, attempt.epoch));
     let made =
         encode_and_upload(worker, job, attempt, definition, workdir, input, &output_dir, &stop)
@@ -153,7 +154,7 @@ pub(crate) async fn run(
         let _ = worker.jobs.release_part(attempt, false, u32::MAX, None).await;
     }
     stop.stop(StopReason::Released); // ends the link task
-    let _ = tokio::join!(keeper, link);
+    let _ = tokio::join!(keeper, link, cancel_watch);
     if !matches!(end, PartEnd::Committed) {
         let prefix = keys::part_output_prefix(&job.tenant, &job.id, attempt.part, attempt.epoch);
         if let Err(e) = s3::delete_prefix(&worker.s3, &worker.bucket, &prefix, None, 100).await {

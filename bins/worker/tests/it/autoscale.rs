@@ -10,7 +10,7 @@ use crate::harness::Pipeline;
 
 const LONG: Duration = Duration::from_secs(240);
 
-fn autoscaling(max_machines: u32) -> Vec<(&'static str, String)> {
+pub(crate) fn autoscaling(max_machines: u32) -> Vec<(&'static str, String)> {
     vec![
         ("TCODER__DISPATCHER__PROVIDER", "local".into()),
         ("TCODER__DISPATCHER__MAX_MACHINES", max_machines.to_string()),

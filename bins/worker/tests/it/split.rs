@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tcoder::jobs::{JobId, JobResult, JobStore};
 use testkit::media::{ClipSpec, clip};
 
-use crate::harness::{Pipeline, metric};
+use crate::harness::{Pipeline, engine_children, metric};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -164,9 +164,8 @@ async fn a_long_title_is_split_over_two_workers_and_stitched_into_one_result() {
     assert!(pipeline.stored(result.hls_master.as_deref().unwrap()).is_file());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_split_job_survives_its_coordinator_killed_and_a_helper_paused_past_its_lease() {
-    let pipeline = Pipeline::start().await;
+/// A 12 s title (six chunks and the audio) and settings under which its parts take a while.
+fn slow_title() -> (std::path::PathBuf, Vec<(&'static str, String)>) {
     let source = clip(&ClipSpec {
         width: 640,
         height: 360,
@@ -175,9 +174,16 @@ async fn a_split_job_survives_its_coordinator_killed_and_a_helper_paused_past_it
         audio: true,
         ..ClipSpec::default()
     });
-    // A slower preset, so the parts are still under way when the faults strike.
     let mut settings = split_settings();
     settings.push(("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into()));
+    (source, settings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_job_survives_its_coordinator_killed_and_a_helper_paused_past_its_lease() {
+    let pipeline = Pipeline::start().await;
+    // A slower preset, so the parts are still under way when the faults strike.
+    let (source, settings) = slow_title();
     let workers = [pipeline.worker(&settings), pipeline.worker(&settings)];
     let id = pipeline.submit(&source, json!({ "preset": "hls", "outputs": ["hls", "mp4"] })).await;
 
@@ -215,4 +221,60 @@ async fn a_split_job_survives_its_coordinator_killed_and_a_helper_paused_past_it
     assert_eq!(parts.len(), 7, "{parts:?}");
     // The part the killed or the paused worker held was taken over by a later attempt.
     assert!(parts.iter().any(|p| p["epoch"].as_u64() >= Some(2)), "{parts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_split_job_scales_out_to_several_machines_and_no_more_than_the_cap() {
+    let (source, mut settings) = slow_title();
+    settings.extend(crate::autoscale::autoscaling(3));
+    let pipeline = Pipeline::start_with(&settings).await;
+    let local = pipeline.local.clone().expect("local provider");
+    let id = pipeline.submit(&source, json!({ "preset": "hls", "outputs": ["hls"] })).await;
+    let job = pipeline.wait_status(&id, "completed", LONG).await;
+    // The job's part items are demand: machines were started for them, never beyond the cap,
+    // and the parts ran on more than one of them.
+    let peak = local.peak_alive();
+    assert!((2..=3).contains(&peak), "{peak} machines alive at the peak");
+    let parts = assert_parts_committed_by_latest_epochs(&pipeline, &id).await;
+    let mut machines: Vec<&str> = parts.iter().filter_map(|p| p["worker"].as_str()).collect();
+    machines.sort_unstable();
+    machines.dedup();
+    assert!(machines.len() >= 2, "every part ran on one machine: {parts:?}");
+    assert_eq!(pipeline.events(&id, "completed").await.len(), 1, "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canceling_a_split_job_stops_every_part_at_once_and_leaves_no_outputs() {
+    let pipeline = Pipeline::start().await;
+    let (source, settings) = slow_title();
+    let workers = [pipeline.worker(&settings), pipeline.worker(&settings)];
+    let id = pipeline.submit(&source, json!({ "preset": "hls", "outputs": ["hls", "mp4"] })).await;
+    // Both machines encode a part.
+    testkit::eventually_async(LONG, || async {
+        let busy = workers.iter().filter(|w| !engine_children(w.pid()).is_empty()).count();
+        if busy == 2 { Ok(()) } else { Err(format!("{busy} machines encoding")) }
+    })
+    .await;
+    assert_eq!(pipeline.cancel(&id).await, reqwest::StatusCode::OK);
+    let canceled_at = std::time::Instant::now();
+    testkit::eventually_async(Duration::from_secs(5), || async {
+        let left: Vec<u32> = workers.iter().flat_map(|w| engine_children(w.pid())).collect();
+        if left.is_empty() { Ok(()) } else { Err(left) }
+    })
+    .await;
+    let stopped_after = canceled_at.elapsed();
+    assert!(stopped_after < Duration::from_secs(1), "engines stopped after {stopped_after:?}");
+    assert_eq!(pipeline.job(&id).await["status"], "canceled");
+    // Nothing the parts uploaded is left, and no part runs again.
+    let bucket = pipeline.env.s3.bucket();
+    let outputs = pipeline.stored(&format!("/{bucket}/outputs/acme/{id}/"));
+    testkit::eventually_async(LONG, || async {
+        match files_under(&outputs) {
+            0 => Ok(()),
+            left => Err(format!("{left} outputs left")),
+        }
+    })
+    .await;
+    assert!(workers.iter().all(|w| engine_children(w.pid()).is_empty()));
+    assert!(pipeline.events(&id, "completed").await.is_empty());
 }
