@@ -109,7 +109,13 @@ async fn assert_parts_committed_by_latest_epochs(pipeline: &Pipeline, id: &str) 
             let result: Value = serde_json::from_str(&part.fields["result"]).unwrap();
             let suffix = format!("/parts/{}/{}/", part.part, part.epoch);
             assert!(result["prefix"].as_str().unwrap().ends_with(&suffix), "{result}");
-            json!({ "part": part.part, "epoch": part.epoch, "worker": result["worker"] })
+            json!({
+                "part": part.part,
+                "epoch": part.epoch,
+                "worker": result["worker"],
+                "cpu_secs": result["cpu_secs"],
+                "machine_secs": result["machine_secs"],
+            })
         })
         .collect()
 }
@@ -138,7 +144,13 @@ async fn a_long_title_is_split_over_two_workers_and_stitched_into_one_result() {
     // Four chunks of 2 s and the audio, each committed once; the cost counts them all.
     let parts = assert_parts_committed_by_latest_epochs(&pipeline, &id).await;
     assert_eq!(parts.len(), 5, "{parts:?}");
-    assert!(result.engine.cpu_secs > 0.0);
+    let sum = |field: &str| parts.iter().map(|p| p[field].as_f64().unwrap()).sum::<f64>();
+    let (parts_cpu, parts_machine) = (sum("cpu_secs"), sum("machine_secs"));
+    assert!(parts_cpu > 0.0, "{parts:?}");
+    assert!(result.cost.usage.cpu_secs >= parts_cpu, "{:?} vs {parts_cpu}", result.cost);
+    assert_eq!(result.engine.cpu_secs, result.cost.usage.cpu_secs);
+    // The helper's machine time is the job's too: at least the parts it ran elsewhere.
+    assert!(result.cost.usage.machine_secs > 0.0 && parts_machine > 0.0, "{:?}", result.cost);
     // Progress went chunk by chunk to all of them.
     let progress = pipeline.events(&id, "progress").await;
     let done: Vec<u64> =
