@@ -50,17 +50,9 @@ for clip in easy hard; do
 done
 
 step "split title: a 4-minute 1080p30 source whole against split into 60 s chunks"
-# The same easy pattern, long enough to split (4 min, the size): whole vs chunks +
-# audio + stitch on all cores, then one core per worker (taskset, one encoder thread).
-if [ ! -s "$OUT/long.mp4" ]; then
-  ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=s=1920x1080:r=30:d=240 \
-    -f lavfi -i sine=frequency=440:sample_rate=48000:duration=240 \
-    -c:v libx264 -preset veryfast -crf 16 -g 60 -pix_fmt yuv420p -c:a aac -b:a 128k -shortest \
-    "$OUT/long.mp4"
-fi
-./target/release/tcoder compare-engine --input "$OUT/long.mp4" --preset hls \
-  --qualities 720p,360p,144p --x264-preset fast --repeats 1 --split-chunk-secs 60 \
-  > "$OUT/split.json"
+# Measured and checked for equivalence by the same script as `make split-check`; a difference
+# is reported among the targets below rather than ending the run.
+./scripts/split_check.sh "$OUT/split.json" || echo "the split title differs (see the report)" >&2
 
 step "profile: CPU seconds of decoding alone and decoding + scaling to the three sizes (ffmpeg)"
 TIMEFORMAT='%U %S'

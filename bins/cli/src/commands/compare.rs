@@ -43,9 +43,14 @@ pub(crate) struct CompareArgs {
     #[arg(long)]
     json: bool,
     /// Instead: the whole-title encode against the same title split into chunks of about this
-    /// many seconds (plus its audio item and the stitch), HLS only (see `compare_split`).
+    /// many seconds (plus its audio item and the stitch), HLS and MP4 (see `compare_split`);
+    /// fails when the split output is not equivalent (see `split_equivalence`).
     #[arg(long)]
     split_chunk_secs: Option<f64>,
+    /// With `--split-chunk-secs`: the largest PSNR difference (dB, against the source)
+    /// between the split and the whole encode that counts as the same.
+    #[arg(long, default_value_t = 0.1)]
+    psnr_tolerance_db: f64,
 }
 
 /// CPU and wall seconds of one run.
@@ -69,7 +74,12 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("unknown quality {q}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let outputs = if preset == Preset::Hls { vec![OutputKind::Hls] } else { vec![OutputKind::Mp4] };
+    let outputs = match (preset, args.split_chunk_secs) {
+        // A split title's MP4s are remuxed by the stitch: compared too.
+        (Preset::Hls, Some(_)) => vec![OutputKind::Hls, OutputKind::Mp4],
+        (Preset::Hls, None) => vec![OutputKind::Hls],
+        _ => vec![OutputKind::Mp4],
+    };
     let spec = EngineSpec {
         preset,
         qualities: Qualities::List(qualities),
@@ -100,9 +110,13 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
             &settings,
             &chunks,
             args.repeats,
+            args.psnr_tolerance_db,
         )
         .await?;
         println!("{}", serde_json::to_string_pretty(&report)?);
+        if report["equivalence"]["ok"] != true {
+            bail!("the split title differs from the whole encode: {}", report["equivalence"]);
+        }
         return Ok(());
     }
     let supervisor =

@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use tcoder::engine::{Chunk, EncoderSettings, EngineJob, EngineSpec, Limits, Part, Supervisor};
+use tcoder::engine::{
+    Chunk, EncoderSettings, EngineJob, EngineSpec, Limits, Part, StitchParts, Supervisor,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::compare::Sample;
@@ -53,6 +55,42 @@ impl Runner {
         scratch: &Path,
     ) -> anyhow::Result<(Sample, PathBuf)> {
         let folder = tempfile::Builder::new().prefix("item-").tempdir_in(scratch)?.keep();
+        self.run_in(&folder, source, spec, settings, part).await
+    }
+
+    /// The stitch item, as the coordinator runs it: the items' outputs (`outputs`, chunks
+    /// first, the audio last) moved into its job folder, then `Part::Stitch`.
+    async fn stitch(
+        &self,
+        source: &Path,
+        spec: &EngineSpec,
+        settings: &EncoderSettings,
+        outputs: &[PathBuf],
+        scratch: &Path,
+    ) -> anyhow::Result<(Sample, PathBuf)> {
+        let folder = tempfile::Builder::new().prefix("stitch-").tempdir_in(scratch)?.keep();
+        let (chunks, audio) = outputs.split_at(outputs.len() - 1);
+        let parts = StitchParts {
+            dir: folder.join("parts"),
+            chunks: u32::try_from(chunks.len())?,
+            audio: true,
+        };
+        std::fs::create_dir_all(&parts.dir)?;
+        for (k, chunk) in (0..).zip(chunks) {
+            std::fs::rename(chunk, parts.chunk_dir(k))?;
+        }
+        std::fs::rename(&audio[0], parts.audio_dir())?;
+        self.run_in(&folder, source, spec, settings, Some(Part::Stitch(parts))).await
+    }
+
+    async fn run_in(
+        &self,
+        folder: &Path,
+        source: &Path,
+        spec: &EngineSpec,
+        settings: &EncoderSettings,
+        part: Option<Part>,
+    ) -> anyhow::Result<(Sample, PathBuf)> {
         let input = folder.join("source");
         std::fs::copy(source, &input)?;
         let job = EngineJob {
@@ -66,7 +104,7 @@ impl Runner {
         let started = Instant::now();
         let done = self
             .supervisor()
-            .run(&job, &folder, None, CancellationToken::new())
+            .run(&job, folder, None, CancellationToken::new())
             .await
             .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
         Ok((Sample { cpu: done.cpu_secs, wall: started.elapsed().as_secs_f64() }, job.output_dir))
@@ -76,26 +114,6 @@ impl Runner {
 /// The split items of a title: its chunks, then its audio.
 fn items(chunks: &[Chunk]) -> Vec<Part> {
     chunks.iter().cloned().map(Part::Video).chain([Part::Audio]).collect()
-}
-
-/// CPU seconds this process has used (user + system), for the in-process stitch.
-fn own_cpu_secs() -> f64 {
-    // SAFETY: zeroed rusage is a valid out-parameter for getrusage.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
-}
-
-/// Stitches the items' outputs (chunks first, audio last) into a folder under `scratch`.
-fn stitch(outputs: &[PathBuf], scratch: &Path) -> anyhow::Result<Sample> {
-    let (chunks, audio) = outputs.split_at(outputs.len() - 1);
-    let target = tempfile::Builder::new().prefix("stitched-").tempdir_in(scratch)?.keep();
-    let (started, cpu) = (Instant::now(), own_cpu_secs());
-    tcoder_engine::stitch_hls(chunks, Some(&audio[0]), &target)
-        .map_err(|e| anyhow::anyhow!("stitch: {e}"))?;
-    Ok(Sample { cpu: own_cpu_secs() - cpu, wall: started.elapsed().as_secs_f64() })
 }
 
 /// Longest first onto the least loaded of `machines`: the makespan of `times`.
@@ -122,16 +140,18 @@ pub(crate) async fn run(
     settings: &EncoderSettings,
     chunks: &[Chunk],
     repeats: usize,
+    psnr_tolerance_db: f64,
 ) -> anyhow::Result<Value> {
     anyhow::ensure!(chunks.len() >= 2, "the title is too short to split at that chunk length");
     let all_cores = Runner { worker: worker.to_path_buf(), core: None, threads: 0 };
     let pinned = |core| Runner { worker: worker.to_path_buf(), core: Some(core), threads: 1 };
     let (mut cpu_ratios, mut wall_ratios) = (Vec::new(), Vec::new());
-    let mut last = Value::Null;
+    let (mut last, mut equivalence) = (Value::Null, Value::Null);
     // Interleaved, so machine noise hits both ways alike.
     for _ in 0..repeats.max(1) {
         let scratch = tempfile::tempdir()?;
-        let (whole, _) = all_cores.run(source, spec, settings, None, scratch.path()).await?;
+        let (whole, whole_out) =
+            all_cores.run(source, spec, settings, None, scratch.path()).await?;
         let mut split_items = Vec::new();
         let mut outputs = Vec::new();
         for part in items(chunks) {
@@ -140,7 +160,16 @@ pub(crate) async fn run(
             split_items.push(sample);
             outputs.push(out);
         }
-        let stitched = stitch(&outputs, scratch.path())?;
+        let (stitched, stitched_out) =
+            all_cores.stitch(source, spec, settings, &outputs, scratch.path()).await?;
+        if equivalence.is_null() {
+            equivalence = super::split_equivalence::check(
+                source,
+                &whole_out,
+                &stitched_out,
+                psnr_tolerance_db,
+            )?;
+        }
         let split_cpu = split_items.iter().map(|s| s.cpu).sum::<f64>() + stitched.cpu;
 
         // One core per worker: the whole title on one, the items on two.
@@ -170,7 +199,8 @@ pub(crate) async fn run(
         pinned_items.sort_by_key(|(n, ..)| *n);
         let pinned_outputs: Vec<PathBuf> =
             pinned_items.iter().map(|(_, _, out)| out.clone()).collect();
-        let pinned_stitch = stitch(&pinned_outputs, scratch.path())?;
+        let (pinned_stitch, _) =
+            pinned(0).stitch(source, spec, settings, &pinned_outputs, scratch.path()).await?;
         let two_cores = started.elapsed().as_secs_f64();
         let item_walls: Vec<f64> = pinned_items.iter().map(|(_, s, _)| s.wall).collect();
         let model: Vec<Value> = [1usize, 2, 4, 8, 16]
@@ -211,5 +241,6 @@ pub(crate) async fn run(
         "ratio_split_to_whole_cpu_median": median(&mut cpu_ratios),
         "ratio_two_cores_split_to_one_core_whole_wall_median": median(&mut wall_ratios),
         "last_run": last,
+        "equivalence": equivalence,
     }))
 }

@@ -9,6 +9,7 @@ pub(crate) mod download;
 pub(crate) mod follow;
 pub(crate) mod jobs;
 pub(crate) mod keys;
+mod split_equivalence;
 pub(crate) mod submit;
 pub(crate) mod watch;
 

@@ -34,3 +34,40 @@ fn compare_engine_reports_cpu_of_engine_and_ffmpeg_variants() {
     let ratio = report["ratio_engine_to_split_cpu_median"].as_f64().unwrap();
     assert!(ratio.is_finite() && ratio > 0.0);
 }
+
+/// The split comparison encodes the title whole and in chunks (stitched), reports both, and
+/// checks with FFmpeg's tools that the stitched title is the whole one (frames, segments,
+/// PSNR against the source, one timeline, faststart MP4s).
+#[test]
+fn compare_engine_split_checks_the_stitched_title_against_the_whole_encode() {
+    let clip = testkit::media::clip(&testkit::media::ClipSpec {
+        width: 320,
+        height: 240,
+        duration_ms: 16_000,
+        audio: true,
+        ..Default::default()
+    });
+    let output = Command::new(env!("CARGO_BIN_EXE_tcoder"))
+        .args(["compare-engine", "--input", clip.to_str().unwrap(), "--preset", "hls"])
+        .args(["--qualities", "360p,144p", "--repeats", "1", "--x264-preset", "ultrafast"])
+        // Chunks of 8 s: each chunk's rate control starts afresh, a larger share of so short a
+        // chunk than of the minute a production chunk lasts (`make split-check`: 0.1 dB).
+        .args(["--split-chunk-secs", "8", "--psnr-tolerance-db", "1.0"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["chunks"], 2, "{report}");
+    let equivalence = &report["equivalence"];
+    assert_eq!(equivalence["ok"], true, "{equivalence}");
+    let renditions = equivalence["renditions"].as_array().unwrap();
+    assert_eq!(renditions.len(), 2, "{equivalence}");
+    for rendition in renditions {
+        assert_eq!(rendition["frames"]["split"], 16 * 25, "{rendition}");
+        let psnr = &rendition["psnr_db"];
+        assert!(psnr["split"].as_f64().unwrap() > 25.0, "{rendition}");
+        assert!(psnr["whole"].as_f64().unwrap() > 25.0, "{rendition}");
+        assert_eq!(rendition["mp4"]["faststart"], true, "{rendition}");
+    }
+    assert!(report["ratio_split_to_whole_cpu_median"].as_f64().unwrap() > 0.0, "{report}");
+}
