@@ -151,7 +151,13 @@ impl Split {
             .run_and_wait(worker, job, attempt.epoch, workdir, input, &parts, &mut local, stop)
             .await?;
 
-        // Every part committed: gather their outputs as the stitch expects them.
+        // Every part committed: items still queued would only make machines start for nothing.
+        match events::purge_part_items(&worker.js, job).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "removed the parts' leftover items"),
+            Err(e) => tracing::warn!(error = %e, "parts' leftover items not removed"),
+        }
+        // Gather the parts' outputs as the stitch expects them.
         let dir = workdir.join("parts");
         tokio::fs::create_dir_all(&dir).await.map_err(|e| transient(format!("scratch: {e}")))?;
         let mut usage = PartsUsage { cpu_secs: self.probe_cpu_secs, helpers_machine_secs: 0.0 };
