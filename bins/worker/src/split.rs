@@ -151,13 +151,7 @@ impl Split {
             .run_and_wait(worker, job, attempt.epoch, workdir, input, &parts, &mut local, stop)
             .await?;
 
-        // Every part committed: items still queued would only make machines start for nothing.
-        match events::purge_part_items(&worker.js, job).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::debug!(purged, "removed the parts' leftover items"),
-            Err(e) => tracing::warn!(error = %e, "parts' leftover items not removed"),
-        }
-        // Gather the parts' outputs as the stitch expects them.
+        // Every part committed: gather their outputs as the stitch expects them.
         let dir = workdir.join("parts");
         tokio::fs::create_dir_all(&dir).await.map_err(|e| transient(format!("scratch: {e}")))?;
         let mut usage = PartsUsage { cpu_secs: self.probe_cpu_secs, helpers_machine_secs: 0.0 };
@@ -282,10 +276,12 @@ impl Split {
 }
 
 /// Publishes one work item per part not yet done, for other workers to help (best effort:
-/// without helpers the coordinator runs every part itself).
+/// without helpers the coordinator runs every part itself) — but the first, which the
+/// coordinator takes at once. Items of parts the coordinator ran itself stay queued until a
+/// worker fetches them and finds the part done (workers may not remove work items).
 async fn invite(worker: &Worker, job: &Job, epoch: u64, states: &[PartState]) {
     let publishing = async {
-        for state in states.iter().filter(|s| !s.is_done()) {
+        for state in states.iter().filter(|s| !s.is_done()).skip(1) {
             if let Err(e) = events::publish_part_item(&worker.js, job, epoch, state.part).await {
                 tracing::warn!(part = state.part, error = %e, "part item not published");
             }

@@ -22,7 +22,7 @@ use crate::config::{Invalid, require_positive};
 pub use self::outbox::{relay_outbox, run_outbox_relay};
 pub use self::publish::{
     AnnounceError, PublishError, fail_and_announce, latest_event, publish_event, publish_json,
-    publish_part_item, publish_rejection, publish_upload, publish_work_item, purge_part_items,
+    publish_part_item, publish_rejection, publish_upload, publish_work_item,
 };
 pub use self::read::{StoredMessage, stored_messages};
 pub use self::topology::{

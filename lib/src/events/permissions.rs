@@ -62,9 +62,12 @@ pub fn for_service(service: Service) -> Permissions {
             subscribe: &["_INBOX.>", "tcoder.jobs.>"],
             allow_responses: false,
         },
-        // Pulls and acks work items, publishes its jobs' events, hears wake-ups and cancels.
+        // Pulls and acks work items, publishes its jobs' events, hears wake-ups and cancels;
+        // as a split job's coordinator, invites helpers with part items — one token longer
+        // than a job's item (`tcoder.jobs.<priority>.<job>.p<k>`), so it still cannot queue
+        // a job.
         Service::Worker => Permissions {
-            publish: &["$JS.API.>", "$JS.ACK.JOBS.>", "tcoder.events.>"],
+            publish: &["$JS.API.>", "$JS.ACK.JOBS.>", "tcoder.jobs.*.*.*", "tcoder.events.>"],
             publish_deny: DESTRUCTIVE_OR_REMOVING_MESSAGES,
             subscribe: &["_INBOX.>", "tcoder.jobs.>", "tcoder.events.>"],
             allow_responses: false,
@@ -153,15 +156,27 @@ mod tests {
     fn only_the_dispatcher_queues_work_and_only_the_operator_destroys() {
         let may_publish = |service, subject: &str| {
             let p = for_service(service);
-            let matches = |pattern: &&str| match pattern.strip_suffix('>') {
-                Some(prefix) => subject.starts_with(prefix),
-                None => *pattern == subject,
+            // NATS wildcards: `*` one token, `>` the rest.
+            let matches = |pattern: &&str| {
+                let (mut want, mut have) = (pattern.split('.'), subject.split('.'));
+                loop {
+                    match (want.next(), have.next()) {
+                        (Some(">"), Some(_)) => return true,
+                        (Some("*"), Some(_)) => {}
+                        (Some(w), Some(h)) if w == h => {}
+                        (None, None) => return true,
+                        _ => return false,
+                    }
+                }
             };
             p.publish.iter().any(matches) && !p.publish_deny.iter().any(matches)
         };
         let work = "tcoder.jobs.normal.job_1";
         assert!(may_publish(Service::Dispatcher, work));
         assert!(!may_publish(Service::Worker, work));
+        // A coordinator invites helpers to the parts of its split job.
+        assert!(may_publish(Service::Worker, "tcoder.jobs.normal.job_1.p3"));
+        assert!(!may_publish(Service::Worker, "tcoder.jobs.normal.job_1.p3.x"));
         assert!(!may_publish(Service::Ingest, work));
         assert!(!may_publish(Service::Worker, "tcoder.uploads.tcoder"));
         assert!(!may_publish(Service::Worker, "tcoder.dlq.jobs"));

@@ -103,15 +103,6 @@ pub async fn publish_part_item(
     publish_json(js, subjects::job_part(job.spec.priority, job.id.as_str(), part), &id, &item).await
 }
 
-/// Removes the part items of a split job nobody needs any more (every part is committed): a
-/// worker would only ack them, and until then the dispatcher counts them as demand.
-/// Returns how many were removed.
-pub async fn purge_part_items(js: &Context, job: &Job) -> anyhow::Result<u64> {
-    let stream = js.get_stream(subjects::JOBS_STREAM).await?;
-    let filter = subjects::job_parts(job.spec.priority, job.id.as_str());
-    Ok(stream.purge().filter(filter).await?.purged)
-}
-
 /// Why a job could not be failed and announced; either way nothing is lost: the caller
 /// retries.
 #[derive(Debug, thiserror::Error)]

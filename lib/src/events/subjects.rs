@@ -72,11 +72,6 @@ pub fn job_part(priority: Priority, job_id: &str, part: u32) -> String {
     format!("tcoder.jobs.{priority}.{job_id}.p{part}")
 }
 
-/// Every part item of one split job (not the job's own item, one token shorter).
-pub fn job_parts(priority: Priority, job_id: &str) -> String {
-    format!("tcoder.jobs.{priority}.{job_id}.*")
-}
-
 /// Every work item of one priority (a consumer's filter).
 pub fn jobs(priority: Priority) -> String {
     format!("tcoder.jobs.{priority}.>")

@@ -90,7 +90,10 @@ pub(crate) fn addr(url: &str) -> SocketAddr {
 fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     let _stack = crate::one_stack_at_a_time();
     let data = tempfile::tempdir().unwrap();
-    let (mut up, lines) = spawn_up(data.path(), &[]);
+    // Titles over 4 s are split into 4 s chunks (one HLS segment each).
+    let split =
+        [("TCODER__WORKER__SPLIT_MIN_DURATION", "4s"), ("TCODER__WORKER__CHUNK_DURATION", "4s")];
+    let (mut up, lines) = spawn_up(data.path(), &split);
     let summary = read_summary(&lines);
 
     for service in ["ingest admin", "dispatcher admin"] {
@@ -125,6 +128,7 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     let job = submit_transcodes_a_video_with_the_stacks_key(data.path(), &summary["api"].0);
     results_play_without_credentials_and_pages_may_call(&job, &summary);
     producers_and_watch_folders_work_on_the_stack(data.path(), &summary);
+    a_long_title_is_split_on_the_stack(data.path());
     // The control plane authenticates: anonymous NATS and Redis clients are refused, and each
     // service's user speaks only its own subjects (a worker cannot queue work).
     let nats = addr(&summary["nats"].0);
@@ -141,6 +145,9 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     assert!(forged.contains("Permissions Violation for Publish"), "{forged}");
     let (_, allowed) = nats_session(nats, &worker, "PUB tcoder.events.job_x.progress 2\r\nhi\r\n");
     assert!(!allowed.contains("-ERR"), "{allowed}");
+    // A split job's coordinator invites helpers to its parts (one token below a job's item).
+    let (_, part) = nats_session(nats, &worker, "PUB tcoder.jobs.normal.job_x.p1 2\r\nhi\r\n");
+    assert!(!part.contains("-ERR"), "{part}");
     let mut redis = std::net::TcpStream::connect(addr(&summary["redis"].0)).unwrap();
     std::io::Write::write_all(&mut redis, b"PING\r\n").unwrap();
     let mut reply = [0u8; 7];
@@ -184,6 +191,37 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     for pid in pids {
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} still running");
     }
+}
+
+/// A title longer than the stack's `split_min_duration` is encoded in parts by the stack's
+/// workers, under their own NATS and Redis users, and stitched: its master names the title's
+/// audio as a rendition of its own, and it plays for the whole title.
+fn a_long_title_is_split_on_the_stack(data_dir: &Path) {
+    let clip = testkit::media::clip(&testkit::media::ClipSpec {
+        duration_ms: 12_000,
+        audio: true,
+        ..Default::default()
+    });
+    let submitted = Command::new(env!("CARGO_BIN_EXE_tcoder"))
+        .args(["submit", clip.to_str().unwrap(), "--preset", "hls", "--quality", "144p"])
+        .args(["--wait", "--json", "--timeout", "2m"])
+        .env("TCODER_PROFILE", data_dir.join("cli.toml"))
+        .output()
+        .unwrap();
+    assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&submitted.stdout).unwrap();
+    assert_eq!(summary["status"], "completed", "{summary}");
+    let master = summary["result"]["hls_master"].as_str().unwrap();
+    let stored = data_dir.join("objects/tcoder").join(master.split_once("/tcoder/").unwrap().1);
+    let playlist = std::fs::read_to_string(&stored).unwrap();
+    assert!(playlist.contains("#EXT-X-MEDIA:TYPE=AUDIO"), "not split: {playlist}");
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .arg(&stored)
+        .output()
+        .unwrap();
+    let seconds: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().unwrap();
+    assert!((seconds - 12.0).abs() <= 0.04, "{seconds} s");
 }
 
 /// `tcoder submit --wait` (reading the key `tcoder up` wrote) uploads the file to the embedded
