@@ -1,6 +1,6 @@
 // tcoder's web console: upload a video, follow its job, play the result. Plain JS, no build
 // step; talks to the public API with the key kept in this tab's session storage (never in a
-// URL). `window.tcoder.player` reports the player's state (levels, fatal error) for tests and
+// URL). `window.tcoder.player` reports the player's state (levels, audio tracks, fatal error) for tests and
 // the browser's devtools.
 'use strict';
 
@@ -8,7 +8,7 @@
   const $ = (id) => document.getElementById(id);
   const KEY_SLOT = 'tcoder.apiKey';
   const state = { key: sessionStorage.getItem(KEY_SLOT) || '', cursor: null, follow: null, hls: null, jobId: null };
-  window.tcoder = { player: { levels: 0, fatal: null } };
+  window.tcoder = { player: { levels: 0, audioTracks: 0, fatal: null } };
 
   // --- API ------------------------------------------------------------------------------
   class ApiError extends Error {
@@ -285,7 +285,7 @@
 
   function resetPlayer() {
     if (state.hls) { state.hls.destroy(); state.hls = null; }
-    window.tcoder.player = { levels: 0, fatal: null };
+    window.tcoder.player = { levels: 0, audioTracks: 0, fatal: null };
     $('quality-label').hidden = true;
     $('player').removeAttribute('src');
     $('player').removeAttribute('poster');
@@ -298,6 +298,8 @@
     state.hls = hls;
     hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => {
       window.tcoder.player.levels = data.levels.length;
+      // A split title's audio is a rendition of its own (EXT-X-MEDIA); otherwise none.
+      window.tcoder.player.audioTracks = data.audioTracks.length;
       const select = $('quality');
       select.replaceChildren(el('option', { value: '-1' }, 'auto'));
       data.levels.forEach((level, i) => select.append(el('option', { value: String(i) }, `${level.height}p (${Math.round(level.bitrate / 1000)} kb/s)`)));

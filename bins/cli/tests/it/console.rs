@@ -17,7 +17,10 @@ const TERMINAL: &str = "const s = document.getElementById('job-status').dataset.
 fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
     let _stack = crate::one_stack_at_a_time();
     let data = tempfile::tempdir().unwrap();
-    let (mut up, lines) = spawn_up(data.path(), &[]);
+    // Titles over 4 s are split into 4 s chunks: the one played below is.
+    let split =
+        [("TCODER__WORKER__SPLIT_MIN_DURATION", "4s"), ("TCODER__WORKER__CHUNK_DURATION", "4s")];
+    let (mut up, lines) = spawn_up(data.path(), &split);
     let summary = read_summary(&lines);
     let api = summary["api"].0.clone();
     let key = std::fs::read_to_string(data.path().join("api-key")).unwrap().trim().to_owned();
@@ -39,11 +42,13 @@ fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
         "return document.getElementById('key-state').textContent === 'key accepted'",
     );
 
-    // Two rungs, so the player has a ladder to choose from.
+    // Two rungs, so the player has a ladder to choose from; 8 s with sound, so the title is
+    // encoded in two chunks and its audio apart, and stitched.
     let clip = testkit::media::clip(&ClipSpec {
         width: 640,
         height: 360,
-        duration_ms: 4000,
+        duration_ms: 8000,
+        audio: true,
         ..ClipSpec::default()
     });
     browser.eval("document.getElementById('qualities').value = '144p,360p'; return true;");
@@ -59,16 +64,23 @@ fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
         .wait_for(Duration::from_secs(10), "return document.getElementById('job-list').innerText");
     assert!(listed.as_str().unwrap().contains(id.as_str().unwrap()), "{listed}");
 
-    // hls.js loads the ladder (one level per rendition) and plays past 2 s without a fatal error.
+    // hls.js loads the ladder (one level per rendition) and the title's audio rendition, and
+    // plays across the chunks' seam at 4 s without a fatal error, decoding sound.
     let levels = browser.wait_for(Duration::from_secs(30), "return window.tcoder.player.levels");
     assert_eq!(levels, 2);
-    browser.eval("document.getElementById('player').play(); return true;");
+    assert_eq!(browser.eval("return window.tcoder.player.audioTracks"), 1);
+    browser.eval(
+        "const v = document.getElementById('player'); v.muted = true; v.play(); return true;",
+    );
     browser.wait_for(
         Duration::from_secs(30),
         "const v = document.getElementById('player'); \
-         return window.tcoder.player.fatal || (v.currentTime > 2 ? v.currentTime : null)",
+         return window.tcoder.player.fatal || (v.currentTime > 5 ? v.currentTime : null)",
     );
     assert_eq!(browser.eval("return window.tcoder.player.fatal"), serde_json::Value::Null);
+    let audio =
+        browser.eval("return document.getElementById('player').webkitAudioDecodedByteCount");
+    assert!(audio.as_u64().unwrap_or(0) > 0, "no sound decoded: {audio}");
     let rows = browser.eval("return document.querySelectorAll('#renditions tbody tr').length");
     assert_eq!(rows, 2);
     browser.eval("document.getElementById('job').scrollIntoView(); return true;");
