@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
 use tcoder::cost::{JobCost, Usage};
-use tcoder::engine::{EngineError, EngineJob, EngineSpec, ErrorCode, Progress};
+use tcoder::engine::{EngineError, ErrorCode, Progress};
 use tcoder::events::{self, JobEvent, WorkItem, subjects};
 use tcoder::jobs::{
     Attempt, ClaimOutcome, EngineUsage, FinishOutcome, Job, JobError, JobResult, MANIFEST_FILE,
@@ -21,7 +21,7 @@ use tcoder::s3::{self, S3Error, keys, transfer};
 use tracing::Instrument as _;
 
 use crate::Worker;
-use crate::keeper::{Stop, StopReason, keep_lease};
+use crate::keeper::{Stop, StopReason, keep_lease, stop_on};
 
 /// What became of a message (drives the runner's budgets and the metrics).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,15 +213,10 @@ async fn run_attempt(
         worker.redis_suspect.clone(),
     ));
     let cancel_watch = watch_cancel(worker, &attempt.job_id, &stop);
-    let release_watch = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = release.cancelled() => stop.stop(StopReason::Released),
-                () = stop.stopped() => {}
-            }
-        })
-    };
+    let release_watch = stop_on(&stop, async move {
+        release.cancelled().await;
+        StopReason::Released
+    });
     let workdir = worker.config.scratch_dir.join(format!(
         "{}-{}-{}",
         attempt.job_id,
@@ -330,23 +325,8 @@ async fn work(
     let stage = Instant::now();
     let prefix = keys::output_prefix(&job.tenant, &job.id, attempt.epoch);
     let mut usage = Usage { cpu_secs: run.cpu_secs + parts.cpu_secs, ..Usage::default() };
+    upload_outputs(worker, &output_dir, &run.report.files, &prefix, stop).await?;
     for file in &run.report.files {
-        let key = format!("{prefix}{}", file.path);
-        let path = output_path(&output_dir, &file.path)?;
-        // Stopped (fenced, released, canceled): no further file. The one under way is let
-        // finish rather than dropped mid-request — the store could still complete a dropped
-        // PUT after this attempt removed its outputs, leaving a file nothing references.
-        unless_stopped(stop)?;
-        transfer::upload(
-            &worker.s3,
-            &worker.bucket,
-            &key,
-            &path,
-            &file.content_type,
-            transfer::IMMUTABLE,
-        )
-        .await
-        .map_err(|e| transient(e.to_string()))?;
         usage.add_object(file.bytes);
     }
     worker.metrics.bytes_out.inc_by(usage.bytes_stored);
@@ -446,20 +426,43 @@ async fn encode_whole(
     workdir: &Path,
     stop: &Stop,
 ) -> Result<tcoder::engine::EngineRun, EngineError> {
-    let engine_job = EngineJob {
-        input,
-        output_dir: output_dir.to_path_buf(),
-        spec: EngineSpec::from(&job.spec),
-        limits: worker.config.engine.limits(),
-        settings: worker.config.engine.settings(),
-        part: None,
-    };
+    let engine_job = worker.engine_job(job, input, output_dir.to_path_buf(), None);
     let (progress_tx, progress_rx) = tokio::sync::mpsc::channel::<Progress>(8);
     let publisher =
         tokio::spawn(publish_progress(worker.clone(), job.clone(), attempt.epoch, progress_rx));
     let run = worker.supervisor.run(&engine_job, workdir, Some(progress_tx), stop.token()).await;
     let _ = publisher.await;
     run
+}
+
+/// Uploads the engine's outputs `files` (as its report lists them, relative to `output_dir`)
+/// under `prefix`.
+pub(crate) async fn upload_outputs(
+    worker: &Worker,
+    output_dir: &Path,
+    files: &[tcoder::engine::OutputFile],
+    prefix: &str,
+    stop: &Stop,
+) -> Result<(), EngineError> {
+    for file in files {
+        let path = output_path(output_dir, &file.path)?;
+        // Stopped (fenced, released, canceled): no further file. The one under way is let
+        // finish rather than dropped mid-request — the store could still complete a dropped
+        // PUT after this attempt removed its outputs, leaving a file nothing references.
+        unless_stopped(stop)?;
+        let key = format!("{prefix}{}", file.path);
+        transfer::upload(
+            &worker.s3,
+            &worker.bucket,
+            &key,
+            &path,
+            &file.content_type,
+            transfer::IMMUTABLE,
+        )
+        .await
+        .map_err(|e| transient(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Commits, retrying a transient store error a few times (bounded, about 6 s in all): the

@@ -56,6 +56,21 @@ impl Stop {
     }
 }
 
+/// Stops `stop` with the reason `cancelled` resolves to (a worker's release, an outer
+/// attempt's stop); ends when `stop` does.
+pub(crate) fn stop_on(
+    stop: &Stop,
+    cancelled: impl Future<Output = StopReason> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            reason = cancelled => stop.stop(reason),
+            () = stop.stopped() => {}
+        }
+    })
+}
+
 /// One attempt's lease, as the keeper sees it.
 pub(crate) trait Lease {
     /// Renews the lease for another TTL; `Err` is a failure to reach the store.

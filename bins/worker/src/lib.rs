@@ -65,6 +65,25 @@ impl Worker {
         reachable
     }
 
+    /// The engine run of `job` (its `part`, or all of it) on `input`, into `output_dir`, with
+    /// this worker's limits and encoder settings.
+    pub(crate) fn engine_job(
+        &self,
+        job: &tcoder::jobs::Job,
+        input: std::path::PathBuf,
+        output_dir: std::path::PathBuf,
+        part: Option<tcoder::engine::Part>,
+    ) -> tcoder::engine::EngineJob {
+        tcoder::engine::EngineJob {
+            input,
+            output_dir,
+            spec: tcoder::engine::EngineSpec::from(&job.spec),
+            limits: self.config.engine.limits(),
+            settings: self.config.engine.settings(),
+            part,
+        }
+    }
+
     pub(crate) fn set_state(&self, state: MachineState) {
         let mut machine = self.machine.lock().expect("machine lock");
         if machine.state != state {

@@ -10,17 +10,18 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
 use serde::{Deserialize, Serialize};
-use tcoder::engine::{EngineError, EngineJob, EngineSpec, ErrorCode, OutputFile, Part};
+use tcoder::engine::{EngineError, ErrorCode, OutputFile, Part};
 use tcoder::events::WorkItem;
 use tcoder::jobs::{Job, PartAttempt, PartClaim, PartCommit, PartRelease, RenewOutcome};
-use tcoder::s3::{self, keys, transfer};
+use tcoder::s3::{self, keys};
 use tracing::Instrument as _;
 
 use crate::Worker;
 use crate::attempt::{
-    Outcome, download_source, output_path, random_suffix, transient, unless_stopped, watch_cancel,
+    Outcome, download_source, random_suffix, transient, unless_stopped, upload_outputs,
+    watch_cancel,
 };
-use crate::keeper::{Lease, LeaseTiming, Stop, StopReason, keep};
+use crate::keeper::{Lease, LeaseTiming, Stop, StopReason, keep, stop_on};
 
 /// The part field its commit records (a [`Committed`], JSON).
 pub(crate) const RESULT_FIELD: &str = "result";
@@ -117,15 +118,11 @@ pub(crate) async fn run(
         let (stop, timing) = (stop.clone(), LeaseTiming { ttl: worker.config.lease_ttl });
         tokio::spawn(async move { keep(&lease, timing, &stop).await })
     };
-    let link = {
-        let (outer, stop) = (outer.clone(), stop.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                () = outer.stopped() => stop.stop(outer.reason().unwrap_or(StopReason::Released)),
-                () = stop.stopped() => {}
-            }
-        })
-    };
+    let outer_stopped = outer.clone();
+    let link = stop_on(&stop, async move {
+        outer_stopped.stopped().await;
+        outer_stopped.reason().unwrap_or(StopReason::Released)
+    });
     let cancel_watch = watch_cancel(worker, &attempt.job_id, &stop);
     let output_dir = workdir.join(format!("part-{}-{}", attempt.part, attempt.epoch));
     let made =
@@ -180,32 +177,12 @@ async fn encode_and_upload(
         Some(path) => path.to_path_buf(),
         None => download_source(worker, job, workdir, stop).await?,
     };
-    let engine_job = EngineJob {
-        input,
-        output_dir: output_dir.to_path_buf(),
-        spec: EngineSpec::from(&job.spec),
-        limits: worker.config.engine.limits(),
-        settings: worker.config.engine.settings(),
-        part: Some(definition.clone()),
-    };
+    let engine_job =
+        worker.engine_job(job, input, output_dir.to_path_buf(), Some(definition.clone()));
     let run = worker.supervisor.run(&engine_job, workdir, None, stop.token()).await?;
     worker.metrics.engine_cpu_seconds.inc_by(run.cpu_secs.round() as u64);
     let prefix = keys::part_output_prefix(&job.tenant, &job.id, attempt.part, attempt.epoch);
-    for file in &run.report.files {
-        let path = output_path(output_dir, &file.path)?;
-        unless_stopped(stop)?;
-        let key = format!("{prefix}{}", file.path);
-        transfer::upload(
-            &worker.s3,
-            &worker.bucket,
-            &key,
-            &path,
-            &file.content_type,
-            transfer::IMMUTABLE,
-        )
-        .await
-        .map_err(|e| transient(e.to_string()))?;
-    }
+    upload_outputs(worker, output_dir, &run.report.files, &prefix, stop).await?;
     unless_stopped(stop)?;
     Ok(Committed {
         prefix,
@@ -295,15 +272,10 @@ async fn run_item(
         return Outcome::Skipped;
     };
     let outer = Stop::default();
-    let release_watch = {
-        let outer = outer.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = release.cancelled() => outer.stop(StopReason::Released),
-                () = outer.stopped() => {}
-            }
-        })
-    };
+    let release_watch = stop_on(&outer, async move {
+        release.cancelled().await;
+        StopReason::Released
+    });
     let workdir = worker.config.scratch_dir.join(format!(
         "{}.p{}-{}-{}",
         attempt.job_id,

@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tcoder::engine::{
-    EngineError, EngineJob, EngineRun, EngineSpec, ErrorCode, Part, PartsProgress, Progress,
-    StitchParts,
+    EngineError, EngineRun, EngineSpec, ErrorCode, Part, PartsProgress, Progress, StitchParts,
 };
 use tcoder::events::{self, JobEvent};
 use tcoder::jobs::{Attempt, Job, OutputKind, PartClaim, PartState};
@@ -69,15 +68,8 @@ pub(crate) async fn plan(
     if config.split_min_duration.is_zero() || !spec.outputs.contains(&OutputKind::Hls) {
         return Ok(None);
     }
-    let limits = config.engine.limits();
-    let probe = EngineJob {
-        input: input.to_path_buf(),
-        output_dir: workdir.join("probe"),
-        spec,
-        limits: limits.clone(),
-        settings: config.engine.settings(),
-        part: Some(Part::Probe),
-    };
+    let probe =
+        worker.engine_job(job, input.to_path_buf(), workdir.join("probe"), Some(Part::Probe));
     let run = worker.supervisor.run(&probe, workdir, None, stop.token()).await?;
     worker.metrics.engine_cpu_seconds.inc_by(run.cpu_secs.round() as u64);
     let chunks = tcoder::engine::plan::split_chunks(
@@ -85,7 +77,7 @@ pub(crate) async fn plan(
         probe.settings.segment_secs,
         config.chunk_duration.as_secs_f64(),
         config.split_min_duration.as_secs_f64(),
-        limits.max_output_fps,
+        probe.limits.max_output_fps,
     );
     if chunks.is_empty() {
         return Ok(None);
@@ -178,14 +170,13 @@ impl Split {
             usage.cpu_secs += committed.cpu_secs;
             frames += committed.frames;
         }
-        let stitch = EngineJob {
-            input: input.to_path_buf(),
-            output_dir: workdir.join("out"),
-            spec: EngineSpec::from(&job.spec),
-            limits: worker.config.engine.limits(),
-            settings: worker.config.engine.settings(),
-            part: Some(Part::Stitch(StitchParts { dir, chunks, audio })),
-        };
+        let parts = StitchParts { dir, chunks, audio };
+        let stitch = worker.engine_job(
+            job,
+            input.to_path_buf(),
+            workdir.join("out"),
+            Some(Part::Stitch(parts)),
+        );
         let mut run = worker.supervisor.run(&stitch, workdir, None, stop.token()).await?;
         run.report.frames = frames;
         run.wall_secs = started.elapsed().as_secs_f64();
