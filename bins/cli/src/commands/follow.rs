@@ -28,9 +28,15 @@ pub(crate) async fn with_progress_bar(
                 let data = &event.data["data"];
                 bar.set_message("transcoding");
                 bar.set_position(data["percent"].as_f64().unwrap_or(0.0).round() as u64);
-                let eta =
-                    data["eta_secs"].as_f64().map_or(String::new(), |s| format!("eta {s:.0}s"));
-                bar.set_prefix(eta);
+                // A split title reports its parts; a whole encode its time left.
+                let prefix = match (data["parts"]["done"].as_u64(), data["parts"]["total"].as_u64())
+                {
+                    (Some(done), Some(total)) => format!("parts {done}/{total}"),
+                    _ => {
+                        data["eta_secs"].as_f64().map_or(String::new(), |s| format!("eta {s:.0}s"))
+                    }
+                };
+                bar.set_prefix(prefix);
             }
             "queued" => bar.set_message("queued"),
             "started" => bar.set_message("downloading"),

@@ -1,5 +1,6 @@
-//! A seeded chaos run (reliability case T39): jobs are submitted through the real API while
-//! faults are injected at random — kill -9 of a worker, SIGSTOP of a worker past its lease,
+//! A seeded chaos run (reliability case T39): jobs are submitted through the real API (every
+//! other one a split title, its parts spread over the workers) while faults are injected at
+//! random — kill -9 of a worker, SIGSTOP of a worker past its lease,
 //! kill -9 and restart of nats-server, redis-server (AOF, fsync always), the dispatcher and
 //! ingest, and a 30 s Redis outage. Then a quiet drain, and an oracle built from what users
 //! see: the API, the `EVENTS` stream, the stored files and ffprobe.
@@ -83,6 +84,10 @@ impl Stack {
         let api = std::net::SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
         let mut vars = env.service_env();
         vars.extend(fast_env());
+        // Every other job is split (an HLS title over 2 s, in 1 s chunks): its parts run
+        // on both workers through the same faults.
+        vars.push(("TCODER__WORKER__SPLIT_MIN_DURATION".into(), "2s".into()));
+        vars.push(("TCODER__WORKER__CHUNK_DURATION".into(), "1s".into()));
         // A fixed API port, so clients find ingest again after it restarts.
         vars.push(("TCODER__INGEST__HTTP_BIND".into(), api.to_string()));
         let ingest = Self::spawn_ready("tcoder-ingest", &vars);
@@ -167,10 +172,13 @@ impl Client {
         }
     }
 
-    /// Creates (idempotently), uploads and notifies one job; returns its id.
+    /// Creates (idempotently), uploads and notifies one job; returns its id. Odd jobs are HLS
+    /// (with the MP4 the oracle probes), split into parts.
     async fn submit(&self, n: usize, file: &Path) -> String {
-        let request =
-            json!({ "preset": "web-optimized", "qualities": ["144p"], "outputs": ["mp4"] });
+        let request = match n % 2 {
+            0 => json!({ "preset": "web-optimized", "qualities": ["144p"], "outputs": ["mp4"] }),
+            _ => json!({ "preset": "hls", "qualities": ["144p"], "outputs": ["hls", "mp4"] }),
+        };
         let create = || {
             self.http
                 .post(format!("{}/v1/jobs", self.api))
@@ -212,6 +220,8 @@ impl Client {
 
 #[derive(Debug, Default)]
 struct Verdicts {
+    /// Jobs that were split into parts (not a failure: the split path was exercised).
+    split: usize,
     lost: Vec<String>,
     duplicate: Vec<String>,
     stale: Vec<String>,
@@ -304,7 +314,7 @@ async fn jobs_survive_random_faults_none_lost_duplicated_or_stale() {
         "# Chaos run\n\nseed {seed}; faults for {:.0} s; drain {:.1} s\n\n\
          | jobs | lost | duplicate | stale commit | leftover epoch outputs | invalid output |\n\
          |---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} |\n\n\
-         faults injected: {injected:?}\n\nlost attempts: {}\n",
+         faults injected: {injected:?}\n\nlost attempts: {}; split jobs: {}\n",
         window.as_secs_f64(),
         drained_in.as_secs_f64(),
         jobs.len(),
@@ -314,12 +324,14 @@ async fn jobs_survive_random_faults_none_lost_duplicated_or_stale() {
         verdicts.leftover.len(),
         verdicts.invalid.len(),
         jobs.values().map(|j| j["lost_attempts"].as_u64().unwrap_or(0)).sum::<u64>(),
+        verdicts.split,
     );
     eprintln!("{report}");
     if let Ok(path) = std::env::var("TCODER_CHAOS_REPORT") {
         std::fs::write(&path, &report).unwrap();
     }
     assert!(!jobs.is_empty());
+    assert!(jobs.len() < 2 || verdicts.split > 0, "no job was split: {verdicts:?}");
     assert!(
         verdicts.lost.is_empty()
             && verdicts.duplicate.is_empty()
@@ -332,8 +344,9 @@ async fn jobs_survive_random_faults_none_lost_duplicated_or_stale() {
 
 /// The oracle: every job completed (none lost), with exactly one `completed` event on the
 /// `EVENTS` stream (none duplicated) naming the epoch the job's result names (no stale
-/// commit), only that epoch's outputs in the store (no leftovers), and an MP4 that ffprobe
-/// reads with the source's duration.
+/// commit; a split job's parts each committed by their latest attempt), only that epoch's
+/// outputs in the store (no leftovers), and an MP4 that ffprobe reads with the source's
+/// duration.
 async fn judge(stack: &Stack, jobs: &BTreeMap<String, Value>) -> Verdicts {
     let mut verdicts = Verdicts::default();
     let nats = async_nats::connect(stack.env.nats.url()).await.unwrap();
@@ -359,6 +372,21 @@ async fn judge(stack: &Stack, jobs: &BTreeMap<String, Value>) -> Verdicts {
         }
         if completed.iter().any(|e| e["data"]["epoch"].as_u64() != Some(epoch)) {
             verdicts.stale.push(format!("{id}: events {completed:?} vs result epoch {epoch}"));
+        }
+        // A split job: every part committed, each by its part's latest attempt.
+        let job_id = tcoder::jobs::JobId::parse(id).unwrap();
+        let parts = store.parts(&job_id).await.unwrap_or_default();
+        verdicts.split += usize::from(!parts.is_empty());
+        for part in parts {
+            let prefix = part.fields.get("result").and_then(|r| {
+                serde_json::from_str::<Value>(r).ok()?["prefix"].as_str().map(str::to_owned)
+            });
+            let latest = format!("/parts/{}/{}/", part.part, part.epoch);
+            if part.status != "done" || !prefix.as_ref().is_some_and(|p| p.ends_with(&latest)) {
+                verdicts
+                    .stale
+                    .push(format!("{id}: part {} {} by {prefix:?}", part.part, part.status));
+            }
         }
         // What a client listing the bucket sees (S3 has no folders: an emptied epoch is gone).
         let prefix = format!("outputs/acme/{id}/");
