@@ -20,8 +20,8 @@ use tcoder::jobs::{
 use tcoder::s3::{self, S3Error, keys, transfer};
 use tracing::Instrument as _;
 
-use crate::Worker;
 use crate::keeper::{Stop, StopReason, keep_lease, stop_on};
+use crate::{Worker, scratch};
 
 /// What became of a message (drives the runner's budgets and the metrics).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,12 +217,8 @@ async fn run_attempt(
         release.cancelled().await;
         StopReason::Released
     });
-    let workdir = worker.config.scratch_dir.join(format!(
-        "{}-{}-{}",
-        attempt.job_id,
-        attempt.epoch,
-        random_suffix()
-    ));
+    let owner = scratch::Owner::Job(attempt.job_id.clone(), attempt.epoch);
+    let workdir = owner.folder(&worker.config.scratch_dir);
     let result = work(worker, &attempt, &workdir, &stop).await;
     if let Err(e) = tokio::fs::remove_dir_all(&workdir).await
         && e.kind() != std::io::ErrorKind::NotFound
@@ -260,12 +256,6 @@ pub(crate) fn watch_cancel(
             }
         }
     })
-}
-
-pub(crate) fn random_suffix() -> String {
-    let mut bytes = [0u8; 6];
-    let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A transcoded and uploaded attempt, ready to commit.
@@ -465,18 +455,19 @@ pub(crate) async fn upload_outputs(
     Ok(())
 }
 
-/// Commits, retrying a transient store error a few times (bounded, about 6 s in all): the
-/// commit is fenced by the epoch and idempotent for the same attempt, so a retry is safe, and
-/// giving up would make another worker redo a finished job.
-async fn commit_with_retries(
+/// Runs `commit`, retrying a transient store error a few times (bounded, about 6 s in all):
+/// a commit (of a job or of a part) is fenced by its epoch and idempotent for the same
+/// attempt, so a retry is safe, and giving up would make another worker redo finished work.
+pub(crate) async fn with_commit_retries<T, F>(
     worker: &Worker,
-    attempt: &Attempt,
-    manifest: &JobResult,
-    event: &JobEvent,
-) -> Result<FinishOutcome, tcoder::redis::StoreError> {
+    mut commit: impl FnMut() -> F,
+) -> Result<T, tcoder::redis::StoreError>
+where
+    F: Future<Output = Result<T, tcoder::redis::StoreError>>,
+{
     let mut delay = Duration::from_millis(200);
     for _ in 0..COMMIT_ATTEMPTS - 1 {
-        match worker.jobs.complete(attempt, manifest, event).await {
+        match commit().await {
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "commit failed; retrying");
                 worker.metrics.commit_retries.inc();
@@ -486,7 +477,7 @@ async fn commit_with_retries(
             done => return done,
         }
     }
-    worker.jobs.complete(attempt, manifest, event).await
+    commit().await
 }
 
 /// Tries of a commit before the message is left to be redelivered.
@@ -686,7 +677,8 @@ async fn settle(
         Ok(Done { job, manifest, cost }) => {
             let event = JobEvent::completed(&job, attempt.epoch, &manifest);
             let stage = Instant::now();
-            match commit_with_retries(worker, attempt, &manifest, &event).await {
+            let commit = || worker.jobs.complete(attempt, &manifest, &event);
+            match with_commit_retries(worker, commit).await {
                 Ok(FinishOutcome::Finished) => {
                     worker.metrics.record_cost(&cost);
                 }

@@ -16,12 +16,12 @@ use tcoder::jobs::{Job, PartAttempt, PartClaim, PartCommit, PartRelease, RenewOu
 use tcoder::s3::{self, keys};
 use tracing::Instrument as _;
 
-use crate::Worker;
 use crate::attempt::{
-    Outcome, download_source, random_suffix, transient, unless_stopped, upload_outputs,
-    watch_cancel,
+    Outcome, download_source, transient, unless_stopped, upload_outputs, watch_cancel,
+    with_commit_retries,
 };
 use crate::keeper::{Lease, LeaseTiming, Stop, StopReason, keep, stop_on};
+use crate::{Worker, scratch};
 
 /// The part field its commit records (a [`Committed`], JSON).
 pub(crate) const RESULT_FIELD: &str = "result";
@@ -194,30 +194,20 @@ async fn encode_and_upload(
     })
 }
 
-/// Commits, retrying a transient store error a few times (bounded, about 6 s): the commit is
-/// fenced by the part's epoch and idempotent for the same attempt.
+/// Commits (retried as a job's commit is).
 async fn commit(worker: &Worker, attempt: &PartAttempt, committed: &Committed) -> PartEnd {
     let result = serde_json::to_string(committed).expect("a part result serializes");
     let fields = [(RESULT_FIELD, result)];
-    let mut delay = Duration::from_millis(200);
-    for _ in 0..5 {
-        match worker.jobs.commit_part(attempt, &fields).await {
-            Ok(PartCommit::Committed { done, parts }) => {
-                tracing::info!(part = attempt.part, done, parts, "part committed");
-                return PartEnd::Committed;
-            }
-            Ok(PartCommit::Fenced) => return PartEnd::Fenced,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "part commit failed; retrying");
-                worker.metrics.commit_retries.inc();
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
+    match with_commit_retries(worker, || worker.jobs.commit_part(attempt, &fields)).await {
+        Ok(PartCommit::Committed { done, parts }) => {
+            tracing::info!(part = attempt.part, done, parts, "part committed");
+            PartEnd::Committed
         }
+        Ok(PartCommit::Fenced) => PartEnd::Fenced,
+        // Unknown whether it landed: the lease lapses, and a later attempt (or this one's
+        // commit, seen done) settles it.
+        Err(_) => PartEnd::Failed(transient("part commit not confirmed"), PartRelease::Pending),
     }
-    // Unknown whether it landed: the lease lapses, and a later attempt (or this one's
-    // commit, seen done) settles it.
-    PartEnd::Failed(transient("part commit not confirmed"), PartRelease::Pending)
 }
 
 /// The definition of part `k` of the job, as its plan stored it.
@@ -262,9 +252,8 @@ async fn run_item(
 ) -> Outcome {
     let found = async {
         let job = worker.jobs.get(&attempt.job_id).await.ok()??;
-        let parts = worker.jobs.parts(&attempt.job_id).await.ok()?;
-        let definition = definition(&parts.get(attempt.part as usize)?.fields)?;
-        Some((job, definition))
+        let part = worker.jobs.part(&attempt.job_id, attempt.part).await.ok()??;
+        Some((job, definition(&part.fields)?))
     };
     let Some((job, definition)) = found.await else {
         let _ = worker.jobs.release_part(attempt, false, u32::MAX, None).await;
@@ -276,13 +265,8 @@ async fn run_item(
         release.cancelled().await;
         StopReason::Released
     });
-    let workdir = worker.config.scratch_dir.join(format!(
-        "{}.p{}-{}-{}",
-        attempt.job_id,
-        attempt.part,
-        attempt.epoch,
-        random_suffix()
-    ));
+    let owner = scratch::Owner::Part(attempt.job_id.clone(), attempt.part, attempt.epoch);
+    let workdir = owner.folder(&worker.config.scratch_dir);
     let run =
         run(worker, &job, attempt, &definition, &workdir, Origin::Item(message.clone()), &outer)
             .await;
@@ -323,7 +307,7 @@ async fn run_item(
     }
 }
 
-/// `ErrorCode` of a part the coordinator found failed without a recorded error.
+/// The error of a part the coordinator found failed without a recorded one.
 pub(crate) fn unknown_failure() -> EngineError {
     EngineError::new(ErrorCode::Failed, "a part of the title failed")
 }

@@ -4,7 +4,7 @@
 //! folders no live attempt can own are removed: the job's current attempt is not theirs, or
 //! the job is not running.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tcoder::jobs::{JobId, JobStatus, JobStore};
 
@@ -15,6 +15,20 @@ pub(crate) enum Owner {
     Job(JobId, u64),
     /// `job_<id>.p<k>-<epoch>-<random>`: an attempt at part `k` of a split job.
     Part(JobId, u32, u64),
+}
+
+impl Owner {
+    /// A new folder for this attempt under `dir` (named as [`parse`] reads it, with a random
+    /// suffix: a retried attempt never reuses a dead one's files).
+    pub(crate) fn folder(&self, dir: &Path) -> PathBuf {
+        let mut bytes = [0u8; 6];
+        let _ = getrandom::fill(&mut bytes);
+        let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        dir.join(match self {
+            Owner::Job(job, epoch) => format!("{job}-{epoch}-{random}"),
+            Owner::Part(job, part, epoch) => format!("{job}.p{part}-{epoch}-{random}"),
+        })
+    }
 }
 
 pub(crate) fn parse(name: &str) -> Option<Owner> {
@@ -40,10 +54,7 @@ async fn stale(owner: &Owner, jobs: &JobStore) -> Result<bool, tcoder::redis::St
     }
     Ok(match owner {
         Owner::Job(..) => current.epoch != epoch,
-        Owner::Part(_, k, _) => {
-            let parts = jobs.parts(job).await?;
-            parts.get(*k as usize).is_none_or(|p| p.status != "running" || p.epoch != epoch)
-        }
+        Owner::Part(_, k, _) => jobs.part(job, *k).await?.is_none_or(|p| !p.runs_at(epoch)),
     })
 }
 
@@ -83,5 +94,12 @@ mod tests {
         assert_eq!(parse(&format!("{job}-x-a1b2c3")), None);
         assert_eq!(parse("lost+found"), None);
         assert_eq!(parse("job_123-1-abc"), None);
+        // The folders attempts make are the names read back.
+        let dir = Path::new("/scratch");
+        for owner in [Owner::Job(job.clone(), 3), Owner::Part(job.clone(), 12, 2)] {
+            let folder = owner.folder(dir);
+            assert_eq!(folder.parent(), Some(dir));
+            assert_eq!(parse(folder.file_name().unwrap().to_str().unwrap()), Some(owner));
+        }
     }
 }

@@ -139,13 +139,15 @@ impl Split {
         invite(worker, job, attempt.epoch, &states).await;
 
         let mut local: HashMap<u32, PathBuf> = HashMap::new();
-        let states = self
-            .run_and_wait(worker, job, attempt.epoch, workdir, input, &parts, &mut local, stop)
-            .await?;
+        let states =
+            run_and_wait(worker, job, attempt.epoch, workdir, input, &parts, &mut local, stop)
+                .await?;
 
         // Every part committed: gather their outputs as the stitch expects them.
-        let dir = workdir.join("parts");
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| transient(format!("scratch: {e}")))?;
+        let layout = StitchParts { dir: workdir.join("parts"), chunks, audio };
+        tokio::fs::create_dir_all(&layout.dir)
+            .await
+            .map_err(|e| transient(format!("scratch: {e}")))?;
         let mut usage = PartsUsage { cpu_secs: self.probe_cpu_secs, helpers_machine_secs: 0.0 };
         let mut frames = 0;
         for (state, definition) in states.iter().zip(&parts) {
@@ -155,8 +157,8 @@ impl Split {
                 .and_then(|r| serde_json::from_str(r).ok())
                 .ok_or_else(|| transient(format!("part {} has no readable result", state.part)))?;
             let target = match definition {
-                Part::Audio => dir.join("audio"),
-                _ => dir.join(state.part.to_string()),
+                Part::Audio => layout.audio_dir(),
+                _ => layout.chunk_dir(state.part),
             };
             match local.remove(&state.part) {
                 Some(mine) => tokio::fs::rename(&mine, &target)
@@ -170,97 +172,88 @@ impl Split {
             usage.cpu_secs += committed.cpu_secs;
             frames += committed.frames;
         }
-        let parts = StitchParts { dir, chunks, audio };
         let stitch = worker.engine_job(
             job,
             input.to_path_buf(),
             workdir.join("out"),
-            Some(Part::Stitch(parts)),
+            Some(Part::Stitch(layout)),
         );
         let mut run = worker.supervisor.run(&stitch, workdir, None, stop.token()).await?;
         run.report.frames = frames;
         run.wall_secs = started.elapsed().as_secs_f64();
         Ok(Stitched { stitch: run, parts: usage })
     }
+}
 
-    /// Runs parts nobody holds (claiming each) and waits for the others, until every part is
-    /// committed. Ends early when the attempt is stopped, a part failed for good, or the
-    /// engine's wall-clock deadline passed (a whole encode would have been killed by then).
-    #[allow(clippy::too_many_arguments)]
-    async fn run_and_wait(
-        &self,
-        worker: &Worker,
-        job: &Job,
-        epoch: u64,
-        workdir: &Path,
-        input: &Path,
-        parts: &[Part],
-        local: &mut HashMap<u32, PathBuf>,
-        stop: &Stop,
-    ) -> Result<Vec<PartState>, EngineError> {
-        let deadline = Instant::now() + worker.supervisor.limits.wall_deadline;
-        let (mut reported, mut sequence) = (None, 0);
-        loop {
-            unless_stopped(stop)?;
-            if Instant::now() >= deadline {
-                return Err(EngineError::new(
-                    ErrorCode::Timeout,
-                    "the title's parts were not all done by the wall-clock deadline",
-                ));
-            }
-            let states = match worker.jobs.parts(&job.id).await {
-                Ok(states) => states,
-                Err(e) => {
-                    // An outage is a pause: the job's lease keeper decides when to give up.
-                    tracing::warn!(error = %e, "cannot read the parts; waiting");
-                    pause(stop).await;
-                    continue;
-                }
-            };
-            if let Some(failed) = states.iter().find(|p| p.status == "failed") {
-                return Err(failed.error().unwrap_or_else(part::unknown_failure));
-            }
-            let done = states.iter().filter(|p| p.is_done()).count() as u32;
-            let total = states.len() as u32;
-            if reported != Some(done) {
-                reported = Some(done);
-                sequence += 1;
-                let parts = PartsProgress { done, total };
-                report_progress(worker, job, epoch, sequence, parts).await;
-            }
-            if done == total {
-                return Ok(states);
-            }
-            let free = states.iter().find(|p| p.is_claimable()).map(|p| p.part);
-            let claimed = match free {
-                Some(k) => {
-                    worker.jobs.claim_part(&job.id, k, &worker.id, worker.config.lease_ttl).await
-                }
-                None => Ok(PartClaim::Done),
-            };
-            let Ok(PartClaim::Claimed(attempt)) = claimed else {
+/// Runs parts nobody holds (claiming each) and waits for the others, until every part is
+/// committed. Ends early when the attempt is stopped, a part failed for good, or the engine's
+/// wall-clock deadline passed (a whole encode would have been killed by then).
+#[allow(clippy::too_many_arguments)]
+async fn run_and_wait(
+    worker: &Worker,
+    job: &Job,
+    epoch: u64,
+    workdir: &Path,
+    input: &Path,
+    parts: &[Part],
+    local: &mut HashMap<u32, PathBuf>,
+    stop: &Stop,
+) -> Result<Vec<PartState>, EngineError> {
+    let deadline = Instant::now() + worker.supervisor.limits.wall_deadline;
+    let (mut reported, mut sequence) = (None, 0);
+    loop {
+        unless_stopped(stop)?;
+        if Instant::now() >= deadline {
+            return Err(EngineError::new(
+                ErrorCode::Timeout,
+                "the title's parts were not all done by the wall-clock deadline",
+            ));
+        }
+        let states = match worker.jobs.parts(&job.id).await {
+            Ok(states) => states,
+            Err(e) => {
+                // An outage is a pause: the job's lease keeper decides when to give up.
+                tracing::warn!(error = %e, "cannot read the parts; waiting");
                 pause(stop).await;
                 continue;
-            };
-            let definition = &parts[attempt.part as usize];
-            let run = part::run(
-                worker,
-                job,
-                &attempt,
-                definition,
-                workdir,
-                Origin::Coordinator(input),
-                stop,
-            )
-            .await;
-            match run.end {
-                PartEnd::Committed => {
-                    local.insert(attempt.part, run.output_dir);
-                }
-                end => {
-                    tracing::info!(part = attempt.part, ?end, "part not committed here");
-                    let _ = tokio::fs::remove_dir_all(&run.output_dir).await;
-                }
+            }
+        };
+        if let Some(failed) = states.iter().find(|p| p.is_failed()) {
+            return Err(failed.error().unwrap_or_else(part::unknown_failure));
+        }
+        let done = states.iter().filter(|p| p.is_done()).count() as u32;
+        let total = states.len() as u32;
+        if reported != Some(done) {
+            reported = Some(done);
+            sequence += 1;
+            let parts = PartsProgress { done, total };
+            report_progress(worker, job, epoch, sequence, parts).await;
+        }
+        if done == total {
+            return Ok(states);
+        }
+        let free = states.iter().find(|p| p.is_claimable()).map(|p| p.part);
+        let claimed = match free {
+            Some(k) => {
+                worker.jobs.claim_part(&job.id, k, &worker.id, worker.config.lease_ttl).await
+            }
+            None => Ok(PartClaim::Done),
+        };
+        let Ok(PartClaim::Claimed(attempt)) = claimed else {
+            pause(stop).await;
+            continue;
+        };
+        let definition = &parts[attempt.part as usize];
+        let run =
+            part::run(worker, job, &attempt, definition, workdir, Origin::Coordinator(input), stop)
+                .await;
+        match run.end {
+            PartEnd::Committed => {
+                local.insert(attempt.part, run.output_dir);
+            }
+            end => {
+                tracing::info!(part = attempt.part, ?end, "part not committed here");
+                let _ = tokio::fs::remove_dir_all(&run.output_dir).await;
             }
         }
     }

@@ -84,6 +84,16 @@ impl PartState {
         self.status == "done"
     }
 
+    /// Its attempts failed too often (see [`JobStore::release_part`]).
+    pub fn is_failed(&self) -> bool {
+        self.status == "failed"
+    }
+
+    /// Attempt `epoch` is the one working on it.
+    pub fn runs_at(&self, epoch: u64) -> bool {
+        self.status == "running" && self.epoch == epoch
+    }
+
     /// Nobody works on it and it is not done: the next claim gets it.
     pub fn is_claimable(&self) -> bool {
         (self.status == "pending" || self.status == "running") && !self.leased
@@ -247,19 +257,24 @@ impl JobStore {
 
     /// Every part of the job, in order (empty when the job was never split).
     pub async fn parts(&self, id: &JobId) -> Result<Vec<PartState>, StoreError> {
-        let mut conn = self.conn();
         let count: Option<u32> =
-            redis::cmd("HGET").arg(job_key(id)).arg("parts").query_async(&mut conn).await?;
+            redis::cmd("HGET").arg(job_key(id)).arg("parts").query_async(&mut self.conn()).await?;
         let mut parts = Vec::new();
         for part in 0..count.unwrap_or(0) {
-            let mut fields: std::collections::HashMap<String, String> =
-                redis::cmd("HGETALL").arg(job_part(id, part)).query_async(&mut conn).await?;
-            let leased: bool =
-                redis::cmd("EXISTS").arg(job_part_lease(id, part)).query_async(&mut conn).await?;
-            let status = fields.remove("status").unwrap_or_default();
-            let epoch = fields.remove("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
-            parts.push(PartState { part, status, epoch, leased, fields });
+            parts.extend(self.part(id, part).await?);
         }
         Ok(parts)
+    }
+
+    /// Part `part` of the job, if the job has it.
+    pub async fn part(&self, id: &JobId, part: u32) -> Result<Option<PartState>, StoreError> {
+        let mut conn = self.conn();
+        let mut fields: std::collections::HashMap<String, String> =
+            redis::cmd("HGETALL").arg(job_part(id, part)).query_async(&mut conn).await?;
+        let Some(status) = fields.remove("status") else { return Ok(None) };
+        let leased: bool =
+            redis::cmd("EXISTS").arg(job_part_lease(id, part)).query_async(&mut conn).await?;
+        let epoch = fields.remove("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
+        Ok(Some(PartState { part, status, epoch, leased, fields }))
     }
 }
