@@ -14,5 +14,4 @@ mod stitch;
 pub use sandbox::check as sandbox_check;
 mod transcode;
 
-pub use self::stitch::{stitch_hls, stitch_mp4, stitch_thumbnails};
 pub use self::transcode::{run, run_with};

@@ -39,15 +39,10 @@ fn io(what: &str, e: &std::io::Error) -> EngineError {
 /// Stitches the HLS outputs of `chunks` (each a chunk's output directory, in title order) and
 /// of the title's `audio` item (its output directory) into `out/hls/`: every rendition's
 /// `index.m3u8` with the chunks' segments (moved there), the audio rendition, and
-/// `master.m3u8` with bit rates measured over the whole title. Returns the playlists written.
-pub fn stitch_hls(
-    chunks: &[PathBuf],
-    audio: Option<&Path>,
-    out: &Path,
-) -> Result<Vec<String>, EngineError> {
+/// `master.m3u8` with bit rates measured over the whole title.
+fn stitch_hls(chunks: &[PathBuf], audio: Option<&Path>, out: &Path) -> Result<(), EngineError> {
     let first = chunks.first().ok_or_else(|| invalid("no chunks to stitch".into()))?;
     let variants = read_master(&first.join("hls/master.m3u8"))?;
-    let mut written = Vec::new();
     for variant in &variants {
         let target = out.join("hls").join(&variant.name);
         std::fs::create_dir_all(&target).map_err(|e| io("create the rendition folder", &e))?;
@@ -90,19 +85,12 @@ pub fn stitch_hls(
         );
         std::fs::write(target.join("index.m3u8"), playlist)
             .map_err(|e| io("write a playlist", &e))?;
-        written.push(format!("hls/{}/index.m3u8", variant.name));
     }
     let audio = match audio {
-        Some(dir) => {
-            let rendition = move_audio(&dir.join(AUDIO_DIR), &out.join(AUDIO_DIR))?;
-            written.push(format!("{AUDIO_DIR}/index.m3u8"));
-            rendition
-        }
+        Some(dir) => move_audio(&dir.join(AUDIO_DIR), &out.join(AUDIO_DIR))?,
         None => None,
     };
-    hls::write_master(&out.join("hls"), &variants, audio.as_ref())?;
-    written.push("hls/master.m3u8".to_owned());
-    Ok(written)
+    hls::write_master(&out.join("hls"), &variants, audio.as_ref())
 }
 
 /// Moves the audio item's rendition to `to`; `None` for a silent title (no playlist).
@@ -223,18 +211,16 @@ fn child_box<'a>(mut data: &'a [u8], name: &[u8; 4]) -> Option<&'a [u8]> {
 
 /// Makes `out/mp4/<rendition>.mp4` for each of `renditions` from the stitched HLS set in
 /// `out/hls/` (see [`stitch_hls`]): the rendition's video segments and the title's audio,
-/// remuxed (no re-encode) into a faststart MP4. Returns the files written.
-pub fn stitch_mp4(out: &Path, renditions: &[String]) -> Result<Vec<String>, EngineError> {
+/// remuxed (no re-encode) into a faststart MP4.
+fn stitch_mp4(out: &Path, renditions: &[String]) -> Result<(), EngineError> {
     let audio = out.join(AUDIO_DIR).join("index.m3u8");
-    let mut written = Vec::new();
     std::fs::create_dir_all(out.join("mp4")).map_err(|e| io("create the mp4 folder", &e))?;
     for name in renditions {
         let video = out.join("hls").join(name).join("index.m3u8");
-        let target = format!("mp4/{name}.mp4");
-        remux(&video, audio.exists().then_some(audio.as_path()), &out.join(&target))?;
-        written.push(target);
+        let target = out.join("mp4").join(format!("{name}.mp4"));
+        remux(&video, audio.exists().then_some(audio.as_path()), &target)?;
     }
-    Ok(written)
+    Ok(())
 }
 
 /// Opens one of our own playlists (local files, HLS of fMP4 only).
@@ -329,7 +315,7 @@ fn remux(video: &Path, audio: Option<&Path>, target: &Path) -> Result<(), Engine
 /// Writes the title's `thumbs/` (poster, storyboard sprite and its WebVTT) into `out` from the
 /// chunks' shares (each chunk keeps the tiles due in its range and the poster if it falls
 /// there), as the whole-title encode would make them for `plan` and `duration_secs`.
-pub fn stitch_thumbnails(
+fn stitch_thumbnails(
     chunks: &[PathBuf],
     plan: &tcoder::engine::plan::ThumbnailPlan,
     duration_secs: f64,
