@@ -76,8 +76,14 @@ impl VideoEncoder {
         context.set_time_base(time_base);
         let fps = Rational::from(plan.fps);
         context.set_frame_rate(Some(fps));
-        context.set_bit_rate(plan.video_bit_rate as usize);
-        context.set_max_bit_rate(plan.max_bit_rate as usize);
+        // Capped constant quality (see `RenditionPlan::crf`): libvpx takes the cap as its
+        // target rate in constrained-quality mode; the others take it as the VBV rate, and
+        // an average bit rate would turn them back to ABR.
+        if plan.video_codec == VideoCodec::Vp9 {
+            context.set_bit_rate(plan.video_bit_rate as usize);
+        } else {
+            context.set_max_bit_rate(plan.video_bit_rate as usize);
+        }
         context.set_gop(plan.gop);
         // Square pixels, progressive: the normalizer and the planned size took care of both.
         context.set_aspect_ratio(Rational::new(1, 1));
@@ -89,7 +95,8 @@ impl VideoEncoder {
         // MP4 and fMP4 keep codec headers out of band.
         context.set_flags(codec::Flags::GLOBAL_HEADER);
         let mut options = Dictionary::new();
-        options.set("bufsize", &(plan.max_bit_rate * 2).to_string());
+        options.set("crf", &plan.crf.to_string());
+        options.set("bufsize", &(plan.video_bit_rate * 2).to_string());
         options.set("keyint_min", &plan.gop.to_string());
         options.set("threads", &settings.threads.to_string());
         match plan.video_codec {

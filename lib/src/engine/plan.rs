@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::media::MediaInfo;
 use crate::jobs::{AudioCodec, OutputKind, Preset, Qualities, Quality, VideoCodec};
 
-/// The seed ladder: (quality, nominal 16:9 width, height, video bits/s, audio bits/s).
+/// The seed ladder: (quality, nominal 16:9 width, height, video bits/s ceiling, audio bits/s).
 const LADDER: [(Quality, u32, u32, u64, u64); 4] = [
     (Quality::P144, 256, 144, 100_000, 64_000),
     (Quality::P360, 640, 360, 400_000, 96_000),
@@ -75,9 +75,16 @@ pub struct RenditionPlan {
     pub width: u32,
     pub height: u32,
     pub video_codec: VideoCodec,
+    /// The ceiling of the video's bit rate (the encoder's VBV rate, over a two-second buffer):
+    /// the encoder aims at [`RenditionPlan::crf`]'s constant quality and spends less where
+    /// the picture is easy. In copy mode, the source's rate.
     pub video_bit_rate: u64,
-    /// Peak rate for the encoder's rate control (constrained VBR).
-    pub max_bit_rate: u64,
+    /// Constant rate factor (x264/x265/SVT-AV1/libvpx scale, by codec). Capped constant
+    /// quality rather than an average bit rate because one-pass ABR carries its rate control
+    /// across the whole title: a title encoded in chunks by several workers would spend its
+    /// bits chunk by chunk and lose up to 0.4 dB on the small rungs (docs/BENCHMARKS.md),
+    /// while constant quality decides each frame from the frames around it alone.
+    pub crf: u8,
     pub fps: f64,
     /// Keyframe interval in frames.
     pub gop: u32,
@@ -133,7 +140,7 @@ pub fn plan(
                 height: display_h,
                 video_codec,
                 video_bit_rate: media.video.bit_rate.or(media.bit_rate).unwrap_or(0),
-                max_bit_rate: 0,
+                crf: 0,
                 fps: media.video.fps,
                 gop: 0,
                 audio: media.audio.as_ref().zip(audio_codec).map(|(source, codec)| AudioPlan {
@@ -277,10 +284,21 @@ fn rendition(
         height,
         video_codec: spec.video_codec,
         video_bit_rate,
-        max_bit_rate: video_bit_rate * 3 / 2,
+        crf: constant_rate_factor(spec.video_codec),
         fps,
         gop: ((fps * gop_secs).round() as u32).max(1),
         audio,
+    }
+}
+
+/// Each encoder's own default quality (libvpx has none: 31 is its documented VOD starting
+/// point), about the same picture at each codec's cost.
+fn constant_rate_factor(codec: VideoCodec) -> u8 {
+    match codec {
+        VideoCodec::H264 => 23,
+        VideoCodec::Hevc => 28,
+        VideoCodec::Av1 => 35,
+        VideoCodec::Vp9 => 31,
     }
 }
 

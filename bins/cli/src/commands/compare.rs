@@ -47,8 +47,8 @@ pub(crate) struct CompareArgs {
     /// fails when the split output is not equivalent (see `split_equivalence`).
     #[arg(long)]
     split_chunk_secs: Option<f64>,
-    /// With `--split-chunk-secs`: the largest PSNR difference (dB, against the source)
-    /// between the split and the whole encode that counts as the same.
+    /// With `--split-chunk-secs`: how far (dB, against the source) the split title's PSNR
+    /// may fall below the whole encode's and still count as the same.
     #[arg(long, default_value_t = 0.1)]
     psnr_tolerance_db: f64,
 }
@@ -110,7 +110,10 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
             &settings,
             &chunks,
             args.repeats,
-            args.psnr_tolerance_db,
+            &super::split_equivalence::Tolerance {
+                psnr_db: args.psnr_tolerance_db,
+                planned: &plan.renditions,
+            },
         )
         .await?;
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -255,9 +258,9 @@ fn split_command(
             ("-c:v", "libx264".to_owned()),
             ("-preset", settings.x264_preset.clone()),
             ("-profile:v", "high".to_owned()),
-            ("-b:v", r.video_bit_rate.to_string()),
-            ("-maxrate", r.max_bit_rate.to_string()),
-            ("-bufsize", (r.max_bit_rate * 2).to_string()),
+            ("-crf", r.crf.to_string()),
+            ("-maxrate", r.video_bit_rate.to_string()),
+            ("-bufsize", (r.video_bit_rate * 2).to_string()),
             ("-g", r.gop.to_string()),
             ("-keyint_min", r.gop.to_string()),
             ("-sc_threshold", "0".to_owned()),

@@ -22,6 +22,7 @@ use tcoder::engine::{
 use tokio_util::sync::CancellationToken;
 
 use super::compare::Sample;
+use super::split_equivalence::Tolerance;
 
 /// One way of running the engine: how many encoder threads, on which core (if pinned).
 struct Runner {
@@ -140,7 +141,7 @@ pub(crate) async fn run(
     settings: &EncoderSettings,
     chunks: &[Chunk],
     repeats: usize,
-    psnr_tolerance_db: f64,
+    tolerance: &Tolerance<'_>,
 ) -> anyhow::Result<Value> {
     anyhow::ensure!(chunks.len() >= 2, "the title is too short to split at that chunk length");
     let all_cores = Runner { worker: worker.to_path_buf(), core: None, threads: 0 };
@@ -167,7 +168,8 @@ pub(crate) async fn run(
                 source,
                 &whole_out,
                 &stitched_out,
-                psnr_tolerance_db,
+                chunks.len(),
+                tolerance,
             )?;
         }
         let split_cpu = split_items.iter().map(|s| s.cpu).sum::<f64>() + stitched.cpu;

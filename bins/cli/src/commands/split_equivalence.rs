@@ -5,16 +5,21 @@
 //! overlap at a chunk's edge), continuous audio, a master that plays, faststart MP4s with as
 //! many frames.
 //!
-//! PSNR is the one figure that may move: each chunk's encoder starts its rate control afresh
-//! (a full VBV buffer, a first guess of the quantizer), so the first second of a chunk gets a
-//! few more bits than the whole encode would give it — a share of the title that shrinks as
-//! chunks get longer.
+//! PSNR is the one figure that may move, and only one way. Rate control is capped constant
+//! quality (`RenditionPlan::crf`), which decides each frame from the frames around it, so
+//! where the encoder stays under its cap the chunks make the whole encode's picture. Where it
+//! is held at the cap, each chunk's encoder starts with the full VBV buffer the whole encode
+//! had only at its start: the first second of a chunk gets up to one buffer (two seconds of
+//! the cap) more bits, a slightly better picture. So the check is: PSNR no more than the
+//! tolerance below the whole encode's, and no more bytes than the whole encode's plus one
+//! buffer per later chunk.
 
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
+use tcoder::engine::plan::RenditionPlan;
 
 fn run(command: &mut Command) -> anyhow::Result<String> {
     let output = command.output().with_context(|| format!("{command:?}"))?;
@@ -106,14 +111,24 @@ fn renditions(master: &Path) -> anyhow::Result<Vec<(String, u64, u64)>> {
     Ok(found)
 }
 
-/// Checks the stitched output folder `split` against the whole encode's `whole`, PSNR within
-/// `psnr_tolerance_db`; returns the figures and whether every check passed (`"ok"`).
+/// What a split title is held to.
+pub(crate) struct Tolerance<'a> {
+    /// How far the split title's PSNR may fall below the whole encode's.
+    pub psnr_db: f64,
+    /// The planned renditions: each one's cap sets its buffer.
+    pub planned: &'a [RenditionPlan],
+}
+
+/// Checks the stitched output folder `split` (made of `chunks` chunks) against the whole
+/// encode's `whole`; returns the figures and whether every check passed (`"ok"`).
 pub(crate) fn check(
     source: &Path,
     whole: &Path,
     split: &Path,
-    psnr_tolerance_db: f64,
+    chunks: usize,
+    tolerance: &Tolerance<'_>,
 ) -> anyhow::Result<Value> {
+    let psnr_tolerance_db = tolerance.psnr_db;
     let mut failures: Vec<String> = Vec::new();
     let mut rows = Vec::new();
     let whole_master = whole.join("hls/master.m3u8");
@@ -144,8 +159,18 @@ pub(crate) fn check(
             psnr(&playlist(whole), source, width, height)?,
             psnr(&playlist(split), source, width, height)?,
         );
-        if (whole_psnr - split_psnr).abs() > psnr_tolerance_db {
+        if split_psnr < whole_psnr - psnr_tolerance_db {
             failures.push(format!("{name}: PSNR {split_psnr:.3} dB, whole {whole_psnr:.3} dB"));
+        }
+        let cap = tolerance.planned.iter().find(|r| r.name == name).map_or(0, |r| r.video_bit_rate);
+        let (whole_bytes, split_bytes) =
+            (video_bytes(&playlist(whole))?, video_bytes(&playlist(split))?);
+        // The encoder's buffer is two seconds of the cap (engine's `bufsize`), in bits.
+        let allowed = whole_bytes + chunks.saturating_sub(1) as u64 * (2 * cap / 8);
+        if split_bytes > allowed {
+            failures.push(format!(
+                "{name}: {split_bytes} video bytes, whole {whole_bytes} + one buffer a chunk"
+            ));
         }
         let mp4 = split.join("mp4").join(format!("{name}.mp4"));
         let mut mp4_row = Value::Null;
@@ -170,10 +195,7 @@ pub(crate) fn check(
         }
         rows.push(json!({
             "rendition": name,
-            "video_bytes": {
-                "whole": video_bytes(&playlist(whole))?,
-                "split": video_bytes(&playlist(split))?,
-            },
+            "video_bytes": { "whole": whole_bytes, "split": split_bytes, "allowed": allowed },
             "frames": { "whole": want.len(), "split": got.len() },
             "duration_secs": { "whole": whole_secs, "split": split_secs },
             "psnr_db": { "whole": whole_psnr, "split": split_psnr },

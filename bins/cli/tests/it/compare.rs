@@ -45,14 +45,15 @@ fn compare_engine_split_checks_the_stitched_title_against_the_whole_encode() {
         height: 240,
         duration_ms: 16_000,
         audio: true,
+        source: "testsrc".to_owned(),
         ..Default::default()
     });
     let output = Command::new(env!("CARGO_BIN_EXE_tcoder"))
         .args(["compare-engine", "--input", clip.to_str().unwrap(), "--preset", "hls"])
         .args(["--qualities", "360p,144p", "--repeats", "1", "--x264-preset", "ultrafast"])
-        // Chunks of 8 s: each chunk's rate control starts afresh, a larger share of so short a
-        // chunk than of the minute a production chunk lasts (`make split-check`: 0.1 dB).
-        .args(["--split-chunk-secs", "8", "--psnr-tolerance-db", "1.0"])
+        // Chunks of 8 s, the default tolerance (0.1 dB). `testsrc` at 240p stays under its
+        // cap; at 144p it is held at the cap, where each chunk starts with a full buffer.
+        .args(["--split-chunk-secs", "8"])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -65,8 +66,13 @@ fn compare_engine_split_checks_the_stitched_title_against_the_whole_encode() {
     for rendition in renditions {
         assert_eq!(rendition["frames"]["split"], 16 * 25, "{rendition}");
         let psnr = &rendition["psnr_db"];
-        assert!(psnr["split"].as_f64().unwrap() > 25.0, "{rendition}");
-        assert!(psnr["whole"].as_f64().unwrap() > 25.0, "{rendition}");
+        let (split, whole) = (psnr["split"].as_f64().unwrap(), psnr["whole"].as_f64().unwrap());
+        assert!(whole > 25.0, "{rendition}");
+        if rendition["rendition"] == "240p" {
+            // Under the cap, the chunks make the whole encode's picture, either way (at the
+            // cap the check allows a better picture for at most a buffer's bytes a chunk).
+            assert!((split - whole).abs() <= 0.1, "{rendition}");
+        }
         assert_eq!(rendition["mp4"]["faststart"], true, "{rendition}");
     }
     assert!(report["ratio_split_to_whole_cpu_median"].as_f64().unwrap() > 0.0, "{report}");
