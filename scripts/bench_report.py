@@ -265,24 +265,29 @@ if os.path.exists(os.path.join(OUT, "split.json")):
     w("")
     eq = sp["equivalence"]
     w(f"The stitched title against the whole encode (ffprobe, ffmpeg `psnr` against the source, "
-      f"tolerance {eq['psnr_tolerance_db']} dB): **{'equivalent' if eq['ok'] else 'DIFFERENT: ' + '; '.join(eq['failures'])}**.")
+      f"at most {eq['psnr_tolerance_db']} dB lower, at most one encoder buffer more bytes a chunk): "
+      f"**{'equivalent' if eq['ok'] else 'DIFFERENT: ' + '; '.join(eq['failures'])}**.")
     w("")
-    w("| rendition | frames whole / split | duration s whole / split | PSNR dB whole / split | video bytes split ÷ whole | seams | MP4 faststart |")
+    w("| rendition | frames whole / split | duration s whole / split | PSNR dB whole / split | video bytes split ÷ whole (allowed) | seams | MP4 faststart |")
     w("|---|---|---|---|---|---|---|")
     for r in eq["renditions"]:
         vb = r["video_bytes"]
         w(f"| {r['rendition']} | {r['frames']['whole']} / {r['frames']['split']} | "
           f"{r['duration_secs']['whole']:.3f} / {r['duration_secs']['split']:.3f} | "
           f"{r['psnr_db']['whole']:.3f} / {r['psnr_db']['split']:.3f} | "
-          f"{vb['split'] / max(vb['whole'], 1):.4f} | {r['seams']} | {r['mp4']['faststart'] if r['mp4'] else '—'} |")
+          f"{vb['split'] / max(vb['whole'], 1):.4f} ({vb.get('allowed', vb['whole']) / max(vb['whole'], 1):.4f}) | "
+          f"{r['seams']} | {r['mp4']['faststart'] if r['mp4'] else '—'} |")
     w("")
-    w("PSNR is the one figure that moves. Each chunk's encoder starts x264's one-pass rate control")
-    w("afresh — its rate factor learned from the frames it has seen, and an ABR buffer that widens")
-    w("with the square root of the time encoded — so a chunk spends its bits a little differently")
-    w("from the same minute of the whole encode, most visibly on the smallest rungs.")
+    w("Renditions are encoded at capped constant quality (x264 CRF 23, the rung's rate as the VBV")
+    w("rate over a two-second buffer), which decides each frame from the frames around it: under")
+    w("the cap, a chunk makes the same picture as the same minute of the whole encode. Where the")
+    w("encoder is held at its cap, a chunk starts with the full buffer the whole encode had only")
+    w("at its start, so its first second gets up to one buffer more bits: never a worse picture,")
+    w("at most that many more bytes. (One-pass ABR, used before, carried its rate control across")
+    w("the whole title, and the chunks lost 0.12 dB at 360p and 0.27 dB at 144p.)")
     w("")
     checks.append(("split CPU ÷ whole CPU ≤ 1.05", sp["ratio_split_to_whole_cpu_median"] <= 1.05, f"{sp['ratio_split_to_whole_cpu_median']:.3f}"))
-    checks.append(("split title equivalent to the whole encode (PSNR within 0.1 dB)", eq["ok"], "; ".join(eq["failures"]) or "yes"))
+    checks.append(("split title equivalent to the whole encode (PSNR at most 0.1 dB lower, bytes at most a buffer a chunk more)", eq["ok"], "; ".join(eq["failures"]) or "yes"))
     checks.append(("split on two one-core workers ÷ whole on one core ≤ 0.6", sp["ratio_two_cores_split_to_one_core_whole_wall_median"] <= 0.6, f"{sp['ratio_two_cores_split_to_one_core_whole_wall_median']:.3f}"))
 
 w("## Targets")

@@ -142,6 +142,9 @@ pub struct RenditionReport {
     pub height: u32,
     pub video_codec: VideoCodec,
     pub audio_codec: Option<AudioCodec>,
+    /// Bits/s the video never averages more than (constant quality under this cap,
+    /// docs/MEDIA.md); in copy mode, the source's rate. What was spent is in the master
+    /// playlist's `BANDWIDTH`/`AVERAGE-BANDWIDTH` and the files' sizes.
     pub video_bit_rate: u64,
     /// Where the MP4 is, when written: a path relative to the output folder in the engine's
     /// report, its URL in a job's result (see `relocated`).
