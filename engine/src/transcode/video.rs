@@ -96,7 +96,7 @@ impl VideoEncoder {
         context.set_flags(codec::Flags::GLOBAL_HEADER);
         let mut options = Dictionary::new();
         options.set("crf", &plan.crf.to_string());
-        options.set("bufsize", &(plan.video_bit_rate * 2).to_string());
+        options.set("bufsize", &plan.vbv_buffer_bits().to_string());
         options.set("keyint_min", &plan.gop.to_string());
         options.set("threads", &settings.threads.to_string());
         match plan.video_codec {

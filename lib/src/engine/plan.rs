@@ -91,6 +91,14 @@ pub struct RenditionPlan {
     pub audio: Option<AudioPlan>,
 }
 
+impl RenditionPlan {
+    /// The encoder's VBV buffer, in bits: two seconds of the cap, so a hard second may spend
+    /// more than the cap when an easy one before it spent less.
+    pub fn vbv_buffer_bits(&self) -> u64 {
+        self.video_bit_rate * 2
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ThumbnailPlan {
     /// Where the poster frame is taken from.

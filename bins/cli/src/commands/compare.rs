@@ -260,7 +260,7 @@ fn split_command(
             ("-profile:v", "high".to_owned()),
             ("-crf", r.crf.to_string()),
             ("-maxrate", r.video_bit_rate.to_string()),
-            ("-bufsize", (r.video_bit_rate * 2).to_string()),
+            ("-bufsize", r.vbv_buffer_bits().to_string()),
             ("-g", r.gop.to_string()),
             ("-keyint_min", r.gop.to_string()),
             ("-sc_threshold", "0".to_owned()),

@@ -162,11 +162,11 @@ pub(crate) fn check(
         if split_psnr < whole_psnr - psnr_tolerance_db {
             failures.push(format!("{name}: PSNR {split_psnr:.3} dB, whole {whole_psnr:.3} dB"));
         }
-        let cap = tolerance.planned.iter().find(|r| r.name == name).map_or(0, |r| r.video_bit_rate);
+        let buffer_bits =
+            tolerance.planned.iter().find(|r| r.name == name).map_or(0, |r| r.vbv_buffer_bits());
         let (whole_bytes, split_bytes) =
             (video_bytes(&playlist(whole))?, video_bytes(&playlist(split))?);
-        // The encoder's buffer is two seconds of the cap (engine's `bufsize`), in bits.
-        let allowed = whole_bytes + chunks.saturating_sub(1) as u64 * (2 * cap / 8);
+        let allowed = whole_bytes + chunks.saturating_sub(1) as u64 * (buffer_bits / 8);
         if split_bytes > allowed {
             failures.push(format!(
                 "{name}: {split_bytes} video bytes, whole {whole_bytes} + one buffer a chunk"
