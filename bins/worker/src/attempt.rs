@@ -264,6 +264,11 @@ struct Done {
     /// The output manifest (the job's `result`).
     manifest: JobResult,
     cost: JobCost,
+    /// Whether the job's prefix may hold outputs besides this attempt's, to remove once it
+    /// commits: an earlier attempt's (the epoch is above 1) or a split title's parts. A first
+    /// attempt at a whole title skips the listing, a request per job (on the embedded store,
+    /// a walk of the whole bucket, which held a busy worker's slots for 300 ms a job).
+    others_may_remain: bool,
 }
 
 /// Download, transcode, upload.
@@ -288,15 +293,15 @@ async fn work(
     let stage = Instant::now();
     let engine_started_at_ms = tcoder::jobs::now_secs_f64() * 1000.0;
     // A long title is split into parts many workers encode; this attempt coordinates them.
-    let (run, parts) = match crate::split::plan(worker, &job, workdir, &input, stop).await? {
+    let (run, parts, split) = match crate::split::plan(worker, &job, workdir, &input, stop).await? {
         Some(split) => {
             let done = split.coordinate(worker, &job, attempt, workdir, &input, stop).await?;
-            (done.stitch, done.parts)
+            (done.stitch, done.parts, true)
         }
         None => {
             let run =
                 encode_whole(worker, &job, attempt, input, &output_dir, workdir, stop).await?;
-            (run, crate::split::PartsUsage::default())
+            (run, crate::split::PartsUsage::default(), false)
         }
     };
     let engine_secs = stage.elapsed().as_secs_f64();
@@ -365,7 +370,7 @@ async fn work(
         let event = JobEvent::rendition(&job, attempt.epoch, &rendition.name, data);
         best_effort(worker, &event).await;
     }
-    Ok(Done { job, manifest, cost })
+    Ok(Done { job, manifest, cost, others_may_remain: split || attempt.epoch > 1 })
 }
 
 /// Downloads the job's source into `workdir/in/source` (checking its size) and returns where.
@@ -674,7 +679,7 @@ async fn settle(
         Verdict::Commit | Verdict::Retry(_) | Verdict::Fail => {}
     }
     match result {
-        Ok(Done { job, manifest, cost }) => {
+        Ok(Done { job, manifest, cost, others_may_remain }) => {
             let event = JobEvent::completed(&job, attempt.epoch, &manifest);
             let stage = Instant::now();
             let commit = || worker.jobs.complete(attempt, &manifest, &event);
@@ -700,12 +705,15 @@ async fn settle(
             }
             // Attempts that lost (a stale worker's uploads) are garbage: only this epoch is
             // referenced by the job.
-            let winner = keys::output_prefix(&job.tenant, &job.id, attempt.epoch);
-            let all = keys::job_outputs_prefix(&job.tenant, &job.id);
-            match s3::delete_prefix(&worker.s3, &worker.bucket, &all, Some(&winner), 100).await {
-                Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "removed outputs of attempts that lost"),
-                Err(e) => tracing::warn!(error = %e, "outputs of losing attempts not removed"),
+            if others_may_remain {
+                let winner = keys::output_prefix(&job.tenant, &job.id, attempt.epoch);
+                let all = keys::job_outputs_prefix(&job.tenant, &job.id);
+                match s3::delete_prefix(&worker.s3, &worker.bucket, &all, Some(&winner), 100).await
+                {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(deleted, "removed outputs of attempts that lost"),
+                    Err(e) => tracing::warn!(error = %e, "outputs of losing attempts not removed"),
+                }
             }
             // Only tcoder's own upload: a submitted or watched object is the user's.
             if !worker.config.keep_sources
