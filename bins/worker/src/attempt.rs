@@ -293,17 +293,18 @@ async fn work(
     let stage = Instant::now();
     let engine_started_at_ms = tcoder::jobs::now_secs_f64() * 1000.0;
     // A long title is split into parts many workers encode; this attempt coordinates them.
-    let (run, parts, split) = match crate::split::plan(worker, &job, workdir, &input, stop).await? {
-        Some(split) => {
-            let done = split.coordinate(worker, &job, attempt, workdir, &input, stop).await?;
-            (done.stitch, done.parts, true)
-        }
-        None => {
-            let run =
-                encode_whole(worker, &job, attempt, input, &output_dir, workdir, stop).await?;
-            (run, crate::split::PartsUsage::default(), false)
-        }
-    };
+    let (run, parts, split_title) =
+        match crate::split::plan(worker, &job, workdir, &input, stop).await? {
+            Some(split) => {
+                let done = split.coordinate(worker, &job, attempt, workdir, &input, stop).await?;
+                (done.stitch, done.parts, true)
+            }
+            None => {
+                let run =
+                    encode_whole(worker, &job, attempt, input, &output_dir, workdir, stop).await?;
+                (run, crate::split::PartsUsage::default(), false)
+            }
+        };
     let engine_secs = stage.elapsed().as_secs_f64();
     if !run.sandbox.missing.is_empty() {
         worker.metrics.sandbox_incomplete.inc();
@@ -370,7 +371,7 @@ async fn work(
         let event = JobEvent::rendition(&job, attempt.epoch, &rendition.name, data);
         best_effort(worker, &event).await;
     }
-    Ok(Done { job, manifest, cost, others_may_remain: split || attempt.epoch > 1 })
+    Ok(Done { job, manifest, cost, others_may_remain: split_title || attempt.epoch > 1 })
 }
 
 /// Downloads the job's source into `workdir/in/source` (checking its size) and returns where.
