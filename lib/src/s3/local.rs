@@ -103,7 +103,8 @@ impl LocalStore {
         let fs = s3s_fs::FileSystem::new(&root).map_err(|e| {
             std::io::Error::other(format!("local store at {}: {e:?}", root.display()))
         })?;
-        let mut builder = S3ServiceBuilder::new(NotifyingStore { inner: fs, notify });
+        let mut builder =
+            S3ServiceBuilder::new(NotifyingStore { inner: fs, root: root.clone(), notify });
         builder.set_auth(SimpleAuth::from_single(access_key_id, secret_access_key));
         builder.set_access(Access {
             public_prefix: config.public_outputs.then(|| super::keys::OUTPUTS_PREFIX.to_owned()),
@@ -199,6 +200,8 @@ fn absolute(path: &Path) -> std::io::Result<std::path::PathBuf> {
 /// s3s-fs plus creation notifications. Everything else is delegated unchanged.
 struct NotifyingStore {
     inner: s3s_fs::FileSystem,
+    /// The data folder: bucket `b`'s object `k` is the file `root/b/k`.
+    root: std::path::PathBuf,
     notify: Option<mpsc::Sender<ObjectCreated>>,
 }
 
@@ -266,6 +269,61 @@ impl S3 for NotifyingStore {
         Ok(response)
     }
 
+    /// s3s-fs walks the whole bucket for every listing and filters by prefix afterwards: on
+    /// a bucket that keeps every job's outputs, each listing (ingest's sweep of `uploads/`, a
+    /// commit removing a split title's parts) read every file ever stored. Without a
+    /// delimiter only the folder the prefix names can hold a match: walk that one.
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = &req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let folder = &prefix[..prefix.rfind('/').map_or(0, |end| end + 1)];
+        let plain = |part: &str| !matches!(part, "" | "." | "..") && !part.contains('\\');
+        let bucket = self.root.join(&input.bucket);
+        // Anything unusual (a delimiter, a path-like prefix, no such bucket) takes s3s-fs's
+        // own way, which answers it correctly if slowly.
+        if input.delimiter.is_some()
+            || !plain(&input.bucket)
+            || prefix.starts_with('/')
+            || !folder.trim_end_matches('/').split('/').all(|p| folder.is_empty() || plain(p))
+            || !bucket.is_dir()
+        {
+            return self.inner.list_objects_v2(req).await;
+        }
+        let mut found = objects_under(&bucket, &bucket.join(folder), &prefix)
+            .await
+            .map_err(|e| s3s::s3_error!(InternalError, "listing {prefix}: {e}"))?;
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        let after = match (input.continuation_token.as_deref(), input.start_after.as_deref()) {
+            (Some(token), Some(start)) => Some(token.max(start)),
+            (token, start) => token.or(start),
+        };
+        if let Some(after) = after {
+            found.retain(|object| object.key.as_deref().is_some_and(|key| key > after));
+        }
+        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000);
+        let page = usize::try_from(max_keys).unwrap_or(0);
+        let is_truncated = found.len() > page;
+        found.truncate(page);
+        let next_continuation_token =
+            if is_truncated { found.last().and_then(|object| object.key.clone()) } else { None };
+        let output = ListObjectsV2Output {
+            name: Some(input.bucket.clone()),
+            prefix: input.prefix.clone(),
+            max_keys: Some(max_keys),
+            key_count: Some(i32::try_from(found.len()).unwrap_or(i32::MAX)),
+            continuation_token: input.continuation_token.clone(),
+            start_after: input.start_after.clone(),
+            is_truncated: Some(is_truncated),
+            next_continuation_token,
+            contents: Some(found),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
     delegate! {
         create_bucket: CreateBucketInput => CreateBucketOutput;
         delete_bucket: DeleteBucketInput => DeleteBucketOutput;
@@ -277,10 +335,46 @@ impl S3 for NotifyingStore {
         head_object: HeadObjectInput => HeadObjectOutput;
         list_buckets: ListBucketsInput => ListBucketsOutput;
         list_objects: ListObjectsInput => ListObjectsOutput;
-        list_objects_v2: ListObjectsV2Input => ListObjectsV2Output;
         create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput;
         upload_part: UploadPartInput => UploadPartOutput;
         list_parts: ListPartsInput => ListPartsOutput;
         abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
     }
+}
+
+/// Every file under `folder` (inside `bucket`) whose key starts with `prefix`, as listed
+/// objects. The walk is bounded by the files there; a folder that does not exist holds none.
+async fn objects_under(bucket: &Path, folder: &Path, prefix: &str) -> std::io::Result<Vec<Object>> {
+    let mut found = Vec::new();
+    let mut folders = vec![folder.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let mut entries = match tokio::fs::read_dir(&folder).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        while let Some(entry) = entries.next_entry().await? {
+            let path = entry.path();
+            if entry.file_type().await?.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            let Ok(relative) = path.strip_prefix(bucket) else { continue };
+            let Some(key) = relative.to_str().map(|k| k.replace(std::path::MAIN_SEPARATOR, "/"))
+            else {
+                continue;
+            };
+            if !key.starts_with(prefix) {
+                continue;
+            }
+            let metadata = entry.metadata().await?;
+            found.push(Object {
+                key: Some(key),
+                size: Some(i64::try_from(metadata.len()).unwrap_or(i64::MAX)),
+                last_modified: metadata.modified().ok().map(Timestamp::from),
+                ..Default::default()
+            });
+        }
+    }
+    Ok(found)
 }
