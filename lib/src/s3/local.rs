@@ -287,7 +287,7 @@ impl S3 for NotifyingStore {
         if input.delimiter.is_some()
             || !plain(&input.bucket)
             || prefix.starts_with('/')
-            || !folder.trim_end_matches('/').split('/').all(|p| folder.is_empty() || plain(p))
+            || !folder.strip_suffix('/').is_none_or(|folders| folders.split('/').all(plain))
             || !bucket.is_dir()
         {
             return self.inner.list_objects_v2(req).await;

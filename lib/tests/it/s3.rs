@@ -84,6 +84,18 @@ impl Local {
         Local { endpoint, client, stop, server }
     }
 
+    /// Stores `body` at `key` with a signed PUT.
+    async fn put(&self, key: &str, body: &'static [u8]) {
+        self.client
+            .put_object()
+            .bucket("local")
+            .key(key)
+            .body(ByteStream::from_static(body))
+            .send()
+            .await
+            .unwrap();
+    }
+
     async fn stop(self) {
         self.stop.cancel();
         tokio::time::timeout(std::time::Duration::from_secs(5), self.server)
@@ -101,14 +113,7 @@ async fn the_embedded_local_store_serves_signed_requests_only() {
     let max_upload = 1000;
     let local = Local::start(&env, dir.path(), max_upload).await;
     let (endpoint, client) = (local.endpoint.clone(), local.client.clone());
-    client
-        .put_object()
-        .bucket("local")
-        .key("a/b")
-        .body(ByteStream::from_static(b"hello"))
-        .send()
-        .await
-        .unwrap();
+    local.put("a/b", b"hello").await;
     assert_eq!(std::fs::read(dir.path().join("local/a/b")).unwrap(), b"hello");
 
     let unsigned = reqwest::get(format!("{endpoint}/local/a/b")).await.unwrap();
@@ -117,14 +122,7 @@ async fn the_embedded_local_store_serves_signed_requests_only() {
     // The cross-tenant copy: a presigned PUT for one's own key plus an unsigned
     // `x-amz-copy-source` naming another tenant's object is refused, and writes nothing.
     let victim = "uploads/b/job_victim/source";
-    client
-        .put_object()
-        .bucket("local")
-        .key(victim)
-        .body(ByteStream::from_static(b"secret video"))
-        .send()
-        .await
-        .unwrap();
+    local.put(victim, b"secret video").await;
     let own = "uploads/a/job_attacker/source";
     let presigned =
         s3::presign_put(&client, "local", own, Some(5), None, std::time::Duration::from_secs(60))
@@ -198,15 +196,7 @@ async fn the_embedded_local_store_lists_a_prefix_in_pages() {
         "top-level",
     ];
     for key in keys {
-        local
-            .client
-            .put_object()
-            .bucket("local")
-            .key(key)
-            .body(ByteStream::from_static(b"x"))
-            .send()
-            .await
-            .unwrap();
+        local.put(key, b"x").await;
     }
     let listed = |prefix: &'static str| {
         let client = local.client.clone();
