@@ -67,8 +67,13 @@ pub fn sign(secret: &[u8], prefix: &str, expires_at: u64) -> String {
 }
 
 /// Checks that `token` grants `key` at `now` (Unix seconds).
-pub fn verify(secret: &[u8], token: &str, key: &str, now: u64) -> Result<(), PlaybackError> {
-    let prefix = attempt_prefix(key).ok_or(PlaybackError::NotAnOutput)?;
+pub fn verify(
+    secret: &[u8],
+    token: &str,
+    key: &crate::s3::Key,
+    now: u64,
+) -> Result<(), PlaybackError> {
+    let prefix = attempt_prefix(key.as_str()).ok_or(PlaybackError::NotAnOutput)?;
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| PlaybackError::Invalid)?;
     if bytes.len() != 8 + MAC_BYTES {
         return Err(PlaybackError::Invalid);
@@ -92,6 +97,10 @@ mod tests {
     use super::*;
 
     const KEY: &str = "outputs/acme/job_1/2/hls/360p/seg_00001.m4s";
+
+    fn verify(secret: &[u8], token: &str, key: &str, now: u64) -> Result<(), PlaybackError> {
+        super::verify(secret, token, &crate::s3::Key::parse(key).unwrap(), now)
+    }
 
     #[test]
     fn a_token_covers_one_attempt_until_it_expires() {

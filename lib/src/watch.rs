@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::jobs::{JobRequest, JobSpec, SpecLimits, Tenant};
 use crate::redis::{KEY_PREFIX, StoreError};
-use crate::s3::keys;
+use crate::s3::{Key, KeyPrefix, keys};
 
 /// How long an object version is remembered as seen (its idempotency record): a repeated
 /// notification or a sweep within this window finds the job made for it, and the sweep looks
@@ -30,8 +30,8 @@ const MAX_PREFIX: usize = 512;
 pub struct WatchRule {
     /// 1–64 of `a-z`, `0-9`, `-`, `_`; recorded on every job the rule makes.
     pub name: String,
-    /// Objects whose key starts with this (ends with `/`) become jobs.
-    pub prefix: String,
+    /// Objects in this folder (or below) become jobs.
+    pub prefix: KeyPrefix,
     pub tenant: Tenant,
     /// The job every matching object gets (validated when the rule is added).
     pub job: JobSpec,
@@ -55,7 +55,7 @@ impl WatchRuleRequest {
     /// Validates into a rule created now.
     pub fn validate(&self, limits: SpecLimits<'_>) -> Result<WatchRule, String> {
         check_name(&self.name)?;
-        check_prefix(&self.prefix)?;
+        let prefix = check_prefix(&self.prefix)?;
         let tenant = Tenant::parse(&self.tenant)
             .ok_or_else(|| format!("tenant `{}`: 1-64 of a-z, 0-9, - and _", self.tenant))?;
         let job = match &self.job {
@@ -71,7 +71,7 @@ impl WatchRuleRequest {
         let job = JobSpec::from_request(request, limits).map_err(|e| format!("job.{e}"))?;
         Ok(WatchRule {
             name: self.name.clone(),
-            prefix: self.prefix.clone(),
+            prefix,
             tenant,
             job,
             created_at: crate::jobs::now_ms(),
@@ -87,28 +87,31 @@ fn check_name(name: &str) -> Result<(), String> {
     if valid { Ok(()) } else { Err(format!("name `{name}`: 1-64 of a-z, 0-9, - and _")) }
 }
 
-/// A prefix is a folder (`incoming/acme/`) outside tcoder's own `uploads/` and `outputs/`:
-/// watching outputs would feed every rendition back in as a new job, forever.
-fn check_prefix(prefix: &str) -> Result<(), String> {
-    if prefix.is_empty() || !prefix.ends_with('/') || prefix.starts_with('/') {
+/// A prefix is a canonical folder (`incoming/acme/`) outside tcoder's own `uploads/` and
+/// `outputs/`: watching outputs would feed every rendition back in as a new job, forever, and
+/// a spelling like `incoming/../uploads/` names tcoder's folders through another.
+fn check_prefix(prefix: &str) -> Result<KeyPrefix, String> {
+    if prefix.len() > MAX_PREFIX {
+        return Err(format!("prefix: at most {MAX_PREFIX} bytes"));
+    }
+    let folder =
+        KeyPrefix::parse(prefix).map_err(|e| format!("prefix `{}`: {e}", prefix.escape_debug()))?;
+    if folder == KeyPrefix::root() {
         return Err(format!("prefix `{prefix}`: a folder such as `incoming/acme/` (ends with /)"));
     }
-    if prefix.len() > MAX_PREFIX || prefix.chars().any(char::is_control) {
-        return Err(format!("prefix: at most {MAX_PREFIX} bytes, no control characters"));
-    }
-    for own in [keys::UPLOADS_PREFIX, keys::OUTPUTS_PREFIX] {
-        if prefix.starts_with(own) || own.starts_with(prefix) {
+    for own in [keys::uploads(), keys::outputs()] {
+        if own.contains(&folder) || folder.contains(&own) {
             return Err(format!("prefix `{prefix}` overlaps tcoder's own `{own}`"));
         }
     }
-    Ok(())
+    Ok(folder)
 }
 
 impl WatchRule {
     /// Whether `key` is a file this rule watches: under the prefix, not a folder marker
     /// (`…/`) and not a hidden file (`.DS_Store`, `._clip.mov`, partial uploads by rsync).
-    pub fn watches(&self, key: &str) -> bool {
-        let Some(rest) = key.strip_prefix(&self.prefix) else { return false };
+    pub fn watches(&self, key: &Key) -> bool {
+        let Some(rest) = key.relative_to(&self.prefix) else { return false };
         let name = rest.rsplit('/').next().unwrap_or_default();
         !name.is_empty() && !name.starts_with('.')
     }
@@ -116,8 +119,8 @@ impl WatchRule {
 
 /// The rule that watches `key`: the one with the longest prefix, so a narrower folder can
 /// override a wider one.
-pub fn matching<'a>(rules: &'a [WatchRule], key: &str) -> Option<&'a WatchRule> {
-    rules.iter().filter(|rule| rule.watches(key)).max_by_key(|rule| rule.prefix.len())
+pub fn matching<'a>(rules: &'a [WatchRule], key: &Key) -> Option<&'a WatchRule> {
+    rules.iter().filter(|rule| rule.watches(key)).max_by_key(|rule| rule.prefix.as_str().len())
 }
 
 fn rules_key() -> String {
@@ -155,9 +158,9 @@ pub async fn list(redis: &mut crate::redis::Conn) -> Result<Vec<WatchRule>, Stor
     for (name, json) in raw {
         match serde_json::from_str(&json) {
             Ok(rule) => rules.push(rule),
-            Err(e) => {
-                return Err(StoreError::Corrupt(format!("watch rule `{name}`: {e}")));
-            }
+            // One bad rule (stored before its prefix was refused, or by hand) must not stop
+            // every folder from being watched; it matches nothing until replaced.
+            Err(e) => tracing::warn!(rule = name, error = %e, "watch rule ignored"),
         }
     }
     rules.sort_by(|a: &WatchRule, b| a.name.cmp(&b.name));
@@ -208,11 +211,11 @@ mod tests {
     #[test]
     fn the_longest_prefix_wins_and_folders_and_hidden_files_are_not_watched() {
         let rules = [rule("wide", "incoming/"), rule("narrow", "incoming/acme/")];
-        assert_eq!(matching(&rules, "incoming/acme/a.mp4").unwrap().name, "narrow");
-        assert_eq!(matching(&rules, "incoming/other/a.mp4").unwrap().name, "wide");
-        for ignored in ["incoming/acme/", "incoming/acme/.DS_Store", "elsewhere/a.mp4", "incoming"]
-        {
-            assert_eq!(matching(&rules, ignored), None, "{ignored}");
+        let key = |k: &str| Key::parse(k).unwrap();
+        assert_eq!(matching(&rules, &key("incoming/acme/a.mp4")).unwrap().name, "narrow");
+        assert_eq!(matching(&rules, &key("incoming/other/a.mp4")).unwrap().name, "wide");
+        for ignored in ["incoming/acme/.DS_Store", "elsewhere/a.mp4", "incoming"] {
+            assert_eq!(matching(&rules, &key(ignored)), None, "{ignored}");
         }
     }
 
@@ -225,7 +228,20 @@ mod tests {
             tenant: "acme".into(),
             job,
         };
-        for prefix in ["outputs/", "outputs/acme/", "uploads/acme/", "o/", "", "incoming", "/x/"] {
+        for prefix in [
+            "outputs/",
+            "outputs/acme/",
+            "uploads/acme/",
+            "o/",
+            "",
+            "incoming",
+            "/x/",
+            "incoming/../uploads/",
+            "incoming/./",
+            "incoming//",
+            "incoming/%2e%2e/uploads/",
+            "in\\coming/",
+        ] {
             let refused = request(prefix, serde_json::json!({})).validate(limits);
             // `o/` is a different folder from `outputs/`: only exact overlaps are refused.
             assert_eq!(refused.is_ok(), prefix == "o/", "{prefix}: {refused:?}");

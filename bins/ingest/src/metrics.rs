@@ -51,7 +51,7 @@ impl IngestMetrics {
             )
             .expect("valid metric"),
             submissions: IntCounterVec::new(
-                Opts::new("tcoder_submissions_total", "Jobs submitted on tcoder.submit.<tenant>, by path (request, stored) and outcome (created, replayed, rejected, retry)."),
+                Opts::new("tcoder_submissions_total", "Jobs submitted on tcoder.submit.<tenant>, by path (request, stored) and outcome (created, replayed, rejected, retry; unanswerable: a request whose reply subject is outside its tenant's inbox)."),
                 &["path", "outcome"],
             )
             .expect("valid metric"),

@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use sha2::Digest as _;
 use tcoder::events::{self, Rejection, Submission, SubmitReply, UploadSource, subjects};
 use tcoder::jobs::{JobError, JobOrigin, JobSpec, JobStatus, SourceObject, SpecLimits, Tenant};
-use tcoder::s3::{self, keys};
+use tcoder::s3::{self, Key, keys};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -37,8 +37,6 @@ const STORED_COPY_DELAY: Duration = Duration::from_secs(3);
 const CONCURRENT: usize = 16;
 /// Longest accepted `Nats-Msg-Id` (as an `Idempotency-Key`).
 const MAX_MSG_ID: usize = 255;
-/// Longest source key (S3's limit).
-const MAX_KEY: usize = 1024;
 
 /// Turns submissions into jobs. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -85,6 +83,20 @@ impl Submitter {
             };
             // A plain publish has nobody to answer: its stored copy makes the job.
             let Some(reply_to) = message.reply.clone() else { continue };
+            // The producer names the reply subject: answer only on its own tenant's inbox, or
+            // any producer could make ingest publish on subjects it may not (another tenant's
+            // events, the DLQ, JetStream's API). Unanswered, the stored copy still makes the job.
+            let answerable = subjects::submit_tenant(&message.subject)
+                .is_some_and(|tenant| subjects::is_producer_reply(&tenant, &reply_to));
+            if !answerable {
+                tracing::warn!(subject = %message.subject, reply = %reply_to, "submission's reply subject is outside its tenant's inbox; not answered");
+                self.bridge
+                    .metrics
+                    .submissions
+                    .with_label_values(&["request", "unanswerable"])
+                    .inc();
+                continue;
+            }
             let permit = slots.clone().acquire_owned().await?;
             let (this, nats) = (self.clone(), nats.clone());
             tokio::spawn(async move {
@@ -195,10 +207,14 @@ impl Submitter {
                 return self.reject(&tenant, &submission_id, None, error).await;
             }
         };
-        let key = submission.source.key.as_str();
-        if let Err(error) = check_source_key(&tenant, key) {
-            return self.reject(&tenant, &submission_id, Some(key), error).await;
-        }
+        let key = match check_source_key(&tenant, &submission.source.key) {
+            Ok(key) => key,
+            Err(error) => {
+                let named = Some(submission.source.key.as_str());
+                return self.reject(&tenant, &submission_id, named, error).await;
+            }
+        };
+        let key = &key;
         let limits = SpecLimits {
             max_upload_bytes: self.bridge.max_upload_bytes,
             allowed_webhooks: &self.allowed_webhooks,
@@ -207,7 +223,7 @@ impl Submitter {
             Ok(spec) => spec,
             Err(e) => {
                 let error = JobError { code: e.code.into(), message: e.to_string() };
-                return self.reject(&tenant, &submission_id, Some(key), error).await;
+                return self.reject(&tenant, &submission_id, Some(key.as_str()), error).await;
             }
         };
         // Seen before: its job (whether or not the object is still there), or a conflict when
@@ -218,8 +234,9 @@ impl Submitter {
             self.bridge.jobs.idempotent_job(&tenant, &idempotency_key).await.map_err(transient)?
             && let Some(job) = self.bridge.jobs.get(&id).await.map_err(transient)?
         {
-            if job.spec != spec || job.upload_key != key {
-                return self.reject(&tenant, &submission_id, Some(key), conflict(&job.id)).await;
+            if job.spec != spec || job.upload_key != *key {
+                let named = Some(key.as_str());
+                return self.reject(&tenant, &submission_id, named, conflict(&job.id)).await;
             }
             if job.status == JobStatus::Uploaded {
                 self.bridge.publish(&job, UploadSource::Nats).await?;
@@ -234,7 +251,7 @@ impl Submitter {
                     code: "source.not_found".into(),
                     message: format!("no object `{key}` in the bucket"),
                 };
-                return self.reject(&tenant, &submission_id, Some(key), error).await;
+                return self.reject(&tenant, &submission_id, Some(key.as_str()), error).await;
             }
             Err(e) => return Err(Transient(e.to_string())),
         };
@@ -244,12 +261,12 @@ impl Submitter {
                 _ => "source.too_large",
             };
             let error = JobError { code: code.into(), message };
-            return self.reject(&tenant, &submission_id, Some(key), error).await;
+            return self.reject(&tenant, &submission_id, Some(key.as_str()), error).await;
         }
         let new = NewObjectJob {
             tenant: &tenant,
             spec: &spec,
-            object: SourceObject { key: key.to_owned(), size: head.size, etag: head.etag },
+            object: SourceObject { key: key.clone(), size: head.size, etag: head.etag },
             origin: JobOrigin::Nats { submission_id: submission_id.clone() },
             idempotency_key,
             idempotency_ttl_secs: self.idempotency_ttl.as_secs(),
@@ -264,7 +281,8 @@ impl Submitter {
                 SubmitReply::Accepted { job_id: job.id, status: job.status, replayed: true }
             }
             ObjectJob::Conflict(id) => {
-                return self.reject(&tenant, &submission_id, Some(key), conflict(&id)).await;
+                let named = Some(key.as_str());
+                return self.reject(&tenant, &submission_id, named, conflict(&id)).await;
             }
         })
     }
@@ -302,22 +320,21 @@ fn rejected(code: &str, message: &str) -> SubmitReply {
     SubmitReply::Rejected { error: JobError { code: code.into(), message: message.into() } }
 }
 
-/// A tenant's producers may name objects under `uploads/<tenant>/` only.
-fn check_source_key(tenant: &Tenant, key: &str) -> Result<(), JobError> {
-    let prefix = format!("{}{tenant}/", keys::UPLOADS_PREFIX);
-    let inside = key.len() > prefix.len()
-        && key.len() <= MAX_KEY
-        && key.starts_with(&prefix)
-        && !key.ends_with('/')
-        && !key.chars().any(char::is_control);
-    if inside {
-        Ok(())
+/// A tenant's producers may name objects under `uploads/<tenant>/` only, by their canonical
+/// key: a spelling with `..`, `//` or an encoded separator could name another tenant's object
+/// through a prefix of one's own.
+fn check_source_key(tenant: &Tenant, key: &str) -> Result<Key, JobError> {
+    let key = Key::parse(key).map_err(|e| JobError {
+        code: "source.invalid_key".into(),
+        message: format!("source.key: {e}"),
+    })?;
+    let folder = keys::tenant_uploads(tenant);
+    if key.is_in(&folder) {
+        Ok(key)
     } else {
         Err(JobError {
             code: "source.forbidden".into(),
-            message: format!(
-                "source.key must name an object under `{prefix}` (at most {MAX_KEY} bytes)"
-            ),
+            message: format!("source.key must name an object under `{folder}`"),
         })
     }
 }
@@ -331,15 +348,24 @@ mod tests {
         let acme = Tenant::parse("acme").unwrap();
         assert!(check_source_key(&acme, "uploads/acme/clip.mp4").is_ok());
         assert!(check_source_key(&acme, "uploads/acme/2026/12/clip.mp4").is_ok());
-        for bad in [
-            "uploads/globex/clip.mp4",
-            "uploads/acme/",
-            "uploads/acmex/clip.mp4",
-            "outputs/acme/job/1/master.m3u8",
-            "https://example.com/clip.mp4",
-            "uploads/acme/a\nb",
-        ] {
+        for bad in
+            ["uploads/globex/clip.mp4", "uploads/acmex/clip.mp4", "outputs/acme/job/1/master.m3u8"]
+        {
             assert_eq!(check_source_key(&acme, bad).unwrap_err().code, "source.forbidden", "{bad}");
+        }
+        for bad in [
+            "https://example.com/clip.mp4",
+            "uploads/acme/",
+            "uploads/acme/a\nb",
+            "uploads/acme/../globex/job/source",
+            "uploads/acme/../../outputs/globex/job/1/mp4/144p.mp4",
+            "uploads/acme/./clip.mp4",
+            "uploads/acme/x/../../globex/clip.mp4",
+            "uploads/acme//../globex/clip.mp4",
+            "uploads/acme/%2e%2e/globex/clip.mp4",
+        ] {
+            let code = check_source_key(&acme, bad).unwrap_err().code;
+            assert_eq!(code, "source.invalid_key", "{bad}");
         }
     }
 }

@@ -17,7 +17,7 @@ use tcoder::jobs::{
     Attempt, ClaimOutcome, EngineUsage, FinishOutcome, Job, JobError, JobResult, MANIFEST_FILE,
     Tenant,
 };
-use tcoder::s3::{self, S3Error, keys, transfer};
+use tcoder::s3::{self, KeyPrefix, S3Error, keys, transfer};
 use tracing::Instrument as _;
 
 use crate::keeper::{Stop, StopReason, keep_lease, stop_on};
@@ -340,14 +340,14 @@ async fn work(
     let url_of = |key: &str| worker.s3_config.public_url_of(key);
     let result_with = |usage: &Usage| {
         let cost = JobCost::new(usage.clone(), &worker.config.cost);
-        JobResult::new(attempt.epoch, &prefix, &run.report, engine.clone(), cost, &url_of)
+        JobResult::new(attempt.epoch, prefix.as_str(), &run.report, engine.clone(), cost, &url_of)
     };
     // The manifest lists every file and is stored beside them; its own size and PUT count in
     // the cost (the size measured on a first rendering: the figures it holds barely change it).
     let draft = serde_json::to_vec_pretty(&result_with(&usage)).expect("a result serializes");
     usage.add_object(draft.len() as u64);
     let full = result_with(&usage);
-    let manifest_key = format!("{prefix}{MANIFEST_FILE}");
+    let manifest_key = prefix.join(MANIFEST_FILE).map_err(|e| transient(e.to_string()))?;
     let manifest_path = workdir.join(MANIFEST_FILE);
     let body = serde_json::to_vec_pretty(&full).expect("a result serializes");
     tokio::fs::write(&manifest_path, &body)
@@ -365,7 +365,7 @@ async fn work(
     .await
     .map_err(|e| transient(e.to_string()))?;
     let cost = full.cost.clone();
-    let manifest = full.summary(url_of(&manifest_key));
+    let manifest = full.summary(url_of(manifest_key.as_str()));
     for rendition in &manifest.renditions {
         let data = serde_json::to_value(rendition).expect("a rendition serializes");
         let event = JobEvent::rendition(&job, attempt.epoch, &rendition.name, data);
@@ -437,16 +437,21 @@ pub(crate) async fn upload_outputs(
     worker: &Worker,
     output_dir: &Path,
     files: &[tcoder::engine::OutputFile],
-    prefix: &str,
+    prefix: &KeyPrefix,
     stop: &Stop,
 ) -> Result<(), EngineError> {
     for file in files {
         let path = output_path(output_dir, &file.path)?;
+        let key = prefix.join(&file.path).map_err(|e| {
+            EngineError::new(
+                ErrorCode::Crashed,
+                format!("the engine listed an output that is no object key ({e}): {}", file.path),
+            )
+        })?;
         // Stopped (fenced, released, canceled): no further file. The one under way is let
         // finish rather than dropped mid-request — the store could still complete a dropped
         // PUT after this attempt removed its outputs, leaving a file nothing references.
         unless_stopped(stop)?;
-        let key = format!("{prefix}{}", file.path);
         transfer::upload(
             &worker.s3,
             &worker.bucket,
@@ -640,8 +645,8 @@ async fn remove_uncommitted_outputs(
     };
     match s3::delete_prefix(&worker.s3, &worker.bucket, &prefix, None, 100).await {
         Ok(0) => {}
-        Ok(deleted) => tracing::info!(deleted, prefix, "removed outputs nothing references"),
-        Err(e) => tracing::warn!(error = %e, prefix, "uncommitted outputs not removed"),
+        Ok(deleted) => tracing::info!(deleted, %prefix, "removed outputs nothing references"),
+        Err(e) => tracing::warn!(error = %e, %prefix, "uncommitted outputs not removed"),
     }
 }
 
@@ -723,7 +728,7 @@ async fn settle(
                 && let Err(e) = s3::delete(&worker.s3, &worker.bucket, &source.key).await
             {
                 // Left behind, not lost: a lifecycle rule on uploads/ catches it.
-                tracing::warn!(error = %e, key = source.key, "source not deleted");
+                tracing::warn!(error = %e, key = %source.key, "source not deleted");
             }
             if let Err(e) = message.double_ack().await {
                 tracing::warn!(error = %e, "ack not confirmed; a redelivery will find the job completed");

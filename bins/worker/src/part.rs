@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tcoder::engine::{EngineError, ErrorCode, OutputFile, Part};
 use tcoder::events::WorkItem;
 use tcoder::jobs::{Job, PartAttempt, PartClaim, PartCommit, PartRelease, RenewOutcome};
-use tcoder::s3::{self, keys};
+use tcoder::s3::{self, KeyPrefix, keys};
 use tracing::Instrument as _;
 
 use crate::attempt::{
@@ -31,7 +31,7 @@ pub(crate) const DEFINITION_FIELD: &str = "def";
 /// What a committed part attempt made: where its files are and what they took.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Committed {
-    pub prefix: String,
+    pub prefix: KeyPrefix,
     pub files: Vec<OutputFile>,
     pub cpu_secs: f64,
     /// How long its machine was occupied (download, encode, upload).
@@ -155,7 +155,7 @@ pub(crate) async fn run(
     if !matches!(end, PartEnd::Committed) {
         let prefix = keys::part_output_prefix(&job.tenant, &job.id, attempt.part, attempt.epoch);
         if let Err(e) = s3::delete_prefix(&worker.s3, &worker.bucket, &prefix, None, 100).await {
-            tracing::warn!(error = %e, prefix, "uncommitted part outputs not removed");
+            tracing::warn!(error = %e, %prefix, "uncommitted part outputs not removed");
         }
     }
     PartRun { end, output_dir }

@@ -15,7 +15,7 @@ use tcoder::engine::{
 };
 use tcoder::events::{self, JobEvent};
 use tcoder::jobs::{Attempt, Job, OutputKind, PartClaim, PartState};
-use tcoder::s3::transfer;
+use tcoder::s3::{KeyPrefix, keys, transfer};
 
 use crate::Worker;
 use crate::attempt::{best_effort, output_path, transient, unless_stopped};
@@ -145,6 +145,7 @@ impl Split {
 
         // Every part committed: gather their outputs as the stitch expects them.
         let layout = StitchParts { dir: workdir.join("parts"), chunks, audio };
+        let parts_folder = keys::job_parts_prefix(&job.tenant, &job.id);
         tokio::fs::create_dir_all(&layout.dir)
             .await
             .map_err(|e| transient(format!("scratch: {e}")))?;
@@ -165,7 +166,7 @@ impl Split {
                     .await
                     .map_err(|e| transient(format!("scratch: {e}")))?,
                 None => {
-                    fetch(worker, &committed, &target, stop).await?;
+                    fetch(worker, &committed, &parts_folder, &target, stop).await?;
                     usage.helpers_machine_secs += committed.machine_secs;
                 }
             }
@@ -277,13 +278,21 @@ async fn invite(worker: &Worker, job: &Job, epoch: u64, states: &[PartState]) {
     }
 }
 
-/// Downloads a committed part's files (as its commit lists them) into `target`.
+/// Downloads a committed part's files (as its commit lists them) into `target`. The commit
+/// came through Redis from another worker: its folder must lie in this job's `parts_folder`.
 async fn fetch(
     worker: &Worker,
     committed: &Committed,
+    parts_folder: &KeyPrefix,
     target: &Path,
     stop: &Stop,
 ) -> Result<(), EngineError> {
+    if !parts_folder.contains(&committed.prefix) {
+        return Err(EngineError::new(
+            ErrorCode::Crashed,
+            format!("a part committed outputs outside the job's folder: {}", committed.prefix),
+        ));
+    }
     for file in &committed.files {
         // The list came through Redis from another worker's engine: only plain relative paths.
         let relative = Path::new(&file.path);
@@ -300,7 +309,9 @@ async fn fetch(
                 .map_err(|e| transient(format!("scratch: {e}")))?;
         }
         unless_stopped(stop)?;
-        let key = format!("{}{}", committed.prefix, file.path);
+        let key = committed.prefix.join(&file.path).map_err(|e| {
+            EngineError::new(ErrorCode::Crashed, format!("a part listed an output ({e})"))
+        })?;
         let bytes = transfer::download(&worker.s3, &worker.bucket, &key, &path)
             .await
             .map_err(|e| transient(format!("part output {key}: {e}")))?;

@@ -13,9 +13,6 @@ pub struct Permissions {
     pub publish: &'static [&'static str],
     pub publish_deny: &'static [&'static str],
     pub subscribe: &'static [&'static str],
-    /// May answer requests it received (publish once to their reply subject), whatever that
-    /// subject is: how ingest replies to a producer's submission.
-    pub allow_responses: bool,
 }
 
 /// JetStream API calls that destroy data: the administrator's alone.
@@ -34,7 +31,10 @@ const DESTRUCTIVE_OR_REMOVING_MESSAGES: &[&str] = &[
 pub fn for_service(service: Service) -> Permissions {
     match service {
         // Announces uploads, job events and rejections; follows events for the SSE streams;
-        // answers and acks submissions.
+        // acks submissions. It answers a producer only on that producer's tenant's inbox
+        // (`_INBOX_<tenant>.>`), added per producer tenant by [`authorization_block_with_producers`]:
+        // never `allow_responses`, which would let a producer name any reply subject — another
+        // tenant's events, the DLQ, JetStream's API — and have ingest publish there.
         Service::Ingest => Permissions {
             publish: &[
                 "$JS.API.>",
@@ -45,7 +45,6 @@ pub fn for_service(service: Service) -> Permissions {
             ],
             publish_deny: DESTRUCTIVE_OR_REMOVING_MESSAGES,
             subscribe: &["_INBOX.>", "tcoder.events.>", "tcoder.submit.*"],
-            allow_responses: true,
         },
         // Queues work, dead-letters, announces, acks the uploads, webhooks and DLQ consumers,
         // removes settled work items.
@@ -60,7 +59,6 @@ pub fn for_service(service: Service) -> Permissions {
             publish_deny: DESTRUCTIVE,
             // Wake-ups of new work (the scaler sizes the pool on them).
             subscribe: &["_INBOX.>", "tcoder.jobs.>"],
-            allow_responses: false,
         },
         // Pulls and acks work items, publishes its jobs' events, hears wake-ups and cancels;
         // as a split job's coordinator, invites helpers with part items — one token longer
@@ -70,15 +68,9 @@ pub fn for_service(service: Service) -> Permissions {
             publish: &["$JS.API.>", "$JS.ACK.JOBS.>", "tcoder.jobs.*.*.*", "tcoder.events.>"],
             publish_deny: DESTRUCTIVE_OR_REMOVING_MESSAGES,
             subscribe: &["_INBOX.>", "tcoder.jobs.>", "tcoder.events.>"],
-            allow_responses: false,
         },
         // The operator's tools (dead-letter replay, inspection): everything.
-        Service::Cli => Permissions {
-            publish: &[">"],
-            publish_deny: &[],
-            subscribe: &[">"],
-            allow_responses: false,
-        },
+        Service::Cli => Permissions { publish: &[">"], publish_deny: &[], subscribe: &[">"] },
     }
 }
 
@@ -93,7 +85,7 @@ pub fn producer(tenant: &crate::jobs::Tenant) -> (String, Vec<String>, Vec<Strin
         format!("producer-{tenant}"),
         vec![super::subjects::submit(tenant.as_str())],
         vec![
-            format!("_INBOX_{tenant}.>"),
+            format!("{}.>", super::subjects::producer_inbox(tenant)),
             "tcoder.events.>".to_owned(),
             super::subjects::rejected(tenant.as_str()),
         ],
@@ -121,14 +113,22 @@ pub fn authorization_block_with_producers(
         false => format!("\"{password}\""),
     };
     let mut block = String::from("authorization {\n  users: [\n");
+    // Ingest answers each producer tenant on that tenant's inbox, and nowhere else.
+    let inboxes: Vec<String> = producers
+        .iter()
+        .map(|(tenant, _)| format!("{}.>", super::subjects::producer_inbox(tenant)))
+        .collect();
     for (service, password) in users {
         let p = for_service(*service);
         let password = quoted(password);
-        let responses = if p.allow_responses { ", allow_responses: true" } else { "" };
+        let mut publish: Vec<&str> = p.publish.to_vec();
+        if *service == Service::Ingest {
+            publish.extend(inboxes.iter().map(String::as_str));
+        }
         block.push_str(&format!(
-            "    {{ user: \"{}\", password: {password}, permissions: {{ publish: {{ allow: [{}], deny: [{}] }}, subscribe: {{ allow: [{}] }}{responses} }} }}\n",
+            "    {{ user: \"{}\", password: {password}, permissions: {{ publish: {{ allow: [{}], deny: [{}] }}, subscribe: {{ allow: [{}] }} }} }}\n",
             service.name(),
-            list(p.publish),
+            list(&publish),
             list(p.publish_deny),
             list(p.subscribe),
         ));

@@ -46,6 +46,29 @@ pub fn submit_tenant(subject: &str) -> Option<crate::jobs::Tenant> {
     crate::jobs::Tenant::parse(subject.strip_prefix("tcoder.submit.")?)
 }
 
+/// The inbox prefix a tenant's producers connect with: their requests' replies arrive under
+/// `<prefix>.>`, which only they may read.
+pub fn producer_inbox(tenant: &crate::jobs::Tenant) -> String {
+    format!("_INBOX_{tenant}")
+}
+
+/// Whether ingest may answer a submission on `tenant`'s subject at `reply`: only inside that
+/// tenant's producer inbox, and only a plain subject (tokens of printable characters, no
+/// wildcard). A producer names the reply subject; ingest must not publish for it anywhere else.
+pub fn is_producer_reply(tenant: &crate::jobs::Tenant, reply: &str) -> bool {
+    let Some(rest) = reply.strip_prefix(&producer_inbox(tenant)).and_then(|r| r.strip_prefix('.'))
+    else {
+        return false;
+    };
+    reply.len() <= 256
+        && rest.split('.').all(|token| {
+            !token.is_empty()
+                && token != "*"
+                && token != ">"
+                && token.bytes().all(|b| b.is_ascii_graphic())
+        })
+}
+
 /// Where a tenant's rejected submissions and watched objects are announced.
 pub fn rejected(tenant: &str) -> String {
     format!("tcoder.rejected.{tenant}")
@@ -101,6 +124,35 @@ pub fn event(job_id: &str, kind: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ingest_answers_a_producer_only_on_its_own_tenant_s_inbox() {
+        let local = crate::jobs::Tenant::parse("local").unwrap();
+        assert!(is_producer_reply(&local, "_INBOX_local.abc123"));
+        assert!(is_producer_reply(&local, "_INBOX_local.abc.def"));
+        // Every reply subject the attack named, and relatives.
+        for refused in [
+            "tcoder.events.job_x.completed",
+            "tcoder.events.a.job_x.completed",
+            "tcoder.dlq.jobs",
+            "tcoder.uploads.tcoder",
+            "tcoder.submit.a",
+            "tcoder.rejected.a",
+            "tcoder.jobs.normal.job_x",
+            "$JS.API.STREAM.PURGE.EVENTS",
+            "_INBOX_a.abc",
+            "_INBOX_localx.abc",
+            "_INBOX_local",
+            "_INBOX_local.",
+            "_INBOX_local.>",
+            "_INBOX_local.*",
+            "_INBOX_local..x",
+            "_INBOX_local.a b",
+            "_INBOX.local.abc",
+        ] {
+            assert!(!is_producer_reply(&local, refused), "{refused}");
+        }
+    }
 
     #[test]
     fn subjects_fall_under_their_stream_wildcards() {

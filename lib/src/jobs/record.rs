@@ -9,7 +9,8 @@ use super::{JobId, JobSpec, JobStatus, Tenant};
 /// The uploaded source object, recorded when the upload is accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SourceObject {
-    pub key: String,
+    #[schema(value_type = String)]
+    pub key: crate::s3::Key,
     pub size: u64,
     pub etag: String,
 }
@@ -82,7 +83,7 @@ pub struct Job {
     pub queued_count: u64,
     pub created_at: u64,
     pub updated_at: u64,
-    pub upload_key: String,
+    pub upload_key: crate::s3::Key,
     pub source: Option<SourceObject>,
     pub origin: JobOrigin,
     /// The result (output manifest) of the winning epoch, once completed.
@@ -127,7 +128,8 @@ impl Job {
             queued_count: fields.get("queued_count").and_then(|v| v.parse().ok()).unwrap_or(0),
             created_at: number("created_at")?,
             updated_at: number("updated_at")?,
-            upload_key: get("upload_key")?.clone(),
+            upload_key: crate::s3::Key::parse(get("upload_key")?)
+                .map_err(|e| format!("job field `upload_key`: {e}"))?,
             source: json("source")?
                 .map(serde_json::from_value)
                 .transpose()

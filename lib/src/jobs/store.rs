@@ -41,7 +41,7 @@ pub enum CreateOutcome {
 /// A job about to be inserted.
 struct NewJob<'a> {
     id: JobId,
-    upload_key: String,
+    upload_key: crate::s3::Key,
     status: JobStatus,
     source: Option<&'a SourceObject>,
     origin: &'a JobOrigin,
@@ -169,7 +169,7 @@ impl JobStore {
                     .arg(now_ms())
                     .arg(&fingerprint)
                     .arg(idempotency_ttl_secs.max(1))
-                    .arg(upload_key)
+                    .arg(upload_key.as_str())
                     .arg(if idempotency_key.is_some() { "1" } else { "0" })
                     .arg(status.as_str())
                     .arg(

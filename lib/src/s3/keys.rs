@@ -1,22 +1,33 @@
 //! Object key layout. Keys are chosen by the server from validated ids; clients never supply
-//! path parts.
+//! path parts. Every key and folder here is a canonical [`Key`] / [`KeyPrefix`].
 //!
 //! - inputs: `uploads/<tenant>/<job_id>/source`
 //! - outputs: `outputs/<tenant>/<job_id>/<epoch>/…`
 
+use super::{Key, KeyPrefix};
 use crate::jobs::{JobId, Tenant};
 
 /// Prefix of every upload.
 pub const UPLOADS_PREFIX: &str = "uploads/";
 
+/// The folder of every upload.
+pub fn uploads() -> KeyPrefix {
+    KeyPrefix::assembled(UPLOADS_PREFIX.to_owned())
+}
+
+/// The folder of a tenant's uploads; its producers may name objects in it only.
+pub fn tenant_uploads(tenant: &Tenant) -> KeyPrefix {
+    KeyPrefix::assembled(format!("{UPLOADS_PREFIX}{tenant}/"))
+}
+
 /// Where a job's source is uploaded.
-pub fn upload_key(tenant: &Tenant, job: &JobId) -> String {
-    format!("{UPLOADS_PREFIX}{tenant}/{job}/source")
+pub fn upload_key(tenant: &Tenant, job: &JobId) -> Key {
+    Key::assembled(format!("{UPLOADS_PREFIX}{tenant}/{job}/source"))
 }
 
 /// The tenant and job of an upload key, if it is one (and only in its exact shape).
-pub fn parse_upload_key(key: &str) -> Option<(Tenant, JobId)> {
-    let rest = key.strip_prefix(UPLOADS_PREFIX)?;
+pub fn parse_upload_key(key: &Key) -> Option<(Tenant, JobId)> {
+    let rest = key.as_str().strip_prefix(UPLOADS_PREFIX)?;
     let mut parts = rest.split('/');
     let (tenant, job, leaf) = (parts.next()?, parts.next()?, parts.next()?);
     if leaf != "source" || parts.next().is_some() {
@@ -28,21 +39,31 @@ pub fn parse_upload_key(key: &str) -> Option<(Tenant, JobId)> {
 /// Prefix of every output.
 pub const OUTPUTS_PREFIX: &str = "outputs/";
 
+/// The folder of every output.
+pub fn outputs() -> KeyPrefix {
+    KeyPrefix::assembled(OUTPUTS_PREFIX.to_owned())
+}
+
 /// Prefix of every attempt's outputs of one job.
-pub fn job_outputs_prefix(tenant: &Tenant, job: &JobId) -> String {
-    format!("{OUTPUTS_PREFIX}{tenant}/{job}/")
+pub fn job_outputs_prefix(tenant: &Tenant, job: &JobId) -> KeyPrefix {
+    KeyPrefix::assembled(format!("{OUTPUTS_PREFIX}{tenant}/{job}/"))
 }
 
 /// Prefix under which every output of one attempt (epoch) is written.
-pub fn output_prefix(tenant: &Tenant, job: &JobId, epoch: u64) -> String {
-    format!("{OUTPUTS_PREFIX}{tenant}/{job}/{epoch}/")
+pub fn output_prefix(tenant: &Tenant, job: &JobId, epoch: u64) -> KeyPrefix {
+    KeyPrefix::assembled(format!("{OUTPUTS_PREFIX}{tenant}/{job}/{epoch}/"))
+}
+
+/// The folder of every part's outputs of a split job.
+pub fn job_parts_prefix(tenant: &Tenant, job: &JobId) -> KeyPrefix {
+    KeyPrefix::assembled(format!("{OUTPUTS_PREFIX}{tenant}/{job}/parts/"))
 }
 
 /// Prefix under which one attempt (the part's `epoch`) at part `part` of a split job writes
 /// its outputs, until the stitch has made the title's from them. Under the job's prefix, so
 /// the winning attempt's commit removes them with the losers' outputs.
-pub fn part_output_prefix(tenant: &Tenant, job: &JobId, part: u32, epoch: u64) -> String {
-    format!("{OUTPUTS_PREFIX}{tenant}/{job}/parts/{part}/{epoch}/")
+pub fn part_output_prefix(tenant: &Tenant, job: &JobId, part: u32, epoch: u64) -> KeyPrefix {
+    KeyPrefix::assembled(format!("{OUTPUTS_PREFIX}{tenant}/{job}/parts/{part}/{epoch}/"))
 }
 
 #[cfg(test)]
@@ -62,7 +83,7 @@ mod tests {
             format!("outputs/acme/{job}/source"),
             "uploads/acme/job_1/source".to_owned(),
         ] {
-            assert_eq!(parse_upload_key(&bad), None, "{bad}");
+            assert_eq!(parse_upload_key(&Key::parse(&bad).unwrap()), None, "{bad}");
         }
     }
 }

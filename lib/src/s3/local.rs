@@ -36,7 +36,7 @@ pub struct LocalStore {
 /// Who may do what: signed requests anything but copies and oversized uploads; unsigned ones
 /// only read objects under `public_prefix` (when set).
 struct Access {
-    public_prefix: Option<String>,
+    public_prefix: Option<super::KeyPrefix>,
     /// Largest object accepted under `uploads/` (a presigned URL names no length when the job
     /// declared none): refused from its `Content-Length` before a byte is written.
     max_upload_bytes: u64,
@@ -50,8 +50,25 @@ impl S3Access for Access {
         if matches!(cx.s3_op().name(), "CopyObject" | "UploadPartCopy") {
             return Err(s3s::s3_error!(AccessDenied, "copying objects is not allowed"));
         }
-        let key = cx.s3_path().get_object_key().unwrap_or_default();
-        if cx.s3_op().name() == "PutObject" && key.starts_with(super::keys::UPLOADS_PREFIX) {
+        // Every decision below is made on the canonical key, and only a canonical key reaches
+        // the file system: `outputs/x/../../uploads/…` would pass a prefix test on the raw
+        // string and be served from `uploads/` (the folder walk resolves `..`).
+        let key = match cx.s3_path().get_object_key() {
+            Some(raw) => Some(
+                super::Key::parse(raw)
+                    .map_err(|e| s3s::s3_error!(AccessDenied, "the key is not canonical: {e}"))?,
+            ),
+            None => None,
+        };
+        if let Some(prefix) = listing_prefix(cx.uri()) {
+            // A listing's prefix may end mid-name (`uploads/a/cl`), so it is checked as the
+            // start of some key: with any name after it, it must be canonical.
+            super::Key::parse(&format!("{prefix}x")).map_err(|e| {
+                s3s::s3_error!(AccessDenied, "the listing prefix is not canonical: {e}")
+            })?;
+        }
+        let uploads = super::keys::uploads();
+        if cx.s3_op().name() == "PutObject" && key.as_ref().is_some_and(|k| k.is_in(&uploads)) {
             let length = ["x-amz-decoded-content-length", "content-length"]
                 .iter()
                 .find_map(|name| cx.headers().get(*name)?.to_str().ok()?.parse::<u64>().ok());
@@ -73,8 +90,8 @@ impl S3Access for Access {
             return Ok(());
         }
         let reading = matches!(cx.s3_op().name(), "GetObject" | "HeadObject");
-        let public = match (&self.public_prefix, cx.s3_path().get_object_key()) {
-            (Some(prefix), Some(key)) => key.starts_with(prefix.as_str()),
+        let public = match (&self.public_prefix, &key) {
+            (Some(prefix), Some(key)) => key.is_in(prefix),
             _ => false,
         };
         if reading && public {
@@ -107,7 +124,7 @@ impl LocalStore {
             S3ServiceBuilder::new(NotifyingStore { inner: fs, root: root.clone(), notify });
         builder.set_auth(SimpleAuth::from_single(access_key_id, secret_access_key));
         builder.set_access(Access {
-            public_prefix: config.public_outputs.then(|| super::keys::OUTPUTS_PREFIX.to_owned()),
+            public_prefix: config.public_outputs.then(super::keys::outputs),
             max_upload_bytes,
         });
         let listener = TcpListener::bind(config.bind).await?;
@@ -187,6 +204,13 @@ fn unsigned_amz_header<B>(request: &hyper::Request<B>) -> Option<String> {
         .filter(|name| name.starts_with("x-amz-"))
         .find(|name| !signed.iter().any(|s| s == name))
         .map(str::to_owned)
+}
+
+/// The `prefix` of a listing request (decoded), if it names one.
+fn listing_prefix(uri: &hyper::Uri) -> Option<String> {
+    url::form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(name, value)| name == "prefix" && !value.is_empty())
+        .map(|(_, value)| value.into_owned())
 }
 
 fn absolute(path: &Path) -> std::io::Result<std::path::PathBuf> {

@@ -1,11 +1,13 @@
 //! S3-compatible object storage (Cloudflare R2, AWS S3, MinIO, or the embedded local store):
 //! one `aws-sdk-s3` client for everything, including presigning and multipart.
 
+mod key;
 pub mod keys;
 pub mod local;
 mod objects;
 pub mod transfer;
 
+pub use self::key::{Key, KeyError, KeyPrefix, MAX_KEY_BYTES};
 pub use self::objects::{
     ListedObject, ObjectHead, ObjectRead, Presigned, S3Error, delete, delete_prefix, get, head,
     list, presign_put,

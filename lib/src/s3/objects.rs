@@ -9,6 +9,8 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 
+use super::{Key, KeyPrefix};
+
 /// Why an object-store request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum S3Error {
@@ -18,6 +20,9 @@ pub enum S3Error {
     /// Credentials or policy refused the request (401, 403): retrying will not help.
     #[error("denied: {0}")]
     Denied(String),
+    /// The byte range asked for lies outside the object (416, `InvalidRange`).
+    #[error("range not satisfiable: {0}")]
+    RangeNotSatisfiable(String),
     /// Anything else: worth retrying later.
     #[error("{0}")]
     Transient(String),
@@ -46,6 +51,7 @@ where
         }
         (_, Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch"))
         | (Some(401 | 403), _) => S3Error::Denied(message),
+        (_, Some("InvalidRange")) | (Some(416), _) => S3Error::RangeNotSatisfiable(message),
         _ => S3Error::Transient(message),
     }
 }
@@ -63,7 +69,7 @@ pub struct ObjectHead {
 /// One object of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedObject {
-    pub key: String,
+    pub key: Key,
     pub size: u64,
     pub etag: String,
     /// `LastModified` in ms since the epoch (0 when the store does not say).
@@ -85,9 +91,9 @@ pub struct Presigned {
 pub async fn head(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
-    key: &str,
+    key: &Key,
 ) -> Result<Option<ObjectHead>, S3Error> {
-    match s3.head_object().bucket(bucket).key(key).send().await {
+    match s3.head_object().bucket(bucket).key(key.as_str()).send().await {
         Ok(head) => Ok(Some(ObjectHead {
             size: head.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
             etag: head.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
@@ -101,8 +107,8 @@ pub async fn head(
 }
 
 /// `DeleteObject`; a missing object is fine (already gone).
-pub async fn delete(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<(), S3Error> {
-    match s3.delete_object().bucket(bucket).key(key).send().await {
+pub async fn delete(s3: &aws_sdk_s3::Client, bucket: &str, key: &Key) -> Result<(), S3Error> {
+    match s3.delete_object().bucket(bucket).key(key.as_str()).send().await {
         Ok(_) => Ok(()),
         Err(error) => match classify("DeleteObject", error) {
             S3Error::NotFound(_) => Ok(()),
@@ -112,10 +118,12 @@ pub async fn delete(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<
 }
 
 /// Objects under `prefix`, at most `max_pages` pages of `ListObjectsV2` (1,000 keys each).
+/// Objects whose keys are not canonical ([`Key`]) are left out: nothing tcoder does may name
+/// them (an S3 bucket stores `a/../b` as it is; the embedded store would read `b`).
 pub async fn list(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
-    prefix: &str,
+    prefix: &KeyPrefix,
     max_pages: usize,
 ) -> Result<Vec<ListedObject>, S3Error> {
     let mut found = Vec::new();
@@ -124,15 +132,19 @@ pub async fn list(
         let page = s3
             .list_objects_v2()
             .bucket(bucket)
-            .prefix(prefix)
+            .prefix(prefix.as_str())
             .set_continuation_token(token.take())
             .send()
             .await
             .map_err(|e| classify(&format!("ListObjectsV2 {prefix}"), e))?;
         for object in page.contents() {
             let (Some(key), Some(size)) = (object.key(), object.size()) else { continue };
+            let Ok(key) = Key::parse(key) else {
+                tracing::debug!(key, "listed object with a non-canonical key left out");
+                continue;
+            };
             found.push(ListedObject {
-                key: key.to_owned(),
+                key,
                 size: u64::try_from(size).unwrap_or(0),
                 etag: object.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
                 modified_ms: epoch_ms(object.last_modified()),
@@ -152,12 +164,12 @@ pub async fn list(
 pub async fn presign_put(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
-    key: &str,
+    key: &Key,
     content_length: Option<u64>,
     content_type: Option<&str>,
     expires_in: Duration,
 ) -> Result<Presigned, S3Error> {
-    let mut put = s3.put_object().bucket(bucket).key(key);
+    let mut put = s3.put_object().bucket(bucket).key(key.as_str());
     if let Some(content_type) = content_type {
         put = put.content_type(content_type);
     }
@@ -198,13 +210,13 @@ pub struct ObjectRead {
 pub async fn get(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
-    key: &str,
+    key: &Key,
     range: Option<&str>,
 ) -> Result<ObjectRead, S3Error> {
     let object = s3
         .get_object()
         .bucket(bucket)
-        .key(key)
+        .key(key.as_str())
         .set_range(range.map(str::to_owned))
         .send()
         .await
@@ -224,21 +236,21 @@ pub async fn get(
 pub async fn delete_prefix(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
-    prefix: &str,
-    keep: Option<&str>,
+    prefix: &KeyPrefix,
+    keep: Option<&KeyPrefix>,
     max_pages: usize,
 ) -> Result<usize, S3Error> {
     use aws_sdk_s3::types::{Delete, ObjectIdentifier};
-    let doomed: Vec<String> = list(s3, bucket, prefix, max_pages)
+    let doomed: Vec<Key> = list(s3, bucket, prefix, max_pages)
         .await?
         .into_iter()
         .map(|o| o.key)
-        .filter(|key| keep.is_none_or(|keep| !key.starts_with(keep)))
+        .filter(|key| keep.is_none_or(|keep| !key.is_in(keep)))
         .collect();
     for batch in doomed.chunks(1000) {
         let objects: Vec<ObjectIdentifier> = batch
             .iter()
-            .filter_map(|key| ObjectIdentifier::builder().key(key).build().ok())
+            .filter_map(|key| ObjectIdentifier::builder().key(key.as_str()).build().ok())
             .collect();
         let delete = Delete::builder()
             .set_objects(Some(objects))

@@ -13,8 +13,8 @@ pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 /// Size of each part (S3 requires at least 5 MiB for all but the last).
 pub const PART_SIZE: u64 = 8 * 1024 * 1024;
 
-use super::S3Error;
 use super::objects::classify as sdk;
+use super::{Key, S3Error};
 
 /// Local disk trouble while streaming (the worker's scratch space): worth another attempt,
 /// perhaps on another machine.
@@ -26,11 +26,16 @@ fn disk(what: String) -> S3Error {
 pub async fn download(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
-    key: &str,
+    key: &Key,
     path: &Path,
 ) -> Result<u64, S3Error> {
-    let object =
-        s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| sdk("GetObject", e))?;
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key.as_str())
+        .send()
+        .await
+        .map_err(|e| sdk("GetObject", e))?;
     let mut file = tokio::fs::File::create(path)
         .await
         .map_err(|e| disk(format!("create {}: {e}", path.display())))?;
@@ -54,11 +59,12 @@ pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 pub async fn upload(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
-    key: &str,
+    key: &Key,
     path: &Path,
     content_type: &str,
     cache_control: &str,
 ) -> Result<(), S3Error> {
+    let key = key.as_str();
     let size = tokio::fs::metadata(path)
         .await
         .map_err(|e| disk(format!("{}: {e}", path.display())))?

@@ -5,6 +5,11 @@ use testkit::TestEnv;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::settings;
+use std::time::Duration;
+
+fn key(spelling: &str) -> s3::Key {
+    s3::Key::parse(spelling).unwrap()
+}
 
 #[tokio::test]
 async fn objects_round_trip_through_the_s3_client() {
@@ -125,7 +130,7 @@ async fn the_embedded_local_store_serves_signed_requests_only() {
     local.put(victim, b"secret video").await;
     let own = "uploads/a/job_attacker/source";
     let presigned =
-        s3::presign_put(&client, "local", own, Some(5), None, std::time::Duration::from_secs(60))
+        s3::presign_put(&client, "local", &key(own), Some(5), None, Duration::from_secs(60))
             .await
             .unwrap();
     let http = reqwest::Client::new();
@@ -159,16 +164,10 @@ async fn the_embedded_local_store_serves_signed_requests_only() {
     // A job that declared no length gets a URL without one: the store still refuses an upload
     // over the ceiling, from its Content-Length, and keeps nothing.
     let unbounded = "uploads/a/job_big/source";
-    let presigned = s3::presign_put(
-        &client,
-        "local",
-        unbounded,
-        None,
-        None,
-        std::time::Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let presigned =
+        s3::presign_put(&client, "local", &key(unbounded), None, None, Duration::from_secs(60))
+            .await
+            .unwrap();
     let too_big = http.put(&presigned.url).body(vec![0u8; max_upload as usize + 1]).send();
     let too_big = too_big.await.unwrap();
     assert_eq!(too_big.status(), reqwest::StatusCode::BAD_REQUEST);
@@ -201,14 +200,15 @@ async fn the_embedded_local_store_lists_a_prefix_in_pages() {
     let listed = |prefix: &'static str| {
         let client = local.client.clone();
         async move {
-            s3::list(&client, "local", prefix, 10)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|o| o.key)
-                .collect::<Vec<_>>()
+            let page = client.list_objects_v2().bucket("local").prefix(prefix).send().await;
+            let page = page.unwrap();
+            page.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect::<Vec<_>>()
         }
     };
+    // tcoder's own listing (folders only) agrees.
+    let folder = s3::KeyPrefix::parse("outputs/acme/job_1/").unwrap();
+    let ours = s3::list(&local.client, "local", &folder, 10).await.unwrap();
+    assert_eq!(ours.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), keys[..3].to_vec());
     assert_eq!(listed("outputs/acme/job_1/").await, keys[..3].to_vec());
     // A prefix ends anywhere, not only at a folder.
     assert_eq!(listed("outputs/acme/job_1").await, keys[..4].to_vec());
@@ -239,4 +239,130 @@ async fn the_embedded_local_store_lists_a_prefix_in_pages() {
     }
     assert_eq!((pages, joined), (3, keys[..5].iter().map(|k| (*k).to_owned()).collect::<Vec<_>>()));
     local.stop().await;
+}
+
+/// One request written as-is (no client normalises its path): the status and the body.
+async fn raw_get(endpoint: &str, path: &str) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = endpoint.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the store answers")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer)
+}
+
+const SECRET: &[u8] = b"tenant b's secret video";
+
+/// The spellings seen in the attack (issue 27): each read tenant b's upload (or watched file)
+/// through the public `outputs/` folder. Every one is refused, and none answers its bytes.
+#[tokio::test]
+async fn the_embedded_store_refuses_every_spelling_that_is_not_a_canonical_key() {
+    let env = TestEnv::start();
+    let dir = tempfile::tempdir().unwrap();
+    let local = Local::start(&env, dir.path(), 1000).await;
+    local.put("uploads/b/job_victim/source", SECRET).await;
+    local.put("incoming/b/file.mp4", SECRET).await;
+    local.put("outputs/a/job_1/1/poster.jpg", b"public poster").await;
+    let victim = "uploads/b/job_victim/source";
+    let refused = [
+        format!("/local/outputs/x/../../{victim}"),
+        format!("/local/outputs/%2e%2e/{victim}"),
+        format!("/local/outputs/%2E%2E/{victim}"),
+        format!("/local/outputs/x/..%2f..%2f{victim}"),
+        format!("/local/outputs/x/%2e%2e/%2e%2e/{victim}"),
+        format!("/local/outputs/.%2e/{victim}"),
+        format!("/local/outputs//../{victim}"),
+        format!("/local/outputs/./../{victim}"),
+        format!("/local/outputs/x/%5c..%5c..%5c{victim}"),
+        format!("/local/outputs/%252e%252e/{victim}"),
+        "/local/outputs/x/../../incoming/b/file.mp4".to_owned(),
+        "/local/outputs/a/job_1/1/../../../../incoming/b/file.mp4".to_owned(),
+    ];
+    for path in &refused {
+        let (status, body) = raw_get(&local.endpoint, path).await;
+        assert_eq!(status, 403, "{path}: {}", String::from_utf8_lossy(&body));
+        assert!(!body.windows(SECRET.len()).any(|w| w == SECRET), "{path} leaked the object");
+    }
+    // Canonical public reads still work; the upload itself still needs a signature.
+    assert_eq!(raw_get(&local.endpoint, "/local/outputs/a/job_1/1/poster.jpg").await.0, 200);
+    assert_eq!(raw_get(&local.endpoint, &format!("/local/{victim}")).await.0, 403);
+
+    // Signed requests are held to the same keys: no read, write or listing through `..`.
+    let read = local.client.get_object().bucket("local").key(format!("outputs/../{victim}"));
+    assert!(read.send().await.is_err());
+    let write = local.client.put_object().bucket("local").key("uploads/a/../b/job_victim/source");
+    assert!(write.body(ByteStream::from_static(b"overwritten")).send().await.is_err());
+    assert_eq!(std::fs::read(dir.path().join("local").join(victim)).unwrap(), SECRET);
+    let listing = local.client.list_objects_v2().bucket("local").prefix("outputs/../uploads/");
+    assert!(listing.send().await.is_err());
+    local.stop().await;
+}
+
+/// Generated spellings against the running store: whatever a path is made of, an unsigned
+/// read never answers tenant b's bytes, and only a canonical key is ever served.
+#[test]
+fn no_generated_spelling_reads_another_tenant_s_object_from_the_store() {
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let env = TestEnv::start();
+    let dir = tempfile::tempdir().unwrap();
+    let local = runtime.block_on(async {
+        let local = Local::start(&env, dir.path(), 1000).await;
+        local.put("uploads/b/job_victim/source", SECRET).await;
+        local.put("outputs/a/job_1/1/poster.jpg", b"public poster").await;
+        local
+    });
+    // Some names, then some ways up, then the victim's key: the shape of every attack seen.
+    let name = prop_oneof![
+        Just("x".to_owned()),
+        Just(".".to_owned()),
+        Just(String::new()),
+        Just("a".to_owned()),
+        Just("%2e".to_owned()),
+        Just("%5c".to_owned()),
+    ];
+    let up = prop_oneof![
+        Just("..".to_owned()),
+        Just("%2e%2e".to_owned()),
+        Just("%2E.".to_owned()),
+        Just(".%2e".to_owned()),
+        Just("%252e%252e".to_owned()),
+        Just("..%2f..".to_owned()),
+        Just("..%5c..".to_owned()),
+        Just("..\\..".to_owned()),
+    ];
+    let target = prop_oneof![
+        Just("uploads/b/job_victim/source".to_owned()),
+        Just("outputs/a/job_1/1/poster.jpg".to_owned()),
+        Just("a/job_1/1/poster.jpg".to_owned()),
+    ];
+    let strategy =
+        (proptest::collection::vec(name, 0..3), proptest::collection::vec(up, 0..4), target);
+    let config = proptest::test_runner::Config { cases: 128, ..Default::default() };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    runner
+        .run(&strategy, |(names, ups, target)| {
+            let mut segments = names;
+            segments.extend(ups);
+            segments.push(target);
+            let spelling = format!("outputs/{}", segments.join("/"));
+            let (status, body) =
+                runtime.block_on(raw_get(&local.endpoint, &format!("/local/{spelling}")));
+            prop_assert!(!body.windows(SECRET.len()).any(|w| w == SECRET), "{}", spelling);
+            if status == 200 {
+                // What the store decoded (once) is a canonical key inside `outputs/`.
+                let decoded = percent_encoding::percent_decode_str(&spelling).decode_utf8_lossy();
+                prop_assert!(s3::Key::parse(&decoded).is_ok(), "{} served", spelling);
+            }
+            Ok(())
+        })
+        .unwrap();
+    runtime.block_on(local.stop());
 }

@@ -23,7 +23,7 @@ use tcoder::jobs::{
     CreateOutcome, Job, JobError, JobId, JobOrigin, JobSpec, JobStatus, JobStore, SourceObject,
     Tenant, TransitionError, now_ms, rfc3339,
 };
-use tcoder::s3::{self, ObjectCreated, keys};
+use tcoder::s3::{self, Key, ObjectCreated, keys};
 use tcoder::watch::{DEDUP_WINDOW, WatchRule};
 
 use crate::metrics::IngestMetrics;
@@ -38,6 +38,8 @@ pub(crate) enum Outcome {
     Duplicate,
     /// Not an upload of ours: wrong bucket, not an upload key, or no such job.
     UnknownKey,
+    /// A key no path of tcoder may use (`..`, `//`, encoded separators, …: see [`Key`]).
+    InvalidKey,
     /// The job is not waiting for an upload (e.g. canceled).
     NotAwaiting,
     /// The notification names an object that does not exist (deleted since).
@@ -63,6 +65,7 @@ impl Outcome {
             Outcome::Accepted => "accepted",
             Outcome::Duplicate => "duplicate",
             Outcome::UnknownKey => "unknown_key",
+            Outcome::InvalidKey => "invalid_key",
             Outcome::NotAwaiting => "not_awaiting",
             Outcome::MissingObject => "missing_object",
             Outcome::SizeMismatch => "size_mismatch",
@@ -163,11 +166,14 @@ impl Bridge {
         if event.bucket != self.bucket {
             return Ok(Outcome::UnknownKey);
         }
-        let Some((tenant, job_id)) = keys::parse_upload_key(&event.key) else {
-            return self.watched(event, source, rules).await;
+        let Ok(key) = Key::parse(&event.key) else {
+            return Ok(Outcome::InvalidKey);
+        };
+        let Some((tenant, job_id)) = keys::parse_upload_key(&key) else {
+            return self.watched(event, &key, source, rules).await;
         };
         let job = self.jobs.get(&job_id).await.map_err(|e| Transient(e.to_string()))?;
-        let Some(job) = job.filter(|j| j.tenant == tenant && j.upload_key == event.key) else {
+        let Some(job) = job.filter(|j| j.tenant == tenant && j.upload_key == key) else {
             return Ok(Outcome::UnknownKey);
         };
         match job.status {
@@ -182,7 +188,7 @@ impl Bridge {
             }
             JobStatus::Failed | JobStatus::Canceled => return Ok(Outcome::NotAwaiting),
         }
-        let head = match s3::head(&self.s3, &self.bucket, &event.key).await {
+        let head = match s3::head(&self.s3, &self.bucket, &key).await {
             Ok(Some(head)) => head,
             Ok(None) => return Ok(Outcome::MissingObject),
             // A refused HEAD is a configuration problem: retried (and visible) until fixed.
@@ -207,13 +213,13 @@ impl Bridge {
             // Not what the job asked for (too large, another length): not kept, so a URL
             // cannot be used to store arbitrary data (R2 and S3 cannot refuse it up front).
             if matches!(outcome, Outcome::TooLarge | Outcome::SizeMismatch)
-                && let Err(e) = s3::delete(&self.s3, &self.bucket, &event.key).await
+                && let Err(e) = s3::delete(&self.s3, &self.bucket, &key).await
             {
-                tracing::warn!(key = event.key, error = %e, "rejected upload not deleted");
+                tracing::warn!(%key, error = %e, "rejected upload not deleted");
             }
             return self.fail(&job, code, &message).await.map(|()| outcome);
         }
-        let source_object = SourceObject { key: event.key.clone(), size, etag };
+        let source_object = SourceObject { key, size, etag };
         let recorded = serde_json::to_string(&source_object).expect("serializable");
         match self
             .jobs
@@ -250,6 +256,7 @@ impl Bridge {
     async fn watched(
         &self,
         event: &ObjectCreated,
+        key: &Key,
         source: UploadSource,
         rules: Option<&[WatchRule]>,
     ) -> Result<Outcome, Transient> {
@@ -261,20 +268,21 @@ impl Bridge {
                 &read
             }
         };
-        let Some(rule) = tcoder::watch::matching(rules, &event.key) else {
+        let Some(rule) = tcoder::watch::matching(rules, key) else {
             return Ok(Outcome::UnknownKey);
         };
         // A repeat of a version seen before (made a job, or rejected) needs no HEAD.
         if let Some(etag) = &event.etag {
             let transient = |e: tcoder::redis::StoreError| Transient(e.to_string());
-            let key = self.watch_idempotency_key(&event.key, etag);
-            let known = self.jobs.idempotent_job(&rule.tenant, &key).await.map_err(transient)?;
-            let version = UploadEvent::id_for(&self.bucket, &event.key, etag);
+            let idempotency = self.watch_idempotency_key(key, etag);
+            let known =
+                self.jobs.idempotent_job(&rule.tenant, &idempotency).await.map_err(transient)?;
+            let version = UploadEvent::id_for(&self.bucket, key.as_str(), etag);
             if known.is_some() || self.watch.was_rejected(&version).await.map_err(transient)? {
                 return Ok(Outcome::Duplicate);
             }
         }
-        let head = match s3::head(&self.s3, &self.bucket, &event.key).await {
+        let head = match s3::head(&self.s3, &self.bucket, key).await {
             Ok(Some(head)) => head,
             Ok(None) => return Ok(Outcome::MissingObject),
             Err(e) => return Err(Transient(e.to_string())),
@@ -285,7 +293,7 @@ impl Bridge {
         if let Some((outcome, message)) = self.size_problem(head.size) {
             // Listings and HEAD may tell a different ETag (some stores, for empty objects):
             // a version not looked up above is looked up now.
-            let version = UploadEvent::id_for(&self.bucket, &event.key, &head.etag);
+            let version = UploadEvent::id_for(&self.bucket, key.as_str(), &head.etag);
             let looked_up = event.etag.as_deref() == Some(head.etag.as_str());
             if !looked_up
                 && self.watch.was_rejected(&version).await.map_err(|e| Transient(e.to_string()))?
@@ -298,7 +306,7 @@ impl Bridge {
                 &rule.tenant,
                 &rule.name,
                 &self.bucket,
-                &event.key,
+                key.as_str(),
                 &head.etag,
                 error,
             );
@@ -309,8 +317,8 @@ impl Bridge {
         let new = NewObjectJob {
             tenant: &rule.tenant,
             spec: &rule.job,
-            idempotency_key: self.watch_idempotency_key(&event.key, &head.etag),
-            object: SourceObject { key: event.key.clone(), size: head.size, etag: head.etag },
+            idempotency_key: self.watch_idempotency_key(key, &head.etag),
+            object: SourceObject { key: key.clone(), size: head.size, etag: head.etag },
             origin: JobOrigin::Watch { rule: rule.name.clone() },
             idempotency_ttl_secs: DEDUP_WINDOW.as_secs(),
             source,
@@ -322,8 +330,8 @@ impl Bridge {
         })
     }
 
-    fn watch_idempotency_key(&self, key: &str, etag: &str) -> String {
-        format!("watch:{}", UploadEvent::id_for(&self.bucket, key, etag))
+    fn watch_idempotency_key(&self, key: &Key, etag: &str) -> String {
+        format!("watch:{}", UploadEvent::id_for(&self.bucket, key.as_str(), etag))
     }
 
     /// Makes (once per idempotency key) the job for an object already in the bucket and sends
@@ -385,7 +393,7 @@ impl Bridge {
             return Err(Transient(format!("job {} is uploaded without a source record", job.id)));
         };
         let event = UploadEvent {
-            id: UploadEvent::id_for(&self.bucket, &object.key, &object.etag),
+            id: UploadEvent::id_for(&self.bucket, object.key.as_str(), &object.etag),
             source,
             bucket: self.bucket.clone(),
             key: object.key.clone(),

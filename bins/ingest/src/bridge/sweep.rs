@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tcoder::events::{self, UploadSource};
 use tcoder::jobs::{Job, JobError, JobStatus, Tenant, now_ms};
-use tcoder::s3::{self, ObjectCreated, keys};
+use tcoder::s3::{self, Key, ObjectCreated, keys};
 use tokio_util::sync::CancellationToken;
 
 use super::Bridge;
@@ -65,7 +65,7 @@ impl Sweeper {
         let jobs = &self.bridge.jobs;
         let now = now_ms();
         let deadline_ms = u64::try_from(self.upload_deadline.as_millis()).unwrap_or(u64::MAX);
-        let mut awaiting: BTreeMap<Tenant, HashMap<String, Job>> = BTreeMap::new();
+        let mut awaiting: BTreeMap<Tenant, HashMap<Key, Job>> = BTreeMap::new();
         for id in jobs.in_status(JobStatus::AwaitingUpload, BATCH).await? {
             let Some(job) = jobs.get(&id).await? else { continue };
             if job.status != JobStatus::AwaitingUpload {
@@ -82,7 +82,7 @@ impl Sweeper {
                 if waiting.contains_key(&key) {
                     let event = ObjectCreated {
                         bucket: self.bridge.bucket.clone(),
-                        key,
+                        key: key.into(),
                         size: Some(size),
                         etag: Some(etag),
                     };
@@ -127,7 +127,7 @@ impl Sweeper {
                 }
                 let event = ObjectCreated {
                     bucket: bridge.bucket.clone(),
-                    key: object.key,
+                    key: object.key.into(),
                     size: Some(object.size),
                     etag: Some(object.etag),
                 };
@@ -141,8 +141,8 @@ impl Sweeper {
     }
 
     /// Objects under `uploads/<tenant>/`: (key, size, etag).
-    async fn list_uploads(&self, tenant: &Tenant) -> anyhow::Result<Vec<(String, u64, String)>> {
-        let prefix = format!("{}{tenant}/", keys::UPLOADS_PREFIX);
+    async fn list_uploads(&self, tenant: &Tenant) -> anyhow::Result<Vec<(Key, u64, String)>> {
+        let prefix = keys::tenant_uploads(tenant);
         let found = s3::list(&self.bridge.s3, &self.bridge.bucket, &prefix, MAX_PAGES)
             .await?
             .into_iter()

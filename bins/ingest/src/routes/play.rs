@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tcoder::config::Delivery;
 use tcoder::playback::{self, PlaybackError};
-use tcoder::s3::{self, S3Error};
+use tcoder::s3::{self, Key, S3Error};
 
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
@@ -40,6 +40,11 @@ pub(crate) async fn play(
     if state.config.delivery != Delivery::Signed {
         return Err(ApiError::not_found());
     }
+    // Only a canonical key is looked up: the token grants a folder, and `..` or an encoded
+    // separator would name an object outside it through a spelling inside it.
+    let key = Key::parse(&key).map_err(|e| {
+        ApiError::new(StatusCode::FORBIDDEN, "playback.forbidden", format!("key: {e}"))
+    })?;
     let now = tcoder::jobs::now_ms() / 1000;
     playback::verify(state.config.playback_secret.expose().as_bytes(), &token, &key, now).map_err(
         |e| match e {
@@ -54,6 +59,11 @@ pub(crate) async fn play(
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let object = s3::get(&state.s3, &state.bucket, &key, range).await.map_err(|e| match e {
         S3Error::NotFound(_) => ApiError::not_found(),
+        S3Error::RangeNotSatisfiable(_) => ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "playback.range",
+            "the range lies outside the object",
+        ),
         other => ApiError::unavailable("cannot read the object", other),
     })?;
     let status = if object.partial { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };

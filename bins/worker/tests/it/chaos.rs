@@ -390,11 +390,12 @@ async fn judge(stack: &Stack, jobs: &BTreeMap<String, Value>) -> Verdicts {
         }
         // What a client listing the bucket sees (S3 has no folders: an emptied epoch is gone).
         let prefix = format!("outputs/acme/{id}/");
-        let keys: Vec<String> = tcoder::s3::list(&s3, &settings.s3.bucket, &prefix, 10)
+        let folder = tcoder::s3::KeyPrefix::parse(&prefix).unwrap();
+        let keys: Vec<String> = tcoder::s3::list(&s3, &settings.s3.bucket, &folder, 10)
             .await
             .unwrap()
             .into_iter()
-            .map(|o| o.key)
+            .map(|o| o.key.into())
             .collect();
         let winner = format!("{prefix}{epoch}/");
         let left: Vec<&String> = keys.iter().filter(|k| !k.starts_with(&winner)).collect();

@@ -161,9 +161,25 @@ async fn a_nats_py_producer_gets_one_job_per_submission_and_typed_rejections() {
     let published_id = submitted[0]["id"].as_str().unwrap().to_owned();
     pipeline.wait_status(&published_id, "completed", JOB).await;
 
-    // Bad submissions are answered with a typed error, announced, and make no job.
+    // Bad submissions are answered with a typed error, announced, and make no job. Another
+    // tenant's object is there to be named: no spelling of its key reaches it.
+    let s3 = &pipeline.s3;
+    let globex = "uploads/globex/x.mp4";
+    let body = std::fs::read(&clip).unwrap();
+    s3.put_object()
+        .bucket(pipeline.env.s3.bucket())
+        .key(globex)
+        .body(body.into())
+        .send()
+        .await
+        .unwrap();
     let bad = [
-        ("uploads/globex/x.mp4", "{}", "bad-tenant", "source.forbidden"),
+        (globex, "{}", "bad-tenant", "source.forbidden"),
+        ("uploads/acme/../globex/x.mp4", "{}", "bad-dots", "source.invalid_key"),
+        ("uploads/acme/x/../../globex/x.mp4", "{}", "bad-dots-2", "source.invalid_key"),
+        ("uploads/acme/./../globex/x.mp4", "{}", "bad-dot", "source.invalid_key"),
+        ("uploads/acme//../globex/x.mp4", "{}", "bad-slashes", "source.invalid_key"),
+        ("uploads/acme/%2e%2e/globex/x.mp4", "{}", "bad-encoded", "source.invalid_key"),
         ("uploads/acme/missing.mp4", "{}", "bad-missing", "source.not_found"),
         (
             "uploads/acme/clips/a.mp4",
@@ -297,9 +313,19 @@ async fn watch_folders_make_one_job_per_new_object_whichever_way_it_is_found() {
     let second = both.iter().find(|j| j["source"]["key"] == "incoming/acme/b.mp4").unwrap();
     pipeline.wait_status(second["id"].as_str().unwrap(), "completed", JOB).await;
 
+    // A key that climbs out of the folder names nothing: refused as it arrives, no job (the
+    // attack: `incoming/acme/../globex/c.mp4` made globex's file a job of acme's rule).
+    notify("incoming/acme/../globex/c.mp4").await;
+    let admin = pipeline.ingest_admin;
+    testkit::eventually(Duration::from_secs(10), || {
+        let (_, text) = testkit::http_get(admin, "/metrics").unwrap();
+        let series = r#"tcoder_bridge_events_total{outcome="invalid_key",source="s3"}"#;
+        let refused = crate::harness::sum_series(&text, series);
+        if refused >= 1.0 { Ok(()) } else { Err(refused) }
+    });
+
     // A repeated notification and later sweeps (each seeing both objects again) add nothing.
     notify("incoming/acme/a.mp4").await;
-    let admin = pipeline.ingest_admin;
     let seen_again = |text: &str| {
         crate::harness::sum_series(
             text,
