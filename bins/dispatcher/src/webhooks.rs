@@ -16,7 +16,7 @@ use tcoder::events::{
 };
 use tcoder::jobs::{JobStatus, JobStore};
 use tcoder::redis::Conn;
-use tcoder::webhooks::{Deliverer, Delivery, tenant_secret};
+use tcoder::webhooks::{Deliverer, Delivery, stored_tenant_secret};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
@@ -101,9 +101,11 @@ impl WebhookSender {
         let secret = retry_through_outage("webhook secret", OUTAGE_PATIENCE, || {
             let (mut redis, at_rest) = (self.redis.clone(), self.at_rest.clone());
             let tenant = job.tenant.clone();
-            async move { tenant_secret(&mut redis, &tenant, &at_rest).await }
+            async move { stored_tenant_secret(&mut redis, &tenant, &at_rest).await }
         });
-        let Ok(secret) = secret.await else {
+        // Ingest makes the secret with the job; none yet (or Redis away): later.
+        let Ok(Some(secret)) = secret.await else {
+            tracing::warn!(job = %job.id, tenant = %job.tenant, "no webhook secret for the tenant yet; retrying later");
             return AckKind::Nak(Some(Duration::from_secs(30)));
         };
         let body = json!({

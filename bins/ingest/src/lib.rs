@@ -128,6 +128,8 @@ impl Service for App {
             max_upload_bytes: settings.ingest.max_upload_bytes,
             metrics: metrics.clone(),
             watch,
+            redis: connections.redis.clone(),
+            webhook_secrets: Arc::new(settings.webhooks.at_rest()),
         };
         let events = event_hub::EventHub::new(
             settings.ingest.max_event_streams,

@@ -60,12 +60,23 @@ pub fn for_service(service: Service) -> Permissions {
             // Wake-ups of new work (the scaler sizes the pool on them).
             subscribe: &["_INBOX.>", "tcoder.jobs.>"],
         },
-        // Pulls and acks work items, publishes its jobs' events, hears wake-ups and cancels;
+        // Pulls and acks work items, publishes its jobs' events, hears wake-ups and cancels —
+        // and no other JetStream API: it finds the JOBS stream and its consumers made by the
+        // dispatcher or ingest, and cannot create, update or purge a stream (a `max_age` of
+        // 1 s would empty every tenant's event history) or read another stream's messages;
         // as a split job's coordinator, invites helpers with part items — one token longer
         // than a job's item (`tcoder.jobs.<priority>.<job>.p<k>`), so it still cannot queue
         // a job.
         Service::Worker => Permissions {
-            publish: &["$JS.API.>", "$JS.ACK.JOBS.>", "tcoder.jobs.*.*.*", "tcoder.events.>"],
+            publish: &[
+                "$JS.API.INFO",
+                "$JS.API.STREAM.INFO.JOBS",
+                "$JS.API.CONSUMER.INFO.JOBS.*",
+                "$JS.API.CONSUMER.MSG.NEXT.JOBS.*",
+                "$JS.ACK.JOBS.>",
+                "tcoder.jobs.*.*.*",
+                "tcoder.events.>",
+            ],
             publish_deny: DESTRUCTIVE_OR_REMOVING_MESSAGES,
             subscribe: &["_INBOX.>", "tcoder.jobs.>", "tcoder.events.>"],
         },
@@ -180,6 +191,17 @@ mod tests {
         assert!(!may_publish(Service::Ingest, work));
         assert!(!may_publish(Service::Worker, "tcoder.uploads.tcoder"));
         assert!(!may_publish(Service::Worker, "tcoder.dlq.jobs"));
+        for denied in [
+            "$JS.API.STREAM.UPDATE.EVENTS",
+            "$JS.API.STREAM.CREATE.EVENTS",
+            "$JS.API.CONSUMER.CREATE.UPLOADS.x",
+            "$JS.API.CONSUMER.MSG.NEXT.DLQ.dlq",
+            "$JS.API.STREAM.MSG.GET.UPLOADS",
+            "$JS.API.DIRECT.GET.DLQ",
+        ] {
+            assert!(!may_publish(Service::Worker, denied), "{denied}");
+        }
+        assert!(may_publish(Service::Worker, "$JS.API.CONSUMER.MSG.NEXT.JOBS.jobs-normal"));
         for service in [Service::Ingest, Service::Dispatcher, Service::Worker] {
             assert!(!may_publish(service, "$JS.API.STREAM.DELETE.JOBS"), "{service:?}");
             assert!(!may_publish(service, "$JS.API.STREAM.PURGE.EVENTS"), "{service:?}");

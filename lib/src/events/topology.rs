@@ -182,6 +182,39 @@ pub async fn ensure_topology(js: &Context, config: &Config) -> Result<(), NatsEr
     Ok(())
 }
 
+/// Waits (bounded) until the JOBS stream and its consumers exist, for a role that may not
+/// create them (workers: see `permissions`). The dispatcher makes them at its start; a worker
+/// is started by it, so this normally answers at once.
+pub async fn await_jobs_topology(
+    js: &Context,
+    patience: std::time::Duration,
+) -> Result<(), NatsError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        let found = async {
+            let stream = js.get_stream(subjects::JOBS_STREAM).await.map_err(|e| e.to_string())?;
+            for priority in Priority::ALL {
+                let name = subjects::jobs_consumer(priority);
+                let _: async_nats::jetstream::consumer::PullConsumer =
+                    stream.get_consumer(&name).await.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        match found {
+            Ok(()) => return Ok(()),
+            Err(reason) if tokio::time::Instant::now() + delay > deadline => {
+                return Err(NatsError::Topology { what: "the JOBS stream".into(), reason });
+            }
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+        }
+    }
+}
+
 /// Work items of `priority` waiting or in flight (delivered, not yet acked) on the JOBS
 /// stream: the demand the scaler serves and the depth operators watch.
 pub async fn queue_depth(

@@ -265,6 +265,14 @@ impl JobSpec {
                     format!("longer than {MAX_WEBHOOK_URL} bytes"),
                 ));
             }
+            // The URL parser strips tabs and newlines; the stored string would keep them.
+            if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(invalid(
+                    "validation.webhook_url",
+                    "webhook_url",
+                    "contains whitespace or a control character",
+                ));
+            }
             webhooks::check_url(url, limits.allowed_webhooks)
                 .map_err(|e| invalid("validation.webhook_url", "webhook_url", e.to_string()))?;
         }

@@ -3,6 +3,7 @@
 //!
 //! Key prefix `tcoder:`; every key is built in [`keys`] (see docs/DESIGN.md, "Redis").
 
+pub mod acl;
 mod connection;
 pub mod keys;
 pub mod leader;

@@ -8,6 +8,9 @@ use crate::admin::ReadinessCheck;
 use crate::config::Settings;
 use crate::events;
 
+/// How long a worker waits at start for the JOBS stream the dispatcher creates.
+const TOPOLOGY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Live clients for NATS (with JetStream), Redis and S3. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Connections {
@@ -19,11 +22,20 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// Connects to everything and creates the JetStream streams and consumers (idempotent).
-    pub async fn establish(settings: &Settings, client_name: &str) -> anyhow::Result<Connections> {
-        let nats = events::connect(&settings.nats, client_name).await?;
+    /// Connects to everything and creates the JetStream streams and consumers (idempotent) —
+    /// except as a worker, whose NATS user may not: it waits for them instead.
+    pub async fn establish(
+        settings: &Settings,
+        service: crate::config::Service,
+    ) -> anyhow::Result<Connections> {
+        let client_name = format!("tcoder-{}", service.name());
+        let nats = events::connect(&settings.nats, &client_name).await?;
         let jetstream = async_nats::jetstream::new(nats.clone());
-        events::ensure_topology(&jetstream, &settings.nats).await?;
+        if service == crate::config::Service::Worker {
+            events::await_jobs_topology(&jetstream, TOPOLOGY_PATIENCE).await?;
+        } else {
+            events::ensure_topology(&jetstream, &settings.nats).await?;
+        }
         let redis = crate::redis::connect(&settings.redis).await?;
         let s3 = crate::s3::client(&settings.s3).await;
         Ok(Connections { nats, jetstream, redis, s3, bucket: settings.s3.bucket.clone() })

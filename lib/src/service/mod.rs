@@ -32,8 +32,7 @@ pub struct Common {
 impl Common {
     /// Connects to NATS / Redis / S3 (creating the JetStream topology) and binds the admin port.
     pub async fn build(settings: &Settings, service: ServiceName) -> anyhow::Result<Common> {
-        let client_name = format!("tcoder-{}", service.name());
-        let connections = Connections::establish(settings, &client_name).await?;
+        let connections = Connections::establish(settings, service).await?;
         let metrics = Metrics::new(service.name());
         let admin =
             AdminServer::bind(&settings.admin, metrics.clone(), connections.readiness_checks())

@@ -44,6 +44,22 @@ impl Config {
     }
 }
 
+/// The tenant's signing secret if ingest has made it: read only, for the dispatcher, whose
+/// Redis user may not write secrets (`redis::acl`). A secret still stored unsealed is used as
+/// it is; the next `tenant_secret` call (ingest) seals it.
+pub async fn stored_tenant_secret(
+    redis: &mut Conn,
+    tenant: &Tenant,
+    at_rest: &AtRest,
+) -> Result<Option<WebhookSecret>, StoreError> {
+    let stored: Option<String> = redis.get(secret_key(tenant)).await?;
+    let Some(stored) = stored else { return Ok(None) };
+    let (secret, _) = at_rest.open(&stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    WebhookSecret::parse(&secret)
+        .map(Some)
+        .ok_or_else(|| StoreError::Corrupt("webhook secret".into()))
+}
+
 /// The tenant's signing secret, created on first use (one per tenant, stable afterwards),
 /// stored sealed under `at_rest`'s key when there is one.
 pub async fn tenant_secret(

@@ -12,7 +12,8 @@ use crate::helpers::settings;
 async fn readyz_follows_dependencies_and_metrics_are_prometheus_text() {
     let mut env = TestEnv::start();
     let settings = settings(&env);
-    let connections = Connections::establish(&settings, "admin-test").await.unwrap();
+    let connections =
+        Connections::establish(&settings, tcoder::config::Service::Ingest).await.unwrap();
     let admin =
         AdminServer::bind(&settings.admin, Metrics::new("test"), connections.readiness_checks())
             .await

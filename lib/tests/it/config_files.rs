@@ -101,6 +101,21 @@ fn the_shipped_nats_config_has_the_services_permissions() {
     assert!(shipped.contains(&format!("#   {}", producer.trim())), "{producer}");
 }
 
+/// The production Redis ACL lines are the roles the code defines (and `tcoder up` writes).
+#[test]
+fn the_shipped_redis_config_has_each_role_s_keys() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/redis/redis.conf");
+    let shipped = std::fs::read_to_string(file).unwrap();
+    for service in tcoder::config::Service::ALL {
+        let line = format!(
+            "#   user {} on >CHANGE-ME {}\n",
+            service.name(),
+            tcoder::redis::acl::rights(service)
+        );
+        assert!(shipped.contains(&line), "deploy/redis/redis.conf should contain:\n{line}");
+    }
+}
+
 /// The compose stack's files are what the tools take: `docker-compose config` (Debian's
 /// docker-compose) accepts compose.yaml with the example secrets, nats-server accepts its
 /// configuration, which gives each service the permissions the code defines, and it runs the

@@ -111,22 +111,15 @@ impl StackPlan {
         env
     }
 
-    /// redis-server's ACL file: no anonymous client; one user per service, limited to
-    /// tcoder's keys and to commands that are not administrative; the operator's `cli` user
-    /// may do anything.
+    /// redis-server's ACL file: no anonymous client; one user per service with its role's
+    /// keys (`tcoder::redis::acl`); the operator's `cli` user may do anything.
     pub(crate) fn redis_acl(&self) -> String {
-        // `off`: no client can be the default user. It keeps its permissions because Redis
-        // replays the AOF as that user at start (without them the replay fails and the data
-        // is lost).
-        let mut acl = String::from("user default off ~* &* +@all\n");
-        for (service, password) in &self.passwords {
-            let rights = match service {
-                Service::Cli => "~* &* +@all",
-                _ => "~tcoder:* &* +@all -@dangerous",
-            };
-            acl.push_str(&format!("user {} on >{password} {rights}\n", service.name()));
-        }
-        acl
+        let users: Vec<(Service, &str)> = self
+            .passwords
+            .iter()
+            .map(|(service, password)| (*service, password.as_str()))
+            .collect();
+        tcoder::redis::acl::acl_file(&users)
     }
 
     /// Where `tcoder up` keeps the local API key (read by `tcoder submit`).

@@ -143,6 +143,17 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
         format!("{{\"verbose\":false,\"user\":\"worker\",\"pass\":\"{}\"}}", password_of("worker"));
     let (_, forged) = nats_session(nats, &worker, "PUB tcoder.jobs.normal.job_x 2\r\nhi\r\n");
     assert!(forged.contains("Permissions Violation for Publish"), "{forged}");
+    // Nor change a stream (`max_age` 1 s emptied every tenant's event history), nor read
+    // another stream's messages.
+    for api in [
+        "$JS.API.STREAM.UPDATE.EVENTS",
+        "$JS.API.STREAM.CREATE.EVENTS2",
+        "$JS.API.CONSUMER.CREATE.UPLOADS.spy",
+        "$JS.API.STREAM.MSG.GET.DLQ",
+    ] {
+        let (_, refused) = nats_session(nats, &worker, &format!("PUB {api} 2\r\nhi\r\n"));
+        assert!(refused.contains("Permissions Violation for Publish"), "{api}: {refused}");
+    }
     let (_, allowed) = nats_session(nats, &worker, "PUB tcoder.events.job_x.progress 2\r\nhi\r\n");
     assert!(!allowed.contains("-ERR"), "{allowed}");
     // A split job's coordinator invites helpers to its parts (one token below a job's item).
@@ -153,6 +164,29 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     let mut reply = [0u8; 7];
     std::io::Read::read_exact(&mut redis, &mut reply).unwrap();
     assert_eq!(&reply, b"-NOAUTH", "an anonymous Redis client is refused");
+    // Each service's Redis user moves only its role's keys: a worker's password cannot mint
+    // an API key for any tenant or replace a tenant's webhook secret (issue 27's finding).
+    let worker_redis = |command: &str| {
+        let mut redis = std::net::TcpStream::connect(addr(&summary["redis"].0)).unwrap();
+        redis.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let auth = format!("AUTH worker {}\r\n{command}\r\n", password_of("worker"));
+        std::io::Write::write_all(&mut redis, auth.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let mut buf = [0u8; 512];
+        while answer.matches("\r\n").count() < 2 {
+            match std::io::Read::read(&mut redis, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        answer
+    };
+    let minted = worker_redis(&format!("HSET tcoder:apikeys {} local", "ab".repeat(32)));
+    assert!(minted.starts_with("+OK\r\n-NOPERM"), "{minted}");
+    let secret = worker_redis("SET tcoder:webhook_secret:local whsec_stolen");
+    assert!(secret.starts_with("+OK\r\n-NOPERM"), "{secret}");
+    let own = worker_redis("EXISTS tcoder:job:job_x");
+    assert_eq!(own, "+OK\r\n:0\r\n", "a worker reads job state");
     // The operator's commands reach them with the access `tcoder up` put in the profile.
     let keys = Command::new(env!("CARGO_BIN_EXE_tcoder"))
         .args(["keys", "list"])

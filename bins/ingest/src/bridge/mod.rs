@@ -93,6 +93,10 @@ pub(crate) struct Bridge {
     pub max_upload_bytes: u64,
     pub metrics: IngestMetrics,
     pub watch: watch::WatchRules,
+    pub redis: tcoder::redis::Conn,
+    /// Tenant webhook secrets are made here, with a job that has a webhook: the dispatcher
+    /// signs with them but may not create them.
+    pub webhook_secrets: std::sync::Arc<tcoder::webhooks::AtRest>,
 }
 
 /// A job to make for an object already in the bucket (a NATS submission, a watch folder).
@@ -342,6 +346,12 @@ impl Bridge {
     ) -> Result<ObjectJob, Transient> {
         let transient = |e: tcoder::redis::StoreError| Transient(e.to_string());
         let NewObjectJob { tenant, spec, object, origin, idempotency_key, .. } = &new;
+        if spec.webhook_url.is_some() {
+            let mut redis = self.redis.clone();
+            tcoder::webhooks::tenant_secret(&mut redis, tenant, &self.webhook_secrets)
+                .await
+                .map_err(transient)?;
+        }
         let created = self
             .jobs
             .create_for_object(

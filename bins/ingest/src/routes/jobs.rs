@@ -80,6 +80,13 @@ pub(crate) async fn create(
         allowed_webhooks: &state.allowed_webhooks,
     };
     let spec = JobSpec::from_request(request, limits).map_err(ApiError::validation)?;
+    if spec.webhook_url.is_some() {
+        // The dispatcher signs with it but may not create it (its Redis user reads secrets).
+        let mut redis = state.redis.clone();
+        tcoder::webhooks::tenant_secret(&mut redis, &tenant, &state.webhook_secrets)
+            .await
+            .map_err(|e| ApiError::unavailable("cannot prepare the webhook secret", e))?;
+    }
     let outcome = state
         .jobs
         .create(&tenant, &spec, idempotency_key, state.config.idempotency_ttl.as_secs())

@@ -198,6 +198,38 @@ async fn a_nats_py_producer_gets_one_job_per_submission_and_typed_rejections() {
         assert_eq!(rejected["error"]["code"], code, "{rejected}");
         replies.push(rejected);
     }
+    // A request naming someone else's subject as its reply (another tenant's inbox, ingest's
+    // own, any subject) is not answered there: ingest publishes only on acme's own inbox.
+    // (Subjects no stream keeps, so the markers below touch nothing else.)
+    use futures_util::StreamExt as _;
+    let mut spies = Vec::new();
+    let stolen = ["_INBOX_globex.stolen", "_INBOX.stolen", "_INBOX_acmex.stolen", "stolen"];
+    for subject in stolen {
+        spies.push(pipeline.nats.subscribe(subject).await.unwrap());
+    }
+    for (n, reply) in stolen.iter().enumerate() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("reply-attack-{n}").as_str());
+        let body = json!({ "source": { "key": "uploads/acme/nothing-here.mp4" } }).to_string();
+        let (subject, reply) = (subjects::submit("acme"), reply.to_string());
+        let sent =
+            pipeline.nats.publish_with_reply_and_headers(subject, reply, headers, body.into());
+        sent.await.unwrap();
+    }
+    let admin = pipeline.ingest_admin;
+    testkit::eventually(Duration::from_secs(10), || {
+        let (_, text) = testkit::http_get(admin, "/metrics").unwrap();
+        let series = r#"tcoder_submissions_total{outcome="unanswerable",path="request"}"#;
+        let refused = crate::harness::sum_series(&text, series);
+        if refused >= stolen.len() as f64 { Ok(()) } else { Err(refused) }
+    });
+    for (subject, mut spy) in stolen.iter().zip(spies) {
+        pipeline.nats.publish(subject.to_string(), "marker".into()).await.unwrap();
+        let first =
+            tokio::time::timeout(Duration::from_secs(5), spy.next()).await.unwrap().unwrap();
+        assert_eq!(first.payload.as_ref(), b"marker", "ingest answered on {subject}");
+    }
+
     let rejections =
         pipeline.stored_messages(subjects::EVENTS_STREAM, "tcoder.rejected.acme").await;
     let announced: Vec<(&Value, &Value)> =
