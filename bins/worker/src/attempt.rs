@@ -157,6 +157,12 @@ pub(crate) async fn handle(
             return Outcome::Skipped;
         }
     };
+    if !item.matches_subject(&message.subject) {
+        // Dropped with a plain ack: a termination would be read as the job's dead letter.
+        tracing::error!(subject = %message.subject, job = %item.job_id, part = ?item.part, "work item on another item's subject; dropping it");
+        let _ = message.double_ack().await;
+        return Outcome::Skipped;
+    }
     if let Some(part) = item.part {
         return crate::part::handle_item(worker, message, &item, part, release).await;
     }

@@ -253,6 +253,28 @@ pub struct WorkItem {
 }
 
 impl WorkItem {
+    /// Whether this item may travel on `subject`: a job's item on its job's subject
+    /// (`tcoder.jobs.<priority>.<job>`), a part's item on that part's
+    /// (`….<job>.p<k>`). Workers may publish part subjects; without this check a job item
+    /// published there would be taken as the job's own (a second, unfenced queuing).
+    pub fn matches_subject(&self, subject: &str) -> bool {
+        let mut tokens = subject.split('.');
+        let prefix = (tokens.next(), tokens.next());
+        let (Some(_priority), Some(job)) = (tokens.next(), tokens.next()) else { return false };
+        let part = tokens.next();
+        if prefix != (Some("tcoder"), Some("jobs")) || tokens.next().is_some() {
+            return false;
+        }
+        let part = match part {
+            None => None,
+            Some(token) => match token.strip_prefix('p').and_then(|k| k.parse::<u32>().ok()) {
+                Some(k) => Some(k),
+                None => return false,
+            },
+        };
+        job == self.job_id.as_str() && part == self.part
+    }
+
     /// The dedup id of the `n`-th queuing of a job (a replay after a dead letter is a new n).
     pub fn id_for(job_id: &JobId, n: u64) -> String {
         format!("{job_id}.queued.{n}")
@@ -383,6 +405,27 @@ impl Rejection {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_work_item_travels_only_on_its_own_subject() {
+        let job = JobId::generate();
+        let item = |part| WorkItem {
+            job_id: job.clone(),
+            tenant: Tenant::parse("acme").unwrap(),
+            queued_at: String::new(),
+            part,
+        };
+        assert!(item(None).matches_subject(&format!("tcoder.jobs.normal.{job}")));
+        assert!(item(Some(3)).matches_subject(&format!("tcoder.jobs.normal.{job}.p3")));
+        // A job's item on a part subject (what a worker may publish), and other mismatches.
+        assert!(!item(None).matches_subject(&format!("tcoder.jobs.normal.{job}.p3")));
+        assert!(!item(Some(3)).matches_subject(&format!("tcoder.jobs.normal.{job}.p4")));
+        assert!(!item(Some(3)).matches_subject(&format!("tcoder.jobs.normal.{job}")));
+        assert!(!item(None).matches_subject("tcoder.jobs.normal.job_other"));
+        assert!(!item(None).matches_subject(&format!("tcoder.jobs.normal.{job}.x.y")));
+        assert!(!item(Some(3)).matches_subject(&format!("tcoder.jobs.normal.{job}.q3")));
+    }
+
     use super::*;
     use crate::jobs::{JobRequest, JobSpec, JobStatus, SpecLimits};
 
