@@ -48,9 +48,14 @@ pub struct IngestConfig {
     pub header_timeout: Duration,
     /// Connections each listener (API, embedded store) keeps open at once.
     pub max_connections: usize,
+    /// Connections each listener keeps open at once from one peer address.
+    pub max_connections_per_peer: usize,
     /// A request body (an upload, a JSON body) that sends nothing for this long is cut off.
     #[serde(with = "humantime_serde")]
     pub body_idle_timeout: Duration,
+    /// A request body slower than this on average, once `body_idle_timeout` has passed, is
+    /// cut off.
+    pub min_body_bytes_per_second: u64,
     /// Watch folders written to Redis at start (`tcoder watch` manages them at run time).
     pub watch: Vec<crate::watch::WatchRuleRequest>,
     pub local_store: LocalStoreConfig,
@@ -136,7 +141,9 @@ impl IngestConfig {
         crate::http_serve::Limits {
             header_timeout: self.header_timeout,
             max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
             body_idle_timeout: self.body_idle_timeout,
+            min_body_bytes_per_second: self.min_body_bytes_per_second,
         }
     }
 
@@ -166,6 +173,14 @@ impl IngestConfig {
         }
         if self.max_connections == 0 {
             return Err(Invalid::new("max_connections", "must be at least 1"));
+        }
+        if self.max_connections_per_peer == 0
+            || self.max_connections_per_peer > self.max_connections
+        {
+            return Err(Invalid::new(
+                "max_connections_per_peer",
+                "must be at least 1 and at most max_connections",
+            ));
         }
         if self.max_event_streams_per_tenant == 0
             || self.max_event_streams < self.max_event_streams_per_tenant

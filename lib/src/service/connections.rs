@@ -1,6 +1,8 @@
 //! The three external systems every service talks to, connected once at start, and the
 //! `/readyz` checks that watch them afterwards.
 
+use std::time::Duration;
+
 use crate::redis::Conn;
 use async_nats::connection::State as NatsState;
 
@@ -9,7 +11,7 @@ use crate::config::Settings;
 use crate::events;
 
 /// How long a worker waits at start for the JOBS stream the dispatcher creates.
-const TOPOLOGY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+const TOPOLOGY_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Live clients for NATS (with JetStream), Redis and S3. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -32,7 +34,14 @@ impl Connections {
         let nats = events::connect(&settings.nats, &client_name).await?;
         let jetstream = async_nats::jetstream::new(nats.clone());
         if service == crate::config::Service::Worker {
-            events::await_jobs_topology(&jetstream, TOPOLOGY_PATIENCE).await?;
+            // Normally the dispatcher that started this worker made the topology. Where it is
+            // missing and the worker's user may create it (a deployment without per-role
+            // users), it does; else it waits for the dispatcher's.
+            let present = events::await_jobs_topology(&jetstream, Duration::ZERO).await.is_ok();
+            if !present && let Err(e) = events::ensure_topology(&jetstream, &settings.nats).await {
+                tracing::info!(error = %e, "waiting for the dispatcher to create the JOBS stream");
+                events::await_jobs_topology(&jetstream, TOPOLOGY_PATIENCE).await?;
+            }
         } else {
             events::ensure_topology(&jetstream, &settings.nats).await?;
         }

@@ -77,7 +77,9 @@ impl Local {
         let limits = tcoder::http_serve::Limits {
             header_timeout: std::time::Duration::from_secs(10),
             max_connections: 64,
+            max_connections_per_peer: 64,
             body_idle_timeout: std::time::Duration::from_secs(10),
+            min_body_bytes_per_second: 1024,
         };
         let server = tokio::spawn(store.serve(limits, stop.clone()));
         let mut s3 = settings(env).s3;

@@ -313,6 +313,100 @@ async fn slow_request_heads_are_cut_off_at_the_header_timeout() {
     assert!(took < Duration::from_secs(8), "stalled bodies cut after {took:?}, timeout 1 s");
 }
 
+/// Connections held for free (issue 27): 2,100 sockets that send nothing, from one address,
+/// against the API and the store (each keeps 2,048 at most) — a normal request from another
+/// address still answers within a second; a silent socket, a partial HTTP/2 preface and an
+/// idle kept-alive connection are each closed at the header timeout; a body trickled a byte a
+/// second is cut off once it has had its idle timeout's grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_trickling_connections_cannot_take_the_listeners() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ingest = spawn(
+        Store::Embedded,
+        &[
+            ("TCODER__INGEST__HEADER_TIMEOUT", "2s".into()),
+            ("TCODER__INGEST__BODY_IDLE_TIMEOUT", "2s".into()),
+        ],
+    )
+    .await;
+    let api: std::net::SocketAddr = ingest.api.trim_start_matches("http://").parse().unwrap();
+    let store = ingest.store.unwrap();
+    // The attacker's address: another loopback address than the normal client's.
+    let from_attacker = |addr: std::net::SocketAddr| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        socket.connect(addr).await
+    };
+    let mut silent = Vec::new();
+    for addr in [api, store] {
+        for _ in 0..2_100 {
+            // Past the peer's share the server closes at once; the connect itself succeeds.
+            if let Ok(socket) = from_attacker(addr).await {
+                silent.push(socket);
+            }
+        }
+    }
+    let asked = std::time::Instant::now();
+    let (status, _) = ingest.get_job(&ingest.key_a, "job_0123").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let stored = reqwest::get(format!("http://{store}/tcoder/outputs/none")).await.unwrap();
+    assert_eq!(stored.status(), StatusCode::NOT_FOUND, "the store answers too");
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(1), "a normal request took {took:?} during the attack");
+    drop(silent);
+
+    // One at a time, each closed by the server at the header timeout (2 s): a silent socket,
+    // half an HTTP/2 preface, and a connection idle after its first answer.
+    let closed_within = |mut socket: tokio::net::TcpStream, what: &'static str| async move {
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut rest));
+        assert!(ended.await.is_ok(), "{what} stayed open");
+        started.elapsed()
+    };
+    for addr in [api, store] {
+        let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        closed_within(socket, "a silent socket").await;
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket.write_all(b"PRI * HTTP/2.0\r\n\r\nSM").await.unwrap();
+        closed_within(socket, "a partial HTTP/2 preface").await;
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut first = [0u8; 12];
+        socket.read_exact(&mut first).await.unwrap();
+        assert!(first.starts_with(b"HTTP/1.1 "), "{first:?}");
+        let idle = closed_within(socket, "an idle kept-alive connection").await;
+        assert!(idle < Duration::from_secs(6), "idle connection closed after {idle:?}");
+    }
+
+    // A body trickled a byte a second never goes quiet for the idle timeout, yet is cut off.
+    let mut socket = tokio::net::TcpStream::connect(api).await.unwrap();
+    let head = format!(
+        "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
+        ingest.key_a
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let cut = loop {
+        assert!(started.elapsed() < Duration::from_secs(15), "a trickled body was never cut");
+        if socket.write_all(b" ").await.is_err() {
+            break started.elapsed();
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_secs(1), socket.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break started.elapsed(),
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if !answer.is_empty() && answer.ends_with(b"}") {
+            break started.elapsed();
+        }
+    };
+    assert!(cut < Duration::from_secs(8), "trickled body cut after {cut:?}");
+}
+
 /// A key creating jobs faster than its bucket refills gets 429 with Retry-After once the burst
 /// is spent; another key is not affected, and the first may create again after the wait.
 #[tokio::test]
