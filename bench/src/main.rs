@@ -207,7 +207,7 @@ async fn control_plane(
         scratch.path(),
         &[("TCODER_BENCH_NOOP_ENGINE", noop.into()), ("TCODER__WORKER__CONCURRENCY", "16".into())],
     );
-    let mut completed = stack.nats.subscribe("tcoder.events.*.completed").await?;
+    let mut completed = stack.nats.subscribe("tcoder.events.*.*.completed").await?;
 
     // Latency: one job at a time, the worker warm and idle (waiting on its pull).
     let mut prepared = Vec::new();
@@ -385,7 +385,7 @@ fn memory_of(pid: u32) -> anyhow::Result<HashMap<&'static str, u64>> {
 
 async fn memory(worker_binary: &Path, clip: &Path, upload_bytes: u64) -> anyhow::Result<Value> {
     let stack = Stack::start().await?;
-    let mut completed = stack.nats.subscribe("tcoder.events.*.completed").await?;
+    let mut completed = stack.nats.subscribe("tcoder.events.*.*.completed").await?;
     let scratch = tempfile::tempdir()?;
     let source = std::fs::read(clip)?;
 

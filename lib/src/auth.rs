@@ -158,8 +158,26 @@ pub async fn take_create_token(
     key: &str,
     rate: CreateRate,
 ) -> Result<Option<std::time::Duration>, StoreError> {
+    take_token(redis, crate::redis::keys::create_rate(&hash_key(key)), rate).await
+}
+
+/// Takes one NATS submission from `tenant`'s bucket (the same rate as [`take_create_token`],
+/// per tenant: a producer user is its tenant's).
+pub async fn take_submit_token(
+    redis: &mut Conn,
+    tenant: &Tenant,
+    rate: CreateRate,
+) -> Result<Option<std::time::Duration>, StoreError> {
+    take_token(redis, crate::redis::keys::submit_rate(tenant), rate).await
+}
+
+async fn take_token(
+    redis: &mut Conn,
+    bucket: String,
+    rate: CreateRate,
+) -> Result<Option<std::time::Duration>, StoreError> {
     let (taken, wait_ms): (u32, u64) = TOKEN_BUCKET
-        .key(crate::redis::keys::create_rate(&hash_key(key)))
+        .key(bucket)
         .arg(rate.burst)
         .arg(rate.per_second)
         .arg(crate::jobs::now_ms())

@@ -90,7 +90,7 @@ pub fn message_names(doc: &Path) -> Vec<String> {
     read_yaml(doc, "sorted(d['components']['messages'])")
 }
 
-/// Every channel address in the document (`tcoder.events.{job_id}.{kind}`, …).
+/// Every channel address in the document (`tcoder.events.{tenant}.{job_id}.{kind}`, …).
 pub fn channel_addresses(doc: &Path) -> Vec<String> {
     read_yaml(doc, "sorted(c['address'] for c in d['channels'].values())")
 }

@@ -14,7 +14,7 @@ use serde_json::json;
 use tcoder::events::{
     EventKind, JobEvent, OUTAGE_PATIENCE, holding, retry_through_outage, subjects,
 };
-use tcoder::jobs::{JobStatus, JobStore};
+use tcoder::jobs::JobStore;
 use tcoder::redis::Conn;
 use tcoder::webhooks::{Deliverer, Delivery, stored_tenant_secret};
 use tokio_util::sync::CancellationToken;
@@ -93,7 +93,7 @@ impl WebhookSender {
         }
         // Signed webhooks vouch for what they say: an event the job record contradicts (a
         // forgery on the bus, or a stale one) is not sent.
-        if !matches_record(event, &job) {
+        if !event.agrees_with(&job) {
             tracing::warn!(job = %job.id, event = %event.id, status = %job.status, "event contradicts the job record; no webhook");
             self.attempts.with_label_values(&["contradicted"]).inc();
             return AckKind::Ack;
@@ -186,30 +186,6 @@ impl WebhookSender {
                 (AckKind::Nak(Some(delay)), Some(error))
             }
         }
-    }
-}
-
-/// Whether the job record confirms `event`: a terminal event names the job's terminal status
-/// (and, for `completed`, the epoch whose result the job holds); a progress report comes from
-/// the attempt now running.
-fn matches_record(event: &JobEvent, job: &tcoder::jobs::Job) -> bool {
-    let epoch = event.data.get("epoch").and_then(serde_json::Value::as_u64);
-    match event.kind {
-        EventKind::Completed => {
-            job.status == JobStatus::Completed
-                && epoch.is_some()
-                && epoch == job.outputs.as_ref().map(|o| o.epoch)
-        }
-        EventKind::Failed => {
-            job.status == JobStatus::Failed && epoch.is_none_or(|e| e == job.epoch)
-        }
-        EventKind::Canceled => job.status == JobStatus::Canceled,
-        EventKind::Progress => {
-            // `<job>.progress.<epoch>.<n>`
-            let from = event.id.split('.').nth(2).and_then(|e| e.parse::<u64>().ok());
-            job.status == JobStatus::Running && from == Some(job.epoch)
-        }
-        _ => false,
     }
 }
 

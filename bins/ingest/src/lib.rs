@@ -194,6 +194,7 @@ impl Service for App {
             bridge: self.state.bridge.clone(),
             allowed_webhooks: self.state.allowed_webhooks.clone(),
             idempotency_ttl: config.idempotency_ttl,
+            rate: config.create_rate(),
         };
         tasks.spawn(
             "submission requests",

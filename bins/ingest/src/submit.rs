@@ -44,6 +44,8 @@ pub(crate) struct Submitter {
     pub bridge: Bridge,
     pub allowed_webhooks: Arc<Vec<std::net::SocketAddr>>,
     pub idempotency_ttl: Duration,
+    /// Jobs one tenant may make over NATS at once, and per second after that.
+    pub rate: tcoder::auth::CreateRate,
 }
 
 /// Which copy of a submission is being handled (a metric label).
@@ -102,7 +104,18 @@ impl Submitter {
             tokio::spawn(async move {
                 let reply = match this.handle(&message, Path::Request).await {
                     Ok(reply) => reply,
-                    Err(Transient(reason)) => SubmitReply::Rejected {
+                    Err(NotNow::Limited(wait)) => SubmitReply::Rejected {
+                        error: JobError {
+                            code: "rate.limited".into(),
+                            message: format!(
+                                "this tenant submits faster than its rate; the submission is \
+                                 kept and will be made in about {} s — repeat it with the same \
+                                 Nats-Msg-Id to learn its job",
+                                wait.as_secs().max(1)
+                            ),
+                        },
+                    },
+                    Err(NotNow::Transient(Transient(reason))) => SubmitReply::Rejected {
                         error: JobError {
                             code: "unavailable.retry".into(),
                             message: format!(
@@ -147,9 +160,14 @@ impl Submitter {
                     Ok(_) => {
                         let _ = message.double_ack().await;
                     }
-                    Err(Transient(reason)) => {
+                    Err(NotNow::Transient(Transient(reason))) => {
                         tracing::warn!(%reason, "submission not handled yet; retrying");
                         let delay = Some(Duration::from_secs(2));
+                        let _ = message.ack_with(AckKind::Nak(delay)).await;
+                    }
+                    // Over the tenant's rate: a pause, not a verdict — back when a token is.
+                    Err(NotNow::Limited(wait)) => {
+                        let delay = Some(wait.max(Duration::from_millis(100)));
                         let _ = message.ack_with(AckKind::Nak(delay)).await;
                     }
                 }
@@ -162,19 +180,20 @@ impl Submitter {
         &self,
         message: &async_nats::Message,
         path: Path,
-    ) -> Result<SubmitReply, Transient> {
+    ) -> Result<SubmitReply, NotNow> {
         let result = self.submit(message).await;
         let outcome = match &result {
             Ok(SubmitReply::Accepted { replayed: false, .. }) => "created",
             Ok(SubmitReply::Accepted { replayed: true, .. }) => "replayed",
             Ok(SubmitReply::Rejected { .. }) => "rejected",
-            Err(_) => "retry",
+            Err(NotNow::Limited(_)) => "limited",
+            Err(NotNow::Transient(_)) => "retry",
         };
         self.bridge.metrics.submissions.with_label_values(&[path.as_str(), outcome]).inc();
         result
     }
 
-    async fn submit(&self, message: &async_nats::Message) -> Result<SubmitReply, Transient> {
+    async fn submit(&self, message: &async_nats::Message) -> Result<SubmitReply, NotNow> {
         let Some(tenant) = subjects::submit_tenant(&message.subject) else {
             // No tenant to announce it to; only a requester hears of it.
             return Ok(rejected("submit.tenant", "the subject's tenant is not a-z, 0-9, - and _"));
@@ -244,6 +263,15 @@ impl Submitter {
             let (job_id, status) = (job.id, job.status);
             return Ok(SubmitReply::Accepted { job_id, status, replayed: true });
         }
+        // A new job: one token of the tenant's bucket (replays above cost none, so a request
+        // and its stored copy make one job for one token).
+        let mut redis = self.bridge.redis.clone();
+        if let Some(wait) = tcoder::auth::take_submit_token(&mut redis, &tenant, self.rate)
+            .await
+            .map_err(transient)?
+        {
+            return Err(NotNow::Limited(wait));
+        }
         let head = match s3::head(&self.bridge.s3, &self.bridge.bucket, key).await {
             Ok(Some(head)) => head,
             Ok(None) => {
@@ -253,7 +281,7 @@ impl Submitter {
                 };
                 return self.reject(&tenant, &submission_id, Some(key.as_str()), error).await;
             }
-            Err(e) => return Err(Transient(e.to_string())),
+            Err(e) => return Err(Transient(e.to_string()).into()),
         };
         if let Some((outcome, message)) = self.bridge.size_problem(head.size) {
             let code = match outcome {
@@ -294,10 +322,25 @@ impl Submitter {
         submission_id: &str,
         key: Option<&str>,
         error: JobError,
-    ) -> Result<SubmitReply, Transient> {
+    ) -> Result<SubmitReply, NotNow> {
         let rejection = Rejection::of_submission(tenant, submission_id, key, error.clone());
         self.bridge.reject(&rejection).await?;
         Ok(SubmitReply::Rejected { error })
+    }
+}
+
+/// Why a submission is not answered yet: a dependency is away, or its tenant is over its rate
+/// (`ingest.create_burst` / `create_per_second`, per tenant for NATS as per key for the API).
+/// Either way the stored copy is kept and handled later.
+#[derive(Debug)]
+enum NotNow {
+    Transient(Transient),
+    Limited(Duration),
+}
+
+impl From<Transient> for NotNow {
+    fn from(transient: Transient) -> NotNow {
+        NotNow::Transient(transient)
     }
 }
 

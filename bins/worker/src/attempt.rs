@@ -218,7 +218,7 @@ async fn run_attempt(
         worker.metrics.clone(),
         worker.redis_suspect.clone(),
     ));
-    let cancel_watch = watch_cancel(worker, &attempt.job_id, &stop);
+    let cancel_watch = watch_cancel(worker, tenant, &attempt.job_id, &stop);
     let release_watch = stop_on(&stop, async move {
         release.cancelled().await;
         StopReason::Released
@@ -249,11 +249,12 @@ async fn run_attempt(
 /// Ends when `stop` does.
 pub(crate) fn watch_cancel(
     worker: &Worker,
+    tenant: &Tenant,
     job: &tcoder::jobs::JobId,
     stop: &Stop,
 ) -> tokio::task::JoinHandle<()> {
     let (nats, stop) = (worker.nats.clone(), stop.clone());
-    let subject = subjects::event(job.as_str(), "canceled");
+    let subject = subjects::event(tenant.as_str(), job.as_str(), "canceled");
     tokio::spawn(async move {
         if let Ok(mut canceled) = nats.subscribe(subject).await {
             tokio::select! {

@@ -123,7 +123,7 @@ pub(crate) async fn run(
         outer_stopped.stopped().await;
         outer_stopped.reason().unwrap_or(StopReason::Released)
     });
-    let cancel_watch = watch_cancel(worker, &attempt.job_id, &stop);
+    let cancel_watch = watch_cancel(worker, &job.tenant, &attempt.job_id, &stop);
     let output_dir = workdir.join(format!("part-{}-{}", attempt.part, attempt.epoch));
     let made =
         encode_and_upload(worker, job, attempt, definition, workdir, input, &output_dir, &stop)

@@ -11,7 +11,7 @@ submission is a request on `tcoder.submit.<tenant>` with a `Nats-Msg-Id`: ingest
 `{"job_id", "status", "replayed"}` or `{"error": {"code", "message"}}`, printed as one JSON
 line. Sending the same Nats-Msg-Id again (a retry after a timeout) answers with the same job.
 With `--publish` the submission is published without waiting (the SUBMIT stream keeps it until
-ingest makes the job; watch `tcoder.events.*.accepted` or `tcoder.rejected.<tenant>`).
+ingest makes the job; watch `tcoder.events.<tenant>.*.accepted` or `tcoder.rejected.<tenant>`).
 """
 
 import argparse

@@ -4,7 +4,8 @@
     pip install nats-py
     python3 subscriber.py --tenant acme --nats nats://127.0.0.1:4222 --user producer-acme --password …
 
-Subjects (see docs/asyncapi.yaml): `tcoder.events.<job_id>.<kind>` with kind accepted, queued,
+Subjects (see docs/asyncapi.yaml): `tcoder.events.<tenant>.<job_id>.<kind>` (a producer user may
+read its own tenant's only) with kind accepted, queued,
 started, progress, rendition, completed, failed, canceled; and `tcoder.rejected.<tenant>` for
 submissions and watched objects that could not become a job. Core subscriptions see what is
 published from now on; the EVENTS stream keeps the last 7 days for a JetStream consumer.
@@ -41,7 +42,7 @@ async def follow(args):
             if args.until_terminal and seen >= args.until_terminal:
                 done.set()
 
-    await nc.subscribe("tcoder.events.>", cb=on_message)
+    await nc.subscribe(f"tcoder.events.{args.tenant}.>", cb=on_message)
     await nc.subscribe(f"tcoder.rejected.{args.tenant}", cb=on_message)
     await nc.flush()
     print(json.dumps({"ready": True}), flush=True)

@@ -8,7 +8,7 @@
 //! The object must already be in the bucket under `uploads/<tenant>/` (put it with any S3
 //! client). The submission is a request on `tcoder.submit.<tenant>` with a `Nats-Msg-Id` (its
 //! idempotency key: retrying with the same id returns the same job). The reply is the job id,
-//! or a typed error; then the job's events (`tcoder.events.<job_id>.<kind>`) are printed until
+//! or a typed error; then the job's events (`tcoder.events.<tenant>.<job_id>.<kind>`) are printed until
 //! a terminal one. Prints one JSON line per message. See docs/PRODUCERS.md and
 //! docs/asyncapi.yaml.
 
@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Subscribed before submitting, so no event of the new job is missed (a core subscription
     // sees what is published from now on; the EVENTS stream keeps the last days for a
     // JetStream consumer).
-    let mut events = client.subscribe("tcoder.events.>").await?;
+    let mut events = client.subscribe(format!("tcoder.events.{tenant}.>")).await?;
 
     let mut body: serde_json::Value = serde_json::from_str(job)?;
     body["source"] = serde_json::json!({ "key": key });

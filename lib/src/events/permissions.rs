@@ -88,16 +88,14 @@ pub fn for_service(service: Service) -> Permissions {
 /// The permissions of one tenant's event producer (user `producer-<tenant>`): it may submit
 /// for its own tenant only, hear the answers (on its own inbox prefix, `_INBOX_<tenant>.>` —
 /// connect with that inbox prefix — so it cannot read another producer's replies), follow
-/// job events and its tenant's rejections. Job event subjects carry no tenant, so a producer
-/// sees every tenant's lifecycle events (ids and outputs, never credentials); give
-/// subscribers of a shared deployment their own accounts if that matters.
+/// its own tenant's job events (`tcoder.events.<tenant>.>`) and rejections.
 pub fn producer(tenant: &crate::jobs::Tenant) -> (String, Vec<String>, Vec<String>) {
     (
         format!("producer-{tenant}"),
         vec![super::subjects::submit(tenant.as_str())],
         vec![
             format!("{}.>", super::subjects::producer_inbox(tenant)),
-            "tcoder.events.>".to_owned(),
+            super::subjects::tenant_events(tenant.as_str()),
             super::subjects::rejected(tenant.as_str()),
         ],
     )

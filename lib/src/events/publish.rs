@@ -53,7 +53,7 @@ pub async fn publish_json<T: Serialize>(
     Err(PublishError { subject, reason })
 }
 
-/// Publishes a job event on `tcoder.events.<job>.<kind>`.
+/// Publishes a job event on `tcoder.events.<tenant>.<job>.<kind>`.
 pub async fn publish_event(js: &Context, event: &JobEvent) -> Result<PublishAck, PublishError> {
     publish_json(js, event.subject(), &event.id, event).await
 }
@@ -150,9 +150,9 @@ pub async fn fail_and_announce(
 
 /// The latest `kind` event of `job` on the EVENTS stream (e.g. its last progress report), or
 /// `None` when there is none or the stream cannot be read (this is informational).
-pub async fn latest_event(js: &Context, job: &crate::jobs::JobId, kind: &str) -> Option<JobEvent> {
+pub async fn latest_event(js: &Context, job: &crate::jobs::Job, kind: &str) -> Option<JobEvent> {
     let stream = js.get_stream(subjects::EVENTS_STREAM).await.ok()?;
-    let message =
-        stream.get_last_raw_message_by_subject(&subjects::event(job.as_str(), kind)).await.ok()?;
+    let subject = subjects::event(job.tenant.as_str(), job.id.as_str(), kind);
+    let message = stream.get_last_raw_message_by_subject(&subject).await.ok()?;
     serde_json::from_slice(&message.payload).ok()
 }

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `UPLOADS` | `tcoder.uploads.<bucket>` | limits (7 d) |
 //! | `JOBS` | `tcoder.jobs.<priority>.<job_id>`, a split job's parts `….<job_id>.p<k>` | work queue |
-//! | `EVENTS` | `tcoder.events.<job_id>.<kind>` | limits (7 d) |
+//! | `EVENTS` | `tcoder.events.<tenant>.<job_id>.<kind>` | limits (7 d) |
 //! | `DLQ` | `tcoder.dlq.jobs`, and the JOBS `MAX_DELIVERIES` / `MSG_TERMINATED` advisories | limits (30 d) |
 //! | `SUBMIT` | `tcoder.submit.<tenant>` (no acks: ingest's reply is the answer) | work queue (uploads' max age) |
 //!
@@ -116,9 +116,15 @@ pub fn jobs_consumer(priority: Priority) -> String {
     format!("workers-{priority}")
 }
 
-/// One lifecycle event of one job, e.g. `tcoder.events.<job>.completed`.
-pub fn event(job_id: &str, kind: &str) -> String {
-    format!("tcoder.events.{job_id}.{kind}")
+/// One lifecycle event of one job, e.g. `tcoder.events.<tenant>.<job>.completed`. The tenant
+/// leads, so a tenant's subscribers (its producer user) are limited to its own events.
+pub fn event(tenant: &str, job_id: &str, kind: &str) -> String {
+    format!("tcoder.events.{tenant}.{job_id}.{kind}")
+}
+
+/// Every event of one tenant's jobs: what its producer user may subscribe to.
+pub fn tenant_events(tenant: &str) -> String {
+    format!("tcoder.events.{tenant}.>")
 }
 
 #[cfg(test)]
@@ -161,7 +167,7 @@ mod tests {
         assert!(under(&job(Priority::High, "job_1"), JOBS_ALL));
         assert!(under(&job(Priority::High, "job_1"), &jobs(Priority::High)));
         assert!(under(&job_part(Priority::Low, "job_1", 3), &jobs(Priority::Low)));
-        assert!(under(&event("j1", "completed"), EVENTS_ALL));
+        assert!(under(&event("acme", "j1", "completed"), EVENTS_ALL));
         assert!(under(DLQ_JOBS, DLQ_ALL));
         assert!(under(&rejected("acme"), REJECTED_ALL));
         assert_eq!(submit_tenant(&submit("acme")).unwrap().as_str(), "acme");

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::subjects;
-use crate::jobs::{Job, JobError, JobId, Tenant, now_ms, rfc3339};
+use crate::jobs::{Job, JobError, JobId, JobStatus, Tenant, now_ms, rfc3339};
 
-/// Kinds of job lifecycle events (`tcoder.events.<job>.<kind>`).
+/// Kinds of job lifecycle events (`tcoder.events.<tenant>.<job>.<kind>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
@@ -50,7 +50,7 @@ impl fmt::Display for EventKind {
     }
 }
 
-/// A job lifecycle event, as any NATS client sees it on `tcoder.events.<job>.<kind>`.
+/// A job lifecycle event, as a NATS client sees it on `tcoder.events.<tenant>.<job>.<kind>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobEvent {
     /// Unique per event; the `Nats-Msg-Id` and the webhook id.
@@ -86,8 +86,37 @@ impl JobEvent {
         }
     }
 
+    /// Whether the job record confirms this event: a terminal event names the job's terminal
+    /// status (and, for `completed`, the epoch whose result the job holds); a progress report
+    /// comes from the attempt now running; the event is the job's and its tenant's. Anyone
+    /// with a worker's NATS user can publish an event: webhooks, the event stream and the
+    /// console believe only what the record confirms.
+    pub fn agrees_with(&self, job: &Job) -> bool {
+        if self.job_id != job.id || self.tenant != job.tenant {
+            return false;
+        }
+        let epoch = self.data.get("epoch").and_then(serde_json::Value::as_u64);
+        match self.kind {
+            EventKind::Completed => {
+                job.status == JobStatus::Completed
+                    && epoch.is_some()
+                    && epoch == job.outputs.as_ref().map(|o| o.epoch)
+            }
+            EventKind::Failed => {
+                job.status == JobStatus::Failed && epoch.is_none_or(|e| e == job.epoch)
+            }
+            EventKind::Canceled => job.status == JobStatus::Canceled,
+            EventKind::Progress => {
+                // `<job>.progress.<epoch>.<n>`
+                let from = self.id.split('.').nth(2).and_then(|e| e.parse::<u64>().ok());
+                job.status == JobStatus::Running && from == Some(job.epoch)
+            }
+            _ => false,
+        }
+    }
+
     pub fn subject(&self) -> String {
-        subjects::event(self.job_id.as_str(), self.kind.as_str())
+        subjects::event(self.tenant.as_str(), self.job_id.as_str(), self.kind.as_str())
     }
 
     // One constructor per kind, each with its id scheme: ids are deterministic wherever a
@@ -475,7 +504,7 @@ mod tests {
         ];
         for (event, expected) in &events {
             assert_eq!(&event.id, expected);
-            assert_eq!(event.subject(), format!("tcoder.events.{id}.{}", event.kind));
+            assert_eq!(event.subject(), format!("tcoder.events.acme.{id}.{}", event.kind));
             if event.kind.is_terminal() {
                 assert_eq!(event.data["metadata"]["order"], "42", "{event:?}");
             }

@@ -100,6 +100,11 @@ pub fn create_rate(key_hash: &str) -> String {
     format!("{KEY_PREFIX}rate:create:{key_hash}")
 }
 
+/// The NATS submission token bucket of one tenant.
+pub fn submit_rate(tenant: &Tenant) -> String {
+    format!("{KEY_PREFIX}rate:submit:{tenant}")
+}
+
 /// Hashes of revoked API keys (a set): checked before both stored and configured keys, so a
 /// revocation holds for keys in config files too and survives a key being stored again.
 pub fn revoked_api_keys() -> String {

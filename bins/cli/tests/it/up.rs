@@ -154,7 +154,8 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
         let (_, refused) = nats_session(nats, &worker, &format!("PUB {api} 2\r\nhi\r\n"));
         assert!(refused.contains("Permissions Violation for Publish"), "{api}: {refused}");
     }
-    let (_, allowed) = nats_session(nats, &worker, "PUB tcoder.events.job_x.progress 2\r\nhi\r\n");
+    let (_, allowed) =
+        nats_session(nats, &worker, "PUB tcoder.events.local.job_x.progress 2\r\nhi\r\n");
     assert!(!allowed.contains("-ERR"), "{allowed}");
     // A split job's coordinator invites helpers to its parts (one token below a job's item).
     let (_, part) = nats_session(nats, &worker, "PUB tcoder.jobs.normal.job_x.p1 2\r\nhi\r\n");
@@ -398,6 +399,13 @@ fn producers_and_watch_folders_work_on_the_stack(
         format!("{{\"verbose\":false,\"user\":\"producer-local\",\"pass\":\"{password}\"}}");
     let (_, forged) = nats_session(addr(&nats), &producer, "PUB tcoder.submit.other 2\r\nhi\r\n");
     assert!(forged.contains("Permissions Violation for Publish"), "{forged}");
+    // It follows its own tenant's events, and no other tenant's.
+    let (_, others) = nats_session(addr(&nats), &producer, "SUB tcoder.events.other.> 1\r\n");
+    assert!(others.contains("Permissions Violation for Subscription"), "{others}");
+    let (_, everyone) = nats_session(addr(&nats), &producer, "SUB tcoder.events.> 1\r\n");
+    assert!(everyone.contains("Permissions Violation for Subscription"), "{everyone}");
+    let (_, own) = nats_session(addr(&nats), &producer, "SUB tcoder.events.local.> 1\r\n");
+    assert!(!own.contains("-ERR"), "{own}");
 
     let added = tcoder(&[
         "watch",

@@ -14,7 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use tcoder::events::{JobEvent, subjects};
-use tcoder::jobs::JobId;
+use tcoder::jobs::Job;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
@@ -68,18 +68,25 @@ pub(crate) async fn stream(
     // Live first, then the history: an event published in between is in both, and the
     // duplicate (same id) is skipped.
     let live = state.events.subscribe();
-    let history = history(&state, &job.id).await?;
+    let history = history(&state, &job).await?;
     let seen: HashSet<String> = history.iter().map(|e| e.id.clone()).collect();
     let ended = history.iter().any(|e| e.kind.is_terminal());
     let job_id = job.id.clone();
+    let store = state.jobs.clone();
     // Lagged (too far behind to know what it missed) or closed: the stream ends and the
     // client reconnects.
     let live = futures_util::stream::unfold(live, |mut live| async move {
         live.recv().await.ok().map(|event| (event, live))
     })
-    .filter(move |event| {
+    .filter_map(move |event| {
         let keep = event.job_id == job_id && !seen.contains(&event.id);
-        async move { keep }
+        let store = store.clone();
+        async move {
+            match keep && (!event.kind.is_terminal() || confirmed(&store, &event).await) {
+                true => Some(event),
+                false => None,
+            }
+        }
     });
     let live = if ended { futures_util::stream::empty().boxed() } else { live.boxed() };
     let all = futures_util::stream::iter(history.into_iter().map(Arc::new))
@@ -105,20 +112,24 @@ pub(crate) async fn stream(
 
 /// The job's stored events, oldest first (bounded), read message by message with the
 /// stream's direct lookups rather than a consumer.
-async fn history(state: &AppState, job: &JobId) -> Result<Vec<JobEvent>, ApiError> {
+async fn history(state: &AppState, job: &Job) -> Result<Vec<JobEvent>, ApiError> {
     let stream = state
         .js
         .get_stream(subjects::EVENTS_STREAM)
         .await
         .map_err(|e| ApiError::unavailable("cannot open the event stream", e))?;
-    let subject = subjects::event(job.as_str(), "*");
+    let subject = subjects::event(job.tenant.as_str(), job.id.as_str(), "*");
     let mut events = Vec::new();
     let mut from = 1;
     while events.len() < MAX_HISTORY {
         match stream.get_first_raw_message_by_subject(&subject, from).await {
             Ok(message) => {
                 from = message.sequence + 1;
-                if let Ok(event) = serde_json::from_slice::<JobEvent>(&message.payload) {
+                if let Ok(event) = serde_json::from_slice::<JobEvent>(&message.payload)
+                    && (!event.kind.is_terminal()
+                        || event.agrees_with(job)
+                        || confirmed(&state.jobs, &event).await)
+                {
                     events.push(event);
                 }
             }
@@ -127,4 +138,15 @@ async fn history(state: &AppState, job: &JobId) -> Result<Vec<JobEvent>, ApiErro
         }
     }
     Ok(events)
+}
+
+/// Whether the job's record, read now, confirms terminal `event`: anyone holding a worker's
+/// NATS user can publish a `completed`; a tenant's stream (the console, `submit --wait`)
+/// shows only what the record says happened. Unreadable (Redis away): not shown — the client
+/// reconnects and gets it with the history.
+async fn confirmed(store: &tcoder::jobs::JobStore, event: &JobEvent) -> bool {
+    match store.get(&event.job_id).await {
+        Ok(Some(job)) => event.agrees_with(&job),
+        _ => false,
+    }
 }

@@ -186,7 +186,7 @@ pub(crate) async fn get(
     }
     if job.status == tcoder::jobs::JobStatus::Running {
         view.progress =
-            events::latest_event(&state.js, &job.id, "progress").await.map(|event| event.data);
+            events::latest_event(&state.js, &job, "progress").await.map(|event| event.data);
     }
     Ok(Json(view).into_response())
 }

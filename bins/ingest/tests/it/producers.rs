@@ -25,7 +25,7 @@ async fn the_asyncapi_document_is_valid_served_and_names_the_subjects_the_code_u
         subjects::submit("{tenant}"),
         "_INBOX_{tenant}.{reply}".to_owned(),
         subjects::uploads("{bucket}"),
-        subjects::event("{job_id}", "{kind}"),
+        subjects::event("{tenant}", "{job_id}", "{kind}"),
         subjects::rejected("{tenant}"),
         subjects::DLQ_JOBS.to_owned(),
     ];
@@ -128,4 +128,59 @@ async fn the_rust_producer_example_submits_and_follows_its_job() {
         (Some(job_id), Some("accepted"))
     );
     assert_eq!(event["data"]["origin"]["kind"], "nats");
+}
+
+/// A tenant submitting over NATS faster than its rate (burst 3, 4 per second here) is told
+/// `rate.limited` — a pause, not a verdict: every submission is kept and becomes its job when
+/// the tenant's bucket allows, one job each (issue 27: 2,000 submissions were answered in 1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_submissions_are_rate_limited_per_tenant_and_kept() {
+    use futures_util::StreamExt as _;
+    let limits = [
+        ("TCODER__INGEST__CREATE_BURST", "3".to_owned()),
+        ("TCODER__INGEST__CREATE_PER_SECOND", "4".to_owned()),
+    ];
+    let ingest = spawn(Store::External, &limits).await;
+    ingest.put_object("uploads/acme/clip.mp4", vec![7u8; 2048]).await;
+    let client = async_nats::ConnectOptions::new()
+        .custom_inbox_prefix("_INBOX_acme")
+        .connect(&ingest.nats_url)
+        .await
+        .unwrap();
+    let sent = 12;
+    let mut replies = futures_util::stream::FuturesUnordered::new();
+    for n in 0..sent {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("burst-{n}").as_str());
+        let body = serde_json::json!({ "source": { "key": "uploads/acme/clip.mp4" } }).to_string();
+        let client = client.clone();
+        replies.push(async move {
+            let reply = client
+                .request_with_headers(subjects::submit("acme"), headers, body.into())
+                .await
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
+        });
+    }
+    let mut limited = 0;
+    while let Some(reply) = replies.next().await {
+        match reply["error"]["code"].as_str() {
+            Some("rate.limited") => limited += 1,
+            None => assert_eq!(reply["replayed"], false, "{reply}"),
+            Some(other) => panic!("{other}: {reply}"),
+        }
+    }
+    assert!(limited >= sent - 3 - 2, "{limited} of {sent} limited with a burst of 3");
+    // Every one of them becomes exactly one job, at the tenant's rate.
+    let jobs = testkit::eventually_async(Duration::from_secs(20), || async {
+        let listed = ingest.list_jobs(&ingest.key_a).await;
+        let jobs = listed["jobs"].as_array().cloned().unwrap_or_default();
+        if jobs.len() >= sent { Ok(jobs) } else { Err(jobs.len()) }
+    })
+    .await;
+    let mut ids: Vec<&str> =
+        jobs.iter().filter_map(|j| j["origin"]["submission_id"].as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), sent, "one job per submission: {jobs:?}");
 }

@@ -441,7 +441,7 @@ async fn stored_events(js: &async_nats::jetstream::Context, job: &str, kind: &st
     let stream = js.get_stream(subjects::EVENTS_STREAM).await.unwrap();
     let mut consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: subjects::event(job, kind),
+            filter_subject: subjects::event("*", job, kind),
             ..Default::default()
         })
         .await

@@ -317,7 +317,7 @@ impl Pipeline {
 
     /// Events of `kind` stored on the `EVENTS` stream for the job.
     pub(crate) async fn events(&self, id: &str, kind: &str) -> Vec<Value> {
-        let filter = subjects::event(id, kind);
+        let filter = subjects::event("*", id, kind);
         let stored = self.stored_messages(subjects::EVENTS_STREAM, &filter).await;
         stored.into_iter().map(|(_, payload)| payload).collect()
     }

@@ -21,7 +21,7 @@ fn heavy_request() -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_flows_end_to_end_and_completes_exactly_once() {
     let pipeline = Pipeline::start().await;
-    let mut completed = pipeline.nats.subscribe("tcoder.events.*.completed").await.unwrap();
+    let mut completed = pipeline.nats.subscribe("tcoder.events.*.*.completed").await.unwrap();
     let _worker = pipeline.worker(&[]);
     let id = pipeline
         .submit(
@@ -420,7 +420,7 @@ async fn a_forged_completed_event_produces_no_webhook() {
     });
     pipeline
         .nats
-        .publish(subjects::event(&id, "completed"), forged.to_string().into())
+        .publish(subjects::event("acme", &id, "completed"), forged.to_string().into())
         .await
         .unwrap();
     pipeline.nats.flush().await.unwrap();
@@ -429,4 +429,20 @@ async fn a_forged_completed_event_produces_no_webhook() {
     // The sender takes events in order: once the canceled webhook is in, the forged event
     // was handled before it.
     assert_eq!(webhook_types_until(&receiver, "job.canceled").await, ["job.canceled"]);
+
+    // The tenant's own event stream (what the console and `submit --wait` follow) does not
+    // replay it either: it ends with the canceled event the record confirms.
+    let stream = pipeline
+        .http
+        .get(format!("{}/v1/jobs/{id}/events", pipeline.api))
+        .bearer_auth(&pipeline.key)
+        .send();
+    let body = tokio::time::timeout(Duration::from_secs(10), async {
+        stream.await.unwrap().text().await.unwrap()
+    })
+    .await
+    .expect("the stream ends after the terminal event");
+    let kinds: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(kinds.last(), Some(&"canceled"), "{body}");
+    assert!(!kinds.contains(&"completed"), "the forged event was replayed: {body}");
 }

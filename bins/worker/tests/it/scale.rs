@@ -60,7 +60,8 @@ async fn jobs_flow_on_a_three_node_nats_cluster_while_the_stream_leader_is_kille
     }
 
     // Exactly one completion per job, as the EVENTS stream (R3) recorded them.
-    let completed = pipeline.stored_messages(subjects::EVENTS_STREAM, "tcoder.events.*.completed");
+    let completed =
+        pipeline.stored_messages(subjects::EVENTS_STREAM, "tcoder.events.*.*.completed");
     let mut per_job: HashMap<String, usize> = HashMap::new();
     for (_, event) in completed.await {
         *per_job.entry(event["job_id"].as_str().unwrap().to_owned()).or_default() += 1;
@@ -207,7 +208,8 @@ async fn two_dispatchers_and_two_ingests_keep_the_cap_and_make_one_job_per_uploa
     assert_eq!(jobs.len(), 8, "{jobs:?}");
     let listed: Vec<&str> = jobs.iter().map(|j| j["id"].as_str().unwrap()).collect();
     assert!(ids.iter().all(|id| listed.contains(&id.as_str())), "{ids:?} in {listed:?}");
-    let completed = pipeline.stored_messages(subjects::EVENTS_STREAM, "tcoder.events.*.completed");
+    let completed =
+        pipeline.stored_messages(subjects::EVENTS_STREAM, "tcoder.events.*.*.completed");
     let mut per_job: HashMap<String, usize> = HashMap::new();
     for (_, event) in completed.await {
         *per_job.entry(event["job_id"].as_str().unwrap().to_owned()).or_default() += 1;
