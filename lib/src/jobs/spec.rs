@@ -518,6 +518,15 @@ mod tests {
                 serde_json::json!({"webhook_url": format!("https://example.com/{}", "a".repeat(2048))}),
                 "validation.webhook_url",
             ),
+            // The URL parser drops CR/LF and tabs; the stored string would keep them.
+            (
+                serde_json::json!({"webhook_url": "https://example.com/ho\r\nok"}),
+                "validation.webhook_url",
+            ),
+            (
+                serde_json::json!({"webhook_url": "https://example.com/ho\tok"}),
+                "validation.webhook_url",
+            ),
             (serde_json::json!({"content_length": 0}), "validation.content_length"),
             (serde_json::json!({"priority": "urgent"}), "validation.priority"),
             (serde_json::json!({"content_type": "video\r\nx"}), "validation.content_type"),

@@ -604,6 +604,20 @@ fn signed_delivery_plays_through_the_whole_tree_and_expires() {
     let segment = format!("{}/{segment}", media.rsplit_once('/').unwrap().0);
     let (status, headers, body) = curl(&segment, &["-H", "Range: bytes=0-9"]);
     assert_eq!((status, body.len()), (206, 10), "{headers}");
+    // A range past the end is the client's mistake (416), not an outage (503).
+    let (status, headers, _) = curl(&segment, &["-H", "Range: bytes=999999999-"]);
+    assert_eq!(status, 416, "{headers}");
+    // A key that climbs out of the token's attempt names nothing: 403, never another object.
+    let (token, rest) = master.split_once("/v1/play/").unwrap().1.split_once('/').unwrap();
+    let tenant_job = rest.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    for climbing in [
+        format!("{tenant_job}/1/../../../../uploads/local/x/source"),
+        format!("{tenant_job}/1/%2e%2e/%2e%2e/%2e%2e/%2e%2e/uploads/local/x/source"),
+    ] {
+        let url = format!("{}/v1/play/{token}/{climbing}", summary["api"].0);
+        let (status, headers, _) = curl(&url, &["--path-as-is"]);
+        assert!(status == 403 || status == 404, "{climbing}: {status} {headers}");
+    }
 
     // The object's own URL in the store is not public in this mode.
     let key = master.split_once("/v1/play/").unwrap().1.split_once('/').unwrap().1;
