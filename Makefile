@@ -1,7 +1,7 @@
 # tcoder — the two commands of the README, plus helpers. Both run the set-up first, which
 # installs what is missing (Debian packages, the pinned nats-server) and skips what is there.
 
-.PHONY: setup run test bench split-check soak image-check build lint ci
+.PHONY: setup run test test-quick bench split-check soak image-check build lint ci
 
 setup:
 	./scripts/setup.sh
@@ -14,6 +14,14 @@ run: setup
 ## Run the test suite against real nats-server, redis-server, S3 and FFmpeg.
 test: setup
 	cargo test --workspace
+
+## The suite without its deliberately slow fault windows (the 220 s and 30 s Redis outages,
+## the chaos run), for the edit-compile loop. CI runs `make test`, all of it.
+test-quick: setup
+	cargo test --workspace -- \
+		--skip outages::a_220s_redis_outage \
+		--skip outages::a_30s_redis_hang \
+		--skip chaos::jobs_survive_random_faults
 
 ## Measure against FFmpeg, split titles and the control plane; rewrites docs/BENCHMARKS.md (~50 min).
 bench:

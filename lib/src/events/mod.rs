@@ -26,8 +26,8 @@ pub use self::publish::{
 };
 pub use self::read::{StoredMessage, stored_messages};
 pub use self::topology::{
-    await_jobs_topology, consumer_configs, durable_messages, ensure_topology, queue_depth,
-    stream_configs,
+    await_jobs_topology, consumer_configs, durable_messages, ensure_topology,
+    ensure_topology_without_updates, queue_depth, stream_configs,
 };
 pub use self::types::{
     EventKind, JobEvent, Rejection, RejectionKind, Submission, SubmissionSource, SubmitReply,

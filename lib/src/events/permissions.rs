@@ -19,12 +19,15 @@ pub struct Permissions {
 const DESTRUCTIVE: &[&str] =
     &["$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.CONSUMER.DELETE.>"];
 
-/// [`DESTRUCTIVE`], and removing single messages (work items): the dispatcher's alone.
+/// [`DESTRUCTIVE`], removing single messages (work items: the dispatcher's alone) and
+/// updating a stream (an update is a purge: `max_age` 1 s empties it; the dispatcher keeps the
+/// streams' settings, ingest only creates a missing one).
 const DESTRUCTIVE_OR_REMOVING_MESSAGES: &[&str] = &[
     "$JS.API.STREAM.DELETE.>",
     "$JS.API.STREAM.PURGE.>",
     "$JS.API.CONSUMER.DELETE.>",
     "$JS.API.STREAM.MSG.DELETE.>",
+    "$JS.API.STREAM.UPDATE.>",
 ];
 
 /// The permissions of `service`'s user.
@@ -200,6 +203,10 @@ mod tests {
             assert!(!may_publish(Service::Worker, denied), "{denied}");
         }
         assert!(may_publish(Service::Worker, "$JS.API.CONSUMER.MSG.NEXT.JOBS.jobs-normal"));
+        // Only the dispatcher (and the operator) may change a stream's settings.
+        assert!(!may_publish(Service::Ingest, "$JS.API.STREAM.UPDATE.EVENTS"));
+        assert!(may_publish(Service::Ingest, "$JS.API.STREAM.CREATE.EVENTS"));
+        assert!(may_publish(Service::Dispatcher, "$JS.API.STREAM.UPDATE.EVENTS"));
         for service in [Service::Ingest, Service::Dispatcher, Service::Worker] {
             assert!(!may_publish(service, "$JS.API.STREAM.DELETE.JOBS"), "{service:?}");
             assert!(!may_publish(service, "$JS.API.STREAM.PURGE.EVENTS"), "{service:?}");

@@ -156,14 +156,30 @@ pub fn consumer_configs(config: &Config) -> Vec<(&'static str, pull::Config)> {
 }
 
 /// Creates (or brings up to date) every stream and consumer. Safe to run concurrently from
-/// several services and on every start.
+/// several services and on every start. The dispatcher's; the operator's `cli` may too.
 pub async fn ensure_topology(js: &Context, config: &Config) -> Result<(), NatsError> {
+    ensure(js, config, true).await
+}
+
+/// As [`ensure_topology`], but a stream that exists is left as it is: for ingest, whose user
+/// may not update streams (an update is a purge: `max_age` 1 s empties a stream).
+pub async fn ensure_topology_without_updates(
+    js: &Context,
+    config: &Config,
+) -> Result<(), NatsError> {
+    ensure(js, config, false).await
+}
+
+async fn ensure(js: &Context, config: &Config, update: bool) -> Result<(), NatsError> {
     for stream in stream_configs(config) {
         let name = stream.name.clone();
-        js.create_or_update_stream(stream).await.map_err(|e| NatsError::Topology {
-            what: format!("stream {name}"),
-            reason: e.to_string(),
-        })?;
+        let topology =
+            |e: String| NatsError::Topology { what: format!("stream {name}"), reason: e };
+        if update {
+            js.create_or_update_stream(stream).await.map_err(|e| topology(e.to_string()))?;
+        } else if js.get_stream(&name).await.is_err() {
+            js.create_stream(stream).await.map_err(|e| topology(e.to_string()))?;
+        }
     }
     for (stream_name, consumer) in consumer_configs(config) {
         let what = format!(

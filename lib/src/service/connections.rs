@@ -38,10 +38,13 @@ impl Connections {
             // missing and the worker's user may create it (a deployment without per-role
             // users), it does; else it waits for the dispatcher's.
             let present = events::await_jobs_topology(&jetstream, Duration::ZERO).await.is_ok();
-            if !present && let Err(e) = events::ensure_topology(&jetstream, &settings.nats).await {
+            let made = || events::ensure_topology_without_updates(&jetstream, &settings.nats);
+            if !present && let Err(e) = made().await {
                 tracing::info!(error = %e, "waiting for the dispatcher to create the JOBS stream");
                 events::await_jobs_topology(&jetstream, TOPOLOGY_PATIENCE).await?;
             }
+        } else if service == crate::config::Service::Ingest {
+            events::ensure_topology_without_updates(&jetstream, &settings.nats).await?;
         } else {
             events::ensure_topology(&jetstream, &settings.nats).await?;
         }

@@ -154,6 +154,11 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
         let (_, refused) = nats_session(nats, &worker, &format!("PUB {api} 2\r\nhi\r\n"));
         assert!(refused.contains("Permissions Violation for Publish"), "{api}: {refused}");
     }
+    // Ingest may create a missing stream, never change one (an update is a purge).
+    let ingest =
+        format!("{{\"verbose\":false,\"user\":\"ingest\",\"pass\":\"{}\"}}", password_of("ingest"));
+    let (_, update) = nats_session(nats, &ingest, "PUB $JS.API.STREAM.UPDATE.EVENTS 2\r\nhi\r\n");
+    assert!(update.contains("Permissions Violation for Publish"), "ingest: {update}");
     let (_, allowed) =
         nats_session(nats, &worker, "PUB tcoder.events.local.job_x.progress 2\r\nhi\r\n");
     assert!(!allowed.contains("-ERR"), "{allowed}");
