@@ -9,9 +9,11 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
 use futures_util::StreamExt;
-use tcoder::events::subjects;
+use tcoder::engine::ErrorCode;
+use tcoder::events::{WorkItem, subjects};
 use tcoder::jobs::Priority;
 use tcoder::machines::MachineState;
 use tcoder::shutdown::Shutdown;
@@ -20,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Worker;
-use crate::attempt::{self, Outcome};
+use crate::attempt::{Outcome, part, whole};
 
 /// Safety net for a missed wake-up (e.g. during a reconnect).
 const POLL_FALLBACK: Duration = Duration::from_secs(1);
@@ -119,6 +121,39 @@ impl Tally {
     }
 }
 
+/// Reads a message's work item and hands it to its kind of work — a whole title or one part
+/// of a split one — once, here; an unreadable item, or one on another item's subject, is
+/// dropped.
+async fn handle(
+    worker: &Worker,
+    message: async_nats::jetstream::Message,
+    release: CancellationToken,
+) -> Outcome {
+    let message = std::sync::Arc::new(message);
+    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+    if delivered > 1 {
+        worker.metrics.redeliveries.inc();
+    }
+    let item: WorkItem = match serde_json::from_slice(&message.payload) {
+        Ok(item) => item,
+        Err(e) => {
+            tracing::error!(error = %e, "malformed work item; terminating it");
+            let _ = message.ack_with(AckKind::Term).await;
+            return Outcome::Skipped;
+        }
+    };
+    if !item.matches_subject(&message.subject) {
+        // Dropped with a plain ack: a termination would be read as the job's dead letter.
+        tracing::error!(subject = %message.subject, job = %item.job_id, part = ?item.part, "work item on another item's subject; dropping it");
+        let _ = message.double_ack().await;
+        return Outcome::Skipped;
+    }
+    match item.part {
+        Some(k) => part::handle_item(worker, message, &item, k, release).await,
+        None => whole::handle(worker, message, &item, release).await,
+    }
+}
+
 pub(crate) async fn run(worker: Worker, shutdown: Shutdown) -> anyhow::Result<ExitReason> {
     let stream = worker.js.get_stream(subjects::JOBS_STREAM).await?;
     let mut consumers: Vec<PullConsumer> = Vec::new();
@@ -158,8 +193,7 @@ pub(crate) async fn run(worker: Worker, shutdown: Shutdown) -> anyhow::Result<Ex
                     worker.set_state(MachineState::Busy);
                     for message in messages {
                         let (worker, release) = (worker.clone(), release.clone());
-                        running
-                            .spawn(async move { attempt::handle(&worker, message, release).await });
+                        running.spawn(async move { handle(&worker, message, release).await });
                     }
                     continue;
                 }
@@ -209,7 +243,7 @@ fn account(worker: &Worker, done: Result<Outcome, tokio::task::JoinError>, tally
         Ok(outcome) => outcome,
         Err(e) => {
             tracing::error!(error = %e, "a job task panicked");
-            Outcome::Failed("engine.crashed".into())
+            Outcome::Failed(ErrorCode::Crashed)
         }
     };
     worker.metrics.jobs.with_label_values(&[outcome.label(), outcome.code()]).inc();
@@ -290,7 +324,7 @@ mod tests {
         assert_eq!(tally.next(&b, 1, false), Next::Wait, "1 done + 1 running = budget");
         tally.account(&Outcome::Skipped, Instant::now());
         assert_eq!(tally.next(&b, 1, false), Next::Wait, "a skipped message is no job");
-        tally.account(&Outcome::Failed("input.corrupt".into()), Instant::now());
+        tally.account(&Outcome::Failed(ErrorCode::Corrupt), Instant::now());
         assert_eq!(tally.next(&b, 0, false), Next::Exit(ExitReason::JobBudget));
     }
 
@@ -300,11 +334,11 @@ mod tests {
         let mut tally = Tally::new(Instant::now());
         tally.account(&Outcome::Retried, Instant::now());
         tally.account(&Outcome::Completed, Instant::now());
-        tally.account(&Outcome::Failed("engine.crashed".into()), Instant::now());
+        tally.account(&Outcome::Failed(ErrorCode::Crashed), Instant::now());
         // Input errors say nothing about the machine.
-        tally.account(&Outcome::Failed("input.corrupt".into()), Instant::now());
+        tally.account(&Outcome::Failed(ErrorCode::Corrupt), Instant::now());
         assert_eq!(tally.failures_in_row, 0);
-        tally.account(&Outcome::Failed("limits.memory".into()), Instant::now());
+        tally.account(&Outcome::Failed(ErrorCode::Memory), Instant::now());
         tally.account(&Outcome::Retried, Instant::now());
         assert_eq!(tally.next(&b, 1, false), Next::Wait, "no intake; the running job finishes");
         assert_eq!(tally.next(&b, 0, false), Next::Exit(ExitReason::FailureBudget));

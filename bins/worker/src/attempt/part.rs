@@ -16,9 +16,9 @@ use tcoder::jobs::{Job, PartAttempt, PartClaim, PartCommit, PartRelease, RenewOu
 use tcoder::s3::{self, KeyPrefix, keys};
 use tracing::Instrument as _;
 
-use crate::attempt::{
-    Outcome, download_source, transient, unless_stopped, upload_outputs, watch_cancel,
-    with_commit_retries,
+use super::Outcome;
+use super::steps::{
+    Supervised, download_source, transient, unless_stopped, upload_outputs, with_commit_retries,
 };
 use crate::keeper::{Lease, LeaseTiming, Stop, StopReason, keep, stop_on};
 use crate::{Worker, scratch};
@@ -116,19 +116,19 @@ pub(crate) async fn run(
     let lease = PartLease { worker: worker.clone(), attempt: attempt.clone(), message };
     let keeper = {
         let (stop, timing) = (stop.clone(), LeaseTiming { ttl: worker.config.lease_ttl });
-        tokio::spawn(async move { keep(&lease, timing, &stop).await })
+        async move { keep(&lease, timing, &stop).await }
     };
     let outer_stopped = outer.clone();
-    let link = stop_on(&stop, async move {
+    let linked = async move {
         outer_stopped.stopped().await;
         outer_stopped.reason().unwrap_or(StopReason::Released)
-    });
-    let cancel_watch = watch_cancel(worker, &job.tenant, &attempt.job_id, &stop);
+    };
+    let supervised = Supervised::start(worker, &job.tenant, &attempt.job_id, &stop, keeper, linked);
     let output_dir = workdir.join(format!("part-{}-{}", attempt.part, attempt.epoch));
     let made =
         encode_and_upload(worker, job, attempt, definition, workdir, input, &output_dir, &stop)
             .await;
-    keeper.abort();
+    supervised.work_done();
     let end = match (stop.reason(), made) {
         (Some(reason), _) => PartEnd::Stopped(reason),
         (None, Ok(committed)) => commit(worker, attempt, &committed).await,
@@ -150,8 +150,7 @@ pub(crate) async fn run(
         // Free at once for another worker rather than after the lease lapses.
         let _ = worker.jobs.release_part(attempt, false, u32::MAX, None).await;
     }
-    stop.stop(StopReason::Released); // ends the link task
-    let _ = tokio::join!(keeper, link, cancel_watch);
+    supervised.end().await;
     if !matches!(end, PartEnd::Committed) {
         let prefix = keys::part_output_prefix(&job.tenant, &job.id, attempt.part, attempt.epoch);
         if let Err(e) = s3::delete_prefix(&worker.s3, &worker.bucket, &prefix, None, 100).await {
@@ -302,7 +301,7 @@ async fn run_item(
         PartEnd::Failed(error, _) => {
             tracing::warn!(%error, "part failed; its coordinator decides for the job");
             let _ = message.double_ack().await;
-            Outcome::Failed(error.code.as_str().to_owned())
+            Outcome::Failed(error.code)
         }
     }
 }

@@ -17,10 +17,10 @@ use tcoder::events::{self, JobEvent};
 use tcoder::jobs::{Attempt, Job, OutputKind, PartClaim, PartState};
 use tcoder::s3::{KeyPrefix, keys, transfer};
 
+use super::part::{self, Committed, Origin, PartEnd};
+use super::steps::{best_effort, output_path, transient, unless_stopped};
 use crate::Worker;
-use crate::attempt::{best_effort, output_path, transient, unless_stopped};
 use crate::keeper::{Stop, StopReason};
-use crate::part::{self, Committed, Origin, PartEnd};
 
 /// How often the coordinator looks at the parts while others run them.
 const POLL: Duration = Duration::from_secs(1);

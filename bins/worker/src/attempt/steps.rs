@@ -1,0 +1,272 @@
+//! The steps every kind of attempt shares: moving the source and outputs between the bucket
+//! and the scratch folder, checking output paths, retrying commits through Redis trouble,
+//! leaving at a stop, informational publishes and the cancel watch.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tcoder::engine::{EngineError, ErrorCode};
+use tcoder::events::{self, JobEvent, subjects};
+use tcoder::jobs::{Job, Tenant};
+use tcoder::s3::{KeyPrefix, S3Error, transfer};
+
+use crate::Worker;
+use crate::keeper::{Stop, StopReason};
+
+/// A retryable failure of the worker's own steps (download, upload, Redis, NATS).
+pub(crate) fn transient(message: impl Into<String>) -> EngineError {
+    EngineError::new(ErrorCode::Failed, message)
+}
+
+/// Stops `stop` as canceled when the job's `canceled` event arrives: a cancel through the API
+/// reaches a running attempt at once (the lease renewal would see it a third of a TTL later).
+/// Ends when `stop` does.
+pub(crate) fn watch_cancel(
+    worker: &Worker,
+    tenant: &Tenant,
+    job: &tcoder::jobs::JobId,
+    stop: &Stop,
+) -> tokio::task::JoinHandle<()> {
+    let (nats, stop) = (worker.nats.clone(), stop.clone());
+    let subject = subjects::event(tenant.as_str(), job.as_str(), "canceled");
+    tokio::spawn(async move {
+        if let Ok(mut canceled) = nats.subscribe(subject).await {
+            tokio::select! {
+                Some(_) = canceled.next() => stop.stop(StopReason::Canceled),
+                () = stop.stopped() => {}
+            }
+        }
+    })
+}
+
+/// Downloads the job's source into `workdir/in/source` (checking its size) and returns where.
+pub(crate) async fn download_source(
+    worker: &Worker,
+    job: &Job,
+    workdir: &Path,
+    stop: &Stop,
+) -> Result<std::path::PathBuf, EngineError> {
+    let source = job
+        .source
+        .as_ref()
+        .ok_or_else(|| EngineError::new(ErrorCode::Corrupt, "the job has no uploaded source"))?;
+    let input_dir = workdir.join("in");
+    tokio::fs::create_dir_all(&input_dir).await.map_err(|e| transient(format!("scratch: {e}")))?;
+    let input = input_dir.join("source");
+    let stage = Instant::now();
+    let downloaded =
+        stoppable(stop, transfer::download(&worker.s3, &worker.bucket, &source.key, &input))
+            .await?
+            .map_err(|e| match e {
+                // Deleted after the upload: no attempt can get it back.
+                S3Error::NotFound(_) => EngineError::new(
+                    ErrorCode::SourceMissing,
+                    "the uploaded source is no longer in the bucket",
+                ),
+                other => transient(other.to_string()),
+            })?;
+    worker
+        .metrics
+        .stage_seconds
+        .with_label_values(&["download"])
+        .observe(stage.elapsed().as_secs_f64());
+    worker.metrics.bytes_in.inc_by(downloaded);
+    if downloaded != source.size {
+        return Err(transient(format!("downloaded {downloaded} bytes, expected {}", source.size)));
+    }
+    Ok(input)
+}
+
+/// Uploads the engine's outputs `files` (as its report lists them, relative to `output_dir`)
+/// under `prefix`.
+pub(crate) async fn upload_outputs(
+    worker: &Worker,
+    output_dir: &Path,
+    files: &[tcoder::engine::OutputFile],
+    prefix: &KeyPrefix,
+    stop: &Stop,
+) -> Result<(), EngineError> {
+    for file in files {
+        let path = output_path(output_dir, &file.path)?;
+        let key = prefix.join(&file.path).map_err(|e| {
+            EngineError::new(
+                ErrorCode::Crashed,
+                format!("the engine listed an output that is no object key ({e}): {}", file.path),
+            )
+        })?;
+        // Stopped (fenced, released, canceled): no further file. The one under way is let
+        // finish rather than dropped mid-request — the store could still complete a dropped
+        // PUT after this attempt removed its outputs, leaving a file nothing references.
+        unless_stopped(stop)?;
+        transfer::upload(
+            &worker.s3,
+            &worker.bucket,
+            &key,
+            &path,
+            &file.content_type,
+            transfer::IMMUTABLE,
+        )
+        .await
+        .map_err(|e| transient(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Runs `commit`, retrying a transient store error a few times (bounded, about 6 s in all):
+/// a commit (of a job or of a part) is fenced by its epoch and idempotent for the same
+/// attempt, so a retry is safe, and giving up would make another worker redo finished work.
+pub(crate) async fn with_commit_retries<T, F>(
+    worker: &Worker,
+    mut commit: impl FnMut() -> F,
+) -> Result<T, tcoder::redis::StoreError>
+where
+    F: Future<Output = Result<T, tcoder::redis::StoreError>>,
+{
+    let mut delay = Duration::from_millis(200);
+    for _ in 0..COMMIT_ATTEMPTS - 1 {
+        match commit().await {
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "commit failed; retrying");
+                worker.metrics.commit_retries.inc();
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            done => return done,
+        }
+    }
+    commit().await
+}
+
+/// Tries of a commit before the message is left to be redelivered.
+const COMMIT_ATTEMPTS: u32 = 5;
+
+/// The file the engine reports at `relative`, only if it is a regular file inside `out`: the
+/// child parses untrusted media, so its report is not trusted to name what the worker
+/// uploads (no `..`, no absolute path, no symlink out of the folder).
+pub(crate) fn output_path(out: &Path, relative: &str) -> Result<std::path::PathBuf, EngineError> {
+    let refuse = || {
+        EngineError::new(
+            ErrorCode::Crashed,
+            format!("the engine reported an output outside its folder: {relative}"),
+        )
+    };
+    let rel = Path::new(relative);
+    if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(refuse());
+    }
+    let path = out.join(rel);
+    let meta = std::fs::symlink_metadata(&path).map_err(|_| refuse())?;
+    let (real, base) =
+        (path.canonicalize().map_err(|_| refuse())?, out.canonicalize().map_err(|_| refuse())?);
+    if !meta.is_file() || !real.starts_with(&base) {
+        return Err(refuse());
+    }
+    Ok(path)
+}
+
+/// Runs `work` unless the attempt is stopped first.
+/// `Err` once the attempt was told to stop.
+pub(crate) fn unless_stopped(stop: &Stop) -> Result<(), EngineError> {
+    match stop.reason() {
+        Some(_) => Err(EngineError::new(ErrorCode::Canceled, "stopped")),
+        None => Ok(()),
+    }
+}
+
+pub(crate) async fn stoppable<T>(
+    stop: &Stop,
+    work: impl Future<Output = T>,
+) -> Result<T, EngineError> {
+    tokio::select! {
+        value = work => Ok(value),
+        () = stop.stopped() => Err(EngineError::new(ErrorCode::Canceled, "stopped")),
+    }
+}
+
+/// Publishes an informational event (started, progress, rendition), for at most
+/// [`INFORMATIONAL_PUBLISH`]: an unreachable NATS must not stall the job (its terminal event
+/// goes through the outbox and is never lost).
+pub(crate) async fn best_effort(worker: &Worker, event: &JobEvent) {
+    match tokio::time::timeout(INFORMATIONAL_PUBLISH, events::publish_event(&worker.js, event))
+        .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(event = %event.id, error = %e, "event not published"),
+        Err(_) => {
+            tracing::warn!(event = %event.id, "event not published: NATS did not answer in time")
+        }
+    }
+}
+
+/// How long an informational event may take to publish.
+const INFORMATIONAL_PUBLISH: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod output_path_tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_inside_the_output_folder_are_uploaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(out.join("hls")).unwrap();
+        std::fs::write(out.join("hls/master.m3u8"), "#EXTM3U").unwrap();
+        std::fs::write(dir.path().join("secret"), "key").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), out.join("link.jpg")).unwrap();
+        assert!(output_path(&out, "hls/master.m3u8").is_ok());
+        for bad in ["../secret", "/etc/passwd", "link.jpg", "hls", "missing.mp4"] {
+            assert!(output_path(&out, bad).is_err(), "{bad}");
+        }
+    }
+}
+
+/// The tasks that watch one attempt (a whole title's or a part's) while it works: its lease
+/// keeper, the job's cancel watch and a link from an outer stop (the worker releasing its
+/// work, or the coordinator's own stop) — started and ended the same way for every kind.
+#[derive(Debug)]
+pub(crate) struct Supervised {
+    keeper: tokio::task::JoinHandle<()>,
+    cancel_watch: tokio::task::JoinHandle<()>,
+    link: tokio::task::JoinHandle<()>,
+    stop: Stop,
+}
+
+impl Supervised {
+    /// Starts `keeper` (renewing the lease, stopping `stop` if it is lost) and the watches.
+    pub(crate) fn start<K, O>(
+        worker: &Worker,
+        tenant: &Tenant,
+        job: &tcoder::jobs::JobId,
+        stop: &Stop,
+        keeper: K,
+        outer: O,
+    ) -> Supervised
+    where
+        K: std::future::Future + Send + 'static,
+        O: std::future::Future<Output = StopReason> + Send + 'static,
+    {
+        Supervised {
+            keeper: tokio::spawn(async move {
+                keeper.await;
+            }),
+            cancel_watch: watch_cancel(worker, tenant, job, stop),
+            link: crate::keeper::stop_on(stop, outer),
+            stop: stop.clone(),
+        }
+    }
+
+    /// The attempt's work is over: renewing its lease now would only race the commit (which
+    /// deletes the lease) into a false "lease lost" alarm. The commit is fenced by the epoch.
+    pub(crate) fn work_done(&self) {
+        self.keeper.abort();
+    }
+
+    /// Ends the watches (the stop's reason only matters if one was set before) and waits for
+    /// every task.
+    pub(crate) async fn end(self) {
+        self.stop.stop(StopReason::Released);
+        let _ = tokio::join!(self.keeper, self.cancel_watch, self.link);
+    }
+}

@@ -1,0 +1,90 @@
+//! The worker's context: its connections, settings, engine supervisor and machine record —
+//! everything a job handler needs, shared by every kind of attempt.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tcoder::config::WorkerConfig;
+use tcoder::engine::Supervisor;
+use tcoder::jobs::JobStore;
+use tcoder::machines::{MachineRecord, MachineState};
+
+use crate::metrics::WorkerMetrics;
+
+/// Everything a job handler needs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct Worker {
+    pub id: String,
+    pub jobs: JobStore,
+    pub js: async_nats::jetstream::Context,
+    pub nats: async_nats::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub bucket: String,
+    pub s3_config: tcoder::s3::Config,
+    pub config: Arc<WorkerConfig>,
+    pub supervisor: Supervisor,
+    pub max_deliver: i64,
+    /// JOBS consumer AckWait: a held message needs an in-progress ack within it.
+    pub ack_wait: Duration,
+    pub metrics: WorkerMetrics,
+    pub machine: Arc<Mutex<MachineRecord>>,
+    /// Set when a Redis call of this worker failed, cleared when one succeeds: while set, the
+    /// pull loop checks Redis before taking more work, so a worker cut off from Redis (but not
+    /// from NATS) does not hold work items other workers could run.
+    pub redis_suspect: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Worker {
+    pub(crate) fn note_redis(&self, reachable: bool) {
+        self.redis_suspect.store(!reachable, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this worker can reach Redis now: a recent call succeeded, or a quick PING does.
+    pub(crate) async fn redis_reachable(&self) -> bool {
+        if !self.redis_suspect.load(std::sync::atomic::Ordering::Relaxed) {
+            return true;
+        }
+        let ping = self.jobs.ping();
+        let reachable =
+            matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(())));
+        self.note_redis(reachable);
+        reachable
+    }
+
+    /// The engine run of `job` (its `part`, or all of it) on `input`, into `output_dir`, with
+    /// this worker's limits and encoder settings.
+    pub(crate) fn engine_job(
+        &self,
+        job: &tcoder::jobs::Job,
+        input: std::path::PathBuf,
+        output_dir: std::path::PathBuf,
+        part: Option<tcoder::engine::Part>,
+    ) -> tcoder::engine::EngineJob {
+        tcoder::engine::EngineJob {
+            input,
+            output_dir,
+            spec: tcoder::engine::EngineSpec::from(&job.spec),
+            limits: self.config.engine.limits(),
+            settings: self.config.engine.settings(),
+            part,
+        }
+    }
+
+    pub(crate) fn set_state(&self, state: MachineState) {
+        let mut machine = self.machine.lock().expect("machine lock");
+        if machine.state != state {
+            machine.state = state;
+            machine.last_active_at = tcoder::jobs::now_ms();
+        }
+    }
+
+    pub(crate) fn record_job(&self) {
+        let mut machine = self.machine.lock().expect("machine lock");
+        machine.jobs += 1;
+        machine.last_active_at = tcoder::jobs::now_ms();
+    }
+
+    pub(crate) fn record(&self) -> MachineRecord {
+        self.machine.lock().expect("machine lock").clone()
+    }
+}
