@@ -19,6 +19,7 @@ use tcoder::s3::{KeyPrefix, keys, transfer};
 
 use super::part::{self, Committed, Origin, PartEnd};
 use super::steps::{best_effort, output_path, transient, unless_stopped};
+use super::verdict::{CoordinatorStep, coordinator_step};
 use crate::Worker;
 use crate::keeper::{Stop, StopReason};
 
@@ -200,16 +201,10 @@ async fn run_and_wait(
     local: &mut HashMap<u32, PathBuf>,
     stop: &Stop,
 ) -> Result<Vec<PartState>, EngineError> {
-    let deadline = Instant::now() + worker.supervisor.limits.wall_deadline;
+    let deadline = tokio::time::Instant::now() + worker.supervisor.limits.wall_deadline;
     let (mut reported, mut sequence) = (None, 0);
     loop {
         unless_stopped(stop)?;
-        if Instant::now() >= deadline {
-            return Err(EngineError::new(
-                ErrorCode::Timeout,
-                "the title's parts were not all done by the wall-clock deadline",
-            ));
-        }
         let states = match worker.jobs.parts(&job.id).await {
             Ok(states) => states,
             Err(e) => {
@@ -219,9 +214,6 @@ async fn run_and_wait(
                 continue;
             }
         };
-        if let Some(failed) = states.iter().find(|p| p.is_failed()) {
-            return Err(failed.error().unwrap_or_else(part::unknown_failure));
-        }
         let done = states.iter().filter(|p| p.is_done()).count() as u32;
         let total = states.len() as u32;
         if reported != Some(done) {
@@ -230,16 +222,17 @@ async fn run_and_wait(
             let parts = PartsProgress { done, total };
             report_progress(worker, job, epoch, sequence, parts).await;
         }
-        if done == total {
-            return Ok(states);
-        }
-        let free = states.iter().find(|p| p.is_claimable()).map(|p| p.part);
-        let claimed = match free {
-            Some(k) => {
-                worker.jobs.claim_part(&job.id, k, &worker.id, worker.config.lease_ttl).await
+        let free = match coordinator_step(&states, tokio::time::Instant::now(), deadline) {
+            CoordinatorStep::Done => return Ok(states),
+            CoordinatorStep::Fail(error) => return Err(error),
+            CoordinatorStep::Run(part) => part,
+            CoordinatorStep::Wait => {
+                pause(stop).await;
+                continue;
             }
-            None => Ok(PartClaim::Done),
         };
+        let claimed =
+            worker.jobs.claim_part(&job.id, free, &worker.id, worker.config.lease_ttl).await;
         let Ok(PartClaim::Claimed(attempt)) = claimed else {
             pause(stop).await;
             continue;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
 use serde::{Deserialize, Serialize};
-use tcoder::engine::{EngineError, ErrorCode, OutputFile, Part};
+use tcoder::engine::{EngineError, OutputFile, Part};
 use tcoder::events::WorkItem;
 use tcoder::jobs::{Job, PartAttempt, PartClaim, PartCommit, PartRelease, RenewOutcome};
 use tcoder::s3::{self, KeyPrefix, keys};
@@ -20,6 +20,8 @@ use super::Outcome;
 use super::steps::{
     Supervised, download_source, transient, unless_stopped, upload_outputs, with_commit_retries,
 };
+pub(crate) use super::verdict::PartEnd;
+use super::verdict::{Settle, part_verdict};
 use crate::keeper::{Lease, LeaseTiming, Stop, StopReason, keep, stop_on};
 use crate::{Worker, scratch};
 
@@ -38,17 +40,6 @@ pub(crate) struct Committed {
     pub machine_secs: f64,
     pub frames: u64,
     pub worker: String,
-}
-
-/// How a part attempt ended.
-#[derive(Debug)]
-pub(crate) enum PartEnd {
-    Committed,
-    /// Another attempt owns the part now.
-    Fenced,
-    Stopped(StopReason),
-    /// Failed; the part is free again ([`PartRelease::Pending`]) or failed for good.
-    Failed(EngineError, PartRelease),
 }
 
 /// A finished part attempt.
@@ -276,37 +267,23 @@ async fn run_item(
     {
         tracing::warn!(dir = %workdir.display(), error = %e, "cannot remove the part directory");
     }
-    match run.end {
-        PartEnd::Committed => {
-            let _ = message.double_ack().await;
-            Outcome::Completed
-        }
-        PartEnd::Fenced | PartEnd::Stopped(StopReason::Lost | StopReason::SelfFenced) => {
-            let _ = message.double_ack().await;
-            Outcome::Fenced
-        }
-        PartEnd::Stopped(StopReason::Canceled) => {
-            let _ = message.double_ack().await;
-            Outcome::Canceled
-        }
-        PartEnd::Stopped(StopReason::Released) => {
-            let _ = message.ack_with(AckKind::Nak(None)).await;
-            Outcome::Released
-        }
-        PartEnd::Failed(error, PartRelease::Pending) if error.code.is_retryable() => {
+    let (settle, outcome) = part_verdict(&run.end, worker.config.retry_delay);
+    match (&run.end, settle) {
+        (PartEnd::Failed(error, _), Settle::Nak(_)) => {
             tracing::warn!(%error, "part attempt failed; another may take it");
-            let _ = message.ack_with(AckKind::Nak(Some(worker.config.retry_delay))).await;
-            Outcome::Retried
         }
-        PartEnd::Failed(error, _) => {
+        (PartEnd::Failed(error, _), Settle::Ack) => {
             tracing::warn!(%error, "part failed; its coordinator decides for the job");
+        }
+        _ => {}
+    }
+    match settle {
+        Settle::Ack => {
             let _ = message.double_ack().await;
-            Outcome::Failed(error.code)
+        }
+        Settle::Nak(delay) => {
+            let _ = message.ack_with(AckKind::Nak(delay)).await;
         }
     }
-}
-
-/// The error of a part the coordinator found failed without a recorded one.
-pub(crate) fn unknown_failure() -> EngineError {
-    EngineError::new(ErrorCode::Failed, "a part of the title failed")
+    outcome
 }

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use tcoder::engine::EngineError;
+use tcoder::engine::{EngineError, ErrorCode};
+use tcoder::jobs::{PartRelease, PartState};
 
+use super::Outcome;
 use crate::keeper::StopReason;
 
 /// What to do with an attempt's message, decided from how the attempt ended alone (no I/O):
@@ -51,10 +53,89 @@ pub(crate) fn verdict(
 /// The longest wait before a retried attempt.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 
+/// How a part attempt ended.
+#[derive(Debug)]
+pub(crate) enum PartEnd {
+    Committed,
+    /// Another attempt owns the part now.
+    Fenced,
+    Stopped(StopReason),
+    /// Failed; the part is free again ([`PartRelease::Pending`]) or failed for good.
+    Failed(EngineError, PartRelease),
+}
+
+/// What to do with a part item's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// Done with it (committed, owned by another attempt, canceled, failed for good: the
+    /// coordinator decides for the job).
+    Ack,
+    /// Give it back, after this long (`None`: at once).
+    Nak(Option<Duration>),
+}
+
+/// How a part item's message is settled, and what the runner counts, once its attempt ended.
+pub(crate) fn part_verdict(end: &PartEnd, retry_delay: Duration) -> (Settle, Outcome) {
+    match end {
+        PartEnd::Committed => (Settle::Ack, Outcome::Completed),
+        PartEnd::Fenced | PartEnd::Stopped(StopReason::Lost | StopReason::SelfFenced) => {
+            (Settle::Ack, Outcome::Fenced)
+        }
+        PartEnd::Stopped(StopReason::Canceled) => (Settle::Ack, Outcome::Canceled),
+        PartEnd::Stopped(StopReason::Released) => (Settle::Nak(None), Outcome::Released),
+        PartEnd::Failed(error, PartRelease::Pending) if error.code.is_retryable() => {
+            (Settle::Nak(Some(retry_delay)), Outcome::Retried)
+        }
+        PartEnd::Failed(error, _) => (Settle::Ack, Outcome::Failed(error.code)),
+    }
+}
+
+/// The coordinator's next step, from the parts as Redis has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CoordinatorStep {
+    /// Every part is committed: stitch.
+    Done,
+    /// A part failed for good, or the wall-clock deadline passed: the job fails with this.
+    Fail(EngineError),
+    /// Nobody works on this part: claim and run it here.
+    Run(u32),
+    /// Others hold the remaining parts: look again later.
+    Wait,
+}
+
+/// Decides the coordinator's next step: a failure or the deadline first, then done, then a
+/// free part (lowest first), else wait.
+pub(crate) fn coordinator_step(
+    parts: &[PartState],
+    now: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+) -> CoordinatorStep {
+    if now >= deadline {
+        return CoordinatorStep::Fail(EngineError::new(
+            ErrorCode::Timeout,
+            "the title's parts were not all done by the wall-clock deadline",
+        ));
+    }
+    if let Some(failed) = parts.iter().find(|p| p.is_failed()) {
+        return CoordinatorStep::Fail(failed.error().unwrap_or_else(unknown_part_failure));
+    }
+    if parts.iter().all(PartState::is_done) {
+        return CoordinatorStep::Done;
+    }
+    match parts.iter().filter(|p| p.is_claimable()).map(|p| p.part).min() {
+        Some(part) => CoordinatorStep::Run(part),
+        None => CoordinatorStep::Wait,
+    }
+}
+
+/// The error of a part found failed without a recorded one.
+pub(crate) fn unknown_part_failure() -> EngineError {
+    EngineError::new(ErrorCode::Failed, "a part of the title failed")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tcoder::engine::ErrorCode;
 
     const SECOND: Duration = Duration::from_secs(1);
 
@@ -109,5 +190,71 @@ mod tests {
         ] {
             assert_eq!(verdict(None, Err(&failed(code)), 1, 5, SECOND), Verdict::Fail, "{code}");
         }
+    }
+
+    fn part(part: u32, status: &str, leased: bool) -> PartState {
+        PartState { part, status: status.into(), epoch: 1, leased, fields: Default::default() }
+    }
+
+    #[test]
+    fn a_part_item_is_acked_unless_it_is_released_or_may_be_retried() {
+        let (retryable, input) = (failed(ErrorCode::Crashed), failed(ErrorCode::Corrupt));
+        let cases = [
+            (PartEnd::Committed, Settle::Ack, Outcome::Completed),
+            (PartEnd::Fenced, Settle::Ack, Outcome::Fenced),
+            (PartEnd::Stopped(StopReason::Lost), Settle::Ack, Outcome::Fenced),
+            (PartEnd::Stopped(StopReason::SelfFenced), Settle::Ack, Outcome::Fenced),
+            (PartEnd::Stopped(StopReason::Canceled), Settle::Ack, Outcome::Canceled),
+            (PartEnd::Stopped(StopReason::Released), Settle::Nak(None), Outcome::Released),
+            (
+                PartEnd::Failed(retryable.clone(), PartRelease::Pending),
+                Settle::Nak(Some(SECOND)),
+                Outcome::Retried,
+            ),
+            // Out of attempts: failed for good, the coordinator fails the job.
+            (
+                PartEnd::Failed(retryable, PartRelease::Failed),
+                Settle::Ack,
+                Outcome::Failed(ErrorCode::Crashed),
+            ),
+            // The source's fault: no other attempt would do better.
+            (
+                PartEnd::Failed(input, PartRelease::Pending),
+                Settle::Ack,
+                Outcome::Failed(ErrorCode::Corrupt),
+            ),
+        ];
+        for (end, settle, outcome) in cases {
+            assert_eq!(part_verdict(&end, SECOND), (settle, outcome), "{end:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_coordinator_runs_free_parts_waits_for_held_ones_and_fails_at_the_deadline() {
+        let start = tokio::time::Instant::now();
+        let deadline = start + Duration::from_secs(60);
+        let step =
+            |parts: &[PartState]| coordinator_step(parts, tokio::time::Instant::now(), deadline);
+        let free = [part(0, "done", false), part(1, "running", true), part(2, "pending", false)];
+        assert_eq!(step(&free), CoordinatorStep::Run(2));
+        // A running part whose lease lapsed (its worker died) is free again.
+        let lapsed = [part(0, "running", false), part(1, "pending", false)];
+        assert_eq!(step(&lapsed), CoordinatorStep::Run(0));
+        let held = [part(0, "done", false), part(1, "running", true)];
+        assert_eq!(step(&held), CoordinatorStep::Wait);
+        assert_eq!(step(&[part(0, "done", false), part(1, "done", false)]), CoordinatorStep::Done);
+        let mut failed = part(1, "failed", false);
+        let recorded = EngineError::new(ErrorCode::Memory, "part 1 ran out of memory");
+        failed.fields.insert("error".into(), serde_json::to_string(&recorded).unwrap());
+        let with_failure = [part(0, "pending", false), failed, part(2, "running", true)];
+        assert_eq!(step(&with_failure), CoordinatorStep::Fail(recorded));
+        assert_eq!(
+            step(&[part(0, "failed", false)]),
+            CoordinatorStep::Fail(unknown_part_failure())
+        );
+        // Past the wall-clock deadline nothing else matters.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let CoordinatorStep::Fail(late) = step(&free) else { panic!("not failed at the deadline") };
+        assert_eq!(late.code, ErrorCode::Timeout);
     }
 }
