@@ -15,7 +15,9 @@ pub use self::attempt::{
     Admission, Attempt, ClaimOutcome, FinishOutcome, Recovery, RenewOutcome, outbox_key,
 };
 pub use self::ids::{JobId, Tenant};
-pub use self::parts::{PartAttempt, PartClaim, PartCommit, PartRelease, PartState};
+pub use self::parts::{
+    PartAttempt, PartClaim, PartCommit, PartRelease, PartResult, PartState, PartStatus,
+};
 pub use self::priority::Priority;
 pub use self::record::{Job, JobError, JobOrigin, SourceObject, WebhookStatus};
 pub use self::result::{

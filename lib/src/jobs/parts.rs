@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use redis::Script;
 
+use serde::{Deserialize, Serialize};
+
 use super::{JobId, JobStore, now_ms};
+use crate::engine::{EngineError, Part};
 use crate::redis::StoreError;
 use crate::redis::keys::{job as job_key, job_part, job_part_lease, job_part_prefix};
 
@@ -64,45 +67,104 @@ pub enum PartRelease {
     Fenced,
 }
 
+/// The part hash's field names (the Lua scripts beside this file write the same ones).
+mod field {
+    pub(super) const STATUS: &str = "status";
+    pub(super) const EPOCH: &str = "epoch";
+    pub(super) const DEFINITION: &str = "def";
+    pub(super) const RESULT: &str = "result";
+    pub(super) const ERROR: &str = "error";
+}
+
+/// Where a part is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartStatus {
+    /// Planned, or given back: the next claim gets it.
+    Pending,
+    /// An attempt holds it (its lease may have lapsed: see [`PartState::leased`]).
+    Running,
+    /// Committed.
+    Done,
+    /// Its attempts failed too often (see [`JobStore::release_part`]).
+    Failed,
+}
+
+impl PartStatus {
+    fn parse(status: &str) -> Option<PartStatus> {
+        match status {
+            "pending" => Some(PartStatus::Pending),
+            "running" => Some(PartStatus::Running),
+            "done" => Some(PartStatus::Done),
+            "failed" => Some(PartStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// What a committed part attempt made: where its files are and what they took (stored as
+/// JSON on the part when it commits).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartResult {
+    pub prefix: crate::s3::KeyPrefix,
+    pub files: Vec<crate::engine::OutputFile>,
+    pub cpu_secs: f64,
+    /// How long its machine was occupied (download, encode, upload).
+    pub machine_secs: f64,
+    pub frames: u64,
+    pub worker: String,
+}
+
 /// A part as Redis has it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartState {
     pub part: u32,
-    /// `pending`, `running`, `done` or `failed`.
-    pub status: String,
+    pub status: PartStatus,
+    /// Its latest attempt's epoch (0 before the first claim).
     pub epoch: u64,
     /// Whether an attempt holds a live lease on it.
     pub leased: bool,
-    /// Its definition (from the plan), the error of its last failed attempt, and what its
-    /// committing attempt recorded (e.g. where its outputs are).
-    pub fields: std::collections::HashMap<String, String>,
+    /// What it encodes, from the plan (`None`: unreadable).
+    pub definition: Option<Part>,
+    /// What its committing attempt recorded.
+    pub result: Option<PartResult>,
+    /// The error of its last failed attempt.
+    pub error: Option<EngineError>,
 }
 
 impl PartState {
     /// Committed.
     pub fn is_done(&self) -> bool {
-        self.status == "done"
+        self.status == PartStatus::Done
     }
 
     /// Its attempts failed too often (see [`JobStore::release_part`]).
     pub fn is_failed(&self) -> bool {
-        self.status == "failed"
+        self.status == PartStatus::Failed
     }
 
     /// Attempt `epoch` is the one working on it.
     pub fn runs_at(&self, epoch: u64) -> bool {
-        self.status == "running" && self.epoch == epoch
+        self.status == PartStatus::Running && self.epoch == epoch
     }
 
     /// Nobody works on it and it is not done: the next claim gets it.
     pub fn is_claimable(&self) -> bool {
-        (self.status == "pending" || self.status == "running") && !self.leased
+        matches!(self.status, PartStatus::Pending | PartStatus::Running) && !self.leased
     }
 
-    /// The error its last failed attempt recorded.
-    pub fn error(&self) -> Option<crate::engine::EngineError> {
-        self.fields.get("error").and_then(|e| serde_json::from_str(e).ok())
+    /// A part of this number in this state, as planned, with nothing recorded yet.
+    pub fn new(part: u32, status: PartStatus, epoch: u64, leased: bool) -> PartState {
+        PartState { part, status, epoch, leased, definition: None, result: None, error: None }
     }
+}
+
+/// A JSON field of a part hash; an unreadable one is as good as none (the code that wants it
+/// reports that it is missing).
+fn json_field<T: serde::de::DeserializeOwned>(
+    fields: &std::collections::HashMap<String, String>,
+    name: &str,
+) -> Option<T> {
+    fields.get(name).and_then(|raw| serde_json::from_str(raw).ok())
 }
 
 fn ms(duration: Duration) -> u64 {
@@ -118,12 +180,12 @@ impl JobStore {
         &self,
         id: &JobId,
         epoch: u64,
-        definitions: &[String],
+        definitions: &[Part],
     ) -> Result<Option<u32>, StoreError> {
         let mut invocation = PLAN.key(job_key(id));
         invocation.arg(epoch).arg(job_part_prefix(id));
         for definition in definitions {
-            invocation.arg(definition);
+            invocation.arg(serde_json::to_string(definition).expect("a part serializes"));
         }
         let reply: Vec<String> = self.conn().write_replicated(&invocation).await?;
         match (reply.first().map(String::as_str), reply.get(1)) {
@@ -142,7 +204,7 @@ impl JobStore {
         attempt: &PartAttempt,
         failed: bool,
         max_failures: u32,
-        error: Option<&crate::engine::EngineError>,
+        error: Option<&EngineError>,
     ) -> Result<PartRelease, StoreError> {
         let (id, part) = (&attempt.job_id, attempt.part);
         let error = error.map(|e| serde_json::to_string(e).expect("an error serializes"));
@@ -229,20 +291,19 @@ impl JobStore {
         }
     }
 
-    /// Commits the attempt with `fields` recorded on the part (where its outputs are, what
-    /// it cost), if it is still the part's current attempt and the job runs.
+    /// Commits the attempt with its `result` recorded on the part (where its outputs are,
+    /// what it cost), if it is still the part's current attempt and the job runs.
     pub async fn commit_part(
         &self,
         attempt: &PartAttempt,
-        fields: &[(&str, String)],
+        result: &PartResult,
     ) -> Result<PartCommit, StoreError> {
         let (id, part) = (&attempt.job_id, attempt.part);
         let mut invocation = COMMIT.key(job_key(id));
         invocation.key(job_part(id, part)).key(job_part_lease(id, part));
         invocation.arg(attempt.epoch).arg(now_ms());
-        for (name, value) in fields {
-            invocation.arg(*name).arg(value);
-        }
+        let result = serde_json::to_string(result).expect("a part result serializes");
+        invocation.arg(field::RESULT).arg(result);
         let reply: Vec<String> = self.conn().write_replicated(&invocation).await?;
         let number = |n: Option<&String>| n.and_then(|n| n.parse().ok()).unwrap_or(0);
         match reply.first().map(String::as_str) {
@@ -271,10 +332,20 @@ impl JobStore {
         let mut conn = self.conn();
         let mut fields: std::collections::HashMap<String, String> =
             redis::cmd("HGETALL").arg(job_part(id, part)).query_async(&mut conn).await?;
-        let Some(status) = fields.remove("status") else { return Ok(None) };
+        let Some(status) = fields.remove(field::STATUS) else { return Ok(None) };
+        let status = PartStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("part {part} status `{status}`")))?;
         let leased: bool =
             redis::cmd("EXISTS").arg(job_part_lease(id, part)).query_async(&mut conn).await?;
-        let epoch = fields.remove("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
-        Ok(Some(PartState { part, status, epoch, leased, fields }))
+        let epoch = fields.remove(field::EPOCH).and_then(|e| e.parse().ok()).unwrap_or(0);
+        Ok(Some(PartState {
+            part,
+            status,
+            epoch,
+            leased,
+            definition: json_field(&fields, field::DEFINITION),
+            result: json_field(&fields, field::RESULT),
+            error: json_field(&fields, field::ERROR),
+        }))
     }
 }

@@ -171,7 +171,9 @@ fn result(epoch: u64) -> tcoder::jobs::JobResult {
 #[tokio::test]
 async fn parts_of_a_split_job_are_fenced_on_their_own_epochs_and_stop_with_the_job() {
     use std::time::Duration;
-    use tcoder::jobs::{ClaimOutcome, PartClaim, PartCommit, PartRelease, RenewOutcome};
+    use tcoder::jobs::{
+        ClaimOutcome, PartClaim, PartCommit, PartRelease, PartStatus, RenewOutcome,
+    };
 
     let env = TestEnv::start();
     let (store, job) = store_with_job(&env).await;
@@ -181,7 +183,18 @@ async fn parts_of_a_split_job_are_fenced_on_their_own_epochs_and_stop_with_the_j
     let ClaimOutcome::Claimed(coordinator) = store.claim(&job.id, "w1", ttl).await.unwrap() else {
         panic!("coordinator claim")
     };
-    let plan = |n: usize| (0..n).map(|k| format!("part {k}")).collect::<Vec<_>>();
+    // Chunks of 10 s each; a later plan with other chunks must not replace the first.
+    let plan = |n: u32| -> Vec<tcoder::engine::Part> {
+        (0..n)
+            .map(|k| {
+                tcoder::engine::Part::Video(tcoder::engine::Chunk {
+                    start_secs: f64::from(k * 10),
+                    end_secs: Some(f64::from(k * 10 + 10)),
+                    first_segment: k * 5,
+                })
+            })
+            .collect()
+    };
     assert_eq!(store.plan_parts(&job.id, coordinator.epoch, &plan(3)).await.unwrap(), Some(3));
     assert_eq!(store.plan_parts(&job.id, coordinator.epoch + 1, &plan(3)).await.unwrap(), None);
 
@@ -202,8 +215,16 @@ async fn parts_of_a_split_job_are_fenced_on_their_own_epochs_and_stop_with_the_j
     .await;
     assert_eq!((a0.epoch, b0.epoch), (1, 2));
     assert_eq!(store.renew_part(&a0, ttl).await.unwrap(), RenewOutcome::Lost);
-    assert_eq!(store.commit_part(&a0, &[]).await.unwrap(), PartCommit::Fenced);
-    let outputs = |n: u32| vec![("outputs", format!("parts/{n}/"))];
+    let outputs = |n: u32| tcoder::jobs::PartResult {
+        prefix: tcoder::s3::KeyPrefix::parse(&format!("outputs/acme/{}/parts/{n}/", job.id))
+            .unwrap(),
+        files: Vec::new(),
+        cpu_secs: 1.0,
+        machine_secs: 2.0,
+        frames: 250,
+        worker: "w2".into(),
+    };
+    assert_eq!(store.commit_part(&a0, &outputs(0)).await.unwrap(), PartCommit::Fenced);
     assert_eq!(
         store.commit_part(&b0, &outputs(0)).await.unwrap(),
         PartCommit::Committed { done: 1, parts: 3 }
@@ -225,11 +246,14 @@ async fn parts_of_a_split_job_are_fenced_on_their_own_epochs_and_stop_with_the_j
     .await;
     assert_eq!(store.plan_parts(&job.id, successor.epoch, &plan(5)).await.unwrap(), Some(3));
     let parts = store.parts(&job.id).await.unwrap();
-    let summary: Vec<(u32, &str, u64)> =
-        parts.iter().map(|p| (p.part, p.status.as_str(), p.epoch)).collect();
-    assert_eq!(summary, [(0, "done", 2), (1, "pending", 0), (2, "pending", 0)]);
-    assert_eq!(parts[0].fields.get("outputs").map(String::as_str), Some("parts/0/"));
-    assert_eq!(parts[2].fields.get("def").map(String::as_str), Some("part 2"), "the first plan");
+    let summary: Vec<(u32, PartStatus, u64)> =
+        parts.iter().map(|p| (p.part, p.status, p.epoch)).collect();
+    assert_eq!(
+        summary,
+        [(0, PartStatus::Done, 2), (1, PartStatus::Pending, 0), (2, PartStatus::Pending, 0)]
+    );
+    assert_eq!(parts[0].result, Some(outputs(0)));
+    assert_eq!(parts[2].definition, Some(plan(3)[2].clone()), "the first plan");
 
     // A failed attempt frees the part for the next; the second failure (of two allowed)
     // fails it, with its error, until a new coordinator plans again.
@@ -243,7 +267,7 @@ async fn parts_of_a_split_job_are_fenced_on_their_own_epochs_and_stop_with_the_j
         assert_eq!(store.release_part(&attempt, true, 2, None).await.unwrap(), PartRelease::Fenced);
     }
     let failed = &store.parts(&job.id).await.unwrap()[1];
-    assert_eq!((failed.status.as_str(), failed.error()), ("failed", Some(crashed.clone())));
+    assert_eq!((failed.status, failed.error.clone()), (PartStatus::Failed, Some(crashed.clone())));
     assert!(!failed.is_claimable());
     assert_eq!(store.plan_parts(&job.id, successor.epoch, &plan(3)).await.unwrap(), Some(3));
     assert!(store.parts(&job.id).await.unwrap()[1].is_claimable(), "another round");

@@ -14,10 +14,10 @@ use tcoder::engine::{
     EngineError, EngineRun, EngineSpec, ErrorCode, Part, PartsProgress, Progress, StitchParts,
 };
 use tcoder::events::{self, JobEvent};
-use tcoder::jobs::{Attempt, Job, OutputKind, PartClaim, PartState};
+use tcoder::jobs::{Attempt, Job, OutputKind, PartClaim, PartResult, PartState};
 use tcoder::s3::{KeyPrefix, keys, transfer};
 
-use super::part::{self, Committed, Origin, PartEnd};
+use super::part::{self, Origin, PartEnd};
 use super::steps::{best_effort, output_path, transient, unless_stopped};
 use super::verdict::{CoordinatorStep, coordinator_step};
 use crate::Worker;
@@ -120,12 +120,7 @@ impl Split {
         stop: &Stop,
     ) -> Result<Stitched, EngineError> {
         let started = Instant::now();
-        let definitions: Vec<String> = self
-            .parts
-            .iter()
-            .map(|p| serde_json::to_string(p).expect("a part serializes"))
-            .collect();
-        let planned = worker.jobs.plan_parts(&job.id, attempt.epoch, &definitions).await;
+        let planned = worker.jobs.plan_parts(&job.id, attempt.epoch, &self.parts).await;
         if planned.map_err(|e| transient(e.to_string()))?.is_none() {
             stop.stop(StopReason::Lost);
             unless_stopped(stop)?;
@@ -133,7 +128,7 @@ impl Split {
         // The stored plan rules: a later coordinator keeps the first one's parts.
         let states = worker.jobs.parts(&job.id).await.map_err(|e| transient(e.to_string()))?;
         let parts: Vec<Part> =
-            states.iter().map(|s| part::definition(&s.fields)).collect::<Option<_>>().ok_or_else(
+            states.iter().map(|s| s.definition.clone()).collect::<Option<_>>().ok_or_else(
                 || EngineError::new(ErrorCode::Failed, "a stored part is unreadable"),
             )?;
         let (chunks, audio) = layout(&parts)?;
@@ -153,10 +148,9 @@ impl Split {
         let mut usage = PartsUsage { cpu_secs: self.probe_cpu_secs, helpers_machine_secs: 0.0 };
         let mut frames = 0;
         for (state, definition) in states.iter().zip(&parts) {
-            let committed: Committed = state
-                .fields
-                .get(part::RESULT_FIELD)
-                .and_then(|r| serde_json::from_str(r).ok())
+            let committed = state
+                .result
+                .as_ref()
                 .ok_or_else(|| transient(format!("part {} has no readable result", state.part)))?;
             let target = match definition {
                 Part::Audio => layout.audio_dir(),
@@ -167,7 +161,7 @@ impl Split {
                     .await
                     .map_err(|e| transient(format!("scratch: {e}")))?,
                 None => {
-                    fetch(worker, &committed, &parts_folder, &target, stop).await?;
+                    fetch(worker, committed, &parts_folder, &target, stop).await?;
                     usage.helpers_machine_secs += committed.machine_secs;
                 }
             }
@@ -275,7 +269,7 @@ async fn invite(worker: &Worker, job: &Job, epoch: u64, states: &[PartState]) {
 /// came through Redis from another worker: its folder must lie in this job's `parts_folder`.
 async fn fetch(
     worker: &Worker,
-    committed: &Committed,
+    committed: &PartResult,
     parts_folder: &KeyPrefix,
     target: &Path,
     stop: &Stop,

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
-use serde::{Deserialize, Serialize};
-use tcoder::engine::{EngineError, OutputFile, Part};
+use tcoder::engine::{EngineError, Part};
 use tcoder::events::WorkItem;
-use tcoder::jobs::{Job, PartAttempt, PartClaim, PartCommit, PartRelease, RenewOutcome};
-use tcoder::s3::{self, KeyPrefix, keys};
+use tcoder::jobs::{
+    Job, PartAttempt, PartClaim, PartCommit, PartRelease, PartResult, RenewOutcome,
+};
+use tcoder::s3::{self, keys};
 use tracing::Instrument as _;
 
 use super::Outcome;
@@ -24,23 +25,6 @@ pub(crate) use super::verdict::PartEnd;
 use super::verdict::{Settle, part_verdict};
 use crate::keeper::{Lease, LeaseTiming, Stop, StopReason, keep, stop_on};
 use crate::{Worker, scratch};
-
-/// The part field its commit records (a [`Committed`], JSON).
-pub(crate) const RESULT_FIELD: &str = "result";
-/// The part field holding its definition (a `tcoder::engine::Part`, JSON).
-pub(crate) const DEFINITION_FIELD: &str = "def";
-
-/// What a committed part attempt made: where its files are and what they took.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Committed {
-    pub prefix: KeyPrefix,
-    pub files: Vec<OutputFile>,
-    pub cpu_secs: f64,
-    /// How long its machine was occupied (download, encode, upload).
-    pub machine_secs: f64,
-    pub frames: u64,
-    pub worker: String,
-}
 
 /// A finished part attempt.
 #[derive(Debug)]
@@ -161,7 +145,7 @@ async fn encode_and_upload(
     input: Option<&Path>,
     output_dir: &Path,
     stop: &Stop,
-) -> Result<Committed, EngineError> {
+) -> Result<PartResult, EngineError> {
     let occupied = Instant::now();
     let input = match input {
         Some(path) => path.to_path_buf(),
@@ -174,7 +158,7 @@ async fn encode_and_upload(
     let prefix = keys::part_output_prefix(&job.tenant, &job.id, attempt.part, attempt.epoch);
     upload_outputs(worker, output_dir, &run.report.files, &prefix, stop).await?;
     unless_stopped(stop)?;
-    Ok(Committed {
+    Ok(PartResult {
         prefix,
         files: run.report.files,
         cpu_secs: run.cpu_secs,
@@ -185,10 +169,8 @@ async fn encode_and_upload(
 }
 
 /// Commits (retried as a job's commit is).
-async fn commit(worker: &Worker, attempt: &PartAttempt, committed: &Committed) -> PartEnd {
-    let result = serde_json::to_string(committed).expect("a part result serializes");
-    let fields = [(RESULT_FIELD, result)];
-    match with_commit_retries(worker, || worker.jobs.commit_part(attempt, &fields)).await {
+async fn commit(worker: &Worker, attempt: &PartAttempt, committed: &PartResult) -> PartEnd {
+    match with_commit_retries(worker, || worker.jobs.commit_part(attempt, committed)).await {
         Ok(PartCommit::Committed { done, parts }) => {
             tracing::info!(part = attempt.part, done, parts, "part committed");
             PartEnd::Committed
@@ -198,11 +180,6 @@ async fn commit(worker: &Worker, attempt: &PartAttempt, committed: &Committed) -
         // commit, seen done) settles it.
         Err(_) => PartEnd::Failed(transient("part commit not confirmed"), PartRelease::Pending),
     }
-}
-
-/// The definition of part `k` of the job, as its plan stored it.
-pub(crate) fn definition(fields: &std::collections::HashMap<String, String>) -> Option<Part> {
-    serde_json::from_str(fields.get(DEFINITION_FIELD)?).ok()
 }
 
 /// Handles the work item of one part: claims it and runs it if nobody holds it. The item is
@@ -243,7 +220,7 @@ async fn run_item(
     let found = async {
         let job = worker.jobs.get(&attempt.job_id).await.ok()??;
         let part = worker.jobs.part(&attempt.job_id, attempt.part).await.ok()??;
-        Some((job, definition(&part.fields)?))
+        Some((job, part.definition?))
     };
     let Some((job, definition)) = found.await else {
         let _ = worker.jobs.release_part(attempt, false, u32::MAX, None).await;

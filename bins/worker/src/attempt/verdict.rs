@@ -117,7 +117,7 @@ pub(crate) fn coordinator_step(
         ));
     }
     if let Some(failed) = parts.iter().find(|p| p.is_failed()) {
-        return CoordinatorStep::Fail(failed.error().unwrap_or_else(unknown_part_failure));
+        return CoordinatorStep::Fail(failed.error.clone().unwrap_or_else(unknown_part_failure));
     }
     if parts.iter().all(PartState::is_done) {
         return CoordinatorStep::Done;
@@ -136,6 +136,7 @@ pub(crate) fn unknown_part_failure() -> EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tcoder::jobs::PartStatus;
 
     const SECOND: Duration = Duration::from_secs(1);
 
@@ -193,7 +194,13 @@ mod tests {
     }
 
     fn part(part: u32, status: &str, leased: bool) -> PartState {
-        PartState { part, status: status.into(), epoch: 1, leased, fields: Default::default() }
+        let status = match status {
+            "pending" => PartStatus::Pending,
+            "running" => PartStatus::Running,
+            "done" => PartStatus::Done,
+            _ => PartStatus::Failed,
+        };
+        PartState::new(part, status, 1, leased)
     }
 
     #[test]
@@ -245,7 +252,7 @@ mod tests {
         assert_eq!(step(&[part(0, "done", false), part(1, "done", false)]), CoordinatorStep::Done);
         let mut failed = part(1, "failed", false);
         let recorded = EngineError::new(ErrorCode::Memory, "part 1 ran out of memory");
-        failed.fields.insert("error".into(), serde_json::to_string(&recorded).unwrap());
+        failed.error = Some(recorded.clone());
         let with_failure = [part(0, "pending", false), failed, part(2, "running", true)];
         assert_eq!(step(&with_failure), CoordinatorStep::Fail(recorded));
         assert_eq!(

@@ -378,14 +378,12 @@ async fn judge(stack: &Stack, jobs: &BTreeMap<String, Value>) -> Verdicts {
         let parts = store.parts(&job_id).await.unwrap_or_default();
         verdicts.split += usize::from(!parts.is_empty());
         for part in parts {
-            let prefix = part.fields.get("result").and_then(|r| {
-                serde_json::from_str::<Value>(r).ok()?["prefix"].as_str().map(str::to_owned)
-            });
+            let prefix = part.result.as_ref().map(|r| r.prefix.to_string());
             let latest = format!("/parts/{}/{}/", part.part, part.epoch);
-            if part.status != "done" || !prefix.as_ref().is_some_and(|p| p.ends_with(&latest)) {
+            if !part.is_done() || !prefix.as_ref().is_some_and(|p| p.ends_with(&latest)) {
                 verdicts
                     .stale
-                    .push(format!("{id}: part {} {} by {prefix:?}", part.part, part.status));
+                    .push(format!("{id}: part {} {:?} by {prefix:?}", part.part, part.status));
             }
         }
         // What a client listing the bucket sees (S3 has no folders: an emptied epoch is gone).

@@ -105,8 +105,8 @@ async fn assert_parts_committed_by_latest_epochs(pipeline: &Pipeline, id: &str) 
     parts
         .iter()
         .map(|part| {
-            assert_eq!(part.status, "done", "part {}", part.part);
-            let result: Value = serde_json::from_str(&part.fields["result"]).unwrap();
+            assert_eq!(part.status, tcoder::jobs::PartStatus::Done, "part {}", part.part);
+            let result = serde_json::to_value(part.result.as_ref().unwrap()).unwrap();
             let suffix = format!("/parts/{}/{}/", part.part, part.epoch);
             assert!(result["prefix"].as_str().unwrap().ends_with(&suffix), "{result}");
             json!({
