@@ -49,7 +49,7 @@ pub fn main() -> ExitCode {
     // Paths relative to the job folder (our working directory): the folders above it may not
     // be reachable from inside the sandbox.
     let mut paths = vec![&mut job.input, &mut job.output_dir];
-    if let Some(tcoder::engine::Part::Stitch(parts)) = &mut job.part {
+    if let tcoder::engine::Task::Stitch(parts) = &mut job.task {
         paths.push(&mut parts.dir);
     }
     for path in paths {

@@ -327,7 +327,7 @@ fn stitch_thumbnails(
     Ok(["poster.jpg", "storyboard.jpg", "storyboard.vtt"].map(|f| format!("thumbs/{f}")).to_vec())
 }
 
-/// A split title's stitch item (`Part::Stitch`): the title's HLS set, MP4s and thumbnails from
+/// A split title's stitch item (`Task::Stitch`): the title's HLS set, MP4s and thumbnails from
 /// the parts' outputs, each checked as the whole encode checks its own. `report` is the
 /// planned one (renditions and their paths); the files are filled in.
 pub(crate) fn run(

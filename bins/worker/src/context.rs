@@ -51,14 +51,14 @@ impl Worker {
         reachable
     }
 
-    /// The engine run of `job` (its `part`, or all of it) on `input`, into `output_dir`, with
+    /// The engine run of `job` (`task`: all of it, or one task of a split title) on `input`, into `output_dir`, with
     /// this worker's limits and encoder settings.
     pub(crate) fn engine_job(
         &self,
         job: &tcoder::jobs::Job,
         input: std::path::PathBuf,
         output_dir: std::path::PathBuf,
-        part: Option<tcoder::engine::Part>,
+        task: tcoder::engine::Task,
     ) -> tcoder::engine::EngineJob {
         tcoder::engine::EngineJob {
             input,
@@ -66,7 +66,7 @@ impl Worker {
             spec: tcoder::engine::EngineSpec::from(&job.spec),
             limits: self.config.engine.limits(),
             settings: self.config.engine.settings(),
-            part,
+            task,
         }
     }
 

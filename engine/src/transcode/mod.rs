@@ -27,7 +27,7 @@ use self::video::{VideoEncoder, VideoSettings};
 use tcoder::engine::limits::{Limits, codec_whitelist};
 use tcoder::engine::{
     Chunk, EngineError, EngineJob, EnginePlan, EngineReport, ErrorCode, MediaInfo, Mode,
-    OutputFile, Part, Progress, RenditionPlan, RenditionReport, plan,
+    OutputFile, Progress, RenditionPlan, RenditionReport, Task, plan,
 };
 use tcoder::jobs::{AudioCodec, VideoCodec};
 
@@ -282,18 +282,18 @@ pub fn run_with(
     let probe_secs = probe_started.elapsed().as_secs_f64();
     on_probed(&media);
     let mut plan = plan(&job.spec, &media, job.settings.segment_secs, job.limits.max_output_fps);
-    match &job.part {
-        Some(Part::Probe) => {
+    match &job.task {
+        Task::Probe => {
             return Ok(EngineReport { probe_secs, ..planned_report(&media, &plan) });
         }
-        Some(Part::Stitch(parts)) => {
+        Task::Stitch(parts) => {
             let mut report = crate::stitch::run(job, planned_report(&media, &plan), &plan, parts)?;
             report.probe_secs = probe_secs;
             return Ok(report);
         }
-        _ => {}
+        Task::Whole | Task::Chunk(_) | Task::Audio => {}
     }
-    let chunk = job.part.as_ref().and_then(Part::chunk);
+    let chunk = job.task.chunk();
     // The plan of the whole title: a split title's items all time their outputs by it.
     let title_plan = plan.clone();
     if let Some(chunk) = chunk {
@@ -307,11 +307,11 @@ pub fn run_with(
         Some(_) => Rational::new(1, max_output_fps.round() as i32),
         None => encoder_time_base(source.video_rates, media.video.fps),
     };
-    let delay_secs = match &job.part {
-        Some(_) => split_delay_secs(job, &title_plan, encoder_tb)?,
-        None => 0.0,
+    let delay_secs = match job.task.is_part() {
+        true => split_delay_secs(job, &title_plan, encoder_tb)?,
+        false => 0.0,
     };
-    if job.part == Some(Part::Audio) {
+    if job.task == Task::Audio {
         let mut report = title_audio::run(job, &mut input, &media, &plan, &source, delay_secs)?;
         report.probe_secs = probe_secs;
         return Ok(report);
@@ -629,7 +629,7 @@ fn open_renditions(
         if let Some(segment_secs) = plan.hls_segment_secs {
             let dir = out.join("hls").join(&rendition_plan.name);
             std::fs::create_dir_all(&dir).map_err(io_error)?;
-            let first_segment = job.part.as_ref().and_then(Part::chunk).map(|c| c.first_segment);
+            let first_segment = job.task.chunk().map(|c| c.first_segment);
             muxers.push(Muxer::create(
                 &dir.join("index.m3u8"),
                 "hls",
@@ -927,7 +927,7 @@ fn finish(
     };
     let thumbnails = match thumbnails {
         // A chunk's share of the thumbnails waits for the stitch (`stitch_thumbnails`).
-        Some(thumbs) if job.part.is_some() => {
+        Some(thumbs) if job.task.is_part() => {
             thumbs.write_part(&out.join(THUMBNAIL_PARTS_DIR))?;
             None
         }

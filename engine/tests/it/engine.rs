@@ -26,7 +26,7 @@ pub(crate) fn job(input: &Path, out: &Path, spec: EngineSpec) -> EngineJob {
             segment_secs: 1.0,
             threads: 0,
         },
-        part: None,
+        task: Default::default(),
     }
 }
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use tcoder::engine::{Chunk, Part, StitchParts};
+use tcoder::engine::{Chunk, StitchParts, Task};
 use tcoder::jobs::{OutputKind, Preset, Qualities, Quality};
 use testkit::media::{ClipSpec, clip};
 
@@ -77,7 +77,7 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     // The probe item plans without encoding; the worker cuts the title from its report: three
     // chunks of three 1 s segments, the last running to the end.
     let mut probe_job = job(&source, &whole.path().join("probe"), spec.clone());
-    probe_job.part = Some(Part::Probe);
+    probe_job.task = Task::Probe;
     let probe = tcoder_engine::run(&probe_job, &mut |_| {}).unwrap();
     assert!(probe.files.is_empty());
     assert_eq!(probe.renditions, whole_report.renditions);
@@ -95,20 +95,20 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     let layout = StitchParts { dir: items.path().to_path_buf(), chunks: 3, audio: true };
     for (k, chunk) in (0..).zip(&parts) {
         let mut chunk_job = job(&source, &layout.chunk_dir(k), spec.clone());
-        chunk_job.part = Some(Part::Video(chunk.clone()));
+        chunk_job.task = Task::Chunk(chunk.clone());
         let report = tcoder_engine::run(&chunk_job, &mut |_| {}).unwrap();
         assert!(report.renditions.iter().all(|r| r.audio_codec.is_none() && r.mp4.is_none()));
     }
     // The audio, once for the whole title.
     let mut audio_job = job(&source, &layout.audio_dir(), spec.clone());
-    audio_job.part = Some(Part::Audio);
+    audio_job.task = Task::Audio;
     let report = tcoder_engine::run(&audio_job, &mut |_| {}).unwrap();
     assert!(report.files.iter().any(|f| f.path == "hls/audio/index.m3u8"), "{:?}", report.files);
 
     // The stitch item: the title's HLS set (segments aside), MP4s and thumbnails, no re-encode.
     let stitched = tempfile::tempdir().unwrap();
     let mut stitch_job = job(&source, stitched.path(), spec.clone());
-    stitch_job.part = Some(Part::Stitch(layout.clone()));
+    stitch_job.task = Task::Stitch(layout.clone());
     let report = tcoder_engine::run(&stitch_job, &mut |_| {}).unwrap();
     let mut written: Vec<&str> =
         report.files.iter().map(|f| f.path.as_str()).filter(|p| !p.ends_with(".m4s")).collect();

@@ -36,25 +36,53 @@ pub struct EngineJob {
     pub spec: EngineSpec,
     pub limits: Limits,
     pub settings: EncoderSettings,
-    /// Only this part of the title, for a split job; `None`: the whole job.
+    /// What to do with the source.
     #[serde(default)]
-    pub part: Option<Part>,
+    pub task: Task,
 }
 
-/// What one item of a split job encodes. The title's video is cut into chunks encoded apart
-/// (possibly on different machines); its audio is encoded once, whole, so no encoder priming
-/// or padding lands at a chunk edge.
+/// What one engine run does: the whole title, or one task of a split title's.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Task {
+    /// Transcode the whole title: every output of the job.
+    #[default]
+    Whole,
+    /// No encoding: probe and plan, and report the source and the renditions planned (no
+    /// files). How the worker learns, without parsing media itself, whether a title is split.
+    Probe,
+    /// The video of one chunk of a split title (see [`Chunk`]).
+    Chunk(Chunk),
+    /// The audio of the whole title, into an HLS audio rendition (`hls/audio/`).
+    Audio,
+    /// Join the committed parts' outputs into the title's (see [`StitchParts`]).
+    Stitch(StitchParts),
+}
+
+impl Task {
+    /// The chunk, for a chunk's task.
+    pub fn chunk(&self) -> Option<&Chunk> {
+        match self {
+            Task::Chunk(chunk) => Some(chunk),
+            _ => None,
+        }
+    }
+
+    /// Whether this run makes only one part of a split title's outputs.
+    pub fn is_part(&self) -> bool {
+        matches!(self, Task::Chunk(_) | Task::Audio)
+    }
+}
+
+/// What a split title is cut into: chunks of its video encoded apart (possibly on different
+/// machines), and its audio encoded once, whole, so no encoder priming or padding lands at a
+/// chunk edge. Stored on the job's parts as this JSON (`{"kind": "video", …}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Part {
     Video(Chunk),
     /// The audio of the whole title, into an HLS audio rendition (`hls/audio/`).
     Audio,
-    /// No encoding: probe and plan, and report the source and the renditions planned (no
-    /// files). How the worker learns, without parsing media itself, whether a title is split.
-    Probe,
-    /// Join the committed parts' outputs into the title's (see [`StitchParts`]).
-    Stitch(StitchParts),
 }
 
 impl Part {
@@ -62,7 +90,16 @@ impl Part {
     pub fn chunk(&self) -> Option<&Chunk> {
         match self {
             Part::Video(chunk) => Some(chunk),
-            _ => None,
+            Part::Audio => None,
+        }
+    }
+}
+
+impl From<Part> for Task {
+    fn from(part: Part) -> Task {
+        match part {
+            Part::Video(chunk) => Task::Chunk(chunk),
+            Part::Audio => Task::Audio,
         }
     }
 }

@@ -20,7 +20,7 @@ pub use self::config::Config;
 pub use self::error::{EngineError, ErrorCode};
 pub use self::job::{
     Chunk, EncoderSettings, EngineJob, EngineReport, OutputFile, Part, PartsProgress, Progress,
-    RenditionReport, StitchParts,
+    RenditionReport, StitchParts, Task,
 };
 pub use self::limits::Limits;
 pub use self::media::{AudioInfo, MediaInfo, Orientation, VideoInfo, displayed_size};

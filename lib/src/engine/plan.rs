@@ -372,7 +372,7 @@ pub fn chunks(
     chunks
 }
 
-/// The chunks a probed title (`probe`, the report of a [`super::Part::Probe`] run) is split
+/// The chunks a probed title (`probe`, the report of a [`super::Task::Probe`] run) is split
 /// into, or none when it is one item: only an HLS transcode is split (the chunks' segments are
 /// what is stitched), and not a source whose pictures the encode would not map one to one —
 /// an interlaced one (deinterlacing looks at neighbouring fields across a chunk's edge) or one

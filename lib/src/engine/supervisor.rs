@@ -514,7 +514,7 @@ mod tests {
             },
             limits: crate::engine::Limits::default(),
             settings: EncoderSettings::default(),
-            part: None,
+            task: Default::default(),
         };
         let runs =
             (0..256).map(|_| supervisor.run(&job, dir.path(), None, CancellationToken::new()));

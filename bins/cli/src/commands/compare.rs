@@ -137,7 +137,7 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
             spec: spec.clone(),
             limits: Limits::default(),
             settings: settings.clone(),
-            part: None,
+            task: Default::default(),
         };
         let started = Instant::now();
         let done = supervisor

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 use tcoder::engine::{
-    Chunk, EncoderSettings, EngineJob, EngineSpec, Limits, Part, StitchParts, Supervisor,
+    Chunk, EncoderSettings, EngineJob, EngineSpec, Limits, Part, StitchParts, Supervisor, Task,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -45,22 +45,22 @@ impl Runner {
         Supervisor { program, args, limits: super::compare::bench_limits() }
     }
 
-    /// Runs `part` of the title (or all of it) in a job folder of its own under `scratch`;
+    /// Runs `task` (the whole title, or one of its parts) in a job folder of its own under `scratch`;
     /// returns its figures and its output folder.
     async fn run(
         &self,
         source: &Path,
         spec: &EngineSpec,
         settings: &EncoderSettings,
-        part: Option<Part>,
+        task: Task,
         scratch: &Path,
     ) -> anyhow::Result<(Sample, PathBuf)> {
         let folder = tempfile::Builder::new().prefix("item-").tempdir_in(scratch)?.keep();
-        self.run_in(&folder, source, spec, settings, part).await
+        self.run_in(&folder, source, spec, settings, task).await
     }
 
     /// The stitch item, as the coordinator runs it: the items' outputs (`outputs`, chunks
-    /// first, the audio last) moved into its job folder, then `Part::Stitch`.
+    /// first, the audio last) moved into its job folder, then `Task::Stitch`.
     async fn stitch(
         &self,
         source: &Path,
@@ -81,7 +81,7 @@ impl Runner {
             std::fs::rename(chunk, parts.chunk_dir(k))?;
         }
         std::fs::rename(&audio[0], parts.audio_dir())?;
-        self.run_in(&folder, source, spec, settings, Some(Part::Stitch(parts))).await
+        self.run_in(&folder, source, spec, settings, Task::Stitch(parts)).await
     }
 
     async fn run_in(
@@ -90,7 +90,7 @@ impl Runner {
         source: &Path,
         spec: &EngineSpec,
         settings: &EncoderSettings,
-        part: Option<Part>,
+        task: Task,
     ) -> anyhow::Result<(Sample, PathBuf)> {
         let input = folder.join("source");
         std::fs::copy(source, &input)?;
@@ -100,7 +100,7 @@ impl Runner {
             spec: spec.clone(),
             limits: Limits::default(),
             settings: EncoderSettings { threads: self.threads, ..settings.clone() },
-            part,
+            task,
         };
         let started = Instant::now();
         let done = self
@@ -152,12 +152,12 @@ pub(crate) async fn run(
     for _ in 0..repeats.max(1) {
         let scratch = tempfile::tempdir()?;
         let (whole, whole_out) =
-            all_cores.run(source, spec, settings, None, scratch.path()).await?;
+            all_cores.run(source, spec, settings, Task::Whole, scratch.path()).await?;
         let mut split_items = Vec::new();
         let mut outputs = Vec::new();
         for part in items(chunks) {
             let (sample, out) =
-                all_cores.run(source, spec, settings, Some(part), scratch.path()).await?;
+                all_cores.run(source, spec, settings, part.into(), scratch.path()).await?;
             split_items.push(sample);
             outputs.push(out);
         }
@@ -175,7 +175,8 @@ pub(crate) async fn run(
         let split_cpu = split_items.iter().map(|s| s.cpu).sum::<f64>() + stitched.cpu;
 
         // One core per worker: the whole title on one, the items on two.
-        let (one_core, _) = pinned(0).run(source, spec, settings, None, scratch.path()).await?;
+        let (one_core, _) =
+            pinned(0).run(source, spec, settings, Task::Whole, scratch.path()).await?;
         let queue = Arc::new(Mutex::new(items(chunks).into_iter().enumerate().collect::<Vec<_>>()));
         let started = Instant::now();
         let lanes = (0..2).map(|core| {
@@ -188,7 +189,7 @@ pub(crate) async fn run(
                     let next = queue.lock().expect("queue lock").pop();
                     let Some((n, part)) = next else { break };
                     let (sample, out) =
-                        runner.run(&source, &spec, &settings, Some(part), &scratch).await?;
+                        runner.run(&source, &spec, &settings, part.into(), &scratch).await?;
                     done.push((n, sample, out));
                 }
                 anyhow::Ok(done)

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tcoder::engine::{
-    EngineError, EngineRun, EngineSpec, ErrorCode, Part, PartsProgress, Progress, StitchParts,
+    EngineError, EngineRun, EngineSpec, ErrorCode, Part, PartsProgress, Progress, StitchParts, Task,
 };
 use tcoder::events::{self, JobEvent};
 use tcoder::jobs::{Attempt, Job, OutputKind, PartClaim, PartResult, PartState};
@@ -69,8 +69,7 @@ pub(crate) async fn plan(
     if config.split_min_duration.is_zero() || !spec.outputs.contains(&OutputKind::Hls) {
         return Ok(None);
     }
-    let probe =
-        worker.engine_job(job, input.to_path_buf(), workdir.join("probe"), Some(Part::Probe));
+    let probe = worker.engine_job(job, input.to_path_buf(), workdir.join("probe"), Task::Probe);
     let run = worker.supervisor.run(&probe, workdir, None, stop.token()).await?;
     worker.metrics.engine_cpu_seconds.inc_by(run.cpu_secs.round() as u64);
     let chunks = tcoder::engine::plan::split_chunks(
@@ -168,12 +167,8 @@ impl Split {
             usage.cpu_secs += committed.cpu_secs;
             frames += committed.frames;
         }
-        let stitch = worker.engine_job(
-            job,
-            input.to_path_buf(),
-            workdir.join("out"),
-            Some(Part::Stitch(layout)),
-        );
+        let stitch =
+            worker.engine_job(job, input.to_path_buf(), workdir.join("out"), Task::Stitch(layout));
         let mut run = worker.supervisor.run(&stitch, workdir, None, stop.token()).await?;
         run.report.frames = frames;
         run.wall_secs = started.elapsed().as_secs_f64();
@@ -358,6 +353,5 @@ mod tests {
         assert!(layout(&[Part::Audio, chunk(0)]).is_err());
         assert!(layout(&[chunk(0), Part::Audio, Part::Audio]).is_err());
         assert!(layout(&[Part::Audio]).is_err());
-        assert!(layout(&[chunk(0), Part::Probe]).is_err());
     }
 }

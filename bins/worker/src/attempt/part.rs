@@ -152,7 +152,7 @@ async fn encode_and_upload(
         None => download_source(worker, job, workdir, stop).await?,
     };
     let engine_job =
-        worker.engine_job(job, input, output_dir.to_path_buf(), Some(definition.clone()));
+        worker.engine_job(job, input, output_dir.to_path_buf(), definition.clone().into());
     let run = worker.supervisor.run(&engine_job, workdir, None, stop.token()).await?;
     worker.metrics.engine_cpu_seconds.inc_by(run.cpu_secs.round() as u64);
     let prefix = keys::part_output_prefix(&job.tenant, &job.id, attempt.part, attempt.epoch);

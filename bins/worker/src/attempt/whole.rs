@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
 use tcoder::cost::{JobCost, Usage};
-use tcoder::engine::{EngineError, Progress};
+use tcoder::engine::{EngineError, Progress, Task};
 use tcoder::events::{self, JobEvent, WorkItem};
 use tcoder::jobs::{
     Attempt, ClaimOutcome, EngineUsage, FinishOutcome, Job, JobError, JobResult, MANIFEST_FILE,
@@ -299,7 +299,7 @@ async fn encode_whole(
     workdir: &Path,
     stop: &Stop,
 ) -> Result<tcoder::engine::EngineRun, EngineError> {
-    let engine_job = worker.engine_job(job, input, output_dir.to_path_buf(), None);
+    let engine_job = worker.engine_job(job, input, output_dir.to_path_buf(), Task::Whole);
     let (progress_tx, progress_rx) = tokio::sync::mpsc::channel::<Progress>(8);
     let publisher =
         tokio::spawn(publish_progress(worker.clone(), job.clone(), attempt.epoch, progress_rx));

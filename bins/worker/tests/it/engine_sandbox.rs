@@ -57,7 +57,7 @@ fn job_dir(root: &Path, source: &Path) -> (PathBuf, EngineJob) {
             segment_secs: 2.0,
             threads: 0,
         },
-        part: None,
+        task: Default::default(),
     };
     (dir, job)
 }
@@ -189,7 +189,7 @@ async fn a_hanging_engine_is_killed_at_its_deadline() {
         spec: hls_spec(),
         limits: Limits::default(),
         settings: EncoderSettings::default(),
-        part: None,
+        task: Default::default(),
     };
     let deadline = SandboxLimits { wall_deadline: Duration::from_secs(2), ..limits() };
     let started = std::time::Instant::now();
