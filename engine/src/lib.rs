@@ -14,4 +14,32 @@ mod stitch;
 pub use sandbox::check as sandbox_check;
 mod transcode;
 
-pub use self::transcode::{run, run_with};
+use tcoder::engine::{EngineError, EngineJob, EngineReport, MediaInfo, Progress, Task};
+
+/// Runs one job to completion.
+pub fn run(
+    job: &EngineJob,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<EngineReport, EngineError> {
+    run_with(job, &mut |_| {}, on_progress)
+}
+
+/// As [`run`], telling `on_probed` what the source is once it passed the probe. Every task
+/// starts with the probe and the plan; which task it is, is decided here, once.
+pub fn run_with(
+    job: &EngineJob,
+    on_probed: &mut dyn FnMut(&MediaInfo),
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<EngineReport, EngineError> {
+    let probed = transcode::probe_and_plan(job, on_probed)?;
+    match &job.task {
+        Task::Probe => Ok(transcode::probed_report(&probed)),
+        Task::Stitch(parts) => {
+            let planned = transcode::planned_report(&probed.media, &probed.plan);
+            let mut report = stitch::run(job, planned, &probed.plan, parts)?;
+            report.probe_secs = probed.probe_secs;
+            Ok(report)
+        }
+        Task::Whole | Task::Chunk(_) | Task::Audio => transcode::encode(job, probed, on_progress),
+    }
+}

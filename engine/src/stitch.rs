@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use ffmpeg_next as ffmpeg;
 use tcoder::engine::{EngineError, ErrorCode};
 
-use crate::transcode::THUMBNAIL_PARTS_DIR;
+use crate::transcode::files::{THUMBNAIL_PARTS_DIR, list_files};
 use crate::transcode::output::{self, Muxer, Track};
 use crate::transcode::thumbs::Thumbnails;
 use crate::transcode::validate;
@@ -360,6 +360,6 @@ pub(crate) fn run(
         }
     }
     report.hls_master = Some("hls/master.m3u8".to_owned());
-    report.files = crate::transcode::list_files(out)?;
+    report.files = list_files(out)?;
     Ok(report)
 }

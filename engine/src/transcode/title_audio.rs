@@ -12,8 +12,10 @@ use tcoder::engine::{
 };
 
 use super::audio::{AudioEncoder, SourceAudio};
+use super::decode::{Source, check_complete, feed, open_audio_decoder};
+use super::files::{io_error, list_files};
 use super::output::{self, Muxer, Track};
-use super::{Source, Timeline, check_complete, feed, io_error, list_files, open_audio_decoder};
+use super::timeline::Timeline;
 
 /// Where the audio rendition goes, under the output directory.
 pub(crate) const AUDIO_DIR: &str = "hls/audio";
