@@ -53,5 +53,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	# The benchmark-only no-op engine is behind a feature no normal build enables.
 	cargo clippy -p tcoder-worker --features bench -- -D warnings
+	# The worker's and the engine's modules import each other in no circle.
+	python3 scripts/import_cycles.py bins/worker/src engine/src
 
 ci: test lint
