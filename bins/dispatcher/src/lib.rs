@@ -6,6 +6,7 @@ mod dead_letters;
 mod leadership;
 mod metrics;
 mod observe;
+mod periodic;
 mod queue;
 mod reconcile;
 mod scaler;
@@ -219,14 +220,13 @@ impl Service for App {
             tasks.spawn("admission and reaper", scaler.run(token.clone()));
         } else if self.queue.tenant_cap > 0 {
             let (queue, stop) = (self.queue.clone(), token.clone());
+            let periodic = periodic::Periodic::every(
+                "deferred uploads",
+                Duration::from_secs(1),
+                periodic::FirstRound::AfterWait,
+            );
             tasks.spawn("deferred uploads", async move {
-                while !stop.is_cancelled() {
-                    tokio::select! { () = tokio::time::sleep(Duration::from_secs(1)) => {}, () = stop.cancelled() => {} }
-                    if let Err(e) = queue.promote_deferred(100).await {
-                        tracing::warn!(error = %e, "cannot promote deferred uploads");
-                    }
-                }
-                anyhow::Ok(())
+                periodic.run(stop, || async { queue.promote_deferred(100).await.map(|_| ()) }).await
             });
         }
         tasks.spawn("reconciler", self.reconciler.run(token.clone()));

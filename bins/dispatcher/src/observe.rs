@@ -13,6 +13,8 @@ use tcoder::metrics::Metrics;
 use tcoder::redis::Conn;
 use tokio_util::sync::CancellationToken;
 
+use crate::periodic::{FirstRound, Periodic};
+
 const INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
@@ -58,15 +60,9 @@ impl Observer {
     }
 
     pub(crate) async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
-        loop {
-            if let Err(e) = self.sample().await {
-                tracing::debug!(error = %e, "cannot sample queue and job gauges");
-            }
-            tokio::select! {
-                () = tokio::time::sleep(INTERVAL) => {}
-                () = stop.cancelled() => return Ok(()),
-            }
-        }
+        let periodic =
+            Periodic { quiet: true, ..Periodic::every("gauges", INTERVAL, FirstRound::Now) };
+        periodic.run(stop, || self.sample()).await
     }
 
     pub(crate) async fn sample(&self) -> anyhow::Result<()> {

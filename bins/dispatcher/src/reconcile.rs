@@ -20,6 +20,8 @@ use tcoder::events::{self, subjects};
 use tcoder::jobs::{Job, JobStatus, JobStore, Recovery, now_ms};
 use tokio_util::sync::CancellationToken;
 
+use crate::periodic::{FirstRound, Periodic};
+
 /// Jobs looked at per state per pass.
 const BATCH: usize = 1000;
 
@@ -39,21 +41,21 @@ pub(crate) struct Reconciler {
 
 impl Reconciler {
     pub(crate) async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(self.interval) => {}
-                () = stop.cancelled() => return Ok(()),
-            }
-            if self.leadership.hold().await
-                && let Err(e) = self.pass().await
-            {
-                tracing::warn!(error = %e, "reconcile pass failed; trying again next interval");
-            }
-            match tcoder::dlq::depth(&self.js).await {
-                Ok(depth) => self.dlq_depth.set(i64::try_from(depth).unwrap_or(i64::MAX)),
-                Err(e) => tracing::debug!(error = %e, "cannot read the DLQ depth"),
-            }
+        let periodic = Periodic::every("reconciler", self.interval, FirstRound::AfterWait);
+        periodic.run(stop, || self.round()).await
+    }
+
+    /// A pass while this process leads, and the DLQ gauge either way.
+    async fn round(&self) -> anyhow::Result<()> {
+        let passed = match self.leadership.hold().await {
+            true => self.pass().await.map(|_| ()),
+            false => Ok(()),
+        };
+        match tcoder::dlq::depth(&self.js).await {
+            Ok(depth) => self.dlq_depth.set(i64::try_from(depth).unwrap_or(i64::MAX)),
+            Err(e) => tracing::debug!(error = %e, "cannot read the DLQ depth"),
         }
+        passed
     }
 
     /// One pass; returns how many jobs it moved.

@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use tcoder::events::subjects;
 use tcoder::jobs::{Priority, now_ms};
 use tcoder::machines::{
@@ -27,6 +26,8 @@ use tcoder::machines::{
 };
 use tcoder::redis::Conn;
 use tokio_util::sync::CancellationToken;
+
+use crate::periodic::{FirstRound, Periodic};
 
 use crate::metrics::DispatcherMetrics;
 use crate::queue::Queue;
@@ -220,26 +221,34 @@ impl View {
 
 impl Scaler {
     pub(crate) async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
-        let mut wakeups = self.nats.subscribe(subjects::JOBS_ALL).await?;
-        let mut last_reap = Instant::now();
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(self.interval) => {}
-                _ = wakeups.next() => {}
-                () = stop.cancelled() => return Ok(()),
+        // New work items wake admission at once.
+        let wake = Some(self.nats.subscribe(subjects::JOBS_ALL).await?);
+        let periodic = Periodic {
+            wake,
+            ..Periodic::every("admission and reaper", self.interval, FirstRound::AfterWait)
+        };
+        let last_reap = std::sync::Mutex::new(Instant::now());
+        periodic.run(stop, || self.round(&last_reap)).await
+    }
+
+    /// Admission every round; the reaper every `reap_interval`, while this process leads it.
+    async fn round(&self, last_reap: &std::sync::Mutex<Instant>) -> anyhow::Result<()> {
+        let admitted = self.admit().await;
+        let reap_due = {
+            let mut last = last_reap.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = last.elapsed() >= self.reap_interval;
+            if due {
+                *last = Instant::now();
             }
-            if let Err(e) = self.admit().await {
-                tracing::warn!(error = %e, "admission pass failed");
-            }
-            if last_reap.elapsed() >= self.reap_interval {
-                last_reap = Instant::now();
-                if self.reaper.hold().await
-                    && let Err(e) = self.reap().await
-                {
-                    tracing::warn!(error = %e, "reaper pass failed");
-                }
-            }
+            due
+        };
+        if reap_due
+            && self.reaper.hold().await
+            && let Err(e) = self.reap().await
+        {
+            tracing::warn!(error = %e, "reaper pass failed");
         }
+        admitted
     }
 
     async fn view(&self) -> anyhow::Result<View> {
