@@ -3,9 +3,10 @@
 //! jobs, delivers signed webhooks, and relays committed-but-unpublished job events.
 
 mod dead_letters;
+mod discovery;
+mod gauges;
 mod leadership;
 mod metrics;
-mod observe;
 mod periodic;
 mod queue;
 mod reconcile;
@@ -38,7 +39,7 @@ pub struct App {
     webhooks: webhooks::WebhookSender,
     scaler: Option<scaler::Scaler>,
     local: Option<Arc<LocalProvider>>,
-    observer: observe::Observer,
+    observer: gauges::Observer,
     /// Workers' lease TTL: how long a dead attempt's lease outlives it.
     undeliverable: dead_letters::Undeliverable,
 }
@@ -100,7 +101,7 @@ impl Service for App {
     async fn build(settings: Settings) -> anyhow::Result<App> {
         let mut common = Common::build(&settings, Self::NAME).await?;
         common.admin =
-            common.admin.with_routes(observe::discovery_routes(common.connections.redis.clone()));
+            common.admin.with_routes(discovery::discovery_routes(common.connections.redis.clone()));
         let metrics = DispatcherMetrics::register(&common.metrics);
         let jobs = JobStore::new(common.connections.redis.clone());
         let js = common.connections.jetstream.clone();
@@ -190,7 +191,7 @@ impl Service for App {
             latency: metrics.webhook_latency.clone(),
             at_rest: Arc::new(settings.webhooks.at_rest()),
         };
-        let observer = observe::Observer::new(
+        let observer = gauges::Observer::new(
             &common.metrics,
             common.connections.redis.clone(),
             common.connections.jetstream.clone(),

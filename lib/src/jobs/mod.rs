@@ -1,7 +1,7 @@
 //! Jobs: what a user asked for ([`JobSpec`]), where it stands ([`JobStatus`], the state
 //! machine) and the Redis store that holds both ([`JobStore`]).
 
-mod attempt;
+mod fencing;
 mod ids;
 mod parts;
 mod priority;
@@ -11,7 +11,7 @@ mod spec;
 mod status;
 mod store;
 
-pub use self::attempt::{
+pub use self::fencing::{
     Admission, Attempt, ClaimOutcome, FinishOutcome, Recovery, RenewOutcome, outbox_key,
 };
 pub use self::ids::{JobId, Tenant};

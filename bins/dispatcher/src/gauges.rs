@@ -1,11 +1,9 @@
 //! Gauges that describe the system rather than one service's work: jobs by state, and per
 //! priority the queue depth and the age of the oldest waiting work item. Sampled every few
-//! seconds by the dispatcher. Also the worker discovery Prometheus uses: workers come and go
-//! on ports nobody configured, so the dispatcher serves them from the machine pool.
+//! seconds by the dispatcher.
 
 use std::time::Duration;
 
-use axum::response::IntoResponse as _;
 use prometheus::{IntGaugeVec, Opts};
 use tcoder::events::subjects;
 use tcoder::jobs::{JobStatus, Priority};
@@ -94,34 +92,6 @@ impl Observer {
         }
         Ok(())
     }
-}
-
-/// `GET /sd/workers` on the dispatcher's admin port: Prometheus HTTP service discovery
-/// (`http_sd_configs`), one target group per registered worker with a known admin address.
-pub(crate) fn discovery_routes(redis: Conn) -> axum::Router {
-    axum::Router::new().route(
-        "/sd/workers",
-        axum::routing::get(move || {
-            let mut redis = redis.clone();
-            async move {
-                match tcoder::machines::list(&mut redis).await {
-                    Ok(machines) => {
-                        let groups: Vec<serde_json::Value> = machines
-                            .iter()
-                            .filter(|m| m.state != tcoder::machines::MachineState::Stopping)
-                            .filter_map(tcoder::machines::MachineRecord::scrape_target)
-                            .collect();
-                        axum::Json(groups).into_response()
-                    }
-                    Err(e) => (
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                        format!("machine pool unavailable: {e}\n"),
-                    )
-                        .into_response(),
-                }
-            }
-        }),
-    )
 }
 
 #[cfg(test)]
