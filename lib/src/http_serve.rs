@@ -98,9 +98,8 @@ where
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     let graceful = GracefulShutdown::new();
-    let body_limits = limits;
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        service.call(request.map(|body| IdleBody::with_limits(body, &body_limits)))
+        service.call(request.map(|body| IdleBody::new(body, &limits)))
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let peers = Arc::new(Peers::default());
@@ -154,22 +153,16 @@ pub struct IdleBody<B> {
 }
 
 impl<B> IdleBody<B> {
-    pub fn new(inner: B, idle: Duration) -> IdleBody<B> {
+    /// With the idle timeout and minimum rate of `limits`.
+    pub fn new(inner: B, limits: &Limits) -> IdleBody<B> {
+        let idle = limits.body_idle_timeout;
         IdleBody {
             inner,
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
             started: tokio::time::Instant::now(),
             received: 0,
-            min_bytes_per_second: 0,
-        }
-    }
-
-    /// With the idle timeout and minimum rate of `limits`.
-    pub fn with_limits(inner: B, limits: &Limits) -> IdleBody<B> {
-        IdleBody {
             min_bytes_per_second: limits.min_body_bytes_per_second,
-            ..IdleBody::new(inner, limits.body_idle_timeout)
         }
     }
 

@@ -150,7 +150,7 @@ async fn handle(
     }
     match item.part {
         Some(k) => part::handle_item(worker, message, &item, k, release).await,
-        None => whole::handle(worker, message, &item, release).await,
+        None => whole::handle(worker, message, &item, delivered, release).await,
     }
 }
 

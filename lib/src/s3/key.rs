@@ -66,11 +66,6 @@ impl Key {
         self.0.starts_with(&folder.0)
     }
 
-    /// The key's last segment (its file name).
-    pub fn name(&self) -> &str {
-        self.0.rsplit('/').next().unwrap_or(&self.0)
-    }
-
     /// The key relative to `folder`, when it lies in it.
     pub fn relative_to(&self, folder: &KeyPrefix) -> Option<&str> {
         self.0.strip_prefix(&folder.0)
@@ -109,11 +104,6 @@ impl KeyPrefix {
     /// The key of `name` (one or more segments) inside this folder.
     pub fn join(&self, name: &str) -> Result<Key, KeyError> {
         Key::parse(&format!("{}{name}", self.0))
-    }
-
-    /// The folder `name` (one or more segments) inside this folder.
-    pub fn folder(&self, name: &str) -> Result<KeyPrefix, KeyError> {
-        KeyPrefix::parse(&format!("{}{name}/", self.0))
     }
 
     /// Whether `other` is this folder or lies inside it.
@@ -208,12 +198,6 @@ impl fmt::Display for KeyPrefix {
     }
 }
 
-impl AsRef<str> for Key {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
 impl TryFrom<String> for Key {
     type Error = KeyError;
     fn try_from(spelling: String) -> Result<Key, KeyError> {
@@ -238,18 +222,6 @@ impl TryFrom<String> for KeyPrefix {
 impl From<KeyPrefix> for String {
     fn from(prefix: KeyPrefix) -> String {
         prefix.0
-    }
-}
-
-impl PartialEq<str> for Key {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
-impl PartialEq<&str> for Key {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
     }
 }
 

@@ -37,6 +37,8 @@ pub struct LocalStore {
 /// only read objects under `public_prefix` (when set).
 struct Access {
     public_prefix: Option<super::KeyPrefix>,
+    /// `uploads/`, where an upload's size is checked.
+    uploads: super::KeyPrefix,
     /// Largest object accepted under `uploads/` (a presigned URL names no length when the job
     /// declared none): refused from its `Content-Length` before a byte is written.
     max_upload_bytes: u64,
@@ -67,8 +69,8 @@ impl S3Access for Access {
                 s3s::s3_error!(AccessDenied, "the listing prefix is not canonical: {e}")
             })?;
         }
-        let uploads = super::keys::uploads();
-        if cx.s3_op().name() == "PutObject" && key.as_ref().is_some_and(|k| k.is_in(&uploads)) {
+        let upload = key.as_ref().is_some_and(|k| k.is_in(&self.uploads));
+        if cx.s3_op().name() == "PutObject" && upload {
             let length = ["x-amz-decoded-content-length", "content-length"]
                 .iter()
                 .find_map(|name| cx.headers().get(*name)?.to_str().ok()?.parse::<u64>().ok());
@@ -125,6 +127,7 @@ impl LocalStore {
         builder.set_auth(SimpleAuth::from_single(access_key_id, secret_access_key));
         builder.set_access(Access {
             public_prefix: config.public_outputs.then(super::keys::outputs),
+            uploads: super::keys::uploads(),
             max_upload_bytes,
         });
         let listener = TcpListener::bind(config.bind).await?;

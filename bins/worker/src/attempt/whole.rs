@@ -89,15 +89,15 @@ async fn claim_retrying(
     claimed
 }
 
-/// Handles a whole title's message (`item` read from it by the runner) to the end and settles
-/// it (ack / nak / term / nothing).
+/// Handles a whole title's message (its `item` and delivery count read by the runner) to the
+/// end and settles it (ack / nak / term / nothing).
 pub(crate) async fn handle(
     worker: &Worker,
     message: Arc<Message>,
     item: &WorkItem,
+    delivered: i64,
     release: tokio_util::sync::CancellationToken,
 ) -> Outcome {
-    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
     let claimed = claim_holding_the_message(worker, &message, item, &release).await;
     let attempt = match claimed {
         Ok(ClaimOutcome::Claimed(attempt)) => attempt,
