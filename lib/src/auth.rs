@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ApiKeyEntry;
 use crate::jobs::Tenant;
-use crate::redis::StoreError;
+use crate::redis::RedisError;
 
 /// Prefix of every key tcoder issues (recognisable in logs and secret scanners).
 pub const KEY_PREFIX_TEXT: &str = "tk_";
@@ -58,7 +58,7 @@ impl ApiKeys {
     }
 
     /// The tenant a key belongs to, or `None` for an unknown key.
-    pub async fn tenant_of(&self, key: &str) -> Result<Option<Tenant>, StoreError> {
+    pub async fn tenant_of(&self, key: &str) -> Result<Option<Tenant>, RedisError> {
         if !key.starts_with(KEY_PREFIX_TEXT) || key.len() > 128 {
             return Ok(None);
         }
@@ -78,7 +78,7 @@ impl ApiKeys {
 
     /// Every key known: configured ones and those stored in Redis, with whether each is
     /// revoked, sorted by tenant.
-    pub async fn list(&self) -> Result<Vec<KeyInfo>, StoreError> {
+    pub async fn list(&self) -> Result<Vec<KeyInfo>, RedisError> {
         let mut redis = self.redis.clone();
         let stored: HashMap<String, String> = redis.hgetall(redis_key()).await?;
         let revoked: std::collections::HashSet<String> =
@@ -111,12 +111,12 @@ pub struct KeyInfo {
 }
 
 /// Whether `key` was revoked.
-pub async fn is_revoked(redis: &mut Conn, key: &str) -> Result<bool, StoreError> {
+pub async fn is_revoked(redis: &mut Conn, key: &str) -> Result<bool, RedisError> {
     Ok(redis.sismember(crate::redis::keys::revoked_api_keys(), hash_key(key)).await?)
 }
 
 /// Stores a key's hash for `tenant` in Redis (used by `tcoder keys create` and `tcoder up`).
-pub async fn store_key(redis: &mut Conn, key: &str, tenant: &Tenant) -> Result<(), StoreError> {
+pub async fn store_key(redis: &mut Conn, key: &str, tenant: &Tenant) -> Result<(), RedisError> {
     let _: () = redis.hset(redis_key(), hash_key(key), tenant.as_str()).await?;
     Ok(())
 }
@@ -124,7 +124,7 @@ pub async fn store_key(redis: &mut Conn, key: &str, tenant: &Tenant) -> Result<(
 /// Revokes a key (by the key or by its hash), for good: its hash is removed from Redis and
 /// recorded as revoked, which also disables a configured key and keeps the key from coming
 /// back if something stores it again.
-pub async fn revoke_key(redis: &mut Conn, key_or_hash: &str) -> Result<(), StoreError> {
+pub async fn revoke_key(redis: &mut Conn, key_or_hash: &str) -> Result<(), RedisError> {
     let digest = digest_of(key_or_hash);
     let _: u32 = redis.hdel(redis_key(), &digest).await?;
     let _: u32 = redis.sadd(crate::redis::keys::revoked_api_keys(), &digest).await?;
@@ -157,7 +157,7 @@ pub async fn take_create_token(
     redis: &mut Conn,
     key: &str,
     rate: CreateRate,
-) -> Result<Option<std::time::Duration>, StoreError> {
+) -> Result<Option<std::time::Duration>, RedisError> {
     take_token(redis, crate::redis::keys::create_rate(&hash_key(key)), rate).await
 }
 
@@ -167,7 +167,7 @@ pub async fn take_submit_token(
     redis: &mut Conn,
     tenant: &Tenant,
     rate: CreateRate,
-) -> Result<Option<std::time::Duration>, StoreError> {
+) -> Result<Option<std::time::Duration>, RedisError> {
     take_token(redis, crate::redis::keys::submit_rate(tenant), rate).await
 }
 
@@ -175,7 +175,7 @@ async fn take_token(
     redis: &mut Conn,
     bucket: String,
     rate: CreateRate,
-) -> Result<Option<std::time::Duration>, StoreError> {
+) -> Result<Option<std::time::Duration>, RedisError> {
     let (taken, wait_ms): (u32, u64) = TOKEN_BUCKET
         .key(bucket)
         .arg(rate.burst)

@@ -9,6 +9,7 @@
 //! | [`telemetry`] | tracing set-up (human or JSON logs) |
 //! | [`shutdown`] | signal handling, cancellation token, drain deadline |
 //! | [`auth`] | API keys: generation, hashed storage, key → tenant |
+//! | [`api`] | the HTTP API's views (what the routes write, OpenAPI describes) and the typed client the CLI and tests use |
 //! | [`admin`] | the admin HTTP server every service runs: `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the Prometheus registry and process metrics |
 //! | [`dlq`] | dead-lettered jobs: record, list, replay |
@@ -25,6 +26,7 @@
 //! `App` built from these pieces.
 
 pub mod admin;
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod cors;

@@ -14,7 +14,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use crate::jobs::{JobRequest, JobSpec, SpecLimits, Tenant};
-use crate::redis::{KEY_PREFIX, StoreError};
+use crate::redis::{KEY_PREFIX, RedisError};
 use crate::s3::{Key, KeyPrefix, keys};
 
 /// How long an object version is remembered as seen (its idempotency record): a repeated
@@ -132,7 +132,7 @@ fn rules_key() -> String {
 pub async fn remember_rejected(
     redis: &mut crate::redis::Conn,
     version: &str,
-) -> Result<(), StoreError> {
+) -> Result<(), RedisError> {
     let () = redis.set_ex(rejected_key(version), 1, DEDUP_WINDOW.as_secs()).await?;
     Ok(())
 }
@@ -141,7 +141,7 @@ pub async fn remember_rejected(
 pub async fn was_rejected(
     redis: &mut crate::redis::Conn,
     version: &str,
-) -> Result<bool, StoreError> {
+) -> Result<bool, RedisError> {
     Ok(redis.exists(rejected_key(version)).await?)
 }
 
@@ -152,7 +152,7 @@ fn rejected_key(version: &str) -> String {
 }
 
 /// Every rule, by name.
-pub async fn list(redis: &mut crate::redis::Conn) -> Result<Vec<WatchRule>, StoreError> {
+pub async fn list(redis: &mut crate::redis::Conn) -> Result<Vec<WatchRule>, RedisError> {
     let raw: HashMap<String, String> = redis.hgetall(rules_key()).await?;
     let mut rules = Vec::with_capacity(raw.len());
     for (name, json) in raw {
@@ -172,7 +172,7 @@ pub async fn list(redis: &mut crate::redis::Conn) -> Result<Vec<WatchRule>, Stor
 pub async fn put(
     redis: &mut crate::redis::Conn,
     rule: &WatchRule,
-) -> Result<WatchRule, StoreError> {
+) -> Result<WatchRule, RedisError> {
     let existing: Option<String> = redis.hget(rules_key(), &rule.name).await?;
     let mut rule = rule.clone();
     if let Some(earlier) = existing.and_then(|json| serde_json::from_str::<WatchRule>(&json).ok())
@@ -187,7 +187,7 @@ pub async fn put(
 }
 
 /// Removes a rule; whether it existed.
-pub async fn remove(redis: &mut crate::redis::Conn, name: &str) -> Result<bool, StoreError> {
+pub async fn remove(redis: &mut crate::redis::Conn, name: &str) -> Result<bool, RedisError> {
     let removed: i64 = redis.hdel(rules_key(), name).await?;
     Ok(removed == 1)
 }

@@ -1,7 +1,6 @@
 //! `tcoder`: the command-line tool. `tcoder up` runs the whole pipeline on this host; the
 //! other commands talk to a running tcoder through its API.
 
-mod client;
 mod commands;
 mod profile;
 mod up;
@@ -51,7 +50,7 @@ enum Command {
         /// Only jobs in this status (`awaiting_upload`, uploaded, queued, running, completed,
         /// failed, canceled).
         #[arg(long)]
-        status: Option<String>,
+        status: Option<tcoder::jobs::JobStatus>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
         /// The next page: the cursor the previous page printed.
@@ -132,14 +131,10 @@ fn main() -> ExitCode {
             Command::Status { api, id } => {
                 commands::jobs::status(&api.client(&settings)?, &id).await.map(|()| true)
             }
-            Command::Jobs { api, status, limit, cursor } => commands::jobs::list(
-                &api.client(&settings)?,
-                status.as_deref(),
-                limit,
-                cursor.as_deref(),
-            )
-            .await
-            .map(|()| true),
+            Command::Jobs { api, status, limit, cursor } => {
+                let query = tcoder::api::JobsQuery { status, limit: Some(limit), cursor };
+                commands::jobs::list(&api.client(&settings)?, &query).await.map(|()| true)
+            }
             Command::Follow { api, id, timeout } => {
                 commands::follow::run(&api.client(&settings)?, &id, timeout).await
             }

@@ -3,6 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tcoder::api::Problem;
 
 /// An error answer of the public API.
 #[derive(Debug)]
@@ -65,24 +66,6 @@ impl ApiError {
             format!("{context}; retry shortly"),
         )
     }
-}
-
-/// An error body (RFC 9457 `application/problem+json`), as the API sends it.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub(crate) struct Problem {
-    /// `urn:tcoder:problem:<code>`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The HTTP status's reason phrase.
-    pub title: String,
-    pub status: u16,
-    /// What went wrong, for a person.
-    pub detail: String,
-    /// Stable, for programs: e.g. `validation.unknown_preset`, `job.not_found`, `rate.limited`.
-    pub code: String,
-    /// The request field at fault (validation errors).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
 }
 
 impl IntoResponse for ApiError {

@@ -248,7 +248,7 @@ impl Submitter {
         // Seen before: its job (whether or not the object is still there), or a conflict when
         // the same id now asks for something else.
         let idempotency_key = format!("nats:{submission_id}");
-        let transient = |e: tcoder::redis::StoreError| Transient(e.to_string());
+        let transient = |e: tcoder::redis::RedisError| Transient(e.to_string());
         if let Some(id) =
             self.bridge.jobs.idempotent_job(&tenant, &idempotency_key).await.map_err(transient)?
             && let Some(job) = self.bridge.jobs.get(&id).await.map_err(transient)?

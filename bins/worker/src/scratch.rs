@@ -44,7 +44,7 @@ pub(crate) fn parse(name: &str) -> Option<Owner> {
 
 /// Whether no live attempt can own the folder: the job does not run, or the attempt is not
 /// the current one (of the job, or of the part).
-async fn stale(owner: &Owner, jobs: &JobStore) -> Result<bool, tcoder::redis::StoreError> {
+async fn stale(owner: &Owner, jobs: &JobStore) -> Result<bool, tcoder::redis::RedisError> {
     let (job, epoch) = match owner {
         Owner::Job(job, epoch) | Owner::Part(job, _, epoch) => (job, *epoch),
     };

@@ -108,7 +108,7 @@ pub async fn publish_part_item(
 #[derive(Debug, thiserror::Error)]
 pub enum AnnounceError {
     #[error(transparent)]
-    Store(#[from] crate::redis::StoreError),
+    Store(#[from] crate::redis::RedisError),
     #[error(transparent)]
     Publish(#[from] PublishError),
 }

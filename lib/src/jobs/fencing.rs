@@ -15,7 +15,7 @@ use redis::{AsyncCommands, Script};
 use super::store::{job_key, script};
 use super::{JobError, JobId, JobStatus, JobStore, now_ms};
 use crate::events::JobEvent;
-use crate::redis::{KEY_PREFIX, StoreError};
+use crate::redis::{KEY_PREFIX, RedisError};
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/claim.lua")));
 static RENEW: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/renew.lua")));
@@ -93,7 +93,7 @@ impl JobStore {
         id: &JobId,
         worker: &str,
         ttl: Duration,
-    ) -> Result<ClaimOutcome, StoreError> {
+    ) -> Result<ClaimOutcome, RedisError> {
         let reply: Vec<String> = self
             .conn()
             .write_replicated(
@@ -106,11 +106,11 @@ impl JobStore {
                     .arg(KEY_PREFIX),
             )
             .await?;
-        let status = |raw: &str| raw.parse::<JobStatus>().map_err(StoreError::Corrupt);
+        let status = |raw: &str| raw.parse::<JobStatus>().map_err(RedisError::Corrupt);
         match (reply.first().map(String::as_str), reply.get(1).map(String::as_str)) {
             (Some("claimed"), Some(epoch)) => Ok(ClaimOutcome::Claimed(Attempt {
                 job_id: id.clone(),
-                epoch: epoch.parse().map_err(|_| StoreError::Corrupt("epoch".into()))?,
+                epoch: epoch.parse().map_err(|_| RedisError::Corrupt("epoch".into()))?,
                 worker: worker.to_owned(),
             })),
             (Some("busy"), Some(ms)) => Ok(ClaimOutcome::Busy {
@@ -119,7 +119,7 @@ impl JobStore {
             (Some("done"), Some(raw)) => Ok(ClaimOutcome::Done(status(raw)?)),
             (Some("not_ready"), Some(raw)) => Ok(ClaimOutcome::NotReady(status(raw)?)),
             (Some("missing"), _) => Ok(ClaimOutcome::Missing),
-            _ => Err(StoreError::Corrupt(format!("unexpected claim reply {reply:?}"))),
+            _ => Err(RedisError::Corrupt(format!("unexpected claim reply {reply:?}"))),
         }
     }
 
@@ -128,7 +128,7 @@ impl JobStore {
         &self,
         attempt: &Attempt,
         ttl: Duration,
-    ) -> Result<RenewOutcome, StoreError> {
+    ) -> Result<RenewOutcome, RedisError> {
         let mut conn = self.conn();
         let reply: String = RENEW
             .key(job_key(&attempt.job_id))
@@ -142,7 +142,7 @@ impl JobStore {
             "ok" => Ok(RenewOutcome::Renewed),
             "canceled" => Ok(RenewOutcome::Canceled),
             "lost" => Ok(RenewOutcome::Lost),
-            other => Err(StoreError::Corrupt(format!("unexpected renew reply {other}"))),
+            other => Err(RedisError::Corrupt(format!("unexpected renew reply {other}"))),
         }
     }
 
@@ -153,7 +153,7 @@ impl JobStore {
         attempt: &Attempt,
         outputs: &super::JobResult,
         event: &JobEvent,
-    ) -> Result<FinishOutcome, StoreError> {
+    ) -> Result<FinishOutcome, RedisError> {
         let outputs = serde_json::to_string(outputs).expect("a result serializes");
         let fields = [("outputs", outputs), ("completed_at", now_ms().to_string())];
         self.finish(attempt, JobStatus::Completed, "completed", Some(event), &fields).await
@@ -165,7 +165,7 @@ impl JobStore {
         attempt: &Attempt,
         error: &JobError,
         event: &JobEvent,
-    ) -> Result<FinishOutcome, StoreError> {
+    ) -> Result<FinishOutcome, RedisError> {
         let recorded = serde_json::to_string(error).expect("serializable");
         self.finish(attempt, JobStatus::Failed, &error.code, Some(event), &[("error", recorded)])
             .await
@@ -177,7 +177,7 @@ impl JobStore {
         &self,
         attempt: &Attempt,
         reason: &str,
-    ) -> Result<FinishOutcome, StoreError> {
+    ) -> Result<FinishOutcome, RedisError> {
         self.finish(attempt, JobStatus::Queued, reason, None, &[]).await
     }
 
@@ -188,7 +188,7 @@ impl JobStore {
         reason: &str,
         event: Option<&JobEvent>,
         fields: &[(&str, String)],
-    ) -> Result<FinishOutcome, StoreError> {
+    ) -> Result<FinishOutcome, RedisError> {
         let event =
             event.map(|e| serde_json::to_string(e).expect("serializable")).unwrap_or_default();
         let mut invocation = FINISH.key(job_key(&attempt.job_id));
@@ -207,12 +207,12 @@ impl JobStore {
         match reply.first().map(String::as_str) {
             Some("ok") => Ok(FinishOutcome::Finished),
             Some("fenced") => Ok(FinishOutcome::Fenced),
-            _ => Err(StoreError::Corrupt(format!("unexpected finish reply {reply:?}"))),
+            _ => Err(RedisError::Corrupt(format!("unexpected finish reply {reply:?}"))),
         }
     }
 
     /// Applies a recovery move; `Some(queued_count)` when it happened.
-    pub async fn recover(&self, id: &JobId, recovery: Recovery) -> Result<Option<u64>, StoreError> {
+    pub async fn recover(&self, id: &JobId, recovery: Recovery) -> Result<Option<u64>, RedisError> {
         let mode = match recovery {
             Recovery::Lapsed => "lapsed",
             Recovery::Replay => "replay",
@@ -231,7 +231,7 @@ impl JobStore {
     }
 
     /// Admits an uploaded job to `queued` unless its tenant is at `cap` jobs in flight.
-    pub async fn admit(&self, id: &JobId, cap: u32) -> Result<Admission, StoreError> {
+    pub async fn admit(&self, id: &JobId, cap: u32) -> Result<Admission, RedisError> {
         let mut conn = self.conn();
         let reply: Vec<String> = ADMIT
             .key(job_key(id))
@@ -249,13 +249,13 @@ impl JobStore {
     }
 
     /// Whether a worker holds a live lease on the job.
-    pub async fn lease_alive(&self, id: &JobId) -> Result<bool, StoreError> {
+    pub async fn lease_alive(&self, id: &JobId) -> Result<bool, RedisError> {
         let mut conn = self.conn();
         Ok(conn.exists(lease_key(id)).await?)
     }
 
     /// Outbox entries not yet confirmed published (oldest first), raw and parsed.
-    pub async fn outbox(&self, limit: usize) -> Result<Vec<(String, JobEvent)>, StoreError> {
+    pub async fn outbox(&self, limit: usize) -> Result<Vec<(String, JobEvent)>, RedisError> {
         let mut conn = self.conn();
         let raw: Vec<String> =
             conn.lrange(outbox_key(), 0, isize::try_from(limit).unwrap_or(100) - 1).await?;
@@ -263,7 +263,7 @@ impl JobStore {
     }
 
     /// Removes an outbox entry once its event is on the stream.
-    pub async fn outbox_done(&self, raw: &str) -> Result<(), StoreError> {
+    pub async fn outbox_done(&self, raw: &str) -> Result<(), RedisError> {
         let mut conn = self.conn();
         let _: i64 = conn.lrem(outbox_key(), 1, raw).await?;
         Ok(())

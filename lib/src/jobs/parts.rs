@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{JobId, JobStore, now_ms};
 use crate::engine::{EngineError, Part};
-use crate::redis::StoreError;
+use crate::redis::RedisError;
 use crate::redis::keys::{job as job_key, job_part, job_part_lease, job_part_prefix};
 
 static PLAN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/parts_plan.lua")));
@@ -181,7 +181,7 @@ impl JobStore {
         id: &JobId,
         epoch: u64,
         definitions: &[Part],
-    ) -> Result<Option<u32>, StoreError> {
+    ) -> Result<Option<u32>, RedisError> {
         let mut invocation = PLAN.key(job_key(id));
         invocation.arg(epoch).arg(job_part_prefix(id));
         for definition in definitions {
@@ -190,7 +190,7 @@ impl JobStore {
         let reply: Vec<String> = self.conn().write_replicated(&invocation).await?;
         match (reply.first().map(String::as_str), reply.get(1)) {
             (Some("ok"), Some(n)) => {
-                n.parse().map(Some).map_err(|_| StoreError::Corrupt("parts".into()))
+                n.parse().map(Some).map_err(|_| RedisError::Corrupt("parts".into()))
             }
             _ => Ok(None),
         }
@@ -205,7 +205,7 @@ impl JobStore {
         failed: bool,
         max_failures: u32,
         error: Option<&EngineError>,
-    ) -> Result<PartRelease, StoreError> {
+    ) -> Result<PartRelease, RedisError> {
         let (id, part) = (&attempt.job_id, attempt.part);
         let error = error.map(|e| serde_json::to_string(e).expect("an error serializes"));
         let reply: Vec<String> = self
@@ -225,7 +225,7 @@ impl JobStore {
             Some("pending") => Ok(PartRelease::Pending),
             Some("failed") => Ok(PartRelease::Failed),
             Some("fenced") => Ok(PartRelease::Fenced),
-            _ => Err(StoreError::Corrupt(format!("unexpected part release reply {reply:?}"))),
+            _ => Err(RedisError::Corrupt(format!("unexpected part release reply {reply:?}"))),
         }
     }
 
@@ -236,7 +236,7 @@ impl JobStore {
         part: u32,
         worker: &str,
         ttl: Duration,
-    ) -> Result<PartClaim, StoreError> {
+    ) -> Result<PartClaim, RedisError> {
         let reply: Vec<String> = self
             .conn()
             .write_replicated(
@@ -253,7 +253,7 @@ impl JobStore {
             (Some("claimed"), Some(epoch)) => Ok(PartClaim::Claimed(PartAttempt {
                 job_id: id.clone(),
                 part,
-                epoch: epoch.parse().map_err(|_| StoreError::Corrupt("part epoch".into()))?,
+                epoch: epoch.parse().map_err(|_| RedisError::Corrupt("part epoch".into()))?,
                 worker: worker.to_owned(),
             })),
             (Some("busy"), Some(left)) => Ok(PartClaim::Busy {
@@ -262,7 +262,7 @@ impl JobStore {
             (Some("done"), _) => Ok(PartClaim::Done),
             (Some("job"), Some(status)) => Ok(PartClaim::JobNotRunning(status.to_owned())),
             (Some("missing"), _) => Ok(PartClaim::JobNotRunning("unplanned".to_owned())),
-            _ => Err(StoreError::Corrupt(format!("unexpected part claim reply {reply:?}"))),
+            _ => Err(RedisError::Corrupt(format!("unexpected part claim reply {reply:?}"))),
         }
     }
 
@@ -272,7 +272,7 @@ impl JobStore {
         &self,
         attempt: &PartAttempt,
         ttl: Duration,
-    ) -> Result<super::RenewOutcome, StoreError> {
+    ) -> Result<super::RenewOutcome, RedisError> {
         let (id, part) = (&attempt.job_id, attempt.part);
         let reply: String = RENEW
             .key(job_key(id))
@@ -287,7 +287,7 @@ impl JobStore {
             "ok" => Ok(super::RenewOutcome::Renewed),
             "canceled" => Ok(super::RenewOutcome::Canceled),
             "lost" => Ok(super::RenewOutcome::Lost),
-            other => Err(StoreError::Corrupt(format!("unexpected part renew reply {other}"))),
+            other => Err(RedisError::Corrupt(format!("unexpected part renew reply {other}"))),
         }
     }
 
@@ -297,7 +297,7 @@ impl JobStore {
         &self,
         attempt: &PartAttempt,
         result: &PartResult,
-    ) -> Result<PartCommit, StoreError> {
+    ) -> Result<PartCommit, RedisError> {
         let (id, part) = (&attempt.job_id, attempt.part);
         let mut invocation = COMMIT.key(job_key(id));
         invocation.key(job_part(id, part)).key(job_part_lease(id, part));
@@ -312,12 +312,12 @@ impl JobStore {
                 parts: number(reply.get(2)),
             }),
             Some("fenced") => Ok(PartCommit::Fenced),
-            _ => Err(StoreError::Corrupt(format!("unexpected part commit reply {reply:?}"))),
+            _ => Err(RedisError::Corrupt(format!("unexpected part commit reply {reply:?}"))),
         }
     }
 
     /// Every part of the job, in order (empty when the job was never split).
-    pub async fn parts(&self, id: &JobId) -> Result<Vec<PartState>, StoreError> {
+    pub async fn parts(&self, id: &JobId) -> Result<Vec<PartState>, RedisError> {
         let count: Option<u32> =
             redis::cmd("HGET").arg(job_key(id)).arg("parts").query_async(&mut self.conn()).await?;
         let mut parts = Vec::new();
@@ -328,13 +328,13 @@ impl JobStore {
     }
 
     /// Part `part` of the job, if the job has it.
-    pub async fn part(&self, id: &JobId, part: u32) -> Result<Option<PartState>, StoreError> {
+    pub async fn part(&self, id: &JobId, part: u32) -> Result<Option<PartState>, RedisError> {
         let mut conn = self.conn();
         let mut fields: std::collections::HashMap<String, String> =
             redis::cmd("HGETALL").arg(job_part(id, part)).query_async(&mut conn).await?;
         let Some(status) = fields.remove(field::STATUS) else { return Ok(None) };
         let status = PartStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("part {part} status `{status}`")))?;
+            .ok_or_else(|| RedisError::Corrupt(format!("part {part} status `{status}`")))?;
         let leased: bool =
             redis::cmd("EXISTS").arg(job_part_lease(id, part)).query_async(&mut conn).await?;
         let epoch = fields.remove(field::EPOCH).and_then(|e| e.parse().ok()).unwrap_or(0);

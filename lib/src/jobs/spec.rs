@@ -23,6 +23,17 @@ pub enum Preset {
     Hls,
 }
 
+impl Preset {
+    /// The name a request uses (and metrics label jobs with).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::Default => "default",
+            Preset::WebOptimized => "web-optimized",
+            Preset::Hls => "hls",
+        }
+    }
+}
+
 /// Named ladder rungs (the engine owns their exact dimensions and bitrates).
 #[derive(
     Debug,
@@ -169,25 +180,38 @@ pub struct JobSpec {
 }
 
 /// The body of `POST /v1/jobs` before validation. Unknown fields are rejected so a typo
-/// (`"qualites"`) is an error, not a silently ignored option.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+/// (`"qualites"`) is an error, not a silently ignored option. Serialisable for clients;
+/// absent fields are left out, so the server's defaults apply.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub qualities: Option<serde_json::Value>,
     /// Alias: `"ladder": "auto"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ladder: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub outputs: Option<Vec<String>>,
     /// `h264` (default), `hevc`, `av1`, `vp9`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub video_codec: Option<String>,
     /// `aac` (default), `opus`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_codec: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     /// Opt in to `progress` webhooks.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_progress: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content_length: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
 }
 

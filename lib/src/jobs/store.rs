@@ -13,7 +13,7 @@ use crate::redis::Conn;
 use redis::{AsyncCommands, Script};
 
 use super::{Job, JobId, JobOrigin, JobSpec, JobStatus, SourceObject, Tenant, now_ms};
-use crate::redis::{KEY_PREFIX, StoreError};
+use crate::redis::{KEY_PREFIX, RedisError};
 use crate::s3::keys;
 
 /// Every job script starts with the shared helpers (`move_status`, `record`).
@@ -56,7 +56,7 @@ pub enum TransitionError {
     #[error("job is {current}; cannot move to {to}")]
     Illegal { current: JobStatus, to: JobStatus },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] RedisError),
 }
 
 /// One page of a listing, newest first.
@@ -99,7 +99,7 @@ impl JobStore {
         spec: &JobSpec,
         idempotency_key: Option<&str>,
         idempotency_ttl_secs: u64,
-    ) -> Result<CreateOutcome, StoreError> {
+    ) -> Result<CreateOutcome, RedisError> {
         let id = JobId::generate();
         let new = NewJob {
             upload_key: keys::upload_key(tenant, &id),
@@ -124,7 +124,7 @@ impl JobStore {
         origin: &JobOrigin,
         idempotency_key: &str,
         idempotency_ttl_secs: u64,
-    ) -> Result<CreateOutcome, StoreError> {
+    ) -> Result<CreateOutcome, RedisError> {
         use sha2::Digest as _;
         let fingerprint =
             hex::encode(sha2::Sha256::digest(format!("{}\n{}", spec.fingerprint(), source.key)));
@@ -146,7 +146,7 @@ impl JobStore {
         new: NewJob<'_>,
         idempotency_key: Option<&str>,
         idempotency_ttl_secs: u64,
-    ) -> Result<CreateOutcome, StoreError> {
+    ) -> Result<CreateOutcome, RedisError> {
         let NewJob { id, upload_key, status, source, origin, fingerprint } = new;
         let idem_key = match idempotency_key {
             // Hashed, so any client string is a safe key part.
@@ -185,19 +185,19 @@ impl JobStore {
                 let job = self
                     .get(&id)
                     .await?
-                    .ok_or_else(|| StoreError::Corrupt("created job vanished".into()))?;
+                    .ok_or_else(|| RedisError::Corrupt("created job vanished".into()))?;
                 Ok(CreateOutcome::Created(Box::new(job)))
             }
             Some("existing") if reply.len() == 3 => {
                 let earlier = JobId::parse(&reply[1])
-                    .ok_or_else(|| StoreError::Corrupt("idempotency record".into()))?;
+                    .ok_or_else(|| RedisError::Corrupt("idempotency record".into()))?;
                 if reply[2] == fingerprint {
                     Ok(CreateOutcome::Replayed(earlier))
                 } else {
                     Ok(CreateOutcome::Conflict(earlier))
                 }
             }
-            _ => Err(StoreError::Corrupt(format!("unexpected create reply {reply:?}"))),
+            _ => Err(RedisError::Corrupt(format!("unexpected create reply {reply:?}"))),
         }
     }
 
@@ -206,7 +206,7 @@ impl JobStore {
         &self,
         tenant: &Tenant,
         idempotency_key: &str,
-    ) -> Result<Option<JobId>, StoreError> {
+    ) -> Result<Option<JobId>, RedisError> {
         #[derive(serde::Deserialize)]
         struct Record {
             job_id: String,
@@ -216,21 +216,21 @@ impl JobStore {
             conn.get(crate::redis::keys::idempotency(tenant, idempotency_key)).await?;
         let Some(raw) = raw else { return Ok(None) };
         let record: Record = serde_json::from_str(&raw)
-            .map_err(|e| StoreError::Corrupt(format!("idempotency record: {e}")))?;
+            .map_err(|e| RedisError::Corrupt(format!("idempotency record: {e}")))?;
         Ok(JobId::parse(&record.job_id))
     }
 
-    pub async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+    pub async fn get(&self, id: &JobId) -> Result<Option<Job>, RedisError> {
         let mut conn = self.conn.clone();
         let fields: HashMap<String, String> = conn.hgetall(job_key(id)).await?;
         if fields.is_empty() {
             return Ok(None);
         }
-        Job::from_hash(&fields).map(Some).map_err(StoreError::Corrupt)
+        Job::from_hash(&fields).map(Some).map_err(RedisError::Corrupt)
     }
 
     /// Whether the job's lease is held now (an attempt is alive somewhere).
-    pub async fn lease_held(&self, id: &JobId) -> Result<bool, StoreError> {
+    pub async fn lease_held(&self, id: &JobId) -> Result<bool, RedisError> {
         let mut conn = self.conn.clone();
         Ok(redis::cmd("EXISTS")
             .arg(crate::redis::keys::job_lease(id))
@@ -239,7 +239,7 @@ impl JobStore {
     }
 
     /// Whether Redis answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub async fn ping(&self) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
         crate::redis::ping(&mut conn).await
     }
@@ -249,7 +249,7 @@ impl JobStore {
         &self,
         id: &JobId,
         status: &super::WebhookStatus,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
         let value = serde_json::to_string(status).expect("a webhook status serializes");
         // HSET only if the hash exists: a deleted job is not brought back as a stub.
@@ -268,7 +268,7 @@ impl JobStore {
         &self,
         tenant: &Tenant,
         id: &JobId,
-    ) -> Result<Option<Job>, StoreError> {
+    ) -> Result<Option<Job>, RedisError> {
         Ok(self.get(id).await?.filter(|job| &job.tenant == tenant))
     }
 
@@ -279,7 +279,7 @@ impl JobStore {
         status: Option<JobStatus>,
         limit: usize,
         after: Option<&JobId>,
-    ) -> Result<JobPage, StoreError> {
+    ) -> Result<JobPage, RedisError> {
         let limit = limit.clamp(1, 100);
         let max = after.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
         let mut conn = self.conn.clone();
@@ -328,14 +328,14 @@ impl JobStore {
         }
         let reply: Vec<String> = self.conn.write_replicated(&invocation).await?;
         let status =
-            |raw: &str| raw.parse::<JobStatus>().map_err(|e| StoreError::Corrupt(e).into());
+            |raw: &str| raw.parse::<JobStatus>().map_err(|e| RedisError::Corrupt(e).into());
         match (reply.first().map(String::as_str), reply.get(1)) {
             (Some("ok"), Some(previous)) => status(previous),
             (Some("missing"), _) => Err(TransitionError::Missing),
             (Some("illegal"), Some(current)) => {
                 Err(TransitionError::Illegal { current: status(current)?, to })
             }
-            _ => Err(StoreError::Corrupt(format!("unexpected transition reply {reply:?}")).into()),
+            _ => Err(RedisError::Corrupt(format!("unexpected transition reply {reply:?}")).into()),
         }
     }
 
@@ -344,7 +344,7 @@ impl JobStore {
         &self,
         status: JobStatus,
         limit: usize,
-    ) -> Result<Vec<JobId>, StoreError> {
+    ) -> Result<Vec<JobId>, RedisError> {
         let mut conn = self.conn.clone();
         let ids: Vec<String> = conn
             .zrange(status_index(status), 0, isize::try_from(limit).unwrap_or(isize::MAX) - 1)
@@ -353,7 +353,7 @@ impl JobStore {
     }
 
     /// The job's recorded transitions, oldest first (JSON objects).
-    pub async fn history(&self, id: &JobId) -> Result<Vec<serde_json::Value>, StoreError> {
+    pub async fn history(&self, id: &JobId) -> Result<Vec<serde_json::Value>, RedisError> {
         let mut conn = self.conn.clone();
         let entries: Vec<String> = conn.lrange(format!("{}:history", job_key(id)), 0, -1).await?;
         Ok(entries.iter().filter_map(|e| serde_json::from_str(e).ok()).collect())

@@ -17,7 +17,7 @@ use crate::redis::Conn;
 use serde::{Deserialize, Serialize};
 
 use crate::jobs::now_ms;
-use crate::redis::StoreError;
+use crate::redis::RedisError;
 
 /// What a machine is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +52,7 @@ pub async fn heartbeat(
     redis: &mut Conn,
     record: &MachineRecord,
     ttl: Duration,
-) -> Result<(), StoreError> {
+) -> Result<(), RedisError> {
     let json = serde_json::to_string(record).expect("serializable");
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
     redis::pipe()
@@ -71,7 +71,7 @@ pub async fn heartbeat(
 }
 
 /// Removes a machine from the pool (clean exit).
-pub async fn deregister(redis: &mut Conn, id: &str) -> Result<(), StoreError> {
+pub async fn deregister(redis: &mut Conn, id: &str) -> Result<(), RedisError> {
     redis::pipe()
         .atomic()
         .hdel(pool_key(), id)
@@ -84,7 +84,7 @@ pub async fn deregister(redis: &mut Conn, id: &str) -> Result<(), StoreError> {
 }
 
 /// Every machine record.
-pub async fn list(redis: &mut Conn) -> Result<Vec<MachineRecord>, StoreError> {
+pub async fn list(redis: &mut Conn) -> Result<Vec<MachineRecord>, RedisError> {
     let raw: std::collections::HashMap<String, String> =
         redis::cmd("HGETALL").arg(pool_key()).query_async(redis).await?;
     Ok(raw.values().filter_map(|v| serde_json::from_str(v).ok()).collect())
@@ -124,7 +124,7 @@ impl MachineRecord {
 }
 
 /// Whether the machine's worker holds a live lease.
-pub async fn is_alive(redis: &mut Conn, id: &str) -> Result<bool, StoreError> {
+pub async fn is_alive(redis: &mut Conn, id: &str) -> Result<bool, RedisError> {
     Ok(redis::cmd("EXISTS").arg(lease_key(id)).query_async::<bool>(redis).await?)
 }
 
@@ -144,7 +144,7 @@ pub async fn admit(
     alive: &[&str],
     candidates: &[String],
     ttl: Duration,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<String>, RedisError> {
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
@@ -172,7 +172,7 @@ pub async fn bind(
     slot: &str,
     machine: &str,
     keep_for: Duration,
-) -> Result<(), StoreError> {
+) -> Result<(), RedisError> {
     let until = now_ms() + u64::try_from(keep_for.as_millis()).unwrap_or(u64::MAX);
     redis::pipe()
         .atomic()
@@ -184,7 +184,7 @@ pub async fn bind(
 }
 
 /// Ends a reservation whose machine could not be had.
-pub async fn release(redis: &mut Conn, slot: &str) -> Result<(), StoreError> {
+pub async fn release(redis: &mut Conn, slot: &str) -> Result<(), RedisError> {
     redis::pipe()
         .atomic()
         .zrem(reservations_key(), slot)
@@ -197,19 +197,19 @@ pub async fn release(redis: &mut Conn, slot: &str) -> Result<(), StoreError> {
 use crate::redis::keys::pool_members as pool_members_key;
 
 /// Records that the dispatcher created (or adopted) machine `id` for `slot`.
-pub async fn remember(redis: &mut Conn, id: &str, slot: &str) -> Result<(), StoreError> {
+pub async fn remember(redis: &mut Conn, id: &str, slot: &str) -> Result<(), RedisError> {
     redis::cmd("HSET").arg(pool_members_key()).arg(id).arg(slot).query_async::<()>(redis).await?;
     Ok(())
 }
 
 /// Forgets a destroyed machine.
-pub async fn forget(redis: &mut Conn, id: &str) -> Result<(), StoreError> {
+pub async fn forget(redis: &mut Conn, id: &str) -> Result<(), RedisError> {
     redis::cmd("HDEL").arg(pool_members_key()).arg(id).query_async::<()>(redis).await?;
     Ok(())
 }
 
 /// Machines the dispatcher knows it created or adopted.
-pub async fn members(redis: &mut Conn) -> Result<std::collections::HashSet<String>, StoreError> {
+pub async fn members(redis: &mut Conn) -> Result<std::collections::HashSet<String>, RedisError> {
     let ids: Vec<String> = redis::cmd("HKEYS").arg(pool_members_key()).query_async(redis).await?;
     Ok(ids.into_iter().collect())
 }

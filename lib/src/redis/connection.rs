@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::sentinel::SentinelClient;
-use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisError, RedisFuture, Value};
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisFuture, Value};
 
-use super::StoreError;
+use super::RedisError;
 
 /// Where connections go.
 pub(super) enum Target {
@@ -80,7 +80,7 @@ impl Conn {
     }
 
     /// Connects now (the first connection; later ones happen on demand).
-    pub(super) async fn connect(&self) -> Result<(), RedisError> {
+    pub(super) async fn connect(&self) -> Result<(), redis::RedisError> {
         self.shared.live().await.map(|_| ())
     }
 
@@ -93,7 +93,7 @@ impl Conn {
     pub async fn write_replicated<T: FromRedisValue>(
         &self,
         write: &redis::ScriptInvocation<'_>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, RedisError> {
         let (generation, mut connection) = self.shared.live().await?;
         let reply = write.invoke_async::<T>(&mut connection).await;
         let reply = self.shared.checked(generation, reply)?;
@@ -110,7 +110,7 @@ impl Conn {
         let acked = wait.query_async(&mut connection).await;
         let acked: u32 = self.shared.checked(generation, acked)?;
         if acked < wanted {
-            return Err(StoreError::NotReplicated { wanted, acked, timeout: patience });
+            return Err(RedisError::NotReplicated { wanted, acked, timeout: patience });
         }
         Ok(reply)
     }
@@ -118,7 +118,7 @@ impl Conn {
 
 impl Shared {
     /// The live connection, connecting first if there is none.
-    async fn live(&self) -> Result<(u64, MultiplexedConnection), RedisError> {
+    async fn live(&self) -> Result<(u64, MultiplexedConnection), redis::RedisError> {
         if let Some(live) = self.current.lock().expect("not poisoned").clone() {
             return Ok(live);
         }
@@ -159,7 +159,11 @@ impl Shared {
     /// Passes `reply` through, dropping the connection it came from when the error says the
     /// socket is gone or the node is no longer the primary (`READONLY`, `MASTERDOWN`): the next
     /// request reconnects (and, behind Sentinel, finds the new primary).
-    fn checked<T>(&self, generation: u64, reply: Result<T, RedisError>) -> Result<T, RedisError> {
+    fn checked<T>(
+        &self,
+        generation: u64,
+        reply: Result<T, redis::RedisError>,
+    ) -> Result<T, redis::RedisError> {
         if let Err(e) = &reply {
             let demoted = matches!(
                 e.kind(),
@@ -180,14 +184,14 @@ impl Shared {
 }
 
 /// An I/O-kind error (callers treat it as Redis being unreachable, a pause).
-fn not_connected(why: String) -> RedisError {
-    RedisError::from(std::io::Error::new(std::io::ErrorKind::NotConnected, why))
+fn not_connected(why: String) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::NotConnected, why))
 }
 
 async fn open(
     target: &mut Target,
     config: &AsyncConnectionConfig,
-) -> Result<MultiplexedConnection, RedisError> {
+) -> Result<MultiplexedConnection, redis::RedisError> {
     let client = match target {
         Target::Direct(client) => client.clone(),
         Target::Sentinel(sentinel) => sentinel.async_get_client().await?,

@@ -9,7 +9,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use super::{Conn, StoreError, keys};
+use super::{Conn, RedisError, keys};
 
 static HOLD: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
@@ -30,7 +30,7 @@ pub async fn hold(
     role: &str,
     holder: &str,
     ttl: Duration,
-) -> Result<bool, StoreError> {
+) -> Result<bool, RedisError> {
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
     let held: i32 =
         HOLD.key(keys::leader(role)).arg(holder).arg(ttl_ms).invoke_async(redis).await?;

@@ -94,22 +94,22 @@ impl Config {
     }
 
     /// The root certificate from `tls_ca_file`, if set.
-    fn root_certificate(&self) -> Result<Option<Vec<u8>>, StoreError> {
+    fn root_certificate(&self) -> Result<Option<Vec<u8>>, RedisError> {
         if self.tls_ca_file.is_empty() {
             return Ok(None);
         }
         std::fs::read(&self.tls_ca_file).map(Some).map_err(|e| {
-            StoreError::Corrupt(format!("cannot read redis.tls_ca_file {}: {e}", self.tls_ca_file))
+            RedisError::Corrupt(format!("cannot read redis.tls_ca_file {}: {e}", self.tls_ca_file))
         })
     }
 
     /// What connections go to: `url`, or the primary the sentinels name (with the
     /// credentials, database and TLS of `url`).
-    fn target(&self) -> Result<connection::Target, StoreError> {
+    fn target(&self) -> Result<connection::Target, RedisError> {
         if self.sentinels.is_empty() {
             return Ok(connection::Target::Direct(self.client()?));
         }
-        let nodes = self.sentinel_nodes().map_err(|e| StoreError::Corrupt(format!("{e:?}")))?;
+        let nodes = self.sentinel_nodes().map_err(|e| RedisError::Corrupt(format!("{e:?}")))?;
         let info = self.url.as_str().into_connection_info()?;
         let primary = info.redis_settings();
         let mut builder = redis::sentinel::SentinelClientBuilder::new(
@@ -148,7 +148,7 @@ impl Config {
         }
     }
 
-    fn client(&self) -> Result<redis::Client, StoreError> {
+    fn client(&self) -> Result<redis::Client, RedisError> {
         let Some(root) = self.root_certificate()? else {
             return Ok(redis::Client::open(self.url.as_str())?);
         };
@@ -159,7 +159,7 @@ impl Config {
 
 /// Why Redis could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum RedisError {
     #[error("cannot connect to Redis at {url} within {timeout:?}: {source}")]
     Connect { url: String, timeout: Duration, source: redis::RedisError },
     #[error("redis: {0}")]
@@ -187,7 +187,7 @@ pub fn redacted(url: &str) -> String {
 
 /// Connects (see [`Conn`]), which reconnects by itself after the first success. The first
 /// connection is retried until `timeout` so services may start in any order.
-pub async fn connect(config: &Config) -> Result<Conn, StoreError> {
+pub async fn connect(config: &Config) -> Result<Conn, RedisError> {
     let db = config.url.as_str().into_connection_info()?.redis_settings().db();
     let conn =
         Conn::new(config.target()?, config.timeout, db, config.wait_replicas, config.describe());
@@ -202,7 +202,7 @@ pub async fn connect(config: &Config) -> Result<Conn, StoreError> {
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
             Err(source) => {
-                return Err(StoreError::Connect {
+                return Err(RedisError::Connect {
                     url: config.describe(),
                     timeout: config.timeout,
                     source,
@@ -213,7 +213,7 @@ pub async fn connect(config: &Config) -> Result<Conn, StoreError> {
 }
 
 /// `PING`, for readiness checks.
-pub async fn ping(conn: &mut Conn) -> Result<(), StoreError> {
+pub async fn ping(conn: &mut Conn) -> Result<(), RedisError> {
     let _: String = redis::cmd("PING").query_async(conn).await?;
     Ok(())
 }

@@ -14,7 +14,7 @@ pub use self::delivery::{Deliverer, Delivery};
 pub use self::destination::{DestinationError, check_url, is_public_ip, parse_url};
 pub use self::signing::WebhookSecret;
 use crate::jobs::Tenant;
-use crate::redis::StoreError;
+use crate::redis::RedisError;
 
 use crate::redis::keys::webhook_secret as secret_key;
 
@@ -51,13 +51,13 @@ pub async fn stored_tenant_secret(
     redis: &mut Conn,
     tenant: &Tenant,
     at_rest: &AtRest,
-) -> Result<Option<WebhookSecret>, StoreError> {
+) -> Result<Option<WebhookSecret>, RedisError> {
     let stored: Option<String> = redis.get(secret_key(tenant)).await?;
     let Some(stored) = stored else { return Ok(None) };
-    let (secret, _) = at_rest.open(&stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let (secret, _) = at_rest.open(&stored).map_err(|e| RedisError::Corrupt(e.to_string()))?;
     WebhookSecret::parse(&secret)
         .map(Some)
-        .ok_or_else(|| StoreError::Corrupt("webhook secret".into()))
+        .ok_or_else(|| RedisError::Corrupt("webhook secret".into()))
 }
 
 /// The tenant's signing secret, created on first use (one per tenant, stable afterwards),
@@ -66,13 +66,13 @@ pub async fn tenant_secret(
     redis: &mut Conn,
     tenant: &Tenant,
     at_rest: &AtRest,
-) -> Result<WebhookSecret, StoreError> {
+) -> Result<WebhookSecret, RedisError> {
     let fresh = at_rest.seal(&WebhookSecret::generate().display());
     let _: bool = redis.set_nx(secret_key(tenant), &fresh).await?;
     let stored: String = redis.get(secret_key(tenant)).await?;
-    let (secret, reseal) = at_rest.open(&stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let (secret, reseal) = at_rest.open(&stored).map_err(|e| RedisError::Corrupt(e.to_string()))?;
     if reseal {
         let _: () = redis.set(secret_key(tenant), at_rest.seal(&secret)).await?;
     }
-    WebhookSecret::parse(&secret).ok_or_else(|| StoreError::Corrupt("webhook secret".into()))
+    WebhookSecret::parse(&secret).ok_or_else(|| RedisError::Corrupt("webhook secret".into()))
 }

@@ -146,7 +146,7 @@ async fn replicated_writes_wait_for_the_replica_and_are_refused_without_one() {
     assert!(
         matches!(
             refused,
-            Err(tcoder::redis::StoreError::NotReplicated { wanted: 1, acked: 0, .. })
+            Err(tcoder::redis::RedisError::NotReplicated { wanted: 1, acked: 0, .. })
         ),
         "{refused:?}"
     );

@@ -6,18 +6,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use tcoder::jobs::JobResult;
+use tcoder::api::Client;
+use tcoder::jobs::{JobResult, JobStatus};
 use tokio::io::AsyncWriteExt;
 
-use crate::client::ApiClient;
-
-pub(crate) async fn run(client: &ApiClient, id: &str, dir: Option<PathBuf>) -> anyhow::Result<()> {
+pub(crate) async fn run(client: &Client, id: &str, dir: Option<PathBuf>) -> anyhow::Result<()> {
     let job = client.job(id).await?;
-    if job["status"] != "completed" {
-        bail!("job {id} is {}: nothing to download", job["status"].as_str().unwrap_or("?"));
-    }
-    let summary: JobResult = serde_json::from_value(job["result"].clone())
-        .context("the job's result is not in the expected shape")?;
+    let (JobStatus::Completed, Some(summary)) = (job.status, job.result) else {
+        bail!("job {id} is {}: nothing to download", job.status);
+    };
     let http = reqwest::Client::new();
     // Files are fetched next to the manifest's own URL: that works for public URLs and for
     // signed playback URLs alike (one token covers the attempt's whole tree).

@@ -5,16 +5,16 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::Value;
-
-use crate::client::{ApiClient, StreamEvent};
+use tcoder::api::{Client, JobView};
+use tcoder::engine::Progress;
+use tcoder::events::{EventKind, JobEvent};
 
 /// Follows `id` to its end with a progress bar on stderr; returns the terminal event.
 pub(crate) async fn with_progress_bar(
-    client: &ApiClient,
+    client: &Client,
     id: &str,
     timeout: Duration,
-) -> anyhow::Result<StreamEvent> {
+) -> anyhow::Result<JobEvent> {
     let bar = ProgressBar::new(100).with_style(
         ProgressStyle::with_template("{spinner} {msg:<12} [{bar:30}] {pos:>3}% {prefix}")
             .expect("valid template")
@@ -23,115 +23,142 @@ pub(crate) async fn with_progress_bar(
     bar.enable_steady_tick(Duration::from_millis(200));
     bar.set_message("waiting");
     let last = client
-        .follow(id, timeout, |event| match event.kind.as_str() {
-            "progress" => {
-                let data = &event.data["data"];
+        .follow(id, timeout, |event| match event.kind {
+            EventKind::Progress => {
                 bar.set_message("transcoding");
-                bar.set_position(data["percent"].as_f64().unwrap_or(0.0).round() as u64);
-                // A split title reports its parts; a whole encode its time left.
-                let prefix = match (data["parts"]["done"].as_u64(), data["parts"]["total"].as_u64())
-                {
-                    (Some(done), Some(total)) => format!("parts {done}/{total}"),
-                    _ => {
-                        data["eta_secs"].as_f64().map_or(String::new(), |s| format!("eta {s:.0}s"))
-                    }
-                };
-                bar.set_prefix(prefix);
+                if let Ok(progress) = serde_json::from_value::<Progress>(event.data.clone()) {
+                    bar.set_position(progress.percent.round() as u64);
+                    bar.set_prefix(progress_note(&progress));
+                }
             }
-            "queued" => bar.set_message("queued"),
-            "started" => bar.set_message("downloading"),
-            "rendition" => bar.set_message("uploading"),
-            "completed" => {
+            EventKind::Queued => bar.set_message("queued"),
+            EventKind::Started => bar.set_message("downloading"),
+            EventKind::Rendition => bar.set_message("uploading"),
+            EventKind::Completed => {
                 bar.set_position(100);
                 bar.set_message("completed");
             }
-            kind => bar.set_message(kind.to_owned()),
+            kind => bar.set_message(kind.as_str()),
         })
         .await;
     bar.finish_and_clear();
-    last
+    Ok(last?)
+}
+
+/// A split title reports its parts; a whole encode its time left.
+fn progress_note(progress: &Progress) -> String {
+    match (progress.parts, progress.eta_secs) {
+        (Some(parts), _) => format!("parts {}/{}", parts.done, parts.total),
+        (None, Some(eta)) => format!("eta {eta:.0}s"),
+        (None, None) => String::new(),
+    }
 }
 
 /// What a person wants to read about a finished job: status, the master playlist, each
 /// rendition, the poster, the manifest; or the error.
-pub(crate) fn describe(job: &Value) -> String {
+pub(crate) fn describe(job: &JobView) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "job {} {}",
-        job["id"].as_str().unwrap_or("?"),
-        job["status"].as_str().unwrap_or("?")
-    );
-    if let Some(error) = job["error"].as_object() {
-        let _ = writeln!(
-            out,
-            "  error     {}: {}",
-            error.get("code").and_then(Value::as_str).unwrap_or("?"),
-            error.get("message").and_then(Value::as_str).unwrap_or("")
-        );
+    let _ = writeln!(out, "job {} {}", job.id, job.status);
+    if let Some(error) = &job.error {
+        let _ = writeln!(out, "  error     {}: {}", error.code, error.message);
     }
-    let result = &job["result"];
-    if let Some(master) = result["hls_master"].as_str() {
+    let Some(result) = &job.result else { return out };
+    if let Some(master) = &result.hls_master {
         let _ = writeln!(out, "  master    {master}");
     }
-    for rendition in result["renditions"].as_array().into_iter().flatten() {
-        let codecs = [&rendition["video_codec"], &rendition["audio_codec"]]
-            .iter()
-            .filter_map(|c| c.as_str())
-            .collect::<Vec<_>>()
-            .join("/");
-        let url = rendition["mp4"].as_str().or(rendition["hls"].as_str()).unwrap_or("");
+    for rendition in &result.renditions {
+        let audio = rendition.audio_codec.map(|codec| format!("/{}", codec_name(codec)));
+        let url = rendition.mp4.as_deref().or(rendition.hls.as_deref()).unwrap_or("");
         let _ = writeln!(
             out,
-            "  {:<9} {}x{} {} {} kb/s  {url}",
-            rendition["name"].as_str().unwrap_or("?"),
-            rendition["width"],
-            rendition["height"],
-            codecs,
-            rendition["video_bit_rate"].as_u64().unwrap_or(0) / 1000
+            "  {:<9} {}x{} {}{} {} kb/s  {url}",
+            rendition.name,
+            rendition.width,
+            rendition.height,
+            codec_name(rendition.video_codec),
+            audio.unwrap_or_default(),
+            rendition.video_bit_rate / 1000
         );
     }
-    if let Some(poster) = result["thumbnails"]["poster"].as_str() {
-        let _ = writeln!(out, "  poster    {poster}");
+    if let Some(thumbnails) = &result.thumbnails {
+        let _ = writeln!(out, "  poster    {}", thumbnails.poster);
     }
-    if let Some(manifest) = result["manifest"].as_str() {
-        let _ = writeln!(out, "  manifest  {manifest} ({} files)", result["file_count"]);
+    if let Some(manifest) = &result.manifest {
+        let _ = writeln!(out, "  manifest  {manifest} ({} files)", result.file_count);
     }
     out
 }
 
+/// A codec as the API spells it (`h264`, `aac`, …).
+fn codec_name(codec: impl serde::Serialize) -> String {
+    serde_json::to_value(codec).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
 /// `tcoder follow <job>`.
-pub(crate) async fn run(client: &ApiClient, id: &str, timeout: Duration) -> anyhow::Result<bool> {
+pub(crate) async fn run(client: &Client, id: &str, timeout: Duration) -> anyhow::Result<bool> {
     let last = with_progress_bar(client, id, timeout).await?;
     let job = client.job(id).await?;
     print!("{}", describe(&job));
-    Ok(last.kind == "completed")
+    Ok(last.kind == EventKind::Completed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A job as `GET /v1/jobs/{id}` shows it, read through the API's own view type.
+    fn job(extra: serde_json::Value) -> JobView {
+        let mut job = serde_json::json!({
+            "id": "job_0190f0e0c1a27f3e9b1c2d3e4f5a6b7c", "status": "completed",
+            "preset": "hls", "qualities": ["360p"], "outputs": ["hls"], "priority": "normal",
+            "attempts": 1, "lost_attempts": 0, "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:05Z", "source": null, "origin": { "kind": "api" },
+            "result": null, "error": null,
+        });
+        job.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(job).unwrap()
+    }
+
     #[test]
     fn a_finished_job_reads_in_a_few_lines() {
-        let job = serde_json::json!({
-            "id": "job_1", "status": "completed",
-            "result": {
-                "hls_master": "http://s/hls/master.m3u8",
-                "renditions": [{ "name": "360p", "width": 640, "height": 360,
-                                 "video_codec": "h264", "audio_codec": "aac",
-                                 "video_bit_rate": 400000, "mp4": null,
-                                 "hls": "http://s/hls/360p/index.m3u8" }],
-                "thumbnails": { "poster": "http://s/thumbs/poster.jpg" },
-                "manifest": "http://s/manifest.json", "file_count": 7,
-            }
-        });
+        let completed = job(serde_json::json!({ "result": {
+            "epoch": 1, "prefix": "outputs/acme/job_1/1/", "mode": "transcode",
+            "source": { "duration_secs": 2.0, "width": 640, "height": 360,
+                        "video_codec": "h264", "audio_codec": "aac" },
+            "renditions": [{ "name": "360p", "width": 640, "height": 360,
+                             "video_codec": "h264", "audio_codec": "aac",
+                             "video_bit_rate": 400000, "mp4": null,
+                             "hls": "http://s/hls/360p/index.m3u8" }],
+            "hls_master": "http://s/hls/master.m3u8",
+            "thumbnails": { "poster": "http://s/thumbs/poster.jpg",
+                            "storyboard": "http://s/thumbs/storyboard.jpg",
+                            "storyboard_vtt": "http://s/thumbs/storyboard.vtt" },
+            "manifest": "http://s/manifest.json", "file_count": 7,
+            "engine": { "cpu_secs": 1.0, "wall_secs": 1.0, "started_at_ms": 0.0 },
+            "cost": { "cpu_secs": 1.0, "machine_secs": 1.0, "bytes_stored": 0, "put_requests": 0,
+                      "estimated_usd": 0.0,
+                      "prices": tcoder::cost::Prices::default() },
+        }}));
         assert_eq!(
-            describe(&job),
-            "job job_1 completed\n  master    http://s/hls/master.m3u8\n  360p      640x360 h264/aac 400 kb/s  http://s/hls/360p/index.m3u8\n  poster    http://s/thumbs/poster.jpg\n  manifest  http://s/manifest.json (7 files)\n"
+            describe(&completed),
+            "job job_0190f0e0c1a27f3e9b1c2d3e4f5a6b7c completed\n  master    http://s/hls/master.m3u8\n  360p      640x360 h264/aac 400 kb/s  http://s/hls/360p/index.m3u8\n  poster    http://s/thumbs/poster.jpg\n  manifest  http://s/manifest.json (7 files)\n"
         );
-        let failed = serde_json::json!({ "id": "job_2", "status": "failed",
-            "error": { "code": "input.corrupt", "message": "bad" } });
-        assert_eq!(describe(&failed), "job job_2 failed\n  error     input.corrupt: bad\n");
+        let failed = job(serde_json::json!({ "status": "failed",
+            "error": { "code": "input.corrupt", "message": "bad" } }));
+        assert_eq!(
+            describe(&failed),
+            "job job_0190f0e0c1a27f3e9b1c2d3e4f5a6b7c failed\n  error     input.corrupt: bad\n"
+        );
+    }
+
+    #[test]
+    fn progress_shows_parts_of_a_split_title_else_the_time_left() {
+        let whole: Progress = serde_json::from_value(serde_json::json!({
+            "frames": 10, "percent": 40.0, "fps": 50.0, "speed": 2.0, "eta_secs": 12.4 }))
+        .unwrap();
+        assert_eq!(progress_note(&whole), "eta 12s");
+        let split =
+            Progress { parts: Some(tcoder::engine::PartsProgress { done: 2, total: 5 }), ..whole };
+        assert_eq!(progress_note(&split), "parts 2/5");
     }
 }

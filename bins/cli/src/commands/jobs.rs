@@ -1,50 +1,45 @@
 //! `tcoder status <id>`, `tcoder jobs`, `tcoder cancel <id>`.
 
-use crate::client::ApiClient;
+use tcoder::api::{Client, JobsQuery};
+use tcoder::jobs::JobOrigin;
 
 /// The job as JSON (with its latest `progress` while it runs).
-pub(crate) async fn status(client: &ApiClient, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn status(client: &Client, id: &str) -> anyhow::Result<()> {
     let job = client.job(id).await?;
     println!("{}", serde_json::to_string_pretty(&job)?);
     Ok(())
 }
 
-pub(crate) async fn list(
-    client: &ApiClient,
-    status: Option<&str>,
-    limit: usize,
-    cursor: Option<&str>,
-) -> anyhow::Result<()> {
-    let page = client.jobs(status, limit, cursor).await?;
-    let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
+pub(crate) async fn list(client: &Client, query: &JobsQuery) -> anyhow::Result<()> {
+    let page = client.jobs(query).await?;
     println!("{:<40} {:<16} {:<14} {:<24} CREATED", "ID", "STATUS", "PRESET", "ORIGIN");
-    for job in &jobs {
+    for job in &page.jobs {
         println!(
             "{:<40} {:<16} {:<14} {:<24} {}",
-            job["id"].as_str().unwrap_or("?"),
-            job["status"].as_str().unwrap_or("?"),
-            job["preset"].as_str().unwrap_or("?"),
-            origin(&job["origin"]),
-            job["created_at"].as_str().unwrap_or("?")
+            job.id.as_str(),
+            job.status.as_str(),
+            job.spec.preset.as_str(),
+            origin(&job.origin),
+            job.created_at
         );
     }
-    if let Some(cursor) = page["next_cursor"].as_str() {
+    if let Some(cursor) = &page.next_cursor {
         println!("(more: tcoder jobs --cursor {cursor})");
     }
     Ok(())
 }
 
 /// `api`, `nats` or `watch:<rule>`.
-fn origin(origin: &serde_json::Value) -> String {
-    match (origin["kind"].as_str(), origin["rule"].as_str()) {
-        (Some("watch"), Some(rule)) => format!("watch:{rule}"),
-        (Some(kind), _) => kind.to_owned(),
-        (None, _) => "?".to_owned(),
+fn origin(origin: &JobOrigin) -> String {
+    match origin {
+        JobOrigin::Api => "api".to_owned(),
+        JobOrigin::Nats { .. } => "nats".to_owned(),
+        JobOrigin::Watch { rule } => format!("watch:{rule}"),
     }
 }
 
-pub(crate) async fn cancel(client: &ApiClient, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn cancel(client: &Client, id: &str) -> anyhow::Result<()> {
     let job = client.cancel(id).await?;
-    println!("{} {}", job["id"].as_str().unwrap_or(id), job["status"].as_str().unwrap_or("?"));
+    println!("{} {}", job.id, job.status);
     Ok(())
 }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use tcoder::config::Settings;
 
-use crate::client::ApiClient;
+use tcoder::api::Client;
 
 /// How to reach the API: `--api` / `TCODER_API` and `--api-key` / `TCODER_API_KEY`, else the
 /// profile `tcoder up` wrote (see `profile`), else `http://<ingest.http_bind>` and the key in
@@ -34,7 +34,7 @@ pub(crate) struct ApiArgs {
 }
 
 impl ApiArgs {
-    pub(crate) fn client(&self, settings: &Settings) -> anyhow::Result<ApiClient> {
+    pub(crate) fn client(&self, settings: &Settings) -> anyhow::Result<Client> {
         let profile = crate::profile::path().and_then(|path| crate::profile::read(&path));
         let base = self
             .api
@@ -51,6 +51,6 @@ impl ApiArgs {
                     .to_owned()
             }
         };
-        ApiClient::new(&base, &key)
+        Ok(Client::new(&base, &key)?)
     }
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-
-use crate::client::ApiClient;
+use tcoder::api::{Client, JobView};
+use tcoder::events::EventKind;
+use tcoder::jobs::JobRequest;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SubmitArgs {
@@ -60,7 +61,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 }
 
 /// Outcome of a submit: the process exit code follows it.
-pub(crate) async fn run(client: &ApiClient, args: SubmitArgs) -> anyhow::Result<bool> {
+pub(crate) async fn run(client: &Client, args: SubmitArgs) -> anyhow::Result<bool> {
     let length = std::fs::metadata(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?
         .len();
@@ -68,8 +69,9 @@ pub(crate) async fn run(client: &ApiClient, args: SubmitArgs) -> anyhow::Result<
         bail!("{} is empty", args.file.display());
     }
     let request = job_request(&args, length);
-    let created = client.create_job(&request).await?;
-    let id = created["job"]["id"].as_str().context("the API returned no job id")?.to_owned();
+    let created = client.create_job(&request, None).await?;
+    let id = created.job.id.to_string();
+    let upload = created.upload.context("the API returned no upload for the new job")?;
     eprintln!("job {id} created");
 
     let bar = ProgressBar::new(length).with_style(
@@ -80,7 +82,7 @@ pub(crate) async fn run(client: &ApiClient, args: SubmitArgs) -> anyhow::Result<
         .progress_chars("=> "),
     );
     let ticker = bar.clone();
-    client.upload(&created["upload"], &args.file, move |n| ticker.inc(n)).await?;
+    client.upload(&upload, &args.file, move |n| ticker.inc(n)).await?;
     bar.finish_and_clear();
     eprintln!("uploaded {length} bytes");
 
@@ -95,37 +97,29 @@ pub(crate) async fn run(client: &ApiClient, args: SubmitArgs) -> anyhow::Result<
     } else {
         print!("{}", super::follow::describe(&job));
     }
-    Ok(last.kind == "completed")
+    Ok(last.kind == EventKind::Completed)
 }
 
-fn job_request(args: &SubmitArgs, length: u64) -> Value {
-    let mut request = json!({ "preset": args.preset, "content_length": length, "content_type": content_type(&args.file) });
-    match args.qualities.as_slice() {
-        [] => {}
-        [auto] if auto == "auto" => request["qualities"] = json!("auto"),
-        list => request["qualities"] = json!(list),
+fn job_request(args: &SubmitArgs, length: u64) -> JobRequest {
+    let qualities = match args.qualities.as_slice() {
+        [] => None,
+        [auto] if auto == "auto" => Some(json!("auto")),
+        list => Some(json!(list)),
+    };
+    let metadata = (!args.metadata.is_empty()).then(|| args.metadata.iter().cloned().collect());
+    JobRequest {
+        preset: Some(args.preset.clone()),
+        qualities,
+        outputs: (!args.outputs.is_empty()).then(|| args.outputs.clone()),
+        priority: args.priority.clone(),
+        webhook_url: args.webhook_url.clone(),
+        video_codec: args.video_codec.clone(),
+        audio_codec: args.audio_codec.clone(),
+        metadata,
+        content_length: Some(length),
+        content_type: Some(content_type(&args.file).to_owned()),
+        ..JobRequest::default()
     }
-    if !args.outputs.is_empty() {
-        request["outputs"] = json!(args.outputs);
-    }
-    if let Some(priority) = &args.priority {
-        request["priority"] = json!(priority);
-    }
-    if let Some(url) = &args.webhook_url {
-        request["webhook_url"] = json!(url);
-    }
-    if let Some(codec) = &args.video_codec {
-        request["video_codec"] = json!(codec);
-    }
-    if let Some(codec) = &args.audio_codec {
-        request["audio_codec"] = json!(codec);
-    }
-    if !args.metadata.is_empty() {
-        let pairs: serde_json::Map<String, Value> =
-            args.metadata.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-        request["metadata"] = Value::Object(pairs);
-    }
-    request
 }
 
 /// A label only: the worker probes the bytes, whatever they claim to be.
@@ -141,6 +135,6 @@ fn content_type(file: &Path) -> &'static str {
 }
 
 /// What a user wants to see at the end: status, outputs or error.
-pub(crate) fn summary(job: &Value) -> Value {
-    json!({ "id": job["id"], "status": job["status"], "result": job["result"], "error": job["error"] })
+pub(crate) fn summary(job: &JobView) -> Value {
+    json!({ "id": job.id, "status": job.status, "result": job.result, "error": job.error })
 }

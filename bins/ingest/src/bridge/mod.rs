@@ -277,7 +277,7 @@ impl Bridge {
         };
         // A repeat of a version seen before (made a job, or rejected) needs no HEAD.
         if let Some(etag) = &event.etag {
-            let transient = |e: tcoder::redis::StoreError| Transient(e.to_string());
+            let transient = |e: tcoder::redis::RedisError| Transient(e.to_string());
             let idempotency = self.watch_idempotency_key(key, etag);
             let known =
                 self.jobs.idempotent_job(&rule.tenant, &idempotency).await.map_err(transient)?;
@@ -344,7 +344,7 @@ impl Bridge {
         &self,
         new: NewObjectJob<'_>,
     ) -> Result<ObjectJob, Transient> {
-        let transient = |e: tcoder::redis::StoreError| Transient(e.to_string());
+        let transient = |e: tcoder::redis::RedisError| Transient(e.to_string());
         let NewObjectJob { tenant, spec, object, origin, idempotency_key, .. } = &new;
         if spec.webhook_url.is_some() {
             let mut redis = self.redis.clone();

@@ -17,10 +17,11 @@ use tcoder::events::{JobEvent, subjects};
 use tcoder::jobs::Job;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::event_hub::Refused;
 use crate::routes::jobs::load;
 use crate::state::AppState;
+use tcoder::api::Problem;
 
 /// An event stream is closed after this long even if the job is still running; clients
 /// reconnect (and get the history again).

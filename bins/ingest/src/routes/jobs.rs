@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
+use tcoder::api::{CreatedView, JobPageView, JobView, UploadView, WebhookSecretView};
 use tcoder::events::{self, JobEvent};
 use tcoder::jobs::{
     CreateOutcome, Job, JobId, JobRequest, JobSpec, JobStatus, SpecLimits, TransitionError, now_ms,
@@ -14,10 +14,10 @@ use tcoder::jobs::{
 };
 use tcoder::s3;
 
-use super::view::{CreatedView, JobPageView, JobView, UploadView, WebhookSecretView};
 use crate::auth::Caller;
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::state::AppState;
+use tcoder::api::Problem;
 
 /// Idempotency keys are opaque client strings up to this length.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -28,7 +28,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
     request_body = tcoder::jobs::JobRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "1-255 characters: a repeat with the same parameters returns the same job (`idempotent-replayed: true`)")),
     responses(
-        (status = 201, description = "The job, awaiting its upload", body = CreatedView<'_>),
+        (status = 201, description = "The job, awaiting its upload", body = CreatedView),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The Idempotency-Key was used with other parameters", body = Problem, content_type = "application/problem+json"),
@@ -94,7 +94,7 @@ pub(crate) async fn create(
         .map_err(|e| ApiError::unavailable("cannot create the job", e))?;
     let (job, replayed) = match outcome {
         CreateOutcome::Created(job) => {
-            state.metrics.jobs_created.with_label_values(&[preset_label(&job)]).inc();
+            state.metrics.jobs_created.with_label_values(&[job.spec.preset.as_str()]).inc();
             let event = JobEvent::accepted(&job);
             if let Err(e) = events::publish_event(&state.js, &event).await {
                 // Informational only: the job itself is safe in Redis.
@@ -131,14 +131,6 @@ pub(crate) async fn create(
     Ok(response)
 }
 
-fn preset_label(job: &Job) -> &'static str {
-    match job.spec.preset {
-        tcoder::jobs::Preset::Default => "default",
-        tcoder::jobs::Preset::WebOptimized => "web-optimized",
-        tcoder::jobs::Preset::Hls => "hls",
-    }
-}
-
 /// A presigned PUT for the job's server-chosen key. When the client declared a length (and
 /// type), they are signed: the store refuses any other size.
 async fn presign(state: &AppState, job: &Job) -> Result<UploadView, ApiError> {
@@ -153,12 +145,13 @@ async fn presign(state: &AppState, job: &Job) -> Result<UploadView, ApiError> {
     )
     .await
     .map_err(|e| ApiError::unavailable("cannot presign the upload", e))?;
-    let mut headers = serde_json::Map::new();
-    for (name, value) in presigned.headers {
-        headers.insert(name, json!(value));
-    }
     let expires_at = now_ms() + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    Ok(UploadView { url: presigned.url, method: "PUT", headers, expires_at: rfc3339(expires_at) })
+    Ok(UploadView {
+        url: presigned.url,
+        method: "PUT".to_owned(),
+        headers: presigned.headers.into_iter().collect(),
+        expires_at: rfc3339(expires_at),
+    })
 }
 
 /// A job: its status, request, source, result summary, error, webhook and progress.
@@ -166,7 +159,7 @@ async fn presign(state: &AppState, job: &Job) -> Result<UploadView, ApiError> {
     get, path = "/v1/jobs/{id}", tag = "jobs", security(("api_key" = [])),
     params(("id" = String, Path, description = "The job id")),
     responses(
-        (status = 200, description = "The job", body = JobView<'_>),
+        (status = 200, description = "The job", body = JobView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job of this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is unavailable; retry", body = Problem, content_type = "application/problem+json"),
@@ -182,11 +175,11 @@ pub(crate) async fn get(
     if state.config.delivery == tcoder::config::Delivery::Signed
         && let Some(result) = &job.outputs
     {
-        view.result = Some(std::borrow::Cow::Owned(signed_urls(&state, result)));
+        view.result = Some(signed_urls(&state, result));
     }
     if job.status == tcoder::jobs::JobStatus::Running {
-        view.progress =
-            events::latest_event(&state.js, &job, "progress").await.map(|event| event.data);
+        let latest = events::latest_event(&state.js, &job, "progress").await;
+        view.progress = latest.and_then(|event| serde_json::from_value(event.data).ok());
     }
     Ok(Json(view).into_response())
 }
@@ -241,7 +234,7 @@ pub(crate) struct ListQuery {
     get, path = "/v1/jobs", tag = "jobs", security(("api_key" = [])),
     params(ListQuery),
     responses(
-        (status = 200, description = "One page", body = JobPageView<'_>),
+        (status = 200, description = "One page", body = JobPageView),
         (status = 400, description = "An unknown query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad status, limit or cursor", body = Problem, content_type = "application/problem+json"),
@@ -281,7 +274,7 @@ pub(crate) async fn list(
         .list(&tenant, status, limit, cursor.as_ref())
         .await
         .map_err(|e| ApiError::unavailable("cannot list jobs", e))?;
-    let jobs: Vec<JobView<'_>> = page.jobs.iter().map(JobView::of).collect();
+    let jobs = page.jobs.iter().map(JobView::of).collect();
     Ok(Json(JobPageView { jobs, next_cursor: page.next_cursor }).into_response())
 }
 
@@ -290,7 +283,7 @@ pub(crate) async fn list(
     post, path = "/v1/jobs/{id}/cancel", tag = "jobs", security(("api_key" = [])),
     params(("id" = String, Path, description = "The job id")),
     responses(
-        (status = 200, description = "The canceled job", body = JobView<'_>),
+        (status = 200, description = "The canceled job", body = JobView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job of this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The job already ended", body = Problem, content_type = "application/problem+json"),
@@ -348,6 +341,7 @@ pub(crate) async fn webhook_secret(
     let secret = tcoder::webhooks::tenant_secret(&mut redis, &tenant, &state.webhook_secrets)
         .await
         .map_err(|e| ApiError::unavailable("cannot read the webhook secret", e))?;
-    let view = WebhookSecretView { secret: secret.display(), scheme: "standard-webhooks v1" };
+    let view =
+        WebhookSecretView { secret: secret.display(), scheme: "standard-webhooks v1".to_owned() };
     Ok(Json(view).into_response())
 }

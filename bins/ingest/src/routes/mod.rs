@@ -6,7 +6,6 @@ mod jobs;
 mod notifications;
 mod openapi;
 mod play;
-mod view;
 
 use std::time::Instant;
 

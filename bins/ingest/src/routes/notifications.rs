@@ -15,10 +15,11 @@ use subtle::ConstantTimeEq;
 use tcoder::events::UploadSource;
 use tcoder::s3::ObjectCreated;
 
-use super::view::{NotificationOutcome, NotificationView};
 use crate::bridge::normalize::{self, Malformed};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::state::AppState;
+use tcoder::api::Problem;
+use tcoder::api::{NotificationOutcome, NotificationView};
 
 /// A Cloudflare R2 event notification body (as a Worker or a Queue push forwards it), authenticated with `[ingest] notification_secret`.
 #[utoipa::path(
@@ -90,8 +91,10 @@ async fn deliver(
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
         match state.bridge.handle(event, source).await {
-            Ok(outcome) => outcomes
-                .push(NotificationOutcome { key: event.key.clone(), outcome: outcome.as_str() }),
+            Ok(outcome) => outcomes.push(NotificationOutcome {
+                key: event.key.clone(),
+                outcome: outcome.as_str().to_owned(),
+            }),
             Err(e) => return Err(ApiError::unavailable("cannot process the notification", e)),
         }
     }

@@ -10,8 +10,9 @@ use tcoder::config::Delivery;
 use tcoder::playback::{self, PlaybackError};
 use tcoder::s3::{self, Key, S3Error};
 
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::state::AppState;
+use tcoder::api::Problem;
 
 /// An output through a signed playback URL (`delivery = "signed"`): byte ranges, HEAD,
 /// the object's content type.

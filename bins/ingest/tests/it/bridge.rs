@@ -3,6 +3,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 use tcoder::events::UploadSource;
+use tcoder::jobs::JobStatus;
 
 use crate::helpers::{Store, r2_body, s3_body, spawn};
 
@@ -112,7 +113,7 @@ async fn the_sweep_finds_an_upload_whose_notification_was_lost() {
     let id = created["job"]["id"].as_str().unwrap().to_owned();
     ingest.put_object(&format!("uploads/acme/{id}/source"), vec![5u8; 100]).await;
 
-    ingest.wait_status(&id, "uploaded").await;
+    ingest.wait_status(&id, JobStatus::Uploaded).await;
     let events = ingest.wait_upload_events(1).await;
     assert_eq!((events.len(), events[0].source), (1, UploadSource::Sweep));
     // A later sweep re-publishes the still-unqueued upload; the broker drops the duplicate.

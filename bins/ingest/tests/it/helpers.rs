@@ -3,9 +3,10 @@ use std::time::Duration;
 use async_nats::jetstream;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tcoder::api::{Client, JobPageView, JobView, JobsQuery};
 use tcoder::config::{EnvVars, Service as ServiceName, Settings};
 use tcoder::events::{UploadEvent, subjects};
-use tcoder::jobs::Tenant;
+use tcoder::jobs::{JobStatus, Tenant};
 use tcoder::service::Service;
 use tcoder::shutdown::Shutdown;
 use tcoder_ingest::App;
@@ -128,11 +129,17 @@ impl TestIngest {
         (response.status(), response.json().await.unwrap_or(Value::Null))
     }
 
+    /// The typed API client of the tenant whose key is `key`.
+    pub(crate) fn client(&self, key: &str) -> Client {
+        Client::new(&self.api, key).unwrap()
+    }
+
     /// Waits (bounded) until job `id` of tenant A has `status`.
-    pub(crate) async fn wait_status(&self, id: &str, status: &str) -> Value {
+    pub(crate) async fn wait_status(&self, id: &str, status: JobStatus) -> JobView {
+        let client = self.client(&self.key_a);
         testkit::eventually_async(Duration::from_secs(15), || async {
-            let (_, job) = self.get_job(&self.key_a, id).await;
-            if job["status"] == status { Ok(job) } else { Err(job["status"].clone()) }
+            let job = client.job(id).await.unwrap();
+            if job.status == status { Ok(job) } else { Err(job.status) }
         })
         .await
     }
@@ -182,9 +189,8 @@ impl TestIngest {
     }
 
     /// `GET /v1/jobs` with `key`: the first page of its tenant's jobs.
-    pub(crate) async fn list_jobs(&self, key: &str) -> Value {
-        let response = self.http.get(format!("{}/v1/jobs", self.api)).bearer_auth(key).send();
-        response.await.unwrap().json().await.unwrap()
+    pub(crate) async fn list_jobs(&self, key: &str) -> JobPageView {
+        self.client(key).jobs(&JobsQuery::default()).await.unwrap()
     }
 
     /// Waits (bounded) until `n` upload events exist, then returns them.

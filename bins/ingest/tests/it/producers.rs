@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use tcoder::events::subjects;
+use tcoder::jobs::JobOrigin;
 use testkit::contracts;
 
 use crate::helpers::{Store, spawn};
@@ -91,7 +92,7 @@ async fn a_configured_watch_folder_makes_one_job_per_object_put_into_the_embedde
     assert_eq!(metrics().await.0, rejected_before, "rejected again by a sweep");
     assert_eq!(ingest.upload_events().await.len(), 1);
     let listed = ingest.list_jobs(&ingest.key_a).await;
-    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed.jobs.len(), 1, "{listed:?}");
 }
 
 /// `docs/examples/rust/nats_producer.rs` (built with this package's tests) gets its job id back
@@ -173,13 +174,17 @@ async fn nats_submissions_are_rate_limited_per_tenant_and_kept() {
     assert!(limited >= sent - 3 - 2, "{limited} of {sent} limited with a burst of 3");
     // Every one of them becomes exactly one job, at the tenant's rate.
     let jobs = testkit::eventually_async(Duration::from_secs(20), || async {
-        let listed = ingest.list_jobs(&ingest.key_a).await;
-        let jobs = listed["jobs"].as_array().cloned().unwrap_or_default();
+        let jobs = ingest.list_jobs(&ingest.key_a).await.jobs;
         if jobs.len() >= sent { Ok(jobs) } else { Err(jobs.len()) }
     })
     .await;
-    let mut ids: Vec<&str> =
-        jobs.iter().filter_map(|j| j["origin"]["submission_id"].as_str()).collect();
+    let mut ids: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| match &j.origin {
+            JobOrigin::Nats { submission_id } => Some(submission_id.as_str()),
+            _ => None,
+        })
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), sent, "one job per submission: {jobs:?}");

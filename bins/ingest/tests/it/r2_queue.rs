@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tcoder::events::UploadSource;
+use tcoder::jobs::JobStatus;
 use testkit::cloudflare::{ACCOUNT_ID, API_TOKEN, FakeCloudflareQueue, QUEUE_ID};
 use testkit::{ChaosMode, ChaosProxy};
 
@@ -53,7 +54,7 @@ async fn the_queue_consumer_handles_base64_bodies_and_retries_transient_failures
     proxy.set_mode(ChaosMode::Pass);
     let second = queue.push_text(&r2_body(&ingest.bucket, &jobs[1].1, 700).to_string());
     for (id, _) in &jobs {
-        ingest.wait_status(id, "uploaded").await;
+        ingest.wait_status(id, JobStatus::Uploaded).await;
     }
     testkit::eventually_async(Duration::from_secs(10), || async {
         if queue.is_acked(&first) && queue.is_acked(&second) {

@@ -3,6 +3,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 use tcoder::events::UploadSource;
+use tcoder::jobs::JobStatus;
 
 use crate::helpers::{Store, s3_body, spawn};
 
@@ -22,8 +23,8 @@ async fn a_presigned_upload_to_the_embedded_store_yields_one_upload_event_even_i
     assert!(created["upload"]["url"].as_str().unwrap().contains(&key));
 
     assert_eq!(ingest.upload(&created, video.clone()).await, StatusCode::OK);
-    let job = ingest.wait_status(&id, "uploaded").await;
-    assert_eq!(job["source"]["size"], video.len());
+    let job = ingest.wait_status(&id, JobStatus::Uploaded).await;
+    assert_eq!(job.source.map(|s| s.size), Some(video.len() as u64));
 
     // The same object reported three more times, by the store's S3-format notification.
     for _ in 0..3 {
@@ -96,6 +97,6 @@ async fn a_standard_s3_client_can_use_the_presigned_url() {
         String::from_utf8_lossy(&output.stderr)
     );
     let id = created["job"]["id"].as_str().unwrap();
-    let job = ingest.wait_status(id, "uploaded").await;
-    assert_eq!(job["source"]["size"], std::fs::metadata(&file).unwrap().len());
+    let job = ingest.wait_status(id, JobStatus::Uploaded).await;
+    assert_eq!(job.source.map(|s| s.size), Some(std::fs::metadata(&file).unwrap().len()));
 }

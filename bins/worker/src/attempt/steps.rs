@@ -119,9 +119,9 @@ pub(crate) async fn upload_outputs(
 pub(crate) async fn with_commit_retries<T, F>(
     worker: &Worker,
     mut commit: impl FnMut() -> F,
-) -> Result<T, tcoder::redis::StoreError>
+) -> Result<T, tcoder::redis::RedisError>
 where
-    F: Future<Output = Result<T, tcoder::redis::StoreError>>,
+    F: Future<Output = Result<T, tcoder::redis::RedisError>>,
 {
     let mut delay = Duration::from_millis(200);
     for _ in 0..COMMIT_ATTEMPTS - 1 {

@@ -43,7 +43,7 @@ async fn claim_holding_the_message(
     message: &Message,
     item: &WorkItem,
     release: &tokio_util::sync::CancellationToken,
-) -> Result<ClaimOutcome, tcoder::redis::StoreError> {
+) -> Result<ClaimOutcome, tcoder::redis::RedisError> {
     // In-progress acks while we wait, whatever we wait for (even a claim that hangs on a
     // stopped Redis for its whole timeout).
     let every = (worker.ack_wait / 3).max(Duration::from_millis(100));
@@ -55,7 +55,7 @@ async fn claim_retrying(
     worker: &Worker,
     item: &WorkItem,
     release: &tokio_util::sync::CancellationToken,
-) -> Result<ClaimOutcome, tcoder::redis::StoreError> {
+) -> Result<ClaimOutcome, tcoder::redis::RedisError> {
     let ttl = worker.config.lease_ttl;
     let started = tokio::time::Instant::now();
     let (mut busy_waits, mut backoff, mut waiting) = (0, Duration::from_millis(250), false);

@@ -7,6 +7,7 @@ use serde_json::json;
 use testkit::corpus;
 
 use crate::harness::Pipeline;
+use tcoder::jobs::JobStatus;
 
 const LONG: Duration = Duration::from_secs(240);
 
@@ -34,7 +35,7 @@ async fn fifty_jobs_never_run_on_more_than_three_machines_and_stopped_ones_are_r
         );
     }
     for id in &ids {
-        pipeline.wait_status(id, "completed", LONG).await;
+        pipeline.wait_status(id, JobStatus::Completed, LONG).await;
     }
     assert!(local.peak_alive() <= 3, "{} machines were alive at once", local.peak_alive());
     let created = local.created();
@@ -49,7 +50,7 @@ async fn fifty_jobs_never_run_on_more_than_three_machines_and_stopped_ones_are_r
     let more: Vec<String> =
         futures_util::future::join_all((0..3).map(|_| pipeline.submit(&clip, json!({})))).await;
     for id in &more {
-        pipeline.wait_status(id, "completed", LONG).await;
+        pipeline.wait_status(id, JobStatus::Completed, LONG).await;
     }
     assert_eq!(
         local.created(),
@@ -71,21 +72,21 @@ async fn one_tenant_s_burst_does_not_starve_another() {
     // The other tenant's job is queued at once; the burst waits beyond its cap of 2.
     testkit::eventually_async(LONG, || async {
         let job = pipeline.job_as(&pipeline.other_key, &other).await;
-        if job["status"] == "queued" { Ok(()) } else { Err(job["status"].clone()) }
+        if job.status == JobStatus::Queued { Ok(()) } else { Err(job.status) }
     })
     .await;
     let mut statuses = Vec::new();
     for id in &burst {
-        statuses.push(pipeline.job(id).await["status"].as_str().unwrap().to_owned());
+        statuses.push(pipeline.job(id).await.status);
     }
-    assert_eq!(statuses.iter().filter(|s| *s == "queued").count(), 2, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| *s == "uploaded").count(), 3, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == JobStatus::Queued).count(), 2, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == JobStatus::Uploaded).count(), 3, "{statuses:?}");
     // As jobs finish, the rest are admitted.
     let _worker = pipeline.worker(&[]);
     for id in &burst {
-        pipeline.wait_status(id, "completed", LONG).await;
+        pipeline.wait_status(id, JobStatus::Completed, LONG).await;
     }
-    assert_eq!(pipeline.job_as(&pipeline.other_key, &other).await["status"], "completed");
+    assert_eq!(pipeline.job_as(&pipeline.other_key, &other).await.status, JobStatus::Completed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +98,7 @@ async fn a_killed_machine_is_reclaimed_and_its_job_finishes_on_another() {
     let id = pipeline
         .submit(&corpus::heavy_720p(), json!({ "preset": "hls", "qualities": "auto" }))
         .await;
-    pipeline.wait_for(&id, LONG, |job| job["status"] == "running").await;
+    pipeline.wait_for(&id, LONG, |job| job.status == JobStatus::Running).await;
     let redis = pipeline.redis.clone();
     let busy = testkit::eventually_async(LONG, || {
         let mut redis = redis.clone();
@@ -115,8 +116,8 @@ async fn a_killed_machine_is_reclaimed_and_its_job_finishes_on_another() {
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
     }
-    let job = pipeline.wait_status(&id, "completed", LONG).await;
-    assert_eq!(job["result"]["epoch"], 2);
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    assert_eq!(job.result.as_ref().unwrap().epoch, 2);
     // The dead machine's record is dropped by the reaper.
     let busy_id = busy.id.clone();
     testkit::eventually_async(LONG, || {

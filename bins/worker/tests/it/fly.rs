@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::json;
+use tcoder::jobs::JobStatus;
 use tcoder::machines::MachineProvider;
 use tcoder::machines::fly::{Config, FlyProvider};
 use testkit::corpus;
@@ -89,7 +90,7 @@ async fn jobs_run_on_fly_machines_created_with_valid_requests_within_the_rate_li
         ids.push(pipeline.submit(&clip, json!({})).await);
     }
     for id in &ids {
-        pipeline.wait_status(id, "completed", LONG).await;
+        pipeline.wait_status(id, JobStatus::Completed, LONG).await;
     }
     assert!(fake.peak_alive() <= 2, "{} machines at once", fake.peak_alive());
     let creates: Vec<_> = fake.calls().into_iter().filter(|c| c.action == "create").collect();
@@ -108,7 +109,7 @@ async fn jobs_run_on_fly_machines_created_with_valid_requests_within_the_rate_li
     .await;
     let machines_before = fake.states().len();
     let again = pipeline.submit(&clip, json!({})).await;
-    pipeline.wait_status(&again, "completed", LONG).await;
+    pipeline.wait_status(&again, JobStatus::Completed, LONG).await;
     assert_eq!(
         fake.states().len(),
         machines_before,
@@ -163,7 +164,7 @@ async fn idle_machines_are_stopped_and_orphans_destroyed() {
     settings.push(("TCODER__DISPATCHER__BOOT_GRACE", "3s".into()));
     let pipeline = Pipeline::start_on(env, &settings).await;
     let id = pipeline.submit(&corpus::ok_mp4(), json!({})).await;
-    pipeline.wait_status(&id, "completed", LONG).await;
+    pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
     testkit::eventually_async(LONG, || async {
         let states = fake.states();
         if !states.is_empty() && states.values().all(|s| s == "stopped") {

@@ -7,9 +7,10 @@ use std::time::Duration;
 use async_nats::jetstream;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tcoder::api::{Client, CreatedView, JobPageView, JobView, JobsQuery};
 use tcoder::config::{EnvVars, Service as ServiceName, Settings};
 use tcoder::events::subjects;
-use tcoder::jobs::Tenant;
+use tcoder::jobs::{JobRequest, JobStatus, Tenant};
 use tcoder::service::Service;
 use tcoder::shutdown::Shutdown;
 use testkit::{ServiceProcess, TestEnv};
@@ -46,6 +47,8 @@ pub(crate) struct Pipeline {
     /// A second tenant's key.
     pub other_key: String,
     pub http: reqwest::Client,
+    /// Tenant `acme`'s API client (with `key`).
+    pub client: Client,
     pub js: jetstream::Context,
     pub nats: async_nats::Client,
     pub scratch: tempfile::TempDir,
@@ -106,12 +109,14 @@ impl Pipeline {
             .unwrap();
         let nats = tcoder::events::connect(&settings.nats, "test").await.unwrap();
         let s3 = tcoder::s3::client(&settings.s3).await;
+        let client = Client::new(&api, &key).unwrap();
         Pipeline {
             env,
             api,
             key,
             other_key,
             http: reqwest::Client::new(),
+            client,
             js: jetstream::new(nats.clone()),
             nats,
             scratch,
@@ -179,15 +184,10 @@ impl Pipeline {
         request: Value,
     ) -> String {
         let created = self.create_at(api, key, request).await;
-        let id = created["job"]["id"].as_str().unwrap().to_owned();
-        let put = self
-            .http
-            .put(created["upload"]["url"].as_str().unwrap())
-            .body(std::fs::read(file).unwrap())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(put.status(), StatusCode::OK);
+        let id = created.job.id.to_string();
+        let upload = created.upload.expect("a new job awaits its upload");
+        let client = Client::new(api, key).unwrap();
+        client.upload_bytes(&upload, std::fs::read(file).unwrap()).await.unwrap();
         let key = format!("uploads/{tenant}/{id}/source");
         futures_util::future::join_all(notify.iter().map(|api| self.notify_upload(api, &key)))
             .await;
@@ -219,43 +219,35 @@ impl Pipeline {
     /// `POST /v1/jobs` with `key`: the created job and its upload (nothing uploaded yet). As a
     /// careful client does, it sends an `Idempotency-Key` and repeats the request while ingest
     /// answers 503 (a dependency is failing over), within a bound: one job either way.
-    pub(crate) async fn create_as(&self, key: &str, request: Value) -> Value {
+    pub(crate) async fn create_as(&self, key: &str, request: Value) -> CreatedView {
         self.create_at(&self.api, key, request).await
     }
 
     /// As [`Pipeline::create_as`], through the ingest at `api`.
-    async fn create_at(&self, api: &str, key: &str, request: Value) -> Value {
+    async fn create_at(&self, api: &str, key: &str, request: Value) -> CreatedView {
         let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce).unwrap();
         let idempotency_key: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let request: JobRequest = serde_json::from_value(request).unwrap();
+        let client = Client::new(api, key).unwrap();
         testkit::eventually_async(Duration::from_secs(30), || async {
-            let response = self
-                .http
-                .post(format!("{api}/v1/jobs"))
-                .bearer_auth(key)
-                .header("Idempotency-Key", &idempotency_key)
-                .json(&request)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status();
-            let body: Value = response.json().await.unwrap();
-            match status {
-                StatusCode::CREATED | StatusCode::OK => Ok(body),
-                StatusCode::SERVICE_UNAVAILABLE => Err(format!("503: retry ({body})")),
-                other => panic!("the job was refused: {other} {body}"),
+            match client.create_job(&request, Some(&idempotency_key)).await {
+                Ok(created) => Ok(created),
+                Err(e) if e.is_transient() => Err(format!("retry: {e}")),
+                Err(e) => panic!("the job was refused: {e}"),
             }
         })
         .await
     }
 
-    pub(crate) async fn job_as(&self, key: &str, id: &str) -> Value {
-        self.get_json(key, &format!("/v1/jobs/{id}")).await
+    pub(crate) async fn job_as(&self, key: &str, id: &str) -> JobView {
+        Client::new(&self.api, key).unwrap().job(id).await.unwrap()
     }
 
     /// `GET /v1/jobs?limit=100` of tenant `acme`.
-    pub(crate) async fn job_list(&self) -> Value {
-        self.get_json(&self.key, "/v1/jobs?limit=100").await
+    pub(crate) async fn job_list(&self) -> JobPageView {
+        let query = JobsQuery { limit: Some(100), ..JobsQuery::default() };
+        self.client.jobs(&query).await.unwrap()
     }
 
     /// Adds the watch rule `name`: objects created under `prefix` become `tenant`'s HLS jobs
@@ -273,24 +265,13 @@ impl Pipeline {
         tcoder::watch::put(&mut self.redis.clone(), &rule).await.unwrap();
     }
 
-    /// `GET <path>` on the API with `key`, as JSON.
-    async fn get_json(&self, key: &str, path: &str) -> Value {
-        let response = self.http.get(format!("{}{path}", self.api)).bearer_auth(key).send();
-        response.await.unwrap().json().await.unwrap()
+    pub(crate) async fn job(&self, id: &str) -> JobView {
+        self.client.job(id).await.unwrap()
     }
 
-    pub(crate) async fn job(&self, id: &str) -> Value {
-        self.job_as(&self.key, id).await
-    }
-
-    pub(crate) async fn cancel(&self, id: &str) -> StatusCode {
-        self.http
-            .post(format!("{}/v1/jobs/{id}/cancel", self.api))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .unwrap()
-            .status()
+    /// `POST /v1/jobs/{id}/cancel` as `acme`.
+    pub(crate) async fn cancel(&self, id: &str) -> Result<JobView, tcoder::api::ClientError> {
+        self.client.cancel(id).await
     }
 
     /// Waits (bounded) until the job satisfies `done`.
@@ -298,21 +279,26 @@ impl Pipeline {
         &self,
         id: &str,
         timeout: Duration,
-        done: impl Fn(&Value) -> bool,
-    ) -> Value {
+        done: impl Fn(&JobView) -> bool,
+    ) -> JobView {
         testkit::eventually_async(timeout, || async {
             let job = self.job(id).await;
             if done(&job) {
                 Ok(job)
             } else {
-                Err(format!("{} (attempts {})", job["status"], job["attempts"]))
+                Err(format!("{} (attempts {})", job.status, job.attempts))
             }
         })
         .await
     }
 
-    pub(crate) async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
-        self.wait_for(id, timeout, |job| job["status"] == status).await
+    pub(crate) async fn wait_status(
+        &self,
+        id: &str,
+        status: JobStatus,
+        timeout: Duration,
+    ) -> JobView {
+        self.wait_for(id, timeout, |job| job.status == status).await
     }
 
     /// Events of `kind` stored on the `EVENTS` stream for the job.
@@ -418,16 +404,6 @@ pub(crate) fn webhooks_allowed(
 impl Pipeline {
     /// The tenant's webhook secret, as a user reads it from the API.
     pub(crate) async fn webhook_secret(&self) -> String {
-        let body: Value = self
-            .http
-            .get(format!("{}/v1/webhook-secret", self.api))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["secret"].as_str().unwrap().to_owned()
+        self.client.webhook_secret().await.unwrap().secret
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::Pipeline;
+use tcoder::jobs::JobStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_completes_on_moto_with_a_presigned_upload_and_a_multipart_output() {
@@ -31,9 +32,9 @@ async fn a_job_completes_on_moto_with_a_presigned_upload_and_a_multipart_output(
     assert!(size > 17 * 1024 * 1024, "{size} bytes: not enough for a multipart output");
 
     let id = pipeline.submit(&source, json!({ "preset": "default" })).await;
-    let job = pipeline.wait_status(&id, "completed", Duration::from_secs(120)).await;
-    assert_eq!(job["source"]["size"], size);
-    let mp4 = job["result"]["renditions"][0]["mp4"].as_str().unwrap().to_owned();
+    let job = pipeline.wait_status(&id, JobStatus::Completed, Duration::from_secs(120)).await;
+    assert_eq!(job.source.as_ref().map(|s| s.size), Some(size));
+    let mp4 = job.result.as_ref().unwrap().renditions[0].mp4.clone().unwrap();
     assert!(
         mp4.starts_with(&format!("http://{}/tcoder-test/outputs/acme/{id}/", moto.addr())),
         "{mp4}"

@@ -4,10 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use testkit::{ChaosMode, ChaosProxy, TestEnv, corpus};
 
 use crate::harness::{Pipeline, engine_children, metric, webhooks_allowed};
+use tcoder::jobs::JobStatus;
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -15,13 +16,13 @@ const LONG: Duration = Duration::from_secs(180);
 /// queue behind it on a one-slot worker.
 async fn busy_and_queued(pipeline: &Pipeline) -> (String, Vec<String>) {
     let busy = pipeline.submit(&corpus::heavy_720p(), json!({ "preset": "hls" })).await;
-    pipeline.wait_for(&busy, LONG, |job| job["status"] == "running").await;
+    pipeline.wait_for(&busy, LONG, |job| job.status == JobStatus::Running).await;
     let mut queued = Vec::new();
     for _ in 0..2 {
         queued.push(pipeline.submit(&corpus::ok_mp4(), json!({})).await);
     }
     for id in &queued {
-        pipeline.wait_status(id, "queued", LONG).await;
+        pipeline.wait_status(id, JobStatus::Queued, LONG).await;
     }
     (busy, queued)
 }
@@ -30,8 +31,8 @@ async fn busy_and_queued(pipeline: &Pipeline) -> (String, Vec<String>) {
 /// went away was lost.
 async fn assert_all_completed_once(pipeline: &Pipeline, ids: &[String]) {
     for id in ids {
-        let job: Value = pipeline.wait_status(id, "completed", LONG).await;
-        assert!(job["lost_attempts"].as_u64().unwrap_or(99) <= 1, "{job}");
+        let job = pipeline.wait_status(id, JobStatus::Completed, LONG).await;
+        assert!(job.lost_attempts <= 1, "{job:?}");
         assert!(pipeline.events(id, "failed").await.is_empty(), "{id} failed once");
         assert_eq!(pipeline.events(id, "completed").await.len(), 1, "{id}");
     }
@@ -75,7 +76,7 @@ async fn a_220s_redis_outage_loses_no_job_and_delivers_the_waiting_webhook_once(
     let worker = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
     let notified =
         pipeline.submit(&corpus::ok_mp4(), json!({ "webhook_url": receiver.url() })).await;
-    pipeline.wait_status(&notified, "completed", LONG).await;
+    pipeline.wait_status(&notified, JobStatus::Completed, LONG).await;
     testkit::eventually_async(LONG, || async {
         if receiver.received().is_empty() { Err("no attempt yet") } else { Ok(()) }
     })
@@ -99,10 +100,13 @@ async fn a_220s_redis_outage_loses_no_job_and_delivers_the_waiting_webhook_once(
 
     let all: Vec<String> = std::iter::once(busy).chain(queued).collect();
     assert_all_completed_once(&pipeline, &all).await;
-    let job =
-        pipeline.wait_for(&notified, LONG, |job| job["webhook"]["state"] == "delivered").await;
+    let job = pipeline
+        .wait_for(&notified, LONG, |job| {
+            job.webhook.as_ref().is_some_and(|w| w.state == "delivered")
+        })
+        .await;
     let received = receiver.received();
-    assert_eq!(received.len(), 2, "one failed attempt, then exactly one delivery: {job}");
+    assert_eq!(received.len(), 2, "one failed attempt, then exactly one delivery: {job:?}");
     assert_eq!(received[1].json()["type"], "job.completed");
     assert_eq!(received[1].json()["data"]["job_id"], notified.as_str());
     assert_eq!(received[0].header("webhook-id"), received[1].header("webhook-id"));
@@ -147,8 +151,8 @@ async fn a_commit_during_a_redis_restart_is_retried_not_redone() {
     tokio::task::block_in_place(|| pipeline.env.redis.start_again());
     eprintln!("Redis was down for {:?} during the commit", down.elapsed());
 
-    let job = pipeline.wait_status(&id, "completed", LONG).await;
-    assert_eq!((job["attempts"].as_u64(), job["result"]["epoch"].as_u64()), (Some(1), Some(1)));
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    assert_eq!((Some(job.attempts), job.result.as_ref().map(|r| r.epoch)), (Some(1), Some(1)));
     assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
     assert_eq!(pipeline.events(&id, "started").await.len(), 1, "not redone");
     assert_eq!(metric(&worker, "tcoder_self_fences_total"), 0.0);

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tcoder::engine::Orientation;
 use tcoder::events::subjects;
-use tcoder::jobs::JobResult;
+use tcoder::jobs::{JobResult, JobStatus};
 use testkit::{ChaosMode, ChaosProxy, corpus, everyday};
 
 use crate::harness::{Pipeline, engine_children, metric, webhook_types_until, webhooks_allowed};
@@ -30,9 +30,9 @@ async fn a_job_flows_end_to_end_and_completes_exactly_once() {
         )
         .await;
 
-    let job = pipeline.wait_status(&id, "completed", LONG).await;
-    assert_eq!(job["attempts"], 1);
-    let result: JobResult = serde_json::from_value(job["result"].clone()).unwrap();
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    assert_eq!(job.attempts, 1);
+    let result: JobResult = job.result.clone().unwrap();
     assert_eq!(result.epoch, 1);
     let master = result.hls_master.as_deref().unwrap();
     assert!(master.contains(&format!("/outputs/acme/{id}/1/hls/master.m3u8")), "{master}");
@@ -81,7 +81,7 @@ async fn a_killed_worker_s_job_is_finished_by_another_with_one_commit() {
     let pipeline = Pipeline::start().await;
     let first = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
     let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
-    pipeline.wait_for(&id, LONG, |job| job["status"] == "running").await;
+    pipeline.wait_for(&id, LONG, |job| job.status == JobStatus::Running).await;
     testkit::eventually_async(LONG, || async {
         if pipeline.events(&id, "progress").await.is_empty() {
             Err("no progress yet")
@@ -99,16 +99,18 @@ async fn a_killed_worker_s_job_is_finished_by_another_with_one_commit() {
     std::fs::write(&leftover, b"half a segment").unwrap();
     let _second = pipeline.worker(&[]);
 
-    let job = pipeline.wait_status(&id, "completed", LONG).await;
-    assert_eq!(job["result"]["epoch"], 2, "{job}");
-    assert!(job["result"]["hls_master"].as_str().unwrap().contains(&format!("/{id}/2/")));
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    assert_eq!(job.result.as_ref().unwrap().epoch, 2, "{job:?}");
+    assert!(
+        job.result.as_ref().unwrap().hls_master.as_deref().unwrap().contains(&format!("/{id}/2/"))
+    );
     assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
     // The losing attempt's outputs are removed once the winner committed; the winner's stay.
     testkit::eventually_async(LONG, || async {
         if leftover.exists() { Err("still there") } else { Ok(()) }
     })
     .await;
-    let master = job["result"]["hls_master"].as_str().unwrap();
+    let master = job.result.as_ref().unwrap().hls_master.as_deref().unwrap();
     assert!(pipeline.stored(master).is_file());
 }
 
@@ -117,11 +119,11 @@ async fn a_paused_worker_past_its_lease_cannot_commit_or_ack() {
     let pipeline = Pipeline::start().await;
     let stale = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
     let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
-    pipeline.wait_for(&id, LONG, |job| job["status"] == "running").await;
+    pipeline.wait_for(&id, LONG, |job| job.status == JobStatus::Running).await;
     stale.signal(libc::SIGSTOP);
     let _current = pipeline.worker(&[]);
-    let job = pipeline.wait_status(&id, "completed", LONG).await;
-    assert_eq!(job["result"]["epoch"], 2);
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    assert_eq!(job.result.as_ref().unwrap().epoch, 2);
     stale.signal(libc::SIGCONT);
 
     // The stale worker notices it lost the job and stops without acking or committing.
@@ -134,7 +136,7 @@ async fn a_paused_worker_past_its_lease_cannot_commit_or_ack() {
     assert_eq!(metric(&stale, "tcoder_worker_jobs_total{outcome=\"completed\"}"), 0.0);
     let job = pipeline.job(&id).await;
     assert_eq!(
-        (job["status"].as_str(), job["result"]["epoch"].as_u64()),
+        (Some(job.status.as_str()), job.result.as_ref().map(|r| r.epoch)),
         (Some("completed"), Some(2))
     );
     assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
@@ -157,8 +159,8 @@ async fn a_storage_outage_is_retried_until_the_job_completes() {
     })
     .await;
     proxy.set_mode(ChaosMode::Pass);
-    let job = pipeline.wait_status(&id, "completed", LONG).await;
-    assert!(job["attempts"].as_u64().unwrap() >= 2, "{job}");
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    assert!(job.attempts >= 2, "{job:?}");
     // Permanent failures (one attempt, one event) are decided by `attempt::verdict` (unit
     // tests) and seen end to end in the tiny-file and deleted-source tests.
 }
@@ -168,13 +170,13 @@ async fn a_canceled_job_stops_its_engine_within_a_second() {
     let pipeline = Pipeline::start().await;
     let worker = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
     let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
-    pipeline.wait_for(&id, LONG, |job| job["status"] == "running").await;
+    pipeline.wait_for(&id, LONG, |job| job.status == JobStatus::Running).await;
     testkit::eventually_async(LONG, || async {
         if engine_children(worker.pid()).is_empty() { Err("engine not started") } else { Ok(()) }
     })
     .await;
 
-    assert_eq!(pipeline.cancel(&id).await, reqwest::StatusCode::OK);
+    pipeline.cancel(&id).await.unwrap();
     let canceled_at = Instant::now();
     testkit::eventually_async(Duration::from_secs(5), || async {
         let left = engine_children(worker.pid());
@@ -186,7 +188,7 @@ async fn a_canceled_job_stops_its_engine_within_a_second() {
         "engine stopped after {:?}",
         canceled_at.elapsed()
     );
-    assert_eq!(pipeline.job(&id).await["status"], "canceled");
+    assert_eq!(pipeline.job(&id).await.status, JobStatus::Canceled);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,14 +196,14 @@ async fn sigterm_releases_a_running_job_to_another_worker() {
     let pipeline = Pipeline::start().await;
     let mut first = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
     let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
-    pipeline.wait_for(&id, LONG, |job| job["status"] == "running").await;
+    pipeline.wait_for(&id, LONG, |job| job.status == JobStatus::Running).await;
     let (status, in_time) = first.terminate(Duration::from_secs(10));
     assert!(in_time && status.success(), "{status}");
     // Released: back in the queue at once (not after a lease or AckWait), then done by another.
-    assert_eq!(pipeline.job(&id).await["status"], "queued");
+    assert_eq!(pipeline.job(&id).await.status, JobStatus::Queued);
     let _second = pipeline.worker(&[]);
-    let job = pipeline.wait_status(&id, "completed", LONG).await;
-    assert_eq!(job["result"]["epoch"], 2);
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    assert_eq!(job.result.as_ref().unwrap().epoch, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +212,7 @@ async fn the_completed_webhook_is_retried_with_the_same_id_and_verifies() {
     let pipeline = Pipeline::start_with(&[webhooks_allowed(&receiver)]).await;
     let _worker = pipeline.worker(&[]);
     let id = pipeline.submit(&corpus::ok_mp4(), json!({ "webhook_url": receiver.url() })).await;
-    pipeline.wait_status(&id, "completed", LONG).await;
+    pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
 
     let attempts = testkit::eventually_async(LONG, || async {
         let received = receiver.received();
@@ -226,11 +228,13 @@ async fn the_completed_webhook_is_retried_with_the_same_id_and_verifies() {
         testkit::webhook::verify_with_standardwebhooks(&secret, attempt).unwrap();
     }
     // The job shows how its webhook fared: delivered on the second attempt.
-    let job = pipeline.wait_for(&id, LONG, |job| job["webhook"]["state"] == "delivered").await;
+    let job = pipeline
+        .wait_for(&id, LONG, |job| job.webhook.as_ref().is_some_and(|w| w.state == "delivered"))
+        .await;
     assert_eq!(
-        (job["webhook"]["event"].as_str(), job["webhook"]["attempts"].as_u64()),
-        (Some("job.completed"), Some(2)),
-        "{job}"
+        job.webhook.as_ref().map(|w| (w.event.as_str(), w.attempts)),
+        Some(("job.completed", 2)),
+        "{job:?}"
     );
 }
 
@@ -246,8 +250,8 @@ async fn a_portrait_phone_video_comes_out_upright_and_a_tiny_one_is_refused_once
         .await;
     let tiny = pipeline.submit(&everyday::tiny(), json!({ "preset": "web-optimized" })).await;
 
-    let job = pipeline.wait_status(&phone, "completed", LONG).await;
-    let result: JobResult = serde_json::from_value(job["result"].clone()).unwrap();
+    let job = pipeline.wait_status(&phone, JobStatus::Completed, LONG).await;
+    let result: JobResult = job.result.clone().unwrap();
     assert_eq!(
         (result.source.display_width, result.source.display_height, result.source.orientation),
         (180, 320, Orientation::Clockwise),
@@ -264,15 +268,15 @@ async fn a_portrait_phone_video_comes_out_upright_and_a_tiny_one_is_refused_once
         everyday::marker_top_left(&pipeline.stored(url)).unwrap();
     }
 
-    let job = pipeline.wait_status(&tiny, "failed", LONG).await;
+    let job = pipeline.wait_status(&tiny, JobStatus::Failed, LONG).await;
     assert_eq!(
-        (job["error"]["code"].as_str(), job["attempts"].as_u64()),
+        (job.error.as_ref().map(|e| e.code.as_str()), Some(job.attempts)),
         (Some("input.too_small_dimensions"), Some(1)),
-        "{job}"
+        "{job:?}"
     );
     let failed = pipeline.events(&tiny, "failed").await;
     assert_eq!(failed.len(), 1);
-    let message = job["error"]["message"].as_str().unwrap();
+    let message = job.error.as_ref().unwrap().message.as_str();
     assert!(!message.contains('/'), "no worker path in the error: {message}");
     assert!(!failed[0].to_string().contains("/tmp/"), "no worker path in the event: {}", failed[0]);
 }
@@ -282,17 +286,17 @@ async fn a_source_deleted_after_its_upload_fails_the_job_once_without_retries() 
     let pipeline = Pipeline::start().await;
     // No worker yet: the job waits, queued, while its source disappears from the bucket.
     let id = pipeline.submit(&corpus::ok_mp4(), json!({})).await;
-    pipeline.wait_status(&id, "queued", LONG).await;
+    pipeline.wait_status(&id, JobStatus::Queued, LONG).await;
     let source =
         pipeline.stored(&format!("/{}/uploads/acme/{id}/source", pipeline.env.s3.bucket()));
     std::fs::remove_file(&source).unwrap();
 
     let _worker = pipeline.worker(&[]);
-    let job = pipeline.wait_status(&id, "failed", LONG).await;
+    let job = pipeline.wait_status(&id, JobStatus::Failed, LONG).await;
     assert_eq!(
-        (job["error"]["code"].as_str(), job["attempts"].as_u64()),
+        (job.error.as_ref().map(|e| e.code.as_str()), Some(job.attempts)),
         (Some("input.source_missing"), Some(1)),
-        "{job}"
+        "{job:?}"
     );
     assert_eq!(pipeline.events(&id, "failed").await.len(), 1);
 }
@@ -324,7 +328,7 @@ async fn a_redis_outage_pauses_a_claim_instead_of_spending_its_deliveries() {
     // Frozen, the worker fetches nothing: the job waits, queued, for Redis to go away.
     worker.signal(libc::SIGSTOP);
     let id = pipeline.submit(&corpus::ok_mp4(), json!({})).await;
-    pipeline.wait_status(&id, "queued", LONG).await;
+    pipeline.wait_status(&id, JobStatus::Queued, LONG).await;
     pipeline.env.redis.signal(libc::SIGSTOP);
     worker.signal(libc::SIGCONT);
     testkit::eventually_async(LONG, || async {
@@ -336,8 +340,8 @@ async fn a_redis_outage_pauses_a_claim_instead_of_spending_its_deliveries() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     pipeline.env.redis.signal(libc::SIGCONT);
 
-    let job = pipeline.wait_status(&id, "completed", LONG).await;
-    assert_eq!(job["attempts"], 1, "{job}");
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    assert_eq!(job.attempts, 1, "{job:?}");
     assert!(pipeline.events(&id, "failed").await.is_empty());
     assert_eq!(metric(&worker, "tcoder_worker_claims_waiting_for_redis"), 0.0);
     assert_eq!(metric(&worker, "tcoder_redeliveries_total"), 0.0, "no delivery was spent");
@@ -355,7 +359,7 @@ async fn a_worker_cut_off_from_redis_self_fences_and_another_commits_once() {
         ("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into()),
     ]);
     let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
-    pipeline.wait_for(&id, LONG, |job| job["status"] == "running").await;
+    pipeline.wait_for(&id, LONG, |job| job.status == JobStatus::Running).await;
     proxy.set_mode(ChaosMode::Blackhole);
     testkit::eventually_async(LONG, || async {
         let fenced = metric(&cut, "tcoder_self_fences_total");
@@ -363,8 +367,8 @@ async fn a_worker_cut_off_from_redis_self_fences_and_another_commits_once() {
     })
     .await;
     let _other = pipeline.worker(&[]);
-    let job = pipeline.wait_status(&id, "completed", LONG).await;
-    assert_eq!(job["result"]["epoch"], 2, "{job}");
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    assert_eq!(job.result.as_ref().unwrap().epoch, 2, "{job:?}");
     proxy.set_mode(ChaosMode::Pass);
     assert_eq!(metric(&cut, "tcoder_worker_jobs_total{outcome=\"completed\"}"), 0.0);
     assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
@@ -383,12 +387,12 @@ async fn a_worker_cut_off_from_nats_keeps_its_lease_and_commits_once() {
         ("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into()),
     ]);
     let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
-    pipeline.wait_for(&id, LONG, |job| job["status"] == "running").await;
+    pipeline.wait_for(&id, LONG, |job| job.status == JobStatus::Running).await;
     proxy.set_mode(ChaosMode::Blackhole);
     let _other = pipeline.worker(&[]);
     // The cut-off worker still renews in Redis and finishes: the job completes at epoch 1.
-    let job = pipeline.wait_status(&id, "completed", LONG).await;
-    assert_eq!(job["result"]["epoch"], 1, "{job}");
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    assert_eq!(job.result.as_ref().unwrap().epoch, 1, "{job:?}");
     proxy.set_mode(ChaosMode::Pass);
     testkit::eventually_async(LONG, || async {
         let completed = pipeline.events(&id, "completed").await.len();
@@ -412,7 +416,7 @@ async fn a_forged_completed_event_produces_no_webhook() {
     let receiver = testkit::webhook::WebhookReceiver::start(&[]);
     let pipeline = Pipeline::start_with(&[webhooks_allowed(&receiver)]).await;
     let created = pipeline.create_as(&pipeline.key, json!({ "webhook_url": receiver.url() })).await;
-    let id = created["job"]["id"].as_str().unwrap().to_owned();
+    let id = created.job.id.to_string();
     let forged = json!({
         "id": format!("{id}.completed"), "type": "completed", "job_id": id, "tenant": "acme",
         "at": "2026-12-01T00:00:00.000Z",
@@ -424,7 +428,7 @@ async fn a_forged_completed_event_produces_no_webhook() {
         .await
         .unwrap();
     pipeline.nats.flush().await.unwrap();
-    assert_eq!(pipeline.cancel(&id).await, reqwest::StatusCode::OK);
+    pipeline.cancel(&id).await.unwrap();
 
     // The sender takes events in order: once the canceled webhook is in, the forged event
     // was handled before it.

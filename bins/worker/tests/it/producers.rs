@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tcoder::api::JobView;
 use tcoder::events::subjects;
+use tcoder::jobs::{JobOrigin, JobStatus, Preset};
 use testkit::contracts;
 
 use crate::harness::{Pipeline, SECRET};
@@ -94,10 +96,10 @@ impl Subscriber {
 }
 
 /// Jobs of tenant `acme` whose origin says `origin_field == value`.
-async fn jobs_with(pipeline: &Pipeline, field: &str, value: &str) -> Vec<Value> {
+async fn jobs_with(pipeline: &Pipeline, field: &str, value: &str) -> Vec<JobView> {
     let listed = pipeline.job_list().await;
-    let jobs = listed["jobs"].as_array().unwrap();
-    jobs.iter().filter(|job| job["origin"][field] == value).cloned().collect()
+    let origin = |job: &JobView| serde_json::to_value(&job.origin).unwrap();
+    listed.jobs.into_iter().filter(|job| origin(job)[field] == value).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,10 +118,11 @@ async fn a_nats_py_producer_gets_one_job_per_submission_and_typed_rejections() {
         producer.run(&clip, &["--key", key, "--job", &request_text, "--msg-id", "order-7"]).await;
     assert_eq!(reply["replayed"], false, "{reply}");
     let id = reply["job_id"].as_str().unwrap().to_owned();
-    let job = pipeline.wait_status(&id, "completed", JOB).await;
-    assert_eq!(job["origin"], json!({ "kind": "nats", "submission_id": "order-7" }));
-    assert_eq!((&job["preset"], &job["source"]["key"]), (&json!("hls"), &json!(key)));
-    let master = job["result"]["hls_master"].as_str().unwrap();
+    let job = pipeline.wait_status(&id, JobStatus::Completed, JOB).await;
+    assert_eq!(job.origin, JobOrigin::Nats { submission_id: "order-7".into() });
+    let source_key = job.source.as_ref().and_then(|s| s.key.as_deref());
+    assert_eq!((job.spec.preset, source_key), (Preset::Hls, Some(key)));
+    let master = job.result.as_ref().unwrap().hls_master.as_deref().unwrap();
     let playlist = std::fs::read_to_string(pipeline.stored(master)).unwrap();
     assert!(playlist.contains("RESOLUTION=192x144"), "{playlist}");
     // The object is the producer's: it is still there after the job.
@@ -158,8 +161,8 @@ async fn a_nats_py_producer_gets_one_job_per_submission_and_typed_rejections() {
     })
     .await;
     assert_eq!(submitted.len(), 1, "{submitted:?}");
-    let published_id = submitted[0]["id"].as_str().unwrap().to_owned();
-    pipeline.wait_status(&published_id, "completed", JOB).await;
+    let published_id = submitted[0].id.to_string();
+    pipeline.wait_status(&published_id, JobStatus::Completed, JOB).await;
 
     // Bad submissions are answered with a typed error, announced, and make no job. Another
     // tenant's object is there to be named: no spelling of its key reaches it.
@@ -246,7 +249,7 @@ async fn a_nats_py_producer_gets_one_job_per_submission_and_typed_rejections() {
     let failed =
         producer.run(&text, &["--key", "uploads/acme/notes.mp4", "--msg-id", "notes"]).await;
     let failed_id = failed["job_id"].as_str().unwrap().to_owned();
-    pipeline.wait_status(&failed_id, "failed", JOB).await;
+    pipeline.wait_status(&failed_id, JobStatus::Failed, JOB).await;
 
     // Every payload sent on a subject a user touches matches docs/asyncapi.yaml.
     let mut samples: Vec<Value> = Vec::new();
@@ -316,19 +319,13 @@ async fn watch_folders_make_one_job_per_new_object_whichever_way_it_is_found() {
         if jobs.is_empty() { Err("no job yet") } else { Ok(jobs[0].clone()) }
     })
     .await;
-    let first_id = first["id"].as_str().unwrap();
-    let job = pipeline.wait_status(first_id, "completed", JOB).await;
-    assert_eq!(
-        (&job["preset"], &job["source"]["key"]),
-        (&json!("hls"), &json!("incoming/acme/a.mp4"))
-    );
-    assert_eq!(job["origin"], json!({ "kind": "watch", "rule": "acme-incoming" }));
-    assert!(
-        job["result"]["hls_master"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("/outputs/acme/{first_id}/"))
-    );
+    let first_id = first.id.as_str();
+    let job = pipeline.wait_status(first_id, JobStatus::Completed, JOB).await;
+    let source_key = job.source.as_ref().and_then(|s| s.key.as_deref());
+    assert_eq!((job.spec.preset, source_key), (Preset::Hls, Some("incoming/acme/a.mp4")));
+    assert_eq!(job.origin, JobOrigin::Watch { rule: "acme-incoming".into() });
+    let master = job.result.as_ref().and_then(|r| r.hls_master.as_deref()).unwrap();
+    assert!(master.contains(&format!("/outputs/acme/{first_id}/")), "{master}");
 
     // Its notification lost: the sweep finds the object. Hidden files, folder markers and
     // other folders are not the rule's.
@@ -342,8 +339,10 @@ async fn watch_folders_make_one_job_per_new_object_whichever_way_it_is_found() {
         if jobs.len() >= 2 { Ok(jobs) } else { Err(jobs.len()) }
     })
     .await;
-    let second = both.iter().find(|j| j["source"]["key"] == "incoming/acme/b.mp4").unwrap();
-    pipeline.wait_status(second["id"].as_str().unwrap(), "completed", JOB).await;
+    let source_key = |j: &&JobView| j.source.as_ref().and_then(|s| s.key.clone());
+    let second =
+        both.iter().find(|j| source_key(j).as_deref() == Some("incoming/acme/b.mp4")).unwrap();
+    pipeline.wait_status(second.id.as_str(), JobStatus::Completed, JOB).await;
 
     // A key that climbs out of the folder names nothing: refused as it arrives, no job (the
     // attack: `incoming/acme/../globex/c.mp4` made globex's file a job of acme's rule).
@@ -372,6 +371,6 @@ async fn watch_folders_make_one_job_per_new_object_whichever_way_it_is_found() {
     });
     let jobs = jobs_with(&pipeline, "rule", "acme-incoming").await;
     assert_eq!(jobs.len(), 2, "{jobs:?}");
-    let listed: Value = pipeline.job_list().await;
-    assert_eq!(listed["jobs"].as_array().unwrap().len(), 2, "no job for ignored objects: {listed}");
+    let listed = pipeline.job_list().await;
+    assert_eq!(listed.jobs.len(), 2, "no job for ignored objects: {listed:?}");
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tcoder::events::subjects;
-use tcoder::jobs::{JobId, JobStore};
+use tcoder::jobs::{JobId, JobStatus, JobStore};
 use testkit::corpus;
 
 use crate::harness::{Pipeline, engine_children, webhook_types_until, webhooks_allowed};
@@ -15,7 +15,7 @@ const LONG: Duration = Duration::from_secs(120);
 async fn a_queued_job_whose_work_item_vanished_is_republished() {
     let pipeline = Pipeline::start().await;
     let id = pipeline.submit(&corpus::ok_mp4(), json!({})).await;
-    pipeline.wait_status(&id, "queued", LONG).await;
+    pipeline.wait_status(&id, JobStatus::Queued, LONG).await;
     // Lose the work item, as a stale ack from a paused worker would.
     let stream = pipeline.js.get_stream(subjects::JOBS_STREAM).await.unwrap();
     let subject = subjects::job(tcoder::jobs::Priority::Normal, &id);
@@ -32,8 +32,8 @@ async fn a_queued_job_whose_work_item_vanished_is_republished() {
     })
     .await;
     let _worker = pipeline.worker(&[]);
-    let job = pipeline.wait_status(&id, "completed", LONG).await;
-    assert_eq!(job["attempts"], 1);
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    assert_eq!(job.attempts, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,12 +43,10 @@ async fn a_job_that_kills_every_worker_is_dead_lettered_once_and_can_be_replayed
     let request = json!({ "preset": "hls", "qualities": "auto", "webhook_url": receiver.url() });
     let id = pipeline.submit(&corpus::heavy_720p(), request).await;
     // max_deliver is 3: kill the worker in the middle of each attempt.
-    for attempt in 1..=3u64 {
+    for attempt in 1..=3u32 {
         let worker = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
         pipeline
-            .wait_for(&id, LONG, |job| {
-                job["status"] == "running" && job["attempts"].as_u64() == Some(attempt)
-            })
+            .wait_for(&id, LONG, |job| job.status == JobStatus::Running && job.attempts == attempt)
             .await;
         testkit::eventually_async(LONG, || async {
             if engine_children(worker.pid()).is_empty() { Err("no engine yet") } else { Ok(()) }
@@ -59,9 +57,9 @@ async fn a_job_that_kills_every_worker_is_dead_lettered_once_and_can_be_replayed
     // A healthy worker asks for work: the server, finding the message out of deliveries,
     // publishes the MAX_DELIVERIES advisory instead of a fourth delivery.
     let _healthy = pipeline.worker(&[]);
-    let job = pipeline.wait_status(&id, "failed", LONG).await;
-    assert_eq!(job["error"]["code"], "job.poison", "{job}");
-    assert_eq!(job["lost_attempts"], 3, "{job}");
+    let job = pipeline.wait_status(&id, JobStatus::Failed, LONG).await;
+    assert_eq!(job.error.as_ref().map(|e| e.code.as_str()), Some("job.poison"), "{job:?}");
+    assert_eq!(job.lost_attempts, 3, "{job:?}");
     assert_eq!(pipeline.events(&id, "failed").await.len(), 1);
     let letters = tcoder::dlq::list(&pipeline.js, 100).await.unwrap();
     let letter = letters.iter().find(|l| l.job_id.as_str() == id).expect("a dead letter");
@@ -77,8 +75,8 @@ async fn a_job_that_kills_every_worker_is_dead_lettered_once_and_can_be_replayed
     .unwrap();
     let jobs = JobStore::new(tcoder::redis::connect(&settings.redis).await.unwrap());
     tcoder::dlq::replay(&jobs, &pipeline.js, &JobId::parse(&id).unwrap()).await.unwrap();
-    let job = pipeline.wait_status(&id, "completed", LONG).await;
-    assert!(job["error"].is_null());
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    assert!(job.error.is_none());
     assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
     // One `failed` webhook (the dead-lettering), then one `completed` (the replay).
     let received = webhook_types_until(&receiver, "job.completed").await;
@@ -94,26 +92,24 @@ async fn a_job_released_by_stopping_workers_is_requeued_not_dead_lettered() {
     let request = json!({ "preset": "hls", "qualities": "auto" });
     let id = pipeline.submit(&corpus::heavy_720p(), request).await;
     // max_deliver is 3: each worker is stopped (SIGTERM, drain deadline 1 s) mid-attempt.
-    for attempt in 1..=3u64 {
+    for attempt in 1..=3u32 {
         let mut worker = pipeline.worker(&[
             ("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into()),
             ("TCODER__SHUTDOWN__DRAIN_DEADLINE", "1s".into()),
         ]);
         pipeline
-            .wait_for(&id, LONG, |job| {
-                job["status"] == "running" && job["attempts"].as_u64() == Some(attempt)
-            })
+            .wait_for(&id, LONG, |job| job.status == JobStatus::Running && job.attempts == attempt)
             .await;
         let (status, in_time) =
             tokio::task::block_in_place(|| worker.terminate(Duration::from_secs(20)));
         assert!(status.success() && in_time, "worker stopped cleanly: {status:?}");
-        let job = pipeline.wait_status(&id, "queued", LONG).await;
-        assert_eq!(job["lost_attempts"], 0, "a release is not a lost attempt: {job}");
+        let job = pipeline.wait_status(&id, JobStatus::Queued, LONG).await;
+        assert_eq!(job.lost_attempts, 0, "a release is not a lost attempt: {job:?}");
     }
     let _healthy = pipeline.worker(&[]);
-    let job = pipeline.wait_status(&id, "completed", LONG).await;
-    assert_eq!(job["attempts"], 4, "{job}");
-    assert_eq!(job["lost_attempts"], 0, "{job}");
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    assert_eq!(job.attempts, 4, "{job:?}");
+    assert_eq!(job.lost_attempts, 0, "{job:?}");
     // The fourth attempt ran on a fresh work item, put there by the dead-letter handler.
     let jobs = JobStore::new(pipeline.redis.clone());
     let history = jobs.history(&JobId::parse(&id).unwrap()).await.unwrap();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tcoder::events::subjects;
+use tcoder::jobs::JobStatus;
 use testkit::fly::FakeFly;
 use testkit::{NatsServer, RedisSentinels, RedisServer, S3Server, ServiceProcess, TestEnv};
 
@@ -50,13 +51,13 @@ async fn jobs_flow_on_a_three_node_nats_cluster_while_the_stream_leader_is_kille
     for _ in 0..3 {
         ids.push(pipeline.submit(&clip, request.clone()).await);
     }
-    pipeline.wait_status(&ids[0], "completed", JOB).await;
+    pipeline.wait_status(&ids[0], JobStatus::Completed, JOB).await;
     match killed {
         0 => pipeline.env.nats.start_again(),
         i => nodes[i - 1].start_again(),
     }
     for id in &ids {
-        pipeline.wait_status(id, "completed", JOB).await;
+        pipeline.wait_status(id, JobStatus::Completed, JOB).await;
     }
 
     // Exactly one completion per job, as the EVENTS stream (R3) recorded them.
@@ -100,7 +101,7 @@ async fn jobs_flow_through_a_redis_sentinel_failover_and_no_epoch_goes_back() {
     for _ in 0..4 {
         ids.push(pipeline.submit(&clip, request.clone()).await);
     }
-    pipeline.wait_status(&ids[0], "completed", JOB).await;
+    pipeline.wait_status(&ids[0], JobStatus::Completed, JOB).await;
     // The primary goes away while the other jobs are queued or running.
     let old = redis.primary_index();
     let old_port = redis.nodes[old].addr().port();
@@ -114,7 +115,7 @@ async fn jobs_flow_through_a_redis_sentinel_failover_and_no_epoch_goes_back() {
         ids.push(pipeline.submit(&clip, request.clone()).await);
     }
     for id in &ids {
-        pipeline.wait_status(id, "completed", JOB).await;
+        pipeline.wait_status(id, JobStatus::Completed, JOB).await;
     }
 
     // One completion per job in the EVENTS stream, each job's attempts started with rising
@@ -191,7 +192,7 @@ async fn two_dispatchers_and_two_ingests_keep_the_cap_and_make_one_job_per_uploa
         futures_util::future::join_all(ingests.iter().map(|api| pipeline.notify_upload(api, &key)))
             .await;
     }
-    pipeline.wait_status(&ids[0], "completed", JOB).await;
+    pipeline.wait_status(&ids[0], JobStatus::Completed, JOB).await;
     second_dispatcher.signal(libc::SIGKILL);
     for n in 4..6 {
         ids.push(pipeline.submit_through(&ingests[n % 2], &ingests, &clip, request.clone()).await);
@@ -199,14 +200,13 @@ async fn two_dispatchers_and_two_ingests_keep_the_cap_and_make_one_job_per_uploa
 
     // Eight uploads, eight jobs (six through the API, two from the watch folder), all completed.
     let jobs = testkit::eventually_async(JOB, || async {
-        let listed = pipeline.job_list().await;
-        let jobs = listed["jobs"].as_array().unwrap().clone();
-        let done = jobs.iter().filter(|j| j["status"] == "completed").count();
-        if jobs.len() >= 8 && done == jobs.len() { Ok(jobs) } else { Err(listed) }
+        let jobs = pipeline.job_list().await.jobs;
+        let done = jobs.iter().filter(|j| j.status == JobStatus::Completed).count();
+        if jobs.len() >= 8 && done == jobs.len() { Ok(jobs) } else { Err(jobs) }
     })
     .await;
     assert_eq!(jobs.len(), 8, "{jobs:?}");
-    let listed: Vec<&str> = jobs.iter().map(|j| j["id"].as_str().unwrap()).collect();
+    let listed: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
     assert!(ids.iter().all(|id| listed.contains(&id.as_str())), "{ids:?} in {listed:?}");
     let completed =
         pipeline.stored_messages(subjects::EVENTS_STREAM, "tcoder.events.*.*.completed");

@@ -1,0 +1,292 @@
+//! A typed client of tcoder's HTTP API: what the `tcoder` commands and the tests use, so they
+//! read the same [`super::views`] the routes write.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use super::views::{CreatedView, JobPageView, JobView, Problem, UploadView, WebhookSecretView};
+use crate::events::JobEvent;
+use crate::jobs::{JobRequest, JobStatus};
+
+/// Reconnections of an event stream that dropped before the job ended.
+const MAX_STREAM_RECONNECTS: usize = 10;
+
+/// The API's address and the caller's key.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+/// Why a call did not give its answer, sorted by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The API did not answer (down, wrong address, connection cut): retrying may help.
+    #[error("cannot reach the API at {base}: {source}")]
+    Unreachable {
+        base: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The API answered with an error; `problem.code` says which.
+    #[error("API error {status} ({}): {}", problem.code, problem.detail)]
+    Refused { status: u16, problem: Box<Problem> },
+    /// The API answered success with a body that is not the documented view.
+    #[error("the API's answer to {request} is not the documented shape: {detail}")]
+    Malformed { request: String, detail: String },
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The object store refused the presigned upload.
+    #[error("the object store refused the upload: {status} {body}")]
+    UploadRefused { status: u16, body: String },
+    #[error("job {id} did not end within {timeout:?}")]
+    Timeout { id: String, timeout: Duration },
+    #[error("lost the event stream of job {id} too often")]
+    StreamLost { id: String },
+}
+
+impl ClientError {
+    /// The problem's stable code, when the API refused the call.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Refused { problem, .. } => Some(&problem.code),
+            _ => None,
+        }
+    }
+
+    /// Worth repeating as is: the API was unreachable or answered 503.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Refused { status, .. } => *status == 503,
+            _ => false,
+        }
+    }
+}
+
+/// Which page of `GET /v1/jobs`.
+#[derive(Debug, Clone, Default)]
+pub struct JobsQuery {
+    pub status: Option<JobStatus>,
+    /// 1-100; the API's default (20) when `None`.
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl Client {
+    pub fn new(base: &str, key: &str) -> Result<Client, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|source| ClientError::Unreachable { base: base.to_owned(), source })?;
+        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), key: key.to_owned() })
+    }
+
+    /// The API's address, without a trailing `/`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn unreachable(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Unreachable { base: self.base.clone(), source }
+    }
+
+    /// Sends `request` with the key and reads a `T` from a success, a [`Problem`] otherwise.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response =
+            request.bearer_auth(&self.key).send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        if !status.is_success() {
+            return Err(refused(status, &body));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Malformed { request: what.to_owned(), detail: e.to_string() })
+    }
+
+    /// `POST /v1/jobs`; with `idempotency_key`, a repeat returns the same job.
+    pub async fn create_job(
+        &self,
+        request: &JobRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<CreatedView, ClientError> {
+        let mut post = self.http.post(self.url("/v1/jobs")).json(request);
+        if let Some(key) = idempotency_key {
+            post = post.header("idempotency-key", key);
+        }
+        self.call("POST /v1/jobs", post).await
+    }
+
+    /// `GET /v1/jobs/{id}`.
+    pub async fn job(&self, id: &str) -> Result<JobView, ClientError> {
+        self.call("GET /v1/jobs/{id}", self.http.get(self.url(&format!("/v1/jobs/{id}")))).await
+    }
+
+    /// `GET /v1/jobs`: one page of the tenant's jobs, newest first.
+    pub async fn jobs(&self, query: &JobsQuery) -> Result<JobPageView, ClientError> {
+        let mut pairs = Vec::new();
+        if let Some(status) = query.status {
+            pairs.push(("status", status.as_str().to_owned()));
+        }
+        if let Some(limit) = query.limit {
+            pairs.push(("limit", limit.to_string()));
+        }
+        if let Some(cursor) = &query.cursor {
+            pairs.push(("cursor", cursor.clone()));
+        }
+        self.call("GET /v1/jobs", self.http.get(self.url("/v1/jobs")).query(&pairs)).await
+    }
+
+    /// `POST /v1/jobs/{id}/cancel`: the canceled job.
+    pub async fn cancel(&self, id: &str) -> Result<JobView, ClientError> {
+        let post = self.http.post(self.url(&format!("/v1/jobs/{id}/cancel")));
+        self.call("POST /v1/jobs/{id}/cancel", post).await
+    }
+
+    /// `GET /v1/webhook-secret`.
+    pub async fn webhook_secret(&self) -> Result<WebhookSecretView, ClientError> {
+        self.call("GET /v1/webhook-secret", self.http.get(self.url("/v1/webhook-secret"))).await
+    }
+
+    /// PUTs `file` to a presigned upload, streaming from disk; `progress` gets byte counts.
+    pub async fn upload(
+        &self,
+        upload: &UploadView,
+        file: &Path,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<(), ClientError> {
+        let unreadable = |source| ClientError::File { path: file.display().to_string(), source };
+        let length = tokio::fs::metadata(file).await.map_err(unreadable)?.len();
+        let handle = tokio::fs::File::open(file).await.map_err(unreadable)?;
+        let stream = tokio_util::io::ReaderStream::new(handle).inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                progress(bytes.len() as u64);
+            }
+        });
+        self.put(upload, length, reqwest::Body::wrap_stream(stream)).await
+    }
+
+    /// PUTs `body` to a presigned upload.
+    pub async fn upload_bytes(
+        &self,
+        upload: &UploadView,
+        body: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        self.put(upload, body.len() as u64, body.into()).await
+    }
+
+    async fn put(
+        &self,
+        upload: &UploadView,
+        length: u64,
+        body: reqwest::Body,
+    ) -> Result<(), ClientError> {
+        let mut request = self.http.put(&upload.url).header("content-length", length).body(body);
+        // The signed headers exactly; the length is the body's own.
+        for (name, value) in upload.headers.iter().filter(|(name, _)| *name != "content-length") {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(ClientError::UploadRefused { status: status.as_u16(), body });
+        }
+        Ok(())
+    }
+
+    /// Follows a job's events (`GET /v1/jobs/{id}/events`) until a terminal one or `timeout`,
+    /// calling `on_event` for each; returns the terminal event.
+    pub async fn follow(
+        &self,
+        id: &str,
+        timeout: Duration,
+        mut on_event: impl FnMut(&JobEvent),
+    ) -> Result<JobEvent, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || ClientError::Timeout { id: id.to_owned(), timeout };
+        for _ in 0..MAX_STREAM_RECONNECTS {
+            let request = self.http.get(self.url(&format!("/v1/jobs/{id}/events")));
+            let response = tokio::time::timeout_at(deadline, request.bearer_auth(&self.key).send())
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| self.unreachable(e))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(refused(status, &response.bytes().await.unwrap_or_default()));
+            }
+            let mut chunks = response.bytes_stream();
+            let mut buffer = String::new();
+            loop {
+                let next = tokio::time::timeout_at(deadline, chunks.next())
+                    .await
+                    .map_err(|_| timed_out())?;
+                // A dropped stream is reconnected; history is replayed from the start.
+                let Some(Ok(chunk)) = next else { break };
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let frame: String = buffer.drain(..end + 2).collect();
+                    if let Some(event) = parse_frame(&frame) {
+                        on_event(&event);
+                        if event.kind.is_terminal() {
+                            return Ok(event);
+                        }
+                    }
+                }
+            }
+        }
+        Err(ClientError::StreamLost { id: id.to_owned() })
+    }
+}
+
+/// An error answer as a [`ClientError::Refused`]; a body that is not a problem (a proxy's
+/// page) keeps its first words as the detail.
+fn refused(status: reqwest::StatusCode, body: &[u8]) -> ClientError {
+    let problem = serde_json::from_slice(body).unwrap_or_else(|_| Problem {
+        kind: "about:blank".to_owned(),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail: String::from_utf8_lossy(body).chars().take(200).collect(),
+        code: "unknown".to_owned(),
+        field: None,
+    });
+    ClientError::Refused { status: status.as_u16(), problem: Box::new(problem) }
+}
+
+/// One server-sent event's job event; keep-alives and comments are `None`.
+fn parse_frame(frame: &str) -> Option<JobEvent> {
+    let data: String =
+        frame.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim_start).collect();
+    serde_json::from_str(&data).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventKind;
+
+    #[test]
+    fn sse_frames_are_parsed_and_keepalives_skipped() {
+        let frame = "event: completed\nid: job_1.completed\ndata: {\"id\":\"job_1.completed\",\"type\":\"completed\",\"job_id\":\"job_0190f0e0c1a27f3e9b1c2d3e4f5a6b7c\",\"tenant\":\"acme\",\"at\":\"2026-01-01T00:00:00Z\",\"data\":{\"epoch\":1}}\n\n";
+        let event = parse_frame(frame).unwrap();
+        assert_eq!(event.kind, EventKind::Completed);
+        assert_eq!(event.data["epoch"], 1);
+        assert!(parse_frame(":\n\n").is_none());
+    }
+}

@@ -1,0 +1,11 @@
+//! The HTTP API's contract in one place: the views the routes write and the OpenAPI document
+//! describes, and the typed [`Client`] that reads them.
+
+mod client;
+mod views;
+
+pub use self::client::{Client, ClientError, JobsQuery};
+pub use self::views::{
+    CreatedView, JobPageView, JobView, NotificationOutcome, NotificationView, Problem, SourceView,
+    UploadView, WebhookSecretView,
+};

@@ -1,0 +1,144 @@
+//! The JSON shapes of the HTTP API, owned and both ways: the ingest routes serialise them,
+//! the OpenAPI document describes them, and [`super::Client`] (the CLI, the tests) reads them
+//! back — one definition, so a renamed field breaks the build rather than a user.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Progress;
+use crate::jobs::{
+    Job, JobError, JobId, JobOrigin, JobResult, JobSpec, JobStatus, WebhookStatus, rfc3339,
+};
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobView {
+    pub id: JobId,
+    pub status: JobStatus,
+    #[serde(flatten)]
+    pub spec: JobSpec,
+    pub attempts: u32,
+    /// Attempts whose worker died or lost its lease; at `nats.jobs_max_deliver` the job is
+    /// dead-lettered as `job.poison`.
+    pub lost_attempts: u32,
+    pub created_at: String,
+    pub updated_at: String,
+    pub source: Option<SourceView>,
+    /// How the job came: `api`, `nats` (with the producer's `submission_id`) or `watch`
+    /// (with the rule).
+    pub origin: JobOrigin,
+    /// The result summary (URLs of the winning attempt), once completed; with signed
+    /// delivery, its URLs are freshly signed playback URLs.
+    pub result: Option<JobResult>,
+    pub error: Option<JobError>,
+    /// How the job's webhook fared (last terminal event), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookStatus>,
+    /// The latest progress report (frames, percent, fps, speed, ETA) while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// The job's source object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SourceView {
+    /// Shown for a submitted or watched object (the user named or placed it); an API
+    /// upload's key is tcoder's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub size: u64,
+    pub etag: String,
+}
+
+impl JobView {
+    /// The job as its tenant may see it (no progress: that comes from the event stream).
+    pub fn of(job: &Job) -> JobView {
+        JobView {
+            id: job.id.clone(),
+            status: job.status,
+            spec: job.spec.clone(),
+            attempts: job.attempts,
+            lost_attempts: job.lost_attempts,
+            created_at: rfc3339(job.created_at),
+            updated_at: rfc3339(job.updated_at),
+            source: job.source.as_ref().map(|s| SourceView {
+                key: (!job.owns_source()).then(|| s.key.as_str().to_owned()),
+                size: s.size,
+                etag: s.etag.clone(),
+            }),
+            origin: job.origin.clone(),
+            result: job.outputs.clone(),
+            error: job.error.clone(),
+            webhook: job.webhook.clone(),
+            progress: None,
+        }
+    }
+}
+
+/// How to upload the source: a presigned request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UploadView {
+    pub url: String,
+    /// Always `PUT`.
+    pub method: String,
+    /// Headers the PUT must carry exactly (they are part of the signature).
+    pub headers: BTreeMap<String, String>,
+    pub expires_at: String,
+}
+
+/// `POST /v1/jobs`: the job, and how to upload its source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreatedView {
+    pub job: JobView,
+    /// Absent when the job already has its source (a replayed request).
+    pub upload: Option<UploadView>,
+}
+
+/// `GET /v1/jobs`: one page, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobPageView {
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<JobId>,
+}
+
+/// `GET /v1/webhook-secret`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WebhookSecretView {
+    /// `whsec_…`: verifies the `webhook-signature` of tcoder's webhooks.
+    pub secret: String,
+    /// Always `standard-webhooks v1`.
+    pub scheme: String,
+}
+
+/// What became of each event of a notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NotificationView {
+    pub events: Vec<NotificationOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NotificationOutcome {
+    pub key: String,
+    /// `accepted`, `duplicate`, `watched`, `unknown_key`, `not_awaiting`, …
+    pub outcome: String,
+}
+
+/// An error body (RFC 9457 `application/problem+json`), as the API sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `urn:tcoder:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The HTTP status's reason phrase.
+    pub title: String,
+    pub status: u16,
+    /// What went wrong, for a person.
+    pub detail: String,
+    /// Stable, for programs: e.g. `validation.unknown_preset`, `job.not_found`, `rate.limited`.
+    pub code: String,
+    /// The request field at fault (validation errors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
