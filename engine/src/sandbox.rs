@@ -29,6 +29,8 @@ const MAX_PROCESSES: u64 = 4096;
 /// engine's (PID 1 of its namespace); the parent stays behind, waits, and exits as it does.
 pub(crate) fn enter(job_dir: &Path) -> SandboxReport {
     let mut report = SandboxReport::default();
+    // SAFETY: getppid(2) cannot fail.
+    let worker = unsafe { libc::getppid() };
     close_inherited_fds();
     // SAFETY: geteuid(2) cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
@@ -57,12 +59,14 @@ pub(crate) fn enter(job_dir: &Path) -> SandboxReport {
         report.missing.push("network, mount and PID namespaces".into());
     }
     report.network_isolated = report.namespaces;
+    die_with(worker);
     if report.namespaces {
         wait_in_parent_for_pid_one();
-    }
-    // SAFETY: prctl(2) on the calling process: killed when the process above it dies.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        // The engine itself (PID 1 of its namespace): killed when the process above it dies.
+        // SAFETY: prctl(2) on the calling process.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        }
     }
     restrict_files(job_dir, &mut report);
     set_process_limit();
@@ -149,6 +153,21 @@ fn drop_bounding_set() {
         // SAFETY: prctl(2) on the calling process; an unknown number returns EINVAL.
         unsafe {
             libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        }
+    }
+}
+
+/// Sets the parent-death signal again: the kernel clears the one set at spawn on every
+/// credential change (the switch to the sandbox uid, a new user namespace), and without it a
+/// SIGKILLed worker left its engine encoding on the machine's cores. A worker that died before
+/// this point is seen by the parent id having changed: leave at once.
+fn die_with(worker: libc::pid_t) {
+    // SAFETY: prctl(2) and getppid(2) on the calling process; _exit(2) ends it without
+    // running anything else.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if libc::getppid() != worker {
+            libc::_exit(137);
         }
     }
 }

@@ -90,7 +90,19 @@ async fn a_killed_worker_s_job_is_finished_by_another_with_one_commit() {
         }
     })
     .await;
+    // The engine dies with its worker: none of its processes outlives it by a second (the
+    // switch to the sandbox uid clears the parent-death signal; it is set again after it).
+    let engine: Vec<u32> = engine_children(first.pid())
+        .into_iter()
+        .flat_map(|child| [vec![child], engine_children(child)].concat())
+        .collect();
+    assert!(!engine.is_empty(), "an engine runs");
     first.signal(libc::SIGKILL);
+    testkit::eventually_async(Duration::from_secs(1), || async {
+        let alive: Vec<&u32> = engine.iter().filter(|pid| process_alive(**pid)).collect();
+        if alive.is_empty() { Ok(()) } else { Err(format!("engine processes alive: {alive:?}")) }
+    })
+    .await;
     // What the killed attempt had uploaded (as if it died mid-upload).
     let bucket = pipeline.env.s3.bucket();
     let leftover =
@@ -449,4 +461,12 @@ async fn a_forged_completed_event_produces_no_webhook() {
     let kinds: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
     assert_eq!(kinds.last(), Some(&"canceled"), "{body}");
     assert!(!kinds.contains(&"completed"), "the forged event was replayed: {body}");
+}
+
+/// Whether `pid` runs (a zombie waiting to be reaped has ended).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().to_owned()))
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
 }
