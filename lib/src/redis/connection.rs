@@ -199,12 +199,59 @@ async fn open(
     client.get_multiplexed_async_connection_with_config(config).await
 }
 
+/// Commands that only read: sent again on a fresh connection when the socket they went out on
+/// turned out dead, they cannot apply twice.
+const READS: &[&[u8]] = &[
+    b"GET",
+    b"MGET",
+    b"HGET",
+    b"HMGET",
+    b"HGETALL",
+    b"HEXISTS",
+    b"HLEN",
+    b"EXISTS",
+    b"TTL",
+    b"PTTL",
+    b"TYPE",
+    b"STRLEN",
+    b"SISMEMBER",
+    b"SMEMBERS",
+    b"SCARD",
+    b"LRANGE",
+    b"LLEN",
+    b"ZRANGE",
+    b"ZRANGEBYSCORE",
+    b"ZSCORE",
+    b"ZCARD",
+    b"ZCOUNT",
+    b"SCAN",
+    b"PING",
+    b"INFO",
+];
+
+fn is_read(cmd: &Cmd) -> bool {
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => READS.iter().any(|read| name.eq_ignore_ascii_case(read)),
+        _ => false,
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             let (generation, mut connection) = self.shared.live().await?;
             let reply = connection.req_packed_command(cmd).await;
-            self.shared.checked(generation, reply)
+            match self.shared.checked(generation, reply) {
+                // After a restart of Redis every socket is dead and the first request on each
+                // finds out (the API answered its first request 503). A read is sent again,
+                // once, on a fresh connection.
+                Err(e) if e.is_connection_dropped() && !e.is_timeout() && is_read(cmd) => {
+                    let (generation, mut connection) = self.shared.live().await?;
+                    let reply = connection.req_packed_command(cmd).await;
+                    self.shared.checked(generation, reply)
+                }
+                reply => reply,
+            }
         })
     }
 

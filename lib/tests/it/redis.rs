@@ -30,6 +30,29 @@ async fn lua_scripts_run_atomically_on_the_shared_connection() {
     assert_eq!(value, "from-epoch-2");
 }
 
+/// After a restart of Redis every open socket is dead: the first read on the shared
+/// connection is sent again on a fresh one and answers (the API's first request after a
+/// restart was a 503), while a write that met the dead socket is not repeated (it might have
+/// applied) and fails for its caller to decide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_read_after_a_redis_restart_succeeds_and_a_write_is_not_repeated() {
+    let mut env = TestEnv::start_persistent();
+    let mut conn = connect(&settings(&env).redis).await.unwrap();
+    let key = format!("{}test:restart", KEY_PREFIX);
+    let () = redis::cmd("SET").arg(&key).arg("kept").query_async(&mut conn).await.unwrap();
+    tokio::task::block_in_place(|| env.redis.restart());
+    let read: redis::RedisResult<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await;
+    assert_eq!(read.unwrap(), "kept");
+
+    tokio::task::block_in_place(|| env.redis.restart());
+    let counted: redis::RedisResult<i64> =
+        redis::cmd("INCR").arg(format!("{key}:n")).query_async(&mut conn).await;
+    assert!(counted.is_err(), "a write on a dead socket is not sent again: {counted:?}");
+    let counted: i64 =
+        redis::cmd("INCR").arg(format!("{key}:n")).query_async(&mut conn).await.unwrap();
+    assert_eq!(counted, 1, "the caller's retry applies it once");
+}
+
 /// A `rediss://` URL with `tls_ca_file` talks TLS to a server whose certificate that CA signed
 /// (and a user's password in the URL authenticates); without the CA the server is not
 /// trusted, and a plain connection to the TLS port gets nowhere.
