@@ -17,8 +17,26 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `binary` with `env` (plus `TCODER__ADMIN__BIND` on a free port).
     pub fn spawn(binary: &Path, env: &[(String, String)]) -> ServiceProcess {
+        ServiceProcess::spawn_wrapped(&[], binary, env)
+    }
+
+    /// As [`ServiceProcess::spawn`], through `wrapper` (a program and its arguments that end
+    /// by executing the binary, given as the last argument): e.g. `unshare` to run it in a
+    /// namespace of its own. The wrapper must `exec`, so the pid is the service's.
+    pub fn spawn_wrapped(
+        wrapper: &[&str],
+        binary: &Path,
+        env: &[(String, String)],
+    ) -> ServiceProcess {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut command = Command::new(binary);
+        let mut command = match wrapper {
+            [] => Command::new(binary),
+            [program, args @ ..] => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+        };
         command
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("TCODER__ADMIN__BIND", admin.to_string())
@@ -64,6 +82,13 @@ impl ServiceProcess {
                 other => Err(format!("{other:?}")),
             }
         });
+    }
+
+    /// Waits (bounded) until the process exits by itself (after a signal sent with
+    /// [`ServiceProcess::signal`]); returns its exit status, panics if it runs on.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let process = &mut self.process;
+        eventually(within, || process.try_status().ok_or("still running"))
     }
 
     /// SIGTERM and wait up to `grace`; returns the exit status and whether it stopped in time.

@@ -110,7 +110,7 @@ fn main() -> ExitCode {
     let settings = match Settings::load(Service::Cli, cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {
-            eprintln!("tcoder: {e}");
+            say_on_stderr(&format!("tcoder: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -119,7 +119,7 @@ fn main() -> ExitCode {
     // parent-death signal they inherit (it fires when the spawning thread exits).
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
     let Ok(runtime) = runtime else {
-        eprintln!("tcoder: cannot start the async runtime");
+        say_on_stderr("tcoder: cannot start the async runtime");
         return ExitCode::FAILURE;
     };
     let outcome = runtime.block_on(async {
@@ -164,8 +164,15 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("tcoder: {e:#}");
+            say_on_stderr(&format!("tcoder: {e:#}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A line for a person on stderr; nothing (rather than a panic) when nobody reads it (`tcoder
+/// up 2>&1 | tee log` after Ctrl-C).
+fn say_on_stderr(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

@@ -84,6 +84,12 @@ pub fn main<S: Service>() -> ExitCode {
     run::<S>(args.config)
 }
 
+/// A line for a person on stderr; nothing (rather than a panic) when nobody reads it.
+fn say_on_stderr(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Loads settings, starts telemetry and the runtime, and runs the service until a signal.
 pub fn run<S: Service>(config_file: Option<PathBuf>) -> ExitCode {
     crate::install_crypto_provider();
@@ -91,7 +97,7 @@ pub fn run<S: Service>(config_file: Option<PathBuf>) -> ExitCode {
     let settings = match Settings::load(S::NAME, config_file.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {
-            eprintln!("tcoder-{}: {e}", S::NAME.name());
+            say_on_stderr(&format!("tcoder-{}: {e}", S::NAME.name()));
             return ExitCode::from(2);
         }
     };
@@ -115,7 +121,7 @@ pub fn run<S: Service>(config_file: Option<PathBuf>) -> ExitCode {
         }
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "exiting after error");
-            eprintln!("tcoder-{}: {e:#}", S::NAME.name());
+            say_on_stderr(&format!("tcoder-{}: {e:#}", S::NAME.name()));
             ExitCode::FAILURE
         }
     }
