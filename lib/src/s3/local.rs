@@ -233,6 +233,28 @@ struct NotifyingStore {
 }
 
 impl NotifyingStore {
+    /// Removes the folders a deleted object leaves empty, deepest first, up to (not
+    /// including) the key's top folder (`outputs/`, `uploads/`): s3s-fs keeps them, and every
+    /// listing walked a finished job's empty folder tree. `remove_dir` refuses a folder that is
+    /// not empty, which is where pruning stops.
+    async fn prune_empty_folders(&self, bucket: &str, key: &str) {
+        let parts: Vec<&str> = key.split('/').collect();
+        if !plain(bucket) || !parts.iter().copied().all(plain) {
+            return;
+        }
+        let top = self.root.join(bucket).join(parts[0]);
+        let mut folder = self.root.join(bucket).join(key);
+        while let Some(parent) = folder.parent() {
+            if parent == top || !parent.starts_with(&top) {
+                break;
+            }
+            if tokio::fs::remove_dir(parent).await.is_err() {
+                break;
+            }
+            folder = parent.to_path_buf();
+        }
+    }
+
     /// Reports a created object. Waits for room on the channel (back-pressure rather than a
     /// lost event); if ingest is shutting down and the receiver is gone, the periodic sweep
     /// finds the object instead.
@@ -296,6 +318,30 @@ impl S3 for NotifyingStore {
         Ok(response)
     }
 
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let response = self.inner.delete_object(req).await?;
+        self.prune_empty_folders(&bucket, &key).await;
+        Ok(response)
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let bucket = req.input.bucket.clone();
+        let keys: Vec<String> =
+            req.input.delete.objects.iter().map(|object| object.key.clone()).collect();
+        let response = self.inner.delete_objects(req).await?;
+        for key in &keys {
+            self.prune_empty_folders(&bucket, key).await;
+        }
+        Ok(response)
+    }
+
     /// s3s-fs walks the whole bucket for every listing and filters by prefix afterwards: on
     /// a bucket that keeps every job's outputs, each listing (ingest's sweep of `uploads/`, a
     /// commit removing a split title's parts) read every file ever stored. Without a
@@ -307,7 +353,6 @@ impl S3 for NotifyingStore {
         let input = &req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
         let folder = &prefix[..prefix.rfind('/').map_or(0, |end| end + 1)];
-        let plain = |part: &str| !matches!(part, "" | "." | "..") && !part.contains('\\');
         let bucket = self.root.join(&input.bucket);
         // Anything unusual (a delimiter, a path-like prefix, no such bucket) takes s3s-fs's
         // own way, which answers it correctly if slowly.
@@ -354,8 +399,6 @@ impl S3 for NotifyingStore {
     delegate! {
         create_bucket: CreateBucketInput => CreateBucketOutput;
         delete_bucket: DeleteBucketInput => DeleteBucketOutput;
-        delete_object: DeleteObjectInput => DeleteObjectOutput;
-        delete_objects: DeleteObjectsInput => DeleteObjectsOutput;
         get_bucket_location: GetBucketLocationInput => GetBucketLocationOutput;
         get_object: GetObjectInput => GetObjectOutput;
         head_bucket: HeadBucketInput => HeadBucketOutput;
@@ -367,6 +410,11 @@ impl S3 for NotifyingStore {
         list_parts: ListPartsInput => ListPartsOutput;
         abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
     }
+}
+
+/// A path part the store may join as is: not empty, no `.`/`..`, no backslash.
+fn plain(part: &str) -> bool {
+    !matches!(part, "" | "." | "..") && !part.contains('\\')
 }
 
 /// Every file under `folder` (inside `bucket`) whose key starts with `prefix`, as listed

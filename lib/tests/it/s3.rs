@@ -240,6 +240,17 @@ async fn the_embedded_local_store_lists_a_prefix_in_pages() {
         }
     }
     assert_eq!((pages, joined), (3, keys[..5].iter().map(|k| (*k).to_owned()).collect::<Vec<_>>()));
+
+    // Deleting a job's outputs leaves no empty folders behind (listings would walk them):
+    // job_1's tree goes, its neighbours and the top folder stay.
+    let job_1 = s3::KeyPrefix::parse("outputs/acme/job_1/").unwrap();
+    assert_eq!(s3::delete_prefix(&local.client, "local", &job_1, None, 10).await.unwrap(), 3);
+    let bucket = dir.path().join("local");
+    assert!(!bucket.join("outputs/acme/job_1").exists(), "an empty folder tree was left");
+    assert!(bucket.join("outputs/acme/job_10/1/poster.jpg").is_file());
+    let one = s3::Key::parse("uploads/acme/job_3/source").unwrap();
+    s3::delete(&local.client, "local", &one).await.unwrap();
+    assert!(bucket.join("uploads").is_dir() && !bucket.join("uploads/acme").exists());
     local.stop().await;
 }
 
