@@ -70,7 +70,10 @@ pub(crate) async fn stream(
     // duplicate (same id) is skipped.
     let live = state.events.subscribe();
     let history = history(&state, &job).await?;
+    // Every event once: the history's, and a live event a relay published twice (core NATS
+    // delivers each publish; only the stream deduplicates).
     let seen: HashSet<String> = history.iter().map(|e| e.id.clone()).collect();
+    let seen = Arc::new(std::sync::Mutex::new(seen));
     let ended = history.iter().any(|e| e.kind.is_terminal());
     let job_id = job.id.clone();
     let store = state.jobs.clone();
@@ -80,13 +83,18 @@ pub(crate) async fn stream(
         live.recv().await.ok().map(|event| (event, live))
     })
     .filter_map(move |event| {
-        let keep = event.job_id == job_id && !seen.contains(&event.id);
-        let store = store.clone();
+        let (store, seen) = (store.clone(), seen.clone());
+        let ours = event.job_id == job_id;
         async move {
-            match keep && (!event.kind.is_terminal() || confirmed(&store, &event).await) {
-                true => Some(event),
-                false => None,
+            let unseen = |event: &JobEvent| !seen.lock().expect("seen lock").contains(&event.id);
+            if !ours || !unseen(&event) {
+                return None;
             }
+            // Marked seen only once believed: a forged event must not shadow the real one.
+            if event.kind.is_terminal() && !confirmed(&store, &event).await {
+                return None;
+            }
+            seen.lock().expect("seen lock").insert(event.id.clone()).then_some(event)
         }
     });
     let live = if ended { futures_util::stream::empty().boxed() } else { live.boxed() };

@@ -163,6 +163,17 @@ async fn cancel_is_final_and_streams_end_with_the_canceled_event() {
         .await
         .unwrap();
     assert_eq!(events.status(), StatusCode::OK);
+    // A relay may publish an event twice (core NATS delivers both, the stream keeps one):
+    // the event stream carries it once.
+    let queued = json!({
+        "id": format!("{id}.queued.1"), "type": "queued", "job_id": id, "tenant": "acme",
+        "at": "2026-12-01T00:00:00.000Z", "data": {},
+    });
+    let subject = tcoder::events::subjects::event("acme", &id, "queued");
+    for _ in 0..2 {
+        ingest.nats.publish(subject.clone(), queued.to_string().into()).await.unwrap();
+    }
+    ingest.nats.flush().await.unwrap();
     let cancel_url = format!("{}/v1/jobs/{id}/cancel", ingest.api);
     let canceled: serde_json::Value = ingest
         .http
@@ -178,8 +189,8 @@ async fn cancel_is_final_and_streams_end_with_the_canceled_event() {
     let again = ingest.http.post(&cancel_url).bearer_auth(&ingest.key_a).send().await.unwrap();
     assert_eq!(again.status(), StatusCode::CONFLICT);
 
-    // The stream replays `accepted`, then delivers `canceled` and closes.
-    assert_eq!(event_kinds(events).await, ["accepted", "canceled"]);
+    // The stream replays `accepted`, then delivers `queued` once, `canceled`, and closes.
+    assert_eq!(event_kinds(events).await, ["accepted", "queued", "canceled"]);
 }
 
 /// Reads an event stream to its end (bounded) and returns the event kinds it carried.

@@ -36,6 +36,8 @@ pub(crate) struct TestIngest {
     pub s3: aws_sdk_s3::Client,
     pub bucket: String,
     pub js: jetstream::Context,
+    /// A core NATS client (as a producer or a relay publishes).
+    pub nats: async_nats::Client,
     /// The test NATS server's URL.
     pub nats_url: String,
     shutdown: Shutdown,
@@ -84,7 +86,8 @@ pub(crate) async fn spawn(store: Store, extra: &[(&str, String)]) -> TestIngest 
         key_b,
         s3,
         bucket,
-        js: jetstream::new(nats),
+        js: jetstream::new(nats.clone()),
+        nats,
         nats_url,
         shutdown,
         _data: data,
