@@ -15,12 +15,14 @@ run: setup
 test: setup
 	cargo test --workspace
 
-## The suite without its deliberately slow fault windows (the 220 s and 30 s Redis outages,
-## the chaos run), for the edit-compile loop. CI runs `make test`, all of it.
+## The suite without its deliberately slow fault windows (the 220 s Redis outage, five Redis
+## hangs, the 3-minute object-store outage, the chaos run), for the edit-compile loop. CI runs
+## `make test`, all of it.
 test-quick: setup
 	cargo test --workspace -- \
 		--skip outages::a_220s_redis_outage \
-		--skip outages::a_30s_redis_hang \
+		--skip outages::five_redis_hangs \
+		--skip outages::a_3_minute_object_store_outage \
 		--skip chaos::jobs_survive_random_faults
 
 ## Measure against FFmpeg, split titles and the control plane; rewrites docs/BENCHMARKS.md (~50 min).

@@ -159,8 +159,8 @@ fn drop_bounding_set() {
 
 /// Sets the parent-death signal again: the kernel clears the one set at spawn on every
 /// credential change (the switch to the sandbox uid, a new user namespace), and without it a
-/// SIGKILLed worker left its engine encoding on the machine's cores. A worker that died before
-/// this point is seen by the parent id having changed: leave at once.
+/// worker killed with SIGKILL left its engine encoding on the machine's cores. A worker that
+/// died before this point is seen by the parent id having changed: leave at once.
 fn die_with(worker: libc::pid_t) {
     // SAFETY: prctl(2) and getppid(2) on the calling process; _exit(2) ends it without
     // running anything else.

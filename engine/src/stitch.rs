@@ -33,7 +33,8 @@ fn invalid(message: String) -> EngineError {
 }
 
 fn io(what: &str, e: &std::io::Error) -> EngineError {
-    EngineError::new(ErrorCode::Disk, format!("{what}: {e}"))
+    let disk = crate::error::disk(e);
+    EngineError::new(disk.code, format!("{what}: {e}"))
 }
 
 /// Stitches the HLS outputs of `chunks` (each a chunk's output directory, in title order) and

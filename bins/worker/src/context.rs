@@ -32,9 +32,31 @@ pub(crate) struct Worker {
     /// pull loop checks Redis before taking more work, so a worker cut off from Redis (but not
     /// from NATS) does not hold work items other workers could run.
     pub redis_suspect: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when an attempt found the scratch disk full: the machine takes no more work and
+    /// exits once its running jobs end (their jobs are retried elsewhere).
+    pub disk_full: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Worker {
+    /// How often a held work item gets an in-progress ack: three times per AckWait.
+    pub(crate) fn hold_interval(&self) -> Duration {
+        (self.ack_wait / 3).max(Duration::from_millis(100))
+    }
+
+    /// Looks at how an attempt failed: a full scratch disk makes this machine unfit for work.
+    pub(crate) fn note_failure(&self, error: &tcoder::engine::EngineError) {
+        if error.code == tcoder::engine::ErrorCode::DiskFull
+            && !self.disk_full.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::error!(%error, dir = %self.config.scratch_dir.display(), "the scratch disk is full: this machine takes no more work and exits when its running jobs end");
+        }
+    }
+
+    /// Whether this machine may take more work (its scratch disk has room).
+    pub(crate) fn fit_for_work(&self) -> bool {
+        !self.disk_full.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) fn note_redis(&self, reachable: bool) {
         self.redis_suspect.store(!reachable, std::sync::atomic::Ordering::Relaxed);
     }

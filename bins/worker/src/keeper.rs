@@ -1,6 +1,14 @@
 //! Keeps an attempt's lease alive while the engine runs, and decides when to stop: the job was
-//! canceled, another attempt took it over, or the lease could not be renewed for nearly a full
-//! TTL (self-fencing: better to stop than to run on while another worker may have started).
+//! canceled, another attempt took it over, or Redis stayed unreachable for longer than
+//! [`OUTAGE_PATIENCE`].
+//!
+//! An outage of Redis is a pause, not a verdict: the engine keeps encoding, the work item is
+//! kept with in-progress acks (so JetStream gives it to nobody else), renewals are retried every
+//! tick, and the first one that lands after the outage takes the lease back at the same epoch
+//! (`renew.lua` re-sets a lapsed lease while the job still runs at this epoch; a newer claim
+//! would answer `lost`). Nobody can take the job over meanwhile: a claim needs the work item
+//! and Redis, and the reconciler watches a lapsed lease for longer than a TTL — in which the
+//! keeper's next tick has renewed it. Commits are fenced by the epoch whatever happens.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +28,7 @@ pub(crate) enum StopReason {
     Canceled,
     /// A newer attempt owns the job: no ack, no nak.
     Lost,
-    /// The lease could not be renewed in time: no ack, no nak.
+    /// Redis stayed unreachable for longer than [`OUTAGE_PATIENCE`]: no ack, no nak.
     SelfFenced,
     /// The worker is shutting down: requeue and nak at once.
     Released,
@@ -71,12 +79,17 @@ pub(crate) fn stop_on(
     })
 }
 
+/// How long an attempt waits for an unreachable Redis — its claim, its lease, its commit —
+/// before it gives up (docs/OPERATIONS.md, "Redis unreachable").
+pub(crate) const OUTAGE_PATIENCE: Duration = Duration::from_secs(15 * 60);
+
 /// One attempt's lease, as the keeper sees it.
 pub(crate) trait Lease {
     /// Renews the lease for another TTL; `Err` is a failure to reach the store.
     fn renew(&self) -> impl Future<Output = Result<RenewOutcome, String>> + Send;
-    /// Called after each successful renewal (tells JetStream the message is in progress).
-    fn renewed(&self) -> impl Future<Output = ()> + Send;
+    /// Called after each renewal that did not stop the attempt, renewed or not: tells
+    /// JetStream the work item is in progress, so an outage of Redis does not hand it on.
+    fn hold_work_item(&self) -> impl Future<Output = ()> + Send;
     /// Called after each failed or timed-out renewal.
     fn renewal_failed(&self, error: &str);
 }
@@ -97,7 +110,7 @@ impl Lease for RedisLease {
         self.jobs.renew(&self.attempt, self.ttl).await.map_err(|e| e.to_string())
     }
 
-    async fn renewed(&self) {
+    async fn hold_work_item(&self) {
         if let Err(e) = self.message.ack_with(AckKind::Progress).await {
             tracing::debug!(error = %e, "in-progress ack failed");
         }
@@ -114,6 +127,8 @@ impl Lease for RedisLease {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LeaseTiming {
     pub ttl: Duration,
+    /// How long renewals may fail before the attempt stops.
+    pub patience: Duration,
 }
 
 impl LeaseTiming {
@@ -127,10 +142,17 @@ impl LeaseTiming {
         since_ok >= self.ttl / 3
     }
 
-    /// Self-fence: the lease may lapse before another renewal could land, and another worker
-    /// may then take the job over; better to stop first.
+    /// The outage outlasted the patience: stop the attempt (its work item is redelivered
+    /// once the worker stops holding it).
     pub(crate) fn overdue(self, since_ok: Duration) -> bool {
-        since_ok >= self.ttl * 5 / 6
+        since_ok >= self.patience
+    }
+}
+
+impl LeaseTiming {
+    /// A lease of `ttl`, held through outages up to [`OUTAGE_PATIENCE`].
+    pub(crate) fn of(ttl: Duration) -> LeaseTiming {
+        LeaseTiming { ttl, patience: OUTAGE_PATIENCE }
     }
 }
 
@@ -147,7 +169,7 @@ pub(crate) async fn keep_lease(
     let job = attempt.job_id.to_string();
     let epoch = attempt.epoch;
     let lease = RedisLease { jobs, attempt, message, ttl, metrics: metrics.clone(), redis_suspect };
-    if let Some(reason) = keep(&lease, LeaseTiming { ttl }, &stop).await {
+    if let Some(reason) = keep(&lease, LeaseTiming::of(ttl), &stop).await {
         match reason {
             StopReason::Lost => {
                 tracing::warn!(job, epoch, "lease lost to a newer attempt; stopping");
@@ -157,7 +179,8 @@ pub(crate) async fn keep_lease(
                 tracing::error!(
                     job,
                     epoch,
-                    "cannot keep the lease; stopping the engine and letting the job go"
+                    patience = ?OUTAGE_PATIENCE,
+                    "Redis unreachable for longer than the outage patience; stopping the engine and letting the job go"
                 );
                 metrics.self_fences.inc();
             }
@@ -188,7 +211,7 @@ pub(crate) async fn keep(
         let failure = match tokio::time::timeout(tick, lease.renew()).await {
             Ok(Ok(RenewOutcome::Renewed)) => {
                 last_ok = Instant::now();
-                lease.renewed().await;
+                lease.hold_work_item().await;
                 continue;
             }
             Ok(Ok(RenewOutcome::Canceled)) => StopReason::Canceled,
@@ -203,6 +226,7 @@ pub(crate) async fn keep(
             }
         };
         if failure == StopReason::SelfFenced && !timing.overdue(last_ok.elapsed()) {
+            lease.hold_work_item().await;
             continue;
         }
         stop.stop(failure);
@@ -217,6 +241,7 @@ mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(30);
+    const TIMING: LeaseTiming = LeaseTiming { ttl: TTL, patience: Duration::from_secs(120) };
 
     /// A lease whose renewals answer from a script (then keep succeeding), recording when
     /// each renewal was attempted.
@@ -225,6 +250,7 @@ mod tests {
         started: Instant,
         attempts: Mutex<Vec<Duration>>,
         failures: AtomicU32,
+        holds: AtomicU32,
         hang: bool,
     }
 
@@ -235,6 +261,7 @@ mod tests {
                 started: Instant::now(),
                 attempts: Mutex::new(Vec::new()),
                 failures: AtomicU32::new(0),
+                holds: AtomicU32::new(0),
                 hang: false,
             }
         }
@@ -249,7 +276,9 @@ mod tests {
             self.answers.lock().unwrap().pop().unwrap_or(Ok(RenewOutcome::Renewed))
         }
 
-        async fn renewed(&self) {}
+        async fn hold_work_item(&self) {
+            self.holds.fetch_add(1, Ordering::SeqCst);
+        }
 
         fn renewal_failed(&self, _: &str) {
             self.failures.fetch_add(1, Ordering::SeqCst);
@@ -260,7 +289,7 @@ mod tests {
     async fn renewals_come_every_third_of_the_ttl_while_they_succeed() {
         let lease = Scripted::new(vec![]);
         let stop = Stop::default();
-        let keeper = keep(&lease, LeaseTiming { ttl: TTL }, &stop);
+        let keeper = keep(&lease, TIMING, &stop);
         let stopper = async {
             tokio::time::sleep(TTL * 2 - Duration::from_secs(1)).await;
             stop.stop(StopReason::Released);
@@ -272,48 +301,71 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn failed_renewals_are_retried_each_tick_then_self_fence_at_five_sixths() {
-        let failing = (0..10).map(|_| Err("redis down".to_owned())).collect();
+    async fn an_outage_holds_the_work_item_each_tick_and_gives_up_after_the_patience() {
+        let failing = (0..100).map(|_| Err("redis down".to_owned())).collect();
         let lease = Scripted::new(failing);
         let stop = Stop::default();
-        let reason = keep(&lease, LeaseTiming { ttl: TTL }, &stop).await;
+        let reason = keep(&lease, TIMING, &stop).await;
         assert_eq!(reason, Some(StopReason::SelfFenced));
         assert_eq!(stop.reason(), Some(StopReason::SelfFenced));
-        // Due at 10 s, retried every 5 s tick; at 25 s (5/6 of 30 s) it gives up.
+        // Due at 10 s, retried every 5 s tick; at 120 s without a renewal it gives up.
         let attempts = lease.attempts.lock().unwrap().clone();
-        assert_eq!(attempts, [10, 15, 20, 25].map(Duration::from_secs));
-        assert_eq!(lease.failures.load(Ordering::SeqCst), 4);
+        let expected: Vec<Duration> = (2..=24).map(|tick| Duration::from_secs(tick * 5)).collect();
+        assert_eq!(attempts, expected);
+        assert_eq!(lease.failures.load(Ordering::SeqCst), 23);
+        // The work item was kept after every failure but the last.
+        assert_eq!(lease.holds.load(Ordering::SeqCst), 22);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outages_longer_than_the_lease_are_paused_through_and_renewals_resume() {
+        // Five outages of 40 s (longer than the 30 s lease), each followed by two renewals.
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            answers.extend((0..8).map(|_| Err("redis down".to_owned())));
+            answers.extend([Ok(RenewOutcome::Renewed), Ok(RenewOutcome::Renewed)]);
+        }
+        let lease = Scripted::new(answers);
+        let stop = Stop::default();
+        let keeper = keep(&lease, TIMING, &stop);
+        let stopper = async {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            stop.stop(StopReason::Released);
+        };
+        let (reason, ()) = tokio::join!(keeper, stopper);
+        assert_eq!(reason, None, "the keeper never stopped the attempt");
+        assert_eq!(lease.failures.load(Ordering::SeqCst), 40);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_blip_is_survived_and_the_clock_restarts_from_the_success() {
-        let lease = Scripted::new(vec![
-            Err("blip".into()),
-            Err("blip".into()),
-            Ok(RenewOutcome::Renewed),
-            Err("blip".into()),
-            Err("blip".into()),
-            Err("blip".into()),
-            Err("blip".into()),
-        ]);
+        let lease =
+            Scripted::new(vec![Err("blip".into()), Err("blip".into()), Ok(RenewOutcome::Renewed)]);
         let stop = Stop::default();
-        let reason = keep(&lease, LeaseTiming { ttl: TTL }, &stop).await;
-        assert_eq!(reason, Some(StopReason::SelfFenced));
-        // Renewed at 20 s; then due at 30 s and given up at 45 s (25 s after the success).
+        let keeper = keep(&lease, TIMING, &stop);
+        let stopper = async {
+            tokio::time::sleep(Duration::from_secs(41)).await;
+            stop.stop(StopReason::Released);
+        };
+        let (reason, ()) = tokio::join!(keeper, stopper);
+        assert_eq!(reason, None);
+        // Renewed at 20 s; the next is due a third of the TTL after that success.
         let attempts = lease.attempts.lock().unwrap().clone();
-        assert_eq!(attempts, [10, 15, 20, 30, 35, 40, 45].map(Duration::from_secs));
+        assert_eq!(attempts, [10, 15, 20, 30, 40].map(Duration::from_secs));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_hanging_store_counts_as_failing_and_fences_in_time() {
+    async fn a_hanging_store_counts_as_an_outage_and_is_given_up_in_bounded_time() {
         let mut lease = Scripted::new(vec![]);
         lease.hang = true;
         let stop = Stop::default();
         let started = Instant::now();
-        let reason = keep(&lease, LeaseTiming { ttl: TTL }, &stop).await;
+        let reason = keep(&lease, TIMING, &stop).await;
         assert_eq!(reason, Some(StopReason::SelfFenced));
-        // Each renewal is cut off after one tick: stopped before the lease could lapse.
-        assert!(started.elapsed() < TTL, "{:?}", started.elapsed());
+        // Each renewal is cut off after one tick; the patience bounds the whole wait.
+        let waited = started.elapsed();
+        assert!(waited >= TIMING.patience && waited <= TIMING.patience + TTL, "{waited:?}");
+        assert!(lease.holds.load(Ordering::SeqCst) > 0, "the work item was held meanwhile");
     }
 
     #[tokio::test(start_paused = true)]
@@ -323,7 +375,7 @@ mod tests {
         {
             let lease = Scripted::new(vec![Ok(answer)]);
             let stop = Stop::default();
-            assert_eq!(keep(&lease, LeaseTiming { ttl: TTL }, &stop).await, Some(expected));
+            assert_eq!(keep(&lease, TIMING, &stop).await, Some(expected));
             assert_eq!(lease.attempts.lock().unwrap().len(), 1);
         }
     }

@@ -95,6 +95,7 @@ impl Service for App {
             metrics: WorkerMetrics::register(&common.metrics),
             config: Arc::new(settings.worker),
             redis_suspect: Arc::default(),
+            disk_full: Arc::default(),
         };
         let removed = scratch::remove_stale(&worker.config.scratch_dir, &worker.jobs).await;
         if removed > 0 {
@@ -115,6 +116,7 @@ impl Service for App {
             "machine heartbeat",
             heartbeat(self.worker.clone(), self.common.connections.redis.clone(), token.clone()),
         );
+        tasks.spawn("scratch sweep", sweep_scratch(self.worker.clone(), token.clone()));
         tasks.spawn(
             "outbox relay",
             tcoder::events::run_outbox_relay(
@@ -151,6 +153,23 @@ fn advertised_admin(bound: std::net::SocketAddr) -> Option<String> {
     }
     let ip: std::net::IpAddr = std::env::var("FLY_PRIVATE_IP").ok()?.parse().ok()?;
     Some(std::net::SocketAddr::new(ip, bound.port()).to_string())
+}
+
+/// Removes dead attempts' scratch folders every [`scratch::SWEEP_INTERVAL`].
+async fn sweep_scratch(
+    worker: Worker,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(scratch::SWEEP_INTERVAL) => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+        let removed = scratch::remove_stale(&worker.config.scratch_dir, &worker.jobs).await;
+        if removed > 0 {
+            tracing::info!(removed, "removed scratch folders of dead attempts");
+        }
+    }
 }
 
 /// Renews the machine's lease and record every third of the lease TTL.

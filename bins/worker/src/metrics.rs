@@ -29,6 +29,10 @@ pub(crate) struct WorkerMetrics {
     pub commit_retries: IntCounter,
     /// Claims holding their message while Redis cannot be reached.
     pub waiting_for_redis: IntGauge,
+    /// Object-store requests retried while the store could not be reached (the attempt held).
+    pub store_retries: IntCounter,
+    /// Attempts waiting for the object store to answer.
+    pub waiting_for_store: IntGauge,
     pub cost_usd: Counter,
     pub machine_seconds: Counter,
     pub put_requests: IntCounter,
@@ -67,6 +71,8 @@ impl WorkerMetrics {
             sandbox_incomplete: counter("tcoder_engine_sandbox_incomplete_total", "Engine runs whose sandbox lacked a layer this kernel refused (user namespace, Landlock, seccomp...): see the worker's warning for which."),
             commit_retries: counter("tcoder_commit_retries_total", "Commits retried after a transient Redis error (safe: a commit is fenced by its epoch and idempotent)."),
             waiting_for_redis: IntGauge::new("tcoder_worker_claims_waiting_for_redis", "Work items held (in-progress acks, no delivery spent) while their claim waits for Redis to answer.").expect("valid metric"),
+            store_retries: counter("tcoder_store_retries_total", "Object-store requests (download, upload) retried while the store could not be reached: the attempt holds its lease and work item instead of spending a delivery."),
+            waiting_for_store: IntGauge::new("tcoder_worker_attempts_waiting_for_store", "Attempts holding their work while the object store does not answer.").expect("valid metric"),
             cost_usd: Counter::new("tcoder_job_cost_usd_total", "Estimated cost of completed jobs in US dollars, from the configured [worker.cost] prices.").expect("valid metric"),
             machine_seconds: Counter::new("tcoder_job_machine_seconds_total", "Machine seconds occupied by completed jobs (download + engine + upload).").expect("valid metric"),
             put_requests: counter("tcoder_storage_put_requests_total", "Object write requests made to store outputs of completed jobs."),
@@ -99,6 +105,7 @@ impl WorkerMetrics {
         metrics.register(&m.machine_seconds);
         metrics.register(&m.job_cost);
         metrics.register(&m.waiting_for_redis);
+        metrics.register(&m.waiting_for_store);
         for c in [
             &m.engine_cpu_seconds,
             &m.bytes_in,
@@ -107,6 +114,7 @@ impl WorkerMetrics {
             &m.lease_renewals_failed,
             &m.self_fences,
             &m.commit_retries,
+            &m.store_retries,
             &m.sandbox_incomplete,
             &m.put_requests,
         ] {

@@ -40,6 +40,8 @@ pub(crate) enum ExitReason {
     Idle,
     JobBudget,
     FailureBudget,
+    /// The scratch disk filled up (`machine.disk_full`).
+    DiskFull,
 }
 
 /// The machine's budgets (from `[worker]`).
@@ -89,13 +91,21 @@ impl Tally {
             if outcome.is_machine_failure() { self.failures_in_row + 1 } else { 0 };
     }
 
-    /// What to do with `running` jobs in flight: exhausted budgets stop the intake (and end
-    /// the loop once nothing runs), free slots are filled.
-    pub(crate) fn next(&self, budgets: &Budgets, running: usize, shutdown: bool) -> Next {
+    /// What to do with `running` jobs in flight: exhausted budgets or an unfit machine (its
+    /// disk full) stop the intake (and end the loop once nothing runs), free slots are filled.
+    pub(crate) fn next(
+        &self,
+        budgets: &Budgets,
+        running: usize,
+        shutdown: bool,
+        fit: bool,
+    ) -> Next {
         let spent = budgets.max_jobs > 0 && self.finished + running as u64 >= budgets.max_jobs;
         let failing = self.failures_in_row >= budgets.max_failures;
         match (shutdown, spent, failing) {
             (true, ..) => Next::Exit(ExitReason::Shutdown),
+            _ if !fit && running == 0 => Next::Exit(ExitReason::DiskFull),
+            _ if !fit => Next::Wait,
             (_, true, _) if running == 0 => Next::Exit(ExitReason::JobBudget),
             (_, false, true) if running == 0 => Next::Exit(ExitReason::FailureBudget),
             (_, true, _) | (_, _, true) => Next::Wait,
@@ -179,7 +189,7 @@ pub(crate) async fn run(worker: Worker, shutdown: Shutdown) -> anyhow::Result<Ex
         while let Some(done) = running.try_join_next() {
             account(&worker, done, &mut tally);
         }
-        match tally.next(&budgets, running.len(), shutdown.is_triggered()) {
+        match tally.next(&budgets, running.len(), shutdown.is_triggered(), worker.fit_for_work()) {
             Next::Exit(reason) => break reason,
             // Cut off from Redis: leave the work to workers that can run it.
             Next::Fetch(_) if !worker.redis_reachable().await => {}
@@ -292,10 +302,10 @@ mod tests {
     async fn free_slots_are_filled_and_shutdown_ends_the_intake() {
         let tally = Tally::new(Instant::now());
         let b = budgets(0, 3, 60);
-        assert_eq!(tally.next(&b, 0, false), Next::Fetch(2));
-        assert_eq!(tally.next(&b, 1, false), Next::Fetch(1));
-        assert_eq!(tally.next(&b, 2, false), Next::Wait);
-        assert_eq!(tally.next(&b, 2, true), Next::Exit(ExitReason::Shutdown));
+        assert_eq!(tally.next(&b, 0, false, true), Next::Fetch(2));
+        assert_eq!(tally.next(&b, 1, false, true), Next::Fetch(1));
+        assert_eq!(tally.next(&b, 2, false, true), Next::Wait);
+        assert_eq!(tally.next(&b, 2, true, true), Next::Exit(ExitReason::Shutdown));
     }
 
     #[tokio::test(start_paused = true)]
@@ -320,12 +330,12 @@ mod tests {
         let b = budgets(2, 3, 0);
         let mut tally = Tally::new(Instant::now());
         tally.account(&Outcome::Completed, Instant::now());
-        assert_eq!(tally.next(&b, 0, false), Next::Fetch(1));
-        assert_eq!(tally.next(&b, 1, false), Next::Wait, "1 done + 1 running = budget");
+        assert_eq!(tally.next(&b, 0, false, true), Next::Fetch(1));
+        assert_eq!(tally.next(&b, 1, false, true), Next::Wait, "1 done + 1 running = budget");
         tally.account(&Outcome::Skipped, Instant::now());
-        assert_eq!(tally.next(&b, 1, false), Next::Wait, "a skipped message is no job");
+        assert_eq!(tally.next(&b, 1, false, true), Next::Wait, "a skipped message is no job");
         tally.account(&Outcome::Failed(ErrorCode::Corrupt), Instant::now());
-        assert_eq!(tally.next(&b, 0, false), Next::Exit(ExitReason::JobBudget));
+        assert_eq!(tally.next(&b, 0, false, true), Next::Exit(ExitReason::JobBudget));
     }
 
     #[tokio::test(start_paused = true)]
@@ -340,7 +350,20 @@ mod tests {
         assert_eq!(tally.failures_in_row, 0);
         tally.account(&Outcome::Failed(ErrorCode::Memory), Instant::now());
         tally.account(&Outcome::Retried, Instant::now());
-        assert_eq!(tally.next(&b, 1, false), Next::Wait, "no intake; the running job finishes");
-        assert_eq!(tally.next(&b, 0, false), Next::Exit(ExitReason::FailureBudget));
+        assert_eq!(
+            tally.next(&b, 1, false, true),
+            Next::Wait,
+            "no intake; the running job finishes"
+        );
+        assert_eq!(tally.next(&b, 0, false, true), Next::Exit(ExitReason::FailureBudget));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_disk_stops_the_intake_and_ends_the_loop_once_nothing_runs() {
+        let tally = Tally::new(Instant::now());
+        let b = budgets(0, 3, 0);
+        assert_eq!(tally.next(&b, 1, false, false), Next::Wait, "the running job finishes");
+        assert_eq!(tally.next(&b, 0, false, false), Next::Exit(ExitReason::DiskFull));
+        assert_eq!(tally.next(&b, 0, true, false), Next::Exit(ExitReason::Shutdown));
     }
 }

@@ -1,11 +1,13 @@
 //! Scratch folders of attempts that died (a killed worker, a crashed machine) are removed
-//! when a worker starts, so a host's disk does not fill up with their sources and outputs.
+//! when a worker starts and every [`SWEEP_INTERVAL`] after, so a host's disk does not fill up
+//! with their sources and outputs. A full scratch disk is the machine's fault, not the job's.
 //! Several workers may share one scratch folder (the local provider's machines do), so only
 //! folders no live attempt can own are removed: the job's current attempt is not theirs, or
 //! the job is not running.
 
 use std::path::{Path, PathBuf};
 
+use tcoder::engine::{EngineError, ErrorCode};
 use tcoder::jobs::{JobId, JobStatus, JobStore};
 
 /// Whose a scratch folder is.
@@ -58,6 +60,45 @@ async fn stale(owner: &Owner, jobs: &JobStore) -> Result<bool, tcoder::redis::Re
     })
 }
 
+/// How often a running worker looks for dead attempts' folders (another worker sharing the
+/// folder may have died since this one started).
+pub(crate) const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Free space under which a failed attempt is blamed on the machine: its scratch disk filled
+/// up. FFmpeg's muxers do not always report `ENOSPC` as such (a playlist cut short reads as an
+/// invalid output), so the disk itself is looked at.
+const NEARLY_FULL_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Bytes an unprivileged writer may still write on the file system of `dir`.
+fn available_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: statvfs(3) with a NUL-terminated path and a pointer to writable memory of the
+    // right type; read only when it succeeded.
+    let stats = unsafe {
+        if libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stats.assume_init()
+    };
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
+/// `error` (an attempt's failure, found before its folder in `dir` is removed) as the machine's
+/// fault when the scratch disk has next to no room left: another machine retries the job.
+pub(crate) fn blame_full_disk(dir: &Path, error: EngineError) -> EngineError {
+    let full = available_bytes(dir).is_some_and(|free| free < NEARLY_FULL_BYTES);
+    match error.code {
+        ErrorCode::Canceled | ErrorCode::DiskFull => error,
+        _ if full => EngineError::new(
+            ErrorCode::DiskFull,
+            format!("the scratch disk is full ({})", error.message),
+        ),
+        _ => error,
+    }
+}
+
 /// Removes stale attempt folders under `dir`; returns how many. Folders whose job cannot be
 /// read (Redis down) are kept for the next start.
 pub(crate) async fn remove_stale(dir: &Path, jobs: &JobStore) -> usize {
@@ -84,6 +125,16 @@ pub(crate) async fn remove_stale(dir: &Path, jobs: &JobStore) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_is_the_job_s_unless_the_scratch_disk_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        // This test's temporary folder has room: the error stays what it was.
+        let invalid = EngineError::new(ErrorCode::OutputInvalid, "playlist cut short");
+        assert_eq!(blame_full_disk(dir.path(), invalid.clone()), invalid);
+        assert!(available_bytes(dir.path()).is_some_and(|free| free >= NEARLY_FULL_BYTES));
+        assert_eq!(available_bytes(Path::new("/no/such/folder")), None);
+    }
 
     #[test]
     fn attempt_folders_name_their_job_and_epoch() {

@@ -5,12 +5,8 @@ use super::*;
 
 pub(crate) fn io_error(e: std::io::Error) -> EngineError {
     let code = match e.raw_os_error() {
-        Some(libc_enospc)
-            if libc_enospc == ffmpeg::util::error::ENOSPC
-                || libc_enospc == ffmpeg::util::error::EFBIG =>
-        {
-            ErrorCode::Disk
-        }
+        Some(errno) if errno == ffmpeg::util::error::ENOSPC => ErrorCode::DiskFull,
+        Some(errno) if errno == ffmpeg::util::error::EFBIG => ErrorCode::Disk,
         _ => ErrorCode::Failed,
     };
     EngineError::new(code, e.to_string())

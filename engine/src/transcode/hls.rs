@@ -110,8 +110,7 @@ pub(crate) fn write_master(
             variant.name
         );
     }
-    std::fs::write(dir.join("master.m3u8"), master)
-        .map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))
+    std::fs::write(dir.join("master.m3u8"), master).map_err(|e| crate::error::disk(&e))
 }
 
 /// RFC 6381 codec string of an H.264 stream from its extradata (avcC or Annex B SPS).

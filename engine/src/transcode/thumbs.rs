@@ -94,11 +94,9 @@ impl Thumbnails {
     /// A chunk's share, written raw (no JPEG generation loss before the stitch encodes the
     /// sprite): `tile_<i>.yuv` for each tile it filled, `poster.yuv` if the poster fell in it.
     pub(crate) fn write_part(&self, dir: &Path) -> Result<(), EngineError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|e| crate::error::disk(&e))?;
         let write = |frame: &frame::Video, name: String| {
-            std::fs::write(dir.join(name), raw(frame))
-                .map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))
+            std::fs::write(dir.join(name), raw(frame)).map_err(|e| crate::error::disk(&e))
         };
         for (n, tile) in self.tiles.iter().enumerate() {
             write(tile, format!("tile_{}.yuv", self.first_tile + n as u32))?;
@@ -153,13 +151,12 @@ impl Thumbnails {
                 self.plan.poster_height,
             )?,
         };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|e| crate::error::disk(&e))?;
         write_jpeg(&poster, &dir.join("poster.jpg"))?;
         let sprite = self.sprite();
         write_jpeg(&sprite, &dir.join("storyboard.jpg"))?;
         std::fs::write(dir.join("storyboard.vtt"), self.vtt(duration_secs))
-            .map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))
+            .map_err(|e| crate::error::disk(&e))
     }
 
     fn rows(&self) -> u32 {
@@ -269,8 +266,7 @@ fn write_jpeg(frame: &frame::Video, path: &Path) -> Result<(), EngineError> {
     opened.send_eof().map_err(|e| crate::error::output("encode jpeg", &e))?;
     let mut packet = Packet::empty();
     opened.receive_packet(&mut packet).map_err(|e| crate::error::output("encode jpeg", &e))?;
-    std::fs::write(path, packet.data().unwrap_or_default())
-        .map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))
+    std::fs::write(path, packet.data().unwrap_or_default()).map_err(|e| crate::error::disk(&e))
 }
 
 /// The planes of a YUV 4:2:0 frame, rows without padding.
@@ -290,8 +286,7 @@ fn raw(frame: &frame::Video) -> Vec<u8> {
 
 /// A frame read back from [`raw`] bytes.
 fn from_raw(path: &Path, width: u32, height: u32) -> Result<frame::Video, EngineError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| EngineError::new(ErrorCode::Disk, e.to_string()))?;
+    let bytes = std::fs::read(path).map_err(|e| crate::error::disk(&e))?;
     let (w, h) = (width as usize, height as usize);
     if bytes.len() != w * h * 3 / 2 {
         return Err(EngineError::new(

@@ -38,6 +38,10 @@ pub enum ErrorCode {
     Timeout,
     #[serde(rename = "limits.disk")]
     Disk,
+    /// The machine's scratch disk is full (`ENOSPC`): not the job's fault — another machine
+    /// retries it, and this one takes no more work.
+    #[serde(rename = "machine.disk_full")]
+    DiskFull,
     #[serde(rename = "engine.crashed")]
     Crashed,
     #[serde(rename = "engine.output_invalid")]
@@ -65,6 +69,7 @@ impl ErrorCode {
             ErrorCode::Cpu => "limits.cpu",
             ErrorCode::Timeout => "limits.timeout",
             ErrorCode::Disk => "limits.disk",
+            ErrorCode::DiskFull => "machine.disk_full",
             ErrorCode::Crashed => "engine.crashed",
             ErrorCode::OutputInvalid => "engine.output_invalid",
             ErrorCode::Failed => "engine.failed",
@@ -73,9 +78,10 @@ impl ErrorCode {
     }
 
     /// Whether another attempt at the same input could succeed. Input and limit errors are
-    /// properties of the input; engine crashes and generic failures may be transient.
+    /// properties of the input; engine crashes, generic failures and a machine's full disk
+    /// may not happen again elsewhere.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorCode::Crashed | ErrorCode::Failed)
+        matches!(self, ErrorCode::Crashed | ErrorCode::Failed | ErrorCode::DiskFull)
     }
 }
 

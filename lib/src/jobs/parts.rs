@@ -23,6 +23,8 @@ static COMMIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/parts_commit.lua")));
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/parts_release.lua")));
+static REOPEN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/parts_reopen.lua")));
 
 /// One claimed attempt at a part: the fencing token its later steps are checked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,6 +316,22 @@ impl JobStore {
             Some("fenced") => Ok(PartCommit::Fenced),
             _ => Err(RedisError::Corrupt(format!("unexpected part commit reply {reply:?}"))),
         }
+    }
+
+    /// Hands committed part `part` (done at `part_epoch`) out again because its outputs are
+    /// gone, if the job still runs at the coordinator's `job_epoch` and the part has not
+    /// moved; `true` when it did.
+    pub async fn reopen_part(
+        &self,
+        id: &JobId,
+        job_epoch: u64,
+        part: u32,
+        part_epoch: u64,
+    ) -> Result<bool, RedisError> {
+        let mut invocation = REOPEN.key(job_key(id));
+        invocation.key(job_part(id, part)).arg(job_epoch).arg(part_epoch).arg(now_ms());
+        let reopened: i64 = self.conn().write_replicated(&invocation).await?;
+        Ok(reopened == 1)
     }
 
     /// Every part of the job, in order (empty when the job was never split).

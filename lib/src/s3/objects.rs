@@ -23,6 +23,10 @@ pub enum S3Error {
     /// The byte range asked for lies outside the object (416, `InvalidRange`).
     #[error("range not satisfiable: {0}")]
     RangeNotSatisfiable(String),
+    /// The local side of a transfer failed (the machine's scratch disk), not the store;
+    /// `full`: no space left on it (`ENOSPC`).
+    #[error("local disk: {what}")]
+    Disk { what: String, full: bool },
     /// Anything else: worth retrying later.
     #[error("{0}")]
     Transient(String),

@@ -16,10 +16,16 @@ pub const PART_SIZE: u64 = 8 * 1024 * 1024;
 use super::objects::classify as sdk;
 use super::{Key, S3Error};
 
-/// Local disk trouble while streaming (the worker's scratch space): worth another attempt,
-/// perhaps on another machine.
-fn disk(what: String) -> S3Error {
-    S3Error::Transient(what)
+/// Local disk trouble while streaming (the worker's scratch space): the machine's, not the
+/// store's — so not waited out as a store outage.
+fn disk(what: &str, error: &std::io::Error) -> S3Error {
+    let full = error.raw_os_error() == Some(libc::ENOSPC);
+    S3Error::Disk { what: format!("{what}: {error}"), full }
+}
+
+/// A file to upload that cannot be read.
+fn unreadable(path: &Path, error: &dyn std::fmt::Display) -> S3Error {
+    S3Error::Disk { what: format!("read {}: {error}", path.display()), full: false }
 }
 
 /// Streams `bucket/key` to `path`; returns the bytes written.
@@ -38,16 +44,16 @@ pub async fn download(
         .map_err(|e| sdk("GetObject", e))?;
     let mut file = tokio::fs::File::create(path)
         .await
-        .map_err(|e| disk(format!("create {}: {e}", path.display())))?;
+        .map_err(|e| disk(&format!("create {}", path.display()), &e))?;
     let mut body = object.body;
     let mut written = 0u64;
     while let Some(chunk) =
-        body.try_next().await.map_err(|e| disk(format!("download {key}: {e}")))?
+        body.try_next().await.map_err(|e| S3Error::Transient(format!("download {key}: {e}")))?
     {
-        file.write_all(&chunk).await.map_err(|e| disk(format!("write {}: {e}", path.display())))?;
+        file.write_all(&chunk).await.map_err(|e| disk(&format!("write {}", path.display()), &e))?;
         written += chunk.len() as u64;
     }
-    file.flush().await.map_err(|e| disk(e.to_string()))?;
+    file.flush().await.map_err(|e| disk(&format!("flush {}", path.display()), &e))?;
     Ok(written)
 }
 
@@ -65,12 +71,10 @@ pub async fn upload(
     cache_control: &str,
 ) -> Result<(), S3Error> {
     let key = key.as_str();
-    let size = tokio::fs::metadata(path)
-        .await
-        .map_err(|e| disk(format!("{}: {e}", path.display())))?
-        .len();
+    let size =
+        tokio::fs::metadata(path).await.map_err(|e| disk(&path.display().to_string(), &e))?.len();
     if size < MULTIPART_THRESHOLD {
-        let body = ByteStream::from_path(path).await.map_err(|e| disk(e.to_string()))?;
+        let body = ByteStream::from_path(path).await.map_err(|e| unreadable(path, &e))?;
         s3.put_object()
             .bucket(bucket)
             .key(key)
@@ -140,7 +144,7 @@ async fn upload_parts(
             .length(Length::Exact(length))
             .build()
             .await
-            .map_err(|e| disk(e.to_string()))?;
+            .map_err(|e| unreadable(path, &e))?;
         let part = s3
             .upload_part()
             .bucket(bucket)

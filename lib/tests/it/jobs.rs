@@ -279,6 +279,27 @@ async fn parts_of_a_split_job_are_fenced_on_their_own_epochs_and_stop_with_the_j
         store.commit_part(&c1, &outputs(1)).await.unwrap(),
         PartCommit::Committed { done: 2, parts: 3 }
     );
+    // Part 1's outputs turn out gone from the store: the current coordinator hands it out
+    // again — once, and only at the epoch it was committed with — and it counts as not done
+    // until its next attempt commits.
+    let reopen = |job_epoch: u64, part_epoch: u64| {
+        let (store, id) = (store.clone(), job.id.clone());
+        async move { store.reopen_part(&id, job_epoch, 1, part_epoch).await.unwrap() }
+    };
+    assert!(!reopen(coordinator.epoch, c1.epoch).await, "a replaced coordinator");
+    assert!(!reopen(successor.epoch, c1.epoch + 1).await, "another attempt's commit");
+    assert!(reopen(successor.epoch, c1.epoch).await);
+    assert!(!reopen(successor.epoch, c1.epoch).await, "once");
+    let reopened = &store.parts(&job.id).await.unwrap()[1];
+    assert_eq!((reopened.status, reopened.result.clone()), (PartStatus::Pending, None));
+    let PartClaim::Claimed(d1) = claim(1, "w3", Duration::from_secs(5)).await else {
+        panic!("part 1 again")
+    };
+    assert_eq!(d1.epoch, c1.epoch + 1);
+    assert_eq!(
+        store.commit_part(&d1, &outputs(1)).await.unwrap(),
+        PartCommit::Committed { done: 2, parts: 3 }
+    );
     // Canceled: the part in flight loses its lease renewal and cannot commit; nothing more
     // is handed out.
     let PartClaim::Claimed(c2) = claim(2, "w3", Duration::from_secs(5)).await else {

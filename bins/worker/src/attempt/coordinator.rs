@@ -15,10 +15,12 @@ use tcoder::engine::{
 };
 use tcoder::events::{self, JobEvent};
 use tcoder::jobs::{Attempt, Job, OutputKind, PartClaim, PartResult, PartState};
-use tcoder::s3::{KeyPrefix, keys, transfer};
+use tcoder::s3::{KeyPrefix, S3Error, keys, transfer};
 
 use super::part::{self, Origin, PartEnd};
-use super::steps::{best_effort, output_path, transient, unless_stopped};
+use super::steps::{
+    best_effort, output_path, store_error, through_store_outage, transient, unless_stopped,
+};
 use super::verdict::{CoordinatorStep, coordinator_step};
 use crate::Worker;
 use crate::keeper::{Stop, StopReason};
@@ -134,39 +136,35 @@ impl Split {
         invite(worker, job, attempt.epoch, &states).await;
 
         let mut local: HashMap<u32, PathBuf> = HashMap::new();
-        let states =
-            run_and_wait(worker, job, attempt.epoch, workdir, input, &parts, &mut local, stop)
-                .await?;
-
-        // Every part committed: gather their outputs as the stitch expects them.
         let layout = StitchParts { dir: workdir.join("parts"), chunks, audio };
-        let parts_folder = keys::job_parts_prefix(&job.tenant, &job.id);
-        tokio::fs::create_dir_all(&layout.dir)
-            .await
-            .map_err(|e| transient(format!("scratch: {e}")))?;
-        let mut usage = PartsUsage { cpu_secs: self.probe_cpu_secs, helpers_machine_secs: 0.0 };
-        let mut frames = 0;
-        for (state, definition) in states.iter().zip(&parts) {
-            let committed = state
-                .result
-                .as_ref()
-                .ok_or_else(|| transient(format!("part {} has no readable result", state.part)))?;
-            let target = match definition {
-                Part::Audio => layout.audio_dir(),
-                _ => layout.chunk_dir(state.part),
-            };
-            match local.remove(&state.part) {
-                Some(mine) => tokio::fs::rename(&mine, &target)
-                    .await
-                    .map_err(|e| transient(format!("scratch: {e}")))?,
-                None => {
-                    fetch(worker, committed, &parts_folder, &target, stop).await?;
-                    usage.helpers_machine_secs += committed.machine_secs;
+        let mut reopened = 0;
+        let (mut usage, frames) = loop {
+            let states =
+                run_and_wait(worker, job, attempt.epoch, workdir, input, &parts, &mut local, stop)
+                    .await?;
+            // Every part committed: gather their outputs as the stitch expects them.
+            match gather(worker, job, &states, &parts, &layout, &mut local, stop).await {
+                Ok(gathered) => break gathered,
+                Err(Gather::Missing { part, epoch }) if reopened < MAX_REOPENS => {
+                    reopened += 1;
+                    tracing::warn!(
+                        part,
+                        epoch,
+                        "a committed part's outputs are missing; running it again"
+                    );
+                    worker
+                        .jobs
+                        .reopen_part(&job.id, attempt.epoch, part, epoch)
+                        .await
+                        .map_err(|e| transient(e.to_string()))?;
                 }
+                Err(Gather::Missing { part, .. }) => {
+                    return Err(transient(format!("part {part}'s outputs keep disappearing")));
+                }
+                Err(Gather::Failed(error)) => return Err(error),
             }
-            usage.cpu_secs += committed.cpu_secs;
-            frames += committed.frames;
-        }
+        };
+        usage.cpu_secs += self.probe_cpu_secs;
         let stitch =
             worker.engine_job(job, input.to_path_buf(), workdir.join("out"), Task::Stitch(layout));
         let mut run = worker.supervisor.run(&stitch, workdir, None, stop.token()).await?;
@@ -174,6 +172,77 @@ impl Split {
         run.wall_secs = started.elapsed().as_secs_f64();
         Ok(Stitched { stitch: run, parts: usage })
     }
+}
+
+/// Times a coordinator hands out again a committed part whose outputs are gone before it
+/// gives up on the attempt.
+const MAX_REOPENS: u32 = 3;
+
+/// Why the committed parts' outputs could not be gathered.
+#[derive(Debug)]
+enum Gather {
+    /// A file part `part`'s commit (at `epoch`) lists is not in the store.
+    Missing {
+        part: u32,
+        epoch: u64,
+    },
+    Failed(EngineError),
+}
+
+impl From<EngineError> for Gather {
+    fn from(error: EngineError) -> Gather {
+        Gather::Failed(error)
+    }
+}
+
+/// Puts every committed part's outputs where the stitch expects them: the ones this machine
+/// made are moved, the others downloaded. Returns what the parts cost and their frames.
+async fn gather(
+    worker: &Worker,
+    job: &Job,
+    states: &[PartState],
+    parts: &[Part],
+    layout: &StitchParts,
+    local: &mut HashMap<u32, PathBuf>,
+    stop: &Stop,
+) -> Result<(PartsUsage, u64), Gather> {
+    let scratch = |e: std::io::Error| transient(format!("scratch: {e}"));
+    // A fresh folder: an earlier round may have left half a part behind.
+    if let Err(e) = tokio::fs::remove_dir_all(&layout.dir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(scratch(e).into());
+    }
+    tokio::fs::create_dir_all(&layout.dir).await.map_err(scratch)?;
+    let parts_folder = keys::job_parts_prefix(&job.tenant, &job.id);
+    let mut usage = PartsUsage::default();
+    let mut frames = 0;
+    for (state, definition) in states.iter().zip(parts) {
+        let committed = state
+            .result
+            .as_ref()
+            .ok_or_else(|| transient(format!("part {} has no readable result", state.part)))?;
+        let target = match definition {
+            Part::Audio => layout.audio_dir(),
+            _ => layout.chunk_dir(state.part),
+        };
+        match local.remove(&state.part) {
+            Some(mine) => tokio::fs::rename(&mine, &target).await.map_err(scratch)?,
+            None => {
+                match fetch(worker, committed, &parts_folder, &target, stop).await {
+                    Err(Fetch::Missing) => {
+                        return Err(Gather::Missing { part: state.part, epoch: state.epoch });
+                    }
+                    Err(Fetch::Failed(error)) => return Err(error.into()),
+                    Ok(()) => {}
+                }
+                usage.helpers_machine_secs += committed.machine_secs;
+            }
+        }
+        usage.cpu_secs += committed.cpu_secs;
+        frames += committed.frames;
+    }
+    Ok((usage, frames))
 }
 
 /// Runs parts nobody holds (claiming each) and waits for the others, until every part is
@@ -260,6 +329,20 @@ async fn invite(worker: &Worker, job: &Job, epoch: u64, states: &[PartState]) {
     }
 }
 
+/// Why a committed part's files did not arrive.
+#[derive(Debug)]
+enum Fetch {
+    /// A listed file is not in the store.
+    Missing,
+    Failed(EngineError),
+}
+
+impl From<EngineError> for Fetch {
+    fn from(error: EngineError) -> Fetch {
+        Fetch::Failed(error)
+    }
+}
+
 /// Downloads a committed part's files (as its commit lists them) into `target`. The commit
 /// came through Redis from another worker: its folder must lie in this job's `parts_folder`.
 async fn fetch(
@@ -268,21 +351,21 @@ async fn fetch(
     parts_folder: &KeyPrefix,
     target: &Path,
     stop: &Stop,
-) -> Result<(), EngineError> {
+) -> Result<(), Fetch> {
     if !parts_folder.contains(&committed.prefix) {
-        return Err(EngineError::new(
+        return Err(Fetch::Failed(EngineError::new(
             ErrorCode::Crashed,
             format!("a part committed outputs outside the job's folder: {}", committed.prefix),
-        ));
+        )));
     }
     for file in &committed.files {
         // The list came through Redis from another worker's engine: only plain relative paths.
         let relative = Path::new(&file.path);
         if relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-            return Err(EngineError::new(
+            return Err(Fetch::Failed(EngineError::new(
                 ErrorCode::Crashed,
                 format!("a part listed an output outside its folder: {}", file.path),
-            ));
+            )));
         }
         let path = target.join(relative);
         if let Some(parent) = path.parent() {
@@ -294,9 +377,14 @@ async fn fetch(
         let key = committed.prefix.join(&file.path).map_err(|e| {
             EngineError::new(ErrorCode::Crashed, format!("a part listed an output ({e})"))
         })?;
-        let bytes = transfer::download(&worker.s3, &worker.bucket, &key, &path)
-            .await
-            .map_err(|e| transient(format!("part output {key}: {e}")))?;
+        let download = through_store_outage(worker, stop, "part output download", || {
+            transfer::download(&worker.s3, &worker.bucket, &key, &path)
+        });
+        let bytes = match download.await {
+            Ok(bytes) => bytes,
+            Err(S3Error::NotFound(_)) => return Err(Fetch::Missing),
+            Err(e) => return Err(store_error(e).into()),
+        };
         worker.metrics.bytes_in.inc_by(bytes);
     }
     // The same check the attempt applies to the engine's own outputs.

@@ -12,14 +12,15 @@ use async_nats::jetstream::{AckKind, Message};
 use tcoder::engine::{EngineError, Part};
 use tcoder::events::WorkItem;
 use tcoder::jobs::{
-    Job, PartAttempt, PartClaim, PartCommit, PartRelease, PartResult, RenewOutcome,
+    Job, PartAttempt, PartClaim, PartCommit, PartRelease, PartResult, PartStatus, RenewOutcome,
 };
-use tcoder::s3::{self, keys};
+use tcoder::s3::keys;
 use tracing::Instrument as _;
 
 use super::Outcome;
 use super::steps::{
-    Supervised, download_source, transient, unless_stopped, upload_outputs, with_commit_retries,
+    Supervised, download_source, remove_in_background, unless_stopped, upload_outputs,
+    with_commit_retries,
 };
 pub(crate) use super::verdict::PartEnd;
 use super::verdict::{Settle, part_verdict};
@@ -47,7 +48,7 @@ impl Lease for PartLease {
         self.worker.jobs.renew_part(&self.attempt, ttl).await.map_err(|e| e.to_string())
     }
 
-    async fn renewed(&self) {
+    async fn hold_work_item(&self) {
         if let Some(message) = &self.message
             && let Err(e) = message.ack_with(AckKind::Progress).await
         {
@@ -88,9 +89,10 @@ pub(crate) async fn run(
         Origin::Coordinator(input) => (Some(input), None),
         Origin::Item(message) => (None, Some(message)),
     };
+    let item = message.clone();
     let lease = PartLease { worker: worker.clone(), attempt: attempt.clone(), message };
     let keeper = {
-        let (stop, timing) = (stop.clone(), LeaseTiming { ttl: worker.config.lease_ttl });
+        let (stop, timing) = (stop.clone(), LeaseTiming::of(worker.config.lease_ttl));
         async move { keep(&lease, timing, &stop).await }
     };
     let outer_stopped = outer.clone();
@@ -102,12 +104,14 @@ pub(crate) async fn run(
     let output_dir = workdir.join(format!("part-{}-{}", attempt.part, attempt.epoch));
     let made =
         encode_and_upload(worker, job, attempt, definition, workdir, input, &output_dir, &stop)
-            .await;
+            .await
+            .map_err(|error| scratch::blame_full_disk(workdir, error));
     supervised.work_done();
     let end = match (stop.reason(), made) {
         (Some(reason), _) => PartEnd::Stopped(reason),
-        (None, Ok(committed)) => commit(worker, attempt, &committed).await,
+        (None, Ok(committed)) => commit(worker, attempt, &committed, item.as_deref(), &stop).await,
         (None, Err(error)) => {
+            worker.note_failure(&error);
             // An input or limit error is the source's: no other attempt would do better.
             let max = match error.code.is_retryable() {
                 true => u32::try_from(worker.max_deliver).unwrap_or(u32::MAX),
@@ -126,11 +130,11 @@ pub(crate) async fn run(
         let _ = worker.jobs.release_part(attempt, false, u32::MAX, None).await;
     }
     supervised.end().await;
-    if !matches!(end, PartEnd::Committed) {
+    // Removed only when the part certainly did not commit them: an unconfirmed commit may have
+    // landed, and a committed part's outputs are what the stitch fetches.
+    if !matches!(end, PartEnd::Committed | PartEnd::Uncertain) {
         let prefix = keys::part_output_prefix(&job.tenant, &job.id, attempt.part, attempt.epoch);
-        if let Err(e) = s3::delete_prefix(&worker.s3, &worker.bucket, &prefix, None, 100).await {
-            tracing::warn!(error = %e, %prefix, "uncommitted part outputs not removed");
-        }
+        remove_in_background(worker, prefix, None, "uncommitted part outputs");
     }
     PartRun { end, output_dir }
 }
@@ -168,19 +172,47 @@ async fn encode_and_upload(
     })
 }
 
-/// Commits (retried as a job's commit is).
-async fn commit(worker: &Worker, attempt: &PartAttempt, committed: &PartResult) -> PartEnd {
-    match with_commit_retries(worker, || worker.jobs.commit_part(attempt, committed)).await {
-        Ok(PartCommit::Committed { done, parts }) => {
-            tracing::info!(part = attempt.part, done, parts, "part committed");
-            PartEnd::Committed
+/// Commits (retried through a Redis outage as a job's commit is). When no answer came, the
+/// part's state is read back before anything is decided: done at this epoch means the commit
+/// landed; still running at this epoch means it did not (yet), so it is sent again (the same
+/// attempt's commit is idempotent); anything else means a newer attempt owns the part and this
+/// commit can no longer land (fenced by the epoch).
+async fn commit(
+    worker: &Worker,
+    attempt: &PartAttempt,
+    committed: &PartResult,
+    item: Option<&Message>,
+    stop: &Stop,
+) -> PartEnd {
+    for _ in 0..COMMIT_ROUNDS {
+        let sent =
+            with_commit_retries(worker, item, stop, || worker.jobs.commit_part(attempt, committed));
+        match sent.await {
+            Ok(PartCommit::Committed { done, parts }) => {
+                tracing::info!(part = attempt.part, done, parts, "part committed");
+                return PartEnd::Committed;
+            }
+            Ok(PartCommit::Fenced) => return PartEnd::Fenced,
+            Err(e) => {
+                tracing::warn!(part = attempt.part, error = %e, "part commit not confirmed; reading the part back")
+            }
         }
-        Ok(PartCommit::Fenced) => PartEnd::Fenced,
-        // Unknown whether it landed: the lease lapses, and a later attempt (or this one's
-        // commit, seen done) settles it.
-        Err(_) => PartEnd::Failed(transient("part commit not confirmed"), PartRelease::Pending),
+        match worker.jobs.part(&attempt.job_id, attempt.part).await {
+            Ok(Some(state)) if state.epoch == attempt.epoch && state.is_done() => {
+                tracing::info!(part = attempt.part, "part commit confirmed by reading it back");
+                return PartEnd::Committed;
+            }
+            Ok(Some(state))
+                if state.epoch == attempt.epoch && state.status == PartStatus::Running => {}
+            Ok(_) => return PartEnd::Fenced,
+            Err(_) => break,
+        }
     }
+    PartEnd::Uncertain
 }
+
+/// Commit-then-read-back rounds before a part's commit is left uncertain.
+const COMMIT_ROUNDS: u32 = 3;
 
 /// Handles the work item of one part: claims it and runs it if nobody holds it. The item is
 /// only an invitation (the coordinator runs what nobody takes), so everything but a failure

@@ -9,14 +9,108 @@ use futures_util::StreamExt;
 use tcoder::engine::{EngineError, ErrorCode};
 use tcoder::events::{self, JobEvent, subjects};
 use tcoder::jobs::{Job, Tenant};
-use tcoder::s3::{KeyPrefix, S3Error, transfer};
+use tcoder::s3::{self, KeyPrefix, S3Error, transfer};
 
 use crate::Worker;
-use crate::keeper::{Stop, StopReason};
+use crate::keeper::{OUTAGE_PATIENCE, Stop, StopReason};
 
 /// A retryable failure of the worker's own steps (download, upload, Redis, NATS).
 pub(crate) fn transient(message: impl Into<String>) -> EngineError {
     EngineError::new(ErrorCode::Failed, message)
+}
+
+/// A failed store request as the attempt's error: the machine's full disk is the machine's
+/// fault (another machine retries the job, this one takes no more work); a source deleted
+/// after its upload is the job's end; anything else is worth another attempt.
+pub(crate) fn store_error(error: S3Error) -> EngineError {
+    match error {
+        S3Error::Disk { what, full: true } => EngineError::new(ErrorCode::DiskFull, what),
+        other => transient(other.to_string()),
+    }
+}
+
+/// Runs the store request `what`, waiting out an outage of the object store: transient
+/// failures are retried (250 ms doubling to 5 s) for up to [`OUTAGE_PATIENCE`], or until the
+/// attempt is stopped, while its keeper holds the lease and the work item. A failed attempt
+/// instead would spend one of the job's few deliveries per retry, and a few minutes of
+/// outage failed healthy jobs.
+pub(crate) async fn through_store_outage<T, F>(
+    worker: &Worker,
+    stop: &Stop,
+    what: &str,
+    mut request: impl FnMut() -> F,
+) -> Result<T, S3Error>
+where
+    F: Future<Output = Result<T, S3Error>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(250);
+    let mut waiting = false;
+    let result = loop {
+        match request().await {
+            Err(e)
+                if e.is_transient()
+                    && started.elapsed() < OUTAGE_PATIENCE
+                    && stop.reason().is_none() =>
+            {
+                if !waiting {
+                    waiting = true;
+                    worker.metrics.waiting_for_store.inc();
+                    tracing::warn!(error = %e, "{what}: the object store does not answer; holding the attempt until it does");
+                }
+                worker.metrics.store_retries.inc();
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.stopped() => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            done => break done,
+        }
+    };
+    if waiting {
+        worker.metrics.waiting_for_store.dec();
+    }
+    result
+}
+
+/// Removes every object under `prefix` but those under `keep` (outputs nothing references:
+/// a failed or fenced attempt's, the losers' after a commit) in the background, retried
+/// through an outage of the store for up to [`OUTAGE_PATIENCE`]: the attempt's slot is not
+/// held for it, and a leftover costs storage, not correctness. A worker that exits meanwhile
+/// leaves it (logged).
+pub(crate) fn remove_in_background(
+    worker: &Worker,
+    prefix: KeyPrefix,
+    keep: Option<KeyPrefix>,
+    why: &'static str,
+) {
+    let worker = worker.clone();
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let removed =
+                s3::delete_prefix(&worker.s3, &worker.bucket, &prefix, keep.as_ref(), 100).await;
+            match removed {
+                Ok(0) => return,
+                Ok(deleted) => {
+                    tracing::info!(deleted, %prefix, "removed {why}");
+                    return;
+                }
+                Err(e) if e.is_transient() && started.elapsed() < OUTAGE_PATIENCE => {
+                    worker.metrics.store_retries.inc();
+                    tracing::debug!(error = %e, %prefix, "removing {why}: store unreachable; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %prefix, "{why} not removed");
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// Stops `stop` as canceled when the job's `canceled` event arrives: a cancel through the API
@@ -55,17 +149,17 @@ pub(crate) async fn download_source(
     tokio::fs::create_dir_all(&input_dir).await.map_err(|e| transient(format!("scratch: {e}")))?;
     let input = input_dir.join("source");
     let stage = Instant::now();
-    let downloaded =
-        stoppable(stop, transfer::download(&worker.s3, &worker.bucket, &source.key, &input))
-            .await?
-            .map_err(|e| match e {
-                // Deleted after the upload: no attempt can get it back.
-                S3Error::NotFound(_) => EngineError::new(
-                    ErrorCode::SourceMissing,
-                    "the uploaded source is no longer in the bucket",
-                ),
-                other => transient(other.to_string()),
-            })?;
+    let download = through_store_outage(worker, stop, "source download", || {
+        transfer::download(&worker.s3, &worker.bucket, &source.key, &input)
+    });
+    let downloaded = stoppable(stop, download).await?.map_err(|e| match e {
+        // Deleted after the upload: no attempt can get it back.
+        S3Error::NotFound(_) => EngineError::new(
+            ErrorCode::SourceMissing,
+            "the uploaded source is no longer in the bucket",
+        ),
+        other => store_error(other),
+    })?;
     worker
         .metrics
         .stage_seconds
@@ -99,47 +193,61 @@ pub(crate) async fn upload_outputs(
         // finish rather than dropped mid-request — the store could still complete a dropped
         // PUT after this attempt removed its outputs, leaving a file nothing references.
         unless_stopped(stop)?;
-        transfer::upload(
-            &worker.s3,
-            &worker.bucket,
-            &key,
-            &path,
-            &file.content_type,
-            transfer::IMMUTABLE,
-        )
+        through_store_outage(worker, stop, "output upload", || {
+            transfer::upload(
+                &worker.s3,
+                &worker.bucket,
+                &key,
+                &path,
+                &file.content_type,
+                transfer::IMMUTABLE,
+            )
+        })
         .await
-        .map_err(|e| transient(e.to_string()))?;
+        .map_err(store_error)?;
     }
     Ok(())
 }
 
-/// Runs `commit`, retrying a transient store error a few times (bounded, about 6 s in all):
-/// a commit (of a job or of a part) is fenced by its epoch and idempotent for the same
+/// Runs `commit`, retrying while Redis cannot be reached (backoff from 200 ms doubling to 5 s)
+/// for up to [`OUTAGE_PATIENCE`], or until the attempt is stopped (the worker releasing its
+/// work): a commit (of a job or of a part) is fenced by its epoch and idempotent for the same
 /// attempt, so a retry is safe, and giving up would make another worker redo finished work.
+/// The lease keeper has ended by now, so `message` (the work item, when the attempt has one) is
+/// held with in-progress acks meanwhile: JetStream hands it to nobody else.
 pub(crate) async fn with_commit_retries<T, F>(
     worker: &Worker,
+    message: Option<&async_nats::jetstream::Message>,
+    stop: &Stop,
     mut commit: impl FnMut() -> F,
 ) -> Result<T, tcoder::redis::RedisError>
 where
     F: Future<Output = Result<T, tcoder::redis::RedisError>>,
 {
-    let mut delay = Duration::from_millis(200);
-    for _ in 0..COMMIT_ATTEMPTS - 1 {
-        match commit().await {
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "commit failed; retrying");
-                worker.metrics.commit_retries.inc();
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+    let retrying = async {
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match commit().await {
+                Err(e) if started.elapsed() < OUTAGE_PATIENCE && stop.reason().is_none() => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "commit failed; retrying");
+                    worker.note_redis(false);
+                    worker.metrics.commit_retries.inc();
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = stop.stopped() => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                done => return done,
             }
-            done => return done,
         }
+    };
+    match message {
+        Some(message) => events::holding(message, worker.hold_interval(), retrying).await,
+        None => retrying.await,
     }
-    commit().await
 }
-
-/// Tries of a commit before the message is left to be redelivered.
-const COMMIT_ATTEMPTS: u32 = 5;
 
 /// The file the engine reports at `relative`, only if it is a regular file inside `out`: the
 /// child parses untrusted media, so its report is not trusted to name what the worker

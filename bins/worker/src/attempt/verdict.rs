@@ -62,6 +62,10 @@ pub(crate) enum PartEnd {
     Stopped(StopReason),
     /// Failed; the part is free again ([`PartRelease::Pending`]) or failed for good.
     Failed(EngineError, PartRelease),
+    /// Its commit got no answer and Redis could not be read back: it may have landed, so its
+    /// outputs stay; the part's state settles it (a later claim finds it done, or redoes it
+    /// once the lease lapsed).
+    Uncertain,
 }
 
 /// What to do with a part item's message.
@@ -87,6 +91,7 @@ pub(crate) fn part_verdict(end: &PartEnd, retry_delay: Duration) -> (Settle, Out
             (Settle::Nak(Some(retry_delay)), Outcome::Retried)
         }
         PartEnd::Failed(error, _) => (Settle::Ack, Outcome::Failed(error.code)),
+        PartEnd::Uncertain => (Settle::Nak(Some(retry_delay)), Outcome::Retried),
     }
 }
 
@@ -230,6 +235,8 @@ mod tests {
                 Settle::Ack,
                 Outcome::Failed(ErrorCode::Corrupt),
             ),
+            // A commit that may have landed: the item comes back; its claim finds the truth.
+            (PartEnd::Uncertain, Settle::Nak(Some(SECOND)), Outcome::Retried),
         ];
         for (end, settle, outcome) in cases {
             assert_eq!(part_verdict(&end, SECOND), (settle, outcome), "{end:?}");

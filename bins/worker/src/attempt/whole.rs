@@ -21,21 +21,17 @@ use tracing::Instrument as _;
 
 use super::Outcome;
 use super::steps::{
-    Supervised, best_effort, download_source, transient, unless_stopped, upload_outputs,
-    with_commit_retries,
+    Supervised, best_effort, download_source, remove_in_background, store_error,
+    through_store_outage, transient, unless_stopped, upload_outputs, with_commit_retries,
 };
 use super::verdict::{Verdict, verdict};
-use crate::keeper::{Stop, StopReason, keep_lease};
+use crate::keeper::{OUTAGE_PATIENCE, Stop, StopReason, keep_lease};
 use crate::{Worker, scratch};
-
-/// How long a claim holds its message while Redis cannot be reached, before it gives the
-/// message back (spending one delivery): an outage of a dependency is a pause, not a verdict.
-const MAX_WAIT_FOR_REDIS: Duration = Duration::from_secs(15 * 60);
 
 /// Claims the job, holding the message (in-progress acks: no delivery is spent) while
 /// - the previous holder's lease is still running down (its worker died and AckWait expired
 ///   first): waited out, twice at most;
-/// - Redis cannot be reached: retried with backoff for up to [`MAX_WAIT_FOR_REDIS`] (a nak
+/// - Redis cannot be reached: retried with backoff for up to [`OUTAGE_PATIENCE`] (a nak
 ///   would spend one of the job's few deliveries, and enough of them dead-letter a healthy
 ///   job), unless the worker is releasing its work.
 async fn claim_holding_the_message(
@@ -46,8 +42,7 @@ async fn claim_holding_the_message(
 ) -> Result<ClaimOutcome, tcoder::redis::RedisError> {
     // In-progress acks while we wait, whatever we wait for (even a claim that hangs on a
     // stopped Redis for its whole timeout).
-    let every = (worker.ack_wait / 3).max(Duration::from_millis(100));
-    events::holding(message, every, claim_retrying(worker, item, release)).await
+    events::holding(message, worker.hold_interval(), claim_retrying(worker, item, release)).await
 }
 
 /// The claim loop of [`claim_holding_the_message`], without the message.
@@ -67,7 +62,7 @@ async fn claim_retrying(
                 busy_waits += 1;
                 tokio::time::sleep((*retry_in).min(ttl) + Duration::from_millis(50)).await;
             }
-            Err(e) if started.elapsed() < MAX_WAIT_FOR_REDIS && !release.is_cancelled() => {
+            Err(e) if started.elapsed() < OUTAGE_PATIENCE && !release.is_cancelled() => {
                 if !waiting {
                     waiting = true;
                     worker.metrics.waiting_for_redis.inc();
@@ -157,7 +152,9 @@ async fn run_attempt(
     let supervised = Supervised::start(worker, tenant, &attempt.job_id, &stop, keeper, released);
     let owner = scratch::Owner::Job(attempt.job_id.clone(), attempt.epoch);
     let workdir = owner.folder(&worker.config.scratch_dir);
-    let result = work(worker, &attempt, &workdir, &stop).await;
+    let result = work(worker, &attempt, &workdir, &stop)
+        .await
+        .map_err(|error| scratch::blame_full_disk(&workdir, error));
     if let Err(e) = tokio::fs::remove_dir_all(&workdir).await
         && e.kind() != std::io::ErrorKind::NotFound
     {
@@ -165,7 +162,7 @@ async fn run_attempt(
     }
     supervised.work_done();
     let outcome = settle(worker, message, &attempt, delivered, result, &stop).await;
-    remove_uncommitted_outputs(worker, tenant, &attempt, &outcome).await;
+    remove_uncommitted_outputs(worker, tenant, &attempt, &outcome);
     supervised.end().await;
     if outcome == Outcome::Completed {
         worker.metrics.job_seconds.observe(started.elapsed().as_secs_f64());
@@ -269,16 +266,18 @@ async fn work(
         .await
         .map_err(|e| transient(format!("manifest: {e}")))?;
     unless_stopped(stop)?;
-    transfer::upload(
-        &worker.s3,
-        &worker.bucket,
-        &manifest_key,
-        &manifest_path,
-        "application/json",
-        transfer::IMMUTABLE,
-    )
+    through_store_outage(worker, stop, "manifest upload", || {
+        transfer::upload(
+            &worker.s3,
+            &worker.bucket,
+            &manifest_key,
+            &manifest_path,
+            "application/json",
+            transfer::IMMUTABLE,
+        )
+    })
     .await
-    .map_err(|e| transient(e.to_string()))?;
+    .map_err(store_error)?;
     let cost = full.cost.clone();
     let manifest = full.summary(url_of(manifest_key.as_str()));
     for rendition in &manifest.renditions {
@@ -336,9 +335,8 @@ async fn publish_progress(
 /// Outputs nothing will ever reference are garbage: this attempt's, when it certainly did not
 /// commit (fenced, released — a newer epoch writes elsewhere), and every attempt's of a job
 /// that ended without a result (failed, canceled). Not after `Retried`: that includes a commit
-/// whose answer was lost; the winner's commit removes the other epochs' outputs. Best effort:
-/// a leftover costs storage, not correctness (nothing points at it).
-async fn remove_uncommitted_outputs(
+/// whose answer was lost; the winner's commit removes the other epochs' outputs.
+fn remove_uncommitted_outputs(
     worker: &Worker,
     tenant: &Tenant,
     attempt: &Attempt,
@@ -351,11 +349,7 @@ async fn remove_uncommitted_outputs(
             keys::output_prefix(tenant, &attempt.job_id, attempt.epoch)
         }
     };
-    match s3::delete_prefix(&worker.s3, &worker.bucket, &prefix, None, 100).await {
-        Ok(0) => {}
-        Ok(deleted) => tracing::info!(deleted, %prefix, "removed outputs nothing references"),
-        Err(e) => tracing::warn!(error = %e, %prefix, "uncommitted outputs not removed"),
-    }
+    remove_in_background(worker, prefix, None, "outputs nothing references");
 }
 
 /// Settles the message according to how the attempt ended.
@@ -367,6 +361,9 @@ async fn settle(
     result: Result<Done, EngineError>,
     stop: &Stop,
 ) -> Outcome {
+    if let Err(error) = &result {
+        worker.note_failure(error);
+    }
     let decided = verdict(
         stop.reason(),
         result.as_ref().map(|_| ()),
@@ -397,7 +394,7 @@ async fn settle(
             let event = JobEvent::completed(&job, attempt.epoch, &manifest);
             let stage = Instant::now();
             let commit = || worker.jobs.complete(attempt, &manifest, &event);
-            match with_commit_retries(worker, commit).await {
+            match with_commit_retries(worker, Some(message), stop, commit).await {
                 Ok(FinishOutcome::Finished) => {
                     worker.metrics.record_cost(&cost);
                 }
@@ -422,12 +419,7 @@ async fn settle(
             if others_may_remain {
                 let winner = keys::output_prefix(&job.tenant, &job.id, attempt.epoch);
                 let all = keys::job_outputs_prefix(&job.tenant, &job.id);
-                match s3::delete_prefix(&worker.s3, &worker.bucket, &all, Some(&winner), 100).await
-                {
-                    Ok(0) => {}
-                    Ok(deleted) => tracing::info!(deleted, "removed outputs of attempts that lost"),
-                    Err(e) => tracing::warn!(error = %e, "outputs of losing attempts not removed"),
-                }
+                remove_in_background(worker, all, Some(winner), "outputs of attempts that lost");
             }
             // Only tcoder's own upload: a submitted or watched object is the user's.
             if !worker.config.keep_sources

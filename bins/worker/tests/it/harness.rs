@@ -274,7 +274,8 @@ impl Pipeline {
         self.client.cancel(id).await
     }
 
-    /// Waits (bounded) until the job satisfies `done`.
+    /// Waits (bounded) until the job satisfies `done`; a 503 (ingest waiting for a
+    /// dependency) is asked again, as a client would.
     pub(crate) async fn wait_for(
         &self,
         id: &str,
@@ -282,11 +283,11 @@ impl Pipeline {
         done: impl Fn(&JobView) -> bool,
     ) -> JobView {
         testkit::eventually_async(timeout, || async {
-            let job = self.job(id).await;
-            if done(&job) {
-                Ok(job)
-            } else {
-                Err(format!("{} (attempts {})", job.status, job.attempts))
+            match self.client.job(id).await {
+                Ok(job) if done(&job) => Ok(job),
+                Ok(job) => Err(format!("{} (attempts {})", job.status, job.attempts)),
+                Err(e) if e.is_transient() => Err(e.to_string()),
+                Err(e) => panic!("GET /v1/jobs/{id}: {e}"),
             }
         })
         .await
@@ -360,6 +361,14 @@ pub(crate) fn sum_series(text: &str, series: &str) -> f64 {
                 .flatten()
         })
         .sum()
+}
+
+/// Whether `pid` runs (a zombie waiting to be reaped has ended).
+pub(crate) fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().to_owned()))
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
 }
 
 /// Pids of processes whose parent is `pid` (the engine children of a worker).

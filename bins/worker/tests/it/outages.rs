@@ -1,13 +1,15 @@
-//! Redis outages are pauses, not verdicts: jobs queued or running through one all complete,
-//! once, none as poison; a webhook waiting for Redis is delivered once it is back; a commit
-//! that meets a Redis restart is retried rather than redone.
+//! Outages are pauses, not verdicts: jobs queued or running through an outage of Redis or of
+//! the object store all complete, once, with the attempt that was running (none lost, none as
+//! poison); a webhook waiting for Redis is delivered once it is back; a commit that meets a
+//! Redis restart is retried rather than redone; a machine whose scratch disk fills up hands
+//! its job to another and stops.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use testkit::{ChaosMode, ChaosProxy, TestEnv, corpus};
 
-use crate::harness::{Pipeline, engine_children, metric, webhooks_allowed};
+use crate::harness::{Pipeline, engine_children, metric, process_alive, webhooks_allowed};
 use tcoder::jobs::JobStatus;
 
 const LONG: Duration = Duration::from_secs(180);
@@ -27,34 +29,44 @@ async fn busy_and_queued(pipeline: &Pipeline) -> (String, Vec<String>) {
     (busy, queued)
 }
 
-/// Every job completed exactly once, none failed, and at most the attempt running when Redis
-/// went away was lost.
+/// Every job completed exactly once, none failed, each with its first attempt: the outage
+/// lost none.
 async fn assert_all_completed_once(pipeline: &Pipeline, ids: &[String]) {
     for id in ids {
         let job = pipeline.wait_status(id, JobStatus::Completed, LONG).await;
-        assert!(job.lost_attempts <= 1, "{job:?}");
+        assert_eq!((job.attempts, job.lost_attempts), (1, 0), "{job:?}");
         assert!(pipeline.events(id, "failed").await.is_empty(), "{id} failed once");
         assert_eq!(pipeline.events(id, "completed").await.len(), 1, "{id}");
     }
 }
 
-/// Redis hangs (SIGSTOP: connections open, no answers) for 30 s with one job running and two
-/// queued: the running attempt self-fences, its redelivery and the queued items wait, and all
-/// three complete once Redis answers again.
+/// Redis hangs (SIGSTOP: connections open, no answers) five times for 5 s — each longer than
+/// the 3 s lease and the 2 s AckWait — with one job encoding and two queued: the running
+/// attempt holds (its engine keeps encoding, its work item keeps its in-progress acks) and
+/// takes its lease back after each hang; the queued claims wait. Every job completes with its
+/// first attempt, none lost, no attempt stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_30s_redis_hang_pauses_running_and_queued_jobs_and_all_complete() {
+async fn five_redis_hangs_during_one_encode_are_paused_through_by_its_one_attempt() {
     let pipeline = Pipeline::start().await;
     let worker = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
     let (busy, queued) = busy_and_queued(&pipeline).await;
 
-    pipeline.env.redis.signal(libc::SIGSTOP);
-    tokio::time::sleep(Duration::from_secs(30)).await; // the outage itself
-    let fenced = metric(&worker, "tcoder_self_fences_total");
-    pipeline.env.redis.signal(libc::SIGCONT);
-
-    assert_eq!(fenced, 1.0, "the running attempt stopped itself when its lease could not renew");
+    for hang in 0..5 {
+        pipeline.env.redis.signal(libc::SIGSTOP);
+        tokio::time::sleep(Duration::from_secs(5)).await; // the outage itself
+        pipeline.env.redis.signal(libc::SIGCONT);
+        if hang == 0 {
+            assert!(!engine_children(worker.pid()).is_empty(), "the encode ran through the hang");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await; // Redis answers between the hangs
+    }
     let all: Vec<String> = std::iter::once(busy).chain(queued).collect();
     assert_all_completed_once(&pipeline, &all).await;
+    assert_eq!(metric(&worker, "tcoder_self_fences_total"), 0.0, "no attempt stopped");
+    assert!(
+        metric(&worker, "tcoder_lease_renewals_failed_total") >= 5.0,
+        "the hangs were felt by the running attempt"
+    );
 }
 
 /// Redis is down (killed, then started again with its AOF) for 220 s — longer than any delivery
@@ -156,4 +168,92 @@ async fn a_commit_during_a_redis_restart_is_retried_not_redone() {
     assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
     assert_eq!(pipeline.events(&id, "started").await.len(), 1, "not redone");
     assert_eq!(metric(&worker, "tcoder_self_fences_total"), 0.0);
+}
+
+/// The object store refuses every connection for three minutes while a finished encode
+/// uploads: the attempt holds (lease renewed, work item kept) and retries; when the store is
+/// back the job completes with that one attempt, and no other attempt's outputs exist. (Before,
+/// each store error requeued the job with a growing delay, spending a delivery each time, and
+/// the last failed a healthy job.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_3_minute_object_store_outage_is_a_pause_and_the_job_completes_once() {
+    let pipeline = Pipeline::start().await;
+    let store = ChaosProxy::start(pipeline.env.s3.addr());
+    let worker = pipeline.worker(&[
+        ("TCODER__S3__ENDPOINT", format!("http://{}", store.addr())),
+        ("TCODER__WORKER__ENGINE__X264_PRESET", "veryfast".into()),
+    ]);
+    let request = json!({ "preset": "web-optimized", "qualities": ["360p"], "outputs": ["mp4"] });
+    let id = pipeline.submit(&corpus::heavy_720p(), request).await;
+    testkit::eventually_async(LONG, || async {
+        if engine_children(worker.pid()).is_empty() { Err("no engine yet") } else { Ok(()) }
+    })
+    .await;
+    // Downloaded (the engine runs): the store goes away before the outputs upload.
+    store.set_mode(ChaosMode::Drop);
+    let down = Instant::now();
+    testkit::eventually_async(LONG, || async {
+        let retries = metric(&worker, "tcoder_store_retries_total");
+        if retries >= 1.0 { Ok(()) } else { Err(retries) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(180).saturating_sub(down.elapsed())).await;
+    let job = pipeline.job(&id).await;
+    assert_eq!((job.status, job.attempts), (JobStatus::Running, 1), "still its first attempt");
+    assert_eq!(metric(&worker, "tcoder_worker_attempts_waiting_for_store"), 1.0);
+    store.set_mode(ChaosMode::Pass);
+
+    assert_all_completed_once(&pipeline, std::slice::from_ref(&id)).await;
+    // Only the winning attempt's outputs are in the bucket.
+    let bucket = pipeline.env.s3.bucket();
+    let outputs = pipeline.stored(&format!("/{bucket}/outputs/acme/{id}/"));
+    let epochs: Vec<String> = std::fs::read_dir(&outputs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(epochs, ["1"], "{outputs:?}");
+}
+
+/// A worker whose scratch disk (a 256 KiB-roomier-than-the-source tmpfs in a mount namespace
+/// of its own) fills up while its engine writes the renditions: the attempt ends as the
+/// machine's fault (`machine.disk_full`, not the job's `limits.disk`), the job is retried and
+/// completed by another worker, and the full machine takes no more work and exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_scratch_disk_is_the_machine_s_fault_the_job_goes_elsewhere() {
+    let pipeline = Pipeline::start().await;
+    let source = corpus::heavy_720p();
+    let room = (std::fs::metadata(&source).unwrap().len() + 256 * 1024).div_ceil(4096) * 4096;
+    let scratch = tempfile::tempdir_in(pipeline.scratch.path()).unwrap();
+    let mount = format!("mount -t tmpfs -o size={room} tcoder-test-scratch \"$0\" && exec \"$1\"");
+    let mut vars = pipeline.env.service_env();
+    vars.extend(crate::harness::fast_env());
+    vars.push(("TCODER__WORKER__SCRATCH_DIR".into(), scratch.path().display().to_string()));
+    let small = testkit::ServiceProcess::spawn_wrapped(
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            &mount,
+            &scratch.path().display().to_string(),
+        ],
+        std::path::Path::new(env!("CARGO_BIN_EXE_tcoder-worker")),
+        &vars,
+    );
+    let request = json!({ "preset": "hls", "qualities": ["720p", "360p"] });
+    let id = pipeline.submit(&source, request).await;
+    // The full machine gives the job back and leaves.
+    testkit::eventually_async(LONG, || async {
+        if process_alive(small.pid()) { Err("the full worker still runs") } else { Ok(()) }
+    })
+    .await;
+    let job = pipeline.job(&id).await;
+    assert_eq!(job.status, JobStatus::Queued, "requeued, not failed: {job:?}");
+    let _roomy = pipeline.worker(&[]);
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    assert_eq!((job.attempts, job.lost_attempts), (2, 0), "{job:?}");
+    assert!(pipeline.events(&id, "failed").await.is_empty());
 }

@@ -9,7 +9,9 @@ use tcoder::events::subjects;
 use tcoder::jobs::{JobResult, JobStatus};
 use testkit::{ChaosMode, ChaosProxy, corpus, everyday};
 
-use crate::harness::{Pipeline, engine_children, metric, webhook_types_until, webhooks_allowed};
+use crate::harness::{
+    Pipeline, engine_children, metric, process_alive, webhook_types_until, webhooks_allowed,
+};
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -463,10 +465,36 @@ async fn a_forged_completed_event_produces_no_webhook() {
     assert!(!kinds.contains(&"completed"), "the forged event was replayed: {body}");
 }
 
-/// Whether `pid` runs (a zombie waiting to be reaped has ended).
-fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().to_owned()))
-        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+/// `tcoder up 2>&1 | tee log`, then Ctrl-C: the shell ends `tee` with everything else, and
+/// every log line after it meets a closed pipe. The worker still shuts down as it should —
+/// exit 0 (it panicked with 101 on the logger's own report of the failed write), its running
+/// job released at once for another attempt, no attempt counted lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_log_reader_is_gone_shuts_down_cleanly_and_releases_its_job() {
+    let pipeline = Pipeline::start().await;
+    let mut vars = pipeline.env.service_env();
+    vars.extend(crate::harness::fast_env());
+    vars.push((
+        "TCODER__WORKER__SCRATCH_DIR".into(),
+        pipeline.scratch.path().display().to_string(),
+    ));
+    vars.push(("TCODER__WORKER__ENGINE__X264_PRESET".into(), "medium".into()));
+    // Standard error is a pipe whose reader has exited, as `tee` after the Ctrl-C.
+    let mut worker = testkit::ServiceProcess::spawn_wrapped(
+        &["bash", "-c", r#"exec 2> >(exit 0); exec "$0""#],
+        std::path::Path::new(env!("CARGO_BIN_EXE_tcoder-worker")),
+        &vars,
+    );
+    worker.wait_alive(LONG);
+    let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
+    pipeline.wait_for(&id, LONG, |job| job.status == JobStatus::Running).await;
+    testkit::eventually_async(LONG, || async {
+        if engine_children(worker.pid()).is_empty() { Err("no engine yet") } else { Ok(()) }
+    })
+    .await;
+    worker.signal(libc::SIGINT);
+    let status = worker.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "the worker's exit: {status}");
+    let job = pipeline.wait_status(&id, JobStatus::Queued, LONG).await;
+    assert_eq!((job.attempts, job.lost_attempts), (1, 0), "released, not lost: {job:?}");
 }

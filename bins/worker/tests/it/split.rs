@@ -290,3 +290,57 @@ async fn canceling_a_split_job_stops_every_part_at_once_and_leaves_no_outputs() 
     assert!(workers.iter().all(|w| engine_children(w.pid()).is_empty()));
     assert!(pipeline.events(&id, "completed").await.is_empty());
 }
+
+/// With `wait_replicas = 1`, the replica stops answering (SIGSTOP) for 8 s while the parts
+/// commit: a commit lands on the primary but its confirmation does not come. The attempt waits
+/// for it (holding its work) and, lacking an answer, reads the part back before deciding —
+/// it no longer gives the part up and deletes outputs Redis has as committed (the stitch then
+/// found them gone and the job failed after all its deliveries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn part_commits_a_paused_replica_does_not_confirm_keep_their_outputs() {
+    let env = testkit::TestEnv::start();
+    let primary_port = env.redis.addr().port().to_string();
+    let replica =
+        testkit::RedisServer::start_with_args(false, &["--replicaof", "127.0.0.1", &primary_port]);
+    let client = redis::Client::open(replica.url()).unwrap();
+    testkit::eventually_async(LONG, || async {
+        let mut conn =
+            client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        if info.contains("master_link_status:up") { Ok(()) } else { Err(info) }
+    })
+    .await;
+    let confirmed = [
+        ("TCODER__REDIS__WAIT_REPLICAS", "1".to_owned()),
+        ("TCODER__REDIS__TIMEOUT", "1s".to_owned()),
+    ];
+    let pipeline = Pipeline::start_on(env, &confirmed).await;
+    let (source, mut settings) = slow_title();
+    settings.extend(confirmed.iter().cloned());
+    let workers = [pipeline.worker(&settings), pipeline.worker(&settings)];
+    let id = pipeline.submit(&source, json!({ "preset": "hls", "outputs": ["hls", "mp4"] })).await;
+    testkit::eventually_async(LONG, || async {
+        let progress = pipeline.events(&id, "progress").await;
+        match progress.iter().filter_map(|e| e["data"]["parts"]["done"].as_u64()).max() {
+            Some(done) if done >= 1 => Ok(()),
+            other => Err(format!("parts done: {other:?}")),
+        }
+    })
+    .await;
+    replica.signal(libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(8)).await; // the replica's silence itself
+    replica.signal(libc::SIGCONT);
+
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
+    assert!(pipeline.events(&id, "failed").await.is_empty());
+    assert_whole_title(&pipeline, &job.result.clone().unwrap(), 12.0, 25.0);
+    let parts = assert_parts_committed_by_latest_epochs(&pipeline, &id).await;
+    assert_eq!(parts.len(), 7, "{parts:?}");
+    let retried: f64 = workers.iter().map(|w| metric(w, "tcoder_commit_retries_total")).sum();
+    assert!(retried >= 1.0, "no commit met the replica's silence");
+}
