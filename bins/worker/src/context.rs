@@ -35,12 +35,35 @@ pub(crate) struct Worker {
     /// Set when an attempt found the scratch disk full: the machine takes no more work and
     /// exits once its running jobs end (their jobs are retried elsewhere).
     pub disk_full: Arc<std::sync::atomic::AtomicBool>,
+    /// Jobs this worker runs an attempt of now (see [`Worker::running`]).
+    pub running: Arc<Mutex<std::collections::HashSet<tcoder::jobs::JobId>>>,
+}
+
+/// Marks a job as running on this worker while it lives.
+#[derive(Debug)]
+pub(crate) struct Running {
+    worker: Worker,
+    job: tcoder::jobs::JobId,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.worker.running.lock().expect("running lock").remove(&self.job);
+    }
 }
 
 impl Worker {
     /// How often a held work item gets an in-progress ack: three times per AckWait.
     pub(crate) fn hold_interval(&self) -> Duration {
         (self.ack_wait / 3).max(Duration::from_millis(100))
+    }
+
+    /// Marks `job` as running here, unless it already is: then `None` — the message is a
+    /// redelivery of the work item an attempt on this worker holds (its in-progress acks came
+    /// late, on a starved machine), not work for another attempt.
+    pub(crate) fn running(&self, job: &tcoder::jobs::JobId) -> Option<Running> {
+        let fresh = self.running.lock().expect("running lock").insert(job.clone());
+        fresh.then(|| Running { worker: self.clone(), job: job.clone() })
     }
 
     /// Looks at how an attempt failed: a full scratch disk makes this machine unfit for work.

@@ -96,6 +96,7 @@ impl Service for App {
             config: Arc::new(settings.worker),
             redis_suspect: Arc::default(),
             disk_full: Arc::default(),
+            running: Arc::default(),
         };
         let removed = scratch::remove_stale(&worker.config.scratch_dir, &worker.jobs).await;
         if removed > 0 {

@@ -109,7 +109,11 @@ pub(crate) async fn run(
     supervised.work_done();
     let end = match (stop.reason(), made) {
         (Some(reason), _) => PartEnd::Stopped(reason),
-        (None, Ok(committed)) => commit(worker, attempt, &committed, item.as_deref(), &stop).await,
+        (None, Ok(committed)) => {
+            let lease =
+                PartLease { worker: worker.clone(), attempt: attempt.clone(), message: item };
+            commit(worker, attempt, &committed, &lease, &stop).await
+        }
         (None, Err(error)) => {
             worker.note_failure(&error);
             // An input or limit error is the source's: no other attempt would do better.
@@ -181,12 +185,13 @@ async fn commit(
     worker: &Worker,
     attempt: &PartAttempt,
     committed: &PartResult,
-    item: Option<&Message>,
+    lease: &PartLease,
     stop: &Stop,
 ) -> PartEnd {
     for _ in 0..COMMIT_ROUNDS {
-        let sent =
-            with_commit_retries(worker, item, stop, || worker.jobs.commit_part(attempt, committed));
+        let sent = with_commit_retries(worker, lease, stop, || {
+            worker.jobs.commit_part(attempt, committed)
+        });
         match sent.await {
             Ok(PartCommit::Committed { done, parts }) => {
                 tracing::info!(part = attempt.part, done, parts, "part committed");

@@ -12,7 +12,7 @@ use tcoder::jobs::{Job, Tenant};
 use tcoder::s3::{self, KeyPrefix, S3Error, transfer};
 
 use crate::Worker;
-use crate::keeper::{OUTAGE_PATIENCE, Stop, StopReason};
+use crate::keeper::{Lease, OUTAGE_PATIENCE, Stop, StopReason};
 
 /// A retryable failure of the worker's own steps (download, upload, Redis, NATS).
 pub(crate) fn transient(message: impl Into<String>) -> EngineError {
@@ -209,43 +209,50 @@ pub(crate) async fn upload_outputs(
     Ok(())
 }
 
-/// Runs `commit`, retrying while Redis cannot be reached (backoff from 200 ms doubling to 5 s)
-/// for up to [`OUTAGE_PATIENCE`], or until the attempt is stopped (the worker releasing its
-/// work): a commit (of a job or of a part) is fenced by its epoch and idempotent for the same
-/// attempt, so a retry is safe, and giving up would make another worker redo finished work.
-/// The lease keeper has ended by now, so `message` (the work item, when the attempt has one) is
-/// held with in-progress acks meanwhile: JetStream hands it to nobody else.
+/// Runs `commit`, retrying while Redis cannot be reached for up to [`OUTAGE_PATIENCE`], or
+/// until the attempt is stopped (the worker releasing its work): a commit (of a job or of a
+/// part) is fenced by its epoch and idempotent for the same attempt, so a retry is safe, and
+/// giving up would make another worker redo finished work. The lease keeper has ended by now,
+/// so before each retry the lease is renewed (which takes a lapsed one back at the same epoch)
+/// and the work item given an in-progress ack, at least every third of the lease: once Redis
+/// answers again, the reconciler must find the lease held — it hands a job whose lease stays
+/// lapsed for a whole TTL to another worker (a 220 s outage redid a finished job that way).
 pub(crate) async fn with_commit_retries<T, F>(
     worker: &Worker,
-    message: Option<&async_nats::jetstream::Message>,
+    lease: &impl Lease,
     stop: &Stop,
     mut commit: impl FnMut() -> F,
 ) -> Result<T, tcoder::redis::RedisError>
 where
     F: Future<Output = Result<T, tcoder::redis::RedisError>>,
 {
-    let retrying = async {
-        let started = tokio::time::Instant::now();
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match commit().await {
-                Err(e) if started.elapsed() < OUTAGE_PATIENCE && stop.reason().is_none() => {
+    let started = tokio::time::Instant::now();
+    let longest = (worker.config.lease_ttl / 3)
+        .min(worker.hold_interval())
+        .clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut delay = Duration::from_millis(200).min(longest);
+    loop {
+        match commit().await {
+            Err(e) if started.elapsed() < OUTAGE_PATIENCE && stop.reason().is_none() => {
+                if worker.metrics.commit_retries.get() == 0 || delay < longest {
                     tracing::warn!(error = %e, retry_in = ?delay, "commit failed; retrying");
-                    worker.note_redis(false);
-                    worker.metrics.commit_retries.inc();
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = stop.stopped() => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                } else {
+                    tracing::debug!(error = %e, retry_in = ?delay, "commit failed; retrying");
                 }
-                done => return done,
+                worker.note_redis(false);
+                worker.metrics.commit_retries.inc();
+                lease.hold_work_item().await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.stopped() => {}
+                }
+                delay = (delay * 2).min(longest);
+                if let Err(e) = lease.renew().await {
+                    tracing::debug!(error = %e, "lease not renewed before the commit's retry");
+                }
             }
+            done => return done,
         }
-    };
-    match message {
-        Some(message) => events::holding(message, worker.hold_interval(), retrying).await,
-        None => retrying.await,
     }
 }
 

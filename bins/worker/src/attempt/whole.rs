@@ -25,7 +25,7 @@ use super::steps::{
     through_store_outage, transient, unless_stopped, upload_outputs, with_commit_retries,
 };
 use super::verdict::{Verdict, verdict};
-use crate::keeper::{OUTAGE_PATIENCE, Stop, StopReason, keep_lease};
+use crate::keeper::{OUTAGE_PATIENCE, RedisLease, Stop, StopReason, keep_lease};
 use crate::{Worker, scratch};
 
 /// Claims the job, holding the message (in-progress acks: no delivery is spent) while
@@ -93,6 +93,14 @@ pub(crate) async fn handle(
     delivered: i64,
     release: tokio_util::sync::CancellationToken,
 ) -> Outcome {
+    let Some(_running) = worker.running(&item.job_id) else {
+        // Taking it would count the attempt running here as lost and redo its work. One
+        // in-progress ack keeps the item with that attempt (JetStream keys acks by the
+        // message, whichever delivery they answer).
+        tracing::info!(job = %item.job_id, "a redelivery of the job this worker runs; left to its attempt");
+        let _ = message.ack_with(AckKind::Progress).await;
+        return Outcome::Skipped;
+    };
     let claimed = claim_holding_the_message(worker, &message, item, &release).await;
     let attempt = match claimed {
         Ok(ClaimOutcome::Claimed(attempt)) => attempt,
@@ -355,7 +363,7 @@ fn remove_uncommitted_outputs(
 /// Settles the message according to how the attempt ended.
 async fn settle(
     worker: &Worker,
-    message: &Message,
+    message: &Arc<Message>,
     attempt: &Attempt,
     delivered: i64,
     result: Result<Done, EngineError>,
@@ -394,7 +402,15 @@ async fn settle(
             let event = JobEvent::completed(&job, attempt.epoch, &manifest);
             let stage = Instant::now();
             let commit = || worker.jobs.complete(attempt, &manifest, &event);
-            match with_commit_retries(worker, Some(message), stop, commit).await {
+            let lease = RedisLease {
+                jobs: worker.jobs.clone(),
+                attempt: attempt.clone(),
+                message: message.clone(),
+                ttl: worker.config.lease_ttl,
+                metrics: worker.metrics.clone(),
+                redis_suspect: worker.redis_suspect.clone(),
+            };
+            match with_commit_retries(worker, &lease, stop, commit).await {
                 Ok(FinishOutcome::Finished) => {
                     worker.metrics.record_cost(&cost);
                 }
