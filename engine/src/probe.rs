@@ -113,6 +113,62 @@ fn dict(entries: &[(&str, String)]) -> Result<*mut ffi::AVDictionary, EngineErro
 pub fn open(path: &Path, limits: &Limits) -> Result<(Input, MediaInfo), EngineError> {
     init();
     sniff(path)?;
+    let mut input = open_restricted(path)?;
+    // Streams the header declares are checked before anything is decoded. Formats without a
+    // header (FLV, MPEG-PS) only know theirs after find_stream_info, which is itself guarded
+    // by the pixel cap below; everything is checked again after it.
+    check_header(&input, limits, false)?;
+    find_stream_info(&mut input, limits)?;
+    check_header(&input, limits, true)?;
+    let external = if input.format().name().starts_with("mov") {
+        crate::mov_refs::external_tracks(path)
+    } else {
+        Vec::new()
+    };
+    let scanned = match declares_duration(&input) {
+        true => None,
+        false => Some(scanned_duration(path, limits)?),
+    };
+    let media = describe(&input, limits, &external, scanned)?;
+    Ok((input, media))
+}
+
+/// Whether the container or the video stream says how long the title is.
+fn declares_duration(input: &Input) -> bool {
+    input.duration() > 0 || video_streams(input).first().and_then(stream_duration).is_some()
+}
+
+/// How long a source whose header does not say lasts (a browser's `MediaRecorder` `WebM` has no
+/// Duration element and no cues; FFmpeg plays it fine): the end of its last video packet, read
+/// without decoding anything, and refused as too long as soon as it passes the limit.
+fn scanned_duration(path: &Path, limits: &Limits) -> Result<f64, EngineError> {
+    let mut input = open_restricted(path)?;
+    let video = video_streams(&input)
+        .first()
+        .map(|s| (s.index(), f64::from(s.time_base())))
+        .ok_or_else(|| EngineError::new(ErrorCode::NoVideo, "no video stream"))?;
+    let (index, time_base) = video;
+    let (mut first, mut end) = (f64::INFINITY, 0.0_f64);
+    for (stream, packet) in input.packets() {
+        if stream.index() != index {
+            continue;
+        }
+        let Some(pts) = packet.pts().or(packet.dts()) else { continue };
+        let start = pts as f64 * time_base;
+        first = first.min(start);
+        end = end.max(start + packet.duration().max(0) as f64 * time_base);
+        if end - first > limits.max_duration_secs {
+            return Err(EngineError::new(
+                ErrorCode::TooLong,
+                format!("longer than the limit of {:.0} s", limits.max_duration_secs),
+            ));
+        }
+    }
+    Ok(if first.is_finite() { end - first } else { 0.0 })
+}
+
+/// Opens `path` with the protocol, format and codec allowlists.
+fn open_restricted(path: &Path) -> Result<Input, EngineError> {
     let c_path = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| EngineError::new(ErrorCode::Failed, "bad path"))?;
     let mut options = dict(&[
@@ -140,11 +196,12 @@ pub fn open(path: &Path, limits: &Limits) -> Result<(Input, MediaInfo), EngineEr
         return Err(EngineError::new(code, format!("cannot open the container: {error}")));
     }
     // SAFETY: `context` is a valid, opened format context from here on, owned by `input`.
-    let mut input = unsafe { Input::wrap(context) };
-    // Streams the header declares are checked before anything is decoded. Formats without a
-    // header (FLV, MPEG-PS) only know theirs after find_stream_info, which is itself guarded
-    // by the pixel cap below; everything is checked again after it.
-    check_header(&input, limits, false)?;
+    Ok(unsafe { Input::wrap(context) })
+}
+
+/// Reads the first frames of every stream, each decoder under the pixel cap and the codec
+/// allowlist.
+fn find_stream_info(input: &mut Input, limits: &Limits) -> Result<(), EngineError> {
     let streams = input.nb_streams() as usize;
     // find_stream_info decodes a few frames: give every stream's decoder the pixel cap and the
     // codec allowlist, so a header that lies about its size still cannot allocate a bomb.
@@ -177,14 +234,7 @@ pub fn open(path: &Path, limits: &Limits) -> Result<(Input, MediaInfo), EngineEr
             format!("cannot read the streams: {}", ffmpeg::Error::from(found)),
         ));
     }
-    check_header(&input, limits, true)?;
-    let external = if input.format().name().starts_with("mov") {
-        crate::mov_refs::external_tracks(path)
-    } else {
-        Vec::new()
-    };
-    let media = describe(&input, limits, &external)?;
-    Ok((input, media))
+    Ok(())
 }
 
 fn libc_enomem() -> i32 {
@@ -207,14 +257,27 @@ fn dimensions(stream: &ffmpeg::format::stream::Stream<'_>) -> (u32, u32) {
     (u32::try_from(w).unwrap_or(0), u32::try_from(h).unwrap_or(0))
 }
 
+/// Attached files (fonts) a source may carry.
+const MAX_ATTACHMENTS: usize = 256;
+
 /// Checks what the container declares: stream count, dimensions, and (once the streams are
 /// `complete`) exactly one video stream.
 fn check_header(input: &Input, limits: &Limits, complete: bool) -> Result<(), EngineError> {
-    let streams = input.nb_streams() as usize;
+    // Attachments (the fonts of a subtitled Matroska file: a fansub release carries a couple
+    // dozen) are no media: nothing decodes them. They have their own, wider bound.
+    let attachments =
+        input.streams().filter(|s| s.parameters().medium() == Type::Attachment).count();
+    let streams = input.nb_streams() as usize - attachments;
     if streams > limits.max_streams {
         return Err(EngineError::new(
             ErrorCode::TooManyStreams,
             format!("{streams} streams (at most {})", limits.max_streams),
+        ));
+    }
+    if attachments > MAX_ATTACHMENTS {
+        return Err(EngineError::new(
+            ErrorCode::TooManyStreams,
+            format!("{attachments} attachments (at most {MAX_ATTACHMENTS})"),
         ));
     }
     let videos = video_streams(input);
@@ -242,7 +305,12 @@ fn check_header(input: &Input, limits: &Limits, complete: bool) -> Result<(), En
 
 /// Builds [`MediaInfo`] and applies the remaining policy (codecs, sizes, duration, frame
 /// rate).
-fn describe(input: &Input, limits: &Limits, external: &[u32]) -> Result<MediaInfo, EngineError> {
+fn describe(
+    input: &Input,
+    limits: &Limits,
+    external: &[u32],
+    scanned_duration: Option<f64>,
+) -> Result<MediaInfo, EngineError> {
     let outside = |stream: &ffmpeg::format::stream::Stream<'_>| {
         u32::try_from(stream.id()).is_ok_and(|id| external.contains(&id))
     };
@@ -294,7 +362,11 @@ fn describe(input: &Input, limits: &Limits, external: &[u32]) -> Result<MediaInf
     let container_duration_secs =
         if duration > 0 { duration as f64 / f64::from(ffi::AV_TIME_BASE) } else { 0.0 };
     let declared = stream_duration(video);
-    let duration_secs = declared.unwrap_or(container_duration_secs);
+    let duration_secs = match declared {
+        Some(secs) => secs,
+        None if container_duration_secs > 0.0 => container_duration_secs,
+        None => scanned_duration.unwrap_or(0.0),
+    };
     if duration_secs.is_nan() || duration_secs <= 0.0 {
         return Err(EngineError::new(ErrorCode::Corrupt, "the duration is unknown"));
     }

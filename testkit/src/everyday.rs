@@ -424,6 +424,38 @@ pub fn all() -> Vec<Case> {
             PLAYS,
         ),
         case("no_audio", make("no_audio.mp4", &[pattern("320x240", "25", "1"), x264()]), PLAYS),
+        // Audio that names no channel layout: PCM in AVI (dashcams, compact cameras, MiniDV
+        // captures), in Matroska, and mono PCM in a MOV without a `chan` atom.
+        case("dashcam_avi_mjpeg_pcm_mono", dashcam_avi(1), PLAYS),
+        case("camera_avi_mjpeg_pcm_stereo", dashcam_avi(2), PLAYS),
+        case(
+            "pcm_mono_mkv",
+            make(
+                "pcm_mono.mkv",
+                &[
+                    pattern("320x240", "25", "2"),
+                    tone("2"),
+                    x264(),
+                    strs(&["-c:a", "pcm_s16le", "-ac", "1"]),
+                ],
+            ),
+            PLAYS,
+        ),
+        case(
+            "mono_pcm_mov_without_chan",
+            cached(
+                "mono_pcm_no_chan.mov",
+                &["-i", dashcam_avi(1).to_str().expect("utf-8"), "-c", "copy"],
+            ),
+            PLAYS,
+        ),
+        // Sparse variable frame rates: frames only when something changes, and a pause.
+        case("screen_recording_sparse_vfr", sparse_screen_recording(), PLAYS),
+        case("recording_with_a_pause", recording_with_pause(), PLAYS),
+        // A browser's MediaRecorder: WebM written as a stream, without Duration or cues.
+        case("browser_mediarecorder_webm", browser_recording(), PLAYS),
+        // A fansub release: subtitles and a couple dozen attached fonts.
+        case("fansub_mkv_with_fonts", fansub_mkv(), PLAYS),
         // An editor's reference movie: the audio track's data is in another file.
         case("external_audio_reference", external_audio(), PLAYS),
     ]
@@ -559,6 +591,101 @@ pub fn portrait_phone() -> PathBuf {
 /// A 16×16 clip: below the minimum size.
 pub fn tiny() -> PathBuf {
     make("tiny_16.mp4", &[pattern("16x16", "25", "1"), x264()])
+}
+
+/// An AVI as dashcams and compact cameras write it: MJPEG with PCM audio of `channels` whose
+/// header (a plain WAVEFORMATEX) names no channel layout.
+pub fn dashcam_avi(channels: u8) -> PathBuf {
+    let channels = channels.to_string();
+    make(
+        &format!("dashcam_pcm_{channels}ch.avi"),
+        &[
+            pattern("320x240", "25", "2"),
+            tone("2"),
+            strs(&["-c:v", "mjpeg", "-c:a", "pcm_s16le", "-ac", &channels]),
+        ],
+    )
+}
+
+/// A screen recording that only emits frames when something changes: a 60 fps base rate (every
+/// timestamp on a 1/60 s tick) but about 9 frames a second on average — short bursts of
+/// motion, then nothing, for 6 s. Audio throughout.
+pub fn sparse_screen_recording() -> PathBuf {
+    make(
+        "sparse_vfr.mp4",
+        &[
+            pattern("320x240", "60", "6"),
+            tone("6"),
+            strs(&["-vf", "select='lt(mod(t,2),0.3)'", "-fps_mode", "vfr"]),
+            x264(),
+            strs(&["-c:a", "aac"]),
+        ],
+    )
+}
+
+/// A 30 fps recording paused for 10 s: frames from 0 to 3 s and from 13 to 16 s, the
+/// timestamps keeping the gap (16 s long); audio throughout.
+pub fn recording_with_pause() -> PathBuf {
+    make(
+        "paused_vfr.mp4",
+        &[
+            pattern("320x240", "30", "16"),
+            tone("16"),
+            strs(&["-vf", "select='not(between(t,3,13))'", "-fps_mode", "vfr"]),
+            x264(),
+            strs(&["-c:a", "aac"]),
+        ],
+    )
+}
+
+/// A recording as Chrome's and Firefox's `MediaRecorder` produce it: VP8 + Opus `WebM` written
+/// as a stream (the muxer cannot seek back), so it has no Duration element and no cues.
+pub fn browser_recording() -> PathBuf {
+    cached_bytes("mediarecorder.webm", || {
+        let output = Command::new("ffmpeg")
+            .args(["-v", "error"])
+            .args(pattern("320x240", "25", "3"))
+            .args(tone("3"))
+            .args(["-c:v", "libvpx", "-deadline", "realtime", "-b:v", "300k"])
+            .args(["-c:a", "libopus", "-f", "webm", "pipe:1"])
+            .output()
+            .expect("run ffmpeg (scripts/setup.sh installs it)");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    })
+}
+
+/// A fansub-style Matroska file: H.264, AAC, an SRT track and 24 attached fonts (27 streams).
+pub fn fansub_mkv() -> PathBuf {
+    let srt = cached_bytes("fansub.srt", || b"1\n00:00:00,200 --> 00:00:01,500\nhello\n".to_vec());
+    let font = cached_bytes("font.ttf", || {
+        // Only the container's mimetype makes it a font; nothing decodes it.
+        let mut bytes = b"\x00\x01\x00\x00".to_vec();
+        bytes.resize(2048, 0);
+        bytes
+    });
+    let font = font.to_str().expect("utf-8").to_owned();
+    let mut parts =
+        vec![pattern("320x240", "25", "2"), tone("2"), strs(&["-i", srt.to_str().expect("utf-8")])];
+    for _ in 0..24 {
+        parts.push(strs(&["-attach", &font]));
+    }
+    parts.push(x264());
+    parts.push(strs(&[
+        "-c:a",
+        "aac",
+        "-c:s",
+        "srt",
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-map",
+        "2",
+        "-metadata:s:t",
+        "mimetype=application/x-truetype-font",
+    ]));
+    make("fansub_fonts.mkv", &parts)
 }
 
 /// HEVC video with Opus audio in Matroska (what the `default` preset copies as it is).

@@ -22,7 +22,21 @@ pub(crate) struct SourceAudio {
     pub time_base: Rational,
     pub sample_rate: u32,
     pub format: format::Sample,
+    /// Empty when the stream does not say (PCM in AVI or Matroska, a MOV without a `chan`
+    /// atom): then the usual layout of `channels` is assumed, as FFmpeg's own CLI does.
     pub layout: ChannelLayout,
+    pub channels: u16,
+}
+
+impl SourceAudio {
+    /// The layout the filter graph is told the frames have.
+    fn known_layout(&self) -> ChannelLayout {
+        if self.layout.bits() == 0 {
+            ChannelLayout::default(i32::from(self.channels.max(1)))
+        } else {
+            self.layout
+        }
+    }
 }
 
 pub(crate) struct AudioEncoder {
@@ -43,6 +57,9 @@ pub(crate) struct AudioEncoder {
     reached: f64,
     /// Packets taken out of the encoder to make room for more frames, not yet muxed.
     ready: VecDeque<Packet>,
+    /// Channels of a source that names no layout: its frames get the assumed one (the graph
+    /// refuses frames whose layout differs from the one it was built for).
+    unnamed_channels: Option<i32>,
 }
 
 /// Held-back audio beyond this is released anyway (a video with a long gap must not hold
@@ -110,6 +127,8 @@ impl AudioEncoder {
             next_pts: 0,
             reached: 0.0,
             ready: VecDeque::new(),
+            unnamed_channels: (source.layout.bits() == 0)
+                .then_some(i32::from(source.channels.max(1))),
         })
     }
 
@@ -120,8 +139,32 @@ impl AudioEncoder {
     /// Feeds a decoded frame (source time base); what the graph lets through waits until
     /// the video reaches it ([`Self::release`]).
     pub(crate) fn send(&mut self, frame: &frame::Audio) -> Result<(), EngineError> {
-        let mut shifted = frame.clone();
+        // A new reference to the decoder's buffers, not a copy: `frame::Audio::clone` allocates
+        // by channel layout and came out empty (and refused) for a source that names none.
+        let mut shifted = frame::Audio::empty();
+        // SAFETY: av_frame_ref makes `shifted` (empty, ours) a reference to `frame`'s buffers
+        // and copies its properties; both frames stay valid and independent structs.
+        let referenced =
+            unsafe { ffmpeg_next::ffi::av_frame_ref(shifted.as_mut_ptr(), frame.as_ptr()) };
+        if referenced < 0 {
+            return Err(crate::error::output(
+                "filter audio",
+                &ffmpeg_next::Error::from(referenced),
+            ));
+        }
         shifted.set_pts(frame.timestamp().map(|pts| pts - self.offset));
+        if let Some(channels) = self.unnamed_channels {
+            // Such a decoder leaves both the layout and the (deprecated) channel count of its
+            // frames unset, and the graph checks one against the other.
+            // SAFETY: fields of a frame this function owns; av_channel_layout_default fills
+            // the layout struct in place (no allocation for a native layout).
+            unsafe {
+                let frame = shifted.as_mut_ptr();
+                ffmpeg_next::ffi::av_channel_layout_default(&mut (*frame).ch_layout, channels);
+                (*frame).channels = channels;
+            }
+            shifted.set_channel_layout(ChannelLayout::default(channels));
+        }
         self.graph
             .get("in")
             .expect("graph has an input")
@@ -249,7 +292,7 @@ fn build_graph(
 ) -> Result<filter::Graph, EngineError> {
     let fail = |e: ffmpeg_next::Error| crate::error::output("audio filter graph", &e);
     let mut graph = filter::Graph::new();
-    let layout = if source.layout.bits() == 0 { ChannelLayout::default(2) } else { source.layout };
+    let layout = source.known_layout();
     let args = format!(
         "time_base={}:sample_rate={}:sample_fmt={}:channel_layout=0x{:x}",
         source.time_base,

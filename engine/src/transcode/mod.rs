@@ -120,7 +120,7 @@ pub(crate) fn encode(
     let step = (media.video.fps > max_output_fps + 0.01).then(|| 1.0 / max_output_fps);
     let encoder_tb = match step {
         Some(_) => Rational::new(1, max_output_fps.round() as i32),
-        None => encoder_time_base(source.video_rates, media.video.fps),
+        None => encoder_time_base(source.video_rates, media.video.fps, max_output_fps),
     };
     let delay_secs = match job.task.is_part() {
         true => split_delay_secs(job, &title_plan, encoder_tb)?,

@@ -111,10 +111,15 @@ impl Muxer {
             .context
             .add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None))
             .map_err(|e| crate::error::output("add stream", &e))?;
+        let hevc = parameters.id() == ffmpeg::codec::Id::HEVC;
         stream.set_parameters(parameters);
-        // SAFETY: plain field; a tag from another container may not be valid in MP4.
+        // SAFETY: plain field; a tag from another container may not be valid in MP4. HEVC is
+        // tagged `hvc1` (parameter sets in the sample entry), which Apple's players require:
+        // the muxer's default, `hev1`, made an iPhone's own video unplayable on an iPhone.
+        // The other codecs' defaults (`avc1`, `av01`, `vp09`, `mp4a`, `Opus`) play everywhere.
         unsafe {
-            (*stream.parameters().as_mut_ptr()).codec_tag = 0;
+            (*stream.parameters().as_mut_ptr()).codec_tag =
+                if hevc { u32::from_le_bytes(*b"hvc1") } else { 0 };
         }
         stream.set_time_base(time_base);
         if let Some(matrix) = display_matrix {

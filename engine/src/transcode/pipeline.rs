@@ -187,6 +187,7 @@ pub(crate) fn open_renditions(
                             sample_rate: decoder.rate(),
                             format: decoder.format(),
                             layout: decoder.channel_layout(),
+                            channels: decoder.channels(),
                         };
                         let offset = source.offset_in(stream.time_base);
                         Some(AudioEncoder::open(audio_plan, &decoded, offset)?)

@@ -84,12 +84,21 @@ impl Timeline {
 
 /// The encoders' time base: the inverse of the stream's base rate (`r_frame_rate`, at which
 /// every timestamp of a variable-rate stream falls on a tick), or of the average rate when the
-/// base rate is missing or implausible (a container time base posing as a rate).
-pub(crate) fn encoder_time_base((base, average): (Rational, Rational), fps: f64) -> Rational {
+/// base rate is missing or implausible (a container time base posing as a rate). A base rate
+/// far above the average is a sparse stream, not an implausible one — a screen recording that
+/// only emits frames when something changes, a recording with a pause — and is kept up to
+/// `max_output_fps`: timed on the average instead, its frames collided on the coarse ticks and
+/// most were dropped (69 of 180 kept).
+pub(crate) fn encoder_time_base(
+    (base, average): (Rational, Rational),
+    fps: f64,
+    max_output_fps: f64,
+) -> Rational {
+    let highest = (fps * 2.0 + 1.0).max(max_output_fps).max(1.0);
     let plausible = |rate: Rational| {
         rate.numerator() > 0
             && rate.denominator() > 0
-            && f64::from(rate) <= (fps * 2.0 + 1.0).max(1.0)
+            && f64::from(rate) <= highest
             && f64::from(rate) >= 1.0
     };
     if plausible(base) {

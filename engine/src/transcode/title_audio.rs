@@ -48,6 +48,7 @@ pub(super) fn run(
         sample_rate: decoder.rate(),
         format: decoder.format(),
         layout: decoder.channel_layout(),
+        channels: decoder.channels(),
     };
     let mut encoder =
         AudioEncoder::open(&audio_plan, &decoded, source.offset_in(stream.time_base))?;

@@ -30,12 +30,23 @@ pub(crate) struct VideoEncoder {
     next_keyframe: f64,
     keyframe_step: f64,
     last_pts: Option<i64>,
-    /// One frame at the planned rate, in `time_base`: the duration of the first frame.
+    /// One tick of `time_base` — a frame at the base rate (or at the average, or the reduced
+    /// output rate, whichever the time base is): the duration of the last frame. (One frame
+    /// at the *average* rate gave a sparse recording's last frame a tenth of a second where
+    /// the source shows it for a sixtieth.)
     frame_duration: i64,
-    /// Duration of each frame sent and not yet out of the encoder, by pts: the gap since the
-    /// frame before it. Encoders leave packet durations unset; muxers need them (the last
-    /// MP4 sample, and HLS segment lengths, which FFmpeg sums from durations).
+    /// Duration of each frame sent and not yet out of the encoder, by pts: the gap to the
+    /// frame after it (known once that one is sent; until then one frame at the planned
+    /// rate). Encoders leave packet durations unset; muxers need them (the last MP4 sample,
+    /// and HLS segment lengths, which FFmpeg sums from durations). The gap *before* a frame,
+    /// used before, gave the frame after a 10 s pause ten seconds and the picture before it
+    /// one frame's time: an MP4 of a 16 s recording claimed 23 s.
     durations: BTreeMap<i64, i64>,
+    /// Encoded packets in the encoder's order, the first waiting while its duration is not
+    /// known yet (it is the newest frame's).
+    encoded: std::collections::VecDeque<Packet>,
+    /// After [`Self::send_eof`]: the last frame keeps its provisional duration.
+    flushing: bool,
 }
 
 /// Frames an encoder holds at most (lookahead and B-frames); bounds `durations`.
@@ -137,11 +148,9 @@ impl VideoEncoder {
             keyframe_step,
             last_pts: None,
             durations: BTreeMap::new(),
-            frame_duration: ((f64::from(time_base.denominator())
-                / f64::from(time_base.numerator().max(1))
-                / plan.fps.max(1.0))
-            .round() as i64)
-                .max(1),
+            encoded: std::collections::VecDeque::new(),
+            flushing: false,
+            frame_duration: 1,
         })
     }
 
@@ -164,8 +173,10 @@ impl VideoEncoder {
         if self.last_pts.is_some_and(|last| pts <= last) {
             return Ok(());
         }
-        let duration = self.last_pts.map_or(self.frame_duration, |last| pts - last);
-        self.durations.insert(pts, duration);
+        if let Some(last) = self.last_pts {
+            self.durations.insert(last, pts - last);
+        }
+        self.durations.insert(pts, self.frame_duration);
         if self.durations.len() > MAX_ENCODER_DELAY {
             self.durations.pop_first();
         }
@@ -202,13 +213,23 @@ impl VideoEncoder {
     }
 
     pub(crate) fn send_eof(&mut self) -> Result<(), EngineError> {
+        self.flushing = true;
         self.encoder.send_eof().map_err(|e| crate::error::output("flush video encoder", &e))
     }
 
-    /// The next encoded packet, if one is ready (with a duration: encoders leave it unset).
+    /// The next encoded packet, if one is ready and its duration known (encoders leave it
+    /// unset): the newest frame's packet, and any after it, wait for the next frame or the
+    /// end of the stream.
     pub(crate) fn receive(&mut self) -> Option<Packet> {
         let mut packet = Packet::empty();
-        self.encoder.receive_packet(&mut packet).ok()?;
+        while self.encoder.receive_packet(&mut packet).is_ok() {
+            self.encoded.push_back(std::mem::replace(&mut packet, Packet::empty()));
+        }
+        let front = self.encoded.front()?;
+        if !self.flushing && front.pts().is_some() && front.pts() == self.last_pts {
+            return None;
+        }
+        let mut packet = self.encoded.pop_front()?;
         let duration = packet.pts().and_then(|pts| self.durations.remove(&pts));
         if packet.duration() <= 0 {
             packet.set_duration(duration.unwrap_or(self.frame_duration));

@@ -245,6 +245,20 @@ fn the_generated_files_are_what_they_claim() {
             assert!(judged_progressive(&case.path).is_err(), "{} is not interlaced", case.name);
         }
     }
+    // The kinds that failed before, as FFmpeg reads them: PCM naming no channel layout, a
+    // WebM that does not say how long it is, a file whose fonts alone pass the stream limit.
+    for channels in [1, 2] {
+        let probe = ffprobe(&everyday::dashcam_avi(channels));
+        let audio = &probe["streams"][1];
+        assert_eq!(audio["channels"], channels, "{probe}");
+        assert!(audio["channel_layout"].as_str().is_none_or(|l| l == "unknown"), "{probe}");
+    }
+    let webm = ffprobe(&everyday::browser_recording());
+    assert!(webm["format"]["duration"].is_null(), "a MediaRecorder WebM has no duration: {webm}");
+    let fansub = ffprobe(&everyday::fansub_mkv());
+    let streams = fansub["streams"].as_array().unwrap();
+    let fonts = streams.iter().filter(|s| s["codec_type"] == "attachment").count();
+    assert!(streams.len() > 16 && fonts == 24, "{} streams, {fonts} fonts", streams.len());
 }
 
 #[test]
@@ -336,6 +350,9 @@ fn the_default_preset_copies_upright_and_reports_what_it_copied() {
         .map(|s| s["codec_name"].as_str().unwrap())
         .collect();
     assert_eq!(codecs, ["hevc", "opus"]);
+    // Tagged as Apple's players require (the Matroska source has no tag; MP4's default is
+    // `hev1`, which they refuse).
+    assert_eq!(probe["streams"][0]["codec_tag_string"], "hvc1", "{probe}");
     assert!(rendition.video_bit_rate > 0, "{rendition:?}");
 
     // A phone's portrait video copied as it is keeps its display matrix: still upright.
@@ -343,4 +360,59 @@ fn the_default_preset_copies_upright_and_reports_what_it_copied() {
     let rendition = &report.renditions[0];
     assert_eq!((rendition.width, rendition.height), (180, 320));
     everyday::marker_top_left(&out.path().join(rendition.mp4.as_ref().unwrap())).unwrap();
+}
+
+/// Video packets (frames) of `path` as ffprobe counts them (a playlist's segments together).
+fn video_frames(path: &Path) -> u64 {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "packet=pts_time", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().lines().filter(|l| !l.trim().is_empty()).count()
+        as u64
+}
+
+/// A screen recording that only emits frames when something changes, and a recording with a
+/// 10 s pause: every frame of the source is in every output, each shown until the next one
+/// (the last for one frame), so the outputs last as long as the source — in HLS and in MP4.
+/// Before, the frames were timed on the average rate (most of them collided and were dropped)
+/// and each took the gap *before* it, so the MP4 of the paused one claimed 23 s for 16.
+#[test]
+fn sparse_frame_rates_keep_every_frame_and_the_source_s_timing() {
+    for source in [everyday::sparse_screen_recording(), everyday::recording_with_pause()] {
+        let frames = video_frames(&source);
+        let (start, end, _) = packet_span(&source, "v:0").unwrap();
+        let source_secs = end - start;
+        for (preset, output) in
+            [(Preset::Hls, OutputKind::Hls), (Preset::WebOptimized, OutputKind::Mp4)]
+        {
+            let out = tempfile::tempdir().unwrap();
+            let spec = spec(preset, Qualities::List(vec![tcoder::jobs::Quality::P144]), &[output]);
+            let report = tcoder_engine::run(&job(&source, out.path(), spec), &mut |_| {}).unwrap();
+            let rendition = &report.renditions[0];
+            let path = out.path().join(match output {
+                OutputKind::Hls => rendition.hls.as_ref().unwrap(),
+                _ => rendition.mp4.as_ref().unwrap(),
+            });
+            let name = format!("{} ({preset:?})", source.display());
+            assert_eq!(video_frames(&path), frames, "{name}: frames kept");
+            let (start, end, _) = packet_span(&path, "v:0").unwrap();
+            assert!(
+                ((end - start) - source_secs).abs() < 0.05,
+                "{name}: {:.3} s of video for {source_secs:.3}",
+                end - start
+            );
+            if output == OutputKind::Mp4 {
+                let duration: f64 =
+                    ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
+                assert!(
+                    (duration - source_secs).abs() < 0.1,
+                    "{name}: the MP4 claims {duration} s"
+                );
+            }
+        }
+    }
 }
