@@ -231,12 +231,20 @@ async fn attempt_alive(
     job: &tcoder::jobs::JobId,
     lease_ttl: Duration,
 ) -> anyhow::Result<bool> {
-    let deadline = tokio::time::Instant::now() + lease_ttl + lease_ttl / 2;
+    let window = lease_ttl + lease_ttl / 2;
+    let deadline = tokio::time::Instant::now() + window;
+    // Redis itself was away a moment ago: every lease lapsed meanwhile, live attempts' too,
+    // and they take theirs back with their next renewal. Until the window after the reconnect
+    // has passed, a missing lease proves nothing (a 220 s outage handed a finished job on the
+    // instant Redis came back).
+    let grace_until = jobs.redis_reconnected_at().map(|at| at + window);
     loop {
-        if !jobs.lease_held(job).await? {
+        let now = tokio::time::Instant::now();
+        let held = jobs.lease_held(job).await?;
+        if !held && grace_until.is_none_or(|until| now >= until) {
             return Ok(false);
         }
-        if tokio::time::Instant::now() >= deadline {
+        if held && now >= deadline {
             return Ok(true);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -238,6 +238,12 @@ impl JobStore {
             .await?)
     }
 
+    /// When this process last reconnected to Redis after losing it (see
+    /// [`crate::redis::Conn::reconnected_at`]).
+    pub fn redis_reconnected_at(&self) -> Option<tokio::time::Instant> {
+        self.conn.reconnected_at()
+    }
+
     /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();

@@ -39,6 +39,8 @@ struct Shared {
     /// with it instead of each trying (and waiting `timeout`) in turn.
     last_failure: Mutex<Option<(tokio::time::Instant, String)>>,
     generation: AtomicU64,
+    /// When the connection was last opened again after a failure (not the first time).
+    reconnected_at: Mutex<Option<tokio::time::Instant>>,
     config: AsyncConnectionConfig,
     timeout: Duration,
     db: i64,
@@ -70,6 +72,7 @@ impl Conn {
                 target: tokio::sync::Mutex::new(target),
                 last_failure: Mutex::new(None),
                 generation: AtomicU64::new(0),
+                reconnected_at: Mutex::new(None),
                 config,
                 timeout,
                 db,
@@ -77,6 +80,13 @@ impl Conn {
                 describe,
             }),
         }
+    }
+
+    /// When this process last reconnected to Redis after losing it, if it ever did. After
+    /// an outage of Redis itself every lease has lapsed, live attempts' too: whoever judges
+    /// attempts by their leases gives them a TTL from this moment to take them back.
+    pub fn reconnected_at(&self) -> Option<tokio::time::Instant> {
+        *self.shared.reconnected_at.lock().expect("not poisoned")
     }
 
     /// Connects now (the first connection; later ones happen on demand).
@@ -151,6 +161,7 @@ impl Shared {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         if generation > 1 {
             tracing::info!(redis = %self.describe, "reconnected to Redis");
+            *self.reconnected_at.lock().expect("not poisoned") = Some(tokio::time::Instant::now());
         }
         *self.current.lock().expect("not poisoned") = Some((generation, connection.clone()));
         Ok((generation, connection))
