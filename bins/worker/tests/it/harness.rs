@@ -128,8 +128,9 @@ impl Pipeline {
         }
     }
 
-    /// Starts a worker process; `extra` overrides settings (e.g. a slower preset, a proxy).
-    pub(crate) fn worker(&self, extra: &[(&str, String)]) -> ServiceProcess {
+    /// A worker's environment: the servers, the fast timings, the shared scratch folder, then
+    /// `extra` (which overrides any of them).
+    pub(crate) fn worker_env(&self, extra: &[(&str, String)]) -> Vec<(String, String)> {
         let mut vars = self.env.service_env();
         vars.extend(fast_env());
         vars.push((
@@ -137,6 +138,12 @@ impl Pipeline {
             self.scratch.path().display().to_string(),
         ));
         vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        vars
+    }
+
+    /// Starts a worker process; `extra` overrides settings (e.g. a slower preset, a proxy).
+    pub(crate) fn worker(&self, extra: &[(&str, String)]) -> ServiceProcess {
+        let vars = self.worker_env(extra);
         let mut worker =
             ServiceProcess::spawn(Path::new(env!("CARGO_BIN_EXE_tcoder-worker")), &vars);
         // Alive is enough: a worker pulls jobs even while one dependency is unhealthy.

@@ -29,6 +29,26 @@ async fn busy_and_queued(pipeline: &Pipeline) -> (String, Vec<String>) {
     (busy, queued)
 }
 
+/// A worker that reaches the store through a proxy (so the store can be taken away from it
+/// alone), running the engine on one small rendition of a 720p clip: the proxy, the worker
+/// and the job, once the source is downloaded and the engine runs.
+async fn encoding_behind_a_store_proxy(
+    pipeline: &Pipeline,
+) -> (ChaosProxy, testkit::ServiceProcess, String) {
+    let store = ChaosProxy::start(pipeline.env.s3.addr());
+    let worker = pipeline.worker(&[
+        ("TCODER__S3__ENDPOINT", format!("http://{}", store.addr())),
+        ("TCODER__WORKER__ENGINE__X264_PRESET", "veryfast".into()),
+    ]);
+    let request = json!({ "preset": "web-optimized", "qualities": ["360p"], "outputs": ["mp4"] });
+    let id = pipeline.submit(&corpus::heavy_720p(), request).await;
+    testkit::eventually_async(LONG, || async {
+        if engine_children(worker.pid()).is_empty() { Err("no engine yet") } else { Ok(()) }
+    })
+    .await;
+    (store, worker, id)
+}
+
 /// Every job completed exactly once, none failed, each with its first attempt: the outage
 /// lost none.
 async fn assert_all_completed_once(pipeline: &Pipeline, ids: &[String]) {
@@ -133,19 +153,9 @@ async fn a_commit_during_a_redis_restart_is_retried_not_redone() {
     let mut pipeline = Pipeline::start_on(TestEnv::start_persistent(), &[]).await;
     // The worker reaches the store through a proxy, so its uploads (the step just before the
     // commit) can be held until Redis is down.
-    let store = ChaosProxy::start(pipeline.env.s3.addr());
-    let worker = pipeline.worker(&[
-        ("TCODER__S3__ENDPOINT", format!("http://{}", store.addr())),
-        ("TCODER__WORKER__ENGINE__X264_PRESET", "veryfast".into()),
-    ]);
     // One small rendition: after the hold, the uploads take milliseconds, so Redis is down for
     // well under a second.
-    let request = json!({ "preset": "web-optimized", "qualities": ["360p"], "outputs": ["mp4"] });
-    let id = pipeline.submit(&corpus::heavy_720p(), request).await;
-    testkit::eventually_async(LONG, || async {
-        if engine_children(worker.pid()).is_empty() { Err("no engine yet") } else { Ok(()) }
-    })
-    .await;
+    let (store, worker, id) = encoding_behind_a_store_proxy(&pipeline).await;
     // Downloaded (the engine runs): hold the uploads, and let the engine finish.
     store.set_mode(ChaosMode::Blackhole);
     testkit::eventually_async(LONG, || async {
@@ -178,17 +188,7 @@ async fn a_commit_during_a_redis_restart_is_retried_not_redone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_3_minute_object_store_outage_is_a_pause_and_the_job_completes_once() {
     let pipeline = Pipeline::start().await;
-    let store = ChaosProxy::start(pipeline.env.s3.addr());
-    let worker = pipeline.worker(&[
-        ("TCODER__S3__ENDPOINT", format!("http://{}", store.addr())),
-        ("TCODER__WORKER__ENGINE__X264_PRESET", "veryfast".into()),
-    ]);
-    let request = json!({ "preset": "web-optimized", "qualities": ["360p"], "outputs": ["mp4"] });
-    let id = pipeline.submit(&corpus::heavy_720p(), request).await;
-    testkit::eventually_async(LONG, || async {
-        if engine_children(worker.pid()).is_empty() { Err("no engine yet") } else { Ok(()) }
-    })
-    .await;
+    let (store, worker, id) = encoding_behind_a_store_proxy(&pipeline).await;
     // Downloaded (the engine runs): the store goes away before the outputs upload.
     store.set_mode(ChaosMode::Drop);
     let down = Instant::now();
@@ -225,9 +225,8 @@ async fn a_full_scratch_disk_is_the_machine_s_fault_the_job_goes_elsewhere() {
     let room = (std::fs::metadata(&source).unwrap().len() + 256 * 1024).div_ceil(4096) * 4096;
     let scratch = tempfile::tempdir_in(pipeline.scratch.path()).unwrap();
     let mount = format!("mount -t tmpfs -o size={room} tcoder-test-scratch \"$0\" && exec \"$1\"");
-    let mut vars = pipeline.env.service_env();
-    vars.extend(crate::harness::fast_env());
-    vars.push(("TCODER__WORKER__SCRATCH_DIR".into(), scratch.path().display().to_string()));
+    let vars = pipeline
+        .worker_env(&[("TCODER__WORKER__SCRATCH_DIR", scratch.path().display().to_string())]);
     let small = testkit::ServiceProcess::spawn_wrapped(
         &[
             "unshare",

@@ -479,13 +479,7 @@ async fn a_forged_completed_event_produces_no_webhook() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_log_reader_is_gone_shuts_down_cleanly_and_releases_its_job() {
     let pipeline = Pipeline::start().await;
-    let mut vars = pipeline.env.service_env();
-    vars.extend(crate::harness::fast_env());
-    vars.push((
-        "TCODER__WORKER__SCRATCH_DIR".into(),
-        pipeline.scratch.path().display().to_string(),
-    ));
-    vars.push(("TCODER__WORKER__ENGINE__X264_PRESET".into(), "medium".into()));
+    let vars = pipeline.worker_env(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
     // Standard error is a pipe whose reader has exited, as `tee` after the Ctrl-C.
     let mut worker = testkit::ServiceProcess::spawn_wrapped(
         &["bash", "-c", r#"exec 2> >(exit 0); exec "$0""#],

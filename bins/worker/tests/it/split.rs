@@ -176,6 +176,18 @@ async fn a_long_title_is_split_over_two_workers_and_stitched_into_one_result() {
     assert!(pipeline.stored(result.hls_master.as_deref().unwrap()).is_file());
 }
 
+/// Waits (bounded) until the job's progress events report `at_least` parts committed.
+async fn wait_parts_done(pipeline: &Pipeline, id: &str, at_least: u64) {
+    testkit::eventually_async(LONG, || async {
+        let progress = pipeline.events(id, "progress").await;
+        match progress.iter().filter_map(|e| e["data"]["parts"]["done"].as_u64()).max() {
+            Some(done) if done >= at_least => Ok(()),
+            other => Err(format!("parts done: {other:?}")),
+        }
+    })
+    .await;
+}
+
 /// A 12 s title (six chunks and the audio) and settings under which its parts take a while.
 fn slow_title() -> (std::path::PathBuf, Vec<(&'static str, String)>) {
     let source = clip(&ClipSpec {
@@ -200,14 +212,7 @@ async fn a_split_job_survives_its_coordinator_killed_and_a_helper_paused_past_it
     let id = pipeline.submit(&source, json!({ "preset": "hls", "outputs": ["hls", "mp4"] })).await;
 
     // One part committed, the rest under way: kill the coordinator, pause the other worker.
-    testkit::eventually_async(LONG, || async {
-        let progress = pipeline.events(&id, "progress").await;
-        match progress.iter().filter_map(|e| e["data"]["parts"]["done"].as_u64()).max() {
-            Some(done) if done >= 1 => Ok(()),
-            other => Err(format!("parts done: {other:?}")),
-        }
-    })
-    .await;
+    wait_parts_done(&pipeline, &id, 1).await;
     let mut redis = pipeline.redis.clone();
     let key = tcoder::redis::keys::job(&JobId::parse(&id).unwrap());
     let coordinator: String =
@@ -323,14 +328,7 @@ async fn part_commits_a_paused_replica_does_not_confirm_keep_their_outputs() {
     settings.extend(confirmed.iter().cloned());
     let workers = [pipeline.worker(&settings), pipeline.worker(&settings)];
     let id = pipeline.submit(&source, json!({ "preset": "hls", "outputs": ["hls", "mp4"] })).await;
-    testkit::eventually_async(LONG, || async {
-        let progress = pipeline.events(&id, "progress").await;
-        match progress.iter().filter_map(|e| e["data"]["parts"]["done"].as_u64()).max() {
-            Some(done) if done >= 1 => Ok(()),
-            other => Err(format!("parts done: {other:?}")),
-        }
-    })
-    .await;
+    wait_parts_done(&pipeline, &id, 1).await;
     replica.signal(libc::SIGSTOP);
     tokio::time::sleep(Duration::from_secs(8)).await; // the replica's silence itself
     replica.signal(libc::SIGCONT);
