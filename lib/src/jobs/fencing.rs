@@ -87,13 +87,19 @@ pub enum FinishOutcome {
 }
 
 impl JobStore {
-    /// Claims `id` for `worker` with a lease of `ttl`.
+    /// Claims `id` for `worker` with a lease of `ttl`. A running job whose lease lapsed (its
+    /// worker died) is taken over — but not within 1.5 TTL of this process reconnecting to
+    /// Redis: after an outage of Redis every lease has lapsed, live attempts' too, and they
+    /// take theirs back with their next renewal (the claim answers `Busy` meanwhile).
     pub async fn claim(
         &self,
         id: &JobId,
         worker: &str,
         ttl: Duration,
     ) -> Result<ClaimOutcome, RedisError> {
+        // A request first, so a reconnect it needs is known before deciding.
+        self.ping().await?;
+        let takeover = self.redis_reconnected_at().is_none_or(|at| at.elapsed() >= ttl * 3 / 2);
         let reply: Vec<String> = self
             .conn()
             .write_replicated(
@@ -103,7 +109,8 @@ impl JobStore {
                     .arg(worker)
                     .arg(ttl_ms(ttl))
                     .arg(now_ms())
-                    .arg(KEY_PREFIX),
+                    .arg(KEY_PREFIX)
+                    .arg(if takeover { "1" } else { "0" }),
             )
             .await?;
         let status = |raw: &str| raw.parse::<JobStatus>().map_err(RedisError::Corrupt);

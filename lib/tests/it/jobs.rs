@@ -168,6 +168,43 @@ fn result(epoch: u64) -> tcoder::jobs::JobResult {
 /// commit; the plan survives a change of coordinator (a new job epoch) with the committed
 /// parts kept; commits count up to the total; and a canceled job hands out and accepts
 /// nothing more.
+/// After Redis restarts every lease has lapsed, a live attempt's too: a claim made by a
+/// process that just reconnected does not take the running job over at once (the attempt
+/// takes its lease back with its next renewal); 1.5 TTL later it does, if nobody did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_lease_is_not_taken_over_right_after_a_redis_restart() {
+    use std::time::Duration;
+    use tcoder::jobs::ClaimOutcome;
+
+    let mut env = TestEnv::start_persistent();
+    let (store, job) = store_with_job(&env).await;
+    store.transition(&job.id, JobStatus::Uploaded, "test", &[]).await.unwrap();
+    store.transition(&job.id, JobStatus::Queued, "test", &[]).await.unwrap();
+    let ttl = Duration::from_secs(1);
+    let claimed = store.claim(&job.id, "worker-a", ttl).await.unwrap();
+    assert!(matches!(claimed, ClaimOutcome::Claimed(_)), "{claimed:?}");
+    tokio::task::block_in_place(|| env.redis.restart());
+    testkit::eventually_async(Duration::from_secs(5), || async {
+        match store.lease_held(&job.id).await {
+            Ok(false) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let soon = store.claim(&job.id, "worker-b", ttl).await.unwrap();
+    assert!(matches!(soon, ClaimOutcome::Busy { .. }), "taken over at once: {soon:?}");
+    let later = testkit::eventually_async(Duration::from_secs(5), || async {
+        match store.claim(&job.id, "worker-b", ttl).await.unwrap() {
+            ClaimOutcome::Claimed(attempt) => Ok(attempt),
+            other => Err(other),
+        }
+    })
+    .await;
+    assert_eq!(later.epoch, 2);
+    let job = store.get(&job.id).await.unwrap().unwrap();
+    assert_eq!(job.lost_attempts, 1, "the attempt that never came back counts as lost");
+}
+
 #[tokio::test]
 async fn parts_of_a_split_job_are_fenced_on_their_own_epochs_and_stop_with_the_job() {
     use std::time::Duration;
