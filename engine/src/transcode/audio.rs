@@ -29,6 +29,17 @@ pub(crate) struct SourceAudio {
 }
 
 impl SourceAudio {
+    /// What `decoder` makes of a stream whose timestamps are in `time_base`.
+    pub(crate) fn of(decoder: &ffmpeg_next::decoder::Audio, time_base: Rational) -> SourceAudio {
+        SourceAudio {
+            time_base,
+            sample_rate: decoder.rate(),
+            format: decoder.format(),
+            layout: decoder.channel_layout(),
+            channels: decoder.channels(),
+        }
+    }
+
     /// The layout the filter graph is told the frames have.
     fn known_layout(&self) -> ChannelLayout {
         if self.layout.bits() == 0 {

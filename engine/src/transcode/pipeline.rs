@@ -182,13 +182,7 @@ pub(crate) fn open_renditions(
                     VideoEncoder::open(rendition_plan, encoder_tb, keyframe_step, &settings)?;
                 let audio = match (&rendition_plan.audio, audio_decoder, &source.audio) {
                     (Some(audio_plan), Some(decoder), Some(stream)) => {
-                        let decoded = SourceAudio {
-                            time_base: stream.time_base,
-                            sample_rate: decoder.rate(),
-                            format: decoder.format(),
-                            layout: decoder.channel_layout(),
-                            channels: decoder.channels(),
-                        };
+                        let decoded = SourceAudio::of(decoder, stream.time_base);
                         let offset = source.offset_in(stream.time_base);
                         Some(AudioEncoder::open(audio_plan, &decoded, offset)?)
                     }

@@ -43,13 +43,7 @@ pub(super) fn run(
         return report(job, media, 0);
     };
     let mut decoder = open_audio_decoder(stream.params.clone())?;
-    let decoded = SourceAudio {
-        time_base: stream.time_base,
-        sample_rate: decoder.rate(),
-        format: decoder.format(),
-        layout: decoder.channel_layout(),
-        channels: decoder.channels(),
-    };
+    let decoded = SourceAudio::of(&decoder, stream.time_base);
     let mut encoder =
         AudioEncoder::open(&audio_plan, &decoded, source.offset_in(stream.time_base))?;
     let dir = job.output_dir.join(AUDIO_DIR);
