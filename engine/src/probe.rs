@@ -16,7 +16,8 @@ use tcoder::engine::limits::{
     Limits, MIN_DIMENSION, codec_whitelist, format_whitelist, is_accepted_audio, is_accepted_video,
 };
 use tcoder::engine::{
-    AudioInfo, EngineError, ErrorCode, MediaInfo, Orientation, VideoInfo, displayed_size,
+    AudioInfo, ColourInfo, EngineError, ErrorCode, MediaInfo, Orientation, VideoInfo,
+    displayed_size,
 };
 
 /// Initialises FFmpeg once and keeps its own logging quiet (errors surface as typed errors).
@@ -458,11 +459,31 @@ fn describe(
             fps,
             bit_rate: u64::try_from(video_bit_rate).ok().filter(|b| *b > 0),
             pixel_format,
+            colour: colour(&video.parameters()),
         },
         audio,
         streams: input.nb_streams() as usize,
         warnings,
     })
+}
+
+/// The stream's colour tags by FFmpeg's names (what ffprobe prints), unspecified ones left out.
+fn colour(parameters: &ffmpeg::codec::Parameters) -> ColourInfo {
+    use ffmpeg::color::{Primaries, Range, Space, TransferCharacteristic};
+    // SAFETY: plain fields of the codec parameters.
+    let (primaries, transfer, matrix, range) = unsafe {
+        let p = parameters.as_ptr();
+        ((*p).color_primaries, (*p).color_trc, (*p).color_space, (*p).color_range)
+    };
+    let named = |name: Option<&'static str>| {
+        name.filter(|n| !matches!(*n, "unknown" | "unspecified" | "reserved")).map(str::to_owned)
+    };
+    ColourInfo {
+        primaries: named(Primaries::from(primaries).name()),
+        transfer: named(TransferCharacteristic::from(transfer).name()),
+        matrix: named(Space::from(matrix).name()),
+        range: named(Range::from(range).name()),
+    }
 }
 
 /// The pixel aspect ratio when it is known and not square.

@@ -149,6 +149,7 @@ fn read_master(path: &Path) -> Result<Vec<VariantInfo>, EngineError> {
                 height,
                 fps: attribute("FRAME-RATE").and_then(|f| f.parse().ok()).unwrap_or(0.0),
                 codecs: attribute("CODECS").unwrap_or_default().to_owned(),
+                video_range: attribute("VIDEO-RANGE").unwrap_or("SDR").to_owned(),
             });
         }
     }

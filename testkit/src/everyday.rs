@@ -456,6 +456,10 @@ pub fn all() -> Vec<Case> {
         case("browser_mediarecorder_webm", browser_recording(), PLAYS),
         // A fansub release: subtitles and a couple dozen attached fonts.
         case("fansub_mkv_with_fonts", fansub_mkv(), PLAYS),
+        // HDR phone and camera videos: HDR10 (PQ, with mastering metadata) and HLG (what an
+        // iPhone records by default), both 10-bit HEVC.
+        case("hdr10_pq_hevc_mp4", hdr(Transfer::Pq), PLAYS),
+        case("hlg_hevc_mov_iphone", hdr(Transfer::Hlg), PLAYS),
         // An editor's reference movie: the audio track's data is in another file.
         case("external_audio_reference", external_audio(), PLAYS),
     ]
@@ -686,6 +690,76 @@ pub fn fansub_mkv() -> PathBuf {
         "mimetype=application/x-truetype-font",
     ]));
     make("fansub_fonts.mkv", &parts)
+}
+
+/// An HDR transfer function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// SMPTE ST 2084 (HDR10).
+    Pq,
+    /// ARIB STD-B67 hybrid log-gamma.
+    Hlg,
+}
+
+/// The SDR picture the HDR files are made from, at their size (`-i` arguments): a colourful
+/// test pattern.
+pub fn hdr_original() -> Vec<String> {
+    pattern("640x360", "25", "2")
+}
+
+/// The HDR mastering display of [`hdr`]'s PQ file: P3 primaries, D65, 1000 to 0.0001 cd/m²
+/// (x265's units), and its content light levels.
+pub const HDR10_MASTER_DISPLAY: &str =
+    "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)";
+pub const HDR10_MAX_CLL: (u32, u32) = (1000, 400);
+
+/// [`hdr_original`] as an HDR phone or camera stores it: converted (by zimg, in linear light,
+/// SDR white at 100 cd/m²) to BT.2020 primaries and the `transfer`, 10-bit HEVC tagged
+/// `hvc1`, with AAC audio. PQ comes as an HDR10 MP4 with mastering display and content light
+/// SEI; HLG as a MOV, as an iPhone records it.
+pub fn hdr(transfer: Transfer) -> PathBuf {
+    let (name, trc, x265, extension) = match transfer {
+        Transfer::Pq => (
+            "hdr10_pq",
+            "smpte2084",
+            format!(
+                "log-level=error:hdr10=1:master-display={HDR10_MASTER_DISPLAY}:max-cll={},{}",
+                HDR10_MAX_CLL.0, HDR10_MAX_CLL.1
+            ),
+            "mp4",
+        ),
+        Transfer::Hlg => ("hlg", "arib-std-b67", "log-level=error".to_owned(), "mov"),
+    };
+    make(
+        &format!("{name}.{extension}"),
+        &[
+            hdr_original(),
+            tone("2"),
+            strs(&[
+                "-vf",
+                &format!(
+                    "zscale=tin=709:pin=709:min=709:rin=limited:t={trc}:p=2020:m=2020_ncl:\
+                     r=limited:npl=100,format=yuv420p10le"
+                ),
+                "-c:v",
+                "libx265",
+                "-preset",
+                "ultrafast",
+                "-tag:v",
+                "hvc1",
+                "-x265-params",
+                &x265,
+                "-color_primaries",
+                "bt2020",
+                "-color_trc",
+                trc,
+                "-colorspace",
+                "bt2020nc",
+                "-c:a",
+                "aac",
+            ]),
+        ],
+    )
 }
 
 /// HEVC video with Opus audio in Matroska (what the `default` preset copies as it is).

@@ -215,3 +215,39 @@ pub(crate) fn receive_audio(
         }
     }
 }
+
+/// Packets read at most looking for the first picture (a decoder with frame threads holds a
+/// few; a source that yields no picture in this many is refused by the pass anyway).
+const FIRST_PICTURE_PACKETS: usize = 256;
+
+/// The source's first decoded picture, from a second opening of the file (the pass's own
+/// input stays at its start): what HEVC and AV1 carry only in the bitstream (HDR mastering
+/// metadata) is known before the encoders open.
+pub(crate) fn first_picture(
+    job: &EngineJob,
+    media: &MediaInfo,
+) -> Result<frame::Video, EngineError> {
+    let (mut input, _) = crate::probe::open(&job.input, &job.limits)?;
+    let stream = input.stream(media.video.index).expect("probed stream");
+    let mut decoder = open_video_decoder(stream.parameters(), &job.limits)?;
+    let mut picture = frame::Video::empty();
+    let mut read = 0;
+    for (stream, packet) in input.packets() {
+        if stream.index() != media.video.index {
+            continue;
+        }
+        read += 1;
+        if read > FIRST_PICTURE_PACKETS {
+            break;
+        }
+        feed(&mut decoder, Some(&packet));
+        if decoder.receive_frame(&mut picture).is_ok() {
+            return Ok(picture);
+        }
+    }
+    feed(&mut decoder, None);
+    decoder
+        .receive_frame(&mut picture)
+        .map(|()| picture)
+        .map_err(|_| EngineError::new(ErrorCode::Corrupt, "no video frame could be decoded"))
+}

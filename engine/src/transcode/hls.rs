@@ -15,6 +15,17 @@ pub(crate) struct VariantInfo {
     pub height: u32,
     pub fps: f64,
     pub codecs: String,
+    /// `SDR`, `PQ` or `HLG`: players that cannot show HDR skip the HDR variants.
+    pub video_range: String,
+}
+
+/// The `VIDEO-RANGE` of a rendition.
+pub(crate) fn video_range(range: tcoder::engine::DynamicRange) -> &'static str {
+    match range {
+        tcoder::engine::DynamicRange::Sdr => "SDR",
+        tcoder::engine::DynamicRange::Pq => "PQ",
+        tcoder::engine::DynamicRange::Hlg => "HLG",
+    }
 }
 
 /// Peak and average bit rate of a rendition, from its playlist and segment files.
@@ -101,12 +112,13 @@ pub(crate) fn write_master(
         };
         let _ = writeln!(
             master,
-            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},RESOLUTION={}x{},CODECS=\"{codecs}\",FRAME-RATE={:.3}{group}\n{}/index.m3u8",
+            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},RESOLUTION={}x{},CODECS=\"{codecs}\",FRAME-RATE={:.3},VIDEO-RANGE={}{group}\n{}/index.m3u8",
             peak + audio_peak,
             average + audio_average,
             variant.width,
             variant.height,
             variant.fps,
+            variant.video_range,
             variant.name
         );
     }

@@ -4,6 +4,7 @@
 //! HLS master playlist is written and every output is probed before it counts.
 
 mod audio;
+mod colour;
 mod decode;
 pub(crate) mod files;
 pub(crate) mod hls;
@@ -24,14 +25,15 @@ use ffmpeg_next::media::Type;
 use ffmpeg_next::{Dictionary, Packet, Rational, codec, frame};
 
 use self::audio::{AudioEncoder, SourceAudio};
+use self::colour::{ColourPlan, HdrMetadata, Tags};
 use self::normalize::{Normalizer, SourcePictures};
 use self::output::{Muxer, Track};
 use self::thumbs::Thumbnails;
 use self::video::{VideoEncoder, VideoSettings};
 use tcoder::engine::limits::{Limits, codec_whitelist};
 use tcoder::engine::{
-    Chunk, EngineError, EngineJob, EnginePlan, EngineReport, ErrorCode, MediaInfo, Mode,
-    OutputFile, Progress, RenditionPlan, RenditionReport, Task, plan,
+    Chunk, DynamicRange, EngineError, EngineJob, EnginePlan, EngineReport, ErrorCode, MediaInfo,
+    Mode, OutputFile, Progress, RenditionPlan, RenditionReport, Task, plan,
 };
 use tcoder::jobs::{AudioCodec, VideoCodec};
 
@@ -56,6 +58,7 @@ pub(crate) fn planned_report(media: &MediaInfo, plan: &EnginePlan) -> EngineRepo
             video_bit_rate: r.video_bit_rate,
             mp4: plan.mp4.then(|| format!("mp4/{}.mp4", r.name)),
             hls: plan.hls_segment_secs.map(|_| format!("hls/{}/index.m3u8", r.name)),
+            dynamic_range: r.dynamic_range,
         })
         .collect();
     EngineReport {
@@ -149,7 +152,13 @@ pub(crate) fn encode(
         }
         _ => None,
     };
-    let mut renditions = open_renditions(job, &plan, &source, encoder_tb, audio_decoder.as_ref())?;
+    let kept_range = plan.renditions.first().map_or(DynamicRange::Sdr, |r| r.dynamic_range);
+    let mut colour = ColourPlan::new(Tags::of(&source.video_params), media.video.height);
+    if plan.mode == Mode::Transcode && kept_range != DynamicRange::Sdr {
+        colour.hdr = Some(HdrMetadata::of(&first_picture(job, &media)?));
+    }
+    let mut renditions =
+        open_renditions(job, &plan, &source, encoder_tb, audio_decoder.as_ref(), &colour)?;
     for muxer in renditions.iter_mut().flat_map(|r| r.muxers.iter_mut()) {
         muxer.delay_by(delay_secs);
     }
@@ -158,10 +167,16 @@ pub(crate) fn encode(
     // Phase 3: one pass over the input.
     let mut pass = Pass {
         renditions,
-        thumbnails: plan
-            .thumbnails
-            .as_ref()
-            .map(|thumbs| Thumbnails::for_range(thumbs, from_secs, until_secs)),
+        thumbnails: plan.thumbnails.as_ref().map(|thumbs| {
+            let thumbnails = Thumbnails::for_range(thumbs, from_secs, until_secs);
+            // JPEGs are SDR: tone-mapped here when the renditions keep HDR (or are copies).
+            match colour.tone_map_chain() {
+                Some(chain) if !colour.tone_maps(kept_range) || plan.mode == Mode::Copy => {
+                    thumbnails.tone_mapped(Normalizer::tone_mapping(chain, source.video_tb))
+                }
+                _ => thumbnails,
+            }
+        }),
         meter: ProgressMeter {
             started: Instant::now(),
             last: None,
@@ -181,6 +196,9 @@ pub(crate) fn encode(
             interlaced: media.video.interlaced,
             top_field_first: source.top_field_first,
             time_base: source.video_tb,
+            tone_map: colour
+                .tone_map_chain()
+                .filter(|_| plan.mode == Mode::Transcode && colour.tone_maps(kept_range)),
         }),
         video_decoder,
         audio_decoder,

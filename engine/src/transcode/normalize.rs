@@ -3,7 +3,10 @@
 //! is applied (`transpose`/`hflip`/`vflip`). Non-square pixels need no filter: every
 //! rendition and thumbnail is scaled to a square-pixel size planned on the displayed aspect.
 //!
-//! Sources that need neither skip the filter graph entirely (no copy, no cost).
+//! HDR pictures are tone-mapped here too when the renditions are SDR (`colour`), once for
+//! every rendition and thumbnail.
+//!
+//! Sources that need none of it skip the filter graph entirely (no copy, no cost).
 
 use ffmpeg_next::{filter, frame};
 
@@ -11,7 +14,7 @@ use tcoder::engine::Orientation;
 use tcoder::engine::{EngineError, ErrorCode};
 
 /// What the stream header says about the pictures.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct SourcePictures {
     pub orientation: Orientation,
     /// The header declares a field order (interlaced).
@@ -19,6 +22,8 @@ pub(crate) struct SourcePictures {
     /// Top field first, when the header says.
     pub top_field_first: Option<bool>,
     pub time_base: ffmpeg_next::Rational,
+    /// Tone mapping of HDR pictures to SDR (see `colour`), when the renditions are SDR.
+    pub tone_map: Option<String>,
 }
 
 /// The filter chain for `source`, given what the first decoded frame says about itself.
@@ -40,6 +45,9 @@ pub(crate) fn chain(source: &SourcePictures, first: &frame::Video) -> Option<Str
     if let Some(turn) = source.orientation.filter() {
         filters.push(turn.to_owned());
     }
+    if let Some(tone_map) = &source.tone_map {
+        filters.push(tone_map.clone());
+    }
     (!filters.is_empty()).then(|| filters.join(","))
 }
 
@@ -59,6 +67,18 @@ pub(crate) struct Normalizer {
 impl Normalizer {
     pub(crate) fn new(source: SourcePictures) -> Normalizer {
         Normalizer { source, graph: None, spec: None }
+    }
+
+    /// A normalizer that only tone-maps (the thumbnails of a title whose renditions keep
+    /// HDR: JPEGs are SDR).
+    pub(crate) fn tone_mapping(chain: String, time_base: ffmpeg_next::Rational) -> Normalizer {
+        Normalizer::new(SourcePictures {
+            orientation: Orientation::Upright,
+            interlaced: false,
+            top_field_first: None,
+            time_base,
+            tone_map: Some(chain),
+        })
     }
 
     /// Whether the source turned out to need deinterlacing (known after the first frame).
@@ -191,6 +211,7 @@ mod tests {
             interlaced,
             top_field_first: tff,
             time_base: ffmpeg_next::Rational::new(1, 25),
+            tone_map: None,
         }
     }
 

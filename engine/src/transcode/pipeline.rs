@@ -131,6 +131,7 @@ pub(crate) fn open_renditions(
     source: &Source,
     encoder_tb: Rational,
     audio_decoder: Option<&ffmpeg::decoder::Audio>,
+    colour: &ColourPlan,
 ) -> Result<Vec<Rendition>, EngineError> {
     let out = &job.output_dir;
     let keyframe_step = plan.hls_segment_secs.unwrap_or(2.0);
@@ -178,8 +179,15 @@ pub(crate) fn open_renditions(
                 (None, None)
             }
             Mode::Transcode => {
-                let video =
-                    VideoEncoder::open(rendition_plan, encoder_tb, keyframe_step, &settings)?;
+                let (tags, hdr) = colour.rendition(rendition_plan.dynamic_range);
+                let video = VideoEncoder::open(
+                    rendition_plan,
+                    encoder_tb,
+                    keyframe_step,
+                    &settings,
+                    tags,
+                    hdr,
+                )?;
                 let audio = match (&rendition_plan.audio, audio_decoder, &source.audio) {
                     (Some(audio_plan), Some(decoder), Some(stream)) => {
                         let decoded = SourceAudio::of(decoder, stream.time_base);
@@ -365,7 +373,7 @@ pub(crate) fn finish(
             validate::check(out, path, &expected)?;
         }
         if let Some(video) = &rendition.video {
-            let mut codecs = video_codec_string(rendition.plan.video_codec, video.context());
+            let mut codecs = video_codec_string(&rendition.plan, video.context());
             if let Some(audio) =
                 &rendition.plan.audio.as_ref().filter(|_| rendition.audio.is_some())
             {
@@ -380,6 +388,7 @@ pub(crate) fn finish(
                 height: rendition.plan.height,
                 fps: rendition.plan.fps,
                 codecs,
+                video_range: hls::video_range(rendition.plan.dynamic_range).to_owned(),
             });
         }
         reports.push(RenditionReport {
@@ -396,6 +405,7 @@ pub(crate) fn finish(
             video_bit_rate: rendition.plan.video_bit_rate,
             mp4,
             hls,
+            dynamic_range: rendition.plan.dynamic_range,
         });
     }
     let hls_master = if plan.hls_segment_secs.is_some() {
@@ -435,7 +445,8 @@ pub(crate) fn finish(
     })
 }
 
-pub(crate) fn video_codec_string(codec: VideoCodec, context: &codec::Context) -> String {
+pub(crate) fn video_codec_string(plan: &RenditionPlan, context: &codec::Context) -> String {
+    let ten_bit = plan.dynamic_range != tcoder::engine::DynamicRange::Sdr;
     // SAFETY: reading the encoder's extradata and level, set when it was opened.
     let (extradata, level) = unsafe {
         let raw = context.as_ptr();
@@ -447,9 +458,13 @@ pub(crate) fn video_codec_string(codec: VideoCodec, context: &codec::Context) ->
         };
         (data.to_vec(), (*raw).level)
     };
-    match codec {
+    let level = if level > 0 { level } else { 120 };
+    match plan.video_codec {
         VideoCodec::H264 => hls::avc_codec_string(&extradata),
-        VideoCodec::Hevc => format!("hvc1.1.6.L{}.B0", if level > 0 { level } else { 120 }),
+        // Main 10 (profile 2, compatible with 2) where HDR is kept, else Main.
+        VideoCodec::Hevc if ten_bit => format!("hvc1.2.4.L{level}.B0"),
+        VideoCodec::Hevc => format!("hvc1.1.6.L{level}.B0"),
+        VideoCodec::Av1 if ten_bit => "av01.0.08M.10".to_owned(),
         VideoCodec::Av1 => "av01.0.08M.08".to_owned(),
         VideoCodec::Vp9 => "vp09.00.40.08".to_owned(),
     }

@@ -25,6 +25,8 @@ pub(crate) struct Thumbnails {
     /// due in it, for the stitch to assemble ([`Thumbnails::write_part`]).
     from_secs: f64,
     until_secs: Option<f64>,
+    /// Tone mapping for the frames taken, when the renditions keep HDR (JPEGs are SDR).
+    tone_map: Option<super::normalize::Normalizer>,
 }
 
 impl Thumbnails {
@@ -47,7 +49,24 @@ impl Thumbnails {
             first_tile,
             from_secs,
             until_secs,
+            tone_map: None,
         }
+    }
+
+    /// These thumbnails, taken from HDR pictures through `tone_map`.
+    pub(crate) fn tone_mapped(self, tone_map: super::normalize::Normalizer) -> Thumbnails {
+        Thumbnails { tone_map: Some(tone_map), ..self }
+    }
+
+    fn poster_due(&self, seconds: f64) -> bool {
+        let poster_here = self.plan.poster_at_secs + 1e-3 >= self.from_secs
+            && self.until_secs.is_none_or(|u| self.plan.poster_at_secs < u);
+        poster_here && self.poster.is_none() && seconds + 1e-3 >= self.plan.poster_at_secs
+    }
+
+    fn tile_due(&self, seconds: f64) -> bool {
+        self.next_tile() < self.tile_limit()
+            && seconds + 1e-3 >= f64::from(self.next_tile()) * self.plan.interval_secs
     }
 
     /// Index of the next tile this part is due to fill.
@@ -67,15 +86,42 @@ impl Thumbnails {
 
     /// Offers a decoded frame at `seconds`; keeps it if a poster or tile is due.
     pub(crate) fn offer(&mut self, frame: &frame::Video, seconds: f64) -> Result<(), EngineError> {
-        let poster_here = self.plan.poster_at_secs + 1e-3 >= self.from_secs
-            && self.until_secs.is_none_or(|u| self.plan.poster_at_secs < u);
-        if poster_here && self.poster.is_none() && seconds + 1e-3 >= self.plan.poster_at_secs {
+        if !self.poster_due(seconds) && !self.tile_due(seconds) {
+            return Ok(());
+        }
+        let Some(mut tone_map) = self.tone_map.take() else {
+            return self.take(frame, seconds);
+        };
+        // The filter graph takes over what it is given: a new reference to the picture, which
+        // the renditions still need after this.
+        let mut reference = frame::Video::empty();
+        // SAFETY: av_frame_ref makes `reference` (empty, ours) a new reference to `frame`'s
+        // buffers with its properties; both frames stay valid and independent.
+        let referenced =
+            unsafe { ffmpeg_next::ffi::av_frame_ref(reference.as_mut_ptr(), frame.as_ptr()) };
+        if referenced < 0 {
+            return Err(crate::error::output("tone map", &ffmpeg_next::Error::from(referenced)));
+        }
+        // Tone mapping has no delay: each picture pushed comes out before `push` returns.
+        let mut mapped = None;
+        let pushed = tone_map.push(&reference, &mut |picture| {
+            mapped = Some(picture.clone());
+            Ok(())
+        });
+        self.tone_map = Some(tone_map);
+        pushed?;
+        match mapped {
+            Some(picture) => self.take(&picture, seconds),
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps `frame` as the poster and/or the tiles due at `seconds`.
+    fn take(&mut self, frame: &frame::Video, seconds: f64) -> Result<(), EngineError> {
+        if self.poster_due(seconds) {
             self.poster = Some(scale(frame, self.plan.poster_width, self.plan.poster_height)?);
         }
-        let limit = self.tile_limit();
-        while self.next_tile() < limit
-            && seconds + 1e-3 >= f64::from(self.next_tile()) * self.plan.interval_secs
-        {
+        while self.tile_due(seconds) {
             let tile = match self.tiles.last() {
                 // Frames can be further apart than the interval: repeat instead of rescaling.
                 Some(previous)

@@ -133,7 +133,10 @@ pub(crate) fn split_delay_secs(
     let keyframe_step = plan.hls_segment_secs.unwrap_or(2.0);
     let mut lead: f64 = 0.0;
     for rendition in &plan.renditions {
-        let encoder = VideoEncoder::open(rendition, encoder_tb, keyframe_step, &settings)?;
+        // The colour tags do not change how many frames an encoder reorders.
+        let tags = super::colour::Tags::bt709();
+        let encoder =
+            VideoEncoder::open(rendition, encoder_tb, keyframe_step, &settings, tags, None)?;
         lead = lead.max(encoder.decode_lead_secs());
     }
     Ok(priming.max(lead))

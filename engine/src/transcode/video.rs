@@ -11,6 +11,8 @@ use tcoder::engine::plan::RenditionPlan;
 use tcoder::engine::{EngineError, ErrorCode};
 use tcoder::jobs::VideoCodec;
 
+use super::colour::{self, HdrMetadata, Tags};
+
 /// Encoder settings shared by every rendition of a job.
 #[derive(Debug, Clone)]
 pub(crate) struct VideoSettings {
@@ -25,6 +27,8 @@ pub(crate) struct VideoEncoder {
     encoder: encoder::Video,
     scaler: Option<(scaling::Context, Pixel, u32, u32)>,
     scaled: frame::Video,
+    /// What the encoder takes: 8-bit 4:2:0, or 10-bit where HDR is kept.
+    pixel: Pixel,
     /// Time base of frames given to the encoder (one tick per frame at the base rate).
     pub time_base: Rational,
     next_keyframe: f64,
@@ -67,12 +71,17 @@ pub(crate) fn codec_tag(codec: VideoCodec) -> Option<[u8; 4]> {
 }
 
 impl VideoEncoder {
+    /// `colour`: the tags of what the encoder gets (see [`super::colour`]); `hdr`: the
+    /// source's HDR metadata, when the rendition keeps HDR.
     pub(crate) fn open(
         plan: &RenditionPlan,
         time_base: Rational,
         keyframe_step: f64,
         settings: &VideoSettings,
+        colour: Tags,
+        hdr: Option<&HdrMetadata>,
     ) -> Result<VideoEncoder, EngineError> {
+        let pixel = colour::pixel_format(plan.dynamic_range);
         let name = encoder_name(plan.video_codec);
         let codec = encoder::find_by_name(name).ok_or_else(|| {
             EngineError::new(ErrorCode::Failed, format!("encoder {name} is not available"))
@@ -83,7 +92,8 @@ impl VideoEncoder {
             .map_err(|e| crate::error::output("video encoder", &e))?;
         context.set_width(plan.width);
         context.set_height(plan.height);
-        context.set_format(Pixel::YUV420P);
+        context.set_format(pixel);
+        colour.apply(&mut context);
         context.set_time_base(time_base);
         let fps = Rational::from(plan.fps);
         context.set_frame_rate(Some(fps));
@@ -123,11 +133,17 @@ impl VideoEncoder {
             VideoCodec::Hevc => {
                 options.set("preset", &settings.preset);
                 options.set("forced-idr", "1");
-                options.set("x265-params", "log-level=error:scenecut=0");
+                let hdr = hdr.map(HdrMetadata::x265_params).unwrap_or_default();
+                options.set("x265-params", &format!("log-level=error:scenecut=0{hdr}"));
             }
             VideoCodec::Av1 => {
                 options.set("preset", "8");
-                options.set("svtav1-params", "scd=0");
+                let hdr = hdr.map(HdrMetadata::svtav1_params).filter(|p| !p.is_empty());
+                let params = match hdr {
+                    Some(hdr) => format!("scd=0:{hdr}"),
+                    None => "scd=0".to_owned(),
+                };
+                options.set("svtav1-params", &params);
             }
             VideoCodec::Vp9 => {
                 options.set("deadline", "good");
@@ -142,7 +158,8 @@ impl VideoEncoder {
             plan: plan.clone(),
             encoder,
             scaler: None,
-            scaled: frame::Video::new(Pixel::YUV420P, plan.width, plan.height),
+            scaled: frame::Video::new(pixel, plan.width, plan.height),
+            pixel,
             time_base,
             next_keyframe: 0.0,
             keyframe_step,
@@ -185,16 +202,19 @@ impl VideoEncoder {
         let needs_new =
             self.scaler.as_ref().is_none_or(|(_, f, w, h)| (*f, *w, *h) != (format, width, height));
         if needs_new {
-            let scaler = scaling::Context::get(
+            let mut scaler = scaling::Context::get(
                 format,
                 width,
                 height,
-                Pixel::YUV420P,
+                self.pixel,
                 self.plan.width,
                 self.plan.height,
                 scaling::Flags::BICUBIC,
             )
             .map_err(|e| crate::error::output("create scaler", &e))?;
+            if colour::full_range_input(format, frame.color_range()) {
+                colour::expect_full_range(&mut scaler);
+            }
             self.scaler = Some((scaler, format, width, height));
         }
         let (scaler, ..) = self.scaler.as_mut().expect("scaler set above");

@@ -12,6 +12,8 @@ pub(crate) fn spec(preset: Preset, qualities: Qualities, outputs: &[OutputKind])
         outputs: outputs.to_vec(),
         video_codec: VideoCodec::H264,
         audio_codec: AudioCodec::Aac,
+        hdr: Default::default(),
+        loudness_target: None,
     }
 }
 
@@ -160,6 +162,13 @@ fn hevc_av1_vp9_and_opus_are_selectable() {
         spec.audio_codec = audio;
         let (out, _) = run(spec, &source(true));
         assert_mp4(&out.path().join("mp4/144p.mp4"), codec_name, (256, 144), Some(audio_name));
+        // Every encoder writes the colour tags: the source's, completed as players assume
+        // them for its size (BT.601 for a 360-line picture that says nothing).
+        let probe = ffprobe(&out.path().join("mp4/144p.mp4"));
+        let picture = stream(&probe, "video").unwrap();
+        let tags = ["color_primaries", "color_transfer", "color_space", "color_range"]
+            .map(|tag| picture[tag].as_str().unwrap_or("none"));
+        assert_eq!(tags, ["smpte170m", "smpte170m", "smpte170m", "tv"], "{codec_name}");
         if video == VideoCodec::Hevc {
             let probe = ffprobe(&out.path().join("mp4/144p.mp4"));
             assert_eq!(

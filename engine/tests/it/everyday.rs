@@ -116,6 +116,13 @@ fn check_output(path: &Path, source: &Source) -> Result<(), String> {
     {
         return Err(format!("{name}: {} {}", video["pix_fmt"], video["profile"]));
     }
+    // Tagged, so every player shows the colours the same way (a 360p rendition of a 1080p
+    // source is not guessed to be BT.601).
+    for tag in ["color_primaries", "color_transfer", "color_space", "color_range"] {
+        if !video[tag].as_str().is_some_and(|t| !matches!(t, "unknown" | "reserved")) {
+            return Err(format!("{name}: no {tag} ({})", video[tag]));
+        }
+    }
     let (v_start, v_end, last) = packet_span(path, "v:0").ok_or("no video packets")?;
     if last <= 0.0 {
         return Err(format!("{name}: the last video sample has no duration"));
@@ -415,4 +422,181 @@ fn sparse_frame_rates_keep_every_frame_and_the_source_s_timing() {
             }
         }
     }
+}
+
+/// Mean saturation (`signalstats` SATAVG, 8-bit scale) of the pictures ffmpeg decodes from
+/// `input` through `filter` (e.g. a scale to the size of what it is compared with).
+fn saturation(input: &[&str], filter: &str) -> f64 {
+    let mut args: Vec<&str> = vec!["-v", "info", "-nostats"];
+    args.extend_from_slice(input);
+    let filter = format!("{filter},signalstats,metadata=print:key=lavfi.signalstats.SATAVG");
+    args.extend_from_slice(&["-vf", &filter, "-an", "-f", "null", "-"]);
+    let output = Command::new("ffmpeg").args(&args).output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    let values: Vec<f64> = log
+        .lines()
+        .filter_map(|l| l.split("lavfi.signalstats.SATAVG=").nth(1))
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    assert!(!values.is_empty(), "no signalstats from {input:?}: {log}");
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+/// SSIM (All) of `output` against `source` tone-mapped by the FFmpeg CLI with the operator its
+/// documentation gives (zscale reading the pictures' own tags, the Möbius curve), scaled to the
+/// output's size.
+fn ssim_against_cli_tone_mapping(output: &Path, source: &Path, size: (u64, u64)) -> f64 {
+    let graph = format!(
+        "[1:v]zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,\
+         tonemap=tonemap=mobius:desat=0,zscale=t=bt709:m=bt709:r=tv,format=yuv420p,\
+         scale={}:{}[reference];[0:v][reference]ssim",
+        size.0, size.1
+    );
+    let run = Command::new("ffmpeg")
+        .args(["-v", "info", "-nostats", "-i"])
+        .arg(output)
+        .arg("-i")
+        .arg(source)
+        .args(["-lavfi", &graph, "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&run.stderr);
+    log.lines()
+        .filter_map(|l| l.split(" All:").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .next()
+        .unwrap_or_else(|| panic!("no SSIM: {log}"))
+}
+
+/// Colour tags of the first video stream, as ffprobe names them.
+fn colour_tags(path: &Path) -> [String; 4] {
+    let probe = ffprobe(path);
+    let video = probe["streams"].as_array().unwrap().iter().find(|s| s["codec_type"] == "video");
+    let video = video.unwrap();
+    ["color_primaries", "color_transfer", "color_space", "color_range"]
+        .map(|tag| video[tag].as_str().unwrap_or("none").to_owned())
+}
+
+/// HDR phone videos (HDR10 PQ and an iPhone's HLG) come out as SDR BT.709 a person sees with
+/// its colours: tagged BT.709, as saturated as the SDR picture the HDR file was made from
+/// (washed-out PQ/HLG code values shown as BT.709 were a quarter of it), and the same picture
+/// as the FFmpeg CLI's own tone mapping — in HLS and in MP4, poster included.
+#[test]
+fn hdr_sources_are_tone_mapped_to_tagged_sdr() {
+    let original = everyday::hdr_original();
+    let original: Vec<&str> = original.iter().map(String::as_str).collect();
+    for transfer in [everyday::Transfer::Pq, everyday::Transfer::Hlg] {
+        let source = everyday::hdr(transfer);
+        let source_tags = colour_tags(&source);
+        assert_eq!(
+            source_tags[1],
+            if transfer == everyday::Transfer::Pq { "smpte2084" } else { "arib-std-b67" }
+        );
+        for (preset, output) in
+            [(Preset::Hls, OutputKind::Hls), (Preset::WebOptimized, OutputKind::Mp4)]
+        {
+            let out = tempfile::tempdir().unwrap();
+            let spec = spec(
+                preset,
+                Qualities::List(vec![tcoder::jobs::Quality::P360]),
+                &[output, OutputKind::Thumbnails],
+            );
+            let report = tcoder_engine::run(&job(&source, out.path(), spec), &mut |_| {}).unwrap();
+            assert_eq!(
+                report.media.video.colour.dynamic_range(),
+                match transfer {
+                    everyday::Transfer::Pq => tcoder::engine::DynamicRange::Pq,
+                    everyday::Transfer::Hlg => tcoder::engine::DynamicRange::Hlg,
+                }
+            );
+            let rendition = &report.renditions[0];
+            assert_eq!(rendition.dynamic_range, tcoder::engine::DynamicRange::Sdr);
+            let path = out.path().join(match output {
+                OutputKind::Hls => rendition.hls.as_ref().unwrap(),
+                _ => rendition.mp4.as_ref().unwrap(),
+            });
+            let name = format!("{transfer:?} ({preset:?})");
+            assert_eq!(colour_tags(&path), ["bt709", "bt709", "bt709", "tv"], "{name}");
+            let size = (u64::from(rendition.width), u64::from(rendition.height));
+            let scale = format!("scale={}:{}", size.0, size.1);
+            let wanted = saturation(&original, &scale);
+            let got = saturation(&["-i", path.to_str().unwrap()], "null");
+            let washed_out =
+                saturation(&["-i", source.to_str().unwrap()], &format!("{scale},format=yuv420p"));
+            assert!(
+                got > 0.6 * wanted && washed_out < 0.5 * wanted,
+                "{name}: saturation {got:.1}, the SDR original {wanted:.1}, untouched HDR {washed_out:.1}"
+            );
+            let ssim = ssim_against_cli_tone_mapping(&path, &source, size);
+            assert!(ssim > 0.9, "{name}: SSIM {ssim} against the CLI's tone mapping");
+            let poster = out.path().join("thumbs/poster.jpg");
+            let poster_saturation = saturation(&["-i", poster.to_str().unwrap()], "null");
+            assert!(
+                poster_saturation > 0.6 * wanted,
+                "{name}: poster saturation {poster_saturation:.1} of {wanted:.1}"
+            );
+            if output == OutputKind::Hls {
+                let master = std::fs::read_to_string(out.path().join("hls/master.m3u8")).unwrap();
+                assert!(master.contains("VIDEO-RANGE=SDR"), "{master}");
+            }
+        }
+    }
+}
+
+/// `hdr: keep` with HEVC: 10-bit Main 10 renditions with the source's PQ transfer, BT.2020
+/// primaries and matrix, and its mastering display and content light levels in the bitstream;
+/// the master playlist says `VIDEO-RANGE=PQ` and a Main 10 codec; the poster JPEG is still
+/// tone-mapped SDR.
+#[test]
+fn hdr_is_kept_in_ten_bit_hevc_when_asked() {
+    let source = everyday::hdr(everyday::Transfer::Pq);
+    let out = tempfile::tempdir().unwrap();
+    let mut spec = spec(
+        Preset::Hls,
+        Qualities::List(vec![tcoder::jobs::Quality::P360]),
+        &[OutputKind::Hls, OutputKind::Mp4, OutputKind::Thumbnails],
+    );
+    spec.video_codec = tcoder::jobs::VideoCodec::Hevc;
+    spec.hdr = tcoder::jobs::HdrMode::Keep;
+    let report = tcoder_engine::run(&job(&source, out.path(), spec), &mut |_| {}).unwrap();
+    let rendition = &report.renditions[0];
+    assert_eq!(rendition.dynamic_range, tcoder::engine::DynamicRange::Pq);
+    for path in [rendition.hls.as_ref().unwrap(), rendition.mp4.as_ref().unwrap()] {
+        let path = out.path().join(path);
+        assert_eq!(colour_tags(&path), ["bt2020", "smpte2084", "bt2020nc", "tv"], "{path:?}");
+        let probe = ffprobe(&path);
+        assert_eq!(probe["streams"][0]["pix_fmt"], "yuv420p10le");
+        assert_eq!(probe["streams"][0]["profile"], "Main 10");
+        let frames = Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0", "-read_intervals", "%+#1"])
+            .args(["-show_frames", "-show_entries", "frame_side_data", "-of", "json"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let frames: Value = serde_json::from_slice(&frames.stdout).unwrap();
+        let side_data =
+            frames["frames"][0]["side_data_list"].as_array().cloned().unwrap_or_default();
+        let mastering = side_data
+            .iter()
+            .find(|d| d["side_data_type"] == "Mastering display metadata")
+            .unwrap_or_else(|| panic!("{path:?}: no mastering display: {frames}"));
+        assert_eq!(mastering["red_x"], "34000/50000");
+        assert_eq!(mastering["max_luminance"], "10000000/10000");
+        let light = side_data
+            .iter()
+            .find(|d| d["side_data_type"] == "Content light level metadata")
+            .unwrap_or_else(|| panic!("{path:?}: no content light level: {frames}"));
+        assert_eq!(
+            (light["max_content"].as_u64().unwrap(), light["max_average"].as_u64().unwrap()),
+            (u64::from(everyday::HDR10_MAX_CLL.0), u64::from(everyday::HDR10_MAX_CLL.1))
+        );
+    }
+    let master = std::fs::read_to_string(out.path().join("hls/master.m3u8")).unwrap();
+    assert!(master.contains("VIDEO-RANGE=PQ") && master.contains("hvc1.2.4."), "{master}");
+    let original = everyday::hdr_original();
+    let original: Vec<&str> = original.iter().map(String::as_str).collect();
+    let wanted = saturation(&original, "null");
+    let poster = out.path().join("thumbs/poster.jpg");
+    let got = saturation(&["-i", poster.to_str().unwrap()], "null");
+    assert!(got > 0.6 * wanted, "poster saturation {got:.1} of the SDR original's {wanted:.1}");
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::plan::EngineSpec;
-use super::{Limits, MediaInfo, Mode};
+use super::{DynamicRange, Limits, MediaInfo, Mode};
 use crate::jobs::{AudioCodec, VideoCodec};
 
 /// Encoder settings from the worker's configuration.
@@ -188,6 +188,9 @@ pub struct RenditionReport {
     pub mp4: Option<String>,
     /// Where the HLS playlist is, when written (as `mp4`).
     pub hls: Option<String>,
+    /// `sdr`, or `pq`/`hlg` when the source's HDR was kept (`hdr: keep`, or copied).
+    #[serde(default)]
+    pub dynamic_range: DynamicRange,
 }
 
 impl RenditionReport {

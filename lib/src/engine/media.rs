@@ -53,6 +53,47 @@ pub struct VideoInfo {
     pub fps: f64,
     pub bit_rate: Option<u64>,
     pub pixel_format: String,
+    /// How the samples stand for colour and light (HDR or not).
+    #[serde(default)]
+    pub colour: ColourInfo,
+}
+
+/// How a stream's sample values stand for colour and light, in FFmpeg's (and ffprobe's)
+/// names — `bt709`, `bt2020`, `smpte2084`, `arib-std-b67`, `bt2020nc`, `tv`, `pc` — `None`
+/// where the stream does not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ColourInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primaries: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<String>,
+}
+
+/// Standard or high dynamic range, by the transfer function.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DynamicRange {
+    /// Standard dynamic range (BT.709, BT.601 and unknown transfers).
+    #[default]
+    Sdr,
+    /// HDR10 and Dolby Vision's base layer: SMPTE ST 2084 (perceptual quantizer).
+    Pq,
+    /// Hybrid log-gamma (ARIB STD-B67): what recent iPhones and Android phones record.
+    Hlg,
+}
+
+impl ColourInfo {
+    pub fn dynamic_range(&self) -> DynamicRange {
+        match self.transfer.as_deref() {
+            Some("smpte2084") => DynamicRange::Pq,
+            Some("arib-std-b67") => DynamicRange::Hlg,
+            _ => DynamicRange::Sdr,
+        }
+    }
 }
 
 /// The transform a player applies to stored pictures before showing them, from the stream's

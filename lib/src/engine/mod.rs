@@ -23,6 +23,8 @@ pub use self::job::{
     RenditionReport, StitchParts, Task,
 };
 pub use self::limits::Limits;
-pub use self::media::{AudioInfo, MediaInfo, Orientation, VideoInfo, displayed_size};
+pub use self::media::{
+    AudioInfo, ColourInfo, DynamicRange, MediaInfo, Orientation, VideoInfo, displayed_size,
+};
 pub use self::plan::{EnginePlan, EngineSpec, Mode, RenditionPlan, plan};
 pub use self::supervisor::{EngineRun, SandboxLimits, Supervisor};

@@ -11,8 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::media::MediaInfo;
-use crate::jobs::{AudioCodec, OutputKind, Preset, Qualities, Quality, VideoCodec};
+use super::media::{DynamicRange, MediaInfo};
+use crate::jobs::{AudioCodec, HdrMode, OutputKind, Preset, Qualities, Quality, VideoCodec};
 
 /// The seed ladder: (quality, nominal 16:9 width, height, video bits/s ceiling, audio bits/s).
 const LADDER: [(Quality, u32, u32, u64, u64); 4] = [
@@ -38,6 +38,11 @@ pub struct EngineSpec {
     pub outputs: Vec<OutputKind>,
     pub video_codec: VideoCodec,
     pub audio_codec: AudioCodec,
+    #[serde(default)]
+    pub hdr: HdrMode,
+    /// Integrated loudness (LUFS) to normalise the audio to, when asked.
+    #[serde(default)]
+    pub loudness_target: Option<i8>,
 }
 
 impl From<&crate::jobs::JobSpec> for EngineSpec {
@@ -48,6 +53,8 @@ impl From<&crate::jobs::JobSpec> for EngineSpec {
             outputs: spec.outputs.clone(),
             video_codec: spec.video_codec,
             audio_codec: spec.audio_codec,
+            hdr: spec.hdr,
+            loudness_target: spec.loudness_target,
         }
     }
 }
@@ -89,6 +96,9 @@ pub struct RenditionPlan {
     /// Keyframe interval in frames.
     pub gop: u32,
     pub audio: Option<AudioPlan>,
+    /// SDR (8-bit BT.709 or the source's SDR colours), or the source's HDR kept (10-bit).
+    #[serde(default)]
+    pub dynamic_range: DynamicRange,
 }
 
 impl RenditionPlan {
@@ -157,6 +167,7 @@ pub fn plan(
                     sample_rate: source.sample_rate,
                     channels: source.channels,
                 }),
+                dynamic_range: media.video.colour.dynamic_range(),
             };
             return EnginePlan {
                 mode: Mode::Copy,
@@ -286,6 +297,9 @@ fn rendition(
         sample_rate: 48_000,
         channels: source.channels.clamp(1, 2),
     });
+    // HDR is kept only when asked and the codec carries it (10-bit HEVC or AV1).
+    let keeps_hdr =
+        spec.hdr == HdrMode::Keep && matches!(spec.video_codec, VideoCodec::Hevc | VideoCodec::Av1);
     RenditionPlan {
         name: name.to_owned(),
         width,
@@ -296,6 +310,10 @@ fn rendition(
         fps,
         gop: ((fps * gop_secs).round() as u32).max(1),
         audio,
+        dynamic_range: match keeps_hdr {
+            true => media.video.colour.dynamic_range(),
+            false => DynamicRange::Sdr,
+        },
     }
 }
 
@@ -422,6 +440,7 @@ mod tests {
                 fps: 30.0,
                 bit_rate,
                 pixel_format: "yuv420p".into(),
+                colour: Default::default(),
             },
             audio: audio.then(|| AudioInfo {
                 index: 1,
@@ -442,6 +461,8 @@ mod tests {
             outputs: outputs.to_vec(),
             video_codec: VideoCodec::H264,
             audio_codec: AudioCodec::Aac,
+            hdr: Default::default(),
+            loudness_target: None,
         }
     }
 

@@ -511,6 +511,8 @@ mod tests {
                 outputs: Vec::new(),
                 video_codec: VideoCodec::H264,
                 audio_codec: AudioCodec::Aac,
+                hdr: Default::default(),
+                loudness_target: None,
             },
             limits: crate::engine::Limits::default(),
             settings: EncoderSettings::default(),

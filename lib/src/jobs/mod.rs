@@ -25,8 +25,8 @@ pub use self::result::{
     ThumbnailUrls,
 };
 pub use self::spec::{
-    AudioCodec, AutoLadder, JobRequest, JobSpec, OutputKind, Preset, Qualities, Quality, SpecError,
-    SpecLimits, VideoCodec,
+    AudioCodec, AutoLadder, DEFAULT_LOUDNESS_TARGET, HdrMode, JobRequest, JobSpec,
+    LOUDNESS_TARGETS, OutputKind, Preset, Qualities, Quality, SpecError, SpecLimits, VideoCodec,
 };
 pub use self::status::JobStatus;
 pub use self::store::{CreateOutcome, JobPage, JobStore, TransitionError};

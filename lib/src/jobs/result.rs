@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cost::JobCost;
-use crate::engine::{EngineReport, Mode, Orientation};
+use crate::engine::{ColourInfo, DynamicRange, EngineReport, Mode, Orientation};
 
 /// The result of a completed job. URLs are public URLs of objects under `prefix` (the winning
 /// attempt's `outputs/<tenant>/<job>/<epoch>/`).
@@ -74,6 +74,12 @@ pub struct SourceSummary {
     pub fps: f64,
     pub video_codec: String,
     pub audio_codec: Option<String>,
+    /// `sdr`, `pq` (HDR10) or `hlg`.
+    #[serde(default)]
+    pub dynamic_range: DynamicRange,
+    /// The source's colour tags (primaries, transfer, matrix, range) as ffprobe names them.
+    #[serde(default)]
+    pub colour: ColourInfo,
 }
 
 /// One rendition: its displayed size, codecs, bit rate and the URLs of its files (the engine's
@@ -135,6 +141,8 @@ impl JobResult {
                 fps: video.fps,
                 video_codec: video.codec.clone(),
                 audio_codec: media.audio.as_ref().map(|a| a.codec.clone()),
+                dynamic_range: video.colour.dynamic_range(),
+                colour: video.colour.clone(),
             },
             warnings: media.warnings.clone(),
             renditions: report.renditions.iter().map(|r| r.relocated(url)).collect(),

@@ -154,6 +154,31 @@ pub enum AudioCodec {
     Opus,
 }
 
+/// What becomes of a high-dynamic-range (PQ or HLG) source.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum HdrMode {
+    /// Tone-mapped to SDR BT.709: what every screen and player shows right.
+    #[default]
+    Tonemap,
+    /// Kept HDR: 10-bit HEVC or AV1 with the source's transfer, primaries and mastering
+    /// metadata, for players and screens that show HDR.
+    Keep,
+}
+
+impl HdrMode {
+    fn is_default(&self) -> bool {
+        *self == HdrMode::Tonemap
+    }
+}
+
+/// Loudness targets accepted for `loudness_target` (LUFS, integrated).
+pub const LOUDNESS_TARGETS: std::ops::RangeInclusive<i8> = -40..=-5;
+/// EBU R128's target, used when `normalize_audio` is asked without a target.
+pub const DEFAULT_LOUDNESS_TARGET: i8 = -23;
+
 /// A validated job request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobSpec {
@@ -164,6 +189,12 @@ pub struct JobSpec {
     pub video_codec: VideoCodec,
     #[serde(default)]
     pub audio_codec: AudioCodec,
+    /// What becomes of an HDR source (SDR sources are never changed).
+    #[serde(default, skip_serializing_if = "HdrMode::is_default")]
+    pub hdr: HdrMode,
+    /// Normalise the audio to this integrated loudness (LUFS, EBU R128), when asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loudness_target: Option<i8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     /// Also deliver `progress` events to the webhook (terminal events always go).
@@ -200,6 +231,17 @@ pub struct JobRequest {
     /// `aac` (default), `opus`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_codec: Option<String>,
+    /// HDR sources: `tonemap` (default; SDR BT.709 outputs every screen shows right) or
+    /// `keep` (10-bit HDR outputs; needs `video_codec` `hevc` or `av1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hdr: Option<String>,
+    /// Normalise the audio's loudness (EBU R128) to `loudness_target`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalize_audio: Option<bool>,
+    /// Integrated loudness to normalise to, in LUFS: -40 to -5 (default -23, EBU R128;
+    /// -16 or -14 for the web). Implies `normalize_audio`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loudness_target: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     /// Opt in to `progress` webhooks.
@@ -259,10 +301,18 @@ impl JobSpec {
         };
         let qualities = parse_qualities(preset, request.qualities, request.ladder)?;
         let outputs = parse_outputs(preset, request.outputs)?;
-        let video_codec: VideoCodec =
-            parse_name(request.video_codec.as_deref(), "video_codec", "h264, hevc, av1, vp9")?;
-        let audio_codec: AudioCodec =
-            parse_name(request.audio_codec.as_deref(), "audio_codec", "aac, opus")?;
+        let video_codec: VideoCodec = parse_name(
+            request.video_codec.as_deref(),
+            "validation.codec",
+            "video_codec",
+            "h264, hevc, av1, vp9",
+        )?;
+        let audio_codec: AudioCodec = parse_name(
+            request.audio_codec.as_deref(),
+            "validation.codec",
+            "audio_codec",
+            "aac, opus",
+        )?;
         if video_codec == VideoCodec::Vp9 && outputs.contains(&OutputKind::Hls) {
             return Err(invalid(
                 "validation.codec",
@@ -275,6 +325,41 @@ impl JobSpec {
         {
             return Err(invalid("validation.codec", "video_codec", "web-optimized is H.264 + AAC"));
         }
+        let hdr: HdrMode =
+            parse_name(request.hdr.as_deref(), "validation.hdr", "hdr", "tonemap, keep")?;
+        if hdr == HdrMode::Keep && !matches!(video_codec, VideoCodec::Hevc | VideoCodec::Av1) {
+            return Err(invalid(
+                "validation.codec",
+                "hdr",
+                "keeping HDR needs video_codec hevc or av1 (H.264 and VP9 outputs are SDR)",
+            ));
+        }
+        let loudness_target = match (request.normalize_audio, request.loudness_target) {
+            (Some(false), Some(_)) => {
+                return Err(invalid(
+                    "validation.loudness",
+                    "loudness_target",
+                    "a loudness target with normalize_audio false",
+                ));
+            }
+            (_, Some(target)) => Some(
+                i8::try_from(target).ok().filter(|t| LOUDNESS_TARGETS.contains(t)).ok_or_else(
+                    || {
+                        invalid(
+                            "validation.loudness",
+                            "loudness_target",
+                            format!(
+                                "must be between {} and {} LUFS",
+                                LOUDNESS_TARGETS.start(),
+                                LOUDNESS_TARGETS.end()
+                            ),
+                        )
+                    },
+                )?,
+            ),
+            (Some(true), None) => Some(DEFAULT_LOUDNESS_TARGET),
+            _ => None,
+        };
         let priority = match request.priority.as_deref() {
             None => Priority::Normal,
             Some(p) => {
@@ -326,6 +411,8 @@ impl JobSpec {
             outputs,
             video_codec,
             audio_codec,
+            hdr,
+            loudness_target,
             webhook_url: request.webhook_url,
             webhook_progress: request.webhook_progress.unwrap_or(false),
             priority,
@@ -346,16 +433,14 @@ impl JobSpec {
 /// Parses an optional lowercase name into a serde enum (default when absent).
 fn parse_name<T: serde::de::DeserializeOwned + Default>(
     value: Option<&str>,
+    code: &'static str,
     field: &'static str,
     expected: &str,
 ) -> Result<T, SpecError> {
     match value {
         None => Ok(T::default()),
-        Some(name) => {
-            serde_json::from_value(serde_json::Value::String(name.to_owned())).map_err(|_| {
-                invalid("validation.codec", field, format!("unknown {field} `{name}` ({expected})"))
-            })
-        }
+        Some(name) => serde_json::from_value(serde_json::Value::String(name.to_owned()))
+            .map_err(|_| invalid(code, field, format!("unknown {field} `{name}` ({expected})"))),
     }
 }
 
@@ -556,10 +641,35 @@ mod tests {
             (serde_json::json!({"content_type": "video\r\nx"}), "validation.content_type"),
             (serde_json::json!({"video_codec": "mpeg2"}), "validation.codec"),
             (serde_json::json!({"preset": "hls", "video_codec": "vp9"}), "validation.codec"),
+            (serde_json::json!({"hdr": "keep"}), "validation.codec"),
+            (serde_json::json!({"hdr": "keep", "video_codec": "vp9"}), "validation.codec"),
+            (serde_json::json!({"hdr": "dolby"}), "validation.hdr"),
+            (serde_json::json!({"loudness_target": -3}), "validation.loudness"),
+            (serde_json::json!({"loudness_target": -300}), "validation.loudness"),
+            (
+                serde_json::json!({"normalize_audio": false, "loudness_target": -16}),
+                "validation.loudness",
+            ),
         ];
         for (json, code) in cases {
             assert_eq!(request(json.clone()).unwrap_err().code, code, "{json}");
         }
+    }
+
+    #[test]
+    fn hdr_and_loudness_options() {
+        let spec = request(serde_json::json!({"preset": "hls"})).unwrap();
+        assert_eq!((spec.hdr, spec.loudness_target), (HdrMode::Tonemap, None));
+        let spec = request(
+            serde_json::json!({"preset": "hls", "video_codec": "hevc", "hdr": "keep", "normalize_audio": true}),
+        )
+        .unwrap();
+        assert_eq!((spec.hdr, spec.loudness_target), (HdrMode::Keep, Some(-23)));
+        let spec = request(serde_json::json!({"loudness_target": -16})).unwrap();
+        assert_eq!(spec.loudness_target, Some(-16));
+        // Defaults stay out of the stored spec (fingerprints of older jobs do not change).
+        let json = serde_json::to_value(request(serde_json::json!({})).unwrap()).unwrap();
+        assert!(json.get("hdr").is_none() && json.get("loudness_target").is_none(), "{json}");
     }
 
     #[test]

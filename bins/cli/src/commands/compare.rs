@@ -86,6 +86,8 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
         outputs,
         video_codec: VideoCodec::H264,
         audio_codec: AudioCodec::Aac,
+        hdr: Default::default(),
+        loudness_target: None,
     };
     let settings =
         EncoderSettings { x264_preset: args.x264_preset.clone(), segment_secs: 4.0, threads: 0 };

@@ -39,6 +39,8 @@ fn hls_spec() -> EngineSpec {
         outputs: vec![OutputKind::Hls, OutputKind::Thumbnails],
         video_codec: VideoCodec::H264,
         audio_codec: AudioCodec::Aac,
+        hdr: Default::default(),
+        loudness_target: None,
     }
 }
 
