@@ -361,6 +361,18 @@ pub(crate) fn run(
             validate::check(out, mp4, &expected(parts.audio))?;
         }
     }
+    // The audio item measured the title's loudness, when asked to normalise it.
+    if let Some(audio) = &audio {
+        match std::fs::read(audio.join(crate::transcode::loudness::REPORT_FILE)) {
+            Ok(json) => {
+                report.loudness = Some(serde_json::from_slice(&json).map_err(|e| {
+                    invalid(format!("the audio item's loudness report is unreadable: {e}"))
+                })?);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("loudness report", &e)),
+        }
+    }
     report.hls_master = Some("hls/master.m3u8".to_owned());
     report.files = list_files(out)?;
     Ok(report)

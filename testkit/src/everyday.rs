@@ -692,6 +692,20 @@ pub fn fansub_mkv() -> PathBuf {
     make("fansub_fonts.mkv", &parts)
 }
 
+/// A quiet recording (a phone far from its subject): a 2 s test pattern with a 440 Hz tone
+/// 30 dB below the usual test tone (about -48 LUFS).
+pub fn quiet_recording() -> PathBuf {
+    make(
+        "quiet.mp4",
+        &[
+            pattern("320x240", "25", "2"),
+            tone("2"),
+            x264(),
+            strs(&["-af", "volume=-30dB", "-c:a", "aac"]),
+        ],
+    )
+}
+
 /// An HDR transfer function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transfer {

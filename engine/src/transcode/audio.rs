@@ -16,6 +16,8 @@ use tcoder::engine::plan::AudioPlan;
 use tcoder::engine::{EngineError, ErrorCode};
 use tcoder::jobs::AudioCodec;
 
+use super::loudness;
+
 /// What the decoded source audio looks like (for the filter graph's input).
 #[derive(Debug, Clone)]
 pub(crate) struct SourceAudio {
@@ -38,6 +40,12 @@ impl SourceAudio {
             layout: decoder.channel_layout(),
             channels: decoder.channels(),
         }
+    }
+
+    /// The channel count of a source that names no layout (its frames are given the usual
+    /// layout of that count by [`graph_input`]).
+    pub(crate) fn unnamed_channels(&self) -> Option<i32> {
+        (self.layout.bits() == 0).then_some(i32::from(self.channels.max(1)))
     }
 
     /// The layout the filter graph is told the frames have.
@@ -71,6 +79,8 @@ pub(crate) struct AudioEncoder {
     /// Channels of a source that names no layout: its frames get the assumed one (the graph
     /// refuses frames whose layout differs from the one it was built for).
     unnamed_channels: Option<i32>,
+    /// The loudness of what is encoded, when normalised.
+    loudness: loudness::Meter,
 }
 
 /// Held-back audio beyond this is released anyway (a video with a long gap must not hold
@@ -120,13 +130,24 @@ pub(crate) fn priming_secs(plan: &AudioPlan) -> Result<f64, EngineError> {
 }
 
 impl AudioEncoder {
+    /// `gain_db`: the loudness normalisation's gain, when asked (its result is measured:
+    /// [`Self::loudness`]).
     pub(crate) fn open(
         plan: &AudioPlan,
         source: &SourceAudio,
         offset: i64,
+        gain_db: Option<f64>,
     ) -> Result<AudioEncoder, EngineError> {
         let (encoder, time_base) = open_encoder(plan)?;
-        let graph = build_graph(source, &encoder, plan)?;
+        // async=1: follow the timestamps (silence into gaps and a late start, drop what
+        // precedes the video's first frame via first_pts=0); the loudness gain and its
+        // measurement when asked; apad: silence after an early end.
+        let loudness = match gain_db {
+            Some(gain) => format!(",volume={gain:.2}dB,{}", loudness::METER),
+            None => String::new(),
+        };
+        let spec = format!("aresample={}:async=1:first_pts=0{loudness},apad", plan.sample_rate);
+        let graph = build_graph(source, Some(&encoder), &spec)?;
         Ok(AudioEncoder {
             graph,
             encoder,
@@ -138,8 +159,8 @@ impl AudioEncoder {
             next_pts: 0,
             reached: 0.0,
             ready: VecDeque::new(),
-            unnamed_channels: (source.layout.bits() == 0)
-                .then_some(i32::from(source.channels.max(1))),
+            unnamed_channels: source.unnamed_channels(),
+            loudness: loudness::Meter::default(),
         })
     }
 
@@ -147,35 +168,16 @@ impl AudioEncoder {
         &self.encoder
     }
 
+    /// The loudness of the normalised audio (after [`Self::finish`]); `None` when not
+    /// normalised.
+    pub(crate) fn loudness(&self) -> Option<tcoder::engine::LoudnessMeasure> {
+        self.loudness.measured()
+    }
+
     /// Feeds a decoded frame (source time base); what the graph lets through waits until
     /// the video reaches it ([`Self::release`]).
     pub(crate) fn send(&mut self, frame: &frame::Audio) -> Result<(), EngineError> {
-        // A new reference to the decoder's buffers, not a copy: `frame::Audio::clone` allocates
-        // by channel layout and came out empty (and refused) for a source that names none.
-        let mut shifted = frame::Audio::empty();
-        // SAFETY: av_frame_ref makes `shifted` (empty, ours) a reference to `frame`'s buffers
-        // and copies its properties; both frames stay valid and independent structs.
-        let referenced =
-            unsafe { ffmpeg_next::ffi::av_frame_ref(shifted.as_mut_ptr(), frame.as_ptr()) };
-        if referenced < 0 {
-            return Err(crate::error::output(
-                "filter audio",
-                &ffmpeg_next::Error::from(referenced),
-            ));
-        }
-        shifted.set_pts(frame.timestamp().map(|pts| pts - self.offset));
-        if let Some(channels) = self.unnamed_channels {
-            // Such a decoder leaves both the layout and the (deprecated) channel count of its
-            // frames unset, and the graph checks one against the other.
-            // SAFETY: fields of a frame this function owns; av_channel_layout_default fills
-            // the layout struct in place (no allocation for a native layout).
-            unsafe {
-                let frame = shifted.as_mut_ptr();
-                ffmpeg_next::ffi::av_channel_layout_default(&mut (*frame).ch_layout, channels);
-                (*frame).channels = channels;
-            }
-            shifted.set_channel_layout(ChannelLayout::default(channels));
-        }
+        let shifted = graph_input(frame, self.offset, self.unnamed_channels)?;
         self.graph
             .get("in")
             .expect("graph has an input")
@@ -255,6 +257,7 @@ impl AudioEncoder {
                 .frame(&mut self.filtered);
             match pulled {
                 Ok(()) => {
+                    self.loudness.read(&self.filtered);
                     let mut frame = self.filtered.clone();
                     let pts = frame.pts().unwrap_or(self.next_pts);
                     frame.set_pts(Some(pts));
@@ -296,10 +299,45 @@ impl AudioEncoder {
     }
 }
 
-fn build_graph(
+/// A decoded frame as a filter graph built for `SourceAudio::known_layout` takes it: a new
+/// reference to the decoder's buffers (not a copy: `frame::Audio::clone` allocates by channel
+/// layout and came out empty, and refused, for a source that names none), its timestamps
+/// moved back by `offset`, and the assumed layout where the source names none.
+pub(crate) fn graph_input(
+    frame: &frame::Audio,
+    offset: i64,
+    unnamed_channels: Option<i32>,
+) -> Result<frame::Audio, EngineError> {
+    let mut shifted = frame::Audio::empty();
+    // SAFETY: av_frame_ref makes `shifted` (empty, ours) a reference to `frame`'s buffers
+    // and copies its properties; both frames stay valid and independent structs.
+    let referenced =
+        unsafe { ffmpeg_next::ffi::av_frame_ref(shifted.as_mut_ptr(), frame.as_ptr()) };
+    if referenced < 0 {
+        return Err(crate::error::output("filter audio", &ffmpeg_next::Error::from(referenced)));
+    }
+    shifted.set_pts(frame.timestamp().map(|pts| pts - offset));
+    if let Some(channels) = unnamed_channels {
+        // Such a decoder leaves both the layout and the (deprecated) channel count of its
+        // frames unset, and the graph checks one against the other.
+        // SAFETY: fields of a frame this function owns; av_channel_layout_default fills
+        // the layout struct in place (no allocation for a native layout).
+        unsafe {
+            let frame = shifted.as_mut_ptr();
+            ffmpeg_next::ffi::av_channel_layout_default(&mut (*frame).ch_layout, channels);
+            (*frame).channels = channels;
+        }
+        shifted.set_channel_layout(ChannelLayout::default(channels));
+    }
+    Ok(shifted)
+}
+
+/// The audio graph for `source`: `spec` between the input (`in`) and the sink (`out`), the
+/// sink set to what `encoder` takes when there is one.
+pub(crate) fn build_graph(
     source: &SourceAudio,
-    encoder: &encoder::Audio,
-    plan: &AudioPlan,
+    encoder: Option<&encoder::Audio>,
+    spec: &str,
 ) -> Result<filter::Graph, EngineError> {
     let fail = |e: ffmpeg_next::Error| crate::error::output("audio filter graph", &e);
     let mut graph = filter::Graph::new();
@@ -317,24 +355,21 @@ fn build_graph(
         .ok_or_else(|| EngineError::new(ErrorCode::Failed, "no abuffersink filter"))?;
     graph.add(&abuffer, "in", &args).map_err(fail)?;
     graph.add(&abuffersink, "out", "").map_err(fail)?;
-    {
+    if let Some(encoder) = encoder {
         let mut out = graph.get("out").expect("just added");
         out.set_sample_format(encoder.format());
         out.set_channel_layout(encoder.channel_layout());
         out.set_sample_rate(encoder.rate());
     }
-    // async=1: follow the timestamps (silence into gaps and a late start, drop what precedes
-    // the video's first frame via first_pts=0); apad: silence after an early end.
-    let spec = format!("aresample={}:async=1:first_pts=0,apad", plan.sample_rate);
     graph
         .output("in", 0)
         .map_err(fail)?
         .input("out", 0)
         .map_err(fail)?
-        .parse(&spec)
+        .parse(spec)
         .map_err(fail)?;
     graph.validate().map_err(fail)?;
-    let frame_size = encoder.frame_size();
+    let frame_size = encoder.map_or(0, |e| e.frame_size());
     if frame_size > 0 {
         graph.get("out").expect("just added").sink().set_frame_size(frame_size);
     }

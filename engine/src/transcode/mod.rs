@@ -8,6 +8,7 @@ mod colour;
 mod decode;
 pub(crate) mod files;
 pub(crate) mod hls;
+pub(crate) mod loudness;
 mod normalize;
 pub(crate) mod output;
 mod pipeline;
@@ -72,6 +73,7 @@ pub(crate) fn planned_report(media: &MediaInfo, plan: &EnginePlan) -> EngineRepo
         decode_errors: 0,
         probe_secs: 0.0,
         deinterlaced: false,
+        loudness: None,
     }
 }
 
@@ -157,8 +159,13 @@ pub(crate) fn encode(
     if plan.mode == Mode::Transcode && kept_range != DynamicRange::Sdr {
         colour.hdr = Some(HdrMetadata::of(&first_picture(job, &media)?));
     }
+    let normalisation = match audio_decoder {
+        Some(_) => loudness::Normalisation::of(job, &media)?,
+        None => None,
+    };
+    let gain_db = normalisation.map(|n| n.gain_db);
     let mut renditions =
-        open_renditions(job, &plan, &source, encoder_tb, audio_decoder.as_ref(), &colour)?;
+        open_renditions(job, &plan, &source, encoder_tb, audio_decoder.as_ref(), &colour, gain_db)?;
     for muxer in renditions.iter_mut().flat_map(|r| r.muxers.iter_mut()) {
         muxer.delay_by(delay_secs);
     }
@@ -241,6 +248,8 @@ pub(crate) fn encode(
         Mode::Copy => video_secs.max(pass.timeline.audio_end),
     };
     let deinterlaced = pass.normalizer.deinterlaces();
+    let loudness = normalisation
+        .and_then(|n| n.report(pass.renditions.iter().find_map(|r| r.audio.as_ref()?.loudness())));
     let (frames, decode_errors) = (pass.meter.frames, pass.decode_errors);
     let mut report = finish(
         job,
@@ -254,5 +263,6 @@ pub(crate) fn encode(
     )?;
     report.probe_secs = probe_secs;
     report.deinterlaced = deinterlaced;
+    report.loudness = loudness;
     Ok(report)
 }

@@ -132,6 +132,7 @@ pub(crate) fn open_renditions(
     encoder_tb: Rational,
     audio_decoder: Option<&ffmpeg::decoder::Audio>,
     colour: &ColourPlan,
+    gain_db: Option<f64>,
 ) -> Result<Vec<Rendition>, EngineError> {
     let out = &job.output_dir;
     let keyframe_step = plan.hls_segment_secs.unwrap_or(2.0);
@@ -192,7 +193,7 @@ pub(crate) fn open_renditions(
                     (Some(audio_plan), Some(decoder), Some(stream)) => {
                         let decoded = SourceAudio::of(decoder, stream.time_base);
                         let offset = source.offset_in(stream.time_base);
-                        Some(AudioEncoder::open(audio_plan, &decoded, offset)?)
+                        Some(AudioEncoder::open(audio_plan, &decoded, offset, gain_db)?)
                     }
                     _ => None,
                 };
@@ -442,6 +443,7 @@ pub(crate) fn finish(
         decode_errors,
         probe_secs: 0.0,
         deinterlaced: false,
+        loudness: None,
     })
 }
 

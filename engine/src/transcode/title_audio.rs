@@ -14,6 +14,7 @@ use tcoder::engine::{
 use super::audio::{AudioEncoder, SourceAudio};
 use super::decode::{Source, check_complete, feed, open_audio_decoder};
 use super::files::{io_error, list_files};
+use super::loudness::{Normalisation, REPORT_FILE};
 use super::output::{self, Muxer, Track};
 use super::timeline::Timeline;
 
@@ -44,8 +45,10 @@ pub(super) fn run(
     };
     let mut decoder = open_audio_decoder(stream.params.clone())?;
     let decoded = SourceAudio::of(&decoder, stream.time_base);
+    let normalisation = Normalisation::of(job, media)?;
+    let gain_db = normalisation.map(|n| n.gain_db);
     let mut encoder =
-        AudioEncoder::open(&audio_plan, &decoded, source.offset_in(stream.time_base))?;
+        AudioEncoder::open(&audio_plan, &decoded, source.offset_in(stream.time_base), gain_db)?;
     let dir = job.output_dir.join(AUDIO_DIR);
     std::fs::create_dir_all(&dir).map_err(io_error)?;
     let mut muxer = Muxer::create(
@@ -94,6 +97,11 @@ pub(super) fn run(
     encoder.finish(timeline.video_end)?;
     write(&mut encoder, &mut muxer)?;
     muxer.finish()?;
+    if let Some(loudness) = normalisation.and_then(|n| n.report(encoder.loudness())) {
+        // For the stitch, which reports the title's loudness (see `stitch::run`).
+        let json = serde_json::to_vec(&loudness).expect("a loudness report serializes");
+        std::fs::write(job.output_dir.join(REPORT_FILE), json).map_err(io_error)?;
+    }
     report(job, media, errors)
 }
 
@@ -146,5 +154,6 @@ fn report(
         decode_errors,
         probe_secs: 0.0,
         deinterlaced: false,
+        loudness: None,
     })
 }

@@ -286,3 +286,56 @@ fn progress_is_reported_with_frames_percent_and_rates() {
         "{first:?}"
     );
 }
+
+/// Integrated loudness (LUFS) of the audio of `path`, measured by the FFmpeg CLI's `ebur128`.
+fn integrated_loudness(path: &Path) -> f64 {
+    let output = Command::new("ffmpeg")
+        .args(["-v", "info", "-nostats", "-i"])
+        .arg(path)
+        .args(["-vn", "-af", "ebur128", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    // The summary at the end: "Integrated loudness:\n    I:  -23.0 LUFS".
+    let summary = log.rsplit("Integrated loudness:").next().unwrap();
+    summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("I:"))
+        .and_then(|v| v.trim().trim_end_matches("LUFS").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no integrated loudness in {log}"))
+}
+
+/// `normalize_audio`: a quiet recording comes out at the target as FFmpeg's own meter measures
+/// it, in HLS and in MP4 (and from the `default` preset, which transcodes instead of copying
+/// when asked to normalise); the result says what was measured before and after.
+#[test]
+fn loudness_is_normalised_to_the_target() {
+    let source = testkit::everyday::quiet_recording();
+    let before = integrated_loudness(&source);
+    assert!(before < -35.0, "the source is quiet: {before} LUFS");
+    for (preset, output, target) in [
+        (Preset::Hls, OutputKind::Hls, -16),
+        (Preset::WebOptimized, OutputKind::Mp4, -23),
+        (Preset::Default, OutputKind::Mp4, -23),
+    ] {
+        let qualities = match preset {
+            Preset::Default => Qualities::List(vec![]),
+            _ => Qualities::List(vec![Quality::P144]),
+        };
+        let mut spec = spec(preset, qualities, &[output]);
+        spec.loudness_target = Some(target);
+        let (out, report) = run(spec, &source);
+        let loudness = report.loudness.unwrap_or_else(|| panic!("{preset:?}: no loudness report"));
+        let target = f64::from(target);
+        assert!((loudness.before.integrated_lufs - before).abs() < 0.5, "{preset:?}: {loudness:?}");
+        assert!((loudness.gain_db - (target - before)).abs() < 0.5, "{preset:?}: {loudness:?}");
+        assert!((loudness.after.integrated_lufs - target).abs() < 0.5, "{preset:?}: {loudness:?}");
+        let rendition = &report.renditions[0];
+        let path = out.path().join(match output {
+            OutputKind::Hls => rendition.hls.as_ref().unwrap(),
+            _ => rendition.mp4.as_ref().unwrap(),
+        });
+        let measured = integrated_loudness(&path);
+        assert!((measured - target).abs() < 1.0, "{preset:?}: {measured} LUFS for {target}");
+    }
+}

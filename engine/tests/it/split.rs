@@ -59,11 +59,13 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
         keyframe_interval: Some(35),
         ..ClipSpec::default()
     });
-    let spec = spec(
+    let mut spec = spec(
         Preset::Hls,
         Qualities::List(vec![Quality::P144, Quality::P360]),
         &[OutputKind::Hls, OutputKind::Mp4, OutputKind::Thumbnails],
     );
+    // Loudness normalised: the audio item measures and normalises the whole title's audio.
+    spec.loudness_target = Some(-16);
     // A preset with B-frames (production's kind): the video's decode times lead its pictures.
     let job = |input: &Path, out: &Path, spec: tcoder::engine::EngineSpec| {
         let mut job = job(input, out, spec);
@@ -132,6 +134,14 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     );
     assert_eq!(report.hls_master.as_deref(), Some("hls/master.m3u8"));
     assert_eq!(report.renditions, whole_report.renditions);
+    let (split_loudness, whole_loudness) =
+        (report.loudness.unwrap(), whole_report.loudness.unwrap());
+    assert_eq!(split_loudness.before, whole_loudness.before);
+    assert!(
+        (split_loudness.after.integrated_lufs - whole_loudness.after.integrated_lufs).abs() < 0.2
+            && (split_loudness.after.integrated_lufs + 16.0).abs() < 1.0,
+        "split {split_loudness:?}, whole {whole_loudness:?}"
+    );
 
     for rendition in ["144p", "360p"] {
         let playlist = |root: &Path| root.join("hls").join(rendition).join("index.m3u8");

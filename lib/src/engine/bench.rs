@@ -76,5 +76,6 @@ fn write_output(job: &EngineJob) -> Result<EngineReport, EngineError> {
         decode_errors: 0,
         probe_secs: 0.0,
         deinterlaced: false,
+        loudness: None,
     })
 }

@@ -205,6 +205,30 @@ impl RenditionReport {
     }
 }
 
+/// A loudness measurement (EBU R128).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LoudnessMeasure {
+    /// Integrated loudness, LUFS (-70 for silence).
+    pub integrated_lufs: f64,
+    /// Loudness range, LU.
+    pub range_lu: f64,
+    /// True peak, dBTP.
+    pub true_peak_dbtp: f64,
+}
+
+/// What loudness normalisation did: the source measured, the gain applied, the result
+/// measured.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LoudnessReport {
+    /// The integrated loudness asked for, LUFS.
+    pub target_lufs: f64,
+    pub before: LoudnessMeasure,
+    /// The linear gain applied, dB: `target - before`, less where the true peak would pass
+    /// -1 dBTP.
+    pub gain_db: f64,
+    pub after: LoudnessMeasure,
+}
+
 /// What the engine made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EngineReport {
@@ -224,4 +248,7 @@ pub struct EngineReport {
     /// The source was interlaced and deinterlaced.
     #[serde(default)]
     pub deinterlaced: bool,
+    /// The audio's loudness normalisation, when asked and the source has audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loudness: Option<LoudnessReport>,
 }

@@ -19,8 +19,8 @@ pub mod supervisor;
 pub use self::config::Config;
 pub use self::error::{EngineError, ErrorCode};
 pub use self::job::{
-    Chunk, EncoderSettings, EngineJob, EngineReport, OutputFile, Part, PartsProgress, Progress,
-    RenditionReport, StitchParts, Task,
+    Chunk, EncoderSettings, EngineJob, EngineReport, LoudnessMeasure, LoudnessReport, OutputFile,
+    Part, PartsProgress, Progress, RenditionReport, StitchParts, Task,
 };
 pub use self::limits::Limits;
 pub use self::media::{

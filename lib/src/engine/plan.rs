@@ -149,7 +149,10 @@ pub fn plan(
     let source_short = display_w.min(display_h);
     let copied = copied_codecs(media);
     let rungs: Vec<(String, u32)> = match (&spec.qualities, spec.preset) {
-        (Qualities::List(list), Preset::Default) if list.is_empty() && !hls && copied.is_some() => {
+        // A copy cannot normalise loudness: a job that asks for it is transcoded.
+        (Qualities::List(list), Preset::Default)
+            if list.is_empty() && !hls && copied.is_some() && spec.loudness_target.is_none() =>
+        {
             let (video_codec, audio_codec) = copied.expect("checked by the guard");
             // What the copy really is: the source's codecs, displayed size and bit rates.
             let rendition = RenditionPlan {

@@ -485,6 +485,7 @@ mod tests {
             decode_errors: 0,
             probe_secs: 0.0,
             deinterlaced: false,
+            loudness: None,
         };
         let line =
             serde_json::to_string(&ChildMessage::Result { report: Box::new(report) }).unwrap();

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cost::JobCost;
-use crate::engine::{ColourInfo, DynamicRange, EngineReport, Mode, Orientation};
+use crate::engine::{ColourInfo, DynamicRange, EngineReport, LoudnessReport, Mode, Orientation};
 
 /// The result of a completed job. URLs are public URLs of objects under `prefix` (the winning
 /// attempt's `outputs/<tenant>/<job>/<epoch>/`).
@@ -25,6 +25,10 @@ pub struct JobResult {
     /// What was left out of the source and why.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The audio's loudness normalisation (`normalize_audio`): target, the source measured,
+    /// the gain, the result measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loudness: Option<LoudnessReport>,
     /// Highest quality first.
     pub renditions: Vec<RenditionResult>,
     pub hls_master: Option<String>,
@@ -145,6 +149,7 @@ impl JobResult {
                 colour: video.colour.clone(),
             },
             warnings: media.warnings.clone(),
+            loudness: report.loudness,
             renditions: report.renditions.iter().map(|r| r.relocated(url)).collect(),
             hls_master: report.hls_master.as_deref().map(url),
             thumbnails: report.thumbnails.as_ref().and_then(|t| match t.as_slice() {
