@@ -16,8 +16,8 @@ use tcoder::engine::limits::{
     Limits, MIN_DIMENSION, codec_whitelist, format_whitelist, is_accepted_audio, is_accepted_video,
 };
 use tcoder::engine::{
-    AudioInfo, ColourInfo, EngineError, ErrorCode, MediaInfo, Orientation, VideoInfo,
-    displayed_size,
+    AudioInfo, AudioTrack, ColourInfo, EngineError, ErrorCode, MediaInfo, Orientation,
+    TrackLanguage, TrackName, VideoInfo, displayed_size,
 };
 
 /// Initialises FFmpeg once and keeps its own logging quiet (errors surface as typed errors).
@@ -403,8 +403,9 @@ fn describe(
         }
         keep
     });
-    let usable = audios.iter().find(|s| is_accepted_audio(s.parameters().id().name()));
-    if usable.is_none()
+    let usable: Vec<_> =
+        audios.iter().filter(|s| is_accepted_audio(s.parameters().id().name())).collect();
+    if usable.is_empty()
         && let Some(first) = audios.first()
     {
         return Err(EngineError::new(
@@ -412,6 +413,35 @@ fn describe(
             format!("audio codec `{}` is not supported", first.parameters().id().name()),
         ));
     }
+    for stream in audios.iter().filter(|s| !is_accepted_audio(s.parameters().id().name())) {
+        warnings.push(format!(
+            "audio track {} was left out: its codec `{}` is not supported",
+            stream.index(),
+            stream.parameters().id().name()
+        ));
+    }
+    // The track the file flags as default leads (players start with it); else the first.
+    let is_default = |stream: &ffmpeg::format::stream::Stream<'_>| {
+        stream.disposition().contains(ffmpeg::format::stream::Disposition::DEFAULT)
+    };
+    let mut ordered = usable.clone();
+    if let Some(at) = ordered.iter().position(|s| is_default(s)) {
+        let default = ordered.remove(at);
+        ordered.insert(0, default);
+    }
+    let audio_tracks: Vec<AudioTrack> = ordered
+        .iter()
+        .map(|stream| {
+            let metadata = stream.metadata();
+            AudioTrack {
+                index: stream.index(),
+                language: metadata.get("language").and_then(TrackLanguage::parse),
+                title: metadata.get("title").and_then(TrackName::clean),
+                default: is_default(stream),
+            }
+        })
+        .collect();
+    let usable = ordered.first();
     let audio = usable.map(|stream| {
         let parameters = stream.parameters();
         // SAFETY: plain fields of the codec parameters.
@@ -462,6 +492,7 @@ fn describe(
             colour: colour(&video.parameters()),
         },
         audio,
+        audio_tracks,
         streams: input.nb_streams() as usize,
         warnings,
     })

@@ -19,7 +19,10 @@ use crate::transcode::thumbs::Thumbnails;
 use crate::transcode::validate;
 
 use crate::transcode::hls::{self, AudioRendition, VariantInfo};
-use crate::transcode::title_audio::AUDIO_DIR;
+use tcoder::engine::plan::AudioRenditionPlan;
+
+/// The default audio rendition's folder (the title's first audio track), which the MP4s carry.
+const AUDIO_DIR: &str = "hls/audio";
 
 /// One chunk's media playlist, parsed.
 struct ChunkPlaylist {
@@ -41,7 +44,12 @@ fn io(what: &str, e: &std::io::Error) -> EngineError {
 /// of the title's `audio` item (its output directory) into `out/hls/`: every rendition's
 /// `index.m3u8` with the chunks' segments (moved there), the audio rendition, and
 /// `master.m3u8` with bit rates measured over the whole title.
-fn stitch_hls(chunks: &[PathBuf], audio: Option<&Path>, out: &Path) -> Result<(), EngineError> {
+fn stitch_hls(
+    chunks: &[PathBuf],
+    audio: Option<&Path>,
+    tracks: &[AudioRenditionPlan],
+    out: &Path,
+) -> Result<(), EngineError> {
     let first = chunks.first().ok_or_else(|| invalid("no chunks to stitch".into()))?;
     let variants = read_master(&first.join("hls/master.m3u8"))?;
     for variant in &variants {
@@ -87,15 +95,23 @@ fn stitch_hls(chunks: &[PathBuf], audio: Option<&Path>, out: &Path) -> Result<()
         std::fs::write(target.join("index.m3u8"), playlist)
             .map_err(|e| io("write a playlist", &e))?;
     }
-    let audio = match audio {
-        Some(dir) => move_audio(&dir.join(AUDIO_DIR), &out.join(AUDIO_DIR))?,
-        None => None,
-    };
-    hls::write_master(&out.join("hls"), &variants, audio.as_ref())
+    let mut renditions = Vec::new();
+    if let Some(dir) = audio {
+        for track in tracks {
+            let (from, to) = (dir.join("hls").join(&track.dir), out.join("hls").join(&track.dir));
+            if let Some(codecs) = move_audio(&from, &to)? {
+                let mut rendition = AudioRendition::planned(track, Default::default());
+                rendition.codecs = codecs.to_owned();
+                renditions.push(rendition);
+            }
+        }
+    }
+    hls::write_master(&out.join("hls"), &variants, &renditions)
 }
 
-/// Moves the audio item's rendition to `to`; `None` for a silent title (no playlist).
-fn move_audio(from: &Path, to: &Path) -> Result<Option<AudioRendition>, EngineError> {
+/// Moves one of the audio item's renditions to `to`, giving its codec string; `None` for a
+/// silent title (no playlist).
+fn move_audio(from: &Path, to: &Path) -> Result<Option<&'static str>, EngineError> {
     let playlist = read_playlist(&from.join("index.m3u8"), "audio", 0);
     let Ok(playlist) = playlist else {
         return if from.exists() { playlist.map(|_| None) } else { Ok(None) };
@@ -114,7 +130,7 @@ fn move_audio(from: &Path, to: &Path) -> Result<Option<AudioRendition>, EngineEr
         std::fs::create_dir_all(parent).map_err(|e| io("create the hls folder", &e))?;
     }
     std::fs::rename(from, to).map_err(|e| io("move the audio rendition", &e))?;
-    Ok(Some(AudioRendition { uri: "audio/index.m3u8".to_owned(), codecs: codecs.to_owned() }))
+    Ok(Some(codecs))
 }
 
 /// The variants of a chunk's master playlist (name, size, rate and codecs; bit rates are
@@ -341,7 +357,7 @@ pub(crate) fn run(
     let out = &job.output_dir;
     let chunks: Vec<PathBuf> = (0..parts.chunks).map(|k| parts.chunk_dir(k)).collect();
     let audio = parts.audio.then(|| parts.audio_dir());
-    stitch_hls(&chunks, audio.as_deref(), out)?;
+    stitch_hls(&chunks, audio.as_deref(), &plan.audio_renditions, out)?;
     let names: Vec<String> = plan.renditions.iter().map(|r| r.name.clone()).collect();
     if plan.mp4 {
         stitch_mp4(out, &names)?;
@@ -374,6 +390,8 @@ pub(crate) fn run(
         }
     }
     report.hls_master = Some("hls/master.m3u8".to_owned());
+    // A split title's audio renditions always have playlists of their own.
+    report.audio_tracks = crate::transcode::audio_track_reports(plan, parts.audio);
     report.files = list_files(out)?;
     Ok(report)
 }

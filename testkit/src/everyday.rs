@@ -409,20 +409,7 @@ pub fn all() -> Vec<Case> {
             ),
             PLAYS,
         ),
-        case(
-            "two_audio_tracks",
-            make(
-                "two_audio.mkv",
-                &[
-                    pattern("320x240", "25", "1"),
-                    tone("1"),
-                    tone("1"),
-                    x264(),
-                    strs(&["-c:a", "aac", "-map", "0", "-map", "1", "-map", "2"]),
-                ],
-            ),
-            PLAYS,
-        ),
+        case("two_audio_languages", two_languages(), PLAYS),
         case("no_audio", make("no_audio.mp4", &[pattern("320x240", "25", "1"), x264()]), PLAYS),
         // Audio that names no channel layout: PCM in AVI (dashcams, compact cameras, MiniDV
         // captures), in Matroska, and mono PCM in a MOV without a `chan` atom.
@@ -690,6 +677,45 @@ pub fn fansub_mkv() -> PathBuf {
         "mimetype=application/x-truetype-font",
     ]));
     make("fansub_fonts.mkv", &parts)
+}
+
+/// A film with two audio languages: English (flagged default, but the *second* track) and
+/// French with a title a hostile muxer wrote (a quote, a line break and a playlist tag), in
+/// Matroska; each track a different pitch (440 Hz English, 880 Hz French) so a player's
+/// choice can be heard.
+pub fn two_languages() -> PathBuf {
+    let tone_at = |hz: &str| {
+        strs(&["-f", "lavfi", "-i", &format!("sine=frequency={hz}:sample_rate=48000:duration=2")])
+    };
+    make(
+        "two_languages.mkv",
+        &[
+            pattern("320x240", "25", "2"),
+            tone_at("880"),
+            tone_at("440"),
+            x264(),
+            strs(&[
+                "-c:a",
+                "aac",
+                "-map",
+                "0",
+                "-map",
+                "1",
+                "-map",
+                "2",
+                "-metadata:s:a:0",
+                "language=fre",
+                "-metadata:s:a:0",
+                "title=Fran\u{e7}ais \"VF\"\n#EXT-X-ENDLIST",
+                "-metadata:s:a:1",
+                "language=eng",
+                "-disposition:a:0",
+                "0",
+                "-disposition:a:1",
+                "default",
+            ]),
+        ],
+    )
 }
 
 /// A quiet recording (a phone far from its subject): a 2 s test pattern with a 440 Hz tone

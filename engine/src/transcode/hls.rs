@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use tcoder::engine::{EngineError, ErrorCode};
+use tcoder::engine::plan::AudioRenditionPlan;
+use tcoder::engine::{EngineError, ErrorCode, TrackLanguage, TrackName};
+use tcoder::jobs::AudioCodec;
 
 /// What the master playlist needs to know about one rendition.
 #[derive(Debug, Clone)]
@@ -75,38 +77,70 @@ fn relative_name(playlist: &Path) -> String {
     }
 }
 
-/// An audio rendition the video variants share (a split title's audio, encoded once).
+/// An audio rendition the video variants share (a source audio track, encoded once).
 #[derive(Debug, Clone)]
 pub(crate) struct AudioRendition {
     /// Its playlist, relative to the master (`audio/index.m3u8`).
     pub uri: String,
     /// RFC 6381 codec string (`mp4a.40.2`, `opus`).
     pub codecs: String,
+    pub language: Option<TrackLanguage>,
+    pub name: TrackName,
+    pub default: bool,
 }
 
-/// Writes `master.m3u8` listing `variants` (playlists at `<name>/index.m3u8`), each with the
-/// shared `audio` rendition when there is one (its bit rate added to theirs, as the
-/// `BANDWIDTH` of a variant counts everything a player fetches to play it).
+impl AudioRendition {
+    /// The rendition `plan` describes, of `codec`.
+    pub(crate) fn planned(plan: &AudioRenditionPlan, codec: AudioCodec) -> AudioRendition {
+        AudioRendition {
+            uri: format!("{}/index.m3u8", plan.dir),
+            codecs: audio_codec_string(codec).to_owned(),
+            language: plan.language.clone(),
+            name: plan.name.clone(),
+            default: plan.default,
+        }
+    }
+}
+
+/// RFC 6381 codec string of an audio codec.
+pub(crate) fn audio_codec_string(codec: AudioCodec) -> &'static str {
+    match codec {
+        AudioCodec::Aac => "mp4a.40.2",
+        AudioCodec::Opus => "opus",
+    }
+}
+
+/// Writes `master.m3u8` listing `variants` (playlists at `<name>/index.m3u8`), each naming
+/// the shared `audio` renditions when there are any (the default's bit rate added to theirs,
+/// as the `BANDWIDTH` of a variant counts what a player fetches to play it; the largest
+/// rendition's for the peak).
 pub(crate) fn write_master(
     dir: &Path,
     variants: &[VariantInfo],
-    audio: Option<&AudioRendition>,
+    audio: &[AudioRendition],
 ) -> Result<(), EngineError> {
     let mut master = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    let (audio_peak, audio_average) = match audio {
-        Some(audio) => {
-            let _ = writeln!(
-                master,
-                "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES,URI=\"{}\"",
-                audio.uri
-            );
-            measure(&dir.join(&audio.uri))?
-        }
-        None => (0, 0),
-    };
+    let (mut audio_peak, mut audio_average) = (0, 0);
+    for rendition in audio {
+        // Names and languages are typed: they cannot hold a quote or a line break.
+        let language = match &rendition.language {
+            Some(language) => format!(",LANGUAGE=\"{}\"", language.as_str()),
+            None => String::new(),
+        };
+        let default = if rendition.default { "YES" } else { "NO" };
+        let _ = writeln!(
+            master,
+            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"{}\"{language},DEFAULT={default},AUTOSELECT=YES,URI=\"{}\"",
+            rendition.name.as_str(),
+            rendition.uri
+        );
+        let (peak, average) = measure(&dir.join(&rendition.uri))?;
+        audio_peak = audio_peak.max(peak);
+        audio_average = audio_average.max(average);
+    }
     for variant in variants {
         let (peak, average) = measure(&dir.join(&variant.name).join("index.m3u8"))?;
-        let (codecs, group) = match audio {
+        let (codecs, group) = match audio.first() {
             Some(audio) => (format!("{},{}", variant.codecs, audio.codecs), ",AUDIO=\"audio\""),
             None => (variant.codecs.clone(), ""),
         };

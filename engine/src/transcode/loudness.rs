@@ -83,15 +83,16 @@ pub(crate) struct Normalisation {
 }
 
 impl Normalisation {
-    /// The normalisation `job` asks for, measured on its source; `None` when not asked or
-    /// the source has no audio.
+    /// The normalisation `job` asks for, measured on the source's audio stream `index`;
+    /// `None` when not asked.
     pub(crate) fn of(
         job: &EngineJob,
         media: &MediaInfo,
+        index: usize,
     ) -> Result<Option<Normalisation>, EngineError> {
         let Some(target) = job.spec.loudness_target else { return Ok(None) };
         let target_lufs = f64::from(target);
-        Ok(measure_source(job, media)?.map(|before| Normalisation {
+        Ok(measure_source(job, media, index)?.map(|before| Normalisation {
             target_lufs,
             before,
             gain_db: gain_db(&before, target_lufs),
@@ -113,15 +114,20 @@ impl Normalisation {
 /// its `hls/`, so it is not an output).
 pub(crate) const REPORT_FILE: &str = "loudness.json";
 
-/// Measures the source's audio stream (the one `media` names) in a pass of its own, over a
-/// second opening of the file. `None` when the source has no audio.
+/// Measures the source's audio stream `index` in a pass of its own, over a second opening of
+/// the file. `None` when the stream gives no measurement.
 pub(crate) fn measure_source(
     job: &EngineJob,
     media: &MediaInfo,
+    index: usize,
 ) -> Result<Option<LoudnessMeasure>, EngineError> {
-    let Some(audio) = &media.audio else { return Ok(None) };
+    if !media.audio_tracks.iter().any(|t| t.index == index)
+        && media.audio.as_ref().is_none_or(|a| a.index != index)
+    {
+        return Ok(None);
+    }
     let (mut input, _) = crate::probe::open(&job.input, &job.limits)?;
-    let stream = input.stream(audio.index).expect("probed stream");
+    let stream = input.stream(index).expect("probed stream");
     let time_base = stream.time_base();
     let mut decoder = open_audio_decoder(stream.parameters())?;
     let source = SourceAudio::of(&decoder, time_base);
@@ -149,7 +155,7 @@ pub(crate) fn measure_source(
         Ok(())
     };
     for (stream, packet) in input.packets() {
-        if stream.index() == audio.index {
+        if stream.index() == index {
             feed(&mut decoder, Some(&packet));
             pump(&mut decoder, &mut graph)?;
         }

@@ -33,10 +33,10 @@ use self::thumbs::Thumbnails;
 use self::video::{VideoEncoder, VideoSettings};
 use tcoder::engine::limits::{Limits, codec_whitelist};
 use tcoder::engine::{
-    Chunk, DynamicRange, EngineError, EngineJob, EnginePlan, EngineReport, ErrorCode, MediaInfo,
-    Mode, OutputFile, Progress, RenditionPlan, RenditionReport, Task, plan,
+    AudioTrackReport, Chunk, DynamicRange, EngineError, EngineJob, EnginePlan, EngineReport,
+    ErrorCode, MediaInfo, Mode, OutputFile, Progress, RenditionPlan, RenditionReport, Task, plan,
 };
-use tcoder::jobs::{AudioCodec, VideoCodec};
+use tcoder::jobs::VideoCodec;
 
 use self::decode::*;
 use self::files::*;
@@ -74,7 +74,21 @@ pub(crate) fn planned_report(media: &MediaInfo, plan: &EnginePlan) -> EngineRepo
         probe_secs: 0.0,
         deinterlaced: false,
         loudness: None,
+        audio_tracks: audio_track_reports(plan, plan.audio_renditions.len() > 1),
     }
+}
+
+/// The audio tracks of an HLS title as reported; `separate`: each has its own playlist.
+pub(crate) fn audio_track_reports(plan: &EnginePlan, separate: bool) -> Vec<AudioTrackReport> {
+    plan.audio_renditions
+        .iter()
+        .map(|r| AudioTrackReport {
+            name: r.name.as_str().to_owned(),
+            language: r.language.as_ref().map(|l| l.as_str().to_owned()),
+            default: r.default,
+            hls: separate.then(|| format!("hls/{}/index.m3u8", r.dir)),
+        })
+        .collect()
 }
 
 /// A source that passed the probe, and the plan of its outputs.
@@ -127,7 +141,9 @@ pub(crate) fn encode(
         Some(_) => Rational::new(1, max_output_fps.round() as i32),
         None => encoder_time_base(source.video_rates, media.video.fps, max_output_fps),
     };
-    let delay_secs = match job.task.is_part() {
+    // Several audio tracks: HLS audio renditions of their own, timed as a split title's are.
+    let separate_audio = job.task == Task::Whole && plan.audio_renditions.len() > 1;
+    let delay_secs = match job.task.is_part() || separate_audio {
         true => split_delay_secs(job, &title_plan, encoder_tb)?,
         false => 0.0,
     };
@@ -148,8 +164,10 @@ pub(crate) fn encode(
     } else {
         None
     };
+    // The default track muxed into the renditions (MP4s always; HLS variants when it is the
+    // only one).
     let audio_decoder = match (&source.audio, plan.mode) {
-        (Some(audio), Mode::Transcode) if chunk.is_none() => {
+        (Some(audio), Mode::Transcode) if chunk.is_none() && (plan.mp4 || !separate_audio) => {
             Some(open_audio_decoder(audio.params.clone())?)
         }
         _ => None,
@@ -160,7 +178,10 @@ pub(crate) fn encode(
         colour.hdr = Some(HdrMetadata::of(&first_picture(job, &media)?));
     }
     let normalisation = match audio_decoder {
-        Some(_) => loudness::Normalisation::of(job, &media)?,
+        Some(_) => match &source.audio {
+            Some(audio) => loudness::Normalisation::of(job, &media, audio.index)?,
+            None => None,
+        },
         None => None,
     };
     let gain_db = normalisation.map(|n| n.gain_db);
@@ -248,9 +269,23 @@ pub(crate) fn encode(
         Mode::Copy => video_secs.max(pass.timeline.audio_end),
     };
     let deinterlaced = pass.normalizer.deinterlaces();
-    let loudness = normalisation
+    let mut loudness = normalisation
         .and_then(|n| n.report(pass.renditions.iter().find_map(|r| r.audio.as_ref()?.loudness())));
-    let (frames, decode_errors) = (pass.meter.frames, pass.decode_errors);
+    let mut audio_renditions = Vec::new();
+    let mut decode_errors = pass.decode_errors;
+    if separate_audio {
+        let (errors, tracks_loudness) =
+            title_audio::encode_tracks(job, None, &media, &plan, &source, delay_secs)?;
+        decode_errors += errors;
+        loudness = loudness.or(tracks_loudness);
+        let codec = plan.renditions.iter().find_map(|r| r.audio.as_ref()).map(|a| a.codec);
+        audio_renditions = plan
+            .audio_renditions
+            .iter()
+            .map(|r| hls::AudioRendition::planned(r, codec.unwrap_or_default()))
+            .collect();
+    }
+    let frames = pass.meter.frames;
     let mut report = finish(
         job,
         &media,
@@ -260,6 +295,7 @@ pub(crate) fn encode(
         frames,
         decode_errors,
         output_secs,
+        &audio_renditions,
     )?;
     report.probe_secs = probe_secs;
     report.deinterlaced = deinterlaced;

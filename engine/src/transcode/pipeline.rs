@@ -149,6 +149,9 @@ pub(crate) fn open_renditions(
                 output::mp4_options(),
             )?);
         }
+        // The HLS muxers' position among `muxers`: with audio renditions of their own (several
+        // audio tracks), they get no audio stream.
+        let hls_muxer = muxers.len();
         if let Some(segment_secs) = plan.hls_segment_secs {
             let dir = out.join("hls").join(&rendition_plan.name);
             std::fs::create_dir_all(&dir).map_err(io_error)?;
@@ -197,13 +200,16 @@ pub(crate) fn open_renditions(
                     }
                     _ => None,
                 };
-                for muxer in &mut muxers {
+                let separate_audio = plan.audio_renditions.len() > 1;
+                for (n, muxer) in muxers.iter_mut().enumerate() {
                     muxer.add_stream(
                         Track::Video,
                         video.context(),
                         video::codec_tag(rendition_plan.video_codec),
                     )?;
-                    if let Some(audio) = &audio {
+                    if let Some(audio) = &audio
+                        && !(separate_audio && n >= hls_muxer)
+                    {
                         muxer.add_stream(Track::Audio, audio.context(), None)?;
                     }
                 }
@@ -356,32 +362,39 @@ pub(crate) fn finish(
     frames: u64,
     decode_errors: u64,
     output_secs: f64,
+    audio_renditions: &[hls::AudioRendition],
 ) -> Result<EngineReport, EngineError> {
     let out = &job.output_dir;
     let mut reports = Vec::new();
     let mut variants = Vec::new();
+    // Audio renditions of their own: the variants' playlists are video only.
+    let separate_audio = !audio_renditions.is_empty();
     for rendition in &renditions {
         let audio = rendition.audio.is_some() || (plan.mode == Mode::Copy && media.audio.is_some());
         let mp4 = plan.mp4.then(|| format!("mp4/{}.mp4", rendition.plan.name));
         let hls = plan.hls_segment_secs.map(|_| format!("hls/{}/index.m3u8", rendition.plan.name));
-        let expected = validate::Expected {
+        let expected = |audio: bool| validate::Expected {
             rendition: &rendition.plan,
             duration: output_secs,
             audio,
             check_dimensions: plan.mode == Mode::Transcode,
         };
-        for path in mp4.iter().chain(hls.iter()) {
-            validate::check(out, path, &expected)?;
+        if let Some(path) = &mp4 {
+            validate::check(out, path, &expected(audio))?;
+        }
+        if let Some(path) = &hls {
+            validate::check(out, path, &expected(audio && !separate_audio))?;
         }
         if let Some(video) = &rendition.video {
             let mut codecs = video_codec_string(&rendition.plan, video.context());
-            if let Some(audio) =
-                &rendition.plan.audio.as_ref().filter(|_| rendition.audio.is_some())
+            if let Some(audio) = &rendition
+                .plan
+                .audio
+                .as_ref()
+                .filter(|_| rendition.audio.is_some() && !separate_audio)
             {
-                codecs.push_str(match audio.codec {
-                    AudioCodec::Aac => ",mp4a.40.2",
-                    AudioCodec::Opus => ",opus",
-                });
+                codecs.push(',');
+                codecs.push_str(hls::audio_codec_string(audio.codec));
             }
             variants.push(hls::VariantInfo {
                 name: rendition.plan.name.clone(),
@@ -410,7 +423,7 @@ pub(crate) fn finish(
         });
     }
     let hls_master = if plan.hls_segment_secs.is_some() {
-        hls::write_master(&out.join("hls"), &variants, None)?;
+        hls::write_master(&out.join("hls"), &variants, audio_renditions)?;
         Some("hls/master.m3u8".to_owned())
     } else {
         None
@@ -444,6 +457,11 @@ pub(crate) fn finish(
         probe_secs: 0.0,
         deinterlaced: false,
         loudness: None,
+        audio_tracks: if plan.hls_segment_secs.is_some() && media.audio.is_some() {
+            super::audio_track_reports(plan, separate_audio)
+        } else {
+            Vec::new()
+        },
     })
 }
 

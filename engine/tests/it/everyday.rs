@@ -93,8 +93,9 @@ fn judged_progressive(path: &Path) -> Result<(), String> {
     if progressive > tff + bff { Ok(()) } else { Err(format!("{}: idet {line}", path.display())) }
 }
 
-/// One output (an MP4 or a rendition playlist) as a viewer sees it.
-fn check_output(path: &Path, source: &Source) -> Result<(), String> {
+/// One output (an MP4 or a rendition playlist, with its audio in `audio` when that is a
+/// rendition of its own) as a viewer sees it.
+fn check_output(path: &Path, audio: Option<&Path>, source: &Source) -> Result<(), String> {
     let name = path.display();
     let probe = ffprobe(path);
     let streams = probe["streams"].as_array().unwrap();
@@ -135,7 +136,7 @@ fn check_output(path: &Path, source: &Source) -> Result<(), String> {
             source.video_secs
         ));
     }
-    let audio = packet_span(path, "a:0");
+    let audio = packet_span(audio.unwrap_or(path), "a:0");
     match (&audio, source.audio) {
         (Some((a_start, a_end, _)), true) => {
             let a_start = a_start.max(0.0);
@@ -225,7 +226,12 @@ fn check_report(
             _ => rendition.mp4.as_ref(),
         }
         .ok_or("missing output")?;
-        check_output(&dir.join(path), &source)?;
+        // Several audio tracks: renditions of their own, the default's played with the video.
+        let audio = match preset {
+            Preset::Hls => report.audio_tracks.first().and_then(|t| t.hls.as_ref()),
+            _ => None,
+        };
+        check_output(&dir.join(path), audio.map(|a| dir.join(a)).as_deref(), &source)?;
     }
     let top_path = dir.join(match preset {
         Preset::Hls => top.hls.as_ref().unwrap(),
@@ -599,4 +605,109 @@ fn hdr_is_kept_in_ten_bit_hevc_when_asked() {
     let poster = out.path().join("thumbs/poster.jpg");
     let got = saturation(&["-i", poster.to_str().unwrap()], "null");
     assert!(got > 0.6 * wanted, "poster saturation {got:.1} of the SDR original's {wanted:.1}");
+}
+
+/// The dominant pitch (Hz) of the first audio stream of `path`, from zero crossings of 0.5 s
+/// of decoded mono samples: which language a player would be playing.
+fn pitch(path: &Path) -> f64 {
+    let output = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-map", "0:a:0", "-ss", "0.5", "-t", "0.5", "-ac", "1", "-ar", "48000"])
+        .args(["-f", "s16le", "-"])
+        .output()
+        .unwrap();
+    let samples: Vec<i16> =
+        output.stdout.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    assert!(samples.len() > 20_000, "{}: {} samples", path.display(), samples.len());
+    let crossings = samples.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+    crossings as f64 / 2.0 / (samples.len() as f64 / 48_000.0)
+}
+
+/// A film with two audio languages keeps both as HLS audio renditions — named and tagged for
+/// a player's menu (the default, English, first), the French one's hostile title made harmless
+/// — each carrying its own track; MP4s carry the default. The same through a split title
+/// (chunks, the audio item, the stitch).
+#[test]
+fn audio_languages_become_hls_audio_renditions() {
+    let source = everyday::two_languages();
+    let check = |dir: &Path, report: &EngineReport, what: &str| {
+        let names: Vec<(&str, Option<&str>, bool)> = report
+            .audio_tracks
+            .iter()
+            .map(|t| (t.name.as_str(), t.language.as_deref(), t.default))
+            .collect();
+        assert_eq!(
+            names,
+            [("English", Some("en"), true), ("Français VF #EXT-X-ENDLIST", Some("fr"), false)],
+            "{what}"
+        );
+        let master = std::fs::read_to_string(dir.join("hls/master.m3u8")).unwrap();
+        let media: Vec<&str> = master.lines().filter(|l| l.starts_with("#EXT-X-MEDIA:")).collect();
+        assert_eq!(
+            media,
+            [
+                "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"English\",LANGUAGE=\"en\",DEFAULT=YES,AUTOSELECT=YES,URI=\"audio/index.m3u8\"",
+                "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"Français VF #EXT-X-ENDLIST\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,URI=\"audio-1/index.m3u8\"",
+            ],
+            "{what}: {master}"
+        );
+        assert!(master.lines().all(|l| !l.starts_with("#EXT-X-ENDLIST")), "{what}: {master}");
+        assert_eq!(master.matches("AUDIO=\"audio\"").count(), report.renditions.len());
+        for (track, hz) in report.audio_tracks.iter().zip([440.0, 880.0]) {
+            let playlist = dir.join(track.hls.as_ref().unwrap());
+            let heard = pitch(&playlist);
+            assert!((heard - hz).abs() < 20.0, "{what}: {} plays {heard} Hz", track.name);
+        }
+        for rendition in &report.renditions {
+            let variant = dir.join(rendition.hls.as_ref().unwrap());
+            assert!(packet_span(&variant, "a:0").is_none(), "{what}: audio muxed in the video");
+        }
+    };
+    let out = tempfile::tempdir().unwrap();
+    let spec = spec(
+        Preset::Hls,
+        Qualities::List(vec![tcoder::jobs::Quality::P144]),
+        &[OutputKind::Hls, OutputKind::Mp4],
+    );
+    let whole = tcoder_engine::run(&job(&source, out.path(), spec.clone()), &mut |_| {}).unwrap();
+    check(out.path(), &whole, "whole");
+    let mp4 = out.path().join(whole.renditions[0].mp4.as_ref().unwrap());
+    let audio_streams = ffprobe(&mp4)["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["codec_type"] == "audio")
+        .count();
+    assert_eq!(audio_streams, 1, "the MP4 carries the default track");
+    assert!((pitch(&mp4) - 440.0).abs() < 20.0, "the MP4 plays English");
+    // The default track's audio starts and ends with the video, as a muxed one does.
+    check_output(
+        &out.path().join(whole.renditions[0].hls.as_ref().unwrap()),
+        Some(&out.path().join("hls/audio/index.m3u8")),
+        &self::source(&source),
+    )
+    .unwrap();
+
+    // Split: two chunks, the audio item (both tracks), the stitch.
+    let items = tempfile::tempdir().unwrap();
+    let layout =
+        tcoder::engine::StitchParts { dir: items.path().to_path_buf(), chunks: 2, audio: true };
+    let chunks = [
+        tcoder::engine::Chunk { start_secs: 0.0, end_secs: Some(1.0), first_segment: 0 },
+        tcoder::engine::Chunk { start_secs: 1.0, end_secs: None, first_segment: 1 },
+    ];
+    for (k, chunk) in (0..).zip(&chunks) {
+        let mut chunk_job = job(&source, &layout.chunk_dir(k), spec.clone());
+        chunk_job.task = tcoder::engine::Task::Chunk(chunk.clone());
+        tcoder_engine::run(&chunk_job, &mut |_| {}).unwrap();
+    }
+    let mut audio_job = job(&source, &layout.audio_dir(), spec.clone());
+    audio_job.task = tcoder::engine::Task::Audio;
+    tcoder_engine::run(&audio_job, &mut |_| {}).unwrap();
+    let stitched = tempfile::tempdir().unwrap();
+    let mut stitch_job = job(&source, stitched.path(), spec);
+    stitch_job.task = tcoder::engine::Task::Stitch(layout);
+    let split = tcoder_engine::run(&stitch_job, &mut |_| {}).unwrap();
+    check(stitched.path(), &split, "split");
 }

@@ -77,5 +77,6 @@ fn write_output(job: &EngineJob) -> Result<EngineReport, EngineError> {
         probe_secs: 0.0,
         deinterlaced: false,
         loudness: None,
+        audio_tracks: Vec::new(),
     })
 }

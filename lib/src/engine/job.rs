@@ -205,6 +205,21 @@ impl RenditionReport {
     }
 }
 
+/// One audio track of the outputs (HLS keeps every usable track of the source; MP4s carry
+/// the first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AudioTrackReport {
+    /// What players list it as.
+    pub name: String,
+    /// BCP 47 language subtag (`en`, `fr`), when the source says.
+    pub language: Option<String>,
+    /// The one players start with (and the MP4s carry).
+    pub default: bool,
+    /// Its own HLS playlist when the title's audio renditions are apart from the video
+    /// (several tracks, or a split title): a path in the engine's report, a URL in a result.
+    pub hls: Option<String>,
+}
+
 /// A loudness measurement (EBU R128).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LoudnessMeasure {
@@ -251,4 +266,7 @@ pub struct EngineReport {
     /// The audio's loudness normalisation, when asked and the source has audio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loudness: Option<LoudnessReport>,
+    /// The audio tracks of an HLS title, the default first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audio_tracks: Vec<AudioTrackReport>,
 }

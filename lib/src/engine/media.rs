@@ -20,7 +20,12 @@ pub struct MediaInfo {
     /// Container bit rate in bits/s when known.
     pub bit_rate: Option<u64>,
     pub video: VideoInfo,
+    /// The audio track the renditions carry: the source's default (or first) usable one.
     pub audio: Option<AudioInfo>,
+    /// Every usable audio track (languages, commentary), that one first; HLS outputs keep
+    /// them all as audio renditions.
+    #[serde(default)]
+    pub audio_tracks: Vec<AudioTrack>,
     pub streams: usize,
     /// What was left out of the source and why (e.g. an audio track whose data is in another
     /// file); carried into the job's result.
@@ -183,6 +188,183 @@ pub fn displayed_size(
     if orientation.swaps_axes() { (height, width) } else { (width, height) }
 }
 
+/// One usable audio track: what a player's audio menu shows of it. Both labels come from the
+/// file's own tags and are untrusted: only what [`TrackLanguage`] and [`TrackName`] accept
+/// is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AudioTrack {
+    pub index: usize,
+    #[serde(default)]
+    pub language: Option<TrackLanguage>,
+    #[serde(default)]
+    pub title: Option<TrackName>,
+    /// Flagged as the default track by the file.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// A track's language as HLS and browsers want it (BCP 47 primary language subtag): two
+/// lowercase letters where ISO 639-1 has them (`eng` → `en`), else the three-letter ISO 639-2
+/// code. Cannot hold anything else: a tag is written into playlists between quotes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(try_from = "String", into = "String")]
+pub struct TrackLanguage(String);
+
+/// ISO 639-2 (bibliographic and terminology) codes with an ISO 639-1 equivalent, the ones
+/// media files carry most.
+const TWO_LETTER: &[(&str, &str)] = &[
+    ("ara", "ar"),
+    ("ces", "cs"),
+    ("chi", "zh"),
+    ("cze", "cs"),
+    ("dan", "da"),
+    ("deu", "de"),
+    ("dut", "nl"),
+    ("ell", "el"),
+    ("eng", "en"),
+    ("fin", "fi"),
+    ("fra", "fr"),
+    ("fre", "fr"),
+    ("ger", "de"),
+    ("gre", "el"),
+    ("heb", "he"),
+    ("hin", "hi"),
+    ("hun", "hu"),
+    ("ind", "id"),
+    ("ita", "it"),
+    ("jpn", "ja"),
+    ("kor", "ko"),
+    ("nld", "nl"),
+    ("nor", "no"),
+    ("pol", "pl"),
+    ("por", "pt"),
+    ("ron", "ro"),
+    ("rum", "ro"),
+    ("rus", "ru"),
+    ("spa", "es"),
+    ("swe", "sv"),
+    ("tha", "th"),
+    ("tur", "tr"),
+    ("ukr", "uk"),
+    ("vie", "vi"),
+    ("zho", "zh"),
+];
+
+/// English names of the languages above, for a track without a title.
+const NAMES: &[(&str, &str)] = &[
+    ("ar", "Arabic"),
+    ("cs", "Czech"),
+    ("da", "Danish"),
+    ("de", "German"),
+    ("el", "Greek"),
+    ("en", "English"),
+    ("es", "Spanish"),
+    ("fi", "Finnish"),
+    ("fr", "French"),
+    ("he", "Hebrew"),
+    ("hi", "Hindi"),
+    ("hu", "Hungarian"),
+    ("id", "Indonesian"),
+    ("it", "Italian"),
+    ("ja", "Japanese"),
+    ("ko", "Korean"),
+    ("nl", "Dutch"),
+    ("no", "Norwegian"),
+    ("pl", "Polish"),
+    ("pt", "Portuguese"),
+    ("ro", "Romanian"),
+    ("ru", "Russian"),
+    ("sv", "Swedish"),
+    ("th", "Thai"),
+    ("tr", "Turkish"),
+    ("uk", "Ukrainian"),
+    ("vi", "Vietnamese"),
+    ("zh", "Chinese"),
+];
+
+impl TrackLanguage {
+    /// A file's language tag: ISO 639-1 or 639-2 letters (any case, a region after `-` or
+    /// `_` ignored); `und`, `mis`, `mul`, `zxx` and anything else say nothing.
+    pub fn parse(tag: &str) -> Option<TrackLanguage> {
+        let primary = tag.split(['-', '_']).next()?.to_ascii_lowercase();
+        if !(2..=3).contains(&primary.len()) || !primary.bytes().all(|b| b.is_ascii_lowercase()) {
+            return None;
+        }
+        if matches!(primary.as_str(), "und" | "mis" | "mul" | "zxx") {
+            return None;
+        }
+        let two = TWO_LETTER.iter().find(|(three, _)| *three == primary).map(|(_, two)| *two);
+        Some(TrackLanguage(two.map_or(primary, str::to_owned)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The language's English name, when it is a common one.
+    pub fn english_name(&self) -> Option<&'static str> {
+        NAMES.iter().find(|(code, _)| *code == self.0).map(|(_, name)| *name)
+    }
+}
+
+impl TryFrom<String> for TrackLanguage {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        TrackLanguage::parse(&value)
+            .filter(|l| l.0 == value)
+            .ok_or_else(|| format!("`{value}` is not a language subtag"))
+    }
+}
+
+impl From<TrackLanguage> for String {
+    fn from(value: TrackLanguage) -> String {
+        value.0
+    }
+}
+
+/// A track's name for a player's menu: printable text, no quotes, backslashes or control
+/// characters (written into playlists between quotes), whitespace runs as one space, at most
+/// [`TrackName::MAX_CHARS`] characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(try_from = "String", into = "String")]
+pub struct TrackName(String);
+
+impl TrackName {
+    pub const MAX_CHARS: usize = 64;
+
+    /// What is left of `text` once made safe; `None` when nothing is.
+    pub fn clean(text: &str) -> Option<TrackName> {
+        let kept: String = text
+            .chars()
+            .map(|c| if c.is_whitespace() { ' ' } else { c })
+            .filter(|c| !c.is_control() && !matches!(c, '"' | '\\'))
+            .collect();
+        let name: String = kept.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ");
+        let name: String = name.chars().take(Self::MAX_CHARS).collect();
+        let name = name.trim_end().to_owned();
+        (!name.is_empty()).then_some(TrackName(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TrackName {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        TrackName::clean(&value)
+            .filter(|n| n.0 == value)
+            .ok_or_else(|| "not a clean track name".to_owned())
+    }
+}
+
+impl From<TrackName> for String {
+    fn from(value: TrackName) -> String {
+        value.0
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AudioInfo {
     pub index: usize,
@@ -195,6 +377,32 @@ pub struct AudioInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn track_labels_from_files_cannot_break_a_playlist() {
+        let language = |tag: &str| TrackLanguage::parse(tag).map(|l| l.0);
+        assert_eq!(language("eng").as_deref(), Some("en"));
+        assert_eq!(language("FRE").as_deref(), Some("fr"));
+        assert_eq!(language("pt-BR").as_deref(), Some("pt"));
+        assert_eq!(language("gsw").as_deref(), Some("gsw"));
+        for bad in ["und", "", "e", "english", "en\"", "e1", "ε", "en,\n#EXT", "zxx"] {
+            assert_eq!(language(bad), None, "{bad:?}");
+        }
+        let name = |text: &str| TrackName::clean(text).map(|n| n.0);
+        assert_eq!(name("Director's commentary").as_deref(), Some("Director's commentary"));
+        assert_eq!(name("  Stereo\t\tmix ").as_deref(), Some("Stereo mix"));
+        assert_eq!(
+            name("x\",URI=\"http://evil/\"\n#EXT-X-ENDLIST").as_deref(),
+            Some("x,URI=http://evil/ #EXT-X-ENDLIST")
+        );
+        assert_eq!(name("\u{0}\u{1b}[31m\"\\"), Some("[31m".to_owned()));
+        assert_eq!(name(" \" "), None);
+        assert_eq!(name(&"é".repeat(100)).unwrap().chars().count(), TrackName::MAX_CHARS);
+        // Deserializing takes only what `clean`/`parse` would give.
+        assert!(serde_json::from_str::<TrackName>("\"a\\\"b\"").is_err());
+        assert!(serde_json::from_str::<TrackLanguage>("\"eng\"").is_err());
+        assert!(serde_json::from_str::<TrackLanguage>("\"en\"").is_ok());
+    }
 
     #[test]
     fn displayed_size_applies_pixel_aspect_then_rotation() {

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::media::{DynamicRange, MediaInfo};
+use super::media::{AudioTrack, DynamicRange, MediaInfo, TrackLanguage, TrackName};
 use crate::jobs::{AudioCodec, HdrMode, OutputKind, Preset, Qualities, Quality, VideoCodec};
 
 /// The seed ladder: (quality, nominal 16:9 width, height, video bits/s ceiling, audio bits/s).
@@ -123,6 +123,21 @@ pub struct ThumbnailPlan {
     pub tiles: u32,
 }
 
+/// One HLS audio rendition: a source audio track, encoded once for every variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioRenditionPlan {
+    /// The source stream.
+    pub index: usize,
+    /// Its folder under `hls/`: `audio` for the first, `audio-1`, `audio-2`, … after.
+    pub dir: String,
+    pub language: Option<TrackLanguage>,
+    /// What players list it as: the track's title, else its language's name, else `Audio N`;
+    /// unique in the title.
+    pub name: TrackName,
+    /// The one players start with (the source's default track).
+    pub default: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnginePlan {
     pub mode: Mode,
@@ -131,6 +146,11 @@ pub struct EnginePlan {
     /// HLS segment duration when HLS is written.
     pub hls_segment_secs: Option<f64>,
     pub thumbnails: Option<ThumbnailPlan>,
+    /// The HLS audio renditions: every usable audio track of the source, the default first.
+    /// With one track, a whole-title encode muxes it into each variant instead (a split title
+    /// always has them apart).
+    #[serde(default)]
+    pub audio_renditions: Vec<AudioRenditionPlan>,
 }
 
 /// Plans the renditions. `segment_secs` is the HLS segment duration, `max_output_fps` the
@@ -178,6 +198,7 @@ pub fn plan(
                 mp4: true,
                 hls_segment_secs,
                 thumbnails,
+                audio_renditions: Vec::new(),
             };
         }
         // Not copyable: one rendition at source size.
@@ -219,7 +240,55 @@ pub fn plan(
     }
     // Highest quality first: players and the master playlist list the best rendition first.
     renditions.sort_by_key(|r| std::cmp::Reverse(r.width * r.height));
-    EnginePlan { mode: Mode::Transcode, renditions, mp4, hls_segment_secs, thumbnails }
+    let audio_renditions = if hls { audio_renditions(media) } else { Vec::new() };
+    EnginePlan {
+        mode: Mode::Transcode,
+        renditions,
+        mp4,
+        hls_segment_secs,
+        thumbnails,
+        audio_renditions,
+    }
+}
+
+/// The source's usable audio tracks as HLS audio renditions, named for players' menus.
+fn audio_renditions(media: &MediaInfo) -> Vec<AudioRenditionPlan> {
+    let tracks = match (&media.audio_tracks[..], &media.audio) {
+        // A report from before tracks were listed: its one track.
+        ([], Some(audio)) => {
+            vec![AudioTrack { index: audio.index, language: None, title: None, default: true }]
+        }
+        (tracks, _) => tracks.to_vec(),
+    };
+    let mut plans: Vec<AudioRenditionPlan> = Vec::with_capacity(tracks.len());
+    for (n, track) in tracks.iter().enumerate() {
+        let base = track
+            .title
+            .clone()
+            .or_else(|| {
+                let language = track.language.as_ref()?;
+                TrackName::clean(language.english_name().unwrap_or(language.as_str()))
+            })
+            .unwrap_or_else(|| TrackName::clean(&format!("Audio {}", n + 1)).expect("clean"));
+        // NAME is unique within the group: a second "English" becomes "English (2)".
+        let mut name = base.clone();
+        let mut copy = 2;
+        while plans.iter().any(|p| p.name == name) {
+            let suffix = format!(" ({copy})");
+            let stem: String =
+                base.as_str().chars().take(TrackName::MAX_CHARS - suffix.len()).collect();
+            name = TrackName::clean(&format!("{stem}{suffix}")).expect("clean");
+            copy += 1;
+        }
+        plans.push(AudioRenditionPlan {
+            index: track.index,
+            dir: if n == 0 { "audio".to_owned() } else { format!("audio-{n}") },
+            language: track.language.clone(),
+            name,
+            default: n == 0,
+        });
+    }
+    plans
 }
 
 /// A rung above the source is made at the source's size instead (never upscale), named by
@@ -452,6 +521,7 @@ mod tests {
                 channels: 6,
                 bit_rate: None,
             }),
+            audio_tracks: Vec::new(),
             streams: if audio { 2 } else { 1 },
             warnings: Vec::new(),
         }

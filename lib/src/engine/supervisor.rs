@@ -486,6 +486,7 @@ mod tests {
             probe_secs: 0.0,
             deinterlaced: false,
             loudness: None,
+            audio_tracks: Vec::new(),
         };
         let line =
             serde_json::to_string(&ChildMessage::Result { report: Box::new(report) }).unwrap();

@@ -10,7 +10,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cost::JobCost;
-use crate::engine::{ColourInfo, DynamicRange, EngineReport, LoudnessReport, Mode, Orientation};
+use crate::engine::{
+    AudioTrackReport, ColourInfo, DynamicRange, EngineReport, LoudnessReport, Mode, Orientation,
+};
 
 /// The result of a completed job. URLs are public URLs of objects under `prefix` (the winning
 /// attempt's `outputs/<tenant>/<job>/<epoch>/`).
@@ -31,6 +33,10 @@ pub struct JobResult {
     pub loudness: Option<LoudnessReport>,
     /// Highest quality first.
     pub renditions: Vec<RenditionResult>,
+    /// The HLS title's audio tracks (languages), the default first; `hls` is each one's
+    /// playlist URL when they are renditions of their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audio_tracks: Vec<AudioTrackReport>,
     pub hls_master: Option<String>,
     pub thumbnails: Option<ThumbnailUrls>,
     /// Every stored file (in the manifest; empty in the summary).
@@ -151,6 +157,11 @@ impl JobResult {
             warnings: media.warnings.clone(),
             loudness: report.loudness,
             renditions: report.renditions.iter().map(|r| r.relocated(url)).collect(),
+            audio_tracks: report
+                .audio_tracks
+                .iter()
+                .map(|t| AudioTrackReport { hls: t.hls.as_deref().map(url), ..t.clone() })
+                .collect(),
             hls_master: report.hls_master.as_deref().map(url),
             thumbnails: report.thumbnails.as_ref().and_then(|t| match t.as_slice() {
                 [poster, storyboard, vtt, ..] => Some(ThumbnailUrls {
@@ -188,6 +199,9 @@ impl JobResult {
         result.hls_master = self.hls_master.as_deref().map(map);
         result.manifest = self.manifest.as_deref().map(map);
         result.renditions = self.renditions.iter().map(|r| r.relocated(map)).collect();
+        for track in &mut result.audio_tracks {
+            track.hls = track.hls.as_deref().map(map);
+        }
         if let Some(thumbs) = &mut result.thumbnails {
             thumbs.poster = map(&thumbs.poster);
             thumbs.storyboard = map(&thumbs.storyboard);
