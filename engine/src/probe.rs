@@ -14,10 +14,11 @@ use ffmpeg_next::media::Type;
 
 use tcoder::engine::limits::{
     Limits, MIN_DIMENSION, codec_whitelist, format_whitelist, is_accepted_audio, is_accepted_video,
+    is_text_subtitle,
 };
 use tcoder::engine::{
     AudioInfo, AudioTrack, ColourInfo, EngineError, ErrorCode, MediaInfo, Orientation,
-    TrackLanguage, TrackName, VideoInfo, displayed_size,
+    SubtitleTrack, TrackLanguage, TrackName, VideoInfo, displayed_size,
 };
 
 /// Initialises FFmpeg once and keeps its own logging quiet (errors surface as typed errors).
@@ -442,6 +443,27 @@ fn describe(
         })
         .collect();
     let usable = ordered.first();
+    let mut subtitle_tracks = Vec::new();
+    for stream in input.streams().filter(|s| s.parameters().medium() == Type::Subtitle) {
+        let codec = stream.parameters().id().name().to_owned();
+        if !is_text_subtitle(&codec) {
+            warnings.push(format!(
+                "subtitle track {} was left out: `{codec}` is a picture format, not text",
+                stream.index()
+            ));
+            continue;
+        }
+        let metadata = stream.metadata();
+        let disposition = stream.disposition();
+        subtitle_tracks.push(SubtitleTrack {
+            index: stream.index(),
+            codec,
+            language: metadata.get("language").and_then(TrackLanguage::parse),
+            title: metadata.get("title").and_then(TrackName::clean),
+            default: disposition.contains(ffmpeg::format::stream::Disposition::DEFAULT),
+            forced: disposition.contains(ffmpeg::format::stream::Disposition::FORCED),
+        });
+    }
     let audio = usable.map(|stream| {
         let parameters = stream.parameters();
         // SAFETY: plain fields of the codec parameters.
@@ -493,6 +515,7 @@ fn describe(
         },
         audio,
         audio_tracks,
+        subtitle_tracks,
         streams: input.nb_streams() as usize,
         warnings,
     })

@@ -18,6 +18,7 @@ use crate::transcode::output::{self, Muxer, Track};
 use crate::transcode::thumbs::Thumbnails;
 use crate::transcode::validate;
 
+use crate::transcode::captions;
 use crate::transcode::hls::{self, AudioRendition, VariantInfo};
 use tcoder::engine::plan::AudioRenditionPlan;
 
@@ -49,7 +50,7 @@ fn stitch_hls(
     audio: Option<&Path>,
     tracks: &[AudioRenditionPlan],
     out: &Path,
-) -> Result<(), EngineError> {
+) -> Result<(Vec<VariantInfo>, Vec<AudioRendition>), EngineError> {
     let first = chunks.first().ok_or_else(|| invalid("no chunks to stitch".into()))?;
     let variants = read_master(&first.join("hls/master.m3u8"))?;
     for variant in &variants {
@@ -106,7 +107,7 @@ fn stitch_hls(
             }
         }
     }
-    hls::write_master(&out.join("hls"), &variants, &renditions)
+    Ok((variants, renditions))
 }
 
 /// Moves one of the audio item's renditions to `to`, giving its codec string; `None` for a
@@ -357,7 +358,18 @@ pub(crate) fn run(
     let out = &job.output_dir;
     let chunks: Vec<PathBuf> = (0..parts.chunks).map(|k| parts.chunk_dir(k)).collect();
     let audio = parts.audio.then(|| parts.audio_dir());
-    stitch_hls(&chunks, audio.as_deref(), &plan.audio_renditions, out)?;
+    let (variants, audio_renditions) =
+        stitch_hls(&chunks, audio.as_deref(), &plan.audio_renditions, out)?;
+    // Captions from the source, segmented as the stitched video is.
+    let top = variants.first().map(|v| out.join("hls").join(&v.name).join("index.m3u8"));
+    let top = top.ok_or_else(|| invalid("no variant to time the captions by".into()))?;
+    let (boundaries, start) =
+        (captions::segment_boundaries(&top)?, validate::first_video_secs(&top)?);
+    let duration = report.media.duration_secs;
+    let (captions, subtitles) =
+        captions::write(job, &report.media, &plan.captions, duration, Some((&boundaries, start)))?;
+    report.captions = captions;
+    hls::write_master(&out.join("hls"), &variants, &audio_renditions, &subtitles)?;
     let names: Vec<String> = plan.renditions.iter().map(|r| r.name.clone()).collect();
     if plan.mp4 {
         stitch_mp4(out, &names)?;

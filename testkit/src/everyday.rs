@@ -441,6 +441,9 @@ pub fn all() -> Vec<Case> {
         case("recording_with_a_pause", recording_with_pause(), PLAYS),
         // A browser's MediaRecorder: WebM written as a stream, without Duration or cues.
         case("browser_mediarecorder_webm", browser_recording(), PLAYS),
+        // Subtitled films: SRT and ASS in Matroska, timed text in MP4.
+        case("subtitled_srt_ass_mkv", subtitled(), PLAYS),
+        case("subtitled_mov_text_mp4", subtitled_mp4(), PLAYS),
         // A fansub release: subtitles and a couple dozen attached fonts.
         case("fansub_mkv_with_fonts", fansub_mkv(), PLAYS),
         // HDR phone and camera videos: HDR10 (PQ, with mastering metadata) and HLG (what an
@@ -714,6 +717,87 @@ pub fn two_languages() -> PathBuf {
                 "-disposition:a:1",
                 "default",
             ]),
+        ],
+    )
+}
+
+/// The English SRT of [`subtitled`]: a cue with markup characters, one across the 1 s segment
+/// boundary, and one whose text tries to end the cue and open a playlist line.
+pub const SUBTITLED_SRT: &str = "1\n00:00:00,500 --> 00:00:00,900\nHello <b>&</b> world\n\n\
+2\n00:00:00,950 --> 00:00:02,200\nacross\n\n\
+3\n00:00:02,300 --> 00:00:02,800\nx\n\u{a0}\n00:00:09,000 --> 00:00:10,000\n#EXT-X-ENDLIST\n";
+
+/// A subtitled film in Matroska (3 s): English SRT flagged default, French ASS flagged forced
+/// with styling overrides and an ASS line break.
+pub fn subtitled() -> PathBuf {
+    let srt = cached_bytes("subtitled_en.srt", || SUBTITLED_SRT.as_bytes().to_vec());
+    let ass = cached_bytes("subtitled_fr.ass", || {
+        "[Script Info]\nScriptType: v4.00+\nPlayResX: 320\nPlayResY: 240\n\n[V4+ Styles]\n\
+         Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, \
+         BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, \
+         BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n\
+         Style: Default,Arial,20,&H00FFFFFF,&H000000FF,&H00000000,&H00000000,0,0,0,0,100,100,\
+         0,0,1,1,0,2,10,10,10,1\n\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, \
+         MarginR, MarginV, Effect, Text\n\
+         Dialogue: 0,0:00:01.00,0:00:02.00,Default,,0,0,0,,{\\i1}Bonjour{\\i0}\\Nle monde\n"
+            .as_bytes()
+            .to_vec()
+    });
+    make(
+        "subtitled.mkv",
+        &[
+            pattern("320x240", "25", "3"),
+            tone("3"),
+            strs(&["-i", srt.to_str().expect("utf-8"), "-i", ass.to_str().expect("utf-8")]),
+            x264(),
+            strs(&[
+                "-c:a",
+                "aac",
+                "-c:s:0",
+                "srt",
+                "-c:s:1",
+                "ass",
+                "-map",
+                "0",
+                "-map",
+                "1",
+                "-map",
+                "2",
+                "-map",
+                "3",
+                "-metadata:s:s:0",
+                "language=eng",
+                "-metadata:s:s:1",
+                "language=fre",
+                "-disposition:s:0",
+                "default",
+                "-disposition:s:1",
+                "forced",
+            ]),
+        ],
+    )
+}
+
+/// [`subtitled`]'s English track as MP4 timed text (`mov_text`), as editors export it.
+pub fn subtitled_mp4() -> PathBuf {
+    let source = subtitled();
+    cached(
+        "subtitled_mov_text.mp4",
+        &[
+            "-i",
+            source.to_str().expect("utf-8"),
+            "-map",
+            "0:v",
+            "-map",
+            "0:a",
+            "-map",
+            "0:s:0",
+            "-c:v",
+            "copy",
+            "-c:a",
+            "copy",
+            "-c:s",
+            "mov_text",
         ],
     )
 }

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use tcoder::engine::plan::AudioRenditionPlan;
+
+use super::captions::CaptionRendition;
 use tcoder::engine::{EngineError, ErrorCode, TrackLanguage, TrackName};
 use tcoder::jobs::AudioCodec;
 
@@ -118,8 +120,26 @@ pub(crate) fn write_master(
     dir: &Path,
     variants: &[VariantInfo],
     audio: &[AudioRendition],
+    subtitles: &[CaptionRendition],
 ) -> Result<(), EngineError> {
     let mut master = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    for rendition in subtitles {
+        let plan = &rendition.plan;
+        let language = match &plan.language {
+            Some(language) => format!(",LANGUAGE=\"{}\"", language.as_str()),
+            None => String::new(),
+        };
+        let yes = |flag: bool| if flag { "YES" } else { "NO" };
+        let _ = writeln!(
+            master,
+            "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"{}\"{language},DEFAULT={},AUTOSELECT=YES,FORCED={},URI=\"{}\"",
+            plan.name.as_str(),
+            yes(plan.default),
+            yes(plan.forced),
+            rendition.uri
+        );
+    }
+    let subtitle_group = if subtitles.is_empty() { "" } else { ",SUBTITLES=\"subs\"" };
     let (mut audio_peak, mut audio_average) = (0, 0);
     for rendition in audio {
         // Names and languages are typed: they cannot hold a quote or a line break.
@@ -146,7 +166,7 @@ pub(crate) fn write_master(
         };
         let _ = writeln!(
             master,
-            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},RESOLUTION={}x{},CODECS=\"{codecs}\",FRAME-RATE={:.3},VIDEO-RANGE={}{group}\n{}/index.m3u8",
+            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},RESOLUTION={}x{},CODECS=\"{codecs}\",FRAME-RATE={:.3},VIDEO-RANGE={}{group}{subtitle_group}\n{}/index.m3u8",
             peak + audio_peak,
             average + audio_average,
             variant.width,

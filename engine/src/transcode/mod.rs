@@ -4,6 +4,7 @@
 //! HLS master playlist is written and every output is probed before it counts.
 
 mod audio;
+pub(crate) mod captions;
 mod colour;
 mod decode;
 pub(crate) mod files;
@@ -74,6 +75,7 @@ pub(crate) fn planned_report(media: &MediaInfo, plan: &EnginePlan) -> EngineRepo
         probe_secs: 0.0,
         deinterlaced: false,
         loudness: None,
+        captions: Vec::new(),
         audio_tracks: audio_track_reports(plan, plan.audio_renditions.len() > 1),
     }
 }
@@ -271,7 +273,7 @@ pub(crate) fn encode(
     let deinterlaced = pass.normalizer.deinterlaces();
     let mut loudness = normalisation
         .and_then(|n| n.report(pass.renditions.iter().find_map(|r| r.audio.as_ref()?.loudness())));
-    let mut audio_renditions = Vec::new();
+    let mut alternates = Alternates::default();
     let mut decode_errors = pass.decode_errors;
     if separate_audio {
         let (errors, tracks_loudness) =
@@ -279,11 +281,26 @@ pub(crate) fn encode(
         decode_errors += errors;
         loudness = loudness.or(tracks_loudness);
         let codec = plan.renditions.iter().find_map(|r| r.audio.as_ref()).map(|a| a.codec);
-        audio_renditions = plan
+        alternates.audio = plan
             .audio_renditions
             .iter()
             .map(|r| hls::AudioRendition::planned(r, codec.unwrap_or_default()))
             .collect();
+    }
+    if job.task == Task::Whole && !plan.captions.is_empty() {
+        // Subtitle segments end where the video's do, on the variants' timeline.
+        let top = plan.renditions.first().map(|r| r.name.clone()).unwrap_or_default();
+        let playlist = job.output_dir.join("hls").join(top).join("index.m3u8");
+        let hls = match plan.hls_segment_secs {
+            Some(_) => Some((
+                captions::segment_boundaries(&playlist)?,
+                validate::first_video_secs(&playlist)?,
+            )),
+            None => None,
+        };
+        let hls = hls.as_ref().map(|(ends, start)| (ends.as_slice(), *start));
+        (alternates.captions, alternates.subtitles) =
+            captions::write(job, &media, &plan.captions, output_secs, hls)?;
     }
     let frames = pass.meter.frames;
     let mut report = finish(
@@ -295,7 +312,7 @@ pub(crate) fn encode(
         frames,
         decode_errors,
         output_secs,
-        &audio_renditions,
+        alternates,
     )?;
     report.probe_secs = probe_secs;
     report.deinterlaced = deinterlaced;

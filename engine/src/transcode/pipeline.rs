@@ -352,6 +352,15 @@ impl Pass<'_> {
     }
 }
 
+/// What a title has besides its video variants: audio renditions of their own (several
+/// audio tracks) and captions.
+#[derive(Default)]
+pub(crate) struct Alternates {
+    pub(crate) audio: Vec<hls::AudioRendition>,
+    pub(crate) subtitles: Vec<super::captions::CaptionRendition>,
+    pub(crate) captions: Vec<tcoder::engine::CaptionReport>,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn finish(
     job: &EngineJob,
@@ -362,8 +371,9 @@ pub(crate) fn finish(
     frames: u64,
     decode_errors: u64,
     output_secs: f64,
-    audio_renditions: &[hls::AudioRendition],
+    alternates: Alternates,
 ) -> Result<EngineReport, EngineError> {
+    let audio_renditions = &alternates.audio;
     let out = &job.output_dir;
     let mut reports = Vec::new();
     let mut variants = Vec::new();
@@ -423,7 +433,7 @@ pub(crate) fn finish(
         });
     }
     let hls_master = if plan.hls_segment_secs.is_some() {
-        hls::write_master(&out.join("hls"), &variants, audio_renditions)?;
+        hls::write_master(&out.join("hls"), &variants, audio_renditions, &alternates.subtitles)?;
         Some("hls/master.m3u8".to_owned())
     } else {
         None
@@ -457,6 +467,7 @@ pub(crate) fn finish(
         probe_secs: 0.0,
         deinterlaced: false,
         loudness: None,
+        captions: alternates.captions,
         audio_tracks: if plan.hls_segment_secs.is_some() && media.audio.is_some() {
             super::audio_track_reports(plan, separate_audio)
         } else {

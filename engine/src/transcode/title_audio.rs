@@ -219,6 +219,7 @@ fn report(
         probe_secs: 0.0,
         deinterlaced: false,
         loudness: None,
+        captions: Vec::new(),
         audio_tracks: Vec::new(),
     })
 }

@@ -72,3 +72,23 @@ pub(crate) fn check(dir: &Path, name: &str, expected: &Expected<'_>) -> Result<(
     }
     Ok(())
 }
+
+/// Where the first video picture of an output we wrote is on its own timeline (seconds): the
+/// muxer moves streams later to keep every timestamp non-negative (AAC priming, B-frames).
+pub(crate) fn first_video_secs(path: &Path) -> Result<f64, EngineError> {
+    let invalid = |m: String| EngineError::new(ErrorCode::OutputInvalid, m);
+    let mut input = open_output(path).map_err(|e| invalid(format!("cannot open: {e}")))?;
+    let video = input
+        .streams()
+        .best(Type::Video)
+        .map(|s| (s.index(), s.time_base()))
+        .ok_or_else(|| invalid("no video stream".into()))?;
+    for (stream, packet) in input.packets() {
+        if stream.index() == video.0
+            && let Some(pts) = packet.pts()
+        {
+            return Ok(super::timeline::seconds(pts, video.1));
+        }
+    }
+    Err(invalid("no video packet".into()))
+}

@@ -690,6 +690,16 @@ fn audio_languages_become_hls_audio_renditions() {
     .unwrap();
 
     // Split: two chunks, the audio item (both tracks), the stitch.
+    let (stitched, split) = split_encode(&source, spec);
+    check(stitched.path(), &split, "split");
+}
+
+/// `source` encoded as a split title: two chunks (at 1 s), the audio item, the stitch; the
+/// stitched outputs and their report.
+fn split_encode(
+    source: &Path,
+    spec: tcoder::engine::EngineSpec,
+) -> (tempfile::TempDir, EngineReport) {
     let items = tempfile::tempdir().unwrap();
     let layout =
         tcoder::engine::StitchParts { dir: items.path().to_path_buf(), chunks: 2, audio: true };
@@ -698,16 +708,124 @@ fn audio_languages_become_hls_audio_renditions() {
         tcoder::engine::Chunk { start_secs: 1.0, end_secs: None, first_segment: 1 },
     ];
     for (k, chunk) in (0..).zip(&chunks) {
-        let mut chunk_job = job(&source, &layout.chunk_dir(k), spec.clone());
+        let mut chunk_job = job(source, &layout.chunk_dir(k), spec.clone());
         chunk_job.task = tcoder::engine::Task::Chunk(chunk.clone());
         tcoder_engine::run(&chunk_job, &mut |_| {}).unwrap();
     }
-    let mut audio_job = job(&source, &layout.audio_dir(), spec.clone());
+    let mut audio_job = job(source, &layout.audio_dir(), spec.clone());
     audio_job.task = tcoder::engine::Task::Audio;
     tcoder_engine::run(&audio_job, &mut |_| {}).unwrap();
     let stitched = tempfile::tempdir().unwrap();
-    let mut stitch_job = job(&source, stitched.path(), spec);
+    let mut stitch_job = job(source, stitched.path(), spec);
     stitch_job.task = tcoder::engine::Task::Stitch(layout);
-    let split = tcoder_engine::run(&stitch_job, &mut |_| {}).unwrap();
+    let report = tcoder_engine::run(&stitch_job, &mut |_| {}).unwrap();
+    (stitched, report)
+}
+
+/// Cues of a WebVTT file as FFmpeg's own WebVTT demuxer reads them: (start, end) seconds.
+fn vtt_cues(path: &Path) -> Vec<(f64, f64)> {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-f", "webvtt", "-show_entries", "packet=pts_time,duration_time"])
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (start, duration) = l.split_once(',')?;
+            let start: f64 = start.parse().ok()?;
+            Some((start, start + duration.parse::<f64>().ok()?))
+        })
+        .collect()
+}
+
+/// Subtitled films: the text tracks become WebVTT captions — a file each, and HLS subtitle
+/// renditions named, tagged and flagged for players' menus, segmented as the video is —
+/// with cue text a hostile file cannot break out of; MP4 timed text too; and a split title.
+#[test]
+fn subtitles_become_webvtt_captions() {
+    let source = everyday::subtitled();
+    let check = |dir: &Path, report: &EngineReport, what: &str| {
+        let tracks: Vec<(&str, Option<&str>, bool, bool)> = report
+            .captions
+            .iter()
+            .map(|c| (c.name.as_str(), c.language.as_deref(), c.default, c.forced))
+            .collect();
+        assert_eq!(
+            tracks,
+            [("English", Some("en"), true, false), ("French", Some("fr"), false, true)],
+            "{what}"
+        );
+        let master = std::fs::read_to_string(dir.join("hls/master.m3u8")).unwrap();
+        let media: Vec<&str> =
+            master.lines().filter(|l| l.starts_with("#EXT-X-MEDIA:TYPE=SUBTITLES")).collect();
+        assert_eq!(
+            media,
+            [
+                "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"English\",LANGUAGE=\"en\",DEFAULT=YES,AUTOSELECT=YES,FORCED=NO,URI=\"subtitles-0/index.m3u8\"",
+                "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"French\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,FORCED=YES,URI=\"subtitles-1/index.m3u8\"",
+            ],
+            "{what}: {master}"
+        );
+        assert_eq!(master.matches("SUBTITLES=\"subs\"").count(), report.renditions.len(), "{what}");
+        let english = dir.join(&report.captions[0].vtt);
+        let text = std::fs::read_to_string(&english).unwrap();
+        assert!(text.contains("Hello &amp; world"), "{what}: {text}");
+        let cues = vtt_cues(&english);
+        // Only the cues we wrote: none injected by the hostile one, none past the title.
+        assert_eq!(cues.len(), text.matches(" --> ").count(), "{what}: {text}");
+        assert!(cues.iter().all(|(_, end)| *end <= 3.0 + 1e-3), "{what}: {cues:?}");
+        assert!(
+            cues.iter().any(|(s, e)| (s - 0.5).abs() < 0.01 && (e - 0.9).abs() < 0.01),
+            "{what}: {cues:?}"
+        );
+        let french = std::fs::read_to_string(dir.join(&report.captions[1].vtt)).unwrap();
+        assert!(french.contains("\nBonjour\nle monde\n"), "{what}: {french}");
+        // The HLS rendition: one WebVTT segment per video segment, a cue over a boundary in
+        // both segments it spans.
+        let video = dir.join(report.renditions[0].hls.as_ref().unwrap());
+        let subs = dir.join(report.captions[0].hls.as_ref().unwrap());
+        let count = |p: &Path| std::fs::read_to_string(p).unwrap().matches("#EXTINF:").count();
+        assert_eq!(count(&subs), count(&video), "{what}");
+        let segment = |n: usize| {
+            std::fs::read_to_string(subs.with_file_name(format!("seg_{n:05}.vtt"))).unwrap()
+        };
+        assert!(segment(0).contains("across") && segment(1).contains("across"), "{what}");
+        assert!(segment(0).contains("X-TIMESTAMP-MAP=MPEGTS:"), "{what}");
+    };
+    let spec =
+        spec(Preset::Hls, Qualities::List(vec![tcoder::jobs::Quality::P144]), &[OutputKind::Hls]);
+    let out = tempfile::tempdir().unwrap();
+    let whole = tcoder_engine::run(&job(&source, out.path(), spec.clone()), &mut |_| {}).unwrap();
+    check(out.path(), &whole, "whole");
+    let (stitched, split) = split_encode(&source, spec);
     check(stitched.path(), &split, "split");
+
+    // MP4 timed text, through an MP4 job: the WebVTT file a player's <track> loads.
+    let out = tempfile::tempdir().unwrap();
+    let spec = spec_mp4();
+    let report =
+        tcoder_engine::run(&job(&everyday::subtitled_mp4(), out.path(), spec), &mut |_| {})
+            .unwrap();
+    assert_eq!(report.captions.len(), 1);
+    assert!(report.captions[0].hls.is_none());
+    let vtt = out.path().join(&report.captions[0].vtt);
+    assert!(std::fs::read_to_string(&vtt).unwrap().contains("Hello &amp; world"));
+    assert!(!vtt_cues(&vtt).is_empty());
+}
+
+fn spec_mp4() -> tcoder::engine::EngineSpec {
+    spec(
+        Preset::WebOptimized,
+        Qualities::List(vec![tcoder::jobs::Quality::P144]),
+        &[OutputKind::Mp4],
+    )
 }

@@ -77,6 +77,7 @@ fn write_output(job: &EngineJob) -> Result<EngineReport, EngineError> {
         probe_secs: 0.0,
         deinterlaced: false,
         loudness: None,
+        captions: Vec::new(),
         audio_tracks: Vec::new(),
     })
 }

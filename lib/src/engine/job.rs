@@ -220,6 +220,23 @@ pub struct AudioTrackReport {
     pub hls: Option<String>,
 }
 
+/// One caption track (a text subtitle track of the source) as WebVTT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CaptionReport {
+    pub name: String,
+    /// BCP 47 language subtag, when the source says.
+    pub language: Option<String>,
+    /// Shown without the viewer asking.
+    pub default: bool,
+    /// Shown even to viewers who turned captions off (foreign-language lines).
+    pub forced: bool,
+    /// The whole track as one WebVTT file (for an MP4 player's `<track>`): a path in the
+    /// engine's report, a URL in a result.
+    pub vtt: String,
+    /// Its HLS subtitle rendition's playlist, when HLS is written.
+    pub hls: Option<String>,
+}
+
 /// A loudness measurement (EBU R128).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LoudnessMeasure {
@@ -269,4 +286,7 @@ pub struct EngineReport {
     /// The audio tracks of an HLS title, the default first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audio_tracks: Vec<AudioTrackReport>,
+    /// The caption tracks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub captions: Vec<CaptionReport>,
 }

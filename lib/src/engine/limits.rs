@@ -1,7 +1,7 @@
 //! What the engine accepts and how much it may use. Sent to the engine child with every job.
 //!
 //! The accepted containers and codecs live in one table each ([`CONTAINERS`], [`VIDEO`],
-//! [`AUDIO`]); FFmpeg's whitelists, the probe's checks and the table in `docs/MEDIA.md` all
+//! [`AUDIO`], [`SUBTITLES`]); FFmpeg's whitelists, the probe's checks and the table in `docs/MEDIA.md` all
 //! come from them (a unit test keeps the document in step).
 
 use serde::{Deserialize, Serialize};
@@ -116,6 +116,16 @@ pub const AUDIO: [Codec; 20] = [
     Codec { name: "pcm_dvd", decoders: &["pcm_dvd"], description: "DVD LPCM (MPEG-PS)" },
 ];
 
+/// Text subtitle formats: kept as WebVTT captions (picture formats — PGS, DVB, VobSub — are
+/// left out with a warning).
+pub const SUBTITLES: [Codec; 4] = [
+    Codec { name: "mov_text", decoders: &["mov_text"], description: "MP4 timed text (tx3g)" },
+    Codec { name: "subrip", decoders: &["subrip", "srt"], description: "SubRip (SRT)" },
+    // Matroska's SSA tracks are read as ASS too; FFmpeg's `ssa` decoder is another for it.
+    Codec { name: "ass", decoders: &["ass", "ssa"], description: "(Advanced) SubStation Alpha" },
+    Codec { name: "webvtt", decoders: &["webvtt"], description: "WebVTT" },
+];
+
 /// FFmpeg's `format_whitelist` value.
 pub fn format_whitelist() -> String {
     CONTAINERS.iter().map(|c| c.demuxer).collect::<Vec<_>>().join(",")
@@ -126,6 +136,7 @@ pub fn codec_whitelist() -> String {
     VIDEO
         .iter()
         .chain(AUDIO.iter())
+        .chain(SUBTITLES.iter())
         .flat_map(|c| c.decoders.iter())
         .copied()
         .collect::<Vec<_>>()
@@ -138,6 +149,10 @@ pub fn is_accepted_video(codec: &str) -> bool {
 
 pub fn is_accepted_audio(codec: &str) -> bool {
     AUDIO.iter().any(|c| c.name == codec)
+}
+
+pub fn is_text_subtitle(codec: &str) -> bool {
+    SUBTITLES.iter().any(|c| c.name == codec)
 }
 
 #[cfg(test)]
@@ -168,5 +183,6 @@ mod tests {
         );
         assert_eq!(listed("## Video codecs"), names(&VIDEO));
         assert_eq!(listed("## Audio codecs"), names(&AUDIO));
+        assert_eq!(listed("## Subtitle formats"), names(&SUBTITLES));
     }
 }

@@ -26,6 +26,9 @@ pub struct MediaInfo {
     /// them all as audio renditions.
     #[serde(default)]
     pub audio_tracks: Vec<AudioTrack>,
+    /// Text subtitle tracks, kept as WebVTT captions.
+    #[serde(default)]
+    pub subtitle_tracks: Vec<SubtitleTrack>,
     pub streams: usize,
     /// What was left out of the source and why (e.g. an audio track whose data is in another
     /// file); carried into the job's result.
@@ -201,6 +204,24 @@ pub struct AudioTrack {
     /// Flagged as the default track by the file.
     #[serde(default)]
     pub default: bool,
+}
+
+/// One text subtitle track (labels as [`AudioTrack`]'s).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubtitleTrack {
+    pub index: usize,
+    /// FFmpeg's codec name (`subrip`, `ass`, `mov_text`, `webvtt`).
+    pub codec: String,
+    #[serde(default)]
+    pub language: Option<TrackLanguage>,
+    #[serde(default)]
+    pub title: Option<TrackName>,
+    #[serde(default)]
+    pub default: bool,
+    /// Forced subtitles: shown even to viewers who did not ask for captions (foreign-language
+    /// lines).
+    #[serde(default)]
+    pub forced: bool,
 }
 
 /// A track's language as HLS and browsers want it (BCP 47 primary language subtag): two

@@ -19,13 +19,14 @@ pub mod supervisor;
 pub use self::config::Config;
 pub use self::error::{EngineError, ErrorCode};
 pub use self::job::{
-    AudioTrackReport, Chunk, EncoderSettings, EngineJob, EngineReport, LoudnessMeasure,
-    LoudnessReport, OutputFile, Part, PartsProgress, Progress, RenditionReport, StitchParts, Task,
+    AudioTrackReport, CaptionReport, Chunk, EncoderSettings, EngineJob, EngineReport,
+    LoudnessMeasure, LoudnessReport, OutputFile, Part, PartsProgress, Progress, RenditionReport,
+    StitchParts, Task,
 };
 pub use self::limits::Limits;
 pub use self::media::{
-    AudioInfo, AudioTrack, ColourInfo, DynamicRange, MediaInfo, Orientation, TrackLanguage,
-    TrackName, VideoInfo, displayed_size,
+    AudioInfo, AudioTrack, ColourInfo, DynamicRange, MediaInfo, Orientation, SubtitleTrack,
+    TrackLanguage, TrackName, VideoInfo, displayed_size,
 };
 pub use self::plan::{EnginePlan, EngineSpec, Mode, RenditionPlan, plan};
 pub use self::supervisor::{EngineRun, SandboxLimits, Supervisor};

@@ -151,6 +151,25 @@ pub struct EnginePlan {
     /// always has them apart).
     #[serde(default)]
     pub audio_renditions: Vec<AudioRenditionPlan>,
+    /// The text subtitle tracks, as WebVTT captions (a file each, and HLS subtitle
+    /// renditions when HLS is written).
+    #[serde(default)]
+    pub captions: Vec<CaptionPlan>,
+}
+
+/// One caption track: a text subtitle track of the source, as WebVTT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaptionPlan {
+    /// The source stream.
+    pub index: usize,
+    /// Its name in files: `captions/<slug>.vtt`, `hls/<slug>/` (`subtitles-0`, …).
+    pub slug: String,
+    pub language: Option<TrackLanguage>,
+    pub name: TrackName,
+    /// Shown without the viewer asking (the source flags it default).
+    pub default: bool,
+    /// Forced: shown even to viewers who turned captions off.
+    pub forced: bool,
 }
 
 /// Plans the renditions. `segment_secs` is the HLS segment duration, `max_output_fps` the
@@ -199,6 +218,7 @@ pub fn plan(
                 hls_segment_secs,
                 thumbnails,
                 audio_renditions: Vec::new(),
+                captions: Vec::new(),
             };
         }
         // Not copyable: one rendition at source size.
@@ -248,7 +268,58 @@ pub fn plan(
         hls_segment_secs,
         thumbnails,
         audio_renditions,
+        captions: captions(media),
     }
+}
+
+/// Names for players' menus of tracks labelled (title, language): the title, else the
+/// language's name, else `<fallback> N`; unique (a second "English" becomes "English (2)").
+fn menu_names(
+    labels: &[(Option<&TrackName>, Option<&TrackLanguage>)],
+    fallback: &str,
+) -> Vec<TrackName> {
+    let mut names: Vec<TrackName> = Vec::with_capacity(labels.len());
+    for (n, (title, language)) in labels.iter().enumerate() {
+        let base = title
+            .cloned()
+            .or_else(|| {
+                let language = language.as_ref()?;
+                TrackName::clean(language.english_name().unwrap_or(language.as_str()))
+            })
+            .unwrap_or_else(|| TrackName::clean(&format!("{fallback} {}", n + 1)).expect("clean"));
+        let mut name = base.clone();
+        let mut copy = 2;
+        while names.contains(&name) {
+            let suffix = format!(" ({copy})");
+            let stem: String =
+                base.as_str().chars().take(TrackName::MAX_CHARS - suffix.len()).collect();
+            name = TrackName::clean(&format!("{stem}{suffix}")).expect("clean");
+            copy += 1;
+        }
+        names.push(name);
+    }
+    names
+}
+
+/// The source's text subtitle tracks as captions.
+fn captions(media: &MediaInfo) -> Vec<CaptionPlan> {
+    let labels: Vec<_> =
+        media.subtitle_tracks.iter().map(|t| (t.title.as_ref(), t.language.as_ref())).collect();
+    let names = menu_names(&labels, "Subtitles");
+    media
+        .subtitle_tracks
+        .iter()
+        .zip(names)
+        .enumerate()
+        .map(|(n, (track, name))| CaptionPlan {
+            index: track.index,
+            slug: format!("subtitles-{n}"),
+            language: track.language.clone(),
+            name,
+            default: track.default,
+            forced: track.forced,
+        })
+        .collect()
 }
 
 /// The source's usable audio tracks as HLS audio renditions, named for players' menus.
@@ -260,34 +331,20 @@ fn audio_renditions(media: &MediaInfo) -> Vec<AudioRenditionPlan> {
         }
         (tracks, _) => tracks.to_vec(),
     };
-    let mut plans: Vec<AudioRenditionPlan> = Vec::with_capacity(tracks.len());
-    for (n, track) in tracks.iter().enumerate() {
-        let base = track
-            .title
-            .clone()
-            .or_else(|| {
-                let language = track.language.as_ref()?;
-                TrackName::clean(language.english_name().unwrap_or(language.as_str()))
-            })
-            .unwrap_or_else(|| TrackName::clean(&format!("Audio {}", n + 1)).expect("clean"));
-        // NAME is unique within the group: a second "English" becomes "English (2)".
-        let mut name = base.clone();
-        let mut copy = 2;
-        while plans.iter().any(|p| p.name == name) {
-            let suffix = format!(" ({copy})");
-            let stem: String =
-                base.as_str().chars().take(TrackName::MAX_CHARS - suffix.len()).collect();
-            name = TrackName::clean(&format!("{stem}{suffix}")).expect("clean");
-            copy += 1;
-        }
-        plans.push(AudioRenditionPlan {
+    let labels: Vec<_> = tracks.iter().map(|t| (t.title.as_ref(), t.language.as_ref())).collect();
+    let names = menu_names(&labels, "Audio");
+    let plans = tracks
+        .iter()
+        .zip(names)
+        .enumerate()
+        .map(|(n, (track, name))| AudioRenditionPlan {
             index: track.index,
             dir: if n == 0 { "audio".to_owned() } else { format!("audio-{n}") },
             language: track.language.clone(),
             name,
             default: n == 0,
-        });
-    }
+        })
+        .collect();
     plans
 }
 
@@ -522,6 +579,7 @@ mod tests {
                 bit_rate: None,
             }),
             audio_tracks: Vec::new(),
+            subtitle_tracks: Vec::new(),
             streams: if audio { 2 } else { 1 },
             warnings: Vec::new(),
         }

@@ -486,6 +486,7 @@ mod tests {
             probe_secs: 0.0,
             deinterlaced: false,
             loudness: None,
+            captions: Vec::new(),
             audio_tracks: Vec::new(),
         };
         let line =

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cost::JobCost;
 use crate::engine::{
-    AudioTrackReport, ColourInfo, DynamicRange, EngineReport, LoudnessReport, Mode, Orientation,
+    AudioTrackReport, CaptionReport, ColourInfo, DynamicRange, EngineReport, LoudnessReport, Mode, Orientation,
 };
 
 /// The result of a completed job. URLs are public URLs of objects under `prefix` (the winning
@@ -37,6 +37,10 @@ pub struct JobResult {
     /// playlist URL when they are renditions of their own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audio_tracks: Vec<AudioTrackReport>,
+    /// Caption tracks (the source's text subtitles) as WebVTT: `vtt` the whole track, `hls`
+    /// its subtitle rendition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub captions: Vec<CaptionReport>,
     pub hls_master: Option<String>,
     pub thumbnails: Option<ThumbnailUrls>,
     /// Every stored file (in the manifest; empty in the summary).
@@ -162,6 +166,15 @@ impl JobResult {
                 .iter()
                 .map(|t| AudioTrackReport { hls: t.hls.as_deref().map(url), ..t.clone() })
                 .collect(),
+            captions: report
+                .captions
+                .iter()
+                .map(|c| CaptionReport {
+                    vtt: url(&c.vtt),
+                    hls: c.hls.as_deref().map(url),
+                    ..c.clone()
+                })
+                .collect(),
             hls_master: report.hls_master.as_deref().map(url),
             thumbnails: report.thumbnails.as_ref().and_then(|t| match t.as_slice() {
                 [poster, storyboard, vtt, ..] => Some(ThumbnailUrls {
@@ -201,6 +214,10 @@ impl JobResult {
         result.renditions = self.renditions.iter().map(|r| r.relocated(map)).collect();
         for track in &mut result.audio_tracks {
             track.hls = track.hls.as_deref().map(map);
+        }
+        for caption in &mut result.captions {
+            caption.vtt = map(&caption.vtt);
+            caption.hls = caption.hls.as_deref().map(map);
         }
         if let Some(thumbs) = &mut result.thumbnails {
             thumbs.poster = map(&thumbs.poster);
