@@ -778,6 +778,48 @@ pub fn subtitled() -> PathBuf {
     )
 }
 
+/// A film as a streaming service gets it (4 s, Matroska): English audio (440 Hz, default) and
+/// French audio (880 Hz), English SRT and French ASS subtitles ([`subtitled`]'s).
+pub fn film() -> PathBuf {
+    let subtitled = subtitled();
+    let subtitled = subtitled.to_str().expect("utf-8");
+    let tone_at = |hz: &str| {
+        strs(&["-f", "lavfi", "-i", &format!("sine=frequency={hz}:sample_rate=48000:duration=4")])
+    };
+    make(
+        "film.mkv",
+        &[
+            pattern("320x240", "25", "4"),
+            tone_at("440"),
+            tone_at("880"),
+            strs(&["-i", subtitled]),
+            x264(),
+            strs(&[
+                "-c:a",
+                "aac",
+                "-c:s",
+                "copy",
+                "-map",
+                "0:v",
+                "-map",
+                "1:a",
+                "-map",
+                "2:a",
+                "-map",
+                "3:s",
+                "-metadata:s:a:0",
+                "language=eng",
+                "-metadata:s:a:1",
+                "language=fre",
+                "-disposition:a:0",
+                "default",
+                "-disposition:a:1",
+                "0",
+            ]),
+        ],
+    )
+}
+
 /// [`subtitled`]'s English track as MP4 timed text (`mov_text`), as editors export it.
 pub fn subtitled_mp4() -> PathBuf {
     let source = subtitled();

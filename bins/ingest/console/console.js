@@ -8,7 +8,7 @@
   const $ = (id) => document.getElementById(id);
   const KEY_SLOT = 'tcoder.apiKey';
   const state = { key: sessionStorage.getItem(KEY_SLOT) || '', cursor: null, follow: null, hls: null, jobId: null };
-  window.tcoder = { player: { levels: 0, audioTracks: 0, fatal: null } };
+  window.tcoder = { player: { levels: 0, audioTracks: 0, audioTrack: -1, subtitleTracks: 0, fatal: null } };
 
   // --- API ------------------------------------------------------------------------------
   class ApiError extends Error {
@@ -285,8 +285,10 @@
 
   function resetPlayer() {
     if (state.hls) { state.hls.destroy(); state.hls = null; }
-    window.tcoder.player = { levels: 0, audioTracks: 0, fatal: null };
+    window.tcoder.player = { levels: 0, audioTracks: 0, audioTrack: -1, subtitleTracks: 0, fatal: null };
     $('quality-label').hidden = true;
+    $('audio-label').hidden = true;
+    $('subtitle-label').hidden = true;
     $('player').removeAttribute('src');
     $('player').removeAttribute('poster');
     $('player-note').textContent = '';
@@ -304,7 +306,23 @@
       select.replaceChildren(el('option', { value: '-1' }, 'auto'));
       data.levels.forEach((level, i) => select.append(el('option', { value: String(i) }, `${level.height}p (${Math.round(level.bitrate / 1000)} kb/s)`)));
       $('quality-label').hidden = false;
+      // Languages: one entry per audio rendition, and captions (off by default unless the
+      // title says otherwise).
+      const label = (track) => (track.lang ? `${track.name} (${track.lang})` : track.name);
+      const audio = $('audio-track');
+      audio.replaceChildren(...data.audioTracks.map((t, i) => el('option', { value: String(i) }, label(t))));
+      $('audio-label').hidden = data.audioTracks.length < 2;
+      window.tcoder.player.subtitleTracks = data.subtitleTracks.length;
+      const subtitles = $('subtitle-track');
+      subtitles.replaceChildren(el('option', { value: '-1' }, 'off'),
+        ...data.subtitleTracks.map((t, i) => el('option', { value: String(i) }, label(t))));
+      $('subtitle-label').hidden = data.subtitleTracks.length === 0;
     });
+    hls.on(Hls.Events.AUDIO_TRACK_SWITCHED, (_, data) => {
+      window.tcoder.player.audioTrack = data.id;
+      $('audio-track').value = String(data.id);
+    });
+    hls.on(Hls.Events.SUBTITLE_TRACK_SWITCH, (_, data) => { $('subtitle-track').value = String(data.id); });
     hls.on(Hls.Events.ERROR, (_, data) => {
       if (data.fatal) {
         window.tcoder.player.fatal = `${data.type}: ${data.details}`;
@@ -316,6 +334,12 @@
   }
 
   $('quality').addEventListener('change', (e) => { if (state.hls) state.hls.currentLevel = Number(e.target.value); });
+  $('audio-track').addEventListener('change', (e) => { if (state.hls) state.hls.audioTrack = Number(e.target.value); });
+  $('subtitle-track').addEventListener('change', (e) => {
+    if (!state.hls) return;
+    state.hls.subtitleDisplay = true;
+    state.hls.subtitleTrack = Number(e.target.value);
+  });
 
   // Storyboard previews: the WebVTT maps time ranges to regions of one sprite image.
   async function storyboard(vttUrl) {

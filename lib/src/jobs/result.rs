@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cost::JobCost;
 use crate::engine::{
-    AudioTrackReport, CaptionReport, ColourInfo, DynamicRange, EngineReport, LoudnessReport, Mode, Orientation,
+    AudioTrackReport, CaptionReport, ColourInfo, DynamicRange, EngineReport, LoudnessReport, Mode,
+    Orientation,
 };
 
 /// The result of a completed job. URLs are public URLs of objects under `prefix` (the winning

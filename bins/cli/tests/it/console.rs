@@ -110,3 +110,80 @@ fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
     let (_, in_time) = up.terminate(Duration::from_secs(30)).unwrap();
     assert!(in_time);
 }
+
+/// A film with two audio languages and two caption tracks, played in the console by hls.js in
+/// Chromium: the viewer picks the second language (hls.js switches to the French rendition and
+/// keeps decoding sound) and turns on English captions (the browser's text track shows the
+/// film's cues).
+#[test]
+fn the_console_plays_a_second_language_and_shows_captions() {
+    let _stack = crate::one_stack_at_a_time();
+    let data = tempfile::tempdir().unwrap();
+    let (mut up, lines) = spawn_up(data.path(), &[]);
+    let summary = read_summary(&lines);
+    let api = summary["api"].0.clone();
+    let key = std::fs::read_to_string(data.path().join("api-key")).unwrap().trim().to_owned();
+    let browser = Browser::start();
+    browser.open(&format!("{api}/"));
+    browser.type_into("#api-key", &key);
+    browser.click("#key-form button[type=submit]");
+    browser.wait_for(
+        Duration::from_secs(15),
+        "return document.getElementById('key-state').textContent === 'key accepted'",
+    );
+    browser.eval(
+        "document.getElementById('preset').value = 'hls'; \
+         document.getElementById('qualities').value = '144p,360p'; return true;",
+    );
+    let film = std::fs::canonicalize(testkit::everyday::film()).unwrap();
+    browser.type_into("#file", film.to_str().unwrap());
+    let status = browser.wait_for(Duration::from_secs(120), TERMINAL);
+    assert_eq!(status, "completed", "{}", browser.eval("return document.body.innerText"));
+    browser.wait_for(
+        Duration::from_secs(30),
+        "const p = window.tcoder.player; return p.audioTracks === 2 && p.subtitleTracks === 2",
+    );
+    let menu = browser.eval(
+        "return [...document.querySelectorAll('#audio-track option, #subtitle-track option')]\
+         .map(o => o.textContent)",
+    );
+    assert_eq!(
+        menu,
+        serde_json::json!(["English (en)", "French (fr)", "off", "English (en)", "French (fr)"])
+    );
+    browser.eval(
+        "const v = document.getElementById('player'); v.muted = true; v.play(); \
+         const a = document.getElementById('audio-track'); a.value = '1'; \
+         a.dispatchEvent(new Event('change')); \
+         const s = document.getElementById('subtitle-track'); s.value = '0'; \
+         s.dispatchEvent(new Event('change')); return true;",
+    );
+    browser.wait_for(
+        Duration::from_secs(30),
+        "return window.tcoder.player.fatal || window.tcoder.player.audioTrack === 1",
+    );
+    assert_eq!(browser.eval("return window.tcoder.player.fatal"), serde_json::Value::Null);
+    // What a viewer sees: the English text track showing, with the film's cues in it.
+    let cues = browser.wait_for(
+        Duration::from_secs(30),
+        "const t = [...document.getElementById('player').textTracks]\
+           .find(t => t.mode === 'showing' && t.cues && t.cues.length > 0); \
+         return t ? [t.label, [...t.cues].map(c => c.getCueAsHTML().textContent).join('|')] : null",
+    );
+    assert_eq!(cues[0], "English", "{cues}");
+    assert!(cues[1].as_str().unwrap().contains("Hello & world"), "{cues}");
+    browser.wait_for(
+        Duration::from_secs(30),
+        "const v = document.getElementById('player'); \
+         return window.tcoder.player.fatal || (v.currentTime > 3 ? v.currentTime : null)",
+    );
+    assert_eq!(browser.eval("return window.tcoder.player.fatal"), serde_json::Value::Null);
+    let audio =
+        browser.eval("return document.getElementById('player').webkitAudioDecodedByteCount");
+    assert!(audio.as_u64().unwrap_or(0) > 0, "no sound decoded: {audio}");
+    browser.eval("document.getElementById('player-box').scrollIntoView(); return true;");
+    browser.screenshot(&artifact_path("console-languages.png"));
+    drop(browser);
+    let (_, in_time) = up.terminate(Duration::from_secs(30)).unwrap();
+    assert!(in_time);
+}
