@@ -116,7 +116,7 @@ pub const AUDIO: [Codec; 20] = [
     Codec { name: "pcm_dvd", decoders: &["pcm_dvd"], description: "DVD LPCM (MPEG-PS)" },
 ];
 
-/// Text subtitle formats: kept as WebVTT captions (picture formats — PGS, DVB, VobSub — are
+/// Text subtitle formats: kept as WebVTT captions (picture formats — PGS, DVB, `VobSub` — are
 /// left out with a warning).
 pub const SUBTITLES: [Codec; 4] = [
     Codec { name: "mov_text", decoders: &["mov_text"], description: "MP4 timed text (tx3g)" },

@@ -333,7 +333,7 @@ fn audio_renditions(media: &MediaInfo) -> Vec<AudioRenditionPlan> {
     };
     let labels: Vec<_> = tracks.iter().map(|t| (t.title.as_ref(), t.language.as_ref())).collect();
     let names = menu_names(&labels, "Audio");
-    let plans = tracks
+    tracks
         .iter()
         .zip(names)
         .enumerate()
@@ -344,8 +344,7 @@ fn audio_renditions(media: &MediaInfo) -> Vec<AudioRenditionPlan> {
             name,
             default: n == 0,
         })
-        .collect();
-    plans
+        .collect()
 }
 
 /// A rung above the source is made at the source's size instead (never upscale), named by
