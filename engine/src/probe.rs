@@ -18,7 +18,7 @@ use tcoder::engine::limits::{
 };
 use tcoder::engine::{
     AudioInfo, AudioTrack, ColourInfo, EngineError, ErrorCode, MediaInfo, Orientation,
-    SubtitleTrack, TrackLanguage, TrackName, VideoInfo, displayed_size,
+    SubtitleTrack, TrackLanguage, TrackName, VideoInfo, audio_lead_secs, displayed_size,
 };
 
 /// Initialises FFmpeg once and keeps its own logging quiet (errors surface as typed errors).
@@ -479,6 +479,12 @@ fn describe(
             bit_rate: u64::try_from(bit_rate).ok().filter(|b| *b > 0),
         }
     });
+    // Sound before the first picture is played over it held (see `MediaInfo::audio_lead_secs`).
+    let start = |stream: &ffmpeg::format::stream::Stream<'_>| {
+        let start = stream.start_time();
+        (start != ffi::AV_NOPTS_VALUE).then(|| start as f64 * f64::from(stream.time_base()))
+    };
+    let audio_lead_secs = audio_lead_secs(start(video), usable.and_then(|a| start(a)), 1.0 / fps);
     let parameters = video.parameters();
     // SAFETY: plain fields of the codec parameters.
     let (video_bit_rate, field_order) =
@@ -494,7 +500,8 @@ fn describe(
         .unwrap_or_default();
     Ok(MediaInfo {
         format: input.format().name().to_owned(),
-        duration_secs,
+        duration_secs: duration_secs + audio_lead_secs,
+        audio_lead_secs,
         container_duration_secs,
         video_duration_declared: declared.is_some(),
         bit_rate: u64::try_from(input.bit_rate()).ok().filter(|b| *b > 0),

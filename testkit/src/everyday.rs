@@ -441,6 +441,8 @@ pub fn all() -> Vec<Case> {
         case("recording_with_a_pause", recording_with_pause(), PLAYS),
         // A browser's MediaRecorder: WebM written as a stream, without Duration or cues.
         case("browser_mediarecorder_webm", browser_recording(), PLAYS),
+        // Sound before the first picture.
+        case("picture_starts_after_the_sound", late_picture(), PLAYS),
         // Subtitled films: SRT and ASS in Matroska, timed text in MP4.
         case("subtitled_srt_ass_mkv", subtitled(), PLAYS),
         case("subtitled_mov_text_mp4", subtitled_mp4(), PLAYS),
@@ -840,6 +842,21 @@ pub fn subtitled_mp4() -> PathBuf {
             "copy",
             "-c:s",
             "mov_text",
+        ],
+    )
+}
+
+/// A camera that starts recording sound first: a 440 Hz tone from 0 s, the picture (2 s of
+/// test pattern) from 1 s — the video track's timestamps start at 1 s.
+pub fn late_picture() -> PathBuf {
+    make(
+        "late_picture.mp4",
+        &[
+            strs(&["-itsoffset", "1"]),
+            pattern("320x240", "25", "2"),
+            tone("3"),
+            x264(),
+            strs(&["-fps_mode", "passthrough", "-c:a", "aac"]),
         ],
     )
 }

@@ -57,10 +57,13 @@ impl Source {
             )
         });
         let audio_start = audio.as_ref().and_then(|(_, start)| *start);
-        // A transcode's timeline starts at the first video frame (audio before it is dropped,
-        // audio starting later is preceded by silence); a stream copy keeps both streams whole.
+        // A transcode's timeline starts at the first video frame, or with the audio when that
+        // plays before it (`MediaInfo::audio_lead_secs`; audio further ahead is cut), audio
+        // starting later is preceded by silence; a stream copy keeps both streams whole.
         let origin_secs = match (mode, video_start, audio_start) {
-            (Mode::Transcode, Some(video), _) => video,
+            // Sound before the first picture: the timeline starts with it, the first picture
+            // is held over it (`show`).
+            (Mode::Transcode, Some(video), _) => video - media.audio_lead_secs,
             (_, Some(video), Some(audio)) => video.min(audio),
             (_, video, audio) => video.or(audio).unwrap_or(0.0),
         };

@@ -110,9 +110,17 @@ pub(crate) fn show(
         timeline.next_output_secs = at.max(timeline.next_output_secs) + step;
     }
     let encoder_pts = (at.max(0.0) / f64::from(timeline.encoder_tb)).round() as i64;
+    // The title's first picture is shown from its start: repeated at the encoders' rate over
+    // the sound that plays before it (`MediaInfo::audio_lead_secs`), as players hold it. (One
+    // picture lasting the whole lead made FFmpeg's HLS muxer count the lead twice in the last
+    // segment's duration.)
+    let held_from = if timeline.shown == 1 && timeline.from_secs == 0.0 { 0 } else { encoder_pts };
     for rendition in renditions.iter_mut() {
-        if let Some(video) = &mut rendition.video {
-            video.send(frame, encoder_pts)?;
+        for pts in held_from..=encoder_pts {
+            if let Some(video) = &mut rendition.video {
+                video.send(frame, pts)?;
+            }
+            rendition.drain_video()?;
         }
         rendition.drain_video()?;
         if let Some(audio) = &mut rendition.audio {

@@ -250,9 +250,11 @@ impl VideoEncoder {
             return None;
         }
         let mut packet = self.encoded.pop_front()?;
-        let duration = packet.pts().and_then(|pts| self.durations.remove(&pts));
-        if packet.duration() <= 0 {
-            packet.set_duration(duration.unwrap_or(self.frame_duration));
+        // Ours wins over the one tick libavcodec may have set: a held picture lasts longer.
+        match packet.pts().and_then(|pts| self.durations.remove(&pts)) {
+            Some(duration) => packet.set_duration(duration),
+            None if packet.duration() <= 0 => packet.set_duration(self.frame_duration),
+            None => {}
         }
         Some(packet)
     }

@@ -72,8 +72,11 @@ fn source(path: &Path) -> Source {
     }
     let (start, end, _) = packet_span(path, "v:0").unwrap();
     // What a viewer hears: an audio stream with samples in the file.
-    let audio = packet_span(path, "a:0").is_some();
-    Source { display, video_secs: end - start, audio }
+    let audio_span = packet_span(path, "a:0");
+    // Sound before the first picture plays over it, held.
+    let frame = 1.0 / 25.0;
+    let lead = tcoder::engine::audio_lead_secs(Some(start), audio_span.map(|a| a.0), frame);
+    Source { display, video_secs: end - start + lead, audio: audio_span.is_some() }
 }
 
 /// Progressive according to ffmpeg's `idet` (multi-frame detection).
@@ -610,10 +613,15 @@ fn hdr_is_kept_in_ten_bit_hevc_when_asked() {
 /// The dominant pitch (Hz) of the first audio stream of `path`, from zero crossings of 0.5 s
 /// of decoded mono samples: which language a player would be playing.
 fn pitch(path: &Path) -> f64 {
+    pitch_at(path, 0.5)
+}
+
+/// As [`pitch`], of the half second from `from` (seconds of the output's timeline).
+fn pitch_at(path: &Path, from: f64) -> f64 {
     let output = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
-        .args(["-map", "0:a:0", "-ss", "0.5", "-t", "0.5", "-ac", "1", "-ar", "48000"])
+        .args(["-map", "0:a:0", "-ss", &from.to_string(), "-t", "0.5", "-ac", "1", "-ar", "48000"])
         .args(["-f", "s16le", "-"])
         .output()
         .unwrap();
@@ -828,4 +836,59 @@ fn spec_mp4() -> tcoder::engine::EngineSpec {
         Qualities::List(vec![tcoder::jobs::Quality::P144]),
         &[OutputKind::Mp4],
     )
+}
+
+/// A camera that records sound a second before the picture: the outputs start with the sound
+/// and show the first picture over it, held (repeated at the frame rate: a second of 25 fps
+/// adds 25 frames, nothing else is added or lost), and last as long as the sound and picture
+/// together — in HLS and MP4.
+#[test]
+fn sound_before_the_first_picture_is_kept_with_the_picture_held() {
+    let source = everyday::late_picture();
+    let frames = ffprobe_frames(&source);
+    for (preset, output) in
+        [(Preset::Hls, OutputKind::Hls), (Preset::WebOptimized, OutputKind::Mp4)]
+    {
+        let out = tempfile::tempdir().unwrap();
+        let spec = spec(preset, Qualities::List(vec![tcoder::jobs::Quality::P144]), &[output]);
+        let report = tcoder_engine::run(&job(&source, out.path(), spec), &mut |_| {}).unwrap();
+        assert!((report.media.audio_lead_secs - 1.0).abs() < 0.01, "{:?}", report.media);
+        let rendition = &report.renditions[0];
+        let path = out.path().join(match output {
+            OutputKind::Hls => rendition.hls.as_ref().unwrap(),
+            _ => rendition.mp4.as_ref().unwrap(),
+        });
+        let name = format!("{preset:?}");
+        let (v_start, v_end, _) = packet_span(&path, "v:0").unwrap();
+        let (a_start, a_end, _) = packet_span(&path, "a:0").unwrap();
+        assert!(
+            (a_start.max(0.0) - v_start).abs() < 0.05,
+            "{name}: audio {a_start}, video {v_start}"
+        );
+        assert!(((v_end - v_start) - 3.0).abs() < 0.05, "{name}: {v_start}..{v_end}");
+        assert!((a_end - v_end).abs() < 0.05, "{name}: audio ends {a_end}, video {v_end}");
+        assert_eq!(ffprobe_frames(&path), frames + 25, "{name}: the first picture held 1 s");
+        // The tone plays from the start, over the held picture.
+        let heard = pitch_at(&path, v_start + 0.2);
+        assert!((heard - 440.0).abs() < 20.0, "{name}: {heard} Hz in the first second");
+    }
+}
+
+/// Video frames of `path` as ffprobe counts its packets.
+fn ffprobe_frames(path: &Path) -> usize {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap().lines().filter(|l| !l.trim().is_empty()).count()
 }

@@ -7,9 +7,15 @@ use serde::{Deserialize, Serialize};
 pub struct MediaInfo {
     /// FFmpeg demuxer name, e.g. `mov,mp4,m4a,3gp,3g2,mj2` or `matroska,webm`.
     pub format: String,
-    /// The video stream's duration: what the outputs last. Audio, subtitle and data streams
-    /// that run longer do not count (audio is trimmed to it, shorter audio padded).
+    /// What the outputs last: the video stream's duration, plus [`Self::audio_lead_secs`].
+    /// Audio, subtitle and data streams that run longer do not count (audio is trimmed to
+    /// it, shorter audio padded).
     pub duration_secs: f64,
+    /// How long the audio plays before the video's first picture (a camera that starts
+    /// recording sound first): the outputs start with the sound and show the first picture
+    /// held over it, as players do. 0 when the video starts first (or with the audio).
+    #[serde(default)]
+    pub audio_lead_secs: f64,
     /// The container's duration (the longest stream, subtitles included).
     #[serde(default)]
     pub container_duration_secs: f64,
@@ -171,6 +177,24 @@ impl Orientation {
             _ if matrix[4] < 0 => Orientation::MirroredVertically,
             _ => Orientation::Upright,
         }
+    }
+}
+
+/// Audio that starts earlier than this before the video is cut instead of played over a held
+/// first picture (a file whose streams lie that far apart is broken, not a camera's).
+pub(super) const MAX_AUDIO_LEAD_SECS: f64 = 10.0;
+
+/// How long the audio plays before the first picture, from the streams' start times (seconds):
+/// more than one frame (`frame_secs`) and at most [`MAX_AUDIO_LEAD_SECS`], else 0 (timestamps
+/// a frame apart are muxing noise).
+pub fn audio_lead_secs(video_start: Option<f64>, audio_start: Option<f64>, frame_secs: f64) -> f64 {
+    match (video_start, audio_start) {
+        (Some(video), Some(audio))
+            if video - audio > frame_secs && video - audio <= MAX_AUDIO_LEAD_SECS =>
+        {
+            video - audio
+        }
+        _ => 0.0,
     }
 }
 
@@ -423,6 +447,15 @@ mod tests {
         assert!(serde_json::from_str::<TrackName>("\"a\\\"b\"").is_err());
         assert!(serde_json::from_str::<TrackLanguage>("\"eng\"").is_err());
         assert!(serde_json::from_str::<TrackLanguage>("\"en\"").is_ok());
+    }
+
+    #[test]
+    fn audio_before_the_picture_is_played_when_it_is_plausible() {
+        assert_eq!(audio_lead_secs(Some(1.0), Some(0.0), 0.04), 1.0);
+        assert_eq!(audio_lead_secs(Some(0.021), Some(0.0), 0.04), 0.0, "muxing noise");
+        assert_eq!(audio_lead_secs(Some(0.0), Some(1.0), 0.04), 0.0, "audio starts later");
+        assert_eq!(audio_lead_secs(Some(3600.0), Some(0.0), 0.04), 0.0, "broken, not a camera");
+        assert_eq!(audio_lead_secs(None, Some(0.0), 0.04), 0.0);
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub use self::job::{
 pub use self::limits::Limits;
 pub use self::media::{
     AudioInfo, AudioTrack, ColourInfo, DynamicRange, MediaInfo, Orientation, SubtitleTrack,
-    TrackLanguage, TrackName, VideoInfo, displayed_size,
+    TrackLanguage, TrackName, VideoInfo, audio_lead_secs, displayed_size,
 };
 pub use self::plan::{EnginePlan, EngineSpec, Mode, RenditionPlan, plan};
 pub use self::supervisor::{EngineRun, SandboxLimits, Supervisor};

@@ -552,6 +552,7 @@ mod tests {
         MediaInfo {
             format: "mov,mp4,m4a,3gp,3g2,mj2".into(),
             duration_secs: 10.0,
+            audio_lead_secs: 0.0,
             container_duration_secs: 10.0,
             video_duration_declared: true,
             bit_rate,
