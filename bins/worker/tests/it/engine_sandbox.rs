@@ -426,3 +426,27 @@ async fn everyday_files_transcode_inside_the_sandbox() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The options that read the source a second time inside the confined engine — loudness
+/// normalisation (a measuring pass), HDR kept (the first picture's mastering metadata) — and
+/// the tone mapping's filters: all work under the sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_passes_and_tone_mapping_work_inside_the_sandbox() {
+    let normalised = run_with(&testkit::everyday::quiet_recording(), limits(), |job| {
+        job.spec.loudness_target = Some(-16);
+    })
+    .await
+    .unwrap();
+    let loudness = normalised.report.loudness.expect("a loudness report");
+    assert!((loudness.after.integrated_lufs + 16.0).abs() < 1.0, "{loudness:?}");
+    let hdr = testkit::everyday::hdr(testkit::everyday::Transfer::Hlg);
+    let kept = run_with(&hdr, limits(), |job| {
+        job.spec.video_codec = VideoCodec::Hevc;
+        job.spec.hdr = tcoder::jobs::HdrMode::Keep;
+    })
+    .await
+    .unwrap();
+    assert_eq!(kept.report.renditions[0].dynamic_range, tcoder::engine::DynamicRange::Hlg);
+    let mapped = run(&hdr).await.unwrap();
+    assert_eq!(mapped.report.renditions[0].dynamic_range, tcoder::engine::DynamicRange::Sdr);
+}
