@@ -40,7 +40,12 @@ fn pattern(size: &str, rate: &str, secs: &str) -> Vec<String> {
 
 /// `-i` arguments of a 440 Hz tone lasting `secs`.
 fn tone(secs: &str) -> Vec<String> {
-    ["-f", "lavfi", "-i", &format!("sine=frequency=440:sample_rate=48000:duration={secs}")]
+    tone_at("440", secs)
+}
+
+/// `-i` arguments of a tone of `hz` lasting `secs`.
+fn tone_at(hz: &str, secs: &str) -> Vec<String> {
+    ["-f", "lavfi", "-i", &format!("sine=frequency={hz}:sample_rate=48000:duration={secs}")]
         .map(str::to_owned)
         .to_vec()
 }
@@ -689,15 +694,12 @@ pub fn fansub_mkv() -> PathBuf {
 /// Matroska; each track a different pitch (440 Hz English, 880 Hz French) so a player's
 /// choice can be heard.
 pub fn two_languages() -> PathBuf {
-    let tone_at = |hz: &str| {
-        strs(&["-f", "lavfi", "-i", &format!("sine=frequency={hz}:sample_rate=48000:duration=2")])
-    };
     make(
         "two_languages.mkv",
         &[
             pattern("320x240", "25", "2"),
-            tone_at("880"),
-            tone_at("440"),
+            tone_at("880", "2"),
+            tone_at("440", "2"),
             x264(),
             strs(&[
                 "-c:a",
@@ -785,15 +787,12 @@ pub fn subtitled() -> PathBuf {
 pub fn film() -> PathBuf {
     let subtitled = subtitled();
     let subtitled = subtitled.to_str().expect("utf-8");
-    let tone_at = |hz: &str| {
-        strs(&["-f", "lavfi", "-i", &format!("sine=frequency={hz}:sample_rate=48000:duration=4")])
-    };
     make(
         "film.mkv",
         &[
             pattern("320x240", "25", "4"),
-            tone_at("440"),
-            tone_at("880"),
+            tone_at("440", "4"),
+            tone_at("880", "4"),
             strs(&["-i", subtitled]),
             x264(),
             strs(&[

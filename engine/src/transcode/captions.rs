@@ -13,14 +13,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use ffmpeg_next as ffmpeg;
+use ffmpeg_next::ffi;
 use ffmpeg_next::packet::Ref as _;
-use ffmpeg_next::{Dictionary, ffi};
 
-use tcoder::engine::limits::codec_whitelist;
 use tcoder::engine::plan::CaptionPlan;
-use tcoder::engine::{CaptionReport, EngineError, EngineJob, ErrorCode, MediaInfo, Mode};
+use tcoder::engine::{CaptionReport, EngineError, EngineJob, MediaInfo, Mode};
 
-use super::decode::Source;
+use super::decode::{Source, open_subtitle_decoder};
 use super::timeline::seconds;
 
 /// Cues kept per track at most (a feature film has ~1 500; more is a hostile file).
@@ -100,7 +99,11 @@ fn read_cues(
     let mut decoders = Vec::with_capacity(tracks.len());
     for track in tracks {
         let stream = input.stream(track.index).expect("probed stream");
-        decoders.push((track.index, stream.time_base(), open_decoder(stream.parameters())?));
+        decoders.push((
+            track.index,
+            stream.time_base(),
+            open_subtitle_decoder(stream.parameters())?,
+        ));
     }
     let mut cues: Vec<Vec<Cue>> = vec![Vec::new(); tracks.len()];
     for (stream, packet) in input.packets() {
@@ -137,23 +140,6 @@ fn read_cues(
         });
     }
     Ok(cues)
-}
-
-fn open_decoder(
-    parameters: ffmpeg::codec::Parameters,
-) -> Result<ffmpeg::decoder::Subtitle, EngineError> {
-    let context = ffmpeg::codec::context::Context::from_parameters(parameters)
-        .map_err(|e| crate::error::input("subtitle decoder", &e))?;
-    let codec = ffmpeg::decoder::find(context.id()).ok_or_else(|| {
-        EngineError::new(ErrorCode::UnsupportedCodec, "no decoder for a subtitle track")
-    })?;
-    let mut options = Dictionary::new();
-    options.set("codec_whitelist", &codec_whitelist());
-    context
-        .decoder()
-        .open_as_with(codec, options)
-        .and_then(|d| d.subtitle())
-        .map_err(|e| crate::error::input("open subtitle decoder", &e))
 }
 
 /// The cue in `packet`, if it decodes to text.

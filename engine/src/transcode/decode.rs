@@ -130,41 +130,53 @@ pub(crate) fn check_complete(media: &MediaInfo, timeline: &Timeline) -> Result<(
     Ok(())
 }
 
+/// A decoder for `parameters` (a stream's), restricted to the accepted codecs' decoders;
+/// `what` names the stream kind in errors, `extra` adds options.
+fn open_decoder(
+    parameters: codec::Parameters,
+    what: &str,
+    extra: &[(&str, String)],
+) -> Result<ffmpeg::decoder::Opened, EngineError> {
+    let context = codec::context::Context::from_parameters(parameters)
+        .map_err(|e| crate::error::input(&format!("{what} decoder"), &e))?;
+    let codec = ffmpeg::decoder::find(context.id()).ok_or_else(|| {
+        EngineError::new(ErrorCode::UnsupportedCodec, format!("no decoder for the {what} codec"))
+    })?;
+    let mut options = Dictionary::new();
+    options.set("codec_whitelist", &codec_whitelist());
+    for (key, value) in extra {
+        options.set(key, value);
+    }
+    context
+        .decoder()
+        .open_as_with(codec, options)
+        .map_err(|e| crate::error::input(&format!("open {what} decoder"), &e))
+}
+
 pub(crate) fn open_video_decoder(
     parameters: codec::Parameters,
     limits: &Limits,
 ) -> Result<ffmpeg::decoder::Video, EngineError> {
-    let context = codec::context::Context::from_parameters(parameters)
-        .map_err(|e| crate::error::input("video decoder", &e))?;
-    let codec = ffmpeg::decoder::find(context.id()).ok_or_else(|| {
-        EngineError::new(ErrorCode::UnsupportedCodec, "no decoder for the video codec")
-    })?;
-    let mut options = Dictionary::new();
-    options.set("max_pixels", &limits.max_pixels.to_string());
-    options.set("codec_whitelist", &codec_whitelist());
-    options.set("threads", "auto");
-    context
-        .decoder()
-        .open_as_with(codec, options)
-        .and_then(|d| d.video())
+    let options = [("max_pixels", limits.max_pixels.to_string()), ("threads", "auto".to_owned())];
+    open_decoder(parameters, "video", &options)?
+        .video()
         .map_err(|e| crate::error::input("open video decoder", &e))
 }
 
 pub(crate) fn open_audio_decoder(
     parameters: codec::Parameters,
 ) -> Result<ffmpeg::decoder::Audio, EngineError> {
-    let context = codec::context::Context::from_parameters(parameters)
-        .map_err(|e| crate::error::input("audio decoder", &e))?;
-    let codec = ffmpeg::decoder::find(context.id()).ok_or_else(|| {
-        EngineError::new(ErrorCode::UnsupportedCodec, "no decoder for the audio codec")
-    })?;
-    let mut options = Dictionary::new();
-    options.set("codec_whitelist", &codec_whitelist());
-    context
-        .decoder()
-        .open_as_with(codec, options)
-        .and_then(|d| d.audio())
+    open_decoder(parameters, "audio", &[])?
+        .audio()
         .map_err(|e| crate::error::input("open audio decoder", &e))
+}
+
+pub(crate) fn open_subtitle_decoder(
+    parameters: codec::Parameters,
+) -> Result<ffmpeg::decoder::Subtitle, EngineError> {
+    open_decoder(parameters, "subtitle", &[])?
+        .subtitle()
+        .map_err(|e| crate::error::input("open subtitle decoder", &e))
 }
 
 /// Receives every frame the decoder has; returns the number of decode errors seen.

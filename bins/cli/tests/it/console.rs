@@ -13,6 +13,19 @@ use crate::up::{curl, read_summary, spawn_up};
 const TERMINAL: &str = "const s = document.getElementById('job-status').dataset.status; \
                         return ['completed', 'failed', 'canceled'].includes(s) ? s : null";
 
+/// A browser on the console at `api`, `key` entered and accepted.
+fn signed_in(api: &str, key: &str) -> Browser {
+    let browser = Browser::start();
+    browser.open(&format!("{api}/"));
+    browser.type_into("#api-key", key);
+    browser.click("#key-form button[type=submit]");
+    browser.wait_for(
+        Duration::from_secs(15),
+        "return document.getElementById('key-state').textContent === 'key accepted'",
+    );
+    browser
+}
+
 #[test]
 fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
     let _stack = crate::one_stack_at_a_time();
@@ -33,14 +46,7 @@ fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
     assert!(policy.contains(&summary["object store"].0), "{policy}");
     assert!(!String::from_utf8_lossy(&page).contains("<script>"), "no inline script");
 
-    let browser = Browser::start();
-    browser.open(&format!("{api}/"));
-    browser.type_into("#api-key", &key);
-    browser.click("#key-form button[type=submit]");
-    browser.wait_for(
-        Duration::from_secs(15),
-        "return document.getElementById('key-state').textContent === 'key accepted'",
-    );
+    let browser = signed_in(&api, &key);
 
     // Two rungs, so the player has a ladder to choose from; 8 s with sound, so the title is
     // encoded in two chunks and its audio apart, and stitched.
@@ -123,14 +129,7 @@ fn the_console_plays_a_second_language_and_shows_captions() {
     let summary = read_summary(&lines);
     let api = summary["api"].0.clone();
     let key = std::fs::read_to_string(data.path().join("api-key")).unwrap().trim().to_owned();
-    let browser = Browser::start();
-    browser.open(&format!("{api}/"));
-    browser.type_into("#api-key", &key);
-    browser.click("#key-form button[type=submit]");
-    browser.wait_for(
-        Duration::from_secs(15),
-        "return document.getElementById('key-state').textContent === 'key accepted'",
-    );
+    let browser = signed_in(&api, &key);
     browser.eval(
         "document.getElementById('preset').value = 'hls'; \
          document.getElementById('qualities').value = '144p,360p'; return true;",
