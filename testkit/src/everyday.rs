@@ -451,6 +451,7 @@ pub fn all() -> Vec<Case> {
         // Subtitled films: SRT and ASS in Matroska, timed text in MP4.
         case("subtitled_srt_ass_mkv", subtitled(), PLAYS),
         case("subtitled_mov_text_mp4", subtitled_mp4(), PLAYS),
+        case("bluray_picture_subtitles", bluray_pgs(), PLAYS),
         // A fansub release: subtitles and a couple dozen attached fonts.
         case("fansub_mkv_with_fonts", fansub_mkv(), PLAYS),
         // HDR phone and camera videos: HDR10 (PQ, with mastering metadata) and HLG (what an
@@ -817,6 +818,58 @@ pub fn film() -> PathBuf {
                 "-disposition:a:1",
                 "0",
             ]),
+        ],
+    )
+}
+
+/// A Blu-ray rip: picture subtitles (PGS, a `.sup` stream of two display sets) beside the
+/// video and audio, in Matroska.
+pub fn bluray_pgs() -> PathBuf {
+    let sup = cached_bytes("two_display_sets.sup", || {
+        // Segments: "PG", PTS and DTS (90 kHz), type, size, payload. A presentation
+        // composition (0x16: 320x240, frame rate code, composition number, state, palette
+        // update flag and id, no objects) then the end of the display set (0x80), at 0.5 s
+        // and at 1.5 s.
+        let segment = |pts: u32, kind: u8, payload: &[u8]| {
+            let mut bytes = b"PG".to_vec();
+            bytes.extend_from_slice(&pts.to_be_bytes());
+            bytes.extend_from_slice(&0u32.to_be_bytes());
+            bytes.push(kind);
+            bytes.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            bytes.extend_from_slice(payload);
+            bytes
+        };
+        let composition = |number: u16, state: u8| {
+            let mut payload = Vec::new();
+            payload.extend_from_slice(&320u16.to_be_bytes());
+            payload.extend_from_slice(&240u16.to_be_bytes());
+            payload.push(0x10);
+            payload.extend_from_slice(&number.to_be_bytes());
+            payload.extend_from_slice(&[state, 0, 0, 0]);
+            payload
+        };
+        [
+            segment(45_000, 0x16, &composition(0, 0x80)),
+            segment(45_000, 0x80, &[]),
+            segment(135_000, 0x16, &composition(1, 0)),
+            segment(135_000, 0x80, &[]),
+        ]
+        .concat()
+    });
+    let video = quiet_recording();
+    cached(
+        "bluray_pgs.mkv",
+        &[
+            "-i",
+            video.to_str().expect("utf-8"),
+            "-i",
+            sup.to_str().expect("utf-8"),
+            "-map",
+            "0",
+            "-map",
+            "1",
+            "-c",
+            "copy",
         ],
     )
 }

@@ -825,6 +825,7 @@ fn subtitles_become_webvtt_captions() {
             .unwrap();
     assert_eq!(report.captions.len(), 1);
     assert!(report.captions[0].hls.is_none());
+    assert!(report.media.warnings.is_empty(), "{:?}", report.media.warnings);
     let vtt = out.path().join(&report.captions[0].vtt);
     assert!(std::fs::read_to_string(&vtt).unwrap().contains("Hello &amp; world"));
     assert!(!vtt_cues(&vtt).is_empty());
@@ -872,4 +873,22 @@ fn sound_before_the_first_picture_is_kept_with_the_picture_held() {
         let heard = pitch_at(&path, v_start + 0.2);
         assert!((heard - 440.0).abs() < 20.0, "{name}: {heard} Hz in the first second");
     }
+}
+
+/// Picture subtitles (a Blu-ray's PGS) cannot become WebVTT: the title plays without them and
+/// the result says so.
+#[test]
+fn picture_subtitles_are_left_out_with_a_warning() {
+    let source = everyday::bluray_pgs();
+    assert_eq!(ffprobe(&source)["streams"][2]["codec_name"], "hdmv_pgs_subtitle");
+    let out = tempfile::tempdir().unwrap();
+    let report = tcoder_engine::run(&job(&source, out.path(), spec_mp4()), &mut |_| {}).unwrap();
+    assert!(report.captions.is_empty());
+    assert_eq!(report.media.warnings.len(), 1, "{:?}", report.media.warnings);
+    assert!(
+        report.media.warnings[0].contains("hdmv_pgs_subtitle")
+            && report.media.warnings[0].contains("picture"),
+        "{:?}",
+        report.media.warnings
+    );
 }
