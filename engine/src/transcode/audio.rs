@@ -16,7 +16,7 @@ use tcoder::engine::plan::AudioPlan;
 use tcoder::engine::{EngineError, ErrorCode};
 use tcoder::jobs::AudioCodec;
 
-use super::loudness;
+use super::meter;
 
 /// What the decoded source audio looks like (for the filter graph's input).
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ pub(crate) struct AudioEncoder {
     /// refuses frames whose layout differs from the one it was built for).
     unnamed_channels: Option<i32>,
     /// The loudness of what is encoded, when normalised.
-    loudness: loudness::Meter,
+    loudness: meter::Meter,
 }
 
 /// Held-back audio beyond this is released anyway (a video with a long gap must not hold
@@ -143,7 +143,7 @@ impl AudioEncoder {
         // precedes the video's first frame via first_pts=0); the loudness gain and its
         // measurement when asked; apad: silence after an early end.
         let loudness = match gain_db {
-            Some(gain) => format!(",volume={gain:.2}dB,{}", loudness::METER),
+            Some(gain) => format!(",volume={gain:.2}dB,{}", meter::METER),
             None => String::new(),
         };
         let spec = format!("aresample={}:async=1:first_pts=0{loudness},apad", plan.sample_rate);
@@ -160,7 +160,7 @@ impl AudioEncoder {
             reached: 0.0,
             ready: VecDeque::new(),
             unnamed_channels: source.unnamed_channels(),
-            loudness: loudness::Meter::default(),
+            loudness: meter::Meter::default(),
         })
     }
 

@@ -10,6 +10,7 @@ mod decode;
 pub(crate) mod files;
 pub(crate) mod hls;
 pub(crate) mod loudness;
+mod meter;
 mod normalize;
 pub(crate) mod output;
 mod pipeline;
