@@ -36,6 +36,16 @@ pub(crate) struct SubmitArgs {
     /// aac (default) or opus.
     #[arg(long)]
     audio_codec: Option<String>,
+    /// HDR sources: tonemap (default, SDR outputs) or keep (10-bit HDR; needs --video-codec
+    /// hevc or av1).
+    #[arg(long)]
+    hdr: Option<String>,
+    /// Normalise the audio's loudness (EBU R128, -23 LUFS unless --loudness-target says).
+    #[arg(long)]
+    normalize_audio: bool,
+    /// Integrated loudness to normalise to, in LUFS (-40 to -5; -16 for the web).
+    #[arg(long, allow_negative_numbers = true)]
+    loudness_target: Option<i64>,
     /// A `key=value` pair returned with the job and its events (repeatable).
     #[arg(long = "metadata", value_parser = key_value)]
     metadata: Vec<(String, String)>,
@@ -115,6 +125,9 @@ fn job_request(args: &SubmitArgs, length: u64) -> JobRequest {
         webhook_url: args.webhook_url.clone(),
         video_codec: args.video_codec.clone(),
         audio_codec: args.audio_codec.clone(),
+        hdr: args.hdr.clone(),
+        normalize_audio: args.normalize_audio.then_some(true),
+        loudness_target: args.loudness_target,
         metadata,
         content_length: Some(length),
         content_type: Some(content_type(&args.file).to_owned()),
@@ -137,4 +150,42 @@ fn content_type(file: &Path) -> &'static str {
 /// What a user wants to see at the end: status, outputs or error.
 pub(crate) fn summary(job: &JobView) -> Value {
     json!({ "id": job.id, "status": job.status, "result": job.result, "error": job.error })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        submit: SubmitArgs,
+    }
+
+    #[test]
+    fn media_options_reach_the_request() {
+        let args = Command::parse_from([
+            "tcoder",
+            "clip.mkv",
+            "--preset",
+            "hls",
+            "--video-codec",
+            "hevc",
+            "--hdr",
+            "keep",
+            "--normalize-audio",
+            "--loudness-target",
+            "-16",
+        ]);
+        let request = job_request(&args.submit, 10);
+        assert_eq!(request.hdr.as_deref(), Some("keep"));
+        assert_eq!((request.normalize_audio, request.loudness_target), (Some(true), Some(-16)));
+        // Left out when not given: the server's defaults apply.
+        let args = Command::parse_from(["tcoder", "clip.mkv"]);
+        let request = serde_json::to_value(job_request(&args.submit, 10)).unwrap();
+        for field in ["hdr", "normalize_audio", "loudness_target"] {
+            assert!(request.get(field).is_none(), "{request}");
+        }
+    }
 }
