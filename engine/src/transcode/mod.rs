@@ -180,12 +180,9 @@ pub(crate) fn encode(
     if plan.mode == Mode::Transcode && kept_range != DynamicRange::Sdr {
         colour.hdr = Some(HdrMetadata::of(&first_picture(job, &media)?));
     }
-    let normalisation = match audio_decoder {
-        Some(_) => match &source.audio {
-            Some(audio) => loudness::Normalisation::of(job, &media, audio.index)?,
-            None => None,
-        },
-        None => None,
+    let normalisation = match (&audio_decoder, &source.audio) {
+        (Some(_), Some(audio)) => loudness::Normalisation::of(job, &media, audio.index)?,
+        _ => None,
     };
     let gain_db = normalisation.map(|n| n.gain_db);
     let mut renditions =
@@ -200,9 +197,9 @@ pub(crate) fn encode(
         renditions,
         thumbnails: plan.thumbnails.as_ref().map(|thumbs| {
             let thumbnails = Thumbnails::for_range(thumbs, from_secs, until_secs);
-            // JPEGs are SDR: tone-mapped here when the renditions keep HDR (or are copies).
+            // JPEGs are SDR: tone-mapped here when the renditions keep HDR (a copy's do).
             match colour.tone_map_chain() {
-                Some(chain) if !colour.tone_maps(kept_range) || plan.mode == Mode::Copy => {
+                Some(chain) if !colour.tone_maps(kept_range) => {
                     thumbnails.tone_mapped(Normalizer::tone_mapping(chain, source.video_tb))
                 }
                 _ => thumbnails,
@@ -227,9 +224,8 @@ pub(crate) fn encode(
             interlaced: media.video.interlaced,
             top_field_first: source.top_field_first,
             time_base: source.video_tb,
-            tone_map: colour
-                .tone_map_chain()
-                .filter(|_| plan.mode == Mode::Transcode && colour.tone_maps(kept_range)),
+            // A copy's plan keeps the source's range, so only a transcode to SDR maps here.
+            tone_map: colour.tone_map_chain().filter(|_| colour.tone_maps(kept_range)),
         }),
         video_decoder,
         audio_decoder,

@@ -122,7 +122,6 @@ pub(crate) fn show(
             }
             rendition.drain_video()?;
         }
-        rendition.drain_video()?;
         if let Some(audio) = &mut rendition.audio {
             audio.release(at)?;
         }
