@@ -53,7 +53,11 @@ pub struct WatchRuleRequest {
 
 impl WatchRuleRequest {
     /// Validates into a rule created now.
-    pub fn validate(&self, limits: SpecLimits<'_>) -> Result<WatchRule, String> {
+    pub fn validate(
+        &self,
+        max_upload_bytes: u64,
+        allowed_webhooks: &[std::net::SocketAddr],
+    ) -> Result<WatchRule, String> {
         check_name(&self.name)?;
         let prefix = check_prefix(&self.prefix)?;
         let tenant = Tenant::parse(&self.tenant)
@@ -68,6 +72,11 @@ impl WatchRuleRequest {
                         matches many objects"
                 .into());
         }
+        if request.captions.as_ref().is_some_and(|c| !c.is_empty()) {
+            return Err("job: captions belong to one video; a rule matches many objects".into());
+        }
+        let limits =
+            SpecLimits { max_upload_bytes, allowed_webhooks, tenant: &tenant, presigned: false };
         let job = JobSpec::from_request(request, limits).map_err(|e| format!("job.{e}"))?;
         Ok(WatchRule {
             name: self.name.clone(),
@@ -197,14 +206,13 @@ mod tests {
     use super::*;
 
     fn rule(name: &str, prefix: &str) -> WatchRule {
-        let limits = SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[] };
         WatchRuleRequest {
             name: name.into(),
             prefix: prefix.into(),
             tenant: "acme".into(),
             job: serde_json::json!({"preset": "hls"}),
         }
-        .validate(limits)
+        .validate(1 << 30, &[])
         .unwrap()
     }
 
@@ -221,7 +229,6 @@ mod tests {
 
     #[test]
     fn rules_cannot_watch_tcoders_own_folders_or_describe_one_upload() {
-        let limits = SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[] };
         let request = |prefix: &str, job: serde_json::Value| WatchRuleRequest {
             name: "r".into(),
             prefix: prefix.into(),
@@ -242,13 +249,18 @@ mod tests {
             "incoming/%2e%2e/uploads/",
             "in\\coming/",
         ] {
-            let refused = request(prefix, serde_json::json!({})).validate(limits);
+            let refused = request(prefix, serde_json::json!({})).validate(1 << 30, &[]);
             // `o/` is a different folder from `outputs/`: only exact overlaps are refused.
             assert_eq!(refused.is_ok(), prefix == "o/", "{prefix}: {refused:?}");
         }
-        let sized = request("in/", serde_json::json!({"content_length": 5})).validate(limits);
+        let sized = request("in/", serde_json::json!({"content_length": 5})).validate(1 << 30, &[]);
         assert!(sized.unwrap_err().contains("content_length"));
-        let typo = request("in/", serde_json::json!({"presett": "hls"})).validate(limits);
+        let typo = request("in/", serde_json::json!({"presett": "hls"})).validate(1 << 30, &[]);
         assert!(typo.unwrap_err().contains("presett"));
+        let captioned = request(
+            "in/",
+            serde_json::json!({"captions": [{"language": "en", "key": "uploads/acme/en.srt"}]}),
+        );
+        assert!(captioned.validate(1 << 30, &[]).unwrap_err().contains("captions"));
     }
 }

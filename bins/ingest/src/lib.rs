@@ -106,17 +106,14 @@ impl Service for App {
         let metrics = IngestMetrics::register(&common.metrics);
         let jobs = JobStore::new(connections.redis.clone());
         let watch = bridge::watch::WatchRules::new(connections.redis.clone());
-        let limits = tcoder::jobs::SpecLimits {
-            max_upload_bytes: settings.ingest.max_upload_bytes,
-            allowed_webhooks: &settings.webhooks.allowed,
-        };
         let configured = settings
             .ingest
             .watch
             .iter()
             .enumerate()
             .map(|(i, rule)| {
-                rule.validate(limits).map_err(|e| anyhow::anyhow!("ingest.watch[{i}]: {e}"))
+                rule.validate(settings.ingest.max_upload_bytes, &settings.webhooks.allowed)
+                    .map_err(|e| anyhow::anyhow!("ingest.watch[{i}]: {e}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         watch.install(&configured).await.context("cannot write the watch rules to Redis")?;

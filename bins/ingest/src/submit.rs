@@ -237,6 +237,8 @@ impl Submitter {
         let limits = SpecLimits {
             max_upload_bytes: self.bridge.max_upload_bytes,
             allowed_webhooks: &self.allowed_webhooks,
+            tenant: &tenant,
+            presigned: false,
         };
         let spec = match JobSpec::from_request(submission.request, limits) {
             Ok(spec) => spec,
@@ -271,6 +273,10 @@ impl Submitter {
             .map_err(transient)?
         {
             return Err(NotNow::Limited(wait));
+        }
+        if let Err(e) = self.bridge.check_caption_objects(&spec).await? {
+            let error = JobError { code: e.code.into(), message: e.to_string() };
+            return self.reject(&tenant, &submission_id, Some(key.as_str()), error).await;
         }
         let head = match s3::head(&self.bridge.s3, &self.bridge.bucket, key).await {
             Ok(Some(head)) => head,

@@ -112,6 +112,7 @@ impl Worker {
             limits: self.config.engine.limits(),
             settings: self.config.engine.settings(),
             task,
+            sidecars: Vec::new(),
         }
     }
 

@@ -14,6 +14,8 @@ pub(crate) fn spec(preset: Preset, qualities: Qualities, outputs: &[OutputKind])
         audio_codec: AudioCodec::Aac,
         hdr: Default::default(),
         loudness_target: None,
+        captions: Vec::new(),
+        mp4_captions: false,
     }
 }
 
@@ -29,6 +31,7 @@ pub(crate) fn job(input: &Path, out: &Path, spec: EngineSpec) -> EngineJob {
             threads: 0,
         },
         task: Default::default(),
+        sidecars: Vec::new(),
     }
 }
 

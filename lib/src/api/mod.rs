@@ -6,6 +6,6 @@ mod views;
 
 pub use self::client::{Client, ClientError, JobsQuery};
 pub use self::views::{
-    CreatedView, JobPageView, JobView, NotificationOutcome, NotificationView, Problem, SourceView,
-    UploadView, WebhookSecretView,
+    CaptionUploadView, CreatedView, JobPageView, JobView, NotificationOutcome, NotificationView,
+    Problem, SourceView, UploadView, WebhookSecretView,
 };

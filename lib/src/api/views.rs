@@ -93,6 +93,18 @@ pub struct CreatedView {
     pub job: JobView,
     /// Absent when the job already has its source (a replayed request).
     pub upload: Option<UploadView>,
+    /// One per caption file the request asked to upload (`upload: true`), in its order. The
+    /// job starts once its source and every one of these have arrived.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caption_uploads: Vec<CaptionUploadView>,
+}
+
+/// Where to upload one caption file (SRT or WebVTT, at most 4 MiB).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CaptionUploadView {
+    /// Its place in the request's `captions`.
+    pub caption: usize,
+    pub upload: UploadView,
 }
 
 /// `GET /v1/jobs`: one page, newest first.

@@ -39,6 +39,20 @@ pub struct EngineJob {
     /// What to do with the source.
     #[serde(default)]
     pub task: Task,
+    /// The caption files the job names, one per entry of `spec.captions` in its order, as
+    /// the worker fetched them (read by the whole title's run and a split title's stitch).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<SidecarFile>,
+}
+
+/// One caption file of the job, as the worker fetched it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SidecarFile {
+    /// A local file in the job directory.
+    Fetched(PathBuf),
+    /// Not fetched (gone from the bucket, over the cap): left out with this warning.
+    Unavailable(String),
 }
 
 /// What one engine run does: the whole title, or one task of a split title's.

@@ -21,7 +21,7 @@ pub use self::error::{EngineError, ErrorCode};
 pub use self::job::{
     AudioTrackReport, CaptionReport, Chunk, EncoderSettings, EngineJob, EngineReport,
     LoudnessMeasure, LoudnessReport, OutputFile, Part, PartsProgress, Progress, RenditionReport,
-    StitchParts, Task,
+    SidecarFile, StitchParts, Task,
 };
 pub use self::limits::Limits;
 pub use self::media::{

@@ -43,6 +43,22 @@ pub struct EngineSpec {
     /// Integrated loudness (LUFS) to normalise the audio to, when asked.
     #[serde(default)]
     pub loudness_target: Option<i8>,
+    /// The caption files the job names (the engine gets the files themselves as
+    /// [`EngineJob::sidecars`](super::EngineJob::sidecars), in the same order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub captions: Vec<CaptionLabel>,
+    /// Also carry the caption tracks in the MP4s as MP4 timed text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mp4_captions: bool,
+}
+
+/// How a caption file the job names is listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptionLabel {
+    pub language: TrackLanguage,
+    pub name: TrackName,
+    pub default: bool,
+    pub forced: bool,
 }
 
 impl From<&crate::jobs::JobSpec> for EngineSpec {
@@ -55,6 +71,17 @@ impl From<&crate::jobs::JobSpec> for EngineSpec {
             audio_codec: spec.audio_codec,
             hdr: spec.hdr,
             loudness_target: spec.loudness_target,
+            captions: spec
+                .captions
+                .iter()
+                .map(|c| CaptionLabel {
+                    language: c.language.clone(),
+                    name: c.name.clone(),
+                    default: c.default,
+                    forced: c.forced,
+                })
+                .collect(),
+            mp4_captions: spec.mp4_captions,
         }
     }
 }
@@ -157,12 +184,17 @@ pub struct EnginePlan {
     pub captions: Vec<CaptionPlan>,
 }
 
-/// One caption track: a text subtitle track of the source, as WebVTT.
+/// One caption track: a text subtitle track of the source, or a caption file the job names,
+/// as WebVTT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaptionPlan {
-    /// The source stream.
+    /// The source stream (when `sidecar` is `None`).
     pub index: usize,
-    /// Its name in files: `captions/<slug>.vtt`, `hls/<slug>/` (`subtitles-0`, …).
+    /// The job's caption file it is (its place in the spec's `captions`), if it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<usize>,
+    /// Its name in files: `captions/<slug>.vtt`, `hls/<slug>/` (`subtitles-0`, … for the
+    /// source's tracks, `captions-0`, … for the job's files).
     pub slug: String,
     pub language: Option<TrackLanguage>,
     pub name: TrackName,
@@ -218,7 +250,7 @@ pub fn plan(
                 hls_segment_secs,
                 thumbnails,
                 audio_renditions: Vec::new(),
-                captions: Vec::new(),
+                captions: captions(spec, media),
             };
         }
         // Not copyable: one rendition at source size.
@@ -268,7 +300,7 @@ pub fn plan(
         hls_segment_secs,
         thumbnails,
         audio_renditions,
-        captions: captions(media),
+        captions: captions(spec, media),
     }
 }
 
@@ -301,25 +333,43 @@ fn menu_names(
     names
 }
 
-/// The source's text subtitle tracks as captions.
-fn captions(media: &MediaInfo) -> Vec<CaptionPlan> {
-    let labels: Vec<_> =
-        media.subtitle_tracks.iter().map(|t| (t.title.as_ref(), t.language.as_ref())).collect();
-    let names = menu_names(&labels, "Subtitles");
-    media
-        .subtitle_tracks
+/// The source's text subtitle tracks, then the job's caption files, as captions. A file the
+/// job marks default is the one default (a playlist has at most one per group).
+fn captions(spec: &EngineSpec, media: &MediaInfo) -> Vec<CaptionPlan> {
+    let streams = &media.subtitle_tracks;
+    let labels: Vec<_> = streams
         .iter()
-        .zip(names)
+        .map(|t| (t.title.as_ref(), t.language.as_ref()))
+        .chain(spec.captions.iter().map(|c| (Some(&c.name), Some(&c.language))))
+        .collect();
+    let mut names = menu_names(&labels, "Subtitles").into_iter();
+    let job_default = spec.captions.iter().any(|c| c.default);
+    let mut plans: Vec<CaptionPlan> = streams
+        .iter()
+        .zip(names.by_ref())
         .enumerate()
         .map(|(n, (track, name))| CaptionPlan {
             index: track.index,
+            sidecar: None,
             slug: format!("subtitles-{n}"),
             language: track.language.clone(),
             name,
-            default: track.default,
+            default: track.default && !job_default,
             forced: track.forced,
         })
-        .collect()
+        .collect();
+    plans.extend(spec.captions.iter().zip(names).enumerate().map(|(n, (caption, name))| {
+        CaptionPlan {
+            index: 0,
+            sidecar: Some(n),
+            slug: format!("captions-{n}"),
+            language: Some(caption.language.clone()),
+            name,
+            default: caption.default,
+            forced: caption.forced,
+        }
+    }));
+    plans
 }
 
 /// The source's usable audio tracks as HLS audio renditions, named for players' menus.
@@ -594,6 +644,8 @@ mod tests {
             audio_codec: AudioCodec::Aac,
             hdr: Default::default(),
             loudness_target: None,
+            captions: Vec::new(),
+            mp4_captions: false,
         }
     }
 

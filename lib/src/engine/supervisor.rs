@@ -516,10 +516,13 @@ mod tests {
                 audio_codec: AudioCodec::Aac,
                 hdr: Default::default(),
                 loudness_target: None,
+                captions: Vec::new(),
+                mp4_captions: false,
             },
             limits: crate::engine::Limits::default(),
             settings: EncoderSettings::default(),
             task: Default::default(),
+            sidecars: Vec::new(),
         };
         let runs =
             (0..256).map(|_| supervisor.run(&job, dir.path(), None, CancellationToken::new()));

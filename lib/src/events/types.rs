@@ -463,7 +463,12 @@ mod tests {
             metadata: Some([("order".to_owned(), "42".to_owned())].into()),
             ..JobRequest::default()
         };
-        let limits = SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[] };
+        let limits = SpecLimits {
+            max_upload_bytes: 1 << 30,
+            allowed_webhooks: &[],
+            tenant: &crate::jobs::Tenant::parse("acme").unwrap(),
+            presigned: true,
+        };
         Job {
             id: JobId::generate(),
             tenant: Tenant::parse("acme").unwrap(),

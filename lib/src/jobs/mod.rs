@@ -1,6 +1,7 @@
 //! Jobs: what a user asked for ([`JobSpec`]), where it stands ([`JobStatus`], the state
 //! machine) and the Redis store that holds both ([`JobStore`]).
 
+mod captions;
 mod fencing;
 mod ids;
 mod parts;
@@ -11,6 +12,9 @@ mod spec;
 mod status;
 mod store;
 
+pub use self::captions::{
+    CaptionFile, CaptionRequest, CaptionSpec, MAX_SIDECAR_BYTES, MAX_SIDECARS,
+};
 pub use self::fencing::{
     Admission, Attempt, ClaimOutcome, FinishOutcome, Recovery, RenewOutcome, outbox_key,
 };

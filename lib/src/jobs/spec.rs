@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Priority;
+use super::captions::{self, CaptionRequest, CaptionSpec};
 use crate::webhooks;
 
 /// Seed presets.
@@ -195,6 +196,12 @@ pub struct JobSpec {
     /// Normalise the audio to this integrated loudness (LUFS, EBU R128), when asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loudness_target: Option<i8>,
+    /// Caption files named by the job (besides the source's own text subtitle tracks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub captions: Vec<CaptionSpec>,
+    /// Also carry every caption track in the MP4s, as MP4 timed text (`mov_text`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mp4_captions: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     /// Also deliver `progress` events to the webhook (terminal events always go).
@@ -242,6 +249,14 @@ pub struct JobRequest {
     /// -16 or -14 for the web). Implies `normalize_audio`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loudness_target: Option<i64>,
+    /// Caption files (SRT or WebVTT), each uploaded with the job (`upload: true`; the API
+    /// returns a URL per file) or named by `key` under `uploads/<tenant>/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub captions: Option<Vec<CaptionRequest>>,
+    /// Also carry the caption tracks in the MP4s as MP4 timed text (`mov_text`), for players
+    /// that read captions from the file (QuickTime, Safari, VLC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mp4_captions: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     /// Opt in to `progress` webhooks.
@@ -257,12 +272,17 @@ pub struct JobRequest {
     pub content_type: Option<String>,
 }
 
-/// Limits applied while validating.
+/// Limits applied while validating, and who is asking through which door.
 #[derive(Debug, Clone, Copy)]
 pub struct SpecLimits<'a> {
     pub max_upload_bytes: u64,
     /// Non-public webhook destinations allowed (`[webhooks] allowed`).
     pub allowed_webhooks: &'a [std::net::SocketAddr],
+    /// The tenant the job is for: objects it names must be its own.
+    pub tenant: &'a super::Tenant,
+    /// Whether this door hands out presigned upload URLs (the HTTP API does; a NATS
+    /// submission names objects already in the bucket).
+    pub presigned: bool,
 }
 
 /// A request that cannot become a job; `code` is stable, `field` names the JSON field.
@@ -274,7 +294,11 @@ pub struct SpecError {
     pub message: String,
 }
 
-fn invalid(code: &'static str, field: &'static str, message: impl Into<String>) -> SpecError {
+pub(crate) fn invalid(
+    code: &'static str,
+    field: &'static str,
+    message: impl Into<String>,
+) -> SpecError {
     SpecError { code, field, message: message.into() }
 }
 
@@ -385,6 +409,15 @@ impl JobSpec {
             webhooks::check_url(url, limits.allowed_webhooks)
                 .map_err(|e| invalid("validation.webhook_url", "webhook_url", e.to_string()))?;
         }
+        let captions = captions::parse(request.captions.unwrap_or_default(), &limits)?;
+        let mp4_captions = request.mp4_captions.unwrap_or(false);
+        if mp4_captions && !outputs.contains(&OutputKind::Mp4) {
+            return Err(invalid(
+                "validation.outputs",
+                "mp4_captions",
+                "mp4_captions needs the mp4 output",
+            ));
+        }
         let metadata = request.metadata.unwrap_or_default();
         check_metadata(&metadata)?;
         if let Some(length) = request.content_length
@@ -413,6 +446,8 @@ impl JobSpec {
             audio_codec,
             hdr,
             loudness_target,
+            captions,
+            mp4_captions,
             webhook_url: request.webhook_url,
             webhook_progress: request.webhook_progress.unwrap_or(false),
             priority,
@@ -579,11 +614,15 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), SpecError> 
 mod tests {
     use super::*;
 
-    const LIMITS: SpecLimits<'static> =
-        SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[] };
-
     fn request(json: serde_json::Value) -> Result<JobSpec, SpecError> {
-        JobSpec::from_request(serde_json::from_value(json).unwrap(), LIMITS)
+        let tenant = super::super::Tenant::parse("acme").unwrap();
+        let limits = SpecLimits {
+            max_upload_bytes: 1 << 30,
+            allowed_webhooks: &[],
+            tenant: &tenant,
+            presigned: true,
+        };
+        JobSpec::from_request(serde_json::from_value(json).unwrap(), limits)
     }
 
     #[test]
@@ -649,6 +688,11 @@ mod tests {
             (
                 serde_json::json!({"normalize_audio": false, "loudness_target": -16}),
                 "validation.loudness",
+            ),
+            (serde_json::json!({"preset": "hls", "mp4_captions": true}), "validation.outputs"),
+            (
+                serde_json::json!({"captions": [{"language": "en", "key": "uploads/globex/en.srt"}]}),
+                "validation.captions",
             ),
         ];
         for (json, code) in cases {

@@ -1,7 +1,7 @@
 //! Object key layout. Keys are chosen by the server from validated ids; clients never supply
 //! path parts. Every key and folder here is a canonical [`Key`] / [`KeyPrefix`].
 //!
-//! - inputs: `uploads/<tenant>/<job_id>/source`
+//! - inputs: `uploads/<tenant>/<job_id>/source`, caption files `uploads/<tenant>/<job_id>/captions/<n>`
 //! - outputs: `outputs/<tenant>/<job_id>/<epoch>/…`
 
 use super::{Key, KeyPrefix};
@@ -34,6 +34,27 @@ pub fn parse_upload_key(key: &Key) -> Option<(Tenant, JobId)> {
         return None;
     }
     Some((Tenant::parse(tenant)?, JobId::parse(job)?))
+}
+
+/// Where a job's `n`th uploaded caption file goes.
+pub fn caption_upload_key(tenant: &Tenant, job: &JobId, n: usize) -> Key {
+    Key::assembled(format!("{UPLOADS_PREFIX}{tenant}/{job}/captions/{n}"))
+}
+
+/// The tenant, job and number of a caption upload key, if it is one (and only in its exact
+/// shape: `n` in decimal without leading zeros, below [`MAX_SIDECARS`](crate::jobs::MAX_SIDECARS)).
+pub fn parse_caption_upload_key(key: &Key) -> Option<(Tenant, JobId, usize)> {
+    let rest = key.as_str().strip_prefix(UPLOADS_PREFIX)?;
+    let mut parts = rest.split('/');
+    let (tenant, job, folder, leaf) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if folder != "captions" || parts.next().is_some() {
+        return None;
+    }
+    let n: usize = leaf.parse().ok().filter(|n: &usize| n.to_string() == leaf)?;
+    if n >= crate::jobs::MAX_SIDECARS {
+        return None;
+    }
+    Some((Tenant::parse(tenant)?, JobId::parse(job)?, n))
 }
 
 /// Prefix of every output.
@@ -84,6 +105,27 @@ mod tests {
             "uploads/acme/job_1/source".to_owned(),
         ] {
             assert_eq!(parse_upload_key(&Key::parse(&bad).unwrap()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn caption_upload_keys_round_trip_and_nothing_else_parses() {
+        let tenant = Tenant::parse("acme").unwrap();
+        let job = JobId::generate();
+        let key = caption_upload_key(&tenant, &job, 3);
+        assert_eq!(parse_caption_upload_key(&key), Some((tenant.clone(), job.clone(), 3)));
+        assert_eq!(parse_upload_key(&key), None, "a caption is not the job's source");
+        assert_eq!(parse_caption_upload_key(&upload_key(&tenant, &job)), None);
+        for bad in [
+            format!("uploads/acme/{job}/captions/03"),
+            format!("uploads/acme/{job}/captions/+3"),
+            format!("uploads/acme/{job}/captions/8"),
+            format!("uploads/acme/{job}/captions/3/x"),
+            format!("uploads/acme/{job}/subs/3"),
+            format!("uploads/ACME/{job}/captions/3"),
+            "uploads/acme/job_1/captions/0".to_owned(),
+        ] {
+            assert_eq!(parse_caption_upload_key(&Key::parse(&bad).unwrap()), None, "{bad}");
         }
     }
 }

@@ -8,7 +8,12 @@ use crate::helpers::settings;
 async fn store_with_job(env: &TestEnv) -> (JobStore, tcoder::jobs::Job) {
     let conn = tcoder::redis::connect(&settings(env).redis).await.unwrap();
     let store = JobStore::new(conn);
-    let limits = SpecLimits { max_upload_bytes: 1 << 20, allowed_webhooks: &[] };
+    let limits = SpecLimits {
+        max_upload_bytes: 1 << 20,
+        allowed_webhooks: &[],
+        tenant: &tcoder::jobs::Tenant::parse("acme").unwrap(),
+        presigned: true,
+    };
     let spec = JobSpec::from_request(JobRequest::default(), limits).unwrap();
     let tenant = Tenant::parse("acme").unwrap();
     let CreateOutcome::Created(job) = store.create(&tenant, &spec, None, 60).await.unwrap() else {

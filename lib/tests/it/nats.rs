@@ -162,7 +162,12 @@ async fn a_three_hour_ladder_completes_with_a_bounded_event_and_a_full_manifest(
     let js = jetstream::new(events::connect(&settings.nats, "test").await.unwrap());
     events::ensure_topology(&js, &settings.nats).await.unwrap();
     let request = tcoder::jobs::JobRequest::default();
-    let limits = tcoder::jobs::SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[] };
+    let limits = tcoder::jobs::SpecLimits {
+        max_upload_bytes: 1 << 30,
+        allowed_webhooks: &[],
+        tenant: &tcoder::jobs::Tenant::parse("acme").unwrap(),
+        presigned: true,
+    };
     let job = tcoder::jobs::Job {
         id: job_id,
         tenant: tcoder::jobs::Tenant::parse("acme").unwrap(),

@@ -88,6 +88,8 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
         audio_codec: AudioCodec::Aac,
         hdr: Default::default(),
         loudness_target: None,
+        captions: Vec::new(),
+        mp4_captions: false,
     };
     let settings =
         EncoderSettings { x264_preset: args.x264_preset.clone(), segment_secs: 4.0, threads: 0 };
@@ -140,6 +142,7 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
             limits: Limits::default(),
             settings: settings.clone(),
             task: Default::default(),
+            sidecars: Vec::new(),
         };
         let started = Instant::now();
         let done = supervisor

@@ -101,6 +101,7 @@ impl Runner {
             limits: Limits::default(),
             settings: EncoderSettings { threads: self.threads, ..settings.clone() },
             task,
+            sidecars: Vec::new(),
         };
         let started = Instant::now();
         let done = self

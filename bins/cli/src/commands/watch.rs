@@ -3,7 +3,6 @@
 
 use anyhow::Context as _;
 use tcoder::config::Settings;
-use tcoder::jobs::SpecLimits;
 use tcoder::watch::{self, WatchRuleRequest};
 
 #[derive(Debug, clap::Subcommand)]
@@ -49,11 +48,9 @@ pub(crate) async fn run(settings: &Settings, command: WatchCommand) -> anyhow::R
         WatchCommand::Add { name, prefix, tenant, job } => {
             let job = serde_json::from_str(&job).context("--job is not JSON")?;
             let request = WatchRuleRequest { name, prefix, tenant, job };
-            let limits = SpecLimits {
-                max_upload_bytes: settings.ingest.max_upload_bytes,
-                allowed_webhooks: &settings.webhooks.allowed,
-            };
-            let rule = request.validate(limits).map_err(anyhow::Error::msg)?;
+            let rule = request
+                .validate(settings.ingest.max_upload_bytes, &settings.webhooks.allowed)
+                .map_err(anyhow::Error::msg)?;
             let rule = watch::put(&mut redis, &rule).await?;
             println!(
                 "watching {} for tenant {} (objects created from {} on)",

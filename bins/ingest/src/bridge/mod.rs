@@ -20,8 +20,8 @@ pub(crate) mod watch;
 
 use tcoder::events::{self, JobEvent, Rejection, UploadEvent, UploadSource};
 use tcoder::jobs::{
-    CreateOutcome, Job, JobError, JobId, JobOrigin, JobSpec, JobStatus, JobStore, SourceObject,
-    Tenant, TransitionError, now_ms, rfc3339,
+    CaptionFile, CreateOutcome, Job, JobError, JobId, JobOrigin, JobSpec, JobStatus, JobStore,
+    MAX_SIDECAR_BYTES, SourceObject, SpecError, Tenant, TransitionError, now_ms, rfc3339,
 };
 use tcoder::s3::{self, Key, ObjectCreated, keys};
 use tcoder::watch::{DEDUP_WINDOW, WatchRule};
@@ -57,6 +57,11 @@ pub(crate) enum Outcome {
     /// An object in a watch folder that cannot be a job (empty, too large): announced on
     /// `tcoder.rejected.<tenant>`.
     Rejected,
+    /// One of a job's files arrived, another (its source or a caption file) has not yet: the
+    /// job starts with the notification of the last one.
+    AwaitingFiles,
+    /// An uploaded caption file is empty or larger than the cap; the job failed.
+    CaptionRejected,
 }
 
 impl Outcome {
@@ -74,6 +79,8 @@ impl Outcome {
             Outcome::Watched => "watched",
             Outcome::Old => "old",
             Outcome::Rejected => "rejected",
+            Outcome::AwaitingFiles => "awaiting_files",
+            Outcome::CaptionRejected => "caption_rejected",
         }
     }
 }
@@ -148,7 +155,13 @@ impl Bridge {
         };
         self.metrics.bridge_events.with_label_values(&[source.as_str(), label]).inc();
         match &outcome {
-            Ok(Outcome::Accepted | Outcome::Duplicate | Outcome::Watched | Outcome::Old) => {
+            Ok(
+                Outcome::Accepted
+                | Outcome::Duplicate
+                | Outcome::Watched
+                | Outcome::Old
+                | Outcome::AwaitingFiles,
+            ) => {
                 tracing::debug!(key = %event.key, source = source.as_str(), outcome = label, "upload notification");
             }
             Ok(other) => {
@@ -173,13 +186,24 @@ impl Bridge {
         let Ok(key) = Key::parse(&event.key) else {
             return Ok(Outcome::InvalidKey);
         };
-        let Some((tenant, job_id)) = keys::parse_upload_key(&key) else {
+        // The job's source, or one of the caption files it uploads: either may be the last
+        // of the job's files to arrive, and the last one starts the job.
+        let (tenant, job_id, caption) = if let Some((tenant, job)) = keys::parse_upload_key(&key) {
+            (tenant, job, None)
+        } else if let Some((tenant, job, n)) = keys::parse_caption_upload_key(&key) {
+            (tenant, job, Some(n))
+        } else {
             return self.watched(event, &key, source, rules).await;
         };
         let job = self.jobs.get(&job_id).await.map_err(|e| Transient(e.to_string()))?;
-        let Some(job) = job.filter(|j| j.tenant == tenant && j.upload_key == key) else {
+        let ours = |job: &Job| match caption {
+            None => job.upload_key == key,
+            Some(n) => n < caption_uploads(&job.spec),
+        };
+        let Some(job) = job.filter(|j| j.tenant == tenant && ours(j)) else {
             return Ok(Outcome::UnknownKey);
         };
+        let key = job.upload_key.clone();
         match job.status {
             JobStatus::AwaitingUpload => {}
             // Accepted before; make sure its event is out (the broker drops a duplicate).
@@ -194,6 +218,7 @@ impl Bridge {
         }
         let head = match s3::head(&self.s3, &self.bucket, &key).await {
             Ok(Some(head)) => head,
+            Ok(None) if caption.is_some() => return Ok(Outcome::AwaitingFiles),
             Ok(None) => return Ok(Outcome::MissingObject),
             // A refused HEAD is a configuration problem: retried (and visible) until fixed.
             Err(e) => return Err(Transient(e.to_string())),
@@ -223,6 +248,9 @@ impl Bridge {
             }
             return self.fail(&job, code, &message).await.map(|()| outcome);
         }
+        if let Some(outcome) = self.check_caption_uploads(&job).await? {
+            return Ok(outcome);
+        }
         let source_object = SourceObject { key, size, etag };
         let recorded = serde_json::to_string(&source_object).expect("serializable");
         match self
@@ -242,6 +270,57 @@ impl Bridge {
         let job = Job { status: JobStatus::Uploaded, source: Some(source_object), ..job };
         self.publish(&job, source).await?;
         Ok(Outcome::Accepted)
+    }
+
+    /// Whether every caption file the job uploads is in, and acceptable: `None` when so,
+    /// [`Outcome::AwaitingFiles`] while one is missing, [`Outcome::CaptionRejected`] (the job
+    /// failed, the file removed) when one is empty or over [`MAX_SIDECAR_BYTES`].
+    async fn check_caption_uploads(&self, job: &Job) -> Result<Option<Outcome>, Transient> {
+        for n in 0..caption_uploads(&job.spec) {
+            let key = keys::caption_upload_key(&job.tenant, &job.id, n);
+            let head = match s3::head(&self.s3, &self.bucket, &key).await {
+                Ok(Some(head)) => head,
+                Ok(None) => return Ok(Some(Outcome::AwaitingFiles)),
+                Err(e) => return Err(Transient(e.to_string())),
+            };
+            if head.size == 0 || head.size > MAX_SIDECAR_BYTES {
+                if let Err(e) = s3::delete(&self.s3, &self.bucket, &key).await {
+                    tracing::warn!(%key, error = %e, "rejected caption upload not deleted");
+                }
+                let message = format!(
+                    "caption upload {n} is {} bytes; caption files are 1 to {MAX_SIDECAR_BYTES}",
+                    head.size
+                );
+                self.fail(job, "upload.caption_size", &message).await?;
+                return Ok(Some(Outcome::CaptionRejected));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the caption objects a spec names (`key`) are in the bucket and within the cap;
+    /// checked at the door (API and NATS), so a typo is a typed error there and not a warning
+    /// on a finished job. The worker checks again (an object may go in between).
+    pub(crate) async fn check_caption_objects(
+        &self,
+        spec: &JobSpec,
+    ) -> Result<Result<(), SpecError>, Transient> {
+        for (n, caption) in spec.captions.iter().enumerate() {
+            let CaptionFile::Object { key } = &caption.file else { continue };
+            let problem = match s3::head(&self.s3, &self.bucket, key).await {
+                Ok(Some(head)) if head.size > 0 && head.size <= MAX_SIDECAR_BYTES => continue,
+                Ok(Some(head)) => format!(
+                    "captions[{n}].key: `{key}` is {} bytes; caption files are 1 to \
+                     {MAX_SIDECAR_BYTES}",
+                    head.size
+                ),
+                Ok(None) => format!("captions[{n}].key: no object `{key}` in the bucket"),
+                Err(e) => return Err(Transient(e.to_string())),
+            };
+            let (code, field) = ("validation.captions", "captions");
+            return Ok(Err(SpecError { code, field, message: problem }));
+        }
+        Ok(Ok(()))
     }
 
     /// Why an object of `size` bytes cannot be a source, if it cannot.
@@ -429,6 +508,11 @@ impl Bridge {
     }
 }
 
+/// How many caption files a job uploads (its caption upload keys are numbered below this).
+fn caption_uploads(spec: &JobSpec) -> usize {
+    spec.captions.iter().filter(|c| matches!(c.file, CaptionFile::Upload(_))).count()
+}
+
 /// Whether an object last modified at `modified_ms` is new enough for `rule`: created after
 /// the rule (a minute's leeway for the store's clock and its one-second `Last-Modified`) and
 /// within the dedup window, so an old object is never made into a job twice.
@@ -447,14 +531,13 @@ mod tests {
 
     #[test]
     fn a_rule_takes_objects_from_its_creation_on_within_the_dedup_window() {
-        let limits = tcoder::jobs::SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[] };
         let mut rule = tcoder::watch::WatchRuleRequest {
             name: "r".into(),
             prefix: "in/".into(),
             tenant: "acme".into(),
             job: serde_json::json!({}),
         }
-        .validate(limits)
+        .validate(1 << 30, &[])
         .unwrap();
         let (minute, day) = (60_000, 86_400_000);
         let now = 100 * day;

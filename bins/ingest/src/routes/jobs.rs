@@ -6,11 +6,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tcoder::api::{CreatedView, JobPageView, JobView, UploadView, WebhookSecretView};
+use tcoder::api::{
+    CaptionUploadView, CreatedView, JobPageView, JobView, UploadView, WebhookSecretView,
+};
 use tcoder::events::{self, JobEvent};
 use tcoder::jobs::{
-    CreateOutcome, Job, JobId, JobRequest, JobSpec, JobStatus, SpecLimits, TransitionError, now_ms,
-    rfc3339,
+    CaptionFile, CreateOutcome, Job, JobId, JobRequest, JobSpec, JobStatus, SpecLimits,
+    TransitionError, now_ms, rfc3339,
 };
 use tcoder::s3;
 
@@ -78,8 +80,15 @@ pub(crate) async fn create(
     let limits = SpecLimits {
         max_upload_bytes: state.config.max_upload_bytes,
         allowed_webhooks: &state.allowed_webhooks,
+        tenant: &tenant,
+        presigned: true,
     };
     let spec = JobSpec::from_request(request, limits).map_err(ApiError::validation)?;
+    match state.bridge.check_caption_objects(&spec).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(ApiError::validation(error)),
+        Err(e) => return Err(ApiError::unavailable("cannot read the caption files", e)),
+    }
     if spec.webhook_url.is_some() {
         // The dispatcher signs with it but may not create it (its Redis user reads secrets).
         let mut redis = state.redis.clone();
@@ -118,12 +127,12 @@ pub(crate) async fn create(
             ));
         }
     };
-    let upload = if job.status == JobStatus::AwaitingUpload {
-        Some(presign(&state, &job).await?)
+    let (upload, caption_uploads) = if job.status == JobStatus::AwaitingUpload {
+        (Some(presign(&state, &job).await?), presign_captions(&state, &job).await?)
     } else {
-        None
+        (None, Vec::new())
     };
-    let created = CreatedView { job: JobView::of(&job), upload };
+    let created = CreatedView { job: JobView::of(&job), upload, caption_uploads };
     let mut response = (StatusCode::CREATED, Json(created)).into_response();
     if replayed {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -134,17 +143,20 @@ pub(crate) async fn create(
 /// A presigned PUT for the job's server-chosen key. When the client declared a length (and
 /// type), they are signed: the store refuses any other size.
 async fn presign(state: &AppState, job: &Job) -> Result<UploadView, ApiError> {
+    let (length, content_type) = (job.spec.content_length, job.spec.content_type.as_deref());
+    presign_key(state, &job.upload_key, length, content_type).await
+}
+
+async fn presign_key(
+    state: &AppState,
+    key: &s3::Key,
+    length: Option<u64>,
+    content_type: Option<&str>,
+) -> Result<UploadView, ApiError> {
     let ttl = state.config.upload_url_ttl;
-    let presigned = s3::presign_put(
-        &state.s3,
-        &state.bucket,
-        &job.upload_key,
-        job.spec.content_length,
-        job.spec.content_type.as_deref(),
-        ttl,
-    )
-    .await
-    .map_err(|e| ApiError::unavailable("cannot presign the upload", e))?;
+    let presigned = s3::presign_put(&state.s3, &state.bucket, key, length, content_type, ttl)
+        .await
+        .map_err(|e| ApiError::unavailable("cannot presign the upload", e))?;
     let expires_at = now_ms() + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     Ok(UploadView {
         url: presigned.url,
@@ -152,6 +164,20 @@ async fn presign(state: &AppState, job: &Job) -> Result<UploadView, ApiError> {
         headers: presigned.headers.into_iter().collect(),
         expires_at: rfc3339(expires_at),
     })
+}
+
+/// A presigned PUT per caption file the job uploads, at its server-chosen key. Their length
+/// is not known up front: the bridge checks each against the cap when the job's files are all
+/// in, and the worker again before reading one.
+async fn presign_captions(state: &AppState, job: &Job) -> Result<Vec<CaptionUploadView>, ApiError> {
+    let mut uploads = Vec::new();
+    for (caption, spec) in job.spec.captions.iter().enumerate() {
+        let CaptionFile::Upload(n) = spec.file else { continue };
+        let key = s3::keys::caption_upload_key(&job.tenant, &job.id, n);
+        let upload = presign_key(state, &key, None, None).await?;
+        uploads.push(CaptionUploadView { caption, upload });
+    }
+    Ok(uploads)
 }
 
 /// A job: its status, request, source, result summary, error, webhook and progress.

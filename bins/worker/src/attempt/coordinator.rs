@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tcoder::engine::{
-    EngineError, EngineRun, EngineSpec, ErrorCode, Part, PartsProgress, Progress, StitchParts, Task,
+    EngineError, EngineJob, EngineRun, EngineSpec, ErrorCode, Part, PartsProgress, Progress,
+    SidecarFile, StitchParts, Task,
 };
 use tcoder::events::{self, JobEvent};
 use tcoder::jobs::{Attempt, Job, OutputKind, PartClaim, PartResult, PartState};
@@ -117,7 +118,7 @@ impl Split {
         job: &Job,
         attempt: &Attempt,
         workdir: &Path,
-        input: &Path,
+        (input, sidecars): (&Path, Vec<SidecarFile>),
         stop: &Stop,
     ) -> Result<Stitched, EngineError> {
         let started = Instant::now();
@@ -165,8 +166,10 @@ impl Split {
             }
         };
         usage.cpu_secs += self.probe_cpu_secs;
-        let stitch =
-            worker.engine_job(job, input.to_path_buf(), workdir.join("out"), Task::Stitch(layout));
+        let stitch = EngineJob {
+            sidecars,
+            ..worker.engine_job(job, input.to_path_buf(), workdir.join("out"), Task::Stitch(layout))
+        };
         let mut run = worker.supervisor.run(&stitch, workdir, None, stop.token()).await?;
         run.report.frames = frames;
         run.wall_secs = started.elapsed().as_secs_f64();

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tcoder::engine::{EngineError, ErrorCode};
+use tcoder::engine::{EngineError, ErrorCode, SidecarFile};
 use tcoder::events::{self, JobEvent, subjects};
-use tcoder::jobs::{Job, Tenant};
-use tcoder::s3::{self, KeyPrefix, S3Error, transfer};
+use tcoder::jobs::{CaptionFile, Job, MAX_SIDECAR_BYTES, Tenant};
+use tcoder::s3::{self, KeyPrefix, S3Error, keys, transfer};
 
 use crate::Worker;
 use crate::keeper::{Lease, OUTAGE_PATIENCE, Stop, StopReason};
@@ -170,6 +170,67 @@ pub(crate) async fn download_source(
         return Err(transient(format!("downloaded {downloaded} bytes, expected {}", source.size)));
     }
     Ok(input)
+}
+
+/// Fetches the caption files the job names into `workdir/in/caption-<n>`, one entry per
+/// caption. A file that is gone or over [`MAX_SIDECAR_BYTES`] is left out with a warning (the
+/// video still plays); a store outage waits, as for the source.
+pub(crate) async fn fetch_captions(
+    worker: &Worker,
+    job: &Job,
+    workdir: &Path,
+    stop: &Stop,
+) -> Result<Vec<SidecarFile>, EngineError> {
+    let mut sidecars = Vec::with_capacity(job.spec.captions.len());
+    for (n, caption) in job.spec.captions.iter().enumerate() {
+        let key = match &caption.file {
+            CaptionFile::Upload(upload) => keys::caption_upload_key(&job.tenant, &job.id, *upload),
+            // Validated at the door; checked again where it is used.
+            CaptionFile::Object { key } if key.is_in(&keys::tenant_uploads(&job.tenant)) => {
+                key.clone()
+            }
+            CaptionFile::Object { key } => {
+                let problem = format!("caption {n}: `{key}` is not in the tenant's uploads");
+                sidecars.push(SidecarFile::Unavailable(problem));
+                continue;
+            }
+        };
+        let label = caption.language.as_str();
+        let gone = || {
+            SidecarFile::Unavailable(format!("caption {n} ({label}) is no longer in the bucket"))
+        };
+        let too_large = |size: u64| {
+            SidecarFile::Unavailable(format!(
+                "caption {n} ({label}) is {size} bytes; caption files are 1 to {MAX_SIDECAR_BYTES}"
+            ))
+        };
+        let head = through_store_outage(worker, stop, "caption check", || {
+            s3::head(&worker.s3, &worker.bucket, &key)
+        });
+        match stoppable(stop, head).await?.map_err(store_error)? {
+            Some(head) if head.size > 0 && head.size <= MAX_SIDECAR_BYTES => {}
+            Some(head) => {
+                sidecars.push(too_large(head.size));
+                continue;
+            }
+            None => {
+                sidecars.push(gone());
+                continue;
+            }
+        }
+        let path = workdir.join("in").join(format!("caption-{n}"));
+        let download = through_store_outage(worker, stop, "caption download", || {
+            transfer::download(&worker.s3, &worker.bucket, &key, &path)
+        });
+        sidecars.push(match stoppable(stop, download).await? {
+            Ok(bytes) if bytes <= MAX_SIDECAR_BYTES => SidecarFile::Fetched(path),
+            // Replaced by a larger object since the check.
+            Ok(bytes) => too_large(bytes),
+            Err(S3Error::NotFound(_)) => gone(),
+            Err(other) => return Err(store_error(other)),
+        });
+    }
+    Ok(sidecars)
 }
 
 /// Uploads the engine's outputs `files` (as its report lists them, relative to `output_dir`)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
 use tcoder::cost::{JobCost, Usage};
-use tcoder::engine::{EngineError, Progress, Task};
+use tcoder::engine::{EngineError, EngineJob, Progress, SidecarFile, Task};
 use tcoder::events::{self, JobEvent, WorkItem};
 use tcoder::jobs::{
     Attempt, ClaimOutcome, EngineUsage, FinishOutcome, Job, JobError, JobResult, MANIFEST_FILE,
@@ -21,7 +21,7 @@ use tracing::Instrument as _;
 
 use super::Outcome;
 use super::steps::{
-    Supervised, best_effort, download_source, remove_in_background, store_error,
+    Supervised, best_effort, download_source, fetch_captions, remove_in_background, store_error,
     through_store_outage, transient, unless_stopped, upload_outputs, with_commit_retries,
 };
 use super::verdict::{Verdict, verdict};
@@ -209,6 +209,7 @@ async fn work(
 
     let occupied = Instant::now();
     let input = download_source(worker, &job, workdir, stop).await?;
+    let sidecars = fetch_captions(worker, &job, workdir, stop).await?;
     let output_dir = workdir.join("out");
     let stage = Instant::now();
     let engine_started_at_ms = tcoder::jobs::now_secs_f64() * 1000.0;
@@ -216,12 +217,14 @@ async fn work(
     let (run, parts, split_title) =
         match super::coordinator::plan(worker, &job, workdir, &input, stop).await? {
             Some(split) => {
-                let done = split.coordinate(worker, &job, attempt, workdir, &input, stop).await?;
+                let inputs = (input.as_path(), sidecars);
+                let done = split.coordinate(worker, &job, attempt, workdir, inputs, stop).await?;
                 (done.stitch, done.parts, true)
             }
             None => {
+                let inputs = (input, sidecars);
                 let run =
-                    encode_whole(worker, &job, attempt, input, &output_dir, workdir, stop).await?;
+                    encode_whole(worker, &job, attempt, inputs, &output_dir, workdir, stop).await?;
                 (run, super::coordinator::PartsUsage::default(), false)
             }
         };
@@ -301,12 +304,15 @@ async fn encode_whole(
     worker: &Worker,
     job: &Job,
     attempt: &Attempt,
-    input: std::path::PathBuf,
+    (input, sidecars): (std::path::PathBuf, Vec<SidecarFile>),
     output_dir: &Path,
     workdir: &Path,
     stop: &Stop,
 ) -> Result<tcoder::engine::EngineRun, EngineError> {
-    let engine_job = worker.engine_job(job, input, output_dir.to_path_buf(), Task::Whole);
+    let engine_job = EngineJob {
+        sidecars,
+        ..worker.engine_job(job, input, output_dir.to_path_buf(), Task::Whole)
+    };
     let (progress_tx, progress_rx) = tokio::sync::mpsc::channel::<Progress>(8);
     let publisher =
         tokio::spawn(publish_progress(worker.clone(), job.clone(), attempt.epoch, progress_rx));
@@ -445,6 +451,14 @@ async fn settle(
             {
                 // Left behind, not lost: a lifecycle rule on uploads/ catches it.
                 tracing::warn!(error = %e, key = %source.key, "source not deleted");
+            }
+            // The caption files it uploaded are tcoder's too; named objects are the user's.
+            for caption in job.spec.captions.iter().filter(|_| !worker.config.keep_sources) {
+                let tcoder::jobs::CaptionFile::Upload(n) = caption.file else { continue };
+                let key = keys::caption_upload_key(&job.tenant, &job.id, n);
+                if let Err(e) = s3::delete(&worker.s3, &worker.bucket, &key).await {
+                    tracing::warn!(error = %e, %key, "caption upload not deleted");
+                }
             }
             if let Err(e) = message.double_ack().await {
                 tracing::warn!(error = %e, "ack not confirmed; a redelivery will find the job completed");

@@ -41,6 +41,8 @@ fn hls_spec() -> EngineSpec {
         audio_codec: AudioCodec::Aac,
         hdr: Default::default(),
         loudness_target: None,
+        captions: Vec::new(),
+        mp4_captions: false,
     }
 }
 
@@ -60,6 +62,7 @@ fn job_dir(root: &Path, source: &Path) -> (PathBuf, EngineJob) {
             threads: 0,
         },
         task: Default::default(),
+        sidecars: Vec::new(),
     };
     (dir, job)
 }
@@ -192,6 +195,7 @@ async fn a_hanging_engine_is_killed_at_its_deadline() {
         limits: Limits::default(),
         settings: EncoderSettings::default(),
         task: Default::default(),
+        sidecars: Vec::new(),
     };
     let deadline = SandboxLimits { wall_deadline: Duration::from_secs(2), ..limits() };
     let started = std::time::Instant::now();

@@ -260,14 +260,13 @@ impl Pipeline {
     /// Adds the watch rule `name`: objects created under `prefix` become `tenant`'s HLS jobs
     /// (144p).
     pub(crate) async fn watch_folder(&self, name: &str, prefix: &str, tenant: &str) {
-        let limits = tcoder::jobs::SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[] };
         let rule = tcoder::watch::WatchRuleRequest {
             name: name.into(),
             prefix: prefix.into(),
             tenant: tenant.into(),
             job: json!({ "preset": "hls", "qualities": ["144p"] }),
         }
-        .validate(limits)
+        .validate(1 << 30, &[])
         .unwrap();
         tcoder::watch::put(&mut self.redis.clone(), &rule).await.unwrap();
     }
