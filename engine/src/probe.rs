@@ -13,8 +13,8 @@ use ffmpeg_next::format::context::Input;
 use ffmpeg_next::media::Type;
 
 use tcoder::engine::limits::{
-    Limits, MIN_DIMENSION, codec_whitelist, format_whitelist, is_accepted_audio, is_accepted_video,
-    is_text_subtitle,
+    CAPTION_FILES, Limits, MIN_DIMENSION, codec_whitelist, format_whitelist, is_accepted_audio,
+    is_accepted_video, is_text_subtitle,
 };
 use tcoder::engine::{
     AudioInfo, AudioTrack, ColourInfo, EngineError, ErrorCode, MediaInfo, Orientation,
@@ -115,7 +115,7 @@ fn dict(entries: &[(&str, String)]) -> Result<*mut ffi::AVDictionary, EngineErro
 pub fn open(path: &Path, limits: &Limits) -> Result<(Input, MediaInfo), EngineError> {
     init();
     sniff(path)?;
-    let mut input = open_restricted(path)?;
+    let mut input = open_restricted(path, &format_whitelist(), &codec_whitelist())?;
     // Streams the header declares are checked before anything is decoded. Formats without a
     // header (FLV, MPEG-PS) only know theirs after find_stream_info, which is itself guarded
     // by the pixel cap below; everything is checked again after it.
@@ -144,7 +144,7 @@ fn declares_duration(input: &Input) -> bool {
 /// Duration element and no cues; FFmpeg plays it fine): the end of its last video packet, read
 /// without decoding anything, and refused as too long as soon as it passes the limit.
 fn scanned_duration(path: &Path, limits: &Limits) -> Result<f64, EngineError> {
-    let mut input = open_restricted(path)?;
+    let mut input = open_restricted(path, &format_whitelist(), &codec_whitelist())?;
     let video = video_streams(&input)
         .first()
         .map(|s| (s.index(), f64::from(s.time_base())))
@@ -170,13 +170,13 @@ fn scanned_duration(path: &Path, limits: &Limits) -> Result<f64, EngineError> {
 }
 
 /// Opens `path` with the protocol, format and codec allowlists.
-fn open_restricted(path: &Path) -> Result<Input, EngineError> {
+fn open_restricted(path: &Path, formats: &str, codecs: &str) -> Result<Input, EngineError> {
     let c_path = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| EngineError::new(ErrorCode::Failed, "bad path"))?;
     let mut options = dict(&[
         ("protocol_whitelist", "file".to_owned()),
-        ("format_whitelist", format_whitelist()),
-        ("codec_whitelist", codec_whitelist()),
+        ("format_whitelist", formats.to_owned()),
+        ("codec_whitelist", codecs.to_owned()),
         ("probesize", "5000000".to_owned()),
         ("analyzeduration", "10000000".to_owned()),
     ])?;
@@ -199,6 +199,30 @@ fn open_restricted(path: &Path) -> Result<Input, EngineError> {
     }
     // SAFETY: `context` is a valid, opened format context from here on, owned by `input`.
     Ok(unsafe { Input::wrap(context) })
+}
+
+/// Opens a caption file the job names: FFmpeg's SRT and WebVTT demuxers only, and text (no
+/// NUL byte in its first bytes — FFmpeg's text probes would otherwise look inside binary
+/// files). Returns the input and its subtitle stream's index.
+pub(crate) fn open_caption_file(path: &Path) -> Result<(Input, usize), EngineError> {
+    init();
+    let not_captions =
+        || EngineError::new(ErrorCode::UnsupportedFormat, "not an SRT or WebVTT file".to_owned());
+    let head = std::fs::read(path)
+        .map_err(|e| EngineError::new(ErrorCode::Failed, format!("cannot read: {e}")))?;
+    if head.is_empty() || head.iter().take(4096).any(|b| *b == 0) {
+        return Err(not_captions());
+    }
+    let formats: Vec<&str> = CAPTION_FILES.iter().map(|(format, _)| *format).collect();
+    let codecs: Vec<&str> = CAPTION_FILES.iter().map(|(_, codec)| *codec).collect();
+    let input =
+        open_restricted(path, &formats.join(","), &codecs.join(",")).map_err(|_| not_captions())?;
+    let stream = input
+        .streams()
+        .find(|s| s.parameters().medium() == ffmpeg::media::Type::Subtitle)
+        .ok_or_else(not_captions)?;
+    let index = stream.index();
+    Ok((input, index))
 }
 
 /// Reads the first frames of every stream, each decoder under the pixel cap and the codec

@@ -18,8 +18,8 @@ use crate::transcode::output::{self, Muxer, Track};
 use crate::transcode::thumbs::Thumbnails;
 use crate::transcode::validate;
 
-use crate::transcode::captions;
 use crate::transcode::hls::{self, AudioRendition, VariantInfo};
+use crate::transcode::{captions, mp4_text};
 use tcoder::engine::plan::AudioRenditionPlan;
 
 /// The default audio rendition's folder (the title's first audio track), which the MP4s carry.
@@ -366,13 +366,17 @@ pub(crate) fn run(
     let (boundaries, start) =
         (captions::segment_boundaries(&top)?, validate::first_video_secs(&top)?);
     let duration = report.media.duration_secs;
-    let (captions, subtitles) =
+    let written =
         captions::write(job, &report.media, &plan.captions, duration, Some((&boundaries, start)))?;
-    report.captions = captions;
-    hls::write_master(&out.join("hls"), &variants, &audio_renditions, &subtitles)?;
+    report.captions = written.reports;
+    report.media.warnings.extend(written.warnings);
+    hls::write_master(&out.join("hls"), &variants, &audio_renditions, &written.renditions)?;
     let names: Vec<String> = plan.renditions.iter().map(|r| r.name.clone()).collect();
     if plan.mp4 {
         stitch_mp4(out, &names)?;
+        if job.spec.mp4_captions {
+            mp4_text::add_to_renditions(out, &plan, &written.cues)?;
+        }
     }
     let duration = report.media.duration_secs;
     if let Some(thumbs) = &plan.thumbnails {

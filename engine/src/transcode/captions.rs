@@ -1,5 +1,5 @@
-//! Captions: the source's text subtitle tracks (SRT, ASS/SSA, MP4 timed text, WebVTT) as
-//! WebVTT — a whole file per track (`captions/<slug>.vtt`, for an MP4 player's `<track>`), and
+//! Captions: the source's text subtitle tracks (SRT, ASS/SSA, MP4 timed text, WebVTT) and the
+//! caption files the job names (SRT or WebVTT, timed from the title's start) as WebVTT — a whole file per track (`captions/<slug>.vtt`, for an MP4 player's `<track>`), and
 //! for HLS a subtitle rendition per track (`hls/<slug>/`, segmented on the video's segment
 //! boundaries, each segment carrying the cues that overlap it), which the master playlist
 //! lists as `EXT-X-MEDIA:TYPE=SUBTITLES`.
@@ -17,7 +17,7 @@ use ffmpeg_next::ffi;
 use ffmpeg_next::packet::Ref as _;
 
 use tcoder::engine::plan::CaptionPlan;
-use tcoder::engine::{CaptionReport, EngineError, EngineJob, MediaInfo, Mode};
+use tcoder::engine::{CaptionReport, EngineError, EngineJob, MediaInfo, Mode, SidecarFile};
 
 use super::decode::{Source, open_subtitle_decoder};
 use super::timeline::seconds;
@@ -45,24 +45,44 @@ pub(crate) struct CaptionRendition {
     pub uri: String,
 }
 
+/// What [`write`] made.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    pub reports: Vec<CaptionReport>,
+    pub renditions: Vec<CaptionRendition>,
+    /// The cues of each track written, for MP4 timed text.
+    pub cues: Vec<(CaptionPlan, Vec<Cue>)>,
+    /// Caption files of the job that could not be read (left out).
+    pub warnings: Vec<String>,
+}
+
 /// Writes every caption track of `plan`: the WebVTT file, and the HLS rendition when
 /// `hls_boundaries` (the top variant's segment ends, seconds) are given; `hls_start_secs`
 /// is where the variants' first picture is on their own timeline (for `X-TIMESTAMP-MAP`).
+/// A caption file of the job that is not SRT or WebVTT, or was not fetched, is left out with
+/// a warning: the title still plays.
 pub(crate) fn write(
     job: &EngineJob,
     media: &MediaInfo,
     tracks: &[CaptionPlan],
     duration_secs: f64,
     hls: Option<(&[f64], f64)>,
-) -> Result<(Vec<CaptionReport>, Vec<CaptionRendition>), EngineError> {
-    let (mut reports, mut renditions) = (Vec::new(), Vec::new());
+) -> Result<Written, EngineError> {
+    let mut written = Written::default();
     if tracks.is_empty() {
-        return Ok((reports, renditions));
+        return Ok(written);
     }
     let out = &job.output_dir;
     let disk = |e: std::io::Error| crate::error::disk(&e);
     let cues = read_cues(job, media, tracks, duration_secs)?;
     for (track, cues) in tracks.iter().zip(cues) {
+        let cues = match cues {
+            Ok(cues) => cues,
+            Err(problem) => {
+                written.warnings.push(problem);
+                continue;
+            }
+        };
         std::fs::create_dir_all(out.join("captions")).map_err(disk)?;
         let vtt = format!("captions/{}.vtt", track.slug);
         std::fs::write(out.join(&vtt), webvtt(&cues, None)).map_err(disk)?;
@@ -70,12 +90,12 @@ pub(crate) fn write(
             Some((boundaries, start)) => {
                 write_hls(&out.join("hls").join(&track.slug), &cues, boundaries, start)?;
                 let uri = format!("{}/index.m3u8", track.slug);
-                renditions.push(CaptionRendition { plan: track.clone(), uri: uri.clone() });
+                written.renditions.push(CaptionRendition { plan: track.clone(), uri: uri.clone() });
                 Some(format!("hls/{uri}"))
             }
             None => None,
         };
-        reports.push(CaptionReport {
+        written.reports.push(CaptionReport {
             name: track.name.as_str().to_owned(),
             language: track.language.as_ref().map(|l| l.as_str().to_owned()),
             default: track.default,
@@ -83,47 +103,31 @@ pub(crate) fn write(
             vtt,
             hls: hls_uri,
         });
+        written.cues.push((track.clone(), cues));
     }
-    Ok((reports, renditions))
+    Ok(written)
 }
 
-/// Reads the cues of every track in one pass over a new opening of the source.
+/// Reads the cues of every track: the source's in one pass over a new opening of it, each
+/// caption file of the job from its own file. A caption file's problem is its track's
+/// `Err` (a warning); the source's is the job's.
 fn read_cues(
     job: &EngineJob,
     media: &MediaInfo,
     tracks: &[CaptionPlan],
     duration_secs: f64,
-) -> Result<Vec<Vec<Cue>>, EngineError> {
-    let (mut input, _) = crate::probe::open(&job.input, &job.limits)?;
-    let origin = Source::read(&input, media, Mode::Transcode).origin_secs;
-    let mut decoders = Vec::with_capacity(tracks.len());
-    for track in tracks {
-        let stream = input.stream(track.index).expect("probed stream");
-        decoders.push((
-            track.index,
-            stream.time_base(),
-            open_subtitle_decoder(stream.parameters())?,
-        ));
-    }
-    let mut cues: Vec<Vec<Cue>> = vec![Vec::new(); tracks.len()];
-    for (stream, packet) in input.packets() {
-        let Some(at) = decoders.iter().position(|(index, ..)| *index == stream.index()) else {
-            continue;
-        };
-        if cues[at].len() >= MAX_CUES {
-            continue;
-        }
-        let (_, time_base, decoder) = &mut decoders[at];
-        let Some(pts) = packet.pts() else { continue };
-        let packet_start = seconds(pts, *time_base) - origin;
-        let packet_end =
-            (packet.duration() > 0).then(|| packet_start + seconds(packet.duration(), *time_base));
-        // Lines a decoder refuses are left out; the rest of the track still counts.
-        if let Some(cue) = decode(decoder, &packet, packet_start, packet_end) {
-            cues[at].push(cue);
-        }
-    }
-    for track in &mut cues {
+) -> Result<Vec<Result<Vec<Cue>, String>>, EngineError> {
+    let streams: Vec<usize> =
+        tracks.iter().filter(|t| t.sidecar.is_none()).map(|t| t.index).collect();
+    let mut from_source = read_stream_cues(job, media, &streams)?.into_iter();
+    let mut cues: Vec<Result<Vec<Cue>, String>> = tracks
+        .iter()
+        .map(|track| match track.sidecar {
+            None => Ok(from_source.next().expect("one list per stream track")),
+            Some(n) => read_caption_file(job, n, track),
+        })
+        .collect();
+    for track in cues.iter_mut().filter_map(|c| c.as_mut().ok()) {
         track.sort_by(|a, b| a.start.total_cmp(&b.start));
         // Cues whose end is unknown last until the next one (at most OPEN_CUE_SECS).
         for n in 0..track.len() {
@@ -140,6 +144,80 @@ fn read_cues(
         });
     }
     Ok(cues)
+}
+
+/// The cues of the source's subtitle streams `indices`, on the title's timeline.
+fn read_stream_cues(
+    job: &EngineJob,
+    media: &MediaInfo,
+    indices: &[usize],
+) -> Result<Vec<Vec<Cue>>, EngineError> {
+    if indices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (mut input, _) = crate::probe::open(&job.input, &job.limits)?;
+    let origin = Source::read(&input, media, Mode::Transcode).origin_secs;
+    let mut decoders = Vec::with_capacity(indices.len());
+    for index in indices {
+        let stream = input.stream(*index).expect("probed stream");
+        decoders.push((*index, stream.time_base(), open_subtitle_decoder(stream.parameters())?));
+    }
+    let mut cues: Vec<Vec<Cue>> = vec![Vec::new(); indices.len()];
+    for (stream, packet) in input.packets() {
+        let Some(at) = decoders.iter().position(|(index, ..)| *index == stream.index()) else {
+            continue;
+        };
+        let (_, time_base, decoder) = &mut decoders[at];
+        push_cue(&mut cues[at], decoder, &packet, *time_base, origin);
+    }
+    Ok(cues)
+}
+
+/// The cues of the job's caption file `n` (timed from the title's start, as a player of the
+/// source shows them), or why it is left out.
+fn read_caption_file(job: &EngineJob, n: usize, track: &CaptionPlan) -> Result<Vec<Cue>, String> {
+    let label = format!("caption file {n} ({})", track.name.as_str());
+    let path = match job.sidecars.get(n) {
+        Some(SidecarFile::Fetched(path)) => path,
+        Some(SidecarFile::Unavailable(problem)) => return Err(problem.clone()),
+        None => return Err(format!("{label} was not fetched")),
+    };
+    let left_out = |e: EngineError| format!("{label} was left out: {}", e.message);
+    let (mut input, index) = crate::probe::open_caption_file(path).map_err(left_out)?;
+    let stream = input.stream(index).expect("the found stream");
+    let time_base = stream.time_base();
+    let mut decoder = open_subtitle_decoder(stream.parameters()).map_err(left_out)?;
+    let mut cues = Vec::new();
+    for (stream, packet) in input.packets() {
+        if stream.index() == index {
+            push_cue(&mut cues, &mut decoder, &packet, time_base, 0.0);
+        }
+    }
+    if cues.is_empty() {
+        return Err(format!("{label} was left out: it has no cue"));
+    }
+    Ok(cues)
+}
+
+/// Decodes `packet` (its time less `origin`) onto `cues`, up to [`MAX_CUES`]. Lines a decoder
+/// refuses are left out; the rest of the track still counts.
+fn push_cue(
+    cues: &mut Vec<Cue>,
+    decoder: &mut ffmpeg::decoder::Subtitle,
+    packet: &ffmpeg::Packet,
+    time_base: ffmpeg::Rational,
+    origin: f64,
+) {
+    if cues.len() >= MAX_CUES {
+        return;
+    }
+    let Some(pts) = packet.pts() else { return };
+    let packet_start = seconds(pts, time_base) - origin;
+    let packet_end =
+        (packet.duration() > 0).then(|| packet_start + seconds(packet.duration(), time_base));
+    if let Some(cue) = decode(decoder, packet, packet_start, packet_end) {
+        cues.push(cue);
+    }
 }
 
 /// The cue in `packet`, if it decodes to text.

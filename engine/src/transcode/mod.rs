@@ -11,6 +11,7 @@ pub(crate) mod files;
 pub(crate) mod hls;
 pub(crate) mod loudness;
 mod meter;
+pub(crate) mod mp4_text;
 mod normalize;
 pub(crate) mod output;
 mod pipeline;
@@ -296,8 +297,13 @@ pub(crate) fn encode(
             None => None,
         };
         let hls = hls.as_ref().map(|(ends, start)| (ends.as_slice(), *start));
-        (alternates.captions, alternates.subtitles) =
-            captions::write(job, &media, &plan.captions, output_secs, hls)?;
+        let written = captions::write(job, &media, &plan.captions, output_secs, hls)?;
+        if plan.mp4 && job.spec.mp4_captions {
+            mp4_text::add_to_renditions(&job.output_dir, &plan, &written.cues)?;
+        }
+        alternates.captions = written.reports;
+        alternates.subtitles = written.renditions;
+        alternates.warnings = written.warnings;
     }
     let frames = pass.meter.frames;
     let mut report = finish(

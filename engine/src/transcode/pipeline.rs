@@ -366,6 +366,8 @@ pub(crate) struct Alternates {
     pub(crate) audio: Vec<hls::AudioRendition>,
     pub(crate) subtitles: Vec<super::captions::CaptionRendition>,
     pub(crate) captions: Vec<tcoder::engine::CaptionReport>,
+    /// What was left out of them (a caption file of the job that could not be read).
+    pub(crate) warnings: Vec<String>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -462,8 +464,11 @@ pub(crate) fn finish(
         None => None,
     };
     let files = list_files(out)?;
+    let has_audio = media.audio.is_some();
+    let mut media = media.clone();
+    media.warnings.extend(alternates.warnings);
     Ok(EngineReport {
-        media: media.clone(),
+        media,
         mode: plan.mode,
         renditions: reports,
         hls_master,
@@ -475,7 +480,7 @@ pub(crate) fn finish(
         deinterlaced: false,
         loudness: None,
         captions: alternates.captions,
-        audio_tracks: if plan.hls_segment_secs.is_some() && media.audio.is_some() {
+        audio_tracks: if plan.hls_segment_secs.is_some() && has_audio {
             super::audio_track_reports(plan, separate_audio)
         } else {
             Vec::new()

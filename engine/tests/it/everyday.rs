@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use tcoder::engine::EngineReport;
+use tcoder::engine::{EngineReport, SidecarFile};
 use tcoder::jobs::{AutoLadder, OutputKind, Preset, Qualities};
 use testkit::everyday::{self, Case, Expect};
 
@@ -708,6 +708,15 @@ fn split_encode(
     source: &Path,
     spec: tcoder::engine::EngineSpec,
 ) -> (tempfile::TempDir, EngineReport) {
+    split_encode_with(source, spec, Vec::new())
+}
+
+/// As [`split_encode`], the stitch given the job's caption files.
+fn split_encode_with(
+    source: &Path,
+    spec: tcoder::engine::EngineSpec,
+    sidecars: Vec<SidecarFile>,
+) -> (tempfile::TempDir, EngineReport) {
     let items = tempfile::tempdir().unwrap();
     let layout =
         tcoder::engine::StitchParts { dir: items.path().to_path_buf(), chunks: 2, audio: true };
@@ -726,6 +735,7 @@ fn split_encode(
     let stitched = tempfile::tempdir().unwrap();
     let mut stitch_job = job(source, stitched.path(), spec);
     stitch_job.task = tcoder::engine::Task::Stitch(layout);
+    stitch_job.sidecars = sidecars;
     let report = tcoder_engine::run(&stitch_job, &mut |_| {}).unwrap();
     (stitched, report)
 }
@@ -829,6 +839,167 @@ fn subtitles_become_webvtt_captions() {
     let vtt = out.path().join(&report.captions[0].vtt);
     assert!(std::fs::read_to_string(&vtt).unwrap().contains("Hello &amp; world"));
     assert!(!vtt_cues(&vtt).is_empty());
+}
+
+/// Caption files named by the job (an SRT from a subtitling tool — BOM, CRLF, italics — and a
+/// WebVTT file) join the source's own tracks: listed after them in the master playlist, the
+/// job's default the only default, names kept apart; each also an MP4 timed-text track that
+/// FFmpeg reads back with the same text and times. A file that is not captions, and one the
+/// worker could not fetch, are left out with a warning — the title still plays.
+#[test]
+fn caption_files_named_by_the_job_become_tracks_in_hls_and_mp4() {
+    let source = everyday::subtitled();
+    let files = tempfile::tempdir().unwrap();
+    let srt = files.path().join("caption-0");
+    std::fs::write(
+        &srt,
+        "\u{feff}1\r\n00:00:00,200 --> 00:00:01,000\r\n<i>Sidecar</i> one\r\n\r\n\
+         2\r\n00:00:01,500 --> 00:00:02,500\r\nSecond & last\r\n\r\n",
+    )
+    .unwrap();
+    let vtt = files.path().join("caption-1");
+    std::fs::write(&vtt, "WEBVTT\n\n00:00:00.500 --> 00:00:01.250\nVTT <b>cue</b>\n").unwrap();
+    let binary = files.path().join("caption-2");
+    std::fs::copy(&source, &binary).unwrap();
+    let sidecars = vec![
+        SidecarFile::Fetched(srt),
+        SidecarFile::Fetched(vtt),
+        SidecarFile::Fetched(binary),
+        SidecarFile::Unavailable("caption 3 (es) is no longer in the bucket".into()),
+    ];
+    let label = |language: &str, name: &str, default: bool| tcoder::engine::plan::CaptionLabel {
+        language: tcoder::engine::TrackLanguage::parse(language).unwrap(),
+        name: tcoder::engine::TrackName::clean(name).unwrap(),
+        default,
+        forced: false,
+    };
+    let mut spec = spec(
+        Preset::Hls,
+        Qualities::List(vec![tcoder::jobs::Quality::P144]),
+        &[OutputKind::Hls, OutputKind::Mp4],
+    );
+    spec.captions = vec![
+        label("en", "English", true),
+        label("de", "German", false),
+        label("fr", "Broken", false),
+        label("es", "Gone", false),
+    ];
+    spec.mp4_captions = true;
+    let check = |dir: &Path, report: &EngineReport, what: &str| {
+        let tracks: Vec<(&str, bool)> =
+            report.captions.iter().map(|c| (c.name.as_str(), c.default)).collect();
+        // The source's English track keeps its name; the job's file gets "English (2)".
+        assert_eq!(
+            tracks,
+            [("English", false), ("French", false), ("English (2)", true), ("German", false)],
+            "{what}"
+        );
+        let warnings = &report.media.warnings;
+        assert_eq!(warnings.len(), 2, "{what}: {warnings:?}");
+        assert!(
+            warnings[0].contains("Broken") && warnings[0].contains("SRT or WebVTT"),
+            "{warnings:?}"
+        );
+        assert!(warnings[1].contains("no longer in the bucket"), "{warnings:?}");
+        let master = std::fs::read_to_string(dir.join("hls/master.m3u8")).unwrap();
+        assert!(
+            master.contains("NAME=\"English (2)\",LANGUAGE=\"en\",DEFAULT=YES,AUTOSELECT=YES,FORCED=NO,URI=\"captions-0/index.m3u8\""),
+            "{what}: {master}"
+        );
+        assert!(master.contains("URI=\"captions-1/index.m3u8\""), "{what}: {master}");
+        let defaults =
+            master.lines().filter(|l| l.contains("TYPE=SUBTITLES") && l.contains("DEFAULT=YES"));
+        assert_eq!(defaults.count(), 1, "{what}: {master}");
+        let sidecar = dir.join(&report.captions[2].vtt);
+        let text = std::fs::read_to_string(&sidecar).unwrap();
+        assert!(
+            text.contains("\nSidecar one\n") && text.contains("Second &amp; last"),
+            "{what}: {text}"
+        );
+        let cues = vtt_cues(&sidecar);
+        assert!(
+            (cues[0].0 - 0.2).abs() < 0.01 && (cues[0].1 - 1.0).abs() < 0.01,
+            "{what}: {cues:?}"
+        );
+        let german = std::fs::read_to_string(dir.join(&report.captions[3].vtt)).unwrap();
+        assert!(german.contains("\nVTT cue\n"), "{what}: {german}");
+        // MP4 timed text, read back by FFmpeg: the job's SRT, its text and times.
+        let mp4 = dir.join(report.renditions[0].mp4.as_ref().unwrap());
+        let probe = ffprobe(&mp4);
+        let texts: Vec<&Value> = probe["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["codec_type"] == "subtitle")
+            .collect();
+        assert_eq!(texts.len(), 4, "{what}: {probe}");
+        assert!(texts.iter().all(|s| s["codec_name"] == "mov_text"), "{what}: {probe}");
+        assert_eq!(texts[2]["tags"]["language"], "eng", "{what}: {probe}");
+        assert_eq!(texts[2]["disposition"]["default"], 1, "{what}: {probe}");
+        let srt = Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(&mp4)
+            .args(["-map", "0:s:2", "-f", "srt", "-"])
+            .output()
+            .unwrap();
+        // FFmpeg's decoder writes the sample description's font as markup: only text counts.
+        let srt = String::from_utf8_lossy(&srt.stdout)
+            .replace("<font face=\"Serif\" size=\"18\">", "")
+            .replace("</font>", "");
+        assert!(
+            srt.contains("00:00:00,200 --> 00:00:01,000\nSidecar one")
+                && srt.contains("00:00:01,500 --> 00:00:02,500\nSecond & last"),
+            "{what}: {srt}"
+        );
+        // Still the title it was: video and sound, three seconds.
+        let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+        assert!((duration - 3.0).abs() < 0.1, "{what}: {duration}");
+        assert!(probe["streams"].as_array().unwrap().iter().any(|s| s["codec_type"] == "audio"));
+    };
+    let out = tempfile::tempdir().unwrap();
+    let mut whole = job(&source, out.path(), spec.clone());
+    whole.sidecars = sidecars.clone();
+    let report = tcoder_engine::run(&whole, &mut |_| {}).unwrap();
+    check(out.path(), &report, "whole");
+    let (stitched, split) = split_encode_with(&source, spec, sidecars);
+    check(stitched.path(), &split, "split");
+}
+
+/// A copied title with captions in the MP4: adding the timed-text track keeps what the copy
+/// kept — the display matrix of a portrait phone video (still upright) and the `hvc1` tag of
+/// HEVC (Apple's players refuse `hev1`) — and writes the WebVTT file beside it.
+#[test]
+fn captions_added_to_a_copy_keep_its_orientation_and_tags() {
+    let files = tempfile::tempdir().unwrap();
+    let srt = files.path().join("caption-0");
+    std::fs::write(&srt, "1\n00:00:00,100 --> 00:00:00,900\nUpright\n").unwrap();
+    let mut spec = spec(Preset::Default, Qualities::List(vec![]), &[OutputKind::Mp4]);
+    spec.captions = vec![tcoder::engine::plan::CaptionLabel {
+        language: tcoder::engine::TrackLanguage::parse("en").unwrap(),
+        name: tcoder::engine::TrackName::clean("English").unwrap(),
+        default: false,
+        forced: false,
+    }];
+    spec.mp4_captions = true;
+    for source in [everyday::portrait_phone(), everyday::hevc_opus_mkv()] {
+        let out = tempfile::tempdir().unwrap();
+        let mut copy = job(&source, out.path(), spec.clone());
+        copy.sidecars = vec![SidecarFile::Fetched(srt.clone())];
+        let report = tcoder_engine::run(&copy, &mut |_| {}).unwrap();
+        assert_eq!(report.mode, tcoder::engine::Mode::Copy);
+        assert_eq!(report.captions.len(), 1, "{source:?}");
+        let vtt = std::fs::read_to_string(out.path().join(&report.captions[0].vtt)).unwrap();
+        assert!(vtt.contains("\nUpright\n"), "{vtt}");
+        let mp4 = out.path().join(report.renditions[0].mp4.as_ref().unwrap());
+        let probe = ffprobe(&mp4);
+        let streams = probe["streams"].as_array().unwrap();
+        assert_eq!(streams.last().unwrap()["codec_name"], "mov_text", "{probe}");
+        if report.renditions[0].video_codec == tcoder::jobs::VideoCodec::Hevc {
+            assert_eq!(streams[0]["codec_tag_string"], "hvc1", "{probe}");
+        } else {
+            everyday::marker_top_left(&mp4).unwrap();
+        }
+    }
 }
 
 fn spec_mp4() -> tcoder::engine::EngineSpec {

@@ -126,6 +126,10 @@ pub const SUBTITLES: [Codec; 4] = [
     Codec { name: "webvtt", decoders: &["webvtt"], description: "WebVTT" },
 ];
 
+/// Caption files a job may name (sidecars): FFmpeg's demuxer and decoder for each. Nothing else
+/// is opened for them — a caption file is a tenant's bytes like the source.
+pub const CAPTION_FILES: [(&str, &str); 2] = [("srt", "subrip"), ("webvtt", "webvtt")];
+
 /// FFmpeg's `format_whitelist` value.
 pub fn format_whitelist() -> String {
     CONTAINERS.iter().map(|c| c.demuxer).collect::<Vec<_>>().join(",")

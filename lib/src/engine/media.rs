@@ -346,6 +346,15 @@ impl TrackLanguage {
         &self.0
     }
 
+    /// The ISO 639-2 code MP4 files carry (`en` → `eng`); `None` for a two-letter code not in
+    /// the table (MP4 has no room for it).
+    pub fn three_letter(&self) -> Option<&str> {
+        if self.0.len() == 3 {
+            return Some(&self.0);
+        }
+        TWO_LETTER.iter().find(|(_, two)| *two == self.0).map(|(three, _)| *three)
+    }
+
     /// The language's English name, when it is a common one.
     pub fn english_name(&self) -> Option<&'static str> {
         NAMES.iter().find(|(code, _)| *code == self.0).map(|(_, name)| *name)
