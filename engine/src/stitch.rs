@@ -375,7 +375,7 @@ pub(crate) fn run(
     if plan.mp4 {
         stitch_mp4(out, &names)?;
         if job.spec.mp4_captions {
-            mp4_text::add_to_renditions(out, &plan, &written.cues)?;
+            mp4_text::add_to_renditions(out, plan, &written.cues)?;
         }
     }
     let duration = report.media.duration_secs;

@@ -1,5 +1,5 @@
 //! Caption tracks inside the MP4s, as MP4 timed text (`mov_text`, 3GPP TS 26.245 `tx3g`), for
-//! players that read captions from the file itself (QuickTime, Safari, VLC, TVs) rather than
+//! players that read captions from the file itself (`QuickTime`, Safari, VLC, TVs) rather than
 //! from a WebVTT `<track>` beside it. Asked for with the job's `mp4_captions`.
 //!
 //! Done as a remux of each finished MP4 (every packet copied, the text tracks added): the

@@ -254,7 +254,7 @@ pub struct JobRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub captions: Option<Vec<CaptionRequest>>,
     /// Also carry the caption tracks in the MP4s as MP4 timed text (`mov_text`), for players
-    /// that read captions from the file (QuickTime, Safari, VLC).
+    /// that read captions from the file (`QuickTime`, Safari, VLC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mp4_captions: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]

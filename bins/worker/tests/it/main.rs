@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod autoscale;
+mod captions;
 mod chaos;
 mod engine_sandbox;
 mod fly;

@@ -190,6 +190,32 @@ async fn a_nats_py_producer_gets_one_job_per_submission_and_typed_rejections() {
             "bad-preset",
             "validation.unknown_preset",
         ),
+        // Caption files are named by key in the tenant's own uploads: a submission gets no
+        // upload URL.
+        (
+            "uploads/acme/clips/a.mp4",
+            r#"{"captions":[{"language":"en","key":"uploads/globex/en.srt"}]}"#,
+            "bad-caption-tenant",
+            "validation.captions",
+        ),
+        (
+            "uploads/acme/clips/a.mp4",
+            r#"{"captions":[{"language":"en","key":"uploads/acme/../globex/en.srt"}]}"#,
+            "bad-caption-dots",
+            "validation.captions",
+        ),
+        (
+            "uploads/acme/clips/a.mp4",
+            r#"{"captions":[{"language":"en","upload":true}]}"#,
+            "bad-caption-upload",
+            "validation.captions",
+        ),
+        (
+            "uploads/acme/clips/a.mp4",
+            r#"{"captions":[{"language":"en","key":"uploads/acme/missing.srt"}]}"#,
+            "bad-caption-missing",
+            "validation.captions",
+        ),
         // The id of the first submission, asking for something else.
         ("uploads/acme/clips/a.mp4", r#"{"preset":"default"}"#, "order-7", "idempotency.conflict"),
     ];
