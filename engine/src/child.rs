@@ -52,6 +52,11 @@ pub fn main() -> ExitCode {
     if let tcoder::engine::Task::Stitch(parts) = &mut job.task {
         paths.push(&mut parts.dir);
     }
+    for sidecar in &mut job.sidecars {
+        if let tcoder::engine::SidecarFile::Fetched(path) = sidecar {
+            paths.push(path);
+        }
+    }
     for path in paths {
         if let Ok(relative) = path.strip_prefix(&job_dir) {
             *path = Path::new(".").join(relative);

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use tcoder::api::{Client, JobView};
 use tcoder::events::EventKind;
-use tcoder::jobs::JobRequest;
+use tcoder::jobs::{CaptionRequest, JobRequest};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SubmitArgs {
@@ -46,6 +46,14 @@ pub(crate) struct SubmitArgs {
     /// Integrated loudness to normalise to, in LUFS (-40 to -5; -16 for the web).
     #[arg(long, allow_negative_numbers = true)]
     loudness_target: Option<i64>,
+    /// A caption file (SRT or WebVTT) to upload with the video: `LANG=FILE` or
+    /// `LANG:NAME=FILE`, e.g. `en=talk.srt` or `fr:Français=talk.fr.vtt` (repeatable; the
+    /// first is the default).
+    #[arg(long = "caption", value_parser = caption_file)]
+    captions: Vec<CaptionFileArg>,
+    /// Also carry the captions in the MP4s as MP4 timed text.
+    #[arg(long)]
+    mp4_captions: bool,
     /// A `key=value` pair returned with the job and its events (repeatable).
     #[arg(long = "metadata", value_parser = key_value)]
     metadata: Vec<(String, String)>,
@@ -64,6 +72,23 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// A `--caption`: its language, name and file.
+#[derive(Debug, Clone)]
+struct CaptionFileArg {
+    language: String,
+    name: Option<String>,
+    file: PathBuf,
+}
+
+fn caption_file(s: &str) -> Result<CaptionFileArg, String> {
+    let (label, file) = s.split_once('=').ok_or_else(|| format!("`{s}` is not LANG=FILE"))?;
+    let (language, name) = match label.split_once(':') {
+        Some((language, name)) => (language, Some(name.to_owned())),
+        None => (label, None),
+    };
+    Ok(CaptionFileArg { language: language.to_owned(), name, file: PathBuf::from(file) })
+}
+
 fn key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -78,11 +103,21 @@ pub(crate) async fn run(client: &Client, args: SubmitArgs) -> anyhow::Result<boo
     if length == 0 {
         bail!("{} is empty", args.file.display());
     }
+    for caption in &args.captions {
+        std::fs::metadata(&caption.file)
+            .with_context(|| format!("cannot read {}", caption.file.display()))?;
+    }
     let request = job_request(&args, length);
     let created = client.create_job(&request, None).await?;
     let id = created.job.id.to_string();
     let upload = created.upload.context("the API returned no upload for the new job")?;
     eprintln!("job {id} created");
+    // The job starts when its last file is in: the captions go first, they are small.
+    for caption_upload in &created.caption_uploads {
+        let caption = args.captions.get(caption_upload.caption).context("an unasked caption")?;
+        client.upload(&caption_upload.upload, &caption.file, |_| {}).await?;
+        eprintln!("uploaded {}", caption.file.display());
+    }
 
     let bar = ProgressBar::new(length).with_style(
         ProgressStyle::with_template(
@@ -128,6 +163,20 @@ fn job_request(args: &SubmitArgs, length: u64) -> JobRequest {
         hdr: args.hdr.clone(),
         normalize_audio: args.normalize_audio.then_some(true),
         loudness_target: args.loudness_target,
+        captions: (!args.captions.is_empty()).then(|| {
+            args.captions
+                .iter()
+                .enumerate()
+                .map(|(n, caption)| CaptionRequest {
+                    language: caption.language.clone(),
+                    name: caption.name.clone(),
+                    default: (n == 0).then_some(true),
+                    upload: Some(true),
+                    ..CaptionRequest::default()
+                })
+                .collect()
+        }),
+        mp4_captions: args.mp4_captions.then_some(true),
         metadata,
         content_length: Some(length),
         content_type: Some(content_type(&args.file).to_owned()),
@@ -180,6 +229,7 @@ mod tests {
         ]);
         let request = job_request(&args.submit, 10);
         assert_eq!(request.hdr.as_deref(), Some("keep"));
+        assert!(request.captions.is_none() && request.mp4_captions.is_none());
         assert_eq!((request.normalize_audio, request.loudness_target), (Some(true), Some(-16)));
         // Left out when not given: the server's defaults apply.
         let args = Command::parse_from(["tcoder", "clip.mkv"]);
@@ -187,5 +237,29 @@ mod tests {
         for field in ["hdr", "normalize_audio", "loudness_target"] {
             assert!(request.get(field).is_none(), "{request}");
         }
+    }
+
+    #[test]
+    fn caption_files_are_uploads_the_first_the_default() {
+        let args = Command::parse_from([
+            "tcoder",
+            "talk.mp4",
+            "--caption",
+            "en=talk.srt",
+            "--caption",
+            "fr:Français (SDH)=subs/talk=fr.vtt",
+            "--mp4-captions",
+        ]);
+        assert_eq!(args.submit.captions[1].file, PathBuf::from("subs/talk=fr.vtt"));
+        let request = serde_json::to_value(job_request(&args.submit, 10)).unwrap();
+        assert_eq!(
+            request["captions"],
+            json!([
+                { "language": "en", "default": true, "upload": true },
+                { "language": "fr", "name": "Français (SDH)", "upload": true },
+            ])
+        );
+        assert_eq!(request["mp4_captions"], true);
+        assert!(Command::try_parse_from(["tcoder", "a.mp4", "--caption", "talk.srt"]).is_err());
     }
 }

@@ -98,6 +98,38 @@ async fn valid_inputs_transcode_inside_an_isolated_network() {
     }
 }
 
+/// The job's caption files are read inside the sandbox (they lie in the job folder, like the
+/// source, and are named from it), and one that is not text is left out with a warning, not a failure.
+#[tokio::test]
+async fn caption_files_are_read_inside_the_sandbox() {
+    let root = tempfile::tempdir().unwrap();
+    // As a service's data folder is: closed to other users, the sandbox uid included — so
+    // the engine reaches the job's files only through the job folder it starts in.
+    std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .unwrap();
+    let (dir, mut job) = job_dir(root.path(), &corpus::ok_mp4());
+    std::fs::write(dir.join("in/caption-0"), "WEBVTT\n\n00:00:00.100 --> 00:00:00.500\nInside\n")
+        .unwrap();
+    std::fs::copy(corpus::ok_mp4(), dir.join("in/caption-1")).unwrap();
+    job.spec.captions = ["en", "de"]
+        .map(|code| tcoder::engine::plan::CaptionLabel {
+            language: tcoder::engine::TrackLanguage::parse(code).unwrap(),
+            name: tcoder::engine::TrackName::clean(code).unwrap(),
+            default: false,
+            forced: false,
+        })
+        .to_vec();
+    job.sidecars = ["in/caption-0", "in/caption-1"]
+        .map(|name| tcoder::engine::SidecarFile::Fetched(dir.join(name)))
+        .to_vec();
+    let done = supervisor(limits()).run(&job, &dir, None, CancellationToken::new()).await.unwrap();
+    assert_eq!(done.report.captions.len(), 1, "{:?}", done.report.media.warnings);
+    let vtt = std::fs::read_to_string(job.output_dir.join(&done.report.captions[0].vtt)).unwrap();
+    assert!(vtt.contains("\nInside\n"), "{vtt}");
+    let warnings = &done.report.media.warnings;
+    assert!(warnings.len() == 1 && warnings[0].contains("SRT or WebVTT"), "{warnings:?}");
+}
+
 #[tokio::test]
 async fn each_corpus_file_gets_its_expected_class() {
     let cases: Vec<(PathBuf, &[ErrorCode])> = vec![
