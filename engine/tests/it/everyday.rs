@@ -951,6 +951,10 @@ fn caption_files_named_by_the_job_become_tracks_in_hls_and_mp4() {
                 && srt.contains("00:00:01,500 --> 00:00:02,500\nSecond & last"),
             "{what}: {srt}"
         );
+        // Still fast-starting: the index before the media.
+        let bytes = std::fs::read(&mp4).unwrap();
+        let at = |atom: &[u8]| bytes.windows(4).position(|w| w == atom).unwrap();
+        assert!(at(b"moov") < at(b"mdat"), "{what}: not faststart");
         // Still the title it was: video and sound, three seconds.
         let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
         assert!((duration - 3.0).abs() < 0.1, "{what}: {duration}");
