@@ -39,6 +39,11 @@ pub(crate) struct CompareArgs {
     /// Folder holding `tcoder-worker` (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Folder holding another `tcoder-worker` (an earlier commit's) to run as a fourth
+    /// variant, interleaved with the others: what a change to the engine costs, measured
+    /// side by side on the same job.
+    #[arg(long)]
+    baseline_bin_dir: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -128,28 +133,23 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
     }
     let supervisor =
         Supervisor { program: worker, args: vec!["engine".into()], limits: bench_limits() };
+    let baseline = args.baseline_bin_dir.as_ref().map(|dir| Supervisor {
+        program: dir.join("tcoder-worker"),
+        args: vec!["engine".into()],
+        limits: bench_limits(),
+    });
     let (mut engine_runs, mut split_runs, mut separate_runs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut baseline_runs = Vec::new();
     // Interleaved, so machine noise hits every variant alike.
     for _ in 0..args.repeats.max(1) {
         let scratch = tempfile::tempdir()?;
-        // Inside the job folder, as the worker does: the engine's sandbox reaches nothing else.
-        let input = scratch.path().join("source");
-        std::fs::copy(&args.input, &input)?;
-        let job = EngineJob {
-            input,
-            output_dir: scratch.path().join("engine"),
-            spec: spec.clone(),
-            limits: Limits::default(),
-            settings: settings.clone(),
-            task: Default::default(),
-            sidecars: Vec::new(),
-        };
-        let started = Instant::now();
-        let done = supervisor
-            .run(&job, scratch.path(), None, CancellationToken::new())
-            .await
-            .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
-        engine_runs.push(Sample { cpu: done.cpu_secs, wall: started.elapsed().as_secs_f64() });
+        engine_runs
+            .push(run_engine(&supervisor, &args.input, &spec, &settings, scratch.path()).await?);
+        if let Some(baseline) = &baseline {
+            let scratch = tempfile::tempdir()?;
+            baseline_runs
+                .push(run_engine(baseline, &args.input, &spec, &settings, scratch.path()).await?);
+        }
 
         let dir = scratch.path().join("split");
         split_runs.push(ffmpeg(&split_command(
@@ -185,7 +185,7 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
     let (engine_cpu, engine_wall) = summary(&engine_runs);
     let (split_cpu, split_wall) = summary(&split_runs);
     let (separate_cpu, separate_wall) = summary(&separate_runs);
-    let report = json!({
+    let mut report = json!({
         "input": args.input, "preset": args.preset, "qualities": args.qualities, "x264_preset": args.x264_preset,
         "repeats": args.repeats,
         "renditions": plan.renditions.iter().map(|r| json!({"name": r.name, "width": r.width, "height": r.height, "video_bit_rate": r.video_bit_rate})).collect::<Vec<_>>(),
@@ -197,6 +197,12 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
         "ratio_engine_to_split_cpu_min": engine_cpu.0 / split_cpu.0,
         "ratio_engine_to_per_quality_cpu_min": engine_cpu.0 / separate_cpu.0,
     });
+    if !baseline_runs.is_empty() {
+        let (cpu, wall) = summary(&baseline_runs);
+        report["baseline"] = json!({"cpu_min": cpu.0, "cpu_median": cpu.1, "wall_min": wall.0, "wall_median": wall.1});
+        report["ratio_engine_to_baseline_cpu_median"] = json!(engine_cpu.1 / cpu.1);
+        report["ratio_engine_to_baseline_cpu_min"] = json!(engine_cpu.0 / cpu.0);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -219,8 +225,39 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
             engine_cpu.1 / split_cpu.1,
             engine_cpu.1 / separate_cpu.1
         );
+        if let Some(ratio) = report["ratio_engine_to_baseline_cpu_median"].as_f64() {
+            println!("engine / baseline engine (CPU, median): {ratio:.3}");
+        }
     }
     Ok(())
+}
+
+/// One sandboxed engine run of the whole title, as the worker makes it, in `scratch`.
+async fn run_engine(
+    supervisor: &Supervisor,
+    source: &Path,
+    spec: &EngineSpec,
+    settings: &EncoderSettings,
+    scratch: &Path,
+) -> anyhow::Result<Sample> {
+    // Inside the job folder, as the worker does: the engine's sandbox reaches nothing else.
+    let input = scratch.join("source");
+    std::fs::copy(source, &input)?;
+    let job = EngineJob {
+        input,
+        output_dir: scratch.join("engine"),
+        spec: spec.clone(),
+        limits: Limits::default(),
+        settings: settings.clone(),
+        task: Default::default(),
+        sidecars: Vec::new(),
+    };
+    let started = Instant::now();
+    let done = supervisor
+        .run(&job, scratch, None, CancellationToken::new())
+        .await
+        .map_err(|e| anyhow::anyhow!("engine ({}): {e}", supervisor.program.display()))?;
+    Ok(Sample { cpu: done.cpu_secs, wall: started.elapsed().as_secs_f64() })
 }
 
 /// Sandbox limits for measuring: generous, so nothing but the work decides the figures.
