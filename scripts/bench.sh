@@ -6,6 +6,8 @@
 #   BENCH_REPEATS=3        repeats of each engine comparison (default 3)
 #   BENCH_LATENCY_JOBS=200 jobs measured one at a time for latency
 #   BENCH_THROUGHPUT_JOBS=500
+#   BENCH_BASELINE=<git rev> also runs that commit's engine, interleaved with this one's, in
+#                          every engine comparison (what a change to the engine costs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -39,13 +41,19 @@ if [ ! -s "$OUT/hard.mp4" ]; then
     "$OUT/hard.mp4"
 fi
 
+BASELINE_ARGS=()
+if [ -n "${BENCH_BASELINE:-}" ]; then
+  step "the engine at $BENCH_BASELINE, to run beside this commit's"
+  BASELINE_ARGS=(--baseline-bin-dir "$(./scripts/bench_baseline.sh "$BENCH_BASELINE" "$OUT")")
+fi
+
 step "engine vs ffmpeg (split) vs ffmpeg (one run per quality): $REPEATS repeats each"
 for clip in easy hard; do
   for preset in web-optimized hls; do
     echo "  $clip / $preset" >&2
     ./target/release/tcoder compare-engine --input "$OUT/$clip.mp4" --preset "$preset" \
       --qualities 720p,360p,144p --x264-preset fast --repeats "$REPEATS" --json \
-      > "$OUT/engine-$clip-$preset.json"
+      "${BASELINE_ARGS[@]}" > "$OUT/engine-$clip-$preset.json"
   done
 done
 

@@ -66,7 +66,8 @@ w("")
 w("```sh")
 w("make bench    # = scripts/bench.sh: set-up, release build, sources, every measurement below")
 w("tcoder compare-engine --input target/bench/<easy|hard>.mp4 --preset <web-optimized|hls> \\")
-w("    --qualities 720p,360p,144p --x264-preset fast --repeats 3 --json")
+w("    --qualities 720p,360p,144p --x264-preset fast --repeats 3 --json \\")
+w("    [--baseline-bin-dir target/bench/baseline-<rev>]   # with BENCH_BASELINE=<rev>")
 w("tcoder-bench control-plane --noop <child|in-process> --worker target/bench/tcoder-worker-bench --latency-jobs 200 --throughput-jobs 500")
 w("tcoder-bench memory --worker target/bench/tcoder-worker-bench --clip target/bench/easy.mp4 --upload-bytes 1073741824")
 w("tcoder compare-engine --input target/bench/long.mp4 --preset hls --qualities 720p,360p,144p \\")
@@ -107,6 +108,23 @@ w("")
 repeats = engine[("easy", "web-optimized")]["repeats"]
 w(f"Repeats per variant: {repeats}.")
 w("")
+if "baseline" in engine[("easy", "web-optimized")]:
+    baseline = os.environ.get("BENCH_BASELINE", "an earlier commit")
+    w(f"### Against the engine at {baseline}")
+    w("")
+    w(f"The same jobs on the engine built from `{baseline}` (`BENCH_BASELINE`, scripts/bench_baseline.sh),")
+    w("run as a fourth variant interleaved with the others. These sources are SDR: the HDR")
+    w("handling (tone mapping, colour tags) must leave them as they were, filter for filter.")
+    w("")
+    w("| source | preset | engine CPU s (min / med) | baseline engine CPU s (min / med) | engine ÷ baseline (med) |")
+    w("|---|---|---|---|---|")
+    for (clip, preset), r in engine.items():
+        e, b = r["engine"], r["baseline"]
+        ratio = r["ratio_engine_to_baseline_cpu_median"]
+        w(f"| {clip} | {preset} | {e['cpu_min']:.2f} / {e['cpu_median']:.2f} | "
+          f"{b['cpu_min']:.2f} / {b['cpu_median']:.2f} | **{ratio:.3f}** |")
+        checks.append((f"engine ÷ baseline engine, {clip} {preset} (CPU, median) ≤ 1.05", ratio <= 1.05, f"{ratio:.3f}"))
+    w("")
 
 # Profile
 w("### Where the engine's time goes")
