@@ -103,7 +103,7 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
     let limits = Limits::default();
     let plan = engine::plan(&spec, &media, settings.segment_secs, limits.max_output_fps);
     let worker = match &args.bin_dir {
-        Some(dir) => dir.join("tcoder-worker"),
+        Some(dir) => dir.canonicalize().context("--bin-dir")?.join("tcoder-worker"),
         None => std::env::current_exe()?.parent().context("binary folder")?.join("tcoder-worker"),
     };
     if let Some(chunk_secs) = args.split_chunk_secs {
@@ -133,11 +133,15 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
     }
     let supervisor =
         Supervisor { program: worker, args: vec!["engine".into()], limits: bench_limits() };
-    let baseline = args.baseline_bin_dir.as_ref().map(|dir| Supervisor {
-        program: dir.join("tcoder-worker"),
-        args: vec!["engine".into()],
-        limits: bench_limits(),
-    });
+    // Absolute: the engine is started from inside its job folder.
+    let baseline = match &args.baseline_bin_dir {
+        Some(dir) => Some(Supervisor {
+            program: dir.canonicalize().context("--baseline-bin-dir")?.join("tcoder-worker"),
+            args: vec!["engine".into()],
+            limits: bench_limits(),
+        }),
+        None => None,
+    };
     let (mut engine_runs, mut split_runs, mut separate_runs) = (Vec::new(), Vec::new(), Vec::new());
     let mut baseline_runs = Vec::new();
     // Interleaved, so machine noise hits every variant alike.
