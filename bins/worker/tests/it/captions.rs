@@ -30,21 +30,9 @@ impl Pipeline {
             .unwrap();
     }
 
-    /// What ingest made of an S3 notification of `key` (`accepted`, `awaiting_files`, …).
+    /// What ingest made of an S3 notification of `key`.
     async fn notification_outcome(&self, key: &str) -> String {
-        let notification = json!({ "Records": [{ "eventName": "ObjectCreated:Put", "s3": { "bucket": { "name": self.env.s3.bucket() }, "object": { "key": key } } }] });
-        let answer: Value = self
-            .http
-            .post(format!("{}/v1/notifications/s3", self.api))
-            .bearer_auth(crate::harness::SECRET)
-            .json(&notification)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        answer["events"][0]["outcome"].as_str().unwrap().to_owned()
+        self.notify_upload(&self.api, key).await
     }
 
     /// `POST /v1/jobs` as tenant acme; the problem's `code` when refused.

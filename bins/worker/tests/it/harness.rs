@@ -202,10 +202,11 @@ impl Pipeline {
     }
 
     /// Sends ingest at `api` the S3 notification of `key`, again while it answers 503 (a
-    /// dependency is failing over), as S3 does; it must be accepted within the bound.
-    pub(crate) async fn notify_upload(&self, api: &str, key: &str) {
+    /// dependency is failing over), as S3 does; it must be accepted within the bound. Returns
+    /// what ingest made of it (`accepted`, `awaiting_files`, `unknown_key`, …).
+    pub(crate) async fn notify_upload(&self, api: &str, key: &str) -> String {
         let notification = json!({ "Records": [{ "eventName": "ObjectCreated:Put", "s3": { "bucket": { "name": self.env.s3.bucket() }, "object": { "key": key } } }] });
-        testkit::eventually_async(Duration::from_secs(30), || async {
+        let answer: Value = testkit::eventually_async(Duration::from_secs(30), || async {
             let notified = self
                 .http
                 .post(format!("{api}/v1/notifications/s3"))
@@ -215,12 +216,13 @@ impl Pipeline {
                 .await
                 .unwrap();
             match notified.status() {
-                StatusCode::OK => Ok(()),
+                StatusCode::OK => Ok(notified.json().await.unwrap()),
                 StatusCode::SERVICE_UNAVAILABLE => Err("503: retry"),
                 other => panic!("the notification was refused: {other}"),
             }
         })
         .await;
+        answer["events"][0]["outcome"].as_str().unwrap_or_default().to_owned()
     }
 
     /// `POST /v1/jobs` with `key`: the created job and its upload (nothing uploaded yet). As a
