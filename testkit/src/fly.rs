@@ -4,7 +4,10 @@
 //! limits are enforced as documented (1 request/s per action with a burst of 3; Get Machine
 //! 5/s, burst 10; scoped per app or machine; 429 beyond), and every machine is a real
 //! `tcoder-worker` process started with `FLY_MACHINE_ID` and the machine's `env` over the
-//! app's secrets. A machine whose process exits is `stopped` (restart policy "no").
+//! app's secrets. A machine's `files` are written (decoded) into a folder of its own that
+//! stands for its root: a file at `/etc/x.toml` is `<folder>/etc/x.toml`, and an `env` value
+//! naming a file's guest path names that copy. A machine whose process exits is `stopped`
+//! (restart policy "no").
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -56,6 +59,8 @@ struct Inner {
     capacity_failures: u32,
     next_id: u64,
     peak_alive: usize,
+    /// Where machines' files are written, a folder per machine.
+    roots: tempfile::TempDir,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -94,6 +99,7 @@ impl FakeFly {
             capacity_failures: 0,
             next_id: 0,
             peak_alive: 0,
+            roots: tempfile::Builder::new().prefix("fake-fly-").tempdir().expect("temp dir"),
         }));
         let router = axum::Router::new()
             .route("/v1/apps/{app}/machines", get(list).post(create))
@@ -231,13 +237,35 @@ fn spawn(inner: &Inner, id: &str, config: &Value) -> Option<Child> {
         .env("FLY_MACHINE_ID", id)
         .env("FLY_APP_NAME", APP)
         .env("FLY_REGION", "iad");
+    let files = write_files(inner, id, config)?;
     if let Some(env) = config["env"].as_object() {
         for (k, v) in env {
-            command.env(k, v.as_str().unwrap_or_default());
+            let value = v.as_str().unwrap_or_default();
+            let local = files.iter().find(|(guest, _)| guest == value).map(|(_, local)| local);
+            match local {
+                Some(local) => command.env(k, local),
+                None => command.env(k, value),
+            };
         }
     }
     let stderr = if crate::test_log() { Stdio::inherit() } else { Stdio::null() };
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).spawn().ok()
+}
+
+/// Writes the machine's `files` under its root folder: (guest path, local path) of each.
+fn write_files(inner: &Inner, id: &str, config: &Value) -> Option<Vec<(String, PathBuf)>> {
+    use base64::Engine as _;
+    let mut written = Vec::new();
+    for file in config["files"].as_array().into_iter().flatten() {
+        let guest = file["guest_path"].as_str()?;
+        let bytes =
+            base64::engine::general_purpose::STANDARD.decode(file["raw_value"].as_str()?).ok()?;
+        let local = inner.roots.path().join(id).join(guest.trim_start_matches('/'));
+        std::fs::create_dir_all(local.parent()?).ok()?;
+        std::fs::write(&local, bytes).ok()?;
+        written.push((guest.to_owned(), local));
+    }
+    Some(written)
 }
 
 fn note_alive(inner: &mut Inner) {

@@ -62,15 +62,7 @@ impl App {
 fn write_worker_settings(settings: &Settings) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut settings = settings.clone();
-    let own = &settings.dispatcher;
-    if !own.worker_nats_user.is_empty() {
-        settings.nats.user = own.worker_nats_user.clone();
-        settings.nats.password = own.worker_nats_password.clone();
-    }
-    if !own.worker_redis_url.expose().is_empty() {
-        settings.redis.url = own.worker_redis_url.expose().to_owned();
-    }
+    let settings = settings.for_workers();
     let dir = tempfile::Builder::new().prefix("tcoder-dispatcher-").tempdir()?;
     let path = dir.path().join("worker-settings.toml");
     let mut file = std::fs::OpenOptions::new()
@@ -156,10 +148,14 @@ impl Service for App {
                     );
                     (Some(local.clone()), Some(local))
                 }
-                ProviderKind::Fly => (
-                    Some(Arc::new(FlyProvider::new(config.fly.clone(), Default::default())?)),
-                    None,
-                ),
+                // Workers get this dispatcher's effective settings as the local ones do, but
+                // without a credential: theirs are the worker app's own secrets.
+                ProviderKind::Fly => {
+                    let worker = settings.for_workers().to_toml_without_secrets();
+                    let fly = FlyProvider::new(config.fly.clone(), Default::default())?
+                        .with_settings(worker);
+                    (Some(Arc::new(fly)), None)
+                }
                 ProviderKind::None => (None, None),
             };
         let scaler = provider.map(|provider| scaler::Scaler {

@@ -395,4 +395,16 @@ mod tests {
         assert!(tone_map_chain(&hlg).starts_with("zscale=tin=arib-std-b67:pin=2020"));
         assert!(tone_map_chain(&hlg).ends_with("format=yuv420p"));
     }
+
+    /// An SDR source is left as it is: no tone-mapping filter (the normalizer then skips its
+    /// filter graph altogether), and its renditions keep its own tags.
+    #[test]
+    fn sdr_sources_get_no_filter() {
+        for source in [Tags::bt709(), Tags::of(&codec::Parameters::new())] {
+            let plan = ColourPlan::new(source, 1080);
+            assert_eq!(plan.tone_map_chain(), None);
+            assert!(!plan.tone_maps(DynamicRange::Sdr));
+            assert_eq!(plan.rendition(DynamicRange::Sdr).0, source.completed(1080));
+        }
+    }
 }

@@ -195,15 +195,72 @@ impl Invalid {
 }
 
 /// A secret setting (keys, tokens): never printed by `Debug`, so logging settings is safe.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+thread_local! {
+    /// Set while [`Settings::to_toml_without_secrets`] serializes: every [`Secret`] is written
+    /// empty, whichever section holds it (a new secret setting needs no list kept up to date).
+    static WITHOUT_SECRETS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let value = if WITHOUT_SECRETS.get() { "" } else { self.0.as_str() };
+        serializer.serialize_str(value)
+    }
+}
 
 impl Settings {
     /// The effective settings as TOML, secrets included: handed to worker processes started
     /// on this host (written to a file only the owner can read).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("settings serialize to TOML")
+    }
+
+    /// A dispatcher's settings as its workers': the worker's NATS user and Redis URL
+    /// (`dispatcher.worker_*`) in place of the dispatcher's, when they are set.
+    pub fn for_workers(&self) -> Settings {
+        let mut settings = self.clone();
+        let own = &settings.dispatcher;
+        if !own.worker_nats_user.is_empty() {
+            settings.nats.user = own.worker_nats_user.clone();
+            settings.nats.password = own.worker_nats_password.clone();
+        }
+        if !own.worker_redis_url.expose().is_empty() {
+            settings.redis.url = own.worker_redis_url.expose().to_owned();
+        }
+        settings
+    }
+
+    /// The effective settings as TOML without a credential: every secret empty, the Redis URL
+    /// without its user and password, no store keys or API keys. For machines that have
+    /// credentials of their own (a Fly app's secrets arrive as environment variables, which
+    /// win over the file), so a settings file handed through an API carries none.
+    pub fn to_toml_without_secrets(&self) -> String {
+        let mut settings = self.clone();
+        settings.redis.url = without_userinfo(&settings.redis.url);
+        settings.s3.access_key_id = String::new();
+        settings.ingest.api_keys = Vec::new();
+        WITHOUT_SECRETS.set(true);
+        let toml = toml::to_string(&settings);
+        WITHOUT_SECRETS.set(false);
+        toml.expect("settings serialize to TOML")
+    }
+}
+
+/// `url` without the `user:password@` of its authority.
+fn without_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -280,6 +337,40 @@ mod tests {
         let env = EnvVars::from_pairs([("TCODER__WORKER__CONCURRENCY", "0")]);
         let err = Settings::load_from(Service::Worker, None, env).unwrap_err().to_string();
         assert!(err.contains("worker.concurrency"), "{err}");
+    }
+
+    /// What a machine gets over an API carries no credential, whichever setting holds it, and
+    /// still loads (its own secrets then arrive from its environment).
+    #[test]
+    fn settings_without_secrets_carry_no_credential() {
+        const WEBHOOKS_KEY: &str =
+            "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
+        let secrets = [
+            ("TCODER__NATS__PASSWORD", "SECRET-nats"),
+            ("TCODER__REDIS__URL", "redis://dispatcher:SECRET-redis@redis.internal:6379/"),
+            ("TCODER__S3__ACCESS_KEY_ID", "SECRET-s3-id"),
+            ("TCODER__S3__SECRET_ACCESS_KEY", "SECRET-s3-key"),
+            ("TCODER__WEBHOOKS__SECRET_KEY", WEBHOOKS_KEY),
+            ("TCODER__INGEST__NOTIFICATION_SECRET", "SECRET-notify"),
+            ("TCODER__INGEST__PLAYBACK_SECRET", "SECRET-playback"),
+            ("TCODER__INGEST__R2_QUEUE__API_TOKEN", "SECRET-queue"),
+            ("TCODER__DISPATCHER__FLY__TOKEN", "SECRET-fly"),
+            ("TCODER__DISPATCHER__WORKER_NATS_PASSWORD", "SECRET-worker-nats"),
+            ("TCODER__DISPATCHER__WORKER_REDIS_URL", "redis://worker:SECRET-wr@redis.internal/"),
+        ];
+        let settings =
+            Settings::load_from(Service::Dispatcher, None, EnvVars::from_pairs(secrets)).unwrap();
+        let toml = settings.to_toml_without_secrets();
+        assert!(!toml.contains("SECRET") && !toml.contains(WEBHOOKS_KEY), "{toml}");
+        assert!(toml.contains("url = \"redis://redis.internal:6379/\""), "{toml}");
+        assert!(settings.to_toml().contains("SECRET-nats"), "the full file keeps them");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("worker.toml");
+        std::fs::write(&file, &toml).unwrap();
+        Settings::load_from(Service::Worker, Some(&file), EnvVars::default()).unwrap();
+        assert_eq!(without_userinfo("redis://a:b@h:1/0"), "redis://h:1/0");
+        assert_eq!(without_userinfo("redis://h:1/"), "redis://h:1/");
+        assert_eq!(without_userinfo("rediss://:p@h/"), "rediss://h/");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use super::provider::{MachineProvider, ProviderError, ProviderMachine, ProviderState};
 use crate::config::Secret;
+use base64::Engine as _;
 
 /// `[dispatcher.fly]` settings.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -127,7 +128,12 @@ pub struct FlyProvider {
     buckets: Mutex<HashMap<&'static str, Bucket>>,
     /// Environment every machine gets (worker settings).
     env: BTreeMap<String, String>,
+    /// The settings file every machine gets at [`WORKER_SETTINGS_PATH`], without credentials.
+    settings: Option<String>,
 }
+
+/// Where a worker Machine finds the settings the dispatcher hands it (`TCODER_CONFIG`).
+pub const WORKER_SETTINGS_PATH: &str = "/etc/tcoder/worker.toml";
 
 impl FlyProvider {
     pub fn new(
@@ -137,7 +143,17 @@ impl FlyProvider {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
         let mut env = worker_env;
         env.extend(config.env.clone());
-        Ok(FlyProvider { config, http, buckets: Mutex::default(), env })
+        Ok(FlyProvider { config, http, buckets: Mutex::default(), env, settings: None })
+    }
+
+    /// Hands every machine `settings` (TOML without credentials: the Machines API stores a
+    /// machine's files and environment in its config, readable with the app's token) as its
+    /// settings file. Its credentials are the worker app's own Fly secrets, which Fly gives
+    /// every machine of the app as environment variables — and those win over the file.
+    pub fn with_settings(mut self, settings: String) -> FlyProvider {
+        self.env.insert("TCODER_CONFIG".to_owned(), WORKER_SETTINGS_PATH.to_owned());
+        self.settings = Some(settings);
+        self
     }
 
     fn url(&self, path: &str) -> String {
@@ -272,6 +288,10 @@ impl FlyProvider {
                 "image": self.config.image,
                 "guest": { "cpu_kind": self.config.cpu_kind, "cpus": self.config.cpus, "memory_mb": self.config.memory_mb },
                 "env": self.env,
+                "files": self.settings.iter().map(|toml| json!({
+                    "guest_path": WORKER_SETTINGS_PATH,
+                    "raw_value": base64::engine::general_purpose::STANDARD.encode(toml),
+                })).collect::<Vec<_>>(),
                 "auto_destroy": false,
                 "restart": { "policy": "no" },
                 "metadata": { "tcoder_pool": self.config.pool, "tcoder_slot": slot, "role": "tcoder-worker" },

@@ -32,13 +32,19 @@ pub(crate) fn fly_settings(fake: &FakeFly, max_machines: u32) -> Vec<(&'static s
     ]
 }
 
-/// What every fake machine gets, like Fly app secrets: the test servers and short timings.
+/// What every fake machine gets, like the worker app's Fly secrets: the credentials (the test
+/// servers' store keys and Redis URL), short timings and a scratch folder. Everything else —
+/// where NATS and the store are, the bucket — comes from the settings the dispatcher hands
+/// each machine, as on Fly.
 pub(crate) fn secrets(
     pipeline_env: Vec<(String, String)>,
     scratch: &std::path::Path,
     extra: &[(&str, &str)],
 ) -> Vec<(String, String)> {
-    let mut vars = pipeline_env;
+    const CREDENTIALS: [&str; 3] =
+        ["TCODER__S3__ACCESS_KEY_ID", "TCODER__S3__SECRET_ACCESS_KEY", "TCODER__REDIS__URL"];
+    let mut vars: Vec<(String, String)> =
+        pipeline_env.into_iter().filter(|(k, _)| CREDENTIALS.contains(&k.as_str())).collect();
     vars.extend(fast_env());
     vars.push(("TCODER__WORKER__SCRATCH_DIR".into(), scratch.display().to_string()));
     vars.push(("TCODER__ADMIN__BIND".into(), "127.0.0.1:0".into()));
