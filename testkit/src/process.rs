@@ -24,6 +24,10 @@ impl ChildProcess {
         self.child.get_mut().expect("child lock").as_mut().and_then(|c| c.stdout.take())
     }
 
+    pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.get_mut().expect("child lock").as_mut().and_then(|c| c.stderr.take())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.lock().expect("child lock").as_ref().map(Child::id).unwrap_or(0)
     }

@@ -44,14 +44,22 @@ pub(crate) fn spawn_up(
     extra: &[(&str, &str)],
 ) -> (ChildProcess, mpsc::Receiver<String>) {
     let mut command = up_command(data_dir, extra);
-    command.stdout(Stdio::piped()).stderr(if testkit::test_log() {
-        Stdio::inherit()
-    } else {
-        Stdio::null()
-    });
+    let log = testkit::test_log();
+    command.stdout(Stdio::piped()).stderr(if log { Stdio::inherit() } else { Stdio::piped() });
     let mut process = ChildProcess::spawn("tcoder up", &mut command).unwrap();
     let stdout = process.take_stdout().unwrap();
     let (lines, received) = mpsc::channel();
+    // Its logs come along, marked, so a `tcoder up` that ends before its summary says why.
+    if let Some(stderr) = process.take_stderr() {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines.send(format!("{STDERR}{line}")).is_err() {
+                    break;
+                }
+            }
+        });
+    }
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if lines.send(line).is_err() {
@@ -62,14 +70,33 @@ pub(crate) fn spawn_up(
     (process, received)
 }
 
+/// Marks a line of `tcoder up`'s stderr among its stdout's.
+const STDERR: &str = "stderr: ";
+
 /// Reads the summary `tcoder up` prints once every part is ready: `name -> (address, pid)`.
 pub(crate) fn read_summary(
     lines: &mpsc::Receiver<String>,
 ) -> HashMap<String, (String, Option<u32>)> {
     let mut summary = HashMap::new();
+    let mut logs = std::collections::VecDeque::new();
     loop {
-        let line =
-            lines.recv_timeout(Duration::from_secs(60)).expect("tcoder up summary within 60s");
+        let line = match lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(e) => {
+                let logs: Vec<&str> = logs.iter().map(String::as_str).collect();
+                panic!(
+                    "no tcoder up summary within 60 s ({e}); its last logs:\n{}",
+                    logs.join("\n")
+                )
+            }
+        };
+        if let Some(log) = line.strip_prefix(STDERR) {
+            if logs.len() == 40 {
+                logs.pop_front();
+            }
+            logs.push_back(log.to_owned());
+            continue;
+        }
         if line.starts_with("admin endpoints") {
             return summary;
         }
