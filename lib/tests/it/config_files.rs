@@ -120,18 +120,45 @@ fn the_shipped_redis_config_has_each_role_s_keys() {
     }
 }
 
-/// The compose stack's files are what the tools take: `docker-compose config` (Debian's
-/// docker-compose) accepts compose.yaml with the example secrets, nats-server accepts its
-/// configuration, which gives each service the permissions the code defines, and it runs the
-/// nats-server version the tests run.
+/// The compose stack's files are what the tools take and what a clone needs: make-env.sh
+/// writes every secret compose.yaml asks for (and never overwrites them); `docker-compose
+/// config` (Debian's docker-compose) accepts the file with them; the tcoder services are built
+/// from the repository's Dockerfile targets; each connects to NATS and Redis as its own user;
+/// NATS is three nodes whose configuration nats-server accepts, with the users the code
+/// defines and the version the tests run; worker scratch is on disk, not in memory.
 #[test]
-fn the_compose_stack_is_accepted_by_docker_compose_and_nats_server() {
+fn the_compose_stack_builds_from_a_clone_with_an_identity_per_service() {
     use tcoder::config::Service;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let compose = root.join("deploy/compose");
+    let secrets = tempfile::tempdir().unwrap();
+    let env_file = secrets.path().join(".env");
+    let make_env = || {
+        std::process::Command::new("sh")
+            .arg(compose.join("make-env.sh"))
+            .arg(&env_file)
+            .output()
+            .unwrap()
+    };
+    let made = make_env();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let written = std::fs::read_to_string(&env_file).unwrap();
+    assert!(!make_env().status.success(), "an existing .env is kept");
+    assert_eq!(std::fs::read_to_string(&env_file).unwrap(), written);
+    let example = std::fs::read_to_string(compose.join("example.env")).unwrap();
+    let names = |text: &str| -> Vec<String> {
+        let mut names: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_owned()))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&written), names(&example), "make-env.sh writes what example.env lists");
     let config = std::process::Command::new("docker-compose")
         .arg("--env-file")
-        .arg(compose.join("example.env"))
+        .arg(&env_file)
         .arg("-f")
         .arg(compose.join("compose.yaml"))
         .arg("config")
@@ -139,16 +166,51 @@ fn the_compose_stack_is_accepted_by_docker_compose_and_nats_server() {
         .expect("docker-compose runs (scripts/setup.sh installs it)");
     assert!(config.status.success(), "{}", String::from_utf8_lossy(&config.stderr));
     let resolved = String::from_utf8_lossy(&config.stdout);
-    for service in ["nats", "redis", "ingest", "dispatcher", "worker", "prometheus", "grafana"] {
+    let services = [
+        "nats-1",
+        "nats-2",
+        "nats-3",
+        "redis",
+        "ingest",
+        "dispatcher",
+        "worker",
+        "prometheus",
+        "grafana",
+    ];
+    for service in services {
         assert!(resolved.contains(&format!("\n  {service}:\n")), "{service}: {resolved}");
     }
+    // A service's lines: from its name to the next line indented as a service name.
+    let service_block = |name: &str| -> String {
+        let start = resolved.find(&format!("\n  {name}:\n")).unwrap() + 1;
+        let mut lines = resolved[start..].lines();
+        let mut block = vec![lines.next().unwrap()];
+        block.extend(lines.take_while(|l| l.starts_with("   ") || l.is_empty()));
+        block.join("\n")
+    };
+    for (service, target) in
+        [("ingest", "services"), ("dispatcher", "services"), ("worker", "worker")]
+    {
+        let block = service_block(service);
+        assert!(block.contains(&format!("target: {target}")), "{service} builds {target}: {block}");
+        assert!(block.contains("dockerfile: deploy/images/Dockerfile"), "{block}");
+        assert!(block.contains(&format!("TCODER__NATS__USER: {service}")), "{block}");
+        assert!(block.contains(&format!("TCODER__REDIS__URL: redis://{service}:")), "{block}");
+    }
+    assert!(!resolved.contains("tmpfs"), "worker scratch on disk: {resolved}");
+    let source = std::fs::read_to_string(compose.join("compose.yaml")).unwrap();
+    assert!(!source.lines().any(|l| l.starts_with("version:")), "the obsolete `version:` key");
 
     let nats_conf = compose.join("nats-server.conf");
     let block = production_authorization_block();
-    assert!(std::fs::read_to_string(&nats_conf).unwrap().contains(&block));
+    let conf = std::fs::read_to_string(&nats_conf).unwrap();
+    assert!(conf.contains(&block));
+    for node in ["nats-1", "nats-2", "nats-3"] {
+        assert!(conf.contains(&format!("nats-route://{node}:6222")), "{node} routed");
+    }
     let mut check =
         std::process::Command::new(testkit::tool_path("nats-server", "TCODER_NATS_SERVER"));
-    check.arg("-t").arg("-c").arg(&nats_conf);
+    check.arg("-t").arg("-c").arg(&nats_conf).env("SERVER_NAME", "nats-1");
     for service in Service::ALL {
         check.env(password_variable(service), "x");
     }
@@ -329,7 +391,7 @@ fn every_fly_app_runs_one_service_with_its_own_identity() {
     // Redis: its start script's users are the roles the code defines, every password a secret.
     let redis = app("redis.fly.toml");
     let redis_app = redis["app"].as_str().unwrap();
-    let script = std::fs::read_to_string(fly_dir.join("redis-start.sh")).unwrap();
+    let script = std::fs::read_to_string(root.join("deploy/redis/start.sh")).unwrap();
     for service in Service::ALL {
         let variable = format!("{}_REDIS_PASSWORD", service.name().to_uppercase());
         let line = format!(
@@ -337,7 +399,7 @@ fn every_fly_app_runs_one_service_with_its_own_identity() {
             service.name(),
             tcoder::redis::acl::rights(service)
         );
-        assert!(script.contains(&line), "redis-start.sh should contain:\n{line}");
+        assert!(script.contains(&line), "deploy/redis/start.sh should contain:\n{line}");
         assert!(
             secrets[redis_app].iter().any(|(k, ..)| *k == variable),
             "{redis_app} lacks the secret {variable}"
@@ -389,7 +451,7 @@ fn the_fly_redis_start_script_gives_each_role_its_own_rights() {
     let port = testkit::free_port();
     let mut command = std::process::Command::new("sh");
     command
-        .arg(root.join("deploy/fly/redis-start.sh"))
+        .arg(root.join("deploy/redis/start.sh"))
         .env("PATH", format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap()))
         .env("REDIS_DATA", data.path())
         .env("REDIS_CONF", root.join("deploy/redis/redis.conf"))

@@ -1,13 +1,16 @@
 #!/bin/sh
-# Starts Redis on Fly (deploy/fly/redis.fly.toml): writes the ACL file from the app's secrets
-# (one user per tcoder role with only its keys: lib/src/redis/acl.rs, a test keeps these lines
-# identical to the code), then hands over to the image's entrypoint, which drops to the redis
-# user. Fly's private network is IPv6, so Redis listens on every address; protected mode is
-# off because nobody can log in without a password (the default user is off).
+# Starts Redis (or Valkey) for tcoder in a container — the Fly app (deploy/fly/redis.fly.toml)
+# and the compose stack (deploy/compose/compose.yaml): writes the ACL file from the
+# environment's passwords (one user per tcoder role with only its keys: lib/src/redis/acl.rs, a
+# test keeps these lines identical to the code), then hands over to the image's entrypoint,
+# which drops to the image's user. It listens on every address (Fly's private network is IPv6);
+# protected mode is off because nobody can log in without a password (the default user is off).
 set -eu
 # Where the volume and the configuration are (the test runs this script elsewhere).
 DATA="${REDIS_DATA:-/data}"
 CONF="${REDIS_CONF:-/etc/redis/redis.conf}"
+# The server the image's entrypoint knows (`valkey-server` in Valkey's image).
+SERVER="${REDIS_SERVER_NAME:-redis-server}"
 for role in INGEST DISPATCHER WORKER CLI; do
   eval "password=\${${role}_REDIS_PASSWORD:-}"
   if [ -z "$password" ]; then
@@ -23,5 +26,5 @@ user dispatcher on >${DISPATCHER_REDIS_PASSWORD} %RW~tcoder:job:* %RW~tcoder:job
 user worker on >${WORKER_REDIS_PASSWORD} %RW~tcoder:job:* %RW~tcoder:jobs:* %RW~tcoder:status:* %RW~tcoder:outbox %RW~tcoder:machines* &* +@all -@dangerous
 user cli on >${CLI_REDIS_PASSWORD} ~* &* +@all
 ACL
-exec docker-entrypoint.sh redis-server "$CONF" --dir "$DATA" \
+exec docker-entrypoint.sh "$SERVER" "$CONF" --dir "$DATA" \
   --aclfile "$DATA/users.acl" --bind '* -::*' --protected-mode no
