@@ -208,9 +208,12 @@ pub(crate) fn open_caption_file(path: &Path) -> Result<(Input, usize), EngineErr
     init();
     let not_captions =
         || EngineError::new(ErrorCode::UnsupportedFormat, "not an SRT or WebVTT file".to_owned());
-    let head = std::fs::read(path)
+    // Only the head is looked at here; FFmpeg reads the file itself.
+    let mut head = Vec::with_capacity(4096);
+    std::fs::File::open(path)
+        .and_then(|file| file.take(4096).read_to_end(&mut head))
         .map_err(|e| EngineError::new(ErrorCode::Failed, format!("cannot read: {e}")))?;
-    if head.is_empty() || head.iter().take(4096).any(|b| *b == 0) {
+    if head.is_empty() || head.contains(&0) {
         return Err(not_captions());
     }
     let formats: Vec<&str> = CAPTION_FILES.iter().map(|(format, _)| *format).collect();

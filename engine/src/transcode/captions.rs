@@ -1,5 +1,6 @@
 //! Captions: the source's text subtitle tracks (SRT, ASS/SSA, MP4 timed text, WebVTT) and the
-//! caption files the job names (SRT or WebVTT, timed from the title's start) as WebVTT — a whole file per track (`captions/<slug>.vtt`, for an MP4 player's `<track>`), and
+//! caption files the job names (SRT or WebVTT, timed from the title's start) as WebVTT — a
+//! whole file per track (`captions/<slug>.vtt`, for an MP4 player's `<track>`), and
 //! for HLS a subtitle rendition per track (`hls/<slug>/`, segmented on the video's segment
 //! boundaries, each segment carrying the cues that overlap it), which the master playlist
 //! lists as `EXT-X-MEDIA:TYPE=SUBTITLES`.
