@@ -75,8 +75,13 @@ impl WatchRuleRequest {
         if request.captions.as_ref().is_some_and(|c| !c.is_empty()) {
             return Err("job: captions belong to one video; a rule matches many objects".into());
         }
-        let limits =
-            SpecLimits { max_upload_bytes, allowed_webhooks, tenant: &tenant, presigned: false };
+        let limits = SpecLimits {
+            max_upload_bytes,
+            allowed_webhooks,
+            tenant: &tenant,
+            presigned: false,
+            multipart_threshold: u64::MAX,
+        };
         let job = JobSpec::from_request(request, limits).map_err(|e| format!("job.{e}"))?;
         Ok(WatchRule {
             name: self.name.clone(),

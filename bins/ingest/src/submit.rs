@@ -239,6 +239,7 @@ impl Submitter {
             allowed_webhooks: &self.allowed_webhooks,
             tenant: &tenant,
             presigned: false,
+            multipart_threshold: u64::MAX,
         };
         let spec = match JobSpec::from_request(submission.request, limits) {
             Ok(spec) => spec,

@@ -6,6 +6,7 @@ mod views;
 
 pub use self::client::{Client, ClientError, JobsQuery};
 pub use self::views::{
-    CaptionUploadView, CreatedView, JobPageView, JobView, NotificationOutcome, NotificationView,
-    Problem, SourceView, UploadView, WebhookSecretView,
+    CaptionUploadView, CreatedView, JobPageView, JobView, MultipartUploadView, NotificationOutcome,
+    NotificationView, PartUploadView, Problem, SourceView, UploadView, UploadedPartView,
+    WebhookSecretView,
 };

@@ -91,12 +91,50 @@ pub struct UploadView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedView {
     pub job: JobView,
-    /// Absent when the job already has its source (a replayed request).
+    /// The presigned PUT of the source (`upload: single`). Absent when the job already has
+    /// its source (a replayed request) or uploads it in parts.
     pub upload: Option<UploadView>,
+    /// The parts of the source still to upload (`upload: multipart`), each with its
+    /// presigned PUT, and the call that completes the upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multipart_upload: Option<MultipartUploadView>,
     /// One per caption file the request asked to upload (`upload: true`), in its order. The
     /// job starts once its source and every one of these have arrived.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caption_uploads: Vec<CaptionUploadView>,
+}
+
+/// A multipart upload of the source: PUT each part's bytes (`size` bytes from
+/// `(part_number - 1) * part_size`) to its URL, in any order or at once, then
+/// `POST /v1/jobs/{id}/upload/complete`. After a dropped connection,
+/// `GET /v1/jobs/{id}/upload` lists the parts still missing with fresh URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MultipartUploadView {
+    /// Bytes in every part but the last.
+    pub part_size: u64,
+    pub part_count: u32,
+    /// Parts the store holds already (not to be sent again).
+    pub uploaded: Vec<UploadedPartView>,
+    /// Parts still to send, each with its presigned PUT.
+    pub parts: Vec<PartUploadView>,
+    /// Path of the call that completes the upload (`POST`, with the API key).
+    pub complete: String,
+}
+
+/// A part the store holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UploadedPartView {
+    pub part_number: u32,
+    pub size: u64,
+}
+
+/// One part to upload: its place, its exact size and its presigned PUT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PartUploadView {
+    pub part_number: u32,
+    /// The PUT carries exactly this many bytes (the URL signs the length).
+    pub size: u64,
+    pub upload: UploadView,
 }
 
 /// Where to upload one caption file (SRT or WebVTT, at most 4 MiB).

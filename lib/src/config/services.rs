@@ -18,6 +18,10 @@ pub struct IngestConfig {
     #[serde(with = "humantime_serde")]
     pub upload_url_ttl: Duration,
     pub max_upload_bytes: u64,
+    /// A job declaring a longer source gets a multipart upload (a presigned PUT per part).
+    pub multipart_threshold: u64,
+    /// Preferred part size of a multipart upload (larger for sources of over 1000 parts).
+    pub multipart_part_size: u64,
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
     pub notification_secret: Secret,
@@ -157,8 +161,28 @@ impl IngestConfig {
         {
             return Err(Invalid::new("upload_url_ttl", "must be between 1s and 7days"));
         }
-        if self.max_upload_bytes == 0 {
-            return Err(Invalid::new("max_upload_bytes", "must be greater than zero"));
+        use crate::s3::multipart::{
+            MAX_PART_BYTES, MAX_PARTS, MIN_PART_BYTES, SINGLE_PUT_MAX_BYTES,
+        };
+        if self.max_upload_bytes == 0 || self.max_upload_bytes > MAX_PARTS * MAX_PART_BYTES {
+            return Err(Invalid::new(
+                "max_upload_bytes",
+                format!("must be between 1 and {} bytes", MAX_PARTS * MAX_PART_BYTES),
+            ));
+        }
+        if self.multipart_threshold == 0 || self.multipart_threshold > SINGLE_PUT_MAX_BYTES {
+            return Err(Invalid::new(
+                "multipart_threshold",
+                format!("must be between 1 and {SINGLE_PUT_MAX_BYTES} bytes (one PUT's most)"),
+            ));
+        }
+        if !(MIN_PART_BYTES..=MAX_PART_BYTES).contains(&self.multipart_part_size) {
+            return Err(Invalid::new(
+                "multipart_part_size",
+                format!(
+                    "must be between {MIN_PART_BYTES} and {MAX_PART_BYTES} bytes (S3's part limits)"
+                ),
+            ));
         }
         require_positive("header_timeout", self.header_timeout)?;
         require_positive("body_idle_timeout", self.body_idle_timeout)?;

@@ -224,6 +224,8 @@ pub enum UploadSource {
     Sweep,
     /// Named by a job submitted on `tcoder.submit.<tenant>`.
     Nats,
+    /// A multipart upload completed by `POST /v1/jobs/{id}/upload/complete`.
+    Api,
 }
 
 impl UploadSource {
@@ -234,6 +236,7 @@ impl UploadSource {
             UploadSource::Local => "local",
             UploadSource::Sweep => "sweep",
             UploadSource::Nats => "nats",
+            UploadSource::Api => "api",
         }
     }
 }
@@ -468,6 +471,7 @@ mod tests {
             allowed_webhooks: &[],
             tenant: &crate::jobs::Tenant::parse("acme").unwrap(),
             presigned: true,
+            multipart_threshold: u64::MAX,
         };
         Job {
             id: JobId::generate(),
@@ -486,6 +490,7 @@ mod tests {
             outputs: None,
             error: None,
             webhook: None,
+            multipart: None,
         }
     }
 

@@ -150,7 +150,13 @@ mod tests {
     use crate::jobs::Tenant;
 
     fn limits(tenant: &Tenant, presigned: bool) -> SpecLimits<'_> {
-        SpecLimits { max_upload_bytes: 1 << 30, allowed_webhooks: &[], tenant, presigned }
+        SpecLimits {
+            max_upload_bytes: 1 << 30,
+            allowed_webhooks: &[],
+            tenant,
+            presigned,
+            multipart_threshold: u64::MAX,
+        }
     }
 
     fn one(json: serde_json::Value, presigned: bool) -> Result<Vec<CaptionSpec>, SpecError> {

@@ -23,14 +23,15 @@ pub use self::parts::{
     PartAttempt, PartClaim, PartCommit, PartRelease, PartResult, PartState, PartStatus,
 };
 pub use self::priority::Priority;
-pub use self::record::{Job, JobError, JobOrigin, SourceObject, WebhookStatus};
+pub use self::record::{Job, JobError, JobOrigin, MultipartUpload, SourceObject, WebhookStatus};
 pub use self::result::{
     EngineUsage, JobResult, MANIFEST_FILE, RenditionResult, SourceSummary, StoredFile,
     ThumbnailUrls,
 };
 pub use self::spec::{
     AudioCodec, AutoLadder, DEFAULT_LOUDNESS_TARGET, HdrMode, JobRequest, JobSpec,
-    LOUDNESS_TARGETS, OutputKind, Preset, Qualities, Quality, SpecError, SpecLimits, VideoCodec,
+    LOUDNESS_TARGETS, OutputKind, Preset, Qualities, Quality, SpecError, SpecLimits, UploadMethod,
+    VideoCodec,
 };
 pub use self::status::JobStatus;
 pub use self::store::{CreateOutcome, JobPage, JobStore, TransitionError};

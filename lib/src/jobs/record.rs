@@ -90,6 +90,16 @@ pub struct Job {
     pub outputs: Option<super::JobResult>,
     pub error: Option<JobError>,
     pub webhook: Option<WebhookStatus>,
+    /// The multipart upload the source arrives by (`upload: multipart`), once started.
+    pub multipart: Option<MultipartUpload>,
+}
+
+/// A job's multipart upload: the store's id for it and how the source is cut into parts. The
+/// plan is kept with the upload, so a resume after a settings change cuts the same parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultipartUpload {
+    pub upload_id: String,
+    pub plan: crate::s3::multipart::PartPlan,
 }
 
 impl Job {
@@ -149,6 +159,10 @@ impl Job {
                 .unwrap_or(JobOrigin::Api),
             // Informational: a malformed one is dropped rather than hiding the job.
             webhook: json("webhook")?.and_then(|v| serde_json::from_value(v).ok()),
+            multipart: json("multipart")?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| format!("job field `multipart`: {e}"))?,
         })
     }
 }

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::Priority;
 use super::captions::{self, CaptionRequest, CaptionSpec};
+use crate::s3::multipart::SINGLE_PUT_MAX_BYTES;
 use crate::webhooks;
 
 /// Seed presets.
@@ -215,6 +216,27 @@ pub struct JobSpec {
     pub content_length: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    /// How the source is uploaded through the API: one presigned PUT, or parts.
+    #[serde(default, skip_serializing_if = "UploadMethod::is_single")]
+    pub upload: UploadMethod,
+}
+
+/// How a job's source reaches the store through the API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadMethod {
+    /// One presigned PUT (up to 5 GiB).
+    #[default]
+    Single,
+    /// A multipart upload: a presigned PUT per part, resumable, then
+    /// `POST /v1/jobs/{id}/upload/complete`.
+    Multipart,
+}
+
+impl UploadMethod {
+    fn is_single(&self) -> bool {
+        *self == UploadMethod::Single
+    }
 }
 
 /// The body of `POST /v1/jobs` before validation. Unknown fields are rejected so a typo
@@ -266,10 +288,16 @@ pub struct JobRequest {
     pub priority: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// The source's size in bytes. Above `ingest.multipart_threshold` (default 100 MiB) the
+    /// upload is multipart unless `upload` says `single`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_length: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    /// `single` (one presigned PUT, at most 5 GiB) or `multipart` (a PUT per part, resumable;
+    /// needs `content_length`). Default: by `content_length`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
 }
 
 /// Limits applied while validating, and who is asking through which door.
@@ -283,6 +311,8 @@ pub struct SpecLimits<'a> {
     /// Whether this door hands out presigned upload URLs (the HTTP API does; a NATS
     /// submission names objects already in the bucket).
     pub presigned: bool,
+    /// A declared `content_length` above this gets a multipart upload (presigned doors).
+    pub multipart_threshold: u64,
 }
 
 /// A request that cannot become a job; `code` is stable, `field` names the JSON field.
@@ -418,6 +448,7 @@ impl JobSpec {
                 "mp4_captions needs the mp4 output",
             ));
         }
+        let upload = upload_method(request.upload.as_deref(), request.content_length, &limits)?;
         let metadata = request.metadata.unwrap_or_default();
         check_metadata(&metadata)?;
         if let Some(length) = request.content_length
@@ -454,6 +485,7 @@ impl JobSpec {
             metadata,
             content_length: request.content_length,
             content_type: request.content_type,
+            upload,
         })
     }
 
@@ -462,6 +494,55 @@ impl JobSpec {
     pub fn fingerprint(&self) -> String {
         let canonical = serde_json::to_vec(self).expect("a spec always serializes");
         hex::encode(Sha256::digest(canonical))
+    }
+}
+
+/// How the source is uploaded: as asked, else multipart when the declared length is above the
+/// threshold. One PUT carries at most [`SINGLE_PUT_MAX_BYTES`]; parts need the length up
+/// front (the plan of parts is made from it).
+fn upload_method(
+    asked: Option<&str>,
+    length: Option<u64>,
+    limits: &SpecLimits<'_>,
+) -> Result<UploadMethod, SpecError> {
+    let method = match asked {
+        None => match length {
+            Some(length) if limits.presigned && length > limits.multipart_threshold => {
+                UploadMethod::Multipart
+            }
+            _ => UploadMethod::Single,
+        },
+        Some(_) if !limits.presigned => {
+            return Err(invalid(
+                "validation.upload",
+                "upload",
+                "only jobs created with POST /v1/jobs upload their source",
+            ));
+        }
+        Some("single") => UploadMethod::Single,
+        Some("multipart") => UploadMethod::Multipart,
+        Some(_) => {
+            return Err(invalid("validation.upload", "upload", "must be single or multipart"));
+        }
+    };
+    match (method, length) {
+        (UploadMethod::Multipart, None) => Err(invalid(
+            "validation.content_length",
+            "content_length",
+            "a multipart upload needs the source's content_length",
+        )),
+        (UploadMethod::Single, Some(length))
+            if limits.presigned && length > SINGLE_PUT_MAX_BYTES =>
+        {
+            Err(invalid(
+                "validation.content_length",
+                "content_length",
+                format!(
+                    "one PUT carries at most {SINGLE_PUT_MAX_BYTES} bytes; use upload: multipart"
+                ),
+            ))
+        }
+        _ => Ok(method),
     }
 }
 
@@ -621,6 +702,7 @@ mod tests {
             allowed_webhooks: &[],
             tenant: &tenant,
             presigned: true,
+            multipart_threshold: u64::MAX,
         };
         JobSpec::from_request(serde_json::from_value(json).unwrap(), limits)
     }

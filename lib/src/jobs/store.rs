@@ -269,6 +269,31 @@ impl JobStore {
         Ok(())
     }
 
+    /// Records the multipart upload of a job still awaiting its upload, unless one is recorded
+    /// already; returns the one that stands (`None`: the job is gone or no longer awaits).
+    /// Two callers racing to start an upload both learn the same winner.
+    pub async fn start_multipart(
+        &self,
+        id: &JobId,
+        upload: &super::MultipartUpload,
+    ) -> Result<Option<super::MultipartUpload>, RedisError> {
+        let mut conn = self.conn.clone();
+        let value = serde_json::to_string(upload).expect("a multipart upload serializes");
+        let stored: Option<String> = redis::cmd("EVAL")
+            .arg(
+                "if redis.call('HGET', KEYS[1], 'status') ~= ARGV[2] then return false end \
+                 redis.call('HSETNX', KEYS[1], 'multipart', ARGV[1]) \
+                 return redis.call('HGET', KEYS[1], 'multipart')",
+            )
+            .arg(1)
+            .arg(job_key(id))
+            .arg(value)
+            .arg(JobStatus::AwaitingUpload.as_str())
+            .query_async(&mut conn)
+            .await?;
+        Ok(stored.and_then(|raw| serde_json::from_str(&raw).ok()))
+    }
+
     /// The job if it exists and belongs to `tenant` (another tenant's job looks missing).
     pub async fn get_for_tenant(
         &self,

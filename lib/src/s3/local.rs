@@ -70,7 +70,14 @@ impl S3Access for Access {
             })?;
         }
         let upload = key.as_ref().is_some_and(|k| k.is_in(&self.uploads));
-        if cx.s3_op().name() == "PutObject" && upload {
+        // As on R2 and S3: one PUT carries at most 5 GiB, one part too; a larger source comes
+        // in parts (and its total is checked when ingest completes it).
+        let most = match cx.s3_op().name() {
+            "PutObject" => self.max_upload_bytes.min(super::multipart::SINGLE_PUT_MAX_BYTES),
+            "UploadPart" => self.max_upload_bytes.min(super::multipart::MAX_PART_BYTES),
+            _ => u64::MAX,
+        };
+        if upload && most < u64::MAX {
             let length = ["x-amz-decoded-content-length", "content-length"]
                 .iter()
                 .find_map(|name| cx.headers().get(*name)?.to_str().ok()?.parse::<u64>().ok());
@@ -78,11 +85,10 @@ impl S3Access for Access {
                 None => {
                     return Err(s3s::s3_error!(MissingContentLength, "an upload needs its length"));
                 }
-                Some(n) if n > self.max_upload_bytes => {
+                Some(n) if n > most => {
                     return Err(s3s::s3_error!(
                         EntityTooLarge,
-                        "uploads are limited to {} bytes",
-                        self.max_upload_bytes
+                        "one request uploads at most {most} bytes"
                     ));
                 }
                 Some(_) => {}
@@ -396,6 +402,29 @@ impl S3 for NotifyingStore {
         Ok(S3Response::new(output))
     }
 
+    /// s3s-fs lists a multipart upload's parts without their `ETag`s and in no order; S3 and R2
+    /// give both, and completing an upload from its listing (as ingest does) needs them. The
+    /// `ETag` of a part is the MD5 of its bytes, as S3's is.
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let upload_id = uuid::Uuid::parse_str(&req.input.upload_id)
+            .map_err(|_| s3s::s3_error!(NoSuchUpload, "no such upload"))?;
+        let mut response = self.inner.list_parts(req).await?;
+        let parts = response.output.parts.get_or_insert_with(Vec::new);
+        parts.sort_by_key(|part| part.part_number);
+        for part in parts.iter_mut() {
+            let Some(number) = part.part_number else { continue };
+            let path = self.root.join(format!(".upload_id-{upload_id}.part-{number}"));
+            let digest = md5_of(&path)
+                .await
+                .map_err(|e| s3s::s3_error!(InternalError, "reading part {number}: {e}"))?;
+            part.e_tag = Some(ETag::Strong(digest));
+        }
+        Ok(response)
+    }
+
     delegate! {
         create_bucket: CreateBucketInput => CreateBucketOutput;
         delete_bucket: DeleteBucketInput => DeleteBucketOutput;
@@ -407,8 +436,23 @@ impl S3 for NotifyingStore {
         list_objects: ListObjectsInput => ListObjectsOutput;
         create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput;
         upload_part: UploadPartInput => UploadPartOutput;
-        list_parts: ListPartsInput => ListPartsOutput;
         abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
+    }
+}
+
+/// The hex MD5 of a file's bytes, read in 1 MiB pieces.
+async fn md5_of(path: &Path) -> std::io::Result<String> {
+    use md5::Digest as _;
+    use tokio::io::AsyncReadExt as _;
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = md5::Md5::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer).await?;
+        if read == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buffer[..read]);
     }
 }
 

@@ -4,6 +4,7 @@
 mod key;
 pub mod keys;
 pub mod local;
+pub mod multipart;
 mod objects;
 pub mod transfer;
 

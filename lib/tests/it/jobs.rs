@@ -13,6 +13,7 @@ async fn store_with_job(env: &TestEnv) -> (JobStore, tcoder::jobs::Job) {
         allowed_webhooks: &[],
         tenant: &tcoder::jobs::Tenant::parse("acme").unwrap(),
         presigned: true,
+        multipart_threshold: u64::MAX,
     };
     let spec = JobSpec::from_request(JobRequest::default(), limits).unwrap();
     let tenant = Tenant::parse("acme").unwrap();

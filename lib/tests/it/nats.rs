@@ -167,6 +167,7 @@ async fn a_three_hour_ladder_completes_with_a_bounded_event_and_a_full_manifest(
         allowed_webhooks: &[],
         tenant: &tcoder::jobs::Tenant::parse("acme").unwrap(),
         presigned: true,
+        multipart_threshold: u64::MAX,
     };
     let job = tcoder::jobs::Job {
         id: job_id,
@@ -185,6 +186,7 @@ async fn a_three_hour_ladder_completes_with_a_bounded_event_and_a_full_manifest(
         outputs: None,
         error: None,
         webhook: None,
+        multipart: None,
     };
     let event = JobEvent::completed(&job, 1, &summary);
     let payload = serde_json::to_vec(&event).unwrap();

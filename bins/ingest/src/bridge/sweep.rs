@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use tcoder::events::{self, UploadSource};
-use tcoder::jobs::{Job, JobError, JobStatus, Tenant, now_ms};
-use tcoder::s3::{self, Key, ObjectCreated, keys};
+use tcoder::jobs::{Job, JobError, JobStatus, Tenant, UploadMethod, now_ms};
+use tcoder::s3::{self, Key, ObjectCreated, keys, multipart};
 use tokio_util::sync::CancellationToken;
 
 use super::Bridge;
@@ -21,6 +21,9 @@ use super::Bridge;
 const BATCH: usize = 1000;
 /// Listing pages per tenant per sweep.
 const MAX_PAGES: usize = 20;
+/// A multipart upload is resumable with fresh URLs, so its job waits longer than one URL's
+/// life: 7 days, when R2 removes an unfinished multipart upload by default.
+const MULTIPART_DEADLINE_MS: u64 = 7 * 86_400 * 1000;
 
 /// What one sweep did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -37,7 +40,8 @@ pub(crate) struct SweepReport {
 pub(crate) struct Sweeper {
     pub bridge: Bridge,
     pub interval: Duration,
-    /// Jobs still awaiting upload this long after creation are failed with `upload.expired`.
+    /// Jobs still awaiting a single-PUT upload this long after creation are failed with
+    /// `upload.expired` (multipart ones after [`MULTIPART_DEADLINE_MS`]).
     pub upload_deadline: Duration,
 }
 
@@ -71,6 +75,10 @@ impl Sweeper {
             if job.status != JobStatus::AwaitingUpload {
                 continue;
             }
+            let deadline_ms = match job.spec.upload {
+                UploadMethod::Single => deadline_ms,
+                UploadMethod::Multipart => MULTIPART_DEADLINE_MS,
+            };
             if now.saturating_sub(job.created_at) > deadline_ms {
                 report.expired += usize::from(self.expire(&job).await?);
                 continue;
@@ -156,6 +164,12 @@ impl Sweeper {
             code: "upload.expired".into(),
             message: "no upload arrived before the upload URL expired".into(),
         };
+        if let Some(upload) = &job.multipart {
+            let (s3, bucket) = (&self.bridge.s3, &self.bridge.bucket);
+            if let Err(e) = multipart::abort(s3, bucket, &job.upload_key, &upload.upload_id).await {
+                tracing::warn!(job = %job.id, error = %e, "expired multipart upload not aborted");
+            }
+        }
         Ok(events::fail_and_announce(&self.bridge.js, &self.bridge.jobs, job, &error).await?)
     }
 }

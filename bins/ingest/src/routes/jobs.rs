@@ -1,4 +1,4 @@
-//! `/v1/jobs`: create (with a presigned upload), read, list, cancel.
+//! `/v1/jobs`: create (with presigned uploads, routes/uploads.rs), read, list, cancel.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -6,15 +6,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tcoder::api::{
-    CaptionUploadView, CreatedView, JobPageView, JobView, UploadView, WebhookSecretView,
-};
+use tcoder::api::{CreatedView, JobPageView, JobView, WebhookSecretView};
 use tcoder::events::{self, JobEvent};
 use tcoder::jobs::{
-    CaptionFile, CreateOutcome, Job, JobId, JobRequest, JobSpec, JobStatus, SpecLimits,
-    TransitionError, now_ms, rfc3339,
+    CreateOutcome, Job, JobId, JobRequest, JobSpec, JobStatus, SpecLimits, TransitionError,
 };
-use tcoder::s3;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -82,6 +78,7 @@ pub(crate) async fn create(
         allowed_webhooks: &state.allowed_webhooks,
         tenant: &tenant,
         presigned: true,
+        multipart_threshold: state.config.multipart_threshold,
     };
     let spec = JobSpec::from_request(request, limits).map_err(ApiError::validation)?;
     match state.bridge.check_caption_objects(&spec).await {
@@ -127,57 +124,12 @@ pub(crate) async fn create(
             ));
         }
     };
-    let (upload, caption_uploads) = if job.status == JobStatus::AwaitingUpload {
-        (Some(presign(&state, &job).await?), presign_captions(&state, &job).await?)
-    } else {
-        (None, Vec::new())
-    };
-    let created = CreatedView { job: JobView::of(&job), upload, caption_uploads };
+    let created = super::uploads::created_view(&state, &job).await?;
     let mut response = (StatusCode::CREATED, Json(created)).into_response();
     if replayed {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
-}
-
-/// A presigned PUT for the job's server-chosen key. When the client declared a length (and
-/// type), they are signed: the store refuses any other size.
-async fn presign(state: &AppState, job: &Job) -> Result<UploadView, ApiError> {
-    let (length, content_type) = (job.spec.content_length, job.spec.content_type.as_deref());
-    presign_key(state, &job.upload_key, length, content_type).await
-}
-
-async fn presign_key(
-    state: &AppState,
-    key: &s3::Key,
-    length: Option<u64>,
-    content_type: Option<&str>,
-) -> Result<UploadView, ApiError> {
-    let ttl = state.config.upload_url_ttl;
-    let presigned = s3::presign_put(&state.s3, &state.bucket, key, length, content_type, ttl)
-        .await
-        .map_err(|e| ApiError::unavailable("cannot presign the upload", e))?;
-    let expires_at = now_ms() + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    Ok(UploadView {
-        url: presigned.url,
-        method: "PUT".to_owned(),
-        headers: presigned.headers.into_iter().collect(),
-        expires_at: rfc3339(expires_at),
-    })
-}
-
-/// A presigned PUT per caption file the job uploads, at its server-chosen key. Their length
-/// is not known up front: the bridge checks each against the cap when the job's files are all
-/// in, and the worker again before reading one.
-async fn presign_captions(state: &AppState, job: &Job) -> Result<Vec<CaptionUploadView>, ApiError> {
-    let mut uploads = Vec::new();
-    for (caption, spec) in job.spec.captions.iter().enumerate() {
-        let CaptionFile::Upload(n) = spec.file else { continue };
-        let key = s3::keys::caption_upload_key(&job.tenant, &job.id, n);
-        let upload = presign_key(state, &key, None, None).await?;
-        uploads.push(CaptionUploadView { caption, upload });
-    }
-    Ok(uploads)
 }
 
 /// A job: its status, request, source, result summary, error, webhook and progress.
@@ -336,6 +288,7 @@ pub(crate) async fn cancel(
             return Err(ApiError::unavailable("cannot cancel the job", e));
         }
     }
+    super::uploads::abort(&state, &job).await;
     let event = JobEvent::canceled(&job);
     if let Err(e) = events::publish_event(&state.js, &event).await {
         tracing::warn!(job = %job.id, error = %e, "canceled event not published");

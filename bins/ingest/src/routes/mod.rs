@@ -6,6 +6,7 @@ mod jobs;
 mod notifications;
 mod openapi;
 mod play;
+mod uploads;
 
 use std::time::Instant;
 
@@ -25,6 +26,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/upload", get(uploads::get_upload))
+        .route("/v1/jobs/{id}/upload/complete", post(uploads::complete_upload))
         .route("/v1/jobs/{id}/events", get(events::stream))
         .route("/v1/webhook-secret", get(jobs::webhook_secret))
         .route("/v1/play/{token}/{*key}", get(play::play).head(play::play))

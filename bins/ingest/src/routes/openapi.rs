@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{console, events, jobs, notifications, play};
+use super::{console, events, jobs, notifications, play, uploads};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,6 +26,8 @@ use super::{console, events, jobs, notifications, play};
         jobs::list,
         jobs::get,
         jobs::cancel,
+        uploads::get_upload,
+        uploads::complete_upload,
         events::stream,
         jobs::webhook_secret,
         play::play,

@@ -34,6 +34,8 @@ pub(crate) struct TestIngest {
     pub key_a: String,
     pub key_b: String,
     pub s3: aws_sdk_s3::Client,
+    /// The store's access key id and secret (what an operator's own S3 client signs with).
+    pub s3_keys: (String, String),
     pub bucket: String,
     pub js: jetstream::Context,
     /// A core NATS client (as a producer or a relay publishes).
@@ -65,6 +67,8 @@ pub(crate) async fn spawn(store: Store, extra: &[(&str, String)]) -> TestIngest 
         Settings::load_from(ServiceName::Ingest, None, EnvVars::from_pairs(vars)).unwrap();
     let s3 = tcoder::s3::client(&settings.s3).await;
     let bucket = settings.s3.bucket.clone();
+    let s3_keys =
+        (settings.s3.access_key_id.clone(), settings.s3.secret_access_key.expose().to_owned());
     let mut redis = tcoder::redis::connect(&settings.redis).await.unwrap();
     let (key_a, key_b) = (tcoder::auth::generate_key(), tcoder::auth::generate_key());
     tcoder::auth::store_key(&mut redis, &key_a, &Tenant::parse("acme").unwrap()).await.unwrap();
@@ -85,6 +89,7 @@ pub(crate) async fn spawn(store: Store, extra: &[(&str, String)]) -> TestIngest 
         key_a,
         key_b,
         s3,
+        s3_keys,
         bucket,
         js: jetstream::new(nats.clone()),
         nats,

@@ -7,6 +7,7 @@ mod api;
 mod bridge;
 mod helpers;
 mod lifecycle;
+mod multipart;
 mod openapi;
 mod producers;
 mod r2_queue;
