@@ -6,12 +6,30 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::views::{CreatedView, JobPageView, JobView, Problem, UploadView, WebhookSecretView};
+use super::views::{
+    CreatedView, JobPageView, JobView, PartUploadView, Problem, UploadView, WebhookSecretView,
+};
 use crate::events::JobEvent;
 use crate::jobs::{JobRequest, JobStatus};
 
 /// Reconnections of an event stream that dropped before the job ended.
 const MAX_STREAM_RECONNECTS: usize = 10;
+/// Tries of one part's PUT before its URL is renewed.
+const PART_ATTEMPTS: u32 = 3;
+/// Rounds of a multipart upload: each sends the parts still missing, with fresh URLs after
+/// the first.
+const UPLOAD_ROUNDS: u32 = 3;
+
+/// What uploading a source took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadReport {
+    /// Parts sent (a single PUT counts as one).
+    pub parts_sent: u32,
+    /// Parts the store held already (a resumed upload), not sent again.
+    pub parts_already_stored: u32,
+    /// PUTs that failed and were repeated.
+    pub failed_attempts: u32,
+}
 
 /// The API's address and the caller's key.
 #[derive(Debug, Clone)]
@@ -162,6 +180,101 @@ impl Client {
     /// `GET /v1/webhook-secret`.
     pub async fn webhook_secret(&self) -> Result<WebhookSecretView, ClientError> {
         self.call("GET /v1/webhook-secret", self.http.get(self.url("/v1/webhook-secret"))).await
+    }
+
+    /// `GET /v1/jobs/{id}/upload`: fresh upload URLs of a job awaiting its files; for a
+    /// multipart upload, only the parts the store does not hold.
+    pub async fn upload_urls(&self, id: &str) -> Result<CreatedView, ClientError> {
+        let path = format!("/v1/jobs/{id}/upload");
+        self.call(&format!("GET {path}"), self.http.get(self.url(&path))).await
+    }
+
+    /// `POST /v1/jobs/{id}/upload/complete`.
+    pub async fn complete_upload(&self, id: &str) -> Result<JobView, ClientError> {
+        let path = format!("/v1/jobs/{id}/upload/complete");
+        self.call(&format!("POST {path}"), self.http.post(self.url(&path))).await
+    }
+
+    /// Uploads `file` as the job's source, the way `created` (an answer of `POST /v1/jobs`
+    /// or [`Client::upload_urls`]) says: one PUT, or the parts still missing followed by the
+    /// complete call. A failed part is sent again, with a fresh URL after [`PART_ATTEMPTS`];
+    /// parts the store holds are never sent twice. `progress` gets byte counts.
+    pub async fn upload_source(
+        &self,
+        created: &CreatedView,
+        file: &Path,
+        progress: impl Fn(u64) + Clone + Send + Sync + 'static,
+    ) -> Result<UploadReport, ClientError> {
+        let mut report = UploadReport::default();
+        if let Some(upload) = &created.upload {
+            self.upload(upload, file, progress).await?;
+            report.parts_sent = 1;
+            return Ok(report);
+        }
+        let Some(mut view) = created.multipart_upload.clone() else {
+            return Err(ClientError::Malformed {
+                request: "POST /v1/jobs".to_owned(),
+                detail: "no upload for a job awaiting its source".to_owned(),
+            });
+        };
+        let id = created.job.id.to_string();
+        report.parts_already_stored = u32::try_from(view.uploaded.len()).unwrap_or(u32::MAX);
+        for round in 1..=UPLOAD_ROUNDS {
+            let mut failure = None;
+            for part in &view.parts {
+                let offset = u64::from(part.part_number - 1) * view.part_size;
+                match self.upload_part(part, file, offset, &progress, &mut report).await {
+                    Ok(()) => report.parts_sent += 1,
+                    Err(e) => failure = Some(e),
+                }
+            }
+            match failure {
+                None => break,
+                Some(e) if round == UPLOAD_ROUNDS => return Err(e),
+                Some(_) => view = self.upload_urls(&id).await?.multipart_upload.unwrap_or(view),
+            }
+        }
+        self.complete_upload(&id).await?;
+        Ok(report)
+    }
+
+    /// PUTs one part: `part.size` bytes of `file` from `offset`, tried [`PART_ATTEMPTS`]
+    /// times unless the store refuses the URL itself (expired: a fresh one is needed).
+    async fn upload_part(
+        &self,
+        part: &PartUploadView,
+        file: &Path,
+        offset: u64,
+        progress: &(impl Fn(u64) + Clone + Send + Sync + 'static),
+        report: &mut UploadReport,
+    ) -> Result<(), ClientError> {
+        use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+        let unreadable = |source| ClientError::File { path: file.display().to_string(), source };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut handle = tokio::fs::File::open(file).await.map_err(unreadable)?;
+            handle.seek(std::io::SeekFrom::Start(offset)).await.map_err(unreadable)?;
+            let tick = progress.clone();
+            let stream =
+                tokio_util::io::ReaderStream::new(handle.take(part.size)).inspect(move |chunk| {
+                    if let Ok(bytes) = chunk {
+                        tick(bytes.len() as u64);
+                    }
+                });
+            let body = reqwest::Body::wrap_stream(stream);
+            match self.put(&part.upload, part.size, body).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    report.failed_attempts += 1;
+                    let refused = matches!(e, ClientError::UploadRefused { status: 400..=499, .. });
+                    if refused || attempt >= PART_ATTEMPTS {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+                }
+            }
+        }
     }
 
     /// PUTs `file` to a presigned upload, streaming from disk; `progress` gets byte counts.

@@ -4,7 +4,7 @@
 mod client;
 mod views;
 
-pub use self::client::{Client, ClientError, JobsQuery};
+pub use self::client::{Client, ClientError, JobsQuery, UploadReport};
 pub use self::views::{
     CaptionUploadView, CreatedView, JobPageView, JobView, MultipartUploadView, NotificationOutcome,
     NotificationView, PartUploadView, Problem, SourceView, UploadView, UploadedPartView,

@@ -63,6 +63,10 @@ pub(crate) struct SubmitArgs {
     /// With --wait: print the job's result as JSON instead of a summary.
     #[arg(long)]
     json: bool,
+    /// Finish the upload of this job (created by an earlier `tcoder submit` whose upload
+    /// stopped) instead of creating one: parts the store holds are not sent again.
+    #[arg(long, value_name = "JOB_ID")]
+    resume: Option<String>,
     /// Give up waiting after this long (e.g. 30m).
     #[arg(long, default_value = "1h", value_parser = humantime_duration)]
     timeout: Duration,
@@ -107,14 +111,36 @@ pub(crate) async fn run(client: &Client, args: SubmitArgs) -> anyhow::Result<boo
         std::fs::metadata(&caption.file)
             .with_context(|| format!("cannot read {}", caption.file.display()))?;
     }
-    let request = job_request(&args, length);
-    let created = client.create_job(&request, None).await?;
+    let created = match &args.resume {
+        None => client.create_job(&job_request(&args, length), None).await?,
+        Some(id) => {
+            let id = tcoder::jobs::JobId::parse(id)
+                .with_context(|| format!("`{id}` is not a job id (job_…)"))?;
+            let created = client.upload_urls(&id.to_string()).await?;
+            if created.job.spec.content_length != Some(length) {
+                bail!(
+                    "{} is {length} bytes; job {id} was created for {} bytes",
+                    args.file.display(),
+                    created.job.spec.content_length.unwrap_or_default()
+                );
+            }
+            created
+        }
+    };
     let id = created.job.id.to_string();
-    let upload = created.upload.context("the API returned no upload for the new job")?;
-    eprintln!("job {id} created");
+    match &args.resume {
+        None => eprintln!("job {id} created"),
+        Some(_) => eprintln!("resuming the upload of job {id}"),
+    }
     // The job starts when its last file is in: the captions go first, they are small.
     for caption_upload in &created.caption_uploads {
-        let caption = args.captions.get(caption_upload.caption).context("an unasked caption")?;
+        let caption = args.captions.get(caption_upload.caption).with_context(|| {
+            format!(
+                "job {id} uploads caption file {} too: pass the --caption options it was \
+                 created with",
+                caption_upload.caption + 1
+            )
+        })?;
         client.upload(&caption_upload.upload, &caption.file, |_| {}).await?;
         eprintln!("uploaded {}", caption.file.display());
     }
@@ -126,10 +152,32 @@ pub(crate) async fn run(client: &Client, args: SubmitArgs) -> anyhow::Result<boo
         .expect("valid template")
         .progress_chars("=> "),
     );
+    if let Some(view) = &created.multipart_upload {
+        bar.set_position(view.uploaded.iter().map(|part| part.size).sum());
+    }
     let ticker = bar.clone();
-    client.upload(&upload, &args.file, move |n| ticker.inc(n)).await?;
+    let report = match client.upload_source(&created, &args.file, move |n| ticker.inc(n)).await {
+        Ok(report) => report,
+        Err(e) => {
+            bar.abandon();
+            if created.multipart_upload.is_some() {
+                eprintln!(
+                    "the upload stopped; the parts already sent are kept: resume with\n  \
+                     tcoder submit {} --resume {id}",
+                    args.file.display()
+                );
+            }
+            return Err(e.into());
+        }
+    };
     bar.finish_and_clear();
-    eprintln!("uploaded {length} bytes");
+    match &created.multipart_upload {
+        None => eprintln!("uploaded {length} bytes"),
+        Some(view) => eprintln!(
+            "uploaded {length} bytes in {} parts: {} sent now, {} already stored",
+            view.part_count, report.parts_sent, report.parts_already_stored
+        ),
+    }
 
     if !args.wait {
         println!("{id}");

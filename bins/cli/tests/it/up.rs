@@ -118,9 +118,14 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     let _stack = crate::one_stack_at_a_time();
     let data = tempfile::tempdir().unwrap();
     // Titles over 4 s are split into 4 s chunks (one HLS segment each).
-    let split =
-        [("TCODER__WORKER__SPLIT_MIN_DURATION", "4s"), ("TCODER__WORKER__CHUNK_DURATION", "4s")];
-    let (mut up, lines) = spawn_up(data.path(), &split);
+    // Sources over 6 MiB are uploaded in parts of 5 MiB (S3's smallest).
+    let settings = [
+        ("TCODER__WORKER__SPLIT_MIN_DURATION", "4s"),
+        ("TCODER__WORKER__CHUNK_DURATION", "4s"),
+        ("TCODER__INGEST__MULTIPART_THRESHOLD", "6291456"),
+        ("TCODER__INGEST__MULTIPART_PART_SIZE", "5242880"),
+    ];
+    let (mut up, lines) = spawn_up(data.path(), &settings);
     let summary = read_summary(&lines);
 
     for service in ["ingest admin", "dispatcher admin"] {
@@ -156,6 +161,7 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     results_play_without_credentials_and_pages_may_call(&job, &summary);
     producers_and_watch_folders_work_on_the_stack(data.path(), &summary);
     a_long_title_is_split_on_the_stack(data.path());
+    an_interrupted_large_upload_resumes_with_the_parts_it_lacks(data.path());
     // The control plane authenticates: anonymous NATS and Redis clients are refused, and each
     // service's user speaks only its own subjects (a worker cannot queue work).
     let nats = addr(&summary["nats"].0);
@@ -289,6 +295,89 @@ fn a_long_title_is_split_on_the_stack(data_dir: &Path) {
         .unwrap();
     let seconds: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().unwrap();
     assert!((seconds - 12.0).abs() <= 0.04, "{seconds} s");
+}
+
+/// A large file's upload stops after its first part (a client that lost its connection); `tcoder
+/// submit --resume` sends only the parts the store lacks, completes the upload, and the job
+/// transcodes the whole file.
+fn an_interrupted_large_upload_resumes_with_the_parts_it_lacks(data_dir: &Path) {
+    let work = tempfile::tempdir().unwrap();
+    // Two seconds of noise, lossless: a real video of about 16 MiB, four parts.
+    let clip = work.path().join("large.mp4");
+    let made = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg("nullsrc=s=640x360:r=25,geq=random(1)*255:128:128")
+        .args(["-t", "2", "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p"])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let length = std::fs::metadata(&clip).unwrap().len();
+    let parts = length.div_ceil(5 << 20);
+    assert!(parts >= 3, "{length} bytes");
+    let profile: toml::Table = toml::from_str(&crate::profile_of(data_dir)).unwrap();
+    let (api, key) = (profile["api"].as_str().unwrap(), profile["api_key"].as_str().unwrap());
+
+    // Another client creates the job and sends part 1 before its connection drops.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let id = runtime.block_on(async {
+        let client = tcoder::api::Client::new(api, key).unwrap();
+        let request = tcoder::jobs::JobRequest {
+            preset: Some("hls".into()),
+            qualities: Some(serde_json::json!(["144p"])),
+            content_length: Some(length),
+            ..Default::default()
+        };
+        let created = client.create_job(&request, None).await.unwrap();
+        let view = created.multipart_upload.clone().expect("a multipart upload");
+        assert_eq!(u64::from(view.part_count), parts);
+        let first = &view.parts[0];
+        let signed = first.upload.headers.iter().filter(|(name, _)| *name != "content-length");
+        let mut request = reqwest::Client::new().put(&first.upload.url);
+        for (name, value) in signed {
+            request = request.header(name, value);
+        }
+        let bytes = std::fs::read(&clip).unwrap()[..usize::try_from(first.size).unwrap()].to_vec();
+        assert!(request.body(bytes).send().await.unwrap().status().is_success());
+        created.job.id.to_string()
+    });
+
+    let resumed = Command::new(env!("CARGO_BIN_EXE_tcoder"))
+        .args(["submit", clip.to_str().unwrap(), "--resume", &id, "--wait", "--json"])
+        .args(["--timeout", "2m"])
+        .env("TCODER_PROFILE", data_dir.join("cli.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    let report = format!("in {parts} parts: {} sent now, 1 already stored", parts - 1);
+    assert!(stderr.contains(&report), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(
+        (summary["id"].as_str(), &summary["status"]),
+        (Some(id.as_str()), &serde_json::json!("completed"))
+    );
+    // The whole file arrived: the rendition lasts the source's two seconds.
+    let stored = data_dir.join(format!("objects/tcoder/outputs/local/{id}/1/hls/master.m3u8"));
+    assert!(stored.is_file(), "{summary}");
+    let variant = std::fs::read_to_string(&stored).unwrap();
+    let playlist = variant.lines().find(|l| l.ends_with(".m3u8")).unwrap();
+    let playlist = stored.parent().unwrap().join(playlist);
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .arg(&playlist)
+        .output()
+        .unwrap();
+    let seconds: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().unwrap();
+    assert!((seconds - 2.0).abs() <= 0.1, "{seconds} s");
+    // Resuming a job whose upload is done is refused, with the job's state.
+    let again = Command::new(env!("CARGO_BIN_EXE_tcoder"))
+        .args(["submit", clip.to_str().unwrap(), "--resume", &id])
+        .env("TCODER_PROFILE", data_dir.join("cli.toml"))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("job.not_awaiting_upload"));
 }
 
 /// `tcoder submit --wait` (reading the key `tcoder up` wrote) uploads the file to the embedded
