@@ -65,7 +65,8 @@
     return body;
   }
 
-  function put(upload, file) {
+  // PUTs `blob` to a presigned upload; `onProgress` gets the bytes sent so far.
+  function put(upload, blob, onProgress) {
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       xhr.open(upload.method, upload.url);
@@ -73,13 +74,79 @@
         // The browser sets the length itself (and refuses to be told).
         if (name.toLowerCase() !== 'content-length') xhr.setRequestHeader(name, value);
       }
-      xhr.upload.addEventListener('progress', (e) => {
-        if (e.lengthComputable) $('upload-progress').value = Math.round((100 * e.loaded) / e.total);
-      });
+      xhr.upload.addEventListener('progress', (e) => onProgress(e.loaded));
       xhr.addEventListener('load', () => (xhr.status < 300 ? resolve() : reject(new Error(`the store answered ${xhr.status}`))));
       xhr.addEventListener('error', () => reject(new Error('the upload failed (network or CORS)')));
-      xhr.send(file);
+      xhr.send(blob);
     });
+  }
+
+  function showProgress(sent, total) {
+    $('upload-progress').value = total ? Math.round((100 * sent) / total) : 0;
+  }
+
+  // A multipart upload being sent, by file, kept in this browser: picking the same file again
+  // (after a dropped connection, a closed tab) resumes its job instead of making another.
+  const UPLOADS_SLOT = 'tcoder.uploads';
+  const fileId = (file) => `${file.name}|${file.size}|${file.lastModified}`;
+  function rememberedUploads() {
+    try { return JSON.parse(localStorage.getItem(UPLOADS_SLOT)) || {}; } catch (e) { return {}; }
+  }
+  function remember(file, id) {
+    const uploads = rememberedUploads();
+    if (id) uploads[fileId(file)] = id; else delete uploads[fileId(file)];
+    localStorage.setItem(UPLOADS_SLOT, JSON.stringify(uploads));
+  }
+
+  const PART_ATTEMPTS = 3;
+  const UPLOAD_ROUNDS = 3;
+
+  // Sends the parts `view` lists (the ones the store lacks), each tried PART_ATTEMPTS times;
+  // after a round with a failure, asks for fresh URLs of what is still missing. Then completes.
+  async function putParts(id, view, file) {
+    let stored = view.uploaded.reduce((sum, part) => sum + part.size, 0);
+    window.tcoder.upload = { job: id, parts: view.part_count, stored: view.uploaded.length, sent: 0 };
+    for (let round = 1; round <= UPLOAD_ROUNDS; round++) {
+      let failure = null;
+      for (const part of view.parts) {
+        const start = (part.part_number - 1) * view.part_size;
+        const blob = file.slice(start, start + part.size);
+        for (let attempt = 1; attempt <= PART_ATTEMPTS; attempt++) {
+          try {
+            await put(part.upload, blob, (loaded) => showProgress(stored + loaded, file.size));
+            stored += part.size;
+            window.tcoder.upload.sent += 1;
+            failure = null;
+            break;
+          } catch (e) {
+            failure = e;
+          }
+        }
+      }
+      if (!failure) break;
+      if (round === UPLOAD_ROUNDS) throw failure;
+      view = (await api(`/v1/jobs/${id}/upload`)).multipart_upload;
+    }
+    await api(view.complete, { method: 'POST' });
+  }
+
+  // The job to resume for `file`: the open job when it awaits a source of this size, else
+  // the one this browser was uploading the same file to.
+  async function resumable(file) {
+    const candidates = [];
+    if (state.job && state.job.status === 'awaiting_upload' && state.job.content_length === file.size) candidates.push(state.job.id);
+    const remembered = rememberedUploads()[fileId(file)];
+    if (remembered) candidates.push(remembered);
+    for (const id of candidates) {
+      try {
+        const view = await api(`/v1/jobs/${id}/upload`);
+        if (view.multipart_upload) return view;
+      } catch (e) {
+        // Gone, done or another tenant's: not resumable.
+      }
+    }
+    remember(file, null);
+    return null;
   }
 
   async function upload(file) {
@@ -87,22 +154,40 @@
     const status = $('upload-status');
     $('upload-progress').hidden = false;
     $('upload-progress').value = 0;
+    let inParts = false;
     try {
-      status.textContent = `creating a job for ${file.name}…`;
-      const created = await api('/v1/jobs', {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify(request(file)),
-      });
+      status.textContent = `looking for an upload of ${file.name} to resume…`;
+      let created = await resumable(file);
+      let note = '';
+      if (created) {
+        const view = created.multipart_upload;
+        note = `resumed job ${created.job.id}: ${view.uploaded.length} of ${view.part_count} parts already uploaded; `;
+      } else {
+        status.textContent = `creating a job for ${file.name}…`;
+        created = await api('/v1/jobs', {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify(request(file)),
+        });
+      }
       const id = created.job.id;
       location.hash = `#/jobs/${id}`;
-      status.textContent = `uploading ${file.name} (${formatBytes(file.size)})…`;
-      await put(created.upload, file);
-      status.textContent = `uploaded ${file.name}: job ${id}`;
+      if (created.multipart_upload) {
+        inParts = true;
+        remember(file, id);
+        status.textContent = `${note}uploading ${file.name} (${formatBytes(file.size)}) in ${created.multipart_upload.part_count} parts…`;
+        await putParts(id, created.multipart_upload, file);
+        remember(file, null);
+      } else {
+        status.textContent = `uploading ${file.name} (${formatBytes(file.size)})…`;
+        await put(created.upload, file, (loaded) => showProgress(loaded, file.size));
+      }
+      status.textContent = `${note}uploaded ${file.name}: job ${id}`;
       if (state.jobId === id && $('job-status').dataset.status === 'awaiting_upload') setStatus('uploaded');
       loadJobs(true);
     } catch (e) {
-      status.textContent = `upload failed: ${e.message}`;
+      const again = inParts ? '; choose the file again to send the parts still missing' : '';
+      status.textContent = `upload failed: ${e.message}${again}`;
     }
   }
 
@@ -205,6 +290,7 @@
       $('job-error').textContent = e.message;
       return;
     }
+    if (state.jobId === id) state.job = job;
     setStatus(job.status, job.progress ? job.progress.percent : undefined);
     if (job.error) {
       $('job-error').hidden = false;
@@ -216,6 +302,7 @@
 
   function openJob(id) {
     state.jobId = id;
+    state.job = null;
     $('job').hidden = false;
     $('job-id').textContent = id;
     $('job-error').hidden = true;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use testkit::browser::{Browser, artifact_path};
 use testkit::media::ClipSpec;
 
-use crate::up::{curl, read_summary, spawn_up};
+use crate::up::{curl, large_clip, read_summary, spawn_up, stop_after_the_first_part};
 
 /// The page's job status once it is terminal.
 const TERMINAL: &str = "const s = document.getElementById('job-status').dataset.status; \
@@ -31,9 +31,14 @@ fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
     let _stack = crate::one_stack_at_a_time();
     let data = tempfile::tempdir().unwrap();
     // Titles over 4 s are split into 4 s chunks: the one played below is.
-    let split =
-        [("TCODER__WORKER__SPLIT_MIN_DURATION", "4s"), ("TCODER__WORKER__CHUNK_DURATION", "4s")];
-    let (mut up, lines) = spawn_up(data.path(), &split);
+    // Sources over 6 MiB are uploaded in parts of 5 MiB.
+    let settings = [
+        ("TCODER__WORKER__SPLIT_MIN_DURATION", "4s"),
+        ("TCODER__WORKER__CHUNK_DURATION", "4s"),
+        ("TCODER__INGEST__MULTIPART_THRESHOLD", "6291456"),
+        ("TCODER__INGEST__MULTIPART_PART_SIZE", "5242880"),
+    ];
+    let (mut up, lines) = spawn_up(data.path(), &settings);
     let summary = read_summary(&lines);
     let api = summary["api"].0.clone();
     let key = std::fs::read_to_string(data.path().join("api-key")).unwrap().trim().to_owned();
@@ -106,6 +111,38 @@ fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
     assert!(code.as_str().unwrap().starts_with("input."), "{code}");
     browser.eval("document.getElementById('job').scrollIntoView(); return true;");
     browser.screenshot(&artifact_path("console-failed.png"));
+
+    // A large file whose upload stopped after its first part: opened in the console and chosen
+    // again, its job gets the parts it lacks (no new job) and completes.
+    let work = tempfile::tempdir().unwrap();
+    let large = large_clip(work.path());
+    let (large_id, parts) = stop_after_the_first_part(&api, &key, &large);
+    browser.eval(&format!("location.hash = '#/jobs/{large_id}'; return true;"));
+    browser.wait_for(
+        Duration::from_secs(10),
+        &format!(
+            "return document.getElementById('job-id').textContent === '{large_id}' && \
+             document.getElementById('job-status').dataset.status === 'awaiting_upload'"
+        ),
+    );
+    browser.type_into("#file", large.to_str().unwrap());
+    let status = browser.wait_for(
+        Duration::from_secs(60),
+        &format!(
+            "if (document.getElementById('job-id').textContent !== '{large_id}') return null; \
+             {TERMINAL}"
+        ),
+    );
+    let said = browser.eval("return document.getElementById('upload-status').textContent");
+    assert_eq!(status, "completed", "{said}");
+    let resumed = format!("resumed job {large_id}: 1 of {parts} parts already uploaded");
+    assert!(said.as_str().unwrap().starts_with(&resumed), "{said}");
+    let sent = browser.eval("return window.tcoder.upload");
+    assert_eq!(
+        (sent["stored"].as_u64(), sent["sent"].as_u64()),
+        (Some(1), Some(parts - 1)),
+        "{sent}"
+    );
 
     // The key never went into a URL (page, requests, history).
     let urls = browser.eval(

@@ -302,45 +302,10 @@ fn a_long_title_is_split_on_the_stack(data_dir: &Path) {
 /// transcodes the whole file.
 fn an_interrupted_large_upload_resumes_with_the_parts_it_lacks(data_dir: &Path) {
     let work = tempfile::tempdir().unwrap();
-    // Two seconds of noise, lossless: a real video of about 16 MiB, four parts.
-    let clip = work.path().join("large.mp4");
-    let made = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-f", "lavfi", "-i"])
-        .arg("nullsrc=s=640x360:r=25,geq=random(1)*255:128:128")
-        .args(["-t", "2", "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p"])
-        .arg(&clip)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let length = std::fs::metadata(&clip).unwrap().len();
-    let parts = length.div_ceil(5 << 20);
-    assert!(parts >= 3, "{length} bytes");
+    let clip = large_clip(work.path());
     let profile: toml::Table = toml::from_str(&crate::profile_of(data_dir)).unwrap();
     let (api, key) = (profile["api"].as_str().unwrap(), profile["api_key"].as_str().unwrap());
-
-    // Another client creates the job and sends part 1 before its connection drops.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let id = runtime.block_on(async {
-        let client = tcoder::api::Client::new(api, key).unwrap();
-        let request = tcoder::jobs::JobRequest {
-            preset: Some("hls".into()),
-            qualities: Some(serde_json::json!(["144p"])),
-            content_length: Some(length),
-            ..Default::default()
-        };
-        let created = client.create_job(&request, None).await.unwrap();
-        let view = created.multipart_upload.clone().expect("a multipart upload");
-        assert_eq!(u64::from(view.part_count), parts);
-        let first = &view.parts[0];
-        let signed = first.upload.headers.iter().filter(|(name, _)| *name != "content-length");
-        let mut request = reqwest::Client::new().put(&first.upload.url);
-        for (name, value) in signed {
-            request = request.header(name, value);
-        }
-        let bytes = std::fs::read(&clip).unwrap()[..usize::try_from(first.size).unwrap()].to_vec();
-        assert!(request.body(bytes).send().await.unwrap().status().is_success());
-        created.job.id.to_string()
-    });
+    let (id, parts) = stop_after_the_first_part(api, key, &clip);
 
     let resumed = Command::new(env!("CARGO_BIN_EXE_tcoder"))
         .args(["submit", clip.to_str().unwrap(), "--resume", &id, "--wait", "--json"])
@@ -378,6 +343,51 @@ fn an_interrupted_large_upload_resumes_with_the_parts_it_lacks(data_dir: &Path) 
         .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("job.not_awaiting_upload"));
+}
+
+/// Two seconds of noise, lossless: a real video of about 16 MiB, four parts of 5 MiB.
+pub(crate) fn large_clip(dir: &Path) -> std::path::PathBuf {
+    let clip = dir.join("large.mp4");
+    let made = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg("nullsrc=s=640x360:r=25,geq=random(1)*255:128:128")
+        .args(["-t", "2", "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p"])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    clip
+}
+
+/// Creates a job for `clip` (uploaded in parts of 5 MiB) and sends its first part only, as a
+/// client whose connection dropped; returns the job id and its number of parts.
+pub(crate) fn stop_after_the_first_part(api: &str, key: &str, clip: &Path) -> (String, u64) {
+    let length = std::fs::metadata(clip).unwrap().len();
+    let parts = length.div_ceil(5 << 20);
+    assert!(parts >= 3, "{length} bytes");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let id = runtime.block_on(async {
+        let client = tcoder::api::Client::new(api, key).unwrap();
+        let request = tcoder::jobs::JobRequest {
+            preset: Some("hls".into()),
+            qualities: Some(serde_json::json!(["144p"])),
+            content_length: Some(length),
+            ..Default::default()
+        };
+        let created = client.create_job(&request, None).await.unwrap();
+        let view = created.multipart_upload.clone().expect("a multipart upload");
+        assert_eq!(u64::from(view.part_count), parts);
+        let first = &view.parts[0];
+        let signed = first.upload.headers.iter().filter(|(name, _)| *name != "content-length");
+        let mut request = reqwest::Client::new().put(&first.upload.url);
+        for (name, value) in signed {
+            request = request.header(name, value);
+        }
+        let bytes = std::fs::read(clip).unwrap()[..usize::try_from(first.size).unwrap()].to_vec();
+        assert!(request.body(bytes).send().await.unwrap().status().is_success());
+        created.job.id.to_string()
+    });
+    (id, parts)
 }
 
 /// `tcoder submit --wait` (reading the key `tcoder up` wrote) uploads the file to the embedded
