@@ -24,7 +24,7 @@ NATS_SERVER_VERSION="2.15.1"
 STANDARDWEBHOOKS_VERSION="1.1.0"
 # Producer clients and schema checkers the tests run (docs/examples/*.py use the first two).
 PYTHON_CHECKERS=("nats-py==2.16.0" "boto3==1.44.8" "jsonschema==4.26.0" "PyYAML==6.0.4"
-  "openapi-spec-validator==0.9.0" "moto[server]==5.2.5")
+  "openapi-spec-validator==0.9.0" "moto[server]==5.2.6")
 # The AsyncAPI CLI that validates docs/asyncapi.yaml (5.x needs Node 24; 4.x runs on Debian's 18).
 ASYNCAPI_CLI_VERSION="4.1.1"
 # The web console's HLS player, compiled into tcoder-ingest (bins/ingest/build.rs).
@@ -95,7 +95,18 @@ else
     "standardwebhooks==$STANDARDWEBHOOKS_VERSION" || die "pip install standardwebhooks failed"
 fi
 
-if "$tools/venv/bin/python" -c "import nats, boto3, jsonschema, yaml, openapi_spec_validator, moto, flask" 2>/dev/null; then
+# Every pin at its version (a venv from an older checkout is brought up to date).
+pins_met() {
+  "$tools/venv/bin/python" - "$@" 2>/dev/null <<'EOF'
+import importlib.metadata, sys
+for pin in sys.argv[1:]:
+    name, version = pin.split("==")
+    if importlib.metadata.version(name.split("[")[0]) != version:
+        sys.exit(1)
+import flask  # moto's server mode
+EOF
+}
+if pins_met "${PYTHON_CHECKERS[@]}"; then
   say "python checkers present"
 else
   say "installing ${PYTHON_CHECKERS[*]} (producer clients, schema and OpenAPI checks, a second S3) from PyPI"

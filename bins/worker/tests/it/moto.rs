@@ -1,6 +1,7 @@
 //! The whole pipeline on a second, independent S3 implementation: moto's server mode. The
-//! presigned PUT of the source, HEAD checks, ranged downloads and a multipart upload of an
-//! output (over 16 MiB) all go to moto, and ffprobe reads the result back from it.
+//! multipart upload of the source through presigned part URLs (resumed after its first part,
+//! completed from moto's own part listing), HEAD checks, ranged downloads and a multipart
+//! upload of an output (over 16 MiB) all go to moto, and ffprobe reads the result back.
 
 use std::time::Duration;
 
@@ -10,10 +11,13 @@ use crate::harness::Pipeline;
 use tcoder::jobs::JobStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_completes_on_moto_with_a_presigned_upload_and_a_multipart_output() {
+async fn a_job_completes_on_moto_with_a_resumed_multipart_upload_and_a_multipart_output() {
     let moto = testkit::MotoServer::start("tcoder-test");
     let s3 = moto.service_env();
-    let pipeline = Pipeline::start_with(&s3).await;
+    let mut ingest = s3.clone();
+    ingest.push(("TCODER__INGEST__MULTIPART_THRESHOLD", (8u64 << 20).to_string()));
+    ingest.push(("TCODER__INGEST__MULTIPART_PART_SIZE", (5u64 << 20).to_string()));
+    let pipeline = Pipeline::start_with(&ingest).await;
     let _worker = pipeline.worker(&s3);
 
     // ~22 MB of constant-rate H.264: its stream copy is uploaded in 8 MiB parts.
@@ -31,7 +35,22 @@ async fn a_job_completes_on_moto_with_a_presigned_upload_and_a_multipart_output(
     let size = std::fs::metadata(&source).unwrap().len();
     assert!(size > 17 * 1024 * 1024, "{size} bytes: not enough for a multipart output");
 
-    let id = pipeline.submit(&source, json!({ "preset": "default" })).await;
+    // Over the threshold: parts. The first goes up, then the connection "drops"; the resume
+    // lists it as stored and sends the rest; completing needs no notification from moto.
+    let request = json!({ "preset": "default", "content_length": size });
+    let created = pipeline.create_as(&pipeline.key, request).await;
+    let id = created.job.id.to_string();
+    let view = created.multipart_upload.clone().expect("a multipart upload");
+    assert_eq!(u64::from(view.part_count), size.div_ceil(5 << 20));
+    let first = &view.parts[0];
+    let bytes = std::fs::read(&source).unwrap()[..usize::try_from(first.size).unwrap()].to_vec();
+    let client = tcoder::api::Client::new(&pipeline.api, &pipeline.key).unwrap();
+    client.upload_bytes(&first.upload, bytes).await.unwrap();
+    let resumed = client.upload_urls(&id).await.unwrap();
+    let left = resumed.multipart_upload.as_ref().unwrap();
+    assert_eq!(left.uploaded.iter().map(|p| p.part_number).collect::<Vec<_>>(), [1]);
+    let report = client.upload_source(&resumed, &source, |_| {}).await.unwrap();
+    assert_eq!((report.parts_sent, report.parts_already_stored), (view.part_count - 1, 1));
     let job = pipeline.wait_status(&id, JobStatus::Completed, Duration::from_secs(120)).await;
     assert_eq!(job.source.as_ref().map(|s| s.size), Some(size));
     let mp4 = job.result.as_ref().unwrap().renditions[0].mp4.clone().unwrap();
