@@ -806,4 +806,41 @@ mod tests {
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), c.fingerprint());
     }
+
+    #[test]
+    fn the_upload_method_follows_the_length_and_the_door() {
+        let tenant = super::super::Tenant::parse("acme").unwrap();
+        let door = |presigned: bool, json: serde_json::Value| {
+            let limits = SpecLimits {
+                max_upload_bytes: 60 << 30,
+                allowed_webhooks: &[],
+                tenant: &tenant,
+                presigned,
+                multipart_threshold: 100 << 20,
+            };
+            JobSpec::from_request(serde_json::from_value(json).unwrap(), limits)
+        };
+        let method = |json| door(true, json).map(|spec| spec.upload).map_err(|e| e.code);
+        use serde_json::json;
+        assert_eq!(method(json!({})), Ok(UploadMethod::Single));
+        assert_eq!(method(json!({"content_length": 100u64 << 20})), Ok(UploadMethod::Single));
+        let over = (100u64 << 20) + 1;
+        assert_eq!(method(json!({"content_length": over})), Ok(UploadMethod::Multipart));
+        let asked = json!({"content_length": over, "upload": "single"});
+        assert_eq!(method(asked), Ok(UploadMethod::Single));
+        let asked = json!({"content_length": 10, "upload": "multipart"});
+        assert_eq!(method(asked), Ok(UploadMethod::Multipart));
+        let too_big_for_one = json!({"content_length": (5u64 << 30) + 1, "upload": "single"});
+        assert_eq!(method(too_big_for_one), Err("validation.content_length"));
+        assert_eq!(method(json!({"upload": "multipart"})), Err("validation.content_length"));
+        assert_eq!(method(json!({"upload": "Multipart"})), Err("validation.upload"));
+        // A NATS submission names an object already in the bucket: nothing to upload.
+        let submitted = door(false, json!({"content_length": over, "upload": "multipart"}));
+        assert_eq!(submitted.map_err(|e| e.code), Err("validation.upload"));
+        let submitted = door(false, json!({"content_length": 6u64 << 30})).unwrap();
+        assert_eq!(submitted.upload, UploadMethod::Single);
+        // A single-PUT job's stored spec (and fingerprint) is what it was before parts existed.
+        let spec = door(true, json!({"content_length": 10})).unwrap();
+        assert!(!serde_json::to_string(&spec).unwrap().contains("upload"));
+    }
 }

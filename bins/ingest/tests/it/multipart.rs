@@ -82,6 +82,15 @@ async fn a_large_source_uploads_in_parts_resumes_without_resending_and_completes
     let first = &view["parts"][0];
     assert_eq!(put_part(&ingest, first, &body[..MIB]).await, StatusCode::FORBIDDEN);
     assert_eq!(put_part(&ingest, first, part_bytes(view, first, &body)).await, StatusCode::OK);
+    // Its URL names its part and upload: pointed at another part, or sent unsigned, refused.
+    let url = first["upload"]["url"].as_str().unwrap();
+    assert!(url.contains("partNumber=1"), "{url}");
+    let mut moved = first.clone();
+    moved["upload"]["url"] = url.replace("partNumber=1", "partNumber=3").into();
+    assert_eq!(put_part(&ingest, &moved, &body[..5 << 20]).await, StatusCode::FORBIDDEN);
+    let unsigned = url.split("&X-Amz-").next().unwrap().to_owned();
+    let response = ingest.http.put(&unsigned).body(vec![1u8; 10]).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN, "{unsigned}");
 
     // The connection drops here. Completing now names what is missing.
     let complete = format!("/v1/jobs/{id}/upload/complete");
