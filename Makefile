@@ -1,7 +1,7 @@
 # tcoder — the two commands of the README, plus helpers. Both run the set-up first, which
 # installs what is missing (Debian packages, the pinned nats-server) and skips what is there.
 
-.PHONY: setup run test test-quick bench split-check soak image-check build lint ci
+.PHONY: setup run test test-quick bench split-check soak image-check compose-check build lint ci
 
 setup:
 	./scripts/setup.sh
@@ -46,6 +46,11 @@ soak: setup
 ## mmdebstrap, and complete a job in the worker image as its non-root user (docs/DEPLOY.md).
 image-check: setup
 	./scripts/image-check.sh
+
+## Bring deploy/compose/compose.yaml up with podman-compose from this clone (stand-ins for the
+## NATS and Valkey images: no registry here) and complete a job from the host (docs/DEPLOY.md).
+compose-check: setup
+	./scripts/compose-check.sh
 
 build: setup
 	cargo build --workspace

@@ -4,58 +4,18 @@
 # then completes a real job in the worker image running as its non-root user against a
 # `tcoder up` stack on this host.
 #
-# Everything podman stores goes under target/image-check/ (its own storage root, and a
-# containers.conf that uses runc with cgroupfs and no default ulimits: crun cannot start
-# containers on hybrid cgroup v1 hosts like CI's). Needs root or sudo for apt-get the first time.
+# Podman's storage is under target/podman/ (scripts/podman-env.sh). Needs root or sudo for
+# apt-get the first time.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+check=image-check
+. "$(dirname "${BASH_SOURCE[0]}")/podman-env.sh"
 work="$root/target/image-check"
-say() { printf 'image-check: %s\n' "$*"; }
-die() { printf 'image-check: ERROR: %s\n' "$*" >&2; exit 1; }
-
-missing=()
-for p in podman mmdebstrap runc uidmap; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-    --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
-fi
-
 mkdir -p "$work"
-cat > "$work/containers.conf" <<'EOF'
-[containers]
-default_ulimits = []
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-runtime = "runc"
-EOF
-export CONTAINERS_CONF="$work/containers.conf"
-podman() { command podman --root "$work/storage" --runroot "$work/run" "$@"; }
 
 started=$SECONDS
-say "building release binaries (the CLI without the FFmpeg engine, as the services image has it)"
+build_tcoder_images check
 cd "$root"
-cargo build --release -q -p tcoder-worker -p tcoder-ingest -p tcoder-dispatcher
-cargo build --release -q -p tcoder-cli --no-default-features
-
-base="localhost/tcoder-base:bookworm"
-if ! podman image exists "$base"; then
-  say "making a Debian bookworm base with mmdebstrap"
-  mmdebstrap --quiet --variant=minbase --include=passwd,ca-certificates bookworm "$work/rootfs.tar"
-  podman import -q "$work/rootfs.tar" "$base" >/dev/null
-  rm -f "$work/rootfs.tar"
-fi
-
-for target in worker services; do
-  say "building the $target image"
-  podman build -q --network host --build-arg BASE="$base" --build-arg BINARIES=prebuilt \
-    --target "$target" -t "localhost/tcoder-$target:check" -f deploy/images/Dockerfile . >/dev/null
-done
 
 say "checking the images: non-root user, no FFmpeg in services, nothing secret in the layers"
 [ "$(podman image inspect -f '{{.Config.User}}' localhost/tcoder-worker:check)" = "10001:10001" ] \

@@ -1,7 +1,8 @@
 #!/bin/sh
-# Writes deploy/compose/.env (or the file named) with a fresh random value for every secret of the compose stack
-# (deploy/compose/example.env lists them), once: an existing .env is never overwritten, since
-# the data in the volumes is locked with these passwords.
+# Writes deploy/compose/.env (or the file named) with a fresh random value for every secret of
+# the compose stack, and its ports and store address (API_PORT, STORE_PORT, STORE_URL from the
+# environment when set; deploy/compose/example.env lists them all), once: an existing .env is
+# never overwritten, since the data in the volumes is locked with these passwords.
 set -eu
 here="$(cd "$(dirname "$0")" && pwd)"
 env="${1:-$here/.env}"
@@ -22,7 +23,10 @@ umask 077
     echo "${role}_REDIS_PASSWORD=$(random 24)"
   done
   echo "GRAFANA_ADMIN_PASSWORD=$(random 12)"
-  echo "# Where browsers reach the store's outputs (result URLs)."
-  echo "PUBLIC_STORE_URL=http://localhost:19000/tcoder"
+  echo "# Host ports of the API (and console) and of the object store."
+  echo "API_PORT=${API_PORT:-8080}"
+  echo "STORE_PORT=${STORE_PORT:-19000}"
+  echo "# The store as clients reach it (presigned uploads, result URLs): this host's name."
+  echo "STORE_URL=${STORE_URL:-http://localhost:${STORE_PORT:-19000}}"
 } > "$env"
 echo "make-env: wrote $env"

@@ -198,6 +198,16 @@ fn the_compose_stack_builds_from_a_clone_with_an_identity_per_service() {
         assert!(block.contains(&format!("TCODER__REDIS__URL: redis://{service}:")), "{block}");
     }
     assert!(!resolved.contains("tmpfs"), "worker scratch on disk: {resolved}");
+    // Clients reach the store at STORE_URL: ingest signs upload URLs for it, and every
+    // service writes result URLs under it (not the stack's internal `ingest` name).
+    let store_url = written.lines().find_map(|l| l.strip_prefix("STORE_URL=")).unwrap();
+    let ingest = service_block("ingest");
+    assert!(ingest.contains(&format!("TCODER__S3__ENDPOINT: {store_url}\n")), "{ingest}");
+    for service in ["ingest", "dispatcher", "worker"] {
+        let block = service_block(service);
+        let public = format!("TCODER__S3__PUBLIC_URL: {store_url}/tcoder");
+        assert!(block.contains(&public), "{service}: {block}");
+    }
     let source = std::fs::read_to_string(compose.join("compose.yaml")).unwrap();
     assert!(!source.lines().any(|l| l.starts_with("version:")), "the obsolete `version:` key");
 
