@@ -128,9 +128,16 @@ pub(crate) async fn run(client: &Client, args: SubmitArgs) -> anyhow::Result<boo
         }
     };
     let id = created.job.id.to_string();
-    match &args.resume {
-        None => eprintln!("job {id} created"),
-        Some(_) => eprintln!("resuming the upload of job {id}"),
+    match (&args.resume, &created.multipart_upload) {
+        (Some(_), _) => eprintln!("resuming the upload of job {id}"),
+        // Said now: an upload stopped by Ctrl-C or a closed terminal says nothing after.
+        (None, Some(view)) => eprintln!(
+            "job {id} created; its upload goes in {} parts — if it stops, resume it with\n  \
+             tcoder submit {} --resume {id}",
+            view.part_count,
+            args.file.display()
+        ),
+        (None, None) => eprintln!("job {id} created"),
     }
     // The job starts when its last file is in: the captions go first, they are small.
     for caption_upload in &created.caption_uploads {
