@@ -261,6 +261,17 @@ impl NotifyingStore {
         }
     }
 
+    /// A key that names a folder of the store (`outputs/<tenant>/<job>/1/hls`) is no object:
+    /// s3s-fs opens the folder and fails reading it, a 500 logged as an error for what is an
+    /// anonymous reader's typo. Answered `NoSuchKey`, as S3 answers a prefix.
+    fn not_a_folder(&self, bucket: &str, key: &str) -> S3Result<()> {
+        let parts_plain = plain(bucket) && key.split('/').all(plain);
+        if parts_plain && self.root.join(bucket).join(key).is_dir() {
+            return Err(s3s::s3_error!(NoSuchKey, "no such key"));
+        }
+        Ok(())
+    }
+
     /// Reports a created object. Waits for room on the channel (back-pressure rather than a
     /// lost event); if ingest is shutting down and the receiver is gone, the periodic sweep
     /// finds the object instead.
@@ -402,6 +413,22 @@ impl S3 for NotifyingStore {
         Ok(S3Response::new(output))
     }
 
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        self.not_a_folder(&req.input.bucket, &req.input.key)?;
+        self.inner.get_object(req).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.not_a_folder(&req.input.bucket, &req.input.key)?;
+        self.inner.head_object(req).await
+    }
+
     /// s3s-fs lists a multipart upload's parts without their `ETag`s and in no order; S3 and R2
     /// give both, and completing an upload from its listing (as ingest does) needs them. The
     /// `ETag` of a part is the MD5 of its bytes, as S3's is.
@@ -429,9 +456,7 @@ impl S3 for NotifyingStore {
         create_bucket: CreateBucketInput => CreateBucketOutput;
         delete_bucket: DeleteBucketInput => DeleteBucketOutput;
         get_bucket_location: GetBucketLocationInput => GetBucketLocationOutput;
-        get_object: GetObjectInput => GetObjectOutput;
         head_bucket: HeadBucketInput => HeadBucketOutput;
-        head_object: HeadObjectInput => HeadObjectOutput;
         list_buckets: ListBucketsInput => ListBucketsOutput;
         list_objects: ListObjectsInput => ListObjectsOutput;
         create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput;

@@ -41,7 +41,7 @@ async fn a_presigned_upload_to_the_embedded_store_yields_one_upload_event_even_i
     );
     assert_eq!(event.etag, ingest.etag(&key).await);
     assert_eq!((event.job_id.as_str(), event.tenant.as_str()), (id.as_str(), "acme"));
-    assert_eq!(event.id, format!("{}/{key}/{}", ingest.bucket, event.etag));
+    assert_eq!(event.id, format!("{id}/{}/{key}/{}", ingest.bucket, event.etag));
 }
 
 #[tokio::test]
@@ -99,4 +99,21 @@ async fn a_standard_s3_client_can_use_the_presigned_url() {
     let id = created["job"]["id"].as_str().unwrap();
     let job = ingest.wait_status(id, JobStatus::Uploaded).await;
     assert_eq!(job.source.map(|s| s.size), Some(std::fs::metadata(&file).unwrap().len()));
+}
+
+/// Outputs are public to read; a key that names one of their folders is no object: 404 to an
+/// anonymous GET or HEAD (it was a 500, logged as an error).
+#[tokio::test]
+async fn a_folder_of_the_public_outputs_is_not_found_not_an_error() {
+    let ingest = spawn(Store::Embedded, &[]).await;
+    let store = format!("http://{}/{}", ingest.store.unwrap(), ingest.bucket);
+    let file = "outputs/acme/job_x/1/hls/master.m3u8";
+    ingest.put_object(file, b"#EXTM3U\n".to_vec()).await;
+    let response = ingest.http.get(format!("{store}/{file}")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    for folder in ["outputs/acme/job_x/1/hls", "outputs/acme/job_x", "outputs/acme"] {
+        let url = format!("{store}/{folder}");
+        assert_eq!(ingest.http.get(&url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+        assert_eq!(ingest.http.head(&url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    }
 }
