@@ -322,7 +322,10 @@ impl Submitter {
         })
     }
 
-    /// Announces a rejected submission and returns the answer for its producer.
+    /// Announces a rejected submission and returns the answer for its producer. The request
+    /// and its stored copy both reach this verdict; whichever comes first announces it (a
+    /// marker kept for the idempotency window), so listeners hear each rejection once — and
+    /// one whose stored copy the stream dropped (a repeated `Nats-Msg-Id`) is still heard.
     async fn reject(
         &self,
         tenant: &Tenant,
@@ -330,8 +333,27 @@ impl Submitter {
         key: Option<&str>,
         error: JobError,
     ) -> Result<SubmitReply, NotNow> {
-        let rejection = Rejection::of_submission(tenant, submission_id, key, error.clone());
-        self.bridge.reject(&rejection).await?;
+        let marker = tcoder::redis::keys::idempotency(tenant, &format!("rejected:{submission_id}"));
+        let mut redis = self.bridge.redis.clone();
+        let transient = |e: redis::RedisError| Transient(format!("redis: {e}"));
+        let first: Option<String> = redis::cmd("SET")
+            .arg(&marker)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(self.idempotency_ttl.as_secs().max(1))
+            .query_async(&mut redis)
+            .await
+            .map_err(transient)?;
+        if first.is_some() {
+            let rejection = Rejection::of_submission(tenant, submission_id, key, error.clone());
+            if let Err(e) = self.bridge.reject(&rejection).await {
+                // Not announced after all: the next handling of this submission tries again.
+                let _: Result<i64, _> =
+                    redis::cmd("DEL").arg(&marker).query_async(&mut redis).await;
+                return Err(e.into());
+            }
+        }
         Ok(SubmitReply::Rejected { error })
     }
 }

@@ -219,6 +219,9 @@ async fn a_nats_py_producer_gets_one_job_per_submission_and_typed_rejections() {
         // The id of the first submission, asking for something else.
         ("uploads/acme/clips/a.mp4", r#"{"preset":"default"}"#, "order-7", "idempotency.conflict"),
     ];
+    // Listeners on the rejection subject hear each rejection once, though ingest handles
+    // every submission twice (the request and the copy the SUBMIT stream keeps).
+    let mut listener = pipeline.nats.subscribe("tcoder.rejected.acme").await.unwrap();
     let mut replies = vec![reply.clone()];
     for (key, job, msg_id, code) in bad {
         let rejected = producer
@@ -259,13 +262,42 @@ async fn a_nats_py_producer_gets_one_job_per_submission_and_typed_rejections() {
         assert_eq!(first.payload.as_ref(), b"marker", "ingest answered on {subject}");
     }
 
-    let rejections =
-        pipeline.stored_messages(subjects::EVENTS_STREAM, "tcoder.rejected.acme").await;
-    let announced: Vec<(&Value, &Value)> =
-        rejections.iter().map(|(_, r)| (&r["submission_id"], &r["error"]["code"])).collect();
-    for (_, _, msg_id, code) in bad {
-        assert!(announced.contains(&(&json!(msg_id), &json!(code))), "{announced:?}");
+    let rejections = testkit::eventually_async(Duration::from_secs(30), || async {
+        let stored =
+            pipeline.stored_messages(subjects::EVENTS_STREAM, "tcoder.rejected.acme").await;
+        let announced = |msg_id: &str, code: &str| {
+            stored.iter().any(|(_, r)| r["submission_id"] == msg_id && r["error"]["code"] == code)
+        };
+        let missing: Vec<&str> = bad
+            .iter()
+            .filter(|(_, _, msg_id, code)| !announced(msg_id, code))
+            .map(|(_, _, msg_id, _)| *msg_id)
+            .collect();
+        if missing.is_empty() { Ok(stored) } else { Err(missing) }
+    })
+    .await;
+    // Every stored copy handled: all that will be announced has been.
+    testkit::eventually_async(Duration::from_secs(30), || async {
+        let stream = pipeline.js.get_stream(subjects::SUBMIT_STREAM).await.unwrap();
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(subjects::SUBMIT_CONSUMER).await.unwrap();
+        let info = consumer.info().await.unwrap();
+        let left = info.num_pending + info.num_ack_pending as u64;
+        if left == 0 { Ok(()) } else { Err(left) }
+    })
+    .await;
+    let mut heard: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(200), listener.next()).await
+    {
+        let rejection: Value = serde_json::from_slice(&message.payload).unwrap();
+        *heard.entry(rejection["submission_id"].as_str().unwrap_or("").to_owned()).or_default() +=
+            1;
     }
+    for (_, _, msg_id, _) in bad {
+        assert_eq!(heard.get(msg_id), Some(&1), "{msg_id} announced: {heard:?}");
+    }
+    assert!(rejections.len() >= bad.len());
     let listed = pipeline.stored_messages(subjects::EVENTS_STREAM, subjects::EVENTS_ALL).await;
     let accepted = listed.iter().filter(|(subject, _)| subject.ends_with(".accepted")).count();
     assert_eq!(accepted, 2, "one job per submission: {listed:?}");
