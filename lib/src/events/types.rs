@@ -245,7 +245,7 @@ impl UploadSource {
 /// source reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadEvent {
-    /// `<bucket>/<key>/<etag>`; also the `Nats-Msg-Id`.
+    /// `<job_id>/<bucket>/<key>/<etag>`; also the `Nats-Msg-Id`.
     pub id: String,
     pub source: UploadSource,
     pub bucket: String,
@@ -259,9 +259,17 @@ pub struct UploadEvent {
 }
 
 impl UploadEvent {
-    /// The dedup id of an upload: the same object version always has the same id.
+    /// The dedup id of an object version: the same version always has the same id.
     pub fn id_for(bucket: &str, key: &str, etag: &str) -> String {
         format!("{bucket}/{key}/{etag}")
+    }
+
+    /// The id of job `job`'s upload event: its object version, per job. Two jobs made from one
+    /// object (two NATS submissions naming it) are two uploads; with the version alone the
+    /// broker dropped the second job's event as a duplicate, and that job waited in `uploaded`
+    /// for the sweep, past the dedup window.
+    pub fn id_for_job(job: &JobId, bucket: &str, key: &str, etag: &str) -> String {
+        format!("{job}/{}", UploadEvent::id_for(bucket, key, etag))
     }
 
     pub fn subject(&self) -> String {

@@ -4,7 +4,7 @@
 //! publishes exactly one normalized event on `tcoder.uploads.<bucket>`.
 //!
 //! Order matters: the job moves to `uploaded` first and the event is published second, with a
-//! `Nats-Msg-Id` of bucket/key/etag. A crash in between leaves a job in `uploaded` that a
+//! `Nats-Msg-Id` of job/bucket/key/etag. A crash in between leaves a job in `uploaded` that a
 //! repeated notification or the sweep publishes again; the broker drops the duplicate.
 //!
 //! An object that is not a job's upload but lies in a watch folder ([`watch`]) becomes a new
@@ -476,13 +476,13 @@ impl Bridge {
             .map_err(|e| Transient(e.to_string()))
     }
 
-    /// Publishes the job's upload event (idempotent: same id for the same object version).
+    /// Publishes the job's upload event (idempotent: same id for the job's object version).
     pub(crate) async fn publish(&self, job: &Job, source: UploadSource) -> Result<(), Transient> {
         let Some(object) = &job.source else {
             return Err(Transient(format!("job {} is uploaded without a source record", job.id)));
         };
         let event = UploadEvent {
-            id: UploadEvent::id_for(&self.bucket, object.key.as_str(), &object.etag),
+            id: UploadEvent::id_for_job(&job.id, &self.bucket, object.key.as_str(), &object.etag),
             source,
             bucket: self.bucket.clone(),
             key: object.key.clone(),

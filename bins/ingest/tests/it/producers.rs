@@ -188,4 +188,11 @@ async fn nats_submissions_are_rate_limited_per_tenant_and_kept() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), sent, "one job per submission: {jobs:?}");
+    // Each job made from the one object has its own upload event (one object version, many
+    // jobs: the broker dropped all but the first as duplicates).
+    let events = ingest.wait_upload_events(sent).await;
+    let mut jobs: Vec<String> = events.iter().map(|e| e.job_id.to_string()).collect();
+    jobs.sort_unstable();
+    jobs.dedup();
+    assert_eq!(jobs.len(), sent, "{events:?}");
 }
