@@ -118,13 +118,7 @@ pub async fn presign_part(
         .presigned(config)
         .await
         .map_err(|e| classify("presign UploadPart", e))?;
-    Ok(Presigned {
-        url: presigned.uri().to_owned(),
-        headers: presigned
-            .headers()
-            .map(|(name, value)| (name.to_owned(), value.to_owned()))
-            .collect(),
-    })
+    Ok(presigned.into())
 }
 
 /// The parts the store holds for `upload_id`, by number; `None` when the upload is not there

@@ -91,6 +91,18 @@ pub struct Presigned {
     pub headers: Vec<(String, String)>,
 }
 
+impl From<aws_sdk_s3::presigning::PresignedRequest> for Presigned {
+    fn from(presigned: aws_sdk_s3::presigning::PresignedRequest) -> Presigned {
+        Presigned {
+            url: presigned.uri().to_owned(),
+            headers: presigned
+                .headers()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+        }
+    }
+}
+
 /// `HeadObject`; a missing object is `Ok(None)`.
 pub async fn head(
     s3: &aws_sdk_s3::Client,
@@ -189,13 +201,7 @@ pub async fn presign_put(
         .presigned(config)
         .await
         .map_err(|e| classify("presign PutObject", e))?;
-    Ok(Presigned {
-        url: presigned.uri().to_owned(),
-        headers: presigned
-            .headers()
-            .map(|(name, value)| (name.to_owned(), value.to_owned()))
-            .collect(),
-    })
+    Ok(presigned.into())
 }
 
 /// An object being read (`GetObject`): its headers and a streamed body.

@@ -7,7 +7,9 @@ use std::time::Duration;
 use testkit::browser::{Browser, artifact_path};
 use testkit::media::ClipSpec;
 
-use crate::up::{curl, large_clip, read_summary, spawn_up, stop_after_the_first_part};
+use crate::up::{
+    SPLIT_AND_SMALL_PARTS, curl, large_clip, read_summary, spawn_up, stop_after_the_first_part,
+};
 
 /// The page's job status once it is terminal.
 const TERMINAL: &str = "const s = document.getElementById('job-status').dataset.status; \
@@ -31,14 +33,7 @@ fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
     let _stack = crate::one_stack_at_a_time();
     let data = tempfile::tempdir().unwrap();
     // Titles over 4 s are split into 4 s chunks: the one played below is.
-    // Sources over 6 MiB are uploaded in parts of 5 MiB.
-    let settings = [
-        ("TCODER__WORKER__SPLIT_MIN_DURATION", "4s"),
-        ("TCODER__WORKER__CHUNK_DURATION", "4s"),
-        ("TCODER__INGEST__MULTIPART_THRESHOLD", "6291456"),
-        ("TCODER__INGEST__MULTIPART_PART_SIZE", "5242880"),
-    ];
-    let (mut up, lines) = spawn_up(data.path(), &settings);
+    let (mut up, lines) = spawn_up(data.path(), &SPLIT_AND_SMALL_PARTS);
     let summary = read_summary(&lines);
     let api = summary["api"].0.clone();
     let key = std::fs::read_to_string(data.path().join("api-key")).unwrap().trim().to_owned();

@@ -117,15 +117,7 @@ pub(crate) fn addr(url: &str) -> SocketAddr {
 fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     let _stack = crate::one_stack_at_a_time();
     let data = tempfile::tempdir().unwrap();
-    // Titles over 4 s are split into 4 s chunks (one HLS segment each).
-    // Sources over 6 MiB are uploaded in parts of 5 MiB (S3's smallest).
-    let settings = [
-        ("TCODER__WORKER__SPLIT_MIN_DURATION", "4s"),
-        ("TCODER__WORKER__CHUNK_DURATION", "4s"),
-        ("TCODER__INGEST__MULTIPART_THRESHOLD", "6291456"),
-        ("TCODER__INGEST__MULTIPART_PART_SIZE", "5242880"),
-    ];
-    let (mut up, lines) = spawn_up(data.path(), &settings);
+    let (mut up, lines) = spawn_up(data.path(), &SPLIT_AND_SMALL_PARTS);
     let summary = read_summary(&lines);
 
     for service in ["ingest admin", "dispatcher admin"] {
@@ -344,6 +336,15 @@ fn an_interrupted_large_upload_resumes_with_the_parts_it_lacks(data_dir: &Path) 
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("job.not_awaiting_upload"));
 }
+
+/// Titles over 4 s are split into 4 s chunks (one HLS segment each); sources over 6 MiB are
+/// uploaded in parts of 5 MiB (S3's smallest).
+pub(crate) const SPLIT_AND_SMALL_PARTS: [(&str, &str); 4] = [
+    ("TCODER__WORKER__SPLIT_MIN_DURATION", "4s"),
+    ("TCODER__WORKER__CHUNK_DURATION", "4s"),
+    ("TCODER__INGEST__MULTIPART_THRESHOLD", "6291456"),
+    ("TCODER__INGEST__MULTIPART_PART_SIZE", "5242880"),
+];
 
 /// Two seconds of noise, lossless: a real video of about 16 MiB, four parts of 5 MiB.
 pub(crate) fn large_clip(dir: &Path) -> std::path::PathBuf {

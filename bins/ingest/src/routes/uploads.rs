@@ -200,7 +200,7 @@ async fn multipart_view(state: &AppState, job: &Job) -> Result<MultipartUploadVi
         .map(|part| UploadedPartView { part_number: part.number, size: part.size })
         .collect();
     let ttl = state.config.upload_url_ttl;
-    let expires_at = rfc3339(now_ms() + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    let expires_at = expires_at(ttl);
     let mut parts = Vec::with_capacity(missing.len());
     for number in missing {
         let size = upload.plan.size_of(number).expect("a missing part is one of the plan's");
@@ -215,12 +215,7 @@ async fn multipart_view(state: &AppState, job: &Job) -> Result<MultipartUploadVi
         )
         .await
         .map_err(|e| ApiError::unavailable("cannot presign the upload", e))?;
-        let upload = UploadView {
-            url: presigned.url,
-            method: "PUT".to_owned(),
-            headers: presigned.headers.into_iter().collect(),
-            expires_at: expires_at.clone(),
-        };
+        let upload = put_view(presigned, &expires_at);
         parts.push(PartUploadView { part_number: number, size, upload });
     }
     Ok(MultipartUploadView {
@@ -294,13 +289,21 @@ async fn presign_key(
     let presigned = s3::presign_put(&state.s3, &state.bucket, key, length, content_type, ttl)
         .await
         .map_err(|e| ApiError::unavailable("cannot presign the upload", e))?;
-    let expires_at = now_ms() + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    Ok(UploadView {
+    Ok(put_view(presigned, &expires_at(ttl)))
+}
+
+/// When URLs signed now for `ttl` expire (RFC 3339).
+fn expires_at(ttl: std::time::Duration) -> String {
+    rfc3339(now_ms() + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn put_view(presigned: s3::Presigned, expires_at: &str) -> UploadView {
+    UploadView {
         url: presigned.url,
         method: "PUT".to_owned(),
         headers: presigned.headers.into_iter().collect(),
-        expires_at: rfc3339(expires_at),
-    })
+        expires_at: expires_at.to_owned(),
+    }
 }
 
 /// A presigned PUT per caption file the job uploads, at its server-chosen key. Their length
