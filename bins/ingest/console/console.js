@@ -250,33 +250,55 @@
 
   // Server-sent events through fetch: EventSource cannot send the Authorization header, and
   // the key must not go into a URL.
+  // Follows the job's events to its end. A stream that drops (ingest restarting, a proxy's
+  // timeout) is reconnected with Last-Event-ID, so each event is shown once.
+  const FOLLOW_ATTEMPTS = 20;
   async function follow(id) {
     if (state.follow) state.follow.abort();
     const controller = new AbortController();
     state.follow = controller;
-    try {
-      const response = await fetch(`/v1/jobs/${id}/events`, {
-        headers: { Authorization: `Bearer ${state.key}`, Accept: 'text/event-stream' },
-        signal: controller.signal,
-      });
-      if (!response.ok) throw new Error(`events answered ${response.status}`);
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = '';
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value;
-        let end;
-        while ((end = buffer.indexOf('\n\n')) >= 0) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n');
-          if (data) onEvent(JSON.parse(data));
-        }
+    const seen = new Set();
+    let lastId = null;
+    let ended = false;
+    for (let attempt = 0; attempt < FOLLOW_ATTEMPTS && !ended; attempt++) {
+      if (attempt > 0) {
+        await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 250 * 2 ** attempt)));
+        if (controller.signal.aborted) return;
       }
-    } catch (e) {
-      if (e.name === 'AbortError') return;
-      $('player-note').textContent = `event stream: ${e.message}`;
+      try {
+        const headers = { Authorization: `Bearer ${state.key}`, Accept: 'text/event-stream' };
+        if (lastId) headers['Last-Event-ID'] = lastId;
+        const response = await fetch(`/v1/jobs/${id}/events`, { headers, signal: controller.signal });
+        if (response.status === 401 || response.status === 404) throw new Error(`events answered ${response.status}`);
+        if (!response.ok) continue;
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let end;
+          while ((end = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n');
+            if (!data) continue;
+            const event = JSON.parse(data);
+            if (seen.has(event.id)) continue;
+            seen.add(event.id);
+            lastId = event.id;
+            onEvent(event);
+            if (['completed', 'failed', 'canceled'].includes(event.type)) ended = true;
+          }
+        }
+      } catch (e) {
+        if (e.name === 'AbortError') return;
+        if (e.message.startsWith('events answered')) {
+          $('player-note').textContent = `event stream: ${e.message}`;
+          break;
+        }
+        // A network error: try again.
+      }
     }
     if (state.jobId === id) showJob(id, false);
   }

@@ -25,6 +25,10 @@ pub(crate) struct EventHub {
     max_total: usize,
     max_per_tenant: usize,
     gauge: IntGauge,
+    /// Cancelled when the process stops feeding the hub (shutting down): open streams end at
+    /// once, so a stop does not wait out its drain deadline for them — their clients reconnect
+    /// elsewhere with `Last-Event-ID`.
+    closing: CancellationToken,
 }
 
 #[derive(Debug, Default)]
@@ -66,7 +70,15 @@ impl Drop for StreamPermit {
 impl EventHub {
     pub(crate) fn new(max_total: usize, max_per_tenant: usize, gauge: IntGauge) -> Arc<EventHub> {
         let (live, _) = broadcast::channel(LIVE_BUFFER);
-        Arc::new(EventHub { live, open: Mutex::default(), max_total, max_per_tenant, gauge })
+        let closing = CancellationToken::new();
+        Arc::new(EventHub {
+            live,
+            open: Mutex::default(),
+            max_total,
+            max_per_tenant,
+            gauge,
+            closing,
+        })
     }
 
     /// A place for one more stream of `tenant`, unless a cap is reached.
@@ -84,6 +96,11 @@ impl EventHub {
         Ok(StreamPermit { hub: self.clone(), tenant: tenant.clone() })
     }
 
+    /// Resolves when the hub stops (the process is shutting down).
+    pub(crate) fn closing(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.closing.clone().cancelled_owned()
+    }
+
     /// Every live event from now on (all jobs: the caller filters).
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<JobEvent>> {
         self.live.subscribe()
@@ -96,6 +113,7 @@ impl EventHub {
         nats: async_nats::Client,
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
+        let _closing = self.closing.clone().drop_guard();
         let mut events = nats.subscribe(subjects::EVENTS_ALL).await?;
         loop {
             let message = tokio::select! {

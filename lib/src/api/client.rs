@@ -12,8 +12,12 @@ use super::views::{
 use crate::events::JobEvent;
 use crate::jobs::{JobRequest, JobStatus};
 
-/// Reconnections of an event stream that dropped before the job ended.
-const MAX_STREAM_RECONNECTS: usize = 10;
+/// Connections of an event stream before giving up (a stream ends each hour, or when its
+/// ingest stops; an API away for a while is tried again with growing pauses).
+const MAX_STREAM_RECONNECTS: usize = 40;
+/// First pause before reconnecting to an API that did not answer, doubling up to the most.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
+const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(5);
 /// Tries of one part's PUT before its URL is renewed.
 const PART_ATTEMPTS: u32 = 3;
 /// Rounds of a multipart upload: each sends the parts still missing, with fresh URLs after
@@ -325,7 +329,9 @@ impl Client {
     }
 
     /// Follows a job's events (`GET /v1/jobs/{id}/events`) until a terminal one or `timeout`,
-    /// calling `on_event` for each; returns the terminal event.
+    /// calling `on_event` once for each; returns the terminal event. A stream that drops, or an
+    /// API that is away for a moment (restarting, 503), is reconnected with `Last-Event-ID`:
+    /// the events in between come from the history, none twice.
     pub async fn follow(
         &self,
         id: &str,
@@ -334,38 +340,78 @@ impl Client {
     ) -> Result<JobEvent, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || ClientError::Timeout { id: id.to_owned(), timeout };
+        let mut seen = std::collections::HashSet::new();
+        let mut last_id: Option<String> = None;
+        let mut pause = RECONNECT_PAUSE;
+        let mut last_error = None;
         for _ in 0..MAX_STREAM_RECONNECTS {
-            let request = self.http.get(self.url(&format!("/v1/jobs/{id}/events")));
-            let response = tokio::time::timeout_at(deadline, request.bearer_auth(&self.key).send())
-                .await
-                .map_err(|_| timed_out())?
-                .map_err(|e| self.unreachable(e))?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(refused(status, &response.bytes().await.unwrap_or_default()));
+            let mut request =
+                self.http.get(self.url(&format!("/v1/jobs/{id}/events"))).bearer_auth(&self.key);
+            if let Some(last) = &last_id {
+                request = request.header("last-event-id", last);
             }
+            let answer =
+                tokio::time::timeout_at(deadline, request.send()).await.map_err(|_| timed_out())?;
+            let response = match answer {
+                Ok(response) if response.status().is_success() => response,
+                Ok(response) => {
+                    let status = response.status();
+                    let error = refused(status, &response.bytes().await.unwrap_or_default());
+                    if !error.is_transient() {
+                        return Err(error);
+                    }
+                    last_error = Some(error);
+                    pause =
+                        wait_before_reconnecting(pause, deadline).await.ok_or_else(timed_out)?;
+                    continue;
+                }
+                Err(e) => {
+                    last_error = Some(self.unreachable(e));
+                    pause =
+                        wait_before_reconnecting(pause, deadline).await.ok_or_else(timed_out)?;
+                    continue;
+                }
+            };
+            pause = RECONNECT_PAUSE;
             let mut chunks = response.bytes_stream();
             let mut buffer = String::new();
             loop {
                 let next = tokio::time::timeout_at(deadline, chunks.next())
                     .await
                     .map_err(|_| timed_out())?;
-                // A dropped stream is reconnected; history is replayed from the start.
+                // A dropped stream is reconnected from the last event seen.
                 let Some(Ok(chunk)) = next else { break };
                 buffer.push_str(&String::from_utf8_lossy(&chunk));
                 while let Some(end) = buffer.find("\n\n") {
                     let frame: String = buffer.drain(..end + 2).collect();
-                    if let Some(event) = parse_frame(&frame) {
-                        on_event(&event);
-                        if event.kind.is_terminal() {
-                            return Ok(event);
-                        }
+                    let Some(event) = parse_frame(&frame) else { continue };
+                    if !seen.insert(event.id.clone()) {
+                        continue;
+                    }
+                    last_id = Some(event.id.clone());
+                    on_event(&event);
+                    if event.kind.is_terminal() {
+                        return Ok(event);
                     }
                 }
             }
         }
-        Err(ClientError::StreamLost { id: id.to_owned() })
+        Err(last_error.unwrap_or(ClientError::StreamLost { id: id.to_owned() }))
     }
+}
+
+/// Waits `pause` (not past `deadline`) and returns the next, longer pause; `None` when the
+/// deadline comes first.
+async fn wait_before_reconnecting(
+    pause: Duration,
+    deadline: tokio::time::Instant,
+) -> Option<Duration> {
+    let until = tokio::time::Instant::now() + pause;
+    if until >= deadline {
+        return None;
+    }
+    tokio::time::sleep_until(until).await;
+    Some((pause * 2).min(MAX_RECONNECT_PAUSE))
 }
 
 /// An error answer as a [`ClientError::Refused`]; a body that is not a problem (a proxy's

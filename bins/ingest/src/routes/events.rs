@@ -32,10 +32,14 @@ const MAX_HISTORY: usize = 5000;
 const RETRY_AFTER_SECS: u64 = 5;
 
 /// The job's events as server-sent events: its history, then live ones, ending after the
-/// terminal event (`event:` is the kind, `id:` the event id, `data:` the event as JSON).
+/// terminal event (`event:` is the kind, `id:` the event id, `data:` the event as JSON). A
+/// reconnecting client sends `Last-Event-ID`: the history resumes after that event.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("api_key" = [])),
-    params(("id" = String, Path, description = "The job id")),
+    params(
+        ("id" = String, Path, description = "The job id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received: the stream resumes after it"),
+    ),
     responses(
         (status = 200, description = "A text/event-stream of job events", body = tcoder::events::JobEvent, content_type = "text/event-stream"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
@@ -48,6 +52,7 @@ pub(crate) async fn stream(
     State(state): State<AppState>,
     Caller(tenant): Caller,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let permit = state.events.admit(&tenant).map_err(|refused| {
         let scope = match refused {
@@ -69,12 +74,18 @@ pub(crate) async fn stream(
     // Live first, then the history: an event published in between is in both, and the
     // duplicate (same id) is skipped.
     let live = state.events.subscribe();
-    let history = history(&state, &job).await?;
+    let mut history = history(&state, &job).await?;
     // Every event once: the history's, and a live event a relay published twice (core NATS
     // delivers each publish; only the stream deduplicates).
     let seen: HashSet<String> = history.iter().map(|e| e.id.clone()).collect();
     let seen = Arc::new(std::sync::Mutex::new(seen));
     let ended = history.iter().any(|e| e.kind.is_terminal());
+    // Resumed: the client has everything up to that event (the skipped ones stay seen, so
+    // their live copies are not sent either). An id not in the history resumes nothing.
+    let last_seen = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    if let Some(at) = last_seen.and_then(|id| history.iter().position(|e| e.id == id)) {
+        history.drain(..=at);
+    }
     let job_id = job.id.clone();
     let store = state.jobs.clone();
     // Lagged (too far behind to know what it missed) or closed: the stream ends and the
@@ -100,7 +111,7 @@ pub(crate) async fn stream(
     let live = if ended { futures_util::stream::empty().boxed() } else { live.boxed() };
     let all = futures_util::stream::iter(history.into_iter().map(Arc::new))
         .chain(live)
-        .take_until(tokio::time::sleep(MAX_STREAM));
+        .take_until(ends(state.events.closing()));
     // Ends right after the first terminal event (sending it); the permit lives as long as
     // the stream, so a client that goes away frees its place.
     let events = futures_util::stream::unfold(
@@ -117,6 +128,15 @@ pub(crate) async fn stream(
         },
     );
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// When a stream ends though its job has not: after [`MAX_STREAM`], or at once when the
+/// process shuts down (the client reconnects, with `Last-Event-ID`).
+async fn ends(closing: tokio_util::sync::WaitForCancellationFutureOwned) {
+    tokio::select! {
+        () = tokio::time::sleep(MAX_STREAM) => {}
+        () = closing => {}
+    }
 }
 
 /// The job's stored events, oldest first (bounded), read message by message with the

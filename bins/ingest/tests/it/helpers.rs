@@ -43,6 +43,9 @@ pub(crate) struct TestIngest {
     /// The test NATS server's URL.
     pub nats_url: String,
     shutdown: Shutdown,
+    /// The running ingest (ends after `shutdown`).
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    settings: Settings,
     _data: tempfile::TempDir,
 }
 
@@ -74,12 +77,12 @@ pub(crate) async fn spawn(store: Store, extra: &[(&str, String)]) -> TestIngest 
     tcoder::auth::store_key(&mut redis, &key_a, &Tenant::parse("acme").unwrap()).await.unwrap();
     tcoder::auth::store_key(&mut redis, &key_b, &Tenant::parse("globex").unwrap()).await.unwrap();
     let nats = tcoder::events::connect(&settings.nats, "test").await.unwrap();
-    let app = App::build(settings).await.unwrap();
+    let app = App::build(settings.clone()).await.unwrap();
     let (api, admin) =
         (format!("http://{}", app.api_addr()), format!("http://{}", app.admin_addr()));
     let store = app.local_store_addr();
-    let shutdown = Shutdown::manual(Duration::from_secs(5));
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let shutdown = Shutdown::manual(settings.shutdown.drain_deadline);
+    let running = Some(tokio::spawn(app.run_until_stopped(shutdown.clone())));
     TestIngest {
         _env: env,
         api,
@@ -95,6 +98,8 @@ pub(crate) async fn spawn(store: Store, extra: &[(&str, String)]) -> TestIngest 
         nats,
         nats_url,
         shutdown,
+        running,
+        settings,
         _data: data,
     }
 }
@@ -106,6 +111,24 @@ impl Drop for TestIngest {
 }
 
 impl TestIngest {
+    /// Stops this ingest as SIGTERM would and waits (bounded by `within`) until it has;
+    /// returns whether it stopped in time.
+    pub(crate) async fn stop(&mut self, within: Duration) -> bool {
+        self.shutdown.trigger();
+        let running = self.running.take().expect("running");
+        tokio::time::timeout(within, running).await.is_ok()
+    }
+
+    /// Starts ingest again on the same API address (a restart, or a new process behind the
+    /// same name).
+    pub(crate) async fn start_again(&mut self) {
+        let mut settings = self.settings.clone();
+        settings.ingest.http_bind = self.api.trim_start_matches("http://").parse().unwrap();
+        let app = App::build(settings).await.unwrap();
+        self.shutdown = Shutdown::manual(self.settings.shutdown.drain_deadline);
+        self.running = Some(tokio::spawn(app.run_until_stopped(self.shutdown.clone())));
+    }
+
     /// `POST /v1/jobs` as tenant A; returns (status, body).
     pub(crate) async fn create(&self, body: Value) -> (StatusCode, Value) {
         self.create_as(&self.key_a, body, None).await

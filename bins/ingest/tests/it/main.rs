@@ -5,6 +5,7 @@
 
 mod api;
 mod bridge;
+mod follow;
 mod helpers;
 mod lifecycle;
 mod multipart;
