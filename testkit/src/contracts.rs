@@ -134,3 +134,51 @@ pub fn check_openapi(document: &Value, answers: &[Value]) -> Result<u64, String>
         run_checker("openapi_check.py", &[FileArg::Json(document), FileArg::Json(&answers)])?;
     Ok(report["operations"].as_u64().unwrap_or(0))
 }
+
+/// Generates a Python client from the OpenAPI document at `document` with
+/// openapi-python-client (a generator nobody here wrote) and runs
+/// `testkit/python/generated_client.py` with it against `api` as the tenant of `key`, uploading
+/// `video`; its JSON report.
+pub fn run_generated_client(
+    document: &Path,
+    api: &str,
+    key: &str,
+    video: &Path,
+) -> Result<Value, String> {
+    let root = crate::workspace_root();
+    let venv = root.join(".tools/venv/bin");
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    // Its post-hooks (ruff) run from PATH.
+    let path = format!("{}:{}", venv.display(), std::env::var("PATH").unwrap_or_default());
+    let generated = Command::new(venv.join("openapi-python-client"))
+        .args(["generate", "--meta", "none", "--path"])
+        .arg(document)
+        .arg("--output-path")
+        .arg(dir.path().join("client"))
+        .env("PATH", &path)
+        .output()
+        .map_err(|e| format!("run openapi-python-client: {e} (run scripts/setup.sh)"))?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&generated.stdout),
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    if !generated.status.success() || !dir.path().join("client/client.py").is_file() {
+        return Err(format!("the client was not generated: {said}"));
+    }
+    let output = Command::new(venv.join("python"))
+        .arg(root.join("testkit/python/generated_client.py"))
+        .arg(dir.path())
+        .args([api, key])
+        .arg(video)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!("{stdout}{}", String::from_utf8_lossy(&output.stderr)));
+    }
+    let mut report: Value =
+        serde_json::from_str(stdout.trim()).map_err(|e| format!("{e}: {stdout}"))?;
+    report["generator_said"] = Value::String(said);
+    Ok(report)
+}

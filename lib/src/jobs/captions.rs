@@ -41,10 +41,15 @@ pub enum CaptionFile {
     /// `uploads/<tenant>/<job>/captions/<n>` (`n`: its place among the job's uploads).
     Upload(usize),
     /// An object already in the tenant's uploads folder.
-    Object {
-        #[schema(value_type = String)]
-        key: Key,
-    },
+    Object(CaptionObject),
+}
+
+/// A caption file that is an object already in the tenant's uploads folder. A named type (not
+/// an inline struct variant), so OpenAPI clients generate one model for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CaptionObject {
+    #[schema(value_type = String)]
+    pub key: Key,
 }
 
 /// One entry of a request's `captions` before validation.
@@ -104,7 +109,7 @@ pub(crate) fn parse(
                 )));
             }
             (None | Some(false), Some(key)) => {
-                CaptionFile::Object { key: owned_key(&key, limits, n)? }
+                CaptionFile::Object(CaptionObject { key: owned_key(&key, limits, n)? })
             }
             _ => return Err(bad(format!("captions[{n}]: give either `upload: true` or `key`"))),
         };
@@ -179,7 +184,7 @@ mod tests {
         assert_eq!(captions[0].name.as_str(), "English");
         assert_eq!(captions[0].file, CaptionFile::Upload(0));
         let key = Key::parse("uploads/acme/subs/fr.srt").unwrap();
-        assert_eq!(captions[1].file, CaptionFile::Object { key });
+        assert_eq!(captions[1].file, CaptionFile::Object(CaptionObject { key }));
         assert!(captions[1].default && !captions[1].forced);
         assert_eq!(captions[2].file, CaptionFile::Upload(1));
         assert!(captions[2].forced);
@@ -245,7 +250,7 @@ mod tests {
         fn a_valid_caption_key_is_always_the_tenants_own(suffix in "[a-z./%\\\\25eEfF]{0,24}") {
             let key = format!("uploads/acme/{suffix}");
             if let Ok(captions) = one(serde_json::json!([{"language": "en", "key": key}]), true) {
-                let CaptionFile::Object { key } = &captions[0].file else { panic!("an object") };
+                let CaptionFile::Object(CaptionObject { key }) = &captions[0].file else { panic!("an object") };
                 let folder = keys::tenant_uploads(&Tenant::parse("acme").unwrap());
                 proptest::prop_assert!(key.is_in(&folder));
                 // Nor does any layer that decodes it once or twice see a dot segment.

@@ -13,7 +13,7 @@ mod status;
 mod store;
 
 pub use self::captions::{
-    CaptionFile, CaptionRequest, CaptionSpec, MAX_SIDECAR_BYTES, MAX_SIDECARS,
+    CaptionFile, CaptionObject, CaptionRequest, CaptionSpec, MAX_SIDECAR_BYTES, MAX_SIDECARS,
 };
 pub use self::fencing::{
     Admission, Attempt, ClaimOutcome, FinishOutcome, Recovery, RenewOutcome, outbox_key,

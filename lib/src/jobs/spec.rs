@@ -240,29 +240,38 @@ impl UploadMethod {
 }
 
 /// The body of `POST /v1/jobs` before validation. Unknown fields are rejected so a typo
-/// (`"qualites"`) is an error, not a silently ignored option. Serialisable for clients;
-/// absent fields are left out, so the server's defaults apply.
+/// (`"qualites"`) is an error, not a silently ignored option. Names are read as strings (an
+/// unknown one gets its field's typed error, not a JSON error) but described by their enums,
+/// so generated clients keep the types. Serialisable for clients; absent fields are left out,
+/// so the server's defaults apply.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Preset>)]
     pub preset: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Qualities>)]
     pub qualities: Option<serde_json::Value>,
     /// Alias: `"ladder": "auto"`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AutoLadder>)]
     pub ladder: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<OutputKind>>)]
     pub outputs: Option<Vec<String>>,
     /// `h264` (default), `hevc`, `av1`, `vp9`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<VideoCodec>)]
     pub video_codec: Option<String>,
     /// `aac` (default), `opus`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AudioCodec>)]
     pub audio_codec: Option<String>,
     /// HDR sources: `tonemap` (default; SDR BT.709 outputs every screen shows right) or
     /// `keep` (10-bit HDR outputs; needs `video_codec` `hevc` or `av1`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<HdrMode>)]
     pub hdr: Option<String>,
     /// Normalise the audio's loudness (EBU R128) to `loudness_target`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -285,6 +294,7 @@ pub struct JobRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_progress: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Priority>)]
     pub priority: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
@@ -297,6 +307,7 @@ pub struct JobRequest {
     /// `single` (one presigned PUT, at most 5 GiB) or `multipart` (a PUT per part, resumable;
     /// needs `content_length`). Default: by `content_length`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<UploadMethod>)]
     pub upload: Option<String>,
 }
 

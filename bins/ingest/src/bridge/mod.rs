@@ -20,8 +20,8 @@ pub(crate) mod watch;
 
 use tcoder::events::{self, JobEvent, Rejection, UploadEvent, UploadSource};
 use tcoder::jobs::{
-    CaptionFile, CreateOutcome, Job, JobError, JobId, JobOrigin, JobSpec, JobStatus, JobStore,
-    MAX_SIDECAR_BYTES, SourceObject, SpecError, Tenant, TransitionError, now_ms, rfc3339,
+    CaptionFile, CaptionObject, CreateOutcome, Job, JobError, JobId, JobOrigin, JobSpec, JobStatus,
+    JobStore, MAX_SIDECAR_BYTES, SourceObject, SpecError, Tenant, TransitionError, now_ms, rfc3339,
 };
 use tcoder::s3::{self, Key, ObjectCreated, keys};
 use tcoder::watch::{DEDUP_WINDOW, WatchRule};
@@ -306,7 +306,7 @@ impl Bridge {
         spec: &JobSpec,
     ) -> Result<Result<(), SpecError>, Transient> {
         for (n, caption) in spec.captions.iter().enumerate() {
-            let CaptionFile::Object { key } = &caption.file else { continue };
+            let CaptionFile::Object(CaptionObject { key }) = &caption.file else { continue };
             let problem = match s3::head(&self.s3, &self.bucket, key).await {
                 Ok(Some(head)) if head.size > 0 && head.size <= MAX_SIDECAR_BYTES => continue,
                 Ok(Some(head)) => format!(

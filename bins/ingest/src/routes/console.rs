@@ -19,7 +19,7 @@ const HLS_LICENSE: &str = include_str!(concat!(env!("OUT_DIR"), "/hls.js-LICENSE
 
 /// The web console.
 #[utoipa::path(
-    get, path = "/", tag = "console",
+    get, path = "/", operation_id = "get_console", tag = "console",
     responses((status = 200, description = "The console's page (with its Content-Security-Policy)", body = String, content_type = "text/html"))
 )]
 pub(crate) async fn index(State(state): State<AppState>) -> Response {
@@ -38,7 +38,7 @@ pub(crate) async fn index(State(state): State<AppState>) -> Response {
 
 /// The console's script, style sheet and player (hls.js, with its licence).
 #[utoipa::path(
-    get, path = "/console/{file}", tag = "console",
+    get, path = "/console/{file}", operation_id = "get_console_asset", tag = "console",
     params(("file" = String, Path, description = "console.js, console.css, hls.min.js or hls.js-LICENSE.txt")),
     responses(
         (status = 200, description = "The file", body = String, content_type = "text/javascript"),

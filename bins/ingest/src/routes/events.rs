@@ -35,7 +35,7 @@ const RETRY_AFTER_SECS: u64 = 5;
 /// terminal event (`event:` is the kind, `id:` the event id, `data:` the event as JSON). A
 /// reconnecting client sends `Last-Event-ID`: the history resumes after that event.
 #[utoipa::path(
-    get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("api_key" = [])),
+    get, path = "/v1/jobs/{id}/events", operation_id = "stream_job_events", tag = "jobs", security(("api_key" = [])),
     params(
         ("id" = String, Path, description = "The job id"),
         ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received: the stream resumes after it"),

@@ -22,7 +22,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// Create a job and get a presigned URL to upload its source to.
 #[utoipa::path(
-    post, path = "/v1/jobs", tag = "jobs", security(("api_key" = [])),
+    post, path = "/v1/jobs", operation_id = "create_job", tag = "jobs", security(("api_key" = [])),
     request_body = tcoder::jobs::JobRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "1-255 characters: a repeat with the same parameters returns the same job (`idempotent-replayed: true`)")),
     responses(
@@ -134,7 +134,7 @@ pub(crate) async fn create(
 
 /// A job: its status, request, source, result summary, error, webhook and progress.
 #[utoipa::path(
-    get, path = "/v1/jobs/{id}", tag = "jobs", security(("api_key" = [])),
+    get, path = "/v1/jobs/{id}", operation_id = "get_job", tag = "jobs", security(("api_key" = [])),
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, description = "The job", body = JobView),
@@ -209,7 +209,7 @@ pub(crate) struct ListQuery {
 
 /// The tenant's jobs, newest first, a page at a time.
 #[utoipa::path(
-    get, path = "/v1/jobs", tag = "jobs", security(("api_key" = [])),
+    get, path = "/v1/jobs", operation_id = "list_jobs", tag = "jobs", security(("api_key" = [])),
     params(ListQuery),
     responses(
         (status = 200, description = "One page", body = JobPageView),
@@ -258,7 +258,7 @@ pub(crate) async fn list(
 
 /// Cancel a job that has not ended.
 #[utoipa::path(
-    post, path = "/v1/jobs/{id}/cancel", tag = "jobs", security(("api_key" = [])),
+    post, path = "/v1/jobs/{id}/cancel", operation_id = "cancel_job", tag = "jobs", security(("api_key" = [])),
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, description = "The canceled job", body = JobView),
@@ -305,7 +305,7 @@ pub(crate) async fn cancel(
 /// `GET /v1/webhook-secret`: the tenant's Standard Webhooks signing secret (`whsec_…`), to
 /// verify the webhooks tcoder sends. Created on first use.
 #[utoipa::path(
-    get, path = "/v1/webhook-secret", tag = "webhooks", security(("api_key" = [])),
+    get, path = "/v1/webhook-secret", operation_id = "get_webhook_secret", tag = "webhooks", security(("api_key" = [])),
     responses(
         (status = 200, description = "The tenant's signing secret", body = WebhookSecretView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),

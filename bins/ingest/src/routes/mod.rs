@@ -115,7 +115,7 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
 
 /// The `AsyncAPI` 3.0 description of every NATS subject a user publishes to or subscribes to.
 #[utoipa::path(
-    get, path = "/asyncapi.yaml", tag = "contracts",
+    get, path = "/asyncapi.yaml", operation_id = "get_asyncapi", tag = "contracts",
     responses((status = 200, description = "docs/asyncapi.yaml", body = String, content_type = "application/yaml"))
 )]
 pub(crate) async fn asyncapi() -> impl axum::response::IntoResponse {

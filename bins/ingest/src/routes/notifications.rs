@@ -23,7 +23,7 @@ use tcoder::api::{NotificationOutcome, NotificationView};
 
 /// A Cloudflare R2 event notification body (as a Worker or a Queue push forwards it), authenticated with `[ingest] notification_secret`.
 #[utoipa::path(
-    post, path = "/v1/notifications/r2", tag = "notifications", security(("notification_secret" = [])),
+    post, path = "/v1/notifications/r2", operation_id = "notify_r2", tag = "notifications", security(("notification_secret" = [])),
     request_body(content = Object, description = "The notification, as the store sends it"),
     responses(
         (status = 200, description = "Every event handled or deliberately dropped", body = NotificationView),
@@ -45,7 +45,7 @@ pub(crate) async fn r2(
 
 /// AWS S3, MinIO or Ceph event JSON (an SNS envelope is unwrapped), authenticated with `[ingest] notification_secret`.
 #[utoipa::path(
-    post, path = "/v1/notifications/s3", tag = "notifications", security(("notification_secret" = [])),
+    post, path = "/v1/notifications/s3", operation_id = "notify_s3", tag = "notifications", security(("notification_secret" = [])),
     request_body(content = Object, description = "The notification, as the store sends it"),
     responses(
         (status = 200, description = "Every event handled or deliberately dropped", body = NotificationView),

@@ -96,7 +96,7 @@ static DOCUMENT: LazyLock<String> =
 
 /// This document.
 #[utoipa::path(
-    get, path = "/openapi.json", tag = "contracts",
+    get, path = "/openapi.json", operation_id = "get_openapi", tag = "contracts",
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object))
 )]
 pub(crate) async fn document() -> impl IntoResponse {
@@ -128,5 +128,46 @@ mod tests {
             create["responses"]["422"]["content"].get("application/problem+json").is_some(),
             "{create}"
         );
+    }
+
+    /// What a generated client is made of: a method per operation, named by its id, and a
+    /// type per field. Bare ids (`list`, `get`) made methods nobody could tell apart; request
+    /// fields typed `string` lost the enums users need most.
+    #[test]
+    fn operations_have_distinct_telling_ids_and_request_fields_their_enums() {
+        let doc: serde_json::Value = serde_json::from_str(&DOCUMENT).unwrap();
+        let mut ids: Vec<&str> = Vec::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for operation in item.as_object().unwrap().values() {
+                ids.extend(operation["operationId"].as_str());
+            }
+        }
+        let count = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), count, "operation ids repeat: {ids:?}");
+        for id in &ids {
+            assert!(id.contains('_'), "`{id}` names no object: {ids:?}");
+        }
+        for id in ["create_job", "get_job", "list_jobs", "cancel_job", "stream_job_events"] {
+            assert!(ids.contains(&id), "{id}: {ids:?}");
+        }
+        let request = &doc["components"]["schemas"]["JobRequest"]["properties"];
+        for (field, schema) in [
+            ("preset", "Preset"),
+            ("qualities", "Qualities"),
+            ("video_codec", "VideoCodec"),
+            ("audio_codec", "AudioCodec"),
+            ("hdr", "HdrMode"),
+            ("priority", "Priority"),
+            ("upload", "UploadMethod"),
+        ] {
+            let text = request[field].to_string();
+            assert!(text.contains(&format!("#/components/schemas/{schema}")), "{field}: {text}");
+        }
+        let outputs = request["outputs"].to_string();
+        assert!(outputs.contains("#/components/schemas/OutputKind"), "{outputs}");
+        let presets = doc["components"]["schemas"]["Preset"].to_string();
+        assert!(presets.contains("web-optimized") && presets.contains("hls"), "{presets}");
     }
 }

@@ -17,7 +17,7 @@ use tcoder::api::Problem;
 /// An output through a signed playback URL (`delivery = "signed"`): byte ranges, HEAD,
 /// the object's content type.
 #[utoipa::path(
-    method(get, head), path = "/v1/play/{token}/{key}", tag = "delivery",
+    method(get, head), path = "/v1/play/{token}/{key}", operation_id = "get_playback", tag = "delivery",
     params(
         ("token" = String, Path, description = "The playback token of the job's outputs"),
         ("key" = String, Path, description = "The output's key (may contain /)"),

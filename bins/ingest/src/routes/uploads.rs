@@ -46,7 +46,7 @@ pub(crate) async fn created_view(state: &AppState, job: &Job) -> Result<CreatedV
 /// Fresh upload URLs for a job still awaiting its files; for a multipart upload, only the
 /// parts the store does not hold yet.
 #[utoipa::path(
-    get, path = "/v1/jobs/{id}/upload", tag = "jobs", security(("api_key" = [])),
+    get, path = "/v1/jobs/{id}/upload", operation_id = "get_job_upload", tag = "jobs", security(("api_key" = [])),
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, description = "The job and its upload URLs (as `POST /v1/jobs` answers)", body = CreatedView),
@@ -71,7 +71,7 @@ pub(crate) async fn get_upload(
 /// Completes a multipart upload once the store holds every part; the job then starts as after
 /// any upload. Repeating it after success returns the job.
 #[utoipa::path(
-    post, path = "/v1/jobs/{id}/upload/complete", tag = "jobs", security(("api_key" = [])),
+    post, path = "/v1/jobs/{id}/upload/complete", operation_id = "complete_job_upload", tag = "jobs", security(("api_key" = [])),
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, description = "The job, with its source", body = JobView),

@@ -107,3 +107,37 @@ async fn every_operation_of_the_openapi_document_answers_as_documented() {
         testkit::contracts::check_openapi(&document, &answers).unwrap_or_else(|e| panic!("{e}"));
     assert!(operations >= 16, "{operations}");
 }
+
+/// A client generated from /openapi.json by openapi-python-client, used as an app developer
+/// would: typed options (enums, not strings), the presigned upload, the job read back with its
+/// types, a typed problem for a bad preset, and a cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_generated_from_the_document_creates_reads_and_cancels_jobs() {
+    let ingest = spawn(Store::Embedded, &[]).await;
+    let document = reqwest::get(format!("{}/openapi.json", ingest.api)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("openapi.json");
+    std::fs::write(&path, document.bytes().await.unwrap()).unwrap();
+    let (api, key, video) = (ingest.api.clone(), ingest.key_a.clone(), testkit::media::tiny_mp4());
+    let report = tokio::task::spawn_blocking(move || {
+        testkit::contracts::run_generated_client(&path, &api, &key, &video)
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Every schema became a model: the only thing left out is the YAML answer of
+    // /asyncapi.yaml (the generator reads JSON only).
+    let said = report["generator_said"].as_str().unwrap();
+    assert!(!said.contains("Unable to process schema"), "{said}");
+    assert_eq!(said.matches("WARNING parsing").count(), 1, "{said}");
+    assert!(said.contains("WARNING parsing GET /asyncapi.yaml"), "{said}");
+    assert_eq!((&report["preset"], &report["priority"]), (&json!("hls"), &json!("high")));
+    assert_eq!(report["status_is_enum"], true);
+    assert_eq!(report["problem"], json!({ "status": 422, "code": "validation.unknown_preset" }));
+    assert_eq!(report["canceled"], "canceled");
+    let id = report["id"].as_str().unwrap();
+    // The upload it made through the presigned URL reached the job.
+    let job = ingest.wait_status(id, tcoder::jobs::JobStatus::Uploaded).await;
+    let size = std::fs::metadata(testkit::media::tiny_mp4()).unwrap().len();
+    assert_eq!(job.source.map(|s| s.size), Some(size));
+}

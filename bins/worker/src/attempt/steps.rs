@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tcoder::engine::{EngineError, ErrorCode, SidecarFile};
 use tcoder::events::{self, JobEvent, subjects};
-use tcoder::jobs::{CaptionFile, Job, MAX_SIDECAR_BYTES, Tenant};
+use tcoder::jobs::{CaptionFile, CaptionObject, Job, MAX_SIDECAR_BYTES, Tenant};
 use tcoder::s3::{self, KeyPrefix, S3Error, keys, transfer};
 
 use crate::Worker;
@@ -186,10 +186,12 @@ pub(crate) async fn fetch_captions(
         let key = match &caption.file {
             CaptionFile::Upload(upload) => keys::caption_upload_key(&job.tenant, &job.id, *upload),
             // Validated at the door; checked again where it is used.
-            CaptionFile::Object { key } if key.is_in(&keys::tenant_uploads(&job.tenant)) => {
+            CaptionFile::Object(CaptionObject { key })
+                if key.is_in(&keys::tenant_uploads(&job.tenant)) =>
+            {
                 key.clone()
             }
-            CaptionFile::Object { key } => {
+            CaptionFile::Object(CaptionObject { key }) => {
                 let problem = format!("caption {n}: `{key}` is not in the tenant's uploads");
                 sidecars.push(SidecarFile::Unavailable(problem));
                 continue;
