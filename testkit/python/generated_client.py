@@ -1,6 +1,6 @@
 """Uses a client generated from tcoder's /openapi.json by openapi-python-client, as an app
 developer would: create a job with typed options, upload its source to the presigned URL,
-read it back with its types, list, and cancel a second job. Prints a JSON summary.
+read it back with its types, list, cancel a second job and delete it. Prints a JSON summary.
 
 Usage: generated_client.py <client-parent-dir> <api-url> <api-key> <video-file>
 """
@@ -12,7 +12,7 @@ sys.path.insert(0, sys.argv[1])
 
 import httpx  # noqa: E402
 from client import AuthenticatedClient  # noqa: E402
-from client.api.jobs import cancel_job, create_job, get_job, list_jobs  # noqa: E402
+from client.api.jobs import cancel_job, create_job, delete_job, get_job, list_jobs  # noqa: E402
 from client.models import (  # noqa: E402
     CreatedView,
     JobRequest,
@@ -55,6 +55,9 @@ problem = bad.parsed
 
 second = create_job.sync(client=tcoder, body=JobRequest(preset=Preset.WEB_OPTIMIZED))
 canceled = cancel_job.sync(client=tcoder, id=second.job.id)
+deleted = delete_job.sync_detailed(client=tcoder, id=second.job.id)
+deleted_again = delete_job.sync_detailed(client=tcoder, id=second.job.id)
+after_delete = get_job.sync_detailed(client=tcoder, id=second.job.id)
 
 print(json.dumps({
     "id": created.job.id,
@@ -65,4 +68,5 @@ print(json.dumps({
     "listed": [j.id for j in listed.jobs],
     "problem": {"status": bad.status_code, "code": problem.code if isinstance(problem, Problem) else None},
     "canceled": canceled.status.value,
+    "deleted": [deleted.status_code, deleted_again.status_code, after_delete.status_code],
 }))

@@ -48,7 +48,7 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
         /// Only jobs in this status (`awaiting_upload`, uploaded, queued, running, completed,
-        /// failed, canceled).
+        /// failed, canceled, expired).
         #[arg(long)]
         status: Option<tcoder::jobs::JobStatus>,
         #[arg(long, default_value_t = 20)]
@@ -79,6 +79,14 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
         id: String,
+    },
+    /// Delete jobs: their outputs, uploaded sources and records (a job that has not ended is
+    /// canceled first).
+    Delete {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(required = true)]
+        ids: Vec<String>,
     },
     /// Run the engine and the equivalent FFmpeg CLI commands on one clip and compare their CPU
     /// and wall time (see docs/BENCHMARKS.md).
@@ -143,6 +151,9 @@ fn main() -> ExitCode {
             }
             Command::Cancel { api, id } => {
                 commands::jobs::cancel(&api.client(&settings)?, &id).await.map(|()| true)
+            }
+            Command::Delete { api, ids } => {
+                commands::jobs::delete(&api.client(&settings)?, &ids).await.map(|()| true)
             }
             #[cfg(feature = "engine")]
             Command::CompareEngine { args } => commands::compare::run(args).await.map(|()| true),

@@ -184,7 +184,9 @@ impl Service for App {
         let sweeper = Sweeper {
             bridge: self.state.bridge.clone(),
             interval: config.sweep_interval,
-            upload_deadline: config.upload_url_ttl + std::time::Duration::from_secs(3600),
+            upload_expiry: config.upload_expiry,
+            retention: config.job_retention,
+            tombstone_ttl: config.idempotency_ttl,
         };
         tasks.spawn("upload sweep", sweeper.run(token.clone()));
         let submitter = submit::Submitter {

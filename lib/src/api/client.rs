@@ -181,6 +181,20 @@ impl Client {
         self.call("POST /v1/jobs/{id}/cancel", post).await
     }
 
+    /// `DELETE /v1/jobs/{id}`: the job, its outputs and its uploaded source are deleted (a
+    /// job that has not ended is canceled first). Deleting it again succeeds too.
+    pub async fn delete(&self, id: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/jobs/{id}");
+        let request = self.http.delete(self.url(&path)).bearer_auth(&self.key);
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        Err(refused(status, &body))
+    }
+
     /// `GET /v1/webhook-secret`.
     pub async fn webhook_secret(&self) -> Result<WebhookSecretView, ClientError> {
         self.call("GET /v1/webhook-secret", self.http.get(self.url("/v1/webhook-secret"))).await

@@ -27,6 +27,13 @@ pub struct IngestConfig {
     pub notification_secret: Secret,
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// A job still awaiting its upload this long after creation expires (status `expired`).
+    #[serde(with = "humantime_serde")]
+    pub upload_expiry: Duration,
+    /// Ended jobs are deleted — outputs, source, record — this long after they ended; zero
+    /// keeps them until a client deletes them.
+    #[serde(with = "humantime_serde")]
+    pub job_retention: Duration,
     pub api_keys: Vec<ApiKeyEntry>,
     /// Origins whose pages may call the API and the embedded store (`*`: any).
     pub cors_origins: Vec<String>,
@@ -160,6 +167,15 @@ impl IngestConfig {
             || self.upload_url_ttl > Duration::from_secs(7 * 86_400)
         {
             return Err(Invalid::new("upload_url_ttl", "must be between 1s and 7days"));
+        }
+        // R2 drops an unfinished multipart upload after 7 days; a job cannot wait longer.
+        if self.upload_expiry < self.upload_url_ttl
+            || self.upload_expiry > Duration::from_secs(7 * 86_400)
+        {
+            return Err(Invalid::new(
+                "upload_expiry",
+                "must be at least upload_url_ttl and at most 7days",
+            ));
         }
         use crate::s3::multipart::{
             MAX_PART_BYTES, MAX_PARTS, MIN_PART_BYTES, SINGLE_PUT_MAX_BYTES,

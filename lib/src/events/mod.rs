@@ -21,8 +21,8 @@ use crate::config::{Invalid, require_positive};
 
 pub use self::outbox::{relay_outbox, run_outbox_relay};
 pub use self::publish::{
-    AnnounceError, PublishError, fail_and_announce, latest_event, publish_event, publish_json,
-    publish_part_item, publish_rejection, publish_upload, publish_work_item,
+    AnnounceError, PublishError, end_and_announce, fail_and_announce, latest_event, publish_event,
+    publish_json, publish_part_item, publish_rejection, publish_upload, publish_work_item,
 };
 pub use self::read::{StoredMessage, stored_messages};
 pub use self::topology::{

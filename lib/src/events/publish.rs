@@ -113,29 +113,38 @@ pub enum AnnounceError {
     Publish(#[from] PublishError),
 }
 
-/// Fails `job` outside an attempt (an unacceptable or expired upload) and announces it with
-/// one `failed` event. Returns whether this call failed it. A job that already failed with the
-/// same code is announced again (a retry after the event was lost; the event's id makes the
-/// broker drop a duplicate); a job that moved on (uploaded, queued, …) is left alone.
+/// Fails `job` outside an attempt (an unacceptable upload) and announces it with one `failed`
+/// event. Returns whether this call failed it. See [`end_and_announce`].
 pub async fn fail_and_announce(
     js: &Context,
     jobs: &crate::jobs::JobStore,
     job: &Job,
     error: &crate::jobs::JobError,
 ) -> Result<bool, AnnounceError> {
-    use crate::jobs::{JobStatus, TransitionError};
+    end_and_announce(js, jobs, job, crate::jobs::JobStatus::Failed, error).await
+}
+
+/// Ends `job` outside an attempt — `failed`, or `expired` when no upload arrived in time — with
+/// `error` recorded, and announces it with one event of that kind. Returns whether this call
+/// ended it. A job that already ended so with the same code is announced again (a retry after
+/// the event was lost; the event's id makes the broker drop a duplicate); a job that moved on
+/// (uploaded, queued, …) is left alone.
+pub async fn end_and_announce(
+    js: &Context,
+    jobs: &crate::jobs::JobStore,
+    job: &Job,
+    to: crate::jobs::JobStatus,
+    error: &crate::jobs::JobError,
+) -> Result<bool, AnnounceError> {
+    use crate::jobs::TransitionError;
     let recorded = serde_json::to_string(error).expect("a JobError serializes");
-    let failed_now = match jobs
-        .transition(&job.id, JobStatus::Failed, &error.code, &[("error", recorded)])
-        .await
-    {
+    let ended_now = match jobs.transition(&job.id, to, &error.code, &[("error", recorded)]).await {
         Ok(_) => true,
         Err(TransitionError::Missing) => return Ok(false),
         Err(TransitionError::Illegal { .. }) => {
             let current = jobs.get(&job.id).await?;
             let same = current.as_ref().is_some_and(|c| {
-                c.status == JobStatus::Failed
-                    && c.error.as_ref().is_some_and(|e| e.code == error.code)
+                c.status == to && c.error.as_ref().is_some_and(|e| e.code == error.code)
             });
             if !same {
                 return Ok(false);
@@ -144,8 +153,12 @@ pub async fn fail_and_announce(
         }
         Err(TransitionError::Store(e)) => return Err(e.into()),
     };
-    publish_event(js, &JobEvent::failed(job, None, error)).await?;
-    Ok(failed_now)
+    let event = match to {
+        crate::jobs::JobStatus::Expired => JobEvent::expired(job, error),
+        _ => JobEvent::failed(job, None, error),
+    };
+    publish_event(js, &event).await?;
+    Ok(ended_now)
 }
 
 /// The latest `kind` event of `job` on the EVENTS stream (e.g. its last progress report), or

@@ -22,6 +22,10 @@ pub enum EventKind {
     Completed,
     Failed,
     Canceled,
+    /// No upload arrived within `ingest.upload_expiry`.
+    Expired,
+    /// The job, its outputs and its source were deleted; nothing of it is left to read.
+    Deleted,
 }
 
 impl EventKind {
@@ -35,12 +39,18 @@ impl EventKind {
             EventKind::Completed => "completed",
             EventKind::Failed => "failed",
             EventKind::Canceled => "canceled",
+            EventKind::Expired => "expired",
+            EventKind::Deleted => "deleted",
         }
     }
 
-    /// Events after which nothing more happens to the job.
+    /// Events after which nothing more happens to the job (a `deleted` one follows any of
+    /// them when the job is deleted).
     pub fn is_terminal(self) -> bool {
-        matches!(self, EventKind::Completed | EventKind::Failed | EventKind::Canceled)
+        matches!(
+            self,
+            EventKind::Completed | EventKind::Failed | EventKind::Canceled | EventKind::Expired
+        )
     }
 }
 
@@ -106,6 +116,7 @@ impl JobEvent {
                 job.status == JobStatus::Failed && epoch.is_none_or(|e| e == job.epoch)
             }
             EventKind::Canceled => job.status == JobStatus::Canceled,
+            EventKind::Expired => job.status == JobStatus::Expired,
             EventKind::Progress => {
                 // `<job>.progress.<epoch>.<n>`
                 let from = self.id.split('.').nth(2).and_then(|e| e.parse::<u64>().ok());
@@ -196,6 +207,29 @@ impl JobEvent {
             data["epoch"] = json!(epoch);
         }
         JobEvent::new(format!("{}.failed", job.id), EventKind::Failed, &job.id, &job.tenant, data)
+    }
+
+    /// No upload arrived in time (`<job>.expired`).
+    pub fn expired(job: &Job, error: &JobError) -> JobEvent {
+        JobEvent::new(
+            format!("{}.expired", job.id),
+            EventKind::Expired,
+            &job.id,
+            &job.tenant,
+            json!({ "error": error, "metadata": job.spec.metadata }),
+        )
+    }
+
+    /// The job was deleted (`<job>.deleted`): by its tenant, or by the retention sweep
+    /// (`by`: `client` or `retention`).
+    pub fn deleted(job: &Job, by: &str) -> JobEvent {
+        JobEvent::new(
+            format!("{}.deleted", job.id),
+            EventKind::Deleted,
+            &job.id,
+            &job.tenant,
+            json!({ "by": by, "metadata": job.spec.metadata }),
+        )
     }
 
     /// The job was canceled (`<job>.canceled`).

@@ -34,7 +34,7 @@ pub use self::spec::{
     VideoCodec,
 };
 pub use self::status::JobStatus;
-pub use self::store::{CreateOutcome, JobPage, JobStore, TransitionError};
+pub use self::store::{CreateOutcome, DeleteOutcome, JobPage, JobStore, TransitionError};
 
 /// Milliseconds since the Unix epoch (the store's clock for timestamps; leases use Redis's).
 pub fn now_ms() -> u64 {

@@ -181,6 +181,9 @@ pub const LOUDNESS_TARGETS: std::ops::RangeInclusive<i8> = -40..=-5;
 /// EBU R128's target, used when `normalize_audio` is asked without a target.
 pub const DEFAULT_LOUDNESS_TARGET: i8 = -23;
 
+/// Longest `filename` label, in characters.
+const MAX_FILENAME: usize = 255;
+
 /// A validated job request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobSpec {
@@ -211,6 +214,9 @@ pub struct JobSpec {
     pub priority: Priority,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// The source's file name as the user knows it (a label: lists and players show it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
     /// Declared source size in bytes; the presigned URL signs it and the upload must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_length: Option<u64>,
@@ -298,6 +304,10 @@ pub struct JobRequest {
     pub priority: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// The source's file name as the user knows it (`holiday.mov`): a label shown in lists,
+    /// at most 255 characters, no control characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
     /// The source's size in bytes. Above `ingest.multipart_threshold` (default 100 MiB) the
     /// upload is multipart unless `upload` says `single`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -471,6 +481,17 @@ impl JobSpec {
                 format!("must be between 1 and {} bytes", limits.max_upload_bytes),
             ));
         }
+        if let Some(name) = &request.filename
+            && (name.trim().is_empty()
+                || name.chars().count() > MAX_FILENAME
+                || name.chars().any(char::is_control))
+        {
+            return Err(invalid(
+                "validation.filename",
+                "filename",
+                format!("1-{MAX_FILENAME} characters, no control characters"),
+            ));
+        }
         if let Some(content_type) = &request.content_type {
             let valid = !content_type.is_empty()
                 && content_type.len() <= 128
@@ -494,6 +515,7 @@ impl JobSpec {
             webhook_progress: request.webhook_progress.unwrap_or(false),
             priority,
             metadata,
+            filename: request.filename,
             content_length: request.content_length,
             content_type: request.content_type,
             upload,
@@ -769,6 +791,9 @@ mod tests {
                 "validation.webhook_url",
             ),
             (serde_json::json!({"content_length": 0}), "validation.content_length"),
+            (serde_json::json!({"filename": "a\nb.mp4"}), "validation.filename"),
+            (serde_json::json!({"filename": " "}), "validation.filename"),
+            (serde_json::json!({"filename": "é".repeat(256)}), "validation.filename"),
             (serde_json::json!({"priority": "urgent"}), "validation.priority"),
             (serde_json::json!({"content_type": "video\r\nx"}), "validation.content_type"),
             (serde_json::json!({"video_codec": "mpeg2"}), "validation.codec"),

@@ -3,9 +3,13 @@
 //!
 //! ```text
 //! awaiting_upload → uploaded → queued → running → completed | failed | canceled
-//!                                  ↑________|  (retryable failure)
+//!        ↓                         ↑________|  (retryable failure)
+//!     expired (no upload arrived within `ingest.upload_expiry`)
 //! any non-terminal state → canceled | failed
 //! ```
+//!
+//! A job in a terminal state may be deleted (`DELETE /v1/jobs/{id}`, or by the retention
+//! sweep): its record goes, so deletion is not a state.
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,10 +26,12 @@ pub enum JobStatus {
     Completed,
     Failed,
     Canceled,
+    /// No upload arrived within `ingest.upload_expiry`.
+    Expired,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 7] = [
+    pub const ALL: [JobStatus; 8] = [
         JobStatus::AwaitingUpload,
         JobStatus::Uploaded,
         JobStatus::Queued,
@@ -33,6 +39,7 @@ impl JobStatus {
         JobStatus::Completed,
         JobStatus::Failed,
         JobStatus::Canceled,
+        JobStatus::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,11 +51,15 @@ impl JobStatus {
             JobStatus::Completed => "completed",
             JobStatus::Failed => "failed",
             JobStatus::Canceled => "canceled",
+            JobStatus::Expired => "expired",
         }
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Canceled)
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Canceled | JobStatus::Expired
+        )
     }
 
     /// The states a job may move to `self` from.
@@ -61,6 +72,7 @@ impl JobStatus {
             Running => &[Queued],
             Completed => &[Running],
             Failed | Canceled => &[AwaitingUpload, Uploaded, Queued, Running],
+            Expired => &[AwaitingUpload],
         }
     }
 
@@ -93,7 +105,7 @@ mod tests {
 
     #[test]
     fn terminal_states_are_final() {
-        for from in [Completed, Failed, Canceled] {
+        for from in [Completed, Failed, Canceled, Expired] {
             for to in JobStatus::ALL {
                 assert!(!from.can_move_to(to), "{from} -> {to}");
             }

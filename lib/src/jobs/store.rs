@@ -27,6 +27,7 @@ pub(super) fn script(body: &str) -> Script {
 
 static CREATE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/create.lua")));
 static TRANSITION: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/transition.lua")));
+static DELETE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/delete.lua")));
 
 /// What `create` did.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +58,17 @@ pub enum TransitionError {
     Illegal { current: JobStatus, to: JobStatus },
     #[error(transparent)]
     Store(#[from] RedisError),
+}
+
+/// What `delete` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The record is gone; a tombstone names its tenant for a while.
+    Deleted,
+    /// No such record.
+    Missing,
+    /// The job has not ended (cancel it first).
+    Active(JobStatus),
 }
 
 /// One page of a listing, newest first.
@@ -368,6 +380,56 @@ impl JobStore {
             }
             _ => Err(RedisError::Corrupt(format!("unexpected transition reply {reply:?}")).into()),
         }
+    }
+
+    /// Deletes an ended job's record (see `lua/delete.lua`); a tombstone naming its tenant is
+    /// kept for `tombstone_ttl_secs`.
+    pub async fn delete(
+        &self,
+        id: &JobId,
+        tombstone_ttl_secs: u64,
+    ) -> Result<DeleteOutcome, RedisError> {
+        let mut invocation = DELETE.key(job_key(id));
+        invocation
+            .key(crate::redis::keys::job_tombstone(id))
+            .arg(KEY_PREFIX)
+            .arg(tombstone_ttl_secs.max(1));
+        let reply: Vec<String> = self.conn.write_replicated(&invocation).await?;
+        match (reply.first().map(String::as_str), reply.get(1)) {
+            (Some("deleted"), _) => Ok(DeleteOutcome::Deleted),
+            (Some("missing"), _) => Ok(DeleteOutcome::Missing),
+            (Some("active"), Some(status)) => {
+                Ok(DeleteOutcome::Active(status.parse().map_err(RedisError::Corrupt)?))
+            }
+            _ => Err(RedisError::Corrupt(format!("unexpected delete reply {reply:?}"))),
+        }
+    }
+
+    /// The tenant of a job deleted lately (its tombstone), if any.
+    pub async fn deleted_tenant(&self, id: &JobId) -> Result<Option<Tenant>, RedisError> {
+        let mut conn = self.conn.clone();
+        let tenant: Option<String> = conn.get(crate::redis::keys::job_tombstone(id)).await?;
+        Ok(tenant.as_deref().and_then(Tenant::parse))
+    }
+
+    /// Jobs that ended before `cutoff_ms` (epoch ms), oldest first: the retention sweep's.
+    pub async fn ended_before(
+        &self,
+        cutoff_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<JobId>, RedisError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(crate::redis::keys::ended_index())
+            .arg("-inf")
+            .arg(format!("({cutoff_ms}"))
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await?;
+        Ok(ids.iter().filter_map(|id| JobId::parse(id)).collect())
     }
 
     /// Non-terminal jobs in `status`, oldest change first (for sweeps and reconciliation).

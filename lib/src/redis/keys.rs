@@ -54,6 +54,18 @@ pub fn idempotency(tenant: &Tenant, client_key: &str) -> String {
     )
 }
 
+/// Every ended job (completed, failed, canceled, expired) by when it ended (sorted set): what
+/// the retention sweep deletes from, oldest first. Kept by `move_status` in `prelude.lua`.
+pub fn ended_index() -> String {
+    format!("{KEY_PREFIX}status:ended")
+}
+
+/// What is left of a deleted job for a while: its tenant, so a repeated `DELETE` by that
+/// tenant answers as the first did while any other caller still gets `404`.
+pub fn job_tombstone(id: &JobId) -> String {
+    format!("{}:deleted", job(id))
+}
+
 /// Terminal events written with their state change, not yet confirmed published.
 pub fn outbox() -> String {
     format!("{KEY_PREFIX}outbox")

@@ -25,6 +25,11 @@ pub fn upload_key(tenant: &Tenant, job: &JobId) -> Key {
     Key::assembled(format!("{UPLOADS_PREFIX}{tenant}/{job}/source"))
 }
 
+/// The folder of a job's own uploads (its source and caption files), removed with the job.
+pub fn job_uploads_prefix(tenant: &Tenant, job: &JobId) -> KeyPrefix {
+    KeyPrefix::assembled(format!("{UPLOADS_PREFIX}{tenant}/{job}/"))
+}
+
 /// The tenant and job of an upload key, if it is one (and only in its exact shape).
 pub fn parse_upload_key(key: &Key) -> Option<(Tenant, JobId)> {
     let rest = key.as_str().strip_prefix(UPLOADS_PREFIX)?;

@@ -1,4 +1,4 @@
-//! `tcoder status <id>`, `tcoder jobs`, `tcoder cancel <id>`.
+//! `tcoder status <id>`, `tcoder jobs`, `tcoder cancel <id>`, `tcoder delete <id>…`.
 
 use tcoder::api::{Client, JobsQuery};
 use tcoder::jobs::JobOrigin;
@@ -42,4 +42,20 @@ pub(crate) async fn cancel(client: &Client, id: &str) -> anyhow::Result<()> {
     let job = client.cancel(id).await?;
     println!("{} {}", job.id, job.status);
     Ok(())
+}
+
+/// Deletes each job (its outputs, uploaded source and record); every id is tried, the first
+/// failure is returned after the rest.
+pub(crate) async fn delete(client: &Client, ids: &[String]) -> anyhow::Result<()> {
+    let mut first_error = None;
+    for id in ids {
+        match client.delete(id).await {
+            Ok(()) => println!("{id} deleted"),
+            Err(e) => {
+                eprintln!("{id}: {e}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), |e| Err(e.into()))
 }

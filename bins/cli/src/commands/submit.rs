@@ -233,6 +233,7 @@ fn job_request(args: &SubmitArgs, length: u64) -> JobRequest {
         }),
         mp4_captions: args.mp4_captions.then_some(true),
         metadata,
+        filename: args.file.file_name().map(|name| name.to_string_lossy().into_owned()),
         content_length: Some(length),
         content_type: Some(content_type(&args.file).to_owned()),
         ..JobRequest::default()

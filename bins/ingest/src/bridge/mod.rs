@@ -12,6 +12,7 @@
 //! repeated notification or the sweep finds that job instead of making another. NATS
 //! submissions (`crate::submit`) make their jobs the same way ([`Bridge::job_for_object`]).
 
+pub(crate) mod lifecycle;
 pub(crate) mod local;
 pub(crate) mod normalize;
 pub(crate) mod r2_queue;
@@ -214,7 +215,9 @@ impl Bridge {
             JobStatus::Queued | JobStatus::Running | JobStatus::Completed => {
                 return Ok(Outcome::Duplicate);
             }
-            JobStatus::Failed | JobStatus::Canceled => return Ok(Outcome::NotAwaiting),
+            JobStatus::Failed | JobStatus::Canceled | JobStatus::Expired => {
+                return Ok(Outcome::NotAwaiting);
+            }
         }
         let head = match s3::head(&self.s3, &self.bucket, &key).await {
             Ok(Some(head)) => head,

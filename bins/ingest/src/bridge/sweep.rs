@@ -10,20 +10,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use tcoder::events::{self, UploadSource};
-use tcoder::jobs::{Job, JobError, JobStatus, Tenant, UploadMethod, now_ms};
-use tcoder::s3::{self, Key, ObjectCreated, keys, multipart};
+use tcoder::events::UploadSource;
+use tcoder::jobs::{Job, JobStatus, Tenant, now_ms};
+use tcoder::s3::{self, Key, ObjectCreated, keys};
 use tokio_util::sync::CancellationToken;
 
 use super::Bridge;
+use super::lifecycle::Deleted;
 
 /// Jobs looked at per status per sweep (the rest wait for the next one).
 const BATCH: usize = 1000;
 /// Listing pages per tenant per sweep.
 const MAX_PAGES: usize = 20;
-/// A multipart upload is resumable with fresh URLs, so its job waits longer than one URL's
-/// life: 7 days, when R2 removes an unfinished multipart upload by default.
-const MULTIPART_DEADLINE_MS: u64 = 7 * 86_400 * 1000;
 
 /// What one sweep did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -33,6 +31,8 @@ pub(crate) struct SweepReport {
     pub watched: usize,
     pub republished: usize,
     pub expired: usize,
+    /// Ended jobs deleted for being older than `ingest.job_retention`.
+    pub retired: usize,
 }
 
 /// The sweep's schedule and limits.
@@ -40,9 +40,12 @@ pub(crate) struct SweepReport {
 pub(crate) struct Sweeper {
     pub bridge: Bridge,
     pub interval: Duration,
-    /// Jobs still awaiting a single-PUT upload this long after creation are failed with
-    /// `upload.expired` (multipart ones after [`MULTIPART_DEADLINE_MS`]).
-    pub upload_deadline: Duration,
+    /// Jobs still awaiting their upload this long after creation expire (`ingest.upload_expiry`).
+    pub upload_expiry: Duration,
+    /// Ended jobs are deleted this long after they ended (`ingest.job_retention`; zero: never).
+    pub retention: Duration,
+    /// How long a deleted job's tombstone lasts.
+    pub tombstone_ttl: Duration,
 }
 
 impl Sweeper {
@@ -68,19 +71,15 @@ impl Sweeper {
         let mut report = SweepReport::default();
         let jobs = &self.bridge.jobs;
         let now = now_ms();
-        let deadline_ms = u64::try_from(self.upload_deadline.as_millis()).unwrap_or(u64::MAX);
+        let deadline_ms = u64::try_from(self.upload_expiry.as_millis()).unwrap_or(u64::MAX);
         let mut awaiting: BTreeMap<Tenant, HashMap<Key, Job>> = BTreeMap::new();
         for id in jobs.in_status(JobStatus::AwaitingUpload, BATCH).await? {
             let Some(job) = jobs.get(&id).await? else { continue };
             if job.status != JobStatus::AwaitingUpload {
                 continue;
             }
-            let deadline_ms = match job.spec.upload {
-                UploadMethod::Single => deadline_ms,
-                UploadMethod::Multipart => MULTIPART_DEADLINE_MS,
-            };
             if now.saturating_sub(job.created_at) > deadline_ms {
-                report.expired += usize::from(self.expire(&job).await?);
+                report.expired += usize::from(self.bridge.expire(&job).await?);
                 continue;
             }
             awaiting.entry(job.tenant.clone()).or_default().insert(job.upload_key.clone(), job);
@@ -116,7 +115,26 @@ impl Sweeper {
                 report.republished += 1;
             }
         }
+        report.retired = self.retire(now).await?;
         Ok(report)
+    }
+
+    /// Deletes jobs that ended longer than the retention ago; how many.
+    async fn retire(&self, now: u64) -> anyhow::Result<usize> {
+        if self.retention.is_zero() {
+            return Ok(0);
+        }
+        let retention_ms = u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX);
+        let jobs = &self.bridge.jobs;
+        let mut retired = 0;
+        for id in jobs.ended_before(now.saturating_sub(retention_ms), BATCH).await? {
+            let Some(job) = jobs.get(&id).await? else { continue };
+            let ttl = self.tombstone_ttl.as_secs();
+            if self.bridge.delete(&job, "retention", ttl).await? == Deleted::Now {
+                retired += 1;
+            }
+        }
+        Ok(retired)
     }
 
     /// Objects in watch folders without a job yet; how many got one.
@@ -157,19 +175,5 @@ impl Sweeper {
             .map(|o| (o.key, o.size, o.etag))
             .collect();
         Ok(found)
-    }
-
-    async fn expire(&self, job: &Job) -> anyhow::Result<bool> {
-        let error = JobError {
-            code: "upload.expired".into(),
-            message: "no upload arrived before the upload URL expired".into(),
-        };
-        if let Some(upload) = &job.multipart {
-            let (s3, bucket) = (&self.bridge.s3, &self.bridge.bucket);
-            if let Err(e) = multipart::abort(s3, bucket, &job.upload_key, &upload.upload_id).await {
-                tracing::warn!(job = %job.id, error = %e, "expired multipart upload not aborted");
-            }
-        }
-        Ok(events::fail_and_announce(&self.bridge.js, &self.bridge.jobs, job, &error).await?)
     }
 }

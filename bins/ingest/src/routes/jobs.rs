@@ -1,4 +1,4 @@
-//! `/v1/jobs`: create (with presigned uploads, routes/uploads.rs), read, list, cancel.
+//! `/v1/jobs`: create (with presigned uploads, routes/uploads.rs), read, list, cancel, delete.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -8,11 +8,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tcoder::api::{CreatedView, JobPageView, JobView, WebhookSecretView};
 use tcoder::events::{self, JobEvent};
-use tcoder::jobs::{
-    CreateOutcome, Job, JobId, JobRequest, JobSpec, JobStatus, SpecLimits, TransitionError,
-};
+use tcoder::jobs::{CreateOutcome, Job, JobId, JobRequest, JobSpec, JobStatus, SpecLimits, Tenant};
 
 use crate::auth::Caller;
+use crate::bridge::lifecycle::{Canceled, Deleted};
 use crate::error::ApiError;
 use crate::state::AppState;
 use tcoder::api::Problem;
@@ -274,32 +273,71 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job = load(&state, &tenant, &id).await?;
-    match state.jobs.transition(&job.id, JobStatus::Canceled, "canceled by client", &[]).await {
-        Ok(_) => {}
-        Err(TransitionError::Illegal { current, .. }) => {
+    let canceled =
+        state.bridge.cancel(&job).await.map_err(|e| ApiError::unavailable("cannot cancel", e.0))?;
+    match canceled {
+        Canceled::Now => {}
+        Canceled::AlreadyEnded(current) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "job.terminal",
                 format!("the job is already {current}"),
             ));
         }
-        Err(TransitionError::Missing) => return Err(ApiError::job_not_found()),
-        Err(TransitionError::Store(e)) => {
-            return Err(ApiError::unavailable("cannot cancel the job", e));
-        }
+        Canceled::Missing => return Err(ApiError::job_not_found()),
     }
-    super::uploads::abort(&state, &job).await;
-    let event = JobEvent::canceled(&job);
-    if let Err(e) = events::publish_event(&state.js, &event).await {
-        tracing::warn!(job = %job.id, error = %e, "canceled event not published");
-    }
+    let job = load(&state, &tenant, &id).await?;
+    Ok(Json(JobView::of(&job)).into_response())
+}
+
+/// Delete a job: its outputs, its uploaded source and its record (a job that has not ended is
+/// canceled first). Idempotent.
+#[utoipa::path(
+    delete, path = "/v1/jobs/{id}", operation_id = "delete_job", tag = "jobs", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 204, description = "The job is deleted (or was already, by this tenant)"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job of this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry (nothing is lost: what is left is deleted by the retry)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Caller(tenant): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job_id = JobId::parse(&id).ok_or_else(ApiError::job_not_found)?;
     let job = state
         .jobs
-        .get(&job.id)
+        .get_for_tenant(&tenant, &job_id)
         .await
-        .map_err(|e| ApiError::unavailable("cannot read the job", e))?
-        .ok_or_else(ApiError::job_not_found)?;
-    Ok(Json(JobView::of(&job)).into_response())
+        .map_err(|e| ApiError::unavailable("cannot read the job", e))?;
+    let deleted = match job {
+        Some(job) => {
+            let ttl = state.config.idempotency_ttl.as_secs();
+            let deleted = state.bridge.delete(&job, "client", ttl).await;
+            deleted.map_err(|e| ApiError::unavailable("cannot delete the job", e.0))?
+                == Deleted::Now
+                || deleted_by(&state, &tenant, &job_id).await?
+        }
+        None => deleted_by(&state, &tenant, &job_id).await?,
+    };
+    if !deleted {
+        return Err(ApiError::job_not_found());
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Whether `tenant` deleted this job lately (its tombstone): a repeated DELETE answers `204`
+/// again; for anyone else the job does not exist.
+async fn deleted_by(state: &AppState, tenant: &Tenant, id: &JobId) -> Result<bool, ApiError> {
+    let owner = state
+        .jobs
+        .deleted_tenant(id)
+        .await
+        .map_err(|e| ApiError::unavailable("cannot read the job", e))?;
+    Ok(owner.as_ref() == Some(tenant))
 }
 
 /// `GET /v1/webhook-secret`: the tenant's Standard Webhooks signing secret (`whsec_…`), to

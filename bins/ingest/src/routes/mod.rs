@@ -24,7 +24,7 @@ pub(crate) use console::policy as console_policy;
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/upload", get(uploads::get_upload))
         .route("/v1/jobs/{id}/upload/complete", post(uploads::complete_upload))

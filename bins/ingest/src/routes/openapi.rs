@@ -26,6 +26,7 @@ use super::{console, events, jobs, notifications, play, uploads};
         jobs::list,
         jobs::get,
         jobs::cancel,
+        jobs::delete,
         uploads::get_upload,
         uploads::complete_upload,
         events::stream,

@@ -96,7 +96,9 @@ pub(crate) async fn complete_upload(
     }
     match job.status {
         JobStatus::AwaitingUpload => {}
-        JobStatus::Failed | JobStatus::Canceled => return Err(not_awaiting(&job)),
+        JobStatus::Failed | JobStatus::Canceled | JobStatus::Expired => {
+            return Err(not_awaiting(&job));
+        }
         // Completed before: the same answer again.
         _ => return Ok(Json(JobView::of(&job)).into_response()),
     }
@@ -136,17 +138,6 @@ pub(crate) async fn complete_upload(
     Ok(Json(JobView::of(&job)).into_response())
 }
 
-/// Drops a canceled job's multipart upload and the parts the store holds (best effort: an
-/// R2/S3 lifecycle rule removes what is left, docs/DEPLOY.md).
-pub(crate) async fn abort(state: &AppState, job: &Job) {
-    let Some(upload) = &job.multipart else { return };
-    if let Err(e) =
-        multipart::abort(&state.s3, &state.bucket, &job.upload_key, &upload.upload_id).await
-    {
-        tracing::warn!(job = %job.id, error = %e, "multipart upload not aborted");
-    }
-}
-
 /// The job's multipart upload, started now if it has none yet (`POST /v1/jobs` starts it; a
 /// job whose start failed half-way gets it here).
 async fn multipart_of(state: &AppState, job: &Job) -> Result<MultipartUpload, ApiError> {
@@ -168,22 +159,11 @@ async fn multipart_of(state: &AppState, job: &Job) -> Result<MultipartUpload, Ap
         .start_multipart(&job.id, &ours)
         .await
         .map_err(|e| ApiError::unavailable("cannot record the multipart upload", e))?;
-    match stored {
-        Some(stored) => {
-            if stored.upload_id != ours.upload_id {
-                // Another request started one first: ours is not needed.
-                let _ =
-                    multipart::abort(&state.s3, &state.bucket, &job.upload_key, &ours.upload_id)
-                        .await;
-            }
-            Ok(stored)
-        }
-        None => {
-            let _ =
-                multipart::abort(&state.s3, &state.bucket, &job.upload_key, &ours.upload_id).await;
-            Err(not_awaiting(job))
-        }
+    if stored.as_ref().is_none_or(|stored| stored.upload_id != ours.upload_id) {
+        // Another request started one first, or the job stopped awaiting: ours is not needed.
+        let _ = multipart::abort(&state.s3, &state.bucket, &job.upload_key, &ours.upload_id).await;
     }
+    stored.ok_or_else(|| not_awaiting(job))
 }
 
 async fn multipart_view(state: &AppState, job: &Job) -> Result<MultipartUploadView, ApiError> {

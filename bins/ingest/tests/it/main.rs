@@ -5,6 +5,7 @@
 
 mod api;
 mod bridge;
+mod deletion;
 mod follow;
 mod helpers;
 mod lifecycle;

@@ -63,6 +63,17 @@ async fn every_operation_of_the_openapi_document_answers_as_documented() {
     call(Method::POST, "/v1/jobs/{id}/cancel", &format!("/v1/jobs/{id}/cancel"), key, None).await;
     call(Method::POST, "/v1/jobs/{id}/cancel", &format!("/v1/jobs/{id}/cancel"), key, None).await;
     call(Method::GET, upload, &format!("/v1/jobs/{id}/upload"), key, None).await;
+    for _ in 0..2 {
+        call(Method::DELETE, "/v1/jobs/{id}", &format!("/v1/jobs/{id}"), key, None).await;
+    }
+    call(
+        Method::DELETE,
+        "/v1/jobs/{id}",
+        "/v1/jobs/job_00000000000000000000000000000000",
+        key,
+        None,
+    )
+    .await;
     call(Method::GET, "/v1/webhook-secret", "/v1/webhook-secret", key, None).await;
     // Public delivery: signed playback URLs are off.
     for method in [Method::GET, Method::HEAD] {
@@ -110,7 +121,7 @@ async fn every_operation_of_the_openapi_document_answers_as_documented() {
 
 /// A client generated from /openapi.json by openapi-python-client, used as an app developer
 /// would: typed options (enums, not strings), the presigned upload, the job read back with its
-/// types, a typed problem for a bad preset, and a cancel.
+/// types, a typed problem for a bad preset, a cancel and a delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_generated_from_the_document_creates_reads_and_cancels_jobs() {
     let ingest = spawn(Store::Embedded, &[]).await;
@@ -135,6 +146,8 @@ async fn a_client_generated_from_the_document_creates_reads_and_cancels_jobs() {
     assert_eq!(report["status_is_enum"], true);
     assert_eq!(report["problem"], json!({ "status": 422, "code": "validation.unknown_preset" }));
     assert_eq!(report["canceled"], "canceled");
+    // Deleted, deleted again (idempotent), then gone.
+    assert_eq!(report["deleted"], json!([204, 204, 404]));
     let id = report["id"].as_str().unwrap();
     // The upload it made through the presigned URL reached the job.
     let job = ingest.wait_status(id, tcoder::jobs::JobStatus::Uploaded).await;

@@ -119,7 +119,7 @@ pub(crate) async fn handle(
             return Outcome::Skipped;
         }
         Ok(ClaimOutcome::Missing) => {
-            tracing::error!(job = %item.job_id, "work item for an unknown job; terminating it");
+            tracing::warn!(job = %item.job_id, "work item for a job that does not exist (deleted?); terminating it");
             let _ = message.ack_with(AckKind::Term).await;
             return Outcome::Skipped;
         }

@@ -329,8 +329,14 @@ async fn a_nats_py_producer_gets_one_job_per_submission_and_typed_rejections() {
     // Kinds this run did not produce, made by the constructors tcoder publishes them with.
     let store = tcoder::jobs::JobStore::new(pipeline.redis.clone());
     let job = store.get(&tcoder::jobs::JobId::parse(&id).unwrap()).await.unwrap().unwrap();
-    let canceled = tcoder::events::JobEvent::canceled(&job);
-    samples.push(json!({ "subject": canceled.subject(), "payload": canceled }));
+    let error = tcoder::jobs::JobError { code: "upload.expired".into(), message: "late".into() };
+    for event in [
+        tcoder::events::JobEvent::canceled(&job),
+        tcoder::events::JobEvent::expired(&job, &error),
+        tcoder::events::JobEvent::deleted(&job, "client"),
+    ] {
+        samples.push(json!({ "subject": event.subject(), "payload": event }));
+    }
     let history = store.history(&job.id).await.unwrap();
     let letter = tcoder::dlq::DeadLetter::new(
         job.id.clone(),

@@ -11,7 +11,7 @@
 -- | {'missing', ''}
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', ''} end
-if status == 'completed' or status == 'failed' or status == 'canceled' then return {'done', status} end
+if is_terminal(status) then return {'done', status} end
 if status ~= 'queued' and status ~= 'running' then return {'not_ready', status} end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return {'busy', tostring(redis.call('PTTL', KEYS[2]))}

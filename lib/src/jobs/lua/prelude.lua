@@ -1,11 +1,19 @@
 -- Shared helpers, prepended to every job script.
 -- Moves job `id` of `tenant` from status `from` to `to` in the per-tenant and global indexes
--- (the global index holds non-terminal jobs only, scored by the time of the change).
+-- (the global index holds non-terminal jobs only, scored by the time of the change; ended
+-- jobs are in `status:ended`, scored by when they ended, for the retention sweep).
+local function is_terminal(status)
+  return status == 'completed' or status == 'failed' or status == 'canceled' or status == 'expired'
+end
+
 local function move_status(prefix, tenant, id, from, to, now)
   redis.call('ZREM', prefix .. 'jobs:' .. tenant .. ':' .. from, id)
   redis.call('ZADD', prefix .. 'jobs:' .. tenant .. ':' .. to, 0, id)
   redis.call('ZREM', prefix .. 'status:' .. from, id)
-  if to ~= 'completed' and to ~= 'failed' and to ~= 'canceled' then
+  if is_terminal(to) then
+    redis.call('ZADD', prefix .. 'status:ended', now, id)
+  else
+    redis.call('ZREM', prefix .. 'status:ended', id)
     redis.call('ZADD', prefix .. 'status:' .. to, now, id)
   end
 end
