@@ -59,7 +59,7 @@
 
   // --- upload ---------------------------------------------------------------------------
   function request(file) {
-    const body = { preset: $('preset').value, content_length: file.size };
+    const body = { preset: $('preset').value, content_length: file.size, filename: file.name };
     const qualities = $('qualities').value;
     body.qualities = qualities === 'auto' ? 'auto' : qualities.split(',');
     return body;
@@ -184,7 +184,7 @@
       }
       status.textContent = `${note}uploaded ${file.name}: job ${id}`;
       if (state.jobId === id && $('job-status').dataset.status === 'awaiting_upload') setStatus('uploaded');
-      loadJobs(true);
+      refreshJobs();
     } catch (e) {
       const again = inParts ? '; choose the file again to send the parts still missing' : '';
       status.textContent = `upload failed: ${e.message}${again}`;
@@ -202,19 +202,46 @@
   });
 
   // --- job list -------------------------------------------------------------------------
+  // The list follows the jobs by itself: every LIST_EVERY ms while the tab is visible it reads
+  // again as many jobs as it shows (at most 100), so new jobs appear and statuses, durations
+  // and posters fill in without a Refresh.
+  const LIST_EVERY = 3000;
+  const ENDED = ['completed', 'failed', 'canceled', 'expired'];
+
+  function jobName(job) {
+    if (job.filename) return job.filename;
+    // A submitted or watched object: its key's last segment.
+    if (job.origin.kind !== 'api' && job.source && job.source.key) return job.source.key.split('/').pop();
+    return job.source_url ? job.source_url.split('/').pop() || job.source_url : '—';
+  }
+
+  function jobRow(job) {
+    const result = job.result;
+    const poster = result && result.thumbnails
+      ? el('img', { src: result.thumbnails.poster, alt: '', class: 'thumb', loading: 'lazy' }) : '';
+    const link = el('a', { href: `#/jobs/${job.id}`, title: job.id }, jobName(job));
+    const duration = result && result.source ? formatDuration(result.source.duration_secs) : '';
+    const origin = job.origin.kind === 'watch' ? `watch:${job.origin.rule}` : job.origin.kind;
+    const tr = row([poster, link, job.status, duration, job.preset, origin, job.created_at.slice(0, 19).replace('T', ' ')]);
+    tr.dataset.job = job.id;
+    tr.dataset.status = job.status;
+    return tr;
+  }
+
+  async function listPage(cursor, limit) {
+    const params = new URLSearchParams({ limit: String(limit) });
+    if ($('status-filter').value) params.set('status', $('status-filter').value);
+    if (cursor) params.set('cursor', cursor);
+    return api(`/v1/jobs?${params}`);
+  }
+
+  // Appends the next page (older jobs), or starts over.
   async function loadJobs(fresh) {
     if (!state.key) return;
     if (fresh) { state.cursor = null; $('job-list').tBodies[0].replaceChildren(); }
-    const params = new URLSearchParams({ limit: '20' });
-    if ($('status-filter').value) params.set('status', $('status-filter').value);
-    if (state.cursor) params.set('cursor', state.cursor);
     try {
-      const page = await api(`/v1/jobs?${params}`);
-      for (const job of page.jobs) {
-        const link = el('a', { href: `#/jobs/${job.id}` }, el('code', {}, job.id));
-        const origin = job.origin.kind === 'watch' ? `watch:${job.origin.rule}` : job.origin.kind;
-        $('job-list').tBodies[0].append(row([link, job.status, job.preset, origin, job.created_at]));
-      }
+      const page = await listPage(state.cursor, 20);
+      $('job-list').tBodies[0].append(...page.jobs.map(jobRow));
       state.cursor = page.next_cursor;
       $('more').hidden = !state.cursor;
     } catch (e) {
@@ -222,8 +249,26 @@
     }
   }
 
+  // Reads the jobs shown again (new ones first) and redraws the list.
+  async function refreshJobs() {
+    if (!state.key || state.listing) return;
+    state.listing = true;
+    try {
+      const shown = $('job-list').tBodies[0].rows.length;
+      const page = await listPage(null, Math.min(100, Math.max(20, shown)));
+      $('job-list').tBodies[0].replaceChildren(...page.jobs.map(jobRow));
+      state.cursor = page.next_cursor;
+      $('more').hidden = !state.cursor;
+    } catch (e) {
+      // The next round tries again.
+    } finally {
+      state.listing = false;
+    }
+  }
+
+  setInterval(() => { if (!document.hidden) refreshJobs(); }, LIST_EVERY);
+  document.addEventListener('visibilitychange', () => { if (!document.hidden) refreshJobs(); });
   $('status-filter').addEventListener('change', () => loadJobs(true));
-  $('refresh').addEventListener('click', () => loadJobs(true));
   $('more').addEventListener('click', () => loadJobs(false));
 
   // --- one job --------------------------------------------------------------------------
@@ -234,15 +279,16 @@
     $('job-progress').hidden = !running;
     $('job-percent').textContent = running ? `${percent.toFixed(0)} %` : '';
     if (running) $('job-progress').value = percent;
-    $('cancel').hidden = ['completed', 'failed', 'canceled'].includes(status);
+    $('cancel').hidden = ENDED.includes(status) || status === 'deleted';
+    $('delete').hidden = status === 'deleted';
   }
 
-  const STATUS_OF = { accepted: null, queued: 'queued', started: 'running', progress: 'running', rendition: 'running', completed: 'completed', failed: 'failed', canceled: 'canceled' };
+  const STATUS_OF = { accepted: null, queued: 'queued', started: 'running', progress: 'running', rendition: 'running', completed: 'completed', failed: 'failed', canceled: 'canceled', expired: 'expired', deleted: 'deleted' };
 
   function onEvent(event) {
     const detail = event.type === 'progress' ? ` ${Number(event.data.percent).toFixed(0)} %`
       : event.type === 'rendition' ? ` ${event.data.name}`
-      : event.type === 'failed' ? ` ${event.data.error.code}` : '';
+      : event.type === 'failed' || event.type === 'expired' ? ` ${event.data.error.code}` : '';
     $('timeline').append(el('li', {}, `${event.at.slice(11, 23)} ${event.type}${detail}`));
     const status = STATUS_OF[event.type];
     if (status) setStatus(status, event.type === 'progress' ? Number(event.data.percent) : undefined);
@@ -288,7 +334,7 @@
             seen.add(event.id);
             lastId = event.id;
             onEvent(event);
-            if (['completed', 'failed', 'canceled'].includes(event.type)) ended = true;
+            if (ENDED.includes(event.type)) ended = true;
           }
         }
       } catch (e) {
@@ -338,6 +384,24 @@
     setStatus('…');
     showJob(id, true);
   }
+
+  // Deletes the open job — outputs, uploaded source, record — once the viewer confirms.
+  $('delete').addEventListener('click', async () => {
+    const id = state.jobId;
+    if (!id || !window.confirm(`Delete job ${id}, its outputs and its uploaded source?`)) return;
+    try {
+      await api(`/v1/jobs/${id}`, { method: 'DELETE' });
+    } catch (e) {
+      $('player-note').textContent = e.message;
+      return;
+    }
+    if (state.follow) state.follow.abort();
+    resetPlayer();
+    $('player-box').hidden = true;
+    setStatus('deleted');
+    $('upload-status').textContent = `deleted job ${id}`;
+    refreshJobs();
+  });
 
   $('cancel').addEventListener('click', async () => {
     if (!state.jobId) return;
@@ -507,6 +571,13 @@
 
   function describe(list, entries) {
     list.replaceChildren(...Object.entries(entries).flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, String(v))]));
+  }
+
+  function formatDuration(secs) {
+    if (typeof secs !== 'number') return '';
+    const whole = Math.round(secs);
+    const m = Math.floor(whole / 60);
+    return `${m}:${String(whole % 60).padStart(2, '0')}`;
   }
 
   function formatBytes(n) {

@@ -66,9 +66,20 @@ fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
         assert!(timeline.as_str().unwrap().contains(kind), "{timeline}");
     }
     let id = browser.eval("return document.getElementById('job-id').textContent");
-    let listed = browser
-        .wait_for(Duration::from_secs(10), "return document.getElementById('job-list').innerText");
-    assert!(listed.as_str().unwrap().contains(id.as_str().unwrap()), "{listed}");
+    // The list follows by itself (it was read at sign-in, before the job existed): the row
+    // names the file, its duration and shows its poster once the job completed.
+    let name = clip.file_name().unwrap().to_str().unwrap();
+    let listed = browser.wait_for(
+        Duration::from_secs(15),
+        &format!(
+            "const r = document.querySelector('#job-list tr[data-job={id}]'); \
+             if (!r || r.dataset.status !== 'completed') return null; \
+             const img = r.querySelector('img.thumb'); \
+             return img && img.complete && img.naturalWidth > 0 ? r.innerText : null"
+        ),
+    );
+    let listed = listed.as_str().unwrap();
+    assert!(listed.contains(name) && listed.contains("0:08"), "{listed}");
 
     // hls.js loads the ladder (one level per rendition) and the title's audio rendition, and
     // plays across the chunks' seam at 4 s without a fatal error, decoding sound.
@@ -106,6 +117,25 @@ fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
     assert!(code.as_str().unwrap().starts_with("input."), "{code}");
     browser.eval("document.getElementById('job').scrollIntoView(); return true;");
     browser.screenshot(&artifact_path("console-failed.png"));
+
+    // Deleted from the page (once confirmed): the job leaves the list and the API.
+    let failed_id = browser.eval("return document.getElementById('job-id').textContent");
+    let failed_id = failed_id.as_str().unwrap().to_owned();
+    browser.eval(
+        "window.confirm = () => true; document.getElementById('delete').click(); return true;",
+    );
+    browser.wait_for(
+        Duration::from_secs(15),
+        &format!(
+            "return document.getElementById('job-status').dataset.status === 'deleted' && \
+             !document.querySelector('#job-list tr[data-job={failed_id}]')"
+        ),
+    );
+    let (status, _, _) = curl(
+        &format!("{api}/v1/jobs/{failed_id}"),
+        &["-H", &format!("authorization: Bearer {key}")],
+    );
+    assert_eq!(status, 404);
 
     // A large file whose upload stopped after its first part: opened in the console and chosen
     // again, its job gets the parts it lacks (no new job) and completes.
