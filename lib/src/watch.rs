@@ -81,6 +81,7 @@ impl WatchRuleRequest {
             tenant: &tenant,
             presigned: false,
             multipart_threshold: u64::MAX,
+            import: None,
         };
         let job = JobSpec::from_request(request, limits).map_err(|e| format!("job.{e}"))?;
         Ok(WatchRule {

@@ -191,6 +191,30 @@
     }
   }
 
+  // A job whose source ingest fetches from a URL: nothing to upload, its events say how the
+  // fetch goes.
+  $('import-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const status = $('upload-status');
+    const body = request({ size: 0, name: undefined });
+    delete body.content_length;
+    delete body.filename;
+    body.source_url = $('source-url').value.trim();
+    try {
+      const created = await api('/v1/jobs', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      status.textContent = `importing ${body.source_url}: job ${created.job.id}`;
+      $('source-url').value = '';
+      location.hash = `#/jobs/${created.job.id}`;
+      refreshJobs();
+    } catch (e) {
+      status.textContent = `import refused: ${e.message}`;
+    }
+  });
+
   $('file').addEventListener('change', (e) => upload(e.target.files[0]));
   const drop = $('drop');
   drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
@@ -283,10 +307,11 @@
     $('delete').hidden = status === 'deleted';
   }
 
-  const STATUS_OF = { accepted: null, queued: 'queued', started: 'running', progress: 'running', rendition: 'running', completed: 'completed', failed: 'failed', canceled: 'canceled', expired: 'expired', deleted: 'deleted' };
+  const STATUS_OF = { accepted: null, importing: null, queued: 'queued', started: 'running', progress: 'running', rendition: 'running', completed: 'completed', failed: 'failed', canceled: 'canceled', expired: 'expired', deleted: 'deleted' };
 
   function onEvent(event) {
     const detail = event.type === 'progress' ? ` ${Number(event.data.percent).toFixed(0)} %`
+      : event.type === 'importing' ? ` ${formatBytes(event.data.bytes)}`
       : event.type === 'rendition' ? ` ${event.data.name}`
       : event.type === 'failed' || event.type === 'expired' ? ` ${event.data.error.code}` : '';
     $('timeline').append(el('li', {}, `${event.at.slice(11, 23)} ${event.type}${detail}`));

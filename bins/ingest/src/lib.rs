@@ -133,7 +133,10 @@ impl Service for App {
             settings.ingest.max_event_streams_per_tenant,
             metrics.event_streams_open.clone(),
         );
+        let importer =
+            bridge::import::Importer::new(bridge.clone(), settings.ingest.import.clone());
         let state = AppState {
+            importer,
             events,
             jobs,
             redis: connections.redis.clone(),
@@ -183,6 +186,7 @@ impl Service for App {
         }
         let sweeper = Sweeper {
             bridge: self.state.bridge.clone(),
+            importer: self.state.importer.clone(),
             interval: config.sweep_interval,
             upload_expiry: config.upload_expiry,
             retention: config.job_retention,

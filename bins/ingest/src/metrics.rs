@@ -16,6 +16,7 @@ pub(crate) struct IngestMetrics {
     pub uploads: IntCounterVec,
     pub bridge_events: IntCounterVec,
     pub submissions: IntCounterVec,
+    pub imports: IntCounterVec,
     pub auth_failures: IntCounter,
     pub event_streams_open: IntGauge,
     pub event_streams_refused: IntCounterVec,
@@ -55,6 +56,11 @@ impl IngestMetrics {
                 &["path", "outcome"],
             )
             .expect("valid metric"),
+            imports: IntCounterVec::new(
+                Opts::new("tcoder_imports_total", "Fetches of jobs' source_url, by outcome (imported; stopped: the job was canceled or deleted meanwhile; retry: the store or Redis failed, the sweep tries again; or the job's error code: source.unreachable, source.too_large, source.forbidden_address)."),
+                &["outcome"],
+            )
+            .expect("valid metric"),
             auth_failures: IntCounter::new("tcoder_auth_failures_total", "Requests with an unknown API key.")
                 .expect("valid metric"),
             event_streams_open: IntGauge::new("tcoder_event_streams_open", "Server-sent event streams open on this ingest process.")
@@ -71,9 +77,11 @@ impl IngestMetrics {
         metrics.register(&m.uploads);
         metrics.register(&m.bridge_events);
         metrics.register(&m.submissions);
+        metrics.register(&m.imports);
         metrics.register(&m.auth_failures);
         metrics.register(&m.event_streams_open);
         metrics.register(&m.event_streams_refused);
+        init_series(&m.imports, &[&["imported"], &["retry"]]);
         init_series(&m.event_streams_refused, &[&["tenant"], &["global"]]);
         init_series(&m.jobs_created, &[&["default"], &["web-optimized"], &["hls"]]);
         init_series(

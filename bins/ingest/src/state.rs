@@ -19,6 +19,8 @@ pub(crate) struct AppState {
     pub bucket: String,
     pub config: Arc<IngestConfig>,
     pub bridge: Bridge,
+    /// Fetches jobs' `source_url`s.
+    pub importer: crate::bridge::import::Importer,
     pub metrics: IngestMetrics,
     pub cors: Arc<tcoder::cors::Cors>,
     /// `[webhooks] allowed`: non-public webhook destinations jobs may name.

@@ -240,6 +240,7 @@ impl Submitter {
             tenant: &tenant,
             presigned: false,
             multipart_threshold: u64::MAX,
+            import: None,
         };
         let spec = match JobSpec::from_request(submission.request, limits) {
             Ok(spec) => spec,

@@ -22,8 +22,8 @@ use serde::Deserialize;
 pub use self::env::EnvVars;
 pub use self::error::ConfigError;
 pub use self::services::{
-    ApiKeyEntry, Delivery, DispatcherConfig, IngestConfig, LocalStoreConfig, ProviderKind,
-    R2QueueConfig, UpConfig, WorkerConfig,
+    ApiKeyEntry, Delivery, DispatcherConfig, ImportConfig, IngestConfig, LocalStoreConfig,
+    ProviderKind, R2QueueConfig, UpConfig, WorkerConfig,
 };
 
 /// Prefix of the environment variables that override settings.

@@ -71,6 +71,30 @@ pub struct IngestConfig {
     pub watch: Vec<crate::watch::WatchRuleRequest>,
     pub local_store: LocalStoreConfig,
     pub r2_queue: R2QueueConfig,
+    pub import: ImportConfig,
+}
+
+/// `[ingest.import]`: jobs whose source is fetched from a URL (`source_url`).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportConfig {
+    /// Whether `POST /v1/jobs` takes a `source_url`.
+    pub enabled: bool,
+    /// Also fetch `http://` URLs (default: `https://` only).
+    pub allow_http: bool,
+    /// Non-public `ip:port` addresses a source URL may name (tests, a private media server);
+    /// every other loopback, private or link-local address is refused, also after a redirect.
+    pub allowed: Vec<SocketAddr>,
+    /// Redirects followed at most (each one checked again).
+    pub max_redirects: u32,
+    /// One import may take this long in all.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A source that sends nothing for this long is given up.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Imports one ingest process runs at once (each buffers one part, 16 MiB).
+    pub concurrency: usize,
 }
 
 /// `[ingest] delivery`.
@@ -252,6 +276,15 @@ impl IngestConfig {
                     "must be 64 hex digits (SHA-256)",
                 ));
             }
+        }
+        let import = &self.import;
+        require_positive("import.timeout", import.timeout)?;
+        require_positive("import.idle_timeout", import.idle_timeout)?;
+        if import.max_redirects > 20 {
+            return Err(Invalid::new("import.max_redirects", "must be at most 20"));
+        }
+        if import.concurrency == 0 {
+            return Err(Invalid::new("import.concurrency", "must be at least 1"));
         }
         let queue = &self.r2_queue;
         if queue.enabled {

@@ -15,6 +15,8 @@ use crate::jobs::{Job, JobError, JobId, JobStatus, Tenant, now_ms, rfc3339};
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     Accepted,
+    /// Ingest is fetching the job's `source_url` (bytes so far).
+    Importing,
     Queued,
     Started,
     Progress,
@@ -32,6 +34,7 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Accepted => "accepted",
+            EventKind::Importing => "importing",
             EventKind::Queued => "queued",
             EventKind::Started => "started",
             EventKind::Progress => "progress",
@@ -142,6 +145,23 @@ impl JobEvent {
             &job.id,
             &job.tenant,
             json!({ "origin": job.origin }),
+        )
+    }
+
+    /// The `n`-th report of a `source_url` being fetched (`<job>.importing.<n>`): `bytes`
+    /// stored so far, and `total` and `percent` when the source said its length.
+    pub fn importing(job: &Job, n: u64, bytes: u64, total: Option<u64>) -> JobEvent {
+        let mut data = json!({ "bytes": bytes });
+        if let Some(total) = total.filter(|&t| t > 0) {
+            data["total"] = json!(total);
+            data["percent"] = json!((bytes as f64 * 100.0 / total as f64).min(100.0));
+        }
+        JobEvent::new(
+            format!("{}.importing.{n}", job.id),
+            EventKind::Importing,
+            &job.id,
+            &job.tenant,
+            data,
         )
     }
 
@@ -260,6 +280,8 @@ pub enum UploadSource {
     Nats,
     /// A multipart upload completed by `POST /v1/jobs/{id}/upload/complete`.
     Api,
+    /// Fetched by ingest from the job's `source_url`.
+    Import,
 }
 
 impl UploadSource {
@@ -271,6 +293,7 @@ impl UploadSource {
             UploadSource::Sweep => "sweep",
             UploadSource::Nats => "nats",
             UploadSource::Api => "api",
+            UploadSource::Import => "import",
         }
     }
 }
@@ -514,6 +537,7 @@ mod tests {
             tenant: &crate::jobs::Tenant::parse("acme").unwrap(),
             presigned: true,
             multipart_threshold: u64::MAX,
+            import: None,
         };
         Job {
             id: JobId::generate(),

@@ -161,6 +161,7 @@ mod tests {
             tenant,
             presigned,
             multipart_threshold: u64::MAX,
+            import: None,
         }
     }
 

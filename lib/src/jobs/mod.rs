@@ -29,7 +29,7 @@ pub use self::result::{
     ThumbnailUrls,
 };
 pub use self::spec::{
-    AudioCodec, AutoLadder, DEFAULT_LOUDNESS_TARGET, HdrMode, JobRequest, JobSpec,
+    AudioCodec, AutoLadder, DEFAULT_LOUDNESS_TARGET, HdrMode, ImportRules, JobRequest, JobSpec,
     LOUDNESS_TARGETS, OutputKind, Preset, Qualities, Quality, SpecError, SpecLimits, UploadMethod,
     VideoCodec,
 };

@@ -217,6 +217,9 @@ pub struct JobSpec {
     /// The source's file name as the user knows it (a label: lists and players show it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
+    /// Where ingest fetches the source from, instead of an upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
     /// Declared source size in bytes; the presigned URL signs it and the upload must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_length: Option<u64>,
@@ -305,9 +308,15 @@ pub struct JobRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
     /// The source's file name as the user knows it (`holiday.mov`): a label shown in lists,
-    /// at most 255 characters, no control characters.
+    /// at most 255 characters, no control characters. Default for a `source_url`: the URL's
+    /// last path segment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
+    /// Fetch the source from this `https://` URL instead of uploading it (at most 2048
+    /// bytes; public addresses only, redirects checked again). Not with `content_length` or
+    /// `upload`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
     /// The source's size in bytes. Above `ingest.multipart_threshold` (default 100 MiB) the
     /// upload is multipart unless `upload` says `single`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -334,6 +343,16 @@ pub struct SpecLimits<'a> {
     pub presigned: bool,
     /// A declared `content_length` above this gets a multipart upload (presigned doors).
     pub multipart_threshold: u64,
+    /// Whether and where a `source_url` may point (`None`: not through this door).
+    pub import: Option<ImportRules<'a>>,
+}
+
+/// Where a job's `source_url` may point: `https://` (and `http://` when allowed), public
+/// addresses only unless an exact `ip:port` is listed (`[ingest.import]`).
+#[derive(Debug, Clone, Copy)]
+pub struct ImportRules<'a> {
+    pub allow_http: bool,
+    pub allowed: &'a [std::net::SocketAddr],
 }
 
 /// A request that cannot become a job; `code` is stable, `field` names the JSON field.
@@ -481,7 +500,20 @@ impl JobSpec {
                 format!("must be between 1 and {} bytes", limits.max_upload_bytes),
             ));
         }
-        if let Some(name) = &request.filename
+        let source_url = match &request.source_url {
+            None => None,
+            Some(raw) => Some(check_source_url(raw, limits.import)?),
+        };
+        if source_url.is_some() && (request.content_length.is_some() || request.upload.is_some()) {
+            return Err(invalid(
+                "validation.source_url",
+                "source_url",
+                "a job with a source_url measures its source itself: leave out content_length \
+                 and upload",
+            ));
+        }
+        let filename = request.filename.or_else(|| source_url.as_ref().and_then(url_filename));
+        if let Some(name) = &filename
             && (name.trim().is_empty()
                 || name.chars().count() > MAX_FILENAME
                 || name.chars().any(char::is_control))
@@ -515,7 +547,8 @@ impl JobSpec {
             webhook_progress: request.webhook_progress.unwrap_or(false),
             priority,
             metadata,
-            filename: request.filename,
+            filename,
+            source_url: source_url.map(String::from),
             content_length: request.content_length,
             content_type: request.content_type,
             upload,
@@ -528,6 +561,40 @@ impl JobSpec {
         let canonical = serde_json::to_vec(self).expect("a spec always serializes");
         hex::encode(Sha256::digest(canonical))
     }
+}
+
+/// Longest `source_url`, in bytes.
+const MAX_SOURCE_URL: usize = 2048;
+
+/// A `source_url` as this door takes it: parsed, no whitespace or control characters (the URL
+/// parser drops some; the stored string would keep them), an allowed scheme, and no literal
+/// address that is not public (names are resolved and checked again when fetched).
+fn check_source_url(raw: &str, rules: Option<ImportRules<'_>>) -> Result<url::Url, SpecError> {
+    let refuse = |why: String| invalid("validation.source_url", "source_url", why);
+    let rules = rules.ok_or_else(|| {
+        refuse("a source_url is taken by POST /v1/jobs only (with [ingest.import] enabled)".into())
+    })?;
+    if raw.len() > MAX_SOURCE_URL {
+        return Err(refuse(format!("longer than {MAX_SOURCE_URL} bytes")));
+    }
+    if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(refuse("contains whitespace or a control character".into()));
+    }
+    let url = webhooks::check_url(raw, rules.allowed).map_err(|e| refuse(e.to_string()))?;
+    if url.scheme() != "https" && !rules.allow_http {
+        return Err(refuse("must be https:// ([ingest.import] allow_http is off)".into()));
+    }
+    Ok(url)
+}
+
+/// The last segment of a URL's path, as a file name label (`clip.mp4`), when it has one.
+fn url_filename(url: &url::Url) -> Option<String> {
+    let last = url.path_segments()?.next_back()?;
+    let decoded = percent_encoding::percent_decode_str(last).decode_utf8_lossy();
+    let name: String =
+        decoded.chars().filter(|c| !c.is_control()).take(MAX_FILENAME).collect::<String>();
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 /// How the source is uploaded: as asked, else multipart when the declared length is above the
@@ -736,6 +803,7 @@ mod tests {
             tenant: &tenant,
             presigned: true,
             multipart_threshold: u64::MAX,
+            import: None,
         };
         JobSpec::from_request(serde_json::from_value(json).unwrap(), limits)
     }
@@ -853,6 +921,7 @@ mod tests {
                 tenant: &tenant,
                 presigned,
                 multipart_threshold: 100 << 20,
+                import: None,
             };
             JobSpec::from_request(serde_json::from_value(json).unwrap(), limits)
         };

@@ -17,6 +17,12 @@ pub fn job_lease(id: &JobId) -> String {
     format!("{}:lease", job(id))
 }
 
+/// Which ingest process is fetching the job's `source_url`: its holder id, with a TTL it
+/// renews while the fetch goes on (another process takes the import over once it lapses).
+pub fn job_import_lease(id: &JobId) -> String {
+    format!("{}:import", job(id))
+}
+
 /// The parts of a split job share this prefix; part `k` is `<prefix><k>` (hash).
 pub fn job_part_prefix(id: &JobId) -> String {
     format!("{}:part:", job(id))

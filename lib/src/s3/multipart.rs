@@ -121,6 +121,31 @@ pub async fn presign_part(
     Ok(presigned.into())
 }
 
+/// Uploads `body` as part `number` of `upload_id` (the importer's parts, sent by tcoder itself).
+pub async fn upload_part(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &Key,
+    upload_id: &str,
+    number: u32,
+    body: bytes::Bytes,
+) -> Result<StoredPart, S3Error> {
+    let size = body.len() as u64;
+    let part = i32::try_from(number).map_err(|_| S3Error::Transient("part number".into()))?;
+    let uploaded = s3
+        .upload_part()
+        .bucket(bucket)
+        .key(key.as_str())
+        .upload_id(upload_id)
+        .part_number(part)
+        .body(body.into())
+        .send()
+        .await
+        .map_err(|e| classify("UploadPart", e))?;
+    let etag = uploaded.e_tag().unwrap_or_default().trim_matches('"').to_owned();
+    Ok(StoredPart { number, size, etag })
+}
+
 /// The parts the store holds for `upload_id`, by number; `None` when the upload is not there
 /// (completed or aborted).
 pub async fn list_parts(

@@ -241,6 +241,25 @@ pub async fn get(
     })
 }
 
+/// Puts `body` (held in memory: small objects only) at `key`.
+pub async fn put_bytes(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &Key,
+    body: bytes::Bytes,
+    content_type: Option<&str>,
+) -> Result<(), S3Error> {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key.as_str())
+        .set_content_type(content_type.map(str::to_owned))
+        .body(body.into())
+        .send()
+        .await
+        .map_err(|e| classify("PutObject", e))?;
+    Ok(())
+}
+
 /// Deletes every object under `prefix` except those under `keep` (at most `max_pages` pages of
 /// 1,000); returns how many were deleted. `DeleteObjects` batches of up to 1,000 keys.
 pub async fn delete_prefix(

@@ -14,6 +14,7 @@ async fn store_with_job(env: &TestEnv) -> (JobStore, tcoder::jobs::Job) {
         tenant: &tcoder::jobs::Tenant::parse("acme").unwrap(),
         presigned: true,
         multipart_threshold: u64::MAX,
+        import: None,
     };
     let spec = JobSpec::from_request(JobRequest::default(), limits).unwrap();
     let tenant = Tenant::parse("acme").unwrap();

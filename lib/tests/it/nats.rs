@@ -168,6 +168,7 @@ async fn a_three_hour_ladder_completes_with_a_bounded_event_and_a_full_manifest(
         tenant: &tcoder::jobs::Tenant::parse("acme").unwrap(),
         presigned: true,
         multipart_threshold: u64::MAX,
+        import: None,
     };
     let job = tcoder::jobs::Job {
         id: job_id,

@@ -31,6 +31,14 @@ pub(crate) async fn with_progress_bar(
                     bar.set_prefix(progress_note(&progress));
                 }
             }
+            EventKind::Importing => {
+                bar.set_message("importing");
+                if let Some(percent) = event.data["percent"].as_f64() {
+                    bar.set_position(percent.round() as u64);
+                }
+                let bytes = event.data["bytes"].as_u64().unwrap_or(0);
+                bar.set_prefix(format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20)));
+            }
             EventKind::Queued => bar.set_message("queued"),
             EventKind::Started => bar.set_message("downloading"),
             EventKind::Rendition => bar.set_message("uploading"),

@@ -1,5 +1,6 @@
 //! `tcoder submit <file>`: create a job, upload the file to its presigned URL with a progress
-//! bar, and (with `--wait`) follow its events until it is done.
+//! bar, and (with `--wait`) follow its events until it is done. `tcoder submit https://…`
+//! makes a job whose source ingest fetches from that URL.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use tcoder::jobs::{CaptionRequest, JobRequest};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SubmitArgs {
-    /// The video to transcode.
+    /// The video to transcode: a file, or an `https://` URL for ingest to fetch.
     file: PathBuf,
     /// default, web-optimized or hls.
     #[arg(long, default_value = "default")]
@@ -99,8 +100,29 @@ fn key_value(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{s}` is not key=value"))
 }
 
+/// The URL `file` names, when it is one.
+fn source_url(file: &Path) -> Option<&str> {
+    file.to_str().filter(|s| s.starts_with("https://") || s.starts_with("http://"))
+}
+
 /// Outcome of a submit: the process exit code follows it.
 pub(crate) async fn run(client: &Client, args: SubmitArgs) -> anyhow::Result<bool> {
+    if let Some(url) = source_url(&args.file) {
+        if args.resume.is_some() || !args.captions.is_empty() {
+            bail!("--resume and --caption upload files; a URL source takes neither");
+        }
+        let request = JobRequest {
+            source_url: Some(url.to_owned()),
+            content_length: None,
+            content_type: None,
+            filename: None,
+            ..job_request(&args, 0)
+        };
+        let created = client.create_job(&request, None).await?;
+        let id = created.job.id.to_string();
+        eprintln!("job {id} created; ingest fetches {url}");
+        return finish(client, &args, &id).await;
+    }
     let length = std::fs::metadata(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?
         .len();
@@ -186,12 +208,17 @@ pub(crate) async fn run(client: &Client, args: SubmitArgs) -> anyhow::Result<boo
         ),
     }
 
+    finish(client, &args, &id).await
+}
+
+/// Prints the job id, or (with `--wait`) follows the job and prints its outcome.
+async fn finish(client: &Client, args: &SubmitArgs, id: &str) -> anyhow::Result<bool> {
     if !args.wait {
         println!("{id}");
         return Ok(true);
     }
-    let last = super::follow::with_progress_bar(client, &id, args.timeout).await?;
-    let job = client.job(&id).await?;
+    let last = super::follow::with_progress_bar(client, id, args.timeout).await?;
+    let job = client.job(id).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary(&job)).unwrap_or_default());
     } else {

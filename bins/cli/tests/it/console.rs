@@ -8,7 +8,8 @@ use testkit::browser::{Browser, artifact_path};
 use testkit::media::ClipSpec;
 
 use crate::up::{
-    SPLIT_AND_SMALL_PARTS, curl, large_clip, read_summary, spawn_up, stop_after_the_first_part,
+    MediaServer, SPLIT_AND_SMALL_PARTS, curl, large_clip, read_summary, spawn_up,
+    stop_after_the_first_part,
 };
 
 /// The page's job status once it is terminal.
@@ -32,8 +33,14 @@ fn signed_in(api: &str, key: &str) -> Browser {
 fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
     let _stack = crate::one_stack_at_a_time();
     let data = tempfile::tempdir().unwrap();
-    // Titles over 4 s are split into 4 s chunks: the one played below is.
-    let (mut up, lines) = spawn_up(data.path(), &SPLIT_AND_SMALL_PARTS);
+    // Titles over 4 s are split into 4 s chunks: the one played below is. A media server on
+    // this host to import from.
+    let media = MediaServer::start();
+    let allowed = format!(r#"["{}"]"#, media.addr);
+    let mut settings = SPLIT_AND_SMALL_PARTS.to_vec();
+    settings.push(("TCODER__INGEST__IMPORT__ALLOW_HTTP", "true"));
+    settings.push(("TCODER__INGEST__IMPORT__ALLOWED", &allowed));
+    let (mut up, lines) = spawn_up(data.path(), &settings);
     let summary = read_summary(&lines);
     let api = summary["api"].0.clone();
     let key = std::fs::read_to_string(data.path().join("api-key")).unwrap().trim().to_owned();
@@ -168,6 +175,24 @@ fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
         (Some(1), Some(parts - 1)),
         "{sent}"
     );
+
+    // Imported from a URL typed into the page: the job reports the fetch and completes.
+    std::fs::copy(testkit::media::tiny_mp4(), media.dir.path().join("film.mp4")).unwrap();
+    browser.eval(&format!(
+        "document.getElementById('source-url').value = 'http://{}/film.mp4'; \
+         document.querySelector('#import-form button').click(); return true;",
+        media.addr
+    ));
+    let status = browser.wait_for(
+        Duration::from_secs(60),
+        &format!(
+            "const id = document.getElementById('job-id').textContent; \
+             if (id === '{large_id}' || id === '{failed_id}') return null; {TERMINAL}"
+        ),
+    );
+    let timeline = browser.eval("return document.getElementById('timeline').innerText");
+    assert_eq!(status, "completed", "{timeline}");
+    assert!(timeline.as_str().unwrap().contains("importing"), "{timeline}");
 
     // The key never went into a URL (page, requests, history).
     let urls = browser.eval(

@@ -117,7 +117,14 @@ pub(crate) fn addr(url: &str) -> SocketAddr {
 fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     let _stack = crate::one_stack_at_a_time();
     let data = tempfile::tempdir().unwrap();
-    let (mut up, lines) = spawn_up(data.path(), &SPLIT_AND_SMALL_PARTS);
+    // A media server on this host the stack may import from (as a private one would be
+    // allowed in [ingest.import]).
+    let media = MediaServer::start();
+    let allowed = format!(r#"["{}"]"#, media.addr);
+    let mut settings = SPLIT_AND_SMALL_PARTS.to_vec();
+    settings.push(("TCODER__INGEST__IMPORT__ALLOW_HTTP", "true"));
+    settings.push(("TCODER__INGEST__IMPORT__ALLOWED", &allowed));
+    let (mut up, lines) = spawn_up(data.path(), &settings);
     let summary = read_summary(&lines);
 
     for service in ["ingest admin", "dispatcher admin"] {
@@ -154,6 +161,7 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     producers_and_watch_folders_work_on_the_stack(data.path(), &summary);
     a_long_title_is_split_on_the_stack(data.path());
     an_interrupted_large_upload_resumes_with_the_parts_it_lacks(data.path());
+    a_url_is_imported_and_jobs_deleted_from_the_cli(data.path(), &media);
     // The control plane authenticates: anonymous NATS and Redis clients are refused, and each
     // service's user speaks only its own subjects (a worker cannot queue work).
     let nats = addr(&summary["nats"].0);
@@ -287,6 +295,71 @@ fn a_long_title_is_split_on_the_stack(data_dir: &Path) {
         .unwrap();
     let seconds: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().unwrap();
     assert!((seconds - 12.0).abs() <= 0.04, "{seconds} s");
+}
+
+/// Files served over HTTP from a folder, by Python's `http.server` (a server nobody here wrote),
+/// on a free loopback port.
+pub(crate) struct MediaServer {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    _process: ChildProcess,
+}
+
+impl MediaServer {
+    pub(crate) fn start() -> MediaServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = testkit::free_port();
+        let mut command = Command::new("python3");
+        command
+            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let process = ChildProcess::spawn("http.server", &mut command).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        testkit::eventually(Duration::from_secs(10), || http_get(addr, "/"));
+        MediaServer { addr, dir, _process: process }
+    }
+}
+
+/// `tcoder submit <url>` makes a job whose source the stack fetches (with the file's name and
+/// its import reported), and `tcoder delete` removes a job with everything it wrote.
+fn a_url_is_imported_and_jobs_deleted_from_the_cli(data_dir: &Path, media: &MediaServer) {
+    std::fs::copy(testkit::media::tiny_mp4(), media.dir.path().join("holiday.mp4")).unwrap();
+    let tcoder = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tcoder"))
+            .args(args)
+            .env("TCODER_PROFILE", data_dir.join("cli.toml"))
+            .output()
+            .unwrap()
+    };
+    let url = format!("http://{}/holiday.mp4", media.addr);
+    let submitted =
+        tcoder(&["submit", &url, "--preset", "web-optimized", "--quality", "144p", "--wait"]);
+    let said = String::from_utf8_lossy(&submitted.stderr);
+    assert!(submitted.status.success(), "{said}");
+    let summary: serde_json::Value = {
+        let id = said.split_whitespace().nth(1).unwrap().to_owned();
+        let status = tcoder(&["status", &id]);
+        serde_json::from_slice(&status.stdout).unwrap()
+    };
+    assert_eq!(summary["status"], "completed", "{summary}");
+    assert_eq!(summary["filename"], "holiday.mp4");
+    let id = summary["id"].as_str().unwrap().to_owned();
+    let outputs = data_dir.join(format!("objects/tcoder/outputs/local/{id}"));
+    assert!(outputs.is_dir());
+
+    // A URL the stack may not fetch is refused with a typed error before any job exists.
+    let refused = tcoder(&["submit", "http://127.0.0.1:9/x.mp4"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("validation.source_url"));
+
+    let deleted = tcoder(&["delete", &id]);
+    assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
+    assert!(!outputs.exists(), "the outputs are gone");
+    let gone = tcoder(&["status", &id]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("job.not_found"));
 }
 
 /// A large file's upload stops after its first part (a client that lost its connection); `tcoder

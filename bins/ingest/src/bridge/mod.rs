@@ -12,6 +12,7 @@
 //! repeated notification or the sweep finds that job instead of making another. NATS
 //! submissions (`crate::submit`) make their jobs the same way ([`Bridge::job_for_object`]).
 
+pub(crate) mod import;
 pub(crate) mod lifecycle;
 pub(crate) mod local;
 pub(crate) mod normalize;

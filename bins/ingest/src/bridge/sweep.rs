@@ -33,12 +33,16 @@ pub(crate) struct SweepReport {
     pub expired: usize,
     /// Ended jobs deleted for being older than `ingest.job_retention`.
     pub retired: usize,
+    /// Imports started again (their process stopped).
+    pub imports: usize,
 }
 
 /// The sweep's schedule and limits.
 #[derive(Debug, Clone)]
 pub(crate) struct Sweeper {
     pub bridge: Bridge,
+    /// Imports whose process died are started again.
+    pub importer: super::import::Importer,
     pub interval: Duration,
     /// Jobs still awaiting their upload this long after creation expire (`ingest.upload_expiry`).
     pub upload_expiry: Duration,
@@ -81,6 +85,10 @@ impl Sweeper {
             if now.saturating_sub(job.created_at) > deadline_ms {
                 report.expired += usize::from(self.bridge.expire(&job).await?);
                 continue;
+            }
+            if super::import::wants_import(&job) && !self.importer.running(&job).await? {
+                self.importer.start(job.clone());
+                report.imports += 1;
             }
             awaiting.entry(job.tenant.clone()).or_default().insert(job.upload_key.clone(), job);
         }

@@ -78,6 +78,10 @@ pub(crate) async fn create(
         tenant: &tenant,
         presigned: true,
         multipart_threshold: state.config.multipart_threshold,
+        import: state.config.import.enabled.then_some(tcoder::jobs::ImportRules {
+            allow_http: state.config.import.allow_http,
+            allowed: &state.config.import.allowed,
+        }),
     };
     let spec = JobSpec::from_request(request, limits).map_err(ApiError::validation)?;
     match state.bridge.check_caption_objects(&spec).await {
@@ -104,6 +108,9 @@ pub(crate) async fn create(
             if let Err(e) = events::publish_event(&state.js, &event).await {
                 // Informational only: the job itself is safe in Redis.
                 tracing::warn!(job = %job.id, error = %e, "accepted event not published");
+            }
+            if job.spec.source_url.is_some() {
+                state.importer.start((*job).clone());
             }
             (*job, false)
         }

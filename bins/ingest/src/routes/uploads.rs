@@ -35,11 +35,15 @@ pub(crate) async fn created_view(state: &AppState, job: &Job) -> Result<CreatedV
     if job.status != JobStatus::AwaitingUpload {
         return Ok(view);
     }
+    view.caption_uploads = presign_captions(state, job).await?;
+    if job.spec.source_url.is_some() {
+        // Ingest fetches the source itself.
+        return Ok(view);
+    }
     match job.spec.upload {
         UploadMethod::Single => view.upload = Some(presign_source(state, job).await?),
         UploadMethod::Multipart => view.multipart_upload = Some(multipart_view(state, job).await?),
     }
-    view.caption_uploads = presign_captions(state, job).await?;
     Ok(view)
 }
 

@@ -8,6 +8,7 @@ mod bridge;
 mod deletion;
 mod follow;
 mod helpers;
+mod import;
 mod lifecycle;
 mod multipart;
 mod openapi;

@@ -332,6 +332,7 @@ async fn a_nats_py_producer_gets_one_job_per_submission_and_typed_rejections() {
     let error = tcoder::jobs::JobError { code: "upload.expired".into(), message: "late".into() };
     for event in [
         tcoder::events::JobEvent::canceled(&job),
+        tcoder::events::JobEvent::importing(&job, 1, 1 << 20, Some(4 << 20)),
         tcoder::events::JobEvent::expired(&job, &error),
         tcoder::events::JobEvent::deleted(&job, "client"),
     ] {

@@ -10,7 +10,7 @@ local tenant = redis.call('HGET', KEYS[1], 'tenant')
 local status = redis.call('HGET', KEYS[1], 'status')
 if not is_terminal(status) then return {'active', status} end
 clear_parts(KEYS[1])
-redis.call('DEL', KEYS[1], KEYS[1] .. ':history', KEYS[1] .. ':lease')
+redis.call('DEL', KEYS[1], KEYS[1] .. ':history', KEYS[1] .. ':lease', KEYS[1] .. ':import')
 redis.call('ZREM', ARGV[1] .. 'jobs:' .. tenant, id)
 redis.call('ZREM', ARGV[1] .. 'jobs:' .. tenant .. ':' .. status, id)
 redis.call('ZREM', ARGV[1] .. 'status:ended', id)
