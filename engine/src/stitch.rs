@@ -343,7 +343,9 @@ fn stitch_thumbnails(
     let parts: Vec<PathBuf> = chunks.iter().map(|c| c.join(THUMBNAIL_PARTS_DIR)).collect();
     let dirs: Vec<&Path> = parts.iter().map(PathBuf::as_path).collect();
     Thumbnails::from_parts(plan, &dirs)?.finish(&out.join("thumbs"), duration_secs)?;
-    Ok(["poster.jpg", "storyboard.jpg", "storyboard.vtt"].map(|f| format!("thumbs/{f}")).to_vec())
+    let files =
+        ["poster.jpg", "storyboard.jpg", "storyboard.vtt", crate::transcode::thumbs::FRAMES_INDEX];
+    Ok(files.map(|f| format!("thumbs/{f}")).to_vec())
 }
 
 /// A split title's stitch item (`Task::Stitch`): the title's HLS set, MP4s and thumbnails from

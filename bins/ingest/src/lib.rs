@@ -137,6 +137,7 @@ impl Service for App {
             bridge::import::Importer::new(bridge.clone(), settings.ingest.import.clone());
         let state = AppState {
             importer,
+            thumbnails: Arc::default(),
             events,
             jobs,
             redis: connections.redis.clone(),

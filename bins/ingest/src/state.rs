@@ -29,6 +29,8 @@ pub(crate) struct AppState {
     pub webhook_secrets: Arc<tcoder::webhooks::AtRest>,
     /// The web console's Content Security Policy.
     pub console_policy: Arc<str>,
+    /// Thumbnails answered lately.
+    pub thumbnails: Arc<crate::routes::thumbnail::ThumbnailCache>,
     /// Live job events, shared by every open event stream.
     pub events: Arc<crate::event_hub::EventHub>,
 }

@@ -459,6 +459,7 @@ pub(crate) fn finish(
                 "thumbs/poster.jpg".to_owned(),
                 "thumbs/storyboard.jpg".to_owned(),
                 "thumbs/storyboard.vtt".to_owned(),
+                format!("thumbs/{}", super::thumbs::FRAMES_INDEX),
             ])
         }
         None => None,

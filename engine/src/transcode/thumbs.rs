@@ -1,6 +1,8 @@
 //! Thumbnails from the frames the pipeline decodes anyway: a poster JPEG and a storyboard
 //! sprite (a grid of small tiles) with a WebVTT file mapping time ranges to tiles
-//! (`storyboard.jpg#xywh=x,y,w,h`), the format players use for seek previews.
+//! (`storyboard.jpg#xywh=x,y,w,h`), the format players use for seek previews; and each tile's
+//! picture at a larger size (`frames/<i>.jpg`, described by `frames.json`), which the API
+//! scales to the width an app asks for at any time of the title.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -12,13 +14,17 @@ use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, frame};
 use tcoder::engine::plan::ThumbnailPlan;
 use tcoder::engine::{EngineError, ErrorCode};
 
+/// The frames' index, beside them in `thumbs/`.
+pub(crate) const FRAMES_INDEX: &str = "frames.json";
+
 /// JPEG quality scale of FFmpeg's MJPEG encoder (2 best .. 31 worst).
 const JPEG_QUALITY: i32 = 4;
 
 pub(crate) struct Thumbnails {
     plan: ThumbnailPlan,
     poster: Option<frame::Video>,
-    /// Tiles from index `first_tile` on.
+    /// Tiles from index `first_tile` on, at the frame size (the sprite's tiles are scaled
+    /// down from them).
     tiles: Vec<frame::Video>,
     first_tile: u32,
     /// A chunk of a split title sees only `[from, until)`: it keeps the poster and the tiles
@@ -130,7 +136,7 @@ impl Thumbnails {
                 {
                     previous.clone()
                 }
-                _ => scale(frame, self.plan.tile_width, self.plan.tile_height)?,
+                _ => scale(frame, self.plan.frame_width, self.plan.frame_height)?,
             };
             self.tiles.push(tile);
         }
@@ -163,7 +169,7 @@ impl Thumbnails {
         for i in 0..plan.tiles {
             let found = dirs.iter().map(|d| d.join(format!("tile_{i}.yuv"))).find(|p| p.is_file());
             let tile = match found {
-                Some(path) => from_raw(&path, plan.tile_width, plan.tile_height)?,
+                Some(path) => from_raw(&path, plan.frame_width, plan.frame_height)?,
                 None => match thumbnails.tiles.last() {
                     Some(previous) => previous.clone(),
                     None => break,
@@ -177,7 +183,8 @@ impl Thumbnails {
         Ok(thumbnails)
     }
 
-    /// Writes `poster.jpg`, `storyboard.jpg` and `storyboard.vtt` into `dir`.
+    /// Writes `poster.jpg`, `storyboard.jpg`, `storyboard.vtt`, `frames/<i>.jpg` and
+    /// `frames.json` into `dir`.
     pub(crate) fn finish(mut self, dir: &Path, duration_secs: f64) -> Result<(), EngineError> {
         let Some(first) = self.tiles.first().cloned() else {
             return Err(EngineError::new(
@@ -199,10 +206,24 @@ impl Thumbnails {
         };
         std::fs::create_dir_all(dir).map_err(|e| crate::error::disk(&e))?;
         write_jpeg(&poster, &dir.join("poster.jpg"))?;
-        let sprite = self.sprite();
+        let sprite = self.sprite()?;
         write_jpeg(&sprite, &dir.join("storyboard.jpg"))?;
         std::fs::write(dir.join("storyboard.vtt"), self.vtt(duration_secs))
-            .map_err(|e| crate::error::disk(&e))
+            .map_err(|e| crate::error::disk(&e))?;
+        let frames = dir.join("frames");
+        std::fs::create_dir_all(&frames).map_err(|e| crate::error::disk(&e))?;
+        for (i, tile) in self.tiles.iter().enumerate() {
+            write_jpeg(tile, &frames.join(format!("{i}.jpg")))?;
+        }
+        let index = tcoder::engine::ThumbnailFrames {
+            interval_secs: self.plan.interval_secs,
+            count: self.plan.tiles,
+            width: self.plan.frame_width,
+            height: self.plan.frame_height,
+            duration_secs,
+        };
+        let json = serde_json::to_vec(&index).expect("the frame index serializes");
+        std::fs::write(dir.join(FRAMES_INDEX), json).map_err(|e| crate::error::disk(&e))
     }
 
     fn rows(&self) -> u32 {
@@ -210,7 +231,7 @@ impl Thumbnails {
     }
 
     /// All tiles on one full-range YUV 4:2:0 frame, row by row.
-    fn sprite(&self) -> frame::Video {
+    fn sprite(&self) -> Result<frame::Video, EngineError> {
         let (tw, th, columns) = (
             self.plan.tile_width as usize,
             self.plan.tile_height as usize,
@@ -223,7 +244,8 @@ impl Thumbnails {
             let fill = if plane == 0 { 0 } else { 128 };
             sprite.data_mut(plane).fill(fill);
         }
-        for (i, tile) in self.tiles.iter().enumerate() {
+        for (i, frame) in self.tiles.iter().enumerate() {
+            let tile = scale(frame, self.plan.tile_width, self.plan.tile_height)?;
             let (x, y) = ((i % columns) * tw, (i / columns) * th);
             for plane in 0..3 {
                 let (px, py, pw, ph) =
@@ -238,7 +260,7 @@ impl Thumbnails {
                 }
             }
         }
-        sprite
+        Ok(sprite)
     }
 
     fn vtt(&self, duration_secs: f64) -> String {

@@ -112,8 +112,12 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     let mut stitch_job = job(&source, stitched.path(), spec.clone());
     stitch_job.task = Task::Stitch(layout.clone());
     let report = tcoder_engine::run(&stitch_job, &mut |_| {}).unwrap();
-    let mut written: Vec<&str> =
-        report.files.iter().map(|f| f.path.as_str()).filter(|p| !p.ends_with(".m4s")).collect();
+    let mut written: Vec<&str> = report
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(|p| !p.ends_with(".m4s") && !p.starts_with("thumbs/frames/"))
+        .collect();
     written.sort_unstable();
     assert_eq!(
         written,
@@ -127,11 +131,18 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
             "hls/master.m3u8",
             "mp4/144p.mp4",
             "mp4/360p.mp4",
+            "thumbs/frames.json",
             "thumbs/poster.jpg",
             "thumbs/storyboard.jpg",
             "thumbs/storyboard.vtt",
         ]
     );
+    // The stills, one per storyboard tile, as many and as indexed as the whole encode's.
+    let index = |root: &Path| std::fs::read_to_string(root.join("thumbs/frames.json")).unwrap();
+    assert_eq!(index(stitched.path()), index(whole.path()));
+    let stills = |root: &Path| std::fs::read_dir(root.join("thumbs/frames")).unwrap().count();
+    assert_eq!(stills(stitched.path()), stills(whole.path()));
+    assert!(stills(whole.path()) > 1);
     assert_eq!(report.hls_master.as_deref(), Some("hls/master.m3u8"));
     assert_eq!(report.renditions, whole_report.renditions);
     let (split_loudness, whole_loudness) =

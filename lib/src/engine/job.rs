@@ -283,7 +283,8 @@ pub struct EngineReport {
     pub renditions: Vec<RenditionReport>,
     /// `hls/master.m3u8` when HLS was written.
     pub hls_master: Option<String>,
-    /// `thumbs/poster.jpg`, `thumbs/storyboard.jpg`, `thumbs/storyboard.vtt` when written.
+    /// `thumbs/poster.jpg`, `thumbs/storyboard.jpg`, `thumbs/storyboard.vtt`,
+    /// `thumbs/frames.json` when written.
     pub thumbnails: Option<Vec<String>>,
     pub files: Vec<OutputFile>,
     pub frames: u64,

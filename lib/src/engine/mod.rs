@@ -28,5 +28,5 @@ pub use self::media::{
     AudioInfo, AudioTrack, ColourInfo, DynamicRange, MediaInfo, Orientation, SubtitleTrack,
     TrackLanguage, TrackName, VideoInfo, audio_lead_secs, displayed_size,
 };
-pub use self::plan::{EnginePlan, EngineSpec, Mode, RenditionPlan, plan};
+pub use self::plan::{EnginePlan, EngineSpec, Mode, RenditionPlan, ThumbnailFrames, plan};
 pub use self::supervisor::{EngineRun, SandboxLimits, Supervisor};

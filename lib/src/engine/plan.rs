@@ -148,6 +148,32 @@ pub struct ThumbnailPlan {
     pub tile_height: u32,
     pub columns: u32,
     pub tiles: u32,
+    /// Each tile's picture is also kept at this size, as `thumbs/frames/<i>.jpg`: what
+    /// `GET /v1/jobs/{id}/thumbnail.jpg` answers from, at any time and width up to it.
+    pub frame_width: u32,
+    pub frame_height: u32,
+}
+
+/// `thumbs/frames.json`: how to find the thumbnail frame of any time of the title — frame `i`
+/// (`thumbs/frames/<i>.jpg`, `width`×`height`) shows time `i * interval_secs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThumbnailFrames {
+    pub interval_secs: f64,
+    pub count: u32,
+    pub width: u32,
+    pub height: u32,
+    pub duration_secs: f64,
+}
+
+impl ThumbnailFrames {
+    /// The frame nearest to `time_secs` (clamped to the title).
+    pub fn nearest(&self, time_secs: f64) -> u32 {
+        let last = self.count.saturating_sub(1);
+        if !time_secs.is_finite() || time_secs <= 0.0 || self.interval_secs <= 0.0 {
+            return 0;
+        }
+        ((time_secs / self.interval_secs).round() as u32).min(last)
+    }
 }
 
 /// One HLS audio rendition: a source audio track, encoded once for every variant.
@@ -513,6 +539,7 @@ fn thumbnail_plan(media: &MediaInfo) -> ThumbnailPlan {
     let (width, height) = display(media);
     let aspect = f64::from(height) / f64::from(width.max(1));
     let poster_width = width.min(1280);
+    let frame_width = width.min(FRAME_WIDTH);
     ThumbnailPlan {
         poster_at_secs: (duration * 0.1).min(5.0),
         poster_width: even(poster_width),
@@ -522,8 +549,13 @@ fn thumbnail_plan(media: &MediaInfo) -> ThumbnailPlan {
         tile_height: even_round(160.0 * aspect),
         columns: tiles.min(10),
         tiles,
+        frame_width: even(frame_width),
+        frame_height: even_round(f64::from(frame_width) * aspect),
     }
 }
+
+/// Widest thumbnail frame kept (a 16:9 frame at 640×360 is about 30 KiB as a JPEG).
+const FRAME_WIDTH: u32 = 640;
 
 fn even(value: u32) -> u32 {
     (value & !1).max(2)

@@ -106,6 +106,10 @@ pub struct ThumbnailUrls {
     pub poster: String,
     pub storyboard: String,
     pub storyboard_vtt: String,
+    /// `thumbs/frames.json`: the index of the larger frames `GET /v1/jobs/{id}/thumbnail.jpg`
+    /// answers from (absent on results from before they were made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<String>,
 }
 
 /// One stored object.
@@ -178,10 +182,11 @@ impl JobResult {
                 .collect(),
             hls_master: report.hls_master.as_deref().map(url),
             thumbnails: report.thumbnails.as_ref().and_then(|t| match t.as_slice() {
-                [poster, storyboard, vtt, ..] => Some(ThumbnailUrls {
+                [poster, storyboard, vtt, rest @ ..] => Some(ThumbnailUrls {
                     poster: url(poster),
                     storyboard: url(storyboard),
                     storyboard_vtt: url(vtt),
+                    frames: rest.first().map(|frames| url(frames)),
                 }),
                 _ => None,
             }),
@@ -224,6 +229,7 @@ impl JobResult {
             thumbs.poster = map(&thumbs.poster);
             thumbs.storyboard = map(&thumbs.storyboard);
             thumbs.storyboard_vtt = map(&thumbs.storyboard_vtt);
+            thumbs.frames = thumbs.frames.as_deref().map(map);
         }
         for file in &mut result.files {
             file.url = url_of(&file.key);

@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{console, events, jobs, notifications, play, uploads};
+use super::{console, events, jobs, notifications, play, thumbnail, uploads};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,6 +30,7 @@ use super::{console, events, jobs, notifications, play, uploads};
         uploads::get_upload,
         uploads::complete_upload,
         events::stream,
+        thumbnail::thumbnail,
         jobs::webhook_secret,
         play::play,
         notifications::r2,

@@ -52,6 +52,9 @@ async fn every_operation_of_the_openapi_document_answers_as_documented() {
     call(Method::GET, "/v1/jobs/{id}", &format!("/v1/jobs/{id}"), key, None).await;
     call(Method::GET, "/v1/jobs/{id}", "/v1/jobs/job_0", key, None).await;
     call(Method::GET, "/v1/jobs/{id}/events", &format!("/v1/jobs/{id}/events"), key, None).await;
+    let thumbnail = "/v1/jobs/{id}/thumbnail.jpg";
+    call(Method::GET, thumbnail, &format!("/v1/jobs/{id}/thumbnail.jpg?time=1"), key, None).await;
+    call(Method::GET, thumbnail, &format!("/v1/jobs/{id}/thumbnail.jpg?width=1"), key, None).await;
     let (upload, complete) = ("/v1/jobs/{id}/upload", "/v1/jobs/{id}/upload/complete");
     call(Method::GET, upload, &format!("/v1/jobs/{id}/upload"), key, None).await;
     call(Method::GET, upload, "/v1/jobs/job_0/upload", key, None).await;

@@ -76,6 +76,98 @@ async fn a_job_flows_end_to_end_and_completes_exactly_once() {
         tokio::time::timeout(Duration::from_millis(300), completed.next()).await.is_err(),
         "a second completed event"
     );
+
+    thumbnails_at_any_time_and_width(&pipeline, &id).await;
+
+    // Deleted: every attempt's outputs and the record go, and the thumbnails with them.
+    let url = format!("{}/v1/jobs/{id}", pipeline.api);
+    let deleted = pipeline.http.delete(&url).bearer_auth(&pipeline.key).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert!(!pipeline.stored(master).exists());
+    assert!(!pipeline.stored(mp4).exists());
+    let gone = pipeline.http.get(&url).bearer_auth(&pipeline.key).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+    let thumb = format!("{url}/thumbnail.jpg?time=1");
+    assert_eq!(pipeline.http.get(&thumb).send().await.unwrap().status(), 404);
+}
+
+/// `GET /v1/jobs/{id}/thumbnail.jpg`: stills of a completed title at the times and widths
+/// asked, decoded by ffprobe (a JPEG of the asked width, the title's aspect), never wider
+/// than the stored frame; only for the job's tenant (or anyone, as outputs are public here).
+async fn thumbnail_of(
+    pipeline: &Pipeline,
+    id: &str,
+    query: &str,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let url = format!("{}/v1/jobs/{id}/thumbnail.jpg{query}", pipeline.api);
+    let mut request = pipeline.http.get(url);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.unwrap()
+}
+
+async fn thumbnails_at_any_time_and_width(pipeline: &Pipeline, id: &str) {
+    let key = Some(pipeline.key.as_str());
+    let size = |bytes: &[u8]| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jpg");
+        std::fs::write(&path, bytes).unwrap();
+        let probe = std::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,width,height",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&probe.stdout).trim().to_owned()
+    };
+    let early = thumbnail_of(pipeline, id, "?time=0.5&width=320", key).await;
+    assert_eq!(early.status(), 200);
+    assert_eq!(early.headers()["content-type"], "image/jpeg");
+    let etag = early.headers()["etag"].to_str().unwrap().to_owned();
+    let early = early.bytes().await.unwrap();
+    // The corpus clip is 4:3 (its displayed size): 320 wide is 240 high.
+    assert_eq!(size(&early), "mjpeg,320,240");
+    let late = thumbnail_of(pipeline, id, "?time=1.9&width=320", key).await.bytes().await.unwrap();
+    assert_eq!(size(&late), "mjpeg,320,240");
+    assert_ne!(early, late, "another time is another picture");
+    // Asked again: not modified.
+    let again = pipeline
+        .http
+        .get(format!("{}/v1/jobs/{id}/thumbnail.jpg?time=0.5&width=320", pipeline.api))
+        .bearer_auth(&pipeline.key)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    // Never upscaled: the title is 320 wide, so is its widest still.
+    let wide = thumbnail_of(pipeline, id, "?width=1920", key).await.bytes().await.unwrap();
+    assert_eq!(size(&wide), "mjpeg,320,240");
+    // Past the end: the last frame.
+    let end = thumbnail_of(pipeline, id, "?time=9999&width=320", key).await;
+    assert_eq!(end.status(), 200);
+    for (query, code) in [
+        ("?width=8", "validation.width"),
+        ("?time=-1", "validation.time"),
+        ("?time=NaN", "validation.time"),
+    ] {
+        let refused = thumbnail_of(pipeline, id, query, key).await;
+        assert_eq!(refused.status(), 422, "{query}");
+        let problem: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(problem["code"], code, "{query}");
+    }
+    // Another tenant's key: no such job. No key: outputs are public, so the still is too.
+    let other = thumbnail_of(pipeline, id, "?time=1", Some(&pipeline.other_key)).await;
+    assert_eq!(other.status(), 404);
+    assert_eq!(thumbnail_of(pipeline, id, "?time=1", None).await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

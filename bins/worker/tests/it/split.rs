@@ -138,7 +138,25 @@ async fn a_long_title_is_split_over_two_workers_and_stitched_into_one_result() {
     let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
     let result: JobResult = job.result.clone().unwrap();
     assert_whole_title(&pipeline, &result, 8.0, 25.0);
-    assert!(pipeline.stored(&result.thumbnails.as_ref().unwrap().poster).is_file());
+    let thumbs = result.thumbnails.as_ref().unwrap();
+    assert!(pipeline.stored(&thumbs.poster).is_file());
+    // Every chunk's frames were stitched: one per second of the title, each a still the API
+    // answers from.
+    let frames: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(pipeline.stored(thumbs.frames.as_deref().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(frames["count"], 8, "{frames}");
+    let frames_dir = pipeline.stored(thumbs.frames.as_deref().unwrap()).with_file_name("frames");
+    assert_eq!(files_under(&frames_dir), 8);
+    let still = pipeline
+        .http
+        .get(format!("{}/v1/jobs/{id}/thumbnail.jpg?time=6.2&width=160", pipeline.api))
+        .bearer_auth(&pipeline.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(still.status(), 200);
     assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
 
     // Four chunks of 2 s and the audio, each committed once; the cost counts them all.
