@@ -1,6 +1,9 @@
-//! Where the client commands find the API: flags, environment, or the per-user profile
-//! `tcoder up` writes (`$XDG_CONFIG_HOME/tcoder/cli.toml`, else `~/.config/tcoder/cli.toml`;
-//! `TCODER_PROFILE` names another file), so `tcoder submit` works from any directory.
+//! Where the client commands find the API: flags, environment, or a profile `tcoder up` wrote.
+//! Each stack writes its own, `<data_dir>/cli.toml`, and the per-user profile
+//! (`$XDG_CONFIG_HOME/tcoder/cli.toml`, else `~/.config/tcoder/cli.toml`) unless that one
+//! belongs to another stack whose data folder still exists — a second stack never silently
+//! repoints the CLI. Commands read `TCODER_PROFILE` if set, else the profile of the stack whose
+//! data folder is `up.data_dir` (`.data` in the current folder), else the per-user one.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +19,9 @@ pub(crate) struct Profile {
     /// admin commands (`keys`, `dlq`) when no other is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlPlane>,
+    /// The data folder of the stack this profile is for (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Where and as whom the admin commands reach NATS and Redis.
@@ -34,7 +40,7 @@ pub(crate) fn with_control_plane(
     explicit_config: bool,
 ) -> tcoder::config::Settings {
     let explicit = |name: &str| std::env::var_os(name).is_some() || explicit_config;
-    let Some(control) = path().and_then(|p| read(&p)).and_then(|p| p.control) else {
+    let Some(control) = for_commands(&settings.up.data_dir).and_then(|p| p.control) else {
         return settings;
     };
     if !explicit("TCODER__NATS__URL") {
@@ -48,7 +54,34 @@ pub(crate) fn with_control_plane(
     settings
 }
 
-/// The profile file's path, if a home or config folder is known.
+/// The profile the client commands use: `TCODER_PROFILE`, else the stack's in `data_dir`
+/// when there is one, else the per-user profile.
+pub(crate) fn for_commands(data_dir: &Path) -> Option<Profile> {
+    if std::env::var_os("TCODER_PROFILE").is_none()
+        && let Some(profile) = read(&of_stack(data_dir))
+    {
+        return Some(profile);
+    }
+    path().and_then(|path| read(&path))
+}
+
+/// The profile a stack with data in `data_dir` keeps for itself.
+pub(crate) fn of_stack(data_dir: &Path) -> PathBuf {
+    data_dir.join("cli.toml")
+}
+
+/// Whether `tcoder up` for the stack in `data_dir` may write the per-user profile, which now
+/// holds `existing`: when it is nobody's yet, already this stack's, or its stack's data folder
+/// is gone. Another live stack's profile is left alone.
+pub(crate) fn may_claim(existing: Option<&Profile>, data_dir: &Path) -> bool {
+    match existing.and_then(|p| p.data_dir.as_deref()) {
+        None => true,
+        Some(theirs) => theirs == data_dir || !theirs.is_dir(),
+    }
+}
+
+/// The per-user profile file's path (`TCODER_PROFILE` when set), if a home or config folder
+/// is known.
 pub(crate) fn path() -> Option<PathBuf> {
     if let Some(explicit) = std::env::var_os("TCODER_PROFILE") {
         return Some(PathBuf::from(explicit));
@@ -96,11 +129,32 @@ mod tests {
     fn a_profile_round_trips_privately() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tcoder/cli.toml");
-        let profile =
-            Profile { api: "http://127.0.0.1:8080".into(), api_key: "tk_x".into(), control: None };
+        let profile = Profile {
+            api: "http://127.0.0.1:8080".into(),
+            api_key: "tk_x".into(),
+            control: None,
+            data_dir: Some(dir.path().join(".data")),
+        };
         write(&path, &profile).unwrap();
         assert_eq!(read(&path), Some(profile));
         use std::os::unix::fs::PermissionsExt as _;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_stack_claims_the_user_profile_only_from_nobody_itself_or_a_stack_that_is_gone() {
+        let here = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let of = |dir: Option<&Path>| Profile {
+            data_dir: dir.map(Path::to_path_buf),
+            ..Profile::default()
+        };
+        assert!(may_claim(None, here.path()));
+        assert!(may_claim(Some(&of(None)), here.path()));
+        assert!(may_claim(Some(&of(Some(here.path()))), here.path()));
+        // Another stack that still has its data: not repointed.
+        assert!(!may_claim(Some(&of(Some(other.path()))), here.path()));
+        let gone = other.path().join("removed");
+        assert!(may_claim(Some(&of(Some(&gone))), here.path()));
     }
 }

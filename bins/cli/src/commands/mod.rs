@@ -35,7 +35,7 @@ pub(crate) struct ApiArgs {
 
 impl ApiArgs {
     pub(crate) fn client(&self, settings: &Settings) -> anyhow::Result<Client> {
-        let profile = crate::profile::path().and_then(|path| crate::profile::read(&path));
+        let profile = crate::profile::for_commands(&settings.up.data_dir);
         let base = self
             .api
             .clone()

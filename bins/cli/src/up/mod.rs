@@ -73,6 +73,7 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
 
     // Started parts, in start order; stopped in reverse.
     let mut parts: Vec<StackChild> = Vec::new();
+    let mut user = UserProfile::None;
     let started = async {
         parts.push(start_nats(&cli, &plan, &logs)?);
         wait_http_ok(
@@ -84,7 +85,7 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
         .await?;
         parts.push(start_redis(&cli, &plan, &logs)?);
         wait_redis(plan.redis, ready_timeout).await?;
-        ensure_local_api_key(&plan).await?;
+        user = ensure_local_api_key(&plan).await?;
 
         let mut env = plan.shared_env();
         env.extend(plan.credentials_env(Service::Ingest));
@@ -134,7 +135,7 @@ pub(crate) async fn run(cli: Settings, config_file: Option<&Path>) -> anyhow::Re
         stop_all(&mut parts).await;
         return Err(e);
     }
-    print_summary(&plan, &parts, &logs);
+    print_summary(&plan, &parts, &logs, &user);
 
     let outcome = tokio::select! {
         signal = wait_for_signal() => {
@@ -231,7 +232,7 @@ fn random_hex(bytes: usize) -> String {
 /// The single-host stack's API key (tenant `local`): created once in `<data_dir>/api-key`
 /// (readable only by the owner), its hash registered in Redis on every start. A key revoked
 /// with `tcoder keys revoke` stays revoked: the stack gets a new one.
-async fn ensure_local_api_key(plan: &StackPlan) -> anyhow::Result<()> {
+async fn ensure_local_api_key(plan: &StackPlan) -> anyhow::Result<UserProfile> {
     let redis_config =
         tcoder::redis::Config::direct(plan.redis_url(Service::Cli), Duration::from_secs(5));
     let mut redis = tcoder::redis::connect(&redis_config).await?;
@@ -262,23 +263,54 @@ async fn ensure_local_api_key(plan: &StackPlan) -> anyhow::Result<()> {
     };
     let tenant = tcoder::jobs::Tenant::parse("local").expect("valid tenant");
     tcoder::auth::store_key(&mut redis, &key, &tenant).await?;
-    // The client commands find the stack from any directory through this profile.
-    if let Some(path) = crate::profile::path() {
-        let profile = crate::profile::Profile {
-            api: format!("http://{}", plan.api),
-            api_key: key,
-            control: Some(crate::profile::ControlPlane {
-                nats_url: format!("nats://{}", plan.nats),
-                nats_user: Service::Cli.name().to_owned(),
-                nats_password: plan.password(Service::Cli).unwrap_or_default().to_owned(),
-                redis_url: plan.redis_url(Service::Cli),
-            }),
-        };
-        if let Err(e) = crate::profile::write(&path, &profile) {
+    // The client commands find the stack through these profiles: its own, read in the
+    // stack's folder, and the per-user one, from anywhere.
+    let profile = crate::profile::Profile {
+        api: format!("http://{}", plan.api),
+        api_key: key,
+        control: Some(crate::profile::ControlPlane {
+            nats_url: format!("nats://{}", plan.nats),
+            nats_user: Service::Cli.name().to_owned(),
+            nats_password: plan.password(Service::Cli).unwrap_or_default().to_owned(),
+            redis_url: plan.redis_url(Service::Cli),
+        }),
+        data_dir: Some(plan.data_dir.clone()),
+    };
+    let own = crate::profile::of_stack(&plan.data_dir);
+    if let Err(e) = crate::profile::write(&own, &profile) {
+        note!("tcoder up: cannot write the CLI profile {}: {e}", own.display());
+    }
+    Ok(user_profile(&profile, &plan.data_dir))
+}
+
+/// Where the per-user profile stands after `tcoder up` for `data_dir`.
+#[derive(Debug)]
+enum UserProfile {
+    /// Written (or the same file as the stack's own): `tcoder` finds this stack from anywhere.
+    Ours(PathBuf),
+    /// Another running stack's (whose data folder exists): left as it is.
+    Theirs { path: PathBuf, stack: PathBuf },
+    /// No home or config folder, or it could not be written.
+    None,
+}
+
+/// Writes the per-user profile for this stack unless it is another live stack's
+/// (`TCODER_PROFILE` names it explicitly: always written).
+fn user_profile(profile: &crate::profile::Profile, data_dir: &Path) -> UserProfile {
+    let Some(path) = crate::profile::path() else { return UserProfile::None };
+    let explicit = std::env::var_os("TCODER_PROFILE").is_some();
+    let existing = crate::profile::read(&path);
+    if !explicit && !crate::profile::may_claim(existing.as_ref(), data_dir) {
+        let stack = existing.and_then(|p| p.data_dir).unwrap_or_default();
+        return UserProfile::Theirs { path, stack };
+    }
+    match crate::profile::write(&path, profile) {
+        Ok(()) => UserProfile::Ours(path),
+        Err(e) => {
             note!("tcoder up: cannot write the CLI profile {}: {e}", path.display());
+            UserProfile::None
         }
     }
-    Ok(())
 }
 
 fn start_nats(cli: &Settings, plan: &StackPlan, logs: &Path) -> anyhow::Result<StackChild> {
@@ -432,7 +464,7 @@ async fn stop_all(parts: &mut Vec<StackChild>) -> bool {
     clean
 }
 
-fn print_summary(plan: &StackPlan, parts: &[StackChild], logs: &Path) {
+fn print_summary(plan: &StackPlan, parts: &[StackChild], logs: &Path, user: &UserProfile) {
     let pid = |name: &str| parts.iter().find(|p| p.name == name).map_or(0, StackChild::pid);
     say!("tcoder is up (data in {})", plan.data_dir.display());
     say!("  api               http://{}", plan.api);
@@ -461,8 +493,21 @@ fn print_summary(plan: &StackPlan, parts: &[StackChild], logs: &Path) {
             plan.data_dir.join(PRODUCER_PASSWORD_FILE).display()
         );
     }
-    if let Some(profile) = crate::profile::path() {
-        say!("  cli profile       {} (tcoder submit works from any folder)", profile.display());
+    let own = crate::profile::of_stack(&plan.data_dir);
+    match user {
+        UserProfile::Ours(path) => {
+            say!("  cli profile       {} (tcoder submit works from any folder)", path.display());
+        }
+        UserProfile::Theirs { path, stack } => say!(
+            "  cli profile       {} — {} stays the stack's in {}: run tcoder from this folder, or export TCODER_PROFILE={}",
+            own.display(),
+            path.display(),
+            stack.display(),
+            own.display()
+        ),
+        UserProfile::None => {
+            say!("  cli profile       {} (run tcoder from this folder)", own.display())
+        }
     }
     say!("  logs              {} (services log to this terminal)", logs.display());
     say!("admin endpoints: /healthz /readyz /metrics. Press Ctrl-C to stop.");

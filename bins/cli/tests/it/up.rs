@@ -43,7 +43,11 @@ pub(crate) fn spawn_up(
     data_dir: &Path,
     extra: &[(&str, &str)],
 ) -> (ChildProcess, mpsc::Receiver<String>) {
-    let mut command = up_command(data_dir, extra);
+    spawn_up_command(up_command(data_dir, extra))
+}
+
+/// [`spawn_up`] with a command of the caller's.
+fn spawn_up_command(mut command: Command) -> (ChildProcess, mpsc::Receiver<String>) {
     let log = testkit::test_log();
     command.stdout(Stdio::piped()).stderr(if log { Stdio::inherit() } else { Stdio::piped() });
     let mut process = ChildProcess::spawn("tcoder up", &mut command).unwrap();
@@ -941,4 +945,67 @@ fn ctrl_c_through_tee_stops_cleanly_the_job_completes_after_restart_and_revocati
     assert_eq!(status(&id)["status"], "completed", "the new key (in the profile) works");
     let (exit, in_time) = third.terminate(Duration::from_secs(30)).unwrap();
     assert!(exit.success() && in_time, "{exit}");
+}
+
+/// `tcoder up` for a second stack leaves the per-user profile of another stack (whose data
+/// folder exists) alone, and writes its own into its data folder, where `tcoder` run for that
+/// folder finds it; once the other stack's folder is gone, the profile is this stack's.
+#[test]
+fn a_second_stack_does_not_repoint_the_cli_of_another() {
+    let _stack = crate::one_stack_at_a_time();
+    let home = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let user_profile = home.path().join(".config/tcoder/cli.toml");
+    std::fs::create_dir_all(user_profile.parent().unwrap()).unwrap();
+    let theirs = format!(
+        "api = \"http://127.0.0.1:9\"\napi_key = \"tk_other\"\ndata_dir = \"{}\"\n",
+        other.path().display()
+    );
+    std::fs::write(&user_profile, &theirs).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut command = up_command(data.path(), &[]);
+        command.env_remove("TCODER_PROFILE").env_remove("XDG_CONFIG_HOME").env("HOME", home.path());
+        let (up, lines) = spawn_up_command(command);
+        read_summary(&lines);
+        up
+    };
+    let tcoder = |args: &[&str], data_dir: Option<&Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tcoder"));
+        command
+            .args(args)
+            .current_dir(home.path())
+            .env_remove("TCODER_PROFILE")
+            .env_remove("XDG_CONFIG_HOME")
+            .env("HOME", home.path());
+        if let Some(dir) = data_dir {
+            command.env("TCODER__UP__DATA_DIR", dir);
+        }
+        command.output().unwrap()
+    };
+
+    let mut up = start();
+    assert_eq!(std::fs::read_to_string(&user_profile).unwrap(), theirs, "repointed");
+    let own: toml::Table = toml::from_str(&crate::profile_of(data.path())).unwrap();
+    assert_eq!(own["data_dir"].as_str(), data.path().to_str());
+    // For this stack's data folder, the commands reach this stack…
+    let listed = tcoder(&["jobs"], Some(data.path()));
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    // …and elsewhere the user's profile still names the other one.
+    let elsewhere = tcoder(&["jobs"], None);
+    assert!(!elsewhere.status.success());
+    assert!(String::from_utf8_lossy(&elsewhere.stderr).contains("127.0.0.1:9"));
+    let (_, in_time) = up.terminate(Duration::from_secs(30)).unwrap();
+    assert!(in_time);
+
+    // The other stack's folder is gone: its profile is stale, and this stack takes it.
+    drop(other);
+    let mut up = start();
+    let user: toml::Table =
+        toml::from_str(&std::fs::read_to_string(&user_profile).unwrap()).unwrap();
+    assert_eq!(user["data_dir"].as_str(), data.path().to_str());
+    let anywhere = tcoder(&["jobs"], None);
+    assert!(anywhere.status.success(), "{}", String::from_utf8_lossy(&anywhere.stderr));
+    let (_, in_time) = up.terminate(Duration::from_secs(30)).unwrap();
+    assert!(in_time);
 }
