@@ -23,9 +23,11 @@ NATS_SERVER_VERSION="2.15.1"
 # An independent Standard Webhooks implementation, used by the tests to verify our signatures.
 STANDARDWEBHOOKS_VERSION="1.1.0"
 # Producer clients and schema checkers the tests run (docs/examples/*.py use the first two), and
-# a generator of API clients (a test generates a Python client from /openapi.json and uses it).
+# a generator of API clients (a test generates a Python client from /openapi.json and uses it),
+# and Pillow, which reads the animated WebP previews (FFmpeg 5 cannot decode them).
 PYTHON_CHECKERS=("nats-py==2.16.0" "boto3==1.44.8" "jsonschema==4.26.0" "PyYAML==6.0.4"
-  "openapi-spec-validator==0.9.0" "moto[server]==5.2.6" "openapi-python-client==0.29.1")
+  "openapi-spec-validator==0.9.0" "moto[server]==5.2.6" "openapi-python-client==0.29.1"
+  "Pillow==11.3.0")
 # The AsyncAPI CLI that validates docs/asyncapi.yaml (5.x needs Node 24; 4.x runs on Debian's 18).
 ASYNCAPI_CLI_VERSION="4.1.1"
 # The web console's HLS player, compiled into tcoder-ingest (bins/ingest/build.rs).
@@ -110,7 +112,7 @@ EOF
 if pins_met "${PYTHON_CHECKERS[@]}"; then
   say "python checkers present"
 else
-  say "installing ${PYTHON_CHECKERS[*]} (producer clients, schema and OpenAPI checks, a second S3, a client generator) from PyPI"
+  say "installing ${PYTHON_CHECKERS[*]} (producer clients, schema and OpenAPI checks, a second S3, a client generator, an image reader) from PyPI"
   "$tools/venv/bin/pip" install -q --disable-pip-version-check "${PYTHON_CHECKERS[@]}" \
     || die "pip install ${PYTHON_CHECKERS[*]} failed"
 fi

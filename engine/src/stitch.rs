@@ -342,10 +342,7 @@ fn stitch_thumbnails(
 ) -> Result<Vec<String>, EngineError> {
     let parts: Vec<PathBuf> = chunks.iter().map(|c| c.join(THUMBNAIL_PARTS_DIR)).collect();
     let dirs: Vec<&Path> = parts.iter().map(PathBuf::as_path).collect();
-    Thumbnails::from_parts(plan, &dirs)?.finish(&out.join("thumbs"), duration_secs)?;
-    let files =
-        ["poster.jpg", "storyboard.jpg", "storyboard.vtt", crate::transcode::thumbs::FRAMES_INDEX];
-    Ok(files.map(|f| format!("thumbs/{f}")).to_vec())
+    Thumbnails::from_parts(plan, &dirs)?.finish(&out.join("thumbs"), duration_secs)
 }
 
 /// A split title's stitch item (`Task::Stitch`): the title's HLS set, MP4s and thumbnails from

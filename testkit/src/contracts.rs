@@ -84,6 +84,13 @@ fn run_checker(script: &str, args: &[FileArg<'_>]) -> Result<Value, String> {
     serde_json::from_str(stdout.trim()).map_err(|e| format!("{e}: {stdout}"))
 }
 
+/// What Pillow reads from the animated WebP at `path`: `format`, `width`, `height`, `frames`,
+/// `animated`, `loop`, `durations` (ms) and `changes` (how many frames differ from the one
+/// before).
+pub fn animated_webp(path: &Path) -> Result<Value, String> {
+    run_checker("webp_info.py", &[FileArg::Path(path)])
+}
+
 /// Every message the document defines (`components.messages`), read with a YAML parser
 /// nobody here wrote (`PyYAML`).
 pub fn message_names(doc: &Path) -> Vec<String> {

@@ -46,6 +46,7 @@ pub(crate) fn content_type(path: &str) -> &'static str {
         Some("m4s") => "video/iso.segment",
         Some("m3u8") => "application/vnd.apple.mpegurl",
         Some("jpg") => "image/jpeg",
+        Some("webp") => "image/webp",
         Some("vtt") => "text/vtt",
         Some("json") => "application/json",
         _ => "application/octet-stream",

@@ -15,6 +15,7 @@ pub(crate) mod mp4_text;
 mod normalize;
 pub(crate) mod output;
 mod pipeline;
+pub(crate) mod preview;
 pub(crate) mod thumbs;
 mod timeline;
 pub(crate) mod title_audio;

@@ -453,15 +453,7 @@ pub(crate) fn finish(
             thumbs.write_part(&out.join(THUMBNAIL_PARTS_DIR))?;
             None
         }
-        Some(thumbs) => {
-            thumbs.finish(&out.join("thumbs"), output_secs)?;
-            Some(vec![
-                "thumbs/poster.jpg".to_owned(),
-                "thumbs/storyboard.jpg".to_owned(),
-                "thumbs/storyboard.vtt".to_owned(),
-                format!("thumbs/{}", super::thumbs::FRAMES_INDEX),
-            ])
-        }
+        Some(thumbs) => Some(thumbs.finish(&out.join("thumbs"), output_secs)?),
         None => None,
     };
     let files = list_files(out)?;

@@ -12,6 +12,8 @@ use ffmpeg_next::software::scaling;
 use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, frame};
 
 use tcoder::engine::plan::ThumbnailPlan;
+
+use super::preview::{PREVIEW_FILE, Preview};
 use tcoder::engine::{EngineError, ErrorCode};
 
 /// The frames' index, beside them in `thumbs/`.
@@ -33,6 +35,8 @@ pub(crate) struct Thumbnails {
     until_secs: Option<f64>,
     /// Tone mapping for the frames taken, when the renditions keep HDR (JPEGs are SDR).
     tone_map: Option<super::normalize::Normalizer>,
+    /// The animated preview's pictures, when asked for.
+    preview: Option<Preview>,
 }
 
 impl Thumbnails {
@@ -56,6 +60,7 @@ impl Thumbnails {
             from_secs,
             until_secs,
             tone_map: None,
+            preview: plan.preview.as_ref().map(|p| Preview::for_range(p, from_secs, until_secs)),
         }
     }
 
@@ -92,7 +97,8 @@ impl Thumbnails {
 
     /// Offers a decoded frame at `seconds`; keeps it if a poster or tile is due.
     pub(crate) fn offer(&mut self, frame: &frame::Video, seconds: f64) -> Result<(), EngineError> {
-        if !self.poster_due(seconds) && !self.tile_due(seconds) {
+        let preview_due = self.preview.as_ref().is_some_and(|p| p.due(seconds));
+        if !self.poster_due(seconds) && !self.tile_due(seconds) && !preview_due {
             return Ok(());
         }
         let Some(mut tone_map) = self.tone_map.take() else {
@@ -127,6 +133,9 @@ impl Thumbnails {
         if self.poster_due(seconds) {
             self.poster = Some(scale(frame, self.plan.poster_width, self.plan.poster_height)?);
         }
+        if let Some(preview) = &mut self.preview {
+            preview.take(frame, seconds)?;
+        }
         while self.tile_due(seconds) {
             let tile = match self.tiles.last() {
                 // Frames can be further apart than the interval: repeat instead of rescaling.
@@ -156,7 +165,10 @@ impl Thumbnails {
         if let Some(poster) = &self.poster {
             write(poster, "poster.yuv".to_owned())?;
         }
-        Ok(())
+        match &self.preview {
+            Some(preview) => preview.write_part(dir),
+            None => Ok(()),
+        }
     }
 
     /// The whole title's thumbnails from the chunks' shares in `dirs` (title order): each tile
@@ -180,12 +192,20 @@ impl Thumbnails {
         if let Some(path) = dirs.iter().map(|d| d.join("poster.yuv")).find(|p| p.is_file()) {
             thumbnails.poster = Some(from_raw(&path, plan.poster_width, plan.poster_height)?);
         }
+        if let Some(preview) = &plan.preview {
+            thumbnails.preview = Some(Preview::from_parts(preview, dirs)?);
+        }
         Ok(thumbnails)
     }
 
-    /// Writes `poster.jpg`, `storyboard.jpg`, `storyboard.vtt`, `frames/<i>.jpg` and
-    /// `frames.json` into `dir`.
-    pub(crate) fn finish(mut self, dir: &Path, duration_secs: f64) -> Result<(), EngineError> {
+    /// Writes `poster.jpg`, `storyboard.jpg`, `storyboard.vtt`, `frames/<i>.jpg`,
+    /// `frames.json` (and `preview.webp` when asked for) into `dir`; the files the report
+    /// names, under `thumbs/`.
+    pub(crate) fn finish(
+        mut self,
+        dir: &Path,
+        duration_secs: f64,
+    ) -> Result<Vec<String>, EngineError> {
         let Some(first) = self.tiles.first().cloned() else {
             return Err(EngineError::new(
                 ErrorCode::Corrupt,
@@ -223,7 +243,14 @@ impl Thumbnails {
             duration_secs,
         };
         let json = serde_json::to_vec(&index).expect("the frame index serializes");
-        std::fs::write(dir.join(FRAMES_INDEX), json).map_err(|e| crate::error::disk(&e))
+        std::fs::write(dir.join(FRAMES_INDEX), json).map_err(|e| crate::error::disk(&e))?;
+        let mut files = vec!["poster.jpg", "storyboard.jpg", "storyboard.vtt", FRAMES_INDEX];
+        if let Some(preview) = self.preview.take()
+            && preview.finish(dir)?
+        {
+            files.push(PREVIEW_FILE);
+        }
+        Ok(files.into_iter().map(|f| format!("thumbs/{f}")).collect())
     }
 
     fn rows(&self) -> u32 {
@@ -295,7 +322,11 @@ fn timestamp(seconds: f64) -> String {
     )
 }
 
-fn scale(frame: &frame::Video, width: u32, height: u32) -> Result<frame::Video, EngineError> {
+pub(crate) fn scale(
+    frame: &frame::Video,
+    width: u32,
+    height: u32,
+) -> Result<frame::Video, EngineError> {
     let mut scaler = scaling::Context::get(
         frame.format(),
         frame.width(),
@@ -338,7 +369,7 @@ fn write_jpeg(frame: &frame::Video, path: &Path) -> Result<(), EngineError> {
 }
 
 /// The planes of a YUV 4:2:0 frame, rows without padding.
-fn raw(frame: &frame::Video) -> Vec<u8> {
+pub(crate) fn raw(frame: &frame::Video) -> Vec<u8> {
     let (width, height) = (frame.width() as usize, frame.height() as usize);
     let mut bytes = Vec::with_capacity(width * height * 3 / 2);
     for plane in 0..3 {
@@ -353,7 +384,7 @@ fn raw(frame: &frame::Video) -> Vec<u8> {
 }
 
 /// A frame read back from [`raw`] bytes.
-fn from_raw(path: &Path, width: u32, height: u32) -> Result<frame::Video, EngineError> {
+pub(crate) fn from_raw(path: &Path, width: u32, height: u32) -> Result<frame::Video, EngineError> {
     let bytes = std::fs::read(path).map_err(|e| crate::error::disk(&e))?;
     let (w, h) = (width as usize, height as usize);
     if bytes.len() != w * h * 3 / 2 {

@@ -122,7 +122,7 @@ fn web_optimized_makes_one_h264_aac_mp4_per_quality_and_thumbnails() {
         spec(
             Preset::WebOptimized,
             Qualities::Auto(AutoLadder::Auto),
-            &[OutputKind::Mp4, OutputKind::Thumbnails],
+            &[OutputKind::Mp4, OutputKind::Thumbnails, OutputKind::Preview],
         ),
         &source(true),
     );
@@ -141,6 +141,20 @@ fn web_optimized_makes_one_h264_aac_mp4_per_quality_and_thumbnails() {
         vtt.contains("00:00:01.000 --> 00:00:02.000\nstoryboard.jpg#xywh=160,0,160,90"),
         "{vtt}"
     );
+    // The animated preview, read by Pillow: the whole 3 s title (it is too short to start at
+    // the poster), 10 pictures a second, 320 wide, looping forever, moving.
+    let preview =
+        testkit::contracts::animated_webp(&out.path().join("thumbs/preview.webp")).unwrap();
+    assert_eq!(
+        (&preview["format"], &preview["animated"], &preview["loop"]),
+        (&serde_json::json!("WEBP"), &serde_json::json!(true), &serde_json::json!(0)),
+        "{preview}"
+    );
+    assert_eq!((preview["width"].as_u64(), preview["height"].as_u64()), (Some(320), Some(180)));
+    assert_eq!(preview["frames"], 30, "{preview}");
+    assert!(preview["durations"].as_array().unwrap().iter().all(|d| d == 100), "{preview}");
+    assert!(preview["changes"].as_u64().unwrap() > 10, "{preview}");
+    assert!(report.thumbnails.unwrap().contains(&"thumbs/preview.webp".to_owned()));
 }
 
 #[test]

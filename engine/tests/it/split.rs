@@ -62,7 +62,7 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     let mut spec = spec(
         Preset::Hls,
         Qualities::List(vec![Quality::P144, Quality::P360]),
-        &[OutputKind::Hls, OutputKind::Mp4, OutputKind::Thumbnails],
+        &[OutputKind::Hls, OutputKind::Mp4, OutputKind::Thumbnails, OutputKind::Preview],
     );
     // Loudness normalised: the audio item measures and normalises the whole title's audio.
     spec.loudness_target = Some(-16);
@@ -133,10 +133,15 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
             "mp4/360p.mp4",
             "thumbs/frames.json",
             "thumbs/poster.jpg",
+            "thumbs/preview.webp",
             "thumbs/storyboard.jpg",
             "thumbs/storyboard.vtt",
         ]
     );
+    // The preview runs from 0.9 s to 3.9 s, across the first chunk's end: assembled from two
+    // chunks' pictures, it is the whole encode's, byte for byte.
+    let preview = |root: &Path| std::fs::read(root.join("thumbs/preview.webp")).unwrap();
+    assert!(preview(stitched.path()) == preview(whole.path()), "the previews differ");
     // The stills, one per storyboard tile, as many and as indexed as the whole encode's.
     let index = |root: &Path| std::fs::read_to_string(root.join("thumbs/frames.json")).unwrap();
     assert_eq!(index(stitched.path()), index(whole.path()));

@@ -284,7 +284,7 @@ pub struct EngineReport {
     /// `hls/master.m3u8` when HLS was written.
     pub hls_master: Option<String>,
     /// `thumbs/poster.jpg`, `thumbs/storyboard.jpg`, `thumbs/storyboard.vtt`,
-    /// `thumbs/frames.json` when written.
+    /// `thumbs/frames.json` (and `thumbs/preview.webp`) when written.
     pub thumbnails: Option<Vec<String>>,
     pub files: Vec<OutputFile>,
     pub frames: u64,

@@ -152,6 +152,26 @@ pub struct ThumbnailPlan {
     /// `GET /v1/jobs/{id}/thumbnail.jpg` answers from, at any time and width up to it.
     pub frame_width: u32,
     pub frame_height: u32,
+    /// The animated preview, when asked for (`preview` output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewPlan>,
+}
+
+/// An animated preview: `frames` pictures `1 / fps` apart from `start_secs`, looping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviewPlan {
+    pub start_secs: f64,
+    pub frames: u32,
+    pub fps: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl PreviewPlan {
+    /// When picture `n` is due.
+    pub fn time_of(&self, n: u32) -> f64 {
+        self.start_secs + f64::from(n) / f64::from(self.fps.max(1))
+    }
 }
 
 /// `thumbs/frames.json`: how to find the thumbnail frame of any time of the title — frame `i`
@@ -241,7 +261,10 @@ pub fn plan(
     let hls = spec.outputs.contains(&OutputKind::Hls);
     let mp4 = spec.outputs.contains(&OutputKind::Mp4);
     let hls_segment_secs = hls.then_some(segment_secs);
-    let thumbnails = spec.outputs.contains(&OutputKind::Thumbnails).then(|| thumbnail_plan(media));
+    let thumbnails = spec.outputs.contains(&OutputKind::Thumbnails).then(|| ThumbnailPlan {
+        preview: spec.outputs.contains(&OutputKind::Preview).then(|| preview_plan(media)),
+        ..thumbnail_plan(media)
+    });
     let (display_w, display_h) = display(media);
     let source_short = display_w.min(display_h);
     let copied = copied_codecs(media);
@@ -551,6 +574,31 @@ fn thumbnail_plan(media: &MediaInfo) -> ThumbnailPlan {
         tiles,
         frame_width: even(frame_width),
         frame_height: even_round(f64::from(frame_width) * aspect),
+        preview: None,
+    }
+}
+
+/// Seconds of animated preview, its rate and widest size.
+const PREVIEW_SECS: f64 = 3.0;
+const PREVIEW_FPS: u32 = 10;
+const PREVIEW_WIDTH: u32 = 320;
+
+/// A few seconds from where the poster is taken (10 % in, at most 5 s), or from the start
+/// when less is left; the whole title when it is shorter.
+fn preview_plan(media: &MediaInfo) -> PreviewPlan {
+    let duration = media.duration_secs.max(0.0);
+    let poster = (duration * 0.1).min(5.0);
+    let start = if duration - poster >= PREVIEW_SECS { poster } else { 0.0 };
+    let length = PREVIEW_SECS.min(duration - start).max(0.0);
+    let (width, height) = display(media);
+    let aspect = f64::from(height) / f64::from(width.max(1));
+    let width = width.min(PREVIEW_WIDTH);
+    PreviewPlan {
+        start_secs: start,
+        frames: ((length * f64::from(PREVIEW_FPS)).round() as u32).max(1),
+        fps: PREVIEW_FPS,
+        width: even(width),
+        height: even_round(f64::from(width) * aspect),
     }
 }
 

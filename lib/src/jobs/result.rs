@@ -110,6 +110,9 @@ pub struct ThumbnailUrls {
     /// answers from (absent on results from before they were made).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frames: Option<String>,
+    /// `thumbs/preview.webp`: a few seconds as a looping animated WebP (`preview` output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
 }
 
 /// One stored object.
@@ -186,7 +189,8 @@ impl JobResult {
                     poster: url(poster),
                     storyboard: url(storyboard),
                     storyboard_vtt: url(vtt),
-                    frames: rest.first().map(|frames| url(frames)),
+                    frames: rest.iter().find(|f| f.ends_with(".json")).map(|f| url(f)),
+                    preview: rest.iter().find(|f| f.ends_with(".webp")).map(|f| url(f)),
                 }),
                 _ => None,
             }),
@@ -230,6 +234,7 @@ impl JobResult {
             thumbs.storyboard = map(&thumbs.storyboard);
             thumbs.storyboard_vtt = map(&thumbs.storyboard_vtt);
             thumbs.frames = thumbs.frames.as_deref().map(map);
+            thumbs.preview = thumbs.preview.as_deref().map(map);
         }
         for file in &mut result.files {
             file.url = url_of(&file.key);

@@ -124,6 +124,8 @@ pub enum OutputKind {
     Mp4,
     Hls,
     Thumbnails,
+    /// An animated WebP of a few seconds (`thumbs/preview.webp`), with the thumbnails.
+    Preview,
 }
 
 /// Video codec of the renditions.
@@ -751,12 +753,16 @@ fn parse_outputs(
                     invalid(
                         "validation.unknown_output",
                         "outputs",
-                        format!("unknown output `{name}` (mp4, hls, thumbnails)"),
+                        format!("unknown output `{name}` (mp4, hls, thumbnails, preview)"),
                     )
                 })
             })
             .collect::<Result<Vec<OutputKind>, _>>()?,
     };
+    // The preview is taken with the thumbnails.
+    if outputs.contains(&OutputKind::Preview) {
+        outputs.push(OutputKind::Thumbnails);
+    }
     outputs.sort();
     outputs.dedup();
     if !outputs.iter().any(|o| matches!(o, OutputKind::Mp4 | OutputKind::Hls)) {

@@ -133,7 +133,7 @@ async fn a_long_title_is_split_over_two_workers_and_stitched_into_one_result() {
     });
     let workers = [pipeline.worker(&split_settings()), pipeline.worker(&split_settings())];
     let id = pipeline
-        .submit(&source, json!({ "preset": "hls", "outputs": ["hls", "mp4", "thumbnails"] }))
+        .submit(&source, json!({ "preset": "hls", "outputs": ["hls", "mp4", "preview"] }))
         .await;
     let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
     let result: JobResult = job.result.clone().unwrap();
@@ -157,6 +157,12 @@ async fn a_long_title_is_split_over_two_workers_and_stitched_into_one_result() {
         .await
         .unwrap();
     assert_eq!(still.status(), 200);
+    // The animated preview (asked for; the thumbnails come with it), from the engine in its
+    // sandbox, assembled from the chunks: 3 s from 0.8 s, read by Pillow.
+    let preview = pipeline.stored(thumbs.preview.as_deref().unwrap());
+    let preview = testkit::contracts::animated_webp(&preview).unwrap();
+    assert_eq!((preview["frames"].as_u64(), preview["width"].as_u64()), (Some(30), Some(320)));
+    assert!(preview["changes"].as_u64().unwrap() > 10, "{preview}");
     assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
 
     // Four chunks of 2 s and the audio, each committed once; the cost counts them all.
