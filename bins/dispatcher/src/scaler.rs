@@ -376,6 +376,12 @@ impl Scaler {
             machines::remember(&mut redis, &id, &slot).await?;
         }
         for (id, action) in actions {
+            // The view read each worker's record and lease one after the other: a worker
+            // deregistering in between looked dead. Destroying it would throw away a machine
+            // that is about to be stopped and reusable.
+            if action == ReapAction::ReclaimDead && !machines::is_dead(&mut redis, &id).await? {
+                continue;
+            }
             let result = if action.destroys() {
                 self.provider.destroy(&id).await
             } else {

@@ -128,6 +128,23 @@ pub async fn is_alive(redis: &mut Conn, id: &str) -> Result<bool, RedisError> {
     Ok(redis::cmd("EXISTS").arg(lease_key(id)).query_async::<bool>(redis).await?)
 }
 
+/// Whether the machine's worker is dead rather than leaving: its record is still there but its
+/// lease is not. A worker that exits cleanly removes both at once, so a view that read the
+/// record a moment before the worker deregistered (and the lease a moment after) is not taken
+/// for a dead worker when this is asked again.
+pub async fn is_dead(redis: &mut Conn, id: &str) -> Result<bool, RedisError> {
+    let (registered, alive): (bool, bool) = redis::pipe()
+        .atomic()
+        .cmd("HEXISTS")
+        .arg(pool_key())
+        .arg(id)
+        .cmd("EXISTS")
+        .arg(lease_key(id))
+        .query_async(redis)
+        .await?;
+    Ok(registered && !alive)
+}
+
 static ADMIT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("admit.lua")));
 

@@ -236,3 +236,25 @@ async fn a_leader_lease_has_one_holder_and_passes_on_when_it_lapses() {
     .await;
     assert!(!hold(&mut conn, "reaper", "a", ttl).await.unwrap(), "b holds it now");
 }
+
+/// A worker is dead only when its record outlives its lease: one that deregistered (a clean
+/// exit, both gone at once) is not — the reaper asks again before destroying a machine, so a
+/// view that caught the record before the exit and the lease after it spares the machine.
+#[tokio::test]
+async fn a_worker_is_dead_only_while_its_record_outlives_its_lease() {
+    use tcoder::machines::{MachineRecord, deregister, heartbeat, is_dead};
+    let env = TestEnv::start();
+    let mut conn = connect(&settings(&env).redis).await.unwrap();
+    let record = MachineRecord::new("m1", "local");
+    heartbeat(&mut conn, &record, std::time::Duration::from_secs(60)).await.unwrap();
+    assert!(!is_dead(&mut conn, "m1").await.unwrap(), "a live worker");
+    let _: () = redis::cmd("DEL")
+        .arg(tcoder::machines::lease_key("m1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(is_dead(&mut conn, "m1").await.unwrap(), "a lease that lapsed");
+    heartbeat(&mut conn, &record, std::time::Duration::from_secs(60)).await.unwrap();
+    deregister(&mut conn, "m1").await.unwrap();
+    assert!(!is_dead(&mut conn, "m1").await.unwrap(), "a clean exit");
+}
