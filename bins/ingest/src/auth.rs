@@ -18,14 +18,19 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
         let key = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        match state.keys.tenant_of(key).await {
-            Ok(Some(tenant)) => Ok(Caller(tenant)),
-            Ok(None) => {
-                state.metrics.auth_failures.inc();
-                Err(ApiError::unauthorized())
-            }
-            Err(e) => Err(ApiError::unavailable("cannot check the API key", e)),
+        tenant_of(state, key).await.map(Caller)
+    }
+}
+
+/// The tenant of API key `key`; an unknown or revoked key is a 401 (and counted).
+pub(crate) async fn tenant_of(state: &AppState, key: &str) -> Result<Tenant, ApiError> {
+    match state.keys.tenant_of(key).await {
+        Ok(Some(tenant)) => Ok(tenant),
+        Ok(None) => {
+            state.metrics.auth_failures.inc();
+            Err(ApiError::unauthorized())
         }
+        Err(e) => Err(ApiError::unavailable("cannot check the API key", e)),
     }
 }
 

@@ -36,11 +36,7 @@ fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
     // Titles over 4 s are split into 4 s chunks: the one played below is. A media server on
     // this host to import from.
     let media = MediaServer::start();
-    let allowed = format!(r#"["{}"]"#, media.addr);
-    let mut settings = SPLIT_AND_SMALL_PARTS.to_vec();
-    settings.push(("TCODER__INGEST__IMPORT__ALLOW_HTTP", "true"));
-    settings.push(("TCODER__INGEST__IMPORT__ALLOWED", &allowed));
-    let (mut up, lines) = spawn_up(data.path(), &settings);
+    let (mut up, lines) = spawn_up(data.path(), &media.allowed_with(&SPLIT_AND_SMALL_PARTS));
     let summary = read_summary(&lines);
     let api = summary["api"].0.clone();
     let key = std::fs::read_to_string(data.path().join("api-key")).unwrap().trim().to_owned();

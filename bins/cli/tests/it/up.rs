@@ -124,11 +124,7 @@ fn up_starts_every_part_healthy_and_stops_them_all_on_sigterm() {
     // A media server on this host the stack may import from (as a private one would be
     // allowed in [ingest.import]).
     let media = MediaServer::start();
-    let allowed = format!(r#"["{}"]"#, media.addr);
-    let mut settings = SPLIT_AND_SMALL_PARTS.to_vec();
-    settings.push(("TCODER__INGEST__IMPORT__ALLOW_HTTP", "true"));
-    settings.push(("TCODER__INGEST__IMPORT__ALLOWED", &allowed));
-    let (mut up, lines) = spawn_up(data.path(), &settings);
+    let (mut up, lines) = spawn_up(data.path(), &media.allowed_with(&SPLIT_AND_SMALL_PARTS));
     let summary = read_summary(&lines);
 
     for service in ["ingest admin", "dispatcher admin"] {
@@ -307,6 +303,8 @@ pub(crate) struct MediaServer {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     _process: ChildProcess,
+    /// `[ingest.import] allowed` naming it.
+    allowed: String,
 }
 
 impl MediaServer {
@@ -322,7 +320,18 @@ impl MediaServer {
         let process = ChildProcess::spawn("http.server", &mut command).unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         testkit::eventually(Duration::from_secs(10), || http_get(addr, "/"));
-        MediaServer { addr, dir, _process: process }
+        MediaServer { addr, dir, _process: process, allowed: format!(r#"["{addr}"]"#) }
+    }
+
+    /// `settings` and those that let a stack import from this server.
+    pub(crate) fn allowed_with<'a>(
+        &'a self,
+        settings: &[(&'a str, &'a str)],
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut settings = settings.to_vec();
+        settings.push(("TCODER__INGEST__IMPORT__ALLOW_HTTP", "true"));
+        settings.push(("TCODER__INGEST__IMPORT__ALLOWED", &self.allowed));
+        settings
     }
 }
 

@@ -193,14 +193,7 @@ pub(crate) async fn thumbnail(
 async fn caller_job(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Job, ApiError> {
     match crate::auth::bearer_of(headers) {
         Some(key) => {
-            let tenant = match state.keys.tenant_of(key).await {
-                Ok(Some(tenant)) => tenant,
-                Ok(None) => {
-                    state.metrics.auth_failures.inc();
-                    return Err(ApiError::unauthorized());
-                }
-                Err(e) => return Err(ApiError::unavailable("cannot check the API key", e)),
-            };
+            let tenant = crate::auth::tenant_of(state, key).await?;
             super::jobs::load(state, &tenant, id).await
         }
         None if state.config.delivery == tcoder::config::Delivery::Public => {
