@@ -302,6 +302,65 @@ async fn a_canceled_job_stops_its_engine_within_a_second() {
     assert_eq!(pipeline.job(&id).await.status, JobStatus::Canceled);
 }
 
+/// Deleting a job while a worker encodes it: canceled first (the engine stops), then none of
+/// its files stay — not what it had uploaded, not what it wrote while the cancel reached it —
+/// and the record is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_running_job_stops_it_and_leaves_none_of_its_files() {
+    let pipeline = Pipeline::start().await;
+    let worker = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
+    let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
+    pipeline.wait_for(&id, LONG, |job| job.status == JobStatus::Running).await;
+    testkit::eventually_async(LONG, || async {
+        if engine_children(worker.pid()).is_empty() { Err("engine not started") } else { Ok(()) }
+    })
+    .await;
+    // What the attempt had uploaded so far.
+    let bucket = pipeline.env.s3.bucket();
+    let outputs = pipeline.stored(&format!("/{bucket}/outputs/acme/{id}/"));
+    let uploaded = outputs.join("1/hls/360p/seg_00000.m4s");
+    std::fs::create_dir_all(uploaded.parent().unwrap()).unwrap();
+    std::fs::write(&uploaded, b"a segment").unwrap();
+
+    let url = format!("{}/v1/jobs/{id}", pipeline.api);
+    let deleted = pipeline.http.delete(&url).bearer_auth(&pipeline.key).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    testkit::eventually_async(Duration::from_secs(5), || async {
+        let left = engine_children(worker.pid());
+        if left.is_empty() { Ok(()) } else { Err(left) }
+    })
+    .await;
+    let gone = pipeline.http.get(&url).bearer_auth(&pipeline.key).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+    let count = |dir: &std::path::Path| walk(dir).len();
+    testkit::eventually_async(LONG, || async {
+        match count(&outputs) {
+            0 => Ok(()),
+            left => Err(format!("{left} output files left")),
+        }
+    })
+    .await;
+    assert_eq!(count(&pipeline.stored(&format!("/{bucket}/uploads/acme/{id}/"))), 0);
+    let kinds: Vec<String> = pipeline
+        .stored_messages(subjects::EVENTS_STREAM, &subjects::event("acme", &id, "*"))
+        .await
+        .into_iter()
+        .map(|(_, event)| event["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    // Canceled first, then deleted (a progress report in flight may land anywhere).
+    let at = |kind: &str| kinds.iter().position(|k| k == kind);
+    assert!(at("canceled").is_some() && at("canceled") < at("deleted"), "{kinds:?}");
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_a_running_job_to_another_worker() {
     let pipeline = Pipeline::start().await;
