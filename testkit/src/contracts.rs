@@ -157,10 +157,11 @@ pub fn run_generated_client(
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     // Its post-hooks (ruff) run from PATH.
     let path = format!("{}:{}", venv.display(), std::env::var("PATH").unwrap_or_default());
-    // Images come back as the generator's File, as it does for application/octet-stream.
+    // Images and playlists come back as the generator's File, as application/octet-stream.
     let config = dir.path().join("generator.yaml");
-    std::fs::write(&config, "content_type_overrides:\n  image/jpeg: application/octet-stream\n")
-        .map_err(|e| e.to_string())?;
+    let overrides = "content_type_overrides:\n  image/jpeg: application/octet-stream\n  \
+                     application/vnd.apple.mpegurl: application/octet-stream\n";
+    std::fs::write(&config, overrides).map_err(|e| e.to_string())?;
     let generated = Command::new(venv.join("openapi-python-client"))
         .args(["generate", "--meta", "none", "--config"])
         .arg(&config)

@@ -170,6 +170,13 @@ pub(crate) async fn get(
 
 /// `result` with every URL a playback URL signed now, valid for `playback_url_ttl`.
 fn signed_urls(state: &AppState, result: &tcoder::jobs::JobResult) -> tcoder::jobs::JobResult {
+    let play = signed_play_base(state, result);
+    result.with_urls(&|key| format!("{play}{key}"))
+}
+
+/// `<public_api_url>/v1/play/<token>/`: where `result`'s objects are read in signed delivery,
+/// with a token signed now for `playback_url_ttl`; an object's key follows.
+pub(crate) fn signed_play_base(state: &AppState, result: &tcoder::jobs::JobResult) -> String {
     let config = &state.config;
     let expires_at = tcoder::jobs::now_ms() / 1000 + config.playback_url_ttl.as_secs();
     let token = tcoder::playback::sign(
@@ -182,7 +189,32 @@ fn signed_urls(state: &AppState, result: &tcoder::jobs::JobResult) -> tcoder::jo
     } else {
         config.public_api_url.trim_end_matches('/').to_owned()
     };
-    result.with_urls(&|key| format!("{base}/v1/play/{token}/{key}"))
+    format!("{base}/v1/play/{token}/")
+}
+
+/// The job a viewer may see: with an API key, its tenant's; without one, any job while
+/// outputs are public (what it shows is public then, under its job's URL).
+pub(crate) async fn load_for_viewer(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Job, ApiError> {
+    match crate::auth::bearer_of(headers) {
+        Some(key) => {
+            let tenant = crate::auth::tenant_of(state, key).await?;
+            load(state, &tenant, id).await
+        }
+        None if state.config.delivery == tcoder::config::Delivery::Public => {
+            let id = JobId::parse(id).ok_or_else(ApiError::job_not_found)?;
+            let job = state
+                .jobs
+                .get(&id)
+                .await
+                .map_err(|e| ApiError::unavailable("cannot read the job", e))?;
+            job.ok_or_else(ApiError::job_not_found)
+        }
+        None => Err(ApiError::unauthorized()),
+    }
 }
 
 /// Reads a job of the caller's tenant; anything else (malformed id, other tenant) is a 404.

@@ -6,6 +6,7 @@ mod jobs;
 mod notifications;
 mod openapi;
 mod play;
+mod stream;
 pub(crate) mod thumbnail;
 mod uploads;
 
@@ -31,6 +32,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/upload/complete", post(uploads::complete_upload))
         .route("/v1/jobs/{id}/events", get(events::stream))
         .route("/v1/jobs/{id}/thumbnail.jpg", get(thumbnail::thumbnail))
+        .route("/v1/jobs/{id}/hls/{*path}", get(stream::hls))
         .route("/v1/webhook-secret", get(jobs::webhook_secret))
         .route("/v1/play/{token}/{*key}", get(play::play).head(play::play))
         .route("/v1/notifications/r2", post(notifications::r2))

@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{console, events, jobs, notifications, play, thumbnail, uploads};
+use super::{console, events, jobs, notifications, play, stream, thumbnail, uploads};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +31,7 @@ use super::{console, events, jobs, notifications, play, thumbnail, uploads};
         uploads::complete_upload,
         events::stream,
         thumbnail::thumbnail,
+        stream::hls,
         jobs::webhook_secret,
         play::play,
         notifications::r2,

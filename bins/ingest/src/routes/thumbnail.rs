@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use tcoder::engine::ThumbnailFrames;
-use tcoder::jobs::{Job, JobId, JobStatus};
+use tcoder::jobs::{JobId, JobStatus};
 use tcoder::s3::{self, Key};
 use tokio::sync::Semaphore;
 
@@ -124,7 +124,7 @@ pub(crate) async fn thumbnail(
     let Query(query) = query.map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_query", e.body_text())
     })?;
-    let job = caller_job(&state, &headers, &id).await?;
+    let job = super::jobs::load_for_viewer(&state, &headers, &id).await?;
     if let Some(time) = query.time
         && !(time.is_finite() && time >= 0.0)
     {
@@ -186,27 +186,6 @@ pub(crate) async fn thumbnail(
         }
     };
     Ok(respond(StatusCode::OK, &headers, &etag, Body::from(image)))
-}
-
-/// The job the caller may see: with an API key, its tenant's; without one, any job while
-/// outputs are public (what the thumbnail shows is public then, under its job's URL).
-async fn caller_job(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Job, ApiError> {
-    match crate::auth::bearer_of(headers) {
-        Some(key) => {
-            let tenant = crate::auth::tenant_of(state, key).await?;
-            super::jobs::load(state, &tenant, id).await
-        }
-        None if state.config.delivery == tcoder::config::Delivery::Public => {
-            let id = JobId::parse(id).ok_or_else(ApiError::job_not_found)?;
-            let job = state
-                .jobs
-                .get(&id)
-                .await
-                .map_err(|e| ApiError::unavailable("cannot read the job", e))?;
-            job.ok_or_else(ApiError::job_not_found)
-        }
-        None => Err(ApiError::unauthorized()),
-    }
 }
 
 /// Reads `<prefix><file>` of the job's outputs.

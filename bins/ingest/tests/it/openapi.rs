@@ -55,6 +55,9 @@ async fn every_operation_of_the_openapi_document_answers_as_documented() {
     let thumbnail = "/v1/jobs/{id}/thumbnail.jpg";
     call(Method::GET, thumbnail, &format!("/v1/jobs/{id}/thumbnail.jpg?time=1"), key, None).await;
     call(Method::GET, thumbnail, &format!("/v1/jobs/{id}/thumbnail.jpg?width=1"), key, None).await;
+    let hls = "/v1/jobs/{id}/hls/{path}";
+    call(Method::GET, hls, &format!("/v1/jobs/{id}/hls/master.m3u8"), key, None).await;
+    call(Method::GET, hls, &format!("/v1/jobs/{id}/hls/master.m3u8"), None, None).await;
     let (upload, complete) = ("/v1/jobs/{id}/upload", "/v1/jobs/{id}/upload/complete");
     call(Method::GET, upload, &format!("/v1/jobs/{id}/upload"), key, None).await;
     call(Method::GET, upload, "/v1/jobs/job_0/upload", key, None).await;

@@ -78,6 +78,7 @@ async fn a_job_flows_end_to_end_and_completes_exactly_once() {
     );
 
     thumbnails_at_any_time_and_width(&pipeline, &id).await;
+    the_stable_hls_url_plays(&pipeline, &id, &result).await;
 
     // Deleted: every attempt's outputs and the record go, and the thumbnails with them.
     let url = format!("{}/v1/jobs/{id}", pipeline.api);
@@ -89,6 +90,44 @@ async fn a_job_flows_end_to_end_and_completes_exactly_once() {
     assert_eq!(gone.status(), 404);
     let thumb = format!("{url}/thumbnail.jpg?time=1");
     assert_eq!(pipeline.http.get(&thumb).send().await.unwrap().status(), 404);
+}
+
+/// `GET /v1/jobs/{id}/hls/…`: the job's HLS set at a URL without its epoch — playlists come
+/// from the API (their relative URIs stay under it), segments are redirected to their
+/// objects; a path that leaves the set, or another tenant, gets 404. (ffprobe plays it on
+/// the single-host stack, whose outputs are public: `tcoder-cli`'s `up` test.)
+async fn the_stable_hls_url_plays(pipeline: &Pipeline, id: &str, result: &JobResult) {
+    let stable = format!("{}/v1/jobs/{id}/hls", pipeline.api);
+    let no_redirects =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let master = no_redirects.get(format!("{stable}/master.m3u8")).send().await.unwrap();
+    assert_eq!(master.status(), 200);
+    assert_eq!(master.headers()["content-type"], "application/vnd.apple.mpegurl");
+    let stored = std::fs::read(pipeline.stored(result.hls_master.as_deref().unwrap())).unwrap();
+    assert!(master.bytes().await.unwrap() == stored, "the master as stored");
+    // A variant's playlist, then its first segment: redirected to the object.
+    let variant = result.renditions[0].hls.as_deref().unwrap();
+    let (base, rung) = variant.rsplit_once("/hls/").unwrap();
+    let playlist = no_redirects.get(format!("{stable}/{rung}")).send().await.unwrap();
+    assert_eq!(playlist.status(), 200);
+    let text = playlist.text().await.unwrap();
+    let segment = text.lines().find(|l| !l.is_empty() && !l.starts_with('#')).unwrap();
+    let folder = rung.rsplit_once('/').map_or("", |(folder, _)| folder);
+    let redirected = no_redirects.get(format!("{stable}/{folder}/{segment}")).send().await.unwrap();
+    assert_eq!(redirected.status(), 302);
+    assert_eq!(redirected.headers()["location"], format!("{base}/hls/{folder}/{segment}"));
+    for escape in ["..%2Fmanifest.json", "../manifest.json", "%2e%2e/manifest.json", "x//y.m4s"] {
+        let status = no_redirects.get(format!("{stable}/{escape}")).send().await.unwrap().status();
+        assert_eq!(status, 404, "{escape}");
+    }
+    let other = pipeline
+        .http
+        .get(format!("{stable}/master.m3u8"))
+        .bearer_auth(&pipeline.other_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
 }
 
 /// `GET /v1/jobs/{id}/thumbnail.jpg`: stills of a completed title at the times and widths

@@ -1,0 +1,95 @@
+//! `GET /v1/jobs/{id}/hls/{path}`: a job's HLS set at one URL that does not change with its
+//! attempts (the result's URLs name the winning epoch). Playlists are served from here, so the
+//! relative URIs in them keep resolving under this URL; segments and init sections are
+//! redirected (302) to their immutable objects, so the media itself never passes through
+//! ingest.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tcoder::jobs::JobStatus;
+use tcoder::s3::{self, Key};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use tcoder::api::Problem;
+
+/// Playlists are read whole; a media playlist of a long title is a few hundred KiB.
+const MAX_PLAYLIST: usize = 4 << 20;
+
+/// A file of the job's HLS set (`master.m3u8`, `<rung>/index.m3u8`, segments), the same URL
+/// whichever attempt made it.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/hls/{path}", operation_id = "get_job_hls", tag = "delivery",
+    security(("api_key" = []), ()),
+    params(
+        ("id" = String, Path, description = "The job id"),
+        ("path" = String, Path, description = "`master.m3u8`, or a file it leads to (may contain /)"),
+    ),
+    responses(
+        (status = 200, description = "A playlist", body = String, content_type = "application/vnd.apple.mpegurl"),
+        (status = 302, description = "A segment or init section: its object (Location)"),
+        (status = 401, description = "No valid API key (needed unless outputs are public)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job of this tenant, no HLS output, or no such file", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has not completed (`job.not_playable`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn hls(
+    State(state): State<AppState>,
+    Path((id, path)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let job = super::jobs::load_for_viewer(&state, &headers, &id).await?;
+    let result = job.outputs.as_ref().filter(|_| job.status == JobStatus::Completed);
+    let result = result.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "job.not_playable",
+            format!("the job is {}; it plays once completed", job.status),
+        )
+    })?;
+    let master = result.hls_master.as_deref().ok_or_else(ApiError::not_found)?;
+    // Only a canonical key under the attempt's own `hls/` folder: `..`, `//`, encoded
+    // separators and the like are not paths here.
+    let key =
+        Key::parse(&format!("{}hls/{path}", result.prefix)).map_err(|_| ApiError::not_found())?;
+    if path.ends_with(".m3u8") {
+        let object = match s3::get(&state.s3, &state.bucket, &key, None).await {
+            Ok(object) => object,
+            Err(s3::S3Error::NotFound(_)) => return Err(ApiError::not_found()),
+            Err(e) => return Err(ApiError::unavailable("cannot read the playlist", e)),
+        };
+        let bytes = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| ApiError::unavailable("cannot read the playlist", e.to_string()))?
+            .into_bytes();
+        if bytes.len() > MAX_PLAYLIST {
+            return Err(ApiError::unavailable("the playlist is too large", bytes.len()));
+        }
+        let mut response = (StatusCode::OK, bytes).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.apple.mpegurl"),
+        );
+        // A completed set never changes, but the URL outlives attempts: a short life.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+        return Ok(response);
+    }
+    // The object's own URL: the master's folder in the result, plus the path.
+    let base = master.strip_suffix("master.m3u8").ok_or_else(ApiError::not_found)?;
+    let location = format!("{base}{}", &key.as_str()[result.prefix.len() + "hls/".len()..]);
+    let location = if state.config.delivery == tcoder::config::Delivery::Signed {
+        format!("{}{key}", super::jobs::signed_play_base(&state, result))
+    } else {
+        location
+    };
+    let mut response = StatusCode::FOUND.into_response();
+    let value = HeaderValue::from_str(&location)
+        .map_err(|e| ApiError::unavailable("a malformed object URL", e))?;
+    response.headers_mut().insert(header::LOCATION, value);
+    Ok(response)
+}
