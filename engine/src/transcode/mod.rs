@@ -14,6 +14,7 @@ mod meter;
 pub(crate) mod mp4_text;
 mod normalize;
 pub(crate) mod output;
+mod picture;
 mod pipeline;
 pub(crate) mod preview;
 pub(crate) mod thumbs;

@@ -56,7 +56,7 @@ impl Preview {
                 Some(previous) if seconds + 1e-3 >= self.plan.time_of(self.next() + 1) => {
                     previous.clone()
                 }
-                _ => super::thumbs::scale(frame, self.plan.width, self.plan.height)?,
+                _ => super::picture::scale(frame, self.plan.width, self.plan.height)?,
             };
             self.pictures.push(picture);
         }
@@ -67,7 +67,7 @@ impl Preview {
     pub(crate) fn write_part(&self, dir: &Path) -> Result<(), EngineError> {
         for (n, picture) in self.pictures.iter().enumerate() {
             let name = format!("preview_{}.yuv", self.first + n as u32);
-            std::fs::write(dir.join(name), super::thumbs::raw(picture))
+            std::fs::write(dir.join(name), super::picture::raw(picture))
                 .map_err(|e| crate::error::disk(&e))?;
         }
         Ok(())
@@ -81,7 +81,7 @@ impl Preview {
             let found =
                 dirs.iter().map(|d| d.join(format!("preview_{i}.yuv"))).find(|p| p.is_file());
             let picture = match found {
-                Some(path) => super::thumbs::from_raw(&path, plan.width, plan.height)?,
+                Some(path) => super::picture::from_raw(&path, plan.width, plan.height)?,
                 None => match preview.pictures.last() {
                     Some(previous) => previous.clone(),
                     None => continue,

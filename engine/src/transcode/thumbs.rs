@@ -8,11 +8,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use ffmpeg_next::format::Pixel;
-use ffmpeg_next::software::scaling;
 use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, frame};
 
 use tcoder::engine::plan::ThumbnailPlan;
 
+use super::picture::{from_raw, raw, scale};
 use super::preview::{PREVIEW_FILE, Preview};
 use tcoder::engine::{EngineError, ErrorCode};
 
@@ -322,26 +322,6 @@ fn timestamp(seconds: f64) -> String {
     )
 }
 
-pub(crate) fn scale(
-    frame: &frame::Video,
-    width: u32,
-    height: u32,
-) -> Result<frame::Video, EngineError> {
-    let mut scaler = scaling::Context::get(
-        frame.format(),
-        frame.width(),
-        frame.height(),
-        Pixel::YUVJ420P,
-        width,
-        height,
-        scaling::Flags::BICUBIC,
-    )
-    .map_err(|e| crate::error::output("thumbnail scaler", &e))?;
-    let mut scaled = frame::Video::new(Pixel::YUVJ420P, width, height);
-    scaler.run(frame, &mut scaled).map_err(|e| crate::error::output("scale thumbnail", &e))?;
-    Ok(scaled)
-}
-
 /// Encodes one frame with the MJPEG encoder; the packet is the JPEG file.
 fn write_jpeg(frame: &frame::Video, path: &Path) -> Result<(), EngineError> {
     let codec = encoder::find(codec::Id::MJPEG)
@@ -366,43 +346,4 @@ fn write_jpeg(frame: &frame::Video, path: &Path) -> Result<(), EngineError> {
     let mut packet = Packet::empty();
     opened.receive_packet(&mut packet).map_err(|e| crate::error::output("encode jpeg", &e))?;
     std::fs::write(path, packet.data().unwrap_or_default()).map_err(|e| crate::error::disk(&e))
-}
-
-/// The planes of a YUV 4:2:0 frame, rows without padding.
-pub(crate) fn raw(frame: &frame::Video) -> Vec<u8> {
-    let (width, height) = (frame.width() as usize, frame.height() as usize);
-    let mut bytes = Vec::with_capacity(width * height * 3 / 2);
-    for plane in 0..3 {
-        let (w, h) = if plane == 0 { (width, height) } else { (width / 2, height / 2) };
-        let stride = frame.stride(plane);
-        let data = frame.data(plane);
-        for row in 0..h {
-            bytes.extend_from_slice(&data[row * stride..row * stride + w]);
-        }
-    }
-    bytes
-}
-
-/// A frame read back from [`raw`] bytes.
-pub(crate) fn from_raw(path: &Path, width: u32, height: u32) -> Result<frame::Video, EngineError> {
-    let bytes = std::fs::read(path).map_err(|e| crate::error::disk(&e))?;
-    let (w, h) = (width as usize, height as usize);
-    if bytes.len() != w * h * 3 / 2 {
-        return Err(EngineError::new(
-            ErrorCode::OutputInvalid,
-            "a thumbnail part has the wrong size",
-        ));
-    }
-    let mut frame = frame::Video::new(Pixel::YUVJ420P, width, height);
-    let mut offset = 0;
-    for plane in 0..3 {
-        let (pw, ph) = if plane == 0 { (w, h) } else { (w / 2, h / 2) };
-        let stride = frame.stride(plane);
-        let data = frame.data_mut(plane);
-        for row in 0..ph {
-            data[row * stride..row * stride + pw].copy_from_slice(&bytes[offset..offset + pw]);
-            offset += pw;
-        }
-    }
-    Ok(frame)
 }

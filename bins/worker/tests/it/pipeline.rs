@@ -315,9 +315,8 @@ async fn a_storage_outage_is_waited_out_by_the_running_attempt() {
     // tests) and seen end to end in the tiny-file and deleted-source tests.
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canceled_job_stops_its_engine_within_a_second() {
-    let pipeline = Pipeline::start().await;
+/// A worker encoding a heavy job, its engine running: the worker and the job's id.
+async fn encoding_a_heavy_job(pipeline: &Pipeline) -> (testkit::ServiceProcess, String) {
     let worker = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
     let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
     pipeline.wait_for(&id, LONG, |job| job.status == JobStatus::Running).await;
@@ -325,14 +324,26 @@ async fn a_canceled_job_stops_its_engine_within_a_second() {
         if engine_children(worker.pid()).is_empty() { Err("engine not started") } else { Ok(()) }
     })
     .await;
+    (worker, id)
+}
 
-    pipeline.cancel(&id).await.unwrap();
-    let canceled_at = Instant::now();
+/// Waits (5 s at most) until `worker` runs no engine.
+async fn engine_stopped(worker: &testkit::ServiceProcess) {
     testkit::eventually_async(Duration::from_secs(5), || async {
         let left = engine_children(worker.pid());
         if left.is_empty() { Ok(()) } else { Err(left) }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canceled_job_stops_its_engine_within_a_second() {
+    let pipeline = Pipeline::start().await;
+    let (worker, id) = encoding_a_heavy_job(&pipeline).await;
+
+    pipeline.cancel(&id).await.unwrap();
+    let canceled_at = Instant::now();
+    engine_stopped(&worker).await;
     assert!(
         canceled_at.elapsed() < Duration::from_secs(1),
         "engine stopped after {:?}",
@@ -347,13 +358,7 @@ async fn a_canceled_job_stops_its_engine_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_running_job_stops_it_and_leaves_none_of_its_files() {
     let pipeline = Pipeline::start().await;
-    let worker = pipeline.worker(&[("TCODER__WORKER__ENGINE__X264_PRESET", "medium".into())]);
-    let id = pipeline.submit(&corpus::heavy_720p(), heavy_request()).await;
-    pipeline.wait_for(&id, LONG, |job| job.status == JobStatus::Running).await;
-    testkit::eventually_async(LONG, || async {
-        if engine_children(worker.pid()).is_empty() { Err("engine not started") } else { Ok(()) }
-    })
-    .await;
+    let (worker, id) = encoding_a_heavy_job(&pipeline).await;
     // What the attempt had uploaded so far.
     let bucket = pipeline.env.s3.bucket();
     let outputs = pipeline.stored(&format!("/{bucket}/outputs/acme/{id}/"));
@@ -364,11 +369,7 @@ async fn deleting_a_running_job_stops_it_and_leaves_none_of_its_files() {
     let url = format!("{}/v1/jobs/{id}", pipeline.api);
     let deleted = pipeline.http.delete(&url).bearer_auth(&pipeline.key).send().await.unwrap();
     assert_eq!(deleted.status(), 204);
-    testkit::eventually_async(Duration::from_secs(5), || async {
-        let left = engine_children(worker.pid());
-        if left.is_empty() { Ok(()) } else { Err(left) }
-    })
-    .await;
+    engine_stopped(&worker).await;
     let gone = pipeline.http.get(&url).bearer_auth(&pipeline.key).send().await.unwrap();
     assert_eq!(gone.status(), 404);
     let count = |dir: &std::path::Path| walk(dir).len();
