@@ -23,6 +23,46 @@ pub enum Delivery {
     Refused(String),
 }
 
+/// Why a URL's host may not be called.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// No address to call: no host or port, or the name does not resolve.
+    #[error("{0}")]
+    Unresolved(String),
+    /// An address the host resolves to is neither public nor allowed.
+    #[error("{host} resolves to {ip}, which is not a public address")]
+    NotPublic { host: String, ip: IpAddr },
+}
+
+/// Resolves `url`'s host once and returns the one address to connect to (pin it: no second
+/// lookup, so DNS rebinding has no window). Every address must be public or one of `allowed`
+/// (exact `ip:port`), not just the first: an attacker controls the answer's order. Webhooks
+/// and URL imports both call through this.
+pub async fn checked_address(
+    url: &Url,
+    allowed: &[SocketAddr],
+) -> Result<SocketAddr, AddressError> {
+    let port = url.port_or_known_default().ok_or(AddressError::Unresolved("no port".into()))?;
+    let addrs: Vec<SocketAddr> = match url.host() {
+        Some(Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+        Some(Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+        Some(Host::Domain(name)) => tokio::net::lookup_host((name, port))
+            .await
+            .map_err(|e| AddressError::Unresolved(format!("cannot resolve {name}: {e}")))?
+            .collect(),
+        None => return Err(AddressError::Unresolved("no host".into())),
+    };
+    let permitted = |addr: &SocketAddr| is_public_ip(addr.ip()) || allowed.contains(addr);
+    if let Some(bad) = addrs.iter().find(|a| !permitted(a)) {
+        let host = url.host_str().unwrap_or_default().to_owned();
+        return Err(AddressError::NotPublic { host, ip: bad.ip() });
+    }
+    addrs
+        .first()
+        .copied()
+        .ok_or_else(|| AddressError::Unresolved("the host resolves to no address".into()))
+}
+
 /// Sends webhooks.
 #[derive(Debug, Clone)]
 pub struct Deliverer {
@@ -32,35 +72,11 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    fn permitted(&self, addr: SocketAddr) -> bool {
-        is_public_ip(addr.ip()) || self.allowed.contains(&addr)
-    }
-
     /// Resolves and checks the destination; returns the URL and the one address to connect to.
     pub async fn destination(&self, raw: &str) -> Result<(Url, SocketAddr), String> {
         let url = parse_url(raw).map_err(|e| e.to_string())?;
-        let port = url.port_or_known_default().ok_or("no port")?;
-        let addrs: Vec<SocketAddr> = match url.host() {
-            Some(Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
-            Some(Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-            Some(Host::Domain(name)) => tokio::net::lookup_host((name, port))
-                .await
-                .map_err(|e| format!("cannot resolve {name}: {e}"))?
-                .collect(),
-            None => return Err("no host".into()),
-        };
-        if addrs.is_empty() {
-            return Err("the host resolves to no address".into());
-        }
-        // Every address must pass, not just the first: an attacker controls the answer order.
-        if let Some(bad) = addrs.iter().find(|a| !self.permitted(**a)) {
-            return Err(format!(
-                "{} resolves to {}, which is not a public address",
-                url.host_str().unwrap_or_default(),
-                bad.ip()
-            ));
-        }
-        Ok((url, addrs[0]))
+        let addr = checked_address(&url, &self.allowed).await.map_err(|e| e.to_string())?;
+        Ok((url, addr))
     }
 
     /// Sends `body` signed with `secret` as message `id`.

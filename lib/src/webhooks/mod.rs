@@ -10,7 +10,7 @@ use crate::redis::Conn;
 use redis::AsyncCommands;
 
 pub use self::at_rest::{AtRest, SealError};
-pub use self::delivery::{Deliverer, Delivery};
+pub use self::delivery::{AddressError, Deliverer, Delivery, checked_address};
 pub use self::destination::{DestinationError, check_url, is_public_ip, parse_url};
 pub use self::signing::WebhookSecret;
 use crate::jobs::Tenant;

@@ -14,7 +14,7 @@
 //! `source.forbidden_address`); failures of tcoder's own store or Redis are a pause: the
 //! sweep tries again until `ingest.upload_expiry`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -345,30 +345,10 @@ impl Importer {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(source_error("source.forbidden_address", "URLs with credentials"));
         }
-        let port = url.port_or_known_default().ok_or_else(|| unreachable("no port"))?;
-        let addrs: Vec<SocketAddr> = match url.host() {
-            Some(Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
-            Some(Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-            Some(Host::Domain(name)) => tokio::net::lookup_host((name, port))
-                .await
-                .map_err(|e| unreachable(format!("cannot resolve {name}: {e}")))?
-                .collect(),
-            None => return Err(unreachable("the URL names no host")),
-        };
-        let permitted = |addr: &SocketAddr| {
-            tcoder::webhooks::is_public_ip(addr.ip()) || self.config.allowed.contains(addr)
-        };
-        match addrs.iter().find(|addr| !permitted(addr)) {
-            Some(bad) => Err(source_error(
-                "source.forbidden_address",
-                format!(
-                    "{} resolves to {}, which is not a public address",
-                    url.host_str().unwrap_or_default(),
-                    bad.ip()
-                ),
-            )),
-            None => addrs.first().copied().ok_or_else(|| unreachable("no address")),
-        }
+        tcoder::webhooks::checked_address(url, &self.config.allowed).await.map_err(|e| match e {
+            tcoder::webhooks::AddressError::Unresolved(why) => unreachable(why),
+            refused => source_error("source.forbidden_address", refused.to_string()),
+        })
     }
 
     async fn take_lease(&self, job: &Job) -> Result<bool, redis::RedisError> {
