@@ -40,6 +40,8 @@ pub fn run_with(
             report.probe_secs = probed.probe_secs;
             Ok(report)
         }
-        Task::Whole | Task::Chunk(_) | Task::Audio => transcode::encode(job, probed, on_progress),
+        Task::Whole | Task::Chunk(_) | Task::Audio(_) => {
+            transcode::encode(job, probed, on_progress)
+        }
     }
 }

@@ -42,96 +42,91 @@ fn io(what: &str, e: &std::io::Error) -> EngineError {
 }
 
 /// Stitches the HLS outputs of `chunks` (each a chunk's output directory, in title order) and
-/// of the title's `audio` item (its output directory) into `out/hls/`: every rendition's
-/// `index.m3u8` with the chunks' segments (moved there), the audio rendition, and
-/// `master.m3u8` with bit rates measured over the whole title.
+/// of the title's `audio` ranges (their output directories, in order) into `out/hls/`: every
+/// rendition's `index.m3u8` with the parts' segments (moved there), the audio renditions,
+/// and the variants for `master.m3u8` (bit rates are measured over the whole title later).
 fn stitch_hls(
     chunks: &[PathBuf],
-    audio: Option<&Path>,
+    audio: &[PathBuf],
     tracks: &[AudioRenditionPlan],
     out: &Path,
 ) -> Result<(Vec<VariantInfo>, Vec<AudioRendition>), EngineError> {
     let first = chunks.first().ok_or_else(|| invalid("no chunks to stitch".into()))?;
     let variants = read_master(&first.join("hls/master.m3u8"))?;
     for variant in &variants {
-        let target = out.join("hls").join(&variant.name);
-        std::fs::create_dir_all(&target).map_err(|e| io("create the rendition folder", &e))?;
-        let mut body = String::new();
-        let (mut longest, mut previous_codec): (f64, Option<Vec<u8>>) = (0.0, None);
-        for (n, chunk) in chunks.iter().enumerate() {
-            let dir = chunk.join("hls").join(&variant.name);
-            let playlist = read_playlist(&dir.join("index.m3u8"), &variant.name, n)?;
-            if let Some(init) = &playlist.init {
-                let bytes =
-                    std::fs::read(dir.join(init)).map_err(|e| io("read an init segment", &e))?;
-                let codec = sample_description(&bytes).ok_or_else(|| {
-                    invalid(format!("chunk {n}, {}: init segment without stsd", variant.name))
-                })?;
-                if previous_codec.as_deref() != Some(codec) {
-                    let name = if n == 0 { "init.mp4".to_owned() } else { format!("init_{n}.mp4") };
-                    std::fs::write(target.join(&name), &bytes)
-                        .map_err(|e| io("write an init segment", &e))?;
-                    let _ = writeln!(body, "#EXT-X-MAP:URI=\"{name}\"");
-                    previous_codec = Some(codec.to_vec());
-                }
-            }
-            for (duration, segment) in &playlist.segments {
-                let to = target.join(segment);
-                if to.exists() {
-                    return Err(invalid(format!(
-                        "{}: segment {segment} of chunk {n} overlaps an earlier chunk",
-                        variant.name
-                    )));
-                }
-                std::fs::rename(dir.join(segment), &to).map_err(|e| io("move a segment", &e))?;
-                longest = longest.max(duration.parse().unwrap_or(0.0));
-                let _ = writeln!(body, "#EXTINF:{duration},\n{segment}");
-            }
-        }
-        let playlist = format!(
-            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:0\n\
-             #EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n{body}#EXT-X-ENDLIST\n",
-            longest.ceil() as u64
-        );
-        std::fs::write(target.join("index.m3u8"), playlist)
-            .map_err(|e| io("write a playlist", &e))?;
+        let dirs: Vec<PathBuf> = chunks.iter().map(|c| c.join("hls").join(&variant.name)).collect();
+        join(&dirs, &out.join("hls").join(&variant.name), &variant.name)?;
     }
     let mut renditions = Vec::new();
-    if let Some(dir) = audio {
-        for track in tracks {
-            let (from, to) = (dir.join("hls").join(&track.dir), out.join("hls").join(&track.dir));
-            if let Some(codecs) = move_audio(&from, &to)? {
-                let mut rendition = AudioRendition::planned(track, Default::default());
-                rendition.codecs = codecs.to_owned();
-                renditions.push(rendition);
-            }
+    for track in tracks.iter().filter(|_| !audio.is_empty()) {
+        let dirs: Vec<PathBuf> = audio.iter().map(|a| a.join("hls").join(&track.dir)).collect();
+        // A silent title's audio items write no playlist.
+        if !dirs[0].join("index.m3u8").exists() {
+            continue;
         }
+        let target = out.join("hls").join(&track.dir);
+        join(&dirs, &target, &track.dir)?;
+        let bytes = std::fs::read(target.join("init.mp4"))
+            .map_err(|e| io("read the audio init segment", &e))?;
+        // The sample entry's type: after the stsd header (8), version and flags (4), the
+        // entry count (4) and the entry's size (4).
+        let codecs = match sample_description(&bytes).and_then(|stsd| stsd.get(20..24)) {
+            Some(b"mp4a") => "mp4a.40.2",
+            Some(b"Opus") => "opus",
+            _ => return Err(invalid("audio: not AAC or Opus".into())),
+        };
+        let mut rendition = AudioRendition::planned(track, Default::default());
+        rendition.codecs = codecs.to_owned();
+        renditions.push(rendition);
     }
     Ok((variants, renditions))
 }
 
-/// Moves one of the audio item's renditions to `to`, giving its codec string; `None` for a
-/// silent title (no playlist).
-fn move_audio(from: &Path, to: &Path) -> Result<Option<&'static str>, EngineError> {
-    let playlist = read_playlist(&from.join("index.m3u8"), "audio", 0);
-    let Ok(playlist) = playlist else {
-        return if from.exists() { playlist.map(|_| None) } else { Ok(None) };
-    };
-    let init = playlist.init.as_deref().ok_or_else(|| invalid("audio: no init segment".into()))?;
-    let bytes =
-        std::fs::read(from.join(init)).map_err(|e| io("read the audio init segment", &e))?;
-    // The sample entry's type: after the stsd header (8), version and flags (4), the entry
-    // count (4) and the entry's size (4).
-    let codecs = match sample_description(&bytes).and_then(|stsd| stsd.get(20..24)) {
-        Some(b"mp4a") => "mp4a.40.2",
-        Some(b"Opus") => "opus",
-        _ => return Err(invalid("audio: not AAC or Opus".into())),
-    };
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| io("create the hls folder", &e))?;
+/// Joins one rendition's playlists, one per part (`dirs`, in title order), into `target`:
+/// the parts' segments moved there under the first part's initialization segment (another
+/// `EXT-X-MAP` where a part's codec header differs), and `index.m3u8` listing them all.
+fn join(dirs: &[PathBuf], target: &Path, name: &str) -> Result<(), EngineError> {
+    std::fs::create_dir_all(target).map_err(|e| io("create the rendition folder", &e))?;
+    let mut body = String::new();
+    let (mut longest, mut previous_codec): (f64, Option<Vec<u8>>) = (0.0, None);
+    for (n, dir) in dirs.iter().enumerate() {
+        let playlist = read_playlist(&dir.join("index.m3u8"), name, n)?;
+        if let Some(init) = &playlist.init {
+            let bytes =
+                std::fs::read(dir.join(init)).map_err(|e| io("read an init segment", &e))?;
+            let codec = sample_description(&bytes)
+                .ok_or_else(|| invalid(format!("part {n}, {name}: init segment without stsd")))?;
+            if previous_codec.as_deref() != Some(codec) {
+                let file = init_name(n);
+                std::fs::write(target.join(&file), &bytes)
+                    .map_err(|e| io("write an init segment", &e))?;
+                let _ = writeln!(body, "#EXT-X-MAP:URI=\"{file}\"");
+                previous_codec = Some(codec.to_vec());
+            }
+        }
+        for (duration, segment) in &playlist.segments {
+            let to = target.join(segment);
+            if to.exists() {
+                return Err(invalid(format!(
+                    "{name}: segment {segment} of part {n} overlaps an earlier part"
+                )));
+            }
+            std::fs::rename(dir.join(segment), &to).map_err(|e| io("move a segment", &e))?;
+            longest = longest.max(duration.parse().unwrap_or(0.0));
+            let _ = writeln!(body, "#EXTINF:{duration},\n{segment}");
+        }
     }
-    std::fs::rename(from, to).map_err(|e| io("move the audio rendition", &e))?;
-    Ok(Some(codecs))
+    let playlist = format!(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n{body}#EXT-X-ENDLIST\n",
+        longest.ceil() as u64
+    );
+    std::fs::write(target.join("index.m3u8"), playlist).map_err(|e| io("write a playlist", &e))
+}
+
+/// The stitched name of part `n`'s initialization segment, where it needs its own.
+fn init_name(n: usize) -> String {
+    if n == 0 { "init.mp4".to_owned() } else { format!("init_{n}.mp4") }
 }
 
 /// The variants of a chunk's master playlist (name, size, rate and codecs; bit rates are
@@ -356,9 +351,8 @@ pub(crate) fn run(
 ) -> Result<tcoder::engine::EngineReport, EngineError> {
     let out = &job.output_dir;
     let chunks: Vec<PathBuf> = (0..parts.chunks).map(|k| parts.chunk_dir(k)).collect();
-    let audio = parts.audio.then(|| parts.audio_dir());
-    let (variants, audio_renditions) =
-        stitch_hls(&chunks, audio.as_deref(), &plan.audio_renditions, out)?;
+    let audio: Vec<PathBuf> = (0..parts.audio).map(|j| parts.audio_dir(j)).collect();
+    let (variants, audio_renditions) = stitch_hls(&chunks, &audio, &plan.audio_renditions, out)?;
     // Captions from the source, segmented as the stitched video is.
     let top = variants.first().map(|v| out.join("hls").join(&v.name).join("index.m3u8"));
     let top = top.ok_or_else(|| invalid("no variant to time the captions by".into()))?;
@@ -389,11 +383,11 @@ pub(crate) fn run(
             validate::check(out, hls, &expected(false))?;
         }
         if let Some(mp4) = &planned.mp4 {
-            validate::check(out, mp4, &expected(parts.audio))?;
+            validate::check(out, mp4, &expected(parts.audio > 0))?;
         }
     }
-    // The audio item measured the title's loudness, when asked to normalise it.
-    if let Some(audio) = &audio {
+    // The (one, whole) audio item measured the title's loudness, when asked to normalise it.
+    if let Some(audio) = audio.first() {
         match std::fs::read(audio.join(crate::transcode::loudness::REPORT_FILE)) {
             Ok(json) => {
                 report.loudness = Some(serde_json::from_slice(&json).map_err(|e| {
@@ -406,7 +400,7 @@ pub(crate) fn run(
     }
     report.hls_master = Some("hls/master.m3u8".to_owned());
     // A split title's audio renditions always have playlists of their own.
-    report.audio_tracks = crate::transcode::audio_track_reports(plan, parts.audio);
+    report.audio_tracks = crate::transcode::audio_track_reports(plan, parts.audio > 0);
     report.files = list_files(out)?;
     Ok(report)
 }

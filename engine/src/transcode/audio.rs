@@ -81,6 +81,9 @@ pub(crate) struct AudioEncoder {
     unnamed_channels: Option<i32>,
     /// The loudness of what is encoded, when normalised.
     loudness: meter::Meter,
+    /// Frames that end by this sample are not encoded (an audio range's encoder starts a
+    /// little before its range).
+    skip_before: i64,
 }
 
 /// Held-back audio beyond this is released anyway (a video with a long gap must not hold
@@ -161,7 +164,14 @@ impl AudioEncoder {
             ready: VecDeque::new(),
             unnamed_channels: source.unnamed_channels(),
             loudness: meter::Meter::default(),
+            skip_before: i64::MIN,
         })
+    }
+
+    /// Encodes nothing that ends by sample `sample` (the frames still go through the filter
+    /// graph, so what follows lies where the whole title's encode puts it).
+    pub(crate) fn skip_before(&mut self, sample: i64) {
+        self.skip_before = sample;
     }
 
     pub(crate) fn context(&self) -> &codec::Context {
@@ -277,6 +287,9 @@ impl AudioEncoder {
 
     /// Sends a frame; when the encoder is full, its packets wait in `ready` for the muxers.
     fn encode(&mut self, frame: &frame::Audio) -> Result<(), EngineError> {
+        if frame.pts().unwrap_or(0) + frame.samples() as i64 <= self.skip_before {
+            return Ok(());
+        }
         for _ in 0..2 {
             match self.encoder.send_frame(frame) {
                 Err(ffmpeg_next::Error::Other { errno })

@@ -153,8 +153,9 @@ pub(crate) fn encode(
         true => split_delay_secs(job, &title_plan, encoder_tb)?,
         false => 0.0,
     };
-    if job.task == Task::Audio {
-        let mut report = title_audio::run(job, &mut input, &media, &plan, &source, delay_secs)?;
+    if let Some(range) = job.task.audio() {
+        let mut report =
+            title_audio::run(job, &mut input, &media, &plan, &source, (range, delay_secs))?;
         report.probe_secs = probe_secs;
         return Ok(report);
     }
@@ -276,8 +277,14 @@ pub(crate) fn encode(
     let mut alternates = Alternates::default();
     let mut decode_errors = pass.decode_errors;
     if separate_audio {
-        let (errors, tracks_loudness) =
-            title_audio::encode_tracks(job, None, &media, &plan, &source, delay_secs)?;
+        let (errors, tracks_loudness) = title_audio::encode_tracks(
+            job,
+            None,
+            &media,
+            &plan,
+            &source,
+            (&Chunk::default(), delay_secs),
+        )?;
         decode_errors += errors;
         loudness = loudness.or(tracks_loudness);
         let codec = plan.renditions.iter().find_map(|r| r.audio.as_ref()).map(|a| a.codec);

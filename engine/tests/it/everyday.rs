@@ -697,13 +697,13 @@ fn audio_languages_become_hls_audio_renditions() {
     )
     .unwrap();
 
-    // Split: two chunks, the audio item (both tracks), the stitch.
+    // Split: two chunks, two audio ranges (both tracks), the stitch.
     let (stitched, split) = split_encode(&source, spec);
     check(stitched.path(), &split, "split");
 }
 
-/// `source` encoded as a split title: two chunks (at 1 s), the audio item, the stitch; the
-/// stitched outputs and their report.
+/// `source` encoded as a split title: two chunks (at 1 s), the audio in the same two ranges,
+/// the stitch; the stitched outputs and their report.
 fn split_encode(
     source: &Path,
     spec: tcoder::engine::EngineSpec,
@@ -719,7 +719,7 @@ fn split_encode_with(
 ) -> (tempfile::TempDir, EngineReport) {
     let items = tempfile::tempdir().unwrap();
     let layout =
-        tcoder::engine::StitchParts { dir: items.path().to_path_buf(), chunks: 2, audio: true };
+        tcoder::engine::StitchParts { dir: items.path().to_path_buf(), chunks: 2, audio: 2 };
     let chunks = [
         tcoder::engine::Chunk { start_secs: 0.0, end_secs: Some(1.0), first_segment: 0 },
         tcoder::engine::Chunk { start_secs: 1.0, end_secs: None, first_segment: 1 },
@@ -728,10 +728,11 @@ fn split_encode_with(
         let mut chunk_job = job(source, &layout.chunk_dir(k), spec.clone());
         chunk_job.task = tcoder::engine::Task::Chunk(chunk.clone());
         tcoder_engine::run(&chunk_job, &mut |_| {}).unwrap();
+        // The audio in the same two ranges.
+        let mut audio_job = job(source, &layout.audio_dir(k), spec.clone());
+        audio_job.task = tcoder::engine::Task::Audio(chunk.clone());
+        tcoder_engine::run(&audio_job, &mut |_| {}).unwrap();
     }
-    let mut audio_job = job(source, &layout.audio_dir(), spec.clone());
-    audio_job.task = tcoder::engine::Task::Audio;
-    tcoder_engine::run(&audio_job, &mut |_| {}).unwrap();
     let stitched = tempfile::tempdir().unwrap();
     let mut stitch_job = job(source, stitched.path(), spec);
     stitch_job.task = tcoder::engine::Task::Stitch(layout);

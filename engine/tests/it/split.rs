@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use tcoder::engine::{Chunk, StitchParts, Task};
+use tcoder::engine::plan::SplitRule;
+use tcoder::engine::{Chunk, Part, StitchParts, Task};
 use tcoder::jobs::{OutputKind, Preset, Qualities, Quality};
 use testkit::media::{ClipSpec, clip};
 
@@ -83,7 +84,14 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     let probe = tcoder_engine::run(&probe_job, &mut |_| {}).unwrap();
     assert!(probe.files.is_empty());
     assert_eq!(probe.renditions, whole_report.renditions);
-    let parts = tcoder::engine::plan::split_chunks(&probe, 1.0, 3.0, 4.0, 60.0);
+    let rule = SplitRule {
+        segment_secs: 1.0,
+        first_chunk_secs: 3.0,
+        chunk_secs: 3.0,
+        split_min_secs: 4.0,
+    };
+    let planned = tcoder::engine::plan::split_parts(&probe, &rule, 60.0, true);
+    let parts: Vec<Chunk> = planned.iter().filter_map(|p| p.chunk().cloned()).collect();
     assert_eq!(
         parts,
         [
@@ -92,9 +100,12 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
             Chunk { start_secs: 6.0, end_secs: None, first_segment: 6 },
         ]
     );
-    // Each item's outputs where the worker puts them for the stitch: `parts/<k>`, `parts/audio`.
+    // Loudness normalisation: the audio is one part, the whole title.
+    assert_eq!(planned[3..], [Part::Audio(Chunk::default())]);
+    // Each item's outputs where the worker puts them for the stitch: `parts/<k>`,
+    // `parts/audio/0`.
     let items = tempfile::tempdir().unwrap();
-    let layout = StitchParts { dir: items.path().to_path_buf(), chunks: 3, audio: true };
+    let layout = StitchParts { dir: items.path().to_path_buf(), chunks: 3, audio: 1 };
     for (k, chunk) in (0..).zip(&parts) {
         let mut chunk_job = job(&source, &layout.chunk_dir(k), spec.clone());
         chunk_job.task = Task::Chunk(chunk.clone());
@@ -102,8 +113,8 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
         assert!(report.renditions.iter().all(|r| r.audio_codec.is_none() && r.mp4.is_none()));
     }
     // The audio, once for the whole title.
-    let mut audio_job = job(&source, &layout.audio_dir(), spec.clone());
-    audio_job.task = Task::Audio;
+    let mut audio_job = job(&source, &layout.audio_dir(0), spec.clone());
+    audio_job.task = Task::Audio(Chunk::default());
     let report = tcoder_engine::run(&audio_job, &mut |_| {}).unwrap();
     assert!(report.files.iter().any(|f| f.path == "hls/audio/index.m3u8"), "{:?}", report.files);
 
@@ -258,4 +269,110 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
         ((whole_end - whole_video) - (split_end - split_video)).abs() < 0.03,
         "audio ends {whole_end} whole, {split_end} split"
     );
+}
+
+/// The audio of `playlist` (or any file) as 48 kHz 32-bit float samples, both channels
+/// interleaved, decoded by FFmpeg.
+fn pcm(playlist: &Path) -> Vec<f32> {
+    let output = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(playlist)
+        .args(["-map", "0:a:0", "-ar", "48000", "-f", "f32le", "-"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    output.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+#[test]
+fn audio_encoded_in_ranges_is_the_audio_encoded_whole_without_a_seam() {
+    // Rising tones in both channels: a click, a gap or a repeated packet at a range's edge
+    // would stand out against them.
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("tones.mp4");
+    let made = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=9"])
+        .args(["-f", "lavfi", "-i"])
+        .arg("aevalsrc=0.4*sin(2*PI*(220+60*t)*t)|0.3*sin(2*PI*(330+40*t)*t):s=44100:d=9")
+        .args(["-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"])
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let spec = spec(Preset::Hls, Qualities::List(vec![Quality::P144]), &[OutputKind::Hls]);
+    let chunks = [
+        Chunk { start_secs: 0.0, end_secs: Some(3.0), first_segment: 0 },
+        Chunk { start_secs: 3.0, end_secs: Some(6.0), first_segment: 3 },
+        Chunk { start_secs: 6.0, end_secs: None, first_segment: 6 },
+    ];
+    // The same chunks stitched twice: with the audio whole, and in the chunks' three ranges.
+    let stitch = |audio: &[Chunk]| {
+        let items = tempfile::tempdir().unwrap();
+        let layout =
+            StitchParts { dir: items.path().to_path_buf(), chunks: 3, audio: audio.len() as u32 };
+        for (k, chunk) in (0..).zip(&chunks) {
+            let mut chunk_job = job(&source, &layout.chunk_dir(k), spec.clone());
+            chunk_job.task = Task::Chunk(chunk.clone());
+            tcoder_engine::run(&chunk_job, &mut |_| {}).unwrap();
+        }
+        for (j, range) in (0..).zip(audio) {
+            let mut audio_job = job(&source, &layout.audio_dir(j), spec.clone());
+            audio_job.task = Task::Audio(range.clone());
+            tcoder_engine::run(&audio_job, &mut |_| {}).unwrap();
+        }
+        let stitched = tempfile::tempdir().unwrap();
+        let mut stitch_job = job(&source, stitched.path(), spec.clone());
+        stitch_job.task = Task::Stitch(layout);
+        tcoder_engine::run(&stitch_job, &mut |_| {}).unwrap();
+        stitched
+    };
+    let whole = stitch(&[Chunk::default()]);
+    let ranges = stitch(&chunks);
+    let (whole, ranges) =
+        (whole.path().join("hls/audio/index.m3u8"), ranges.path().join("hls/audio/index.m3u8"));
+
+    // The ranges' packets tile the whole encode's: the same count at the same times.
+    let (whole_packets, range_packets) = (packets_of(&whole, "a:0"), packets_of(&ranges, "a:0"));
+    assert_eq!(whole_packets.len(), range_packets.len());
+    for (a, b) in whole_packets.iter().zip(&range_packets) {
+        assert!((a.0 - b.0).abs() < 1e-6, "packet at {} whole, {} in ranges", a.0, b.0);
+    }
+    // And what a listener hears is as close to the source at the seams as anywhere: two
+    // encoders started apart quantise differently (the same sound, not the same waveform), so
+    // each is measured against the source's own audio (decoded and resampled by FFmpeg), in
+    // 10 ms windows. A click, a gap or a doubled packet at a seam would be far off it.
+    let reference = pcm(&source);
+    let (heard_whole, heard_ranges) = (pcm(&whole), pcm(&ranges));
+    assert_eq!(heard_whole.len(), heard_ranges.len());
+    const WINDOW: usize = 960; // 10 ms of 48 kHz stereo
+    let error = |heard: &[f32], from: usize, lag: usize| {
+        let sum: f32 = (from..from + WINDOW).map(|i| (heard[i + lag] - reference[i]).powi(2)).sum();
+        (sum / WINDOW as f32).sqrt()
+    };
+    // The decoded HLS audio keeps the encoder's priming; find that lag once (in samples).
+    let lag = (0..4096)
+        .step_by(2)
+        .min_by(|&a, &b| error(&heard_whole, 48_000, a).total_cmp(&error(&heard_whole, 48_000, b)))
+        .unwrap();
+    let windows =
+        (0..(reference.len().min(heard_whole.len() - lag) - WINDOW) / WINDOW).map(|w| w * WINDOW);
+    let whole_errors: Vec<f32> = windows.clone().map(|w| error(&heard_whole, w, lag)).collect();
+    let range_errors: Vec<f32> = windows.map(|w| error(&heard_ranges, w, lag)).collect();
+    let worst_whole = whole_errors.iter().copied().fold(0.0, f32::max);
+    let mean = |errors: &[f32]| errors.iter().sum::<f32>() / errors.len() as f32;
+    assert!(mean(&whole_errors) < 0.03, "the whole encode is off the source: {whole_errors:?}");
+    assert!(
+        mean(&range_errors) <= mean(&whole_errors) * 1.15,
+        "ranges {} vs whole {} on average",
+        mean(&range_errors),
+        mean(&whole_errors)
+    );
+    for seam in [3usize, 6] {
+        // 20 ms either side of the seam.
+        let around = &range_errors[seam * 100 - 2..seam * 100 + 2];
+        assert!(
+            around.iter().all(|&e| e <= worst_whole),
+            "at the {seam} s seam {around:?}, the whole encode at worst {worst_whole}"
+        );
+    }
 }

@@ -422,6 +422,10 @@ pub struct WorkerConfig {
     /// (zero: never).
     #[serde(with = "humantime_serde")]
     pub split_min_duration: Duration,
+    /// About how long the first chunk of a split title is: the title is playable once it
+    /// (and the first audio range) is in.
+    #[serde(with = "humantime_serde")]
+    pub first_chunk_duration: Duration,
     /// About how long a chunk of a split title is (a whole number of HLS segments).
     #[serde(with = "humantime_serde")]
     pub chunk_duration: Duration,
@@ -446,6 +450,7 @@ impl WorkerConfig {
         require_positive("progress_interval", self.progress_interval)?;
         require_positive("retry_delay", self.retry_delay)?;
         require_positive("chunk_duration", self.chunk_duration)?;
+        require_positive("first_chunk_duration", self.first_chunk_duration)?;
         if !self.machine_id.is_empty()
             && !self.machine_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {

@@ -67,8 +67,9 @@ pub enum Task {
     Probe,
     /// The video of one chunk of a split title (see [`Chunk`]).
     Chunk(Chunk),
-    /// The audio of the whole title, into an HLS audio rendition (`hls/audio/`).
-    Audio,
+    /// The audio of a range of the title (the whole title by default), into HLS audio
+    /// renditions (`hls/audio/`, …).
+    Audio(Chunk),
     /// Join the committed parts' outputs into the title's (see [`StitchParts`]).
     Stitch(StitchParts),
 }
@@ -84,19 +85,30 @@ impl Task {
 
     /// Whether this run makes only one part of a split title's outputs.
     pub fn is_part(&self) -> bool {
-        matches!(self, Task::Chunk(_) | Task::Audio)
+        matches!(self, Task::Chunk(_) | Task::Audio(_))
+    }
+
+    /// The audio range, for an audio task.
+    pub fn audio(&self) -> Option<&Chunk> {
+        match self {
+            Task::Audio(range) => Some(range),
+            _ => None,
+        }
     }
 }
 
 /// What a split title is cut into: chunks of its video encoded apart (possibly on different
-/// machines), and its audio encoded once, whole, so no encoder priming or padding lands at a
-/// chunk edge. Stored on the job's parts as this JSON (`{"kind": "video", …}`).
+/// machines), and its audio in ranges of its own (or whole). An audio range's encoder starts
+/// a little before the range and keeps only the packets inside it, so the ranges' packets
+/// join into the stream one encoder would have made: no priming or padding at a range's edge.
+/// Stored on the job's parts as this JSON (`{"kind": "video", …}`; `{"kind": "audio"}` alone
+/// is the whole title's audio).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Part {
     Video(Chunk),
-    /// The audio of the whole title, into an HLS audio rendition (`hls/audio/`).
-    Audio,
+    /// The audio of a range of the title, into HLS audio renditions (`hls/audio/`, …).
+    Audio(Chunk),
 }
 
 impl Part {
@@ -104,7 +116,14 @@ impl Part {
     pub fn chunk(&self) -> Option<&Chunk> {
         match self {
             Part::Video(chunk) => Some(chunk),
-            Part::Audio => None,
+            Part::Audio(_) => None,
+        }
+    }
+
+    /// The range of the title it covers.
+    pub fn range(&self) -> &Chunk {
+        match self {
+            Part::Video(range) | Part::Audio(range) => range,
         }
     }
 }
@@ -113,20 +132,21 @@ impl From<Part> for Task {
     fn from(part: Part) -> Task {
         match part {
             Part::Video(chunk) => Task::Chunk(chunk),
-            Part::Audio => Task::Audio,
+            Part::Audio(range) => Task::Audio(range),
         }
     }
 }
 
 /// Where the outputs of a split title's parts are, for the stitch: chunk `k`'s under
-/// `dir/<k>/`, the audio item's under `dir/audio/` (each as that item's engine run wrote its
-/// output folder). The stitch writes the title's HLS set, MP4s and thumbnails as the whole
-/// encode would, without re-encoding.
+/// `dir/<k>/`, audio range `j`'s under `dir/audio/<j>/` (each as that item's engine run wrote
+/// its output folder). The stitch writes the title's HLS set, MP4s and thumbnails as the
+/// whole encode would, without re-encoding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StitchParts {
     pub dir: PathBuf,
     pub chunks: u32,
-    pub audio: bool,
+    /// How many audio ranges (0: a silent title).
+    pub audio: u32,
 }
 
 impl StitchParts {
@@ -135,9 +155,9 @@ impl StitchParts {
         self.dir.join(k.to_string())
     }
 
-    /// The output folder of the audio item.
-    pub fn audio_dir(&self) -> PathBuf {
-        self.dir.join("audio")
+    /// The output folder of audio range `j`.
+    pub fn audio_dir(&self, j: u32) -> PathBuf {
+        self.dir.join("audio").join(j.to_string())
     }
 }
 
@@ -147,12 +167,21 @@ impl StitchParts {
 /// `start_secs` is a segment boundary: keyframes are forced there in the whole-title encode
 /// too, so a part starts with the keyframe the whole encode would have. No audio, MP4 or
 /// thumbnails: those are made once for the title.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The default is the whole title.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Chunk {
     pub start_secs: f64,
     /// `None`: to the end of the source.
     pub end_secs: Option<f64>,
     pub first_segment: u32,
+}
+
+impl Chunk {
+    /// From the title's start to its end.
+    pub fn is_whole(&self) -> bool {
+        self.start_secs <= 0.0 && self.end_secs.is_none()
+    }
 }
 
 /// Progress of a running transcode.

@@ -613,26 +613,43 @@ fn even_round(value: f64) -> u32 {
     (((value / 2.0).round() as u32) * 2).max(2)
 }
 
-/// The video chunks a title of `duration_secs` is split into: `[start, end)` ranges of about
-/// `chunk_secs`, each a whole number of `segment_secs` segments starting on a segment boundary,
-/// the last running to the end (and taking a remainder shorter than half a chunk rather than
-/// leaving it a chunk of its own). Empty when the title is not longer than `split_min_secs`:
-/// a short title is one item.
-pub fn chunks(
-    duration_secs: f64,
-    segment_secs: f64,
-    chunk_secs: f64,
-    split_min_secs: f64,
-) -> Vec<super::Chunk> {
+/// How a long title is cut (the worker's `split_min_duration`, `first_chunk_duration` and
+/// `chunk_duration`, and the HLS segment length).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SplitRule {
+    pub segment_secs: f64,
+    /// The first chunk's length: short, so the title is playable soon after its upload
+    /// (its first chunk and audio range are what playback waits for).
+    pub first_chunk_secs: f64,
+    pub chunk_secs: f64,
+    /// Titles not longer than this are one item.
+    pub split_min_secs: f64,
+}
+
+/// How much of the title one audio range covers (after the first, which covers the first
+/// chunk). Audio encodes at tens of times real time, so a range of minutes costs a few
+/// seconds of one core, and every range decodes the title's audio from its start (cheap, but
+/// not free): fewer, longer ranges than video chunks.
+pub const AUDIO_RANGE_SECS: f64 = 300.0;
+
+/// The video chunks a title of `duration_secs` is split into: `[start, end)` ranges, each a
+/// whole number of `segment_secs` segments starting on a segment boundary — the first of about
+/// `first_chunk_secs`, the others of about `chunk_secs`, the last running to the end (and
+/// taking a remainder shorter than half a chunk rather than leaving it a chunk of its own).
+/// Empty when the title is not longer than `split_min_secs`: a short title is one item.
+pub fn chunks(duration_secs: f64, rule: &SplitRule) -> Vec<super::Chunk> {
+    let SplitRule { segment_secs, first_chunk_secs, chunk_secs, split_min_secs } = *rule;
     if duration_secs <= split_min_secs || segment_secs <= 0.0 || !duration_secs.is_finite() {
         return Vec::new();
     }
     let per_chunk = ((chunk_secs / segment_secs).round() as u32).max(1);
+    let first_chunk = ((first_chunk_secs / segment_secs).round() as u32).max(1);
     let segments = (duration_secs / segment_secs - 1e-6).ceil().max(1.0) as u32;
     let mut chunks = Vec::new();
     let mut first = 0;
     while first < segments {
-        let next = first + per_chunk;
+        let size = if first == 0 { first_chunk } else { per_chunk };
+        let next = first + size;
         // The last chunk takes what is left when that is under half a chunk.
         let last = next >= segments || segments - next < per_chunk.div_ceil(2);
         chunks.push(super::Chunk {
@@ -648,28 +665,56 @@ pub fn chunks(
     chunks
 }
 
-/// The chunks a probed title (`probe`, the report of a [`super::Task::Probe`] run) is split
-/// into, or none when it is one item: only an HLS transcode is split (the chunks' segments are
-/// what is stitched), and not a source whose pictures the encode would not map one to one —
-/// an interlaced one (deinterlacing looks at neighbouring fields across a chunk's edge) or one
-/// above `max_output_fps` (frames are dropped by a running count from the title's start).
-pub fn split_chunks(
+/// The audio ranges of a title cut into `chunks`: the first chunk's range (so the start of
+/// the title is playable as soon as its first chunk is), then runs of whole chunks of at
+/// least `range_secs` each, the last to the end. Ranges start where chunks do, so each
+/// range's segments are named from its first chunk's first segment and never collide.
+pub fn audio_ranges(chunks: &[super::Chunk], range_secs: f64) -> Vec<super::Chunk> {
+    let mut ranges: Vec<super::Chunk> = Vec::new();
+    for (k, chunk) in chunks.iter().enumerate() {
+        match ranges.last_mut() {
+            Some(open) if k > 1 && chunk.start_secs - open.start_secs < range_secs => {
+                open.end_secs = chunk.end_secs;
+            }
+            _ => ranges.push(chunk.clone()),
+        }
+    }
+    ranges
+}
+
+/// The parts a probed title (`probe`, the report of a [`super::Task::Probe`] run) is split
+/// into, or none when it is one item: its video chunks, then its audio — in ranges, or whole
+/// when `whole_audio` (loudness normalisation measures and sets one gain for the whole
+/// title). Only an HLS transcode is split (the chunks' segments are what is stitched), and
+/// not a source whose pictures the encode would not map one to one — an interlaced one
+/// (deinterlacing looks at neighbouring fields across a chunk's edge) or one above
+/// `max_output_fps` (frames are dropped by a running count from the title's start).
+pub fn split_parts(
     probe: &super::EngineReport,
-    segment_secs: f64,
-    chunk_secs: f64,
-    split_min_secs: f64,
+    rule: &SplitRule,
     max_output_fps: f64,
-) -> Vec<super::Chunk> {
+    whole_audio: bool,
+) -> Vec<super::Part> {
     let video = &probe.media.video;
     let splittable = probe.mode == Mode::Transcode
         && !probe.renditions.is_empty()
         && probe.renditions.iter().all(|r| r.hls.is_some())
         && !video.interlaced
         && video.fps <= max_output_fps + 0.01;
-    if !splittable || split_min_secs <= 0.0 {
+    if !splittable || rule.split_min_secs <= 0.0 {
         return Vec::new();
     }
-    chunks(probe.media.duration_secs, segment_secs, chunk_secs, split_min_secs)
+    let chunks = chunks(probe.media.duration_secs, rule);
+    if chunks.is_empty() {
+        return Vec::new();
+    }
+    let audio = match probe.renditions.iter().any(|r| r.audio_codec.is_some()) {
+        false => Vec::new(),
+        true if whole_audio => vec![super::Chunk::default()],
+        true => audio_ranges(&chunks, AUDIO_RANGE_SECS),
+    };
+    let video = chunks.into_iter().map(super::Part::Video);
+    video.chain(audio.into_iter().map(super::Part::Audio)).collect()
 }
 
 #[cfg(test)]
@@ -952,16 +997,22 @@ mod tests {
         assert_eq!(transcoded.mode, Mode::Transcode);
     }
 
+    fn rule(segment_secs: f64, first: f64, chunk: f64, min: f64) -> SplitRule {
+        SplitRule { segment_secs, first_chunk_secs: first, chunk_secs: chunk, split_min_secs: min }
+    }
+
+    fn ranges(chunks: &[crate::engine::Chunk]) -> Vec<(f64, Option<f64>, u32)> {
+        chunks.iter().map(|c| (c.start_secs, c.end_secs, c.first_segment)).collect()
+    }
+
     #[test]
     fn long_titles_split_into_whole_segment_chunks_the_last_taking_a_short_remainder() {
         use super::chunks;
-        assert!(chunks(180.0, 4.0, 60.0, 180.0).is_empty(), "not longer than the minimum");
-        let split = chunks(250.0, 4.0, 60.0, 180.0);
+        assert!(chunks(180.0, &rule(4.0, 60.0, 60.0, 180.0)).is_empty(), "not over the minimum");
+        let split = chunks(250.0, &rule(4.0, 60.0, 60.0, 180.0));
         // 60 s is 15 segments of 4 s; 250 s is 63 segments: 15, 15, 15, then 18 (3 left over).
-        let ranges: Vec<(f64, Option<f64>, u32)> =
-            split.iter().map(|c| (c.start_secs, c.end_secs, c.first_segment)).collect();
         assert_eq!(
-            ranges,
+            ranges(&split),
             [
                 (0.0, Some(60.0), 0),
                 (60.0, Some(120.0), 15),
@@ -970,12 +1021,38 @@ mod tests {
             ]
         );
         // A remainder of half a chunk or more is a chunk of its own.
-        let split = chunks(212.0, 4.0, 60.0, 180.0);
+        let split = chunks(212.0, &rule(4.0, 60.0, 60.0, 180.0));
         assert_eq!(split.len(), 4);
         assert_eq!((split[3].start_secs, split[3].end_secs), (180.0, None));
         // Chunks are whole segments even when the asked length is not.
-        let split = chunks(400.0, 6.0, 50.0, 180.0);
+        let split = chunks(400.0, &rule(6.0, 50.0, 50.0, 180.0));
         assert!(split.iter().all(|c| c.start_secs % 6.0 == 0.0), "{split:?}");
         assert_eq!(split[1].start_secs, 48.0);
+    }
+
+    #[test]
+    fn the_first_chunk_is_short_so_the_title_plays_soon() {
+        let split = chunks(130.0, &rule(4.0, 4.0, 60.0, 30.0));
+        // One segment, then 60 s chunks; 130 s is 33 segments: 1, 15, then 17.
+        assert_eq!(ranges(&split), [(0.0, Some(4.0), 0), (4.0, Some(64.0), 1), (64.0, None, 16)]);
+        // A first chunk shorter than a segment is one segment.
+        assert_eq!(chunks(40.0, &rule(4.0, 1.0, 60.0, 30.0))[0].end_secs, Some(4.0));
+    }
+
+    #[test]
+    fn audio_ranges_start_with_the_first_chunk_then_cover_minutes_each() {
+        let split = chunks(1800.0, &rule(4.0, 4.0, 60.0, 30.0));
+        let audio = audio_ranges(&split, 300.0);
+        assert_eq!(audio[0], split[0], "the first chunk's range");
+        // Then whole chunks, at least 300 s each, the last to the end.
+        assert_eq!(ranges(&audio[1..3]), [(4.0, Some(304.0), 1), (304.0, Some(604.0), 76)]);
+        assert_eq!(audio.last().unwrap().end_secs, None);
+        // Ranges tile the title: each starts where the previous ends.
+        for pair in audio.windows(2) {
+            assert_eq!(pair[0].end_secs, Some(pair[1].start_secs));
+        }
+        // A short title: the first chunk's audio, then the rest.
+        let split = chunks(40.0, &rule(4.0, 4.0, 60.0, 30.0));
+        assert_eq!(ranges(&audio_ranges(&split, 300.0)), [(0.0, Some(4.0), 0), (4.0, None, 1)]);
     }
 }

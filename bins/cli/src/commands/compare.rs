@@ -110,8 +110,14 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
         if preset != Preset::Hls {
             bail!("--split-chunk-secs compares HLS encodes (--preset hls)");
         }
-        let chunks =
-            engine::plan::chunks(media.duration_secs, settings.segment_secs, chunk_secs, 0.0);
+        // Equal chunks (the first too): the figures compare encoding work, not time to play.
+        let rule = engine::plan::SplitRule {
+            segment_secs: settings.segment_secs,
+            first_chunk_secs: chunk_secs,
+            chunk_secs,
+            split_min_secs: 0.0,
+        };
+        let chunks = engine::plan::chunks(media.duration_secs, &rule);
         let report = super::compare_split::run(
             &worker,
             &args.input,

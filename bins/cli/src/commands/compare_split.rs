@@ -60,27 +60,31 @@ impl Runner {
     }
 
     /// The stitch item, as the coordinator runs it: the items' outputs (`outputs`, chunks
-    /// first, the audio last) moved into its job folder, then `Task::Stitch`.
+    /// first, the last `audio_ranges` the audio's) moved into its job folder, then
+    /// `Task::Stitch`.
     async fn stitch(
         &self,
         source: &Path,
         spec: &EngineSpec,
         settings: &EncoderSettings,
-        outputs: &[PathBuf],
+        (outputs, audio_ranges): (&[PathBuf], usize),
         scratch: &Path,
     ) -> anyhow::Result<(Sample, PathBuf)> {
         let folder = tempfile::Builder::new().prefix("stitch-").tempdir_in(scratch)?.keep();
-        let (chunks, audio) = outputs.split_at(outputs.len() - 1);
+        let chunks = outputs.len() - audio_ranges;
+        let (chunks, audio) = outputs.split_at(chunks);
         let parts = StitchParts {
             dir: folder.join("parts"),
             chunks: u32::try_from(chunks.len())?,
-            audio: true,
+            audio: u32::try_from(audio.len())?,
         };
-        std::fs::create_dir_all(&parts.dir)?;
+        std::fs::create_dir_all(parts.dir.join("audio"))?;
         for (k, chunk) in (0..).zip(chunks) {
             std::fs::rename(chunk, parts.chunk_dir(k))?;
         }
-        std::fs::rename(&audio[0], parts.audio_dir())?;
+        for (j, range) in (0..).zip(audio) {
+            std::fs::rename(range, parts.audio_dir(j))?;
+        }
         self.run_in(&folder, source, spec, settings, Task::Stitch(parts)).await
     }
 
@@ -113,9 +117,10 @@ impl Runner {
     }
 }
 
-/// The split items of a title: its chunks, then its audio.
+/// The split items of a title: its chunks, then its audio ranges (as the worker plans them).
 fn items(chunks: &[Chunk]) -> Vec<Part> {
-    chunks.iter().cloned().map(Part::Video).chain([Part::Audio]).collect()
+    let audio = tcoder::engine::plan::audio_ranges(chunks, tcoder::engine::plan::AUDIO_RANGE_SECS);
+    chunks.iter().cloned().map(Part::Video).chain(audio.into_iter().map(Part::Audio)).collect()
 }
 
 /// Longest first onto the least loaded of `machines`: the makespan of `times`.
@@ -149,6 +154,7 @@ pub(crate) async fn run(
     let pinned = |core| Runner { worker: worker.to_path_buf(), core: Some(core), threads: 1 };
     let (mut cpu_ratios, mut wall_ratios) = (Vec::new(), Vec::new());
     let (mut last, mut equivalence) = (Value::Null, Value::Null);
+    let audio_ranges = items(chunks).len() - chunks.len();
     // Interleaved, so machine noise hits both ways alike.
     for _ in 0..repeats.max(1) {
         let scratch = tempfile::tempdir()?;
@@ -162,8 +168,9 @@ pub(crate) async fn run(
             split_items.push(sample);
             outputs.push(out);
         }
-        let (stitched, stitched_out) =
-            all_cores.stitch(source, spec, settings, &outputs, scratch.path()).await?;
+        let (stitched, stitched_out) = all_cores
+            .stitch(source, spec, settings, (&outputs, audio_ranges), scratch.path())
+            .await?;
         if equivalence.is_null() {
             equivalence = super::split_equivalence::check(
                 source,
@@ -203,8 +210,9 @@ pub(crate) async fn run(
         pinned_items.sort_by_key(|(n, ..)| *n);
         let pinned_outputs: Vec<PathBuf> =
             pinned_items.iter().map(|(_, _, out)| out.clone()).collect();
-        let (pinned_stitch, _) =
-            pinned(0).stitch(source, spec, settings, &pinned_outputs, scratch.path()).await?;
+        let (pinned_stitch, _) = pinned(0)
+            .stitch(source, spec, settings, (&pinned_outputs, audio_ranges), scratch.path())
+            .await?;
         let two_cores = started.elapsed().as_secs_f64();
         let item_walls: Vec<f64> = pinned_items.iter().map(|(_, s, _)| s.wall).collect();
         let model: Vec<Value> = [1usize, 2, 4, 8, 16]

@@ -1,5 +1,5 @@
 //! A split job's coordinator (docs/DESIGN.md, "Split titles"): the attempt that claimed a
-//! long job probes it in the sandbox, stores the plan (video chunks, then the title's audio)
+//! long job probes it in the sandbox, stores the plan (video chunks, then audio ranges)
 //! on the job, invites other workers with one work item per part, runs the parts nobody holds
 //! itself, waits for the rest while keeping the job's lease, and stitches the committed parts
 //! into the title's outputs — which the attempt then uploads and commits like a whole encode.
@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use tcoder::engine::plan::SplitRule;
 use tcoder::engine::{
     EngineError, EngineJob, EngineRun, EngineSpec, ErrorCode, Part, PartsProgress, Progress,
     SidecarFile, StitchParts, Task,
@@ -22,7 +23,7 @@ use super::part::{self, Origin, PartEnd};
 use super::steps::{
     best_effort, output_path, store_error, through_store_outage, transient, unless_stopped,
 };
-use super::verdict::{CoordinatorStep, coordinator_step};
+use super::verdict::{CoordinatorStep, coordinator_step, playback_order};
 use crate::Worker;
 use crate::keeper::{Stop, StopReason};
 
@@ -75,38 +76,40 @@ pub(crate) async fn plan(
     let probe = worker.engine_job(job, input.to_path_buf(), workdir.join("probe"), Task::Probe);
     let run = worker.supervisor.run(&probe, workdir, None, stop.token()).await?;
     worker.metrics.engine_cpu_seconds.inc_by(run.cpu_secs.round() as u64);
-    let chunks = tcoder::engine::plan::split_chunks(
+    let rule = SplitRule {
+        segment_secs: probe.settings.segment_secs,
+        first_chunk_secs: config.first_chunk_duration.as_secs_f64(),
+        chunk_secs: config.chunk_duration.as_secs_f64(),
+        split_min_secs: config.split_min_duration.as_secs_f64(),
+    };
+    // Loudness normalisation sets one gain from the whole title's audio: one audio part.
+    let whole_audio = job.spec.loudness_target.is_some();
+    let parts = tcoder::engine::plan::split_parts(
         &run.report,
-        probe.settings.segment_secs,
-        config.chunk_duration.as_secs_f64(),
-        config.split_min_duration.as_secs_f64(),
+        &rule,
         probe.limits.max_output_fps,
+        whole_audio,
     );
-    if chunks.is_empty() {
+    if parts.is_empty() {
         return Ok(None);
-    }
-    let mut parts: Vec<Part> = chunks.into_iter().map(Part::Video).collect();
-    if run.report.renditions.iter().any(|r| r.audio_codec.is_some()) {
-        parts.push(Part::Audio);
     }
     tracing::info!(parts = parts.len(), "splitting the title");
     Ok(Some(Split { parts, probe_cpu_secs: run.cpu_secs }))
 }
 
-/// The stored plan as the stitch lays it out: `chunks` video parts (0..chunks) then, if
-/// `audio`, the audio part.
-fn layout(parts: &[Part]) -> Result<(u32, bool), EngineError> {
+/// The stored plan as the stitch lays it out: `chunks` video parts (0..chunks) then `audio`
+/// audio ranges.
+fn layout(parts: &[Part]) -> Result<(u32, u32), EngineError> {
     let chunks = parts.iter().take_while(|p| matches!(p, Part::Video(_))).count();
-    let audio = match &parts[chunks..] {
-        [] => false,
-        [Part::Audio] => true,
-        _ => return Err(EngineError::new(ErrorCode::Failed, "the job's stored plan is malformed")),
-    };
-    let chunks = u32::try_from(chunks).map_err(|_| transient("too many parts"))?;
+    if !parts[chunks..].iter().all(|p| matches!(p, Part::Audio(_))) {
+        return Err(EngineError::new(ErrorCode::Failed, "the job's stored plan is malformed"));
+    }
+    let audio = parts.len() - chunks;
+    let count = |n: usize| u32::try_from(n).map_err(|_| transient("too many parts"));
     if chunks == 0 {
         return Err(EngineError::new(ErrorCode::Failed, "the job's stored plan has no chunk"));
     }
-    Ok((chunks, audio))
+    Ok((count(chunks)?, count(audio)?))
 }
 
 impl Split {
@@ -226,8 +229,8 @@ async fn gather(
             .as_ref()
             .ok_or_else(|| transient(format!("part {} has no readable result", state.part)))?;
         let target = match definition {
-            Part::Audio => layout.audio_dir(),
-            _ => layout.chunk_dir(state.part),
+            Part::Audio(_) => layout.audio_dir(state.part - layout.chunks),
+            Part::Video(_) => layout.chunk_dir(state.part),
         };
         match local.remove(&state.part) {
             Some(mine) => tokio::fs::rename(&mine, &target).await.map_err(scratch)?,
@@ -314,13 +317,14 @@ async fn run_and_wait(
     }
 }
 
-/// Publishes one work item per part not yet done, for other workers to help (best effort:
-/// without helpers the coordinator runs every part itself) — but the first, which the
-/// coordinator takes at once. Items of parts the coordinator ran itself stay queued until a
-/// worker fetches them and finds the part done (workers may not remove work items).
+/// Publishes one work item per part not yet done, in playback order, for other workers to
+/// help (best effort: without helpers the coordinator runs every part itself) — but the
+/// first, which the coordinator takes at once. Items of parts the coordinator ran itself stay
+/// queued until a worker fetches them and finds the part done (workers may not remove work
+/// items).
 async fn invite(worker: &Worker, job: &Job, epoch: u64, states: &[PartState]) {
     let publishing = async {
-        for state in states.iter().filter(|s| !s.is_done()).skip(1) {
+        for state in playback_order(states).into_iter().filter(|s| !s.is_done()).skip(1) {
             if let Err(e) = events::publish_part_item(&worker.js, job, epoch, state.part).await {
                 tracing::warn!(part = state.part, error = %e, "part item not published");
             }
@@ -431,7 +435,7 @@ mod tests {
     use tcoder::engine::Chunk;
 
     #[test]
-    fn a_stored_plan_is_chunks_then_at_most_one_audio_part() {
+    fn a_stored_plan_is_chunks_then_audio_ranges() {
         let chunk = |k: u32| {
             Part::Video(Chunk {
                 start_secs: f64::from(k),
@@ -439,10 +443,12 @@ mod tests {
                 first_segment: k,
             })
         };
-        assert_eq!(layout(&[chunk(0), chunk(1), Part::Audio]).unwrap(), (2, true));
-        assert_eq!(layout(&[chunk(0)]).unwrap(), (1, false));
-        assert!(layout(&[Part::Audio, chunk(0)]).is_err());
-        assert!(layout(&[chunk(0), Part::Audio, Part::Audio]).is_err());
-        assert!(layout(&[Part::Audio]).is_err());
+        let audio = || Part::Audio(Chunk::default());
+        assert_eq!(layout(&[chunk(0), chunk(1), audio()]).unwrap(), (2, 1));
+        assert_eq!(layout(&[chunk(0)]).unwrap(), (1, 0));
+        assert_eq!(layout(&[chunk(0), audio(), audio()]).unwrap(), (1, 2));
+        assert!(layout(&[audio(), chunk(0)]).is_err());
+        assert!(layout(&[chunk(0), audio(), chunk(1)]).is_err());
+        assert!(layout(&[audio()]).is_err());
     }
 }

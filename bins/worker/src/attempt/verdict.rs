@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tcoder::engine::{EngineError, ErrorCode};
+use tcoder::engine::{EngineError, ErrorCode, Part};
 use tcoder::jobs::{PartRelease, PartState};
 
 use super::Outcome;
@@ -127,10 +127,24 @@ pub(crate) fn coordinator_step(
     if parts.iter().all(PartState::is_done) {
         return CoordinatorStep::Done;
     }
-    match parts.iter().filter(|p| p.is_claimable()).map(|p| p.part).min() {
-        Some(part) => CoordinatorStep::Run(part),
+    match playback_order(parts).into_iter().find(|p| p.is_claimable()) {
+        Some(part) => CoordinatorStep::Run(part.part),
         None => CoordinatorStep::Wait,
     }
+}
+
+/// The parts in the order playback needs them: by where their range starts in the title, the
+/// video before the audio of the same start (then by number). Taking parts in this order
+/// makes the title playable after its first chunk and first audio range, and the playable
+/// run grow from there, on one machine as on many.
+pub(crate) fn playback_order(parts: &[PartState]) -> Vec<&PartState> {
+    let key = |p: &PartState| match &p.definition {
+        Some(part) => (part.range().start_secs, matches!(part, Part::Audio(_)), p.part),
+        None => (f64::INFINITY, true, p.part),
+    };
+    let mut ordered: Vec<&PartState> = parts.iter().collect();
+    ordered.sort_by(|a, b| key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal));
+    ordered
 }
 
 /// The error of a part found failed without a recorded one.
@@ -270,5 +284,46 @@ mod tests {
         tokio::time::advance(Duration::from_secs(61)).await;
         let CoordinatorStep::Fail(late) = step(&free) else { panic!("not failed at the deadline") };
         assert_eq!(late.code, ErrorCode::Timeout);
+    }
+
+    #[test]
+    fn parts_are_taken_in_the_order_playback_needs_them() {
+        use tcoder::engine::Chunk;
+        let range = |start: f64, end: Option<f64>| Chunk {
+            start_secs: start,
+            end_secs: end,
+            first_segment: (start / 4.0) as u32,
+        };
+        // The plan as stored: chunks, then audio ranges.
+        let definitions = [
+            Part::Video(range(0.0, Some(4.0))),
+            Part::Video(range(4.0, Some(64.0))),
+            Part::Video(range(64.0, None)),
+            Part::Audio(range(0.0, Some(4.0))),
+            Part::Audio(range(4.0, None)),
+        ];
+        let parts: Vec<PartState> = definitions
+            .iter()
+            .enumerate()
+            .map(|(k, definition)| PartState {
+                definition: Some(definition.clone()),
+                ..part(k as u32, "pending", false)
+            })
+            .collect();
+        let order: Vec<u32> = playback_order(&parts).iter().map(|p| p.part).collect();
+        // The first chunk and its audio (playable), then on through the title.
+        assert_eq!(order, [0, 3, 1, 4, 2]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        assert_eq!(
+            coordinator_step(&parts, tokio::time::Instant::now(), deadline),
+            CoordinatorStep::Run(0)
+        );
+        let mut started = parts.clone();
+        started[0] = PartState { status: PartStatus::Done, ..started[0].clone() };
+        assert_eq!(
+            coordinator_step(&started, tokio::time::Instant::now(), deadline),
+            CoordinatorStep::Run(3),
+            "the first audio range before the second chunk"
+        );
     }
 }
