@@ -71,7 +71,8 @@ impl WebhookSender {
 
     /// Delivers one event (attempt number `delivered`); returns how to settle its message.
     async fn handle(&self, event: &JobEvent, delivered: i64) -> AckKind {
-        let wanted = event.kind.is_terminal() || event.kind == EventKind::Progress;
+        let wanted = event.kind.is_terminal()
+            || matches!(event.kind, EventKind::Progress | EventKind::Playable);
         if !wanted {
             return AckKind::Ack;
         }
@@ -88,7 +89,9 @@ impl WebhookSender {
             self.attempts.with_label_values(&["duplicate"]).inc();
             return AckKind::Ack;
         }
-        if event.kind == EventKind::Progress && !job.spec.webhook_progress {
+        if (event.kind == EventKind::Progress && !job.spec.webhook_progress)
+            || (event.kind == EventKind::Playable && !job.spec.webhook_playable)
+        {
             return AckKind::Ack;
         }
         // Signed webhooks vouch for what they say: an event the job record contradicts (a

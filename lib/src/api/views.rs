@@ -24,6 +24,14 @@ pub struct JobView {
     pub lost_attempts: u32,
     pub created_at: String,
     pub updated_at: String,
+    /// When the job's HLS set became playable from `playback_url`: its first chunk and audio
+    /// encoded (a split title, while the rest encodes), or the job completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playable_at: Option<String>,
+    /// The job's stable HLS URL (relative to the API's base), for a job with an HLS output:
+    /// the same for every attempt, progressive while the job runs, the whole set once done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playback_url: Option<String>,
     pub source: Option<SourceView>,
     /// How the job came: `api`, `nats` (with the producer's `submission_id`) or `watch`
     /// (with the rule).
@@ -62,6 +70,12 @@ impl JobView {
             lost_attempts: job.lost_attempts,
             created_at: rfc3339(job.created_at),
             updated_at: rfc3339(job.updated_at),
+            playable_at: job.playable_at.map(rfc3339),
+            playback_url: job
+                .spec
+                .outputs
+                .contains(&crate::jobs::OutputKind::Hls)
+                .then(|| crate::jobs::playback_path(&job.id)),
             source: job.source.as_ref().map(|s| SourceView {
                 key: (!job.owns_source()).then(|| s.key.as_str().to_owned()),
                 size: s.size,

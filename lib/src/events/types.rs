@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::subjects;
-use crate::jobs::{Job, JobError, JobId, JobStatus, Tenant, now_ms, rfc3339};
+use crate::jobs::{Job, JobError, JobId, JobStatus, Tenant, now_ms, playback_path, rfc3339};
 
 /// Kinds of job lifecycle events (`tcoder.events.<tenant>.<job>.<kind>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -21,6 +21,8 @@ pub enum EventKind {
     Started,
     Progress,
     Rendition,
+    /// The job's HLS set plays (progressively, while the rest encodes) from its stable URL.
+    Playable,
     Completed,
     Failed,
     Canceled,
@@ -39,6 +41,7 @@ impl EventKind {
             EventKind::Started => "started",
             EventKind::Progress => "progress",
             EventKind::Rendition => "rendition",
+            EventKind::Playable => "playable",
             EventKind::Completed => "completed",
             EventKind::Failed => "failed",
             EventKind::Canceled => "canceled",
@@ -119,6 +122,10 @@ impl JobEvent {
                 job.status == JobStatus::Failed && epoch.is_none_or(|e| e == job.epoch)
             }
             EventKind::Canceled => job.status == JobStatus::Canceled,
+            EventKind::Playable => {
+                job.playable_at.is_some()
+                    && matches!(job.status, JobStatus::Running | JobStatus::Completed)
+            }
             EventKind::Expired => job.status == JobStatus::Expired,
             EventKind::Progress => {
                 // `<job>.progress.<epoch>.<n>`
@@ -206,6 +213,22 @@ impl JobEvent {
             &job.id,
             &job.tenant,
             rendition,
+        )
+    }
+
+    /// The job's HLS set plays from `playback_url` (`<job>.playable`, once per job): attempt
+    /// `epoch` committed its first chunk and audio, or completed.
+    pub fn playable(job: &Job, epoch: u64) -> JobEvent {
+        JobEvent::new(
+            format!("{}.playable", job.id),
+            EventKind::Playable,
+            &job.id,
+            &job.tenant,
+            json!({
+                "epoch": epoch,
+                "playback_url": playback_path(&job.id),
+                "metadata": job.spec.metadata,
+            }),
         )
     }
 
@@ -550,6 +573,7 @@ mod tests {
             queued_count: 1,
             created_at: 0,
             updated_at: 0,
+            playable_at: None,
             upload_key: crate::s3::Key::parse("uploads/acme/job/source").unwrap(),
             source: None,
             origin: crate::jobs::JobOrigin::Api,

@@ -20,6 +20,7 @@ use crate::redis::{KEY_PREFIX, RedisError};
 static CLAIM: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/claim.lua")));
 static RENEW: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/renew.lua")));
 static FINISH: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/finish.lua")));
+static PLAYABLE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/playable.lua")));
 static RECOVER: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/recover.lua")));
 static ADMIT: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/admit.lua")));
 
@@ -83,6 +84,16 @@ pub enum RenewOutcome {
 pub enum FinishOutcome {
     Finished,
     /// Not the current attempt any more; nothing was written.
+    Fenced,
+}
+
+/// What marking a job playable did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Playable {
+    Marked,
+    /// It was playable already (an earlier coordinator marked it).
+    Already,
+    /// Not the current attempt, or the job no longer runs; nothing was written.
     Fenced,
 }
 
@@ -154,16 +165,38 @@ impl JobStore {
     }
 
     /// Commits: the job is completed with `outputs` (the manifest), and `event` goes to the
-    /// outbox — only if `attempt` is still current.
+    /// outbox — only if `attempt` is still current. With `playable` (the job has an HLS set),
+    /// a job not yet playable becomes so at the same moment, and that event goes first.
     pub async fn complete(
         &self,
         attempt: &Attempt,
         outputs: &super::JobResult,
         event: &JobEvent,
+        playable: Option<&JobEvent>,
     ) -> Result<FinishOutcome, RedisError> {
         let outputs = serde_json::to_string(outputs).expect("a result serializes");
         let fields = [("outputs", outputs), ("completed_at", now_ms().to_string())];
-        self.finish(attempt, JobStatus::Completed, "completed", Some(event), &fields).await
+        let events = (Some(event), playable);
+        self.finish(attempt, JobStatus::Completed, "completed", events, &fields).await
+    }
+
+    /// Records that the job `attempt` runs is playable (its first chunk and audio are in),
+    /// once; `event` (its `playable` event) goes to the outbox in the same step.
+    pub async fn mark_playable(
+        &self,
+        attempt: &Attempt,
+        event: &JobEvent,
+    ) -> Result<Playable, RedisError> {
+        let event = serde_json::to_string(event).expect("serializable");
+        let mut invocation = PLAYABLE.key(job_key(&attempt.job_id));
+        invocation.key(outbox_key()).arg(attempt.epoch).arg(now_ms()).arg(event);
+        let reply: String = self.conn().write_replicated(&invocation).await?;
+        match reply.as_str() {
+            "ok" => Ok(Playable::Marked),
+            "already" => Ok(Playable::Already),
+            "fenced" => Ok(Playable::Fenced),
+            other => Err(RedisError::Corrupt(format!("unexpected playable reply {other}"))),
+        }
     }
 
     /// Fails the job permanently with `error` (and `event` to the outbox) if still current.
@@ -174,8 +207,8 @@ impl JobStore {
         event: &JobEvent,
     ) -> Result<FinishOutcome, RedisError> {
         let recorded = serde_json::to_string(error).expect("serializable");
-        self.finish(attempt, JobStatus::Failed, &error.code, Some(event), &[("error", recorded)])
-            .await
+        let events = (Some(event), None);
+        self.finish(attempt, JobStatus::Failed, &error.code, events, &[("error", recorded)]).await
     }
 
     /// Puts the job back to `queued` for another attempt (after a retryable failure or when
@@ -185,7 +218,7 @@ impl JobStore {
         attempt: &Attempt,
         reason: &str,
     ) -> Result<FinishOutcome, RedisError> {
-        self.finish(attempt, JobStatus::Queued, reason, None, &[]).await
+        self.finish(attempt, JobStatus::Queued, reason, (None, None), &[]).await
     }
 
     async fn finish(
@@ -193,11 +226,13 @@ impl JobStore {
         attempt: &Attempt,
         to: JobStatus,
         reason: &str,
-        event: Option<&JobEvent>,
+        (event, playable): (Option<&JobEvent>, Option<&JobEvent>),
         fields: &[(&str, String)],
     ) -> Result<FinishOutcome, RedisError> {
-        let event =
-            event.map(|e| serde_json::to_string(e).expect("serializable")).unwrap_or_default();
+        let json = |e: Option<&JobEvent>| {
+            e.map(|e| serde_json::to_string(e).expect("serializable")).unwrap_or_default()
+        };
+        let (event, playable) = (json(event), json(playable));
         let mut invocation = FINISH.key(job_key(&attempt.job_id));
         invocation.key(lease_key(&attempt.job_id)).key(outbox_key());
         invocation
@@ -206,7 +241,8 @@ impl JobStore {
             .arg(now_ms())
             .arg(KEY_PREFIX)
             .arg(reason)
-            .arg(&event);
+            .arg(&event)
+            .arg(&playable);
         for (name, value) in fields {
             invocation.arg(*name).arg(value);
         }

@@ -16,7 +16,7 @@ pub use self::captions::{
     CaptionFile, CaptionObject, CaptionRequest, CaptionSpec, MAX_SIDECAR_BYTES, MAX_SIDECARS,
 };
 pub use self::fencing::{
-    Admission, Attempt, ClaimOutcome, FinishOutcome, Recovery, RenewOutcome, outbox_key,
+    Admission, Attempt, ClaimOutcome, FinishOutcome, Playable, Recovery, RenewOutcome, outbox_key,
 };
 pub use self::ids::{JobId, Tenant};
 pub use self::parts::{
@@ -50,6 +50,12 @@ pub fn now_secs_f64() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The job's stable playback URL, relative to the API's base: its HLS master, the same
+/// whichever attempt made it and whether the job is still encoding (progressive) or done.
+pub fn playback_path(id: &JobId) -> String {
+    format!("/v1/jobs/{id}/hls/master.m3u8")
 }
 
 /// RFC 3339 with milliseconds, for API responses and events.

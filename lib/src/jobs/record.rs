@@ -83,6 +83,9 @@ pub struct Job {
     pub queued_count: u64,
     pub created_at: u64,
     pub updated_at: u64,
+    /// When its HLS set became playable (ms): its first chunk and audio committed, or the
+    /// whole set at completion.
+    pub playable_at: Option<u64>,
     pub upload_key: crate::s3::Key,
     pub source: Option<SourceObject>,
     pub origin: JobOrigin,
@@ -138,6 +141,7 @@ impl Job {
             queued_count: fields.get("queued_count").and_then(|v| v.parse().ok()).unwrap_or(0),
             created_at: number("created_at")?,
             updated_at: number("updated_at")?,
+            playable_at: fields.get("playable_at").and_then(|v| v.parse().ok()),
             upload_key: crate::s3::Key::parse(get("upload_key")?)
                 .map_err(|e| format!("job field `upload_key`: {e}"))?,
             source: json("source")?

@@ -213,6 +213,9 @@ pub struct JobSpec {
     /// Also deliver `progress` events to the webhook (terminal events always go).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub webhook_progress: bool,
+    /// Also deliver the `playable` event to the webhook.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub webhook_playable: bool,
     pub priority: Priority,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
@@ -304,6 +307,10 @@ pub struct JobRequest {
     /// Opt in to `progress` webhooks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_progress: Option<bool>,
+    /// Opt in to the `playable` webhook (the job's HLS plays from its `playback_url`, while
+    /// the rest of a long title still encodes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_playable: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Priority>)]
     pub priority: Option<String>,
@@ -547,6 +554,7 @@ impl JobSpec {
             mp4_captions,
             webhook_url: request.webhook_url,
             webhook_progress: request.webhook_progress.unwrap_or(false),
+            webhook_playable: request.webhook_playable.unwrap_or(false),
             priority,
             metadata,
             filename,

@@ -97,7 +97,7 @@ async fn another_tenant_cannot_read_a_job() {
 async fn only_the_current_epoch_can_renew_commit_or_fail() {
     use std::time::Duration;
     use tcoder::events::{EventKind, JobEvent};
-    use tcoder::jobs::{ClaimOutcome, FinishOutcome, JobError, RenewOutcome};
+    use tcoder::jobs::{ClaimOutcome, FinishOutcome, JobError, Playable, RenewOutcome};
 
     let env = TestEnv::start();
     let (store, job) = store_with_job(&env).await;
@@ -129,20 +129,34 @@ async fn only_the_current_epoch_can_renew_commit_or_fail() {
         &job.tenant,
         serde_json::json!({}),
     );
+    let playable = JobEvent::playable(&job, 2);
     assert_eq!(store.renew(&first, Duration::from_secs(5)).await.unwrap(), RenewOutcome::Lost);
-    assert_eq!(store.complete(&first, &result(1), &event).await.unwrap(), FinishOutcome::Fenced);
+    assert_eq!(store.complete(&first, &result(1), &event, None).await.unwrap(), FinishOutcome::Fenced);
+    assert_eq!(store.mark_playable(&first, &playable).await.unwrap(), Playable::Fenced);
     let error = JobError { code: "engine.failed".into(), message: "x".into() };
     assert_eq!(store.fail(&first, &error, &event).await.unwrap(), FinishOutcome::Fenced);
     assert_eq!(store.renew(&second, Duration::from_secs(5)).await.unwrap(), RenewOutcome::Renewed);
-    assert_eq!(store.complete(&second, &result(2), &event).await.unwrap(), FinishOutcome::Finished);
+    // Playable once: the current attempt marks it, a second mark (or the commit) does not.
+    assert_eq!(store.mark_playable(&second, &playable).await.unwrap(), Playable::Marked);
+    let marked = store.get(&job.id).await.unwrap().unwrap().playable_at;
+    assert!(marked.is_some());
+    assert_eq!(store.mark_playable(&second, &playable).await.unwrap(), Playable::Already);
+    assert_eq!(
+        store.complete(&second, &result(2), &event, Some(&playable)).await.unwrap(),
+        FinishOutcome::Finished
+    );
 
     let done = store.get(&job.id).await.unwrap().unwrap();
     assert_eq!(
         (done.status, done.epoch, done.outputs.unwrap().epoch),
         (JobStatus::Completed, 2, 2)
     );
-    // The committed event waits in the outbox; a late claim sees a finished job.
-    assert_eq!(store.outbox(10).await.unwrap().len(), 1);
+    assert_eq!(done.playable_at, marked, "the first mark stands");
+    // The events wait in the outbox (one `playable`, then `completed`); a late claim sees a
+    // finished job, and a finished job is not marked again.
+    let kinds: Vec<EventKind> = store.outbox(10).await.unwrap().into_iter().map(|(_, e)| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Playable, EventKind::Completed]);
+    assert_eq!(store.mark_playable(&second, &playable).await.unwrap(), Playable::Fenced);
     assert_eq!(
         store.claim(&job.id, "worker-c", Duration::from_secs(5)).await.unwrap(),
         ClaimOutcome::Done(JobStatus::Completed)

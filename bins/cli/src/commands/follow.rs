@@ -1,5 +1,6 @@
 //! `tcoder follow <job>`: a live progress bar (stage, percent, ETA) from the job's event
-//! stream, and the summary a person reads at the end.
+//! stream — with the job's stable playback URL as soon as it plays — and the summary a person
+//! reads at the end.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -42,6 +43,12 @@ pub(crate) async fn with_progress_bar(
             EventKind::Queued => bar.set_message("queued"),
             EventKind::Started => bar.set_message("downloading"),
             EventKind::Rendition => bar.set_message("uploading"),
+            EventKind::Playable => {
+                // It plays now, while the rest of a long title encodes: say where, once.
+                if let Some(path) = event.data["playback_url"].as_str() {
+                    bar.suspend(|| eprintln!("playable  {}{path}", client.base()));
+                }
+            }
             EventKind::Completed => {
                 bar.set_position(100);
                 bar.set_message("completed");

@@ -16,14 +16,14 @@ use tcoder::engine::{
     SidecarFile, StitchParts, Task,
 };
 use tcoder::events::{self, JobEvent};
-use tcoder::jobs::{Attempt, Job, OutputKind, PartClaim, PartResult, PartState};
+use tcoder::jobs::{Attempt, Job, OutputKind, PartClaim, PartResult, PartState, Playable};
 use tcoder::s3::{KeyPrefix, S3Error, keys, transfer};
 
 use super::part::{self, Origin, PartEnd};
 use super::steps::{
     best_effort, output_path, store_error, through_store_outage, transient, unless_stopped,
 };
-use super::verdict::{CoordinatorStep, coordinator_step, playback_order};
+use super::verdict::{CoordinatorStep, coordinator_step, is_playable, playback_order};
 use crate::Worker;
 use crate::keeper::{Stop, StopReason};
 
@@ -144,7 +144,7 @@ impl Split {
         let mut reopened = 0;
         let (mut usage, frames) = loop {
             let states =
-                run_and_wait(worker, job, attempt.epoch, workdir, input, &parts, &mut local, stop)
+                run_and_wait(worker, job, attempt, workdir, input, &parts, &mut local, stop)
                     .await?;
             // Every part committed: gather their outputs as the stitch expects them.
             match gather(worker, job, &states, &parts, &layout, &mut local, stop).await {
@@ -258,15 +258,17 @@ async fn gather(
 async fn run_and_wait(
     worker: &Worker,
     job: &Job,
-    epoch: u64,
+    job_attempt: &Attempt,
     workdir: &Path,
     input: &Path,
     parts: &[Part],
     local: &mut HashMap<u32, PathBuf>,
     stop: &Stop,
 ) -> Result<Vec<PartState>, EngineError> {
+    let epoch = job_attempt.epoch;
     let deadline = tokio::time::Instant::now() + worker.supervisor.limits.wall_deadline;
     let (mut reported, mut sequence) = (None, 0);
+    let mut announced = false;
     loop {
         unless_stopped(stop)?;
         let states = match worker.jobs.parts(&job.id).await {
@@ -286,6 +288,9 @@ async fn run_and_wait(
             let parts = PartsProgress { done, total };
             report_progress(worker, job, epoch, sequence, parts).await;
         }
+        if !announced && is_playable(&states) {
+            announced = announce_playable(worker, job, job_attempt).await;
+        }
         let free = match coordinator_step(&states, tokio::time::Instant::now(), deadline) {
             CoordinatorStep::Done => return Ok(states),
             CoordinatorStep::Fail(error) => return Err(error),
@@ -302,9 +307,21 @@ async fn run_and_wait(
             continue;
         };
         let definition = &parts[attempt.part as usize];
-        let run =
-            part::run(worker, job, &attempt, definition, workdir, Origin::Coordinator(input), stop)
-                .await;
+        let part_run =
+            part::run(worker, job, &attempt, definition, workdir, Origin::Coordinator(input), stop);
+        tokio::pin!(part_run);
+        // While this part runs, helpers may commit what makes the title playable: look.
+        let run = loop {
+            tokio::select! {
+                run = &mut part_run => break run,
+                () = pause(stop), if !announced => {
+                    let states = worker.jobs.parts(&job.id).await.unwrap_or_default();
+                    if is_playable(&states) {
+                        announced = announce_playable(worker, job, job_attempt).await;
+                    }
+                }
+            }
+        };
         match run.end {
             PartEnd::Committed => {
                 local.insert(attempt.part, run.output_dir);
@@ -313,6 +330,27 @@ async fn run_and_wait(
                 tracing::info!(part = attempt.part, ?end, "part not committed here");
                 let _ = tokio::fs::remove_dir_all(&run.output_dir).await;
             }
+        }
+    }
+}
+
+/// Records (once per job) and publishes that the title plays; false when Redis could not be
+/// asked (the next look tries again).
+async fn announce_playable(worker: &Worker, job: &Job, attempt: &Attempt) -> bool {
+    let event = JobEvent::playable(job, attempt.epoch);
+    match worker.jobs.mark_playable(attempt, &event).await {
+        Ok(Playable::Marked) => {
+            tracing::info!(job = %job.id, "playable");
+            if let Err(e) = events::relay_outbox(&worker.jobs, &worker.js).await {
+                tracing::warn!(error = %e, "playable event left for the outbox relay");
+            }
+            true
+        }
+        // Said before (by an earlier coordinator), or no longer this attempt's to say.
+        Ok(Playable::Already | Playable::Fenced) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot mark the job playable; trying again");
+            false
         }
     }
 }

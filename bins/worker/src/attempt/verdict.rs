@@ -133,6 +133,22 @@ pub(crate) fn coordinator_step(
     }
 }
 
+/// Whether the committed parts make the title playable: the chunk that starts it, and the
+/// audio range that starts it when the title has audio (what a progressive playlist lists
+/// first).
+pub(crate) fn is_playable(parts: &[PartState]) -> bool {
+    let starts = |audio: bool| {
+        parts.iter().find(|p| {
+            p.definition.as_ref().is_some_and(|d| {
+                matches!(d, Part::Audio(_)) == audio && d.range().start_secs <= 0.0
+            })
+        })
+    };
+    let has_audio = parts.iter().any(|p| matches!(p.definition, Some(Part::Audio(_))));
+    starts(false).is_some_and(PartState::is_done)
+        && (!has_audio || starts(true).is_some_and(PartState::is_done))
+}
+
 /// The parts in the order playback needs them: by where their range starts in the title, the
 /// video before the audio of the same start (then by number). Taking parts in this order
 /// makes the title playable after its first chunk and first audio range, and the playable
@@ -325,5 +341,17 @@ mod tests {
             CoordinatorStep::Run(3),
             "the first audio range before the second chunk"
         );
+        // Playable once the first chunk and the first audio range are in, whatever else is.
+        assert!(!is_playable(&parts));
+        assert!(!is_playable(&started), "no audio yet");
+        let mut later = parts.clone();
+        for k in [1, 2, 3, 4] {
+            later[k].status = PartStatus::Done;
+        }
+        assert!(!is_playable(&later), "no first chunk yet");
+        started[3].status = PartStatus::Done;
+        assert!(is_playable(&started));
+        // A silent title: the first chunk alone.
+        assert!(is_playable(&started[..3]));
     }
 }

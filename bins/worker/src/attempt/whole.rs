@@ -406,8 +406,11 @@ async fn settle(
     match result {
         Ok(Done { job, manifest, cost, others_may_remain }) => {
             let event = JobEvent::completed(&job, attempt.epoch, &manifest);
+            // A job not yet playable (a whole title; a split one whose coordinator died before
+            // saying so) becomes playable as it completes.
+            let playable = manifest.hls_master.is_some().then(|| JobEvent::playable(&job, attempt.epoch));
             let stage = Instant::now();
-            let commit = || worker.jobs.complete(attempt, &manifest, &event);
+            let commit = || worker.jobs.complete(attempt, &manifest, &event, playable.as_ref());
             let lease = RedisLease {
                 jobs: worker.jobs.clone(),
                 attempt: attempt.clone(),
