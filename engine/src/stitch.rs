@@ -7,7 +7,6 @@
 //! chunk whose codec header differs gets its own `EXT-X-MAP`, which players honour but which
 //! restarts some demuxers' timelines (FFmpeg's), so it is the exception.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use ffmpeg_next as ffmpeg;
@@ -18,19 +17,13 @@ use crate::transcode::output::{self, Muxer, Track};
 use crate::transcode::thumbs::Thumbnails;
 use crate::transcode::validate;
 
-use crate::transcode::hls::{self, AudioRendition, VariantInfo};
+use crate::transcode::hls::{AudioRendition, VariantInfo};
 use crate::transcode::{captions, mp4_text};
 use tcoder::engine::plan::AudioRenditionPlan;
+use tcoder::hls;
 
 /// The default audio rendition's folder (the title's first audio track), which the MP4s carry.
 const AUDIO_DIR: &str = "hls/audio";
-
-/// One chunk's media playlist, parsed.
-struct ChunkPlaylist {
-    init: Option<String>,
-    /// (EXTINF duration as written, segment file name).
-    segments: Vec<(String, String)>,
-}
 
 fn invalid(message: String) -> EngineError {
     EngineError::new(ErrorCode::OutputInvalid, message)
@@ -70,7 +63,7 @@ fn stitch_hls(
             .map_err(|e| io("read the audio init segment", &e))?;
         // The sample entry's type: after the stsd header (8), version and flags (4), the
         // entry count (4) and the entry's size (4).
-        let codecs = match sample_description(&bytes).and_then(|stsd| stsd.get(20..24)) {
+        let codecs = match hls::sample_description(&bytes).and_then(|stsd| stsd.get(20..24)) {
             Some(b"mp4a") => "mp4a.40.2",
             Some(b"Opus") => "opus",
             _ => return Err(invalid("audio: not AAC or Opus".into())),
@@ -82,51 +75,60 @@ fn stitch_hls(
     Ok((variants, renditions))
 }
 
-/// Joins one rendition's playlists, one per part (`dirs`, in title order), into `target`:
-/// the parts' segments moved there under the first part's initialization segment (another
-/// `EXT-X-MAP` where a part's codec header differs), and `index.m3u8` listing them all.
+/// Joins one rendition's playlists, one per part (`dirs`, in title order), into `target`
+/// (`tcoder::hls::join`, the rule the API's progressive playlists follow too): the parts'
+/// segments moved there, the initialization segments the joined playlist names written
+/// there, and `index.m3u8` listing them all.
 fn join(dirs: &[PathBuf], target: &Path, name: &str) -> Result<(), EngineError> {
     std::fs::create_dir_all(target).map_err(|e| io("create the rendition folder", &e))?;
-    let mut body = String::new();
-    let (mut longest, mut previous_codec): (f64, Option<Vec<u8>>) = (0.0, None);
+    let mut playlists = Vec::new();
+    let mut inits: Vec<Option<Vec<u8>>> = Vec::new();
     for (n, dir) in dirs.iter().enumerate() {
-        let playlist = read_playlist(&dir.join("index.m3u8"), name, n)?;
-        if let Some(init) = &playlist.init {
-            let bytes =
-                std::fs::read(dir.join(init)).map_err(|e| io("read an init segment", &e))?;
-            let codec = sample_description(&bytes)
-                .ok_or_else(|| invalid(format!("part {n}, {name}: init segment without stsd")))?;
-            if previous_codec.as_deref() != Some(codec) {
-                let file = init_name(n);
-                std::fs::write(target.join(&file), &bytes)
-                    .map_err(|e| io("write an init segment", &e))?;
-                let _ = writeln!(body, "#EXT-X-MAP:URI=\"{file}\"");
-                previous_codec = Some(codec.to_vec());
+        let text = std::fs::read_to_string(dir.join("index.m3u8"))
+            .map_err(|e| invalid(format!("part {n} has no playlist for {name}: {e}")))?;
+        let playlist =
+            hls::parse_media(&text).map_err(|e| invalid(format!("part {n}, {name}: {e}")))?;
+        let init = match &playlist.init {
+            Some(init) => {
+                let bytes =
+                    std::fs::read(dir.join(init)).map_err(|e| io("read an init segment", &e))?;
+                if hls::sample_description(&bytes).is_none() {
+                    return Err(invalid(format!("part {n}, {name}: init segment without stsd")));
+                }
+                Some(bytes)
             }
-        }
-        for (duration, segment) in &playlist.segments {
-            let to = target.join(segment);
+            None => None,
+        };
+        playlists.push(playlist);
+        inits.push(init);
+    }
+    let parts: Vec<hls::PartRendition<'_>> = playlists
+        .iter()
+        .zip(&inits)
+        .map(|(playlist, init)| hls::PartRendition {
+            playlist,
+            codec: init.as_deref().and_then(hls::sample_description),
+        })
+        .collect();
+    let joined = hls::join(&parts, hls::Listing::Complete);
+    for &n in &joined.inits {
+        let bytes = inits[n].as_deref().ok_or_else(|| invalid(format!("part {n}: no init")))?;
+        std::fs::write(target.join(hls::init_name(n)), bytes)
+            .map_err(|e| io("write an init segment", &e))?;
+    }
+    for (n, (dir, playlist)) in dirs.iter().zip(&playlists).enumerate() {
+        for segment in &playlist.segments {
+            let to = target.join(&segment.name);
             if to.exists() {
                 return Err(invalid(format!(
-                    "{name}: segment {segment} of part {n} overlaps an earlier part"
+                    "{name}: segment {} of part {n} overlaps an earlier part",
+                    segment.name
                 )));
             }
-            std::fs::rename(dir.join(segment), &to).map_err(|e| io("move a segment", &e))?;
-            longest = longest.max(duration.parse().unwrap_or(0.0));
-            let _ = writeln!(body, "#EXTINF:{duration},\n{segment}");
+            std::fs::rename(dir.join(&segment.name), &to).map_err(|e| io("move a segment", &e))?;
         }
     }
-    let playlist = format!(
-        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:0\n\
-         #EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n{body}#EXT-X-ENDLIST\n",
-        longest.ceil() as u64
-    );
-    std::fs::write(target.join("index.m3u8"), playlist).map_err(|e| io("write a playlist", &e))
-}
-
-/// The stitched name of part `n`'s initialization segment, where it needs its own.
-fn init_name(n: usize) -> String {
-    if n == 0 { "init.mp4".to_owned() } else { format!("init_{n}.mp4") }
+    std::fs::write(target.join("index.m3u8"), joined.text).map_err(|e| io("write a playlist", &e))
 }
 
 /// The variants of a chunk's master playlist (name, size, rate and codecs; bit rates are
@@ -169,58 +171,6 @@ fn read_master(path: &Path) -> Result<Vec<VariantInfo>, EngineError> {
         return Err(invalid("the first chunk's master playlist lists no variant".into()));
     }
     Ok(variants)
-}
-
-fn read_playlist(path: &Path, name: &str, chunk: usize) -> Result<ChunkPlaylist, EngineError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| invalid(format!("chunk {chunk} has no playlist for {name}: {e}")))?;
-    let mut playlist = ChunkPlaylist { init: None, segments: Vec::new() };
-    let mut duration: Option<String> = None;
-    for line in text.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
-            playlist.init = rest.split('"').next().map(str::to_owned);
-        } else if let Some(rest) = line.strip_prefix("#EXTINF:") {
-            duration = rest.split(',').next().map(str::to_owned);
-        } else if !line.is_empty() && !line.starts_with('#') {
-            let segment_name =
-                Path::new(line).file_name().map(|f| f.to_string_lossy().into_owned());
-            match (duration.take(), segment_name) {
-                (Some(duration), Some(segment)) if segment == line => {
-                    playlist.segments.push((duration, segment));
-                }
-                _ => return Err(invalid(format!("chunk {chunk}, {name}: unexpected line {line}"))),
-            }
-        }
-    }
-    if playlist.segments.is_empty() {
-        return Err(invalid(format!("chunk {chunk}, {name}: no segments")));
-    }
-    Ok(playlist)
-}
-
-/// The `stsd` box (sample descriptions: codec and its header) of an fMP4 initialization
-/// segment, found through `moov/trak/mdia/minf/stbl`.
-fn sample_description(init: &[u8]) -> Option<&[u8]> {
-    let mut scope = init;
-    for name in [b"moov", b"trak", b"mdia", b"minf", b"stbl"] {
-        scope = child_box(scope, name)?.get(8..)?;
-    }
-    child_box(scope, b"stsd")
-}
-
-/// The first box named `name` in `data` (a sequence of boxes), header included.
-fn child_box<'a>(mut data: &'a [u8], name: &[u8; 4]) -> Option<&'a [u8]> {
-    while data.len() >= 8 {
-        let size = usize::try_from(u32::from_be_bytes(data[..4].try_into().ok()?)).ok()?;
-        if size < 8 || size > data.len() {
-            return None;
-        }
-        if &data[4..8] == name {
-            return Some(&data[..size]);
-        }
-        data = &data[size..];
-    }
-    None
 }
 
 /// Makes `out/mp4/<rendition>.mp4` for each of `renditions` from the stitched HLS set in
@@ -363,7 +313,12 @@ pub(crate) fn run(
         captions::write(job, &report.media, &plan.captions, duration, Some((&boundaries, start)))?;
     report.captions = written.reports;
     report.media.warnings.extend(written.warnings);
-    hls::write_master(&out.join("hls"), &variants, &audio_renditions, &written.renditions)?;
+    crate::transcode::hls::write_master(
+        &out.join("hls"),
+        &variants,
+        &audio_renditions,
+        &written.renditions,
+    )?;
     let names: Vec<String> = plan.renditions.iter().map(|r| r.name.clone()).collect();
     if plan.mp4 {
         stitch_mp4(out, &names)?;

@@ -34,6 +34,7 @@ pub mod cost;
 pub mod dlq;
 pub mod engine;
 pub mod events;
+pub mod hls;
 pub mod http_serve;
 pub mod jobs;
 pub mod machines;

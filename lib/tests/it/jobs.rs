@@ -131,7 +131,10 @@ async fn only_the_current_epoch_can_renew_commit_or_fail() {
     );
     let playable = JobEvent::playable(&job, 2);
     assert_eq!(store.renew(&first, Duration::from_secs(5)).await.unwrap(), RenewOutcome::Lost);
-    assert_eq!(store.complete(&first, &result(1), &event, None).await.unwrap(), FinishOutcome::Fenced);
+    assert_eq!(
+        store.complete(&first, &result(1), &event, None).await.unwrap(),
+        FinishOutcome::Fenced
+    );
     assert_eq!(store.mark_playable(&first, &playable).await.unwrap(), Playable::Fenced);
     let error = JobError { code: "engine.failed".into(), message: "x".into() };
     assert_eq!(store.fail(&first, &error, &event).await.unwrap(), FinishOutcome::Fenced);
@@ -154,7 +157,8 @@ async fn only_the_current_epoch_can_renew_commit_or_fail() {
     assert_eq!(done.playable_at, marked, "the first mark stands");
     // The events wait in the outbox (one `playable`, then `completed`); a late claim sees a
     // finished job, and a finished job is not marked again.
-    let kinds: Vec<EventKind> = store.outbox(10).await.unwrap().into_iter().map(|(_, e)| e.kind).collect();
+    let kinds: Vec<EventKind> =
+        store.outbox(10).await.unwrap().into_iter().map(|(_, e)| e.kind).collect();
     assert_eq!(kinds, [EventKind::Playable, EventKind::Completed]);
     assert_eq!(store.mark_playable(&second, &playable).await.unwrap(), Playable::Fenced);
     assert_eq!(

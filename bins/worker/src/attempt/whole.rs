@@ -408,7 +408,8 @@ async fn settle(
             let event = JobEvent::completed(&job, attempt.epoch, &manifest);
             // A job not yet playable (a whole title; a split one whose coordinator died before
             // saying so) becomes playable as it completes.
-            let playable = manifest.hls_master.is_some().then(|| JobEvent::playable(&job, attempt.epoch));
+            let playable =
+                manifest.hls_master.is_some().then(|| JobEvent::playable(&job, attempt.epoch));
             let stage = Instant::now();
             let commit = || worker.jobs.complete(attempt, &manifest, &event, playable.as_ref());
             let lease = RedisLease {
