@@ -8,7 +8,7 @@
   const $ = (id) => document.getElementById(id);
   const KEY_SLOT = 'tcoder.apiKey';
   const state = { key: sessionStorage.getItem(KEY_SLOT) || '', cursor: null, follow: null, hls: null, jobId: null };
-  window.tcoder = { player: { levels: 0, audioTracks: 0, audioTrack: -1, subtitleTracks: 0, fatal: null } };
+  window.tcoder = { player: { levels: 0, audioTracks: 0, audioTrack: -1, subtitleTracks: 0, fatal: null, live: null, duration: 0 } };
 
   // --- API ------------------------------------------------------------------------------
   class ApiError extends Error {
@@ -307,7 +307,7 @@
     $('delete').hidden = status === 'deleted';
   }
 
-  const STATUS_OF = { accepted: null, importing: null, queued: 'queued', started: 'running', progress: 'running', rendition: 'running', completed: 'completed', failed: 'failed', canceled: 'canceled', expired: 'expired', deleted: 'deleted' };
+  const STATUS_OF = { accepted: null, importing: null, queued: 'queued', started: 'running', progress: 'running', rendition: 'running', playable: 'running', completed: 'completed', failed: 'failed', canceled: 'canceled', expired: 'expired', deleted: 'deleted' };
 
   function onEvent(event) {
     const detail = event.type === 'progress' ? ` ${Number(event.data.percent).toFixed(0)} %`
@@ -317,6 +317,9 @@
     $('timeline').append(el('li', {}, `${event.at.slice(11, 23)} ${event.type}${detail}`));
     const status = STATUS_OF[event.type];
     if (status) setStatus(status, event.type === 'progress' ? Number(event.data.percent) : undefined);
+    // It plays now, while the rest encodes: from the job's stable URL, which keeps playing
+    // when the job completes.
+    if (event.type === 'playable' && state.jobId === event.job_id) startPlayer(event.data.playback_url, true);
   }
 
   // Server-sent events through fetch: EventSource cannot send the Authorization header, and
@@ -390,6 +393,7 @@
       $('job-error').replaceChildren(el('code', { id: 'job-error-code' }, job.error.code), ` — ${job.error.message}`);
     }
     if (job.result) showResult(job.result);
+    else if (job.playable_at && job.playback_url && job.status === 'running') startPlayer(job.playback_url, true);
     if (andFollow) follow(id);
   }
 
@@ -440,7 +444,8 @@
 
   // --- result ---------------------------------------------------------------------------
   function showResult(result) {
-    if (!$('player-box').hidden) return;
+    if (state.shown) return;
+    state.shown = true;
     $('player-box').hidden = false;
     const body = $('renditions').tBodies[0];
     for (const r of result.renditions) {
@@ -471,19 +476,34 @@
       $('poster').hidden = false;
       storyboard(result.thumbnails.storyboard_vtt);
     }
-    if (result.hls_master && window.Hls && window.Hls.isSupported()) {
-      playHls(result.hls_master);
-    } else if (result.hls_master && video.canPlayType('application/vnd.apple.mpegurl')) {
-      video.src = result.hls_master;
+    if (state.playing) return;
+    if (result.hls_master) {
+      startPlayer(result.hls_master, false);
     } else {
       const mp4 = result.renditions.find((r) => r.mp4);
       if (mp4) video.src = mp4.mp4;
     }
   }
 
+  // Plays an HLS master once per job: the stable URL of a job still encoding (`stable`: the
+  // API's, which wants the key and is progressive), or a completed result's.
+  function startPlayer(url, stable) {
+    if (state.playing) return;
+    state.playing = url;
+    $('player-box').hidden = false;
+    const video = $('player');
+    if (window.Hls && window.Hls.isSupported()) {
+      playHls(url, stable);
+    } else if (video.canPlayType('application/vnd.apple.mpegurl') && !stable) {
+      video.src = url;
+    }
+  }
+
   function resetPlayer() {
     if (state.hls) { state.hls.destroy(); state.hls = null; }
-    window.tcoder.player = { levels: 0, audioTracks: 0, audioTrack: -1, subtitleTracks: 0, fatal: null };
+    state.playing = null;
+    state.shown = false;
+    window.tcoder.player = { levels: 0, audioTracks: 0, audioTrack: -1, subtitleTracks: 0, fatal: null, live: null, duration: 0 };
     $('quality-label').hidden = true;
     $('audio-label').hidden = true;
     $('subtitle-label').hidden = true;
@@ -492,9 +512,19 @@
     $('player-note').textContent = '';
   }
 
-  function playHls(url) {
+  function playHls(url, stable) {
     const Hls = window.Hls;
-    const hls = new Hls({ enableWorker: false });
+    const config = { enableWorker: false };
+    if (stable) {
+      // The API's playlists want the key (never a URL parameter); the segments they lead to
+      // are the store's (or signed playback URLs), which take none. From the start: a title
+      // still encoding is a growing (EVENT) playlist, not a live one.
+      config.startPosition = 0;
+      config.xhrSetup = (xhr, target) => {
+        if (target.startsWith(`${location.origin}/v1/jobs/`)) xhr.setRequestHeader('Authorization', `Bearer ${state.key}`);
+      };
+    }
+    const hls = new Hls(config);
     state.hls = hls;
     hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => {
       window.tcoder.player.levels = data.levels.length;
@@ -521,6 +551,11 @@
       $('audio-track').value = String(data.id);
     });
     hls.on(Hls.Events.SUBTITLE_TRACK_SWITCH, (_, data) => { $('subtitle-track').value = String(data.id); });
+    // Whether the playlist is still growing (a title still encoding), for the viewer and tests.
+    hls.on(Hls.Events.LEVEL_UPDATED, (_, data) => {
+      window.tcoder.player.live = data.details.live;
+      window.tcoder.player.duration = data.details.totalduration;
+    });
     hls.on(Hls.Events.ERROR, (_, data) => {
       if (data.fatal) {
         window.tcoder.player.fatal = `${data.type}: ${data.details}`;

@@ -138,6 +138,8 @@ impl Service for App {
         let state = AppState {
             importer,
             thumbnails: Arc::default(),
+            part_files: Arc::default(),
+            store: Arc::new(settings.s3.clone()),
             events,
             jobs,
             redis: connections.redis.clone(),

@@ -29,6 +29,10 @@ pub(crate) struct AppState {
     pub webhook_secrets: Arc<tcoder::webhooks::AtRest>,
     /// The web console's Content Security Policy.
     pub console_policy: Arc<str>,
+    /// Where objects are published (`[s3] public_url`), for redirects to them.
+    pub store: Arc<tcoder::s3::Config>,
+    /// Committed parts' playlists read lately, for progressive HLS.
+    pub part_files: Arc<crate::routes::progressive::PartFiles>,
     /// Thumbnails answered lately.
     pub thumbnails: Arc<crate::routes::thumbnail::ThumbnailCache>,
     /// Live job events, shared by every open event stream.

@@ -28,6 +28,9 @@ pub struct JobView {
     /// encoded (a split title, while the rest encodes), or the job completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub playable_at: Option<String>,
+    /// When the job completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
     /// The job's stable HLS URL (relative to the API's base), for a job with an HLS output:
     /// the same for every attempt, progressive while the job runs, the whole set once done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,6 +74,7 @@ impl JobView {
             created_at: rfc3339(job.created_at),
             updated_at: rfc3339(job.updated_at),
             playable_at: job.playable_at.map(rfc3339),
+            completed_at: job.completed_at.map(rfc3339),
             playback_url: job
                 .spec
                 .outputs

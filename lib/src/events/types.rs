@@ -574,6 +574,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             playable_at: None,
+            completed_at: None,
             upload_key: crate::s3::Key::parse("uploads/acme/job/source").unwrap(),
             source: None,
             origin: crate::jobs::JobOrigin::Api,

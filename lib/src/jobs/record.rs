@@ -86,6 +86,8 @@ pub struct Job {
     /// When its HLS set became playable (ms): its first chunk and audio committed, or the
     /// whole set at completion.
     pub playable_at: Option<u64>,
+    /// When it completed (ms).
+    pub completed_at: Option<u64>,
     pub upload_key: crate::s3::Key,
     pub source: Option<SourceObject>,
     pub origin: JobOrigin,
@@ -142,6 +144,7 @@ impl Job {
             created_at: number("created_at")?,
             updated_at: number("updated_at")?,
             playable_at: fields.get("playable_at").and_then(|v| v.parse().ok()),
+            completed_at: fields.get("completed_at").and_then(|v| v.parse().ok()),
             upload_key: crate::s3::Key::parse(get("upload_key")?)
                 .map_err(|e| format!("job field `upload_key`: {e}"))?,
             source: json("source")?

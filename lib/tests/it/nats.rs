@@ -182,6 +182,7 @@ async fn a_three_hour_ladder_completes_with_a_bounded_event_and_a_full_manifest(
         created_at: 0,
         updated_at: 0,
         playable_at: None,
+        completed_at: None,
         upload_key: tcoder::s3::Key::parse("uploads/acme/job/source").unwrap(),
         source: None,
         origin: tcoder::jobs::JobOrigin::Api,

@@ -282,3 +282,148 @@ fn the_console_plays_a_second_language_and_shows_captions() {
     let (_, in_time) = up.terminate(Duration::from_secs(30)).unwrap();
     assert!(in_time);
 }
+
+/// The media lines (init sections and segments with their durations) of a playlist, and its
+/// header tags, for comparing one version of a growing playlist with the next.
+fn playlist_lines(text: &str) -> (Vec<String>, Vec<String>) {
+    let (mut header, mut media) = (Vec::new(), Vec::new());
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let is_media =
+            line.starts_with("#EXTINF") || line.starts_with("#EXT-X-MAP") || !line.starts_with('#');
+        if is_media { media.push(line.to_owned()) } else { header.push(line.to_owned()) }
+    }
+    (header, media)
+}
+
+/// Playable in seconds: a 4-minute title plays in the console (hls.js in Chromium) from the
+/// job's stable URL while it still encodes — started before the job completed, across the
+/// first chunks' seams — and plays on as the job completes, the growing playlist turning into
+/// the finished one under the player. Every version of the playlist a player could fetch keeps
+/// the one before it (Apple's rules for a growing playlist: the same target duration and
+/// media sequence, segments only added, never removed or changed).
+#[test]
+fn a_long_title_plays_in_the_console_while_it_still_encodes() {
+    let _stack = crate::one_stack_at_a_time();
+    let data = tempfile::tempdir().unwrap();
+    // Chunks of 8 s after the first (4 s): seams at 4 s and 12 s.
+    let (mut up, lines) = spawn_up(data.path(), &[("TCODER__WORKER__CHUNK_DURATION", "8s")]);
+    let summary = read_summary(&lines);
+    let api = summary["api"].0.clone();
+    let key = std::fs::read_to_string(data.path().join("api-key")).unwrap().trim().to_owned();
+    let clip = testkit::media::clip(&ClipSpec {
+        width: 640,
+        height: 360,
+        duration_ms: 240_000,
+        audio: true,
+        ..ClipSpec::default()
+    });
+    let browser = signed_in(&api, &key);
+    browser.eval("document.getElementById('qualities').value = '144p,360p'; return true;");
+    browser.type_into("#file", clip.to_str().unwrap());
+
+    // The player starts once the job is playable (its `playable` event), from the stable URL.
+    browser.wait_for(
+        Duration::from_secs(120),
+        "return window.tcoder.player.fatal || window.tcoder.player.levels || null",
+    );
+    assert_eq!(browser.eval("return window.tcoder.player.fatal"), serde_json::Value::Null);
+    let id = browser.eval("return document.getElementById('job-id').textContent");
+    let id = id.as_str().unwrap().to_owned();
+    browser.eval(
+        "const v = document.getElementById('player'); v.muted = true; v.play(); return true;",
+    );
+    let bearer = format!("Authorization: Bearer {key}");
+    let job = |id: &str| {
+        let (status, _, body) = curl(&format!("{api}/v1/jobs/{id}"), &["-H", &bearer]);
+        assert_eq!(status, 200);
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+    let playlist_url = format!("{api}/v1/jobs/{id}/hls/360p/index.m3u8");
+    let mut versions: Vec<String> = Vec::new();
+    let fetch_playlist = |versions: &mut Vec<String>| {
+        let (status, head, body) = curl(&playlist_url, &["-H", &bearer]);
+        assert_eq!(status, 200, "{head}");
+        versions.push(String::from_utf8(body).unwrap());
+    };
+    fetch_playlist(&mut versions);
+    // Playing, before the job completed.
+    browser.wait_for(
+        Duration::from_secs(60),
+        "const v = document.getElementById('player'); \
+         return window.tcoder.player.fatal || (v.currentTime > 0.5 ? v.currentTime : null)",
+    );
+    let started_at = std::time::SystemTime::now();
+    let at_start = job(&id);
+    assert_eq!(at_start["status"], "running", "{at_start}");
+    assert!(at_start["playable_at"].is_string(), "{at_start}");
+    assert_eq!(at_start["playback_url"], format!("/v1/jobs/{id}/hls/master.m3u8"));
+    assert_eq!(browser.eval("return window.tcoder.player.live"), true);
+    // Across the seams at 4 s and 12 s, the playlist fetched now and then as a player would.
+    for past in [5, 13] {
+        browser.wait_for(
+            Duration::from_secs(60),
+            &format!(
+                "const v = document.getElementById('player'); \
+                 return window.tcoder.player.fatal || (v.currentTime > {past} ? v.currentTime : null)"
+            ),
+        );
+        fetch_playlist(&mut versions);
+    }
+    assert_eq!(browser.eval("return window.tcoder.player.fatal"), serde_json::Value::Null);
+    let audio =
+        browser.eval("return document.getElementById('player').webkitAudioDecodedByteCount");
+    assert!(audio.as_u64().unwrap_or(0) > 0, "no sound decoded: {audio}");
+    browser.eval("document.getElementById('player-box').scrollIntoView(); return true;");
+    browser.screenshot(&artifact_path("console-progressive.png"));
+
+    // The job completes under the playing player, which reloads the playlist, finds it
+    // finished, and plays on.
+    let status = browser.wait_for(Duration::from_secs(600), TERMINAL);
+    assert_eq!(status, "completed", "{}", browser.eval("return document.body.innerText"));
+    fetch_playlist(&mut versions);
+    let done = job(&id);
+    let completed_at = humantime::parse_rfc3339(done["completed_at"].as_str().unwrap()).unwrap();
+    assert!(started_at < completed_at, "playback started after the job completed");
+    let playing_at = browser.eval("return document.getElementById('player').currentTime");
+    browser.wait_for(
+        Duration::from_secs(60),
+        "return window.tcoder.player.fatal || (window.tcoder.player.live === false || null)",
+    );
+    browser.wait_for(
+        Duration::from_secs(30),
+        &format!(
+            "const v = document.getElementById('player'); \
+             return window.tcoder.player.fatal || (v.currentTime > {} + 2 ? v.currentTime : null)",
+            playing_at.as_f64().unwrap()
+        ),
+    );
+    assert_eq!(browser.eval("return window.tcoder.player.fatal"), serde_json::Value::Null);
+    let duration = browser.eval("return window.tcoder.player.duration").as_f64().unwrap();
+    assert!((duration - 240.0).abs() < 0.5, "the finished playlist lasts {duration} s");
+
+    // Every version kept the one before: growing (EVENT) ones the same header, the finished
+    // one VOD with its end; each segment listed once.
+    let (first_header, _) = playlist_lines(&versions[0]);
+    assert!(first_header.contains(&"#EXT-X-PLAYLIST-TYPE:EVENT".to_owned()), "{first_header:?}");
+    for pair in versions.windows(2) {
+        let ((before_header, before), (after_header, after)) =
+            (playlist_lines(&pair[0]), playlist_lines(&pair[1]));
+        let tag = |header: &[String], name: &str| {
+            header.iter().find(|l| l.starts_with(name)).cloned().unwrap_or_default()
+        };
+        for name in ["#EXT-X-TARGETDURATION", "#EXT-X-MEDIA-SEQUENCE", "#EXT-X-VERSION"] {
+            assert_eq!(tag(&before_header, name), tag(&after_header, name), "{name}");
+        }
+        assert_eq!(after[..before.len()], before[..], "a segment went away or changed");
+    }
+    let last = versions.last().unwrap();
+    assert!(last.contains("#EXT-X-ENDLIST"), "{last}");
+    let segments: Vec<&str> = last.lines().filter(|l| l.ends_with(".m4s")).collect();
+    let mut unique = segments.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), segments.len(), "a segment listed twice");
+    drop(browser);
+    let (_, in_time) = up.terminate(Duration::from_secs(30)).unwrap();
+    assert!(in_time);
+}

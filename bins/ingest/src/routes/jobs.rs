@@ -170,20 +170,18 @@ pub(crate) async fn get(
 
 /// `result` with every URL a playback URL signed now, valid for `playback_url_ttl`.
 fn signed_urls(state: &AppState, result: &tcoder::jobs::JobResult) -> tcoder::jobs::JobResult {
-    let play = signed_play_base(state, result);
+    let play = signed_play_base(state, &result.prefix);
     result.with_urls(&|key| format!("{play}{key}"))
 }
 
-/// `<public_api_url>/v1/play/<token>/`: where `result`'s objects are read in signed delivery,
-/// with a token signed now for `playback_url_ttl`; an object's key follows.
-pub(crate) fn signed_play_base(state: &AppState, result: &tcoder::jobs::JobResult) -> String {
+/// `<public_api_url>/v1/play/<token>/`: where the objects under `prefix` (an attempt's
+/// folder, or a split job's parts folder) are read in signed delivery, with a token signed
+/// now for `playback_url_ttl`; an object's key follows.
+pub(crate) fn signed_play_base(state: &AppState, prefix: &str) -> String {
     let config = &state.config;
     let expires_at = tcoder::jobs::now_ms() / 1000 + config.playback_url_ttl.as_secs();
-    let token = tcoder::playback::sign(
-        config.playback_secret.expose().as_bytes(),
-        &result.prefix,
-        expires_at,
-    );
+    let token =
+        tcoder::playback::sign(config.playback_secret.expose().as_bytes(), prefix, expires_at);
     let base = if config.public_api_url.is_empty() {
         format!("http://{}", config.http_bind)
     } else {

@@ -6,6 +6,7 @@ mod jobs;
 mod notifications;
 mod openapi;
 mod play;
+pub(crate) mod progressive;
 mod stream;
 pub(crate) mod thumbnail;
 mod uploads;

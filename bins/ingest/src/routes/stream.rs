@@ -1,13 +1,14 @@
 //! `GET /v1/jobs/{id}/hls/{path}`: a job's HLS set at one URL that does not change with its
-//! attempts (the result's URLs name the winning epoch). Playlists are served from here, so the
-//! relative URIs in them keep resolving under this URL; segments and init sections are
-//! redirected (302) to their immutable objects, so the media itself never passes through
-//! ingest.
+//! attempts (the result's URLs name the winning epoch) nor when it completes: while a split
+//! title encodes, its progressive set (`super::progressive`), then the completed one, under the
+//! same segment paths. Playlists are served from here, so the relative URIs in them keep
+//! resolving under this URL; segments and init sections are redirected (302) to their
+//! immutable objects, so the media itself never passes through ingest.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tcoder::jobs::JobStatus;
+use tcoder::jobs::{Job, JobStatus};
 use tcoder::s3::{self, Key};
 
 use crate::error::ApiError;
@@ -41,51 +42,87 @@ pub(crate) async fn hls(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let job = super::jobs::load_for_viewer(&state, &headers, &id).await?;
-    let result = job.outputs.as_ref().filter(|_| job.status == JobStatus::Completed);
-    let result = result.ok_or_else(|| {
-        ApiError::new(
+    if !job.spec.outputs.contains(&tcoder::jobs::OutputKind::Hls) {
+        return Err(ApiError::not_found());
+    }
+    match (job.status, &job.outputs) {
+        (JobStatus::Completed, Some(result)) => completed(&state, &job, result, &path).await,
+        // Playable before it completes: a split title whose first parts are in. A job
+        // requeued after its coordinator died keeps its committed parts, and plays on.
+        (JobStatus::Running | JobStatus::Queued, _) if job.playable_at.is_some() => {
+            super::progressive::serve(&state, &job, &path).await
+        }
+        (status, _) if status.is_terminal() => Err(ApiError::new(
             StatusCode::CONFLICT,
             "job.not_playable",
-            format!("the job is {}; it plays once completed", job.status),
-        )
-    })?;
-    let master = result.hls_master.as_deref().ok_or_else(ApiError::not_found)?;
+            format!("the job is {status}; it does not play"),
+        )),
+        (status, _) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job.not_playable",
+            format!("the job is {status}; it plays once its first part is encoded"),
+        )),
+    }
+}
+
+/// `path` of a completed job's HLS set: playlists served, the rest redirected.
+async fn completed(
+    state: &AppState,
+    job: &Job,
+    result: &tcoder::jobs::JobResult,
+    path: &str,
+) -> Result<Response, ApiError> {
+    if result.hls_master.is_none() {
+        return Err(ApiError::not_found());
+    }
     // Only a canonical key under the attempt's own `hls/` folder: `..`, `//`, encoded
     // separators and the like are not paths here.
     let key =
         Key::parse(&format!("{}hls/{path}", result.prefix)).map_err(|_| ApiError::not_found())?;
-    if path.ends_with(".m3u8") {
-        let object = match s3::get(&state.s3, &state.bucket, &key, None).await {
-            Ok(object) => object,
-            Err(s3::S3Error::NotFound(_)) => return Err(ApiError::not_found()),
-            Err(e) => return Err(ApiError::unavailable("cannot read the playlist", e)),
-        };
-        let bytes = object
-            .body
-            .collect()
-            .await
-            .map_err(|e| ApiError::unavailable("cannot read the playlist", e.to_string()))?
-            .into_bytes();
-        if bytes.len() > MAX_PLAYLIST {
-            return Err(ApiError::unavailable("the playlist is too large", bytes.len()));
-        }
-        let mut response = (StatusCode::OK, bytes).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/vnd.apple.mpegurl"),
-        );
-        // A completed set never changes, but the URL outlives attempts: a short life.
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
-        return Ok(response);
+    if !path.ends_with(".m3u8") {
+        return redirect_to(state, job, &key);
     }
-    // The object's own URL: the master's folder in the result, plus the path.
-    let base = master.strip_suffix("master.m3u8").ok_or_else(ApiError::not_found)?;
-    let location = format!("{base}{}", &key.as_str()[result.prefix.len() + "hls/".len()..]);
-    let location = if state.config.delivery == tcoder::config::Delivery::Signed {
-        format!("{}{key}", super::jobs::signed_play_base(&state, result))
-    } else {
-        location
+    let object = match s3::get(&state.s3, &state.bucket, &key, None).await {
+        Ok(object) => object,
+        Err(s3::S3Error::NotFound(_)) => return Err(ApiError::not_found()),
+        Err(e) => return Err(ApiError::unavailable("cannot read the playlist", e)),
+    };
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| ApiError::unavailable("cannot read the playlist", e.to_string()))?
+        .into_bytes();
+    if bytes.len() > MAX_PLAYLIST {
+        return Err(ApiError::unavailable("the playlist is too large", bytes.len()));
+    }
+    Ok(playlist_response(bytes.to_vec(), false))
+}
+
+/// A playlist answer. A completed set never changes, but the URL outlives attempts: a short
+/// life; a progressive playlist grows, so players must ask again every time.
+pub(crate) fn playlist_response(bytes: Vec<u8>, progressive: bool) -> Response {
+    let mut response = (StatusCode::OK, bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.apple.mpegurl"));
+    let life = if progressive { "no-cache" } else { "max-age=60" };
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(life));
+    response
+}
+
+/// A 302 to object `key` of `job`: its public URL, or in signed delivery its playback URL
+/// under a token for the folder it lies in (an attempt's, or the job's parts).
+pub(crate) fn redirect_to(state: &AppState, job: &Job, key: &Key) -> Result<Response, ApiError> {
+    if !key.is_in(&tcoder::s3::keys::job_outputs_prefix(&job.tenant, &job.id)) {
+        return Err(ApiError::not_found());
+    }
+    let location = match state.config.delivery {
+        tcoder::config::Delivery::Signed => {
+            let folder =
+                tcoder::playback::attempt_prefix(key.as_str()).ok_or_else(ApiError::not_found)?;
+            format!("{}{key}", super::jobs::signed_play_base(state, folder))
+        }
+        tcoder::config::Delivery::Public => state.store.public_url_of(key.as_str()),
     };
     let mut response = StatusCode::FOUND.into_response();
     let value = HeaderValue::from_str(&location)
