@@ -366,3 +366,156 @@ async fn part_commits_a_paused_replica_does_not_confirm_keep_their_outputs() {
     let retried: f64 = workers.iter().map(|w| metric(w, "tcoder_commit_retries_total")).sum();
     assert!(retried >= 1.0, "no commit met the replica's silence");
 }
+
+/// Versions of the job's stable `rung` playlist as a player polling it saw them (every
+/// answered one, in order), until the finished one; and the bytes of its first segment as the
+/// first version's URL gave them, with where that URL led.
+async fn watch_stable_playlist(
+    http: reqwest::Client,
+    api: String,
+    key: String,
+    id: String,
+    rung: &'static str,
+) -> (Vec<String>, Vec<u8>, String) {
+    let stable = format!("{api}/v1/jobs/{id}/hls/{rung}");
+    let (mut versions, mut first_segment) = (Vec::<String>::new(), None);
+    // A player's reloads, at a tenth of a second: sampled, bounded by LONG.
+    for _ in 0..LONG.as_millis() / 100 {
+        let answer = http.get(format!("{stable}/index.m3u8")).bearer_auth(&key).send().await;
+        if let Ok(answer) = answer
+            && answer.status() == 200
+        {
+            let text = answer.text().await.unwrap();
+            if first_segment.is_none() {
+                // Followed as a player would (redirect to the signed playback URL).
+                let segment = http.get(format!("{stable}/seg_00000.m4s")).bearer_auth(&key);
+                let segment = segment.send().await.unwrap();
+                assert_eq!(segment.status(), 200, "{}", segment.url());
+                let at = segment.url().to_string();
+                first_segment = Some((segment.bytes().await.unwrap().to_vec(), at));
+            }
+            let finished = text.contains("#EXT-X-ENDLIST");
+            versions.push(text);
+            if finished {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (bytes, at) = first_segment.expect("the playlist never answered");
+    (versions, bytes, at)
+}
+
+/// The segment lines of a playlist (init sections and segments with their durations), and
+/// one header tag.
+fn media_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("#EXTINF") || l.starts_with("#EXT-X-MAP") || l.ends_with(".m4s"))
+        .collect()
+}
+
+fn tag<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().find(|l| l.starts_with(name))
+}
+
+/// A split title plays from its stable URL while it encodes, in signed delivery, through the
+/// death of the worker encoding its first chunk: the growing playlist lists the first chunk
+/// only once it is committed (by the attempt that took it over), never twice, never changed;
+/// every version keeps the one before; the segment a player fetched while the job ran is the
+/// very one the finished set serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_title_plays_while_it_encodes_through_a_killed_worker_in_signed_delivery() {
+    let port = testkit::free_port();
+    let api = format!("http://127.0.0.1:{port}");
+    let pipeline = Pipeline::start_with(&[
+        ("TCODER__INGEST__HTTP_BIND", format!("127.0.0.1:{port}")),
+        ("TCODER__INGEST__DELIVERY", "signed".into()),
+        ("TCODER__INGEST__PLAYBACK_SECRET", "progressive-test-playback-secret".into()),
+        ("TCODER__INGEST__PUBLIC_API_URL", api.clone()),
+    ])
+    .await;
+    assert_eq!(pipeline.api, api);
+    let (source, mut settings) = slow_title();
+    settings.push(("TCODER__WORKER__FIRST_CHUNK_DURATION", "2s".into()));
+    // The first worker is slow enough to be caught encoding the first chunk.
+    let mut slow = settings.clone();
+    slow.push(("TCODER__WORKER__ENGINE__X264_PRESET", "veryslow".into()));
+    let first = pipeline.worker(&slow);
+    let id = pipeline
+        .submit(
+            &source,
+            json!({ "preset": "hls", "qualities": ["144p", "360p"], "outputs": ["hls", "mp4"] }),
+        )
+        .await;
+    let watcher = tokio::spawn(watch_stable_playlist(
+        pipeline.http.clone(),
+        api.clone(),
+        pipeline.key.clone(),
+        id.clone(),
+        "360p",
+    ));
+    // Not playable before anything is encoded: a clear answer, not an empty playlist.
+    let early = pipeline.http.get(format!("{api}/v1/jobs/{id}/hls/master.m3u8"));
+    let early = early.bearer_auth(&pipeline.key).send().await.unwrap();
+    assert_eq!(early.status(), 409);
+
+    // Killed while it encodes the first chunk; another worker takes the job over.
+    let store = JobStore::new(pipeline.redis.clone());
+    let job_id = JobId::parse(&id).unwrap();
+    testkit::eventually_async(LONG, || async {
+        let parts = store.parts(&job_id).await.unwrap();
+        let running = parts.first().is_some_and(|p| p.status == tcoder::jobs::PartStatus::Running);
+        if running && !engine_children(first.pid()).is_empty() { Ok(()) } else { Err(parts) }
+    })
+    .await;
+    first.signal(libc::SIGKILL);
+    let _second = pipeline.worker(&settings);
+
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    let (versions, segment, fetched_at) = watcher.await.unwrap();
+    let parts = assert_parts_committed_by_latest_epochs(&pipeline, &id).await;
+    let first_epoch = parts[0]["epoch"].as_u64().unwrap();
+    assert!(first_epoch >= 2, "the first chunk was not taken over: {parts:?}");
+    // While the job ran, the first segment came from the first chunk's committed folder,
+    // through a signed playback URL.
+    assert!(
+        fetched_at.contains("/v1/play/")
+            && fetched_at.contains(&format!("/parts/0/{first_epoch}/")),
+        "{fetched_at}"
+    );
+    // Playable before complete, once.
+    let (playable, completed) =
+        (job.playable_at.clone().unwrap(), job.completed_at.clone().unwrap());
+    assert!(playable < completed, "playable {playable}, completed {completed}");
+    assert_eq!(pipeline.events(&id, "playable").await.len(), 1);
+
+    let growing: Vec<&String> = versions.iter().filter(|v| !v.contains("#EXT-X-ENDLIST")).collect();
+    assert!(!growing.is_empty(), "no version of the playlist while the job ran");
+    for version in &growing {
+        assert_eq!(tag(version, "#EXT-X-PLAYLIST-TYPE"), Some("#EXT-X-PLAYLIST-TYPE:EVENT"));
+    }
+    for pair in versions.windows(2) {
+        for name in ["#EXT-X-TARGETDURATION", "#EXT-X-MEDIA-SEQUENCE"] {
+            assert_eq!(tag(&pair[0], name), tag(&pair[1], name), "{name}");
+        }
+        let (before, after) = (media_lines(&pair[0]), media_lines(&pair[1]));
+        assert_eq!(after[..before.len()], before[..], "a segment went away or changed");
+    }
+    for version in &versions {
+        let mut names: Vec<&str> = version.lines().filter(|l| l.ends_with(".m4s")).collect();
+        let listed = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), listed, "a segment listed twice: {version}");
+    }
+    // The finished set, at the same URL: the same first segment, byte for byte.
+    let stable = format!("{api}/v1/jobs/{id}/hls/360p/seg_00000.m4s");
+    let now = pipeline.http.get(stable).bearer_auth(&pipeline.key).send().await.unwrap();
+    assert_eq!(now.status(), 200);
+    let epoch = job.result.as_ref().unwrap().epoch;
+    assert!(now.url().path().contains(&format!("/{id}/{epoch}/hls/360p/")), "{}", now.url());
+    assert_eq!(now.bytes().await.unwrap().to_vec(), segment);
+    // The whole title, as the job record has it (the API signs its URLs).
+    let result = store.get(&job_id).await.unwrap().unwrap().outputs.unwrap();
+    assert_whole_title(&pipeline, &result, 12.0, 25.0);
+}
