@@ -62,6 +62,9 @@ step "split title: a 4-minute 1080p30 source whole against split into 60 s chunk
 # is reported among the targets below rather than ending the run.
 ./scripts/split_check.sh "$OUT/split.json" || echo "the split title differs (see the report)" >&2
 
+step "playable in seconds: 1-, 4-, 10- and 30-minute 1080p30 titles on one worker"
+BENCH_PLAYABLE_SPLICE=0 ./scripts/bench_playable.sh
+
 step "profile: CPU seconds of decoding alone and decoding + scaling to the three sizes (ffmpeg)"
 TIMEFORMAT='%U %S'
 for clip in easy hard; do

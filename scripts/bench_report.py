@@ -72,6 +72,8 @@ w("tcoder-bench control-plane --noop <child|in-process> --worker target/bench/tc
 w("tcoder-bench memory --worker target/bench/tcoder-worker-bench --clip target/bench/easy.mp4 --upload-bytes 1073741824")
 w("tcoder compare-engine --input target/bench/long.mp4 --preset hls --qualities 720p,360p,144p \\")
 w("    --x264-preset fast --repeats 1 --split-chunk-secs 60")
+w("tcoder-bench playable --worker target/release/tcoder-worker \\")
+w("    --sources target/bench/playable-1m.mp4,…-4m,…-10m,…-30m   # also alone: make bench-playable")
 w("```")
 w("")
 w("Sources: 1080p30, 10 s, H.264 CRF 16 + AAC. *easy* is `testsrc2` (mostly flat synthetic")
@@ -307,6 +309,14 @@ if os.path.exists(os.path.join(OUT, "split.json")):
     checks.append(("split CPU ÷ whole CPU ≤ 1.05", sp["ratio_split_to_whole_cpu_median"] <= 1.05, f"{sp['ratio_split_to_whole_cpu_median']:.3f}"))
     checks.append(("split title equivalent to the whole encode (PSNR at most 0.1 dB lower, bytes at most a buffer a chunk more)", eq["ok"], "; ".join(eq["failures"]) or "yes"))
     checks.append(("split on two one-core workers ÷ whole on one core ≤ 0.6", sp["ratio_two_cores_split_to_one_core_whole_wall_median"] <= 0.6, f"{sp['ratio_two_cores_split_to_one_core_whole_wall_median']:.3f}"))
+
+# e. Playable in seconds
+if os.path.exists(os.path.join(OUT, "playable.json")):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_playable
+    section_lines, section_checks = bench_playable.section(load("playable.json"))
+    lines.extend(section_lines)
+    checks.extend(section_checks)
 
 w("## Targets")
 w("")

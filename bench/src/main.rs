@@ -10,6 +10,11 @@
 //!   another process) idle, during a normal job with the real engine, and while uploading a
 //!   1 GB output.
 //!
+//! - `playable`: time from the upload notification to the `playable` and `completed` events
+//!   of an HLS job on one worker with the real engine, for each source, under the shipped
+//!   settings (a short first chunk, titles over 15 s split) and under the settings before
+//!   progressive playback (titles over 3 min split, every chunk 60 s), side by side.
+//!
 //! Each prints one JSON object; `scripts/bench_report.py` turns them into docs/BENCHMARKS.md.
 
 use std::collections::HashMap;
@@ -47,7 +52,13 @@ fn main() -> anyhow::Result<()> {
             let upload = flag("--upload-bytes").map_or(Ok(1 << 30), |v| v.parse())?;
             runtime.block_on(memory(&worker, &clip, upload))?
         }
-        _ => bail!("usage: tcoder-bench control-plane|memory --worker <path> [options]"),
+        Some("playable") => {
+            let sources = flag("--sources").context("--sources <video,video,…>")?;
+            let sources: Vec<PathBuf> = sources.split(',').map(PathBuf::from).collect();
+            let qualities = flag("--qualities").unwrap_or_else(|| "720p,360p,144p".to_owned());
+            runtime.block_on(playable(&worker, &sources, &qualities))?
+        }
+        _ => bail!("usage: tcoder-bench control-plane|memory|playable --worker <path> [options]"),
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
@@ -426,4 +437,74 @@ async fn memory(worker_binary: &Path, clip: &Path, upload_bytes: u64) -> anyhow:
         "normal_job": { "memory": normal, "output_files": files },
         "large_upload": { "memory": large, "bytes": upload_bytes, "seconds": upload_secs },
     }))
+}
+
+/// Worker settings before progressive playback: only titles over 3 minutes split, the first
+/// chunk as long as the others.
+const BEFORE_PROGRESSIVE: [(&str, &str); 2] = [
+    ("TCODER__WORKER__SPLIT_MIN_DURATION", "3m"),
+    ("TCODER__WORKER__FIRST_CHUNK_DURATION", "60s"),
+];
+
+/// Each source as an HLS job (`qualities`) on one fresh worker, under the shipped settings and
+/// the ones before progressive playback, one after the other: seconds from the upload
+/// notification to `playable` and to `completed`.
+async fn playable(worker_binary: &Path, sources: &[PathBuf], qualities: &str) -> anyhow::Result<Value> {
+    let stack = Stack::start().await?;
+    let qualities: Vec<&str> = qualities.split(',').collect();
+    let mut runs = Vec::new();
+    for source in sources {
+        let bytes = std::fs::read(source).with_context(|| source.display().to_string())?;
+        let duration = media_duration(source)?;
+        for (settings, extra) in [("shipped", &[][..]), ("before", &BEFORE_PROGRESSIVE[..])] {
+            let scratch = tempfile::tempdir()?;
+            let extra: Vec<(&str, String)> = extra.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+            let worker = stack.worker(worker_binary, scratch.path(), &extra);
+            let request = json!({ "preset": "hls", "qualities": qualities, "outputs": ["hls", "thumbnails"] });
+            let (id, notification) = stack.prepare(&bytes, request).await?;
+            let mut events = stack.nats.subscribe(format!("tcoder.events.bench.{id}.>")).await?;
+            let sent = Instant::now();
+            stack.notify(&notification).await?;
+            // Bounded: three times the title's length and ten minutes more.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(duration * 3.0 + 600.0);
+            let (mut playable_secs, mut completed_secs) = (None, None);
+            while completed_secs.is_none() {
+                let message = tokio::time::timeout_at(deadline, events.next())
+                    .await
+                    .with_context(|| format!("{id} did not complete in time"))?
+                    .context("event subscription ended")?;
+                let event: Value = serde_json::from_slice(&message.payload)?;
+                let at = sent.elapsed().as_secs_f64();
+                match event["type"].as_str() {
+                    Some("playable") => playable_secs = playable_secs.or(Some(at)),
+                    Some("completed") => completed_secs = Some(at),
+                    Some("failed" | "canceled") => bail!("{id} did not complete: {event}"),
+                    _ => {}
+                }
+            }
+            drop(worker);
+            let job = stack.job(&id).await?;
+            runs.push(json!({
+                "source": source.file_name().map(|n| n.to_string_lossy().into_owned()),
+                "duration_secs": duration,
+                "settings": settings,
+                "playable_secs": playable_secs,
+                "completed_secs": completed_secs,
+                "cpu_secs": job["result"]["cost"]["cpu_secs"],
+            }));
+            eprintln!("{}", runs.last().expect("just pushed"));
+        }
+    }
+    Ok(json!({ "qualities": qualities, "runs": runs }))
+}
+
+/// The duration ffprobe reads from `path`'s container.
+fn media_duration(path: &Path) -> anyhow::Result<f64> {
+    let output = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .context("ffprobe")?;
+    anyhow::ensure!(output.status.success(), "ffprobe {}", path.display());
+    Ok(String::from_utf8_lossy(&output.stdout).trim().parse()?)
 }

@@ -19,7 +19,8 @@ use tcoder::api::Problem;
 const MAX_PLAYLIST: usize = 4 << 20;
 
 /// A file of the job's HLS set (`master.m3u8`, `<rung>/index.m3u8`, segments), the same URL
-/// whichever attempt made it.
+/// whichever attempt made it: while a long title encodes, its growing (EVENT) playlists of the
+/// parts encoded so far; once completed, the finished set under the same paths.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/hls/{path}", operation_id = "get_job_hls", tag = "delivery",
     security(("api_key" = []), ()),
@@ -32,7 +33,7 @@ const MAX_PLAYLIST: usize = 4 << 20;
         (status = 302, description = "A segment or init section: its object (Location)"),
         (status = 401, description = "No valid API key (needed unless outputs are public)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job of this tenant, no HLS output, or no such file", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The job has not completed (`job.not_playable`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job does not play (`job.not_playable`): not yet (a long title plays once its first part is encoded, anything else once completed), or it failed or was canceled", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is unavailable; retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
