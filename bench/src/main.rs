@@ -441,15 +441,17 @@ async fn memory(worker_binary: &Path, clip: &Path, upload_bytes: u64) -> anyhow:
 
 /// Worker settings before progressive playback: only titles over 3 minutes split, the first
 /// chunk as long as the others.
-const BEFORE_PROGRESSIVE: [(&str, &str); 2] = [
-    ("TCODER__WORKER__SPLIT_MIN_DURATION", "3m"),
-    ("TCODER__WORKER__FIRST_CHUNK_DURATION", "60s"),
-];
+const BEFORE_PROGRESSIVE: [(&str, &str); 2] =
+    [("TCODER__WORKER__SPLIT_MIN_DURATION", "3m"), ("TCODER__WORKER__FIRST_CHUNK_DURATION", "60s")];
 
 /// Each source as an HLS job (`qualities`) on one fresh worker, under the shipped settings and
 /// the ones before progressive playback, one after the other: seconds from the upload
 /// notification to `playable` and to `completed`.
-async fn playable(worker_binary: &Path, sources: &[PathBuf], qualities: &str) -> anyhow::Result<Value> {
+async fn playable(
+    worker_binary: &Path,
+    sources: &[PathBuf],
+    qualities: &str,
+) -> anyhow::Result<Value> {
     let stack = Stack::start().await?;
     let qualities: Vec<&str> = qualities.split(',').collect();
     let mut runs = Vec::new();
@@ -458,7 +460,8 @@ async fn playable(worker_binary: &Path, sources: &[PathBuf], qualities: &str) ->
         let duration = media_duration(source)?;
         for (settings, extra) in [("shipped", &[][..]), ("before", &BEFORE_PROGRESSIVE[..])] {
             let scratch = tempfile::tempdir()?;
-            let extra: Vec<(&str, String)> = extra.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+            let extra: Vec<(&str, String)> =
+                extra.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
             let worker = stack.worker(worker_binary, scratch.path(), &extra);
             let request = json!({ "preset": "hls", "qualities": qualities, "outputs": ["hls", "thumbnails"] });
             let (id, notification) = stack.prepare(&bytes, request).await?;
@@ -466,7 +469,8 @@ async fn playable(worker_binary: &Path, sources: &[PathBuf], qualities: &str) ->
             let sent = Instant::now();
             stack.notify(&notification).await?;
             // Bounded: three times the title's length and ten minutes more.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(duration * 3.0 + 600.0);
+            let deadline =
+                tokio::time::Instant::now() + Duration::from_secs_f64(duration * 3.0 + 600.0);
             let (mut playable_secs, mut completed_secs) = (None, None);
             while completed_secs.is_none() {
                 let message = tokio::time::timeout_at(deadline, events.next())

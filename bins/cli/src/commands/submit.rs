@@ -281,7 +281,16 @@ fn content_type(file: &Path) -> &'static str {
 
 /// What a user wants to see at the end: status, outputs or error.
 pub(crate) fn summary(job: &JobView) -> Value {
-    json!({ "id": job.id, "status": job.status, "result": job.result, "error": job.error })
+    json!({
+        "id": job.id,
+        "status": job.status,
+        "filename": job.spec.filename,
+        "playback_url": job.playback_url,
+        "playable_at": job.playable_at,
+        "completed_at": job.completed_at,
+        "result": job.result,
+        "error": job.error,
+    })
 }
 
 #[cfg(test)]

@@ -286,6 +286,14 @@ fn a_long_title_is_split_on_the_stack(data_dir: &Path) {
     assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&submitted.stdout).unwrap();
     assert_eq!(summary["status"], "completed", "{summary}");
+    // It played before it completed, from its stable URL, which `--wait` announced.
+    let (playable, completed) = (&summary["playable_at"], &summary["completed_at"]);
+    assert!(playable.as_str().unwrap() < completed.as_str().unwrap(), "{summary}");
+    let id = summary["id"].as_str().unwrap();
+    assert_eq!(summary["playback_url"], format!("/v1/jobs/{id}/hls/master.m3u8"));
+    let stderr = String::from_utf8_lossy(&submitted.stderr);
+    let announced = format!("/v1/jobs/{id}/hls/master.m3u8");
+    assert!(stderr.contains("playable  http://") && stderr.contains(&announced), "{stderr}");
     let master = summary["result"]["hls_master"].as_str().unwrap();
     let stored = data_dir.join("objects/tcoder").join(master.split_once("/tcoder/").unwrap().1);
     let playlist = std::fs::read_to_string(&stored).unwrap();

@@ -33,5 +33,6 @@ local function clear_parts(job_key)
   for k = 0, parts - 1 do
     redis.call('DEL', job_key .. ':part:' .. k, job_key .. ':part:' .. k .. ':lease')
   end
-  redis.call('HDEL', job_key, 'parts', 'parts_done')
+  -- What played came from those parts: a replay plays (and says so) afresh.
+  redis.call('HDEL', job_key, 'parts', 'parts_done', 'playable_at')
 end
