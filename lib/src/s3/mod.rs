@@ -10,8 +10,8 @@ pub mod transfer;
 
 pub use self::key::{Key, KeyError, KeyPrefix, MAX_KEY_BYTES};
 pub use self::objects::{
-    ListedObject, ObjectHead, ObjectRead, Presigned, S3Error, delete, delete_prefix, get, head,
-    list, presign_put, put_bytes,
+    ListedObject, ObjectHead, ObjectRead, Presigned, S3Error, delete, delete_prefix, get,
+    get_small, head, list, presign_put, put_bytes,
 };
 
 use std::time::Duration;

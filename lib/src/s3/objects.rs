@@ -27,6 +27,9 @@ pub enum S3Error {
     /// `full`: no space left on it (`ENOSPC`).
     #[error("local disk: {what}")]
     Disk { what: String, full: bool },
+    /// An object read whole ([`get_small`]) is larger than the reader takes.
+    #[error("too large: {0}")]
+    TooLarge(String),
     /// Anything else: worth retrying later.
     #[error("{0}")]
     Transient(String),
@@ -239,6 +242,32 @@ pub async fn get(
         etag: object.e_tag().map(str::to_owned),
         body: object.body,
     })
+}
+
+/// A small object (a playlist, an index, a still) read whole into memory; one larger than
+/// `limit` bytes is refused ([`S3Error::TooLarge`]), by its length before its body is read.
+pub async fn get_small(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &Key,
+    limit: usize,
+) -> Result<Vec<u8>, S3Error> {
+    let too_large =
+        |bytes: u64| S3Error::TooLarge(format!("{key}: {bytes} bytes, at most {limit}"));
+    let object = get(s3, bucket, key, None).await?;
+    if let Some(length) = object.content_length.filter(|&n| n > limit as u64) {
+        return Err(too_large(length));
+    }
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| S3Error::Transient(format!("GetObject {key}: {e}")))?
+        .into_bytes();
+    if bytes.len() > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes.to_vec())
 }
 
 /// Puts `body` (held in memory: small objects only) at `key`.

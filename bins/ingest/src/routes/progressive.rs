@@ -359,22 +359,12 @@ async fn media(
 
 /// A committed part's file, whole (small files only).
 async fn read(state: &AppState, key: &Key) -> Result<Vec<u8>, ApiError> {
-    let object = match s3::get(&state.s3, &state.bucket, key, None).await {
-        Ok(object) => object,
+    match s3::get_small(&state.s3, &state.bucket, key, MAX_FILE).await {
+        Ok(bytes) => Ok(bytes),
         // Committed but gone: the job completed (its parts removed) between the looks.
-        Err(s3::S3Error::NotFound(_)) => return Err(not_yet()),
-        Err(e) => return Err(ApiError::unavailable("cannot read a part's file", e)),
-    };
-    let bytes = object
-        .body
-        .collect()
-        .await
-        .map_err(|e| ApiError::unavailable("cannot read a part's file", e.to_string()))?
-        .into_bytes();
-    if bytes.len() > MAX_FILE {
-        return Err(ApiError::unavailable("a part's file is too large", bytes.len()));
+        Err(s3::S3Error::NotFound(_)) => Err(not_yet()),
+        Err(e) => Err(ApiError::unavailable("cannot read a part's file", e)),
     }
-    Ok(bytes.to_vec())
 }
 
 #[cfg(test)]

@@ -83,21 +83,11 @@ async fn completed(
     if !path.ends_with(".m3u8") {
         return redirect_to(state, job, &key);
     }
-    let object = match s3::get(&state.s3, &state.bucket, &key, None).await {
-        Ok(object) => object,
-        Err(s3::S3Error::NotFound(_)) => return Err(ApiError::not_found()),
-        Err(e) => return Err(ApiError::unavailable("cannot read the playlist", e)),
-    };
-    let bytes = object
-        .body
-        .collect()
-        .await
-        .map_err(|e| ApiError::unavailable("cannot read the playlist", e.to_string()))?
-        .into_bytes();
-    if bytes.len() > MAX_PLAYLIST {
-        return Err(ApiError::unavailable("the playlist is too large", bytes.len()));
+    match s3::get_small(&state.s3, &state.bucket, &key, MAX_PLAYLIST).await {
+        Ok(bytes) => Ok(playlist_response(bytes, false)),
+        Err(s3::S3Error::NotFound(_)) => Err(ApiError::not_found()),
+        Err(e) => Err(ApiError::unavailable("cannot read the playlist", e)),
     }
-    Ok(playlist_response(bytes.to_vec(), false))
 }
 
 /// A playlist answer. A completed set never changes, but the URL outlives attempts: a short

@@ -192,15 +192,13 @@ pub(crate) async fn thumbnail(
 async fn read(state: &AppState, prefix: &str, file: &str) -> Result<Vec<u8>, ApiError> {
     let key = Key::parse(&format!("{prefix}{file}"))
         .map_err(|e| ApiError::unavailable("a malformed output key", e.to_string()))?;
-    let object = s3::get(&state.s3, &state.bucket, &key, None)
+    s3::get_small(&state.s3, &state.bucket, &key, MAX_STORED)
         .await
-        .map_err(|e| ApiError::unavailable("cannot read the thumbnail frames", e))?;
-    let bytes =
-        object.body.collect().await.map_err(|e| {
-            ApiError::unavailable("cannot read the thumbnail frames", e.to_string())
-        })?;
-    Ok(bytes.into_bytes().to_vec())
+        .map_err(|e| ApiError::unavailable("cannot read the thumbnail frames", e))
 }
+
+/// Stills and their index are small (a JPEG up to 640 wide, a JSON of names).
+const MAX_STORED: usize = 8 << 20;
 
 /// `stored` (a JPEG) scaled to `width`, as a JPEG; as it is when it is that wide already.
 fn scaled(stored: &[u8], width: u32) -> Result<Bytes, String> {
