@@ -56,7 +56,9 @@ fn main() -> anyhow::Result<()> {
             let sources = flag("--sources").context("--sources <video,video,…>")?;
             let sources: Vec<PathBuf> = sources.split(',').map(PathBuf::from).collect();
             let qualities = flag("--qualities").unwrap_or_else(|| "720p,360p,144p".to_owned());
-            runtime.block_on(playable(&worker, &sources, &qualities))?
+            let settings = flag("--settings").unwrap_or_else(|| "shipped,before".to_owned());
+            let settings: Vec<&str> = settings.split(',').collect();
+            runtime.block_on(playable(&worker, &sources, &qualities, &settings))?
         }
         _ => bail!("usage: tcoder-bench control-plane|memory|playable --worker <path> [options]"),
     };
@@ -451,6 +453,7 @@ async fn playable(
     worker_binary: &Path,
     sources: &[PathBuf],
     qualities: &str,
+    only: &[&str],
 ) -> anyhow::Result<Value> {
     let stack = Stack::start().await?;
     let qualities: Vec<&str> = qualities.split(',').collect();
@@ -458,7 +461,8 @@ async fn playable(
     for source in sources {
         let bytes = std::fs::read(source).with_context(|| source.display().to_string())?;
         let duration = media_duration(source)?;
-        for (settings, extra) in [("shipped", &[][..]), ("before", &BEFORE_PROGRESSIVE[..])] {
+        let all = [("shipped", &[][..]), ("before", &BEFORE_PROGRESSIVE[..])];
+        for (settings, extra) in all.into_iter().filter(|(name, _)| only.contains(name)) {
             let scratch = tempfile::tempdir()?;
             let extra: Vec<(&str, String)> =
                 extra.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();

@@ -28,6 +28,99 @@ fn unreadable(path: &Path, error: &dyn std::fmt::Display) -> S3Error {
     S3Error::Disk { what: format!("read {}: {error}", path.display()), full: false }
 }
 
+/// Objects at least this large are downloaded in ranges, several at once: one connection to a
+/// store (R2, S3, the embedded one) carries far less than the machine can take, and a source
+/// is what a job waits for before anything plays.
+pub const RANGED_THRESHOLD: u64 = 64 * 1024 * 1024;
+/// Bytes of each range request.
+const RANGE_BYTES: u64 = 16 * 1024 * 1024;
+/// Range requests in flight at once.
+const PARALLEL_RANGES: usize = 4;
+/// What a range request holds in memory before writing it to its place in the file.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+/// Downloads `bucket/key`, of `size` bytes, to `path`: in ranges fetched [`PARALLEL_RANGES`] at a
+/// time when it is at least [`RANGED_THRESHOLD`] bytes, each written at its offset (memory is
+/// a buffer per range in flight, whatever the size); streamed whole otherwise. Returns the
+/// bytes written.
+pub async fn download_sized(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &Key,
+    path: &Path,
+    size: u64,
+) -> Result<u64, S3Error> {
+    use futures_util::{StreamExt as _, TryStreamExt as _};
+    if size < RANGED_THRESHOLD {
+        return download(s3, bucket, key, path).await;
+    }
+    let file = std::fs::File::create(path)
+        .and_then(|file| file.set_len(size).map(|()| file))
+        .map_err(|e| disk(&format!("create {}", path.display()), &e))?;
+    let file = std::sync::Arc::new(file);
+    let ranges = (0..size.div_ceil(RANGE_BYTES))
+        .map(|n| (n * RANGE_BYTES, ((n + 1) * RANGE_BYTES).min(size)));
+    let written: Vec<u64> = futures_util::stream::iter(ranges)
+        .map(|(start, end)| download_range(s3, bucket, key, (file.clone(), path), start, end))
+        .buffer_unordered(PARALLEL_RANGES)
+        .try_collect()
+        .await?;
+    Ok(written.into_iter().sum())
+}
+
+/// Bytes `[start, end)` of `bucket/key`, written at their place in `file`.
+async fn download_range(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &Key,
+    (file, path): (std::sync::Arc<std::fs::File>, &Path),
+    start: u64,
+    end: u64,
+) -> Result<u64, S3Error> {
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key.as_str())
+        .range(format!("bytes={start}-{}", end - 1))
+        .send()
+        .await
+        .map_err(|e| sdk("GetObject", e))?;
+    let mut body = object.body;
+    let (mut at, mut buffer) = (start, Vec::with_capacity(WRITE_BUFFER));
+    loop {
+        let chunk = body
+            .try_next()
+            .await
+            .map_err(|e| S3Error::Transient(format!("download {key}: {e}")))?;
+        if let Some(chunk) = &chunk {
+            buffer.extend_from_slice(chunk);
+        }
+        if buffer.len() >= WRITE_BUFFER || (chunk.is_none() && !buffer.is_empty()) {
+            if at + buffer.len() as u64 > end {
+                return Err(S3Error::Transient(format!("download {key}: a range ran long")));
+            }
+            let (file, offset) = (file.clone(), at);
+            let full = std::mem::replace(&mut buffer, Vec::with_capacity(WRITE_BUFFER));
+            at += full.len() as u64;
+            tokio::task::spawn_blocking(move || {
+                std::os::unix::fs::FileExt::write_all_at(&*file, &full, offset)
+            })
+            .await
+            .map_err(|e| S3Error::Transient(format!("download {key}: {e}")))?
+            .map_err(|e| disk(&format!("write {}", path.display()), &e))?;
+        }
+        if chunk.is_none() {
+            break;
+        }
+    }
+    if at != end {
+        return Err(S3Error::Transient(format!(
+            "download {key}: a range ended at {at}, not {end}"
+        )));
+    }
+    Ok(end - start)
+}
+
 /// Streams `bucket/key` to `path`; returns the bytes written.
 pub async fn download(
     s3: &aws_sdk_s3::Client,

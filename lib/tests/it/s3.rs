@@ -37,6 +37,41 @@ async fn objects_round_trip_through_the_s3_client() {
     assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), body);
 }
 
+/// A large source comes down in ranges, several at once, each written at its place: the file
+/// is the object byte for byte; a size that is not the object's is an error, not a file of
+/// the wrong length.
+#[tokio::test]
+async fn a_large_object_downloads_in_parallel_ranges_byte_for_byte() {
+    let env = TestEnv::start();
+    let settings = settings(&env);
+    let client = s3::client(&settings.s3).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Just over the threshold and not a whole number of ranges: the last one is short.
+    let size = s3::transfer::RANGED_THRESHOLD + 3 * 1024 * 1024 + 17;
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let body: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    let source = dir.path().join("upload");
+    std::fs::write(&source, &body).unwrap();
+    let object = key("uploads/t1/j1/source");
+    let bucket = &settings.s3.bucket;
+    s3::transfer::upload(&client, bucket, &object, &source, "video/mp4", "no-store").await.unwrap();
+
+    let path = dir.path().join("source");
+    let written = s3::transfer::download_sized(&client, bucket, &object, &path, size).await;
+    assert_eq!(written.unwrap(), size);
+    assert!(std::fs::read(&path).unwrap() == body, "the download differs from the object");
+    // Told a size the object does not have: refused.
+    let longer = s3::transfer::download_sized(&client, bucket, &object, &path, size + 1).await;
+    assert!(longer.is_err(), "{longer:?}");
+}
+
 #[tokio::test]
 async fn a_missing_bucket_fails_the_bucket_check() {
     let env = TestEnv::start();

@@ -150,7 +150,7 @@ pub(crate) async fn download_source(
     let input = input_dir.join("source");
     let stage = Instant::now();
     let download = through_store_outage(worker, stop, "source download", || {
-        transfer::download(&worker.s3, &worker.bucket, &source.key, &input)
+        transfer::download_sized(&worker.s3, &worker.bucket, &source.key, &input, source.size)
     });
     let downloaded = stoppable(stop, download).await?.map_err(|e| match e {
         // Deleted after the upload: no attempt can get it back.
