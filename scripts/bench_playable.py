@@ -15,7 +15,9 @@ TITLE = "## e. Playable in seconds"
 # pages), by length.
 ANCHORS = [
     (60, "Mux: 2.0 s (under 1 min)"),
+    (5 * 60, "Mux: between 2.0 s (under 1 min) and 9.0 s (5–20 min)"),
     (20 * 60, "Mux: 9.0 s (5–20 min)"),
+    (60 * 60, "Mux: between 9.0 s (5–20 min) and 93.5 s (over 1 h)"),
     (10**9, "Mux: 93.5 s (over 1 h)"),
 ]
 
@@ -36,35 +38,48 @@ def section(data):
     w("this 2-core machine: seconds from the upload notification to the job's `playable` event")
     w("(the title plays from its stable URL) and to `completed`. *Shipped*: the default settings")
     w("(titles over 15 s split, a first chunk of 4 s, audio in ranges, parts in playback order).")
-    w("*Before*: the settings before progressive playback (titles over 3 min split, every chunk")
-    w("60 s): a title plays when it completes. Both run one after the other, per source.")
+    w("*Before*: the split settings before progressive playback (titles over 3 min split, every")
+    w("chunk 60 s), run by the same build: a title under 3 min is one item and plays when it")
+    w("completes; a longer one plays after its first 60 s chunk. Both run one after the other,")
+    w("per source, on a fresh worker each.")
     w("")
-    w("| source | playable s | ÷ duration | completed s, shipped | completed s, before | shipped ÷ before | anchor |")
-    w("|---|---|---|---|---|---|---|")
+    w("| source | playable s | ÷ duration | completed s, shipped | ÷ duration | completed s, before | shipped ÷ before | anchor |")
+    w("|---|---|---|---|---|---|---|---|")
     by_source = {}
     for run in data["runs"]:
         by_source.setdefault(run["source"], {})[run["settings"]] = run
     worst_playable, worst_ratio = 0.0, 0.0
-    for source, runs in by_source.items():
+    missing = []
+    for source, runs in sorted(by_source.items(), key=lambda item: next(iter(item[1].values()))["duration_secs"]):
         shipped, before = runs.get("shipped"), runs.get("before")
-        if not shipped or not before:
+        if not shipped:
             continue
         duration = shipped["duration_secs"]
         playable = shipped["playable_secs"]
-        ratio = shipped["completed_secs"] / before["completed_secs"]
         worst_playable = max(worst_playable, playable)
-        worst_ratio = max(worst_ratio, ratio)
+        if before:
+            ratio = shipped["completed_secs"] / before["completed_secs"]
+            worst_ratio = max(worst_ratio, ratio)
+            before_cells = f"{before['completed_secs']:.1f} | {ratio:.3f}"
+        else:
+            missing.append(f"{duration / 60:.0f} min")
+            before_cells = "not run | –"
+        completed = shipped["completed_secs"]
         w(f"| {duration / 60:.0f} min | **{playable:.1f}** | {playable / duration:.4f} | "
-          f"{shipped['completed_secs']:.1f} | {before['completed_secs']:.1f} | {ratio:.3f} | {anchor(duration)} |")
+          f"{completed:.1f} | {completed / duration:.3f} | {before_cells} | {anchor(duration)} |")
     w("")
     w("Bunny's just-in-time tier answers in 10–15 s whatever the length; Cloudflare Stream and")
     w("api.video flip `readyToStream` / `playable` once a first quality is ready (no figure")
-    w("published). What the playable time is made of: the source's download, a probe, the first")
-    w("chunk's ladder (4 s of video) and the first audio range, each committed — it does not grow")
-    w("with the title. Later minutes become playable as their chunks commit, in title order.")
+    w("published). What the playable time is made of: the source's download (the one part that")
+    w("grows with the title: the whole file comes down before the first chunk starts, in 16 MiB")
+    w("ranges four at a time above 64 MiB), a probe, the first chunk's ladder (4 s of video) and")
+    w("the first audio range, each committed. Later minutes become playable as their chunks")
+    w("commit, in title order, and the title completes in less than its own duration here")
+    w("(completed ÷ duration): a viewer who starts at once does not catch up with the encode.")
     w("")
     checks.append(("playable ≤ 15 s after the upload, every length, one 2-core worker", worst_playable <= 15.0, f"{worst_playable:.1f} s at worst"))
-    checks.append(("completed, shipped ÷ before ≤ 1.02, every length", worst_ratio <= 1.02, f"{worst_ratio:.3f} at worst"))
+    measured = "" if not missing else f" (not run at {', '.join(missing)})"
+    checks.append((f"completed, shipped ÷ before ≤ 1.02, every length measured{measured}", worst_ratio <= 1.02, f"{worst_ratio:.3f} at worst"))
     return lines, checks
 
 
@@ -78,8 +93,8 @@ def splice(out, document):
         text = pattern.sub(lambda _: block.rstrip("\n"), text)
     else:
         text = text.replace("## Targets", block + "## Targets")
-    names = [name for name, _, _ in checks]
-    kept = [l for l in text.split("\n") if not any(l.startswith(p) and name in l for name in names for p in ("PASS ", "FAIL "))]
+    ours = ("playable ≤ 15 s after the upload", "completed, shipped ÷ before")
+    kept = [l for l in text.split("\n") if not (l[:5] in ("PASS ", "FAIL ") and any(o in l for o in ours))]
     text = "\n".join(kept)
     new = "\n".join(f"{'PASS' if ok else 'FAIL'} {name}: {value}" for name, ok, value in checks)
     # The target lines go at the end of the Targets block.
