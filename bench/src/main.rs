@@ -82,10 +82,13 @@ impl Stack {
     async fn start() -> anyhow::Result<Stack> {
         let env = TestEnv::start();
         let mut vars = env.service_env();
+        // `BENCH_LOG` (with `TEST_LOG=1`, which lets the workers' logs through) to see a run's
+        // steps, e.g. `info,s3s=off`.
+        let filter = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn,s3s=off".into());
+        vars.push(("TCODER__TELEMETRY__FILTER".into(), filter));
         for (k, v) in [
             ("TCODER__DISPATCHER__PROVIDER", "none"),
             ("TCODER__INGEST__NOTIFICATION_SECRET", SECRET),
-            ("TCODER__TELEMETRY__FILTER", "warn,s3s=off"),
             ("TCODER__WORKER__IDLE_TIMEOUT", "0s"),
             // Throughput runs create jobs as fast as the pipeline takes them.
             ("TCODER__INGEST__CREATE_BURST", "1000000"),

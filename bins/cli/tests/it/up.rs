@@ -286,6 +286,8 @@ fn a_long_title_is_split_on_the_stack(data_dir: &Path) {
     assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&submitted.stdout).unwrap();
     assert_eq!(summary["status"], "completed", "{summary}");
+    // Nothing failed on the way: the first attempt committed it.
+    assert_eq!(summary["result"]["epoch"], 1, "{summary}");
     // It played before it completed, from its stable URL, which `--wait` announced.
     let (playable, completed) = (&summary["playable_at"], &summary["completed_at"]);
     assert!(playable.as_str().unwrap() < completed.as_str().unwrap(), "{summary}");

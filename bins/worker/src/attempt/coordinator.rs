@@ -232,6 +232,10 @@ async fn gather(
             Part::Audio(_) => layout.audio_dir(state.part - layout.chunks),
             Part::Video(_) => layout.chunk_dir(state.part),
         };
+        // An audio range's folder lies a level down (`audio/<j>`).
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(scratch)?;
+        }
         match local.remove(&state.part) {
             Some(mine) => tokio::fs::rename(&mine, &target).await.map_err(scratch)?,
             None => {

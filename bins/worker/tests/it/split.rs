@@ -137,6 +137,8 @@ async fn a_long_title_is_split_over_two_workers_and_stitched_into_one_result() {
         .await;
     let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
     let result: JobResult = job.result.clone().unwrap();
+    // Nothing failed on the way: the coordinator's first attempt committed it.
+    assert_eq!(result.epoch, 1, "{job:?}");
     assert_whole_title(&pipeline, &result, 8.0, 25.0);
     let thumbs = result.thumbnails.as_ref().unwrap();
     assert!(pipeline.stored(&thumbs.poster).is_file());
@@ -198,6 +200,21 @@ async fn a_long_title_is_split_over_two_workers_and_stitched_into_one_result() {
     })
     .await;
     assert!(pipeline.stored(result.hls_master.as_deref().unwrap()).is_file());
+}
+
+/// One worker runs every part itself, the audio range included, and stitches them: its first
+/// attempt commits the title (a failure in gathering its own parts would cost a retry, seconds
+/// a viewer waits for the MP4s and the final playlist).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_runs_every_part_of_a_split_title_and_commits_it_at_once() {
+    let pipeline = Pipeline::start().await;
+    let source = clip(&ClipSpec { duration_ms: 5000, audio: true, ..ClipSpec::default() });
+    let _worker = pipeline.worker(&split_settings());
+    let id = pipeline.submit(&source, json!({ "preset": "hls", "outputs": ["hls"] })).await;
+    let job = pipeline.wait_status(&id, JobStatus::Completed, LONG).await;
+    let parts = assert_parts_committed_by_latest_epochs(&pipeline, &id).await;
+    assert!(parts.len() >= 3, "not split into chunks and audio: {parts:?}");
+    assert_eq!(job.result.as_ref().unwrap().epoch, 1, "{job:?}");
 }
 
 /// Waits (bounded) until the job's progress events report `at_least` parts committed.
