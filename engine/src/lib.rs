@@ -9,6 +9,7 @@ mod error;
 mod mov_refs;
 pub mod probe;
 mod sandbox;
+mod source;
 mod stitch;
 
 pub use sandbox::check as sandbox_check;

@@ -24,8 +24,9 @@ pub(crate) fn external_tracks(path: &Path) -> Vec<u32> {
 }
 
 fn read_moov(path: &Path) -> Option<Vec<u8>> {
-    let mut file = std::fs::File::open(path).ok()?;
-    let length = file.metadata().ok()?.len();
+    // Through the reader that waits for bytes still downloading (a hole reads as zeros).
+    let mut file = crate::source::SourceFile::open(path).ok()?;
+    let length = file.len();
     let mut offset = 0u64;
     for _ in 0..MAX_TOP_LEVEL_BOXES {
         if offset + 8 > length {

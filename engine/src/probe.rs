@@ -12,6 +12,9 @@ use ffmpeg_next::ffi;
 use ffmpeg_next::format::context::Input;
 use ffmpeg_next::media::Type;
 
+pub use crate::source::Source;
+use crate::source::SourceFile;
+
 use tcoder::engine::limits::{
     CAPTION_FILES, Limits, MIN_DIMENSION, codec_whitelist, format_whitelist, is_accepted_audio,
     is_accepted_video, is_text_subtitle,
@@ -34,7 +37,7 @@ pub(crate) fn init() {
 /// families of [`CONTAINERS`](super::limits::CONTAINERS) get past.
 fn sniff(path: &Path) -> Result<(), EngineError> {
     let mut head = [0u8; 400];
-    let mut file = std::fs::File::open(path)
+    let mut file = SourceFile::open(path)
         .map_err(|e| EngineError::new(ErrorCode::Failed, format!("cannot open input: {e}")))?;
     let mut read = 0;
     while read < head.len() {
@@ -112,10 +115,10 @@ fn dict(entries: &[(&str, String)]) -> Result<*mut ffi::AVDictionary, EngineErro
 }
 
 /// Opens the source under the restrictions and checks it against `limits`.
-pub fn open(path: &Path, limits: &Limits) -> Result<(Input, MediaInfo), EngineError> {
+pub fn open(path: &Path, limits: &Limits) -> Result<(Source, MediaInfo), EngineError> {
     init();
     sniff(path)?;
-    let mut input = open_restricted(path, &format_whitelist(), &codec_whitelist())?;
+    let mut input = open_source(path)?;
     // Streams the header declares are checked before anything is decoded. Formats without a
     // header (FLV, MPEG-PS) only know theirs after find_stream_info, which is itself guarded
     // by the pixel cap below; everything is checked again after it.
@@ -144,7 +147,7 @@ fn declares_duration(input: &Input) -> bool {
 /// Duration element and no cues; FFmpeg plays it fine): the end of its last video packet, read
 /// without decoding anything, and refused as too long as soon as it passes the limit.
 fn scanned_duration(path: &Path, limits: &Limits) -> Result<f64, EngineError> {
-    let mut input = open_restricted(path, &format_whitelist(), &codec_whitelist())?;
+    let mut input = open_source(path)?;
     let video = video_streams(&input)
         .first()
         .map(|s| (s.index(), f64::from(s.time_base())))
@@ -169,17 +172,37 @@ fn scanned_duration(path: &Path, limits: &Limits) -> Result<f64, EngineError> {
     Ok(if first.is_finite() { end - first } else { 0.0 })
 }
 
-/// Opens `path` with the protocol, format and codec allowlists.
-fn open_restricted(path: &Path, formats: &str, codecs: &str) -> Result<Input, EngineError> {
-    let c_path = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| EngineError::new(ErrorCode::Failed, "bad path"))?;
-    let mut options = dict(&[
+/// The allowlists (protocols, formats, codecs) and probe sizes every open applies.
+fn restricted_options(formats: &str, codecs: &str) -> Result<*mut ffi::AVDictionary, EngineError> {
+    dict(&[
         ("protocol_whitelist", "file".to_owned()),
         ("format_whitelist", formats.to_owned()),
         ("codec_whitelist", codecs.to_owned()),
         ("probesize", "5000000".to_owned()),
         ("analyzeduration", "10000000".to_owned()),
-    ])?;
+    ])
+}
+
+fn c_path(path: &Path) -> Result<CString, EngineError> {
+    CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| EngineError::new(ErrorCode::Failed, "bad path"))
+}
+
+/// Opens the source with the allowlists, read through [`SourceFile`](crate::source): only
+/// bytes the worker has downloaded (the rest waited for).
+fn open_source(path: &Path) -> Result<Source, EngineError> {
+    let name = c_path(path)?;
+    let mut options = restricted_options(&format_whitelist(), &codec_whitelist())?;
+    let opened = crate::source::open_input(path, &name, &mut options);
+    // SAFETY: `options` is ours (what avformat_open_input left of it).
+    unsafe { ffi::av_dict_free(&mut options) };
+    opened
+}
+
+/// Opens `path` (a complete local file) with the protocol, format and codec allowlists.
+fn open_restricted(path: &Path, formats: &str, codecs: &str) -> Result<Input, EngineError> {
+    let c_path = c_path(path)?;
+    let mut options = restricted_options(formats, codecs)?;
     let mut context: *mut ffi::AVFormatContext = ptr::null_mut();
     // SAFETY: standard avformat_open_input use; `options` is freed below, `context` is owned
     // by the returned `Input` (or closed on every error path).

@@ -95,3 +95,15 @@ pub fn clip(spec: &ClipSpec) -> PathBuf {
     std::fs::rename(&partial, &path).expect("move clip into cache");
     path
 }
+
+/// The duration ffprobe (a reader nobody here wrote) reads from the container at `path` (a
+/// file or a URL).
+pub fn format_duration(path: impl AsRef<std::ffi::OsStr>) -> f64 {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().parse().expect("a duration")
+}

@@ -99,7 +99,7 @@ pub(crate) fn audio_track_reports(plan: &EnginePlan, separate: bool) -> Vec<Audi
 
 /// A source that passed the probe, and the plan of its outputs.
 pub(crate) struct Probed {
-    pub(crate) input: ffmpeg::format::context::Input,
+    pub(crate) input: crate::source::Source,
     pub(crate) media: MediaInfo,
     pub(crate) plan: EnginePlan,
     pub(crate) probe_secs: f64,

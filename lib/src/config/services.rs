@@ -429,6 +429,9 @@ pub struct WorkerConfig {
     /// About how long a chunk of a split title is (a whole number of HLS segments).
     #[serde(with = "humantime_serde")]
     pub chunk_duration: Duration,
+    /// Parts of a split title its coordinator runs at once on its own machine (the first in
+    /// playback order at normal priority, the others in the background).
+    pub coordinator_parts: u32,
     pub engine: crate::engine::Config,
     pub cost: crate::cost::Prices,
 }
@@ -446,6 +449,9 @@ impl WorkerConfig {
         }
         if self.max_failures == 0 {
             return Err(Invalid::new("max_failures", "must be at least 1"));
+        }
+        if !(1..=16).contains(&self.coordinator_parts) {
+            return Err(Invalid::new("coordinator_parts", "must be 1 to 16"));
         }
         require_positive("progress_interval", self.progress_interval)?;
         require_positive("retry_delay", self.retry_delay)?;

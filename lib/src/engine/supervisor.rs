@@ -39,6 +39,26 @@ pub struct SandboxLimits {
     pub deadline_base: Duration,
 }
 
+/// How the engine child shares the machine's CPU with the worker's other children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    #[default]
+    Normal,
+    /// The lowest: it takes only what children at [`Priority::Normal`] leave idle (their
+    /// ramp-up, flushes and waits), so running it alongside them slows them hardly at all.
+    Background,
+}
+
+impl Priority {
+    /// The child's nice value.
+    fn nice(self) -> libc::c_int {
+        match self {
+            Priority::Normal => 0,
+            Priority::Background => 19,
+        }
+    }
+}
+
 /// A finished run.
 #[derive(Debug, Clone)]
 pub struct EngineRun {
@@ -85,7 +105,19 @@ impl Supervisor {
         progress: Option<mpsc::Sender<Progress>>,
         cancel: CancellationToken,
     ) -> Result<EngineRun, EngineError> {
-        self.run_in(job, workdir, progress, cancel).await.map_err(|mut error| {
+        self.run_at(Priority::Normal, job, workdir, progress, cancel).await
+    }
+
+    /// As [`Supervisor::run`], the child at `priority`.
+    pub async fn run_at(
+        &self,
+        priority: Priority,
+        job: &EngineJob,
+        workdir: &Path,
+        progress: Option<mpsc::Sender<Progress>>,
+        cancel: CancellationToken,
+    ) -> Result<EngineRun, EngineError> {
+        self.run_in(priority, job, workdir, progress, cancel).await.map_err(|mut error| {
             error.message = scrub_paths(&error.message, &[&job.output_dir, &job.input, workdir]);
             error
         })
@@ -93,6 +125,7 @@ impl Supervisor {
 
     async fn run_in(
         &self,
+        priority: Priority,
         job: &EngineJob,
         workdir: &Path,
         progress: Option<mpsc::Sender<Progress>>,
@@ -103,7 +136,7 @@ impl Supervisor {
             return run;
         }
         let started = Instant::now();
-        let mut child = self.spawn(job, workdir)?;
+        let mut child = self.spawn(priority, job, workdir)?;
         let watched = self.watch(&mut child, started, progress, cancel).await;
         let stderr = child.stderr_tail.join().unwrap_or_default();
         let exit = watched.exit.ok_or_else(|| {
@@ -138,7 +171,12 @@ impl Supervisor {
     /// Starts the child sandboxed (own process group, no new privileges, death with the
     /// worker, rlimits, a cleared environment, `workdir` as its directory), hands it the job
     /// and starts the threads that read its output and reap it.
-    fn spawn(&self, job: &EngineJob, workdir: &Path) -> Result<RunningChild, EngineError> {
+    fn spawn(
+        &self,
+        priority: Priority,
+        job: &EngineJob,
+        workdir: &Path,
+    ) -> Result<RunningChild, EngineError> {
         hand_to_sandbox_user(workdir).map_err(|e| {
             EngineError::new(ErrorCode::Failed, format!("cannot prepare the job folder: {e}"))
         })?;
@@ -153,7 +191,9 @@ impl Supervisor {
         #[cfg(feature = "bench")]
         command.envs(super::bench::forwarded_env());
         let limits = self.limits.clone();
-        // SAFETY: only async-signal-safe calls (setpgid, prctl, setrlimit) between fork and exec.
+        let nice = priority.nice();
+        // SAFETY: only async-signal-safe calls (setpgid, prctl, setrlimit, setpriority) between
+        // fork and exec.
         unsafe {
             command.pre_exec(move || {
                 // Own process group (killed as a whole), no privilege gain, and killed if the
@@ -171,6 +211,10 @@ impl Supervisor {
                 set_limit(libc::RLIMIT_NOFILE, limits.open_files, limits.open_files)?;
                 // No core dumps: one would copy the process's memory (media, keys) to disk.
                 set_limit(libc::RLIMIT_CORE, 0, 0)?;
+                // Inherited by every thread the engine starts; raising it needs no privilege.
+                if nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
@@ -330,6 +374,17 @@ pub fn scrub_paths(message: &str, paths: &[&Path]) -> String {
 
 /// A worker running as root gives the job folder (and what the worker put in it) to the
 /// sandbox uid the engine switches to: that uid owns nothing else. Otherwise nothing to do.
+/// Hands `file`, written into a job folder after the engine started, to the user the engine
+/// runs as (see [`SANDBOX_UID`](super::protocol::SANDBOX_UID)); nothing to do unless root.
+pub fn give_to_engine(file: &Path) -> std::io::Result<()> {
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let (uid, gid) = (super::protocol::SANDBOX_UID, super::protocol::SANDBOX_GID);
+    std::os::unix::fs::lchown(file, Some(uid), Some(gid))
+}
+
 fn hand_to_sandbox_user(dir: &Path) -> std::io::Result<()> {
     // SAFETY: geteuid(2) cannot fail.
     if unsafe { libc::geteuid() } != 0 {

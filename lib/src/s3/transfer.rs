@@ -61,14 +61,17 @@ pub async fn download_sized(
     let ranges = (0..size.div_ceil(RANGE_BYTES))
         .map(|n| (n * RANGE_BYTES, ((n + 1) * RANGE_BYTES).min(size)));
     let written: Vec<u64> = futures_util::stream::iter(ranges)
-        .map(|(start, end)| download_range(s3, bucket, key, (file.clone(), path), start, end))
+        .map(|(start, end)| {
+            download_range(s3, bucket, key, (file.clone(), path), start, end, &|_, _| {})
+        })
         .buffer_unordered(PARALLEL_RANGES)
         .try_collect()
         .await?;
     Ok(written.into_iter().sum())
 }
 
-/// Bytes `[start, end)` of `bucket/key`, written at their place in `file`.
+/// Bytes `[start, end)` of `bucket/key`, written at their place in `file`; `written(start,
+/// upto)` is told as each buffer lands (`[start, upto)` is on disk).
 async fn download_range(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
@@ -76,6 +79,7 @@ async fn download_range(
     (file, path): (std::sync::Arc<std::fs::File>, &Path),
     start: u64,
     end: u64,
+    written: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<u64, S3Error> {
     let object = s3
         .get_object()
@@ -108,6 +112,7 @@ async fn download_range(
             .await
             .map_err(|e| S3Error::Transient(format!("download {key}: {e}")))?
             .map_err(|e| disk(&format!("write {}", path.display()), &e))?;
+            written(start, at);
         }
         if chunk.is_none() {
             break;
@@ -119,6 +124,104 @@ async fn download_range(
         )));
     }
     Ok(end - start)
+}
+
+/// Bytes of each range of a download read while it arrives: small, so that the first bytes
+/// (and the end) land within moments.
+const ARRIVING_RANGE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Downloads `bucket/key`, of `size` bytes, to `path` for a reader that starts before it
+/// ends: in ranges, [`PARALLEL_RANGES`] at a time, the first, then the last (an MP4's index
+/// often sits at the end), then the rest in order. `arrived(head, tail)` is told whenever
+/// what is on disk from the start (`[0, head)`) or up to the end (`[tail, size)`) grew. The
+/// file is not truncated first: run again after a failure, it only rewrites the same bytes.
+/// Returns the bytes written.
+pub async fn download_arriving(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &Key,
+    path: &Path,
+    size: u64,
+    arrived: &(dyn Fn(u64, u64) + Sync),
+) -> Result<u64, S3Error> {
+    use futures_util::{StreamExt as _, TryStreamExt as _};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .and_then(|file| file.set_len(size).map(|()| file))
+        .map_err(|e| disk(&format!("create {}", path.display()), &e))?;
+    let file = std::sync::Arc::new(file);
+    let ranges = arriving_order(size.div_ceil(ARRIVING_RANGE_BYTES))
+        .map(|n| (n * ARRIVING_RANGE_BYTES, ((n + 1) * ARRIVING_RANGE_BYTES).min(size)));
+    let progress = std::sync::Mutex::new(Progress::new(size));
+    let written = |start: u64, upto: u64| {
+        let mut progress = progress.lock().expect("progress lock");
+        if let Some((head, tail)) = progress.record(start, upto) {
+            arrived(head, tail);
+        }
+    };
+    let written: Vec<u64> = futures_util::stream::iter(ranges)
+        .map(|(start, end)| {
+            download_range(s3, bucket, key, (file.clone(), path), start, end, &written)
+        })
+        .buffered(PARALLEL_RANGES)
+        .try_collect()
+        .await?;
+    Ok(written.into_iter().sum())
+}
+
+/// Range numbers `0..count` in the order they are fetched: the first, the last, the rest.
+fn arriving_order(count: u64) -> impl Iterator<Item = u64> {
+    let last = count.checked_sub(1).filter(|last| *last > 0);
+    (0..count.min(1))
+        .chain(last)
+        .chain((1..count.saturating_sub(1)).filter(move |n| Some(*n) != last))
+}
+
+/// What of an arriving download is on disk: each range's bytes written from its start.
+#[derive(Debug)]
+struct Progress {
+    size: u64,
+    /// Per range (of [`ARRIVING_RANGE_BYTES`]), the end of what is written.
+    upto: Vec<u64>,
+    told: (u64, u64),
+}
+
+impl Progress {
+    fn new(size: u64) -> Progress {
+        let count = size.div_ceil(ARRIVING_RANGE_BYTES);
+        let upto = (0..count).map(|n| n * ARRIVING_RANGE_BYTES).collect();
+        Progress { size, upto, told: (0, size) }
+    }
+
+    /// Notes `[start, upto)` written; returns the new `(head, tail)` when either grew.
+    fn record(&mut self, start: u64, upto: u64) -> Option<(u64, u64)> {
+        let n = usize::try_from(start / ARRIVING_RANGE_BYTES).ok()?;
+        let slot = self.upto.get_mut(n)?;
+        *slot = (*slot).max(upto);
+        let end_of = |n: usize| ((n as u64 + 1) * ARRIVING_RANGE_BYTES).min(self.size);
+        let mut head = 0;
+        for (n, upto) in self.upto.iter().enumerate() {
+            head = *upto;
+            if *upto < end_of(n) {
+                break;
+            }
+        }
+        let mut tail = self.size;
+        for (n, upto) in self.upto.iter().enumerate().rev() {
+            if *upto < end_of(n) {
+                break;
+            }
+            tail = n as u64 * ARRIVING_RANGE_BYTES;
+        }
+        let told = (head.max(self.told.0), tail.min(self.told.1));
+        (told != self.told).then(|| {
+            self.told = told;
+            told
+        })
+    }
 }
 
 /// Streams `bucket/key` to `path`; returns the bytes written.
@@ -258,4 +361,33 @@ async fn upload_parts(
         number += 1;
     }
     Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_arriving_download_takes_the_start_then_the_end_then_the_rest() {
+        let order = |count| arriving_order(count).collect::<Vec<_>>();
+        assert_eq!(order(0), Vec::<u64>::new());
+        assert_eq!(order(1), [0]);
+        assert_eq!(order(2), [0, 1]);
+        assert_eq!(order(5), [0, 4, 1, 2, 3]);
+    }
+
+    #[test]
+    fn what_arrived_grows_from_the_start_and_from_the_end_only_over_whole_ranges() {
+        let r = ARRIVING_RANGE_BYTES;
+        let size = 3 * r + 10;
+        let mut progress = Progress::new(size);
+        // A partial first range counts; a partial last one does not (the end is whole ranges).
+        assert_eq!(progress.record(0, 100), Some((100, size)));
+        assert_eq!(progress.record(3 * r, 3 * r + 5), None);
+        assert_eq!(progress.record(3 * r, size), Some((100, 3 * r)));
+        // The middle ranges finishing before the first do not move the head past it.
+        assert_eq!(progress.record(r, 2 * r), None);
+        assert_eq!(progress.record(2 * r, 3 * r), Some((100, r)));
+        assert_eq!(progress.record(0, r), Some((size, 0)));
+    }
 }

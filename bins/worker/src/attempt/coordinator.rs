@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tcoder::engine::plan::SplitRule;
+use tcoder::engine::supervisor::Priority;
 use tcoder::engine::{
     EngineError, EngineJob, EngineRun, EngineSpec, ErrorCode, Part, PartsProgress, Progress,
     SidecarFile, StitchParts, Task,
@@ -255,9 +256,11 @@ async fn gather(
     Ok((usage, frames))
 }
 
-/// Runs parts nobody holds (claiming each) and waits for the others, until every part is
-/// committed. Ends early when the attempt is stopped, a part failed for good, or the engine's
-/// wall-clock deadline passed (a whole encode would have been killed by then).
+/// Runs parts nobody holds (claiming each, up to `worker.coordinator_parts` at once: the first
+/// at normal priority, any started beside it in the background) and waits for the others,
+/// until every part is committed. Ends early when the attempt is stopped, a part failed for
+/// good, or the engine's wall-clock deadline passed (a whole encode would have been killed by
+/// then) — once the parts running here have ended.
 #[allow(clippy::too_many_arguments)]
 async fn run_and_wait(
     worker: &Worker,
@@ -269,71 +272,94 @@ async fn run_and_wait(
     local: &mut HashMap<u32, PathBuf>,
     stop: &Stop,
 ) -> Result<Vec<PartState>, EngineError> {
+    use futures_util::StreamExt as _;
     let epoch = job_attempt.epoch;
     let deadline = tokio::time::Instant::now() + worker.supervisor.limits.wall_deadline;
     let (mut reported, mut sequence) = (None, 0);
     let mut announced = false;
+    // Stops the parts running here: with the attempt, or when the title failed.
+    let lanes = Stop::default();
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    let mut failed: Option<EngineError> = None;
     loop {
-        unless_stopped(stop)?;
+        if let Some(reason) = stop.reason() {
+            lanes.stop(reason);
+        }
+        if running.is_empty() {
+            unless_stopped(stop)?;
+            if let Some(error) = failed.take() {
+                return Err(error);
+            }
+        }
         let states = match worker.jobs.parts(&job.id).await {
-            Ok(states) => states,
+            Ok(states) => Some(states),
             Err(e) => {
                 // An outage is a pause: the job's lease keeper decides when to give up.
                 tracing::warn!(error = %e, "cannot read the parts; waiting");
-                pause(stop).await;
-                continue;
+                None
             }
         };
-        let done = states.iter().filter(|p| p.is_done()).count() as u32;
-        let total = states.len() as u32;
-        if reported != Some(done) {
-            reported = Some(done);
-            sequence += 1;
-            let parts = PartsProgress { done, total };
-            report_progress(worker, job, epoch, sequence, parts).await;
-        }
-        if !announced && is_playable(&states) {
-            announced = announce_playable(worker, job, job_attempt).await;
-        }
-        let free = match coordinator_step(&states, tokio::time::Instant::now(), deadline) {
-            CoordinatorStep::Done => return Ok(states),
-            CoordinatorStep::Fail(error) => return Err(error),
-            CoordinatorStep::Run(part) => part,
-            CoordinatorStep::Wait => {
-                pause(stop).await;
-                continue;
+        let mut next = None;
+        if let Some(states) = &states {
+            let done = states.iter().filter(|p| p.is_done()).count() as u32;
+            let total = states.len() as u32;
+            if reported != Some(done) {
+                reported = Some(done);
+                sequence += 1;
+                let parts = PartsProgress { done, total };
+                report_progress(worker, job, epoch, sequence, parts).await;
             }
-        };
-        let claimed =
-            worker.jobs.claim_part(&job.id, free, &worker.id, worker.config.lease_ttl).await;
-        let Ok(PartClaim::Claimed(attempt)) = claimed else {
-            pause(stop).await;
-            continue;
-        };
-        let definition = &parts[attempt.part as usize];
-        let part_run =
-            part::run(worker, job, &attempt, definition, workdir, Origin::Coordinator(input), stop);
-        tokio::pin!(part_run);
-        // While this part runs, helpers may commit what makes the title playable: look.
-        let run = loop {
-            tokio::select! {
-                run = &mut part_run => break run,
-                () = pause(stop), if !announced => {
-                    let states = worker.jobs.parts(&job.id).await.unwrap_or_default();
-                    if is_playable(&states) {
-                        announced = announce_playable(worker, job, job_attempt).await;
-                    }
+            if !announced && is_playable(states) {
+                announced = announce_playable(worker, job, job_attempt).await;
+            }
+            match coordinator_step(states, tokio::time::Instant::now(), deadline) {
+                CoordinatorStep::Done if running.is_empty() => return Ok(states.clone()),
+                CoordinatorStep::Fail(error) => {
+                    lanes.stop(StopReason::Released);
+                    failed.get_or_insert(error);
                 }
+                CoordinatorStep::Run(part)
+                    if running.len() < worker.config.coordinator_parts as usize
+                        && lanes.reason().is_none() =>
+                {
+                    next = Some(part);
+                }
+                _ => {}
             }
-        };
-        match run.end {
-            PartEnd::Committed => {
-                local.insert(attempt.part, run.output_dir);
+        }
+        if let Some(free) = next {
+            let claimed =
+                worker.jobs.claim_part(&job.id, free, &worker.id, worker.config.lease_ttl).await;
+            if let Ok(PartClaim::Claimed(attempt)) = claimed {
+                let priority = match running.is_empty() {
+                    true => Priority::Normal,
+                    false => Priority::Background,
+                };
+                let definition = &parts[attempt.part as usize];
+                let origin = Origin::Coordinator(input, priority);
+                let lanes = &lanes;
+                running.push(async move {
+                    let run = part::run(worker, job, &attempt, definition, workdir, origin, lanes);
+                    (attempt.part, run.await)
+                });
+                // Straight on to the next free part, if a lane is left.
+                continue;
             }
-            end => {
-                tracing::info!(part = attempt.part, ?end, "part not committed here");
-                let _ = tokio::fs::remove_dir_all(&run.output_dir).await;
-            }
+        }
+        // A part ends here, or a look later (helpers commit, claims lapse, Redis returns);
+        // once stopped, only the parts' ends.
+        let stopping = lanes.reason().is_some();
+        tokio::select! {
+            Some((part, run)) = running.next(), if !running.is_empty() => match run.end {
+                PartEnd::Committed => {
+                    local.insert(part, run.output_dir);
+                }
+                end => {
+                    tracing::info!(part, ?end, "part not committed here");
+                    let _ = tokio::fs::remove_dir_all(&run.output_dir).await;
+                }
+            },
+            () = pause(stop), if !stopping => {}
         }
     }
 }

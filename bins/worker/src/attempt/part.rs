@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
+use tcoder::engine::supervisor::Priority;
 use tcoder::engine::{EngineError, Part};
 use tcoder::events::WorkItem;
 use tcoder::jobs::{
@@ -65,8 +66,9 @@ impl Lease for PartLease {
 
 /// Who runs a part attempt.
 pub(crate) enum Origin<'a> {
-    /// The job's coordinator, the source (at this path) already on its machine.
-    Coordinator(&'a Path),
+    /// The job's coordinator, the source (at this path) already on its machine; the engine
+    /// runs at this priority (in the background beside another part).
+    Coordinator(&'a Path, Priority),
     /// A worker that took the part's work item: it downloads the source under the part's
     /// lease, and the item gets in-progress acks with each renewal.
     Item(Arc<Message>),
@@ -85,9 +87,9 @@ pub(crate) async fn run(
     outer: &Stop,
 ) -> PartRun {
     let stop = Stop::default();
-    let (input, message) = match origin {
-        Origin::Coordinator(input) => (Some(input), None),
-        Origin::Item(message) => (None, Some(message)),
+    let (input, priority, message) = match origin {
+        Origin::Coordinator(input, priority) => (Some(input), priority, None),
+        Origin::Item(message) => (None, Priority::Normal, Some(message)),
     };
     let item = message.clone();
     let lease = PartLease { worker: worker.clone(), attempt: attempt.clone(), message };
@@ -102,10 +104,18 @@ pub(crate) async fn run(
     };
     let supervised = Supervised::start(worker, &job.tenant, &attempt.job_id, &stop, keeper, linked);
     let output_dir = workdir.join(format!("part-{}-{}", attempt.part, attempt.epoch));
-    let made =
-        encode_and_upload(worker, job, attempt, definition, workdir, input, &output_dir, &stop)
-            .await
-            .map_err(|error| scratch::blame_full_disk(workdir, error));
+    let made = encode_and_upload(
+        worker,
+        job,
+        attempt,
+        definition,
+        workdir,
+        (input, priority),
+        &output_dir,
+        &stop,
+    )
+    .await
+    .map_err(|error| scratch::blame_full_disk(workdir, error));
     supervised.work_done();
     let end = match (stop.reason(), made) {
         (Some(reason), _) => PartEnd::Stopped(reason),
@@ -150,7 +160,7 @@ async fn encode_and_upload(
     attempt: &PartAttempt,
     definition: &Part,
     workdir: &Path,
-    input: Option<&Path>,
+    (input, priority): (Option<&Path>, Priority),
     output_dir: &Path,
     stop: &Stop,
 ) -> Result<PartResult, EngineError> {
@@ -161,7 +171,7 @@ async fn encode_and_upload(
     };
     let engine_job =
         worker.engine_job(job, input, output_dir.to_path_buf(), definition.clone().into());
-    let run = worker.supervisor.run(&engine_job, workdir, None, stop.token()).await?;
+    let run = worker.supervisor.run_at(priority, &engine_job, workdir, None, stop.token()).await?;
     worker.metrics.engine_cpu_seconds.inc_by(run.cpu_secs.round() as u64);
     let prefix = keys::part_output_prefix(&job.tenant, &job.id, attempt.part, attempt.epoch);
     upload_outputs(worker, output_dir, &run.report.files, &prefix, stop).await?;

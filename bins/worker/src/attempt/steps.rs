@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use tcoder::engine::protocol::Arrived;
 use tcoder::engine::{EngineError, ErrorCode, SidecarFile};
 use tcoder::events::{self, JobEvent, subjects};
 use tcoder::jobs::{CaptionFile, CaptionObject, Job, MAX_SIDECAR_BYTES, Tenant};
@@ -152,14 +153,7 @@ pub(crate) async fn download_source(
     let download = through_store_outage(worker, stop, "source download", || {
         transfer::download_sized(&worker.s3, &worker.bucket, &source.key, &input, source.size)
     });
-    let downloaded = stoppable(stop, download).await?.map_err(|e| match e {
-        // Deleted after the upload: no attempt can get it back.
-        S3Error::NotFound(_) => EngineError::new(
-            ErrorCode::SourceMissing,
-            "the uploaded source is no longer in the bucket",
-        ),
-        other => store_error(other),
-    })?;
+    let downloaded = stoppable(stop, download).await?.map_err(source_error)?;
     worker
         .metrics
         .stage_seconds
@@ -170,6 +164,175 @@ pub(crate) async fn download_source(
         return Err(transient(format!("downloaded {downloaded} bytes, expected {}", source.size)));
     }
     Ok(input)
+}
+
+/// The job's source coming down into `workdir/in/source` while the engine already reads it
+/// (the engine waits for bytes not yet here; see `tcoder::engine::protocol::Arrived`).
+pub(crate) struct Arriving {
+    pub path: std::path::PathBuf,
+    download: tokio::task::JoinHandle<Result<(), EngineError>>,
+}
+
+/// Starts downloading the job's source (its size checked) for engines that read it as it
+/// arrives; see [`Arriving::alongside`].
+pub(crate) async fn start_source(
+    worker: &Worker,
+    job: &Job,
+    workdir: &Path,
+    stop: &Stop,
+) -> Result<Arriving, EngineError> {
+    let source = job
+        .source
+        .clone()
+        .ok_or_else(|| EngineError::new(ErrorCode::Corrupt, "the job has no uploaded source"))?;
+    let input_dir = workdir.join("in");
+    tokio::fs::create_dir_all(&input_dir).await.map_err(|e| transient(format!("scratch: {e}")))?;
+    let path = input_dir.join("source");
+    // Made here, before any engine starts (each start hands the job folder to the engine's
+    // user); the download fills it in place.
+    std::fs::File::create(&path).and_then(|file| file.set_len(source.size)).map_err(|e| {
+        let full = e.raw_os_error() == Some(libc::ENOSPC);
+        store_error(S3Error::Disk { what: format!("scratch: {e}"), full })
+    })?;
+    let record = Record::new(&path, source.size);
+    record.write(Arrived::nothing(source.size)).map_err(|e| transient(format!("scratch: {e}")))?;
+    let (worker, stop, input) = (worker.clone(), stop.clone(), path.clone());
+    let download = tokio::spawn(async move {
+        let stage = Instant::now();
+        let told = |head: u64, tail: u64| {
+            let arrived = Arrived { head, tail, ..Arrived::nothing(source.size) };
+            if let Err(e) = record.write(arrived) {
+                tracing::warn!(error = %e, "the source's arrival record was not written");
+            }
+        };
+        let download = through_store_outage(&worker, &stop, "source download", || {
+            transfer::download_arriving(
+                &worker.s3,
+                &worker.bucket,
+                &source.key,
+                &input,
+                source.size,
+                &told,
+            )
+        });
+        let downloaded = stoppable(&stop, download).await?.map_err(source_error)?;
+        worker
+            .metrics
+            .stage_seconds
+            .with_label_values(&["download"])
+            .observe(stage.elapsed().as_secs_f64());
+        worker.metrics.bytes_in.inc_by(downloaded);
+        if downloaded != source.size {
+            return Err(transient(format!(
+                "downloaded {downloaded} bytes, expected {}",
+                source.size
+            )));
+        }
+        record
+            .write(Arrived { head: source.size, tail: 0, ..Arrived::nothing(source.size) })
+            .map_err(|e| transient(format!("scratch: {e}")))
+    });
+    Ok(Arriving { path, download })
+}
+
+/// The arrival record beside a source, rewritten whole (staged, then renamed) so the engine
+/// never reads half of one; what it says only grows.
+struct Record {
+    path: std::path::PathBuf,
+    staged: std::path::PathBuf,
+    told: std::sync::Mutex<Arrived>,
+}
+
+impl Record {
+    fn new(source: &Path, size: u64) -> Record {
+        let path = Arrived::beside(source);
+        let staged = path.with_extension("arrived-staged");
+        Record { path, staged, told: std::sync::Mutex::new(Arrived::nothing(size)) }
+    }
+
+    fn write(&self, arrived: Arrived) -> std::io::Result<()> {
+        let mut told = self.told.lock().expect("record lock");
+        let grown = Arrived {
+            head: arrived.head.max(told.head),
+            tail: arrived.tail.min(told.tail),
+            ..arrived
+        };
+        std::fs::write(&self.staged, grown.encode())?;
+        // Engines already running read it as their own user.
+        tcoder::engine::supervisor::give_to_engine(&self.staged)?;
+        std::fs::rename(&self.staged, &self.path)?;
+        *told = grown;
+        Ok(())
+    }
+
+    /// Tells the engine nothing more comes.
+    fn failed(path: &Path) {
+        let record = Arrived::beside(path);
+        if let Some(arrived) =
+            std::fs::read_to_string(&record).ok().and_then(|text| Arrived::parse(&text))
+        {
+            let staged = record.with_extension("arrived-staged");
+            let failed = Arrived { failed: true, ..arrived };
+            let _ = std::fs::write(&staged, failed.encode())
+                .and_then(|()| tcoder::engine::supervisor::give_to_engine(&staged))
+                .and_then(|()| std::fs::rename(&staged, &record));
+        }
+    }
+}
+
+impl Arriving {
+    /// Runs `work` (the engine phase, stopped by `inner`) while the source arrives: `inner`
+    /// stops with the attempt (`outer`); when the download fails, `inner` stops, the engine
+    /// is told nothing more comes, and once `work` has wound down (engines killed, parts given
+    /// back — not failed) the download's error is the attempt's. A stop `work` made itself
+    /// (e.g. a newer attempt owns the job) becomes the attempt's.
+    pub(crate) async fn alongside<T>(
+        mut self,
+        outer: &Stop,
+        inner: &Stop,
+        work: impl Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        tokio::pin!(work);
+        let mut downloading = true;
+        loop {
+            tokio::select! {
+                result = &mut work => {
+                    self.download.abort();
+                    if let (Some(reason), None) = (inner.reason(), outer.reason()) {
+                        outer.stop(reason);
+                    }
+                    return result;
+                }
+                () = outer.stopped(), if inner.reason().is_none() => {
+                    inner.stop(outer.reason().unwrap_or(StopReason::Released));
+                }
+                joined = &mut self.download, if downloading => {
+                    downloading = false;
+                    let error = match joined {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(error)) => error,
+                        Err(e) => transient(format!("source download: {e}")),
+                    };
+                    inner.stop(StopReason::Released);
+                    Record::failed(&self.path);
+                    let _ = work.await;
+                    return Err(error);
+                }
+            }
+        }
+    }
+}
+
+/// A source download's failure as the attempt's error.
+fn source_error(error: S3Error) -> EngineError {
+    match error {
+        // Deleted after the upload: no attempt can get it back.
+        S3Error::NotFound(_) => EngineError::new(
+            ErrorCode::SourceMissing,
+            "the uploaded source is no longer in the bucket",
+        ),
+        other => store_error(other),
+    }
 }
 
 /// Fetches the caption files the job names into `workdir/in/caption-<n>`, one entry per

@@ -21,7 +21,7 @@ use tracing::Instrument as _;
 
 use super::Outcome;
 use super::steps::{
-    Supervised, best_effort, download_source, fetch_captions, remove_in_background, store_error,
+    Supervised, best_effort, fetch_captions, remove_in_background, start_source, store_error,
     through_store_outage, transient, unless_stopped, upload_outputs, with_commit_retries,
 };
 use super::verdict::{Verdict, verdict};
@@ -208,26 +208,32 @@ async fn work(
     best_effort(worker, &started).await;
 
     let occupied = Instant::now();
-    let input = download_source(worker, &job, workdir, stop).await?;
-    let sidecars = fetch_captions(worker, &job, workdir, stop).await?;
+    // The engine starts on the source while it still comes down: a long title's first chunk
+    // needs its first seconds, not the whole file.
+    let source = start_source(worker, &job, workdir, stop).await?;
+    let input = source.path.clone();
     let output_dir = workdir.join("out");
     let stage = Instant::now();
     let engine_started_at_ms = tcoder::jobs::now_secs_f64() * 1000.0;
-    // A long title is split into parts many workers encode; this attempt coordinates them.
-    let (run, parts, split_title) =
-        match super::coordinator::plan(worker, &job, workdir, &input, stop).await? {
+    let inner = Stop::default();
+    let engine_phase = async {
+        let sidecars = fetch_captions(worker, &job, workdir, &inner).await?;
+        // A long title is split into parts many workers encode; this attempt coordinates them.
+        match super::coordinator::plan(worker, &job, workdir, &input, &inner).await? {
             Some(split) => {
                 let inputs = (input.as_path(), sidecars);
-                let done = split.coordinate(worker, &job, attempt, workdir, inputs, stop).await?;
-                (done.stitch, done.parts, true)
+                let done = split.coordinate(worker, &job, attempt, workdir, inputs, &inner).await?;
+                Ok((done.stitch, done.parts, true))
             }
             None => {
-                let inputs = (input, sidecars);
-                let run =
-                    encode_whole(worker, &job, attempt, inputs, &output_dir, workdir, stop).await?;
-                (run, super::coordinator::PartsUsage::default(), false)
+                let inputs = (input.clone(), sidecars);
+                let run = encode_whole(worker, &job, attempt, inputs, &output_dir, workdir, &inner)
+                    .await?;
+                Ok((run, super::coordinator::PartsUsage::default(), false))
             }
-        };
+        }
+    };
+    let (run, parts, split_title) = source.alongside(stop, &inner, engine_phase).await?;
     let engine_secs = stage.elapsed().as_secs_f64();
     if !run.sandbox.missing.is_empty() {
         worker.metrics.sandbox_incomplete.inc();

@@ -42,8 +42,15 @@ async fn encoding_behind_a_store_proxy(
     ]);
     let request = json!({ "preset": "web-optimized", "qualities": ["360p"], "outputs": ["mp4"] });
     let id = pipeline.submit(&corpus::heavy_720p(), request).await;
+    // The engine starts while the source still arrives: wait for both.
     testkit::eventually_async(LONG, || async {
-        if engine_children(worker.pid()).is_empty() { Err("no engine yet") } else { Ok(()) }
+        let downloaded =
+            metric(&worker, "tcoder_job_stage_duration_seconds_count{stage=\"download\"}");
+        match (engine_children(worker.pid()).is_empty(), downloaded) {
+            (true, _) => Err("no engine yet"),
+            (false, 0.0) => Err("the source is still arriving"),
+            (false, _) => Ok(()),
+        }
     })
     .await;
     (store, worker, id)
@@ -178,6 +185,40 @@ async fn a_commit_during_a_redis_restart_is_retried_not_redone() {
     assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
     assert_eq!(pipeline.events(&id, "started").await.len(), 1, "not redone");
     assert_eq!(metric(&worker, "tcoder_self_fences_total"), 0.0);
+}
+
+/// The engine starts on the source before a byte of it has arrived (the store refuses the
+/// worker at first): it waits for the bytes rather than reading the empty file or failing,
+/// the attempt holds, and once the store answers the title comes out whole, with that one
+/// attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_waits_for_a_source_that_has_not_arrived_through_a_store_outage() {
+    let pipeline = Pipeline::start().await;
+    let store = ChaosProxy::start(pipeline.env.s3.addr());
+    let worker = pipeline.worker(&[("TCODER__S3__ENDPOINT", format!("http://{}", store.addr()))]);
+    store.set_mode(ChaosMode::Drop);
+    let request = json!({ "preset": "web-optimized", "qualities": ["360p"], "outputs": ["mp4"] });
+    let id = pipeline.submit(&corpus::ok_mp4(), request).await;
+    // Several refused downloads (backing off from 250 ms) while an engine runs on nothing.
+    testkit::eventually_async(LONG, || async {
+        let retries = metric(&worker, "tcoder_store_retries_total");
+        match (engine_children(worker.pid()).is_empty(), retries) {
+            (false, r) if r >= 4.0 => Ok(()),
+            (alive, r) => Err(format!("engine running: {}, store retries: {r}", !alive)),
+        }
+    })
+    .await;
+    let job = pipeline.job(&id).await;
+    assert_eq!((job.status, job.attempts), (JobStatus::Running, 1), "{job:?}");
+    assert!(!engine_children(worker.pid()).is_empty(), "the waiting engine gave up");
+    store.set_mode(ChaosMode::Pass);
+
+    assert_all_completed_once(&pipeline, std::slice::from_ref(&id)).await;
+    let job = pipeline.job(&id).await;
+    let mp4 = pipeline.stored(job.result.as_ref().unwrap().renditions[0].mp4.as_deref().unwrap());
+    let seconds = testkit::media::format_duration(&mp4);
+    let source_seconds = testkit::media::format_duration(corpus::ok_mp4());
+    assert!((seconds - source_seconds).abs() < 0.1, "{seconds} s of {source_seconds} s");
 }
 
 /// The object store refuses every connection for three minutes while a finished encode

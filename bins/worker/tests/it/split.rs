@@ -45,23 +45,13 @@ fn packets(playlist: &Path, selector: &str) -> Vec<(f64, f64)> {
     packets
 }
 
-fn format_duration(path: &Path) -> f64 {
-    let output = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap().trim().parse().unwrap()
-}
-
 /// What a user checks of a split job's result: every rendition has every frame of the
 /// `secs`-long source at `fps` on one continuous timeline, the master plays for the source's
 /// duration with audio, and each MP4 is faststart with video and audio.
 fn assert_whole_title(pipeline: &Pipeline, result: &JobResult, secs: f64, fps: f64) {
     let frame = 1.0 / fps;
     let master = pipeline.stored(result.hls_master.as_deref().unwrap());
-    assert!((format_duration(&master) - secs).abs() <= frame, "master duration");
+    assert!((testkit::media::format_duration(&master) - secs).abs() <= frame, "master duration");
     let text = std::fs::read_to_string(&master).unwrap();
     assert!(text.contains("#EXT-X-MEDIA:TYPE=AUDIO"), "{text}");
     for rendition in &result.renditions {
@@ -72,7 +62,11 @@ fn assert_whole_title(pipeline: &Pipeline, result: &JobResult, secs: f64, fps: f
             assert!((pair[0].0 + frame - pair[1].0).abs() < 1e-3, "{}: {pair:?}", rendition.name);
         }
         let mp4 = pipeline.stored(rendition.mp4.as_deref().unwrap());
-        assert!((format_duration(&mp4) - secs).abs() <= 2.0 * frame, "{} mp4", rendition.name);
+        assert!(
+            (testkit::media::format_duration(&mp4) - secs).abs() <= 2.0 * frame,
+            "{} mp4",
+            rendition.name
+        );
         assert_eq!(packets(&mp4, "v:0").len(), video.len(), "{} mp4 frames", rendition.name);
         assert!(!packets(&mp4, "a:0").is_empty(), "{} mp4 has no audio", rendition.name);
         let bytes = std::fs::read(&mp4).unwrap();
