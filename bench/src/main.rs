@@ -445,9 +445,12 @@ async fn memory(worker_binary: &Path, clip: &Path, upload_bytes: u64) -> anyhow:
 }
 
 /// Worker settings before progressive playback: only titles over 3 minutes split, the first
-/// chunk as long as the others.
-const BEFORE_PROGRESSIVE: [(&str, &str); 2] =
-    [("TCODER__WORKER__SPLIT_MIN_DURATION", "3m"), ("TCODER__WORKER__FIRST_CHUNK_DURATION", "60s")];
+/// chunk as long as the others, one part at a time on the coordinator's machine.
+const BEFORE_PROGRESSIVE: [(&str, &str); 3] = [
+    ("TCODER__WORKER__SPLIT_MIN_DURATION", "3m"),
+    ("TCODER__WORKER__FIRST_CHUNK_DURATION", "60s"),
+    ("TCODER__WORKER__COORDINATOR_PARTS", "1"),
+];
 
 /// Each source as an HLS job (`qualities`) on one fresh worker, under the shipped settings and
 /// the ones before progressive playback, one after the other: seconds from the upload

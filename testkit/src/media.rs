@@ -107,3 +107,15 @@ pub fn format_duration(path: impl AsRef<std::ffi::OsStr>) -> f64 {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).trim().parse().expect("a duration")
 }
+
+/// The header tags and the media lines (init sections, segments and their durations) of an
+/// HLS media playlist, for comparing one version of a growing playlist with the next.
+pub fn playlist_lines(text: &str) -> (Vec<String>, Vec<String>) {
+    let (mut header, mut media) = (Vec::new(), Vec::new());
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let is_media =
+            line.starts_with("#EXTINF") || line.starts_with("#EXT-X-MAP") || !line.starts_with('#');
+        if is_media { media.push(line.to_owned()) } else { header.push(line.to_owned()) }
+    }
+    (header, media)
+}

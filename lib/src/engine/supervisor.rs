@@ -546,9 +546,21 @@ mod tests {
         };
         let line =
             serde_json::to_string(&ChildMessage::Result { report: Box::new(report) }).unwrap();
-        let supervisor = Supervisor {
+        let supervisor = shell(r#"printf '%s\n' "$0""#, line);
+        let dir = tempfile::tempdir().unwrap();
+        let job = test_job(dir.path());
+        let runs =
+            (0..256).map(|_| supervisor.run(&job, dir.path(), None, CancellationToken::new()));
+        let results = futures_util::future::join_all(runs).await;
+        let lost = results.iter().filter(|r| r.is_err()).count();
+        assert_eq!(lost, 0, "results lost: {:?}", results.iter().find(|r| r.is_err()));
+    }
+
+    /// A supervisor whose child is `sh -c script arg`.
+    fn shell(script: &str, arg: String) -> Supervisor {
+        Supervisor {
             program: "/bin/sh".into(),
-            args: vec!["-c".into(), r#"printf '%s\n' "$0""#.into(), line],
+            args: vec!["-c".into(), script.into(), arg],
             limits: SandboxLimits {
                 memory_bytes: 1 << 30,
                 cpu_secs: 10,
@@ -558,11 +570,13 @@ mod tests {
                 deadline_per_media_second: 10.0,
                 deadline_base: Duration::from_secs(10),
             },
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let job = EngineJob {
-            input: dir.path().join("in"),
-            output_dir: dir.path().join("out"),
+        }
+    }
+
+    fn test_job(dir: &Path) -> EngineJob {
+        EngineJob {
+            input: dir.join("in"),
+            output_dir: dir.join("out"),
             spec: EngineSpec {
                 preset: Preset::Default,
                 qualities: Qualities::List(Vec::new()),
@@ -578,11 +592,32 @@ mod tests {
             settings: EncoderSettings::default(),
             task: Default::default(),
             sidecars: Vec::new(),
+        }
+    }
+
+    /// The nice value in a `/proc/<pid>/stat` line (its 19th field).
+    fn nice_of(stat: &str) -> i32 {
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    /// A part run beside another is started at the lowest priority (every thread it starts
+    /// inherits it); a normal run keeps the worker's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_background_child_runs_at_the_lowest_cpu_priority() {
+        let error = EngineError::new(ErrorCode::Failed, "STAT");
+        let line = serde_json::to_string(&ChildMessage::Error { error }).unwrap();
+        // The child reports its own /proc stat line in place of STAT.
+        let script = r#"s=$(tr -d '\n/' < /proc/self/stat); printf '%s\n' "$0" | sed "s/STAT/$s/""#;
+        let supervisor = shell(script, line);
+        let dir = tempfile::tempdir().unwrap();
+        let job = test_job(dir.path());
+        let nice = |priority| {
+            let run = supervisor.run_at(priority, &job, dir.path(), None, CancellationToken::new());
+            async move { nice_of(&run.await.unwrap_err().message) }
         };
-        let runs =
-            (0..256).map(|_| supervisor.run(&job, dir.path(), None, CancellationToken::new()));
-        let results = futures_util::future::join_all(runs).await;
-        let lost = results.iter().filter(|r| r.is_err()).count();
-        assert_eq!(lost, 0, "results lost: {:?}", results.iter().find(|r| r.is_err()));
+        let own = nice_of(&std::fs::read_to_string("/proc/self/stat").unwrap());
+        assert_eq!(nice(Priority::Normal).await, own);
+        assert_eq!(nice(Priority::Background).await, 19);
     }
 }

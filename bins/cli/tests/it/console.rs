@@ -283,18 +283,6 @@ fn the_console_plays_a_second_language_and_shows_captions() {
     assert!(in_time);
 }
 
-/// The media lines (init sections and segments with their durations) of a playlist, and its
-/// header tags, for comparing one version of a growing playlist with the next.
-fn playlist_lines(text: &str) -> (Vec<String>, Vec<String>) {
-    let (mut header, mut media) = (Vec::new(), Vec::new());
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        let is_media =
-            line.starts_with("#EXTINF") || line.starts_with("#EXT-X-MAP") || !line.starts_with('#');
-        if is_media { media.push(line.to_owned()) } else { header.push(line.to_owned()) }
-    }
-    (header, media)
-}
-
 /// Playable in seconds: a 4-minute title plays in the console (hls.js in Chromium) from the
 /// job's stable URL while it still encodes — started before the job completed, across the
 /// first chunks' seams — and plays on as the job completes, the growing playlist turning into
@@ -403,11 +391,11 @@ fn a_long_title_plays_in_the_console_while_it_still_encodes() {
 
     // Every version kept the one before: growing (EVENT) ones the same header, the finished
     // one VOD with its end; each segment listed once.
-    let (first_header, _) = playlist_lines(&versions[0]);
+    let (first_header, _) = testkit::media::playlist_lines(&versions[0]);
     assert!(first_header.contains(&"#EXT-X-PLAYLIST-TYPE:EVENT".to_owned()), "{first_header:?}");
     for pair in versions.windows(2) {
         let ((before_header, before), (after_header, after)) =
-            (playlist_lines(&pair[0]), playlist_lines(&pair[1]));
+            (testkit::media::playlist_lines(&pair[0]), testkit::media::playlist_lines(&pair[1]));
         let tag = |header: &[String], name: &str| {
             header.iter().find(|l| l.starts_with(name)).cloned().unwrap_or_default()
         };

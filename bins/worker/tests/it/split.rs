@@ -417,14 +417,7 @@ async fn watch_stable_playlist(
     (versions, bytes, at)
 }
 
-/// The segment lines of a playlist (init sections and segments with their durations), and
-/// one header tag.
-fn media_lines(text: &str) -> Vec<&str> {
-    text.lines()
-        .filter(|l| l.starts_with("#EXTINF") || l.starts_with("#EXT-X-MAP") || l.ends_with(".m4s"))
-        .collect()
-}
-
+/// One header tag of a playlist.
 fn tag<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     text.lines().find(|l| l.starts_with(name))
 }
@@ -509,7 +502,10 @@ async fn a_split_title_plays_while_it_encodes_through_a_killed_worker_in_signed_
         for name in ["#EXT-X-TARGETDURATION", "#EXT-X-MEDIA-SEQUENCE"] {
             assert_eq!(tag(&pair[0], name), tag(&pair[1], name), "{name}");
         }
-        let (before, after) = (media_lines(&pair[0]), media_lines(&pair[1]));
+        let (before, after) = (
+            testkit::media::playlist_lines(&pair[0]).1,
+            testkit::media::playlist_lines(&pair[1]).1,
+        );
         assert_eq!(after[..before.len()], before[..], "a segment went away or changed");
     }
     for version in &versions {
