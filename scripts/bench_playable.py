@@ -42,8 +42,7 @@ def section(data):
     w("settings before progressive playback (titles over 3 min split, every chunk 60 s, one part")
     w("at a time), run by the same build — so both read the source as it arrives: a title under")
     w("3 min is one item and plays when it completes; a longer one plays after its first 60 s")
-    w("chunk. Both run one after the other,")
-    w("per source, on a fresh worker each.")
+    w("chunk. Both run one after the other, per source, on a fresh worker each.")
     w("")
     w("| source | playable s | ÷ duration | completed s, shipped | ÷ duration | completed s, before | shipped ÷ before | anchor |")
     w("|---|---|---|---|---|---|---|---|")
@@ -75,10 +74,10 @@ def section(data):
     w("published). What the playable time is made of: the first bytes and the index of the")
     w("source (the engine starts on it while it still comes down, in 4 MiB ranges four at a time:")
     w("the start, the end, then the rest, each byte read once it is on disk), a probe, the first")
-    w("chunk's ladder (4 s of video) and")
-    w("the first audio range, each committed. Later minutes become playable as their chunks")
-    w("commit, in title order, and the title completes in less than its own duration here")
-    w("(completed ÷ duration): a viewer who starts at once does not catch up with the encode.")
+    w("chunk's ladder (4 s of video) and the first audio range, each committed — none of which")
+    w("grows with the title. Later minutes become playable as their chunks commit, in title")
+    w("order, and the title completes in less than its own duration here (completed ÷")
+    w("duration): a viewer who starts at once does not catch up with the encode.")
     w("")
     checks.append(("playable ≤ 15 s after the upload, every length, one 2-core worker", worst_playable <= 15.0, f"{worst_playable:.1f} s at worst"))
     measured = "" if not missing else f" (not run at {', '.join(missing)})"
@@ -93,7 +92,7 @@ def splice(out, document):
     block = "\n".join(lines) + "\n"
     pattern = re.compile(re.escape(TITLE) + r"\n.*?(?=\n## )", re.S)
     if pattern.search(text):
-        text = pattern.sub(lambda _: block.rstrip("\n"), text)
+        text = pattern.sub(lambda _: block.rstrip("\n") + "\n", text)
     else:
         text = text.replace("## Targets", block + "## Targets")
     ours = ("playable ≤ 15 s after the upload", "completed, shipped ÷ before")
