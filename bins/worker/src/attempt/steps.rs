@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tcoder::engine::protocol::Arrived;
 use tcoder::engine::{EngineError, ErrorCode, SidecarFile};
 use tcoder::events::{self, JobEvent, subjects};
-use tcoder::jobs::{CaptionFile, CaptionObject, Job, MAX_SIDECAR_BYTES, Tenant};
+use tcoder::jobs::{CaptionFile, CaptionObject, Job, MAX_SIDECAR_BYTES, SourceObject, Tenant};
 use tcoder::s3::{self, KeyPrefix, S3Error, keys, transfer};
 
 use crate::Worker;
@@ -142,34 +142,55 @@ pub(crate) async fn download_source(
     workdir: &Path,
     stop: &Stop,
 ) -> Result<std::path::PathBuf, EngineError> {
-    let source = job
-        .source
-        .as_ref()
-        .ok_or_else(|| EngineError::new(ErrorCode::Corrupt, "the job has no uploaded source"))?;
-    let input_dir = workdir.join("in");
-    tokio::fs::create_dir_all(&input_dir).await.map_err(|e| transient(format!("scratch: {e}")))?;
-    let input = input_dir.join("source");
+    let (source, input) = source_and_input(job, workdir).await?;
     let stage = Instant::now();
     let download = through_store_outage(worker, stop, "source download", || {
         transfer::download_sized(&worker.s3, &worker.bucket, &source.key, &input, source.size)
     });
     let downloaded = stoppable(stop, download).await?.map_err(source_error)?;
+    downloaded_source(worker, stage, downloaded, source.size)?;
+    Ok(input)
+}
+
+/// The job's uploaded source, and where it goes (`workdir/in/source`, its folder made).
+async fn source_and_input(
+    job: &Job,
+    workdir: &Path,
+) -> Result<(SourceObject, std::path::PathBuf), EngineError> {
+    let source = job
+        .source
+        .clone()
+        .ok_or_else(|| EngineError::new(ErrorCode::Corrupt, "the job has no uploaded source"))?;
+    let input_dir = workdir.join("in");
+    tokio::fs::create_dir_all(&input_dir).await.map_err(|e| transient(format!("scratch: {e}")))?;
+    Ok((source, input_dir.join("source")))
+}
+
+/// Counts a finished source download (`downloaded` bytes of `size`, since `stage`); a short
+/// one is an error.
+fn downloaded_source(
+    worker: &Worker,
+    stage: Instant,
+    downloaded: u64,
+    size: u64,
+) -> Result<(), EngineError> {
     worker
         .metrics
         .stage_seconds
         .with_label_values(&["download"])
         .observe(stage.elapsed().as_secs_f64());
     worker.metrics.bytes_in.inc_by(downloaded);
-    if downloaded != source.size {
-        return Err(transient(format!("downloaded {downloaded} bytes, expected {}", source.size)));
+    if downloaded != size {
+        return Err(transient(format!("downloaded {downloaded} bytes, expected {size}")));
     }
-    Ok(input)
+    Ok(())
 }
 
 /// The job's source coming down into `workdir/in/source` while the engine already reads it
 /// (the engine waits for bytes not yet here; see `tcoder::engine::protocol::Arrived`).
 pub(crate) struct Arriving {
     pub path: std::path::PathBuf,
+    record: std::sync::Arc<Record>,
     download: tokio::task::JoinHandle<Result<(), EngineError>>,
 }
 
@@ -181,27 +202,22 @@ pub(crate) async fn start_source(
     workdir: &Path,
     stop: &Stop,
 ) -> Result<Arriving, EngineError> {
-    let source = job
-        .source
-        .clone()
-        .ok_or_else(|| EngineError::new(ErrorCode::Corrupt, "the job has no uploaded source"))?;
-    let input_dir = workdir.join("in");
-    tokio::fs::create_dir_all(&input_dir).await.map_err(|e| transient(format!("scratch: {e}")))?;
-    let path = input_dir.join("source");
+    let (source, path) = source_and_input(job, workdir).await?;
     // Made here, before any engine starts (each start hands the job folder to the engine's
     // user); the download fills it in place.
     std::fs::File::create(&path).and_then(|file| file.set_len(source.size)).map_err(|e| {
         let full = e.raw_os_error() == Some(libc::ENOSPC);
         store_error(S3Error::Disk { what: format!("scratch: {e}"), full })
     })?;
-    let record = Record::new(&path, source.size);
+    let record = std::sync::Arc::new(Record::new(&path, source.size));
     record.write(Arrived::nothing(source.size)).map_err(|e| transient(format!("scratch: {e}")))?;
     let (worker, stop, input) = (worker.clone(), stop.clone(), path.clone());
+    let written = record.clone();
     let download = tokio::spawn(async move {
         let stage = Instant::now();
         let told = |head: u64, tail: u64| {
             let arrived = Arrived { head, tail, ..Arrived::nothing(source.size) };
-            if let Err(e) = record.write(arrived) {
+            if let Err(e) = written.write(arrived) {
                 tracing::warn!(error = %e, "the source's arrival record was not written");
             }
         };
@@ -216,23 +232,12 @@ pub(crate) async fn start_source(
             )
         });
         let downloaded = stoppable(&stop, download).await?.map_err(source_error)?;
-        worker
-            .metrics
-            .stage_seconds
-            .with_label_values(&["download"])
-            .observe(stage.elapsed().as_secs_f64());
-        worker.metrics.bytes_in.inc_by(downloaded);
-        if downloaded != source.size {
-            return Err(transient(format!(
-                "downloaded {downloaded} bytes, expected {}",
-                source.size
-            )));
-        }
-        record
+        downloaded_source(&worker, stage, downloaded, source.size)?;
+        written
             .write(Arrived { head: source.size, tail: 0, ..Arrived::nothing(source.size) })
             .map_err(|e| transient(format!("scratch: {e}")))
     });
-    Ok(Arriving { path, download })
+    Ok(Arriving { path, record, download })
 }
 
 /// The arrival record beside a source, rewritten whole (staged, then renamed) so the engine
@@ -265,17 +270,11 @@ impl Record {
         Ok(())
     }
 
-    /// Tells the engine nothing more comes.
-    fn failed(path: &Path) {
-        let record = Arrived::beside(path);
-        if let Some(arrived) =
-            std::fs::read_to_string(&record).ok().and_then(|text| Arrived::parse(&text))
-        {
-            let staged = record.with_extension("arrived-staged");
-            let failed = Arrived { failed: true, ..arrived };
-            let _ = std::fs::write(&staged, failed.encode())
-                .and_then(|()| tcoder::engine::supervisor::give_to_engine(&staged))
-                .and_then(|()| std::fs::rename(&staged, &record));
+    /// Tells the engine nothing more comes (once the download has ended).
+    fn failed(&self) {
+        let told = *self.told.lock().expect("record lock");
+        if let Err(e) = self.write(Arrived { failed: true, ..told }) {
+            tracing::warn!(error = %e, "the source's arrival record was not marked failed");
         }
     }
 }
@@ -314,7 +313,7 @@ impl Arriving {
                         Err(e) => transient(format!("source download: {e}")),
                     };
                     inner.stop(StopReason::Released);
-                    Record::failed(&self.path);
+                    self.record.failed();
                     let _ = work.await;
                     return Err(error);
                 }
