@@ -372,35 +372,44 @@ pub fn scrub_paths(message: &str, paths: &[&Path]) -> String {
     scrubbed
 }
 
-/// A worker running as root gives the job folder (and what the worker put in it) to the
-/// sandbox uid the engine switches to: that uid owns nothing else. Otherwise nothing to do.
 /// Hands `file`, written into a job folder after the engine started, to the user the engine
 /// runs as (see [`SANDBOX_UID`](super::protocol::SANDBOX_UID)); nothing to do unless root.
 pub fn give_to_engine(file: &Path) -> std::io::Result<()> {
-    // SAFETY: geteuid(2) cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(());
+    match running_as_root() {
+        true => chown_to_sandbox_user(file),
+        false => Ok(()),
     }
-    let (uid, gid) = (super::protocol::SANDBOX_UID, super::protocol::SANDBOX_GID);
-    std::os::unix::fs::lchown(file, Some(uid), Some(gid))
 }
 
+/// A worker running as root gives the job folder (and what the worker put in it) to the
+/// sandbox uid the engine switches to: that uid owns nothing else. Otherwise nothing to do.
 fn hand_to_sandbox_user(dir: &Path) -> std::io::Result<()> {
-    // SAFETY: geteuid(2) cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(());
-    }
-    let (uid, gid) = (super::protocol::SANDBOX_UID, super::protocol::SANDBOX_GID);
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            hand_to_sandbox_user(&entry.path())?;
-        } else {
-            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
+    fn hand_over(dir: &Path) -> std::io::Result<()> {
+        chown_to_sandbox_user(dir)?;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                hand_over(&entry.path())?;
+            } else {
+                chown_to_sandbox_user(&entry.path())?;
+            }
         }
+        Ok(())
     }
-    Ok(())
+    match running_as_root() {
+        true => hand_over(dir),
+        false => Ok(()),
+    }
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn chown_to_sandbox_user(path: &Path) -> std::io::Result<()> {
+    let (uid, gid) = (super::protocol::SANDBOX_UID, super::protocol::SANDBOX_GID);
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
 }
 
 fn set_limit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> std::io::Result<()> {
