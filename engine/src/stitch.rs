@@ -356,6 +356,9 @@ pub(crate) fn run(
     report.hls_master = Some("hls/master.m3u8".to_owned());
     // A split title's audio renditions always have playlists of their own.
     report.audio_tracks = crate::transcode::audio_track_reports(plan, parts.audio > 0);
+    crate::quality::pool(&chunks, &mut report)?;
+    report.ladder = job.ladder.clone();
+    crate::quality::check_floor(&job.spec, &mut report)?;
     report.files = list_files(out)?;
     Ok(report)
 }

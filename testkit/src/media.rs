@@ -119,3 +119,57 @@ pub fn playlist_lines(text: &str) -> (Vec<String>, Vec<String>) {
     }
     (header, media)
 }
+
+/// The FFmpeg built with libvmaf that the set-up installs (the `imageio-ffmpeg` wheel's static
+/// FFmpeg 9: Debian's FFmpeg has no libvmaf), for measurements independent of the engine.
+pub fn vmaf_ffmpeg() -> PathBuf {
+    let python = crate::workspace_root().join(".tools/venv/bin/python");
+    let output = Command::new(&python)
+        .args(["-c", "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"])
+        .output()
+        .expect("run .tools/venv/bin/python (run scripts/setup.sh)");
+    assert!(output.status.success(), "imageio-ffmpeg missing: run scripts/setup.sh");
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+/// Per-frame VMAF (model `vmaf_v0.6.1`) of `distorted` against `reference` scaled to
+/// `width`×`height` (bicubic, as the engine scales), measured by FFmpeg's libvmaf filter: the
+/// frames' scores in presentation order.
+pub fn vmaf_per_frame(
+    distorted: &std::path::Path,
+    reference: &std::path::Path,
+    (width, height): (u32, u32),
+) -> Vec<f64> {
+    let log = tempfile_path("vmaf.json");
+    let graph = format!(
+        "[0:v]format=yuv420p,setpts=PTS-STARTPTS[d];\
+         [1:v]scale={width}:{height}:flags=bicubic,format=yuv420p,setpts=PTS-STARTPTS[r];\
+         [d][r]libvmaf=model=version=vmaf_v0.6.1:log_fmt=json:log_path={}",
+        log.display()
+    );
+    let output = Command::new(vmaf_ffmpeg())
+        .args(["-v", "error", "-i"])
+        .arg(distorted)
+        .arg("-i")
+        .arg(reference)
+        .args(["-lavfi", &graph, "-f", "null", "-"])
+        .output()
+        .expect("run the libvmaf FFmpeg");
+    assert!(output.status.success(), "libvmaf: {}", String::from_utf8_lossy(&output.stderr));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&log).expect("libvmaf log")).expect("log JSON");
+    let _ = std::fs::remove_file(&log);
+    json["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .map(|f| f["metrics"]["vmaf"].as_f64().expect("vmaf score"))
+        .collect()
+}
+
+/// A path for a scratch file under `target/` (removed by its user).
+fn tempfile_path(name: &str) -> PathBuf {
+    let dir = crate::workspace_root().join("target/testkit-media");
+    std::fs::create_dir_all(&dir).expect("create media cache dir");
+    dir.join(partial_name(name))
+}

@@ -105,14 +105,18 @@ impl Worker {
         output_dir: std::path::PathBuf,
         task: tcoder::engine::Task,
     ) -> tcoder::engine::EngineJob {
+        let mut spec = tcoder::engine::EngineSpec::from(&job.spec);
+        // The job's own floor, else the worker's.
+        spec.quality_floor = spec.quality_floor.or(self.config.engine.quality_floor());
         tcoder::engine::EngineJob {
             input,
             output_dir,
-            spec: tcoder::engine::EngineSpec::from(&job.spec),
+            spec,
             limits: self.config.engine.limits(),
             settings: self.config.engine.settings(),
             task,
             sidecars: Vec::new(),
+            ladder: None,
         }
     }
 

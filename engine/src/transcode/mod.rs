@@ -37,9 +37,11 @@ use self::output::{Muxer, Track};
 use self::thumbs::Thumbnails;
 use self::video::{VideoEncoder, VideoSettings};
 use tcoder::engine::limits::{Limits, codec_whitelist};
+use tcoder::engine::quality::measure_windows;
 use tcoder::engine::{
     AudioTrackReport, Chunk, DynamicRange, EngineError, EngineJob, EnginePlan, EngineReport,
-    ErrorCode, MediaInfo, Mode, OutputFile, Progress, RenditionPlan, RenditionReport, Task, plan,
+    ErrorCode, LadderReport, MediaInfo, Mode, OutputFile, Progress, RenditionPlan, RenditionReport,
+    Task, plan,
 };
 use tcoder::jobs::VideoCodec;
 
@@ -65,6 +67,7 @@ pub(crate) fn planned_report(media: &MediaInfo, plan: &EnginePlan) -> EngineRepo
             mp4: plan.mp4.then(|| format!("mp4/{}.mp4", r.name)),
             hls: plan.hls_segment_secs.map(|_| format!("hls/{}/index.m3u8", r.name)),
             dynamic_range: r.dynamic_range,
+            quality: None,
         })
         .collect();
     EngineReport {
@@ -81,6 +84,7 @@ pub(crate) fn planned_report(media: &MediaInfo, plan: &EnginePlan) -> EngineRepo
         loudness: None,
         captions: Vec::new(),
         audio_tracks: audio_track_reports(plan, plan.audio_renditions.len() > 1),
+        ladder: None,
     }
 }
 
@@ -115,8 +119,16 @@ pub(crate) fn probe_and_plan(
     let (input, media) = probe::open(&job.input, &job.limits)?;
     let probe_secs = probe_started.elapsed().as_secs_f64();
     on_probed(&media);
-    let plan = plan(&job.spec, &media, job.settings.segment_secs, job.limits.max_output_fps);
+    let mut plan = plan(&job.spec, &media, job.settings.segment_secs, job.limits.max_output_fps);
+    if let Some(ladder) = decided_ladder(job) {
+        tcoder::engine::plan::apply_ladder(&mut plan, ladder);
+    }
     Ok(Probed { input, media, plan, probe_secs })
+}
+
+/// The per-title decision made before this run (by a split title's probe task), if any.
+pub(crate) fn decided_ladder(job: &EngineJob) -> Option<&LadderReport> {
+    job.ladder.as_ref().or_else(|| job.task.chunk().and_then(|c| c.ladder.as_ref()))
 }
 
 /// The report of a probe task: what the plan would make, no file.
@@ -124,12 +136,40 @@ pub(crate) fn probed_report(probed: &Probed) -> EngineReport {
     EngineReport { probe_secs: probed.probe_secs, ..planned_report(&probed.media, &probed.plan) }
 }
 
-/// Phases 2–4 of a whole title, or of one part of a split one (a chunk's video, the title's
-/// audio): decoders and every rendition's encoders and muxers, one pass over the input, then
-/// every output closed and checked.
+/// A whole title, or one part of a split one: the per-title decision (a whole title not
+/// decided before probes here), the encode measured in its sampled windows, and the quality
+/// floor checked.
 pub(crate) fn encode(
     job: &EngineJob,
+    mut probed: Probed,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<EngineReport, EngineError> {
+    let mut ladder = decided_ladder(job).cloned();
+    if ladder.is_none() && job.task == Task::Whole {
+        ladder = crate::quality::probe::decide(job, &probed)?;
+        if let Some(ladder) = &ladder {
+            tcoder::engine::plan::apply_ladder(&mut probed.plan, ladder);
+        }
+    }
+    let windows = match job.task {
+        Task::Audio(_) => Vec::new(),
+        _ => measure_windows(probed.media.duration_secs, probed.plan.keyframe_secs()),
+    };
+    let mut report = encode_measured(job, probed, &windows, on_progress)?;
+    if job.task == Task::Whole {
+        report.ladder = ladder;
+        crate::quality::check_floor(&job.spec, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Phases 2–4 of a whole title, or of one part of a split one (a chunk's video, the title's
+/// audio): decoders and every rendition's encoders and muxers, one pass over the input, then
+/// every output closed and checked. The renditions' quality is measured in `windows`.
+pub(crate) fn encode_measured(
+    job: &EngineJob,
     probed: Probed,
+    windows: &[(f64, f64)],
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<EngineReport, EngineError> {
     let Probed { mut input, media, mut plan, probe_secs } = probed;
@@ -189,8 +229,16 @@ pub(crate) fn encode(
         _ => None,
     };
     let gain_db = normalisation.map(|n| n.gain_db);
-    let mut renditions =
-        open_renditions(job, &plan, &source, encoder_tb, audio_decoder.as_ref(), &colour, gain_db)?;
+    let mut renditions = open_renditions(
+        job,
+        &plan,
+        &source,
+        encoder_tb,
+        audio_decoder.as_ref(),
+        &colour,
+        gain_db,
+        windows,
+    )?;
     for muxer in renditions.iter_mut().flat_map(|r| r.muxers.iter_mut()) {
         muxer.delay_by(delay_secs);
     }

@@ -132,6 +132,7 @@ pub(crate) fn show(
 
 /// Every rendition's muxers (MP4 and/or HLS) with its encoders (or copied streams), headers
 /// written.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn open_renditions(
     job: &EngineJob,
     plan: &EnginePlan,
@@ -140,11 +141,15 @@ pub(crate) fn open_renditions(
     audio_decoder: Option<&ffmpeg::decoder::Audio>,
     colour: &ColourPlan,
     gain_db: Option<f64>,
+    quality_windows: &[(f64, f64)],
 ) -> Result<Vec<Rendition>, EngineError> {
     let out = &job.output_dir;
-    let keyframe_step = plan.hls_segment_secs.unwrap_or(2.0);
-    let settings =
-        VideoSettings { preset: job.settings.x264_preset.clone(), threads: job.settings.threads };
+    let keyframe_step = plan.keyframe_secs();
+    let settings = VideoSettings {
+        preset: job.settings.x264_preset.clone(),
+        threads: job.settings.threads,
+        quality_windows: quality_windows.to_vec(),
+    };
     let mut renditions = Vec::with_capacity(plan.renditions.len());
     for rendition_plan in &plan.renditions {
         let mut muxers = Vec::new();
@@ -375,7 +380,7 @@ pub(crate) fn finish(
     job: &EngineJob,
     media: &MediaInfo,
     plan: &EnginePlan,
-    renditions: Vec<Rendition>,
+    mut renditions: Vec<Rendition>,
     thumbnails: Option<Thumbnails>,
     frames: u64,
     decode_errors: u64,
@@ -388,7 +393,21 @@ pub(crate) fn finish(
     let mut variants = Vec::new();
     // Audio renditions of their own: the variants' playlists are video only.
     let separate_audio = !audio_renditions.is_empty();
-    for rendition in &renditions {
+    let mut scores = tcoder::engine::QualityScores::new();
+    let mut warnings = alternates.warnings;
+    for rendition in &mut renditions {
+        let quality = match rendition.video.as_mut().map(VideoEncoder::take_scores) {
+            Some(Ok(Some(frames))) => {
+                let report = tcoder::engine::QualityReport::of(&frames);
+                scores.insert(rendition.plan.name.clone(), frames);
+                report
+            }
+            Some(Err(reason)) => {
+                warnings.push(format!("{}: quality not measured ({reason})", rendition.plan.name));
+                None
+            }
+            Some(Ok(None)) | None => None,
+        };
         let audio = rendition.audio.is_some() || (plan.mode == Mode::Copy && media.audio.is_some());
         let mp4 = plan.mp4.then(|| format!("mp4/{}.mp4", rendition.plan.name));
         let hls = plan.hls_segment_secs.map(|_| format!("hls/{}/index.m3u8", rendition.plan.name));
@@ -439,7 +458,13 @@ pub(crate) fn finish(
             mp4,
             hls,
             dynamic_range: rendition.plan.dynamic_range,
+            // A part's scores are pooled over the title by the stitch.
+            quality: quality.filter(|_| !job.task.is_part()),
         });
+    }
+    if job.task.is_part() && !scores.is_empty() {
+        let json = serde_json::to_vec(&scores).expect("scores serialize");
+        std::fs::write(out.join(tcoder::engine::quality::SCORES_FILE), json).map_err(io_error)?;
     }
     let hls_master = if plan.hls_segment_secs.is_some() {
         hls::write_master(&out.join("hls"), &variants, audio_renditions, &alternates.subtitles)?;
@@ -459,7 +484,7 @@ pub(crate) fn finish(
     let files = list_files(out)?;
     let has_audio = media.audio.is_some();
     let mut media = media.clone();
-    media.warnings.extend(alternates.warnings);
+    media.warnings.extend(warnings);
     Ok(EngineReport {
         media,
         mode: plan.mode,
@@ -478,6 +503,7 @@ pub(crate) fn finish(
         } else {
             Vec::new()
         },
+        ladder: None,
     })
 }
 

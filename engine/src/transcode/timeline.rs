@@ -128,9 +128,12 @@ pub(crate) fn split_delay_secs(
         Some(audio) => audio::priming_secs(audio)?,
         None => 0.0,
     };
-    let settings =
-        VideoSettings { preset: job.settings.x264_preset.clone(), threads: job.settings.threads };
-    let keyframe_step = plan.hls_segment_secs.unwrap_or(2.0);
+    let settings = VideoSettings {
+        preset: job.settings.x264_preset.clone(),
+        threads: job.settings.threads,
+        quality_windows: Vec::new(),
+    };
+    let keyframe_step = plan.keyframe_secs();
     let mut lead: f64 = 0.0;
     for rendition in &plan.renditions {
         // The colour tags do not change how many frames an encoder reorders.

@@ -292,5 +292,6 @@ fn report(
         loudness: None,
         captions: Vec::new(),
         audio_tracks: Vec::new(),
+        ladder: None,
     })
 }

@@ -12,6 +12,7 @@ use tcoder::engine::{EngineError, ErrorCode};
 use tcoder::jobs::VideoCodec;
 
 use super::colour::{self, HdrMetadata, Tags};
+use crate::quality::meter::QualityMeter;
 
 /// Encoder settings shared by every rendition of a job.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub(crate) struct VideoSettings {
     pub preset: String,
     /// Encoder threads (0 = automatic).
     pub threads: usize,
+    /// Where the renditions' quality is measured (seconds on the title's timeline).
+    pub quality_windows: Vec<(f64, f64)>,
 }
 
 pub(crate) struct VideoEncoder {
@@ -51,6 +54,8 @@ pub(crate) struct VideoEncoder {
     encoded: std::collections::VecDeque<Packet>,
     /// After [`Self::send_eof`]: the last frame keeps its provisional duration.
     flushing: bool,
+    /// Measures the packets' picture quality in the sampled windows; or why it cannot.
+    meter: Result<Option<QualityMeter>, String>,
 }
 
 /// Frames an encoder holds at most (lookahead and B-frames); bounds `durations`.
@@ -154,7 +159,14 @@ impl VideoEncoder {
         let encoder = context
             .open_as_with(codec, options)
             .map_err(|e| crate::error::output(&format!("open {name}"), &e))?;
+        let meter = QualityMeter::open(
+            codec::Parameters::from(&encoder),
+            pixel,
+            time_base,
+            &settings.quality_windows,
+        );
         Ok(VideoEncoder {
+            meter,
             plan: plan.clone(),
             encoder,
             scaler: None,
@@ -220,6 +232,11 @@ impl VideoEncoder {
         let (scaler, ..) = self.scaler.as_mut().expect("scaler set above");
         scaler.run(frame, &mut self.scaled).map_err(|e| crate::error::output("scale", &e))?;
         self.scaled.set_pts(Some(pts));
+        if let Ok(Some(meter)) = &mut self.meter
+            && meter.wants(pts)
+        {
+            meter.keep(pts, &self.scaled);
+        }
         let seconds = pts as f64 * f64::from(self.time_base);
         if seconds + 1e-3 >= self.next_keyframe {
             self.scaled.set_kind(picture::Type::I);
@@ -230,6 +247,16 @@ impl VideoEncoder {
             self.scaled.set_kind(picture::Type::None);
         }
         self.encoder.send_frame(&self.scaled).map_err(|e| crate::error::output("encode video", &e))
+    }
+
+    /// After the last packet: the scores of the pictures measured (none when nothing was to
+    /// be), or why the measurement failed.
+    pub(crate) fn take_scores(&mut self) -> Result<Option<Vec<f64>>, String> {
+        match std::mem::replace(&mut self.meter, Ok(None)) {
+            Ok(Some(meter)) => meter.finish().map(Some),
+            Ok(None) => Ok(None),
+            Err(reason) => Err(reason),
+        }
     }
 
     pub(crate) fn send_eof(&mut self) -> Result<(), EngineError> {
@@ -255,6 +282,9 @@ impl VideoEncoder {
             Some(duration) => packet.set_duration(duration),
             None if packet.duration() <= 0 => packet.set_duration(self.frame_duration),
             None => {}
+        }
+        if let Ok(Some(meter)) = &mut self.meter {
+            meter.packet(&packet);
         }
         Some(packet)
     }

@@ -16,6 +16,8 @@ pub(crate) fn spec(preset: Preset, qualities: Qualities, outputs: &[OutputKind])
         loudness_target: None,
         captions: Vec::new(),
         mp4_captions: false,
+        quality: Default::default(),
+        quality_floor: None,
     }
 }
 
@@ -32,6 +34,7 @@ pub(crate) fn job(input: &Path, out: &Path, spec: EngineSpec) -> EngineJob {
         },
         task: Default::default(),
         sidecars: Vec::new(),
+        ladder: None,
     }
 }
 

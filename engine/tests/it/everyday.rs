@@ -721,8 +721,13 @@ fn split_encode_with(
     let layout =
         tcoder::engine::StitchParts { dir: items.path().to_path_buf(), chunks: 2, audio: 2 };
     let chunks = [
-        tcoder::engine::Chunk { start_secs: 0.0, end_secs: Some(1.0), first_segment: 0 },
-        tcoder::engine::Chunk { start_secs: 1.0, end_secs: None, first_segment: 1 },
+        tcoder::engine::Chunk {
+            start_secs: 0.0,
+            end_secs: Some(1.0),
+            first_segment: 0,
+            ladder: None,
+        },
+        tcoder::engine::Chunk { start_secs: 1.0, end_secs: None, first_segment: 1, ladder: None },
     ];
     for (k, chunk) in (0..).zip(&chunks) {
         let mut chunk_job = job(source, &layout.chunk_dir(k), spec.clone());

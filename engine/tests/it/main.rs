@@ -5,4 +5,5 @@
 
 mod engine;
 mod everyday;
+mod quality;
 mod split;

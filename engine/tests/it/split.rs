@@ -95,9 +95,9 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     assert_eq!(
         parts,
         [
-            Chunk { start_secs: 0.0, end_secs: Some(3.0), first_segment: 0 },
-            Chunk { start_secs: 3.0, end_secs: Some(6.0), first_segment: 3 },
-            Chunk { start_secs: 6.0, end_secs: None, first_segment: 6 },
+            Chunk { start_secs: 0.0, end_secs: Some(3.0), first_segment: 0, ladder: None },
+            Chunk { start_secs: 3.0, end_secs: Some(6.0), first_segment: 3, ladder: None },
+            Chunk { start_secs: 6.0, end_secs: None, first_segment: 6, ladder: None },
         ]
     );
     // Loudness normalisation: the audio is one part, the whole title.
@@ -301,9 +301,9 @@ fn audio_encoded_in_ranges_is_the_audio_encoded_whole_without_a_seam() {
     assert!(made.success());
     let spec = spec(Preset::Hls, Qualities::List(vec![Quality::P144]), &[OutputKind::Hls]);
     let chunks = [
-        Chunk { start_secs: 0.0, end_secs: Some(3.0), first_segment: 0 },
-        Chunk { start_secs: 3.0, end_secs: Some(6.0), first_segment: 3 },
-        Chunk { start_secs: 6.0, end_secs: None, first_segment: 6 },
+        Chunk { start_secs: 0.0, end_secs: Some(3.0), first_segment: 0, ladder: None },
+        Chunk { start_secs: 3.0, end_secs: Some(6.0), first_segment: 3, ladder: None },
+        Chunk { start_secs: 6.0, end_secs: None, first_segment: 6, ladder: None },
     ];
     // The same chunks stitched twice: with the audio whole, and in the chunks' three ranges.
     let stitch = |audio: &[Chunk]| {

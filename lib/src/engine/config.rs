@@ -32,6 +32,12 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub deadline_base: Duration,
     pub deadline_per_media_second: f64,
+    /// The lowest mean VMAF a rendition may be measured at (0: no floor); a job's own
+    /// `quality_floor` wins.
+    #[serde(default)]
+    pub quality_floor: f64,
+    #[serde(default)]
+    pub quality_floor_action: super::FloorAction,
 }
 
 const X264_PRESETS: [&str; 10] = [
@@ -92,7 +98,19 @@ impl Config {
                 "must be greater than zero",
             ));
         }
+        if self.quality_floor != 0.0 {
+            super::QualityFloor::validate(self.quality_floor)
+                .map_err(|e| Invalid::new("engine.quality_floor", e))?;
+        }
         Ok(())
+    }
+
+    /// The worker's quality floor, if it has one.
+    pub fn quality_floor(&self) -> Option<super::QualityFloor> {
+        (self.quality_floor > 0.0).then_some(super::QualityFloor {
+            vmaf: self.quality_floor,
+            action: self.quality_floor_action,
+        })
     }
 
     pub fn limits(&self) -> Limits {

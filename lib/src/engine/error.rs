@@ -46,6 +46,9 @@ pub enum ErrorCode {
     Crashed,
     #[serde(rename = "engine.output_invalid")]
     OutputInvalid,
+    /// A rendition was measured below the job's quality floor (its action `fail`).
+    #[serde(rename = "engine.quality_below_floor")]
+    QualityBelowFloor,
     #[serde(rename = "engine.failed")]
     Failed,
     #[serde(rename = "engine.canceled")]
@@ -72,6 +75,7 @@ impl ErrorCode {
             ErrorCode::DiskFull => "machine.disk_full",
             ErrorCode::Crashed => "engine.crashed",
             ErrorCode::OutputInvalid => "engine.output_invalid",
+            ErrorCode::QualityBelowFloor => "engine.quality_below_floor",
             ErrorCode::Failed => "engine.failed",
             ErrorCode::Canceled => "engine.canceled",
         }

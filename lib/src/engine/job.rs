@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::plan::EngineSpec;
+use super::quality::{LadderReport, QualityReport};
 use super::{DynamicRange, Limits, MediaInfo, Mode};
 use crate::jobs::{AudioCodec, VideoCodec};
 
@@ -43,6 +44,10 @@ pub struct EngineJob {
     /// the worker fetched them (read by the whole title's run and a split title's stitch).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sidecars: Vec<SidecarFile>,
+    /// The title's per-title decision, made before (by the probe task of a split title, whose
+    /// chunks and stitch all use it): the engine applies it rather than probing again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ladder: Option<LadderReport>,
 }
 
 /// One caption file of the job, as the worker fetched it.
@@ -175,6 +180,10 @@ pub struct Chunk {
     /// `None`: to the end of the source.
     pub end_secs: Option<f64>,
     pub first_segment: u32,
+    /// The title's per-title decision, stored with each video chunk so every machine that
+    /// encodes one uses the same settings (chunks of one title stay equivalent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ladder: Option<LadderReport>,
 }
 
 impl Chunk {
@@ -234,6 +243,10 @@ pub struct RenditionReport {
     /// `sdr`, or `pq`/`hlg` when the source's HDR was kept (`hdr: keep`, or copied).
     #[serde(default)]
     pub dynamic_range: DynamicRange,
+    /// The picture quality measured (docs/MEDIA.md, "Quality"); none for a copy, for
+    /// renditions that keep HDR, or when the measurement failed (a warning says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualityReport>,
 }
 
 impl RenditionReport {
@@ -333,4 +346,7 @@ pub struct EngineReport {
     /// The caption tracks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub captions: Vec<CaptionReport>,
+    /// What the per-title probe chose for each rung, and why (none under `quality: fixed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ladder: Option<LadderReport>,
 }

@@ -14,6 +14,7 @@ pub mod limits;
 mod media;
 pub mod plan;
 pub mod protocol;
+pub mod quality;
 pub mod supervisor;
 
 pub use self::config::Config;
@@ -29,4 +30,7 @@ pub use self::media::{
     TrackLanguage, TrackName, VideoInfo, audio_lead_secs, displayed_size,
 };
 pub use self::plan::{EnginePlan, EngineSpec, Mode, RenditionPlan, ThumbnailFrames, plan};
+pub use self::quality::{
+    FloorAction, LadderReport, QualityFloor, QualityGoal, QualityReport, QualityScores,
+};
 pub use self::supervisor::{EngineRun, SandboxLimits, Supervisor};

@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::media::{AudioTrack, DynamicRange, MediaInfo, TrackLanguage, TrackName};
+use super::quality::{LadderReport, QualityFloor, QualityGoal};
 use crate::jobs::{AudioCodec, HdrMode, OutputKind, Preset, Qualities, Quality, VideoCodec};
 
 /// The seed ladder: (quality, nominal 16:9 width, height, video bits/s ceiling, audio bits/s).
@@ -50,6 +51,12 @@ pub struct EngineSpec {
     /// Also carry the caption tracks in the MP4s as MP4 timed text.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mp4_captions: bool,
+    /// How the rungs' quality settings are chosen (per title unless `fixed`).
+    #[serde(default)]
+    pub quality: QualityGoal,
+    /// The lowest measured quality a rendition may have (the job's, else the worker's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_floor: Option<QualityFloor>,
 }
 
 /// How a caption file the job names is listed.
@@ -82,6 +89,8 @@ impl From<&crate::jobs::JobSpec> for EngineSpec {
                 })
                 .collect(),
             mp4_captions: spec.mp4_captions,
+            quality: spec.quality,
+            quality_floor: spec.quality_floor,
         }
     }
 }
@@ -250,6 +259,13 @@ pub struct CaptionPlan {
     pub forced: bool,
 }
 
+impl EnginePlan {
+    /// How far apart the encoders force keyframes: the HLS segment, else the MP4 GOP.
+    pub fn keyframe_secs(&self) -> f64 {
+        self.hls_segment_secs.unwrap_or(MP4_GOP_SECS)
+    }
+}
+
 /// Plans the renditions. `segment_secs` is the HLS segment duration, `max_output_fps` the
 /// highest frame rate an output gets.
 pub fn plan(
@@ -350,6 +366,20 @@ pub fn plan(
         thumbnails,
         audio_renditions,
         captions: captions(spec, media),
+    }
+}
+
+/// The plan with a per-title decision applied: each rung at its chosen setting, the dropped
+/// ones left out (a rung the decision does not name keeps its fixed setting).
+pub fn apply_ladder(plan: &mut EnginePlan, ladder: &LadderReport) {
+    if plan.mode != Mode::Transcode {
+        return;
+    }
+    plan.renditions.retain(|r| ladder.rung(&r.name).is_none_or(|choice| choice.kept));
+    for rendition in &mut plan.renditions {
+        if let Some(choice) = ladder.rung(&rendition.name) {
+            rendition.crf = choice.crf;
+        }
     }
 }
 
@@ -545,8 +575,9 @@ fn rendition(
 }
 
 /// Each encoder's own default quality (libvpx has none: 31 is its documented VOD starting
-/// point), about the same picture at each codec's cost.
-fn constant_rate_factor(codec: VideoCodec) -> u8 {
+/// point), about the same picture at each codec's cost: every rung's setting under
+/// `quality: fixed`, and the per-title probe's first trial.
+pub fn constant_rate_factor(codec: VideoCodec) -> u8 {
     match codec {
         VideoCodec::H264 => 23,
         VideoCodec::Hevc => 28,
@@ -656,6 +687,7 @@ pub fn chunks(duration_secs: f64, rule: &SplitRule) -> Vec<super::Chunk> {
             start_secs: f64::from(first) * segment_secs,
             end_secs: (!last).then(|| f64::from(next) * segment_secs),
             first_segment: first,
+            ladder: None,
         });
         if last {
             break;
@@ -771,6 +803,8 @@ mod tests {
             loudness_target: None,
             captions: Vec::new(),
             mp4_captions: false,
+            quality: Default::default(),
+            quality_floor: None,
         }
     }
 

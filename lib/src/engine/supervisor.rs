@@ -552,6 +552,7 @@ mod tests {
             loudness: None,
             captions: Vec::new(),
             audio_tracks: Vec::new(),
+            ladder: None,
         };
         let line =
             serde_json::to_string(&ChildMessage::Result { report: Box::new(report) }).unwrap();
@@ -596,11 +597,14 @@ mod tests {
                 loudness_target: None,
                 captions: Vec::new(),
                 mp4_captions: false,
+                quality: Default::default(),
+                quality_floor: None,
             },
             limits: crate::engine::Limits::default(),
             settings: EncoderSettings::default(),
             task: Default::default(),
             sidecars: Vec::new(),
+            ladder: None,
         }
     }
 

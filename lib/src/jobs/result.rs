@@ -32,8 +32,11 @@ pub struct JobResult {
     /// the gain, the result measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loudness: Option<LoudnessReport>,
-    /// Highest quality first.
+    /// Highest quality first; each with its measured `quality`.
     pub renditions: Vec<RenditionResult>,
+    /// What the per-title probe chose for each rung and why (none under `quality: fixed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ladder: Option<crate::engine::LadderReport>,
     /// The HLS title's audio tracks (languages), the default first; `hls` is each one's
     /// playlist URL when they are renditions of their own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -169,6 +172,7 @@ impl JobResult {
             warnings: media.warnings.clone(),
             loudness: report.loudness,
             renditions: report.renditions.iter().map(|r| r.relocated(url)).collect(),
+            ladder: report.ladder.clone(),
             audio_tracks: report
                 .audio_tracks
                 .iter()

@@ -208,6 +208,13 @@ pub struct JobSpec {
     /// Also carry every caption track in the MP4s, as MP4 timed text (`mov_text`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mp4_captions: bool,
+    /// How the rungs' quality settings are chosen (docs/MEDIA.md, "Quality").
+    #[serde(default)]
+    #[schema(value_type = String, example = "standard")]
+    pub quality: crate::engine::QualityGoal,
+    /// The job's own quality floor (else the worker's `[worker.engine] quality_floor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_floor: Option<crate::engine::QualityFloor>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     /// Also deliver `progress` events to the webhook (terminal events always go).
@@ -302,6 +309,19 @@ pub struct JobRequest {
     /// that read captions from the file (`QuickTime`, Safari, VLC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mp4_captions: Option<bool>,
+    /// How each rung's quality setting is chosen: `standard` (default: per title, aiming at
+    /// VMAF 93), `high` (VMAF 96), `target:vmaf=<50-99>`, or `fixed` (one setting for every
+    /// title, no probe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<String>,
+    /// The lowest mean VMAF (0-100] a rendition may be measured at; below it the job fails
+    /// with `engine.quality_below_floor`, or completes with a warning when
+    /// `quality_floor_action` is `warn`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality_floor: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::engine::FloorAction>)]
+    pub quality_floor_action: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     /// Opt in to `progress` webhooks.
@@ -497,6 +517,35 @@ impl JobSpec {
                 "mp4_captions needs the mp4 output",
             ));
         }
+        let quality = match request.quality.as_deref() {
+            None => crate::engine::QualityGoal::default(),
+            Some(text) => crate::engine::QualityGoal::parse(text)
+                .map_err(|e| invalid("validation.quality", "quality", e))?,
+        };
+        let action: Option<crate::engine::FloorAction> = match request.quality_floor_action {
+            None => None,
+            Some(name) => Some(parse_name(
+                Some(&name),
+                "validation.quality",
+                "quality_floor_action",
+                "fail, warn",
+            )?),
+        };
+        let quality_floor = match (request.quality_floor, action) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "validation.quality",
+                    "quality_floor_action",
+                    "needs quality_floor",
+                ));
+            }
+            (Some(vmaf), action) => Some(crate::engine::QualityFloor {
+                vmaf: crate::engine::QualityFloor::validate(vmaf)
+                    .map_err(|e| invalid("validation.quality", "quality_floor", e))?,
+                action: action.unwrap_or_default(),
+            }),
+        };
         let upload = upload_method(request.upload.as_deref(), request.content_length, &limits)?;
         let metadata = request.metadata.unwrap_or_default();
         check_metadata(&metadata)?;
@@ -552,6 +601,8 @@ impl JobSpec {
             loudness_target,
             captions,
             mp4_captions,
+            quality,
+            quality_floor,
             webhook_url: request.webhook_url,
             webhook_progress: request.webhook_progress.unwrap_or(false),
             webhook_playable: request.webhook_playable.unwrap_or(false),

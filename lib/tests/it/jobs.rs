@@ -253,6 +253,7 @@ async fn parts_of_a_split_job_are_fenced_on_their_own_epochs_and_stop_with_the_j
                     start_secs: f64::from(k * 10),
                     end_secs: Some(f64::from(k * 10 + 10)),
                     first_segment: k * 5,
+                    ladder: None,
                 })
             })
             .collect()

@@ -128,6 +128,7 @@ async fn a_three_hour_ladder_completes_with_a_bounded_event_and_a_full_manifest(
             mp4: Some(format!("mp4/{name}.mp4")),
             hls: Some(format!("hls/{name}/index.m3u8")),
             dynamic_range: Default::default(),
+            quality: None,
         });
         for n in 0..segments {
             report.files.push(OutputFile {

@@ -95,6 +95,9 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
         loudness_target: None,
         captions: Vec::new(),
         mp4_captions: false,
+        // The FFmpeg CLI it is compared with encodes at the fixed setting.
+        quality: tcoder::engine::QualityGoal::Fixed,
+        quality_floor: None,
     };
     let settings =
         EncoderSettings { x264_preset: args.x264_preset.clone(), segment_secs: 4.0, threads: 0 };
@@ -261,6 +264,7 @@ async fn run_engine(
         settings: settings.clone(),
         task: Default::default(),
         sidecars: Vec::new(),
+        ladder: None,
     };
     let started = Instant::now();
     let done = supervisor

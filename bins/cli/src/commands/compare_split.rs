@@ -106,6 +106,7 @@ impl Runner {
             settings: EncoderSettings { threads: self.threads, ..settings.clone() },
             task,
             sidecars: Vec::new(),
+            ladder: None,
         };
         let started = Instant::now();
         let done = self

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use tcoder::engine::plan::SplitRule;
 use tcoder::engine::supervisor::Priority;
 use tcoder::engine::{
-    EngineError, EngineJob, EngineRun, EngineSpec, ErrorCode, Part, PartsProgress, Progress,
-    SidecarFile, StitchParts, Task,
+    EngineError, EngineJob, EngineRun, EngineSpec, ErrorCode, LadderReport, Part, PartsProgress,
+    Progress, SidecarFile, StitchParts, Task,
 };
 use tcoder::events::{self, JobEvent};
 use tcoder::jobs::{Attempt, Job, OutputKind, PartClaim, PartResult, PartState, Playable};
@@ -33,6 +33,14 @@ const POLL: Duration = Duration::from_secs(1);
 /// How long inviting helpers (one publish per part) may take before the coordinator gets on
 /// with the parts itself.
 const INVITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the probe found: the title split into parts, or one whole encode (with the per-title
+/// decision the probe made, so the whole encode does not probe again).
+#[derive(Debug)]
+pub(crate) enum Planned {
+    Split(Split),
+    Whole(Option<LadderReport>),
+}
 
 /// A title to be split: its parts, chunks in order then the audio (if any).
 #[derive(Debug)]
@@ -68,11 +76,11 @@ pub(crate) async fn plan(
     workdir: &Path,
     input: &Path,
     stop: &Stop,
-) -> Result<Option<Split>, EngineError> {
+) -> Result<Planned, EngineError> {
     let config = &worker.config;
     let spec = EngineSpec::from(&job.spec);
     if config.split_min_duration.is_zero() || !spec.outputs.contains(&OutputKind::Hls) {
-        return Ok(None);
+        return Ok(Planned::Whole(None));
     }
     let probe = worker.engine_job(job, input.to_path_buf(), workdir.join("probe"), Task::Probe);
     let run = worker.supervisor.run(&probe, workdir, None, stop.token()).await?;
@@ -85,17 +93,24 @@ pub(crate) async fn plan(
     };
     // Loudness normalisation sets one gain from the whole title's audio: one audio part.
     let whole_audio = job.spec.loudness_target.is_some();
-    let parts = tcoder::engine::plan::split_parts(
+    let mut parts = tcoder::engine::plan::split_parts(
         &run.report,
         &rule,
         probe.limits.max_output_fps,
         whole_audio,
     );
     if parts.is_empty() {
-        return Ok(None);
+        return Ok(Planned::Whole(run.report.ladder));
+    }
+    // One decision for the title, stored with every chunk: whichever machine encodes one
+    // uses the same settings.
+    for part in &mut parts {
+        if let Part::Video(chunk) = part {
+            chunk.ladder = run.report.ladder.clone();
+        }
     }
     tracing::info!(parts = parts.len(), "splitting the title");
-    Ok(Some(Split { parts, probe_cpu_secs: run.cpu_secs }))
+    Ok(Planned::Split(Split { parts, probe_cpu_secs: run.cpu_secs }))
 }
 
 /// The stored plan as the stitch lays it out: `chunks` video parts (0..chunks) then `audio`
@@ -170,8 +185,11 @@ impl Split {
             }
         };
         usage.cpu_secs += self.probe_cpu_secs;
+        // The stored plan's decision (a later coordinator's probe may have decided anew).
+        let ladder = parts.iter().find_map(|p| p.chunk()).and_then(|c| c.ladder.clone());
         let stitch = EngineJob {
             sidecars,
+            ladder,
             ..worker.engine_job(job, input.to_path_buf(), workdir.join("out"), Task::Stitch(layout))
         };
         let mut run = worker.supervisor.run(&stitch, workdir, None, stop.token()).await?;
@@ -509,6 +527,7 @@ mod tests {
                 start_secs: f64::from(k),
                 end_secs: Some(f64::from(k + 1)),
                 first_segment: k,
+                ladder: None,
             })
         };
         let audio = || Part::Audio(Chunk::default());

@@ -309,6 +309,7 @@ mod tests {
             start_secs: start,
             end_secs: end,
             first_segment: (start / 4.0) as u32,
+            ladder: None,
         };
         // The plan as stored: chunks, then audio ranges.
         let definitions = [

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
 use tcoder::cost::{JobCost, Usage};
-use tcoder::engine::{EngineError, EngineJob, Progress, SidecarFile, Task};
+use tcoder::engine::{EngineError, EngineJob, LadderReport, Progress, SidecarFile, Task};
 use tcoder::events::{self, JobEvent, WorkItem};
 use tcoder::jobs::{
     Attempt, ClaimOutcome, EngineUsage, FinishOutcome, Job, JobError, JobResult, MANIFEST_FILE,
@@ -20,6 +20,7 @@ use tcoder::s3::{self, keys, transfer};
 use tracing::Instrument as _;
 
 use super::Outcome;
+use super::coordinator::Planned;
 use super::steps::{
     Supervised, best_effort, fetch_captions, remove_in_background, start_source, store_error,
     through_store_outage, transient, unless_stopped, upload_outputs, with_commit_retries,
@@ -220,13 +221,13 @@ async fn work(
         let sidecars = fetch_captions(worker, &job, workdir, &inner).await?;
         // A long title is split into parts many workers encode; this attempt coordinates them.
         match super::coordinator::plan(worker, &job, workdir, &input, &inner).await? {
-            Some(split) => {
+            Planned::Split(split) => {
                 let inputs = (input.as_path(), sidecars);
                 let done = split.coordinate(worker, &job, attempt, workdir, inputs, &inner).await?;
                 Ok((done.stitch, done.parts, true))
             }
-            None => {
-                let inputs = (input.clone(), sidecars);
+            Planned::Whole(ladder) => {
+                let inputs = (input.clone(), sidecars, ladder);
                 let run = encode_whole(worker, &job, attempt, inputs, &output_dir, workdir, &inner)
                     .await?;
                 Ok((run, super::coordinator::PartsUsage::default(), false))
@@ -310,13 +311,14 @@ async fn encode_whole(
     worker: &Worker,
     job: &Job,
     attempt: &Attempt,
-    (input, sidecars): (std::path::PathBuf, Vec<SidecarFile>),
+    (input, sidecars, ladder): (std::path::PathBuf, Vec<SidecarFile>, Option<LadderReport>),
     output_dir: &Path,
     workdir: &Path,
     stop: &Stop,
 ) -> Result<tcoder::engine::EngineRun, EngineError> {
     let engine_job = EngineJob {
         sidecars,
+        ladder,
         ..worker.engine_job(job, input, output_dir.to_path_buf(), Task::Whole)
     };
     let (progress_tx, progress_rx) = tokio::sync::mpsc::channel::<Progress>(8);

@@ -43,6 +43,8 @@ fn hls_spec() -> EngineSpec {
         loudness_target: None,
         captions: Vec::new(),
         mp4_captions: false,
+        quality: Default::default(),
+        quality_floor: None,
     }
 }
 
@@ -63,6 +65,7 @@ fn job_dir(root: &Path, source: &Path) -> (PathBuf, EngineJob) {
         },
         task: Default::default(),
         sidecars: Vec::new(),
+        ladder: None,
     };
     (dir, job)
 }
@@ -228,6 +231,7 @@ async fn a_hanging_engine_is_killed_at_its_deadline() {
         settings: EncoderSettings::default(),
         task: Default::default(),
         sidecars: Vec::new(),
+        ladder: None,
     };
     let deadline = SandboxLimits { wall_deadline: Duration::from_secs(2), ..limits() };
     let started = std::time::Instant::now();

@@ -1,0 +1,250 @@
+//! The per-title probe: a few one-second windows of the source, spread over it, encoded at
+//! every rung with the job's own encoder settings — first at the codec's fixed setting, then,
+//! for each rung not already at its target, at the setting an assumed slope says reaches it —
+//! and scored; each rung then gets the setting the two trials say reaches the target (under
+//! its cap, as every encode is). A rung barely cheaper than the one above it is dropped: a
+//! player gains nothing by switching down to it.
+
+use std::collections::BTreeMap;
+
+use tcoder::engine::plan::constant_rate_factor;
+use tcoder::engine::quality::{
+    QualityScores, RungChoice, Trial, choose_crf, probe_window_secs, probe_windows, second_trial,
+};
+use tcoder::engine::{
+    Chunk, DynamicRange, EngineError, EngineJob, ErrorCode, LadderReport, Mode, RenditionPlan, Task,
+};
+use tcoder::jobs::OutputKind;
+
+use crate::transcode::{Probed, encode_measured};
+
+/// A rung below another is kept only when it needs at most this share of the other's bits:
+/// adaptive players step down to save bandwidth, and a step saving less than this is not
+/// worth a rendition.
+const MIN_STEP_DOWN: f64 = 0.75;
+
+/// The probe's folder in the output folder (removed before the encode writes anything).
+const PROBE_DIR: &str = ".probe";
+
+/// Chooses every rung's setting for the job's quality goal, or `None` when there is nothing
+/// to choose: `quality: fixed`, a copy, or renditions that keep HDR (VMAF's model is for
+/// SDR pictures).
+pub(crate) fn decide(
+    job: &EngineJob,
+    probed: &Probed,
+) -> Result<Option<LadderReport>, EngineError> {
+    let Some(target) = job.spec.quality.target() else { return Ok(None) };
+    let plan = &probed.plan;
+    if plan.mode != Mode::Transcode
+        || plan.renditions.is_empty()
+        || plan.renditions.iter().any(|r| r.dynamic_range != DynamicRange::Sdr)
+    {
+        return Ok(None);
+    }
+    let cpu_before = cpu_secs();
+    let duration = probed.media.duration_secs;
+    let windows = probe_windows(duration, plan.keyframe_secs());
+    let codec = job.spec.video_codec;
+    let first_settings: BTreeMap<String, u8> =
+        plan.renditions.iter().map(|r| (r.name.clone(), r.crf)).collect();
+    let first = trial(job, probed, &windows, &first_settings)?;
+    let second_settings: BTreeMap<String, u8> = first
+        .iter()
+        .filter_map(|(name, trial)| {
+            Some((name.clone(), second_trial(codec, trial.crf, trial.vmaf, target)?))
+        })
+        .collect();
+    let second = match second_settings.is_empty() {
+        true => BTreeMap::new(),
+        false => trial(job, probed, &windows, &second_settings)?,
+    };
+    let _ = std::fs::remove_dir_all(job.output_dir.join(PROBE_DIR));
+    let mut rungs: Vec<RungChoice> = Vec::new();
+    for rendition in &plan.renditions {
+        let trials: Vec<Trial> = [first.get(&rendition.name), second.get(&rendition.name)]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let Some(first) = trials.first() else {
+            return Err(EngineError::new(
+                ErrorCode::Failed,
+                format!("the quality probe scored no picture of {}", rendition.name),
+            ));
+        };
+        let (crf, expected_vmaf) = choose_crf(codec, &trials, target);
+        rungs.push(RungChoice {
+            name: rendition.name.clone(),
+            crf,
+            expected_vmaf,
+            reason: reason(rendition, &trials, crf, expected_vmaf, target, first),
+            trials,
+            kept: true,
+        });
+    }
+    drop_close_rungs(&mut rungs);
+    let probe_media_secs = windows.iter().map(|(start, end)| end - start).sum();
+    Ok(Some(LadderReport {
+        goal: job.spec.quality.to_string(),
+        target,
+        rungs,
+        probe_media_secs,
+        probe_cpu_secs: ((cpu_secs() - cpu_before) * 100.0).round() / 100.0,
+    }))
+}
+
+fn reason(
+    rendition: &RenditionPlan,
+    trials: &[Trial],
+    crf: u8,
+    expected: f64,
+    target: f64,
+    first: &Trial,
+) -> String {
+    let measured: Vec<String> =
+        trials.iter().map(|t| format!("VMAF {:.1} at CRF {}", t.vmaf, t.crf)).collect();
+    let fixed = constant_rate_factor(rendition.video_codec);
+    let verdict = if expected + 0.05 < target {
+        format!("CRF {crf}, the best allowed, is expected to give {expected:.1}")
+    } else {
+        format!("CRF {crf} is expected to give {expected:.1}")
+    };
+    let capped = trials
+        .iter()
+        .any(|t| t.crf <= crf && t.bit_rate as f64 >= 0.95 * rendition.video_bit_rate as f64);
+    let mut text = format!("{}; target {target}: {verdict}", measured.join(", "));
+    if crf != fixed && first.crf == fixed {
+        text.push_str(&format!(" (fixed: CRF {fixed})"));
+    }
+    if capped {
+        text.push_str(&format!("; held by the {} kb/s cap", rendition.video_bit_rate / 1000));
+    }
+    text
+}
+
+/// Bits/s a rung's trials predict at `crf` (log-linear between the trials, or the nearest).
+fn predicted_rate(choice: &RungChoice) -> f64 {
+    let points: Vec<(f64, f64)> = choice
+        .trials
+        .iter()
+        .filter(|t| t.bit_rate > 0)
+        .map(|t| (f64::from(t.crf), (t.bit_rate as f64).ln()))
+        .collect();
+    let crf = f64::from(choice.crf);
+    match points[..] {
+        [(c0, r0), (c1, r1), ..] if c0 != c1 => (r0 + (r1 - r0) * (crf - c0) / (c1 - c0)).exp(),
+        [(_, r0), ..] => r0.exp(),
+        [] => 0.0,
+    }
+}
+
+/// Drops each rung (never the lowest, never the top) that needs more than
+/// [`MIN_STEP_DOWN`] of the bits of the kept rung above it.
+fn drop_close_rungs(rungs: &mut [RungChoice]) {
+    let rates: Vec<f64> = rungs.iter().map(predicted_rate).collect();
+    let mut above: Option<usize> = None;
+    let last = rungs.len().saturating_sub(1);
+    for k in 0..rungs.len() {
+        if let Some(upper) = above
+            && k != last
+            && rates[upper] > 0.0
+            && rates[k] > MIN_STEP_DOWN * rates[upper]
+        {
+            rungs[k].kept = false;
+            rungs[k].reason.push_str(&format!(
+                "; dropped: {:.0} kb/s against {:.0} kb/s for {}, a step down saving too little",
+                rates[k] / 1000.0,
+                rates[upper] / 1000.0,
+                rungs[upper].name
+            ));
+            continue;
+        }
+        above = Some(k);
+    }
+}
+
+/// Encodes the probe windows with each named rung at its setting; each rung's trial (mean
+/// VMAF over every window's pictures, bits/s over their seconds).
+fn trial(
+    job: &EngineJob,
+    probed: &Probed,
+    windows: &[(f64, f64)],
+    settings: &BTreeMap<String, u8>,
+) -> Result<BTreeMap<String, Trial>, EngineError> {
+    let mut scores: QualityScores = BTreeMap::new();
+    let mut bytes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut seconds = 0.0;
+    for (n, &(start, end)) in windows.iter().enumerate() {
+        let out = job.output_dir.join(PROBE_DIR).join(n.to_string());
+        let _ = std::fs::remove_dir_all(&out);
+        let window = Chunk {
+            start_secs: start,
+            end_secs: (end < probed.media.duration_secs).then_some(end),
+            first_segment: 0,
+            ladder: None,
+        };
+        let mut spec = job.spec.clone();
+        spec.outputs = vec![OutputKind::Hls];
+        spec.quality_floor = None;
+        let window_job = EngineJob {
+            output_dir: out.clone(),
+            spec,
+            task: Task::Chunk(window),
+            sidecars: Vec::new(),
+            ladder: None,
+            ..job.clone()
+        };
+        let mut plan = probed.plan.clone();
+        plan.mp4 = false;
+        plan.thumbnails = None;
+        plan.captions.clear();
+        plan.audio_renditions.clear();
+        plan.hls_segment_secs = Some(probe_window_secs(probed.plan.keyframe_secs()));
+        plan.renditions.retain(|r| settings.contains_key(&r.name));
+        for rendition in &mut plan.renditions {
+            rendition.crf = settings[&rendition.name];
+        }
+        let (input, media) = crate::probe::open(&job.input, &job.limits)?;
+        let window_probed = Probed { input, media, plan, probe_secs: 0.0 };
+        let report = encode_measured(&window_job, window_probed, &[(start, end)], &mut |_| {})?;
+        for rendition in &report.renditions {
+            let folder = format!("hls/{}/", rendition.name);
+            let spent: u64 = report
+                .files
+                .iter()
+                .filter(|f| f.path.starts_with(&folder) && !f.path.ends_with(".m3u8"))
+                .map(|f| f.bytes)
+                .sum();
+            *bytes.entry(rendition.name.clone()).or_default() += spent;
+        }
+        for (name, frames) in super::read_scores(&out)? {
+            scores.entry(name).or_default().extend(frames);
+        }
+        seconds += end - start;
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    Ok(scores
+        .into_iter()
+        .filter(|(_, frames)| !frames.is_empty())
+        .map(|(name, frames)| {
+            let vmaf = frames.iter().sum::<f64>() / frames.len() as f64;
+            let bit_rate = (bytes.get(&name).copied().unwrap_or(0) as f64 * 8.0 / seconds.max(1e-3))
+                .round() as u64;
+            let trial =
+                Trial { crf: settings[&name], vmaf: (vmaf * 100.0).round() / 100.0, bit_rate };
+            (name, trial)
+        })
+        .collect())
+}
+
+/// CPU seconds this process has used, all its threads (the encoders') included.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage(2) fills the struct we own.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}

@@ -1,0 +1,460 @@
+//! Measured picture quality, and the per-title ladder it drives (docs/MEDIA.md, "Quality"):
+//! what a job asks for ([`QualityGoal`], [`QualityFloor`]), where the engine samples
+//! ([`measure_windows`], [`probe_windows`]), how a rung's quality setting is chosen from trial
+//! encodes ([`second_trial`], [`choose_crf`]), and what is reported ([`QualityReport`],
+//! [`LadderReport`]). Pure, so it is unit-tested without FFmpeg.
+
+use serde::{Deserialize, Serialize};
+
+use crate::jobs::VideoCodec;
+
+/// The metric every score is on: VMAF (model `vmaf_v0.6.1`, 0–100), measured by libvmaf.
+pub const METRIC: &str = "vmaf";
+
+/// The target of `quality: "standard"`, the default.
+pub const STANDARD_TARGET: f64 = 93.0;
+/// The target of `quality: "high"`.
+pub const HIGH_TARGET: f64 = 96.0;
+/// Targets a job may name (`target:vmaf=<value>`): below 50 is no longer a picture anyone
+/// wants, above 99 no encoder setting reaches on every source.
+const TARGET_RANGE: std::ops::RangeInclusive<f64> = 50.0..=99.0;
+
+/// How a job's rates are chosen (`quality` in a job).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum QualityGoal {
+    /// Every rung at the codec's one quality setting, whatever the title (no probe).
+    Fixed,
+    /// Per title, aiming at [`STANDARD_TARGET`].
+    #[default]
+    Standard,
+    /// Per title, aiming at [`HIGH_TARGET`].
+    High,
+    /// Per title, aiming at this VMAF.
+    Target(f64),
+}
+
+impl QualityGoal {
+    /// `fixed`, `standard`, `high` or `target:vmaf=<50..99>`.
+    pub fn parse(text: &str) -> Result<QualityGoal, String> {
+        let invalid = || {
+            format!(
+                "quality must be \"standard\", \"high\", \"fixed\" or \"target:vmaf=<value>\" \
+                 with a value from {} to {}, not {text:?}",
+                TARGET_RANGE.start(),
+                TARGET_RANGE.end()
+            )
+        };
+        match text {
+            "fixed" => Ok(QualityGoal::Fixed),
+            "standard" => Ok(QualityGoal::Standard),
+            "high" => Ok(QualityGoal::High),
+            _ => {
+                let value = text.strip_prefix("target:vmaf=").ok_or_else(invalid)?;
+                // Digits and one point only: no exponent, sign, `inf` or `NaN` spelling.
+                let plain = !value.is_empty()
+                    && value.len() <= 6
+                    && value.chars().all(|c| c.is_ascii_digit() || c == '.')
+                    && value.matches('.').count() <= 1;
+                let number: f64 = value.parse().ok().filter(|_| plain).ok_or_else(invalid)?;
+                if !TARGET_RANGE.contains(&number) {
+                    return Err(invalid());
+                }
+                Ok(QualityGoal::Target(number))
+            }
+        }
+    }
+
+    /// The VMAF aimed at, unless fixed.
+    pub fn target(self) -> Option<f64> {
+        match self {
+            QualityGoal::Fixed => None,
+            QualityGoal::Standard => Some(STANDARD_TARGET),
+            QualityGoal::High => Some(HIGH_TARGET),
+            QualityGoal::Target(value) => Some(value),
+        }
+    }
+}
+
+/// Targets are parsed from plain decimals in a range: never NaN.
+impl Eq for QualityGoal {}
+
+impl std::fmt::Display for QualityGoal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QualityGoal::Fixed => f.write_str("fixed"),
+            QualityGoal::Standard => f.write_str("standard"),
+            QualityGoal::High => f.write_str("high"),
+            QualityGoal::Target(value) => write!(f, "target:vmaf={value}"),
+        }
+    }
+}
+
+impl Serialize for QualityGoal {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for QualityGoal {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        QualityGoal::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What happens to a job whose rendition is measured below its floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FloorAction {
+    /// The job fails with `engine.quality_below_floor` (and is not retried: the same source
+    /// gives the same picture).
+    #[default]
+    Fail,
+    /// The job completes with a warning in its result.
+    Warn,
+}
+
+/// The lowest mean VMAF a rendition may have.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QualityFloor {
+    pub vmaf: f64,
+    #[serde(default)]
+    pub action: FloorAction,
+}
+
+/// Floors are validated scores: never NaN.
+impl Eq for QualityFloor {}
+
+impl QualityFloor {
+    /// A floor must be a VMAF score (0 turns it off, so it is not a floor).
+    pub fn validate(vmaf: f64) -> Result<f64, String> {
+        if vmaf.is_finite() && vmaf > 0.0 && vmaf <= 100.0 {
+            Ok(vmaf)
+        } else {
+            Err(format!("quality_floor must be a VMAF score above 0 and at most 100, not {vmaf}"))
+        }
+    }
+
+    /// The renditions measured below this floor, as a sentence (none: `None`).
+    pub fn misses(&self, renditions: &[(String, Option<QualityReport>)]) -> Option<String> {
+        let below: Vec<String> = renditions
+            .iter()
+            .filter_map(|(name, quality)| {
+                let quality = quality.as_ref()?;
+                (quality.mean < self.vmaf).then(|| format!("{name} VMAF {:.1}", quality.mean))
+            })
+            .collect();
+        (!below.is_empty())
+            .then(|| format!("below the quality floor of VMAF {}: {}", self.vmaf, below.join(", ")))
+    }
+}
+
+/// A rendition's measured picture quality: VMAF of sampled windows of its decoded video
+/// against the picture its encoder was given (the same size: the encoding's loss, not the
+/// smaller size's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QualityReport {
+    /// `vmaf` (model `vmaf_v0.6.1`).
+    pub metric: String,
+    /// Mean over the frames scored.
+    pub mean: f64,
+    /// The 5th percentile of the frames' scores: how the worst moments look.
+    pub p5: f64,
+    pub min: f64,
+    /// Frames scored.
+    pub frames: u32,
+}
+
+impl QualityReport {
+    /// The report of per-frame `scores` (none: `None`).
+    pub fn of(scores: &[f64]) -> Option<QualityReport> {
+        let mut sorted: Vec<f64> = scores.iter().copied().filter(|s| s.is_finite()).collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_by(f64::total_cmp);
+        let mean = sorted.iter().sum::<f64>() / sorted.len() as f64;
+        // Nearest rank.
+        let rank = ((sorted.len() as f64 * 0.05).ceil() as usize).clamp(1, sorted.len());
+        Some(QualityReport {
+            metric: METRIC.to_owned(),
+            mean: round2(mean),
+            p5: round2(sorted[rank - 1]),
+            min: round2(sorted[0]),
+            frames: u32::try_from(sorted.len()).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+/// Per-frame scores of each rendition (by name), as a chunk of a split title writes them
+/// (`quality.json`) for the stitch to pool.
+pub type QualityScores = std::collections::BTreeMap<String, Vec<f64>>;
+
+/// The file a part's scores are in, in its output folder.
+pub const SCORES_FILE: &str = "quality.json";
+
+/// Seconds of each measured window.
+const MEASURE_WINDOW_SECS: f64 = 2.0;
+/// One measured window every this many seconds of a long title…
+const MEASURE_EVERY_SECS: f64 = 120.0;
+/// …and at least this many (fewer only when the title is shorter).
+const MEASURE_MIN_WINDOWS: usize = 3;
+
+/// Where a title of `duration_secs` is measured: `[start, end)` windows (seconds on the
+/// title's timeline), each starting on a keyframe (`keyframe_secs` apart, which the encoders
+/// force), spread over the title — at least [`MEASURE_MIN_WINDOWS`], one per
+/// [`MEASURE_EVERY_SECS`]. Each window is scored from its keyframe on, so none needs frames
+/// from before it.
+pub fn measure_windows(duration_secs: f64, keyframe_secs: f64) -> Vec<(f64, f64)> {
+    let count = ((duration_secs / MEASURE_EVERY_SECS).round() as usize).max(MEASURE_MIN_WINDOWS);
+    spread(duration_secs, keyframe_secs, count, MEASURE_WINDOW_SECS.min(keyframe_secs))
+}
+
+/// Seconds of each probe window.
+const PROBE_WINDOW_SECS: f64 = 1.0;
+/// The share of the title the probe encodes (per trial).
+const PROBE_SHARE: f64 = 0.025;
+const PROBE_MAX_WINDOWS: usize = 8;
+
+/// Where the complexity probe samples a title: short windows spread over it, about
+/// [`PROBE_SHARE`] of it in all (one window at least, [`PROBE_MAX_WINDOWS`] at most), each
+/// encoded apart at each trial setting.
+pub fn probe_windows(duration_secs: f64, keyframe_secs: f64) -> Vec<(f64, f64)> {
+    let count = ((duration_secs * PROBE_SHARE / PROBE_WINDOW_SECS).round() as usize)
+        .clamp(1, PROBE_MAX_WINDOWS);
+    spread(duration_secs, keyframe_secs, count, probe_window_secs(keyframe_secs))
+}
+
+/// The length of a probe window: about [`PROBE_WINDOW_SECS`], dividing the keyframe interval
+/// evenly (so a window's start and end are both on its own grid).
+pub fn probe_window_secs(keyframe_secs: f64) -> f64 {
+    keyframe_secs / (keyframe_secs / PROBE_WINDOW_SECS).round().max(1.0)
+}
+
+/// `count` windows of `length` seconds at the middles of `count` equal stretches of the
+/// title, each moved back to a keyframe, none repeated, the last cut at the title's end.
+fn spread(duration_secs: f64, keyframe_secs: f64, count: usize, length: f64) -> Vec<(f64, f64)> {
+    if !(duration_secs.is_finite() && duration_secs > 0.0 && keyframe_secs > 0.0) {
+        return Vec::new();
+    }
+    let mut windows: Vec<(f64, f64)> = Vec::new();
+    for k in 0..count {
+        let middle = duration_secs * (k as f64 + 0.5) / count as f64;
+        let start = (middle / keyframe_secs).floor() * keyframe_secs;
+        if windows.last().is_some_and(|(last, _)| *last >= start) {
+            continue;
+        }
+        windows.push((start, (start + length).min(duration_secs)));
+    }
+    windows
+}
+
+/// One trial encode of a rung's probe windows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Trial {
+    pub crf: u8,
+    /// Mean VMAF over the windows.
+    pub vmaf: f64,
+    /// Bits/s the windows took.
+    pub bit_rate: u64,
+}
+
+/// What the per-title probe chose for one rung, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RungChoice {
+    pub name: String,
+    /// The quality setting chosen (the codec's CRF scale).
+    pub crf: u8,
+    /// The VMAF the trials predict at `crf`.
+    pub expected_vmaf: f64,
+    pub trials: Vec<Trial>,
+    /// Dropped rungs are not encoded.
+    pub kept: bool,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// The per-title decision: one per title (a split title's chunks all use it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LadderReport {
+    /// The job's `quality` (`standard`, `high`, `target:vmaf=…`).
+    pub goal: String,
+    /// The VMAF aimed at.
+    pub target: f64,
+    pub rungs: Vec<RungChoice>,
+    /// Seconds of source the probe encoded per trial.
+    pub probe_media_secs: f64,
+    /// CPU seconds the probe took (its trial encodes and scoring).
+    pub probe_cpu_secs: f64,
+}
+
+impl LadderReport {
+    /// The choice for the rung named `name`.
+    pub fn rung(&self, name: &str) -> Option<&RungChoice> {
+        self.rungs.iter().find(|r| r.name == name)
+    }
+}
+
+/// The range of quality settings per-title rates choose from: the codec's default (what
+/// `fixed` uses) minus `below`, plus `above` — wide enough for slides and grain alike, not so
+/// wide that a misjudged probe spends without limit or smears the picture.
+pub fn crf_range(codec: VideoCodec) -> (u8, u8) {
+    let default = super::plan::constant_rate_factor(codec);
+    let (below, above, max) = match codec {
+        VideoCodec::H264 | VideoCodec::Hevc => (6, 10, 51),
+        VideoCodec::Av1 | VideoCodec::Vp9 => (10, 15, 63),
+    };
+    (default.saturating_sub(below), (default + above).min(max))
+}
+
+/// VMAF points one step of CRF costs, assumed before a second trial measures it (about what
+/// x264 shows near CRF 23 on camera footage).
+const ASSUMED_SLOPE: f64 = 1.0;
+/// Within this many VMAF points of the target, the first trial's setting is kept.
+const CLOSE_ENOUGH: f64 = 0.5;
+/// The slope measured between two trials is held to this range (a flat or inverted
+/// measurement on a short window would send the setting to a bound).
+const SLOPE_RANGE: (f64, f64) = (0.15, 4.0);
+
+/// The setting of the second trial after a first at `first` measured `vmaf` (none when the
+/// first is close enough to `target`): where the assumed slope reaches the target.
+pub fn second_trial(codec: VideoCodec, first: u8, vmaf: f64, target: f64) -> Option<u8> {
+    if (vmaf - target).abs() < CLOSE_ENOUGH {
+        return None;
+    }
+    let (low, high) = crf_range(codec);
+    let step = ((vmaf - target) / ASSUMED_SLOPE).round() as i32;
+    let step = if step == 0 { (vmaf - target).signum() as i32 } else { step };
+    let next = (i32::from(first) + step).clamp(i32::from(low), i32::from(high)) as u8;
+    (next != first).then_some(next)
+}
+
+/// The largest setting (fewest bits) whose predicted VMAF reaches `target`, from the trials
+/// (a line through the two nearest, or one trial and the assumed slope), within
+/// [`crf_range`]; with the VMAF predicted there.
+pub fn choose_crf(codec: VideoCodec, trials: &[Trial], target: f64) -> (u8, f64) {
+    let (low, high) = crf_range(codec);
+    let Some(first) = trials.first() else {
+        return (super::plan::constant_rate_factor(codec), target);
+    };
+    let measured = match trials {
+        [a, b, ..] if a.crf != b.crf => {
+            Some((a.vmaf - b.vmaf) / (f64::from(b.crf) - f64::from(a.crf)))
+        }
+        _ => None,
+    };
+    if measured.is_some_and(|slope| slope < SLOPE_RANGE.0) && trials.iter().all(|t| t.vmaf < target)
+    {
+        // A lower setting bought nothing (the rung's cap holds it, or the picture does not
+        // get better): the highest setting of the best trials, not bits spent for nothing.
+        let best = trials.iter().map(|t| t.vmaf).fold(f64::MIN, f64::max);
+        let pick = trials
+            .iter()
+            .filter(|t| t.vmaf >= best - CLOSE_ENOUGH)
+            .max_by_key(|t| t.crf)
+            .unwrap_or(first);
+        return (pick.crf, pick.vmaf);
+    }
+    let slope = measured.map_or(ASSUMED_SLOPE, |s| s.clamp(SLOPE_RANGE.0, SLOPE_RANGE.1));
+    // The trial nearest the target anchors the line.
+    let anchor = trials
+        .iter()
+        .min_by(|a, b| (a.vmaf - target).abs().total_cmp(&(b.vmaf - target).abs()))
+        .unwrap_or(first);
+    let exact = f64::from(anchor.crf) + (anchor.vmaf - target) / slope;
+    // Rounded down: at or above the target rather than just under it.
+    let crf = (exact.floor().clamp(f64::from(low), f64::from(high))) as u8;
+    let expected = anchor.vmaf - slope * (f64::from(crf) - f64::from(anchor.crf));
+    (crf, round2(expected.min(100.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goals_parse_from_their_documented_spellings_only() {
+        assert_eq!(QualityGoal::parse("standard"), Ok(QualityGoal::Standard));
+        assert_eq!(QualityGoal::parse("high"), Ok(QualityGoal::High));
+        assert_eq!(QualityGoal::parse("fixed"), Ok(QualityGoal::Fixed));
+        assert_eq!(QualityGoal::parse("target:vmaf=94.5"), Ok(QualityGoal::Target(94.5)));
+        for bad in [
+            "",
+            "Standard",
+            "target:vmaf=",
+            "target:vmaf=100",
+            "target:vmaf=49.9",
+            "target:vmaf=NaN",
+            "target:vmaf=inf",
+            "target:vmaf=9e1",
+            "target:vmaf=-95",
+            "target:vmaf=95..",
+            "target:psnr=40",
+            "target:vmaf=95 ",
+        ] {
+            assert!(QualityGoal::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        for goal in [QualityGoal::Standard, QualityGoal::High, QualityGoal::Target(90.0)] {
+            assert_eq!(QualityGoal::parse(&goal.to_string()), Ok(goal));
+        }
+    }
+
+    #[test]
+    fn a_report_pools_the_mean_and_the_fifth_percentile() {
+        let scores: Vec<f64> = (1..=100).map(f64::from).collect();
+        let report = QualityReport::of(&scores).unwrap();
+        assert_eq!((report.mean, report.p5, report.min, report.frames), (50.5, 5.0, 1.0, 100));
+        assert_eq!(QualityReport::of(&[f64::NAN]), None);
+    }
+
+    #[test]
+    fn windows_start_on_keyframes_spread_over_the_title() {
+        let windows = measure_windows(600.0, 4.0);
+        assert_eq!(windows.len(), 5);
+        for (start, end) in &windows {
+            assert_eq!(start % 4.0, 0.0);
+            assert_eq!(end - start, 2.0);
+        }
+        assert!(windows[0].0 < 120.0 && windows[4].0 > 480.0);
+        // A short title: fewer windows than asked rather than repeated ones, cut at its end.
+        assert_eq!(measure_windows(3.0, 4.0), vec![(0.0, 2.0)]);
+        assert_eq!(measure_windows(1.0, 2.0), vec![(0.0, 1.0)]);
+        assert!(measure_windows(f64::NAN, 4.0).is_empty());
+        // The probe encodes about 2.5 % of the title, in one-second windows.
+        assert_eq!(probe_windows(40.0, 4.0).len(), 1);
+        assert_eq!(probe_windows(120.0, 4.0).len(), 3);
+        assert_eq!(probe_windows(7200.0, 4.0).len(), 8);
+    }
+
+    fn trial(crf: u8, vmaf: f64) -> Trial {
+        Trial { crf, vmaf, bit_rate: 0 }
+    }
+
+    #[test]
+    fn the_setting_reaching_the_target_is_chosen_from_the_trials() {
+        let codec = VideoCodec::H264;
+        // An easy title: 98 at 23, 95 at 28 → 0.6 per step: 93 is reached at 31.
+        assert_eq!(second_trial(codec, 23, 98.0, 93.0), Some(28));
+        assert_eq!(choose_crf(codec, &[trial(23, 98.0), trial(28, 95.0)], 93.0), (31, 93.2));
+        // A hard one: 88 at 23, 92 at 19 → one per step: 18.
+        assert_eq!(second_trial(codec, 23, 88.0, 93.0), Some(18));
+        assert_eq!(choose_crf(codec, &[trial(23, 88.0), trial(19, 92.0)], 93.0), (18, 93.0));
+        // Close enough: no second trial, the first setting kept.
+        assert_eq!(second_trial(codec, 23, 93.3, 93.0), None);
+        assert_eq!(choose_crf(codec, &[trial(23, 93.3)], 93.0), (23, 93.3));
+        // Never beyond the range, whatever the trials say.
+        assert_eq!(choose_crf(codec, &[trial(23, 100.0), trial(33, 99.9)], 93.0).0, 33);
+        assert_eq!(choose_crf(codec, &[trial(23, 40.0), trial(17, 45.0)], 93.0).0, 17);
+        assert_eq!(second_trial(codec, 23, 40.0, 93.0), Some(17));
+        // Above the target, a flat or inverted measurement counts as a shallow slope…
+        let (crf, _) = choose_crf(codec, &[trial(23, 95.0), trial(25, 95.5)], 93.0);
+        assert_eq!(crf, 33);
+        // …below it, as a sign that bits buy nothing (a cap holds the rung): no lower setting.
+        assert_eq!(choose_crf(codec, &[trial(23, 72.2), trial(17, 71.0)], 93.0), (23, 72.2));
+        assert_eq!(choose_crf(codec, &[trial(23, 72.2), trial(17, 72.5)], 93.0), (23, 72.2));
+    }
+}
