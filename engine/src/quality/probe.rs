@@ -42,6 +42,46 @@ pub(crate) fn decide(
         return Ok(None);
     }
     let cpu_before = cpu_secs();
+    let decided = measure(job, probed, target);
+    let _ = std::fs::remove_dir_all(job.output_dir.join(PROBE_DIR));
+    let cpu = ((cpu_secs() - cpu_before) * 100.0).round() / 100.0;
+    let ladder = match decided {
+        Ok(mut ladder) => {
+            ladder.probe_cpu_secs = cpu;
+            ladder
+        }
+        Err(e) if matches!(e.code, ErrorCode::Canceled | ErrorCode::DiskFull | ErrorCode::Disk) => {
+            return Err(e);
+        }
+        // The title is encoded at the fixed settings rather than not at all: the encode itself
+        // judges the source.
+        Err(e) => LadderReport {
+            goal: job.spec.quality.to_string(),
+            target,
+            rungs: plan
+                .renditions
+                .iter()
+                .map(|r| RungChoice {
+                    name: r.name.clone(),
+                    crf: r.crf,
+                    expected_vmaf: 0.0,
+                    trials: Vec::new(),
+                    kept: true,
+                    reason: format!(
+                        "the probe could not measure the title ({e}): the fixed setting"
+                    ),
+                })
+                .collect(),
+            probe_media_secs: 0.0,
+            probe_cpu_secs: cpu,
+        },
+    };
+    Ok(Some(ladder))
+}
+
+/// The trials and the choice from them (the probe's CPU is filled in by the caller).
+fn measure(job: &EngineJob, probed: &Probed, target: f64) -> Result<LadderReport, EngineError> {
+    let plan = &probed.plan;
     let duration = probed.media.duration_secs;
     let windows = probe_windows(duration, plan.keyframe_secs());
     let codec = job.spec.video_codec;
@@ -58,7 +98,6 @@ pub(crate) fn decide(
         true => BTreeMap::new(),
         false => trial(job, probed, &windows, &second_settings)?,
     };
-    let _ = std::fs::remove_dir_all(job.output_dir.join(PROBE_DIR));
     let mut rungs: Vec<RungChoice> = Vec::new();
     for rendition in &plan.renditions {
         let trials: Vec<Trial> = [first.get(&rendition.name), second.get(&rendition.name)]
@@ -66,31 +105,31 @@ pub(crate) fn decide(
             .flatten()
             .cloned()
             .collect();
-        let Some(first) = trials.first() else {
+        if trials.is_empty() {
             return Err(EngineError::new(
                 ErrorCode::Failed,
                 format!("the quality probe scored no picture of {}", rendition.name),
             ));
-        };
+        }
         let (crf, expected_vmaf) = choose_crf(codec, &trials, target);
         rungs.push(RungChoice {
             name: rendition.name.clone(),
             crf,
             expected_vmaf,
-            reason: reason(rendition, &trials, crf, expected_vmaf, target, first),
+            reason: reason(rendition, &trials, crf, expected_vmaf, target),
             trials,
             kept: true,
         });
     }
     drop_close_rungs(&mut rungs);
     let probe_media_secs = windows.iter().map(|(start, end)| end - start).sum();
-    Ok(Some(LadderReport {
+    Ok(LadderReport {
         goal: job.spec.quality.to_string(),
         target,
         rungs,
         probe_media_secs,
-        probe_cpu_secs: ((cpu_secs() - cpu_before) * 100.0).round() / 100.0,
-    }))
+        probe_cpu_secs: 0.0,
+    })
 }
 
 fn reason(
@@ -99,25 +138,22 @@ fn reason(
     crf: u8,
     expected: f64,
     target: f64,
-    first: &Trial,
 ) -> String {
     let measured: Vec<String> =
         trials.iter().map(|t| format!("VMAF {:.1} at CRF {}", t.vmaf, t.crf)).collect();
     let fixed = constant_rate_factor(rendition.video_codec);
-    let verdict = if expected + 0.05 < target {
-        format!("CRF {crf}, the best allowed, is expected to give {expected:.1}")
-    } else {
-        format!("CRF {crf} is expected to give {expected:.1}")
+    let verdict = match () {
+        _ if expected + 0.05 >= target => format!("CRF {crf} is expected to give {expected:.1}"),
+        // Below the target at the fixed setting, and a lower one bought nothing.
+        _ if crf >= fixed => format!(
+            "a lower setting bought nothing (the rung's {} kb/s cap holds it): CRF {crf}",
+            rendition.video_bit_rate / 1000
+        ),
+        _ => format!("CRF {crf}, the best allowed, is expected to give {expected:.1}"),
     };
-    let capped = trials
-        .iter()
-        .any(|t| t.crf <= crf && t.bit_rate as f64 >= 0.95 * rendition.video_bit_rate as f64);
     let mut text = format!("{}; target {target}: {verdict}", measured.join(", "));
-    if crf != fixed && first.crf == fixed {
+    if crf != fixed {
         text.push_str(&format!(" (fixed: CRF {fixed})"));
-    }
-    if capped {
-        text.push_str(&format!("; held by the {} kb/s cap", rendition.video_bit_rate / 1000));
     }
     text
 }

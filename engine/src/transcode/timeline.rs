@@ -138,6 +138,12 @@ pub(crate) fn split_delay_secs(
     for rendition in &plan.renditions {
         // The colour tags do not change how many frames an encoder reorders.
         let tags = super::colour::Tags::bt709();
+        // AV1 packets are never reordered (hidden frames are shown from within later
+        // packets), and an SVT-AV1 encoder that never got a frame hangs when closed or
+        // flushed (`svt_av1_enc_get_packet` waits for ever): not opened for nothing.
+        if rendition.video_codec == tcoder::jobs::VideoCodec::Av1 {
+            continue;
+        }
         let encoder =
             VideoEncoder::open(rendition, encoder_tb, keyframe_step, &settings, tags, None)?;
         lead = lead.max(encoder.decode_lead_secs());

@@ -83,7 +83,23 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     probe_job.task = Task::Probe;
     let probe = tcoder_engine::run(&probe_job, &mut |_| {}).unwrap();
     assert!(probe.files.is_empty());
-    assert_eq!(probe.renditions, whole_report.renditions);
+    let unmeasured = |report: &tcoder::engine::EngineReport| -> Vec<_> {
+        report
+            .renditions
+            .iter()
+            .map(|r| tcoder::engine::RenditionReport { quality: None, ..r.clone() })
+            .collect()
+    };
+    assert_eq!(unmeasured(&probe), unmeasured(&whole_report));
+    // One per-title decision, the same whether the title is encoded whole or split.
+    let decision = |report: &tcoder::engine::EngineReport| {
+        report
+            .ladder
+            .clone()
+            .map(|ladder| tcoder::engine::LadderReport { probe_cpu_secs: 0.0, ..ladder })
+    };
+    assert!(probe.ladder.is_some());
+    assert_eq!(decision(&probe), decision(&whole_report));
     let rule = SplitRule {
         segment_secs: 1.0,
         first_chunk_secs: 3.0,
@@ -108,7 +124,8 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     let layout = StitchParts { dir: items.path().to_path_buf(), chunks: 3, audio: 1 };
     for (k, chunk) in (0..).zip(&parts) {
         let mut chunk_job = job(&source, &layout.chunk_dir(k), spec.clone());
-        chunk_job.task = Task::Chunk(chunk.clone());
+        // As the coordinator stores them: each chunk with the title's decision.
+        chunk_job.task = Task::Chunk(Chunk { ladder: probe.ladder.clone(), ..chunk.clone() });
         let report = tcoder_engine::run(&chunk_job, &mut |_| {}).unwrap();
         assert!(report.renditions.iter().all(|r| r.audio_codec.is_none() && r.mp4.is_none()));
     }
@@ -122,6 +139,7 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     let stitched = tempfile::tempdir().unwrap();
     let mut stitch_job = job(&source, stitched.path(), spec.clone());
     stitch_job.task = Task::Stitch(layout.clone());
+    stitch_job.ladder = probe.ladder.clone();
     let report = tcoder_engine::run(&stitch_job, &mut |_| {}).unwrap();
     let mut written: Vec<&str> = report
         .files
@@ -160,7 +178,15 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     assert_eq!(stills(stitched.path()), stills(whole.path()));
     assert!(stills(whole.path()) > 1);
     assert_eq!(report.hls_master.as_deref(), Some("hls/master.m3u8"));
-    assert_eq!(report.renditions, whole_report.renditions);
+    // The chunks' scores pooled are the whole encode's within noise: the same frames scored
+    // in the same windows (a chunk's encoder starts afresh, so its bits differ a little).
+    assert_eq!(unmeasured(&report), unmeasured(&whole_report));
+    for (split, whole) in report.renditions.iter().zip(&whole_report.renditions) {
+        let (split, whole) = (split.quality.as_ref().unwrap(), whole.quality.as_ref().unwrap());
+        assert_eq!(split.frames, whole.frames);
+        assert!((split.mean - whole.mean).abs() < 0.5, "split {split:?}, whole {whole:?}");
+    }
+    assert_eq!(report.ladder, probe.ladder);
     let (split_loudness, whole_loudness) =
         (report.loudness.unwrap(), whole_report.loudness.unwrap());
     assert_eq!(split_loudness.before, whole_loudness.before);

@@ -55,6 +55,16 @@ pub(crate) struct SubmitArgs {
     /// Also carry the captions in the MP4s as MP4 timed text.
     #[arg(long)]
     mp4_captions: bool,
+    /// How each rung's quality setting is chosen: standard (default, per title aiming at
+    /// VMAF 93), high (VMAF 96), a VMAF from 50 to 99 (`94` or `target:vmaf=94`), or fixed.
+    #[arg(long, value_parser = quality_target)]
+    quality_target: Option<String>,
+    /// Fail the job when a rendition is measured below this VMAF (see --quality-floor-action).
+    #[arg(long)]
+    quality_floor: Option<f64>,
+    /// fail (default) or warn: what a rendition below --quality-floor does to the job.
+    #[arg(long, requires = "quality_floor")]
+    quality_floor_action: Option<String>,
     /// A `key=value` pair returned with the job and its events (repeatable).
     #[arg(long = "metadata", value_parser = key_value)]
     metadata: Vec<(String, String)>,
@@ -259,11 +269,23 @@ fn job_request(args: &SubmitArgs, length: u64) -> JobRequest {
                 .collect()
         }),
         mp4_captions: args.mp4_captions.then_some(true),
+        quality: args.quality_target.clone(),
+        quality_floor: args.quality_floor,
+        quality_floor_action: args.quality_floor_action.clone(),
         metadata,
         filename: args.file.file_name().map(|name| name.to_string_lossy().into_owned()),
         content_length: Some(length),
         content_type: Some(content_type(&args.file).to_owned()),
         ..JobRequest::default()
+    }
+}
+
+/// `--quality-target`: the API's spelling, with a bare VMAF value as shorthand for
+/// `target:vmaf=<value>` (the server validates either).
+fn quality_target(text: &str) -> Result<String, String> {
+    match text.parse::<f64>() {
+        Ok(_) => Ok(format!("target:vmaf={text}")),
+        Err(_) => Ok(text.to_owned()),
     }
 }
 
@@ -323,10 +345,28 @@ mod tests {
         assert_eq!(request.hdr.as_deref(), Some("keep"));
         assert!(request.captions.is_none() && request.mp4_captions.is_none());
         assert_eq!((request.normalize_audio, request.loudness_target), (Some(true), Some(-16)));
+        let args = Command::parse_from([
+            "tcoder",
+            "clip.mkv",
+            "--quality-target",
+            "94.5",
+            "--quality-floor",
+            "80",
+            "--quality-floor-action",
+            "warn",
+        ]);
+        let request = job_request(&args.submit, 10);
+        assert_eq!(request.quality.as_deref(), Some("target:vmaf=94.5"));
+        assert_eq!(
+            (request.quality_floor, request.quality_floor_action.as_deref()),
+            (Some(80.0), Some("warn"))
+        );
+        let args = Command::parse_from(["tcoder", "clip.mkv", "--quality-target", "high"]);
+        assert_eq!(job_request(&args.submit, 10).quality.as_deref(), Some("high"));
         // Left out when not given: the server's defaults apply.
         let args = Command::parse_from(["tcoder", "clip.mkv"]);
         let request = serde_json::to_value(job_request(&args.submit, 10)).unwrap();
-        for field in ["hdr", "normalize_audio", "loudness_target"] {
+        for field in ["hdr", "normalize_audio", "loudness_target", "quality", "quality_floor"] {
             assert!(request.get(field).is_none(), "{request}");
         }
     }
