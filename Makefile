@@ -1,7 +1,7 @@
 # tcoder — the two commands of the README, plus helpers. Both run the set-up first, which
 # installs what is missing (Debian packages, the pinned nats-server) and skips what is there.
 
-.PHONY: setup run test test-quick bench bench-playable split-check soak image-check compose-check build lint ci
+.PHONY: setup run test test-quick bench bench-playable bench-ladder split-check soak image-check compose-check build lint ci
 
 setup:
 	./scripts/setup.sh
@@ -31,6 +31,10 @@ bench:
 
 bench-playable:
 	./scripts/bench_playable.sh
+
+## Four 30 s sources through the fixed and the per-title ladder; splices section f (~25 min).
+bench-ladder:
+	./scripts/bench_ladder.sh
 
 ## A 4-minute 1080p title split into 60 s chunks and stitched, checked against the whole
 ## encode (frames, segments, PSNR within 0.1 dB, one timeline, faststart MP4s); ~30 min.

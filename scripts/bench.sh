@@ -65,6 +65,9 @@ step "split title: a 4-minute 1080p30 source whole against split into 60 s chunk
 step "playable in seconds: 1-, 4-, 10- and 30-minute 1080p30 titles on one worker"
 BENCH_PLAYABLE_SPLICE=0 ./scripts/bench_playable.sh
 
+step "per-title ladder: four 30 s sources, fixed against per-title, checked with libvmaf"
+BENCH_LADDER_SPLICE=0 ./scripts/bench_ladder.sh
+
 step "profile: CPU seconds of decoding alone and decoding + scaling to the three sizes (ffmpeg)"
 TIMEFORMAT='%U %S'
 for clip in easy hard; do

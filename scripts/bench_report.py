@@ -74,6 +74,8 @@ w("tcoder compare-engine --input target/bench/long.mp4 --preset hls --qualities 
 w("    --x264-preset fast --repeats 1 --split-chunk-secs 60")
 w("tcoder-bench playable --worker target/release/tcoder-worker \\")
 w("    --sources target/bench/playable-1m.mp4,…-4m,…-10m,…-30m   # also alone: make bench-playable")
+w("tcoder compare-ladder --input target/bench/ladder-<slides|animation|talking|grain>-30s.mp4 … \\")
+w("    --x264-preset fast --vmaf-ffmpeg <imageio-ffmpeg's ffmpeg>   # also alone: make bench-ladder")
 w("```")
 w("")
 w("Sources: 1080p30, 10 s, H.264 CRF 16 + AAC. *easy* is `testsrc2` (mostly flat synthetic")
@@ -315,6 +317,14 @@ if os.path.exists(os.path.join(OUT, "playable.json")):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import bench_playable
     section_lines, section_checks = bench_playable.section(load("playable.json"))
+    lines.extend(section_lines)
+    checks.extend(section_checks)
+
+# f. Per-title ladder
+if os.path.exists(os.path.join(OUT, "ladder.json")):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_ladder
+    section_lines, section_checks = bench_ladder.section(load("ladder.json"))
     lines.extend(section_lines)
     checks.extend(section_checks)
 

@@ -36,10 +36,14 @@ pub fn run_with(
     let probed = transcode::probe_and_plan(job, on_probed)?;
     match &job.task {
         Task::Probe => {
-            // A split title's one decision, which every chunk and the stitch then use.
+            // A split title's one decision, which every chunk and the stitch then use (its
+            // start sampled: playback waits for it).
             let ladder = match transcode::decided_ladder(job) {
                 Some(decided) => Some(decided.clone()),
-                None => quality::probe::decide(job, &probed)?,
+                None => {
+                    let span = quality::probe::SPLIT_PROBE_SPAN_SECS;
+                    quality::probe::decide(job, &probed, span)?
+                }
             };
             Ok(EngineReport { ladder, ..transcode::probed_report(&probed) })
         }

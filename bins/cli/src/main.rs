@@ -95,6 +95,13 @@ enum Command {
         #[command(flatten)]
         args: commands::compare::CompareArgs,
     },
+    /// Run sources through the fixed and the per-title ladder and compare their bytes and
+    /// measured quality, checked with FFmpeg's libvmaf (see docs/BENCHMARKS.md).
+    #[cfg(feature = "engine")]
+    CompareLadder {
+        #[command(flatten)]
+        args: commands::compare_ladder::CompareLadderArgs,
+    },
     /// Inspect and replay dead-lettered jobs.
     Dlq {
         #[command(subcommand)]
@@ -157,6 +164,10 @@ fn main() -> ExitCode {
             }
             #[cfg(feature = "engine")]
             Command::CompareEngine { args } => commands::compare::run(args).await.map(|()| true),
+            #[cfg(feature = "engine")]
+            Command::CompareLadder { args } => {
+                commands::compare_ladder::run(args).await.map(|()| true)
+            }
             Command::Dlq { command } => {
                 let settings = profile::with_control_plane(settings, cli.config.is_some());
                 commands::dlq::run(&settings, command).await.map(|()| true)

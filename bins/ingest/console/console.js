@@ -443,6 +443,16 @@
   });
 
   // --- result ---------------------------------------------------------------------------
+  // A rendition's measured VMAF (mean, and the 5th percentile: its worst moments), and the
+  // setting the per-title probe chose for it (its reasons in the cell's tooltip).
+  function quality(rendition, ladder) {
+    const q = rendition.quality;
+    const choice = ladder && ladder.rungs.find((c) => c.name === rendition.name);
+    const text = q ? `VMAF ${q.mean.toFixed(1)} (p5 ${q.p5.toFixed(1)})` : 'not measured';
+    const cell = el('span', { title: choice ? choice.reason : '' }, choice ? `${text} · CRF ${choice.crf}` : text);
+    return cell;
+  }
+
   function showResult(result) {
     if (state.shown) return;
     state.shown = true;
@@ -453,7 +463,7 @@
       if (r.mp4) links.push(el('a', { href: r.mp4 }, 'mp4'), ' ');
       if (r.hls) links.push(el('a', { href: r.hls }, 'hls'));
       const codecs = r.audio_codec ? `${r.video_codec} + ${r.audio_codec}` : r.video_codec;
-      body.append(row([r.name, `${r.width}×${r.height}`, codecs, `${Math.round(r.video_bit_rate / 1000)} kb/s`, links]));
+      body.append(row([r.name, `${r.width}×${r.height}`, codecs, `${Math.round(r.video_bit_rate / 1000)} kb/s`, quality(r, result.ladder), links]));
     }
     const s = result.source;
     describe($('source'), {

@@ -26,12 +26,18 @@ const MIN_STEP_DOWN: f64 = 0.75;
 /// The probe's folder in the output folder (removed before the encode writes anything).
 const PROBE_DIR: &str = ".probe";
 
-/// Chooses every rung's setting for the job's quality goal, or `None` when there is nothing
-/// to choose: `quality: fixed`, a copy, or renditions that keep HDR (VMAF's model is for
-/// SDR pictures).
+/// How much of a split title its probe samples: its start. Playback of a split title waits
+/// for the decision (every chunk, the first included, uses it), and the start is what has
+/// arrived first and what one window of probe can sample at once.
+pub(crate) const SPLIT_PROBE_SPAN_SECS: f64 = 40.0;
+
+/// Chooses every rung's setting for the job's quality goal from windows spread over the
+/// title's first `span_secs`, or `None` when there is nothing to choose: `quality: fixed`, a
+/// copy, or renditions that keep HDR (VMAF's model is for SDR pictures).
 pub(crate) fn decide(
     job: &EngineJob,
     probed: &Probed,
+    span_secs: f64,
 ) -> Result<Option<LadderReport>, EngineError> {
     let Some(target) = job.spec.quality.target() else { return Ok(None) };
     let plan = &probed.plan;
@@ -42,7 +48,7 @@ pub(crate) fn decide(
         return Ok(None);
     }
     let cpu_before = cpu_secs();
-    let decided = measure(job, probed, target);
+    let decided = measure(job, probed, target, span_secs.min(probed.media.duration_secs));
     let _ = std::fs::remove_dir_all(job.output_dir.join(PROBE_DIR));
     let cpu = ((cpu_secs() - cpu_before) * 100.0).round() / 100.0;
     let ladder = match decided {
@@ -80,10 +86,14 @@ pub(crate) fn decide(
 }
 
 /// The trials and the choice from them (the probe's CPU is filled in by the caller).
-fn measure(job: &EngineJob, probed: &Probed, target: f64) -> Result<LadderReport, EngineError> {
+fn measure(
+    job: &EngineJob,
+    probed: &Probed,
+    target: f64,
+    span_secs: f64,
+) -> Result<LadderReport, EngineError> {
     let plan = &probed.plan;
-    let duration = probed.media.duration_secs;
-    let windows = probe_windows(duration, plan.keyframe_secs());
+    let windows = probe_windows(span_secs, plan.keyframe_secs());
     let codec = job.spec.video_codec;
     let first_settings: BTreeMap<String, u8> =
         plan.renditions.iter().map(|r| (r.name.clone(), r.crf)).collect();

@@ -146,7 +146,8 @@ pub(crate) fn encode(
 ) -> Result<EngineReport, EngineError> {
     let mut ladder = decided_ladder(job).cloned();
     if ladder.is_none() && job.task == Task::Whole {
-        ladder = crate::quality::probe::decide(job, &probed)?;
+        let span = probed.media.duration_secs;
+        ladder = crate::quality::probe::decide(job, &probed, span)?;
         if let Some(ladder) = &ladder {
             tcoder::engine::plan::apply_ladder(&mut probed.plan, ladder);
         }

@@ -859,6 +859,7 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), SpecError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{FloorAction, QualityFloor, QualityGoal};
 
     fn request(json: serde_json::Value) -> Result<JobSpec, SpecError> {
         let tenant = super::super::Tenant::parse("acme").unwrap();
@@ -945,10 +946,44 @@ mod tests {
                 serde_json::json!({"captions": [{"language": "en", "key": "uploads/globex/en.srt"}]}),
                 "validation.captions",
             ),
+            (serde_json::json!({"quality": "ultra"}), "validation.quality"),
+            (serde_json::json!({"quality": "target:vmaf=NaN"}), "validation.quality"),
+            (serde_json::json!({"quality": "target:vmaf=1e2"}), "validation.quality"),
+            (serde_json::json!({"quality": "target:vmaf=100"}), "validation.quality"),
+            (serde_json::json!({"quality": "target:ssim=0.9"}), "validation.quality"),
+            (serde_json::json!({"quality_floor": -1.0}), "validation.quality"),
+            (serde_json::json!({"quality_floor": 0.0}), "validation.quality"),
+            (serde_json::json!({"quality_floor": 101.0}), "validation.quality"),
+            (serde_json::json!({"quality_floor_action": "warn"}), "validation.quality"),
+            (
+                serde_json::json!({"quality_floor": 80.0, "quality_floor_action": "ignore"}),
+                "validation.quality",
+            ),
         ];
         for (json, code) in cases {
             assert_eq!(request(json.clone()).unwrap_err().code, code, "{json}");
         }
+    }
+
+    #[test]
+    fn quality_goal_and_floor() {
+        let spec = request(serde_json::json!({"preset": "hls"})).unwrap();
+        assert_eq!((spec.quality, spec.quality_floor), (QualityGoal::Standard, None));
+        let spec = request(serde_json::json!({
+            "quality": "target:vmaf=95.5", "quality_floor": 80, "quality_floor_action": "warn"
+        }))
+        .unwrap();
+        assert_eq!(spec.quality, QualityGoal::Target(95.5));
+        assert_eq!(
+            spec.quality_floor,
+            Some(QualityFloor { vmaf: 80.0, action: FloorAction::Warn })
+        );
+        let spec = request(serde_json::json!({"quality": "fixed", "quality_floor": 70})).unwrap();
+        assert_eq!(spec.quality, QualityGoal::Fixed);
+        assert_eq!(spec.quality_floor.map(|f| f.action), Some(FloorAction::Fail));
+        // Stored and read back as it was asked.
+        let stored: JobSpec = serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+        assert_eq!(stored, spec);
     }
 
     #[test]

@@ -84,9 +84,14 @@ pub(crate) fn describe(job: &JobView) -> String {
     for rendition in &result.renditions {
         let audio = rendition.audio_codec.map(|codec| format!("/{}", codec_name(codec)));
         let url = rendition.mp4.as_deref().or(rendition.hls.as_deref()).unwrap_or("");
+        let quality = rendition
+            .quality
+            .as_ref()
+            .map(|q| format!("  VMAF {:.1} (p5 {:.1})", q.mean, q.p5))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "  {:<9} {}x{} {}{} {} kb/s  {url}",
+            "  {:<9} {}x{} {}{} {} kb/s{quality}  {url}",
             rendition.name,
             rendition.width,
             rendition.height,
@@ -143,7 +148,9 @@ mod tests {
             "renditions": [{ "name": "360p", "width": 640, "height": 360,
                              "video_codec": "h264", "audio_codec": "aac",
                              "video_bit_rate": 400000, "mp4": null,
-                             "hls": "http://s/hls/360p/index.m3u8" }],
+                             "hls": "http://s/hls/360p/index.m3u8",
+                             "quality": { "metric": "vmaf", "mean": 94.26, "p5": 90.1,
+                                          "min": 88.0, "frames": 150 } }],
             "hls_master": "http://s/hls/master.m3u8",
             "thumbnails": { "poster": "http://s/thumbs/poster.jpg",
                             "storyboard": "http://s/thumbs/storyboard.jpg",
@@ -156,7 +163,7 @@ mod tests {
         }}));
         assert_eq!(
             describe(&completed),
-            "job job_0190f0e0c1a27f3e9b1c2d3e4f5a6b7c completed\n  master    http://s/hls/master.m3u8\n  360p      640x360 h264/aac 400 kb/s  http://s/hls/360p/index.m3u8\n  poster    http://s/thumbs/poster.jpg\n  manifest  http://s/manifest.json (7 files)\n"
+            "job job_0190f0e0c1a27f3e9b1c2d3e4f5a6b7c completed\n  master    http://s/hls/master.m3u8\n  360p      640x360 h264/aac 400 kb/s  VMAF 94.3 (p5 90.1)  http://s/hls/360p/index.m3u8\n  poster    http://s/thumbs/poster.jpg\n  manifest  http://s/manifest.json (7 files)\n"
         );
         let failed = job(serde_json::json!({ "status": "failed",
             "error": { "code": "input.corrupt", "message": "bad" } }));

@@ -3,6 +3,8 @@
 #[cfg(feature = "engine")]
 pub(crate) mod compare;
 #[cfg(feature = "engine")]
+pub(crate) mod compare_ladder;
+#[cfg(feature = "engine")]
 mod compare_split;
 pub(crate) mod dlq;
 pub(crate) mod download;

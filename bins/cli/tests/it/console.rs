@@ -103,6 +103,15 @@ fn the_console_uploads_follows_and_plays_a_video_and_shows_a_failure() {
     assert!(audio.as_u64().unwrap_or(0) > 0, "no sound decoded: {audio}");
     let rows = browser.eval("return document.querySelectorAll('#renditions tbody tr').length");
     assert_eq!(rows, 2);
+    // Each rendition's measured quality and the setting the per-title probe chose.
+    let quality = browser.eval(
+        "return [...document.querySelectorAll('#renditions tbody tr')]\
+         .map((r) => r.cells[4].textContent)",
+    );
+    for cell in quality.as_array().unwrap() {
+        let text = cell.as_str().unwrap();
+        assert!(text.starts_with("VMAF ") && text.contains("· CRF "), "{text}");
+    }
     browser.eval("document.getElementById('job').scrollIntoView(); return true;");
     browser.screenshot(&artifact_path("console-completed.png"));
 

@@ -17,7 +17,8 @@ const LONG: Duration = Duration::from_secs(90);
 
 /// A job that keeps a worker busy for a few seconds (720p source, full ladder).
 fn heavy_request() -> serde_json::Value {
-    json!({ "preset": "hls", "qualities": "auto" })
+    // The fixed ladder: these tests time faults against one encode, not the per-title probe.
+    json!({ "preset": "hls", "qualities": "auto", "quality": "fixed" })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,6 +69,18 @@ async fn a_job_flows_end_to_end_and_completes_exactly_once() {
         (Some("completed"), Some(id.as_str()))
     );
     assert_eq!(event["data"]["outputs"]["hls_master"], master);
+    // Every rendition's measured quality, and the per-title decision (the default `standard`),
+    // in the result, the manifest and the completion event.
+    let ladder = result.ladder.as_ref().expect("a per-title decision");
+    assert_eq!((ladder.goal.as_str(), ladder.target), ("standard", 93.0));
+    assert_eq!(manifest.ladder, result.ladder);
+    for rendition in &result.renditions {
+        let quality = rendition.quality.as_ref().expect("measured");
+        assert!(quality.frames > 0 && (0.0..=100.0).contains(&quality.mean), "{quality:?}");
+        assert!(ladder.rung(&rendition.name).is_some_and(|c| c.kept), "{}", rendition.name);
+    }
+    assert_eq!(event["data"]["outputs"]["ladder"]["goal"], "standard");
+    assert_eq!(event["data"]["outputs"]["renditions"][0]["quality"]["metric"], "vmaf");
     assert_eq!(pipeline.events(&id, "completed").await.len(), 1);
     for kind in ["accepted", "queued", "started", "rendition"] {
         assert!(!pipeline.events(&id, kind).await.is_empty(), "no {kind} event");
