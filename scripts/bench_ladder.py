@@ -5,7 +5,6 @@
 section and its target lines in the document, leaving the other measurements as they were."""
 import json
 import os
-import re
 import sys
 
 TITLE = "## f. Per-title ladder"
@@ -115,24 +114,12 @@ def section(data):
 
 
 def splice(out, document):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_playable import splice_section
+
     data = json.load(open(os.path.join(out, "ladder.json")))
     lines, checks = section(data)
-    text = open(document).read()
-    block = "\n".join(lines) + "\n"
-    pattern = re.compile(re.escape(TITLE) + r"\n.*?(?=\n## )", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block.rstrip("\n") + "\n", text)
-    else:
-        text = text.replace("## Targets", block + "## Targets")
-    ours = [name for name, _, _ in checks]
-    kept = [l for l in text.split("\n") if not (l[:5] in ("PASS ", "FAIL ") and any(o in l for o in ours))]
-    text = "\n".join(kept)
-    new = "\n".join(f"{'PASS' if ok else 'FAIL'} {name}: {value}" for name, ok, value in checks)
-    head, _, tail = text.rpartition("\n```")
-    text = f"{head}\n{new}\n```{tail}"
-    open(document, "w").write(text)
-    for name, ok, value in checks:
-        print(f"{'PASS' if ok else 'FAIL'} {name}: {value}", file=sys.stderr)
+    splice_section(document, TITLE, lines, checks)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,17 @@ pub fn run_with(
             Ok(report)
         }
         Task::Whole | Task::Chunk(_) | Task::Audio(_) => {
-            transcode::encode(job, probed, on_progress)
+            let mut probed = probed;
+            let mut ladder = transcode::decided_ladder(job).cloned();
+            // A whole title not decided before is probed here, all of it.
+            if ladder.is_none() && job.task == Task::Whole {
+                let span = probed.media.duration_secs;
+                ladder = quality::probe::decide(job, &probed, span)?;
+                if let Some(ladder) = &ladder {
+                    tcoder::engine::plan::apply_ladder(&mut probed.plan, ladder);
+                }
+            }
+            transcode::encode(job, probed, ladder, on_progress)
         }
     }
 }

@@ -34,8 +34,9 @@ enum Command {
     Submit {
         #[command(flatten)]
         api: ApiArgs,
+        // Boxed: the largest arguments by far, so every other command stays small.
         #[command(flatten)]
-        args: SubmitArgs,
+        args: Box<SubmitArgs>,
     },
     /// Show one job.
     Status {
@@ -141,7 +142,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up => up::run(settings, cli.config.as_deref()).await.map(|()| true),
             Command::Submit { api, args } => {
-                commands::submit::run(&api.client(&settings)?, args).await
+                commands::submit::run(&api.client(&settings)?, *args).await
             }
             Command::Status { api, id } => {
                 commands::jobs::status(&api.client(&settings)?, &id).await.map(|()| true)

@@ -136,22 +136,15 @@ pub(crate) fn probed_report(probed: &Probed) -> EngineReport {
     EngineReport { probe_secs: probed.probe_secs, ..planned_report(&probed.media, &probed.plan) }
 }
 
-/// A whole title, or one part of a split one: the per-title decision (a whole title not
-/// decided before probes here), the encode measured in its sampled windows, and the quality
-/// floor checked.
+/// A whole title, or one part of a split one, with the per-title decision `ladder` (applied
+/// to the plan already): the encode measured in its sampled windows, and the quality floor
+/// checked.
 pub(crate) fn encode(
     job: &EngineJob,
-    mut probed: Probed,
+    probed: Probed,
+    ladder: Option<LadderReport>,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<EngineReport, EngineError> {
-    let mut ladder = decided_ladder(job).cloned();
-    if ladder.is_none() && job.task == Task::Whole {
-        let span = probed.media.duration_secs;
-        ladder = crate::quality::probe::decide(job, &probed, span)?;
-        if let Some(ladder) = &ladder {
-            tcoder::engine::plan::apply_ladder(&mut probed.plan, ladder);
-        }
-    }
     let windows = match job.task {
         Task::Audio(_) => Vec::new(),
         _ => measure_windows(probed.media.duration_secs, probed.plan.keyframe_secs()),

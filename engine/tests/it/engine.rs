@@ -6,19 +6,7 @@ use tcoder::jobs::{AudioCodec, AutoLadder, OutputKind, Preset, Qualities, Qualit
 use testkit::media::{ClipSpec, clip};
 
 pub(crate) fn spec(preset: Preset, qualities: Qualities, outputs: &[OutputKind]) -> EngineSpec {
-    EngineSpec {
-        preset,
-        qualities,
-        outputs: outputs.to_vec(),
-        video_codec: VideoCodec::H264,
-        audio_codec: AudioCodec::Aac,
-        hdr: Default::default(),
-        loudness_target: None,
-        captions: Vec::new(),
-        mp4_captions: false,
-        quality: Default::default(),
-        quality_floor: None,
-    }
+    EngineSpec::new(preset, qualities, outputs)
 }
 
 pub(crate) fn job(input: &Path, out: &Path, spec: EngineSpec) -> EngineJob {

@@ -79,5 +79,6 @@ fn write_output(job: &EngineJob) -> Result<EngineReport, EngineError> {
         loudness: None,
         captions: Vec::new(),
         audio_tracks: Vec::new(),
+        ladder: None,
     })
 }

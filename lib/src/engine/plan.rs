@@ -68,6 +68,26 @@ pub struct CaptionLabel {
     pub forced: bool,
 }
 
+impl EngineSpec {
+    /// H.264 and AAC, the default for everything else: what a job asks when it names only its
+    /// preset, qualities and outputs.
+    pub fn new(preset: Preset, qualities: Qualities, outputs: &[OutputKind]) -> EngineSpec {
+        EngineSpec {
+            preset,
+            qualities,
+            outputs: outputs.to_vec(),
+            video_codec: VideoCodec::H264,
+            audio_codec: AudioCodec::Aac,
+            hdr: HdrMode::default(),
+            loudness_target: None,
+            captions: Vec::new(),
+            mp4_captions: false,
+            quality: QualityGoal::default(),
+            quality_floor: None,
+        }
+    }
+}
+
 impl From<&crate::jobs::JobSpec> for EngineSpec {
     fn from(spec: &crate::jobs::JobSpec) -> EngineSpec {
         EngineSpec {
@@ -793,19 +813,7 @@ mod tests {
     }
 
     fn spec(preset: Preset, qualities: Qualities, outputs: &[OutputKind]) -> EngineSpec {
-        EngineSpec {
-            preset,
-            qualities,
-            outputs: outputs.to_vec(),
-            video_codec: VideoCodec::H264,
-            audio_codec: AudioCodec::Aac,
-            hdr: Default::default(),
-            loudness_target: None,
-            captions: Vec::new(),
-            mp4_captions: false,
-            quality: Default::default(),
-            quality_floor: None,
-        }
+        EngineSpec::new(preset, qualities, outputs)
     }
 
     fn sizes(plan: &EnginePlan) -> Vec<(String, u32, u32)> {

@@ -511,7 +511,7 @@ fn classify(
 mod tests {
     use super::*;
     use crate::engine::{EncoderSettings, EngineSpec, MediaInfo, Mode};
-    use crate::jobs::{AudioCodec, Preset, Qualities, VideoCodec};
+    use crate::jobs::{Preset, Qualities};
 
     #[test]
     fn worker_paths_never_reach_error_messages() {
@@ -587,19 +587,7 @@ mod tests {
         EngineJob {
             input: dir.join("in"),
             output_dir: dir.join("out"),
-            spec: EngineSpec {
-                preset: Preset::Default,
-                qualities: Qualities::List(Vec::new()),
-                outputs: Vec::new(),
-                video_codec: VideoCodec::H264,
-                audio_codec: AudioCodec::Aac,
-                hdr: Default::default(),
-                loudness_target: None,
-                captions: Vec::new(),
-                mp4_captions: false,
-                quality: Default::default(),
-                quality_floor: None,
-            },
+            spec: EngineSpec::new(Preset::Default, Qualities::List(Vec::new()), &[]),
             limits: crate::engine::Limits::default(),
             settings: EncoderSettings::default(),
             task: Default::default(),

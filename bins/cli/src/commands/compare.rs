@@ -16,7 +16,7 @@ use serde_json::json;
 use tcoder::engine::{
     self, EncoderSettings, EngineJob, EngineSpec, Limits, RenditionPlan, SandboxLimits, Supervisor,
 };
-use tcoder::jobs::{AudioCodec, OutputKind, Preset, Qualities, Quality, VideoCodec};
+use tcoder::jobs::{OutputKind, Preset, Qualities, Quality};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
@@ -86,18 +86,9 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
         _ => vec![OutputKind::Mp4],
     };
     let spec = EngineSpec {
-        preset,
-        qualities: Qualities::List(qualities),
-        outputs,
-        video_codec: VideoCodec::H264,
-        audio_codec: AudioCodec::Aac,
-        hdr: Default::default(),
-        loudness_target: None,
-        captions: Vec::new(),
-        mp4_captions: false,
         // The FFmpeg CLI it is compared with encodes at the fixed setting.
         quality: tcoder::engine::QualityGoal::Fixed,
-        quality_floor: None,
+        ..EngineSpec::new(preset, Qualities::List(qualities), &outputs)
     };
     let settings =
         EncoderSettings { x264_preset: args.x264_preset.clone(), segment_secs: 4.0, threads: 0 };

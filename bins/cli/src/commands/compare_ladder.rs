@@ -13,7 +13,7 @@ use tcoder::engine::quality::measure_windows;
 use tcoder::engine::{
     EncoderSettings, EngineJob, EngineReport, EngineSpec, Limits, QualityGoal, Supervisor,
 };
-use tcoder::jobs::{AudioCodec, AutoLadder, OutputKind, Preset, Qualities, VideoCodec};
+use tcoder::jobs::{AutoLadder, OutputKind, Preset, Qualities};
 use tokio_util::sync::CancellationToken;
 
 /// The MP4 GOP: where the engine's measured windows start.
@@ -95,17 +95,12 @@ async fn encode(
         input: input.clone(),
         output_dir: scratch.join("engine"),
         spec: EngineSpec {
-            preset: Preset::WebOptimized,
-            qualities: Qualities::Auto(AutoLadder::Auto),
-            outputs: vec![OutputKind::Mp4],
-            video_codec: VideoCodec::H264,
-            audio_codec: AudioCodec::Aac,
-            hdr: Default::default(),
-            loudness_target: None,
-            captions: Vec::new(),
-            mp4_captions: false,
             quality,
-            quality_floor: None,
+            ..EngineSpec::new(
+                Preset::WebOptimized,
+                Qualities::Auto(AutoLadder::Auto),
+                &[OutputKind::Mp4],
+            )
         },
         limits: Limits::default(),
         settings: settings.clone(),
@@ -166,7 +161,10 @@ fn compare(source: &Path, fixed: &Run, titled: &Run, vmaf_ffmpeg: &Path) -> anyh
 }
 
 /// Mean VMAF, by FFmpeg's libvmaf filter, of the rendition `file` against `source` scaled to
-/// its size, over the frames of the windows the engine measures.
+/// its size, over the frames of the windows the engine measures. Windows are on each file's
+/// own timeline from its first picture (as the engine's are): the timestamps are kept
+/// (`-copyts`) and each file's start is taken off before the window is cut, so a file whose
+/// first picture is not at 0 is still paired frame for frame.
 fn ffmpeg_vmaf(
     ffmpeg: &Path,
     file: &Path,
@@ -174,28 +172,33 @@ fn ffmpeg_vmaf(
     (width, height): (u32, u32),
     duration: f64,
 ) -> anyhow::Result<f64> {
+    let (file_start, source_start) = (video_start(file)?, video_start(source)?);
+    // The source's pictures as the engine took them: its values under the rendition's tags
+    // (the engine writes what players assume for an untagged source; FFmpeg would otherwise
+    // convert one side's matrix to the other's before scoring).
+    let tags = colour_tags(file)?;
     let mut scores = Vec::new();
     for (start, end) in measure_windows(duration, MP4_KEYFRAME_SECS) {
         let log = tempfile::NamedTempFile::new()?;
+        let cut = |first: f64| {
+            format!(
+                "setpts=PTS-{first}/TB,trim=start={start}:end={end},setpts=PTS-STARTPTS,format=yuv420p"
+            )
+        };
         let graph = format!(
-            "[0:v]format=yuv420p[d];[1:v]scale={width}:{height}:flags=bicubic,format=yuv420p[r];\
+            "[0:v]{}[d];[1:v]{tags}{},scale={width}:{height}:flags=bicubic[r];\
              [d][r]libvmaf=model=version=vmaf_v0.6.1:n_threads=2:log_fmt=json:log_path={}",
+            cut(file_start),
+            cut(source_start),
             log.path().display()
         );
-        let window = |path: &Path| {
-            vec![
-                "-ss".to_owned(),
-                format!("{start:.3}"),
-                "-t".to_owned(),
-                format!("{:.3}", end - start),
-                "-i".to_owned(),
-                path.display().to_string(),
-            ]
-        };
+        // Decoding starts a keyframe interval early; the trim keeps the window.
+        let seek = format!("{:.3}", (start - 2.0 * MP4_KEYFRAME_SECS).max(0.0));
         let output = Command::new(ffmpeg)
-            .args(["-nostdin", "-v", "error"])
-            .args(window(file))
-            .args(window(source))
+            .args(["-nostdin", "-v", "error", "-copyts", "-ss", &seek, "-i"])
+            .arg(file)
+            .args(["-copyts", "-ss", &seek, "-i"])
+            .arg(source)
             .args(["-lavfi", &graph, "-f", "null", "-"])
             .output()
             .context("run the libvmaf FFmpeg")?;
@@ -211,4 +214,41 @@ fn ffmpeg_vmaf(
         bail!("libvmaf scored no frame of {}", file.display());
     }
     Ok(((scores.iter().sum::<f64>() / scores.len() as f64) * 100.0).round() / 100.0)
+}
+
+/// `setparams=…,` giving a picture `path`'s colour tags (those ffprobe reads), or nothing.
+fn colour_tags(path: &Path) -> anyhow::Result<String> {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["stream=color_space,color_primaries,color_transfer,color_range", "-of", "json"])
+        .arg(path)
+        .output()
+        .context("run ffprobe")?;
+    let json: Value = serde_json::from_slice(&output.stdout)?;
+    let stream = &json["streams"][0];
+    let params: Vec<String> = [
+        ("colorspace", "color_space"),
+        ("color_primaries", "color_primaries"),
+        ("color_trc", "color_transfer"),
+        ("range", "color_range"),
+    ]
+    .iter()
+    .filter_map(|(param, field)| {
+        let value = stream[*field].as_str().filter(|v| *v != "unknown")?;
+        Some(format!("{param}={value}"))
+    })
+    .collect();
+    Ok(if params.is_empty() { String::new() } else { format!("setparams={},", params.join(":")) })
+}
+
+/// The time of a file's first video picture, as ffprobe reads it.
+fn video_start(path: &Path) -> anyhow::Result<f64> {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=start_time"])
+        .args(["-of", "default=noprint_wrappers=1:nokey=1"])
+        .arg(path)
+        .output()
+        .context("run ffprobe")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim().parse().with_context(|| format!("start time of {}: {text:?}", path.display()))
 }

@@ -8,7 +8,7 @@ use tcoder::engine::{
     EncoderSettings, EngineError, EngineJob, EngineRun, EngineSpec, ErrorCode, Limits,
     SandboxLimits, Supervisor,
 };
-use tcoder::jobs::{AudioCodec, AutoLadder, OutputKind, Preset, Qualities, Quality, VideoCodec};
+use tcoder::jobs::{AutoLadder, OutputKind, Preset, Qualities, Quality, VideoCodec};
 use testkit::corpus;
 use tokio_util::sync::CancellationToken;
 
@@ -33,19 +33,11 @@ fn supervisor(limits: SandboxLimits) -> Supervisor {
 }
 
 fn hls_spec() -> EngineSpec {
-    EngineSpec {
-        preset: Preset::Hls,
-        qualities: Qualities::Auto(AutoLadder::Auto),
-        outputs: vec![OutputKind::Hls, OutputKind::Thumbnails],
-        video_codec: VideoCodec::H264,
-        audio_codec: AudioCodec::Aac,
-        hdr: Default::default(),
-        loudness_target: None,
-        captions: Vec::new(),
-        mp4_captions: false,
-        quality: Default::default(),
-        quality_floor: None,
-    }
+    EngineSpec::new(
+        Preset::Hls,
+        Qualities::Auto(AutoLadder::Auto),
+        &[OutputKind::Hls, OutputKind::Thumbnails],
+    )
 }
 
 /// A job directory like the worker's: `<dir>/in/source` (a copy of `source`) and `<dir>/out`.
