@@ -294,3 +294,40 @@ fn cpu_secs() -> f64 {
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rung(name: &str, bit_rate: u64) -> RungChoice {
+        RungChoice {
+            name: name.to_owned(),
+            crf: 23,
+            expected_vmaf: 95.0,
+            trials: vec![Trial { crf: 23, vmaf: 95.0, bit_rate }],
+            kept: true,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_rung_saving_too_little_below_the_kept_one_above_is_dropped() {
+        // Slides: 720p needs 0.77 of 1080p's bits, 360p a third of 1080p's, 144p nearly all of
+        // 360p's — but the lowest rung always stays, as does the top.
+        let mut rungs = [
+            rung("1080p", 592_000),
+            rung("720p", 454_000),
+            rung("360p", 200_000),
+            rung("144p", 190_000),
+        ];
+        drop_close_rungs(&mut rungs);
+        let kept: Vec<bool> = rungs.iter().map(|r| r.kept).collect();
+        assert_eq!(kept, [true, false, true, true]);
+        assert!(rungs[1].reason.contains("against 592 kb/s for 1080p"), "{}", rungs[1].reason);
+        // A rung is compared with the kept rung above it, not a dropped one.
+        let mut rungs =
+            [rung("1080p", 1000), rung("720p", 900), rung("360p", 800), rung("144p", 100)];
+        drop_close_rungs(&mut rungs);
+        assert_eq!(rungs.iter().map(|r| r.kept).collect::<Vec<_>>(), [true, false, false, true]);
+    }
+}
