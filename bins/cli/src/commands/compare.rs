@@ -236,7 +236,8 @@ pub(crate) async fn run(args: CompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One sandboxed engine run of the whole title, as the worker makes it, in `scratch`.
+/// One sandboxed engine run of the whole title, as the worker makes it, in `scratch`: its
+/// CPU and wall seconds.
 async fn run_engine(
     supervisor: &Supervisor,
     source: &Path,
@@ -244,7 +245,21 @@ async fn run_engine(
     settings: &EncoderSettings,
     scratch: &Path,
 ) -> anyhow::Result<Sample> {
-    // Inside the job folder, as the worker does: the engine's sandbox reaches nothing else.
+    let started = Instant::now();
+    let done = engine_run(supervisor, source, spec, settings, scratch).await?;
+    Ok(Sample { cpu: done.cpu_secs, wall: started.elapsed().as_secs_f64() })
+}
+
+/// One sandboxed engine run of the whole title, as the worker makes it: the source copied to
+/// `scratch/source` (inside the job folder, as the worker does: the engine's sandbox reaches
+/// nothing else), the outputs in `scratch/engine`.
+pub(super) async fn engine_run(
+    supervisor: &Supervisor,
+    source: &Path,
+    spec: &EngineSpec,
+    settings: &EncoderSettings,
+    scratch: &Path,
+) -> anyhow::Result<tcoder::engine::EngineRun> {
     let input = scratch.join("source");
     std::fs::copy(source, &input)?;
     let job = EngineJob {
@@ -257,12 +272,10 @@ async fn run_engine(
         sidecars: Vec::new(),
         ladder: None,
     };
-    let started = Instant::now();
-    let done = supervisor
+    supervisor
         .run(&job, scratch, None, CancellationToken::new())
         .await
-        .map_err(|e| anyhow::anyhow!("engine ({}): {e}", supervisor.program.display()))?;
-    Ok(Sample { cpu: done.cpu_secs, wall: started.elapsed().as_secs_f64() })
+        .map_err(|e| anyhow::anyhow!("engine ({}): {e}", supervisor.program.display()))
 }
 
 /// Sandbox limits for measuring: generous, so nothing but the work decides the figures.

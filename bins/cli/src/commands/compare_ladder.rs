@@ -10,11 +10,8 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use tcoder::engine::quality::measure_windows;
-use tcoder::engine::{
-    EncoderSettings, EngineJob, EngineReport, EngineSpec, Limits, QualityGoal, Supervisor,
-};
+use tcoder::engine::{EncoderSettings, EngineReport, EngineSpec, QualityGoal, Supervisor};
 use tcoder::jobs::{AutoLadder, OutputKind, Preset, Qualities};
-use tokio_util::sync::CancellationToken;
 
 /// The MP4 GOP: where the engine's measured windows start.
 const MP4_KEYFRAME_SECS: f64 = 2.0;
@@ -50,23 +47,12 @@ pub(crate) async fn run(args: CompareLadderArgs) -> anyhow::Result<()> {
     let mut sources = Vec::new();
     for input in &args.inputs {
         let scratch = tempfile::tempdir()?;
-        let fixed = encode(
-            &supervisor,
-            input,
-            QualityGoal::Fixed,
-            &settings,
-            &scratch.path().join("fixed"),
-        )
-        .await?;
-        let titled = encode(
-            &supervisor,
-            input,
-            QualityGoal::Standard,
-            &settings,
-            &scratch.path().join("standard"),
-        )
-        .await?;
-        sources.push(compare(input, &fixed, &titled, &args.vmaf_ffmpeg)?);
+        let mut runs = Vec::new();
+        for quality in [QualityGoal::Fixed, QualityGoal::Standard] {
+            let dir = scratch.path().join(quality.to_string());
+            runs.push(encode(&supervisor, input, quality, &settings, &dir).await?);
+        }
+        sources.push(compare(input, &runs[0], &runs[1], &args.vmaf_ffmpeg)?);
     }
     println!("{}", serde_json::to_string_pretty(&json!({ "sources": sources }))?);
     Ok(())
@@ -89,30 +75,21 @@ async fn encode(
     scratch: &Path,
 ) -> anyhow::Result<Run> {
     std::fs::create_dir_all(scratch)?;
-    let input = scratch.join("source");
-    std::fs::copy(source, &input)?;
-    let job = EngineJob {
-        input: input.clone(),
-        output_dir: scratch.join("engine"),
-        spec: EngineSpec {
-            quality,
-            ..EngineSpec::new(
-                Preset::WebOptimized,
-                Qualities::Auto(AutoLadder::Auto),
-                &[OutputKind::Mp4],
-            )
-        },
-        limits: Limits::default(),
-        settings: settings.clone(),
-        task: Default::default(),
-        sidecars: Vec::new(),
-        ladder: None,
+    let spec = EngineSpec {
+        quality,
+        ..EngineSpec::new(
+            Preset::WebOptimized,
+            Qualities::Auto(AutoLadder::Auto),
+            &[OutputKind::Mp4],
+        )
     };
-    let done = supervisor
-        .run(&job, scratch, None, CancellationToken::new())
-        .await
-        .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
-    Ok(Run { report: done.report, cpu_secs: done.cpu_secs, out: job.output_dir, input })
+    let done = super::compare::engine_run(supervisor, source, &spec, settings, scratch).await?;
+    Ok(Run {
+        report: done.report,
+        cpu_secs: done.cpu_secs,
+        out: scratch.join("engine"),
+        input: scratch.join("source"),
+    })
 }
 
 fn compare(source: &Path, fixed: &Run, titled: &Run, vmaf_ffmpeg: &Path) -> anyhow::Result<Value> {
