@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use ffmpeg_next::{Packet, Rational, codec, decoder, frame};
 
+use super::Sampling;
 use super::vmaf::{self, Vmaf};
 
 pub(crate) struct QualityMeter {
@@ -22,6 +23,8 @@ pub(crate) struct QualityMeter {
     run: Option<Vmaf>,
     scores: Vec<f64>,
     failed: Option<String>,
+    /// Every this many pictures are scored.
+    every: u32,
 }
 
 /// Pictures held for scoring at most (an encoder's lookahead and reordering are far fewer):
@@ -30,15 +33,15 @@ const MAX_HELD: usize = 256;
 
 impl QualityMeter {
     /// A meter for the encoder `parameters` (of the opened encoder, with its global
-    /// headers), measuring
-    /// `windows` (seconds on the encoder's timeline); `None` when its pictures are not a
-    /// format VMAF scores or there is no window.
+    /// headers), measuring as `sampling` says (seconds on the encoder's timeline); `None`
+    /// when its pictures are not a format VMAF scores or there is no window.
     pub(crate) fn open(
         parameters: codec::Parameters,
         format: ffmpeg_next::format::Pixel,
         time_base: Rational,
-        windows: &[(f64, f64)],
+        sampling: &Sampling,
     ) -> Result<Option<QualityMeter>, String> {
+        let windows = &sampling.windows;
         if windows.is_empty() || vmaf::bits_of(format).is_none() {
             return Ok(None);
         }
@@ -65,6 +68,7 @@ impl QualityMeter {
             run: None,
             scores: Vec::new(),
             failed: None,
+            every: sampling.every.max(1),
         }))
     }
 
@@ -107,7 +111,7 @@ impl QualityMeter {
             if !(packet.is_key() && (start..end).contains(&pts)) {
                 return;
             }
-            match Vmaf::new() {
+            match Vmaf::new(self.every) {
                 Ok(run) => self.run = Some(run),
                 Err(e) => return self.fail(&e),
             }

@@ -13,6 +13,27 @@ use tcoder::engine::{
     EngineError, EngineReport, EngineSpec, ErrorCode, FloorAction, QualityReport, QualityScores,
 };
 
+/// Where and how an encode's renditions are scored.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sampling {
+    /// `[start, end)` seconds on the title's timeline, each starting on a keyframe.
+    pub windows: Vec<(f64, f64)>,
+    /// Every this many pictures of a window are scored (VMAF's motion feature still sees
+    /// each): the probe's trials need a mean, not every picture's score.
+    pub every: u32,
+    /// A probe trial: capped encoders start with their VBV buffer part-full, as it is deep
+    /// into a capped encode. Nearly full, as an encoder starts, a one-second window spends
+    /// well beyond the cap and looks far better than the title will.
+    pub trial: bool,
+}
+
+impl Sampling {
+    /// Every picture of `windows` scored, encoders as in any encode.
+    pub(crate) fn measure(windows: Vec<(f64, f64)>) -> Sampling {
+        Sampling { windows, every: 1, trial: false }
+    }
+}
+
 /// The job's quality floor against the renditions measured: a rendition below it fails the
 /// job (`engine.quality_below_floor`) or adds a warning, as the floor says.
 pub(crate) fn check_floor(spec: &EngineSpec, report: &mut EngineReport) -> Result<(), EngineError> {

@@ -9,19 +9,25 @@ use std::collections::BTreeMap;
 
 use tcoder::engine::plan::constant_rate_factor;
 use tcoder::engine::quality::{
-    QualityScores, RungChoice, Trial, choose_crf, probe_window_secs, probe_windows, second_trial,
+    FIXED_MARGIN, QualityScores, RungChoice, Trial, choose_crf, probe_window_secs, probe_windows,
+    second_trial,
 };
 use tcoder::engine::{
     Chunk, DynamicRange, EngineError, EngineJob, ErrorCode, LadderReport, Mode, RenditionPlan, Task,
 };
 use tcoder::jobs::OutputKind;
 
+use super::Sampling;
 use crate::transcode::{Probed, encode_measured};
 
 /// A rung below another is kept only when it needs at most this share of the other's bits:
 /// adaptive players step down to save bandwidth, and a step saving less than this is not
 /// worth a rendition.
 const MIN_STEP_DOWN: f64 = 0.75;
+
+/// A trial scores every this many pictures: its mean over a window moves by a few hundredths
+/// of a point, and scoring is most of a trial's CPU.
+const SCORE_EVERY: u32 = 3;
 
 /// The probe's folder in the output folder (removed before the encode writes anything).
 const PROBE_DIR: &str = ".probe";
@@ -98,10 +104,15 @@ fn measure(
     let first_settings: BTreeMap<String, u8> =
         plan.renditions.iter().map(|r| (r.name.clone(), r.crf)).collect();
     let first = trial(job, probed, &windows, &first_settings)?;
+    // Each rung's aim, from what its fixed setting measured (see `QualityGoal::aim`).
+    let aims: BTreeMap<String, f64> = first
+        .iter()
+        .map(|(name, trial)| (name.clone(), job.spec.quality.aim(trial.vmaf).unwrap_or(target)))
+        .collect();
     let second_settings: BTreeMap<String, u8> = first
         .iter()
         .filter_map(|(name, trial)| {
-            Some((name.clone(), second_trial(codec, trial.crf, trial.vmaf, target)?))
+            Some((name.clone(), second_trial(codec, trial.crf, trial.vmaf, aims[name])?))
         })
         .collect();
     let second = match second_settings.is_empty() {
@@ -121,12 +132,13 @@ fn measure(
                 format!("the quality probe scored no picture of {}", rendition.name),
             ));
         }
-        let (crf, expected_vmaf) = choose_crf(codec, &trials, target);
+        let aim = aims.get(&rendition.name).copied().unwrap_or(target);
+        let (crf, expected_vmaf) = choose_crf(codec, &trials, aim);
         rungs.push(RungChoice {
             name: rendition.name.clone(),
             crf,
             expected_vmaf,
-            reason: reason(rendition, &trials, crf, expected_vmaf, target),
+            reason: reason(rendition, &trials, crf, expected_vmaf, (target, aim)),
             trials,
             kept: true,
         });
@@ -147,21 +159,28 @@ fn reason(
     trials: &[Trial],
     crf: u8,
     expected: f64,
-    target: f64,
+    (target, aim): (f64, f64),
 ) -> String {
     let measured: Vec<String> =
         trials.iter().map(|t| format!("VMAF {:.1} at CRF {}", t.vmaf, t.crf)).collect();
     let fixed = constant_rate_factor(rendition.video_codec);
     let verdict = match () {
-        _ if expected + 0.05 >= target => format!("CRF {crf} is expected to give {expected:.1}"),
-        // Below the target at the fixed setting, and a lower one bought nothing.
+        _ if expected + 0.05 >= aim => format!("CRF {crf} is expected to give {expected:.1}"),
+        // Below the aim at the fixed setting, and a lower one bought too little.
         _ if crf >= fixed => format!(
-            "a lower setting bought nothing (the rung's {} kb/s cap holds it): CRF {crf}",
+            "a lower setting bought too little for its bits (the rung's {} kb/s cap holds it, \
+             or the picture barely gains): CRF {crf}",
             rendition.video_bit_rate / 1000
         ),
         _ => format!("CRF {crf}, the best allowed, is expected to give {expected:.1}"),
     };
-    let mut text = format!("{}; target {target}: {verdict}", measured.join(", "));
+    let aiming = match aim > target {
+        true => format!(
+            "target {target}, aiming at {aim:.1} (at most {FIXED_MARGIN} below the fixed setting's)"
+        ),
+        false => format!("target {target}"),
+    };
+    let mut text = format!("{}; {aiming}: {verdict}", measured.join(", "));
     if crf != fixed {
         text.push_str(&format!(" (fixed: CRF {fixed})"));
     }
@@ -252,7 +271,8 @@ fn trial(
         }
         let (input, media) = crate::probe::open(&job.input, &job.limits)?;
         let window_probed = Probed { input, media, plan, probe_secs: 0.0 };
-        let report = encode_measured(&window_job, window_probed, &[(start, end)], &mut |_| {})?;
+        let sampling = Sampling { windows: vec![(start, end)], every: SCORE_EVERY, trial: true };
+        let report = encode_measured(&window_job, window_probed, &sampling, &mut |_| {})?;
         for rendition in &report.renditions {
             let folder = format!("hls/{}/", rendition.name);
             let spent: u64 = report

@@ -17,20 +17,24 @@ pub(crate) struct Vmaf {
     context: *mut sys::VmafContext,
     model: *mut sys::VmafModel,
     pictures: u32,
+    /// Every this many pictures are scored.
+    every: u32,
 }
 
 impl Vmaf {
-    pub(crate) fn new() -> Result<Vmaf, String> {
+    /// Scores every `every`th picture pushed (the first included).
+    pub(crate) fn new(every: u32) -> Result<Vmaf, String> {
+        let every = every.max(1);
         let config = sys::VmafConfiguration {
             log_level: sys::VmafLogLevel_VMAF_LOG_LEVEL_NONE,
             // Scored on the calling thread: the encoders' threads already fill the machine.
             n_threads: 0,
-            n_subsample: 1,
+            n_subsample: every,
             cpumask: 0,
             gpumask: 0,
         };
         let mut vmaf =
-            Vmaf { context: std::ptr::null_mut(), model: std::ptr::null_mut(), pictures: 0 };
+            Vmaf { context: std::ptr::null_mut(), model: std::ptr::null_mut(), pictures: 0, every };
         // SAFETY: out-pointers to fields we own; on failure `Drop` frees what was made.
         unsafe {
             check(sys::vmaf_init(&mut vmaf.context, config), "vmaf_init")?;
@@ -69,7 +73,7 @@ impl Vmaf {
         Ok(())
     }
 
-    /// The pictures' scores, in the order they were pushed.
+    /// The scored pictures' scores, in the order they were pushed.
     pub(crate) fn finish(self) -> Result<Vec<f64>, String> {
         if self.pictures == 0 {
             return Ok(Vec::new());
@@ -87,6 +91,7 @@ impl Vmaf {
             )?;
         }
         (0..self.pictures)
+            .step_by(self.every as usize)
             .map(|index| {
                 let mut score = 0.0;
                 // SAFETY: an index below the count read, after the flush.

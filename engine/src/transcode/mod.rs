@@ -50,6 +50,7 @@ use self::files::*;
 use self::pipeline::*;
 use self::timeline::*;
 use crate::probe;
+use crate::quality::Sampling;
 
 /// What `plan` would make of `media`: the renditions and where their files go, no file yet
 /// (the report of a probe, and the frame of a stitch's).
@@ -149,7 +150,7 @@ pub(crate) fn encode(
         Task::Audio(_) => Vec::new(),
         _ => measure_windows(probed.media.duration_secs, probed.plan.keyframe_secs()),
     };
-    let mut report = encode_measured(job, probed, &windows, on_progress)?;
+    let mut report = encode_measured(job, probed, &Sampling::measure(windows), on_progress)?;
     if job.task == Task::Whole {
         report.ladder = ladder;
         crate::quality::check_floor(&job.spec, &mut report)?;
@@ -159,11 +160,11 @@ pub(crate) fn encode(
 
 /// Phases 2–4 of a whole title, or of one part of a split one (a chunk's video, the title's
 /// audio): decoders and every rendition's encoders and muxers, one pass over the input, then
-/// every output closed and checked. The renditions' quality is measured in `windows`.
+/// every output closed and checked. The renditions' quality is measured as `sampling` says.
 pub(crate) fn encode_measured(
     job: &EngineJob,
     probed: Probed,
-    windows: &[(f64, f64)],
+    sampling: &Sampling,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<EngineReport, EngineError> {
     let Probed { mut input, media, mut plan, probe_secs } = probed;
@@ -231,7 +232,7 @@ pub(crate) fn encode_measured(
         audio_decoder.as_ref(),
         &colour,
         gain_db,
-        windows,
+        sampling,
     )?;
     for muxer in renditions.iter_mut().flat_map(|r| r.muxers.iter_mut()) {
         muxer.delay_by(delay_secs);

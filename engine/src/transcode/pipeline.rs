@@ -141,14 +141,14 @@ pub(crate) fn open_renditions(
     audio_decoder: Option<&ffmpeg::decoder::Audio>,
     colour: &ColourPlan,
     gain_db: Option<f64>,
-    quality_windows: &[(f64, f64)],
+    sampling: &Sampling,
 ) -> Result<Vec<Rendition>, EngineError> {
     let out = &job.output_dir;
     let keyframe_step = plan.keyframe_secs();
     let settings = VideoSettings {
         preset: job.settings.x264_preset.clone(),
         threads: job.settings.threads,
-        quality_windows: quality_windows.to_vec(),
+        sampling: sampling.clone(),
     };
     let mut renditions = Vec::with_capacity(plan.renditions.len());
     for rendition_plan in &plan.renditions {

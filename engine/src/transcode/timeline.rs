@@ -131,7 +131,7 @@ pub(crate) fn split_delay_secs(
     let settings = VideoSettings {
         preset: job.settings.x264_preset.clone(),
         threads: job.settings.threads,
-        quality_windows: Vec::new(),
+        sampling: Sampling::default(),
     };
     let keyframe_step = plan.keyframe_secs();
     let mut lead: f64 = 0.0;

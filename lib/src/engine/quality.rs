@@ -75,6 +75,27 @@ impl QualityGoal {
     }
 }
 
+/// How far below the fixed setting's measured picture a named goal (`standard`, `high`) may
+/// aim: within VMAF's noise, so the default never looks worse than the one-size ladder did —
+/// it spends fewer bits where the fixed setting overshoots, and more where it falls short.
+pub const FIXED_MARGIN: f64 = 0.5;
+
+impl QualityGoal {
+    /// The VMAF a rung is aimed at, after its fixed setting measured `fixed_vmaf` on the
+    /// probe: the goal's target, raised for a named goal to at most [`FIXED_MARGIN`] below
+    /// `fixed_vmaf`. A `target:` goal is taken as asked (a job may want fewer bits than the
+    /// fixed setting spends).
+    pub fn aim(self, fixed_vmaf: f64) -> Option<f64> {
+        let target = self.target()?;
+        Some(match self {
+            QualityGoal::Standard | QualityGoal::High => {
+                target.max((fixed_vmaf - FIXED_MARGIN).min(*TARGET_RANGE.end()))
+            }
+            QualityGoal::Fixed | QualityGoal::Target(_) => target,
+        })
+    }
+}
+
 /// Targets are parsed from plain decimals in a range: never NaN.
 impl Eq for QualityGoal {}
 
@@ -319,6 +340,13 @@ const CLOSE_ENOUGH: f64 = 0.5;
 /// The slope measured between two trials is held to this range (a flat or inverted
 /// measurement on a short window would send the setting to a bound).
 const SLOPE_RANGE: (f64, f64) = (0.15, 4.0);
+/// Below its aim, a rung whose trials gain less than this per CRF step (each step costs
+/// about a tenth more bits) keeps its setting: the cap holds it, or the picture does not get
+/// better for the bits.
+const WORTH_SLOPE: f64 = 0.3;
+/// The second trial is at least this many CRF steps from the first: a slope measured over
+/// one step of a one-second window is mostly noise.
+const MIN_TRIAL_STEP: i32 = 3;
 
 /// The setting of the second trial after a first at `first` measured `vmaf` (none when the
 /// first is close enough to `target`): where the assumed slope reaches the target.
@@ -328,7 +356,10 @@ pub fn second_trial(codec: VideoCodec, first: u8, vmaf: f64, target: f64) -> Opt
     }
     let (low, high) = crf_range(codec);
     let step = ((vmaf - target) / ASSUMED_SLOPE).round() as i32;
-    let step = if step == 0 { (vmaf - target).signum() as i32 } else { step };
+    let step = match step.abs() < MIN_TRIAL_STEP {
+        true => MIN_TRIAL_STEP * (vmaf - target).signum() as i32,
+        false => step,
+    };
     let next = (i32::from(first) + step).clamp(i32::from(low), i32::from(high)) as u8;
     (next != first).then_some(next)
 }
@@ -347,16 +378,10 @@ pub fn choose_crf(codec: VideoCodec, trials: &[Trial], target: f64) -> (u8, f64)
         }
         _ => None,
     };
-    if measured.is_some_and(|slope| slope < SLOPE_RANGE.0) && trials.iter().all(|t| t.vmaf < target)
-    {
-        // A lower setting bought nothing (the rung's cap holds it, or the picture does not
-        // get better): the highest setting of the best trials, not bits spent for nothing.
-        let best = trials.iter().map(|t| t.vmaf).fold(f64::MIN, f64::max);
-        let pick = trials
-            .iter()
-            .filter(|t| t.vmaf >= best - CLOSE_ENOUGH)
-            .max_by_key(|t| t.crf)
-            .unwrap_or(first);
+    if measured.is_some_and(|slope| slope < WORTH_SLOPE) && trials.iter().all(|t| t.vmaf < target) {
+        // A lower setting bought too little (see `WORTH_SLOPE`): the trials' highest
+        // setting, not bits spent for nothing.
+        let pick = trials.iter().max_by_key(|t| t.crf).unwrap_or(first);
         return (pick.crf, pick.vmaf);
     }
     let slope = measured.map_or(ASSUMED_SLOPE, |s| s.clamp(SLOPE_RANGE.0, SLOPE_RANGE.1));
@@ -404,6 +429,21 @@ mod tests {
     }
 
     #[test]
+    fn named_goals_never_aim_noticeably_below_the_fixed_setting() {
+        // The fixed setting overshoots: a named goal stays within the margin of it…
+        assert_eq!(QualityGoal::Standard.aim(96.2), Some(95.7));
+        assert_eq!(QualityGoal::High.aim(98.0), Some(97.5));
+        // …but never aims above what any setting reaches.
+        assert_eq!(QualityGoal::Standard.aim(100.0), Some(99.0));
+        // It falls short: the target.
+        assert_eq!(QualityGoal::Standard.aim(88.0), Some(STANDARD_TARGET));
+        assert_eq!(QualityGoal::High.aim(93.0), Some(HIGH_TARGET));
+        // A job naming its target gets it, fewer bits than fixed included.
+        assert_eq!(QualityGoal::Target(80.0).aim(96.2), Some(80.0));
+        assert_eq!(QualityGoal::Fixed.aim(96.2), None);
+    }
+
+    #[test]
     fn a_report_pools_the_mean_and_the_fifth_percentile() {
         let scores: Vec<f64> = (1..=100).map(f64::from).collect();
         let report = QualityReport::of(&scores).unwrap();
@@ -443,6 +483,9 @@ mod tests {
         // A hard one: 88 at 23, 92 at 19 → one per step: 18.
         assert_eq!(second_trial(codec, 23, 88.0, 93.0), Some(18));
         assert_eq!(choose_crf(codec, &[trial(23, 88.0), trial(19, 92.0)], 93.0), (18, 93.0));
+        // Just above the target: the second trial three steps away, to measure a slope.
+        assert_eq!(second_trial(codec, 23, 95.5, 95.0), Some(26));
+        assert_eq!(second_trial(codec, 23, 92.0, 93.0), Some(20));
         // Close enough: no second trial, the first setting kept.
         assert_eq!(second_trial(codec, 23, 93.3, 93.0), None);
         assert_eq!(choose_crf(codec, &[trial(23, 93.3)], 93.0), (23, 93.3));
@@ -456,5 +499,7 @@ mod tests {
         // …below it, as a sign that bits buy nothing (a cap holds the rung): no lower setting.
         assert_eq!(choose_crf(codec, &[trial(23, 72.2), trial(17, 71.0)], 93.0), (23, 72.2));
         assert_eq!(choose_crf(codec, &[trial(23, 72.2), trial(17, 72.5)], 93.0), (23, 72.2));
+        // …or that they buy too little for the bits: 0.2 VMAF a step.
+        assert_eq!(choose_crf(codec, &[trial(23, 88.7), trial(19, 89.5)], 93.0), (23, 88.7));
     }
 }

@@ -310,8 +310,9 @@ pub struct JobRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mp4_captions: Option<bool>,
     /// How each rung's quality setting is chosen: `standard` (default: per title, aiming at
-    /// VMAF 93), `high` (VMAF 96), `target:vmaf=<50-99>`, or `fixed` (one setting for every
-    /// title, no probe).
+    /// VMAF 93, or at most 0.5 below what `fixed` would give where that is higher), `high`
+    /// (likewise, VMAF 96), `target:vmaf=<50-99>` (that VMAF exactly), or `fixed` (one
+    /// setting for every title, no probe).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quality: Option<String>,
     /// The lowest mean VMAF (0-100] a rendition may be measured at; below it the job fails

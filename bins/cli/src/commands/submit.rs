@@ -56,7 +56,8 @@ pub(crate) struct SubmitArgs {
     #[arg(long)]
     mp4_captions: bool,
     /// How each rung's quality setting is chosen: standard (default, per title aiming at
-    /// VMAF 93), high (VMAF 96), a VMAF from 50 to 99 (`94` or `target:vmaf=94`), or fixed.
+    /// VMAF 93, never more than 0.5 below what fixed would give), high (likewise, VMAF 96), a
+    /// VMAF from 50 to 99 exactly (`94` or `target:vmaf=94`), or fixed.
     #[arg(long, value_parser = quality_target)]
     quality_target: Option<String>,
     /// Fail the job when a rendition is measured below this VMAF (see --quality-floor-action).
