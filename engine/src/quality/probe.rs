@@ -5,12 +5,12 @@
 //! its cap, as every encode is). A rung barely cheaper than the one above it is dropped: a
 //! player gains nothing by switching down to it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tcoder::engine::plan::constant_rate_factor;
 use tcoder::engine::quality::{
-    FIXED_MARGIN, QualityScores, RungChoice, Trial, choose_crf, probe_window_secs, probe_windows,
-    second_trial,
+    FIXED_MARGIN, QualityScores, RungChoice, Trial, WORTH_SLOPE, choose_crf, held_by_cap,
+    probe_window_secs, probe_windows, second_trial,
 };
 use tcoder::engine::{
     Chunk, DynamicRange, EngineError, EngineJob, ErrorCode, LadderReport, Mode, RenditionPlan, Task,
@@ -109,8 +109,19 @@ fn measure(
         .iter()
         .map(|(name, trial)| (name.clone(), job.spec.quality.aim(trial.vmaf).unwrap_or(target)))
         .collect();
+    // Rungs below their aim that spent close to their cap at the fixed setting: it stays.
+    let caps: BTreeMap<&str, u64> =
+        plan.renditions.iter().map(|r| (r.name.as_str(), r.video_bit_rate)).collect();
+    let held: BTreeSet<&str> = first
+        .iter()
+        .filter(|(name, trial)| {
+            caps.get(name.as_str()).is_some_and(|cap| held_by_cap(trial, *cap, aims[*name]))
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
     let second_settings: BTreeMap<String, u8> = first
         .iter()
+        .filter(|(name, _)| !held.contains(name.as_str()))
         .filter_map(|(name, trial)| {
             Some((name.clone(), second_trial(codec, trial.crf, trial.vmaf, aims[name])?))
         })
@@ -133,12 +144,16 @@ fn measure(
             ));
         }
         let aim = aims.get(&rendition.name).copied().unwrap_or(target);
-        let (crf, expected_vmaf) = choose_crf(codec, &trials, aim);
+        let capped = held.contains(rendition.name.as_str());
+        let (crf, expected_vmaf) = match capped {
+            true => (trials[0].crf, trials[0].vmaf),
+            false => choose_crf(codec, &trials, aim),
+        };
         rungs.push(RungChoice {
             name: rendition.name.clone(),
             crf,
             expected_vmaf,
-            reason: reason(rendition, &trials, crf, expected_vmaf, (target, aim)),
+            reason: reason(rendition, &trials, (crf, expected_vmaf, capped), (target, aim)),
             trials,
             kept: true,
         });
@@ -157,8 +172,7 @@ fn measure(
 fn reason(
     rendition: &RenditionPlan,
     trials: &[Trial],
-    crf: u8,
-    expected: f64,
+    (crf, expected, capped): (u8, f64, bool),
     (target, aim): (f64, f64),
 ) -> String {
     let measured: Vec<String> =
@@ -166,11 +180,15 @@ fn reason(
     let fixed = constant_rate_factor(rendition.video_codec);
     let verdict = match () {
         _ if expected + 0.05 >= aim => format!("CRF {crf} is expected to give {expected:.1}"),
+        _ if capped => format!(
+            "it spent close to the rung's {} kb/s cap, which holds it: CRF {crf}, no lower \
+             setting tried",
+            rendition.video_bit_rate / 1000
+        ),
         // Below the aim at the fixed setting, and a lower one bought too little.
         _ if crf >= fixed => format!(
-            "a lower setting bought too little for its bits (the rung's {} kb/s cap holds it, \
-             or the picture barely gains): CRF {crf}",
-            rendition.video_bit_rate / 1000
+            "a lower setting bought too little for its bits (under {WORTH_SLOPE} VMAF a step): \
+             CRF {crf}"
         ),
         _ => format!("CRF {crf}, the best allowed, is expected to give {expected:.1}"),
     };

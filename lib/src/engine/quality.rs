@@ -343,10 +343,20 @@ const SLOPE_RANGE: (f64, f64) = (0.15, 4.0);
 /// Below its aim, a rung whose trials gain less than this per CRF step (each step costs
 /// about a tenth more bits) keeps its setting: the cap holds it, or the picture does not get
 /// better for the bits.
-const WORTH_SLOPE: f64 = 0.3;
+pub const WORTH_SLOPE: f64 = 0.3;
 /// The second trial is at least this many CRF steps from the first: a slope measured over
 /// one step of a one-second window is mostly noise.
 const MIN_TRIAL_STEP: i32 = 3;
+
+/// A trial at or above this share of its rung's cap rate is close to the cap: a lower setting
+/// has little room to spend.
+const NEAR_CAP: f64 = 0.9;
+
+/// Whether a rung's trial below its `aim` spent close to the rung's cap (`cap_bits` a
+/// second): the cap holds it, so no lower setting is tried (nor chosen).
+pub fn held_by_cap(trial: &Trial, cap_bits: u64, aim: f64) -> bool {
+    trial.vmaf < aim && trial.bit_rate as f64 >= NEAR_CAP * cap_bits as f64
+}
 
 /// The setting of the second trial after a first at `first` measured `vmaf` (none when the
 /// first is close enough to `target`): where the assumed slope reaches the target.
@@ -472,6 +482,17 @@ mod tests {
 
     fn trial(crf: u8, vmaf: f64) -> Trial {
         Trial { crf, vmaf, bit_rate: 0 }
+    }
+
+    #[test]
+    fn a_rung_below_its_aim_near_its_cap_is_held_by_it() {
+        let spent = |bit_rate| Trial { crf: 23, vmaf: 80.0, bit_rate };
+        assert!(held_by_cap(&spent(3_400_000), 3_500_000, 93.0));
+        assert!(held_by_cap(&spent(5_000_000), 3_500_000, 93.0));
+        // Room left under the cap: a lower setting may buy picture.
+        assert!(!held_by_cap(&spent(2_000_000), 3_500_000, 93.0));
+        // At its aim: nothing to buy, whatever it spent.
+        assert!(!held_by_cap(&Trial { vmaf: 95.0, ..spent(3_400_000) }, 3_500_000, 93.0));
     }
 
     #[test]
