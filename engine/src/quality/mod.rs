@@ -21,16 +21,12 @@ pub(crate) struct Sampling {
     /// Every this many pictures of a window are scored (VMAF's motion feature still sees
     /// each): the probe's trials need a mean, not every picture's score.
     pub every: u32,
-    /// A probe trial: capped encoders start with their VBV buffer part-full, as it is deep
-    /// into a capped encode. Nearly full, as an encoder starts, a one-second window spends
-    /// well beyond the cap and looks far better than the title will.
-    pub trial: bool,
 }
 
 impl Sampling {
     /// Every picture of `windows` scored, encoders as in any encode.
     pub(crate) fn measure(windows: Vec<(f64, f64)>) -> Sampling {
-        Sampling { windows, every: 1, trial: false }
+        Sampling { windows, every: 1 }
     }
 }
 

@@ -289,7 +289,7 @@ fn trial(
         }
         let (input, media) = crate::probe::open(&job.input, &job.limits)?;
         let window_probed = Probed { input, media, plan, probe_secs: 0.0 };
-        let sampling = Sampling { windows: vec![(start, end)], every: SCORE_EVERY, trial: true };
+        let sampling = Sampling { windows: vec![(start, end)], every: SCORE_EVERY };
         let report = encode_measured(&window_job, window_probed, &sampling, &mut |_| {})?;
         for rendition in &report.renditions {
             let folder = format!("hls/{}/", rendition.name);

@@ -15,12 +15,6 @@ use super::colour::{self, HdrMetadata, Tags};
 use crate::quality::Sampling;
 use crate::quality::meter::QualityMeter;
 
-/// How full a probe trial's VBV buffer starts (see `Sampling::trial`). Measured with x264
-/// `fast` on a one-second window of capped 1080p (2 s buffer): at 0.6 the trial scores what
-/// the same second of the whole encode does (grain 73.5 against 73.6, `testsrc2` 94.5
-/// against 94.2); at 0.9, x264's default, 80.5 and 95.8; at 0.2, 55.7 and 90.7.
-const TRIAL_VBV_FILL: f64 = 0.6;
-
 /// Encoder settings shared by every rendition of a job.
 #[derive(Debug, Clone)]
 pub(crate) struct VideoSettings {
@@ -130,11 +124,6 @@ impl VideoEncoder {
         let mut options = Dictionary::new();
         options.set("crf", &plan.crf.to_string());
         options.set("bufsize", &plan.vbv_buffer_bits().to_string());
-        if settings.sampling.trial {
-            // See `Sampling::trial` (libx264 reads it; the other encoders start as they do).
-            let fill = plan.vbv_buffer_bits() as f64 * TRIAL_VBV_FILL;
-            options.set("rc_init_occupancy", &(fill.round() as u64).max(2).to_string());
-        }
         options.set("keyint_min", &plan.gop.to_string());
         options.set("threads", &settings.threads.to_string());
         match plan.video_codec {

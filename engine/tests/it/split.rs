@@ -178,13 +178,16 @@ fn chunks_encoded_apart_and_stitched_are_the_whole_titles_hls_and_mp4() {
     assert_eq!(stills(stitched.path()), stills(whole.path()));
     assert!(stills(whole.path()) > 1);
     assert_eq!(report.hls_master.as_deref(), Some("hls/master.m3u8"));
-    // The chunks' scores pooled are the whole encode's within noise: the same frames scored
-    // in the same windows (a chunk's encoder starts afresh, so its bits differ a little).
+    // The chunks' scores are pooled over the same frames, in the same windows, as the whole
+    // encode's, and the split title looks no worse (VMAF's noise: 1 point, as the ladder
+    // benchmark counts it). It may look better: each chunk's encoder starts afresh with its
+    // VBV buffer nearly full, so a rung its cap holds gets up to a buffer more bits a chunk.
     assert_eq!(unmeasured(&report), unmeasured(&whole_report));
     for (split, whole) in report.renditions.iter().zip(&whole_report.renditions) {
+        let name = &split.name;
         let (split, whole) = (split.quality.as_ref().unwrap(), whole.quality.as_ref().unwrap());
         assert_eq!(split.frames, whole.frames);
-        assert!((split.mean - whole.mean).abs() < 0.5, "split {split:?}, whole {whole:?}");
+        assert!(split.mean > whole.mean - 1.0, "{name}: split {split:?}, whole {whole:?}");
     }
     assert_eq!(report.ladder, probe.ladder);
     let (split_loudness, whole_loudness) =
