@@ -401,6 +401,12 @@ pub fn choose_crf(codec: VideoCodec, trials: &[Trial], target: f64) -> (u8, f64)
         .min_by(|a, b| (a.vmaf - target).abs().total_cmp(&(b.vmaf - target).abs()))
         .unwrap_or(first);
     let exact = f64::from(anchor.crf) + (anchor.vmaf - target) / slope;
+    // A flatter measurement than any real slope (a still picture still being refined when
+    // the window ends) says nothing beyond the trials: no setting past the highest tried.
+    let high = match measured.is_some_and(|s| s < SLOPE_RANGE.0) {
+        true => trials.iter().map(|t| t.crf).max().unwrap_or(high).min(high),
+        false => high,
+    };
     // Rounded down: at or above the target rather than just under it.
     let crf = (exact.floor().clamp(f64::from(low), f64::from(high))) as u8;
     let expected = anchor.vmaf - slope * (f64::from(crf) - f64::from(anchor.crf));
@@ -514,9 +520,11 @@ mod tests {
         assert_eq!(choose_crf(codec, &[trial(23, 100.0), trial(33, 99.9)], 93.0).0, 33);
         assert_eq!(choose_crf(codec, &[trial(23, 40.0), trial(17, 45.0)], 93.0).0, 17);
         assert_eq!(second_trial(codec, 23, 40.0, 93.0), Some(17));
-        // Above the target, a flat or inverted measurement counts as a shallow slope…
+        // Above the target, a flat or inverted measurement says nothing past the trials (the
+        // slides' 360p: 93.8 at 23, 93.6 at 26 — and 94.6 delivered at 28, from 96.4 at 23)…
         let (crf, _) = choose_crf(codec, &[trial(23, 95.0), trial(25, 95.5)], 93.0);
-        assert_eq!(crf, 33);
+        assert_eq!(crf, 25);
+        assert_eq!(choose_crf(codec, &[trial(23, 93.8), trial(26, 93.6)], 93.3).0, 26);
         // …below it, as a sign that bits buy nothing (a cap holds the rung): no lower setting.
         assert_eq!(choose_crf(codec, &[trial(23, 72.2), trial(17, 71.0)], 93.0), (23, 72.2));
         assert_eq!(choose_crf(codec, &[trial(23, 72.2), trial(17, 72.5)], 93.0), (23, 72.2));
