@@ -68,7 +68,7 @@ impl QualityMeter {
             run: None,
             scores: Vec::new(),
             failed: None,
-            every: sampling.every.max(1),
+            every: sampling.every,
         }))
     }
 

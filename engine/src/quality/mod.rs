@@ -24,7 +24,7 @@ pub(crate) struct Sampling {
 }
 
 impl Sampling {
-    /// Every picture of `windows` scored, encoders as in any encode.
+    /// Every picture of `windows` scored.
     pub(crate) fn measure(windows: Vec<(f64, f64)>) -> Sampling {
         Sampling { windows, every: 1 }
     }
