@@ -5,7 +5,7 @@
 //! its cap, as every encode is). A rung barely cheaper than the one above it is dropped: a
 //! player gains nothing by switching down to it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use tcoder::engine::plan::constant_rate_factor;
 use tcoder::engine::quality::{
@@ -91,6 +91,16 @@ pub(crate) fn decide(
     Ok(Some(ladder))
 }
 
+/// A rung after its first trial: what the fixed setting measured, the aim that sets (see
+/// `QualityGoal::aim`), and whether the rung is below that aim at close to its cap, which
+/// holds it at the fixed setting (no second trial).
+struct FirstLook<'a> {
+    rendition: &'a RenditionPlan,
+    first: Trial,
+    aim: f64,
+    held: bool,
+}
+
 /// The trials and the choice from them (the probe's CPU is filled in by the caller).
 fn measure(
     job: &EngineJob,
@@ -103,49 +113,39 @@ fn measure(
     let codec = job.spec.video_codec;
     let first_settings: BTreeMap<String, u8> =
         plan.renditions.iter().map(|r| (r.name.clone(), r.crf)).collect();
-    let first = trial(job, probed, &windows, &first_settings)?;
-    // Each rung's aim, from what its fixed setting measured (see `QualityGoal::aim`).
-    let aims: BTreeMap<String, f64> = first
+    let mut first = trial(job, probed, &windows, &first_settings)?;
+    let looks = plan
+        .renditions
         .iter()
-        .map(|(name, trial)| (name.clone(), job.spec.quality.aim(trial.vmaf).unwrap_or(target)))
-        .collect();
-    // Rungs below their aim that spent close to their cap at the fixed setting: it stays.
-    let caps: BTreeMap<&str, u64> =
-        plan.renditions.iter().map(|r| (r.name.as_str(), r.video_bit_rate)).collect();
-    let held: BTreeSet<&str> = first
-        .iter()
-        .filter(|(name, trial)| {
-            caps.get(name.as_str()).is_some_and(|cap| held_by_cap(trial, *cap, aims[*name]))
+        .map(|rendition| {
+            let first = first.remove(&rendition.name).ok_or_else(|| {
+                EngineError::new(
+                    ErrorCode::Failed,
+                    format!("the quality probe scored no picture of {}", rendition.name),
+                )
+            })?;
+            let aim = job.spec.quality.aim(first.vmaf).unwrap_or(target);
+            let held = held_by_cap(&first, rendition.video_bit_rate, aim);
+            Ok(FirstLook { rendition, first, aim, held })
         })
-        .map(|(name, _)| name.as_str())
-        .collect();
-    let second_settings: BTreeMap<String, u8> = first
+        .collect::<Result<Vec<_>, EngineError>>()?;
+    let second_settings: BTreeMap<String, u8> = looks
         .iter()
-        .filter(|(name, _)| !held.contains(name.as_str()))
-        .filter_map(|(name, trial)| {
-            Some((name.clone(), second_trial(codec, trial.crf, trial.vmaf, aims[name])?))
+        .filter(|look| !look.held)
+        .filter_map(|look| {
+            let crf = second_trial(codec, look.first.crf, look.first.vmaf, look.aim)?;
+            Some((look.rendition.name.clone(), crf))
         })
         .collect();
-    let second = match second_settings.is_empty() {
+    let mut second = match second_settings.is_empty() {
         true => BTreeMap::new(),
         false => trial(job, probed, &windows, &second_settings)?,
     };
     let mut rungs: Vec<RungChoice> = Vec::new();
-    for rendition in &plan.renditions {
-        let trials: Vec<Trial> = [first.get(&rendition.name), second.get(&rendition.name)]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
-        if trials.is_empty() {
-            return Err(EngineError::new(
-                ErrorCode::Failed,
-                format!("the quality probe scored no picture of {}", rendition.name),
-            ));
-        }
-        let aim = aims.get(&rendition.name).copied().unwrap_or(target);
-        let capped = held.contains(rendition.name.as_str());
-        let (crf, expected_vmaf) = match capped {
+    for FirstLook { rendition, first, aim, held } in looks {
+        let mut trials = vec![first];
+        trials.extend(second.remove(&rendition.name));
+        let (crf, expected_vmaf) = match held {
             true => (trials[0].crf, trials[0].vmaf),
             false => choose_crf(codec, &trials, aim),
         };
@@ -153,7 +153,7 @@ fn measure(
             name: rendition.name.clone(),
             crf,
             expected_vmaf,
-            reason: reason(rendition, &trials, (crf, expected_vmaf, capped), (target, aim)),
+            reason: reason(rendition, &trials, (crf, expected_vmaf, held), (target, aim)),
             trials,
             kept: true,
         });

@@ -115,6 +115,7 @@ fn compare(source: &Path, fixed: &Run, titled: &Run, vmaf_ffmpeg: &Path) -> anyh
         };
         rungs.push(json!({
             "name": name,
+            "cap_bits_per_sec": before.video_bit_rate,
             "fixed": { "bytes": bytes(fixed, name), "quality": before.quality },
             "per_title": after.map(|a| json!({
                 "bytes": bytes(titled, name),
