@@ -1,7 +1,7 @@
 # tcoder — the two commands of the README, plus helpers. Both run the set-up first, which
 # installs what is missing (Debian packages, the pinned nats-server) and skips what is there.
 
-.PHONY: setup run test test-quick bench bench-playable bench-ladder split-check soak image-check compose-check build lint ci
+.PHONY: setup run test test-quick bench bench-engine bench-playable bench-ladder split-check soak image-check compose-check build lint ci
 
 setup:
 	./scripts/setup.sh
@@ -28,6 +28,10 @@ test-quick: setup
 ## Measure against FFmpeg, split titles and the control plane; rewrites docs/BENCHMARKS.md (~50 min).
 bench:
 	./scripts/bench.sh
+
+## Section a alone: the engine against FFmpeg on the 10 s sources (~8 min).
+bench-engine:
+	./scripts/bench_engine.sh
 
 bench-playable:
 	./scripts/bench_playable.sh

@@ -3,7 +3,7 @@
 # docs/BENCHMARKS.md. Everything is measured side by side in this one run (ratios), with min
 # and median over repeats: absolute numbers on a shared machine are noise, ratios are not.
 #
-#   BENCH_REPEATS=3        repeats of each engine comparison (default 3)
+#   BENCH_REPEATS=3        repeats of each engine comparison (default 3; scripts/bench_engine.sh)
 #   BENCH_LATENCY_JOBS=200 jobs measured one at a time for latency
 #   BENCH_THROUGHPUT_JOBS=500
 #   BENCH_BASELINE=<git rev> also runs that commit's engine, interleaved with this one's, in
@@ -11,7 +11,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-REPEATS="${BENCH_REPEATS:-3}"
 LATENCY_JOBS="${BENCH_LATENCY_JOBS:-200}"
 THROUGHPUT_JOBS="${BENCH_THROUGHPUT_JOBS:-500}"
 OUT=target/bench
@@ -25,37 +24,8 @@ cp target/release/tcoder-worker "$OUT/tcoder-worker-bench"
 # Rebuilt without the feature: target/release/tcoder-worker stays the production binary.
 cargo build --release --workspace --bins
 
-step "generating the 1080p30 10 s sources"
-# Easy: synthetic pattern, mostly flat. Hard: the same with strong temporal noise (high
-# entropy, like film grain or water): far more bits and encoder work per frame.
-if [ ! -s "$OUT/easy.mp4" ]; then
-  ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=s=1920x1080:r=30:d=10 \
-    -f lavfi -i sine=frequency=440:sample_rate=48000:duration=10 \
-    -c:v libx264 -preset veryfast -crf 16 -pix_fmt yuv420p -c:a aac -b:a 128k -shortest \
-    "$OUT/easy.mp4"
-fi
-if [ ! -s "$OUT/hard.mp4" ]; then
-  ffmpeg -nostdin -v error -y -f lavfi -i "testsrc2=s=1920x1080:r=30:d=10,noise=alls=40:allf=t+u" \
-    -f lavfi -i anoisesrc=sample_rate=48000:duration=10 \
-    -c:v libx264 -preset veryfast -crf 16 -pix_fmt yuv420p -c:a aac -b:a 128k -shortest \
-    "$OUT/hard.mp4"
-fi
-
-BASELINE_ARGS=()
-if [ -n "${BENCH_BASELINE:-}" ]; then
-  step "the engine at $BENCH_BASELINE, to run beside this commit's"
-  BASELINE_ARGS=(--baseline-bin-dir "$(./scripts/bench_baseline.sh "$BENCH_BASELINE" "$OUT")")
-fi
-
-step "engine vs ffmpeg (split) vs ffmpeg (one run per quality): $REPEATS repeats each"
-for clip in easy hard; do
-  for preset in web-optimized hls; do
-    echo "  $clip / $preset" >&2
-    ./target/release/tcoder compare-engine --input "$OUT/$clip.mp4" --preset "$preset" \
-      --qualities 720p,360p,144p --x264-preset fast --repeats "$REPEATS" --json \
-      "${BASELINE_ARGS[@]}" > "$OUT/engine-$clip-$preset.json"
-  done
-done
+step "engine vs ffmpeg (split) vs ffmpeg (one run per quality), and where its time goes"
+BENCH_ENGINE_SPLICE=0 ./scripts/bench_engine.sh
 
 step "split title: a 4-minute 1080p30 source whole against split into 60 s chunks"
 # Measured and checked for equivalence by the same script as `make split-check`; a difference
@@ -67,15 +37,6 @@ BENCH_PLAYABLE_SPLICE=0 ./scripts/bench_playable.sh
 
 step "per-title ladder: four 30 s sources, fixed against per-title, checked with libvmaf"
 BENCH_LADDER_SPLICE=0 ./scripts/bench_ladder.sh
-
-step "profile: CPU seconds of decoding alone and decoding + scaling to the three sizes (ffmpeg)"
-TIMEFORMAT='%U %S'
-for clip in easy hard; do
-  { time ffmpeg -nostdin -v error -threads 0 -i "$OUT/$clip.mp4" -an -f null - ; } 2> "$OUT/profile-$clip-decode.txt"
-  { time ffmpeg -nostdin -v error -threads 0 -i "$OUT/$clip.mp4" -an -filter_complex \
-      "[0:v]split=3[a][b][c];[a]scale=1280:720[o1];[b]scale=640:360[o2];[c]scale=256:144[o3]" \
-      -map '[o1]' -f null - -map '[o2]' -f null - -map '[o3]' -f null - ; } 2> "$OUT/profile-$clip-scale.txt"
-done
 
 step "control plane with the no-op engine: $LATENCY_JOBS jobs for latency, $THROUGHPUT_JOBS for throughput"
 # child: the sandboxed engine process is spawned (and does nothing); in-process: no engine

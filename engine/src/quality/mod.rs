@@ -19,15 +19,9 @@ pub(crate) struct Sampling {
     /// `[start, end)` seconds on the title's timeline, each starting on a keyframe.
     pub windows: Vec<(f64, f64)>,
     /// Every this many pictures of a window are scored (VMAF's motion feature still sees
-    /// each): the probe's trials need a mean, not every picture's score.
+    /// each): the probe's trials need a mean, not every picture's score, and a short title's
+    /// windows are most of it (`measure_every`).
     pub every: u32,
-}
-
-impl Sampling {
-    /// Every picture of `windows` scored.
-    pub(crate) fn measure(windows: Vec<(f64, f64)>) -> Sampling {
-        Sampling { windows, every: 1 }
-    }
 }
 
 /// The job's quality floor against the renditions measured: a rendition below it fails the

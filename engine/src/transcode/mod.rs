@@ -37,7 +37,7 @@ use self::output::{Muxer, Track};
 use self::thumbs::Thumbnails;
 use self::video::{VideoEncoder, VideoSettings};
 use tcoder::engine::limits::{Limits, codec_whitelist};
-use tcoder::engine::quality::measure_windows;
+use tcoder::engine::quality::{measure_every, measure_windows};
 use tcoder::engine::{
     AudioTrackReport, Chunk, DynamicRange, EngineError, EngineJob, EnginePlan, EngineReport,
     ErrorCode, LadderReport, MediaInfo, Mode, OutputFile, Progress, RenditionPlan, RenditionReport,
@@ -150,7 +150,9 @@ pub(crate) fn encode(
         Task::Audio(_) => Vec::new(),
         _ => measure_windows(probed.media.duration_secs, probed.plan.keyframe_secs()),
     };
-    let mut report = encode_measured(job, probed, &Sampling::measure(windows), on_progress)?;
+    let every = measure_every(probed.media.duration_secs, &windows);
+    let sampling = Sampling { windows, every };
+    let mut report = encode_measured(job, probed, &sampling, on_progress)?;
     if job.task == Task::Whole {
         report.ladder = ladder;
         crate::quality::check_floor(&job.spec, &mut report)?;

@@ -235,6 +235,30 @@ pub fn measure_windows(duration_secs: f64, keyframe_secs: f64) -> Vec<(f64, f64)
     spread(duration_secs, keyframe_secs, count, MEASURE_WINDOW_SECS.min(keyframe_secs))
 }
 
+/// The share of a title's pictures the meter scores at most. A picture scored at each of
+/// three rungs costs about three quarters of encoding it at them (6 s of windows scored in
+/// full on a 10 s title added 45 % to the job's CPU, docs/BENCHMARKS.md a.), so a twentieth
+/// keeps the measurement near 4 % of the encode.
+const MEASURE_SCORED_SHARE: f64 = 0.05;
+/// …but every tenth picture of a window at least: six of a two-second window at 30 fps.
+const MEASURE_MAX_EVERY: u32 = 10;
+
+/// Every how many pictures of its `windows` the meter scores, for a title of
+/// `duration_secs`: each picture where the windows are at most [`MEASURE_SCORED_SHARE`] of
+/// the title (two minutes and longer), fewer in the windows of a shorter title, whose three
+/// windows would otherwise be most of it. The scored pictures are spread over each window
+/// (the first, then every `every`th: VMAF's motion feature still sees each picture), and a
+/// split title's chunks, sharing the title's duration, score the same ones.
+pub fn measure_every(duration_secs: f64, windows: &[(f64, f64)]) -> u32 {
+    if !(duration_secs.is_finite() && duration_secs > 0.0) {
+        return 1;
+    }
+    let measured: f64 = windows.iter().map(|(start, end)| end - start).sum();
+    // Less a rounding error: windows of exactly the share score every picture.
+    let every = (measured / (duration_secs * MEASURE_SCORED_SHARE) - 1e-9).ceil();
+    (every.max(1.0) as u32).min(MEASURE_MAX_EVERY)
+}
+
 /// Seconds of each probe window.
 const PROBE_WINDOW_SECS: f64 = 1.0;
 /// The share of the title the probe encodes (per trial).
@@ -484,6 +508,29 @@ mod tests {
         assert_eq!(probe_windows(40.0, 4.0).len(), 1);
         assert_eq!(probe_windows(120.0, 4.0).len(), 3);
         assert_eq!(probe_windows(7200.0, 4.0).len(), 8);
+    }
+
+    #[test]
+    fn short_titles_score_fewer_pictures_of_their_windows() {
+        let every = |duration: f64| measure_every(duration, &measure_windows(duration, 2.0));
+        // Two minutes and more: windows are under a twentieth of the title, every picture.
+        assert_eq!(every(120.0), 1);
+        assert_eq!(every(7200.0), 1);
+        // 6 s of windows: a minute scores every second picture, 30 s every fourth.
+        assert_eq!(every(60.0), 2);
+        assert_eq!(every(30.0), 4);
+        // A 10 s clip would score 60 % of its pictures in full: every tenth at most.
+        assert_eq!(every(10.0), MEASURE_MAX_EVERY);
+        assert_eq!(every(1.0), MEASURE_MAX_EVERY);
+        // Every share of a title up to a twentieth scores each picture.
+        for windows_secs in [0.5, 1.0, 3.0, 6.0] {
+            assert_eq!(
+                measure_every(windows_secs / MEASURE_SCORED_SHARE, &[(0.0, windows_secs)]),
+                1
+            );
+        }
+        assert_eq!(measure_every(f64::NAN, &[(0.0, 2.0)]), 1);
+        assert_eq!(measure_every(0.0, &[]), 1);
     }
 
     fn trial(crf: u8, vmaf: f64) -> Trial {

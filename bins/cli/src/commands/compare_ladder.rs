@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use tcoder::engine::quality::measure_windows;
+use tcoder::engine::quality::{measure_every, measure_windows};
 use tcoder::engine::{EncoderSettings, EngineReport, EngineSpec, QualityGoal, Supervisor};
 use tcoder::jobs::{AutoLadder, OutputKind, Preset, Qualities};
 
@@ -139,7 +139,7 @@ fn compare(source: &Path, fixed: &Run, titled: &Run, vmaf_ffmpeg: &Path) -> anyh
 }
 
 /// Mean VMAF, by FFmpeg's libvmaf filter, of the rendition `file` against `source` scaled to
-/// its size, over the frames of the windows the engine measures. Windows are on each file's
+/// its size, over the pictures of the windows the engine scores. Windows are on each file's
 /// own timeline from its first picture (as the engine's are): the timestamps are kept
 /// (`-copyts`) and each file's start is taken off before the window is cut, so a file whose
 /// first picture is not at 0 is still paired frame for frame.
@@ -156,7 +156,10 @@ fn ffmpeg_vmaf(
     // convert one side's matrix to the other's before scoring).
     let tags = colour_tags(file)?;
     let mut scores = Vec::new();
-    for (start, end) in measure_windows(duration, MP4_KEYFRAME_SECS) {
+    let windows = measure_windows(duration, MP4_KEYFRAME_SECS);
+    // The pictures the engine scores: a window's first, then every `every`th.
+    let every = measure_every(duration, &windows);
+    for (start, end) in windows {
         let log = tempfile::NamedTempFile::new()?;
         let cut = |first: f64| {
             format!(
@@ -165,7 +168,8 @@ fn ffmpeg_vmaf(
         };
         let graph = format!(
             "[0:v]{}[d];[1:v]{tags}{},scale={width}:{height}:flags=bicubic[r];\
-             [d][r]libvmaf=model=version=vmaf_v0.6.1:n_threads=2:log_fmt=json:log_path={}",
+             [d][r]libvmaf=model=version=vmaf_v0.6.1:n_subsample={every}:n_threads=2:\
+             log_fmt=json:log_path={}",
             cut(file_start),
             cut(source_start),
             log.path().display()
