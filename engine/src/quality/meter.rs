@@ -55,9 +55,12 @@ impl QualityMeter {
         decoding.set_time_base(time_base);
         let decoder = decoding.decoder().video().map_err(|e| format!("open the decoder: {e}"))?;
         let tick = f64::from(time_base);
+        // A picture is in `[start, end)` seconds when its tick is in `[first tick at or after
+        // start, first tick at or after end)` (less a rounding error: 2 s is tick 50 of 1/25).
+        let at_or_after = |secs: f64| (secs / tick - 1e-6).ceil() as i64;
         let windows = windows
             .iter()
-            .map(|(start, end)| ((start / tick).round() as i64, (end / tick).round() as i64))
+            .map(|(start, end)| (at_or_after(*start), at_or_after(*end)))
             .filter(|(start, end)| end > start)
             .collect();
         Ok(Some(QualityMeter {

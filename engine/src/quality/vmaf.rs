@@ -73,7 +73,8 @@ impl Vmaf {
         Ok(())
     }
 
-    /// The scored pictures' scores, in the order they were pushed.
+    /// The scored pictures' scores, in the order they were pushed, the first left out (see
+    /// below).
     pub(crate) fn finish(self) -> Result<Vec<f64>, String> {
         if self.pictures == 0 {
             return Ok(Vec::new());
@@ -90,9 +91,14 @@ impl Vmaf {
                 "vmaf flush",
             )?;
         }
-        (0..self.pictures)
-            .step_by(self.every as usize)
-            .map(|index| {
+        // A window's first picture is scored as a still one (VMAF's motion feature has no
+        // picture before it here, where a continuous measurement has): left out, unless it
+        // is the only one scored.
+        let scored: Vec<u32> = (0..self.pictures).step_by(self.every as usize).collect();
+        let from = usize::from(scored.len() > 1);
+        scored[from..]
+            .iter()
+            .map(|&index| {
                 let mut score = 0.0;
                 // SAFETY: an index below the count read, after the flush.
                 let status = unsafe {

@@ -218,8 +218,15 @@ pub type QualityScores = std::collections::BTreeMap<String, Vec<f64>>;
 /// The file a part's scores are in, in its output folder.
 pub const SCORES_FILE: &str = "quality.json";
 
-/// Seconds of each measured window.
+/// Seconds of each measured window…
 const MEASURE_WINDOW_SECS: f64 = 2.0;
+/// …unless the windows would be more than this share of the title: in a window every
+/// picture is kept and decoded again and VMAF's motion feature runs on each, about a tenth
+/// of encoding it (a 10 s title's 6 s of windows cost 15 % of the job's CPU even with a
+/// twentieth of its pictures scored)…
+const MEASURE_WINDOWS_SHARE: f64 = 0.10;
+/// …nor shorter than this: several pictures at any frame rate.
+const MEASURE_MIN_WINDOW_SECS: f64 = 0.25;
 /// One measured window every this many seconds of a long title…
 const MEASURE_EVERY_SECS: f64 = 120.0;
 /// …and at least this many (fewer only when the title is shorter).
@@ -228,27 +235,31 @@ const MEASURE_MIN_WINDOWS: usize = 3;
 /// Where a title of `duration_secs` is measured: `[start, end)` windows (seconds on the
 /// title's timeline), each starting on a keyframe (`keyframe_secs` apart, which the encoders
 /// force), spread over the title — at least [`MEASURE_MIN_WINDOWS`], one per
-/// [`MEASURE_EVERY_SECS`]. Each window is scored from its keyframe on, so none needs frames
+/// [`MEASURE_EVERY_SECS`] — of [`MEASURE_WINDOW_SECS`], shorter in a title under a minute
+/// (a tenth of it in all). Each window is scored from its keyframe on, so none needs frames
 /// from before it.
 pub fn measure_windows(duration_secs: f64, keyframe_secs: f64) -> Vec<(f64, f64)> {
     let count = ((duration_secs / MEASURE_EVERY_SECS).round() as usize).max(MEASURE_MIN_WINDOWS);
-    spread(duration_secs, keyframe_secs, count, MEASURE_WINDOW_SECS.min(keyframe_secs))
+    let length = (duration_secs * MEASURE_WINDOWS_SHARE / count as f64)
+        .clamp(MEASURE_MIN_WINDOW_SECS, MEASURE_WINDOW_SECS)
+        .min(keyframe_secs);
+    spread(duration_secs, keyframe_secs, count, length)
 }
 
 /// The share of a title's pictures the meter scores at most. A picture scored at each of
 /// three rungs costs about three quarters of encoding it at them (6 s of windows scored in
-/// full on a 10 s title added 45 % to the job's CPU, docs/BENCHMARKS.md a.), so a twentieth
-/// keeps the measurement near 4 % of the encode.
+/// full on a 10 s title added 45 % to the job's CPU, docs/BENCHMARKS.md a.).
 const MEASURE_SCORED_SHARE: f64 = 0.05;
-/// …but every tenth picture of a window at least: six of a two-second window at 30 fps.
-const MEASURE_MAX_EVERY: u32 = 10;
+/// …but every fourth picture of a window at least: a window of [`MEASURE_MIN_WINDOW_SECS`]
+/// at 24 fps keeps a scored picture after its first (which is left out, scored as still).
+const MEASURE_MAX_EVERY: u32 = 4;
 
 /// Every how many pictures of its `windows` the meter scores, for a title of
 /// `duration_secs`: each picture where the windows are at most [`MEASURE_SCORED_SHARE`] of
-/// the title (two minutes and longer), fewer in the windows of a shorter title, whose three
-/// windows would otherwise be most of it. The scored pictures are spread over each window
-/// (the first, then every `every`th: VMAF's motion feature still sees each picture), and a
-/// split title's chunks, sharing the title's duration, score the same ones.
+/// the title (two minutes and longer), fewer in the windows of a shorter title. The scored
+/// pictures are spread over each window (the first, then every `every`th: VMAF's motion
+/// feature still sees each picture), and a split title's chunks, sharing the title's
+/// duration, score the same ones.
 pub fn measure_every(duration_secs: f64, windows: &[(f64, f64)]) -> u32 {
     if !(duration_secs.is_finite() && duration_secs > 0.0) {
         return 1;
@@ -501,8 +512,8 @@ mod tests {
         }
         assert!(windows[0].0 < 120.0 && windows[4].0 > 480.0);
         // A short title: fewer windows than asked rather than repeated ones, cut at its end.
-        assert_eq!(measure_windows(3.0, 4.0), vec![(0.0, 2.0)]);
-        assert_eq!(measure_windows(1.0, 2.0), vec![(0.0, 1.0)]);
+        assert_eq!(measure_windows(3.0, 4.0), vec![(0.0, 0.25)]);
+        assert_eq!(measure_windows(0.1, 2.0), vec![(0.0, 0.1)]);
         assert!(measure_windows(f64::NAN, 4.0).is_empty());
         // The probe encodes about 2.5 % of the title, in one-second windows.
         assert_eq!(probe_windows(40.0, 4.0).len(), 1);
@@ -512,16 +523,22 @@ mod tests {
 
     #[test]
     fn short_titles_score_fewer_pictures_of_their_windows() {
-        let every = |duration: f64| measure_every(duration, &measure_windows(duration, 2.0));
-        // Two minutes and more: windows are under a twentieth of the title, every picture.
-        assert_eq!(every(120.0), 1);
+        let windows = |duration: f64| measure_windows(duration, 2.0);
+        let every = |duration: f64| measure_every(duration, &windows(duration));
+        let seconds = |duration: f64| {
+            let sum: f64 = windows(duration).iter().map(|(s, e)| e - s).sum();
+            (sum * 1000.0).round() / 1000.0
+        };
+        // Two minutes and more: 2 s windows, under a twentieth of the title, every picture.
+        assert_eq!((seconds(120.0), every(120.0)), (6.0, 1));
         assert_eq!(every(7200.0), 1);
-        // 6 s of windows: a minute scores every second picture, 30 s every fourth.
-        assert_eq!(every(60.0), 2);
-        assert_eq!(every(30.0), 4);
-        // A 10 s clip would score 60 % of its pictures in full: every tenth at most.
-        assert_eq!(every(10.0), MEASURE_MAX_EVERY);
-        assert_eq!(every(1.0), MEASURE_MAX_EVERY);
+        // Under that, windows are at most a tenth of the title, every second picture scored.
+        assert_eq!((seconds(60.0), every(60.0)), (6.0, 2));
+        assert_eq!((seconds(30.0), every(30.0)), (3.0, 2));
+        assert_eq!((seconds(10.0), every(10.0)), (1.0, 2));
+        // Windows keep a few pictures: a 6 s title's are a quarter second, every third scored.
+        assert_eq!((seconds(6.0), every(6.0)), (0.75, 3));
+        assert_eq!((seconds(1.0), every(1.0)), (0.25, MEASURE_MAX_EVERY));
         // Every share of a title up to a twentieth scores each picture.
         for windows_secs in [0.5, 1.0, 3.0, 6.0] {
             assert_eq!(

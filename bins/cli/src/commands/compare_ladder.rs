@@ -188,7 +188,10 @@ fn ffmpeg_vmaf(
             bail!("libvmaf: {}", String::from_utf8_lossy(&output.stderr));
         }
         let json: Value = serde_json::from_slice(&std::fs::read(log.path())?)?;
-        for frame in json["frames"].as_array().context("libvmaf frames")? {
+        let frames = json["frames"].as_array().context("libvmaf frames")?;
+        // The engine leaves out a window's first picture (scored as still) unless it is the
+        // only one.
+        for frame in &frames[usize::from(frames.len() > 1)..] {
             scores.push(frame["metrics"]["vmaf"].as_f64().context("a frame's vmaf")?);
         }
     }
