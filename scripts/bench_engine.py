@@ -36,7 +36,7 @@ def section(out):
     w("plan (GOP, forced keyframes, scaler, audio) reproduced in the FFmpeg commands: (1) one")
     w("`ffmpeg` run with a `split` filter, (2) one `ffmpeg` run per quality (the pipeline we")
     w("replace). The engine also scores its renditions' VMAF (docs/MEDIA.md, \"Quality\"; on these")
-    w("10 s titles every tenth picture of three 2 s windows), which the FFmpeg commands do not.")
+    w("10 s titles every second picture of three ⅓ s windows), which the FFmpeg commands do not.")
     w("")
     w("| source | preset | engine CPU s (min / med) | ffmpeg split | ffmpeg per quality | engine wall s (med) | split wall | per-quality wall | engine ÷ (1) | engine ÷ (2) |")
     w("|---|---|---|---|---|---|---|---|---|---|")
