@@ -25,7 +25,8 @@ test-quick: setup
 		--skip outages::a_3_minute_object_store_outage \
 		--skip chaos::jobs_survive_random_faults
 
-## Measure against FFmpeg, split titles and the control plane; rewrites docs/BENCHMARKS.md (~50 min).
+## Every benchmark section (engine vs FFmpeg, control plane, memory, split title, playable,
+## per-title ladder); rewrites docs/BENCHMARKS.md (~3 h, 2 of them the playable titles).
 bench:
 	./scripts/bench.sh
 
@@ -36,7 +37,7 @@ bench-engine:
 bench-playable:
 	./scripts/bench_playable.sh
 
-## Four 30 s sources through the fixed and the per-title ladder; splices section f (~25 min).
+## Four 30 s sources through the fixed and the per-title ladder; splices section f (~15 min).
 bench-ladder:
 	./scripts/bench_ladder.sh
 
