@@ -88,7 +88,13 @@ pub(crate) async fn spawn(store: Store, extra: &[(&str, String)]) -> TestIngest 
         api,
         admin,
         store,
-        http: reqwest::Client::new(),
+        // Idle pooled connections are let go before the shortest header timeout a test sets
+        // (1 s), at which the server closes an idle kept-alive connection: a request sent on
+        // one just as the server closes it fails with an incomplete message.
+        http: reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap(),
         key_a,
         key_b,
         s3,
