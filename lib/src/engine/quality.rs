@@ -221,9 +221,8 @@ pub const SCORES_FILE: &str = "quality.json";
 /// Seconds of each measured window…
 const MEASURE_WINDOW_SECS: f64 = 2.0;
 /// …unless the windows would be more than this share of the title: in a window every
-/// picture is kept and decoded again and VMAF's motion feature runs on each, about a tenth
-/// of encoding it (a 10 s title's 6 s of windows cost 15 % of the job's CPU even with a
-/// twentieth of its pictures scored)…
+/// picture is kept and decoded again and VMAF's motion feature runs on each (a 10 s title's
+/// 6 s of windows still cost 5–15 % of the job's CPU with every tenth picture scored)…
 const MEASURE_WINDOWS_SHARE: f64 = 0.10;
 /// …nor shorter than this: several pictures at any frame rate.
 const MEASURE_MIN_WINDOW_SECS: f64 = 0.25;
@@ -257,9 +256,9 @@ const MEASURE_MAX_EVERY: u32 = 4;
 /// Every how many pictures of its `windows` the meter scores, for a title of
 /// `duration_secs`: each picture where the windows are at most [`MEASURE_SCORED_SHARE`] of
 /// the title (two minutes and longer), fewer in the windows of a shorter title. The scored
-/// pictures are spread over each window (the first, then every `every`th: VMAF's motion
-/// feature still sees each picture), and a split title's chunks, sharing the title's
-/// duration, score the same ones.
+/// pictures are spread over each window (every `every`th from its first, the first itself
+/// then left out of the scores; VMAF's motion feature still sees each picture), and a split
+/// title's chunks, sharing the title's duration, score the same ones.
 pub fn measure_every(duration_secs: f64, windows: &[(f64, f64)]) -> u32 {
     if !(duration_secs.is_finite() && duration_secs > 0.0) {
         return 1;
