@@ -5,6 +5,7 @@ use std::ffi::CStr;
 
 use ffmpeg_next::format::Pixel;
 use ffmpeg_next::frame;
+use tcoder::engine::quality::scored_in_window;
 use vmaf_head_sys as sys;
 
 /// The model every score comes from: VMAF's default, trained for 1080p viewing on a TV-sized
@@ -73,8 +74,7 @@ impl Vmaf {
         Ok(())
     }
 
-    /// The scored pictures' scores, in the order they were pushed, the first left out (see
-    /// below).
+    /// The scored pictures' scores, in the order they were pushed (`scored_in_window`).
     pub(crate) fn finish(self) -> Result<Vec<f64>, String> {
         if self.pictures == 0 {
             return Ok(Vec::new());
@@ -91,14 +91,10 @@ impl Vmaf {
                 "vmaf flush",
             )?;
         }
-        // A window's first picture is scored as a still one (VMAF's motion feature has no
-        // picture before it here, where a continuous measurement has): left out, unless it
-        // is the only one scored.
-        let scored: Vec<u32> = (0..self.pictures).step_by(self.every as usize).collect();
-        let from = usize::from(scored.len() > 1);
-        scored[from..]
-            .iter()
-            .map(|&index| {
+        scored_in_window(self.pictures as usize, self.every)
+            .into_iter()
+            .map(|index| {
+                let index = index as u32;
                 let mut score = 0.0;
                 // SAFETY: an index below the count read, after the flush.
                 let status = unsafe {

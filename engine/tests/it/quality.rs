@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use tcoder::engine::quality::{measure_every, measure_windows};
+use tcoder::engine::quality::{measure_every, measure_windows, scored_in_window};
 use tcoder::engine::{EngineError, ErrorCode, FloorAction, QualityFloor, QualityGoal};
 use tcoder::jobs::{OutputKind, Preset, Qualities, Quality};
 use testkit::media::{ClipSpec, clip, vmaf_per_frame};
@@ -47,14 +47,14 @@ fn each_rendition_reports_the_vmaf_ffmpeg_measures_on_its_file() {
         // A quarter second at 0, 2 and 4 s of this 6 s title, a few pictures of each scored
         // (a short title's measurement costs what a long one's does).
         let windows = measure_windows(6.0, 2.0);
-        let every = measure_every(6.0, &windows) as usize;
+        let every = measure_every(6.0, &windows);
         let fps = f64::from(ClipSpec::default().fps);
         assert!(every > 1);
         let scored: Vec<usize> = windows
             .iter()
             .flat_map(|&(start, end)| {
-                // A window's first picture is left out (scored as still, see vmaf.rs).
-                ((start * fps).ceil() as usize..(end * fps).ceil() as usize).step_by(every).skip(1)
+                let (first, end) = ((start * fps).ceil() as usize, (end * fps).ceil() as usize);
+                scored_in_window(end - first, every).into_iter().map(move |i| first + i)
             })
             .collect();
         assert_eq!(quality.frames as usize, scored.len(), "{}", rendition.name);

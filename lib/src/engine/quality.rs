@@ -269,6 +269,16 @@ pub fn measure_every(duration_secs: f64, windows: &[(f64, f64)]) -> u32 {
     (every.max(1.0) as u32).min(MEASURE_MAX_EVERY)
 }
 
+/// Which pictures of a window of `pictures` the meter scores, by their index in it: every
+/// `every`th from the first, the first then left out unless it is the only one — VMAF's
+/// motion feature has no picture before a window's first and scores it as a still one
+/// (55 against 82 on a moving test pattern), where a continuous measurement does not.
+pub fn scored_in_window(pictures: usize, every: u32) -> Vec<usize> {
+    let scored: Vec<usize> = (0..pictures).step_by(every.max(1) as usize).collect();
+    let from = usize::from(scored.len() > 1);
+    scored[from..].to_vec()
+}
+
 /// Seconds of each probe window.
 const PROBE_WINDOW_SECS: f64 = 1.0;
 /// The share of the title the probe encodes (per trial).
@@ -547,6 +557,15 @@ mod tests {
         }
         assert_eq!(measure_every(f64::NAN, &[(0.0, 2.0)]), 1);
         assert_eq!(measure_every(0.0, &[]), 1);
+    }
+
+    #[test]
+    fn a_windows_first_picture_is_scored_only_when_alone() {
+        assert_eq!(scored_in_window(7, 3), vec![3, 6]);
+        assert_eq!(scored_in_window(5, 1), vec![1, 2, 3, 4]);
+        assert_eq!(scored_in_window(3, 4), vec![0]);
+        assert_eq!(scored_in_window(1, 1), vec![0]);
+        assert!(scored_in_window(0, 2).is_empty());
     }
 
     fn trial(crf: u8, vmaf: f64) -> Trial {
