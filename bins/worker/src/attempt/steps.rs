@@ -75,6 +75,45 @@ where
     result
 }
 
+/// Runs the Redis read `what` of a running attempt, waiting out an outage of Redis: retried
+/// (250 ms doubling to 5 s) for up to [`OUTAGE_PATIENCE`], or until the attempt is stopped,
+/// while its keeper holds the lease and the work item. A partition that began right after
+/// the claim made the attempt's first read of its job fail it as transient: its requeue
+/// could not reach Redis either, so the attempt ended as `retried` with its work item held,
+/// instead of keeping the job until its keeper learns the truth (renewed, or lost to a
+/// newer attempt).
+pub(crate) async fn through_redis_outage<T, F>(
+    worker: &Worker,
+    stop: &Stop,
+    what: &str,
+    mut read: impl FnMut() -> F,
+) -> Result<T, tcoder::redis::RedisError>
+where
+    F: Future<Output = Result<T, tcoder::redis::RedisError>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match read().await {
+            Err(tcoder::redis::RedisError::Corrupt(e)) => {
+                return Err(tcoder::redis::RedisError::Corrupt(e));
+            }
+            Err(e) if started.elapsed() < OUTAGE_PATIENCE && stop.reason().is_none() => {
+                if delay == Duration::from_millis(250) {
+                    tracing::warn!(error = %e, "{what}: Redis does not answer; holding the attempt until it does");
+                }
+                worker.note_redis(false);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.stopped() => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Removes every object under `prefix` but those under `keep` (outputs nothing references:
 /// a failed or fenced attempt's, the losers' after a commit) in the background, retried
 /// through an outage of the store for up to [`OUTAGE_PATIENCE`]: the attempt's slot is not

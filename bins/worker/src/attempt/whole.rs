@@ -23,7 +23,8 @@ use super::Outcome;
 use super::coordinator::Planned;
 use super::steps::{
     Supervised, best_effort, fetch_captions, remove_in_background, start_source, store_error,
-    through_store_outage, transient, unless_stopped, upload_outputs, with_commit_retries,
+    through_redis_outage, through_store_outage, transient, unless_stopped, upload_outputs,
+    with_commit_retries,
 };
 use super::verdict::{Verdict, verdict};
 use crate::keeper::{OUTAGE_PATIENCE, RedisLease, Stop, StopReason, keep_lease};
@@ -199,12 +200,11 @@ async fn work(
     workdir: &Path,
     stop: &Stop,
 ) -> Result<Done, EngineError> {
-    let job = worker
-        .jobs
-        .get(&attempt.job_id)
-        .await
-        .map_err(|e| transient(e.to_string()))?
-        .ok_or_else(|| transient("job vanished"))?;
+    let job =
+        through_redis_outage(worker, stop, "reading the job", || worker.jobs.get(&attempt.job_id))
+            .await
+            .map_err(|e| transient(e.to_string()))?
+            .ok_or_else(|| transient("job vanished"))?;
     let started = JobEvent::started(&job, attempt.epoch, &worker.id);
     best_effort(worker, &started).await;
 
