@@ -31,78 +31,83 @@ pub(crate) fn store_error(error: S3Error) -> EngineError {
 }
 
 /// Runs the store request `what`, waiting out an outage of the object store: transient
-/// failures are retried (250 ms doubling to 5 s) for up to [`OUTAGE_PATIENCE`], or until the
-/// attempt is stopped, while its keeper holds the lease and the work item. A failed attempt
-/// instead would spend one of the job's few deliveries per retry, and a few minutes of
-/// outage failed healthy jobs.
+/// failures are retried (see [`retry_while_held`]) while the attempt's keeper holds the lease
+/// and the work item. A failed attempt instead would spend one of the job's few deliveries
+/// per retry, and a few minutes of outage failed healthy jobs.
 pub(crate) async fn through_store_outage<T, F>(
     worker: &Worker,
     stop: &Stop,
     what: &str,
-    mut request: impl FnMut() -> F,
+    request: impl FnMut() -> F,
 ) -> Result<T, S3Error>
 where
     F: Future<Output = Result<T, S3Error>>,
 {
-    let started = tokio::time::Instant::now();
-    let mut delay = Duration::from_millis(250);
     let mut waiting = false;
-    let result = loop {
-        match request().await {
-            Err(e)
-                if e.is_transient()
-                    && started.elapsed() < OUTAGE_PATIENCE
-                    && stop.reason().is_none() =>
-            {
-                if !waiting {
-                    waiting = true;
-                    worker.metrics.waiting_for_store.inc();
-                    tracing::warn!(error = %e, "{what}: the object store does not answer; holding the attempt until it does");
-                }
-                worker.metrics.store_retries.inc();
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = stop.stopped() => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            done => break done,
+    let result = retry_while_held(stop, request, S3Error::is_transient, |e| {
+        if !waiting {
+            waiting = true;
+            worker.metrics.waiting_for_store.inc();
+            tracing::warn!(error = %e, "{what}: the object store does not answer; holding the attempt until it does");
         }
-    };
+        worker.metrics.store_retries.inc();
+    })
+    .await;
     if waiting {
         worker.metrics.waiting_for_store.dec();
     }
     result
 }
 
-/// Runs the Redis read `what` of a running attempt, waiting out an outage of Redis: retried
-/// (250 ms doubling to 5 s) for up to [`OUTAGE_PATIENCE`], or until the attempt is stopped,
-/// while its keeper holds the lease and the work item. A partition that began right after
-/// the claim made the attempt's first read of its job fail it as transient: its requeue
-/// could not reach Redis either, so the attempt ended as `retried` with its work item held,
-/// instead of keeping the job until its keeper learns the truth (renewed, or lost to a
-/// newer attempt).
+/// Runs the Redis read `what` of a running attempt, waiting out an outage of Redis (see
+/// [`retry_while_held`]) while its keeper holds the lease and the work item. A partition that
+/// began right after the claim made the attempt's first read of its job fail it as
+/// transient: its requeue could not reach Redis either, so the attempt ended as `retried`
+/// instead of keeping the job until its keeper learns the truth (renewed, or lost to a newer
+/// attempt). A corrupt record is not waited for.
 pub(crate) async fn through_redis_outage<T, F>(
     worker: &Worker,
     stop: &Stop,
     what: &str,
-    mut read: impl FnMut() -> F,
+    read: impl FnMut() -> F,
 ) -> Result<T, tcoder::redis::RedisError>
 where
     F: Future<Output = Result<T, tcoder::redis::RedisError>>,
 {
+    let mut warned = false;
+    let retryable =
+        |e: &tcoder::redis::RedisError| !matches!(e, tcoder::redis::RedisError::Corrupt(_));
+    retry_while_held(stop, read, retryable, |e| {
+        if !std::mem::replace(&mut warned, true) {
+            tracing::warn!(error = %e, "{what}: Redis does not answer; holding the attempt until it does");
+        }
+        worker.note_redis(false);
+    })
+    .await
+}
+
+/// Runs `request`, retrying the failures `retryable` accepts (250 ms doubling to 5 s, each
+/// reported to `on_retry`) for up to [`OUTAGE_PATIENCE`], or until the attempt is stopped —
+/// an outage of a dependency is a pause of the attempt, not a verdict on it.
+async fn retry_while_held<T, E, F>(
+    stop: &Stop,
+    mut request: impl FnMut() -> F,
+    retryable: impl Fn(&E) -> bool,
+    mut on_retry: impl FnMut(&E),
+) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+{
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(250);
     loop {
-        match read().await {
-            Err(tcoder::redis::RedisError::Corrupt(e)) => {
-                return Err(tcoder::redis::RedisError::Corrupt(e));
-            }
-            Err(e) if started.elapsed() < OUTAGE_PATIENCE && stop.reason().is_none() => {
-                if delay == Duration::from_millis(250) {
-                    tracing::warn!(error = %e, "{what}: Redis does not answer; holding the attempt until it does");
-                }
-                worker.note_redis(false);
+        match request().await {
+            Err(e)
+                if retryable(&e)
+                    && started.elapsed() < OUTAGE_PATIENCE
+                    && stop.reason().is_none() =>
+            {
+                on_retry(&e);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = stop.stopped() => {}
