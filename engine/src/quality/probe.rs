@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use tcoder::engine::plan::constant_rate_factor;
 use tcoder::engine::quality::{
     FIXED_MARGIN, QualityScores, RungChoice, Trial, WORTH_SLOPE, choose_crf, held_by_cap,
-    probe_window_secs, probe_windows, second_trial,
+    probe_score_every, probe_windows, second_trial,
 };
 use tcoder::engine::{
     Chunk, DynamicRange, EngineError, EngineJob, ErrorCode, LadderReport, Mode, RenditionPlan, Task,
@@ -24,12 +24,6 @@ use crate::transcode::{Probed, encode_measured};
 /// adaptive players step down to save bandwidth, and a step saving less than this is not
 /// worth a rendition.
 const MIN_STEP_DOWN: f64 = 0.75;
-
-/// A trial scores every this many pictures. Scoring every picture was 40–50 % of the probe's
-/// CPU, every 3rd 26–36 % (1 s windows, talking head and slides); every 6th moved a trial's
-/// mean by at most 0.3 against every 3rd on the same windows, less than one CRF step, and
-/// took 1.0–1.1 CPU s less per second probed.
-const SCORE_EVERY: u32 = 6;
 
 /// The probe's folder in the output folder (removed before the encode writes anything).
 const PROBE_DIR: &str = ".probe";
@@ -284,14 +278,17 @@ fn trial(
         plan.thumbnails = None;
         plan.captions.clear();
         plan.audio_renditions.clear();
-        plan.hls_segment_secs = Some(probe_window_secs(probed.plan.keyframe_secs()));
+        // One segment, one keyframe: the window's.
+        plan.hls_segment_secs = Some(end - start);
         plan.renditions.retain(|r| settings.contains_key(&r.name));
         for rendition in &mut plan.renditions {
             rendition.crf = settings[&rendition.name];
         }
         let (input, media) = crate::probe::open(&job.input, &job.limits)?;
         let window_probed = Probed { input, media, plan, probe_secs: 0.0 };
-        let sampling = Sampling { windows: vec![(start, end)], every: SCORE_EVERY };
+        let fps = window_probed.plan.renditions.iter().map(|r| r.fps).fold(0.0, f64::max);
+        let every = probe_score_every(((end - start) * fps).round() as usize);
+        let sampling = Sampling { windows: vec![(start, end)], every };
         let report = encode_measured(&window_job, window_probed, &sampling, &mut |_| {})?;
         for rendition in &report.renditions {
             let folder = format!("hls/{}/", rendition.name);

@@ -279,25 +279,46 @@ pub fn scored_in_window(pictures: usize, every: u32) -> Vec<usize> {
     scored[from..].to_vec()
 }
 
-/// Seconds of each probe window.
+/// Seconds of each probe window at most…
 const PROBE_WINDOW_SECS: f64 = 1.0;
-/// The share of the title the probe encodes (per trial).
+/// …and at least: a window starts from a keyframe, so a shorter one is mostly its keyframe.
+const PROBE_MIN_WINDOW_SECS: f64 = 0.5;
+/// The share of the title the probe encodes (per trial): each trial costs about what encoding
+/// this share of the title at every rung does.
 const PROBE_SHARE: f64 = 0.025;
 const PROBE_MAX_WINDOWS: usize = 8;
 
-/// Where the complexity probe samples a title: short windows spread over it, about
-/// [`PROBE_SHARE`] of it in all (one window at least, [`PROBE_MAX_WINDOWS`] at most), each
-/// encoded apart at each trial setting.
+/// Where the complexity probe samples a title: windows spread over it, [`PROBE_SHARE`] of it
+/// in all (one window at least, [`PROBE_MAX_WINDOWS`] at most; a title under 20 s, which even
+/// one shortest window is more of), each encoded apart at each trial setting. Windows are
+/// as many as needed to keep each within [`PROBE_WINDOW_SECS`], as long as needed to make up
+/// the share (at least [`PROBE_MIN_WINDOW_SECS`]), and divide the keyframe interval evenly,
+/// so a window's start and end are both on its own grid.
 pub fn probe_windows(duration_secs: f64, keyframe_secs: f64) -> Vec<(f64, f64)> {
-    let count = ((duration_secs * PROBE_SHARE / PROBE_WINDOW_SECS).round() as usize)
-        .clamp(1, PROBE_MAX_WINDOWS);
-    spread(duration_secs, keyframe_secs, count, probe_window_secs(keyframe_secs))
+    if !(duration_secs.is_finite() && duration_secs > 0.0 && keyframe_secs > 0.0) {
+        return Vec::new();
+    }
+    let share = duration_secs * PROBE_SHARE;
+    let count = ((share / PROBE_WINDOW_SECS).ceil() as usize).clamp(1, PROBE_MAX_WINDOWS);
+    let wanted = (share / count as f64).clamp(PROBE_MIN_WINDOW_SECS, PROBE_WINDOW_SECS);
+    let length = keyframe_secs / (keyframe_secs / wanted).ceil().max(1.0);
+    spread(duration_secs, keyframe_secs, count, length)
 }
 
-/// The length of a probe window: about [`PROBE_WINDOW_SECS`], dividing the keyframe interval
-/// evenly (so a window's start and end are both on its own grid).
-pub fn probe_window_secs(keyframe_secs: f64) -> f64 {
-    keyframe_secs / (keyframe_secs / PROBE_WINDOW_SECS).round().max(1.0)
+/// A probe trial scores every this many pictures at most. Scoring every picture was 40–50 %
+/// of the probe's CPU, every 3rd 26–36 % (1 s windows, talking head and slides); every 6th
+/// moved a trial's mean by at most 0.3 against every 3rd on the same windows, less than one
+/// CRF step, and took 1.0–1.1 CPU s less per second probed.
+const PROBE_MAX_EVERY: u32 = 6;
+/// …but a window keeps at least this many scored pictures (its first is never one, see
+/// [`scored_in_window`]).
+const PROBE_MIN_SCORED: usize = 4;
+
+/// Every how many pictures of a probe window of `pictures` a trial scores: every
+/// [`PROBE_MAX_EVERY`]th, more often in a short window, to score [`PROBE_MIN_SCORED`].
+pub fn probe_score_every(pictures: usize) -> u32 {
+    let every = pictures / (PROBE_MIN_SCORED + 1);
+    (every.max(1) as u32).min(PROBE_MAX_EVERY)
 }
 
 /// `count` windows of `length` seconds at the middles of `count` equal stretches of the
@@ -524,10 +545,40 @@ mod tests {
         assert_eq!(measure_windows(3.0, 4.0), vec![(0.0, 0.25)]);
         assert_eq!(measure_windows(0.1, 2.0), vec![(0.0, 0.1)]);
         assert!(measure_windows(f64::NAN, 4.0).is_empty());
-        // The probe encodes about 2.5 % of the title, in one-second windows.
-        assert_eq!(probe_windows(40.0, 4.0).len(), 1);
-        assert_eq!(probe_windows(120.0, 4.0).len(), 3);
-        assert_eq!(probe_windows(7200.0, 4.0).len(), 8);
+        // The probe encodes 2.5 % of the title, in windows of at most a second that divide the
+        // keyframe interval: 40 s in one of 1 s, 30 s in one of 2/3 s (not 1 s: 3.3 %)…
+        let lengths = |duration: f64, keyframe: f64| -> Vec<f64> {
+            let round = |secs: f64| (secs * 1e6).round() / 1e6;
+            probe_windows(duration, keyframe)
+                .iter()
+                .map(|(start, end)| round(end - start))
+                .collect()
+        };
+        assert_eq!(lengths(40.0, 4.0), [1.0]);
+        assert_eq!(lengths(30.0, 2.0), [0.666667]);
+        assert_eq!(lengths(60.0, 2.0), [0.666667; 2]);
+        assert_eq!(lengths(120.0, 4.0), [1.0; 3]);
+        assert_eq!(lengths(7200.0, 4.0), [1.0; 8]);
+        // …and a short title in one half-second window, more than its share.
+        assert_eq!(lengths(10.0, 2.0), [0.5]);
+        assert_eq!(lengths(6.0, 5.0), [0.5]);
+        for (start, _) in probe_windows(7200.0, 4.0) {
+            assert_eq!(start % 4.0, 0.0);
+        }
+        assert!(probe_windows(f64::NAN, 2.0).is_empty());
+    }
+
+    #[test]
+    fn a_probe_window_keeps_enough_scored_pictures() {
+        // 1 s at 30 fps: every 6th; 2/3 s at 30 or 24 fps and 1/2 s at 30: more often.
+        for (pictures, every, scored) in
+            [(30, 6, 4), (60, 6, 9), (20, 4, 4), (16, 3, 5), (15, 3, 4)]
+        {
+            assert_eq!(probe_score_every(pictures), every, "{pictures} pictures");
+            assert_eq!(scored_in_window(pictures, every).len(), scored, "{pictures} pictures");
+        }
+        assert_eq!(probe_score_every(3), 1);
+        assert_eq!(probe_score_every(0), 1);
     }
 
     #[test]
