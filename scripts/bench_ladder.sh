@@ -4,12 +4,21 @@
 # target/bench/ladder.json and splices section f into docs/BENCHMARKS.md
 # (BENCH_LADDER_SPLICE=0: leave the document to bench_report.py).
 #
-#   BENCH_LADDER_SECS=30   length of each source
+#   BENCH_LADDER_SECS=30            length of each source
+#   BENCH_LADDER_QUALITY=standard   the per-title goal set against the fixed ladder; another
+#                                   (`target:vmaf=93`) writes ladder-<goal>.json, no splice
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 OUT=target/bench
 SECS="${BENCH_LADDER_SECS:-30}"
+QUALITY="${BENCH_LADDER_QUALITY:-standard}"
+RESULT="$OUT/ladder.json"
+SPLICE="${BENCH_LADDER_SPLICE:-1}"
+if [ "$QUALITY" != standard ]; then
+  RESULT="$OUT/ladder-${QUALITY//[^a-z0-9]/-}.json"
+  SPLICE=0
+fi
 mkdir -p "$OUT"
 cargo build --release -p tcoder-cli -p tcoder-worker --bins
 
@@ -36,8 +45,8 @@ for kind in slides animation talking grain; do
   INPUTS+=(--input "$file")
 done
 VMAF_FFMPEG="$(.tools/venv/bin/python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')"
-./target/release/tcoder compare-ladder "${INPUTS[@]}" --x264-preset fast \
-  --vmaf-ffmpeg "$VMAF_FFMPEG" > "$OUT/ladder.json"
-if [ "${BENCH_LADDER_SPLICE:-1}" = 1 ]; then
+./target/release/tcoder compare-ladder "${INPUTS[@]}" --x264-preset fast --quality "$QUALITY" \
+  --vmaf-ffmpeg "$VMAF_FFMPEG" > "$RESULT"
+if [ "$SPLICE" = 1 ]; then
   python3 scripts/bench_ladder.py "$OUT" docs/BENCHMARKS.md
 fi

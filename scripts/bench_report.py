@@ -70,6 +70,7 @@ w("tcoder-bench playable --worker target/release/tcoder-worker \\")
 w("    --sources target/bench/playable-1m.mp4,…-4m,…-10m,…-30m   # also alone: make bench-playable")
 w("tcoder compare-ladder --input target/bench/ladder-<slides|animation|talking|grain>-30s.mp4 … \\")
 w("    --x264-preset fast --vmaf-ffmpeg <imageio-ffmpeg's ffmpeg>   # also alone: make bench-ladder")
+w("    [--quality target:vmaf=93]   # the floor run: BENCH_LADDER_QUALITY=target:vmaf=93 scripts/bench_ladder.sh")
 w("```")
 w("")
 w("Sources: 1080p30, 10 s, H.264 CRF 16 + AAC. *easy* is `testsrc2` (mostly flat synthetic")
@@ -253,7 +254,9 @@ if os.path.exists(os.path.join(OUT, "playable.json")):
 if os.path.exists(os.path.join(OUT, "ladder.json")):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import bench_ladder
-    section_lines, section_checks = bench_ladder.section(load("ladder.json"))
+    section_lines, section_checks = bench_ladder.section(
+        load("ladder.json"), os.path.join(OUT, bench_ladder.FLOOR_RUN)
+    )
     lines.extend(section_lines)
     checks.extend(section_checks)
 

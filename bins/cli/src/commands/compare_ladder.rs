@@ -1,5 +1,6 @@
 //! `tcoder compare-ladder`: each source through the fixed ladder (`quality: fixed`, every rung
-//! at CRF 23) and through the per-title ladder (`quality: standard`), side by side in one run
+//! at CRF 23) and through the per-title ladder (`quality: standard`, or the goal given),
+//! side by side in one run
 //! — bytes and measured VMAF per rung, the probe's CPU against the encode's — and the VMAF the
 //! engine reports checked against FFmpeg's own libvmaf filter on the written files, on the
 //! same frames (docs/BENCHMARKS.md, "Per-title ladder").
@@ -27,6 +28,9 @@ pub(crate) struct CompareLadderArgs {
     /// An FFmpeg built with libvmaf, for the independent measurement.
     #[arg(long)]
     vmaf_ffmpeg: PathBuf,
+    /// The per-title goal set against `fixed` (`standard`, `high`, `target:vmaf=N`).
+    #[arg(long, default_value = "standard", value_parser = QualityGoal::parse)]
+    quality: QualityGoal,
     /// Folder holding `tcoder-worker` (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -48,7 +52,7 @@ pub(crate) async fn run(args: CompareLadderArgs) -> anyhow::Result<()> {
     for input in &args.inputs {
         let scratch = tempfile::tempdir()?;
         let mut runs = Vec::new();
-        for quality in [QualityGoal::Fixed, QualityGoal::Standard] {
+        for quality in [QualityGoal::Fixed, args.quality] {
             let dir = scratch.path().join(quality.to_string());
             runs.push(encode(&supervisor, input, quality, &settings, &dir).await?);
         }
@@ -132,6 +136,7 @@ fn compare(source: &Path, fixed: &Run, titled: &Run, vmaf_ffmpeg: &Path) -> anyh
         "duration_secs": duration,
         "fixed_cpu_secs": fixed.cpu_secs,
         "per_title_cpu_secs": titled.cpu_secs,
+        "goal": ladder.goal,
         "probe_cpu_secs": ladder.probe_cpu_secs,
         "probe_media_secs": ladder.probe_media_secs,
         "rungs": rungs,
