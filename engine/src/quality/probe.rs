@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 
 use tcoder::engine::plan::constant_rate_factor;
 use tcoder::engine::quality::{
-    FIXED_MARGIN, QualityScores, RungChoice, Trial, WORTH_SLOPE, choose_crf, held_by_cap,
-    probe_score_every, probe_windows, second_trial,
+    FIXED_MARGIN, QualityScores, RungChoice, Trial, WORTH_SLOPE, choose_crf,
+    fmp4_first_sample_bytes, held_by_cap, probe_score_every, probe_windows, second_trial,
+    title_rate,
 };
 use tcoder::engine::{
     Chunk, DynamicRange, EngineError, EngineJob, ErrorCode, LadderReport, Mode, RenditionPlan, Task,
@@ -251,7 +252,8 @@ fn trial(
     settings: &BTreeMap<String, u8>,
 ) -> Result<BTreeMap<String, Trial>, EngineError> {
     let mut scores: QualityScores = BTreeMap::new();
-    let mut bytes: BTreeMap<String, u64> = BTreeMap::new();
+    // Bits each rung spent, at the title's keyframe interval (`title_rate`).
+    let mut bits: BTreeMap<String, f64> = BTreeMap::new();
     let mut seconds = 0.0;
     for (n, &(start, end)) in windows.iter().enumerate() {
         let out = job.output_dir.join(PROBE_DIR).join(n.to_string());
@@ -292,13 +294,21 @@ fn trial(
         let report = encode_measured(&window_job, window_probed, &sampling, &mut |_| {})?;
         for rendition in &report.renditions {
             let folder = format!("hls/{}/", rendition.name);
-            let spent: u64 = report
+            let segments: Vec<_> = report
                 .files
                 .iter()
-                .filter(|f| f.path.starts_with(&folder) && !f.path.ends_with(".m3u8"))
-                .map(|f| f.bytes)
-                .sum();
-            *bytes.entry(rendition.name.clone()).or_default() += spent;
+                .filter(|f| f.path.starts_with(&folder) && f.path.ends_with(".m4s"))
+                .collect();
+            let spent: u64 = segments.iter().map(|f| f.bytes).sum();
+            // The window's one segment starts on its keyframe.
+            let key = segments
+                .iter()
+                .min_by(|a, b| a.path.cmp(&b.path))
+                .and_then(|first| std::fs::read(out.join(&first.path)).ok())
+                .and_then(|segment| fmp4_first_sample_bytes(&segment))
+                .unwrap_or(0);
+            let rate = title_rate(spent, key, end - start, probed.plan.keyframe_secs());
+            *bits.entry(rendition.name.clone()).or_default() += rate as f64 * (end - start);
         }
         for (name, frames) in super::read_scores(&out)? {
             scores.entry(name).or_default().extend(frames);
@@ -311,8 +321,8 @@ fn trial(
         .filter(|(_, frames)| !frames.is_empty())
         .map(|(name, frames)| {
             let vmaf = frames.iter().sum::<f64>() / frames.len() as f64;
-            let bit_rate = (bytes.get(&name).copied().unwrap_or(0) as f64 * 8.0 / seconds.max(1e-3))
-                .round() as u64;
+            let bit_rate =
+                (bits.get(&name).copied().unwrap_or(0.0) / seconds.max(1e-3)).round() as u64;
             let trial =
                 Trial { crf: settings[&name], vmaf: (vmaf * 100.0).round() / 100.0, bit_rate };
             (name, trial)

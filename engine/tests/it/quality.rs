@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use tcoder::engine::quality::{measure_every, measure_windows, scored_in_window};
+use tcoder::engine::quality::{
+    fmp4_first_sample_bytes, measure_every, measure_windows, scored_in_window,
+};
 use tcoder::engine::{EngineError, ErrorCode, FloorAction, QualityFloor, QualityGoal};
 use tcoder::jobs::{OutputKind, Preset, Qualities, Quality};
 use testkit::media::{ClipSpec, clip, vmaf_per_frame};
@@ -117,6 +119,35 @@ fn the_probe_spends_fewer_bits_on_an_easy_title_and_no_fewer_on_a_hard_one() {
         assert!(choice.crf <= 23, "{choice:?}");
         assert!(choice.expected_vmaf < 93.0, "{choice:?}");
     }
+}
+
+#[test]
+fn the_keyframe_size_the_probe_reads_from_a_segment_is_what_ffprobe_reads() {
+    // The probe counts a window's keyframe only as often as the title has one (`title_rate`),
+    // reading its size from the window's fMP4 segment.
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec(Preset::Hls, Qualities::List(vec![Quality::P144]), &[OutputKind::Hls]);
+    spec.quality = QualityGoal::Fixed;
+    run(&source("testsrc2", 3), dir.path(), spec).unwrap();
+    let folder = dir.path().join("hls/144p");
+    let segment = std::fs::read(folder.join("seg_00000.m4s")).unwrap();
+    let ours = fmp4_first_sample_bytes(&segment).expect("a first sample");
+    let joined = dir.path().join("joined.mp4");
+    let init = std::fs::read(folder.join("init.mp4")).unwrap();
+    std::fs::write(&joined, [init, segment.clone()].concat()).unwrap();
+    let output = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=size,flags"])
+        .args(["-of", "csv=p=0"])
+        .arg(&joined)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let first = text.lines().next().expect("a packet");
+    let (size, flags) = first.split_once(',').unwrap();
+    assert!(flags.starts_with('K'), "the first packet is a keyframe: {first}");
+    assert_eq!(ours, size.parse::<u64>().unwrap());
+    assert!(ours < segment.len() as u64 && text.lines().count() > 1, "{text}");
 }
 
 #[test]

@@ -339,13 +339,85 @@ fn spread(duration_secs: f64, keyframe_secs: f64, count: usize, length: f64) -> 
     windows
 }
 
+/// Bits/s a trial's window of `window_secs` would have taken with keyframes only as often as
+/// the title's encode has them (every `keyframe_secs`): the window starts on one of its own
+/// (`key_bytes` of its `bytes`), which in a short window of a still picture is most of what
+/// it spends — a slide's 2/3 s window spent 90 % of its cap where the whole encode, one
+/// keyframe every 2 s, spent 60 %.
+pub fn title_rate(bytes: u64, key_bytes: u64, window_secs: f64, keyframe_secs: f64) -> u64 {
+    if window_secs.is_nan() || window_secs <= 0.0 {
+        return 0;
+    }
+    let key_bytes = key_bytes.min(bytes) as f64;
+    let keys_in_window = match keyframe_secs > window_secs {
+        true => window_secs / keyframe_secs,
+        false => 1.0,
+    };
+    ((bytes as f64 - key_bytes + key_bytes * keys_in_window) * 8.0 / window_secs).round() as u64
+}
+
+/// The size of the first sample of an fMP4 media segment (the keyframe a probe window's one
+/// segment starts on): from the first `trun` of the first `moof`'s first `traf`, or its
+/// `tfhd`'s default sample size. `None` when the segment says neither.
+pub fn fmp4_first_sample_bytes(segment: &[u8]) -> Option<u64> {
+    let traf = iso_box(iso_box(segment, b"moof")?, b"traf")?;
+    let trun = iso_box(traf, b"trun")?;
+    let flags = be32(trun, 0)? & 0x00ff_ffff;
+    if be32(trun, 4)? == 0 {
+        return None;
+    }
+    // Version and flags, sample count, then the optional data offset and first sample flags.
+    let first = 8 + 4 * (usize::from(flags & 0x1 != 0) + usize::from(flags & 0x4 != 0));
+    if flags & 0x200 != 0 {
+        let at = first + 4 * usize::from(flags & 0x100 != 0);
+        return be32(trun, at).map(u64::from);
+    }
+    let tfhd = iso_box(traf, b"tfhd")?;
+    let tfhd_flags = be32(tfhd, 0)? & 0x00ff_ffff;
+    if tfhd_flags & 0x10 == 0 {
+        return None;
+    }
+    // Version and flags, track id, then base data offset, description index and duration.
+    let at = 8
+        + 8 * usize::from(tfhd_flags & 0x1 != 0)
+        + 4 * usize::from(tfhd_flags & 0x2 != 0)
+        + 4 * usize::from(tfhd_flags & 0x8 != 0);
+    be32(tfhd, at).map(u64::from)
+}
+
+/// The payload of the first box of `kind` in `boxes` (ISO BMFF boxes one after another).
+fn iso_box<'a>(mut boxes: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
+    while boxes.len() >= 8 {
+        let (header, size) = match be32(boxes, 0)? {
+            0 => (8, boxes.len()),
+            1 => {
+                (16, usize::try_from(u64::from_be_bytes(boxes.get(8..16)?.try_into().ok()?)).ok()?)
+            }
+            size => (8, size as usize),
+        };
+        if size < header || size > boxes.len() {
+            return None;
+        }
+        if &boxes[4..8] == kind {
+            return Some(&boxes[header..size]);
+        }
+        boxes = &boxes[size..];
+    }
+    None
+}
+
+fn be32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(at..at.checked_add(4)?)?.try_into().ok()?))
+}
+
 /// One trial encode of a rung's probe windows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Trial {
     pub crf: u8,
     /// Mean VMAF over the windows.
     pub vmaf: f64,
-    /// Bits/s the windows took.
+    /// Bits/s the windows took, their keyframe counted as often as the title's encode has one
+    /// ([`title_rate`]).
     pub bit_rate: u64,
 }
 
@@ -566,6 +638,65 @@ mod tests {
             assert_eq!(start % 4.0, 0.0);
         }
         assert!(probe_windows(f64::NAN, 2.0).is_empty());
+    }
+
+    fn boxed(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut out = ((payload.len() + 8) as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn an_fmp4_segment_s_first_sample_is_read_from_its_trun_or_tfhd() {
+        let full = |flags: u32, rest: &[u32]| -> Vec<u8> {
+            let mut out = flags.to_be_bytes().to_vec();
+            rest.iter().for_each(|v| out.extend_from_slice(&v.to_be_bytes()));
+            out
+        };
+        let segment = |tfhd: Vec<u8>, trun: Vec<u8>| -> Vec<u8> {
+            let traf = [boxed(b"tfhd", &tfhd), boxed(b"trun", &trun)].concat();
+            let moof = [boxed(b"mfhd", &full(0, &[1])), boxed(b"traf", &traf)].concat();
+            [boxed(b"styp", b"msdhiso8"), boxed(b"moof", &moof), boxed(b"mdat", &[0; 16])].concat()
+        };
+        let tfhd = full(0x02_0000, &[1]);
+        // Data offset, first sample flags, then per sample a duration and a size (FFmpeg's).
+        let trun = full(0x305, &[2, 120, 0x0200_0000, 512, 50_000, 512, 900]);
+        assert_eq!(fmp4_first_sample_bytes(&segment(tfhd.clone(), trun)), Some(50_000));
+        // Sizes only.
+        let trun = full(0x200, &[2, 50_000, 900]);
+        assert_eq!(fmp4_first_sample_bytes(&segment(tfhd.clone(), trun)), Some(50_000));
+        // No sizes in the run: the track fragment's default (after a description index).
+        let no_sizes = full(0x001, &[2, 120]);
+        let tfhd_default = full(0x12, &[1, 1, 7_000]);
+        assert_eq!(fmp4_first_sample_bytes(&segment(tfhd_default, no_sizes.clone())), Some(7_000));
+        assert_eq!(fmp4_first_sample_bytes(&segment(tfhd, no_sizes)), None);
+        // Truncated or lying sizes, an empty run, no fragment: nothing, and no panic.
+        let good = segment(full(0x02_0000, &[1]), full(0x200, &[2, 50_000, 900]));
+        for cut in 0..good.len() {
+            let _ = fmp4_first_sample_bytes(&good[..cut]);
+        }
+        let mut lying = good.clone();
+        lying[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(fmp4_first_sample_bytes(&lying), None);
+        assert_eq!(fmp4_first_sample_bytes(&segment(full(0, &[1]), full(0x200, &[0]))), None);
+        assert_eq!(fmp4_first_sample_bytes(&boxed(b"mdat", &[0; 32])), None);
+        assert_eq!(fmp4_first_sample_bytes(&[0, 0, 0, 1, b'm', b'o', b'o', b'f']), None);
+    }
+
+    #[test]
+    fn a_window_s_keyframe_counts_as_often_as_the_title_has_one() {
+        // 2/3 s of a still slide: 50 kB keyframe, 10 kB after it; the title has a keyframe
+        // every 2 s, so a third of the keyframe is this window's.
+        let rate = title_rate(60_000, 50_000, 2.0 / 3.0, 2.0);
+        assert_eq!(rate, ((10_000.0 + 50_000.0 / 3.0) * 8.0 * 1.5_f64).round() as u64);
+        assert!(rate < 60_000 * 8 * 3 / 2);
+        // A window as long as the keyframe interval, or longer, is taken as it is.
+        assert_eq!(title_rate(60_000, 50_000, 2.0, 2.0), 240_000);
+        assert_eq!(title_rate(60_000, 50_000, 4.0, 2.0), 120_000);
+        // A keyframe said to be larger than the window counts as all of it.
+        assert_eq!(title_rate(10_000, 50_000, 1.0, 2.0), 40_000);
+        assert_eq!(title_rate(10_000, 0, 0.0, 2.0), 0);
     }
 
     #[test]
