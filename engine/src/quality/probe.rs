@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use tcoder::engine::plan::constant_rate_factor;
 use tcoder::engine::quality::{
     FIXED_MARGIN, QualityScores, RungChoice, Trial, WORTH_SLOPE, choose_crf,
-    fmp4_first_sample_bytes, held_by_cap, probe_score_every, probe_windows, second_trial,
-    title_rate,
+    fmp4_first_sample_bytes, held_by_cap, lowest_under_cap, probe_score_every, probe_windows,
+    second_trial, title_rate, vmaf_at,
 };
 use tcoder::engine::{
     Chunk, DynamicRange, EngineError, EngineJob, ErrorCode, LadderReport, Mode, RenditionPlan, Task,
@@ -142,15 +142,23 @@ fn measure(
     for FirstLook { rendition, first, aim, held } in looks {
         let mut trials = vec![first];
         trials.extend(second.remove(&rendition.name));
-        let (crf, expected_vmaf) = match held {
+        let (mut crf, mut expected_vmaf) = match held {
             true => (trials[0].crf, trials[0].vmaf),
             false => choose_crf(codec, &trials, aim),
+        };
+        let capped = match lowest_under_cap(&trials, rendition.video_bit_rate) {
+            Some(lowest) if !held && crf < lowest => {
+                (crf, expected_vmaf) = (lowest, vmaf_at(&trials, lowest));
+                Cap::Reached
+            }
+            _ if held => Cap::Held,
+            _ => Cap::Free,
         };
         rungs.push(RungChoice {
             name: rendition.name.clone(),
             crf,
             expected_vmaf,
-            reason: reason(rendition, &trials, (crf, expected_vmaf, held), (target, aim)),
+            reason: reason(rendition, &trials, (crf, expected_vmaf, capped), (target, aim)),
             trials,
             kept: true,
         });
@@ -166,10 +174,21 @@ fn measure(
     })
 }
 
+/// How a rung's cap bore on its choice.
+#[derive(Clone, Copy, PartialEq)]
+enum Cap {
+    /// Its trials stayed clear of it.
+    Free,
+    /// Below its aim at close to the cap at the fixed setting: nothing lower tried.
+    Held,
+    /// A lower setting was tried, but one lower than the chosen would spend close to the cap.
+    Reached,
+}
+
 fn reason(
     rendition: &RenditionPlan,
     trials: &[Trial],
-    (crf, expected, capped): (u8, f64, bool),
+    (crf, expected, capped): (u8, f64, Cap),
     (target, aim): (f64, f64),
 ) -> String {
     let measured: Vec<String> =
@@ -177,9 +196,14 @@ fn reason(
     let fixed = constant_rate_factor(rendition.video_codec);
     let verdict = match () {
         _ if expected + 0.05 >= aim => format!("CRF {crf} is expected to give {expected:.1}"),
-        _ if capped => format!(
+        _ if capped == Cap::Held => format!(
             "it spent close to the rung's {} kb/s cap, which holds it: CRF {crf}, no lower \
              setting tried",
+            rendition.video_bit_rate / 1000
+        ),
+        _ if capped == Cap::Reached => format!(
+            "a lower setting would spend close to the rung's {} kb/s cap, which holds it: CRF \
+             {crf}, expected to give {expected:.1}",
             rendition.video_bit_rate / 1000
         ),
         // Below the aim at the fixed setting, and a lower one bought too little.

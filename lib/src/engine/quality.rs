@@ -550,6 +550,50 @@ pub fn choose_crf(codec: VideoCodec, trials: &[Trial], target: f64) -> (u8, f64)
     (crf, round2(expected.min(100.0)))
 }
 
+/// The lowest setting the cap leaves a rung, when its trials reach close to the cap
+/// (`cap_bits` a second): a setting whose rate the trials predict (log-linear between them) at
+/// [`NEAR_CAP`] of the cap or more is held there by it, and a window, starting with the
+/// encoder's buffer nearly full, looks better than the title then will (grain's 144p: 94.2 in
+/// a window at CRF 20 at 1.3× its cap, 91.1 encoded whole at CRF 21). `None`: no trial came
+/// close to the cap.
+pub fn lowest_under_cap(trials: &[Trial], cap_bits: u64) -> Option<u8> {
+    let limit = NEAR_CAP * cap_bits as f64;
+    let mut points: Vec<(f64, f64)> = trials
+        .iter()
+        .filter(|t| t.bit_rate > 0)
+        .map(|t| (f64::from(t.crf), t.bit_rate as f64))
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if !points.iter().any(|&(_, rate)| rate >= limit) {
+        return None;
+    }
+    let crossing = match points[..] {
+        [(c0, r0), (c1, r1), ..] if c0 != c1 && r0 != r1 => {
+            c0 + (limit.ln() - r0.ln()) * (c1 - c0) / (r1.ln() - r0.ln())
+        }
+        // One trial (or two alike), close to the cap: nothing lower than it.
+        _ => points[0].0,
+    };
+    let highest = points.last().map_or(crossing, |p| p.0);
+    Some(crossing.ceil().clamp(points[0].0, highest.max(points[0].0)) as u8)
+}
+
+/// The VMAF the trials predict at `crf`: on the line through the two nearest (the trial's own
+/// score with one).
+pub fn vmaf_at(trials: &[Trial], crf: u8) -> f64 {
+    let mut near: Vec<&Trial> = trials.iter().collect();
+    near.sort_by_key(|t| (i32::from(t.crf) - i32::from(crf)).abs());
+    let value = match near[..] {
+        [a, b, ..] if a.crf != b.crf => {
+            let slope = (b.vmaf - a.vmaf) / (f64::from(b.crf) - f64::from(a.crf));
+            a.vmaf + slope * (f64::from(crf) - f64::from(a.crf))
+        }
+        [a, ..] => a.vmaf,
+        [] => 0.0,
+    };
+    round2(value.min(100.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -697,6 +741,29 @@ mod tests {
         // A keyframe said to be larger than the window counts as all of it.
         assert_eq!(title_rate(10_000, 50_000, 1.0, 2.0), 40_000);
         assert_eq!(title_rate(10_000, 0, 0.0, 2.0), 0);
+    }
+
+    #[test]
+    fn a_setting_the_trials_put_close_to_the_cap_is_as_low_as_a_rung_goes() {
+        let trial = |crf, vmaf, bit_rate| Trial { crf, vmaf, bit_rate };
+        // Grain's 144p (cap 100 kb/s): 85 kb/s at CRF 23, 130 kb/s at CRF 20 — the rates reach
+        // 90 kb/s between 22 and 23: no lower than 23.
+        let grain = [trial(23, 91.0, 85_000), trial(20, 94.2, 130_000)];
+        assert_eq!(lowest_under_cap(&grain, 100_000), Some(23));
+        // 60 and 95 kb/s: 90 is reached just above CRF 20, so 21 is as low as it goes.
+        let nearer = [trial(23, 91.0, 60_000), trial(20, 94.2, 95_000)];
+        assert_eq!(lowest_under_cap(&nearer, 100_000), Some(21));
+        // Far from the cap: no limit.
+        assert_eq!(
+            lowest_under_cap(&[trial(23, 91.0, 20_000), trial(20, 94.0, 30_000)], 100_000),
+            None
+        );
+        // One trial, at the cap: nothing lower than it.
+        assert_eq!(lowest_under_cap(&[trial(23, 80.0, 99_000)], 100_000), Some(23));
+        // The VMAF expected there, on the trials' line.
+        assert_eq!(vmaf_at(&grain, 23), 91.0);
+        assert_eq!(vmaf_at(&grain, 22), 92.07);
+        assert_eq!(vmaf_at(&[trial(23, 91.0, 1)], 20), 91.0);
     }
 
     #[test]
