@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use tcoder::engine::plan::constant_rate_factor;
 use tcoder::engine::quality::{
-    FIXED_MARGIN, QualityScores, RungChoice, Trial, WORTH_SLOPE, choose_crf,
-    fmp4_first_sample_bytes, held_by_cap, lowest_under_cap, probe_score_every, probe_windows,
-    second_trial, title_rate, vmaf_at,
+    FIXED_MARGIN, QualityScores, RungChoice, Trial, WORTH_SLOPE, cap_bound, choose_crf,
+    fmp4_first_sample_bytes, held_by_cap, probe_score_every, probe_windows, second_trial,
+    title_rate, vmaf_at,
 };
 use tcoder::engine::{
     Chunk, DynamicRange, EngineError, EngineJob, ErrorCode, LadderReport, Mode, RenditionPlan, Task,
@@ -146,9 +146,10 @@ fn measure(
             true => (trials[0].crf, trials[0].vmaf),
             false => choose_crf(codec, &trials, aim),
         };
-        let capped = match lowest_under_cap(&trials, rendition.video_bit_rate) {
-            Some(lowest) if !held && crf < lowest => {
-                (crf, expected_vmaf) = (lowest, vmaf_at(&trials, lowest));
+        let capped = match cap_bound(&trials, rendition.video_bit_rate, crf) {
+            Some(bounded) if !held => {
+                crf = bounded;
+                expected_vmaf = vmaf_at(&trials, crf);
                 Cap::Reached
             }
             _ if held => Cap::Held,

@@ -578,6 +578,16 @@ pub fn lowest_under_cap(trials: &[Trial], cap_bits: u64) -> Option<u8> {
     Some(crossing.ceil().clamp(points[0].0, highest.max(points[0].0)) as u8)
 }
 
+/// The setting a rung's cap (`cap_bits` a second) moves a `chosen` one to, if any: only a
+/// setting below the first trial's (the fixed one: more bits than it) is bounded, up to
+/// [`lowest_under_cap`] and never past the first trial's — the cap taking bits from the
+/// fixed setting where a title needs more is no reason to take more away.
+pub fn cap_bound(trials: &[Trial], cap_bits: u64, chosen: u8) -> Option<u8> {
+    let fixed = trials.first()?.crf;
+    let lowest = lowest_under_cap(trials, cap_bits)?;
+    (chosen < fixed && chosen < lowest).then(|| lowest.min(fixed))
+}
+
 /// The VMAF the trials predict at `crf`: on the line through the two nearest (the trial's own
 /// score with one).
 pub fn vmaf_at(trials: &[Trial], crf: u8) -> f64 {
@@ -760,6 +770,18 @@ mod tests {
         );
         // One trial, at the cap: nothing lower than it.
         assert_eq!(lowest_under_cap(&[trial(23, 80.0, 99_000)], 100_000), Some(23));
+        // Only a setting below the first trial's is bounded, and never past it: CRF 21 for
+        // grain's 144p goes to 23; animation's 1080p at its cap (3.5 Mb/s at CRF 23, 2.6 at
+        // 26) keeps the fixed CRF 23 it chose.
+        assert_eq!(cap_bound(&grain, 100_000, 21), Some(23));
+        assert_eq!(cap_bound(&nearer, 100_000, 19), Some(21));
+        assert_eq!(cap_bound(&nearer, 100_000, 21), None);
+        let animation = [trial(23, 96.1, 3_500_000), trial(26, 94.0, 2_600_000)];
+        assert_eq!(lowest_under_cap(&animation, 3_500_000), Some(25));
+        assert_eq!(cap_bound(&animation, 3_500_000, 23), None);
+        assert_eq!(cap_bound(&animation, 3_500_000, 25), None);
+        let both_above = [trial(23, 80.0, 3_600_000), trial(20, 84.0, 4_000_000)];
+        assert_eq!(cap_bound(&both_above, 3_500_000, 20), Some(23));
         // The VMAF expected there, on the trials' line.
         assert_eq!(vmaf_at(&grain, 23), 91.0);
         assert_eq!(vmaf_at(&grain, 22), 92.07);
