@@ -11,6 +11,8 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+use tcoder::isobmff::{boxes, child};
+
 /// A `moov` larger than this is not read (it would be a very long or hostile file; FFmpeg
 /// still opens it, external references then go unnoticed).
 const MAX_MOOV_BYTES: u64 = 64 << 20;
@@ -59,36 +61,6 @@ fn read_moov(path: &Path) -> Option<Vec<u8>> {
         offset = offset.checked_add(size)?;
     }
     None
-}
-
-/// The child boxes of `data`: (type, body).
-fn boxes(data: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    let mut rest = data;
-    std::iter::from_fn(move || {
-        if rest.len() < 8 {
-            return None;
-        }
-        let size = u32::from_be_bytes(rest[..4].try_into().ok()?) as usize;
-        let (size, header) = match size {
-            0 => (rest.len(), 8),
-            1 => {
-                let large = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
-                (usize::try_from(large).ok()?, 16)
-            }
-            n => (n, 8),
-        };
-        if size < header || size > rest.len() {
-            return None;
-        }
-        let kind = &rest[4..8];
-        let body = &rest[header..size];
-        rest = &rest[size..];
-        Some((kind, body))
-    })
-}
-
-fn child<'a>(data: &'a [u8], kind: &[u8]) -> Option<&'a [u8]> {
-    boxes(data).find(|(k, _)| *k == kind).map(|(_, body)| body)
 }
 
 fn tracks(moov: &[u8]) -> Vec<u32> {

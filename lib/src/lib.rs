@@ -36,6 +36,7 @@ pub mod engine;
 pub mod events;
 pub mod hls;
 pub mod http_serve;
+pub mod isobmff;
 pub mod jobs;
 pub mod machines;
 pub mod metrics;

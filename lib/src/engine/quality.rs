@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::isobmff::child;
 use crate::jobs::VideoCodec;
 
 /// The metric every score is on: VMAF (model `vmaf_v0.6.1`, 0–100), measured by libvmaf.
@@ -360,8 +361,8 @@ pub fn title_rate(bytes: u64, key_bytes: u64, window_secs: f64, keyframe_secs: f
 /// segment starts on): from the first `trun` of the first `moof`'s first `traf`, or its
 /// `tfhd`'s default sample size. `None` when the segment says neither.
 pub fn fmp4_first_sample_bytes(segment: &[u8]) -> Option<u64> {
-    let traf = iso_box(iso_box(segment, b"moof")?, b"traf")?;
-    let trun = iso_box(traf, b"trun")?;
+    let traf = child(child(segment, b"moof")?, b"traf")?;
+    let trun = child(traf, b"trun")?;
     let flags = be32(trun, 0)? & 0x00ff_ffff;
     if be32(trun, 4)? == 0 {
         return None;
@@ -372,7 +373,7 @@ pub fn fmp4_first_sample_bytes(segment: &[u8]) -> Option<u64> {
         let at = first + 4 * usize::from(flags & 0x100 != 0);
         return be32(trun, at).map(u64::from);
     }
-    let tfhd = iso_box(traf, b"tfhd")?;
+    let tfhd = child(traf, b"tfhd")?;
     let tfhd_flags = be32(tfhd, 0)? & 0x00ff_ffff;
     if tfhd_flags & 0x10 == 0 {
         return None;
@@ -383,27 +384,6 @@ pub fn fmp4_first_sample_bytes(segment: &[u8]) -> Option<u64> {
         + 4 * usize::from(tfhd_flags & 0x2 != 0)
         + 4 * usize::from(tfhd_flags & 0x8 != 0);
     be32(tfhd, at).map(u64::from)
-}
-
-/// The payload of the first box of `kind` in `boxes` (ISO BMFF boxes one after another).
-fn iso_box<'a>(mut boxes: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
-    while boxes.len() >= 8 {
-        let (header, size) = match be32(boxes, 0)? {
-            0 => (8, boxes.len()),
-            1 => {
-                (16, usize::try_from(u64::from_be_bytes(boxes.get(8..16)?.try_into().ok()?)).ok()?)
-            }
-            size => (8, size as usize),
-        };
-        if size < header || size > boxes.len() {
-            return None;
-        }
-        if &boxes[4..8] == kind {
-            return Some(&boxes[header..size]);
-        }
-        boxes = &boxes[size..];
-    }
-    None
 }
 
 fn be32(bytes: &[u8], at: usize) -> Option<u32> {
